@@ -1,0 +1,3 @@
+from nra.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The desired state: which peers carry the return path, and which prefixes use it.
+
+Every source (static file, ConfigMap, CRDs) produces an Intent; the planner diffs it
+against the kernel. An Intent is immutable and compares by value, so "did the desired
+state really change?" is a plain `==`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+# Linux multipath weights are 1..256 (stored as hops = weight - 1).
+MIN_WEIGHT = 1
+MAX_WEIGHT = 256
+
+
+@dataclass(frozen=True, order=True)
+class Peer:
+    """A BGP peer used as a nexthop of the managed route."""
+
+    address: IPAddress
+    weight: int
+    # Where the peer came from (BGPPeer name, or the legacy peer's index); for logs only.
+    name: str = field(default="", compare=False)
+
+    @property
+    def family(self) -> int:
+        return self.address.version
+
+
+@dataclass(frozen=True)
+class Intent:
+    """The complete desired state for this node."""
+
+    peers: frozenset[Peer] = frozenset()
+    prefixes: frozenset[IPNetwork] = frozenset()
+
+    def peers_of(self, version: int) -> list[Peer]:
+        return sorted(p for p in self.peers if p.address.version == version)
+
+    def prefixes_of(self, version: int) -> list[IPNetwork]:
+        return sorted(p for p in self.prefixes if p.version == version)
+
+    def summary(self) -> str:
+        v4, v6 = self.peers_of(4), self.peers_of(6)
+        return (
+            f"{len(v4)} IPv4 + {len(v6)} IPv6 peers "
+            f"({', '.join(f'{p.address} w{p.weight}' for p in v4 + v6) or 'none'}), "
+            f"{len(self.prefixes_of(4))} IPv4 + {len(self.prefixes_of(6))} IPv6 prefixes"
+        )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad entry in the user's configuration: named, logged, skipped."""
+
+    where: str  # e.g. "pool my-ip-space", "peer peer1", "BGPAdvertisement adv1"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """An intent plus the problems met while building it (the intent excludes the bad entries)."""
+
+    intent: Intent
+    problems: tuple[Problem, ...] = ()
