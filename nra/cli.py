@@ -1,0 +1,103 @@
+"""Command line: `nra [run|plan|clean] [--flags]`; every flag has the original env var too.
+
+Exit codes: 0 success, 1 a run that failed (ONESHOT, CLEANANDEXIT, plan), 2 bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from loguru import logger
+
+from nra import __version__
+from nra.logsetup import setup_logging
+from nra.settings import ENV_NAMES, Settings, SettingsError, load_settings
+
+# field -> (flag, metavar, help); bool fields become on/off switches.
+_FLAGS: dict[str, tuple[str, str, str]] = {
+    "metallb_static_file": ("--static-file", "PATH", "watch this MetalLB config file instead of the Kubernetes API"),
+    "metallb_use_crds": ("--use-crds", "", "read metallb.io CRDs instead of the ConfigMap"),
+    "metallb_namespace": ("--namespace", "NS", "MetalLB's namespace (default: the pod's, else metallb-system)"),
+    "metallb_configmap_name": ("--configmap", "NAME", "MetalLB ConfigMap name (default: config)"),
+    "node_name": ("--node-name", "NAME", "this node's name (required with CRDs)"),
+    "kubeconfig": ("--kubeconfig", "PATH", "kubeconfig file (default: in-cluster service account)"),
+    "table": ("--table", "ID", "managed routing table id (default: 20)"),
+    "rule_priority": ("--priority", "N", "priority of the managed rules (default: 20)"),
+    "rule_fwmark": ("--fwmark", "MARK[/MASK]", "rules also match this fwmark, e.g. 0x14 or 0x14/0xff"),
+    "peer_weight": ("--peer-weight", "N", "nexthop weight of each peer, 1..256 (default: 100)"),
+    "destination": ("--destination", "DST", "destination of the managed route (default: default)"),
+    "max_reconcile_wait": ("--max-reconcile-wait", "MS", "timer between reconciles in ms, 0 = off (default: 60000)"),
+    "pre_reconcile_script_path": ("--pre-hook", "PATH", "executable run before each reconcile"),
+    "post_reconcile_script_path": ("--post-hook", "PATH", "executable run after each reconcile"),
+    "hook_timeout": ("--hook-timeout", "SECONDS", "kill a hook after this long (default: 10)"),
+    "oneshot": ("--oneshot", "", "reconcile once and exit"),
+    "cleanandexit": ("--clean-and-exit", "", "remove every rule and route of the table and exit"),
+    "source_start_timeout": ("--source-timeout", "SECONDS", "how long ONESHOT/plan wait for the configuration (default: 60)"),
+    "netns": ("--netns", "NAME", "program this named network namespace (tests, lab, demos)"),
+    "health_address": ("--health-address", "HOST:PORT", "health/metrics listener, or 'off' (default: 127.0.0.1:9101)"),
+    "log_level": ("--log-level", "LEVEL", "error|warn|info|verbose|debug|silly (default: info)"),
+    "log_format": ("--log-format", "FORMAT", "text|json (default: text)"),
+    "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nra",
+        description="MetalLB node route agent: policy routing so that LoadBalancer replies "
+        "return through the BGP peers. Every flag can also be given as the environment "
+        "variable named in brackets.",
+    )
+    parser.add_argument("--version", action="version", version=f"nra {__version__}")
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "plan", "clean"],
+                        help="run (default: daemon, or ONESHOT/CLEANANDEXIT), "
+                        "plan (print what would change, change nothing), clean (= CLEANANDEXIT)")
+    for field, (flag, metavar, text) in _FLAGS.items():
+        env = ENV_NAMES[field]
+        if not metavar:
+            parser.add_argument(flag, dest=field, action="store_const", const=True, default=None,
+                                help=f"{text} [{env}=1]")
+        else:
+            parser.add_argument(flag, dest=field, metavar=metavar, default=None, help=f"{text} [{env}]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    if args.command == "clean":
+        overrides["cleanandexit"] = True
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"nra: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        return asyncio.run(_run(settings, args.command))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(settings: Settings, command: str) -> int:
+    from nra.agent import Agent, clean_and_exit, make_source
+
+    if settings.cleanandexit:
+        return await clean_and_exit(settings)
+    try:
+        source = make_source(settings)
+    except (ValueError, OSError) as exc:
+        logger.error("cannot start the configuration source: {}", exc)
+        return 2
+    agent = Agent(settings, source)
+    if command == "plan":
+        return await agent.plan_only()
+    if settings.oneshot:
+        return await agent.run_oneshot()
+    return await agent.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

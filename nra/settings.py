@@ -1,0 +1,257 @@
+"""Settings: the Node.js agent's environment variables, same names and meanings, validated.
+
+Every setting can also be given as a command-line flag (see nra.cli). A bad value is refused
+at start with one line naming the setting (exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
+
+# Tables the kernel itself uses: unspec (0), default (253), main (254), local (255).
+RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
+MAX_TABLE = 2**32 - 1
+# Priorities of the kernel's own rules: local (0), main (32766), default (32767).
+RESERVED_PRIORITIES = {0: "the local table's rule", 32766: "the main table's rule", 32767: "the default table's rule"}
+
+LogLevel = Literal["error", "warn", "info", "verbose", "debug", "silly"]
+_LOG_LEVEL_ALIASES = {"warning": "warn", "trace": "silly", "err": "error"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(Exception):
+    """A setting the agent refuses to start with; str() is the one line shown to the user."""
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected 1/0, true/false or yes/no, got {value!r}")
+
+
+def parse_fwmark(text: str) -> tuple[int, int | None]:
+    """`0x14`, `20`, `0x14/0xff` or `20/255` -> (mark, mask or None)."""
+    mark_text, _, mask_text = text.strip().partition("/")
+    try:
+        mark = int(mark_text, 0)
+        mask = int(mask_text, 0) if mask_text else None
+    except ValueError:
+        raise ValueError(f"expected a mark like 0x14 or 0x14/0xff, got {text!r}") from None
+    for what, number in (("mark", mark), ("mask", mask)):
+        if number is not None and not 0 <= number <= 0xFFFFFFFF:
+            raise ValueError(f"{what} {number:#x} is outside 32 bits")
+    if mark == 0 and mask is None:
+        raise ValueError("mark 0 without a mask matches nothing useful; leave RULE_FWMARK unset instead")
+    if mask is not None and mark & ~mask:
+        raise ValueError(f"mark {mark:#x} has bits outside mask {mask:#x}")
+    return mark, mask
+
+
+def parse_destination(text: str) -> tuple[IPNetwork, ...]:
+    """`default` -> both families' default route; else one prefix per family, comma separated."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError("empty")
+    nets: list[IPNetwork] = []
+    for item in items:
+        if item.lower() == "default":
+            nets += [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is neither 'default' nor a prefix such as 10.0.0.0/8") from None
+    versions = [n.version for n in nets]
+    if len(set(versions)) != len(versions):
+        raise ValueError("give at most one destination per address family")
+    return tuple(sorted(nets, key=lambda n: n.version))
+
+
+class Settings(BaseSettings):
+    """All of nra's settings. Environment names are the original agent's."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", case_sensitive=True)
+
+    max_reconcile_wait: int = Field(
+        60000, validation_alias="MAX_RECONCILE_WAIT",
+        description="ms between timer reconciles; 0 disables the timer; below 1000 means 1000",
+    )
+    table: int = Field(20, validation_alias=AliasChoices("TABLE_WEIGHT", "TABLE"), description="id of the managed routing table")
+    peer_weight: int = Field(100, validation_alias="PEER_WEIGHT", description="default nexthop weight of each peer (1..256)")
+    rule_priority: int = Field(20, validation_alias="RULE_PRIORITY", description="priority of the managed rules")
+    rule_fwmark: str | None = Field(None, validation_alias="RULE_FWMARK", description="fwmark[/mask] the rules also match")
+    destination: str = Field("default", validation_alias="DESTINATION", description="destination of the managed route")
+    pre_reconcile_script_path: str | None = Field(None, validation_alias="PRE_RECONCILE_SCRIPT_PATH")
+    post_reconcile_script_path: str | None = Field(None, validation_alias="POST_RECONCILE_SCRIPT_PATH")
+    metallb_namespace: str | None = Field(None, validation_alias="METALLB_NAMESPACE")
+    metallb_configmap_name: str = Field("config", validation_alias="METALLB_CONFIGMAP_NAME")
+    metallb_static_file: str | None = Field(None, validation_alias="METALLB_STATIC_FILE")
+    metallb_use_crds: bool = Field(False, validation_alias="METALLB_USE_CRDS")
+    node_name: str | None = Field(None, validation_alias="NODE_NAME")
+    kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
+    log_level: LogLevel = Field("info", validation_alias="LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
+    oneshot: bool = Field(False, validation_alias="ONESHOT")
+    cleanandexit: bool = Field(False, validation_alias="CLEANANDEXIT")
+    netns: str | None = Field(None, validation_alias="NRA_NETNS", description="program this named network namespace")
+    health_address: str = Field("127.0.0.1:9101", validation_alias="HEALTH_ADDRESS")
+    source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT waits for the first configuration")
+    hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
+    set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
+
+    # -- validation: each error names the setting by its environment variable --------
+
+    @field_validator("metallb_use_crds", "oneshot", "cleanandexit", "set_multipath_use_neigh", mode="before")
+    @classmethod
+    def _bools(cls, v: Any) -> bool:
+        return _flag(v)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> str:
+        text = str(v).strip().lower()
+        return _LOG_LEVEL_ALIASES.get(text, text)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format(cls, v: Any) -> str:
+        return str(v).strip().lower()
+
+    @field_validator("max_reconcile_wait")
+    @classmethod
+    def _wait(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be 0 (timer off) or a number of milliseconds")
+        return 0 if v == 0 else max(v, 1000)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: int) -> int:
+        if v in RESERVED_TABLES:
+            raise ValueError(f"{v} is the kernel's {RESERVED_TABLES[v]} table; pick another id")
+        if not 0 < v <= MAX_TABLE:
+            raise ValueError(f"must be 1..{MAX_TABLE}")
+        return v
+
+    @field_validator("rule_priority")
+    @classmethod
+    def _priority(cls, v: int) -> int:
+        if v in RESERVED_PRIORITIES:
+            raise ValueError(f"{v} is the priority of {RESERVED_PRIORITIES[v]}; pick another")
+        if not 0 < v < 2**32:
+            raise ValueError("must be 1..4294967295")
+        return v
+
+    @field_validator("peer_weight")
+    @classmethod
+    def _weight(cls, v: int) -> int:
+        if not MIN_WEIGHT <= v <= MAX_WEIGHT:
+            raise ValueError(f"must be {MIN_WEIGHT}..{MAX_WEIGHT} (the kernel's nexthop weight range)")
+        return v
+
+    @field_validator("rule_fwmark")
+    @classmethod
+    def _fwmark(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        parse_fwmark(v)
+        return v.strip()
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, v: str) -> str:
+        parse_destination(v)
+        return v.strip()
+
+    @field_validator("pre_reconcile_script_path", "post_reconcile_script_path")
+    @classmethod
+    def _hook(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not os.path.isfile(v):
+            raise ValueError(f"{v} is not a file")
+        if not os.access(v, os.X_OK):
+            raise ValueError(f"{v} is not executable (chmod +x it)")
+        return v
+
+    @field_validator("health_address")
+    @classmethod
+    def _health(cls, v: str) -> str:
+        text = v.strip()
+        if text.lower() in ("", "off", "0", "false", "no"):
+            return ""
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port such as 127.0.0.1:9101, or 'off'; got {v!r}")
+        return text
+
+    @field_validator("source_start_timeout", "hook_timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be a positive number of seconds")
+        return v
+
+    @model_validator(mode="after")
+    def _modes(self) -> "Settings":
+        if self.oneshot and self.cleanandexit:
+            raise ValueError("ONESHOT and CLEANANDEXIT cannot both be set")
+        return self
+
+    # -- derived values ---------------------------------------------------------------
+
+    @property
+    def fwmark(self) -> tuple[int | None, int | None]:
+        if not self.rule_fwmark:
+            return None, None
+        return parse_fwmark(self.rule_fwmark)
+
+    @property
+    def destinations(self) -> tuple[IPNetwork, ...]:
+        return parse_destination(self.destination)
+
+    @property
+    def source_kind(self) -> str:
+        if self.metallb_static_file:
+            return "static-file"
+        return "crds" if self.metallb_use_crds else "configmap"
+
+
+# Environment variable name of each field, for error messages and --help.
+ENV_NAMES: dict[str, str] = {}
+for _name, _field in Settings.model_fields.items():
+    alias = _field.validation_alias
+    ENV_NAMES[_name] = alias.choices[0] if isinstance(alias, AliasChoices) else str(alias)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment plus explicit overrides (flags win).
+
+    Raises SettingsError with one line naming the setting on a bad value.
+    """
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        name = ENV_NAMES.get(field, field) or "settings"
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        given = err.get("input")
+        if err.get("type", "").startswith(("int_", "float_", "literal_")) and given is not None:
+            message = f"{message} (got {given!r})"
+        raise SettingsError(f"invalid {name}: {message}") from None
