@@ -1,0 +1,118 @@
+"""Settings: the original env var names and meanings, and refusals with one clear line."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+
+import pytest
+
+from nra.settings import SettingsError, load_settings, parse_destination, parse_fwmark
+
+ENV_VARS = [
+    "MAX_RECONCILE_WAIT", "TABLE_WEIGHT", "PEER_WEIGHT", "RULE_PRIORITY", "RULE_FWMARK", "DESTINATION",
+    "PRE_RECONCILE_SCRIPT_PATH", "POST_RECONCILE_SCRIPT_PATH", "METALLB_NAMESPACE", "METALLB_CONFIGMAP_NAME",
+    "METALLB_STATIC_FILE", "METALLB_USE_CRDS", "NODE_NAME", "LOG_LEVEL", "LOG_FORMAT", "ONESHOT", "CLEANANDEXIT",
+    "NRA_NETNS", "HEALTH_ADDRESS", "KUBECONFIG",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_match_the_original_agent():
+    s = load_settings()
+    assert (s.max_reconcile_wait, s.table, s.peer_weight, s.rule_priority) == (60000, 20, 100, 20)
+    assert s.fwmark == (None, None)
+    assert s.destinations == (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    assert s.metallb_configmap_name == "config"
+    assert not s.oneshot and not s.cleanandexit and not s.metallb_use_crds
+    assert s.source_kind == "configmap"
+
+
+def test_environment_names(monkeypatch):
+    monkeypatch.setenv("TABLE_WEIGHT", "30")
+    monkeypatch.setenv("PEER_WEIGHT", "7")
+    monkeypatch.setenv("RULE_PRIORITY", "100")
+    monkeypatch.setenv("RULE_FWMARK", "0x14/0xff")
+    monkeypatch.setenv("ONESHOT", "1")
+    monkeypatch.setenv("METALLB_USE_CRDS", "true")
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    s = load_settings()
+    assert (s.table, s.peer_weight, s.rule_priority) == (30, 7, 100)
+    assert s.fwmark == (0x14, 0xFF)
+    assert s.oneshot and s.metallb_use_crds and s.log_level == "verbose"
+    assert s.source_kind == "crds"
+
+
+def test_flags_override_environment(monkeypatch):
+    monkeypatch.setenv("TABLE_WEIGHT", "30")
+    assert load_settings(table=40).table == 40
+
+
+@pytest.mark.parametrize("given,expected", [("0", 0), ("5", 1000), ("999", 1000), ("1000", 1000), ("2500", 2500)])
+def test_max_reconcile_wait_floor_and_off(given, expected):
+    assert load_settings(max_reconcile_wait=given).max_reconcile_wait == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("0x14", (0x14, None)), ("20", (20, None)), ("0x14/0xff", (0x14, 0xFF)), ("20/255", (20, 255)),
+    ("0x0/0xff", (0, 0xFF)),
+])
+def test_fwmark_forms(text, expected):
+    assert parse_fwmark(text) == expected
+
+
+def test_destination_forms():
+    assert parse_destination("10.0.0.0/8") == (ipaddress.ip_network("10.0.0.0/8"),)
+    assert parse_destination("10.0.0.0/8, fd00::/8") == (
+        ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+
+
+@pytest.mark.parametrize("field,value,env", [
+    ("table", "0", "TABLE_WEIGHT"), ("table", "253", "TABLE_WEIGHT"), ("table", "254", "TABLE_WEIGHT"),
+    ("table", "255", "TABLE_WEIGHT"), ("table", "-1", "TABLE_WEIGHT"), ("table", str(2**32), "TABLE_WEIGHT"),
+    ("table", "twenty", "TABLE_WEIGHT"),
+    ("rule_priority", "0", "RULE_PRIORITY"), ("rule_priority", "32766", "RULE_PRIORITY"),
+    ("rule_priority", "32767", "RULE_PRIORITY"), ("rule_priority", str(2**32), "RULE_PRIORITY"),
+    ("peer_weight", "0", "PEER_WEIGHT"), ("peer_weight", "257", "PEER_WEIGHT"),
+    ("rule_fwmark", "zz", "RULE_FWMARK"), ("rule_fwmark", "0x14/0x0f", "RULE_FWMARK"),
+    ("rule_fwmark", "0x1ffffffff", "RULE_FWMARK"),
+    ("destination", "nowhere", "DESTINATION"), ("destination", "10.0.0.0/8,11.0.0.0/8", "DESTINATION"),
+    ("destination", "999.0.0.0/8", "DESTINATION"),
+    ("pre_reconcile_script_path", "/nonexistent/hook", "PRE_RECONCILE_SCRIPT_PATH"),
+    ("post_reconcile_script_path", "/", "POST_RECONCILE_SCRIPT_PATH"),
+    ("log_level", "loud", "LOG_LEVEL"), ("oneshot", "maybe", "ONESHOT"),
+    ("max_reconcile_wait", "-5", "MAX_RECONCILE_WAIT"), ("health_address", "nope", "HEALTH_ADDRESS"),
+])
+def test_bad_settings_name_the_variable(field, value, env):
+    with pytest.raises(SettingsError) as err:
+        load_settings(**{field: value})
+    line = str(err.value)
+    assert line.startswith(f"invalid {env}:"), line
+    assert "\n" not in line
+
+
+def test_hook_must_be_an_executable_file(tmp_path):
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\n")
+    with pytest.raises(SettingsError, match="not executable"):
+        load_settings(pre_reconcile_script_path=str(hook))
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    assert load_settings(pre_reconcile_script_path=str(hook)).pre_reconcile_script_path == str(hook)
+    with pytest.raises(SettingsError, match="not a file"):
+        load_settings(pre_reconcile_script_path=str(tmp_path))
+
+
+def test_oneshot_and_clean_are_exclusive():
+    with pytest.raises(SettingsError, match="cannot both"):
+        load_settings(oneshot="1", cleanandexit="1")
+
+
+def test_health_address_off():
+    assert load_settings(health_address="off").health_address == ""
+    assert load_settings(health_address="0.0.0.0:9200").health_address == "0.0.0.0:9200"
