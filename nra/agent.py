@@ -29,6 +29,8 @@ COALESCE_S = 0.01
 # The loop proves it is alive this often; /healthz calls it wedged after WEDGED_AFTER_S.
 HEARTBEAT_S = 1.0
 WEDGED_AFTER_S = 30.0
+# While degraded (a peer unusable, a change failed), reconcile again this often.
+RETRY_S = 1.0
 
 
 def make_source(settings: Settings) -> Source:
@@ -53,6 +55,7 @@ class Agent:
         self._first_config = asyncio.Event()
         self._stop = asyncio.Event()
         self.last_outcome: Outcome | None = None
+        self._retry: asyncio.Task | None = None
 
     # -- the source side --------------------------------------------------------------
 
@@ -98,6 +101,18 @@ class Agent:
             self.last_outcome = outcome
             if "netlink" in triggers and outcome.applied:
                 metrics.drift_repaired()
+            if outcome.degraded or not outcome.ok:
+                # A peer unusable now (link down, address not yet back) or a failed
+                # change: retry soon rather than at the next timer tick.
+                self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._retry_later())
+
+    async def _retry_later(self) -> None:
+        await asyncio.sleep(RETRY_S)
+        self.trigger("retry")
 
     async def _timer(self) -> None:
         period = self.settings.max_reconcile_wait / 1000
@@ -167,6 +182,8 @@ class Agent:
                         logger.error("{} stopped unexpectedly: {}", task.get_name(), task.exception())
                         self._stop.set()
             logger.info("stopping; the kernel state is left as it is")
+            if self._retry is not None:
+                tasks.append(self._retry)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

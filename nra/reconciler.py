@@ -26,6 +26,8 @@ class Outcome:
     failed: list[str] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
     skipped: str = ""  # why nothing was done, if so
+    #: some desired peers could not be used as nexthops (off-link, link down)
+    degraded: bool = False
 
     def describe(self) -> str:
         if self.skipped:
@@ -75,6 +77,7 @@ class Reconciler:
             state, the_plan = await self.compute_plan(intent)
             self._log_warnings(the_plan.warnings)
             outcome.warnings = the_plan.warnings
+            outcome.degraded = any(p.address in state.unreachable for p in intent.peers)
             for op in the_plan.operations:
                 logger.info("{} ({})", op, trigger)
             if the_plan.operations:
