@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Process-level benchmark of nra, in fresh network namespaces (run as root).
+
+For N prefixes it measures:
+  oneshot     wall time of `nra --oneshot` from process start to exit, everything programmed
+  ip-batch    the same rules and route applied with `ip -batch` (the kernel's floor)
+  steady      one reconcile with nothing to do (read both families + plan), in-process, median
+  change      a file edit to the new rule in the kernel (netlink listener), daemon, median
+and, once, the daemon's idle RSS and CPU over --idle-seconds.
+
+Usage: .venv/bin/python benchmarks/agent_bench.py [--sizes 10,100,1000,10000] [--idle-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pyroute2 import IPRoute  # noqa: E402
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_RULE  # noqa: E402
+
+from nra.metallb import parse_static_document  # noqa: E402
+from nra.netlink import KernelAdapter  # noqa: E402
+from nra.planner import plan  # noqa: E402
+from nra.reconciler import policy_from_settings  # noqa: E402
+from nra.settings import load_settings  # noqa: E402
+
+NRA = [sys.executable, "-m", "nra"]
+PEERS = ["10.99.0.2", "10.99.0.3"]
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+class Namespace:
+    def __init__(self) -> None:
+        self.name = f"nra-bench-{uuid.uuid4().hex[:6]}"
+        sh("ip", "netns", "add", self.name)
+        for cmd in (
+            "link set dev lo up",
+            "link add name eth0 type veth peer name eth0p",
+            "addr add 10.99.0.1/24 dev eth0",
+            "link set dev eth0 up",
+            "link set dev eth0p up",
+        ):
+            sh("ip", "-n", self.name, *cmd.split())
+
+    def count_rules(self) -> int:
+        return len(sh("ip", "-n", self.name, "-4", "rule", "show", "table", "20").splitlines())
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+def prefixes(n: int, offset: int = 0) -> list[str]:
+    base = int(ipaddress.IPv4Address("100.64.0.0"))
+    return [f"{ipaddress.IPv4Address(base + (i + offset) * 4)}/30" for i in range(n)]
+
+
+def config_text(nets: list[str]) -> str:
+    lines = ["peers:"] + [f"- peer-address: {p}" for p in PEERS]
+    lines += ["address-pools:", "- name: bench", "  protocol: bgp", "  addresses:"]
+    lines += [f"  - {net}" for net in nets]
+    return "\n".join(lines) + "\n"
+
+
+def env() -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if k not in ("ONESHOT", "CLEANANDEXIT", "METALLB_STATIC_FILE")}
+    e.update(HEALTH_ADDRESS="off", LOG_LEVEL="warn")
+    return e
+
+
+def bench_oneshot(n: int, workdir: Path) -> float:
+    ns = Namespace()
+    try:
+        cfg = workdir / f"oneshot-{n}.yaml"
+        cfg.write_text(config_text(prefixes(n)))
+        started = time.perf_counter()
+        subprocess.run([*NRA, "--oneshot", "--static-file", str(cfg), "--netns", ns.name],
+                       check=True, env=env(), cwd=REPO)
+        took = time.perf_counter() - started
+        assert ns.count_rules() == n, f"expected {n} rules, kernel has {ns.count_rules()}"
+        return took
+    finally:
+        ns.close()
+
+
+def bench_ip_batch(n: int, workdir: Path) -> float:
+    ns = Namespace()
+    try:
+        batch = workdir / f"batch-{n}.txt"
+        lines = [f"route replace default table 20 nexthop via {PEERS[0]} weight 100 nexthop via {PEERS[1]} weight 100"]
+        lines += [f"rule add from {net} lookup 20 priority 20" for net in prefixes(n)]
+        batch.write_text("\n".join(lines) + "\n")
+        started = time.perf_counter()
+        subprocess.run(["ip", "-n", ns.name, "-batch", str(batch)], check=True)
+        took = time.perf_counter() - started
+        assert ns.count_rules() == n
+        return took
+    finally:
+        ns.close()
+
+
+async def _steady(ns: Namespace, n: int, rounds: int) -> float:
+    settings = load_settings(health_address="off")
+    intent = parse_static_document(config_text(prefixes(n)), None, settings.peer_weight).intent
+    times = []
+    async with KernelAdapter(policy_from_settings(settings), netns=ns.name) as adapter:
+        state = await adapter.read_state(intent.peers)
+        report = await adapter.apply(plan(intent, state, policy_from_settings(settings)).operations)
+        assert not report.failed, report.failed
+        for _ in range(rounds):
+            started = time.perf_counter()
+            state = await adapter.read_state(intent.peers)
+            ops = plan(intent, state, policy_from_settings(settings)).operations
+            times.append(time.perf_counter() - started)
+            assert not ops, f"steady state should be empty, got {len(ops)} ops"
+    return statistics.median(times)
+
+
+def bench_steady(n: int) -> float:
+    ns = Namespace()
+    try:
+        return asyncio.run(_steady(ns, n, rounds=10 if n >= 10000 else 30))
+    finally:
+        ns.close()
+
+
+def _wait_rule_event(ipr: IPRoute, deadline: float) -> bool:
+    while time.perf_counter() < deadline:
+        ready, _, _ = select.select([ipr.fileno()], [], [], max(0.0, deadline - time.perf_counter()))
+        if not ready:
+            return False
+        for msg in ipr.get():
+            if msg.get("event") == "RTM_NEWRULE" and msg.get_attr("FRA_SRC") == "198.18.0.0":
+                return True
+    return False
+
+
+def start_daemon(ns: Namespace, cfg: Path, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([*NRA, "--static-file", str(cfg), "--netns", ns.name, "--max-reconcile-wait", "0"],
+                            env=env(), cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    return proc
+
+
+def bench_change(n: int, workdir: Path, rounds: int = 15) -> float:
+    ns = Namespace()
+    cfg = workdir / f"change-{n}.yaml"
+    nets = prefixes(n)
+    cfg.write_text(config_text(nets))
+    proc = start_daemon(ns, cfg, workdir / f"daemon-{n}.log")
+    try:
+        deadline = time.monotonic() + 60
+        while ns.count_rules() != n:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"daemon did not program {n} rules; see {workdir}/daemon-{n}.log")
+            time.sleep(0.05)
+        time.sleep(0.5)
+        ipr = IPRoute(netns=ns.name)
+        ipr.bind(groups=RTMGRP_IPV4_RULE)
+        times = []
+        for i in range(rounds):
+            # alternate: add 198.18.0.0/30 (measured), then remove it again (not measured)
+            tmp = cfg.with_suffix(".tmp")
+            tmp.write_text(config_text(nets + ["198.18.0.0/30"]))
+            started = time.perf_counter()
+            os.replace(tmp, cfg)
+            if not _wait_rule_event(ipr, started + 5):
+                raise RuntimeError("change did not reach the kernel within 5 s")
+            times.append(time.perf_counter() - started)
+            tmp.write_text(config_text(nets))
+            os.replace(tmp, cfg)
+            deadline = time.monotonic() + 10
+            while ns.count_rules() != n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.1)
+        ipr.close()
+        return statistics.median(times)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        ns.close()
+
+
+def bench_idle(n: int, seconds: float, workdir: Path) -> tuple[float, float]:
+    ns = Namespace()
+    cfg = workdir / "idle.yaml"
+    cfg.write_text(config_text(prefixes(n)))
+    proc = start_daemon(ns, cfg, workdir / "idle.log")
+    try:
+        while ns.count_rules() != n:
+            time.sleep(0.05)
+        time.sleep(2)
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+
+        before = cpu()
+        time.sleep(seconds)
+        used = cpu() - before
+        rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                      if line.startswith("VmRSS:"))
+        return rss_kb / 1024, used * 60 / seconds
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        ns.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10,100,1000,10000")
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--idle-prefixes", type=int, default=1000)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"nra benchmark: kernel {os.uname().release}, {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    print(f"{'N':>6} {'oneshot s':>10} {'ip-batch s':>11} {'ratio':>6} {'steady ms':>10} {'change ms':>10}")
+    with tempfile.TemporaryDirectory(prefix="nra-bench-") as tmp:
+        workdir = Path(tmp)
+        for n in sizes:
+            oneshot = bench_oneshot(n, workdir)
+            floor = bench_ip_batch(n, workdir)
+            steady = bench_steady(n)
+            change = bench_change(n, workdir)
+            print(f"{n:>6} {oneshot:>10.3f} {floor:>11.3f} {oneshot / floor:>6.2f} {steady * 1000:>10.1f} "
+                  f"{change * 1000:>10.1f}", flush=True)
+        if args.idle_seconds > 0:
+            rss, cpu_per_min = bench_idle(args.idle_prefixes, args.idle_seconds, workdir)
+            print(f"idle daemon ({args.idle_prefixes} prefixes, {args.idle_seconds:.0f} s): "
+                  f"RSS {rss:.1f} MB, CPU {cpu_per_min:.3f} s/min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

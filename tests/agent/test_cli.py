@@ -1,0 +1,256 @@
+"""The agent as a user runs it: the `nra` process programming a throwaway namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+
+import pytest
+
+from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, run_nra, wait_for
+from tests.netns import NetNS
+
+pytestmark = pytest.mark.kernel
+
+
+def rules(ns: NetNS, family: str = "-4", table: int = 20) -> list[dict]:
+    return json.loads(ns.ip(f"-j {family} rule show table {table}") or "[]")
+
+
+def rule_sources(ns: NetNS, family: str = "-4", table: int = 20) -> list[str]:
+    return sorted(f"{r['src']}/{r.get('srclen', 32 if family == '-4' else 128)}" for r in rules(ns, family, table))
+
+
+def route_gateways(ns: NetNS, family: str = "-4", table: int = 20) -> dict[str, list[tuple[str, int]]]:
+    """dst -> [(gateway, weight)] of every route in the table."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for route in json.loads(ns.ip(f"-j {family} route show table {table}") or "[]"):
+        if "nexthops" in route:
+            hops = [(h["gateway"], h.get("weight", 1)) for h in route["nexthops"]]
+        else:
+            hops = [(route["gateway"], 1)] if "gateway" in route else []
+        out[route["dst"]] = sorted(hops)
+    return out
+
+
+def write(path, text: str) -> None:
+    # write then rename, the way editors and ConfigMap volumes replace files
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "metallb.yaml"
+    path.write_text(TWO_PEERS_V4_V6)
+    return path
+
+
+def oneshot(ns: NetNS, config, *extra: str, **env: str):
+    return run_nra("--oneshot", "--static-file", str(config), "--netns", ns.name, *extra, env=clean_env(**env))
+
+
+# -- settings refused at start --------------------------------------------------------
+
+@pytest.mark.parametrize("args,env,needle", [
+    (["--table", "254"], {}, "invalid TABLE_WEIGHT"),
+    ([], {"TABLE_WEIGHT": "255"}, "invalid TABLE_WEIGHT"),
+    (["--priority", "32767"], {}, "invalid RULE_PRIORITY"),
+    (["--peer-weight", "300"], {}, "invalid PEER_WEIGHT"),
+    (["--fwmark", "0xZZ"], {}, "invalid RULE_FWMARK"),
+    ([], {"DESTINATION": "somewhere"}, "invalid DESTINATION"),
+    (["--pre-hook", "/nonexistent"], {}, "invalid PRE_RECONCILE_SCRIPT_PATH"),
+])
+def test_cli_refuses_bad_settings_with_one_line(args, env, needle):
+    proc = run_nra(*args, "--static-file", "/dev/null", env=clean_env(**env))
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_env_names():
+    proc = run_nra("--help")
+    assert proc.returncode == 0
+    for env in ("TABLE_WEIGHT", "RULE_FWMARK", "MAX_RECONCILE_WAIT", "METALLB_STATIC_FILE", "ONESHOT", "CLEANANDEXIT"):
+        assert env in proc.stdout
+
+
+# -- ONESHOT and CLEANANDEXIT --------------------------------------------------------
+
+def test_oneshot_programs_both_families_exactly(node_ns, config):
+    proc = oneshot(node_ns, config)
+    assert proc.returncode == 0, proc.stderr
+    assert rule_sources(node_ns, "-4") == ["198.51.100.0/26", "198.51.100.100/30"]
+    assert rule_sources(node_ns, "-6") == ["2001:db8:100::/120"]
+    assert all(r["priority"] == 20 for r in rules(node_ns, "-4") + rules(node_ns, "-6"))
+    assert route_gateways(node_ns, "-4") == {"default": [("10.99.0.2", 100), ("10.99.0.3", 100)]}
+    assert route_gateways(node_ns, "-6") == {"default": [("fd99::2", 100)]}
+    # a second run finds nothing to do
+    plan = run_nra("plan", "--static-file", str(config), "--netns", node_ns.name)
+    assert plan.returncode == 0, plan.stderr
+    assert "nothing to do" in plan.stdout
+
+
+def test_oneshot_env_names_table_priority_fwmark(node_ns, config):
+    proc = oneshot(node_ns, config, TABLE_WEIGHT="1000", RULE_PRIORITY="77", RULE_FWMARK="0x14/0xff", PEER_WEIGHT="7")
+    assert proc.returncode == 0, proc.stderr
+    got = rules(node_ns, "-4", 1000)
+    assert {(r["priority"], r["fwmark"], r.get("fwmask")) for r in got} in (
+        {(77, "0x14", "0xff")}, {(77, "0x14/0xff", None)})
+    assert route_gateways(node_ns, "-4", 1000) == {"default": [("10.99.0.2", 7), ("10.99.0.3", 7)]}
+    assert rules(node_ns, "-4", 20) == []
+
+
+def test_oneshot_fails_fast_on_invalid_file_and_touches_nothing(node_ns, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("peers: [\n")
+    node_ns.ip("rule add from 203.0.113.0/24 lookup 20 priority 20")
+    started = time.monotonic()
+    proc = run_nra("--oneshot", "--static-file", str(bad), "--netns", node_ns.name, "--source-timeout", "2")
+    assert proc.returncode == 1
+    assert time.monotonic() - started < 15
+    assert "bad.yaml" in proc.stderr and "Traceback" not in proc.stderr
+    # the kernel was not touched: the pre-existing (imposter) rule is still there
+    assert rule_sources(node_ns) == ["203.0.113.0/24"]
+
+
+def test_oneshot_missing_file_fails(node_ns, tmp_path):
+    proc = run_nra("--oneshot", "--static-file", str(tmp_path / "nope.yaml"), "--netns", node_ns.name,
+                   "--source-timeout", "1")
+    assert proc.returncode == 1
+    assert "does not exist" in proc.stderr
+
+
+def test_clean_and_exit_removes_everything_and_succeeds_when_empty(node_ns, config):
+    assert oneshot(node_ns, config).returncode == 0
+    node_ns.ip("rule add from all lookup 20 priority 5")  # an imposter with no `from`
+    proc = run_nra("--netns", node_ns.name, env=clean_env(CLEANANDEXIT="1"))
+    assert proc.returncode == 0, proc.stderr
+    for family in ("-4", "-6"):
+        assert rules(node_ns, family) == []
+        assert route_gateways(node_ns, family) == {}
+    again = run_nra("clean", "--netns", node_ns.name)
+    assert again.returncode == 0, again.stderr
+
+
+def test_plan_changes_nothing(node_ns, config):
+    proc = run_nra("plan", "--static-file", str(config), "--netns", node_ns.name)
+    assert proc.returncode == 0, proc.stderr
+    assert "rule add from 198.51.100.0/26" in proc.stdout
+    assert "route replace" in proc.stdout
+    assert rules(node_ns) == [] and route_gateways(node_ns) == {}
+
+
+# -- hooks ------------------------------------------------------------------------------
+
+def make_hook(path, body: str):
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_hooks_run_around_the_reconcile_without_a_shell(node_ns, config, tmp_path):
+    marks = tmp_path / "marks"
+    pre = make_hook(tmp_path / "pre.sh", f'echo "pre $1 rules=$(ip -n {node_ns.name} rule show table 20 | wc -l)" >> {marks}\necho hello-from-pre\n')
+    post = make_hook(tmp_path / "post.sh", f'echo "post $1 rules=$(ip -n {node_ns.name} rule show table 20 | wc -l)" >> {marks}\nexit 3\n')
+    proc = oneshot(node_ns, config, PRE_RECONCILE_SCRIPT_PATH=str(pre), POST_RECONCILE_SCRIPT_PATH=str(post))
+    assert proc.returncode == 0, proc.stderr  # a failing hook warns, it does not fail the run
+    assert marks.read_text().splitlines() == ["pre pre rules=0", "post post rules=2"]
+    assert "hello-from-pre" in proc.stderr
+    assert "exited with status 3" in proc.stderr
+
+
+def test_slow_hook_is_killed_after_its_timeout(node_ns, config, tmp_path):
+    slow = make_hook(tmp_path / "slow.sh", "sleep 30\n")
+    started = time.monotonic()
+    proc = oneshot(node_ns, config, "--hook-timeout", "1", PRE_RECONCILE_SCRIPT_PATH=str(slow))
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 10
+    assert "timeout" in proc.stderr
+    assert len(rule_sources(node_ns)) == 2
+
+
+# -- the daemon ---------------------------------------------------------------------------
+
+@pytest.fixture
+def daemon(node_ns, config, tmp_path):
+    started: list[Daemon] = []
+
+    def start(*extra: str, **env: str) -> Daemon:
+        d = Daemon("--static-file", str(config), "--netns", node_ns.name, *extra,
+                   env=clean_env(**env), log_path=tmp_path / f"nra-{len(started)}.log")
+        started.append(d)
+        wait_for(lambda: len(rule_sources(node_ns)) == 2, 10, what="first reconcile")
+        return d
+
+    yield start
+    for d in started:
+        d.kill()
+
+
+def test_daemon_follows_file_changes_and_keeps_state_on_bad_input(node_ns, config, daemon):
+    d = daemon()
+    # a change reaches the kernel quickly
+    write(config, TWO_PEERS_V4_V6.replace("198.51.100.0/26", "198.51.100.64/26"))
+    wait_for(lambda: "198.51.100.64/26" in rule_sources(node_ns), 2, what="changed rule")
+    assert rule_sources(node_ns) == ["198.51.100.100/30", "198.51.100.64/26"]
+    good = (rule_sources(node_ns), route_gateways(node_ns))
+
+    # invalid YAML, a truncated (empty) file, a missing file: all keep the last good state
+    write(config, "peers: [\n")
+    wait_for(lambda: "keeping the last good configuration" in d.log(), 3, what="invalid file warning")
+    config.write_text("")
+    time.sleep(0.3)
+    config.unlink()
+    wait_for(lambda: "does not exist" in d.log(), 3, what="missing file warning")
+    time.sleep(0.3)
+    assert (rule_sources(node_ns), route_gateways(node_ns)) == good
+
+    # an explicitly empty configuration cleans up
+    write(config, "peers: []\naddress-pools: []\n")
+    wait_for(lambda: rule_sources(node_ns) == [] and route_gateways(node_ns) == {}, 3, what="cleanup")
+    assert d.stop() == 0
+
+
+def test_daemon_repairs_drift_at_once(node_ns, daemon):
+    d = daemon("--max-reconcile-wait", "0")  # no timer: only netlink events can repair
+    node_ns.ip("rule del from 198.51.100.0/26 lookup 20 priority 20")
+    wait_for(lambda: "198.51.100.0/26" in rule_sources(node_ns), 2, what="rule restored")
+    node_ns.ip("route del default table 20")
+    wait_for(lambda: "default" in route_gateways(node_ns), 2, what="route restored")
+    node_ns.ip("rule add from 203.0.113.0/24 lookup 20 priority 99")
+    wait_for(lambda: "203.0.113.0/24" not in rule_sources(node_ns), 2, what="imposter rule removed")
+    node_ns.ip("route add 203.0.113.0/24 via 10.99.0.2 table 20")
+    wait_for(lambda: list(route_gateways(node_ns)) == ["default"], 2, what="imposter route removed")
+    assert d.proc.poll() is None
+
+
+def test_daemon_restores_routes_after_link_flap(node_ns, daemon):
+    daemon("--max-reconcile-wait", "0")
+    node_ns.ip("link set dev eth0 down")
+    wait_for(lambda: "default" not in route_gateways(node_ns, "-6"), 3, what="kernel dropping v6 routes")
+    node_ns.ip("link set dev eth0 up")
+    wait_for(lambda: route_gateways(node_ns, "-4").get("default") == [("10.99.0.2", 100), ("10.99.0.3", 100)]
+             and route_gateways(node_ns, "-6").get("default") == [("fd99::2", 100)], 3, what="routes restored")
+    assert len(rule_sources(node_ns)) == 2
+
+
+def test_sigterm_exits_cleanly_and_leaves_the_kernel_as_it_is(node_ns, daemon):
+    d = daemon()
+    before = (rule_sources(node_ns), route_gateways(node_ns))
+    assert d.stop(signal.SIGTERM) == 0
+    assert (rule_sources(node_ns), route_gateways(node_ns)) == before
+    assert "left as it is" in d.log()
+
+
+def test_json_logs(node_ns, config):
+    proc = oneshot(node_ns, config, LOG_FORMAT="json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and all({"time", "level", "msg"} <= set(line) for line in lines)
+    assert any("rule add from 198.51.100.0/26" in line["msg"] for line in lines)
