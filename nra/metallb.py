@@ -1,0 +1,448 @@
+"""MetalLB's configuration turned into an Intent: which peers, which announced prefixes.
+
+Three inputs, one model:
+- the legacy ConfigMap `config` document (`peers`, `address-pools`),
+- metallb.io objects (BGPPeer v1beta1/v1beta2, IPAddressPool, BGPAdvertisement),
+- a static file holding either of them (see parse_static_document).
+
+Pure code: no I/O, no logging. A bad entry becomes a Problem and is left out; everything
+else still applies. Only input that cannot be read at all raises ConfigError, so that the
+caller publishes nothing and keeps the last good intent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPAddress, IPNetwork, Intent, ParseResult, Peer, Problem
+from nra.prefixes import AddressEntryError, parse_address_entry
+from nra.selectors import SelectorError, any_selector_matches, selector_matches
+
+LABEL_ENABLED = "metallb-nra/enabled"
+LABEL_ADDRESS = "metallb-nra/address"
+LABEL_WEIGHT = "metallb-nra/weight"
+_DISABLED_VALUES = {"false", "0", "no"}
+
+# Top-level keys of the legacy `config` document; one of them (or `{}`) identifies the form.
+_LEGACY_KEYS = {"peers", "address-pools", "bgp-communities", "bfd-profiles"}
+_METALLB_GROUP = "metallb.io/"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used at all (empty, not YAML, not MetalLB); one line."""
+
+
+# -- shared building blocks ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    peer: Peer
+    where: str
+
+
+class _Builder:
+    """Collects peers, prefixes and problems; resolves duplicate peers at the end."""
+
+    def __init__(self) -> None:
+        self.candidates: list[_Candidate] = []
+        self.prefixes: set[IPNetwork] = set()
+        self.problems: list[Problem] = []
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(Problem(where, message))
+
+    def add_addresses(self, where: str, addresses: Any) -> None:
+        if not isinstance(addresses, list) or not addresses:
+            self.problem(where, "has no addresses (expected a list of CIDRs or ranges)")
+            return
+        for entry in addresses:
+            try:
+                self.prefixes.update(parse_address_entry(entry))
+            except AddressEntryError as exc:
+                self.problem(where, f"address {exc}; entry skipped")
+
+    def result(self) -> ParseResult:
+        chosen: dict[IPAddress, _Candidate] = {}
+        for candidate in self.candidates:
+            kept = chosen.get(candidate.peer.address)
+            if kept is None:
+                chosen[candidate.peer.address] = candidate
+                continue
+            winner, loser = (candidate, kept) if candidate.peer.weight > kept.peer.weight else (kept, candidate)
+            chosen[candidate.peer.address] = winner
+            self.problem(
+                loser.where,
+                f"duplicate peer address {loser.peer.address} (also {winner.where}); "
+                f"keeping one with weight {winner.peer.weight}",
+            )
+        intent = Intent(
+            peers=frozenset(c.peer for c in chosen.values()),
+            prefixes=frozenset(self.prefixes),
+        )
+        return ParseResult(intent=intent, problems=tuple(self.problems))
+
+
+def _peer_address(value: Any) -> IPAddress | None:
+    """An IP address, or None for anything else (an interface name, a CIDR, a zone...)."""
+    if not isinstance(value, str) or "%" in value:
+        return None
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+# -- legacy ConfigMap -------------------------------------------------------------------
+
+
+def parse_legacy_config(
+    doc: str | dict | None, node_labels: Mapping[str, str], default_weight: int
+) -> ParseResult:
+    """The `config` key of MetalLB's legacy ConfigMap (text or already-loaded YAML).
+
+    None or an empty document is an empty configuration. Raises ConfigError when the text
+    is not YAML or not a mapping: the caller must then keep its last good intent.
+    """
+    if isinstance(doc, str):
+        doc = _load_single_yaml(doc)
+    if doc is None:
+        return ParseResult(Intent())
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"the MetalLB config must be a mapping (peers, address-pools), not {_yaml_kind(doc)}")
+    builder = _Builder()
+    _legacy_peers(builder, doc.get("peers"), node_labels, default_weight)
+    _legacy_pools(builder, doc.get("address-pools"))
+    return builder.result()
+
+
+def _legacy_peers(builder: _Builder, peers: Any, node_labels: Mapping[str, str], default_weight: int) -> None:
+    if peers is None:
+        return
+    if not isinstance(peers, list):
+        builder.problem("peers", f"must be a list, not {_yaml_kind(peers)}")
+        return
+    for index, entry in enumerate(peers):
+        entry = entry if isinstance(entry, Mapping) else None
+        raw = entry.get("peer-address") if entry is not None else None
+        address = _peer_address(raw)
+        where = f"peer {address}" if address is not None else f"peers[{index}]"
+        if entry is None:
+            builder.problem(where, "must be a mapping with a peer-address")
+            continue
+        try:
+            applies = any_selector_matches(entry.get("node-selectors"), node_labels)
+        except SelectorError as exc:
+            builder.problem(where, f"node-selectors: {exc}; peer skipped")
+            continue
+        if not applies:
+            continue
+        if address is None:
+            shown = "missing" if raw is None else f"{raw!r} is not an IP address"
+            builder.problem(where, f"peer-address {shown}; peer skipped")
+            continue
+        if entry.get("vrf"):
+            builder.problem(where, _vrf_message(entry.get("vrf")))
+            continue
+        builder.candidates.append(_Candidate(Peer(address, default_weight, str(address)), where))
+
+
+def _legacy_pools(builder: _Builder, pools: Any) -> None:
+    if pools is None:
+        return
+    if not isinstance(pools, list):
+        builder.problem("address-pools", f"must be a list, not {_yaml_kind(pools)}")
+        return
+    for index, pool in enumerate(pools):
+        pool = _mapping(pool)
+        name = pool.get("name")
+        where = f"pool {name}" if isinstance(name, str) and name else f"address-pools[{index}]"
+        # Every BGP pool counts, with or without `bgp-advertisements`: MetalLB's converter
+        # gives a BGP pool that lists none a default advertisement (see the corpus).
+        protocol = pool.get("protocol")
+        if not isinstance(protocol, str) or protocol.strip().lower() != "bgp":
+            continue
+        builder.add_addresses(where, pool.get("addresses"))
+
+
+# -- metallb.io objects ---------------------------------------------------------------
+
+
+def parse_objects(objects: Iterable[dict], node_labels: Mapping[str, str], default_weight: int) -> ParseResult:
+    """metallb.io objects as the API returns them; kinds other than BGPPeer, IPAddressPool
+    and BGPAdvertisement (BFDProfile, Community, L2Advertisement, Node...) are ignored."""
+    by_kind: dict[str, list[Mapping[str, Any]]] = {"BGPPeer": [], "IPAddressPool": [], "BGPAdvertisement": []}
+    for obj in objects:
+        if not isinstance(obj, Mapping):
+            continue
+        api_version = obj.get("apiVersion")
+        if isinstance(api_version, str) and not api_version.startswith(_METALLB_GROUP):
+            continue
+        kind = obj.get("kind")
+        if kind in by_kind:
+            by_kind[kind].append(obj)
+    builder = _Builder()
+    for index, peer in enumerate(by_kind["BGPPeer"]):
+        _crd_peer(builder, peer, index, node_labels, default_weight)
+    pools = _crd_pools(builder, by_kind["IPAddressPool"])
+    announced: set[str] = set()
+    for index, advertisement in enumerate(by_kind["BGPAdvertisement"]):
+        announced |= _advertised_pools(builder, advertisement, index, pools)
+    # Pools in object order, so problems come out in a stable order.
+    for name, pool in pools.items():
+        if name in announced:
+            builder.add_addresses(f"pool {name}", _mapping(pool.get("spec")).get("addresses"))
+    return builder.result()
+
+
+def _name(obj: Mapping[str, Any], kind: str, index: int) -> str:
+    name = _mapping(obj.get("metadata")).get("name")
+    return name if isinstance(name, str) and name else f"{kind}[{index}]"
+
+
+def _crd_peer(
+    builder: _Builder, obj: Mapping[str, Any], index: int, node_labels: Mapping[str, str], default_weight: int
+) -> None:
+    name = _name(obj, "BGPPeer", index)
+    where = f"peer {name}"
+    labels = _mapping(_mapping(obj.get("metadata")).get("labels"))
+    spec = _mapping(obj.get("spec"))
+    enabled = labels.get(LABEL_ENABLED)
+    if isinstance(enabled, (str, bool, int)) and str(enabled).strip().lower() in _DISABLED_VALUES:
+        return  # switched off for nra on purpose: not a problem
+    try:
+        applies = any_selector_matches(spec.get("nodeSelectors"), node_labels)
+    except SelectorError as exc:
+        builder.problem(where, f"nodeSelectors: {exc}; peer skipped")
+        return
+    if not applies:
+        return
+    address = _crd_peer_address(builder, where, labels, spec)
+    if address is None:
+        return
+    if spec.get("vrf"):
+        builder.problem(where, _vrf_message(spec.get("vrf")))
+        return
+    weight = _crd_peer_weight(builder, where, labels, default_weight)
+    builder.candidates.append(_Candidate(Peer(address, weight, name), where))
+
+
+def _crd_peer_address(
+    builder: _Builder, where: str, labels: Mapping[str, Any], spec: Mapping[str, Any]
+) -> IPAddress | None:
+    if LABEL_ADDRESS in labels:
+        override = labels[LABEL_ADDRESS]
+        address = _peer_address(override)
+        if address is None:
+            builder.problem(where, f"label {LABEL_ADDRESS}={override!r} is not an IP address; peer skipped")
+        return address
+    raw = spec.get("peerAddress")
+    if not raw and spec.get("interface"):
+        builder.problem(
+            where,
+            f"peers over interface {spec.get('interface')!r} (unnumbered BGP) with no usable address; "
+            f"set the {LABEL_ADDRESS} label to the router's address; peer skipped",
+        )
+        return None
+    address = _peer_address(raw)
+    if address is None:
+        shown = "is missing" if raw is None else f"{raw!r} is not an IP address"
+        builder.problem(where, f"peerAddress {shown}; peer skipped")
+    return address
+
+
+def _crd_peer_weight(builder: _Builder, where: str, labels: Mapping[str, Any], default_weight: int) -> int:
+    if LABEL_WEIGHT not in labels:
+        return default_weight
+    raw = labels[LABEL_WEIGHT]
+    text = str(raw).strip()
+    if text.isascii() and text.isdigit() and MIN_WEIGHT <= int(text) <= MAX_WEIGHT:
+        return int(text)
+    builder.problem(
+        where,
+        f"label {LABEL_WEIGHT}={raw!r} is not an integer {MIN_WEIGHT}..{MAX_WEIGHT}; "
+        f"using the default weight {default_weight}",
+    )
+    return default_weight
+
+
+def _crd_pools(builder: _Builder, objects: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    pools: dict[str, Mapping[str, Any]] = {}
+    for index, obj in enumerate(objects):
+        name = _name(obj, "IPAddressPool", index)
+        if name in pools:
+            builder.problem(f"pool {name}", "defined twice; the first one is used")
+            continue
+        pools[name] = obj
+    return pools
+
+
+def _advertised_pools(
+    builder: _Builder, obj: Mapping[str, Any], index: int, pools: Mapping[str, Mapping[str, Any]]
+) -> set[str]:
+    """The pool names an advertisement announces. Its nodeSelectors are ignored on purpose:
+    replies must leave through the routers even on nodes that do not announce (DSR-like
+    setups), as the original agent did."""
+    where = f"BGPAdvertisement {_name(obj, 'BGPAdvertisement', index)}"
+    spec = _mapping(obj.get("spec"))
+    names = spec.get("ipAddressPools") or []
+    selectors = spec.get("ipAddressPoolSelectors") or []
+    malformed = False
+    if not isinstance(names, list):
+        builder.problem(where, f"ipAddressPools must be a list, not {_yaml_kind(names)}")
+        names, malformed = [], True
+    if not isinstance(selectors, list):
+        builder.problem(where, f"ipAddressPoolSelectors must be a list, not {_yaml_kind(selectors)}")
+        selectors, malformed = [], True
+    if not names and not selectors:
+        # Neither given means every pool (MetalLB); a malformed field must not widen that.
+        return set() if malformed else set(pools)
+    chosen: set[str] = set()
+    for name in names:
+        if name in pools:
+            chosen.add(name)
+        else:
+            builder.problem(where, f"names pool {name!r}, which does not exist")
+    for i, selector in enumerate(selectors):
+        try:
+            chosen |= {
+                pool_name
+                for pool_name, pool in pools.items()
+                if selector_matches(selector, _label_map(_mapping(pool.get("metadata")).get("labels")))
+            }
+        except SelectorError as exc:
+            builder.problem(where, f"ipAddressPoolSelectors[{i}]: {exc}; selector skipped")
+    return chosen
+
+
+def _label_map(labels: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _mapping(labels).items()}
+
+
+def _vrf_message(vrf: Any) -> str:
+    return f"vrf {vrf!r} is not supported (the managed table is in the default VRF); peer skipped"
+
+
+# -- static file ----------------------------------------------------------------------
+
+
+def parse_static_document(text: str, node_name: str | None, default_weight: int) -> ParseResult:
+    """A static file in any of the forms a user would write:
+
+    1. a legacy `config` document (top-level `peers` / `address-pools`; `{}` is empty),
+    2. a whole ConfigMap object (`kind: ConfigMap`, `data.config`),
+    3. metallb.io objects, one per YAML document or in a `kind: List`, optionally with a
+       `v1` Node whose labels are this node's.
+
+    Without a Node the node's labels are `kubernetes.io/hostname: <node_name>` (or none).
+    Raises ConfigError for empty text (a truncated file), invalid YAML, or anything else.
+    """
+    docs = _load_all_yaml(text)
+    if not docs:
+        raise ConfigError("the file is empty (no YAML document); a truncated write?")
+    if len(docs) == 1 and isinstance(docs[0], Mapping) and "kind" not in docs[0]:
+        legacy = docs[0]
+        if legacy and not (_LEGACY_KEYS & set(legacy)):
+            raise ConfigError(
+                "neither a MetalLB config (peers, address-pools), a ConfigMap nor metallb.io objects: "
+                f"unexpected keys {', '.join(sorted(map(str, legacy)))}"
+            )
+        return parse_legacy_config(dict(legacy), _default_labels(node_name), default_weight)
+    objects = _flatten_objects(docs)
+    labels = _node_labels(objects, node_name)
+    configmaps = [o for o in objects if o.get("kind") == "ConfigMap"]
+    metallb_objects = [o for o in objects if str(o.get("apiVersion", "")).startswith(_METALLB_GROUP)]
+    if configmaps:
+        if len(configmaps) > 1 or metallb_objects:
+            raise ConfigError("expected one MetalLB ConfigMap or metallb.io objects, not both or several")
+        config = _mapping(configmaps[0].get("data")).get("config")
+        if not isinstance(config, str):
+            raise ConfigError("the ConfigMap has no data.config text")
+        return parse_legacy_config(config, labels, default_weight)
+    is_list = any(isinstance(d, Mapping) and d.get("kind") == "List" for d in docs)
+    if not metallb_objects and not (is_list and not objects):
+        kinds = ", ".join(sorted({str(o.get("kind")) for o in objects})) or "nothing"
+        raise ConfigError(f"no metallb.io objects found (found {kinds})")
+    return parse_objects(metallb_objects, labels, default_weight)
+
+
+def _flatten_objects(docs: list[Any]) -> list[Mapping[str, Any]]:
+    objects: list[Mapping[str, Any]] = []
+    pending = list(docs)
+    position = 0
+    while pending:
+        doc = pending.pop(0)
+        position += 1
+        if isinstance(doc, list):
+            pending[:0] = doc
+            continue
+        if not isinstance(doc, Mapping) or "kind" not in doc:
+            raise ConfigError(
+                f"item {position} is {_yaml_kind(doc)}, not a Kubernetes object; "
+                "a legacy MetalLB config must be the only document in the file"
+            )
+        if doc.get("kind") == "List":
+            items = doc.get("items") or []
+            if not isinstance(items, list):
+                raise ConfigError("a List's items must be a list")
+            pending[:0] = items
+            continue
+        objects.append(doc)
+    return objects
+
+
+def _node_labels(objects: list[Mapping[str, Any]], node_name: str | None) -> dict[str, str]:
+    nodes = [o for o in objects if o.get("kind") == "Node" and o.get("apiVersion") == "v1"]
+    if not nodes:
+        return _default_labels(node_name)
+    if len(nodes) > 1:
+        named = [n for n in nodes if _mapping(n.get("metadata")).get("name") == node_name]
+        if len(named) != 1:
+            raise ConfigError(f"{len(nodes)} Nodes in the file and none is uniquely this node ({node_name or 'NODE_NAME unset'})")
+        nodes = named
+    return _label_map(_mapping(nodes[0].get("metadata")).get("labels"))
+
+
+def _default_labels(node_name: str | None) -> dict[str, str]:
+    return {"kubernetes.io/hostname": node_name} if node_name else {}
+
+
+def _load_single_yaml(text: str) -> Any:
+    docs = _load_all_yaml(text)
+    if len(docs) > 1:
+        raise ConfigError(f"the MetalLB config holds {len(docs)} YAML documents, expected one")
+    return docs[0] if docs else None
+
+
+def _load_all_yaml(text: str) -> list[Any]:
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_error(exc)) from None
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    detail = f"{context}, {problem}" if context else problem
+    return " ".join(f"invalid YAML{where}: {detail}".split())
+
+
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__} ({value!r})"[:80]

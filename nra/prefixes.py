@@ -1,0 +1,73 @@
+"""One MetalLB address entry (`addresses:` item of a pool) turned into networks.
+
+MetalLB accepts a CIDR (host bits allowed: Go's net.ParseCIDR keeps the network part) or a
+range `first-last`; we also accept a bare address as a single-host network. A range becomes
+the exact set of CIDRs covering it, so one `ip rule` per CIDR matches exactly the range.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from nra.intent import IPAddress, IPNetwork
+
+
+class AddressEntryError(ValueError):
+    """An address entry that is not a CIDR, an address or a range; the message says why."""
+
+
+def parse_address_entry(text: object) -> list[IPNetwork]:
+    """`10.0.0.5/24` -> [10.0.0.0/24]; `10.0.0.1` -> [10.0.0.1/32];
+    `10.0.0.1 - 10.0.0.6` -> [10.0.0.1/32, 10.0.0.2/31, 10.0.0.4/31, 10.0.0.6/32]."""
+    if not isinstance(text, str):
+        raise AddressEntryError(f"{text!r} is not a CIDR, an address or a range (expected a string)")
+    entry = text.strip()
+    if not entry:
+        raise AddressEntryError("empty address entry")
+    if "-" in entry:
+        return _parse_range(entry)
+    if "/" in entry:
+        return [_parse_cidr(entry)]
+    return [ipaddress.ip_network(_parse_address(entry, entry))]
+
+
+def _parse_address(text: str, entry: str) -> IPAddress:
+    text = text.strip()
+    # A zone (fe80::1%eth0) names an interface, which a routing rule's source cannot use.
+    if "%" in text:
+        raise AddressEntryError(f"{entry!r}: a zone index (%...) is not allowed in a pool address")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise AddressEntryError(f"{entry!r}: {text!r} is not an IPv4 or IPv6 address") from None
+
+
+def _parse_cidr(entry: str) -> IPNetwork:
+    address_text, _, length_text = entry.partition("/")
+    address = _parse_address(address_text, entry)
+    length_text = length_text.strip()
+    max_length = address.max_prefixlen
+    # int() alone would accept "+24", " 24" or "2_4"; a prefix length is plain digits.
+    if not length_text.isascii() or not length_text.isdigit():
+        raise AddressEntryError(f"{entry!r}: prefix length {length_text!r} is not a number")
+    length = int(length_text)
+    if length > max_length:
+        raise AddressEntryError(
+            f"{entry!r}: prefix length /{length} is longer than /{max_length} for IPv{address.version}"
+        )
+    return ipaddress.ip_network(f"{address}/{length}", strict=False)
+
+
+def _parse_range(entry: str) -> list[IPNetwork]:
+    first_text, _, last_text = entry.partition("-")
+    if "-" in last_text:
+        raise AddressEntryError(f"{entry!r}: a range has exactly one '-' (first-last)")
+    if "/" in entry:
+        raise AddressEntryError(f"{entry!r}: a range is written first-last with plain addresses, not CIDRs")
+    first = _parse_address(first_text, entry)
+    last = _parse_address(last_text, entry)
+    if first.version != last.version:
+        raise AddressEntryError(f"{entry!r}: range mixes IPv{first.version} and IPv{last.version}")
+    if first > last:
+        raise AddressEntryError(f"{entry!r}: range is reversed ({first} comes after {last})")
+    return list(ipaddress.summarize_address_range(first, last))
