@@ -61,7 +61,7 @@ def _parse_cidr(entry: str) -> IPNetwork:
 def _parse_range(entry: str) -> list[IPNetwork]:
     first_text, _, last_text = entry.partition("-")
     if "-" in last_text:
-        raise AddressEntryError(f"{entry!r}: a range has exactly one '-' (first-last)")
+        raise AddressEntryError(f"{entry!r} is not a CIDR, an address or a range (first-last, one '-')")
     if "/" in entry:
         raise AddressEntryError(f"{entry!r}: a range is written first-last with plain addresses, not CIDRs")
     first = _parse_address(first_text, entry)
