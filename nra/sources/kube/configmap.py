@@ -1,0 +1,51 @@
+"""MetalLB's legacy ConfigMap (`config` key) as a source, plus this node's labels for the
+legacy `node-selectors` of peers."""
+
+from __future__ import annotations
+
+from nra.intent import Intent, ParseResult
+from nra.metallb import ConfigError, parse_legacy_config
+from nra.sources.kube.client import ApiClientFactory, KubeHTTP
+from nra.sources.kube.reflector import ResourceKind, WatchTiming
+from nra.sources.kube.watched_source import WatchedSource, node_resource
+
+CONFIGMAP = "configmap"
+CONFIG_KEY = "config"
+
+
+class ConfigMapSource(WatchedSource):
+    name = "configmap"
+
+    def __init__(self, api_client_factory: ApiClientFactory, namespace: str, configmap_name: str,
+                 node_name: str | None, default_weight: int, timing: WatchTiming | None = None,
+                 coalesce_s: float = 0.1):
+        super().__init__(api_client_factory, namespace, node_name, default_weight, timing, coalesce_s)
+        self.configmap_name = configmap_name
+        self.where = f"ConfigMap {namespace}/{configmap_name}"
+
+    async def resources(self, http: KubeHTTP) -> list[ResourceKind]:
+        kinds = [ResourceKind(CONFIGMAP, f"/api/v1/namespaces/{self.namespace}/configmaps", "v1", "ConfigMap",
+                              f"metadata.name={self.configmap_name}")]
+        if self.node_name:
+            kinds.append(node_resource(self.node_name))
+        else:
+            self.say_once("NODE_NAME is not set: legacy peers with node-selectors are matched "
+                          "against no labels")
+        return kinds
+
+    def compute(self, caches: dict[str, list[dict]]) -> ParseResult | None:
+        labels = self.node_labels(caches)
+        if labels is None:
+            return None
+        configmaps = caches[CONFIGMAP]
+        if not configmaps:
+            # Seen gone in a successful list or a DELETED event: MetalLB withdraws every
+            # announcement then, so the rules and route go too.
+            self.say_once(f"{self.where} does not exist: the desired state is empty")
+            return ParseResult(Intent())
+        self._said.discard(f"{self.where} does not exist: the desired state is empty")
+        doc = (configmaps[0].get("data") or {}).get(CONFIG_KEY)
+        try:
+            return parse_legacy_config(doc, labels, self.default_weight)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.where} key {CONFIG_KEY!r}: {exc}") from None

@@ -1,0 +1,203 @@
+"""List+watch of one resource into a local cache, the way client-go's reflector and kopf do it.
+
+List, then watch from the list's resourceVersion with bookmarks. A stream that ends or stalls
+is resumed from the last resourceVersion seen (events or bookmarks), without a relist. Only
+410 Gone (the server no longer has that history) forces a relist, and a relist swaps the
+whole cache in one assignment, so readers see either the old or the new list, never a mix.
+Errors back off with jitter. The reflector never publishes anything: it tells its owner
+that its cache changed, and the owner decides whether the combined view is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from loguru import logger
+
+from nra import metrics
+from nra.sources.kube.client import ApiError, KubeHTTP
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """Where one resource lives in the API and what its objects are called."""
+
+    name: str  # for logs and metrics, e.g. "bgppeers", "node"
+    path: str  # the list URL, e.g. /apis/metallb.io/v1beta2/namespaces/metallb-system/bgppeers
+    api_version: str  # e.g. "metallb.io/v1beta2", "v1"
+    kind: str  # e.g. "BGPPeer"; list items may omit kind/apiVersion, we put them back
+    field_selector: str | None = None
+
+
+@dataclass(frozen=True)
+class WatchTiming:
+    """How patient the reflectors are. Tests shrink these; defaults suit a real cluster."""
+
+    backoff_min_s: float = 0.2
+    backoff_max_s: float = 10.0
+    #: no event and no bookmark for this long: the stream is stalled; restart it
+    stall_timeout_s: float = 120.0
+    #: server-side timeoutSeconds of a watch (randomised +/-10% so reflectors don't sync up)
+    watch_timeout_s: int = 300
+    #: total timeout of a list or discovery request
+    request_timeout_s: float = 30.0
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, reset by a success."""
+
+    minimum: float
+    maximum: float
+    attempt: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.minimum * (2 ** self.attempt))
+        self.attempt += 1
+        return self.rng.uniform(self.minimum, max(self.minimum, ceiling))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def object_key(obj: dict) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+class Reflector:
+    """Keeps `objects` equal to the server's view of one resource."""
+
+    def __init__(self, http: KubeHTTP, resource: ResourceKind, on_change: Callable[[], None],
+                 timing: WatchTiming = WatchTiming()):
+        self.http = http
+        self.resource = resource
+        self.on_change = on_change
+        self.timing = timing
+        #: None until the first list succeeded; then the complete current view
+        self.objects: dict[tuple[str, str], dict] | None = None
+        self.resource_version: str | None = None
+        self.lists = 0  # successful lists, for logs and tests
+        self._backoff = Backoff(timing.backoff_min_s, timing.backoff_max_s)
+        self._failing: str | None = None
+
+    @property
+    def synced(self) -> bool:
+        return self.objects is not None
+
+    def _query(self) -> dict[str, str]:
+        return {"fieldSelector": self.resource.field_selector} if self.resource.field_selector else {}
+
+    def _complete(self, obj: dict) -> dict:
+        obj.setdefault("apiVersion", self.resource.api_version)
+        obj.setdefault("kind", self.resource.kind)
+        return obj
+
+    async def list(self) -> None:
+        doc = await self.http.get_json(self.resource.path, **self._query())
+        items = doc.get("items")
+        if not isinstance(items, list):
+            raise ApiError(0, "bad-response", f"list of {self.resource.name} has no items")
+        fresh = {object_key(o): self._complete(o) for o in items if isinstance(o, dict)}
+        changed = fresh != self.objects
+        self.objects = fresh  # one assignment: the cache is never half old, half new
+        self.resource_version = str((doc.get("metadata") or {}).get("resourceVersion") or "") or None
+        self.lists += 1
+        if changed:
+            self.on_change()
+
+    async def watch(self) -> None:
+        """Follow the stream from resource_version until it ends; apply each event."""
+        jitter = random.uniform(0.9, 1.1)
+        query = {
+            **self._query(),
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(max(1, int(self.timing.watch_timeout_s * jitter))),
+        }
+        if self.resource_version:
+            query["resourceVersion"] = self.resource_version
+        async for event in self.http.watch(self.resource.path, self.timing.stall_timeout_s, **query):
+            self._recovered()
+            kind, obj = event["type"], event["object"]
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if kind == "BOOKMARK":
+                if version:
+                    self.resource_version = str(version)
+                continue
+            if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                raise ApiError(0, "bad-response", f"watch of {self.resource.name} sent event type {kind!r}")
+            assert self.objects is not None
+            key = object_key(obj)
+            if kind == "DELETED":
+                self.objects.pop(key, None)
+            else:
+                self.objects[key] = self._complete(obj)
+            if version:
+                self.resource_version = str(version)
+            self.on_change()
+
+    async def run(self) -> None:
+        """List and watch forever; never raises except on cancellation."""
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self.list()
+                    need_list = False
+                    self._recovered()
+                started = asyncio.get_running_loop().time()
+                await self.watch()
+                # The server ended the stream (timeoutSeconds, apiserver restart): resume.
+                metrics.watch_restarted(self.resource.name, "closed")
+                logger.debug("watch of {} ended; resuming from resourceVersion {}",
+                             self.resource.name, self.resource_version)
+                if asyncio.get_running_loop().time() - started < 1.0:
+                    # Streams cut as soon as they open must not become a busy loop.
+                    await asyncio.sleep(self._backoff.next_delay())
+                continue
+            except asyncio.CancelledError:
+                raise
+            except ApiError as exc:
+                if exc.gone:
+                    metrics.watch_restarted(self.resource.name, "gone")
+                    logger.info("watch of {}: resourceVersion {} is too old (410 Gone); relisting",
+                                self.resource.name, self.resource_version)
+                    need_list = True
+                    self.resource_version = None
+                    continue
+                reason, why = "error", str(exc)
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                reason = "stalled"
+                why = f"no event or bookmark for {self.timing.stall_timeout_s:g} s"
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                # A stream reset mid-way (load balancer, apiserver restart): common, not alarming.
+                reason, why = "cut", f"stream cut ({type(exc).__name__})"
+            except (aiohttp.ClientError, OSError) as exc:
+                reason, why = "unreachable", f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # anything unforeseen: retry, never take the source down
+                reason, why = "error", f"{type(exc).__name__}: {exc}"
+            metrics.watch_restarted(self.resource.name, reason)
+            self._failed(why, need_list, quiet=reason == "cut")
+            if reason == "stalled":
+                continue  # a silent stream is not an error of the server: reconnect at once
+            await asyncio.sleep(self._backoff.next_delay())
+
+    def _failed(self, why: str, listing: bool, quiet: bool = False) -> None:
+        action = "list" if listing else "watch"
+        message = f"{action} of {self.resource.name} failed: {why}; retrying"
+        if message != self._failing:  # say it once per kind of failure, not once per retry
+            logger.log("INFO" if quiet else "WARNING", message)
+        else:
+            logger.debug(message)
+        self._failing = message
+
+    def _recovered(self) -> None:
+        self._backoff.reset()
+        if self._failing is not None:
+            logger.info("{} of {} works again", "watch" if self.synced else "list", self.resource.name)
+            self._failing = None
