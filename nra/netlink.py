@@ -1,0 +1,399 @@
+"""The kernel adapter: read the managed table and rules, apply planned operations, watch.
+
+A thin pyroute2 (AsyncIPRoute) layer around the pure planner. One long-lived request
+socket per adapter, in the adapter's network namespace (or the current one). Rules are
+dumped once per family and filtered here; routes are dumped with the kernel-side table
+filter (strict checking). Rule changes are pipelined: many requests on the wire before
+their acks are read, which is what makes 10,000 rules cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterable, Sequence
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import (
+    RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
+    RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE, RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE, RTMGRP_LINK,
+)
+from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL, fibmsg
+
+from nra.intent import IPAddress, Peer
+from nra.planner import (
+    AddRule, DeleteRoute, DeleteRule, KernelRoute, KernelRule, KernelState, Nexthop,
+    Operation, ReplaceRoute, RoutingPolicy,
+)
+
+AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
+RT_TABLE_COMPAT = 252  # the 8-bit table field when the real id (> 255) is in an attribute
+ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+               6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
+RTNH_FLAGS = {1: "dead", 2: "pervasive", 4: "onlink", 8: "offload", 16: "linkdown"}
+FIB_RULE_INVERT = 0x2
+UNSET_U32 = 0xFFFFFFFF
+IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
+# Rule attributes that are ours to compare (or carry no selection): everything else
+# on a rule pointing at our table makes it an imposter.
+RULE_PLAIN_ATTRS = {"FRA_TABLE", "FRA_PRIORITY", "FRA_SRC", "FRA_FWMARK", "FRA_FWMASK",
+                    "FRA_PROTOCOL", "FRA_PAD"}
+# A route replace the kernel refuses because of one of its nexthops.
+NEXTHOP_ERRORS = {errno.ENETUNREACH, errno.ENETDOWN, errno.EINVAL, errno.EHOSTUNREACH, errno.ENODEV}
+# Pipelining depth: requests on the wire before their acks are read (fits the socket buffers).
+PIPELINE_CHUNK = 256
+EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
+SO_RCVBUFFORCE = 33
+EVENT_RCVBUF = 32 * 1024 * 1024
+
+
+def _error_text(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and code > 0:
+        return f"{os.strerror(code)} (errno {code})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class ApplyReport:
+    applied: list[Operation] = field(default_factory=list)
+    failed: list[tuple[Operation, str]] = field(default_factory=list)
+    #: route replaces that went in without some nexthops the kernel refused
+    dropped: list[tuple[Operation, tuple[IPAddress, ...]]] = field(default_factory=list)
+
+
+# -- decoding kernel messages (pure) ------------------------------------------------------
+
+
+def table_of(msg) -> int:
+    return msg.get("FRA_TABLE") or msg.get("RTA_TABLE") or msg["table"]
+
+
+def rule_from_message(msg) -> KernelRule:
+    version = VERSION[msg["family"]]
+    src = None
+    if msg["src_len"]:
+        src = ipaddress.ip_network(f"{msg.get('FRA_SRC')}/{msg['src_len']}", strict=False)
+    extra: list[str] = []
+    if msg["flags"] & FIB_RULE_INVERT:
+        extra.append("not")
+    if msg["action"] != FR_ACT_TO_TBL:
+        extra.append(f"action {msg['action']}")
+    if msg["dst_len"]:
+        extra.append(f"to {msg.get('FRA_DST')}/{msg['dst_len']}")
+    if msg["tos"]:
+        extra.append(f"tos {msg['tos']:#x}")
+    for name, value in msg["attrs"]:
+        if name in RULE_PLAIN_ATTRS or name == "FRA_DST":
+            continue
+        if name in ("FRA_SUPPRESS_PREFIXLEN", "FRA_SUPPRESS_IFGROUP") and value == UNSET_U32:
+            continue
+        label = name[4:].lower() if name.startswith("FRA_") else name.lower()
+        extra.append(f"{label} {value}")
+    fwmark = msg.get("FRA_FWMARK") or None
+    return KernelRule(
+        family=version, src=src, priority=msg.get("FRA_PRIORITY") or 0, table=table_of(msg),
+        fwmark=fwmark, fwmask=msg.get("FRA_FWMASK") if fwmark else None, extra=tuple(extra),
+        raw=msg,
+    )
+
+
+def _nh_flags(value: int) -> frozenset[str]:
+    return frozenset(name for bit, name in RTNH_FLAGS.items() if value & bit)
+
+
+def route_from_message(msg) -> KernelRoute:
+    version = VERSION[msg["family"]]
+    dst = msg.get("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
+    nexthops: list[Nexthop] = []
+    multipath = msg.get("RTA_MULTIPATH")
+    if multipath:
+        for nh in multipath:
+            gateway = nh.get("RTA_GATEWAY")
+            nexthops.append(Nexthop(ipaddress.ip_address(gateway) if gateway else None, nh["hops"] + 1,
+                                    _nh_flags(nh["flags"]), nh.get("oif")))
+    elif msg.get("RTA_GATEWAY") or msg.get("RTA_OIF"):
+        gateway = msg.get("RTA_GATEWAY")
+        nexthops.append(Nexthop(ipaddress.ip_address(gateway) if gateway else None, 1,
+                                _nh_flags(msg["flags"]), msg.get("RTA_OIF")))
+    return KernelRoute(
+        family=version, dst=ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False),
+        table=table_of(msg), nexthops=tuple(nexthops),
+        type=ROUTE_TYPES.get(msg["type"], str(msg["type"])), metric=msg.get("RTA_PRIORITY") or 0,
+        tos=msg["tos"], proto=msg["proto"], oif=msg.get("RTA_OIF"),
+    )
+
+
+def rule_add_message(op: AddRule) -> fibmsg:
+    msg = fibmsg()
+    msg["family"] = AF[op.family]
+    msg["src_len"] = op.src.prefixlen if op.src is not None else 0
+    msg["table"] = op.table if op.table < 256 else RT_TABLE_COMPAT
+    msg["action"] = FR_ACT_TO_TBL
+    attrs: list = [("FRA_TABLE", op.table), ("FRA_PRIORITY", op.priority)]
+    if op.src is not None and op.src.prefixlen:
+        attrs.append(("FRA_SRC", str(op.src.network_address)))
+    if op.fwmark:
+        attrs.append(("FRA_FWMARK", op.fwmark))
+        if op.fwmask is not None:
+            attrs.append(("FRA_FWMASK", op.fwmask))
+    msg["attrs"] = attrs
+    return msg
+
+
+def rule_delete_message(rule: KernelRule) -> fibmsg:
+    """Echo the kernel's own description of the rule, so exactly that rule goes (an
+    imposter with an extra selector is never confused with our plain rule)."""
+    listed = rule.raw
+    msg = fibmsg()
+    if listed is None:  # built by hand (tests): the plain fields are all there is
+        return rule_add_message(AddRule(rule.family, rule.src, rule.priority, rule.table,
+                                        rule.fwmark, rule.fwmask))
+    for name, _ in fibmsg.fields:
+        msg[name] = listed[name]
+    msg["attrs"] = [(n, v) for n, v in listed["attrs"] if n.startswith("FRA_") and n != "FRA_PAD"]
+    return msg
+
+
+# -- the adapter --------------------------------------------------------------------------
+
+
+class KernelAdapter:
+    """Reads and writes the managed table and its rules through netlink."""
+
+    def __init__(self, policy: RoutingPolicy, netns: str | None = None):
+        self.policy = policy
+        self.netns = netns
+        self._ipr: AsyncIPRoute | None = None
+
+    def _socket(self, groups: int = 0) -> AsyncIPRoute:
+        # flags=0: never create the named namespace by accident, only open it.
+        kw = {"netns": self.netns, "flags": 0} if self.netns else {}
+        return AsyncIPRoute(groups=groups, strict_check=True, **kw)
+
+    async def __aenter__(self) -> "KernelAdapter":
+        self._ipr = self._socket()
+        await self._ipr.setup_endpoint()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    @property
+    def ipr(self) -> AsyncIPRoute:
+        if self._ipr is None:
+            raise RuntimeError("KernelAdapter used outside `async with`")
+        return self._ipr
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def _rules(self) -> list[KernelRule]:
+        rules = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            async for msg in await self.ipr.rule("dump", family=family):
+                if table_of(msg) == self.policy.table:
+                    rules.append(rule_from_message(msg))
+        return rules
+
+    async def _routes(self) -> list[KernelRoute]:
+        routes = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            async for msg in await self.ipr.route("dump", family=family, table=self.policy.table):
+                if table_of(msg) == self.policy.table:
+                    routes.append(route_from_message(msg))
+        return routes
+
+    async def is_on_link(self, address: IPAddress) -> bool:
+        """Would the kernel take this address as a gateway? Only through a connected route:
+        a route lookup that answers unicast with no gateway of its own."""
+        try:
+            answer = await self.ipr.route("get", family=AF[address.version], dst=str(address))
+        except NetlinkError:
+            return False  # no route at all (ENETUNREACH and friends)
+        return any(msg["type"] == 1 and not msg.get("RTA_GATEWAY") for msg in answer)
+
+    async def read_state(self, candidates: Iterable[Peer]) -> KernelState:
+        addresses = sorted({p.address for p in candidates}, key=lambda a: (a.version, a))
+        rules = await self._rules()
+        routes = await self._routes()
+        on_link = await asyncio.gather(*(self.is_on_link(a) for a in addresses))
+        unreachable = frozenset(a for a, ok in zip(addresses, on_link) if not ok)
+        return KernelState(tuple(routes), tuple(rules), unreachable)
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def apply(self, ops: Sequence[Operation]) -> ApplyReport:
+        """Apply in the given order; failures are collected, never raised."""
+        report = ApplyReport()
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if isinstance(op, (AddRule, DeleteRule)):
+                j = i
+                while j < len(ops) and type(ops[j]) is type(op):
+                    j += 1
+                await self._apply_rules(ops[i:j], report)
+                i = j
+                continue
+            try:
+                if isinstance(op, ReplaceRoute):
+                    await self._replace_route(op, report)
+                elif isinstance(op, DeleteRoute):
+                    await self._delete_route(op.route)
+                else:
+                    raise TypeError(f"unknown operation {op!r}")
+                report.applied.append(op)
+            except Exception as exc:  # one bad operation must not stop the others
+                report.failed.append((op, _error_text(exc)))
+            i += 1
+        return report
+
+    async def _apply_rules(self, ops: Sequence[AddRule | DeleteRule], report: ApplyReport) -> None:
+        # EEXIST on add and ENOENT on delete mean the kernel is already as wanted.
+        if isinstance(ops[0], AddRule):
+            kind, flags, ok = RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, errno.EEXIST
+            messages = [rule_add_message(op) for op in ops]
+        else:
+            kind, flags, ok = RTM_DELRULE, NLM_F_REQUEST | NLM_F_ACK, errno.ENOENT
+            messages = [rule_delete_message(op.rule) for op in ops]
+        for start in range(0, len(ops), PIPELINE_CHUNK):
+            pending = []
+            for op, msg in zip(ops[start:start + PIPELINE_CHUNK], messages[start:start + PIPELINE_CHUNK]):
+                try:
+                    pending.append((op, await self.ipr.put(msg, kind, flags, msg_seq=None)))
+                except Exception as exc:
+                    report.failed.append((op, _error_text(exc)))
+            for op, request in pending:
+                try:
+                    async for _ in request.response():
+                        pass
+                    report.applied.append(op)
+                except NetlinkError as exc:
+                    if exc.code in (ok, errno.ESRCH):
+                        report.applied.append(op)
+                    else:
+                        report.failed.append((op, _error_text(exc)))
+
+    async def _send_route_replace(self, op: ReplaceRoute, nexthops: Sequence[Nexthop]) -> None:
+        # Always a multipath, even of one: the kernel lists a lone one as a plain gateway.
+        await self.ipr.route(
+            "replace", family=AF[op.family], dst=str(op.dst), table=op.table, priority=op.metric,
+            multipath=[{"gateway": str(nh.gateway), "hops": nh.weight - 1} for nh in nexthops],
+        )
+
+    async def _replace_route(self, op: ReplaceRoute, report: ApplyReport) -> None:
+        """One atomic replace; if the kernel refuses a nexthop, retry without it."""
+        try:
+            await self._send_route_replace(op, op.nexthops)
+            return
+        except NetlinkError as exc:
+            if exc.code not in NEXTHOP_ERRORS or len(op.nexthops) < 2:
+                raise
+            first_error = exc
+        # Which nexthops does the kernel refuse? Ask about each (one request per peer).
+        on_link = await asyncio.gather(*(self.is_on_link(nh.gateway) for nh in op.nexthops))
+        candidates = [nh for nh, ok in zip(op.nexthops, on_link) if ok]
+        attempts = []
+        if candidates and len(candidates) < len(op.nexthops):
+            attempts.append(candidates)
+        # still refused (e.g. a gateway the kernel treats differently): leave one out at a time
+        attempts += [[nh for nh in op.nexthops if nh is not left_out] for left_out in op.nexthops]
+        for kept in attempts:
+            try:
+                await self._send_route_replace(op, kept)
+            except NetlinkError as exc:
+                if exc.code not in NEXTHOP_ERRORS:
+                    raise
+                continue
+            dropped = tuple(nh.gateway for nh in op.nexthops if nh not in kept)
+            report.dropped.append((op, dropped))
+            return
+        raise first_error
+
+    async def _delete_route(self, route: KernelRoute) -> None:
+        spec = {"family": AF[route.family], "dst": str(route.dst), "table": route.table,
+                "tos": route.tos, "type": route.type, "priority": route.metric}
+        try:
+            await self.ipr.route("del", **spec)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ESRCH, errno.ENOENT):
+                raise
+
+    # -- CLEANANDEXIT ---------------------------------------------------------------------
+
+    async def clean(self) -> int:
+        """Remove every rule of either family pointing at the table and flush the table
+        (both families). Returns how many objects went; 0 when there was nothing."""
+        rules = await self._rules()
+        routes = await self._routes()
+        ops: list[Operation] = [DeleteRule(r, reason="clean") for r in rules]
+        ops += [DeleteRoute(r, reason="clean") for r in routes]
+        report = await self.apply(ops)
+        if report.failed:
+            op, error = report.failed[0]
+            raise RuntimeError(f"{len(report.failed)} removal(s) failed, first: {op}: {error}")
+        return len(report.applied)
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[str]:
+        """Yield a short reason for each change to our rules/table and each link that goes
+        up or down. On a socket overflow, yield a resync reason and start over."""
+        while True:
+            sock = self._socket(EVENT_GROUPS)
+            try:
+                await sock.setup_endpoint()
+                try:  # a burst of 10,000 rule notifications must fit (we are root)
+                    sock.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, EVENT_RCVBUF)
+                except OSError:
+                    pass
+                links: dict[int, tuple[bool, bool]] = {}
+                async for msg in await sock.link("dump"):
+                    links[msg["index"]] = _link_state(msg)
+                while True:
+                    async for msg in sock.get():
+                        reason = self._event_reason(msg, links)
+                        if reason:
+                            yield reason
+            except (OSError, NetlinkError) as exc:
+                yield f"netlink event socket error ({_error_text(exc)}): resync"
+                await asyncio.sleep(0.1)
+            finally:
+                sock.close()
+
+    def _event_reason(self, msg, links: dict[int, tuple[bool, bool]]) -> str | None:
+        kind = msg["header"]["type"]
+        if kind in (RTM_NEWRULE, RTM_DELRULE) and table_of(msg) == self.policy.table:
+            rule = rule_from_message(msg)
+            return f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from " \
+                   f"{rule.src or 'all'} priority {rule.priority}"
+        if kind in (RTM_NEWROUTE, RTM_DELROUTE) and table_of(msg) == self.policy.table:
+            route = route_from_message(msg)
+            return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{route.family} {route.dst}"
+        if kind == RTM_NEWLINK:
+            index, new = msg["index"], _link_state(msg)
+            old = links.get(index)
+            links[index] = new
+            if old is not None and old != new:
+                name = msg.get("IFLA_IFNAME") or f"#{index}"
+                admin, carrier = new
+                return f"link {name} {'up' if admin and carrier else 'down'}" \
+                       f" (admin {'up' if admin else 'down'}, carrier {'up' if carrier else 'down'})"
+        if kind == RTM_DELLINK:
+            links.pop(msg["index"], None)
+            return f"link {msg.get('IFLA_IFNAME') or msg['index']} removed"
+        return None
+
+
+def _link_state(msg) -> tuple[bool, bool]:
+    flags = msg["flags"]
+    return bool(flags & IFF_UP), bool(flags & IFF_LOWER_UP)
