@@ -30,6 +30,8 @@ _DISABLED_VALUES = {"false", "0", "no"}
 # Top-level keys of the legacy `config` document; one of them (or `{}`) identifies the form.
 _LEGACY_KEYS = {"peers", "address-pools", "bgp-communities", "bfd-profiles"}
 _METALLB_GROUP = "metallb.io/"
+# libyaml's loader is ~6x faster on a 10,000-prefix config; same safe subset of YAML.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ConfigError(Exception):
@@ -424,7 +426,7 @@ def _load_single_yaml(text: str) -> Any:
 
 def _load_all_yaml(text: str) -> list[Any]:
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if d is not None]
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_error(exc)) from None
 

@@ -28,7 +28,8 @@ def parse_address_entry(text: object) -> list[IPNetwork]:
         return _parse_range(entry)
     if "/" in entry:
         return [_parse_cidr(entry)]
-    return [ipaddress.ip_network(_parse_address(entry, entry))]
+    address = _parse_address(entry, entry)
+    return [_network(address, address.max_prefixlen)]
 
 
 def _parse_address(text: str, entry: str) -> IPAddress:
@@ -55,7 +56,13 @@ def _parse_cidr(entry: str) -> IPNetwork:
         raise AddressEntryError(
             f"{entry!r}: prefix length /{length} is longer than /{max_length} for IPv{address.version}"
         )
-    return ipaddress.ip_network(f"{address}/{length}", strict=False)
+    return _network(address, length)
+
+
+def _network(address: IPAddress, length: int) -> IPNetwork:
+    # From the integer, not the text: parsing the address twice doubles the cost at 10k entries.
+    network_type = ipaddress.IPv4Network if address.version == 4 else ipaddress.IPv6Network
+    return network_type((int(address), length), strict=False)
 
 
 def _parse_range(entry: str) -> list[IPNetwork]:
