@@ -147,7 +147,7 @@ class FakeApiServer:
 
     def compact(self) -> None:
         """Forget history: a watch from any resourceVersion seen so far gets 410 Gone."""
-        self.compacted_rv = self.rv + 1
+        self.compacted_rv = self.rv
         for plural in self.history:
             self.history[plural] = []
 

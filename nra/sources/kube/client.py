@@ -87,6 +87,12 @@ def api_client_factory(kubeconfig: str | None) -> ApiClientFactory:
         except OSError as exc:
             raise KubeSourceError(f"cannot read Kubernetes credentials: {exc.strerror or exc}: "
                                   f"{getattr(exc, 'filename', '') or ''}") from None
+        except KubeSourceError:
+            raise
+        except Exception as exc:  # the loader trips over malformed files in many ways
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise KubeSourceError(f"cannot load Kubernetes credentials from {kubeconfig or DEFAULT_KUBECONFIG}: "
+                                  f"malformed ({type(exc).__name__}{': ' + first if first else ''})") from None
         return ApiClient(configuration)
 
     return make

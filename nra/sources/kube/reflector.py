@@ -85,6 +85,7 @@ class Reflector:
         self.lists = 0  # successful lists, for logs and tests
         self._backoff = Backoff(timing.backoff_min_s, timing.backoff_max_s)
         self._failing: str | None = None
+        self._listed_at = float("-inf")
 
     @property
     def synced(self) -> bool:
@@ -108,6 +109,7 @@ class Reflector:
         self.objects = fresh  # one assignment: the cache is never half old, half new
         self.resource_version = str((doc.get("metadata") or {}).get("resourceVersion") or "") or None
         self.lists += 1
+        self._listed_at = asyncio.get_running_loop().time()
         if changed:
             self.on_change()
 
@@ -169,6 +171,9 @@ class Reflector:
                                 self.resource.name, self.resource_version)
                     need_list = True
                     self.resource_version = None
+                    if asyncio.get_running_loop().time() - self._listed_at < 1.0:
+                        # 410 right after a list: a server that cannot keep up; don't hammer it.
+                        await asyncio.sleep(self._backoff.next_delay())
                     continue
                 reason, why = "error", str(exc)
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
