@@ -26,7 +26,7 @@ from pyroute2.netlink.rtnl import (
 )
 from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL, fibmsg
 
-from nra.intent import IPAddress, Peer
+from nra.intent import IPAddress, IPNetwork, Peer
 from nra.planner import (
     AddRule, DeleteRoute, DeleteRule, KernelRoute, KernelRule, KernelState, Nexthop,
     Operation, ReplaceRoute, RoutingPolicy,
@@ -34,6 +34,7 @@ from nra.planner import (
 
 AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
+RT_TABLE_MAIN = 254
 RT_TABLE_COMPAT = 252  # the 8-bit table field when the real id (> 255) is in an attribute
 ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
                6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
@@ -212,21 +213,31 @@ class KernelAdapter:
                     routes.append(route_from_message(msg))
         return routes
 
-    async def is_on_link(self, address: IPAddress) -> bool:
-        """Would the kernel take this address as a gateway? Only through a connected route:
-        a route lookup that answers unicast with no gateway of its own."""
-        try:
-            answer = await self.ipr.route("get", family=AF[address.version], dst=str(address))
-        except NetlinkError:
-            return False  # no route at all (ENETUNREACH and friends)
-        return any(msg["type"] == 1 and not msg.get("RTA_GATEWAY") for msg in answer)
+    async def connected_networks(self, versions: Iterable[int]) -> list[IPNetwork]:
+        """Prefixes of the main table's connected routes (unicast, no gateway): the only
+        routes through which the kernel accepts a gateway (its nexthop check looks for a
+        link-scope route). Read from the main table itself, not by a policy lookup, so a
+        stray rule pointing somewhere else cannot hide a connected peer."""
+        networks = []
+        for version in sorted(set(versions)):
+            async for msg in await self.ipr.route("dump", family=AF[version], table=RT_TABLE_MAIN):
+                if table_of(msg) != RT_TABLE_MAIN or msg["type"] != 1:
+                    continue
+                if msg.get("RTA_GATEWAY") or msg.get("RTA_MULTIPATH") or msg.get("RTA_VIA"):
+                    continue
+                networks.append(route_from_message(msg).dst)
+        return networks
+
+    async def unreachable_of(self, addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
+        addresses = list(addresses)
+        networks = await self.connected_networks(a.version for a in addresses)
+        return frozenset(a for a in addresses
+                         if not any(n.version == a.version and a in n for n in networks))
 
     async def read_state(self, candidates: Iterable[Peer]) -> KernelState:
-        addresses = sorted({p.address for p in candidates}, key=lambda a: (a.version, a))
         rules = await self._rules()
         routes = await self._routes()
-        on_link = await asyncio.gather(*(self.is_on_link(a) for a in addresses))
-        unreachable = frozenset(a for a, ok in zip(addresses, on_link) if not ok)
+        unreachable = await self.unreachable_of({p.address for p in candidates})
         return KernelState(tuple(routes), tuple(rules), unreachable)
 
     # -- writing --------------------------------------------------------------------------
@@ -299,9 +310,9 @@ class KernelAdapter:
             if exc.code not in NEXTHOP_ERRORS or len(op.nexthops) < 2:
                 raise
             first_error = exc
-        # Which nexthops does the kernel refuse? Ask about each (one request per peer).
-        on_link = await asyncio.gather(*(self.is_on_link(nh.gateway) for nh in op.nexthops))
-        candidates = [nh for nh, ok in zip(op.nexthops, on_link) if ok]
+        # Which nexthops does the kernel refuse? Those not on a connected network.
+        refused = await self.unreachable_of(nh.gateway for nh in op.nexthops)
+        candidates = [nh for nh in op.nexthops if nh.gateway not in refused]
         attempts = []
         if candidates and len(candidates) < len(op.nexthops):
             attempts.append(candidates)
@@ -352,6 +363,7 @@ class KernelAdapter:
             sock = self._socket(EVENT_GROUPS)
             try:
                 await sock.setup_endpoint()
+                await sock.bind(groups=EVENT_GROUPS)  # a socket made in a netns is not bound yet
                 try:  # a burst of 10,000 rule notifications must fit (we are root)
                     sock.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, EVENT_RCVBUF)
                 except OSError:

@@ -1,0 +1,256 @@
+"""The netlink adapter against the real kernel, each test in its own throwaway namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from nra.intent import Intent, Peer
+from nra.netlink import KernelAdapter
+from nra.planner import KernelState, Nexthop, RoutingPolicy, plan
+from tests.netns import NetNS
+
+pytestmark = pytest.mark.kernel
+
+POLICY = RoutingPolicy(table=20, priority=20, fwmark=None, fwmask=None,
+                       destinations=(ip_network("0.0.0.0/0"), ip_network("::/0")))
+
+
+def intent(peers, prefixes) -> Intent:
+    return Intent(frozenset(Peer(ip_address(a), w, f"p{i}") for i, (a, w) in enumerate(peers)),
+                  frozenset(ip_network(p) for p in prefixes))
+
+
+async def reconcile(adapter: KernelAdapter, want: Intent, policy: RoutingPolicy = POLICY):
+    state = await adapter.read_state(want.peers)
+    the_plan = plan(want, state, policy)
+    report = await adapter.apply(the_plan.operations)
+    assert report.failed == []
+    return the_plan, report
+
+
+async def steady(adapter: KernelAdapter, want: Intent, policy: RoutingPolicy = POLICY) -> KernelState:
+    state = await adapter.read_state(want.peers)
+    assert plan(want, state, policy).operations == ()
+    return state
+
+
+async def test_round_trip_both_families_with_weights(node_ns: NetNS):
+    want = intent([("10.99.0.2", 100), ("10.99.0.3", 5), ("fd99::2", 3), ("fd99::3", 256)],
+                  ["192.0.2.0/24", "198.51.100.7/32", "2001:db8::/64"])
+    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+        first, _ = await reconcile(adapter, want)
+        assert len(first.operations) == 5
+        state = await steady(adapter, want)
+    v4 = next(r for r in state.routes if r.family == 4)
+    assert sorted(v4.nexthops) == [Nexthop(ip_address("10.99.0.2"), 100), Nexthop(ip_address("10.99.0.3"), 5)]
+    v6 = next(r for r in state.routes if r.family == 6)
+    assert sorted(v6.nexthops) == [Nexthop(ip_address("fd99::2"), 3), Nexthop(ip_address("fd99::3"), 256)]
+    # and `ip` agrees
+    assert node_ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20", "20:\tfrom 198.51.100.7 lookup 20"]
+    assert node_ns.rules("-6") == ["20:\tfrom 2001:db8::/64 lookup 20"]
+    v4_text = "\n".join(node_ns.routes("-4"))
+    assert "nexthop via 10.99.0.2 dev eth0 weight 100" in v4_text
+    assert "nexthop via 10.99.0.3 dev eth0 weight 5" in v4_text
+    assert "nexthop via fd99::3 dev eth0 weight 256" in "\n".join(node_ns.routes("-6"))
+
+
+async def test_weight_change_is_one_replace_and_single_peer_is_steady(node_ns: NetNS):
+    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+        await reconcile(adapter, intent([("10.99.0.2", 1), ("10.99.0.3", 1)], ["192.0.2.0/24"]))
+        changed = intent([("10.99.0.2", 1), ("10.99.0.3", 40)], ["192.0.2.0/24"])
+        p, _ = await reconcile(adapter, changed)
+        assert [op.kind for op in p.operations] == ["replace_route"]
+        await steady(adapter, changed)
+        single = intent([("10.99.0.3", 40)], ["192.0.2.0/24"])
+        await reconcile(adapter, single)
+        await steady(adapter, single)
+    assert node_ns.routes("-4") == ["default via 10.99.0.3 dev eth0 proto static"]
+
+
+@pytest.mark.parametrize("fwmark,fwmask,shown", [(0x14, 0xFF, "fwmark 0x14/0xff"), (0x14, None, "fwmark 0x14")])
+async def test_fwmark_with_and_without_mask(node_ns: NetNS, fwmark, fwmask, shown):
+    policy = dataclasses.replace(POLICY, fwmark=fwmark, fwmask=fwmask)
+    want = intent([("10.99.0.2", 1), ("fd99::2", 1)], ["192.0.2.0/24", "2001:db8::/64"])
+    async with KernelAdapter(policy, netns=node_ns.name) as adapter:
+        await reconcile(adapter, want, policy)
+        await steady(adapter, want, policy)
+    assert node_ns.rules("-4") == [f"20:\tfrom 192.0.2.0/24 {shown} lookup 20"]
+    assert node_ns.rules("-6") == [f"20:\tfrom 2001:db8::/64 {shown} lookup 20"]
+
+
+async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):
+    want = intent([("10.99.0.2", 1), ("fd99::2", 1)], ["192.0.2.0/24", "2001:db8::/64"])
+    ns = node_ns
+    # (the kernel takes a rule as a duplicate of one with more selectors: add the general ones first)
+    ns.ip("rule add lookup 20 priority 20")  # no from
+    ns.ip("rule add from 192.0.2.0/24 lookup 20 priority 20")  # ours, already there
+    ns.ip("rule add from 192.0.2.0/24 lookup 20 priority 30")  # other priority
+    ns.ip("rule add from 192.0.2.0/24 fwmark 0x7 lookup 20 priority 20")  # other mark
+    ns.ip("rule add from 192.0.2.0/24 iif eth0 lookup 20 priority 20")  # extra selector
+    ns.ip("rule add from 192.0.2.0/24 to 10.0.0.0/8 lookup 20 priority 20")  # extra selector
+    ns.ip("rule add not from 198.51.100.0/24 lookup 20 priority 20")  # inverted
+    ns.ip("rule add from 192.0.2.0/24 dport 80-90 lookup 20 priority 20")  # port range
+    ns.ip("rule add from 192.0.2.0/24 uidrange 1000-2000 lookup 20 priority 20")  # uid range
+    ns.ip("rule add from 203.0.113.0/24 lookup 20 priority 20")  # not announced
+    ns.ip("-6 rule add lookup 20 priority 20")
+    ns.ip("-6 rule add from 2001:db8::/64 lookup 20 priority 21")
+    ns.ip("route add 10.0.0.0/8 via 10.99.0.2 table 20")  # other destination
+    ns.ip("route add default via 10.99.0.3 table 20 metric 50")  # other metric
+    ns.ip("route add blackhole default table 20 metric 7")  # other type
+    ns.ip("-6 route add unreachable 2001:db8:9::/48 table 20")
+    ns.ip("rule add from 192.0.2.0/24 lookup 99 priority 20")  # another table: not ours, stays
+    async with KernelAdapter(POLICY, netns=ns.name) as adapter:
+        p, report = await reconcile(adapter, want)
+        assert sum(op.kind == "delete_rule" for op in p.operations) == 11
+        assert sum(op.kind == "delete_route" for op in p.operations) == 4
+        await steady(adapter, want)
+    assert ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20"]
+    assert ns.rules("-6") == ["20:\tfrom 2001:db8::/64 lookup 20"]
+    assert ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
+    assert ns.routes("-6") == ["default via fd99::2 dev eth0 proto static metric 1024 pref medium"]
+    assert ns.rules("-4", table=99) == ["20:\tfrom 192.0.2.0/24 lookup 99"]
+
+
+async def test_duplicate_rules_keep_exactly_one(node_ns: NetNS):
+    from pyroute2 import AsyncIPRoute
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST
+    from pyroute2.netlink.rtnl import RTM_NEWRULE
+
+    from nra.netlink import rule_add_message
+    from nra.planner import AddRule
+
+    # `ip rule add` refuses an exact duplicate (NLM_F_EXCL); without EXCL the kernel keeps copies.
+    async with AsyncIPRoute(netns=node_ns.name, flags=0, groups=0) as ipr:
+        for _ in range(3):
+            msg = rule_add_message(AddRule(4, ip_network("192.0.2.0/24"), 20, 20))
+            request = await ipr.put(msg, RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, msg_seq=None)
+            async for _ in request.response():
+                pass
+    assert len(node_ns.rules("-4")) == 3
+    want = intent([("10.99.0.2", 1)], ["192.0.2.0/24"])
+    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+        p, _ = await reconcile(adapter, want)
+        assert [op.kind for op in p.operations] == ["replace_route", "delete_rule", "delete_rule"]
+        await steady(adapter, want)
+    assert node_ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20"]
+
+
+async def test_off_link_peer_is_dropped_with_a_warning(node_ns: NetNS):
+    want = intent([("10.99.0.2", 10), ("10.55.0.1", 10), ("fd99::2", 1), ("fd55::1", 1)],
+                  ["192.0.2.0/24", "2001:db8::/64"])
+    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+        state = await adapter.read_state(want.peers)
+        assert state.unreachable == {ip_address("10.55.0.1"), ip_address("fd55::1")}
+        p, _ = await reconcile(adapter, want)
+        assert any("10.55.0.1" in w for w in p.warnings) and any("fd55::1" in w for w in p.warnings)
+        await steady(adapter, want)
+    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
+    assert len(node_ns.rules("-4")) == 1 and len(node_ns.rules("-6")) == 1
+
+
+async def test_replace_retries_without_a_refused_nexthop(node_ns: NetNS):
+    """A route replace planned with a nexthop the kernel refuses still goes in with the rest."""
+    from nra.planner import ReplaceRoute
+
+    op = ReplaceRoute(4, ip_network("0.0.0.0/0"), 20, 0,
+                      (Nexthop(ip_address("10.55.0.1"), 1), Nexthop(ip_address("10.99.0.2"), 2),
+                       Nexthop(ip_address("10.99.0.3"), 3)))
+    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+        report = await adapter.apply([op])
+    assert report.failed == [] and report.applied == [op]
+    assert report.dropped == [(op, (ip_address("10.55.0.1"),))]
+    text = "\n".join(node_ns.routes("-4"))
+    assert "via 10.99.0.2" in text and "via 10.99.0.3" in text and "10.55.0.1" not in text
+
+
+async def test_link_down_and_up_restores_the_route_and_events_tell(node_ns: NetNS):
+    want = intent([("10.99.0.2", 1), ("10.99.0.3", 1)], ["192.0.2.0/24"])
+    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+        await reconcile(adapter, want)
+        events = adapter.events()
+        reasons: asyncio.Queue[str] = asyncio.Queue()
+
+        async def collect():
+            async for reason in events:
+                await reasons.put(reason)
+
+        watcher = asyncio.create_task(collect())
+        try:
+            await asyncio.sleep(0.3)  # the event socket is bound and the link dump done
+            node_ns.ip("link set dev eth0 down")
+            seen = [await asyncio.wait_for(reasons.get(), 1.0)]
+            await asyncio.sleep(0.1)
+            while not reasons.empty():
+                seen.append(reasons.get_nowait())
+            # (IPv4 flushes routes through a dead link without a notification: the link
+            # event is what tells the agent)
+            assert any(r.startswith("link eth0 down") for r in seen), seen
+            # the kernel dropped the route with the link; the peers are not on-link now
+            state = await adapter.read_state(want.peers)
+            assert state.routes == () and len(state.unreachable) == 2
+            assert plan(want, state, POLICY).operations == ()  # rules stay, nothing to churn
+
+            node_ns.ip("link set dev eth0 up")
+            up = await asyncio.wait_for(reasons.get(), 1.0)
+            while "up" not in up:
+                up = await asyncio.wait_for(reasons.get(), 1.0)
+            p, _ = await reconcile(adapter, want)
+            assert [op.kind for op in p.operations] == ["replace_route"]
+            await steady(adapter, want)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+    assert len(node_ns.routes("-4")) == 3  # multipath: header + 2 nexthops
+
+
+async def test_events_report_foreign_rule_changes(node_ns: NetNS):
+    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+        events = adapter.events()
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.3)
+        node_ns.ip("rule add from 203.0.113.0/24 lookup 99 priority 20")  # another table: silent
+        node_ns.ip("-6 rule add from 2001:db8::/64 lookup 20 priority 5")
+        reason = await asyncio.wait_for(first, 1.0)
+        await events.aclose()
+    assert reason == "rule added: IPv6 from 2001:db8::/64 priority 5"
+
+
+async def test_clean_removes_both_families_and_returns_zero_when_empty(node_ns: NetNS):
+    want = intent([("10.99.0.2", 1), ("fd99::2", 1)], ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/64"])
+    node_ns.ip("rule add lookup 20 priority 99")
+    node_ns.ip("rule add from 192.0.2.0/24 lookup 21 priority 20")  # another table stays
+    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+        await reconcile(adapter, want)
+        node_ns.ip("rule add lookup 20 priority 99")
+        node_ns.ip("route add 10.0.0.0/8 via 10.99.0.2 table 20")
+        assert await adapter.clean() == 3 + 2 + 1 + 1
+        assert await adapter.clean() == 0
+    for family in ("-4", "-6"):
+        assert node_ns.rules(family) == [] and node_ns.routes(family) == []
+    assert node_ns.rules("-4", table=21) == ["20:\tfrom 192.0.2.0/24 lookup 21"]
+
+
+async def test_table_ids_above_255(node_ns: NetNS):
+    policy = dataclasses.replace(POLICY, table=100000, priority=1234, fwmark=0x10, fwmask=0xF0)
+    want = intent([("10.99.0.2", 3), ("10.99.0.3", 4), ("fd99::2", 1)], ["192.0.2.0/24", "2001:db8::/64"])
+    node_ns.ip("rule add from 192.0.2.0/24 lookup 20 priority 1234")  # table 20 is not ours now
+    async with KernelAdapter(policy, netns=node_ns.name) as adapter:
+        await reconcile(adapter, want, policy)
+        await steady(adapter, want, policy)
+        assert node_ns.rules("-4", table=100000) == ["1234:\tfrom 192.0.2.0/24 fwmark 0x10/0xf0 lookup 100000"]
+        assert "weight 4" in "\n".join(node_ns.routes("-4", table=100000))
+        assert node_ns.routes("-6", table=100000)
+        assert await adapter.clean() == 4
+    assert node_ns.rules("-4", table=20) == ["1234:\tfrom 192.0.2.0/24 lookup 20"]
+
+
+async def test_missing_namespace_is_an_error_not_a_new_namespace():
+    with pytest.raises(Exception):
+        async with KernelAdapter(POLICY, netns="nra-does-not-exist-42") as adapter:
+            await adapter.read_state([])
+    import os
+    assert not os.path.exists("/var/run/netns/nra-does-not-exist-42")
