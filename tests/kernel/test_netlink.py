@@ -107,6 +107,10 @@ async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):
         p, report = await reconcile(adapter, want)
         assert sum(op.kind == "delete_rule" for op in p.operations) == 11
         assert sum(op.kind == "delete_route" for op in p.operations) == 4
+        reasons = [op.reason for op in p.operations if op.kind == "delete_rule"]
+        for selector in ("iifname eth0", "to 10.0.0.0/8", "dport_range 80:90", "uid_range 1000:2000", "not"):
+            assert any(r.startswith("imposter: extra selector") and selector in r for r in reasons), selector
+        assert "duplicate" not in reasons
         await steady(adapter, want)
     assert ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20"]
     assert ns.rules("-6") == ["20:\tfrom 2001:db8::/64 lookup 20"]
