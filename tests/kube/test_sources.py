@@ -107,13 +107,16 @@ async def test_labels_after_peers_publish_no_half_built_state(apiserver: FakeApi
     apiserver.put(zone_a, zone_b, *pools)
     if node_fault == "late-list":
         apiserver.put(node({"zone": "a"}))
-        apiserver.fail_next(6, "text503", match="/nodes", verb="list")
+        apiserver.fail_next(10_000, "text503", match="/nodes", verb="list")
     async with running(crd_source(factory), recorder):
         await settle(0.4)
         assert apiserver.count("list", "bgppeers") >= 1
         assert recorder.results == [], "published before this node's labels were known"
         if node_fault == "created-later":
             apiserver.put(node({"zone": "a"}))
+        else:
+            assert apiserver.count("list", "/nodes") >= 3
+            apiserver.faults.clear()
         await recorder.wait_count(1)
         await settle()
     assert len(recorder.results) == 1
