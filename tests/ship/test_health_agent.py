@@ -39,7 +39,9 @@ def test_ready_after_first_reconcile_and_drift_repair_counted(node_ns, tmp_path)
     daemon = Daemon("--static-file", str(config), "--netns", node_ns.name, env=env,
                     log_path=tmp_path / "nra.log")
     try:
-        wait_for(lambda: get(port, "/healthz")[0] == 200, timeout=15, what="/healthz 200")
+        wait_for(lambda: get(port, "/healthz")[0] == 200 or daemon.proc.poll() is not None,
+                 timeout=15, what="/healthz 200")
+        assert daemon.proc.poll() is None, daemon.log()
         code, reason = get(port, "/readyz")
         assert code == 503 and "no configuration" in reason, daemon.log()
         assert node_ns.ip("-4 route show table 20", check=False) == ""
