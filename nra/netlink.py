@@ -10,10 +10,12 @@ their acks are read, which is what makes 10,000 rules cheap.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import ipaddress
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterable, Sequence
 
@@ -163,6 +165,40 @@ def rule_delete_message(rule: KernelRule) -> fibmsg:
     return msg
 
 
+# -- sockets in a named namespace --------------------------------------------------------
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def netlink_socket_in(netns: str) -> int:
+    """A NETLINK_ROUTE socket inside the named namespace (or a namespace file path); returns
+    its fd. Made in a short-lived thread, since setns() moves only the calling thread. (Not
+    pyroute2's netns= helper: it forks, and the child's exit signal reaches asyncio's
+    signal wakeup fd in the parent as if the agent got SIGTERM.) Never creates a namespace."""
+    path = netns if "/" in netns else f"/var/run/netns/{netns}"
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            with open(path) as ns_file:
+                if _libc.setns(ns_file.fileno(), CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns {path}: {os.strerror(code)}")
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                 socket.NETLINK_ROUTE)
+            result["fd"] = sock.detach()
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"netns-{netns}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["fd"]  # type: ignore[return-value]
+
+
 # -- the adapter --------------------------------------------------------------------------
 
 
@@ -174,14 +210,17 @@ class KernelAdapter:
         self.netns = netns
         self._ipr: AsyncIPRoute | None = None
 
-    def _socket(self, groups: int = 0) -> AsyncIPRoute:
-        # flags=0: never create the named namespace by accident, only open it.
-        kw = {"netns": self.netns, "flags": 0} if self.netns else {}
-        return AsyncIPRoute(groups=groups, strict_check=True, **kw)
+    async def _socket(self, groups: int = 0) -> AsyncIPRoute:
+        if not self.netns:
+            sock = AsyncIPRoute(groups=groups, strict_check=True)
+        else:
+            fd = await asyncio.to_thread(netlink_socket_in, self.netns)
+            sock = AsyncIPRoute(fileno=fd, groups=groups, strict_check=True)
+        await sock.setup_endpoint()
+        return sock
 
     async def __aenter__(self) -> "KernelAdapter":
-        self._ipr = self._socket()
-        await self._ipr.setup_endpoint()
+        self._ipr = await self._socket()
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -360,9 +399,8 @@ class KernelAdapter:
         """Yield a short reason for each change to our rules/table and each link that goes
         up or down. On a socket overflow, yield a resync reason and start over."""
         while True:
-            sock = self._socket(EVENT_GROUPS)
+            sock = await self._socket(EVENT_GROUPS)
             try:
-                await sock.setup_endpoint()
                 await sock.bind(groups=EVENT_GROUPS)  # a socket made in a netns is not bound yet
                 try:  # a burst of 10,000 rule notifications must fit (we are root)
                     sock.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, EVENT_RCVBUF)
