@@ -311,14 +311,19 @@ class Lab:
         # The node: LB addresses on lo, the gateway as its default route (the wrong way back).
         self.ip("node", f"addr add {LB4}/32 dev lo")
         self.ip("node", f"-6 addr add {LB6}/128 dev lo")
-        self.ip("node", f"route add default via {GW4}")
-        self.ip("node", f"-6 route add default via {GW6}")
+        self.add_node_default_routes()
         node = {"net.ipv4.fib_multipath_use_neigh": 1, "net.ipv4.fib_multipath_hash_policy": 1,
                 "net.ipv6.fib_multipath_hash_policy": 1}
         if self.fast_neigh:
             for fam in ("ipv4", "ipv6"):
                 node.update({f"net.{fam}.neigh.eth0.{k}": v for k, v in FAST_NEIGH.items()})
         self.sysctl("node", **node)
+
+    def add_node_default_routes(self) -> None:
+        """The node's default route via the gateway; `replace` so it is safe to repeat (a link
+        flap takes it away, and a node's network manager would put it back)."""
+        self.ip("node", f"route replace default via {GW4}")
+        self.ip("node", f"-6 route replace default via {GW6}")
 
     def bird_paths(self, role: str) -> tuple[Path, Path, Path]:
         d = self.run_dir
@@ -463,7 +468,10 @@ class Lab:
         self.ip("node", "link set dev eth0 down")
         self.wait_table(present=False, timeout=5)
         self.ip("node", "link set dev eth0 up")
-        took = self.wait_table(present=True, timeout=timeout)
+        try:
+            took = self.wait_table(present=True, timeout=timeout)
+        finally:
+            self.add_node_default_routes()
         self.figures["restore_after_link_flap_s"] = took
         return took
 
@@ -621,50 +629,69 @@ def demo(lab: Lab) -> int:
     lab.start_echo()
     lab.stop_nra()
     run([*lab.nra_argv(), "--clean-and-exit"], check=False, timeout=30)
+    try:
+        return _demo(lab)
+    finally:
+        lab.stop_nra()
 
-    def traffic(title: str) -> dict:
+
+def _demo(lab: Lab) -> int:
+    failures: list[str] = []
+
+    def traffic(title: str, flows: int = 4, expect_ok: bool = True, families=(4, 6)) -> None:
         before = lab.counters()
-        res = {f: lab.client("_tcp", "--family", str(f), "--flows", "8", "--timeout", "1") for f in (4, 6)}
-        pings = {f: lab.ping(f) for f in (4, 6)}
+        res = {f: lab.client("_tcp", "--family", str(f), "--flows", str(flows), "--timeout", "1") for f in (4, 6)}
+        pings = {f: lab.ping(f, count=1 if not expect_ok else 3) for f in (4, 6)}
         after = lab.counters()
-        delta = {role: {f: after[role][f] - before[role][f] for f in (4, 6)} for role in after}
         _say(f"== {title}")
         for f in (4, 6):
-            _say(f"   IPv{f}: TCP {res[f]['ok']}/8 connections echoed, ping {'ok' if pings[f] else 'FAILED'}; "
-                 f"replies seen at r1 {delta['r1'][f]}, r2 {delta['r2'][f]}, gateway {delta['gw'][f]}")
-        return {"tcp": res, "ping": pings, "delta": delta}
+            d = {role: after[role][f] - before[role][f] for role in after}
+            _say(f"   IPv{f}: TCP {res[f]['ok']}/{flows} connections echoed, ping {'ok' if pings[f] else 'FAILED'}; "
+                 f"reply packets seen at r1 {d['r1']}, r2 {d['r2']}, gateway {d['gw']}")
+            if f in families and (res[f]["ok"] == flows and pings[f]) != expect_ok:
+                failures.append(f"{title}: IPv{f}")
 
-    without = traffic("without nra: replies follow the node's default route to the gateway, which drops them")
+    traffic("without nra: replies follow the node's default route to the gateway, which drops them",
+            flows=2, expect_ok=False)
     _say(f"== starting nra: {' '.join(lab.nra_argv())}")
     lab.start_nra()
     took = lab.wait_table(present=True)
-    _say(f"   table 20 programmed {took:.2f} s after start:")
+    _say(f"   table 20 programmed {took:.2f} s after start (includes Python's start-up):")
     for f in (4, 6):
         for line in lab.ip("node", f"-{f} rule show table 20").splitlines():
             _say(f"     {line.strip()}")
         _say("     " + lab.table_routes(f).replace("\n", "\n     "))
-    with_nra = traffic("with nra: replies go back through the routers")
-    before = lab.counters()
-    spread = lab.client("_tcp", "--family", "4", "--flows", "64", "--timeout", "1")
-    after = lab.counters()
-    _say(f"== ECMP: 64 TCP flows, {spread['ok']} echoed; replies via r1 {after['r1'][4] - before['r1'][4]}, "
-         f"via r2 {after['r2'][4] - before['r2'][4]} packets")
-    flap = lab.measure_link_flap()
-    _say(f"== node link flapped: the kernel dropped table 20; nra restored it {flap * 1000:.0f} ms after link up")
+    traffic("with nra: replies go back through the routers", flows=8)
+    for f in (4, 6):
+        before = lab.counters()
+        spread = lab.client("_tcp", "--family", str(f), "--flows", "64", "--timeout", "1")
+        after = lab.counters()
+        _say(f"== ECMP IPv{f}: 64 TCP flows, {spread['ok']} echoed; reply packets via r1 "
+             f"{after['r1'][f] - before['r1'][f]}, via r2 {after['r2'][f] - before['r2'][f]}")
+    try:
+        flap = lab.measure_link_flap()
+        _say(f"== node link flapped: the kernel dropped table 20; nra restored it {flap * 1000:.0f} ms after link up")
+    except LabError as exc:
+        _say(f"== node link flapped: NOT restored: {exc}")
+        failures.append("link flap")
     lab.wait_sessions()
-    _say("== r1 dies (its node link cut, its BIRD killed) under 32 UDP flows at 100 probes/s")
-    res = lab.measure_router_failure("r1")
-    _say(f"   {res['replied']}/{res['sent']} probes answered; last lost reply {res['outage_s']:.2f} s "
-         f"after the cut ({res['lost_after_cut']} lost)")
-    after_fail = traffic("after r1's death: everything flows through r2")
-    _say("== restoring r1")
-    lab.restore_router("r1")
-    lab.stop_nra()
+    for f in (4, 6):
+        _say(f"== r1 dies (its node link cut, its BIRD killed) under 32 IPv{f} UDP flows, 100 probes/s")
+        res = lab.measure_router_failure("r1", family=f)
+        _say(f"   {res['replied']}/{res['sent']} probes answered; last lost reply {res['outage_s']:.2f} s "
+             f"after the cut ({res['lost_after_cut']} lost)")
+        if f == 4:
+            # IPv6 is checked but not required: while the speaker keeps retrying the dead
+            # router its neighbour entry cycles INCOMPLETE/FAILED, and IPv6 multipath only
+            # skips FAILED ones, so flows hashed to r1 keep being lost (docs/lab.md).
+            traffic("after r1's death: everything flows through r2 (IPv6: see docs/lab.md)", families=(4,))
+        _say("   restoring r1")
+        lab.restore_router("r1")
     _say("== figures: " + ", ".join(f"{k} {v:.2f}" for k, v in lab.figures.items()))
-    _say(f"   (nra stopped; the lab is still up: `scripts/lab status`, `scripts/lab down`)")
-    good = (without["tcp"][4]["ok"] == 0 and with_nra["tcp"][4]["ok"] == 8 and with_nra["tcp"][6]["ok"] == 8
-            and after_fail["tcp"][4]["ok"] == 8)
-    return 0 if good else 1
+    _say("   (nra stopped; the lab is still up: `scripts/lab status`, `scripts/lab down`)")
+    if failures:
+        _say("== FAILED: " + "; ".join(failures))
+    return 1 if failures else 0
 
 
 def status(lab: Lab) -> int:
