@@ -196,6 +196,21 @@ async def test_server_errors_back_off_and_recover(apiserver: FakeApiServer, fact
     assert len(recorder.results) == 2
 
 
+async def test_bookmarks_advance_the_resume_point(apiserver: FakeApiServer, factory, recorder, simple_crds):
+    apiserver.put(node({}), *simple_crds)
+    async with running(crd_source(factory), recorder):
+        await recorder.wait_count(1)
+        peers_rv = int(apiserver.get("BGPPeer", "peer", NS)["metadata"]["resourceVersion"])
+        apiserver.put(node({"unrelated": "change"}))  # moves the server's resourceVersion on
+        await settle(3 * apiserver.bookmark_interval_s)
+        bookmark_rv = apiserver.rv
+        assert bookmark_rv > peers_rv
+        apiserver.cut_streams("bgppeers")
+        await settle(0.3)
+    resumed = [q for v, p, q in apiserver.requests if v == "watch" and "bgppeers" in p][-1]
+    assert int(resumed["resourceVersion"]) == bookmark_rv
+
+
 async def test_stalled_watch_is_restarted(apiserver: FakeApiServer, factory, recorder, simple_crds):
     apiserver.put(node({}), *simple_crds)
     async with running(crd_source(factory), recorder):
@@ -374,7 +389,7 @@ async def test_bgppeer_version_found_by_discovery(recorder, tmp_path: Path, simp
 
 def test_crd_mode_needs_node_name():
     with pytest.raises(KubeSourceError, match="NODE_NAME"):
-        make_kube_source(Settings(METALLB_USE_CRDS="1", KUBECONFIG=None))
+        make_kube_source(Settings(METALLB_USE_CRDS="1", KUBECONFIG=None, NODE_NAME=None))
 
 
 def test_make_kube_source_picks_mode_namespace_and_checks_kubeconfig(tmp_path: Path, kubeconfig: Path):

@@ -177,8 +177,10 @@ class Reflector:
                     continue
                 reason, why = "error", str(exc)
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-                reason = "stalled"
-                why = f"no event or bookmark for {self.timing.stall_timeout_s:g} s"
+                if need_list:
+                    reason, why = "timeout", f"no answer within {self.timing.request_timeout_s:g} s"
+                else:
+                    reason, why = "stalled", f"no event or bookmark for {self.timing.stall_timeout_s:g} s"
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                 # A stream reset mid-way (load balancer, apiserver restart): common, not alarming.
                 reason, why = "cut", f"stream cut ({type(exc).__name__})"
