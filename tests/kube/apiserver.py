@@ -17,7 +17,6 @@ import json
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from aiohttp import web
