@@ -9,7 +9,7 @@ events costs one reconcile, not one each.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -148,9 +148,7 @@ class Agent:
     async def run(self) -> int:
         """The daemon: runs until SIGTERM/SIGINT; leaves the kernel as it is on exit."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.trigger("sighup"))
+        previous = self._install_signal_handlers(loop)
         self._check_multipath_sysctl()
         health = None
         async with KernelAdapter(policy_from_settings(self.settings), netns=self.settings.netns) as adapter:
@@ -189,9 +187,31 @@ class Agent:
             await asyncio.gather(*tasks, return_exceptions=True)
             if health is not None:
                 await health.cleanup()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         return 0
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> dict:
+        """SIGTERM/SIGINT stop the daemon, SIGHUP reconciles.
+
+        Plain signal.signal handlers rather than loop.add_signal_handler: the latter routes
+        signals through a wakeup fd that processes forked without exec (pyroute2's
+        namespace helpers) inherit, so a signal sent to such a helper used to look like a
+        SIGTERM to the agent and stopped it.
+        """
+        pid = os.getpid()
+
+        def on_signal(signum: int, _frame) -> None:
+            if os.getpid() != pid:  # a forked helper got it: behave as if we had no handler
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            if signum == signal.SIGHUP:
+                loop.call_soon_threadsafe(self.trigger, "sighup")
+            else:
+                loop.call_soon_threadsafe(self._stop.set)
+
+        return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     async def run_oneshot(self) -> int:
         """One reconcile, then exit: 0 on success, 1 with the reason on failure."""

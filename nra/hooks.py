@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 
 from loguru import logger
 
@@ -17,6 +20,8 @@ async def run_hook(path: str | None, phase: str, timeout_s: float = 10.0) -> boo
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            # its own process group, so a timeout kills what the hook started too
+            start_new_session=True,
         )
     except OSError as exc:
         logger.warning("{} hook {} could not start: {}", phase, path, exc)
@@ -24,7 +29,8 @@ async def run_hook(path: str | None, phase: str, timeout_s: float = 10.0) -> boo
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
     except asyncio.TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         logger.warning("{} hook {} killed after {:.0f} s timeout", phase, path, timeout_s)
         return False

@@ -62,6 +62,9 @@ def add_peer_link(ns: NetNS, v4_cidr: str = "10.99.0.1/24", v6_cidr: str = "fd99
     gateways in the same subnets are on-link. Note: always say `dev`/`name` to `ip`:
     a bare `a` is read as `address`."""
     ns.ip(f"link add name {name} type veth peer name {peer_name}")
+    # Keep the IPv6 address over a link flap, as a node's network manager would restore it
+    # (the kernel's default drops static IPv6 addresses on link down).
+    sh(f"ip netns exec {ns.name} sysctl -qw net.ipv6.conf.{name}.keep_addr_on_down=1")
     ns.ip(f"addr add {v4_cidr} dev {name}")
     ns.ip(f"-6 addr add {v6_cidr} dev {name} nodad")
     ns.ip(f"link set dev {name} up")
