@@ -1,10 +1,11 @@
 """The kernel adapter: read the managed table and rules, apply planned operations, watch.
 
-A thin pyroute2 (AsyncIPRoute) layer around the pure planner. One long-lived request
-socket per adapter, in the adapter's network namespace (or the current one). Rules are
-dumped once per family and filtered here; routes are dumped with the kernel-side table
-filter (strict checking). Rule changes are pipelined: many requests on the wire before
-their acks are read, which is what makes 10,000 rules cheap.
+A thin layer around the pure planner, in the adapter's network namespace (or the current
+one). Routes (a handful) go through pyroute2's AsyncIPRoute on one long-lived socket, with
+the kernel-side table filter (strict checking). Rules can number 10,000, so they take a lean
+path on a second, plain netlink socket: one dump per family decoded with `struct`, and
+changes sent many requests per write with the acks read after; deletes echo the kernel's
+own bytes for the rule, so exactly that rule goes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pyroute2.netlink.rtnl import (
     RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
     RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE, RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE, RTMGRP_LINK,
 )
-from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL, fibmsg
+from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL
 
 from nra.intent import IPAddress, IPNetwork, Peer
 from nra.planner import (
@@ -51,7 +52,7 @@ RULE_PLAIN_ATTRS = {"FRA_TABLE", "FRA_PRIORITY", "FRA_SRC", "FRA_FWMARK", "FRA_F
                     "FRA_PROTOCOL", "FRA_PAD"}
 # A route replace the kernel refuses because of one of its nexthops.
 NEXTHOP_ERRORS = {errno.ENETUNREACH, errno.ENETDOWN, errno.EINVAL, errno.EHOSTUNREACH, errno.ENODEV}
-# Pipelining depth: requests on the wire before their acks are read (fits the socket buffers).
+# Requests per write; their acks must fit the socket's receive buffer.
 PIPELINE_CHUNK = 256
 EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
 SO_RCVBUFFORCE = 33
@@ -133,41 +134,6 @@ def route_from_message(msg) -> KernelRoute:
         type=ROUTE_TYPES.get(msg["type"], str(msg["type"])), metric=msg.get("RTA_PRIORITY") or 0,
         tos=msg["tos"], proto=msg["proto"], oif=msg.get("RTA_OIF"),
     )
-
-
-def rule_add_message(op: AddRule) -> fibmsg:
-    msg = fibmsg()
-    msg["family"] = AF[op.family]
-    msg["src_len"] = op.src.prefixlen if op.src is not None else 0
-    msg["table"] = op.table if op.table < 256 else RT_TABLE_COMPAT
-    msg["action"] = FR_ACT_TO_TBL
-    attrs: list = [("FRA_TABLE", op.table), ("FRA_PRIORITY", op.priority)]
-    if op.src is not None and op.src.prefixlen:
-        attrs.append(("FRA_SRC", str(op.src.network_address)))
-    if op.fwmark:
-        attrs.append(("FRA_FWMARK", op.fwmark))
-        if op.fwmask is not None:
-            attrs.append(("FRA_FWMASK", op.fwmask))
-    msg["attrs"] = attrs
-    return msg
-
-
-def rule_delete_message(rule: KernelRule) -> fibmsg:
-    """Echo the kernel's own description of the rule, so exactly that rule goes (an
-    imposter with an extra selector is never confused with our plain rule)."""
-    listed = rule.raw
-    msg = fibmsg()
-    if listed is None:  # built by hand (tests): the plain fields are all there is
-        return rule_add_message(AddRule(rule.family, rule.src, rule.priority, rule.table,
-                                        rule.fwmark, rule.fwmask))
-    if isinstance(listed, ListedRule):  # our lean dump: let pyroute2 decode these bytes once
-        decoded = fibmsg(listed.raw)
-        decoded.decode()
-        listed = decoded
-    for name, _ in fibmsg.fields:
-        msg[name] = listed[name]
-    msg["attrs"] = [(n, v) for n, v in listed["attrs"] if n.startswith("FRA_") and n != "FRA_PAD"]
-    return msg
 
 
 # -- a lean rule dump (10,000 rules are read every reconcile) ------------------------------
@@ -272,6 +238,54 @@ def dump_rules_blocking(sock: socket.socket, family: int, seq: int) -> list[List
     raise OSError(errno.EINTR, "rule dump kept being interrupted")
 
 
+def _nla(kind: int, payload: bytes) -> bytes:
+    data = NLA_HDR.pack(NLA_HDR.size + len(payload), kind) + payload
+    return data + b"\0" * (-len(data) % 4)
+
+
+def encode_rule_add(op: AddRule) -> bytes:
+    """The body (after the netlink header) of an RTM_NEWRULE for one of our rules."""
+    src_len = op.src.prefixlen if op.src is not None else 0
+    body = FIB_RULE_HDR.pack(AF[op.family], 0, src_len, 0, op.table if op.table < 256 else RT_TABLE_COMPAT,
+                             0, 0, FR_ACT_TO_TBL, 0)
+    body += _nla(15, struct.pack("=I", op.table)) + _nla(6, struct.pack("=I", op.priority))
+    if src_len:
+        body += _nla(2, op.src.network_address.packed)
+    if op.fwmark:
+        body += _nla(10, struct.pack("=I", op.fwmark))
+        if op.fwmask is not None:
+            body += _nla(16, struct.pack("=I", op.fwmask))
+    return body
+
+
+def encode_rule_delete(rule: KernelRule) -> bytes:
+    """The body of an RTM_DELRULE for exactly this listed rule: the kernel's own bytes."""
+    if isinstance(rule.raw, ListedRule):
+        return rule.raw.raw[NLMSG_HDR.size:]
+    return encode_rule_add(AddRule(rule.family, rule.src, rule.priority, rule.table, rule.fwmark, rule.fwmask))
+
+
+def request_batch_blocking(sock: socket.socket, kind: int, flags: int, bodies: Sequence[bytes],
+                           first_seq: int) -> list[int]:
+    """Send many requests in one write (the kernel handles them in order) and return each
+    one's errno from its ack (0 = done)."""
+    data = b"".join(NLMSG_HDR.pack(NLMSG_HDR.size + len(body), kind, flags, first_seq + i, 0) + body
+                    + b"\0" * (-len(body) % 4) for i, body in enumerate(bodies))
+    sock.send(data)
+    results: dict[int, int] = {}
+    while len(results) < len(bodies):
+        answer = sock.recv(1 << 20)
+        offset = 0
+        while offset + NLMSG_HDR.size <= len(answer):
+            length, msg_kind, _, seq, _ = NLMSG_HDR.unpack_from(answer, offset)
+            if length < NLMSG_HDR.size:
+                break
+            if msg_kind == NLMSG_ERROR and first_seq <= seq < first_seq + len(bodies):
+                results[seq - first_seq] = -struct.unpack_from("=i", answer, offset + NLMSG_HDR.size)[0]
+            offset += (length + 3) & ~3
+    return [results[i] for i in range(len(bodies))]
+
+
 # -- sockets in a named namespace --------------------------------------------------------
 
 CLONE_NEWNET = 0x40000000
@@ -316,7 +330,8 @@ class KernelAdapter:
         self.policy = policy
         self.netns = netns
         self._ipr: AsyncIPRoute | None = None
-        self._dump_sock: socket.socket | None = None  # blocking, for the lean rule dump
+        # blocking, for the lean rule dump and the batched rule changes
+        self._dump_sock: socket.socket | None = None
         self._dump_seq = 0
 
     async def _socket(self, groups: int = 0) -> AsyncIPRoute:
@@ -433,27 +448,25 @@ class KernelAdapter:
         # EEXIST on add and ENOENT on delete mean the kernel is already as wanted.
         if isinstance(ops[0], AddRule):
             kind, flags, ok = RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, errno.EEXIST
-            messages = [rule_add_message(op) for op in ops]
+            bodies = [encode_rule_add(op) for op in ops]
         else:
             kind, flags, ok = RTM_DELRULE, NLM_F_REQUEST | NLM_F_ACK, errno.ENOENT
-            messages = [rule_delete_message(op.rule) for op in ops]
+            bodies = [encode_rule_delete(op.rule) for op in ops]
         for start in range(0, len(ops), PIPELINE_CHUNK):
-            pending = []
-            for op, msg in zip(ops[start:start + PIPELINE_CHUNK], messages[start:start + PIPELINE_CHUNK]):
-                try:
-                    pending.append((op, await self.ipr.put(msg, kind, flags, msg_seq=None)))
-                except Exception as exc:
-                    report.failed.append((op, _error_text(exc)))
-            for op, request in pending:
-                try:
-                    async for _ in request.response():
-                        pass
+            chunk = ops[start:start + PIPELINE_CHUNK]
+            first_seq = self._dump_seq + 1
+            self._dump_seq += len(chunk)
+            try:
+                codes = await asyncio.to_thread(request_batch_blocking, self._dump_sock, kind, flags,
+                                                bodies[start:start + PIPELINE_CHUNK], first_seq)
+            except OSError as exc:
+                report.failed += [(op, _error_text(exc)) for op in chunk]
+                continue
+            for op, code in zip(chunk, codes):
+                if code in (0, ok, errno.ESRCH):
                     report.applied.append(op)
-                except NetlinkError as exc:
-                    if exc.code in (ok, errno.ESRCH):
-                        report.applied.append(op)
-                    else:
-                        report.failed.append((op, _error_text(exc)))
+                else:
+                    report.failed.append((op, f"{os.strerror(code)} (errno {code})"))
 
     async def _send_route_replace(self, op: ReplaceRoute, nexthops: Sequence[Nexthop]) -> None:
         # Always a multipath, even of one: the kernel lists a lone one as a plain gateway.

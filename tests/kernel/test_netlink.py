@@ -120,20 +120,19 @@ async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):
 
 
 async def test_duplicate_rules_keep_exactly_one(node_ns: NetNS):
-    from pyroute2 import AsyncIPRoute
+    import socket
+
     from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST
     from pyroute2.netlink.rtnl import RTM_NEWRULE
 
-    from nra.netlink import rule_add_message
+    from nra.netlink import encode_rule_add, netlink_socket_in, request_batch_blocking
     from nra.planner import AddRule
 
     # `ip rule add` refuses an exact duplicate (NLM_F_EXCL); without EXCL the kernel keeps copies.
-    async with AsyncIPRoute(netns=node_ns.name, flags=0, groups=0) as ipr:
-        for _ in range(3):
-            msg = rule_add_message(AddRule(4, ip_network("192.0.2.0/24"), 20, 20))
-            request = await ipr.put(msg, RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, msg_seq=None)
-            async for _ in request.response():
-                pass
+    body = encode_rule_add(AddRule(4, ip_network("192.0.2.0/24"), 20, 20))
+    with socket.socket(fileno=netlink_socket_in(node_ns.name)) as sock:
+        assert request_batch_blocking(sock, RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+                                      [body] * 3, 1) == [0, 0, 0]
     assert len(node_ns.rules("-4")) == 3
     want = intent([("10.99.0.2", 1)], ["192.0.2.0/24"])
     async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
