@@ -16,7 +16,9 @@ from pathlib import Path
 
 from loguru import logger
 
+from nra import logsetup  # noqa: F401  (registers the VERBOSE level used below)
 from nra import metrics
+from nra.health import HealthAddressError, start_health_server, stop_health_server
 from nra.intent import Intent, ParseResult, Problem
 from nra.netlink import KernelAdapter
 from nra.reconciler import Outcome, Reconciler, policy_from_settings
@@ -149,8 +151,25 @@ class Agent:
         """The daemon: runs until SIGTERM/SIGINT; leaves the kernel as it is on exit."""
         loop = asyncio.get_running_loop()
         previous = self._install_signal_handlers(loop)
+        try:
+            return await self._run_daemon()
+        except (HealthAddressError, OSError) as exc:
+            # the health port taken, no permission for netlink: one line, not a traceback
+            logger.error("cannot run: {}", exc)
+            return 1
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self) -> None:
+        """Ask a running daemon to stop (what SIGTERM does)."""
+        self._stop.set()
+
+    async def _run_daemon(self) -> int:
         self._check_multipath_sysctl()
         health = None
+        if self.settings.health_address:
+            health = await start_health_server(self.settings.health_address, self.status, WEDGED_AFTER_S)
         async with KernelAdapter(policy_from_settings(self.settings), netns=self.settings.netns) as adapter:
             reconciler = Reconciler(adapter, self.settings, self.status)
             tasks = [
@@ -161,10 +180,6 @@ class Agent:
             ]
             if self.settings.max_reconcile_wait:
                 tasks.append(asyncio.create_task(self._timer(), name="timer"))
-            if self.settings.health_address:
-                from nra.health import start_health_server
-
-                health = await start_health_server(self.settings.health_address, self.status)
             logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
                         f"namespace {self.settings.netns}" if self.settings.netns else "this network namespace")
             stop = asyncio.create_task(self._stop.wait())
@@ -185,10 +200,7 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if health is not None:
-                await health.cleanup()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        await stop_health_server(health)
         return 0
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> dict:

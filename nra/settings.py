@@ -198,6 +198,16 @@ class Settings(BaseSettings):
             raise ValueError(f"expected host:port such as 127.0.0.1:9101, or 'off'; got {v!r}")
         return text
 
+    @field_validator("netns")
+    @classmethod
+    def _netns(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        path = v if "/" in v else f"/var/run/netns/{v}"
+        if not os.path.exists(path):
+            raise ValueError(f"network namespace {v} does not exist (ip netns add {v})")
+        return v.strip()
+
     @field_validator("source_start_timeout", "hook_timeout")
     @classmethod
     def _positive(cls, v: float) -> float:

@@ -70,6 +70,7 @@ def oneshot(ns: NetNS, config, *extra: str, **env: str):
     (["--fwmark", "0xZZ"], {}, "invalid RULE_FWMARK"),
     ([], {"DESTINATION": "somewhere"}, "invalid DESTINATION"),
     (["--pre-hook", "/nonexistent"], {}, "invalid PRE_RECONCILE_SCRIPT_PATH"),
+    (["--netns", "no-such-namespace-here"], {}, "invalid NRA_NETNS"),
 ])
 def test_cli_refuses_bad_settings_with_one_line(args, env, needle):
     proc = run_nra(*args, "--static-file", "/dev/null", env=clean_env(**env))
@@ -260,3 +261,17 @@ def test_json_logs(node_ns, config):
     lines = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
     assert lines and all({"time", "level", "msg"} <= set(line) for line in lines)
     assert any("rule add from 198.51.100.0/26" in line["msg"] for line in lines)
+
+
+def test_health_port_in_use_is_one_line_not_a_traceback(node_ns, config):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_nra("--static-file", str(config), "--netns", node_ns.name,
+                       env=clean_env(HEALTH_ADDRESS=f"127.0.0.1:{port}"), timeout=20)
+    assert proc.returncode == 1
+    assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
+    assert rules(node_ns) == []  # it refused before touching the kernel
