@@ -9,6 +9,13 @@ rule of either family whose action is "lookup <table>". Anything else there is a
 Choices worth knowing:
 - A peer the kernel would refuse as a nexthop (not on a connected network) is left out of
   the route with a warning; the route is built from the others.
+- So is a peer that does not answer ARP/ND: its neighbour entry is FAILED, or INCOMPLETE
+  while it is already out of the route. INCOMPLETE alone is the normal state of a first
+  resolution, so a peer in the route stays through it; but a dead peer's entry cycles
+  FAILED -> INCOMPLETE -> FAILED each time the BGP speaker retries it, and re-adding it on
+  every INCOMPLETE would hand it flows again (IPv6 multipath skips only FAILED nexthops).
+  It comes back once its entry is valid again (REACHABLE, STALE, DELAY, PROBE, PERMANENT,
+  NOARP) or gone. If every on-link peer of a family fails, the route is kept as it is.
 - If every peer of a family is unusable, the existing route is kept, not deleted: the kernel
   already marks nexthops through a down link dead/linkdown, and deleting would only lose
   state that comes back by itself; we just add nothing.
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Mapping, Union
 
 from nra.intent import IPAddress, IPNetwork, Intent, Peer
 
@@ -115,6 +122,14 @@ class KernelState:
     rules: tuple[KernelRule, ...] = ()
     # candidate peers the kernel would refuse as a nexthop (no connected route to them)
     unreachable: frozenset[IPAddress] = frozenset()
+    # candidate peers' neighbour entries on the link of their connected route, by NUD state
+    # name ("REACHABLE", "FAILED", "INCOMPLETE", ...); a peer without an entry is not listed
+    neighbours: Mapping[IPAddress, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> frozenset[IPAddress]:
+        """Candidate peers whose neighbour entry is FAILED (ARP/ND got no answer)."""
+        return frozenset(a for a, nud in self.neighbours.items() if nud == "FAILED")
 
 
 # -- operations ---------------------------------------------------------------------------
@@ -232,6 +247,9 @@ Operation = Union[ReplaceRoute, DeleteRoute, AddRule, DeleteRule]
 class Plan:
     operations: tuple[Operation, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: intent peers judged unusable (off-link, or not answering ARP/ND), including any kept
+    #: in the route only because every peer of their family is unusable
+    unusable_peers: frozenset[IPAddress] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.operations)
@@ -242,6 +260,17 @@ class Plan:
 
 def _peer_label(peer: Peer) -> str:
     return f"peer {peer.address} ({peer.name})" if peer.name else f"peer {peer.address}"
+
+
+def neighbour_failed(nud: str | None, in_route: bool, route_exists: bool) -> bool:
+    """Whether a peer with this neighbour state is left out for not answering ARP/ND.
+
+    FAILED always. INCOMPLETE only when the route exists without the peer: then it is a
+    failed peer being retried (or a new one; it joins as soon as it resolves), not a live
+    nexthop's first resolution, which must not churn it out."""
+    if nud == "FAILED":
+        return True
+    return nud == "INCOMPLETE" and route_exists and not in_route
 
 
 def _route_is_the_managed_slot(route: KernelRoute, dst: IPNetwork | None) -> bool:
@@ -298,6 +327,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy) -> Plan:
     rule_adds: list[AddRule] = []
     rule_deletes: list[DeleteRule] = []
 
+    unusable: set[IPAddress] = set()
     families_with_peers: set[int] = set()
     desired_rules: dict[tuple, IPNetwork] = {}
     for version in (4, 6):
@@ -317,17 +347,43 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy) -> Plan:
         for prefix in prefixes:
             desired_rules[_desired_rule_key(version, prefix, policy)] = prefix
 
-        # The route: reachable peers as nexthops, replaced in one atomic message.
-        usable: list[Nexthop] = []
+        slots = [r for r in state.routes if r.family == version and _route_is_the_managed_slot(r, dst)]
+        current = slots[0] if slots else None
+        in_route = {nh.gateway for nh in current.nexthops} if current else set()
+
+        # The route: reachable, answering peers as nexthops, replaced in one atomic message.
+        on_link: list[Peer] = []
         for peer in peers:
             if peer.address in state.unreachable:
+                unusable.add(peer.address)
                 warnings.append(f"{_peer_label(peer)} is not on a connected network (or its link is "
                                 f"down); left out of the IPv{version} route")
             else:
-                usable.append(Nexthop(peer.address, peer.weight))
-        wanted = tuple(sorted(usable))
-        slots = [r for r in state.routes if r.family == version and _route_is_the_managed_slot(r, dst)]
-        current = slots[0] if slots else None
+                on_link.append(peer)
+        answering: list[Peer] = []
+        silent: list[Peer] = []
+        for peer in on_link:
+            nud = state.neighbours.get(peer.address)
+            if neighbour_failed(nud, peer.address in in_route, current is not None):
+                silent.append(peer)
+            else:
+                answering.append(peer)
+        unusable.update(p.address for p in silent)
+        if answering:
+            for peer in silent:
+                warnings.append(f"{_peer_label(peer)} does not answer ARP/ND (neighbour entry failed); "
+                                f"left out of the IPv{version} route until it does")
+            chosen = answering
+        elif silent:
+            # Never remove the last nexthops over neighbour state: keep the route as it is
+            # (those of its nexthops still configured), or install them all if there is none.
+            kept = [p for p in silent if p.address in in_route]
+            chosen = kept or silent
+            warnings.append(f"every on-link IPv{version} peer fails to answer ARP/ND: "
+                            + ("the route is kept as it is" if kept else "route installed with all of them"))
+        else:
+            chosen = []
+        wanted = tuple(sorted(Nexthop(p.address, p.weight) for p in chosen))
         if not wanted:
             warnings.append(f"every IPv{version} peer is unusable: "
                             + ("the existing route is kept as it is" if current else "no route installed"))
@@ -369,4 +425,4 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy) -> Plan:
         *sorted(rule_deletes, key=DeleteRule.sort_key),
         *sorted(route_deletes, key=DeleteRoute.sort_key),
     )
-    return Plan(operations, tuple(warnings))
+    return Plan(operations, tuple(warnings), frozenset(unusable))

@@ -57,7 +57,7 @@ def simulate(state: KernelState, ops, policy: RoutingPolicy = POLICY) -> KernelS
                 rules.append(new)
         elif isinstance(op, DeleteRule):
             rules.remove(op.rule)
-    return KernelState(tuple(routes), tuple(rules), state.unreachable)
+    return KernelState(tuple(routes), tuple(rules), state.unreachable, state.neighbours)
 
 
 def kinds(p) -> list[str]:
@@ -266,3 +266,112 @@ def test_whole_space_prefix_is_a_rule_without_from():
     p = plan(want, KernelState(), POLICY)
     assert p.operations[1].command() == "ip -4 rule add from all lookup 20 priority 20"
     assert not plan(want, simulate(KernelState(), p.operations), POLICY)
+
+
+# -- peers that do not answer ARP/ND (their neighbour entry) --------------------------------
+
+A4, B4, C4 = ip_address("10.99.0.2"), ip_address("10.99.0.3"), ip_address("10.99.0.4")
+A6, B6 = ip_address("fd99::2"), ip_address("fd99::3")
+
+
+def both_routes(v4=(("10.99.0.2", 1), ("10.99.0.3", 1)), v6=(("fd99::2", 1), ("fd99::3", 1))):
+    routes = []
+    if v4:
+        routes.append(route(v4))
+    if v6:
+        routes.append(route(v6, family=6))
+    return tuple(routes)
+
+
+TWO_BY_TWO = intent([peer("10.99.0.2"), peer("10.99.0.3", name="r2"), peer("fd99::2"), peer("fd99::3", name="r2")],
+                    ["192.0.2.0/24", "2001:db8::/64"])
+RULES = (rule("192.0.2.0/24"), rule("2001:db8::/64", family=6))
+
+
+def test_failed_peer_is_left_out_of_its_family_only_with_a_warning_naming_it():
+    state = KernelState(both_routes(), RULES, neighbours={B6: "FAILED", A6: "REACHABLE", A4: "STALE"})
+    assert state.failed == {B6}
+    p = plan(TWO_BY_TWO, state, POLICY)
+    assert kinds(p) == ["replace_route"]
+    assert p.operations[0].family == 6 and p.operations[0].nexthops == (Nexthop(A6, 1),)
+    assert p.warnings == ("peer fd99::3 (r2) does not answer ARP/ND (neighbour entry failed); "
+                          "left out of the IPv6 route until it does",)
+    assert p.unusable_peers == {B6}
+    after = simulate(state, p.operations)
+    again = plan(TWO_BY_TWO, after, POLICY)
+    assert again.operations == () and again.warnings == p.warnings
+
+
+def test_incomplete_peer_in_the_route_stays_there():
+    # a live nexthop's first resolution (or re-resolution) is not a failure
+    state = KernelState(both_routes(), RULES, neighbours={B4: "INCOMPLETE", B6: "INCOMPLETE"})
+    p = plan(TWO_BY_TWO, state, POLICY)
+    assert p.operations == () and p.warnings == () and p.unusable_peers == frozenset()
+
+
+def test_incomplete_peer_out_of_the_route_stays_out_so_speaker_retries_do_not_churn():
+    # The dead peer's entry cycles FAILED -> INCOMPLETE -> FAILED as the speaker retries it:
+    # the plan and its warning are the same at every step.
+    state = KernelState(both_routes(v4=(("10.99.0.2", 1), ("10.99.0.3", 1))), RULES)
+    plans = []
+    for nud in ("FAILED", "INCOMPLETE", "FAILED", "INCOMPLETE"):
+        state = dataclasses.replace(state, neighbours={B4: nud})
+        p = plan(TWO_BY_TWO, state, POLICY)
+        plans.append(p)
+        state = simulate(state, p.operations)
+    assert kinds(plans[0]) == ["replace_route"] and plans[0].operations[0].nexthops == (Nexthop(A4, 1),)
+    assert all(p.operations == () and p.warnings == plans[0].warnings for p in plans[1:])
+    assert all(p.unusable_peers == {B4} for p in plans)
+
+
+def test_incomplete_peer_joins_a_route_that_does_not_exist_yet():
+    state = KernelState(rules=RULES, neighbours={B4: "INCOMPLETE"})
+    p = plan(TWO_BY_TWO, state, POLICY)
+    v4 = next(op for op in p.operations if op.kind == "replace_route" and op.family == 4)
+    assert v4.nexthops == (Nexthop(A4, 1), Nexthop(B4, 1)) and p.unusable_peers == frozenset()
+
+
+@pytest.mark.parametrize("nud", ["REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP", "NONE", None])
+def test_a_left_out_peer_comes_back_when_its_entry_is_valid_again_or_gone(nud):
+    state = KernelState(both_routes(v4=(("10.99.0.2", 1),)), RULES)
+    state = dataclasses.replace(state, neighbours={} if nud is None else {B4: nud})
+    p = plan(TWO_BY_TWO, state, POLICY)
+    assert kinds(p) == ["replace_route"] and p.operations[0].nexthops == (Nexthop(A4, 1), Nexthop(B4, 1))
+    assert p.warnings == () and p.unusable_peers == frozenset()
+
+
+def test_every_peer_failed_keeps_the_route_as_it_is():
+    # B failed first and was left out; now A fails too: A stays, B does not come back.
+    state = KernelState(both_routes(v4=(("10.99.0.2", 1),)), RULES, neighbours={A4: "FAILED", B4: "INCOMPLETE"})
+    p = plan(TWO_BY_TWO, state, POLICY)
+    assert p.operations == ()
+    assert p.warnings == ("every on-link IPv4 peer fails to answer ARP/ND: the route is kept as it is",)
+    assert p.unusable_peers == {A4, B4}
+    # a configuration change still applies to what is kept: new weight, removed peer gone
+    state = dataclasses.replace(state, routes=both_routes(v4=(("10.99.0.2", 1), ("10.99.0.4", 1))),
+                                neighbours={A4: "FAILED", B4: "FAILED", C4: "FAILED"})
+    want = intent([peer("10.99.0.2", 9), peer("10.99.0.3"), peer("fd99::2"), peer("fd99::3")],
+                  ["192.0.2.0/24", "2001:db8::/64"])
+    p = plan(want, state, POLICY)
+    assert kinds(p) == ["replace_route"] and p.operations[0].nexthops == (Nexthop(A4, 9),)
+
+
+def test_every_peer_failed_and_no_route_installs_them_all():
+    # the neighbour state is only a hint; with no route there is nothing to keep, and traffic
+    # through the route makes the kernel resolve the peers again
+    state = KernelState(rules=RULES, neighbours={A6: "FAILED", B6: "FAILED"})
+    p = plan(TWO_BY_TWO, state, POLICY)
+    v6 = next(op for op in p.operations if op.kind == "replace_route" and op.family == 6)
+    assert v6.nexthops == (Nexthop(A6, 1), Nexthop(B6, 1))
+    assert "every on-link IPv6 peer fails to answer ARP/ND: route installed with all of them" in p.warnings
+
+
+def test_off_link_and_failed_peers_together():
+    state = KernelState(both_routes(), RULES, unreachable=frozenset({A4}), neighbours={B4: "FAILED"})
+    p = plan(TWO_BY_TWO, state, POLICY)
+    # A is off-link (left out as before), B fails but is the last on-link peer: B is kept
+    assert kinds(p) == ["replace_route"] and p.operations[0].nexthops == (Nexthop(B4, 1),)
+    assert p.unusable_peers == {A4, B4}
+    state = dataclasses.replace(state, neighbours={A4: "REACHABLE", B4: "FAILED"}, unreachable=frozenset())
+    p = plan(TWO_BY_TWO, state, POLICY)
+    assert p.operations[0].nexthops == (Nexthop(A4, 1),)
