@@ -18,7 +18,6 @@ from loguru import logger
 
 from nra import logsetup  # noqa: F401  (registers the VERBOSE level used below)
 from nra import metrics
-from nra.health import HealthAddressError, start_health_server, stop_health_server
 from nra.intent import Intent, ParseResult, Problem
 from nra.netlink import KernelAdapter
 from nra.reconciler import Outcome, Reconciler, policy_from_settings
@@ -151,6 +150,8 @@ class Agent:
         """The daemon: runs until SIGTERM/SIGINT; leaves the kernel as it is on exit."""
         loop = asyncio.get_running_loop()
         previous = self._install_signal_handlers(loop)
+        from nra.health import HealthAddressError  # aiohttp: only the daemon needs it
+
         try:
             return await self._run_daemon()
         except (HealthAddressError, OSError) as exc:
@@ -166,6 +167,8 @@ class Agent:
         self._stop.set()
 
     async def _run_daemon(self) -> int:
+        from nra.health import start_health_server, stop_health_server
+
         self._check_multipath_sysctl()
         health = None
         if self.settings.health_address:

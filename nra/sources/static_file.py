@@ -12,7 +12,6 @@ import asyncio
 import os
 from pathlib import Path
 
-import watchfiles
 from loguru import logger
 
 from nra.intent import ParseResult
@@ -68,6 +67,11 @@ class StaticFileSource:
         result = self.load()
         if result is not None:
             publish(result)
+        # Let a ONESHOT caller take the first configuration (and cancel us) before paying
+        # for the watcher's import; a daemon goes on to watch.
+        await asyncio.sleep(0)
+        import watchfiles
+
         directory = self.path.parent
         while True:
             if not directory.is_dir():
@@ -88,7 +92,7 @@ class StaticFileSource:
             # awatch ends if the directory itself goes away; wait for it to come back.
             await asyncio.sleep(0.5)
 
-    def _concerns_us(self, _change: watchfiles.Change, path: str) -> bool:
+    def _concerns_us(self, _change, path: str) -> bool:
         # ConfigMap volumes swap a `..data` symlink; any change there may change our file.
         name = os.path.basename(path)
         return path == str(self.path) or name.startswith("..")
