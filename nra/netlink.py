@@ -5,7 +5,9 @@ one). Routes (a handful) go through pyroute2's AsyncIPRoute on one long-lived so
 the kernel-side table filter (strict checking). Rules can number 10,000, so they take a lean
 path on a second, plain netlink socket: one dump per family decoded with `struct`, and
 changes sent many requests per write with the acks read after; deletes echo the kernel's
-own bytes for the rule, so exactly that rule goes.
+own bytes for the rule, so exactly that rule goes. The neighbour table (thousands of entries
+on a busy node) takes the same lean path: one dump per family, and a plain event socket of
+its own, decoded only for the peers' addresses.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Iterable, Sequence
+from typing import AsyncIterator, Container, Iterable, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (
-    RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
-    RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE, RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE, RTMGRP_LINK,
+    RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_DELRULE, RTM_GETNEIGH, RTM_NEWLINK, RTM_NEWNEIGH,
+    RTM_NEWROUTE, RTM_NEWRULE, RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE, RTMGRP_IPV6_ROUTE,
+    RTMGRP_IPV6_RULE, RTMGRP_LINK, RTMGRP_NEIGH,
 )
 from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL
 
@@ -286,6 +289,85 @@ def request_batch_blocking(sock: socket.socket, kind: int, flags: int, bodies: S
     return [results[i] for i in range(len(bodies))]
 
 
+# -- neighbour entries (lean, like the rules) ---------------------------------------------
+
+NDMSG = struct.Struct("=BBHiHBB")  # family pad pad ifindex state flags type
+NDA_DST = 1
+NUD_NAMES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE",
+             0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
+NEIGH_EVENT_RCVBUF = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NeighbourEntry:
+    address: IPAddress
+    ifindex: int
+    state: str  # a NUD_NAMES value, or "NONE"
+    deleted: bool = False  # an RTM_DELNEIGH notification
+
+
+def decode_neighbours(data: bytes, wanted: Container[bytes]) -> tuple[list[NeighbourEntry], bool]:
+    """The entries for `wanted` addresses (packed bytes) in one buffer of neighbour messages
+    (a dump answer or notifications), and whether it ended a dump. Other entries are skipped
+    after reading their destination, without building anything."""
+    entries: list[NeighbourEntry] = []
+    offset = 0
+    while offset + NLMSG_HDR.size <= len(data):
+        length, kind, _, _, _ = NLMSG_HDR.unpack_from(data, offset)
+        if length < NLMSG_HDR.size:
+            break
+        body = offset + NLMSG_HDR.size
+        if kind == NLMSG_DONE:
+            return entries, True
+        if kind == NLMSG_ERROR:
+            code = -struct.unpack_from("=i", data, body)[0]
+            if code:
+                raise OSError(code, f"neighbour dump: {os.strerror(code)}")
+        elif kind in (RTM_NEWNEIGH, RTM_DELNEIGH) and length >= NLMSG_HDR.size + NDMSG.size:
+            _, _, _, ifindex, nud, _, _ = NDMSG.unpack_from(data, body)
+            at, end = body + NDMSG.size, offset + length
+            while at + NLA_HDR.size <= end:
+                nla_len, nla_kind = NLA_HDR.unpack_from(data, at)
+                if nla_len < NLA_HDR.size:
+                    break
+                if nla_kind & 0x3FFF == NDA_DST:
+                    dst = data[at + NLA_HDR.size:at + nla_len]
+                    if dst in wanted:
+                        entries.append(NeighbourEntry(ipaddress.ip_address(dst), ifindex,
+                                                      NUD_NAMES.get(nud, "NONE"), kind == RTM_DELNEIGH))
+                    break
+                at += (nla_len + 3) & ~3
+        offset += (length + 3) & ~3
+    return entries, False
+
+
+def dump_neighbours_blocking(sock: socket.socket, family: int, seq: int,
+                             wanted: Container[bytes]) -> list[NeighbourEntry]:
+    """One neighbour table dump (ARP for AF_INET, ND for AF_INET6), kept for `wanted` only.
+    A dump interrupted by a change is still a fine snapshot: the change comes as an event."""
+    request = NLMSG_HDR.pack(NLMSG_HDR.size + NDMSG.size, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) \
+        + NDMSG.pack(family, 0, 0, 0, 0, 0, 0)
+    sock.send(request)
+    entries: list[NeighbourEntry] = []
+    while True:
+        batch, done = decode_neighbours(sock.recv(1 << 20), wanted)
+        entries += batch
+        if done:
+            return entries
+
+
+def neighbour_class(previous: str | None, nud: str | None) -> str:
+    """What a peer's neighbour state means for its place in the route (see the planner):
+    "silent" once FAILED, and through the INCOMPLETE retries that follow; "resolving" for
+    another INCOMPLETE; "usable" for a valid state, NONE or no entry. The event watcher
+    wakes the agent only when this class changes, not on every state change."""
+    if nud == "FAILED":
+        return "silent"
+    if nud == "INCOMPLETE":
+        return "silent" if previous == "silent" else "resolving"
+    return "usable"
+
+
 # -- sockets in a named namespace --------------------------------------------------------
 
 CLONE_NEWNET = 0x40000000
@@ -333,6 +415,9 @@ class KernelAdapter:
         # blocking, for the lean rule dump and the batched rule changes
         self._dump_sock: socket.socket | None = None
         self._dump_seq = 0
+        # The peers' neighbour entries the event watcher looks at, from the last read_state:
+        # packed address -> (links of its connected route, neighbour_class).
+        self._watched: dict[bytes, tuple[frozenset[int], str]] = {}
 
     async def _socket(self, groups: int = 0) -> AsyncIPRoute:
         if not self.netns:
@@ -389,11 +474,11 @@ class KernelAdapter:
                     routes.append(route_from_message(msg))
         return routes
 
-    async def connected_networks(self, versions: Iterable[int]) -> list[IPNetwork]:
-        """Prefixes of the main table's connected routes (unicast, no gateway): the only
-        routes through which the kernel accepts a gateway (its nexthop check looks for a
-        link-scope route). Read from the main table itself, not by a policy lookup, so a
-        stray rule pointing somewhere else cannot hide a connected peer."""
+    async def connected_routes(self, versions: Iterable[int]) -> list[tuple[IPNetwork, int | None]]:
+        """(prefix, link index) of the main table's connected routes (unicast, no gateway):
+        the only routes through which the kernel accepts a gateway (its nexthop check looks
+        for a link-scope route). Read from the main table itself, not by a policy lookup, so
+        a stray rule pointing somewhere else cannot hide a connected peer."""
         networks = []
         for version in sorted(set(versions)):
             async for msg in await self.ipr.route("dump", family=AF[version], table=RT_TABLE_MAIN):
@@ -401,20 +486,47 @@ class KernelAdapter:
                     continue
                 if msg.get("RTA_GATEWAY") or msg.get("RTA_MULTIPATH") or msg.get("RTA_VIA"):
                     continue
-                networks.append(route_from_message(msg).dst)
+                route = route_from_message(msg)
+                networks.append((route.dst, route.oif))
         return networks
+
+    async def connected_networks(self, versions: Iterable[int]) -> list[IPNetwork]:
+        return [network for network, _ in await self.connected_routes(versions)]
 
     async def unreachable_of(self, addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
         addresses = list(addresses)
-        networks = await self.connected_networks(a.version for a in addresses)
-        return frozenset(a for a in addresses
-                         if not any(n.version == a.version and a in n for n in networks))
+        links = links_of(addresses, await self.connected_routes(a.version for a in addresses))
+        return frozenset(a for a in addresses if a not in links)
 
     async def read_state(self, candidates: Iterable[Peer]) -> KernelState:
         rules = await self._rules()
         routes = await self._routes()
-        unreachable = await self.unreachable_of({p.address for p in candidates})
-        return KernelState(tuple(routes), tuple(rules), unreachable)
+        addresses = {p.address for p in candidates}
+        links = links_of(addresses, await self.connected_routes(a.version for a in addresses))
+        unreachable = frozenset(a for a in addresses if a not in links)
+        neighbours = await self._neighbours(links)
+        return KernelState(tuple(routes), tuple(rules), unreachable, neighbours)
+
+    async def _neighbours(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, str]:
+        """The NUD state of each on-link peer's entry on its connected link (one dump per
+        family); also what the event watcher compares notifications with."""
+        if self._dump_sock is None:
+            raise RuntimeError("KernelAdapter used outside `async with`")
+        wanted = {a.packed: a for a in links}
+        states: dict[IPAddress, str] = {}
+        for version in sorted({a.version for a in links}):
+            self._dump_seq += 1
+            entries = await asyncio.to_thread(dump_neighbours_blocking, self._dump_sock, AF[version],
+                                              self._dump_seq, wanted)
+            for entry in entries:
+                if entry.ifindex in links[entry.address]:
+                    states[entry.address] = entry.state
+        old = self._watched
+        self._watched = {
+            a.packed: (links[a], neighbour_class(old.get(a.packed, (None, None))[1], states.get(a)))
+            for a in links
+        }
+        return states
 
     # -- writing --------------------------------------------------------------------------
 
@@ -531,8 +643,34 @@ class KernelAdapter:
     # -- events ---------------------------------------------------------------------------
 
     async def events(self) -> AsyncIterator[str]:
-        """Yield a short reason for each change to our rules/table and each link that goes
-        up or down. On a socket overflow, yield a resync reason and start over."""
+        """Yield a short reason for each change to our rules/table, each link that goes up
+        or down, and each peer whose neighbour entry starts or stops failing. On a socket
+        overflow, yield a resync reason and start over."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(source: AsyncIterator[str]) -> None:
+            try:
+                async for reason in source:
+                    queue.put_nowait(reason)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # handed to the consumer, as before the split
+                queue.put_nowait(exc)
+
+        pumps = [asyncio.create_task(pump(self._table_events()), name="netlink-table-events"),
+                 asyncio.create_task(pump(self._neighbour_events()), name="netlink-neighbour-events")]
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _table_events(self) -> AsyncIterator[str]:
         while True:
             sock = await self._socket(EVENT_GROUPS)
             try:
@@ -554,6 +692,54 @@ class KernelAdapter:
                 await asyncio.sleep(0.1)
             finally:
                 sock.close()
+
+    async def _neighbour_socket(self) -> socket.socket:
+        if self.netns:
+            sock = socket.socket(fileno=await asyncio.to_thread(netlink_socket_in, self.netns))
+        else:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                 socket.NETLINK_ROUTE)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, NEIGH_EVENT_RCVBUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NEIGH_EVENT_RCVBUF)
+        sock.bind((0, RTMGRP_NEIGH))
+        sock.setblocking(False)
+        return sock
+
+    async def _neighbour_events(self) -> AsyncIterator[str]:
+        """Neighbour notifications on a plain socket of their own: a busy node refreshes
+        ARP/ND entries all the time, so only the peers' addresses are decoded, and only a
+        change of neighbour_class on the peer's link wakes the agent."""
+        loop = asyncio.get_running_loop()
+        while True:
+            sock = await self._neighbour_socket()
+            try:
+                while True:
+                    data = await loop.sock_recv(sock, 1 << 16)
+                    for entry in decode_neighbours(data, self._watched)[0]:
+                        reason = self._neighbour_reason(entry)
+                        if reason:
+                            yield reason
+            except OSError as exc:  # ENOBUFS: notifications were lost
+                yield f"netlink neighbour socket error ({_error_text(exc)}): resync"
+                await asyncio.sleep(0.1)
+            finally:
+                sock.close()
+
+    def _neighbour_reason(self, entry: NeighbourEntry) -> str | None:
+        watched = self._watched.get(entry.address.packed)
+        if watched is None:
+            return None
+        links, old = watched
+        if entry.ifindex not in links:
+            return None
+        new = neighbour_class(old, None if entry.deleted else entry.state)
+        if new == old:
+            return None
+        self._watched[entry.address.packed] = (links, new)
+        what = "entry removed" if entry.deleted else entry.state
+        return f"neighbour {entry.address}: {what} ({old} -> {new})"
 
     def _event_reason(self, msg, links: dict[int, tuple[bool, bool]]) -> str | None:
         kind = msg["header"]["type"]
@@ -577,6 +763,19 @@ class KernelAdapter:
             links.pop(msg["index"], None)
             return f"link {msg.get('IFLA_IFNAME') or msg['index']} removed"
         return None
+
+
+def links_of(addresses: Iterable[IPAddress],
+             connected: Sequence[tuple[IPNetwork, int | None]]) -> dict[IPAddress, frozenset[int]]:
+    """For each address on a connected network, the link(s) of the most specific one (where
+    the kernel resolves it as a nexthop); off-link addresses are left out."""
+    result: dict[IPAddress, frozenset[int]] = {}
+    for address in addresses:
+        matches = [(n.prefixlen, oif) for n, oif in connected if n.version == address.version and address in n]
+        if matches:
+            longest = max(length for length, _ in matches)
+            result[address] = frozenset(oif for length, oif in matches if length == longest and oif is not None)
+    return result
 
 
 def _link_state(msg) -> tuple[bool, bool]:

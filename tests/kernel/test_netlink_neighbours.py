@@ -1,0 +1,208 @@
+"""Peers that stop answering ARP/ND, against the real kernel: the node namespace's eth0 faces a
+router namespace that holds only some of the peers' addresses, so the kernel's own neighbour
+resolution fails for the others (no mocked states, except where a test says it sets one)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from nra.intent import Intent, Peer
+from nra.netlink import KernelAdapter
+from nra.planner import Nexthop, RoutingPolicy, plan
+from tests.netns import NetNS, new_netns, sh
+
+pytestmark = pytest.mark.kernel
+
+POLICY = RoutingPolicy(table=20, priority=20, fwmark=None, fwmask=None,
+                       destinations=(ip_network("0.0.0.0/0"), ip_network("::/0")))
+LIVE4, DEAD4, LIVE6, DEAD6 = (ip_address(a) for a in ("10.99.0.3", "10.99.0.2", "fd99::3", "fd99::2"))
+WANT = Intent(frozenset({Peer(LIVE4, 1, "live"), Peer(DEAD4, 1, "dead"), Peer(LIVE6, 1, "live"),
+                         Peer(DEAD6, 1, "dead")}),
+              frozenset({ip_network("192.0.2.0/24"), ip_network("2001:db8::/64")}))
+
+
+@pytest.fixture
+def lan():
+    """(node, router): node's eth0 10.99.0.1/24 fd99::1/64 <-> router's eth0 with .3 and ::3.
+    The node's neighbour timers are short so a resolution fails in ~0.3 s."""
+    node, router = new_netns("nra-nb-node"), new_netns("nra-nb-rtr")
+    try:
+        node.ip(f"link add name eth0 type veth peer name eth0 netns {router.name}")
+        node.ip("addr add 10.99.0.1/24 dev eth0")
+        node.ip("-6 addr add fd99::1/64 dev eth0 nodad")
+        router.ip("addr add 10.99.0.3/24 dev eth0")
+        router.ip("-6 addr add fd99::3/64 dev eth0 nodad")
+        for fam in ("ipv4", "ipv6"):
+            sh(f"ip netns exec {node.name} sysctl -qw net.{fam}.neigh.eth0.retrans_time_ms=100 "
+               f"net.{fam}.neigh.eth0.mcast_solicit=2 net.{fam}.neigh.eth0.ucast_solicit=2")
+        node.ip("link set dev eth0 up")
+        router.ip("link set dev eth0 up")
+        yield node, router
+    finally:
+        node.delete()
+        router.delete()
+
+
+def resolve(ns: NetNS, address) -> bool:
+    """Make the kernel resolve `address` (a ping to our own test network); True if answered."""
+    return ns.run(["ping", "-c", "1", "-W", "1", "-n", str(address)], capture_output=True).returncode == 0
+
+
+def neigh_state(ns: NetNS, address) -> str:
+    out = ns.ip(f"neigh show {address} dev eth0").split()
+    return out[-1] if out else ""
+
+
+def wait_neigh(ns: NetNS, address, state: str, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while neigh_state(ns, address) != state:
+        assert time.monotonic() < deadline, f"{address}: {neigh_state(ns, address)!r}, never {state}"
+        time.sleep(0.02)
+
+
+async def reconcile(adapter: KernelAdapter):
+    state = await adapter.read_state(WANT.peers)
+    the_plan = plan(WANT, state, POLICY)
+    report = await adapter.apply(the_plan.operations)
+    assert report.failed == []
+    return state, the_plan
+
+
+def gateways(ns: NetNS, family: str) -> set[str]:
+    words = " ".join(ns.routes(family)).split()
+    return {words[i + 1] for i, w in enumerate(words) if w == "via"}
+
+
+class Watcher:
+    """Collects what adapter.events() yields."""
+
+    def __init__(self, adapter: KernelAdapter):
+        self.reasons: asyncio.Queue[str] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run(adapter.events()))
+
+    async def _run(self, events):
+        async for reason in events:
+            await self.reasons.put(reason)
+
+    async def drain(self, settle: float = 0.2) -> list[str]:
+        await asyncio.sleep(settle)
+        seen = []
+        while not self.reasons.empty():
+            seen.append(self.reasons.get_nowait())
+        return seen
+
+    async def wait_for(self, needle: str, timeout: float = 3.0) -> list[str]:
+        seen: list[str] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not any(needle in r for r in seen):
+            left = deadline - asyncio.get_running_loop().time()
+            assert left > 0, f"no event with {needle!r}; saw {seen}"
+            seen.append(await asyncio.wait_for(self.reasons.get(), left))
+        return seen
+
+    async def stop(self):
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
+    node, router = lan
+    async with KernelAdapter(POLICY, netns=node.name) as adapter:
+        state, first = await reconcile(adapter)
+        assert state.neighbours == {} and first.unusable_peers == frozenset()
+        assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
+        watcher = Watcher(adapter)
+        try:
+            await asyncio.sleep(0.3)  # the event sockets are bound
+            # the live peers resolve; an unrelated neighbour fails: no wake-up for either
+            assert resolve(node, LIVE4) and resolve(node, LIVE6)
+            assert not resolve(node, "10.99.0.9") and not resolve(node, "fd99::9")
+            wait_neigh(node, "10.99.0.9", "FAILED")
+            wait_neigh(node, "fd99::9", "FAILED")
+            assert await watcher.drain() == []
+
+            # the dead peers: the kernel's resolution fails and the watcher says so
+            assert not resolve(node, DEAD4) and not resolve(node, DEAD6)
+            seen = await watcher.wait_for("neighbour 10.99.0.2: FAILED")
+            seen += await watcher.wait_for("neighbour fd99::2: FAILED")
+            assert all(DEAD4.exploded in r or str(DEAD6) in r for r in seen), seen
+            state, p = await reconcile(adapter)
+            assert state.failed == {DEAD4, DEAD6} and p.unusable_peers == {DEAD4, DEAD6}
+            assert state.neighbours[LIVE4] in ("REACHABLE", "STALE", "DELAY", "PROBE")
+            assert sorted(op.kind for op in p.operations) == ["replace_route", "replace_route"]
+            assert any("10.99.0.2 (dead) does not answer ARP/ND" in w for w in p.warnings)
+            assert gateways(node, "-4") == {"10.99.0.3"} and gateways(node, "-6") == {"fd99::3"}
+
+            # the speaker retries the dead peer: INCOMPLETE again, it stays out, no wake-up
+            await watcher.drain()
+            node.ip(f"neigh replace {DEAD6} dev eth0 nud incomplete")  # (set here: deterministic)
+            assert not resolve(node, DEAD4)
+            wait_neigh(node, DEAD4, "FAILED")
+            state = await adapter.read_state(WANT.peers)
+            assert state.neighbours[DEAD6] == "INCOMPLETE"
+            assert plan(WANT, state, POLICY).operations == ()
+            assert await watcher.drain() == []
+            node.ip(f"neigh replace {DEAD6} dev eth0 nud failed")  # (a hand-set INCOMPLETE never times out)
+
+            # it answers again: back in the route
+            router.ip("addr add 10.99.0.2/24 dev eth0")
+            router.ip("-6 addr add fd99::2/64 dev eth0 nodad")
+            assert resolve(node, DEAD4) and resolve(node, DEAD6)
+            await watcher.wait_for("neighbour 10.99.0.2: REACHABLE")
+            await watcher.wait_for("neighbour fd99::2: REACHABLE")
+            state, p = await reconcile(adapter)
+            assert state.failed == frozenset() and p.unusable_peers == frozenset() and p.warnings == ()
+            assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
+            assert gateways(node, "-6") == {"fd99::2", "fd99::3"}
+        finally:
+            await watcher.stop()
+
+
+async def test_an_entry_that_is_removed_brings_the_peer_back(lan):
+    node, _ = lan
+    async with KernelAdapter(POLICY, netns=node.name) as adapter:
+        await reconcile(adapter)
+        assert not resolve(node, DEAD4)
+        wait_neigh(node, DEAD4, "FAILED")
+        await reconcile(adapter)
+        assert gateways(node, "-4") == {"10.99.0.3"}
+        watcher = Watcher(adapter)
+        try:
+            await asyncio.sleep(0.3)
+            node.ip(f"neigh del {DEAD4} dev eth0")  # what the kernel's garbage collector does
+            await watcher.wait_for("neighbour 10.99.0.2: entry removed")
+        finally:
+            await watcher.stop()
+        await reconcile(adapter)
+        assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
+
+
+async def test_every_peer_failing_keeps_the_route_as_it_is(lan):
+    node, _ = lan
+    async with KernelAdapter(POLICY, netns=node.name) as adapter:
+        await reconcile(adapter)
+        before = node.routes("-6")
+        for address in (LIVE6, DEAD6):
+            node.ip(f"neigh replace {address} dev eth0 nud failed")
+        state, p = await reconcile(adapter)
+        assert state.failed == {LIVE6, DEAD6} and p.operations == ()
+        assert any("every on-link IPv6 peer fails" in w for w in p.warnings)
+        assert node.routes("-6") == before
+        # the other family is not affected
+        assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
+
+
+async def test_only_the_entry_on_the_peers_link_counts(lan):
+    node, _ = lan
+    # a FAILED entry for the dead peer's address on another link is not its entry
+    node.ip("link add name eth1 type veth peer name eth1p")
+    node.ip("link set dev eth1 up")
+    node.ip(f"neigh replace {DEAD4} dev eth1 nud failed")
+    async with KernelAdapter(POLICY, netns=node.name) as adapter:
+        state, p = await reconcile(adapter)
+    assert DEAD4 not in state.neighbours and p.unusable_peers == frozenset()
+    assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
