@@ -30,8 +30,10 @@ COALESCE_S = 0.01
 # The loop proves it is alive this often; /healthz calls it wedged after WEDGED_AFTER_S.
 HEARTBEAT_S = 1.0
 WEDGED_AFTER_S = 30.0
-# While degraded (a peer unusable, a change failed), reconcile again this often.
+# While degraded (a peer unusable, a change failed), reconcile again after RETRY_S,
+# doubling up to RETRY_MAX_S. Netlink events (link, neighbour) still trigger at once.
 RETRY_S = 1.0
+RETRY_MAX_S = 30.0
 
 
 def make_source(settings: Settings) -> Source:
@@ -57,6 +59,7 @@ class Agent:
         self._stop = asyncio.Event()
         self.last_outcome: Outcome | None = None
         self._retry: asyncio.Task | None = None
+        self._retry_delay = RETRY_S
 
     # -- the source side --------------------------------------------------------------
 
@@ -103,16 +106,20 @@ class Agent:
             if "netlink" in triggers and outcome.applied:
                 metrics.drift_repaired()
             if outcome.degraded or not outcome.ok:
-                # A peer unusable now (link down, address not yet back) or a failed
-                # change: retry soon rather than at the next timer tick.
+                # A peer unusable now (link down, address not yet back, no ARP answer) or
+                # a failed change: retry soon rather than at the next timer tick, backing
+                # off so a long outage does not cost a full kernel read every second.
                 self._schedule_retry()
+            else:
+                self._retry_delay = RETRY_S
 
     def _schedule_retry(self) -> None:
         if self._retry is None or self._retry.done():
-            self._retry = asyncio.create_task(self._retry_later())
+            self._retry = asyncio.create_task(self._retry_later(self._retry_delay))
+            self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
 
-    async def _retry_later(self) -> None:
-        await asyncio.sleep(RETRY_S)
+    async def _retry_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         self.trigger("retry")
 
     async def _timer(self) -> None:

@@ -71,13 +71,13 @@ class Reconciler:
         logger.log("VERBOSE", "reconcile started ({})", trigger)
         await run_hook(self.settings.pre_reconcile_script_path, "pre", self.settings.hook_timeout)
         outcome = Outcome(ok=False)
-        state: KernelState | None = None
+        the_plan: Plan | None = None
         kinds: list[str] = []
         try:
-            state, the_plan = await self.compute_plan(intent)
+            _, the_plan = await self.compute_plan(intent)
             self._log_warnings(the_plan.warnings)
             outcome.warnings = the_plan.warnings
-            outcome.degraded = any(p.address in state.unreachable for p in intent.peers)
+            outcome.degraded = bool(the_plan.unusable_peers)
             for op in the_plan.operations:
                 logger.info("{} ({})", op, trigger)
             if the_plan.operations:
@@ -97,8 +97,8 @@ class Reconciler:
             self.status.last_reconcile_ok = outcome.ok
             self.status.last_reconcile_at = time.time()
             self.status.in_sync = outcome.ok
-        if outcome.ok and state is not None:
-            self._export_state(intent, state)
+        if outcome.ok and the_plan is not None:
+            self._export_state(intent, the_plan)
         await run_hook(self.settings.post_reconcile_script_path, "post", self.settings.hook_timeout)
         level = "INFO" if outcome.applied or outcome.failed else "VERBOSE"
         logger.log(level, "reconcile ({}) done in {:.1f} ms: {}", trigger, duration * 1000, outcome.describe())
@@ -111,11 +111,11 @@ class Reconciler:
                 logger.warning(warning)
         self._last_warnings = warnings
 
-    def _export_state(self, intent: Intent, state: KernelState) -> None:
+    def _export_state(self, intent: Intent, the_plan: Plan) -> None:
         peers = {}
         rules = {}
         for version in (4, 6):
             family_peers = intent.peers_of(version)
-            peers[version] = sum(1 for p in family_peers if p.address not in state.unreachable)
+            peers[version] = sum(1 for p in family_peers if p.address not in the_plan.unusable_peers)
             rules[version] = len(intent.prefixes_of(version)) if family_peers else 0
         metrics.kernel_state(peers, rules)
