@@ -31,6 +31,8 @@ def lan():
     The node's neighbour timers are short so a resolution fails in ~0.3 s."""
     node, router = new_netns("nra-nb-node"), new_netns("nra-nb-rtr")
     try:
+        for ns in (node, router):  # no duplicate address detection delaying the link-local address
+            sh(f"ip netns exec {ns.name} sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0")
         node.ip(f"link add name eth0 type veth peer name eth0 netns {router.name}")
         node.ip("addr add 10.99.0.1/24 dev eth0")
         node.ip("-6 addr add fd99::1/64 dev eth0 nodad")
@@ -41,15 +43,25 @@ def lan():
                f"net.{fam}.neigh.eth0.mcast_solicit=2 net.{fam}.neigh.eth0.ucast_solicit=2")
         node.ip("link set dev eth0 up")
         router.ip("link set dev eth0 up")
+        wait_neigh_ready(node)
         yield node, router
     finally:
         node.delete()
         router.delete()
 
 
-def resolve(ns: NetNS, address) -> bool:
+def wait_neigh_ready(node: NetNS, timeout: float = 5.0) -> None:
+    """Until the fresh link carries IPv6 (the first packets can go before it does); then
+    forget what that resolved, so each test starts without neighbour entries."""
+    deadline = time.monotonic() + timeout
+    while not resolve(node, "fd99::3", wait="0.2"):
+        assert time.monotonic() < deadline, "fd99::3 never answered on the fresh veth"
+    node.ip("neigh flush dev eth0")
+
+
+def resolve(ns: NetNS, address, wait: str = "1") -> bool:
     """Make the kernel resolve `address` (a ping to our own test network); True if answered."""
-    return ns.run(["ping", "-c", "1", "-W", "1", "-n", str(address)], capture_output=True).returncode == 0
+    return ns.run(["ping", "-c", "1", "-W", wait, "-n", str(address)], capture_output=True).returncode == 0
 
 
 def neigh_state(ns: NetNS, address) -> str:
