@@ -1,6 +1,6 @@
-from nra import lazy_pyroute2
+from nra import lazy_imports
 
-lazy_pyroute2.install()  # before anything imports pyroute2: a faster start
+lazy_imports.install()  # before anything imports pyroute2: a faster start
 
 from nra.cli import main  # noqa: E402
 

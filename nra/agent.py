@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from loguru import logger
@@ -34,6 +35,10 @@ WEDGED_AFTER_S = 30.0
 # doubling up to RETRY_MAX_S. Netlink events (link, neighbour) still trigger at once.
 RETRY_S = 1.0
 RETRY_MAX_S = 30.0
+# Netlink events during our own reconcile, or this soon after it changed something, are
+# taken for echoes of our changes: verified once after ECHO_CHECK_S.
+ECHO_WINDOW_S = 0.3
+ECHO_CHECK_S = 1.0
 
 
 def make_source(settings: Settings) -> Source:
@@ -60,6 +65,8 @@ class Agent:
         self.last_outcome: Outcome | None = None
         self._retry: asyncio.Task | None = None
         self._retry_delay = RETRY_S
+        self._echo_until = 0.0
+        self._echo_check: asyncio.Task | None = None
 
     # -- the source side --------------------------------------------------------------
 
@@ -101,7 +108,9 @@ class Agent:
             self._wake.clear()
             triggers, self._pending = self._pending, set()
             trigger = "+".join(sorted(triggers)) or "unknown"
+            self._echo_until = float("inf")  # netlink events from here on may be our own
             outcome = await reconciler.reconcile(self.intent, trigger)
+            self._echo_until = time.monotonic() + (ECHO_WINDOW_S if outcome.applied else 0.0)
             self.last_outcome = outcome
             if "netlink" in triggers and outcome.applied:
                 metrics.drift_repaired()
@@ -131,7 +140,19 @@ class Agent:
     async def _watch_kernel(self, adapter: KernelAdapter) -> None:
         async for reason in adapter.events():
             logger.debug("netlink: {}", reason)
-            self.trigger("netlink")
+            if time.monotonic() < self._echo_until:
+                # Most likely the echo of our own changes: check once, a little later,
+                # instead of re-reading the whole table right away (which would also hold
+                # up a configuration change arriving meanwhile). Real drift in this window
+                # is still repaired, within ECHO_CHECK_S.
+                if self._echo_check is None or self._echo_check.done():
+                    self._echo_check = asyncio.create_task(self._check_later())
+            else:
+                self.trigger("netlink")
+
+    async def _check_later(self) -> None:
+        await asyncio.sleep(ECHO_CHECK_S)
+        self.trigger("netlink")
 
     async def _heartbeat(self) -> None:
         while True:
@@ -205,8 +226,7 @@ class Agent:
                         logger.error("{} stopped unexpectedly: {}", task.get_name(), task.exception())
                         self._stop.set()
             logger.info("stopping; the kernel state is left as it is")
-            if self._retry is not None:
-                tasks.append(self._retry)
+            tasks += [t for t in (self._retry, self._echo_check) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nra import lazy_pyroute2
+    from nra import lazy_imports
 
-    lazy_pyroute2.install()  # no-op if pyroute2 is already loaded
+    lazy_imports.install()  # no-op if pyroute2 is already loaded
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     if args.command == "clean":
