@@ -462,6 +462,19 @@ class Lab:
                                f"after {timeout} s; nra log: {self.run_dir / 'nra.log'}")
             time.sleep(0.005)
 
+    def wait_nexthops(self, family: int, routers=ROUTERS, timeout: float = 10, table: int = 20) -> float:
+        """Until the managed route of `family` has exactly these routers as nexthops; seconds."""
+        want = {R[r].seg4 if family == 4 else R[r].seg6 for r in routers}
+        start = time.monotonic()
+        while True:
+            words = self.table_routes(family, table).split()
+            if {words[i + 1] for i, w in enumerate(words) if w == "via"} == want:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise LabError(f"IPv{family} table {table} is not via {sorted(want)} after {timeout} s: "
+                               f"{self.table_routes(family, table)!r}")
+            time.sleep(0.02)
+
     # -- measurements --
     def measure_link_flap(self, timeout: float = 15) -> float:
         """Flap the node's link to its peers; seconds from link up to table 20 back (v4 + v6)."""
@@ -683,13 +696,18 @@ def _demo(lab: Lab) -> int:
         _say(f"   {res['replied']}/{res['sent']} probes answered; last lost reply {res['outage_s']:.2f} s "
              f"after the cut ({res['lost_after_cut']} lost)"
              + ("; STILL LOSING replies when the probe ended" if still else ""))
-        if f == 4:
-            # IPv6 is checked but not required: while the speaker keeps retrying the dead
-            # router its neighbour entry cycles INCOMPLETE/FAILED, and IPv6 multipath only
-            # skips FAILED ones, so flows hashed to r1 keep being lost (docs/lab.md).
-            traffic("after r1's death: everything flows through r2 (IPv6: see docs/lab.md)", families=(4,))
+        if still:
+            failures.append(f"IPv{f} failover")
+        _say("   table 20 now: " + lab.table_routes(f).replace("\n", " "))
+        traffic(f"after r1's death: IPv{f} flows through r2", families=(f,))
         _say("   restoring r1")
         lab.restore_router("r1")
+        try:
+            took = lab.wait_nexthops(f, timeout=10)
+            _say(f"   r1 answers again: back in table 20 {took:.2f} s after its BGP sessions")
+        except LabError as exc:
+            _say(f"   r1 NOT back in table 20: {exc}")
+            failures.append(f"IPv{f} r1 back")
     _say("== figures: " + ", ".join(f"{k} {v:.2f}" for k, v in lab.figures.items()))
     _say("   (nra stopped; the lab is still up: `scripts/lab status`, `scripts/lab down`)")
     if failures:
