@@ -292,7 +292,7 @@ def request_batch_blocking(sock: socket.socket, kind: int, flags: int, bodies: S
 # -- neighbour entries (lean, like the rules) ---------------------------------------------
 
 NDMSG = struct.Struct("=BBHiHBB")  # family pad pad ifindex state flags type
-NDA_DST = 1
+NDA_DST, NDA_IFINDEX = 1, 8
 NUD_NAMES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE",
              0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
 NEIGH_EVENT_RCVBUF = 4 * 1024 * 1024
@@ -341,12 +341,15 @@ def decode_neighbours(data: bytes, wanted: Container[bytes]) -> tuple[list[Neigh
     return entries, False
 
 
-def dump_neighbours_blocking(sock: socket.socket, family: int, seq: int,
-                             wanted: Container[bytes]) -> list[NeighbourEntry]:
-    """One neighbour table dump (ARP for AF_INET, ND for AF_INET6), kept for `wanted` only.
+def dump_neighbours_blocking(sock: socket.socket, family: int, seq: int, wanted: Container[bytes],
+                             ifindex: int = 0) -> list[NeighbourEntry]:
+    """One neighbour table dump (ARP for AF_INET, ND for AF_INET6), of one link if `ifindex`
+    (the kernel filters: a node's pod interfaces are not even sent), kept for `wanted` only.
     A dump interrupted by a change is still a fine snapshot: the change comes as an event."""
-    request = NLMSG_HDR.pack(NLMSG_HDR.size + NDMSG.size, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) \
-        + NDMSG.pack(family, 0, 0, 0, 0, 0, 0)
+    body = NDMSG.pack(family, 0, 0, 0, 0, 0, 0)
+    if ifindex:
+        body += _nla(NDA_IFINDEX, struct.pack("=I", ifindex))
+    request = NLMSG_HDR.pack(NLMSG_HDR.size + len(body), RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
     sock.send(request)
     entries: list[NeighbourEntry] = []
     while True:
@@ -515,9 +518,11 @@ class KernelAdapter:
         wanted = {a.packed: a for a in links}
         states: dict[IPAddress, str] = {}
         for version in sorted({a.version for a in links}):
+            family_links = set().union(*(links[a] for a in links if a.version == version))
             self._dump_seq += 1
             entries = await asyncio.to_thread(dump_neighbours_blocking, self._dump_sock, AF[version],
-                                              self._dump_seq, wanted)
+                                              self._dump_seq, wanted,
+                                              family_links.pop() if len(family_links) == 1 else 0)
             for entry in entries:
                 if entry.ifindex in links[entry.address]:
                     states[entry.address] = entry.state

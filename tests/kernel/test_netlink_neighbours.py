@@ -218,3 +218,21 @@ async def test_only_the_entry_on_the_peers_link_counts(lan):
         state, p = await reconcile(adapter)
     assert DEAD4 not in state.neighbours and p.unusable_peers == frozenset()
     assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
+
+
+async def test_peers_on_two_links_each_read_on_its_own(lan):
+    node, _ = lan
+    node.ip("link add name eth1 type veth peer name eth1p")
+    node.ip("addr add 10.98.0.1/24 dev eth1")
+    node.ip("link set dev eth1 up")
+    node.ip("link set dev eth1p up")
+    other = ip_address("10.98.0.2")
+    want = Intent(WANT.peers | {Peer(other, 1, "other-link")}, WANT.prefixes)
+    node.ip(f"neigh replace {other} dev eth1 nud failed")
+    node.ip(f"neigh replace {DEAD4} dev eth0 nud failed")
+    node.ip(f"neigh replace {LIVE4} dev eth1 nud failed")  # the wrong link for this one
+    node.ip(f"neigh replace {LIVE4} dev eth0 lladdr 02:00:00:00:00:03 nud reachable")
+    async with KernelAdapter(POLICY, netns=node.name) as adapter:
+        state = await adapter.read_state(want.peers)
+    assert state.failed == {other, DEAD4} and state.neighbours[LIVE4] == "REACHABLE"
+    assert plan(want, state, POLICY).unusable_peers == {other, DEAD4}
