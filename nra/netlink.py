@@ -507,12 +507,15 @@ class KernelAdapter:
         addresses = {p.address for p in candidates}
         links = links_of(addresses, await self.connected_routes(a.version for a in addresses))
         unreachable = frozenset(a for a in addresses if a not in links)
-        neighbours = await self._neighbours(links)
-        return KernelState(tuple(routes), tuple(rules), unreachable, neighbours)
+        neighbours, failing = await self._neighbours(links)
+        return KernelState(tuple(routes), tuple(rules), unreachable, neighbours, failing)
 
-    async def _neighbours(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, str]:
+    async def _neighbours(self, links: Mapping[IPAddress, frozenset[int]]
+                          ) -> tuple[dict[IPAddress, str], frozenset[IPAddress]]:
         """The NUD state of each on-link peer's entry on its connected link (one dump per
-        family); also what the event watcher compares notifications with."""
+        family), and the peers whose entry failed and has not been valid since (from this
+        dump, the previous ones and the event watcher, which compares notifications with
+        what is recorded here)."""
         if self._dump_sock is None:
             raise RuntimeError("KernelAdapter used outside `async with`")
         wanted = {a.packed: a for a in links}
@@ -531,7 +534,7 @@ class KernelAdapter:
             a.packed: (links[a], neighbour_class(old.get(a.packed, (None, None))[1], states.get(a)))
             for a in links
         }
-        return states
+        return states, frozenset(a for a in links if self._watched[a.packed][1] == "silent")
 
     # -- writing --------------------------------------------------------------------------
 

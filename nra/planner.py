@@ -10,12 +10,15 @@ Choices worth knowing:
 - A peer the kernel would refuse as a nexthop (not on a connected network) is left out of
   the route with a warning; the route is built from the others.
 - So is a peer that does not answer ARP/ND: its neighbour entry is FAILED, or INCOMPLETE
-  while it is already out of the route. INCOMPLETE alone is the normal state of a first
-  resolution, so a peer in the route stays through it; but a dead peer's entry cycles
-  FAILED -> INCOMPLETE -> FAILED each time the BGP speaker retries it, and re-adding it on
-  every INCOMPLETE would hand it flows again (IPv6 multipath skips only FAILED nexthops).
-  It comes back once its entry is valid again (REACHABLE, STALE, DELAY, PROBE, PERMANENT,
-  NOARP) or gone. If every on-link peer of a family fails, the route is kept as it is.
+  after having failed (the adapter saw it FAILED and not valid since), or INCOMPLETE while
+  the peer is already out of the route. INCOMPLETE alone is the normal state of a first
+  resolution, so it never takes a peer out; but a dead peer's entry cycles FAILED ->
+  INCOMPLETE -> FAILED each time anything sends to it (the BGP speaker's retries; with IPv6
+  forwarding on, as on Kubernetes nodes, every reply hashed to it, so FAILED lasts only
+  microseconds), and keeping it in through INCOMPLETE would hand it flows again (IPv6
+  multipath skips at most FAILED nexthops). It comes back once its entry is valid again
+  (REACHABLE, STALE, DELAY, PROBE, PERMANENT, NOARP) or gone. If every on-link peer of a
+  family fails, the route is kept as it is.
 - If every peer of a family is unusable, the existing route is kept, not deleted: the kernel
   already marks nexthops through a down link dead/linkdown, and deleting would only lose
   state that comes back by itself; we just add nothing.
@@ -125,11 +128,14 @@ class KernelState:
     # candidate peers' neighbour entries on the link of their connected route, by NUD state
     # name ("REACHABLE", "FAILED", "INCOMPLETE", ...); a peer without an entry is not listed
     neighbours: Mapping[IPAddress, str] = field(default_factory=dict)
+    # candidate peers whose entry the adapter saw FAILED and not valid since (INCOMPLETE now:
+    # being retried); a history the listing alone does not show
+    failing: frozenset[IPAddress] = frozenset()
 
     @property
     def failed(self) -> frozenset[IPAddress]:
-        """Candidate peers whose neighbour entry is FAILED (ARP/ND got no answer)."""
-        return frozenset(a for a, nud in self.neighbours.items() if nud == "FAILED")
+        """Candidate peers whose ARP/ND got no answer: entry FAILED, or failing since."""
+        return self.failing | {a for a, nud in self.neighbours.items() if nud == "FAILED"}
 
 
 # -- operations ---------------------------------------------------------------------------
@@ -262,15 +268,16 @@ def _peer_label(peer: Peer) -> str:
     return f"peer {peer.address} ({peer.name})" if peer.name else f"peer {peer.address}"
 
 
-def neighbour_failed(nud: str | None, in_route: bool, route_exists: bool) -> bool:
+def neighbour_failed(nud: str | None, failing: bool, in_route: bool, route_exists: bool) -> bool:
     """Whether a peer with this neighbour state is left out for not answering ARP/ND.
 
-    FAILED always. INCOMPLETE only when the route exists without the peer: then it is a
-    failed peer being retried (or a new one; it joins as soon as it resolves), not a live
-    nexthop's first resolution, which must not churn it out."""
+    FAILED always. INCOMPLETE when it failed before (`failing`), or when the route exists
+    without the peer: then it is a failed peer being retried (or a new one; it joins as
+    soon as it resolves), not a live nexthop's first resolution, which must not churn it
+    out."""
     if nud == "FAILED":
         return True
-    return nud == "INCOMPLETE" and route_exists and not in_route
+    return nud == "INCOMPLETE" and (failing or (route_exists and not in_route))
 
 
 def _route_is_the_managed_slot(route: KernelRoute, dst: IPNetwork | None) -> bool:
@@ -364,7 +371,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy) -> Plan:
         silent: list[Peer] = []
         for peer in on_link:
             nud = state.neighbours.get(peer.address)
-            if neighbour_failed(nud, peer.address in in_route, current is not None):
+            if neighbour_failed(nud, peer.address in state.failing, peer.address in in_route, current is not None):
                 silent.append(peer)
             else:
                 answering.append(peer)

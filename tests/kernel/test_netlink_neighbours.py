@@ -236,3 +236,34 @@ async def test_peers_on_two_links_each_read_on_its_own(lan):
         state = await adapter.read_state(want.peers)
     assert state.failed == {other, DEAD4} and state.neighbours[LIVE4] == "REACHABLE"
     assert plan(want, state, POLICY).unusable_peers == {other, DEAD4}
+
+
+async def test_a_failure_seen_once_holds_while_the_entry_is_retried(lan):
+    """With IPv6 forwarding on (Kubernetes nodes), replies hashed to a dead nexthop restart
+    its resolution at once: FAILED lasts microseconds and a read sees INCOMPLETE. The
+    adapter remembers the failure (from the event) until the entry is valid again."""
+    node, _ = lan
+    async with KernelAdapter(POLICY, netns=node.name) as adapter:
+        await reconcile(adapter)
+        watcher = Watcher(adapter)
+        try:
+            await asyncio.sleep(0.3)
+            assert not resolve(node, DEAD6)
+            await watcher.wait_for("neighbour fd99::2: FAILED")
+            node.ip(f"neigh replace {DEAD6} dev eth0 nud incomplete")  # the next reply's resolution
+            state, p = await reconcile(adapter)
+            assert state.neighbours[DEAD6] == "INCOMPLETE" and state.failing == {DEAD6}
+            assert gateways(node, "-6") == {"fd99::3"}
+            # INCOMPLETE after FAILED: no new wake-up (only our own route change)
+            assert [r for r in await watcher.drain() if not r.startswith("route")] == []
+            # a fresh adapter has no such history: INCOMPLETE in the route stays in
+            async with KernelAdapter(POLICY, netns=node.name) as fresh:
+                state = await fresh.read_state(WANT.peers)
+            assert state.failing == frozenset()
+            # valid again: the history is dropped and the peer is back
+            node.ip(f"neigh replace {DEAD6} dev eth0 lladdr 02:00:00:00:00:02 nud reachable")
+            await watcher.wait_for("neighbour fd99::2: REACHABLE")
+            state, _ = await reconcile(adapter)
+            assert state.failing == frozenset() and gateways(node, "-6") == {"fd99::2", "fd99::3"}
+        finally:
+            await watcher.stop()

@@ -57,7 +57,7 @@ def simulate(state: KernelState, ops, policy: RoutingPolicy = POLICY) -> KernelS
                 rules.append(new)
         elif isinstance(op, DeleteRule):
             rules.remove(op.rule)
-    return KernelState(tuple(routes), tuple(rules), state.unreachable, state.neighbours)
+    return KernelState(tuple(routes), tuple(rules), state.unreachable, state.neighbours, state.failing)
 
 
 def kinds(p) -> list[str]:
@@ -322,6 +322,19 @@ def test_incomplete_peer_out_of_the_route_stays_out_so_speaker_retries_do_not_ch
     assert kinds(plans[0]) == ["replace_route"] and plans[0].operations[0].nexthops == (Nexthop(A4, 1),)
     assert all(p.operations == () and p.warnings == plans[0].warnings for p in plans[1:])
     assert all(p.unusable_peers == {B4} for p in plans)
+
+
+def test_incomplete_peer_that_failed_before_is_left_out_even_from_the_route():
+    # With IPv6 forwarding on, replies hashed to a dead nexthop restart its resolution at
+    # once: the listing shows INCOMPLETE, only the adapter's history says it failed.
+    state = KernelState(both_routes(), RULES, neighbours={B6: "INCOMPLETE"}, failing=frozenset({B6}))
+    assert state.failed == {B6}
+    p = plan(TWO_BY_TWO, state, POLICY)
+    assert kinds(p) == ["replace_route"] and p.operations[0].nexthops == (Nexthop(A6, 1),)
+    assert p.unusable_peers == {B6}
+    # `failing` means nothing once the entry is valid again (the adapter clears it anyway)
+    state = dataclasses.replace(simulate(state, p.operations), neighbours={B6: "REACHABLE"})
+    assert plan(TWO_BY_TWO, state, POLICY).operations[0].nexthops == (Nexthop(A6, 1), Nexthop(B6, 1))
 
 
 def test_incomplete_peer_joins_a_route_that_does_not_exist_yet():
