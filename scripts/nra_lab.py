@@ -223,6 +223,9 @@ class Lab:
     prefix: str = DEFAULT_PREFIX
     run_dir: Path = DEFAULT_RUN_DIR
     fast_neigh: bool = True
+    # IP forwarding on the node, as on every Kubernetes node. It matters for failover: IPv6
+    # multipath then does not even skip FAILED nexthops (see docs/lab.md).
+    node_forwarding: bool = True
     figures: dict[str, float] = field(default_factory=dict)
 
     def ns(self, role: str) -> str:
@@ -313,7 +316,9 @@ class Lab:
         self.ip("node", f"-6 addr add {LB6}/128 dev lo")
         self.add_node_default_routes()
         node = {"net.ipv4.fib_multipath_use_neigh": 1, "net.ipv4.fib_multipath_hash_policy": 1,
-                "net.ipv6.fib_multipath_hash_policy": 1}
+                "net.ipv6.fib_multipath_hash_policy": 1,
+                "net.ipv4.ip_forward": int(self.node_forwarding),
+                "net.ipv6.conf.all.forwarding": int(self.node_forwarding)}
         if self.fast_neigh:
             for fam in ("ipv4", "ipv6"):
                 node.update({f"net.{fam}.neigh.eth0.{k}": v for k, v in FAST_NEIGH.items()})
@@ -741,6 +746,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     parser.add_argument("--kernel-neigh-timers", action="store_true",
                         help="keep the kernel's default neighbour timers on the node (slow failover)")
+    parser.add_argument("--no-node-forwarding", action="store_true",
+                        help="leave IP forwarding off on the node (on by default, as on Kubernetes nodes)")
     parser.add_argument("--family", type=int, default=4, choices=[4, 6])
     parser.add_argument("--flows", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=1.0)
@@ -758,7 +765,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("scripts/lab: needs root (network namespaces)", file=sys.stderr)
         return 2
-    lab = Lab(args.prefix, args.run_dir, fast_neigh=not args.kernel_neigh_timers)
+    lab = Lab(args.prefix, args.run_dir, fast_neigh=not args.kernel_neigh_timers,
+              node_forwarding=not args.no_node_forwarding)
     try:
         if args.command == "up":
             took = lab.up()
