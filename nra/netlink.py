@@ -223,15 +223,24 @@ def decode_rule_dump(data: bytes) -> tuple[list[ListedRule], bool]:
     return rules, False
 
 
-def dump_rules_blocking(sock: socket.socket, family: int, seq: int) -> list[ListedRule]:
+# Stands, in the cache of decoded rules, for a rule that points at another table.
+FOREIGN_RULE = KernelRule(family=0, src=None, priority=0, table=0)
+
+
+def dump_rules_blocking(sock: socket.socket, family: int, seq: int,
+                        known: dict[bytes, KernelRule] | None = None) -> list[ListedRule | KernelRule]:
+    """Every rule of a family. A message whose bytes (after the header) are in `known` is
+    not decoded again: the KernelRule found there stands for it. On a node whose rules did
+    not change, that turns a steady read into a dump and dictionary look-ups."""
     request = NLMSG_HDR.pack(NLMSG_HDR.size + FIB_RULE_HDR.size, RTM_GETRULE,
                              NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+    known = known if known is not None else {}
     for _ in range(5):  # a dump interrupted by a concurrent change is simply redone
         sock.send(request)
-        rules: list[ListedRule] = []
+        rules: list[ListedRule | KernelRule] = []
         try:
             while True:
-                batch, done = decode_rule_dump(sock.recv(1 << 20))
+                batch, done = _decode_rule_dump_known(sock.recv(1 << 20), known)
                 rules += batch
                 if done:
                     return rules
@@ -239,6 +248,29 @@ def dump_rules_blocking(sock: socket.socket, family: int, seq: int) -> list[List
             while not decode_rule_dump(sock.recv(1 << 20))[1]:  # drain the rest
                 pass
     raise OSError(errno.EINTR, "rule dump kept being interrupted")
+
+
+def _decode_rule_dump_known(data: bytes, known: dict[bytes, KernelRule]) -> tuple[list, bool]:
+    if not known:
+        return decode_rule_dump(data)
+    out: list[ListedRule | KernelRule] = []
+    offset = 0
+    while offset + NLMSG_HDR.size <= len(data):
+        length, kind, flags, _, _ = NLMSG_HDR.unpack_from(data, offset)
+        if length < NLMSG_HDR.size:
+            break
+        rule = None
+        if kind == RTM_NEWRULE and not flags & NLM_F_DUMP_INTR:
+            rule = known.get(data[offset + NLMSG_HDR.size:offset + length])
+        if rule is not None:
+            out.append(rule)
+        else:  # anything else (unknown rules, DONE, ERROR, interrupted) the full way
+            batch, done = decode_rule_dump(data[offset:offset + length])
+            out += batch
+            if done:
+                return out, True
+        offset += (length + 3) & ~3
+    return out, False
 
 
 def _nla(kind: int, payload: bytes) -> bytes:
@@ -418,6 +450,8 @@ class KernelAdapter:
         # blocking, for the lean rule dump and the batched rule changes
         self._dump_sock: socket.socket | None = None
         self._dump_seq = 0
+        #: message bytes -> decoded rule, of the last read (see dump_rules_blocking)
+        self._known_rules: dict[bytes, KernelRule] = {}
         # The peers' neighbour entries the event watcher looks at, from the last read_state:
         # packed address -> (links of its connected route, neighbour_class).
         self._watched: dict[bytes, tuple[frozenset[int], str]] = {}
@@ -463,10 +497,26 @@ class KernelAdapter:
         if self._dump_sock is None:
             raise RuntimeError("KernelAdapter used outside `async with`")
         rules = []
+        known: dict[bytes, KernelRule] = {}
         for family in (socket.AF_INET, socket.AF_INET6):
             self._dump_seq += 1
-            listed = await asyncio.to_thread(dump_rules_blocking, self._dump_sock, family, self._dump_seq)
-            rules += [rule_from_message(msg) for msg in listed if table_of(msg) == self.policy.table]
+            listed = await asyncio.to_thread(dump_rules_blocking, self._dump_sock, family, self._dump_seq,
+                                             self._known_rules)
+            for item in listed:
+                if item is FOREIGN_RULE:
+                    continue
+                if isinstance(item, ListedRule):
+                    key = item.raw[NLMSG_HDR.size:]
+                    if table_of(item) != self.policy.table:
+                        known[key] = FOREIGN_RULE  # another table's rule: skipped from now on
+                        continue
+                    item = rule_from_message(item)
+                    known[key] = item
+                else:
+                    known[item.raw.raw[NLMSG_HDR.size:]] = item
+                rules.append(item)
+        # only what the kernel holds now: the cache never outgrows the table's rules
+        self._known_rules = known
         return rules
 
     async def _routes(self) -> list[KernelRoute]:

@@ -96,6 +96,9 @@ class KernelRoute:
     oif: int | None = None
 
 
+_UNSET = object()
+
+
 @dataclass(frozen=True)
 class KernelRule:
     """A rule pointing at the managed table as the kernel lists it."""
@@ -113,10 +116,15 @@ class KernelRule:
     raw: object = field(default=None, compare=False, hash=False, repr=False)
 
     def key(self) -> tuple | None:
-        if self.extra:
-            return None
-        return (self.family, self.src, self.priority, self.table, self.fwmark or None,
+        """What makes two rules the same rule; None for a rule that can never be ours.
+        Computed once per rule (the adapter reuses unchanged rules between reads)."""
+        cached = self.__dict__.get("_key", _UNSET)
+        if cached is _UNSET:
+            cached = None if self.extra else _rule_key(
+                self.family, self.src, self.priority, self.table, self.fwmark or None,
                 self.fwmask if self.fwmark else None)
+            object.__setattr__(self, "_key", cached)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -306,10 +314,36 @@ def _route_imposter_reason(route: KernelRoute, dst: IPNetwork | None, has_peers:
     return f"imposter: metric {route.metric}"
 
 
+def _rule_key(family: int, src: IPNetwork | None, priority: int, table: int,
+              fwmark: int | None, fwmask: int | None) -> tuple:
+    # Plain ints, not network objects: tuples re-hash their items on every look-up, and
+    # ipaddress hashes in Python. `from 0.0.0.0/0` and "no from" are one rule to the kernel.
+    if src is None or not src.prefixlen:
+        return (family, None, None, priority, table, fwmark, fwmask)
+    return (family, int(src.network_address), src.prefixlen, priority, table, fwmark, fwmask)
+
+
 def _desired_rule_key(version: int, prefix: IPNetwork, policy: RoutingPolicy) -> tuple:
-    # `from 0.0.0.0/0` and "no from" are the same rule to the kernel.
-    src = prefix if prefix.prefixlen else None
-    return (version, src, policy.priority, policy.table, policy.fwmark or None, policy.effective_fwmask)
+    return _rule_key(version, prefix, policy.priority, policy.table, policy.fwmark or None,
+                     policy.effective_fwmask)
+
+
+# The desired rules of the last intent seen, per family: a steady reconcile (same intent
+# object, same policy) does not rebuild 10,000 keys. Intents are immutable, so identity is
+# a safe test.
+_desired_memo: tuple = (None, None, {})
+
+
+def _desired_rules_by_family(prefixes: frozenset, policy: RoutingPolicy) -> dict[int, dict[tuple, IPNetwork]]:
+    global _desired_memo
+    memo_prefixes, memo_policy, memo = _desired_memo
+    if memo_prefixes is prefixes and memo_policy == policy:
+        return memo
+    by_family: dict[int, dict[tuple, IPNetwork]] = {4: {}, 6: {}}
+    for prefix in prefixes:
+        by_family[prefix.version][_desired_rule_key(prefix.version, prefix, policy)] = prefix
+    _desired_memo = (prefixes, policy, by_family)
+    return by_family
 
 
 def _rule_imposter_reason(rule: KernelRule, policy: RoutingPolicy, wanted_families: set[int]) -> str:
@@ -339,7 +373,8 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy) -> Plan:
     desired_rules: dict[tuple, IPNetwork] = {}
     for version in (4, 6):
         peers = intent.peers_of(version)
-        prefixes = intent.prefixes_of(version)
+        desired_here = _desired_rules_by_family(intent.prefixes, policy)[version]
+        prefixes = desired_here.values()
         dst = policy.destination_of(version)
         if not peers:
             if prefixes:
@@ -351,8 +386,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy) -> Plan:
                             f"peer(s) and {len(prefixes)} prefix(es) ignored")
             continue
         families_with_peers.add(version)
-        for prefix in prefixes:
-            desired_rules[_desired_rule_key(version, prefix, policy)] = prefix
+        desired_rules.update(desired_here)
 
         slots = [r for r in state.routes if r.family == version and _route_is_the_managed_slot(r, dst)]
         current = slots[0] if slots else None
@@ -421,7 +455,8 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy) -> Plan:
             rule_deletes.append(DeleteRule(rule, reason=_rule_imposter_reason(rule, policy, families_with_peers)))
     for key, prefix in desired_rules.items():
         if key not in seen:
-            rule_adds.append(AddRule(prefix.version, key[1], policy.priority, policy.table,
+            rule_adds.append(AddRule(prefix.version, prefix if prefix.prefixlen else None,
+                                     policy.priority, policy.table,
                                      policy.fwmark or None, policy.fwmask if policy.fwmark else None,
                                      reason="missing"))
 
