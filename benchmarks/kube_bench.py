@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from pyroute2 import IPRoute  # noqa: E402
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_RULE  # noqa: E402
 
-from agent_bench import Namespace, prefixes  # noqa: E402
+from agent_bench import Namespace, RuleListener, prefixes  # noqa: E402
 from tests.kube.apiserver import FakeApiServer  # noqa: E402
 
 NRA = [sys.executable, "-m", "nra"]
@@ -119,54 +119,6 @@ class StandIn:
 
 
 # -- the kernel side -----------------------------------------------------------------------
-
-class RuleListener:
-    """IPv4 rule events of table TABLE in one namespace.
-
-    pyroute2 opens the socket in the namespace (forking a helper) and binds it to the rule
-    group; we then read the socket ourselves and let pyroute2 only parse. Its own get()
-    reads every pending datagram into an internal queue but returns one, so a select() on
-    the fd afterwards can miss events already queued.
-    """
-
-    def __init__(self, netns: str):
-        self.ipr = IPRoute(netns=netns)
-        self.ipr.bind(groups=RTMGRP_IPV4_RULE)
-        self.sock = socket.socket(fileno=os.dup(self.ipr.fileno()))
-        self.sock.setblocking(False)
-        self.marshal = self.ipr.asyncore.marshal
-
-    def _messages(self):
-        while True:
-            try:
-                data = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                return
-            except OSError as exc:  # ENOBUFS: events dropped while nobody read (the initial burst)
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                continue
-            yield from self.marshal.parse(data)
-
-    def wait(self, event: str, src: str, deadline: float) -> float | None:
-        """perf_counter time at which `event` for a rule from `src` arrived, or None."""
-        while (left := deadline - time.perf_counter()) > 0:
-            if not select.select([self.sock], [], [], left)[0]:
-                return None
-            for msg in self._messages():
-                if (msg.get("event") == event and msg.get_attr("FRA_SRC") == src
-                        and (msg.get_attr("FRA_TABLE") or msg["table"]) == TABLE):
-                    return time.perf_counter()
-        return None
-
-    def drain(self) -> None:
-        for _ in self._messages():
-            pass
-
-    def close(self) -> None:
-        self.sock.close()
-        self.ipr.close()
-
 
 # -- the agent -----------------------------------------------------------------------------
 

@@ -104,7 +104,10 @@ class Agent:
     async def _worker(self, reconciler: Reconciler) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(COALESCE_S)
+            if "config" not in self._pending:
+                # netlink events come in bursts (one per rule or route); a configuration
+                # change was already debounced by its source and goes at once
+                await asyncio.sleep(COALESCE_S)
             self._wake.clear()
             triggers, self._pending = self._pending, set()
             trigger = "+".join(sorted(triggers)) or "unknown"
