@@ -21,7 +21,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Container, Iterable, Mapping, Sequence
+from typing import AsyncIterator, Container, Iterable, Iterator, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
@@ -186,40 +186,52 @@ def _rule_attr(kind: int, payload: bytes, family: int):
     return payload.hex()
 
 
-def decode_rule_dump(data: bytes) -> tuple[list[ListedRule], bool]:
-    """Rules in one buffer of a dump answer, and whether the dump is complete."""
-    rules: list[ListedRule] = []
+def netlink_messages(data: bytes, what: str) -> Iterator[tuple[int, int, int, int]]:
+    """(kind, flags, offset, length) of each message in one buffer read from a netlink
+    socket. An error message raises OSError naming `what`; NLMSG_DONE is yielded, then the
+    walk ends."""
     offset = 0
     while offset + NLMSG_HDR.size <= len(data):
         length, kind, flags, _, _ = NLMSG_HDR.unpack_from(data, offset)
         if length < NLMSG_HDR.size:
-            break
-        body = offset + NLMSG_HDR.size
+            return
+        if kind == NLMSG_ERROR:
+            code = -struct.unpack_from("=i", data, offset + NLMSG_HDR.size)[0]
+            if code:
+                raise OSError(code, f"{what}: {os.strerror(code)}")
+        else:
+            yield kind, flags, offset, length
+            if kind == NLMSG_DONE:
+                return
+        offset += (length + 3) & ~3
+
+
+def decode_rule_dump(data: bytes) -> tuple[list[ListedRule], bool]:
+    """Rules in one buffer of a dump answer, and whether the dump is complete."""
+    rules: list[ListedRule] = []
+    for kind, flags, offset, length in netlink_messages(data, "rule dump"):
         if kind == NLMSG_DONE:
             return rules, True
-        if kind == NLMSG_ERROR:
-            code = -struct.unpack_from("=i", data, body)[0]
-            if code:
-                raise OSError(code, f"rule dump: {os.strerror(code)}")
-        elif kind == RTM_NEWRULE:
-            if flags & NLM_F_DUMP_INTR:
-                raise InterruptedError("rule dump interrupted by a change")
-            values = FIB_RULE_HDR.unpack_from(data, body)
-            fields = dict(zip(("family", "dst_len", "src_len", "tos", "table", "res1", "res2",
-                               "action", "flags"), values))
-            attrs = []
-            at, end = body + FIB_RULE_HDR.size, offset + length
-            while at + NLA_HDR.size <= end:
-                nla_len, nla_kind = NLA_HDR.unpack_from(data, at)
-                if nla_len < NLA_HDR.size:
-                    break
-                nla_kind &= 0x3FFF  # drop the nested/byte-order bits
-                payload = data[at + NLA_HDR.size:at + nla_len]
-                attrs.append((RULE_ATTRS.get(nla_kind, f"FRA_{nla_kind}"),
-                              _rule_attr(nla_kind, payload, fields["family"])))
-                at += (nla_len + 3) & ~3
-            rules.append(ListedRule(fields, attrs, data[offset:offset + length]))
-        offset += (length + 3) & ~3
+        if kind != RTM_NEWRULE:
+            continue
+        if flags & NLM_F_DUMP_INTR:
+            raise InterruptedError("rule dump interrupted by a change")
+        body = offset + NLMSG_HDR.size
+        values = FIB_RULE_HDR.unpack_from(data, body)
+        fields = dict(zip(("family", "dst_len", "src_len", "tos", "table", "res1", "res2",
+                           "action", "flags"), values))
+        attrs = []
+        at, end = body + FIB_RULE_HDR.size, offset + length
+        while at + NLA_HDR.size <= end:
+            nla_len, nla_kind = NLA_HDR.unpack_from(data, at)
+            if nla_len < NLA_HDR.size:
+                break
+            nla_kind &= 0x3FFF  # drop the nested/byte-order bits
+            payload = data[at + NLA_HDR.size:at + nla_len]
+            attrs.append((RULE_ATTRS.get(nla_kind, f"FRA_{nla_kind}"),
+                          _rule_attr(nla_kind, payload, fields["family"])))
+            at += (nla_len + 3) & ~3
+        rules.append(ListedRule(fields, attrs, data[offset:offset + length]))
     return rules, False
 
 
@@ -254,22 +266,17 @@ def _decode_rule_dump_known(data: bytes, known: dict[bytes, KernelRule]) -> tupl
     if not known:
         return decode_rule_dump(data)
     out: list[ListedRule | KernelRule] = []
-    offset = 0
-    while offset + NLMSG_HDR.size <= len(data):
-        length, kind, flags, _, _ = NLMSG_HDR.unpack_from(data, offset)
-        if length < NLMSG_HDR.size:
-            break
+    for kind, flags, offset, length in netlink_messages(data, "rule dump"):
         rule = None
         if kind == RTM_NEWRULE and not flags & NLM_F_DUMP_INTR:
             rule = known.get(data[offset + NLMSG_HDR.size:offset + length])
         if rule is not None:
             out.append(rule)
-        else:  # anything else (unknown rules, DONE, ERROR, interrupted) the full way
+        else:  # anything else (unknown rules, DONE, interrupted) the full way
             batch, done = decode_rule_dump(data[offset:offset + length])
             out += batch
             if done:
                 return out, True
-        offset += (length + 3) & ~3
     return out, False
 
 
@@ -343,33 +350,25 @@ def decode_neighbours(data: bytes, wanted: Container[bytes]) -> tuple[list[Neigh
     (a dump answer or notifications), and whether it ended a dump. Other entries are skipped
     after reading their destination, without building anything."""
     entries: list[NeighbourEntry] = []
-    offset = 0
-    while offset + NLMSG_HDR.size <= len(data):
-        length, kind, _, _, _ = NLMSG_HDR.unpack_from(data, offset)
-        if length < NLMSG_HDR.size:
-            break
-        body = offset + NLMSG_HDR.size
+    for kind, _, offset, length in netlink_messages(data, "neighbour dump"):
         if kind == NLMSG_DONE:
             return entries, True
-        if kind == NLMSG_ERROR:
-            code = -struct.unpack_from("=i", data, body)[0]
-            if code:
-                raise OSError(code, f"neighbour dump: {os.strerror(code)}")
-        elif kind in (RTM_NEWNEIGH, RTM_DELNEIGH) and length >= NLMSG_HDR.size + NDMSG.size:
-            _, _, _, ifindex, nud, _, _ = NDMSG.unpack_from(data, body)
-            at, end = body + NDMSG.size, offset + length
-            while at + NLA_HDR.size <= end:
-                nla_len, nla_kind = NLA_HDR.unpack_from(data, at)
-                if nla_len < NLA_HDR.size:
-                    break
-                if nla_kind & 0x3FFF == NDA_DST:
-                    dst = data[at + NLA_HDR.size:at + nla_len]
-                    if dst in wanted:
-                        entries.append(NeighbourEntry(ipaddress.ip_address(dst), ifindex,
-                                                      NUD_NAMES.get(nud, "NONE"), kind == RTM_DELNEIGH))
-                    break
-                at += (nla_len + 3) & ~3
-        offset += (length + 3) & ~3
+        if kind not in (RTM_NEWNEIGH, RTM_DELNEIGH) or length < NLMSG_HDR.size + NDMSG.size:
+            continue
+        body = offset + NLMSG_HDR.size
+        _, _, _, ifindex, nud, _, _ = NDMSG.unpack_from(data, body)
+        at, end = body + NDMSG.size, offset + length
+        while at + NLA_HDR.size <= end:
+            nla_len, nla_kind = NLA_HDR.unpack_from(data, at)
+            if nla_len < NLA_HDR.size:
+                break
+            if nla_kind & 0x3FFF == NDA_DST:
+                dst = data[at + NLA_HDR.size:at + nla_len]
+                if dst in wanted:
+                    entries.append(NeighbourEntry(ipaddress.ip_address(dst), ifindex,
+                                                  NUD_NAMES.get(nud, "NONE"), kind == RTM_DELNEIGH))
+                break
+            at += (nla_len + 3) & ~3
     return entries, False
 
 
