@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "variable named in brackets.",
     )
     parser.add_argument("--version", action="version", version=f"nra {__version__}")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="same as the `plan` command: print what would change, change nothing")
     parser.add_argument("command", nargs="?", default="run", choices=["run", "plan", "clean"],
                         help="run (default: daemon, or ONESHOT/CLEANANDEXIT), "
                         "plan (print what would change, change nothing), clean (= CLEANANDEXIT)")
@@ -69,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
     lazy_imports.install()  # no-op if pyroute2 is already loaded
     args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    if args.dry_run:
+        args.command = "plan"
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "dry_run")}
     if args.command == "clean":
         overrides["cleanandexit"] = True
     try:

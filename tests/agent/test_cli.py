@@ -151,6 +151,9 @@ def test_plan_changes_nothing(node_ns, config):
     assert "rule add from 198.51.100.0/26" in proc.stdout
     assert "route replace" in proc.stdout
     assert rules(node_ns) == [] and route_gateways(node_ns) == {}
+    dry = run_nra("--dry-run", "--static-file", str(config), "--netns", node_ns.name)
+    assert dry.returncode == 0 and dry.stdout == proc.stdout
+    assert rules(node_ns) == []
 
 
 # -- hooks ------------------------------------------------------------------------------
