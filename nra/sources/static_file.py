@@ -64,9 +64,7 @@ class StaticFileSource:
         return None
 
     async def run(self, publish: Publish) -> None:
-        result = self.load()
-        if result is not None:
-            publish(result)
+        self._publish_if_loaded(publish)
         # Let a ONESHOT caller take the first configuration (and cancel us) before paying
         # for the watcher's import; a daemon goes on to watch.
         await asyncio.sleep(0)
@@ -78,19 +76,39 @@ class StaticFileSource:
                 self._fail(f"directory {directory} does not exist")
                 await asyncio.sleep(1.0)
                 continue
-            async for changes in watchfiles.awatch(
+            changes = watchfiles.awatch(
                 directory,
                 watch_filter=self._concerns_us,
                 step=_WATCH_STEP_MS,
                 debounce=_WATCH_DEBOUNCE_MS,
                 recursive=False,
                 ignore_permission_denied=True,
-            ):
-                result = self.load()
-                if result is not None:
-                    publish(result)
+            )
+            next_change = asyncio.ensure_future(anext(changes))
+            # awatch sets up its inotify watch synchronously on its first step; from then on
+            # it records changes. Read once more now, so a change made between the read
+            # above and the watch is not missed.
+            await asyncio.sleep(0)
+            self._publish_if_loaded(publish)
+            try:
+                while True:
+                    try:
+                        await next_change
+                    except StopAsyncIteration:
+                        break
+                    self._publish_if_loaded(publish)
+                    next_change = asyncio.ensure_future(anext(changes))
+            finally:
+                next_change.cancel()
+                await asyncio.gather(next_change, return_exceptions=True)
+                await changes.aclose()
             # awatch ends if the directory itself goes away; wait for it to come back.
             await asyncio.sleep(0.5)
+
+    def _publish_if_loaded(self, publish: Publish) -> None:
+        result = self.load()
+        if result is not None:
+            publish(result)
 
     def _concerns_us(self, _change, path: str) -> bool:
         # ConfigMap volumes swap a `..data` symlink; any change there may change our file.
