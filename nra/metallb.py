@@ -140,12 +140,7 @@ def _legacy_peers(builder: _Builder, peers: Any, node_labels: Mapping[str, str],
         if entry is None:
             builder.problem(where, "must be a mapping with a peer-address")
             continue
-        try:
-            applies = any_selector_matches(entry.get("node-selectors"), node_labels)
-        except SelectorError as exc:
-            builder.problem(where, f"node-selectors: {exc}; peer skipped")
-            continue
-        if not applies:
+        if not _peer_selected(builder, where, entry.get("node-selectors"), "node-selectors", node_labels):
             continue
         if address is None:
             shown = "missing" if raw is None else f"{raw!r} is not an IP address"
@@ -155,6 +150,17 @@ def _legacy_peers(builder: _Builder, peers: Any, node_labels: Mapping[str, str],
             builder.problem(where, _vrf_message(entry.get("vrf")))
             continue
         builder.candidates.append(_Candidate(Peer(address, default_weight, str(address)), where))
+
+
+def _peer_selected(builder: _Builder, where: str, selectors: Any, field: str,
+                   node_labels: Mapping[str, str]) -> bool:
+    """Whether a peer's node selectors pick this node; a broken selector is a problem and
+    the peer is skipped (never guessed into the route)."""
+    try:
+        return any_selector_matches(selectors, node_labels)
+    except SelectorError as exc:
+        builder.problem(where, f"{field}: {exc}; peer skipped")
+        return False
 
 
 def _legacy_pools(builder: _Builder, pools: Any) -> None:
@@ -220,12 +226,7 @@ def _crd_peer(
     enabled = labels.get(LABEL_ENABLED)
     if isinstance(enabled, (str, bool, int)) and str(enabled).strip().lower() in _DISABLED_VALUES:
         return  # switched off for nra on purpose: not a problem
-    try:
-        applies = any_selector_matches(spec.get("nodeSelectors"), node_labels)
-    except SelectorError as exc:
-        builder.problem(where, f"nodeSelectors: {exc}; peer skipped")
-        return
-    if not applies:
+    if not _peer_selected(builder, where, spec.get("nodeSelectors"), "nodeSelectors", node_labels):
         return
     address = _crd_peer_address(builder, where, labels, spec)
     if address is None:
