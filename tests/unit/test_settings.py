@@ -116,3 +116,16 @@ def test_oneshot_and_clean_are_exclusive():
 def test_health_address_off():
     assert load_settings(health_address="off").health_address == ""
     assert load_settings(health_address="0.0.0.0:9200").health_address == "0.0.0.0:9200"
+
+
+def test_every_setting_is_documented_in_readme_and_help():
+    """A setting added without its README row or --help line fails here."""
+    from pathlib import Path
+
+    from nra.cli import build_parser
+    from nra.settings import ENV_NAMES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    help_text = build_parser().format_help()
+    missing = [env for env in ENV_NAMES.values() if f"`{env}`" not in readme or env not in help_text]
+    assert not missing, f"undocumented settings: {missing}"
