@@ -65,10 +65,7 @@ class StaticFileSource:
 
     async def run(self, publish: Publish) -> None:
         self._publish_if_loaded(publish)
-        # Let a ONESHOT caller take the first configuration (and cancel us) before paying
-        # for the watcher's import; a daemon goes on to watch.
-        await asyncio.sleep(0)
-        import watchfiles
+        import watchfiles  # only when watching starts: parsing alone does not need it
 
         directory = self.path.parent
         while True:
