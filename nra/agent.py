@@ -14,7 +14,6 @@ import signal
 
 from loguru import logger
 
-from nra import logsetup  # noqa: F401  (registers the VERBOSE level the reconciler logs with)
 from nra import metrics
 from nra.desired import Desired, run_source
 from nra.echo import ECHO_CHECK_S, EchoFilter

@@ -12,6 +12,7 @@ from typing import Callable
 from loguru import logger
 
 from nra import metrics
+from nra.logsetup import VERBOSE
 from nra.intent import Intent, ParseResult, Problem
 from nra.sources.base import Source
 
@@ -32,7 +33,7 @@ class Desired:
                               {v: sum(1 for p in result.intent.prefixes if p.version == v) for v in (4, 6)})
         first = self.intent is None
         if not first and result.intent == self.intent:
-            logger.log("VERBOSE", "configuration reloaded, desired state unchanged")
+            logger.log(VERBOSE, "configuration reloaded, desired state unchanged")
             return False
         self.intent = result.intent
         logger.info("desired state {}: {}", "loaded" if first else "changed", result.intent.summary())

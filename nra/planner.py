@@ -67,13 +67,15 @@ class RoutingPolicy:
 
 @dataclass(frozen=True)
 class Plan:
+    """The operations in the order to apply them, and what the planner has to say."""
+
     operations: tuple[Operation, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: intent peers the planned route goes without, and why ("off-link", "no-arp")
+    left_out: Mapping[IPAddress, str] = field(default_factory=dict)
     #: intent peers judged unusable (off-link, or not answering ARP/ND), including any kept
     #: in the route only because every peer of their family is unusable
     unusable_peers: frozenset[IPAddress] = frozenset()
-    #: intent peers the planned route goes without, and why ("off-link", "no-arp")
-    left_out: Mapping[IPAddress, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.operations)
@@ -135,7 +137,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
         _choose_route(version, peers, dst, state, verdicts, policy, steps, warnings)
     _route_imposters(state, policy, families, steps)
     _rule_diff(state.rules, desired, policy, families, steps)
-    return Plan(_order(steps), tuple(warnings), frozenset(steps.unusable), steps.left_out)
+    return Plan(_order(steps), tuple(warnings), steps.left_out, frozenset(steps.unusable))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from loguru import logger
 
 from nra import metrics
+from nra.logsetup import VERBOSE
 from nra.hooks import run_hook
 from nra.intent import Intent
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
@@ -108,7 +109,7 @@ class Reconciler:
             logger.info("reconcile ({}) skipped: no configuration loaded yet", trigger)
             return Outcome(ok=True, skipped="no configuration loaded yet")
         started = time.perf_counter()
-        logger.log("VERBOSE", "reconcile started ({})", trigger)
+        logger.log(VERBOSE, "reconcile started ({})", trigger)
         if hooks:
             await run_hook(self.settings.pre_reconcile_script_path, "pre", self.settings.hook_timeout)
         outcome = Outcome(ok=False)
@@ -131,7 +132,7 @@ class Reconciler:
         metrics.ready(self.status.ready)
         if hooks:
             await run_hook(self.settings.post_reconcile_script_path, "post", self.settings.hook_timeout)
-        level = "INFO" if outcome.applied or outcome.failed or outcome.remaining else "VERBOSE"
+        level = "INFO" if outcome.applied or outcome.failed or outcome.remaining else VERBOSE
         logger.log(level, "reconcile ({}) done in {:.1f} ms: {}", trigger, duration * 1000, outcome.describe())
         return outcome
 

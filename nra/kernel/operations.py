@@ -4,7 +4,7 @@ to (for logs and `nra plan`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import ClassVar, Union
 
 from nra.intent import IPNetwork
 from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, Nexthop
@@ -28,8 +28,22 @@ def _nexthop_text(nh: Nexthop) -> str:
     return f" nexthop via {nh.gateway} weight {nh.weight}"
 
 
-class _Described:
-    reason: str
+def _route_selector(r: KernelRoute) -> str:
+    """What names exactly this route to `ip route del`."""
+    text = f" {r.type}" if r.type != "unicast" else ""
+    text += f" {_dst_text(r.dst)} table {r.table}"
+    if r.tos:
+        text += f" tos {r.tos:#x}"
+    if r.metric != DEFAULT_METRIC[r.family]:
+        text += f" metric {r.metric}"
+    return text
+
+
+@dataclass(frozen=True)
+class _Operation:
+    #: why the planner wants it (logs only: not part of what the operation is)
+    reason: str = field(default="", compare=False, kw_only=True)
+    kind: ClassVar[str]
 
     def command(self) -> str:
         raise NotImplementedError
@@ -39,14 +53,13 @@ class _Described:
 
 
 @dataclass(frozen=True)
-class ReplaceRoute(_Described):
+class ReplaceRoute(_Operation):
     family: int
     dst: IPNetwork
     table: int
     metric: int
     nexthops: tuple[Nexthop, ...]
-    reason: str = field(default="", compare=False)
-    kind: str = field(default="replace_route", init=False)
+    kind: ClassVar[str] = "replace_route"
 
     def command(self) -> str:
         text = f"ip {FAMILY_FLAG[self.family]} route replace {_dst_text(self.dst)} table {self.table}"
@@ -59,22 +72,12 @@ class ReplaceRoute(_Described):
 
 
 @dataclass(frozen=True)
-class DeleteRoute(_Described):
+class DeleteRoute(_Operation):
     route: KernelRoute
-    reason: str = field(default="", compare=False)
-    kind: str = field(default="delete_route", init=False)
+    kind: ClassVar[str] = "delete_route"
 
     def command(self) -> str:
-        r = self.route
-        text = f"ip {FAMILY_FLAG[r.family]} route del"
-        if r.type != "unicast":
-            text += f" {r.type}"
-        text += f" {_dst_text(r.dst)} table {r.table}"
-        if r.tos:
-            text += f" tos {r.tos:#x}"
-        if r.metric != DEFAULT_METRIC[r.family]:
-            text += f" metric {r.metric}"
-        return text
+        return f"ip {FAMILY_FLAG[self.route.family]} route del{_route_selector(self.route)}"
 
     def sort_key(self) -> tuple:
         r = self.route
@@ -82,15 +85,14 @@ class DeleteRoute(_Described):
 
 
 @dataclass(frozen=True)
-class AddRule(_Described):
+class AddRule(_Operation):
     family: int
     src: IPNetwork | None
     priority: int
     table: int
     fwmark: int | None = None  # None: no fwmark selector
     fwmask: int | None = None  # None: no mask given (the kernel lists 0xffffffff)
-    reason: str = field(default="", compare=False)
-    kind: str = field(default="add_rule", init=False)
+    kind: ClassVar[str] = "add_rule"
 
     def command(self) -> str:
         src = str(self.src) if self.src is not None else "all"
@@ -102,10 +104,9 @@ class AddRule(_Described):
 
 
 @dataclass(frozen=True)
-class DeleteRule(_Described):
+class DeleteRule(_Operation):
     rule: KernelRule
-    reason: str = field(default="", compare=False)
-    kind: str = field(default="delete_rule", init=False)
+    kind: ClassVar[str] = "delete_rule"
 
     def command(self) -> str:
         r = self.rule

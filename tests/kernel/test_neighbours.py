@@ -13,7 +13,6 @@ import pytest
 from nra.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import NeighbourChange
-
 from nra.peer_health import Liveness, PeerHealth
 from nra.planner import RoutingPolicy, plan
 from tests.netns import NetNS, new_netns, sh
