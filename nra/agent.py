@@ -20,7 +20,7 @@ from nra.echo import ECHO_CHECK_S, EchoFilter
 from nra.host import check_multipath_use_neigh
 from nra.intent import Intent, ParseResult
 from nra.kernel.adapter import KernelAdapter
-from nra.kernel.events import NeighbourChange, TableChange
+from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
 from nra.reconciler import Outcome, Reconciler
 from nra.settings import Settings
 from nra.sources.base import Source
@@ -98,7 +98,8 @@ class Agent:
         if self.settings.health_address:
             health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s)
         try:
-            async with KernelAdapter(self.settings.table, netns=self.settings.netns) as adapter:
+            async with KernelAdapter(self.settings.table, netns=self.settings.netns,
+                                     learned_protos=self.settings.learned_protos) as adapter:
                 return await self._supervise(adapter)
         finally:
             await stop_health_server(health)
@@ -175,6 +176,9 @@ class Agent:
                     self.worker.trigger("netlink")
                 continue
             logger.debug("netlink: {}", event.reason)
+            if isinstance(event, LearnedRouteChange):  # a BGP session of a peer went or came: at once
+                self.worker.trigger("learned-route")
+                continue
             if isinstance(event, TableChange) and self.echo.probably_echo():
                 if self._echo_check is None or self._echo_check.done():
                     self._echo_check = self.worker.trigger_later("netlink", ECHO_CHECK_S)

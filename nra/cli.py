@@ -38,6 +38,8 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "health_address": ("--health-address", "HOST:PORT", "health/metrics listener, or 'off' (default: 127.0.0.1:9101)"),
     "log_level": ("--log-level", "LEVEL", "error|warn|info|verbose|debug|silly (default: info)"),
     "log_format": ("--log-format", "FORMAT", "text|json (default: text)"),
+    "learned_route_protos": ("--learned-route-protos", "PROTOS", "peer liveness from the routes these daemons "
+                             "learned over BGP, e.g. bgp,bird (default: off)"),
     "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),
 }
 

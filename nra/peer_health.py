@@ -9,8 +9,14 @@ hashed to it, so FAILED lasts only microseconds). So a peer seen FAILED stays SI
 the INCOMPLETE retries until its entry is valid again (REACHABLE, STALE, DELAY, PROBE,
 PERMANENT, NOARP) or gone. An INCOMPLETE never seen failing is a first resolution: UNSURE.
 
-Other liveness signals (routes learned over BGP, FRR-K8s session state) are meant to feed
-this same owner as further observe_* methods, each with its own reason in Verdict.
+Routes learned over BGP (LEARNED_ROUTE_PROTOS) are a second signal: the node's routing
+daemon installs them while the session to the peer is up and withdraws them when it drops
+(with BFD, in a few hundred ms). A peer seen with at least one such route via it, and none
+now, is SILENT ("bgp-down") until one is back; a peer never seen with one is not judged by
+this signal (its daemon may not receive routes at all). Either signal leaves a peer out.
+
+Other signals (FRR-K8s session state) are meant to feed this same owner as further
+observe_* methods, each with its own reason in Verdict.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class PeerHealth:
 
     def __init__(self) -> None:
         self._neighbour: dict[IPAddress, Liveness] = {}
+        #: peers ever seen with a learned route via them -> whether they have one now
+        self._learned: dict[IPAddress, bool] = {}
 
     def observe_neighbours(self, peers: Iterable[IPAddress], states: Mapping[IPAddress, str]) -> None:
         """A read of the on-link peers' entries (`states`: NUD name; absent: no entry). Peers
@@ -72,13 +80,24 @@ class PeerHealth:
         self._neighbour[address] = new
         return f"neighbour {address}: {nud or 'entry removed'} ({old.value} -> {new.value})"
 
+    def observe_learned_routes(self, peers: Iterable[IPAddress], learned: Mapping[IPAddress, int]) -> None:
+        """A read of the routes the routing daemons installed (`learned`: how many go via each
+        peer). Peers not listed in `peers` (no longer configured) are forgotten."""
+        old = self._learned
+        self._learned = {a: bool(learned.get(a)) for a in peers if learned.get(a) or a in old}
+
     def verdict(self, address: IPAddress) -> Verdict:
         liveness = self._neighbour.get(address, Liveness.ANSWERS)
-        return Verdict(liveness, "no-arp") if liveness is Liveness.SILENT else Verdict(liveness)
+        if liveness is Liveness.SILENT:
+            return Verdict(liveness, "no-arp")
+        if self._learned.get(address) is False:
+            return Verdict(Liveness.SILENT, "bgp-down")
+        return Verdict(liveness)
 
     def verdicts(self) -> dict[IPAddress, Verdict]:
         """Every peer with something known against it (absent: ANSWERS)."""
-        return {a: self.verdict(a) for a, liveness in self._neighbour.items() if liveness is not Liveness.ANSWERS}
+        judged = {*self._neighbour, *(a for a, has in self._learned.items() if not has)}
+        return {a: v for a in judged if (v := self.verdict(a)).liveness is not Liveness.ANSWERS}
 
 
 def verdicts_from_states(states: Mapping[IPAddress, str]) -> dict[IPAddress, Verdict]:

@@ -97,6 +97,8 @@ class Reconciler:
     async def compute_plan(self, intent: Intent) -> tuple[KernelState, Plan]:
         state = await self.adapter.read_state(p.address for p in intent.peers)
         self.health.observe_neighbours(state.links, state.neighbours)
+        if state.learned is not None:
+            self.health.observe_learned_routes((p.address for p in intent.peers), state.learned)
         return state, plan(intent, state, self.policy, self.health.verdicts(), self._desired_rules(intent))
 
     async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,

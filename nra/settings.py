@@ -60,6 +60,32 @@ def parse_fwmark(text: str) -> tuple[int, int | None]:
     return mark, mask
 
 
+# Routing protocol ids of `ip route ... proto NAME` (iproute2's rt_protos), for LEARNED_ROUTE_PROTOS.
+ROUTE_PROTOS = {"static": 4, "gated": 8, "ra": 9, "mrt": 10, "zebra": 11, "bird": 12, "dnrouted": 13,
+                "xorp": 14, "ntk": 15, "dhcp": 16, "keepalived": 18, "babel": 42, "openr": 99, "bgp": 186,
+                "isis": 187, "ospf": 188, "rip": 189, "eigrp": 192}
+# unspec, redirect, kernel, boot: routes the kernel or the system made, never learned from a peer
+KERNEL_PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot"}
+
+
+def parse_route_protos(text: str) -> frozenset[int]:
+    """`bgp,bird` or `186,12` -> {186, 12}; empty or `off` -> none (learned-route liveness off)."""
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if items in ([], ["off"]):
+        return frozenset()
+    protos = set()
+    for item in items:
+        number = ROUTE_PROTOS.get(item, int(item) if item.isdigit() else None)
+        if number is None or not 0 <= number <= 255:
+            raise ValueError(f"{item!r} is neither a routing protocol name ({', '.join(ROUTE_PROTOS)}) "
+                             f"nor a number 4..255")
+        if number in KERNEL_PROTOS:
+            raise ValueError(f"proto {number} ({KERNEL_PROTOS[number]}) marks the kernel's own routes, "
+                             f"not routes learned from a peer")
+        protos.add(number)
+    return frozenset(protos)
+
+
 def parse_destination(text: str) -> tuple[IPNetwork, ...]:
     """`default` -> both families' default route; else one prefix per family, comma separated."""
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -111,6 +137,10 @@ class Settings(BaseSettings):
     source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT waits for the first configuration")
     hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
     set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
+    learned_route_protos: str = Field(
+        "", validation_alias="LEARNED_ROUTE_PROTOS",
+        description="a peer counts as alive only while a route via it from these routing daemons exists",
+    )
 
     # -- validation: each error names the setting by its environment variable --------
 
@@ -198,6 +228,12 @@ class Settings(BaseSettings):
             raise ValueError(f"expected host:port such as 127.0.0.1:9101, or 'off'; got {v!r}")
         return text
 
+    @field_validator("learned_route_protos")
+    @classmethod
+    def _protos(cls, v: str) -> str:
+        parse_route_protos(v)
+        return v.strip()
+
     @field_validator("netns")
     @classmethod
     def _netns(cls, v: str | None) -> str | None:
@@ -232,6 +268,10 @@ class Settings(BaseSettings):
     @property
     def destinations(self) -> tuple[IPNetwork, ...]:
         return parse_destination(self.destination)
+
+    @property
+    def learned_protos(self) -> frozenset[int]:
+        return parse_route_protos(self.learned_route_protos)
 
     @property
     def source_kind(self) -> str:

@@ -18,6 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nra.intent import IPAddress
 from nra.kernel.codec import error_text
 from nra.kernel.events import KernelEvent, KernelEvents
+from nra.kernel.learned import LearnedRoutes
 from nra.kernel.model import KernelState
 from nra.kernel.neighbours import Neighbours
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
@@ -49,14 +50,15 @@ def _fault_text(exc: BaseException) -> str:
 class KernelAdapter:
     """Reads and writes the managed table and its rules; use as `async with`."""
 
-    def __init__(self, table: int, netns: str | None = None):
+    def __init__(self, table: int, netns: str | None = None, learned_protos: frozenset[int] = frozenset()):
         self.table = table
         self.netns = netns
         self._sock = NetlinkSocket(netns)
         self._ipr: AsyncIPRoute | None = None
         self._rules = Rules(self._sock, table)
         self._neighbours = Neighbours(self._sock)
-        self._events = KernelEvents(netns, table)
+        self._learned = LearnedRoutes(learned_protos) if learned_protos else None
+        self._events = KernelEvents(netns, table, learned_protos)
 
     async def __aenter__(self) -> "KernelAdapter":
         await asyncio.to_thread(self._sock.open)
@@ -87,9 +89,10 @@ class KernelAdapter:
         addresses = set(candidates)
         links = links_of(addresses, await routes.connected(a.version for a in addresses)) if addresses else {}
         neighbours = await self._neighbours.read(links) if links else {}
+        learned = await self._learned.read(routes.ipr, addresses) if self._learned else None
         self._events.watch({a.packed: oifs for a, oifs in links.items()})
         return KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
-                           neighbours, links)
+                           neighbours, links, learned)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -137,6 +140,6 @@ class KernelAdapter:
     # -- events -----------------------------------------------------------------------
 
     def events(self) -> AsyncIterator[KernelEvent]:
-        """Changes to the table, its rules, the links and the watched peers' neighbour
-        entries (see nra.kernel.events)."""
+        """Changes to the table, its rules, the links, the watched peers' neighbour entries
+        and the learned routes via them (see nra.kernel.events)."""
         return self._events.stream()

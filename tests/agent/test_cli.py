@@ -278,3 +278,24 @@ def test_health_port_in_use_is_one_line_not_a_traceback(node_ns, config):
     assert proc.returncode == 1
     assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
     assert rules(node_ns) == []  # it refused before touching the kernel
+
+
+def test_daemon_leaves_out_a_peer_at_the_withdrawal_of_its_learned_routes(node_ns, daemon):
+    # what BIRD or FRR install while their BGP sessions are up (proto bird = 12)
+    node_ns.ip("route add 10.200.1.0/24 via 10.99.0.2 proto bird")
+    node_ns.ip("route add 10.200.2.0/24 via 10.99.0.3 proto bird")
+    d = daemon("--learned-route-protos", "bird", MAX_RECONCILE_WAIT="0")  # no timer: only events act
+
+    def v4_gateways() -> set[str]:
+        return {gw for gw, _ in route_gateways(node_ns).get("default", [])}
+
+    wait_for(lambda: v4_gateways() == {"10.99.0.2", "10.99.0.3"}, 5, what="both peers in the route")
+    time.sleep(1.5)  # past the check that follows our own changes (ECHO_CHECK_S): nothing pending
+    node_ns.ip("route del 10.200.1.0/24")  # r1's session dropped
+    # only the route event can act this soon: no timer, no retry (nothing was degraded)
+    wait_for(lambda: v4_gateways() == {"10.99.0.3"}, 0.9, what="10.99.0.2 left out")
+    wait_for(lambda: "10.99.0.2 (10.99.0.2) has no route learned over BGP any more" in d.log(), 2, what="the warning")
+    node_ns.ip("route add 10.200.1.0/24 via 10.99.0.2 proto bird")
+    wait_for(lambda: v4_gateways() == {"10.99.0.2", "10.99.0.3"}, 3, what="10.99.0.2 back")
+    # fd99::2 never had a learned route: not judged, still in its route
+    assert {gw for gw, _ in route_gateways(node_ns, "-6").get("default", [])} == {"fd99::2"}

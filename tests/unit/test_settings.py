@@ -129,3 +129,18 @@ def test_every_setting_is_documented_in_readme_and_help():
     help_text = build_parser().format_help()
     missing = [env for env in ENV_NAMES.values() if f"`{env}`" not in readme or env not in help_text]
     assert not missing, f"undocumented settings: {missing}"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("", frozenset()), ("off", frozenset()), ("bgp", {186}), ("bgp, bird", {186, 12}), ("BIRD,zebra", {12, 11}),
+    ("12,186", {12, 186}), ("static", {4}), ("254", {254}),
+])
+def test_learned_route_protos_forms(text, expected):
+    assert load_settings(learned_route_protos=text).learned_protos == expected
+
+
+@pytest.mark.parametrize("value", ["kernel", "2", "0", "boot", "frr", "256", "bgp,nope", "-1"])
+def test_learned_route_protos_refused(value):
+    with pytest.raises(SettingsError) as err:
+        load_settings(learned_route_protos=value)
+    assert str(err.value).startswith("invalid LEARNED_ROUTE_PROTOS:"), str(err.value)
