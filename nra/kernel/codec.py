@@ -39,7 +39,7 @@ RTMGRP_LINK, RTMGRP_NEIGH = 0x1, 0x4
 RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE = 0x40, 0x80
 RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE = 0x400, 0x40000
 RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table protocol scope type flags
-RTA_DST, RTA_GATEWAY, RTA_MULTIPATH, RTA_TABLE, RTA_VIA = 1, 5, 9, 15, 18
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_MULTIPATH, RTA_TABLE, RTA_VIA = 1, 4, 5, 9, 15, 18
 RTNEXTHOP = struct.Struct("=HBBi")  # length flags hops ifindex, then the hop's own attributes
 RT_TABLE_COMPAT = 252  # the 8-bit table field when the real id (> 255) is in an attribute
 
@@ -298,26 +298,30 @@ def _via(payload: bytes) -> bytes:
     return payload[2:]
 
 
-def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes]]:
-    """(protocol, packed gateway addresses) of a route message: its RTA_GATEWAY / RTA_VIA, or
-    those of each hop of its RTA_MULTIPATH."""
+def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes], frozenset[int]]:
+    """(protocol, packed gateway addresses, link indexes) of a route message: its RTA_GATEWAY /
+    RTA_VIA and RTA_OIF, or those of each hop of its RTA_MULTIPATH."""
     protocol = RTMSG.unpack_from(message.data, message.body)[5]
     gateways: set[bytes] = set()
+    links: set[int] = set()
     for kind, payload in attributes(message.data, message.body + RTMSG.size, message.end):
         if kind == RTA_GATEWAY:
             gateways.add(payload)
         elif kind == RTA_VIA:
             gateways.add(_via(payload))
+        elif kind == RTA_OIF and len(payload) >= 4:
+            links.add(U32.unpack_from(payload)[0])
         elif kind == RTA_MULTIPATH:
             at = 0
             while at + RTNEXTHOP.size <= len(payload):
-                length = RTNEXTHOP.unpack_from(payload, at)[0]
+                length, _, _, ifindex = RTNEXTHOP.unpack_from(payload, at)
                 if length < RTNEXTHOP.size:
                     break
+                links.add(ifindex)
                 for hop_kind, hop_payload in attributes(payload, at + RTNEXTHOP.size, at + length):
                     if hop_kind == RTA_GATEWAY:
                         gateways.add(hop_payload)
                     elif hop_kind == RTA_VIA:
                         gateways.add(_via(hop_payload))
                 at += (length + 3) & ~3
-    return protocol, frozenset(gateways)
+    return protocol, frozenset(gateways), frozenset(links)

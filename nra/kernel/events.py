@@ -176,10 +176,14 @@ class KernelEvents:
         return None
 
     def _learned_reason(self, message: Message) -> str | None:
-        proto, gateways = decode_route_gateways(message)
+        """Why a daemon's route matters: it goes via a watched peer, or via a link-local
+        address on a watched peer's link (which peer that is, the next read tells)."""
+        proto, gateways, links = decode_route_gateways(message)
         if proto not in self.learned_protos:
             return None
         peers = gateways & self._watched.keys()
+        if not peers and links & set().union(*self._watched.values()):
+            peers = {g for g in gateways if len(g) == 16 and g[0] == 0xFE and g[1] & 0xC0 == 0x80}  # fe80::/10
         if not peers:
             return None
         _, version, dst = decode_route_summary(message)

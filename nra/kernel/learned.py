@@ -1,6 +1,11 @@
-"""Routes the node's routing daemons installed (learned over BGP, say), counted by gateway:
-the facts behind learned-route liveness. What they mean for a peer is nra.peer_health's
-business; the routes themselves are the daemons', never touched here."""
+"""Routes the node's routing daemons installed (learned over BGP, say), counted by peer: the
+facts behind learned-route liveness. What they mean for a peer is nra.peer_health's business;
+the routes themselves are the daemons', never touched here.
+
+An IPv6 route learned from a peer on a shared link often goes via the peer's link-local
+address (FRR's zebra prefers it), not the address nra knows the peer by; such a gateway counts
+for the peer whose neighbour entry on that link has the same link-layer address.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ from pyroute2.iproute.linux import AsyncIPRoute
 
 from nra.intent import IPAddress
 
+LINK_LOCAL6 = ipaddress.ip_network("fe80::/10")
 
-def gateways_of(msg) -> set[bytes]:
-    """The packed gateway addresses of a pyroute2 route message: its gateway or via (an IPv4
-    route through an IPv6 nexthop), or those of each hop of a multipath route."""
+
+def gateways_of(msg) -> set[tuple[bytes, int | None]]:
+    """(packed gateway address, link index) of a pyroute2 route message: its gateway or via
+    (an IPv4 route through an IPv6 nexthop), or those of each hop of a multipath route."""
     hops = msg.get("RTA_MULTIPATH") or [msg]
     found = set()
     for hop in hops:
@@ -24,7 +31,7 @@ def gateways_of(msg) -> set[bytes]:
         if via and not gateway:
             gateway = via.get("addr") if isinstance(via, dict) else None
         if gateway:
-            found.add(ipaddress.ip_address(gateway).packed)
+            found.add((ipaddress.ip_address(gateway).packed, hop.get("oif") or hop.get("RTA_OIF")))
     return found
 
 
@@ -41,11 +48,38 @@ class LearnedRoutes:
         counts: dict[IPAddress, int] = {}
         if not wanted:
             return counts
+        link_local: dict[tuple[bytes, int], int] = {}
         for family in (socket.AF_INET, socket.AF_INET6):  # an IPv4 route may go via an IPv6 peer
             for proto in sorted(self.protos):
                 async for msg in await ipr.route("dump", family=family, proto=proto):
                     if msg["proto"] != proto:
                         continue
-                    for packed in gateways_of(msg) & wanted.keys():
-                        counts[wanted[packed]] = counts.get(wanted[packed], 0) + 1
+                    for packed, oif in gateways_of(msg):
+                        if packed in wanted:
+                            counts[wanted[packed]] = counts.get(wanted[packed], 0) + 1
+                        elif oif and len(packed) == 16 and ipaddress.ip_address(packed) in LINK_LOCAL6:
+                            link_local[(packed, oif)] = link_local.get((packed, oif), 0) + 1
+        if link_local:
+            for peer, count in (await self._by_link_layer(ipr, link_local, wanted)).items():
+                counts[peer] = counts.get(peer, 0) + count
+        return counts
+
+    async def _by_link_layer(self, ipr: AsyncIPRoute, link_local: dict[tuple[bytes, int], int],
+                             wanted: dict[bytes, IPAddress]) -> dict[IPAddress, int]:
+        """Link-local gateways -> the peers with the same link-layer address on that link."""
+        lladdr: dict[tuple[bytes, int], str] = {}
+        for oif in sorted({oif for _, oif in link_local}):
+            async for msg in await ipr.neigh("dump", family=socket.AF_INET6, ifindex=oif):
+                dst, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
+                if dst and mac and msg["ifindex"] == oif:
+                    lladdr[(ipaddress.ip_address(dst).packed, oif)] = mac
+        peer_of: dict[tuple[str, int], IPAddress] = {}
+        for (packed, oif), mac in lladdr.items():
+            if packed in wanted:
+                peer_of[(mac, oif)] = wanted[packed]
+        counts: dict[IPAddress, int] = {}
+        for key, count in link_local.items():
+            peer = peer_of.get((lladdr.get(key, ""), key[1]))
+            if peer is not None:
+                counts[peer] = counts.get(peer, 0) + count
         return counts

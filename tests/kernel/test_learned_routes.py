@@ -46,6 +46,30 @@ async def test_learned_routes_are_counted_by_gateway_in_every_table_and_both_fam
         assert (await adapter.read_state([A4])).learned is None
 
 
+async def test_an_ipv6_route_via_the_peers_link_local_address_counts_for_the_peer(node_ns: NetNS):
+    # FRR's zebra installs what it learns from an IPv6 neighbour on the link via its link-local
+    # address; the neighbour entries (set by hand here) tell which peer that is
+    node_ns.ip("-6 neigh replace fd99::2 lladdr 02:00:00:00:00:02 dev eth0 nud reachable")
+    node_ns.ip("-6 neigh replace fe80::2 lladdr 02:00:00:00:00:02 dev eth0 nud reachable")
+    node_ns.ip("-6 neigh replace fe80::3 lladdr 02:00:00:00:00:03 dev eth0 nud reachable")
+    node_ns.ip("-6 route add 2001:db8:201::/64 via fe80::2 dev eth0 proto bgp")
+    node_ns.ip("-6 route add 2001:db8:202::/64 via fe80::3 dev eth0 proto bgp")  # no peer has that MAC
+    node_ns.ip("route add 10.200.1.0/24 via inet6 fe80::2 dev eth0 proto bgp")  # IPv4 via it too
+    async with KernelAdapter(20, netns=node_ns.name, learned_protos=LEARNED) as adapter:
+        state = await adapter.read_state([A6, B6])
+        assert state.learned == {A6: 2}
+        events: asyncio.Queue = asyncio.Queue()
+        task = asyncio.create_task(_learned_events(adapter, events))
+        try:
+            await asyncio.sleep(0.3)
+            node_ns.ip("-6 route del 2001:db8:201::/64")
+            assert await _next(events) == "learned route withdrawn: IPv6 2001:db8:201::/64 via fe80::2 (proto 186)"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert (await adapter.read_state([A6, B6])).learned == {A6: 1}
+
+
 async def _learned_events(adapter: KernelAdapter, out: asyncio.Queue) -> None:
     async for event in adapter.events():
         if isinstance(event, LearnedRouteChange):
