@@ -38,6 +38,10 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "health_address": ("--health-address", "HOST:PORT", "health/metrics listener, or 'off' (default: 127.0.0.1:9101)"),
     "log_level": ("--log-level", "LEVEL", "error|warn|info|verbose|debug|silly (default: info)"),
     "log_format": ("--log-format", "FORMAT", "text|json (default: text)"),
+    "managed_neighbours": ("--managed-neighbours", "0|1", "the kernel keeps the peers' neighbour entries "
+                           "resolved (managed, Linux 5.16+; default: 0)"),
+    "peer_neigh_timers": ("--peer-neigh-timers", "TIMERS", "neighbour timers of the peers' links: fast, or "
+                          "key=value,... (default: the kernel's)"),
     "learned_route_protos": ("--learned-route-protos", "PROTOS", "peer liveness from the routes these daemons "
                              "learned over BGP, e.g. bgp,bird (default: off)"),
     "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),

@@ -56,6 +56,12 @@ def policy_from_settings(settings: Settings) -> RoutingPolicy:
                          destinations=settings.destinations)
 
 
+def adapter_from_settings(settings: Settings) -> KernelAdapter:
+    """The kernel adapter the settings describe (use as `async with`)."""
+    return KernelAdapter(settings.table, netns=settings.netns, learned_protos=settings.learned_protos,
+                         managed_neighbours=settings.managed_neighbours, neigh_timers=settings.neigh_timers)
+
+
 def kernel_after(state: KernelState, report: ApplyReport, policy: RoutingPolicy) -> tuple[dict[int, int], dict[int, int]]:
     """(nexthops of the managed route, rules pointing at the table), by family, as the
     kernel holds them after `report`'s operations were applied to `state`."""
@@ -140,6 +146,8 @@ class Reconciler:
 
     async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
         state, the_plan = await self.compute_plan(intent)
+        for warning in await self.adapter.set_up_peer_neighbours(state):
+            logger.warning(warning)
         outcome.plan = the_plan
         self._log_warnings(the_plan.warnings)
         outcome.warnings = the_plan.warnings

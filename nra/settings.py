@@ -10,7 +10,7 @@ import ipaddress
 import os
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
@@ -86,6 +86,36 @@ def parse_route_protos(text: str) -> frozenset[int]:
     return frozenset(protos)
 
 
+# Neighbour timers nra may set on the peers' links (PEER_NEIGH_TIMERS), with their bounds.
+NEIGH_TIMER_LIMITS = {"base_reachable_ms": (100, 3_600_000), "delay_probe_ms": (0, 60_000),
+                      "retrans_ms": (10, 60_000), "ucast_probes": (1, 32), "mcast_probes": (1, 32)}
+# Measured in docs/failover.md: a dead router with traffic is FAILED in 0.7-2.2 s.
+NEIGH_TIMER_PRESETS = {"fast": {"base_reachable_ms": 1000, "delay_probe_ms": 200, "retrans_ms": 200,
+                                "ucast_probes": 3, "mcast_probes": 3}}
+
+
+def parse_neigh_timers(text: str) -> dict[str, int]:
+    """`fast`, or `base_reachable_ms=1000,retrans_ms=200,...` (any subset) -> the values to
+    set; empty or `off` -> none."""
+    text = text.strip().lower()
+    if text in ("", "off"):
+        return {}
+    if text in NEIGH_TIMER_PRESETS:
+        return dict(NEIGH_TIMER_PRESETS[text])
+    values: dict[str, int] = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        key, sep, number = item.partition("=")
+        key = key.strip()
+        if key not in NEIGH_TIMER_LIMITS or not sep or not number.strip().isdigit():
+            raise ValueError(f"{item!r}: expected {'|'.join(NEIGH_TIMER_PRESETS)}, or key=number with keys "
+                             f"{', '.join(NEIGH_TIMER_LIMITS)}")
+        low, high = NEIGH_TIMER_LIMITS[key]
+        if not low <= int(number) <= high:
+            raise ValueError(f"{key} must be {low}..{high}")
+        values[key] = int(number)
+    return values
+
+
 def parse_destination(text: str) -> tuple[IPNetwork, ...]:
     """`default` -> both families' default route; else one prefix per family, comma separated."""
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -137,6 +167,12 @@ class Settings(BaseSettings):
     source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT waits for the first configuration")
     hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
     set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
+    managed_neighbours: bool = Field(
+        False, validation_alias="MANAGED_NEIGHBOURS",
+        description="make the peers' neighbour entries managed (Linux 5.16+): the kernel keeps probing them",
+    )
+    peer_neigh_timers: str = Field("", validation_alias="PEER_NEIGH_TIMERS",
+                                   description="neighbour timers set on the peers' links through netlink")
     learned_route_protos: str = Field(
         "", validation_alias="LEARNED_ROUTE_PROTOS",
         description="a peer counts as alive only while a route via it from these routing daemons exists",
@@ -144,7 +180,8 @@ class Settings(BaseSettings):
 
     # -- validation: each error names the setting by its environment variable --------
 
-    @field_validator("metallb_use_crds", "oneshot", "cleanandexit", "set_multipath_use_neigh", mode="before")
+    @field_validator("metallb_use_crds", "oneshot", "cleanandexit", "set_multipath_use_neigh", "managed_neighbours",
+                     mode="before")
     @classmethod
     def _bools(cls, v: Any) -> bool:
         return _flag(v)
@@ -200,10 +237,12 @@ class Settings(BaseSettings):
         parse_fwmark(v)
         return v.strip()
 
-    @field_validator("destination")
+    @field_validator("destination", "peer_neigh_timers", "learned_route_protos")
     @classmethod
-    def _destination(cls, v: str) -> str:
-        parse_destination(v)
+    def _parsed(cls, v: str, info: ValidationInfo) -> str:
+        # checked by the parser the derived value comes from (a property below)
+        {"destination": parse_destination, "peer_neigh_timers": parse_neigh_timers,
+         "learned_route_protos": parse_route_protos}[info.field_name](v)
         return v.strip()
 
     @field_validator("pre_reconcile_script_path", "post_reconcile_script_path")
@@ -227,12 +266,6 @@ class Settings(BaseSettings):
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port such as 127.0.0.1:9101, or 'off'; got {v!r}")
         return text
-
-    @field_validator("learned_route_protos")
-    @classmethod
-    def _protos(cls, v: str) -> str:
-        parse_route_protos(v)
-        return v.strip()
 
     @field_validator("netns")
     @classmethod
@@ -268,6 +301,10 @@ class Settings(BaseSettings):
     @property
     def destinations(self) -> tuple[IPNetwork, ...]:
         return parse_destination(self.destination)
+
+    @property
+    def neigh_timers(self) -> dict[str, int]:
+        return parse_neigh_timers(self.peer_neigh_timers)
 
     @property
     def learned_protos(self) -> frozenset[int]:

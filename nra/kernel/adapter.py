@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Iterable, Sequence
+from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -22,6 +22,7 @@ from nra.kernel.learned import LearnedRoutes
 from nra.kernel.model import KernelState
 from nra.kernel.neighbours import Neighbours
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
+from nra.kernel.peer_neighbours import PeerNeighbours
 from nra.kernel.routes import Routes, links_of, open_route_socket
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket
@@ -50,13 +51,15 @@ def _fault_text(exc: BaseException) -> str:
 class KernelAdapter:
     """Reads and writes the managed table and its rules; use as `async with`."""
 
-    def __init__(self, table: int, netns: str | None = None, learned_protos: frozenset[int] = frozenset()):
+    def __init__(self, table: int, netns: str | None = None, learned_protos: frozenset[int] = frozenset(),
+                 managed_neighbours: bool = False, neigh_timers: Mapping[str, int] | None = None):
         self.table = table
         self.netns = netns
         self._sock = NetlinkSocket(netns)
         self._ipr: AsyncIPRoute | None = None
         self._rules = Rules(self._sock, table)
         self._neighbours = Neighbours(self._sock)
+        self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
         self._learned = LearnedRoutes(learned_protos) if learned_protos else None
         self._events = KernelEvents(netns, table, learned_protos)
 
@@ -95,6 +98,14 @@ class KernelAdapter:
                            neighbours, links, learned)
 
     # -- writing ----------------------------------------------------------------------
+
+    async def set_up_peer_neighbours(self, state: KernelState) -> list[str]:
+        """Managed entries and link timers for the on-link peers of `state`, if configured
+        (see nra.kernel.peer_neighbours); returns warnings. Not part of a plan: `nra plan`
+        never calls it."""
+        if not self._peer_neighbours.active:
+            return []
+        return await self._peer_neighbours.set_up(state.links, state.neighbours)
 
     async def apply(self, ops: Sequence[Operation]) -> ApplyReport:
         """Apply in the given order, runs of rule changes in one batch; failures are

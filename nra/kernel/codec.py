@@ -27,7 +27,7 @@ NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP_INTR = 0x10
-NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
 
 # -- linux/rtnetlink.h -----------------------------------------------------------------------
@@ -65,7 +65,17 @@ RULE_OWN_ATTRS = {FRA_SRC, FRA_DST, FRA_PRIORITY, FRA_FWMARK, FRA_FWMASK, FRA_TA
 
 # -- linux/neighbour.h -------------------------------------------------------------------------
 NDMSG = struct.Struct("=BBHiHBB")  # family pad pad ifindex state flags type
-NDA_DST, NDA_IFINDEX = 1, 8
+NDA_DST, NDA_IFINDEX, NDA_FLAGS_EXT = 1, 8, 15
+NTF_EXT_MANAGED = 0x1  # the kernel keeps the entry resolved (Linux 5.16)
+RTM_SETNEIGHTBL = 67
+NDTMSG = struct.Struct("=BBH")  # family pad pad
+NDTA_NAME, NDTA_PARMS = 1, 6
+NDTPA_IFINDEX = 1
+#: neighbour table parameters nra may set: name -> (NDTPA_* attribute, payload struct)
+NDTPA = {"base_reachable_ms": (4, "=Q"), "retrans_ms": (5, "=Q"), "delay_probe_ms": (7, "=Q"),
+         "ucast_probes": (10, "=I"), "mcast_probes": (11, "=I")}
+NEIGH_TABLE_NAMES = {socket.AF_INET: b"arp_cache\0", socket.AF_INET6: b"ndisc_cache\0"}
+NLA_F_NESTED = 0x8000
 NUD_NAMES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE",
              0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
 
@@ -325,3 +335,23 @@ def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes], froz
                         gateways.add(_via(hop_payload))
                 at += (length + 3) & ~3
     return protocol, frozenset(gateways), frozenset(links)
+
+
+def encode_neighbour(address: bytes, family: int, ifindex: int, managed: bool) -> bytes:
+    """The body of an RTM_NEWNEIGH (with `managed`: an entry the kernel keeps resolved, no
+    link-layer address given) or RTM_DELNEIGH for `address` on link `ifindex`."""
+    body = NDMSG.pack(family, 0, 0, ifindex, 0, 0, 0) + attribute(NDA_DST, address)
+    if managed:
+        body += attribute(NDA_FLAGS_EXT, U32.pack(NTF_EXT_MANAGED))
+    return body
+
+
+def encode_neighbour_timers(family: int, ifindex: int, timers: dict[str, int]) -> bytes:
+    """The body of an RTM_SETNEIGHTBL setting `timers` (NDTPA names, see NDTPA) on one link's
+    ARP (AF_INET) or ND (AF_INET6) parameters."""
+    parms = attribute(NDTPA_IFINDEX, U32.pack(ifindex))
+    for name, value in sorted(timers.items()):
+        kind, layout = NDTPA[name]
+        parms += attribute(kind, struct.pack(layout, value))
+    return (NDTMSG.pack(family, 0, 0) + attribute(NDTA_NAME, NEIGH_TABLE_NAMES[family])
+            + attribute(NDTA_PARMS | NLA_F_NESTED, parms))

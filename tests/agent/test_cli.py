@@ -299,3 +299,19 @@ def test_daemon_leaves_out_a_peer_at_the_withdrawal_of_its_learned_routes(node_n
     wait_for(lambda: v4_gateways() == {"10.99.0.2", "10.99.0.3"}, 3, what="10.99.0.2 back")
     # fd99::2 never had a learned route: not judged, still in its route
     assert {gw for gw, _ in route_gateways(node_ns, "-6").get("default", [])} == {"fd99::2"}
+
+
+def test_managed_neighbours_and_link_timers_are_set_by_the_daemon_not_by_plan(node_ns, config, daemon):
+    def managed() -> set[str]:
+        return {line.split()[0] for f in ("-4", "-6") for line in node_ns.ip(f"-d {f} neigh show dev eth0").splitlines()
+                if "managed" in line.split()}
+
+    flags = ("--managed-neighbours", "1", "--peer-neigh-timers", "base_reachable_ms=1500,retrans_ms=300")
+    proc = run_nra("plan", "--static-file", str(config), "--netns", node_ns.name, *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert managed() == set() and "base_reachable 30000" in node_ns.ip("ntable show dev eth0 name arp_cache")
+
+    daemon(*flags)
+    wait_for(lambda: managed() == {"10.99.0.2", "10.99.0.3", "fd99::2"}, 3, what="managed entries")
+    for table in ("arp_cache", "ndisc_cache"):
+        assert "base_reachable 1500 retrans 300" in " ".join(node_ns.ip(f"ntable show dev eth0 name {table}").split())
