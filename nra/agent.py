@@ -113,6 +113,8 @@ class Agent:
             asyncio.create_task(self._watch_kernel(adapter, reconciler), name="netlink-events"),
         }
         others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name="source")}
+        if self.settings.frrk8s_namespace:
+            others.add(asyncio.create_task(self._watch_session_states(reconciler), name="session-states"))
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
@@ -157,6 +159,20 @@ class Agent:
         self.echo.reconcile_finished(bool(outcome.applied))
         if "netlink" in triggers and outcome.applied:
             metrics.drift_repaired()
+
+    async def _watch_session_states(self, reconciler: Reconciler) -> None:
+        """FRR-K8s's BGPSessionStates of this node (advisory, see nra.sources.kube.session_states):
+        each change is handed to the reconciler and wakes the worker."""
+        from nra.sources.kube import api_client_factory
+        from nra.sources.kube.session_states import SessionStateWatch
+
+        def publish(states) -> None:
+            reconciler.session_states = states
+            self.worker.trigger("session-state")
+
+        watch = SessionStateWatch(api_client_factory(self.settings.kubeconfig), self.settings.frrk8s_namespace,
+                                  self.settings.node_name)
+        await watch.run(publish)
 
     async def _timer(self) -> None:
         period = self.settings.max_reconcile_wait / 1000

@@ -42,6 +42,10 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
                            "resolved (managed, Linux 5.16+; default: 0)"),
     "peer_neigh_timers": ("--peer-neigh-timers", "TIMERS", "neighbour timers of the peers' links: fast, or "
                           "key=value,... (default: the kernel's)"),
+    "frrk8s_namespace": ("--frrk8s-namespace", "NS", "leave out peers whose FRR-K8s BGPSessionState of this "
+                         "node is down (CRD mode; default: off)"),
+    "bgp_session_hold": ("--bgp-session-hold", "SECONDS", "how long a session state must last to count "
+                         "(default: 3)"),
     "learned_route_protos": ("--learned-route-protos", "PROTOS", "peer liveness from the routes these daemons "
                              "learned over BGP, e.g. bgp,bird (default: off)"),
     "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),

@@ -15,8 +15,11 @@ daemon installs them while the session to the peer is up and withdraws them when
 now, is SILENT ("bgp-down") until one is back; a peer never seen with one is not judged by
 this signal (its daemon may not receive routes at all). Either signal leaves a peer out.
 
-Other signals (FRR-K8s session state) are meant to feed this same owner as further
-observe_* methods, each with its own reason in Verdict.
+FRR-K8s's BGPSessionState objects (CRD mode, opt-in) are a third, advisory signal, and a
+slow one (FRR-K8s refreshes them by polling FRR). A peer whose session has been reported not
+Established, or with BFD down, for a hold time is SILENT ("bgp-down"); it answers again once
+reported up for the same hold time (hysteresis). A peer without an object is unknown, not
+down: it is not judged by this signal.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class PeerHealth:
         self._neighbour: dict[IPAddress, Liveness] = {}
         #: peers ever seen with a learned route via them -> whether they have one now
         self._learned: dict[IPAddress, bool] = {}
+        #: peers with a session state -> (reported up, since when, judged down)
+        self._session: dict[IPAddress, tuple[bool, float, bool]] = {}
 
     def observe_neighbours(self, peers: Iterable[IPAddress], states: Mapping[IPAddress, str]) -> None:
         """A read of the on-link peers' entries (`states`: NUD name; absent: no entry). Peers
@@ -86,17 +91,40 @@ class PeerHealth:
         old = self._learned
         self._learned = {a: bool(learned.get(a)) for a in peers if learned.get(a) or a in old}
 
+    def observe_session_states(self, peers: Iterable[IPAddress], up: Mapping[IPAddress, bool], now: float,
+                               hold_s: float) -> float | None:
+        """A view of the peers' session states (`up`: reported Established with BFD not down;
+        a peer absent has no object). Returns when a verdict may change with no new report
+        (a hold time running out), for a reconcile then; None if none will."""
+        old = self._session
+        self._session = {}
+        recheck: float | None = None
+        for address in peers:
+            if address not in up:
+                continue  # unknown: not down
+            was_up, since, down = old.get(address, (up[address], now, False))
+            if was_up != up[address]:
+                since = now
+            if down == up[address]:  # the report disagrees with the verdict: after the hold, follow it
+                if now - since >= hold_s:
+                    down = not up[address]
+                else:
+                    recheck = since + hold_s if recheck is None else min(recheck, since + hold_s)
+            self._session[address] = (up[address], since, down)
+        return recheck
+
     def verdict(self, address: IPAddress) -> Verdict:
         liveness = self._neighbour.get(address, Liveness.ANSWERS)
         if liveness is Liveness.SILENT:
             return Verdict(liveness, "no-arp")
-        if self._learned.get(address) is False:
+        if self._learned.get(address) is False or self._session.get(address, (True, 0.0, False))[2]:
             return Verdict(Liveness.SILENT, "bgp-down")
         return Verdict(liveness)
 
     def verdicts(self) -> dict[IPAddress, Verdict]:
         """Every peer with something known against it (absent: ANSWERS)."""
-        judged = {*self._neighbour, *(a for a, has in self._learned.items() if not has)}
+        judged = {*self._neighbour, *(a for a, has in self._learned.items() if not has),
+                  *(a for a, (_, _, down) in self._session.items() if down)}
         return {a: v for a in judged if (v := self.verdict(a)).liveness is not Liveness.ANSWERS}
 
 

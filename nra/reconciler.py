@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from loguru import logger
 
 from nra import metrics
 from nra.logsetup import VERBOSE
 from nra.hooks import run_hook
-from nra.intent import Intent
+from nra.intent import Intent, IPAddress
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
 from nra.kernel.model import KernelState
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
@@ -38,6 +39,8 @@ class Outcome:
     #: what a check read after applying still found different (verify=True)
     remaining: list[str] = field(default_factory=list)
     plan: Plan | None = None
+    #: reconcile again in this many seconds: a liveness hold time runs out then
+    recheck_in_s: float | None = None
 
     def describe(self) -> str:
         if self.skipped:
@@ -91,6 +94,10 @@ class Reconciler:
         self.policy = policy_from_settings(settings)
         self.status = status
         self.health = PeerHealth()
+        #: FRR-K8s's session states of this node's peers (peer -> reported up), kept current by
+        #: the agent's watch; None when that signal is off
+        self.session_states: Mapping[IPAddress, bool] | None = None
+        self._recheck_at: float | None = None
         self._desired: tuple[Intent | None, DesiredRules] = (None, {})
         self._last_warnings: tuple[str, ...] = ()
 
@@ -105,6 +112,10 @@ class Reconciler:
         self.health.observe_neighbours(state.links, state.neighbours)
         if state.learned is not None:
             self.health.observe_learned_routes((p.address for p in intent.peers), state.learned)
+        if self.session_states is not None:
+            self._recheck_at = self.health.observe_session_states(
+                [p.address for p in intent.peers], self.session_states, time.monotonic(),
+                self.settings.bgp_session_hold)
         return state, plan(intent, state, self.policy, self.health.verdicts(), self._desired_rules(intent))
 
     async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,
@@ -168,6 +179,8 @@ class Reconciler:
         else:
             peers, rules = kernel_after(state, report, self.policy)
         outcome.ok = not outcome.failed and not outcome.remaining
+        if self._recheck_at is not None:
+            outcome.recheck_in_s = max(0.0, self._recheck_at - time.monotonic())
         self._export_gauges(intent, the_plan, peers, rules)
         return [op.kind for op in report.applied]
 

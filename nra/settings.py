@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     )
     peer_neigh_timers: str = Field("", validation_alias="PEER_NEIGH_TIMERS",
                                    description="neighbour timers set on the peers' links through netlink")
+    frrk8s_namespace: str | None = Field(
+        None, validation_alias="FRRK8S_NAMESPACE",
+        description="watch FRR-K8s's BGPSessionStates of this node in this namespace (CRD mode)",
+    )
+    bgp_session_hold: float = Field(3.0, validation_alias="BGP_SESSION_HOLD",
+                                    description="seconds a session state must persist to change a verdict")
     learned_route_protos: str = Field(
         "", validation_alias="LEARNED_ROUTE_PROTOS",
         description="a peer counts as alive only while a route via it from these routing daemons exists",
@@ -277,7 +283,7 @@ class Settings(BaseSettings):
             raise ValueError(f"network namespace {v} does not exist (ip netns add {v})")
         return v.strip()
 
-    @field_validator("source_start_timeout", "hook_timeout")
+    @field_validator("source_start_timeout", "hook_timeout", "bgp_session_hold")
     @classmethod
     def _positive(cls, v: float) -> float:
         if v <= 0:
@@ -288,6 +294,9 @@ class Settings(BaseSettings):
     def _modes(self) -> "Settings":
         if self.oneshot and self.cleanandexit:
             raise ValueError("ONESHOT and CLEANANDEXIT cannot both be set")
+        if self.frrk8s_namespace and not (self.metallb_use_crds and self.node_name):
+            raise ValueError("FRRK8S_NAMESPACE needs METALLB_USE_CRDS=1 and NODE_NAME (BGPSessionStates are "
+                             "picked by this node's name)")
         return self
 
     # -- derived values ---------------------------------------------------------------

@@ -98,3 +98,43 @@ def test_a_peer_removed_from_the_configuration_loses_its_learned_history():
     health.observe_learned_routes([], {})
     health.observe_learned_routes([A], {})
     assert health.verdict(A) == Verdict(Liveness.ANSWERS)  # back as a new peer: not judged
+
+
+# -- FRR-K8s BGPSessionState (advisory, with a hold time both ways) ----------------------------
+
+HOLD = 3.0
+
+
+def test_a_session_down_for_the_hold_time_is_bgp_down_and_up_for_it_again_answers():
+    health = PeerHealth()
+    assert health.observe_session_states([A, B], {A: True, B: True}, 100.0, HOLD) is None
+    assert health.observe_session_states([A, B], {A: False, B: True}, 101.0, HOLD) == 104.0
+    assert health.verdicts() == {}  # not yet: a report may be a blip
+    assert health.observe_session_states([A, B], {A: False, B: True}, 103.9, HOLD) == 104.0
+    assert health.observe_session_states([A, B], {A: False, B: True}, 104.0, HOLD) is None
+    assert health.verdicts() == {A: Verdict(Liveness.SILENT, "bgp-down")}
+    # up again: kept out for the hold time too (hysteresis), then back
+    assert health.observe_session_states([A, B], {A: True, B: True}, 110.0, HOLD) == 113.0
+    assert health.verdict(A).reason == "bgp-down"
+    assert health.observe_session_states([A, B], {A: True, B: True}, 113.0, HOLD) is None
+    assert health.verdicts() == {}
+
+
+def test_a_blip_shorter_than_the_hold_changes_nothing():
+    health = PeerHealth()
+    health.observe_session_states([A], {A: True}, 0.0, HOLD)
+    health.observe_session_states([A], {A: False}, 1.0, HOLD)
+    assert health.observe_session_states([A], {A: True}, 2.0, HOLD) is None
+    health.observe_session_states([A], {A: True}, 10.0, HOLD)
+    assert health.verdicts() == {}
+
+
+def test_a_missing_session_state_is_unknown_not_down():
+    health = PeerHealth()
+    health.observe_session_states([A], {A: False}, 0.0, HOLD)
+    health.observe_session_states([A], {A: False}, 5.0, HOLD)
+    assert health.verdict(A).reason == "bgp-down"
+    assert health.observe_session_states([A], {}, 6.0, HOLD) is None  # the object is gone
+    assert health.verdicts() == {}
+    health.observe_session_states([A], {A: False}, 7.0, HOLD)  # a new report starts a new hold
+    assert health.verdicts() == {}

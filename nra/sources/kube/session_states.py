@@ -1,0 +1,64 @@
+"""FRR-K8s's BGPSessionState objects of this node: an advisory, slow liveness signal.
+
+FRR-K8s writes one object per BGP session of each node (labels frrk8s.metallb.io/node, /peer,
+/vrf; status bgpStatus, bfdStatus) from its status controller, which polls FRR: the signal is
+seconds old at best, never BFD-fast. nra lists and watches this node's objects (label
+selector on the node label) and hands nra.peer_health, for each peer of the default VRF,
+whether its session is reported up. A peer without an object is unknown, not down.
+
+RBAC: get/list/watch on bgpsessionstates.frrk8s.metallb.io in FRR-K8s's namespace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable
+
+from nra.intent import IPAddress
+from nra.sources.kube.client import ApiClientFactory, KubeHTTP
+from nra.sources.kube.reflector import ResourceKind, WatchTiming
+from nra.sources.kube.watched_source import WatchedSource
+
+GROUP, VERSION = "frrk8s.metallb.io", "v1beta1"
+PLURAL = "bgpsessionstates"
+NODE_LABEL = "frrk8s.metallb.io/node"
+#: FRR's BFD peer status when down ("N/A" when BFD is not configured for the session)
+BFD_DOWN = "down"
+
+
+def session_up(objects: Iterable[dict], node_name: str) -> dict[IPAddress, bool]:
+    """peer address -> whether its session is reported up (bgpStatus Established, BFD not
+    down), from this node's objects of the default VRF. Objects that do not say (another node,
+    another VRF, no or a bad peer address) are skipped; of two for one peer, down wins."""
+    up: dict[IPAddress, bool] = {}
+    for obj in objects:
+        status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+        if status.get("node") != node_name or status.get("vrf") not in (None, "", "default"):
+            continue
+        try:
+            peer = ipaddress.ip_address(str(status.get("peer", "")).split("%")[0])
+        except ValueError:
+            continue
+        reported = (status.get("bgpStatus") == "Established"
+                    and str(status.get("bfdStatus", "")).lower() != BFD_DOWN)
+        up[peer] = up.get(peer, True) and reported
+    return up
+
+
+class SessionStateWatch(WatchedSource):
+    """List+watch of this node's BGPSessionStates; publishes session_up() on every change
+    (never before the first complete list)."""
+
+    name = PLURAL
+
+    def __init__(self, api_client_factory: ApiClientFactory, namespace: str, node_name: str,
+                 timing: WatchTiming | None = None, coalesce_s: float = 0.1):
+        super().__init__(api_client_factory, namespace, node_name, 0, timing, coalesce_s)
+
+    async def resources(self, http: KubeHTTP) -> list[ResourceKind]:
+        return [ResourceKind(PLURAL, f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}",
+                             f"{GROUP}/{VERSION}", "BGPSessionState", label_selector=f"{NODE_LABEL}={self.node_name}")]
+
+    def compute(self, caches: dict[str, list[dict]]) -> dict[IPAddress, bool]:  # type: ignore[override]
+        return session_up(caches.get(PLURAL) or [], self.node_name or "")
+
