@@ -90,6 +90,8 @@ class Scenario:
     bird: bool = True  # BGP + BFD node <-> routers, one learned route per router and family
     learned_liveness: bool = False  # emulated: r1 left out of table 20 when its learned route goes
     window: float = 0.0  # seconds measured after the cut (0: from the timers)
+    nra_flags: tuple[str, ...] = ()  # path "nra": its options (learned-route liveness, managed, ...)
+    cut: str = "link"  # "link": r1's link down and its BIRD killed; "daemon": only its BIRD killed
 
     @property
     def after(self) -> float:
@@ -119,6 +121,15 @@ SCENARIOS = {
     "managed-fast-bgp": Scenario("group", "fast", managed=True),
     # 3. learned-route liveness (BFD), with the reaction emulated here (one route replace)
     "learned-kernel": Scenario("legacy", "kernel", learned_liveness=True, window=10.0),
+    # ... and as nra does it (this checkout), the kernel's neighbour timers on the node
+    "nra-learned-kernel": Scenario("nra", "kernel", window=10.0, nra_flags=("--learned-route-protos", "bird")),
+    # r1's BGP daemon dies, its forwarding and ARP stay: left out with learned routes, kept without
+    "nra-learned-daemon": Scenario("nra", "kernel", window=6.0, cut="daemon",
+                                   nra_flags=("--learned-route-protos", "bird")),
+    "nra-daemon": Scenario("nra", "kernel", window=6.0, cut="daemon"),
+    # 2. by nra itself: its managed neighbours and link timers, no route learning
+    "nra-managed-fast": Scenario("nra", "kernel", window=10.0,
+                                 nra_flags=("--managed-neighbours", "1", "--peer-neigh-timers", "fast")),
 }
 
 
@@ -311,14 +322,14 @@ class Topology:
             self.ip("node", f"nexthop replace id {f * 100} group {group}{kind}")
             self.ip("node", f"-{f} route replace default table {TABLE} nhid {f * 100}")
 
-    def start_nra(self) -> None:
+    def start_nra(self, *flags: str) -> None:
         exe = REPO / ".venv" / "bin" / "nra"
         if not exe.exists():
             raise BenchError(f"{exe} missing: run scripts/setup")
         static = self.run_dir / "metallb.yaml"
         static.write_text(nra_static_file())
         self.procs["nra"] = subprocess.Popen(
-            [str(exe), "--netns", self.ns("node"), "--static-file", str(static), "--health-address", "off"],
+            [str(exe), "--netns", self.ns("node"), "--static-file", str(static), "--health-address", "off", *flags],
             stdout=open(self.run_dir / "nra.log", "w"), stderr=subprocess.STDOUT)
         wait_for(lambda: all(self.ip("node", f"-{f} route show table {TABLE}", check=False).strip() for f in (4, 6)),
                  15, "nra to program table 20")
@@ -345,9 +356,22 @@ class Topology:
         if proc.stdout.readline().strip() != b"ready":
             raise BenchError("echo server did not start")
 
-    def cut(self, router: str) -> None:
-        self.ip(router, "link set dev eth0 down")
+    def cut(self, router: str, how: str = "link") -> None:
+        if how == "link":
+            self.ip(router, "link set dev eth0 down")
         self.stop(f"bird-{router}", signal.SIGKILL)
+
+    def out_of_table(self, router: str, since: float, timeout: float) -> dict[int, float | None]:
+        """Per family, seconds from `since` until table 20 no longer goes via `router` (polled
+        every 20 ms; None if it still does after `timeout`)."""
+        out: dict[int, float | None] = {4: None, 6: None}
+        while time.time() - since < timeout and None in out.values():
+            for f in (4, 6):
+                if out[f] is None and seg(f, ROUTERS[router]) + " " not in self.ip(
+                        "node", f"-{f} route show table {TABLE}", check=False):
+                    out[f] = time.time() - since
+            time.sleep(0.02)
+        return out
 
 
 def wait_for(check, timeout: float, what: str, every: float = 0.05) -> float:
@@ -496,7 +520,7 @@ def failover_run(sc: Scenario, prefix: str, run_dir: Path, before: float = 3.0) 
         if sc.managed:
             topo.make_managed()
         if sc.path == "nra":
-            topo.start_nra()
+            topo.start_nra(*sc.nra_flags)
         else:
             topo.install_rules()
             topo.install_path(sc.path)
@@ -523,8 +547,9 @@ def failover_run(sc: Scenario, prefix: str, run_dir: Path, before: float = 3.0) 
         probes = {f: start_probe(topo, f, before + sc.after) for f in (4, 6)} if sc.traffic else {}
         time.sleep(before)
         cut = time.time()
-        topo.cut("r1")
+        topo.cut("r1", sc.cut)
         result: dict = {"cut": cut}
+        left = topo.out_of_table("r1", cut, sc.after) if sc.path == "nra" else {4: None, 6: None}
         if probes:
             for f, (proc, out) in probes.items():
                 sent = finish_probe(proc, out, sc.after + 30)
@@ -537,7 +562,9 @@ def failover_run(sc: Scenario, prefix: str, run_dir: Path, before: float = 3.0) 
                                    "lost_per_s": [sum(1 for t in lost if k <= t - cut < k + 1)
                                                   for k in range(int(sc.after))],
                                    "still_losing": bool(lost) and end - cut > sc.after - 1.0,
-                                   "via_r1_before": sum(1 for t, _, ok, via in sent if ok and t < cut and via == "r1")}
+                                   "via_r1_before": sum(1 for t, _, ok, via in sent if ok and t < cut and via == "r1"),
+                                   "via_r1_after_1s": sum(1 for t, _, ok, via in sent if ok and t > cut + 1
+                                                          and via == "r1")}
         else:
             time.sleep(sc.after)
         for f in (4, 6):
@@ -546,6 +573,7 @@ def failover_run(sc: Scenario, prefix: str, run_dir: Path, before: float = 3.0) 
             r["r1_entry"] = [f"{stamp - cut:.2f} {line}" for stamp, line in monitor.lines
                              if stamp >= cut and line.removeprefix("Deleted ").split()[:1] == [seg(f, 1)]][:40]
             r["failed_s"] = monitor.first(cut, neigh_failed(seg(f, 1)))
+            r["r1_out_of_table_s"] = left[f]
             r["withdrawn_s"] = monitor.first(cut, route_deleted(learned(f, 1))) if sc.bird else None
         return result
 
