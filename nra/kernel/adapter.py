@@ -92,7 +92,7 @@ class KernelAdapter:
         addresses = set(candidates)
         links = links_of(addresses, await routes.connected(a.version for a in addresses)) if addresses else {}
         neighbours = await self._neighbours.read(links) if links else {}
-        learned = await self._learned.read(routes.ipr, addresses) if self._learned else None
+        learned = await self._learned.read(routes.ipr, addresses, links) if self._learned else None
         self._events.watch({a.packed: oifs for a, oifs in links.items()})
         return KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
                            neighbours, links, learned)

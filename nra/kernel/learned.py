@@ -4,14 +4,20 @@ the routes themselves are the daemons', never touched here.
 
 An IPv6 route learned from a peer on a shared link often goes via the peer's link-local
 address (FRR's zebra prefers it), not the address nra knows the peer by; such a gateway counts
-for the peer whose neighbour entry on that link has the same link-layer address.
+for the peer whose neighbour entry on that link has the same link-layer address. When that
+cannot be told (no entry for the gateway, or none for an IPv6 peer of that link), the route
+counts for each IPv6 peer of the link whose link-layer address is unknown: a peer is never
+judged down for want of a neighbour entry.
+
+Cost: every reconcile dumps these routes (the kernel filters by proto): meant for nodes that
+receive a handful of routes from their peers, not a full table.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from pyroute2.iproute.linux import AsyncIPRoute
 
@@ -42,8 +48,10 @@ class LearnedRoutes:
     def __init__(self, protos: frozenset[int]):
         self.protos = protos
 
-    async def read(self, ipr: AsyncIPRoute, peers: Iterable[IPAddress]) -> dict[IPAddress, int]:
-        """How many such routes go via each of `peers` (a peer via none is absent)."""
+    async def read(self, ipr: AsyncIPRoute, peers: Iterable[IPAddress],
+                   links: Mapping[IPAddress, frozenset[int]] | None = None) -> dict[IPAddress, int]:
+        """How many such routes go via each of `peers` (a peer via none is absent); `links`:
+        each on-link peer's links, for routes via a link-local gateway."""
         wanted = {a.packed: a for a in peers}
         counts: dict[IPAddress, int] = {}
         if not wanted:
@@ -60,26 +68,34 @@ class LearnedRoutes:
                         elif oif and len(packed) == 16 and ipaddress.ip_address(packed) in LINK_LOCAL6:
                             link_local[(packed, oif)] = link_local.get((packed, oif), 0) + 1
         if link_local:
-            for peer, count in (await self._by_link_layer(ipr, link_local, wanted)).items():
+            for peer, count in (await self._by_link_layer(ipr, link_local, wanted, links or {})).items():
                 counts[peer] = counts.get(peer, 0) + count
         return counts
 
     async def _by_link_layer(self, ipr: AsyncIPRoute, link_local: dict[tuple[bytes, int], int],
-                             wanted: dict[bytes, IPAddress]) -> dict[IPAddress, int]:
-        """Link-local gateways -> the peers with the same link-layer address on that link."""
+                             wanted: dict[bytes, IPAddress],
+                             links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, int]:
+        """Link-local gateways -> the peers with the same link-layer address on that link (or,
+        when that cannot be told, the link's IPv6 peers whose link-layer address is unknown)."""
         lladdr: dict[tuple[bytes, int], str] = {}
         for oif in sorted({oif for _, oif in link_local}):
             async for msg in await ipr.neigh("dump", family=socket.AF_INET6, ifindex=oif):
                 dst, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
                 if dst and mac and msg["ifindex"] == oif:
                     lladdr[(ipaddress.ip_address(dst).packed, oif)] = mac
-        peer_of: dict[tuple[str, int], IPAddress] = {}
+        macs: dict[int, dict[IPAddress, str]] = {}  # link -> its peers known by their address -> mac
         for (packed, oif), mac in lladdr.items():
             if packed in wanted:
-                peer_of[(mac, oif)] = wanted[packed]
+                macs.setdefault(oif, {})[wanted[packed]] = mac
         counts: dict[IPAddress, int] = {}
-        for key, count in link_local.items():
-            peer = peer_of.get((lladdr.get(key, ""), key[1]))
-            if peer is not None:
-                counts[peer] = counts.get(peer, 0) + count
+        for (packed, oif), count in link_local.items():
+            here = macs.get(oif, {})
+            mac = lladdr.get((packed, oif))
+            if mac is None:  # the gateway's own entry is missing: it may be any IPv6 peer of the link
+                owners = [p for p in wanted.values() if p.version == 6 and oif in links.get(p, ())]
+            else:  # the peer with that address; else one whose own is unknown; else nobody's
+                owners = [p for p, m in here.items() if m == mac] or [
+                    p for p in wanted.values() if p.version == 6 and oif in links.get(p, ()) and p not in here]
+            for owner in owners:
+                counts[owner] = counts.get(owner, 0) + count
         return counts

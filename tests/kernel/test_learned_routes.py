@@ -50,6 +50,7 @@ async def test_an_ipv6_route_via_the_peers_link_local_address_counts_for_the_pee
     # FRR's zebra installs what it learns from an IPv6 neighbour on the link via its link-local
     # address; the neighbour entries (set by hand here) tell which peer that is
     node_ns.ip("-6 neigh replace fd99::2 lladdr 02:00:00:00:00:02 dev eth0 nud reachable")
+    node_ns.ip("-6 neigh replace fd99::3 lladdr 02:00:00:00:00:04 dev eth0 nud reachable")
     node_ns.ip("-6 neigh replace fe80::2 lladdr 02:00:00:00:00:02 dev eth0 nud reachable")
     node_ns.ip("-6 neigh replace fe80::3 lladdr 02:00:00:00:00:03 dev eth0 nud reachable")
     node_ns.ip("-6 route add 2001:db8:201::/64 via fe80::2 dev eth0 proto bgp")
@@ -68,6 +69,18 @@ async def test_an_ipv6_route_via_the_peers_link_local_address_counts_for_the_pee
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert (await adapter.read_state([A6, B6])).learned == {A6: 1}
+
+
+async def test_a_link_local_gateway_that_cannot_be_told_never_makes_a_peer_look_down(node_ns: NetNS):
+    node_ns.ip("-6 neigh replace fd99::3 lladdr 02:00:00:00:00:03 dev eth0 nud reachable")
+    node_ns.ip("-6 neigh replace fe80::2 lladdr 02:00:00:00:00:02 dev eth0 nud reachable")
+    node_ns.ip("-6 route add 2001:db8:201::/64 via fe80::2 dev eth0 proto bgp")
+    async with KernelAdapter(20, netns=node_ns.name, learned_protos=LEARNED) as adapter:
+        # fd99::2 has no entry (its MAC is unknown) and fd99::3's MAC is another: fd99::2's route
+        assert (await adapter.read_state([A6, B6])).learned == {A6: 1}
+        # the gateway's own entry gone too: it may be either peer's
+        node_ns.ip("-6 neigh del fe80::2 dev eth0")
+        assert (await adapter.read_state([A6, B6])).learned == {A6: 1, B6: 1}
 
 
 async def _learned_events(adapter: KernelAdapter, out: asyncio.Queue) -> None:
