@@ -103,3 +103,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "nra.podSecurityContext" -}}
 {{- toYaml (mergeOverwrite (dict "seccompProfile" (dict "type" "RuntimeDefault")) (deepCopy (.Values.podSecurityContext | default dict))) -}}
 {{- end -}}
+
+{{/* Monitors: the node's name as a `node` label (the pods use the node's address). */}}
+{{- define "nra.nodeRelabeling" -}}
+- sourceLabels: [__meta_kubernetes_pod_node_name]
+  targetLabel: node
+  action: replace
+{{- end -}}
