@@ -71,6 +71,24 @@ securityContext:
   emptyDir:
     medium: Memory
     sizeLimit: 16Mi
+{{- include "nra.tableNameVolume" . }}
+{{- end -}}
+
+{{/* TABLE_NAME: nra names its table in the node's iproute2 rt_tables.d (nra.conf). */}}
+{{- define "nra.tableNameVolume" -}}
+{{- if index .Values.env "TABLE_NAME" }}
+- name: rt-tables
+  hostPath:
+    path: /etc/iproute2/rt_tables.d
+    type: DirectoryOrCreate
+{{- end }}
+{{- end -}}
+
+{{- define "nra.tableNameMount" -}}
+{{- if index .Values.env "TABLE_NAME" }}
+- name: rt-tables
+  mountPath: /etc/iproute2/rt_tables.d
+{{- end }}
 {{- end -}}
 
 {{- define "nra.hooksMounts" -}}
@@ -86,4 +104,5 @@ securityContext:
 # Hook scripts may want a scratch directory; the root filesystem is read-only.
 - name: tmp
   mountPath: /tmp
+{{- include "nra.tableNameMount" . }}
 {{- end -}}
