@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 from loguru import logger
 
@@ -29,6 +30,8 @@ from nra.worker import Worker
 
 #: exit code of a daemon whose vital task ended
 EXIT_VITAL_TASK = 1
+#: how often the BGPSessionState watch's health is looked at
+SESSION_WATCH_CHECK_S = 0.5
 
 
 def stuck_limit(settings: Settings) -> float:
@@ -162,17 +165,38 @@ class Agent:
 
     async def _watch_session_states(self, reconciler: Reconciler) -> None:
         """FRR-K8s's BGPSessionStates of this node (advisory, see nra.sources.kube.session_states):
-        each change is handed to the reconciler and wakes the worker."""
+        each change, and the watch failing for the hold time or recovering, wakes the worker. If
+        the watch dies, every peer is unknown to this signal again."""
         from nra.sources.kube import api_client_factory
-        from nra.sources.kube.session_states import SessionStateWatch
+        from nra.sources.kube.session_states import SessionStateFeed, SessionStateWatch
+
+        feed = SessionStateFeed(self.settings.bgp_session_hold)
 
         def publish(states) -> None:
-            reconciler.session_states = states
+            feed.states = states
             self.worker.trigger("session-state")
 
         watch = SessionStateWatch(api_client_factory(self.settings.kubeconfig), self.settings.frrk8s_namespace,
                                   self.settings.node_name)
-        await watch.run(publish)
+        reconciler.session_states = feed.current
+        runner = asyncio.create_task(watch.run(publish), name="session-state-watch")
+        try:
+            while not runner.done():
+                await asyncio.wait({runner}, timeout=SESSION_WATCH_CHECK_S)
+                if feed.check(watch.healthy, time.monotonic()):
+                    self.worker.trigger("session-state")
+            runner.result()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.opt(exception=exc).error("the BGPSessionState watch stopped: {}: {}; its states are ignored",
+                                            type(exc).__name__, exc)
+            metrics.unexpected_error("session-states")
+            reconciler.session_states = lambda: None
+            self.worker.trigger("session-state")
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
 
     async def _timer(self) -> None:
         period = self.settings.max_reconcile_wait / 1000

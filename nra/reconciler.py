@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 from loguru import logger
 
@@ -94,9 +94,9 @@ class Reconciler:
         self.policy = policy_from_settings(settings)
         self.status = status
         self.health = PeerHealth()
-        #: FRR-K8s's session states of this node's peers (peer -> reported up), kept current by
-        #: the agent's watch; None when that signal is off
-        self.session_states: Mapping[IPAddress, bool] | None = None
+        #: FRR-K8s's session states of this node's peers (peer -> reported up; None: all
+        #: unknown), from the agent's watch; None when that signal is off
+        self.session_states: Callable[[], Mapping[IPAddress, bool] | None] | None = None
         self._recheck_at: float | None = None
         self._desired: tuple[Intent | None, DesiredRules] = (None, {})
         self._last_warnings: tuple[str, ...] = ()
@@ -114,7 +114,7 @@ class Reconciler:
             self.health.observe_learned_routes((p.address for p in intent.peers), state.learned)
         if self.session_states is not None:
             self._recheck_at = self.health.observe_session_states(
-                [p.address for p in intent.peers], self.session_states, time.monotonic(),
+                [p.address for p in intent.peers], self.session_states() or {}, time.monotonic(),
                 self.settings.bgp_session_hold)
         return state, plan(intent, state, self.policy, self.health.verdicts(), self._desired_rules(intent))
 

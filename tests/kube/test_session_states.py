@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nra.sources.kube.session_states import SessionStateWatch, session_up
+from nra.sources.kube.session_states import SessionStateFeed, SessionStateWatch, session_up
 from tests.agent.helpers import REPO, clean_env
 from tests.kube.apiserver import FakeApiServer
 from tests.kube.conftest import COALESCE_S, FAST, Recorder, running
@@ -41,6 +41,18 @@ def test_session_up_reads_this_nodes_default_vrf_sessions():
                                          ip_address("fd99::2"): True}  # of two for one peer, down wins
     assert session_up([state("a", "10.99.0.2")], NODE) == {A: True}
 
+
+def test_the_session_state_feed_drops_stale_reports_only_after_the_hold():
+    feed = SessionStateFeed(hold_s=3.0)
+    feed.states = {A: False}
+    assert feed.current() == {A: False}
+    assert feed.check(True, 0.0) is False
+    assert feed.check(False, 10.0) is False and feed.current() == {A: False}  # a routine stream cut
+    assert feed.check(True, 11.0) is False and feed.current() == {A: False}
+    assert feed.check(False, 20.0) is False
+    assert feed.check(False, 23.0) is True and feed.current() is None  # failing for the hold: all unknown
+    assert feed.check(False, 30.0) is False
+    assert feed.check(True, 31.0) is True and feed.current() == {A: False}
 
 async def test_the_watch_follows_this_nodes_objects_only(apiserver: FakeApiServer, factory):
     apiserver.put(state("a", "10.99.0.2"), state("b", "10.99.0.3", bgp="Active"),
@@ -101,6 +113,10 @@ async def test_the_agent_leaves_out_a_peer_whose_session_stays_down(apiserver: F
         await wait_gateways(node_ns, {"10.99.0.3"}, 3)
         apiserver.delete("BGPSessionState", "s1", FRR_NS)  # no object: unknown, not down
         await wait_gateways(node_ns, {"10.99.0.2", "10.99.0.3"}, 3)
+        apiserver.put(state("s1", "10.99.0.2", bgp="Idle"))
+        await wait_gateways(node_ns, {"10.99.0.3"}, 3)
+        await apiserver.stop()  # the API goes away: stale reports must not keep r1 out for ever
+        await wait_gateways(node_ns, {"10.99.0.2", "10.99.0.3"}, 5)
     finally:
         proc.terminate()
         await proc.wait()

@@ -92,6 +92,11 @@ class Reflector:
     def synced(self) -> bool:
         return self.objects is not None
 
+    @property
+    def healthy(self) -> bool:
+        """Listed, and not failing since (a failure lasts until the next list or event)."""
+        return self.synced and self._failing is None
+
     def _query(self) -> dict[str, str]:
         query = {}
         if self.resource.field_selector:

@@ -4,7 +4,9 @@ FRR-K8s writes one object per BGP session of each node (labels frrk8s.metallb.io
 /vrf; status bgpStatus, bfdStatus) from its status controller, which polls FRR: the signal is
 seconds old at best, never BFD-fast. nra lists and watches this node's objects (label
 selector on the node label) and hands nra.peer_health, for each peer of the default VRF,
-whether its session is reported up. A peer without an object is unknown, not down.
+whether its session is reported up. A peer without an object is unknown, not down; so are
+all of them while the watch has been failing for the hold time (the API down, say): stale
+reports must not keep a live peer out.
 
 RBAC: get/list/watch on bgpsessionstates.frrk8s.metallb.io in FRR-K8s's namespace.
 """
@@ -62,3 +64,35 @@ class SessionStateWatch(WatchedSource):
     def compute(self, caches: dict[str, list[dict]]) -> dict[IPAddress, bool]:  # type: ignore[override]
         return session_up(caches.get(PLURAL) or [], self.node_name or "")
 
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.reflectors) and all(r.healthy for r in self.reflectors)
+
+
+class SessionStateFeed:
+    """What the reconciler reads: the last published states, or None (all unknown) once the
+    watch has been unhealthy for `hold_s`; a shorter failure (a routine stream cut) keeps
+    them, so it does not flap any verdict."""
+
+    def __init__(self, hold_s: float):
+        self.hold_s = hold_s
+        self.states: dict[IPAddress, bool] = {}
+        self._unhealthy_since: float | None = None
+        self._dropped = False
+
+    def current(self) -> dict[IPAddress, bool] | None:
+        return None if self._dropped else dict(self.states)
+
+    def check(self, healthy: bool, now: float) -> bool:
+        """Note the watch's health at `now`; True when current() changed because of it."""
+        if healthy:
+            self._unhealthy_since = None
+            changed, self._dropped = self._dropped, False
+            return changed
+        if self._unhealthy_since is None:
+            self._unhealthy_since = now
+        if not self._dropped and now - self._unhealthy_since >= self.hold_s:
+            self._dropped = True
+            return True
+        return False
