@@ -1,7 +1,7 @@
 """What nra sets up in the kernel's neighbour machinery for its peers, both opt-in:
 
-- managed entries (MANAGED_NEIGHBOURS, Linux 5.16+): each on-link peer's ARP/ND entry is
-  marked NTF_MANAGED, so the kernel keeps it resolved without traffic and a dead idle router
+- managed entries (MANAGED_NEIGHBOURS, Linux 5.16+): each on-link peer's ARP/ND entry (unless
+  set by hand: PERMANENT or NOARP) is marked NTF_MANAGED, so the kernel keeps it resolved without traffic and a dead idle router
   goes FAILED (without it its entry sits in STALE for ever). nra owns the mark it sets: an
   entry it marked is deleted when its peer goes (the kernel makes a plain one again on use),
   and marked again if it vanished (a link flap flushes the link's entries).
@@ -68,9 +68,14 @@ class PeerNeighbours:
 
     async def _mark(self, links: Mapping[IPAddress, frozenset[int]], present: Mapping[IPAddress, str],
                     warnings: list[str]) -> None:
-        want = {(a.packed, AF[a.version], oif): a for a, oifs in links.items() for oif in oifs}
+        peers = {(a.packed, AF[a.version], oif): a for a, oifs in links.items() for oif in oifs}
+        # an entry set by hand (PERMANENT, NOARP) is the operator's: never made managed, and no
+        # longer ours to delete
+        by_hand = {key for key, a in peers.items() if present.get(a) in ("PERMANENT", "NOARP")}
+        self._marked -= by_hand
+        want = {key: a for key, a in peers.items() if key not in by_hand}
         todo = [key for key, a in want.items() if key not in self._marked or a not in present]
-        gone = sorted(self._marked - want.keys())
+        gone = sorted(self._marked - peers.keys())
         if todo:
             bodies = [encode_neighbour(packed, family, oif, managed=True) for packed, family, oif in todo]
             codes = await asyncio.to_thread(self.sock.request_batch, RTM_NEWNEIGH,

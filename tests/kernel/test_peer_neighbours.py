@@ -58,6 +58,11 @@ async def test_managed_entries_are_kept_resolved_by_the_kernel_without_traffic(l
             time.sleep(0.1)
         wait_neigh(node, LIVE4, "REACHABLE")
 
+        # an entry set by hand stays the operator's
+        node.ip(f"-6 neigh replace {LIVE6} lladdr 02:00:00:00:00:06 dev eth0 nud permanent")
+        await set_up(adapter, [LIVE4, LIVE6, DEAD6])
+        assert neigh_state(node, LIVE6) == "PERMANENT" and not managed(node, LIVE6)
+
 
 async def test_link_timers_are_set_through_netlink_for_both_families(lan):  # noqa: F811
     node, _ = lan
