@@ -157,11 +157,10 @@ class Reconciler:
 
     async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
         state, the_plan = await self.compute_plan(intent)
-        for warning in await self.adapter.set_up_peer_neighbours(state):
-            logger.warning(warning)
+        set_up = tuple(await self.adapter.set_up_peer_neighbours(state))
         outcome.plan = the_plan
-        self._log_warnings(the_plan.warnings)
-        outcome.warnings = the_plan.warnings
+        self._log_warnings(the_plan.warnings + set_up)
+        outcome.warnings = the_plan.warnings + set_up
         outcome.degraded = bool(the_plan.unusable_peers)
         for op in the_plan.operations:
             logger.info("{} ({})", op, trigger)
