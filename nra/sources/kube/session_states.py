@@ -1,8 +1,8 @@
 """FRR-K8s's BGPSessionState objects of this node: an advisory, slow liveness signal.
 
 FRR-K8s writes one object per BGP session of each node (labels frrk8s.metallb.io/node, /peer,
-/vrf; status bgpStatus, bfdStatus) from its status controller, which polls FRR: the signal is
-seconds old at best, never BFD-fast. nra lists and watches this node's objects (label
+/vrf; status bgpStatus, bfdStatus) from its status exporter, which polls FRR at most its
+`--poll-interval` apart (2 minutes by default): the signal can be minutes old, never BFD-fast. nra lists and watches this node's objects (label
 selector on the node label) and hands nra.peer_health, for each peer of the default VRF,
 whether its session is reported up. A peer without an object is unknown, not down; so are
 all of them while the watch has been failing for the hold time (the API down, say): stale
