@@ -59,8 +59,8 @@ def policy_from_settings(settings: Settings) -> RoutingPolicy:
                          destinations=settings.destinations)
 
 
-def adapter_from_settings(settings: Settings) -> KernelAdapter:
-    """The kernel adapter the settings describe (use as `async with`)."""
+def kernel_adapter(settings: Settings) -> KernelAdapter:
+    """The kernel façade for these settings (use as `async with`)."""
     return KernelAdapter(settings.table, netns=settings.netns, learned_protos=settings.learned_protos,
                          managed_neighbours=settings.managed_neighbours, neigh_timers=settings.neigh_timers)
 

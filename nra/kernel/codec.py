@@ -65,7 +65,8 @@ RULE_OWN_ATTRS = {FRA_SRC, FRA_DST, FRA_PRIORITY, FRA_FWMARK, FRA_FWMASK, FRA_TA
 
 # -- linux/neighbour.h -------------------------------------------------------------------------
 NDMSG = struct.Struct("=BBHiHBB")  # family pad pad ifindex state flags type
-NDA_DST, NDA_IFINDEX, NDA_FLAGS_EXT = 1, 8, 15
+NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
+NDA_FLAGS_EXT = 15
 NTF_EXT_MANAGED = 0x1  # the kernel keeps the entry resolved (Linux 5.16)
 RTM_SETNEIGHTBL = 67
 NDTMSG = struct.Struct("=BBH")  # family pad pad
