@@ -62,7 +62,6 @@ class Agent:
         """Called by the source with every complete configuration it loads."""
         changed = self.desired.accept(result)
         self.status.config_loaded = True
-        self.status.source_synced = True
         metrics.ready(self.status.ready)
         if changed and self.worker is not None:
             self.worker.trigger("config")

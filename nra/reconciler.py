@@ -31,7 +31,6 @@ class Outcome:
     ok: bool
     applied: int = 0
     failed: list[str] = field(default_factory=list)
-    warnings: tuple[str, ...] = ()
     skipped: str = ""  # why nothing was done, if so
     #: some desired peers could not be used as nexthops (off-link, link down, silent)
     degraded: bool = False
@@ -127,7 +126,6 @@ class Reconciler:
         duration = time.perf_counter() - started
         metrics.reconcile_done(trigger, duration, outcome.ok, kinds, time.time())
         self.status.last_reconcile_ok = outcome.ok
-        self.status.last_reconcile_at = time.time()
         self.status.in_sync = outcome.ok
         metrics.ready(self.status.ready)
         if hooks:
@@ -140,7 +138,6 @@ class Reconciler:
         state, the_plan = await self.compute_plan(intent)
         outcome.plan = the_plan
         self._log_warnings(the_plan.warnings)
-        outcome.warnings = the_plan.warnings
         outcome.degraded = bool(the_plan.unusable_peers)
         for op in the_plan.operations:
             logger.info("{} ({})", op, trigger)
