@@ -19,7 +19,7 @@ from nra.hooks import run_hook
 from nra.intent import Intent
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
 from nra.kernel.model import KernelState
-from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
+from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
 from nra.peer_health import PeerHealth
 from nra.planner import DesiredRules, Plan, RoutingPolicy, desired_rules, managed_route, plan
 from nra.settings import Settings
@@ -30,6 +30,8 @@ from nra.status import AgentStatus
 class Outcome:
     ok: bool
     applied: int = 0
+    #: the operations applied
+    applied_ops: list[Operation] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     skipped: str = ""  # why nothing was done, if so
     #: some desired peers could not be used as nexthops (off-link, link down, silent)
@@ -145,6 +147,7 @@ class Reconciler:
         if the_plan.operations:
             report = await self.adapter.apply(the_plan.operations)
             outcome.applied = len(report.applied)
+            outcome.applied_ops = report.applied
             outcome.failed = [f"{op}: {err}" for op, err in report.failed]
             for line in outcome.failed:
                 logger.error("failed: {}", line)
