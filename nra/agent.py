@@ -31,6 +31,7 @@ from nra.worker import Worker
 
 #: exit code of a daemon whose vital task ended
 EXIT_VITAL_TASK = 1
+WORKER, KERNEL_WATCHER = "worker", "netlink-events"
 
 
 def stuck_limit(settings: Settings) -> float:
@@ -111,8 +112,8 @@ class Agent:
         if self.intent is not None:
             self.worker.trigger("config")
         vital = {
-            asyncio.create_task(self.worker.run(), name="worker"),
-            asyncio.create_task(self._watch_kernel(adapter, reconciler), name="netlink-events"),
+            asyncio.create_task(self.worker.run(), name=WORKER),
+            asyncio.create_task(self._watch_kernel(adapter, reconciler), name=KERNEL_WATCHER),
         }
         others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name="source")}
         if self.settings.max_reconcile_wait:
@@ -125,11 +126,13 @@ class Agent:
             while not stop.done():
                 done, _ = await asyncio.wait([stop, *vital, *others], return_when=asyncio.FIRST_COMPLETED)
                 for task in done - {stop}:
-                    (vital if task in vital else others).discard(task)
-                    if task.get_name() in ("worker", "netlink-events"):
+                    if task in vital:
+                        vital.discard(task)
                         self._vital_task_ended(task)
                         code = EXIT_VITAL_TASK
                         self._stop.set()
+                    else:
+                        others.discard(task)
         finally:
             logger.info("stopping; the kernel state is left as it is")
             tasks = [stop, *vital, *others, *(t for t in (self._echo_check,) if t is not None)]

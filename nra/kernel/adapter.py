@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass, field
+from functools import partial
 from typing import AsyncIterator, Iterable, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
@@ -56,6 +57,7 @@ class KernelAdapter:
         self.netns = netns
         self._sock = NetlinkSocket(netns)
         self._ipr: AsyncIPRoute | None = None
+        self._route_table: Routes | None = None
         self._rules = Rules(self._sock, table)
         self._neighbours = Neighbours(self._sock)
         self._local = LocalAddresses(self._sock)
@@ -64,19 +66,20 @@ class KernelAdapter:
     async def __aenter__(self) -> "KernelAdapter":
         await asyncio.to_thread(self._sock.open)
         self._ipr = await open_route_socket(self.netns)
+        self._route_table = Routes(self._ipr, self.table)
         return self
 
     async def __aexit__(self, *exc) -> None:
         if self._ipr is not None:
             self._ipr.close()
-            self._ipr = None
+            self._ipr = self._route_table = None
         self._sock.close()
 
     @property
     def _routes(self) -> Routes:
-        if self._ipr is None:
+        if self._route_table is None:
             raise RuntimeError("KernelAdapter used outside `async with`")
-        return Routes(self._ipr, self.table)
+        return self._route_table
 
     # -- reading ----------------------------------------------------------------------
 
@@ -110,7 +113,7 @@ class KernelAdapter:
             if not zone:
                 continue
             try:
-                zones[address] = await asyncio.to_thread(in_netns, self.netns, lambda: socket.if_nametoindex(zone))
+                zones[address] = await asyncio.to_thread(in_netns, self.netns, partial(socket.if_nametoindex, zone))
             except OSError:
                 invalid[address] = f"on link {zone}, which does not exist"
         return zones
