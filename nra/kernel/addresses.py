@@ -30,8 +30,9 @@ class LocalAddresses:
             if message.kind != RTM_NEWROUTE:
                 return None
             route = decode_route_header(message)
-            full = route.dst_len == len(route.dst) * 8
-            return (route.dst, route.type) if full and route.dst in wanted and route.type in LOCAL_KINDS else None
+            if route.table != RT_TABLE_LOCAL or route.dst_len != len(route.dst) * 8:
+                return None
+            return (route.dst, route.type) if route.dst in wanted and route.type in LOCAL_KINDS else None
 
         found: dict[IPAddress, str] = {}
         for version in sorted({a.version for group in wanted.values() for a in group}):

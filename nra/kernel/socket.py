@@ -116,7 +116,10 @@ class NetlinkSocket:
     def _ensure_open(self) -> socket.socket:
         if self._sock is None:
             sock = open_netlink(self.netns)
-            sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)  # dumps filtered by the kernel
+            try:  # dumps filtered by the kernel (since Linux 4.20; callers filter too)
+                sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            except OSError:
+                pass
             sock.settimeout(self.timeout_s)
             self._sock = sock
         return self._sock
