@@ -31,7 +31,7 @@ from nra.worker import Worker
 
 #: exit code of a daemon whose vital task ended
 EXIT_VITAL_TASK = 1
-WORKER, KERNEL_WATCHER = "worker", "netlink-events"
+WORKER, KERNEL_WATCHER, SOURCE = "worker", "netlink-events", "source"
 
 
 def stuck_limit(settings: Settings) -> float:
@@ -66,6 +66,7 @@ class Agent:
         """Called by the source with every complete configuration it loads."""
         changed = self.desired.accept(result)
         self.status.config_loaded = True
+        self.status.source_synced = True
         metrics.ready(self.status.ready)
         if changed and self.worker is not None:
             self.worker.trigger("config")
@@ -115,7 +116,7 @@ class Agent:
             asyncio.create_task(self.worker.run(), name=WORKER),
             asyncio.create_task(self._watch_kernel(adapter, reconciler), name=KERNEL_WATCHER),
         }
-        others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name="source")}
+        others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name=SOURCE)}
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
@@ -133,6 +134,8 @@ class Agent:
                         self._stop.set()
                     else:
                         others.discard(task)
+                        if task.get_name() == SOURCE:
+                            self.status.source_synced = False  # (run_source said why)
         finally:
             logger.info("stopping; the kernel state is left as it is")
             tasks = [stop, *vital, *others, *(t for t in (self._echo_check,) if t is not None)]

@@ -33,6 +33,8 @@ class Outcome:
     #: the operations applied
     applied_ops: list[Operation] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: the plan's warnings (each peer left out, and why); read by /status
+    warnings: tuple[str, ...] = ()
     skipped: str = ""  # why nothing was done, if so
     #: some desired peers could not be used as nexthops (off-link, link down, silent)
     degraded: bool = False
@@ -128,6 +130,7 @@ class Reconciler:
         duration = time.perf_counter() - started
         metrics.reconcile_done(trigger, duration, outcome.ok, kinds, time.time())
         self.status.last_reconcile_ok = outcome.ok
+        self.status.last_reconcile_at = time.time()
         self.status.in_sync = outcome.ok
         metrics.ready(self.status.ready)
         if hooks:
@@ -139,6 +142,7 @@ class Reconciler:
     async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
         state, the_plan = await self.compute_plan(intent)
         outcome.plan = the_plan
+        outcome.warnings = the_plan.warnings
         self._log_warnings(the_plan.warnings)
         outcome.degraded = bool(the_plan.unusable_peers)
         for op in the_plan.operations:
