@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 from loguru import logger
 
 from nra import metrics
+from nra.contention import ContentionDetector
 from nra.desired import Desired, run_source
 from nra.echo import ECHO_CHECK_S, EchoFilter
 from nra.host import check_multipath_use_neigh
@@ -29,6 +31,7 @@ from nra.worker import Worker
 
 #: exit code of a daemon whose vital task ended
 EXIT_VITAL_TASK = 1
+WORKER, KERNEL_WATCHER, SOURCE = "worker", "netlink-events", "source"
 
 
 def stuck_limit(settings: Settings) -> float:
@@ -46,6 +49,7 @@ class Agent:
         self.desired = Desired()
         self.stuck_after_s = stuck_after_s if stuck_after_s is not None else stuck_limit(settings)
         self.echo = EchoFilter()
+        self.contention = ContentionDetector()
         self.worker: Worker | None = None
         self._stop = asyncio.Event()
         self._echo_check: asyncio.Task | None = None
@@ -109,10 +113,10 @@ class Agent:
         if self.intent is not None:
             self.worker.trigger("config")
         vital = {
-            asyncio.create_task(self.worker.run(), name="worker"),
-            asyncio.create_task(self._watch_kernel(adapter, reconciler), name="netlink-events"),
+            asyncio.create_task(self.worker.run(), name=WORKER),
+            asyncio.create_task(self._watch_kernel(adapter, reconciler), name=KERNEL_WATCHER),
         }
-        others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name="source")}
+        others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name=SOURCE)}
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
@@ -123,11 +127,15 @@ class Agent:
             while not stop.done():
                 done, _ = await asyncio.wait([stop, *vital, *others], return_when=asyncio.FIRST_COMPLETED)
                 for task in done - {stop}:
-                    (vital if task in vital else others).discard(task)
-                    if task.get_name() in ("worker", "netlink-events"):
+                    if task in vital:
+                        vital.discard(task)
                         self._vital_task_ended(task)
                         code = EXIT_VITAL_TASK
                         self._stop.set()
+                    else:
+                        others.discard(task)
+                        if task.get_name() == SOURCE:
+                            self.status.source_synced = False  # (run_source said why)
         finally:
             logger.info("stopping; the kernel state is left as it is")
             tasks = [stop, *vital, *others, *(t for t in (self._echo_check,) if t is not None)]
@@ -155,8 +163,21 @@ class Agent:
 
     def _reconciled(self, triggers: set[str], outcome: Outcome) -> None:
         self.echo.reconcile_finished(bool(outcome.applied))
-        if "netlink" in triggers and outcome.applied:
+        by_drift = "netlink" in triggers
+        if by_drift and outcome.applied:
             metrics.drift_repaired()
+        change = self.contention.reconciled(time.monotonic(), by_drift, outcome.applied_ops)
+        if change == "started":
+            logger.warning("another writer keeps undoing nra's changes to table {} and its rules: {}; is a "
+                           "second agent (or another configuration) managing this table?",
+                           self.settings.table, self.contention.fight)
+        elif change == "ended":
+            logger.info("table {}: nothing has undone nra's changes for {:g} s; no longer contended",
+                        self.settings.table, self.contention.quiet_s)
+        if change:
+            self.status.contention = self.contention.fight
+            metrics.contention(bool(self.contention.fight))
+            metrics.ready(self.status.ready)
 
     async def _timer(self) -> None:
         period = self.settings.max_reconcile_wait / 1000
@@ -172,10 +193,12 @@ class Agent:
                                                                     None if entry.deleted else entry.state)
                 if reason:  # a peer starts or stops answering: not an echo of ours
                     logger.debug("netlink: {}", reason)
-                    self.worker.trigger("netlink")
+                    self.worker.trigger("neighbour")
                 continue
             logger.debug("netlink: {}", event.reason)
-            if isinstance(event, TableChange) and self.echo.probably_echo():
+            if isinstance(event, TableChange) and event.reason.startswith("link "):
+                self.worker.trigger("link")  # the kernel's doing, not another writer's
+            elif isinstance(event, TableChange) and self.echo.probably_echo():
                 if self._echo_check is None or self._echo_check.done():
                     self._echo_check = self.worker.trigger_later("netlink", ECHO_CHECK_S)
             else:

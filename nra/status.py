@@ -15,11 +15,12 @@ class AgentStatus:
     source_name: str = ""
     #: set once the first configuration has been loaded from the source
     config_loaded: bool = False
+    #: the source runs and has published (False once it stopped); read by /status
     source_synced: bool = False
     #: the last reconcile left the kernel equal to the intent
     in_sync: bool = False
     last_reconcile_ok: bool | None = None
-    last_reconcile_at: float | None = None  # wall clock (time.time())
+    last_reconcile_at: float | None = None  # wall clock (time.time()); read by /status
     #: monotonic time the running reconcile started; None while the worker waits
     busy_since: float | None = None
     #: another writer keeps undoing our changes (see nra.contention)
