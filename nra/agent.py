@@ -15,7 +15,7 @@ import time
 
 from loguru import logger
 
-from nra import metrics
+from nra import __version__, metrics
 from nra.contention import ContentionDetector
 from nra.desired import Desired, run_source
 from nra.echo import ECHO_CHECK_S, EchoFilter
@@ -27,6 +27,7 @@ from nra.reconciler import Outcome, Reconciler
 from nra.settings import Settings
 from nra.sources.base import Source
 from nra.status import STUCK_AFTER_S, AgentStatus
+from nra.status_report import StatusDetails
 from nra.worker import Worker
 
 #: exit code of a daemon whose vital task ended
@@ -46,6 +47,9 @@ class Agent:
         self.settings = settings
         self.source = source
         self.status = AgentStatus(source_name=source.name)
+        self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
+                                                    settings=self.settings,
+                                                    config_loaded_at=self.desired.loaded_at)
         self.desired = Desired()
         self.stuck_after_s = stuck_after_s if stuck_after_s is not None else stuck_limit(settings)
         self.echo = EchoFilter()
@@ -119,6 +123,7 @@ class Agent:
         others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name=SOURCE)}
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
+        metrics.agent_started(__version__, self.source.name)
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
                     f"namespace {self.settings.netns}" if self.settings.netns else "this network namespace")
         stop = asyncio.create_task(self._stop.wait())

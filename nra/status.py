@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 #: a reconcile (hooks included) running longer than this means the worker is stuck
 STUCK_AFTER_S = 30.0
@@ -25,6 +26,9 @@ class AgentStatus:
     busy_since: float | None = None
     #: another writer keeps undoing our changes (see nra.contention)
     contention: str = ""
+    #: what /status shows beyond this (the intent, the last outcome, the settings): a
+    #: callable the agent sets, returning nra.status_report.StatusDetails
+    details: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     def reconcile_started(self) -> None:
         self.busy_since = time.monotonic()
