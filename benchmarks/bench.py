@@ -19,7 +19,7 @@ import uuid
 
 from nra.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
-from nra.planner import RoutingPolicy, plan
+from nra.planner import RoutingPolicy, desired_rules, plan
 
 POLICY = RoutingPolicy(table=20, priority=20, fwmark=None, fwmask=None,
                        destinations=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))
@@ -53,7 +53,8 @@ async def measure_agent(n: int) -> dict[str, float]:
         async with KernelAdapter(POLICY.table, netns=ns) as adapter:
             t0 = time.perf_counter()
             state = await adapter.read_state(p.address for p in want.peers)
-            the_plan = plan(want, state, POLICY)
+            desired = desired_rules(want, POLICY)  # the reconciler keeps these while the intent holds
+            the_plan = plan(want, state, POLICY, desired=desired)
             t1 = time.perf_counter()
             report = await adapter.apply(the_plan.operations)
             t2 = time.perf_counter()
@@ -62,7 +63,7 @@ async def measure_agent(n: int) -> dict[str, float]:
             t3 = time.perf_counter()
             state = await adapter.read_state(p.address for p in want.peers)
             t4 = time.perf_counter()
-            steady = plan(want, state, POLICY)
+            steady = plan(want, state, POLICY, desired=desired)
             t5 = time.perf_counter()
             assert steady.operations == () and len(state.rules) == n
             state = await adapter.read_state(())

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="same as the `plan` command: print what would change, change nothing")
     parser.add_argument("command", nargs="?", default="run", choices=["run", "plan", "clean"],
                         help="run (default: daemon, or ONESHOT/CLEANANDEXIT), "
-                        "plan (print what would change, change nothing), clean (= CLEANANDEXIT)")
+                        "plan (print what would change, change nothing), clean (= CLEANANDEXIT); "
+                        "`nra status [--json]` asks a running agent what it holds (see nra status --help)")
     for field, (flag, metavar, text) in _FLAGS.items():
         env = ENV_NAMES[field]
         if not metavar:
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     from nra import lazy_imports
 
     lazy_imports.install()  # no-op if pyroute2 is already loaded
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:  # a client of the running agent: none of the agent's settings
+        from nra.status_report import main as status_main
+
+        return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.dry_run:
         args.command = "plan"

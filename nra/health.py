@@ -1,4 +1,5 @@
-"""Health and metrics over HTTP: /healthz (liveness), /readyz (readiness), /metrics.
+"""Health and metrics over HTTP: /healthz (liveness), /readyz (readiness), /metrics, and
+/status (what `nra status` shows).
 
 The answers are AgentStatus's own (liveness, readiness), testable without a server; the
 aiohttp app only serves them.
@@ -14,6 +15,7 @@ from prometheus_client.exposition import choose_encoder
 
 from nra.metrics import REGISTRY
 from nra.status import STUCK_AFTER_S, AgentStatus
+from nra.status_report import status_handler_for
 
 DISABLED = {"", "off", "0", "false", "no"}
 
@@ -69,6 +71,7 @@ def build_app(status: AgentStatus, stuck_after_s: float = STUCK_AFTER_S) -> web.
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/status", status_handler_for())
     return app
 
 
@@ -91,7 +94,7 @@ async def start_health_server(
     except OSError as exc:
         await runner.cleanup()
         raise HealthAddressError(f"health address {address}: cannot listen: {exc.strerror or exc}") from None
-    logger.info("health endpoints on http://{}:{}/ (healthz, readyz, metrics)", host, port)
+    logger.info("health endpoints on http://{}:{}/ (healthz, readyz, metrics, status)", host, port)
     return runner
 
 

@@ -90,13 +90,17 @@ class _Builder:
 
 
 def _peer_address(value: Any) -> IPAddress | None:
-    """An IP address, or None for anything else (an interface name, a CIDR, a zone...)."""
-    if not isinstance(value, str) or "%" in value:
+    """An IP address, or None for anything else (an interface name, a CIDR...). An IPv6
+    link-local address may name its link as a zone (`fe80::1%eth0`); no other address may."""
+    if not isinstance(value, str):
         return None
     try:
-        return ipaddress.ip_address(value.strip())
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
         return None
+    if "%" in value and not address.is_link_local:
+        return None
+    return address
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

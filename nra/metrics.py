@@ -105,8 +105,17 @@ HOOK_RUNS = Counter(
 )
 
 
-def agent_info(version: str, source: str, return_path: str = "rules") -> None:
+#: the single triggers of a daemon's reconciles (combined ones, "config+netlink", come as they happen)
+TRIGGERS = ("config", "timer", "netlink", "link", "neighbour", "retry", "sighup")
+
+
+def agent_started(version: str, source: str, return_path: str = "rules") -> None:
+    """The agent's info, and its reconcile counters at 0 for each trigger: a counter series
+    that exists before its first increment lets rate() and the alerts see that increment."""
     INFO.info({"version": version, "source": source, "return_path": return_path})
+    for trigger in TRIGGERS:
+        RECONCILES.labels(trigger)
+        RECONCILE_FAILURES.labels(trigger)
 
 
 def reconcile_done(trigger: str, duration_s: float, ok: bool, op_kinds: Iterable[str], wall_time: float) -> None:

@@ -73,6 +73,12 @@ async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode
     if not outcome.ok:
         logger.error("{} failed: {}", mode, outcome.describe())
         return 1
+    unrouted = outcome.plan.unrouted if outcome.plan else ()
+    if unrouted:  # a one-off run has no later reconcile to put the route in
+        families = " and ".join(f"IPv{v}" for v in unrouted)
+        logger.error("{} failed: no usable {} peer, so no {} route (rules are installed): {}", mode, families,
+                     families, outcome.describe())
+        return 1
     logger.info("{} done: {}", mode, outcome.describe())
     return 0
 

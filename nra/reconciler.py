@@ -20,7 +20,7 @@ from nra.hooks import run_hook
 from nra.intent import Intent, IPAddress
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
 from nra.kernel.model import KernelState
-from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
+from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
 from nra.peer_health import PeerHealth
 from nra.planner import DesiredRules, Plan, RoutingPolicy, desired_rules, managed_route, plan
 from nra.settings import Settings
@@ -31,7 +31,10 @@ from nra.status import AgentStatus
 class Outcome:
     ok: bool
     applied: int = 0
+    #: the operations applied
+    applied_ops: list[Operation] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: the plan's warnings (each peer left out, and why); read by /status
     warnings: tuple[str, ...] = ()
     skipped: str = ""  # why nothing was done, if so
     #: some desired peers could not be used as nexthops (off-link, link down, silent)
@@ -159,8 +162,8 @@ class Reconciler:
         state, the_plan = await self.compute_plan(intent)
         set_up = tuple(await self.adapter.set_up_peer_neighbours(state))
         outcome.plan = the_plan
-        self._log_warnings(the_plan.warnings + set_up)
         outcome.warnings = the_plan.warnings + set_up
+        self._log_warnings(outcome.warnings)
         outcome.degraded = bool(the_plan.unusable_peers)
         for op in the_plan.operations:
             logger.info("{} ({})", op, trigger)
@@ -168,6 +171,7 @@ class Reconciler:
         if the_plan.operations:
             report = await self.adapter.apply(the_plan.operations)
             outcome.applied = len(report.applied)
+            outcome.applied_ops = report.applied
             outcome.failed = [f"{op}: {err}" for op, err in report.failed]
             for line in outcome.failed:
                 logger.error("failed: {}", line)

@@ -55,15 +55,6 @@ def _total(values: dict, name: str) -> int:
     return int(sum(values.get(name, {}).values()))
 
 
-def _health_answers(status: Any) -> tuple[tuple[bool, str], tuple[bool, str]]:
-    """(readiness, liveness) as /readyz and /healthz give them."""
-    if hasattr(status, "readiness"):  # AgentStatus answers for itself (main since the kernel split)
-        return status.readiness(), status.liveness()
-    from nra.health import liveness_of, readiness_of  # before it: pure functions in nra.health
-
-    return readiness_of(status), liveness_of(status)
-
-
 def status_document(status: Any, details: StatusDetails | None = None, registry: Any = None,
                     now: float | None = None) -> dict[str, Any]:
     """The `/status` JSON: a pure function of its arguments (`now` for the ages)."""
@@ -74,7 +65,7 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
     details = details or StatusDetails()
     now = time.time() if now is None else now
     values = _registry_values(registry)
-    (ready, ready_reason), (live, live_reason) = _health_answers(status)
+    (ready, ready_reason), (live, live_reason) = status.readiness(), status.liveness()
 
     left_out = [
         {"family": dict(labels).get("family"), "reason": dict(labels).get("reason"), "count": int(v)}

@@ -9,7 +9,9 @@ operations given a handler in apply().
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass, field
+from functools import partial
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
@@ -22,10 +24,11 @@ from nra.kernel.learned import LearnedRoutes
 from nra.kernel.model import KernelState
 from nra.kernel.neighbours import Neighbours
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
+from nra.kernel.addresses import LocalAddresses
 from nra.kernel.peer_neighbours import PeerNeighbours
-from nra.kernel.routes import Routes, links_of, open_route_socket
+from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket
 from nra.kernel.rules import Rules
-from nra.kernel.socket import NetlinkSocket
+from nra.kernel.socket import NetlinkSocket, in_netns
 
 #: faults of the kernel or its sockets, as opposed to bugs
 KERNEL_ERRORS = (OSError, NetlinkError)
@@ -57,8 +60,10 @@ class KernelAdapter:
         self.netns = netns
         self._sock = NetlinkSocket(netns)
         self._ipr: AsyncIPRoute | None = None
+        self._route_table: Routes | None = None
         self._rules = Rules(self._sock, table)
         self._neighbours = Neighbours(self._sock)
+        self._local = LocalAddresses(self._sock)
         self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
         self._learned = LearnedRoutes(learned_protos) if learned_protos else None
         self._events = KernelEvents(netns, table, learned_protos)
@@ -66,19 +71,20 @@ class KernelAdapter:
     async def __aenter__(self) -> "KernelAdapter":
         await asyncio.to_thread(self._sock.open)
         self._ipr = await open_route_socket(self.netns)
+        self._route_table = Routes(self._ipr, self.table)
         return self
 
     async def __aexit__(self, *exc) -> None:
         if self._ipr is not None:
             self._ipr.close()
-            self._ipr = None
+            self._ipr = self._route_table = None
         self._sock.close()
 
     @property
     def _routes(self) -> Routes:
-        if self._ipr is None:
+        if self._route_table is None:
             raise RuntimeError("KernelAdapter used outside `async with`")
-        return Routes(self._ipr, self.table)
+        return self._route_table
 
     # -- reading ----------------------------------------------------------------------
 
@@ -90,12 +96,33 @@ class KernelAdapter:
         rules = await self._rules.read()
         table_routes = await routes.read()
         addresses = set(candidates)
-        links = links_of(addresses, await routes.connected(a.version for a in addresses)) if addresses else {}
+        links: dict[IPAddress, frozenset[int]] = {}
+        invalid: dict[IPAddress, str] = {}
+        if addresses:
+            connected = await routes.connected(a.version for a in addresses)
+            zones = await self._zones(addresses, invalid)
+            links = links_of(addresses, connected, zones)
+            invalid.update(await self._local.kinds(addresses))
+            invalid.update(network_addresses(links, connected))
         neighbours = await self._neighbours.read(links) if links else {}
         learned = await self._learned.read(routes.ipr, addresses, links) if self._learned else None
-        self._events.watch({a.packed: oifs for a, oifs in links.items()})
+        self._events.watch(links)
         return KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
-                           neighbours, links, learned)
+                           neighbours, links, invalid, learned)
+
+    async def _zones(self, addresses: Iterable[IPAddress], invalid: dict[IPAddress, str]) -> dict[IPAddress, int]:
+        """The link index of each zoned address's zone (fe80::1%eth0: eth0's); an unknown
+        zone goes to `invalid`."""
+        zones: dict[IPAddress, int] = {}
+        for address in addresses:
+            zone = getattr(address, "scope_id", None)
+            if not zone:
+                continue
+            try:
+                zones[address] = await asyncio.to_thread(in_netns, self.netns, partial(socket.if_nametoindex, zone))
+            except OSError:
+                invalid[address] = f"on link {zone}, which does not exist"
+        return zones
 
     # -- writing ----------------------------------------------------------------------
 

@@ -10,16 +10,18 @@ a busy node refreshes ARP/ND entries all the time, so only the peers' entries ar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import AsyncIterator, Union
+from typing import AsyncIterator, Mapping, Union
 
+from nra.intent import IPAddress
 from nra.kernel.codec import (
     NLM_F_DUMP, NLM_F_REQUEST, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_DELRULE, RTM_GETLINK,
     RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RTM_NEWRULE, RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE,
     RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE, RTMGRP_LINK, RTMGRP_NEIGH, IFINFOMSG, LinkState, Message,
-    decode_link, decode_neighbour, decode_route_gateways, decode_route_summary, decode_rule, error_text,
+    decode_link, decode_neighbour, decode_route_gateways, decode_route_header, decode_rule, error_text,
     messages, request, rule_table,
 )
 from nra.kernel.model import NeighbourEntry
@@ -71,16 +73,19 @@ def _link_reason(old: LinkState | None, new: LinkState) -> str | None:
 
 
 class KernelEvents:
-    """The event source. `watch()` says which peers' neighbour entries matter (packed
-    address -> the links where its entry counts); the adapter updates it on every read."""
+    """The event source. `watch()` says which peers' neighbour entries matter, and on which
+    links; the adapter updates it on every read."""
 
     def __init__(self, netns: str | None, table: int, learned_protos: frozenset[int] = frozenset()):
         self.netns = netns
         self.table = table
         self.learned_protos = learned_protos
-        self._watched: dict[bytes, frozenset[int]] = {}
+        self._watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
 
-    def watch(self, watched: dict[bytes, frozenset[int]]) -> None:
+    def watch(self, links: Mapping[IPAddress, frozenset[int]]) -> None:
+        watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
+        for address, oifs in links.items():
+            watched.setdefault(address.packed, []).append((address, oifs))
         self._watched = watched
 
     async def stream(self) -> AsyncIterator[KernelEvent]:
@@ -161,10 +166,10 @@ class KernelEvents:
             return (f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from "
                     f"{rule.src or 'all'} priority {rule.priority}")
         if kind in (RTM_NEWROUTE, RTM_DELROUTE):
-            table, version, dst = decode_route_summary(message)
-            if table != self.table:
+            route = decode_route_header(message)
+            if route.table != self.table:
                 return None
-            return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{version} {dst}"
+            return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{route.version} {route.dst_text()}"
         if kind == RTM_NEWLINK:
             new = decode_link(message)
             old, links[new.index] = links.get(new.index), new
@@ -182,14 +187,15 @@ class KernelEvents:
         if proto not in self.learned_protos:
             return None
         peers = gateways & self._watched.keys()
-        if not peers and links & set().union(*self._watched.values()):
+        watched_links = {oif for entries in self._watched.values() for _, oifs in entries for oif in oifs}
+        if not peers and links & watched_links:
             peers = {g for g in gateways if len(g) == 16 and g[0] == 0xFE and g[1] & 0xC0 == 0x80}  # fe80::/10
         if not peers:
             return None
-        _, version, dst = decode_route_summary(message)
+        route = decode_route_header(message)
         via = ", ".join(sorted(str(ipaddress.ip_address(p)) for p in peers))
         return (f"learned route {'added' if message.kind == RTM_NEWROUTE else 'withdrawn'}: "
-                f"IPv{version} {dst} via {via} (proto {proto})")
+                f"IPv{route.version} {route.dst_text()} via {via} (proto {proto})")
 
     async def _neighbour_events(self) -> AsyncIterator[KernelEvent]:
         async for message in self._messages(RTMGRP_NEIGH, NEIGH_RCVBUF):
@@ -200,5 +206,8 @@ class KernelEvents:
                 continue
             watched = self._watched
             entry = decode_neighbour(message, watched)
-            if entry is not None and entry.ifindex in watched[entry.address.packed]:
-                yield NeighbourChange(entry)
+            if entry is None:
+                continue
+            for address, oifs in watched[entry.address.packed]:
+                if entry.ifindex in oifs:  # as the peer's own address (a zone included)
+                    yield NeighbourChange(dataclasses.replace(entry, address=address))

@@ -107,6 +107,9 @@ class KernelState:
     neighbours: Mapping[IPAddress, str] = field(default_factory=dict)
     #: the link index of each on-link candidate peer (where the kernel resolves it)
     links: Mapping[IPAddress, frozenset[int]] = field(default_factory=dict)
+    #: candidate peers the kernel knows as something that cannot be a nexthop, with what it
+    #: is ("this node's own address", "a broadcast address", ...)
+    invalid: Mapping[IPAddress, str] = field(default_factory=dict)
     #: how many routes installed by the configured routing daemons (LEARNED_ROUTE_PROTOS) go
     #: via each candidate peer; None when learned-route liveness is off
     learned: Mapping[IPAddress, int] | None = None

@@ -4,7 +4,7 @@ entry there. Facts only; what a state means for the route is nra.peer_health's b
 from __future__ import annotations
 
 import asyncio
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from nra.intent import IPAddress
 from nra.kernel.codec import AF, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH, Message, decode_neighbour
@@ -23,7 +23,7 @@ class Neighbours:
         """The NUD state of each peer's entry on its own link; a peer without one is absent.
         A dump interrupted by a change is still a usable snapshot: the change comes as an
         event."""
-        wanted = {a.packed for a in links}
+        wanted = by_packed(links)
         states: dict[IPAddress, str] = {}
 
         def keep(message: Message) -> NeighbourEntry | None:
@@ -36,6 +36,16 @@ class Neighbours:
             ifindex = next(iter(family_links)) if len(family_links) == 1 else 0
             for entry in await asyncio.to_thread(self.sock.dump, RTM_GETNEIGH, AF[version], keep, ifindex,
                                                        True):
-                if entry.ifindex in links[entry.address]:
-                    states[entry.address] = entry.state
+                for address in wanted[entry.address.packed]:
+                    if entry.ifindex in links[address]:
+                        states[address] = entry.state
         return states
+
+
+def by_packed(addresses: Iterable[IPAddress]) -> dict[bytes, list[IPAddress]]:
+    """Addresses by their bytes: a zoned link-local peer (fe80::1%eth0) and the kernel's entry
+    for it (fe80::1 on eth0) meet there."""
+    result: dict[bytes, list[IPAddress]] = {}
+    for address in addresses:
+        result.setdefault(address.packed, []).append(address)
+    return result
