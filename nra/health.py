@@ -6,19 +6,17 @@ tested without a server; the aiohttp app is a thin adapter around them.
 
 from __future__ import annotations
 
-import ipaddress
-
 from aiohttp import web
 from loguru import logger
 from prometheus_client.exposition import choose_encoder
 
 from nra.metrics import REGISTRY
+from nra.settings import parse_health_address
 from nra.status import AgentStatus
 
 # The agent's loop beats every second (nra.agent.HEARTBEAT_S); if it has not beaten for
 # this long, the loop is stuck and the kubelet should restart the pod.
 WEDGED_AFTER_S = 30.0
-DISABLED = {"", "off", "0", "false", "no"}
 
 STATUS_KEY: web.AppKey[AgentStatus] = web.AppKey("status", AgentStatus)
 WEDGED_KEY: web.AppKey[float] = web.AppKey("wedged_after_s", float)
@@ -29,20 +27,13 @@ class HealthAddressError(ValueError):
 
 
 def parse_address(address: str) -> tuple[str, int] | None:
-    """`127.0.0.1:9101`, `[::1]:9101`, `:9101` (all interfaces) -> (host, port); None if disabled."""
-    text = address.strip()
-    if text.lower() in DISABLED:
-        return None
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise HealthAddressError(f"health address {address!r}: expected host:port such as 127.0.0.1:9101, or 'off'")
-    host = host.strip("[]") or "0.0.0.0"
+    """`127.0.0.1:9101`, `[::1]:9101`, `:9101` (all interfaces) -> (host, port); None if disabled.
+    The rules are the settings' (nra.settings.parse_health_address), which refuse a bad
+    address at start; this only turns their error into HealthAddressError."""
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise HealthAddressError(f"health address {address!r}: {host!r} is not an IP address") from None
-    return host, int(port_text)
+        return parse_health_address(address)
+    except ValueError as exc:
+        raise HealthAddressError(f"health address: {exc}") from None
 
 
 def liveness_of(status: AgentStatus, wedged_after_s: float = WEDGED_AFTER_S) -> tuple[bool, str]:
