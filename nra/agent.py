@@ -56,6 +56,7 @@ class Agent:
         self.settings = settings
         self.source = source
         self.status = AgentStatus(source_name=source.name)
+        self.status.source_problem = lambda: getattr(source, "problem", None)
         self.intent: Intent | None = None
         self._problems: tuple[Problem, ...] = ()
         self._pending: set[str] = set()
@@ -98,6 +99,8 @@ class Agent:
     # -- triggers and the worker -------------------------------------------------------
 
     def trigger(self, why: str) -> None:
+        if why in ("timer", "sighup") and hasattr(self.source, "reload"):
+            self.source.reload()  # re-read the input too, not only the kernel
         self._pending.add(why)
         self._wake.set()
 

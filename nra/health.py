@@ -43,6 +43,9 @@ def liveness_of(status: AgentStatus, wedged_after_s: float = WEDGED_AFTER_S) -> 
 
 
 def readiness_of(status: AgentStatus) -> tuple[bool, str]:
+    problem = status.source_problem()
+    if problem:
+        return False, problem
     if not status.config_loaded:
         return False, f"no configuration loaded yet from {status.source_name or 'the source'}"
     if not status.in_sync:

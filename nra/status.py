@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -19,6 +20,8 @@ class AgentStatus:
     heartbeat: float = field(default_factory=time.monotonic)
     source_name: str = ""
     source_synced: bool = False
+    #: what is wrong with the source's input now (None: nothing); the source's `problem`
+    source_problem: Callable[[], str | None] = lambda: None
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
