@@ -149,3 +149,18 @@ async def test_a_parser_bug_is_logged_with_its_traceback_and_counted(tmp_path: P
         assert "Traceback" in capfd.readouterr().out
     finally:
         logger.remove(sink)
+
+
+async def test_readiness_fails_with_the_source_problem(tmp_path: Path):
+    from nra.agent import Agent
+    from nra.health import readiness_of
+    from nra.settings import load_settings
+
+    config = write(tmp_path / "metallb.yaml", "peers: 10.0.0.1\n")
+    source = StaticFileSource(str(config), None, 100)
+    agent = Agent(load_settings(health_address="off"), source)
+    agent.status.config_loaded = agent.status.in_sync = True  # as after a good reconcile
+    assert readiness_of(agent.status) == (True, "ok")
+    source.load()
+    ready, reason = readiness_of(agent.status)
+    assert not ready and "type: peers must be a list" in reason
