@@ -35,6 +35,16 @@ def captured_log():
         logger.remove(sink)
 
 
+@contextlib.asynccontextmanager
+async def good_configmap_source(apiserver: FakeApiServer, factory, recorder: Recorder):
+    """A ConfigMap source running on GOOD_CM: yields (source, first result, log lines)."""
+    apiserver.put(node({}), configmap(GOOD_CM))
+    source = cm_source(factory)
+    with captured_log() as lines:
+        async with running(source, recorder):
+            yield source, await recorder.wait_for(lambda r: True), lines
+
+
 def refused() -> float:
     return metrics.CONFIG_REFUSED._value.get()
 
@@ -130,31 +140,23 @@ async def test_wrong_typed_field_skips_that_entry_only(apiserver: FakeApiServer,
 
 
 async def test_ten_megabyte_configmap_is_refused_in_one_line(apiserver: FakeApiServer, factory, recorder: Recorder):
-    apiserver.put(node({}), configmap(GOOD_CM))
-    source = cm_source(factory)
-    with captured_log() as lines:
-        async with running(source, recorder):
-            first = await recorder.wait_for(lambda r: True)
-            apiserver.put(configmap(GOOD_CM + "#" + "x" * 10_000_000 + "\n"))
-            await settle(1.0)
-            assert recorder.last == first and refused() == 1
-            assert "refused, size: 10,000," in source.problem
+    async with good_configmap_source(apiserver, factory, recorder) as (source, first, lines):
+        apiserver.put(configmap(GOOD_CM + "#" + "x" * 10_000_000 + "\n"))
+        await settle(1.0)
+        assert recorder.last == first and refused() == 1
+        assert "refused, size: 10,000," in source.problem
     line = next(line for line in lines if "refused, size" in line)
     assert len(line) < 300
 
 
 async def test_configmap_deleted_and_recreated_keeps_the_state(apiserver: FakeApiServer, factory, recorder: Recorder):
-    apiserver.put(node({}), configmap(GOOD_CM))
-    source = cm_source(factory)
-    with captured_log() as lines:
-        async with running(source, recorder):
-            first = await recorder.wait_for(lambda r: True)
-            apiserver.delete("ConfigMap", "config", NS)
-            await asyncio.sleep(0.3)
-            assert metrics.CONFIG_MISSING._value.get() == 1
-            apiserver.put(configmap(GOOD_CM))
-            await settle()
-            assert source.problem is None and metrics.CONFIG_MISSING._value.get() == 0
+    async with good_configmap_source(apiserver, factory, recorder) as (source, first, lines):
+        apiserver.delete("ConfigMap", "config", NS)
+        await asyncio.sleep(0.3)
+        assert metrics.CONFIG_MISSING._value.get() == 1
+        apiserver.put(configmap(GOOD_CM))
+        await settle()
+        assert source.problem is None and metrics.CONFIG_MISSING._value.get() == 0
     assert recorder.results == [first], "the deletion published a state"
     assert sum("configuration missing" in line for line in lines) == 1
     assert sum("configuration present again" in line for line in lines) == 1
