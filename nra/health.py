@@ -44,10 +44,11 @@ def liveness_of(status: AgentStatus, wedged_after_s: float = WEDGED_AFTER_S) -> 
 
 def readiness_of(status: AgentStatus) -> tuple[bool, str]:
     problem = status.source_problem()
+    if not status.config_loaded:
+        why = f": {problem}" if problem else ""
+        return False, f"no configuration loaded yet from {status.source_name or 'the source'}{why}"
     if problem:
         return False, problem
-    if not status.config_loaded:
-        return False, f"no configuration loaded yet from {status.source_name or 'the source'}"
     if not status.in_sync:
         if status.last_reconcile_ok is None:
             return False, "configuration loaded, first reconcile not done yet"
