@@ -47,6 +47,7 @@ class Agent:
         self.settings = settings
         self.source = source
         self.status = AgentStatus(source_name=source.name)
+        self.status.source_problem = lambda: getattr(source, "problem", None)
         self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
                                                     settings=self.settings,
                                                     config_loaded_at=self.desired.loaded_at)
@@ -188,7 +189,15 @@ class Agent:
         period = self.settings.max_reconcile_wait / 1000
         while True:
             await asyncio.sleep(period)
-            self.worker.trigger("timer")
+            self._reread("timer")
+
+    def _reread(self, why: str) -> None:
+        """The timer and SIGHUP re-read the source's input too, not only the kernel."""
+        reload = getattr(self.source, "reload", None)
+        if reload is not None:
+            reload()
+        if self.worker is not None:
+            self.worker.trigger(why)
 
     async def _watch_kernel(self, adapter: KernelAdapter, reconciler: Reconciler) -> None:
         async for event in adapter.events():
@@ -224,7 +233,7 @@ class Agent:
                 os.kill(os.getpid(), signum)
                 return
             if signum == signal.SIGHUP:
-                loop.call_soon_threadsafe(lambda: self.worker and self.worker.trigger("sighup"))
+                loop.call_soon_threadsafe(self._reread, "sighup")
             else:
                 loop.call_soon_threadsafe(self._stop.set)
 
