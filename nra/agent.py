@@ -28,6 +28,7 @@ from nra.settings import Settings
 from nra.sources.base import Source
 from nra.status import STUCK_AFTER_S, AgentStatus
 from nra.status_report import StatusDetails
+from nra.table_names import name_table
 from nra.worker import Worker
 
 #: exit code of a daemon whose vital task ended
@@ -103,6 +104,7 @@ class Agent:
         from nra.health import start_health_server, stop_health_server
 
         await check_multipath_use_neigh(self.settings.netns, self.settings.set_multipath_use_neigh)
+        name_table(self.settings.table, self.settings.table_name)
         health = None
         if self.settings.health_address:
             health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s)

@@ -38,6 +38,8 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "health_address": ("--health-address", "HOST:PORT", "health/metrics listener, or 'off' (default: 127.0.0.1:9101)"),
     "log_level": ("--log-level", "LEVEL", "error|warn|info|verbose|debug|silly (default: info)"),
     "log_format": ("--log-format", "FORMAT", "text|json (default: text)"),
+    "table_name": ("--table-name", "NAME", "name the table in /etc/iproute2/rt_tables.d/nra.conf when that "
+                   "directory exists (ip rule then shows it); CLEANANDEXIT removes it"),
     "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),
 }
 

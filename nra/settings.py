@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT waits for the first configuration")
     hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
     set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
+    table_name: str | None = Field(None, validation_alias="TABLE_NAME",
+                                   description="name written for the table id in /etc/iproute2/rt_tables.d")
 
     # -- validation: each error names the setting by its environment variable --------
 
@@ -229,6 +231,15 @@ class Settings(BaseSettings):
         if not os.path.exists(path):
             raise ValueError(f"network namespace {v} does not exist (ip netns add {v})")
         return v.strip()
+
+    @field_validator("table_name")
+    @classmethod
+    def _table_name(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        from nra.table_names import check_name
+
+        return check_name(v)
 
     @field_validator("source_start_timeout", "hook_timeout")
     @classmethod
