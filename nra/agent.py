@@ -28,6 +28,7 @@ from nra.settings import Settings
 from nra.sources.base import Source
 from nra.status import STUCK_AFTER_S, AgentStatus
 from nra.status_report import StatusDetails
+from nra.table_names import name_table
 from nra.worker import Worker
 
 #: exit code of a daemon whose vital task ended
@@ -49,6 +50,7 @@ class Agent:
         self.settings = settings
         self.source = source
         self.status = AgentStatus(source_name=source.name)
+        self.status.source_problem = lambda: getattr(source, "problem", None)
         self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
                                                     settings=self.settings,
                                                     config_loaded_at=self.desired.loaded_at)
@@ -104,6 +106,7 @@ class Agent:
         from nra.health import start_health_server, stop_health_server
 
         await check_multipath_use_neigh(self.settings.netns, self.settings.set_multipath_use_neigh)
+        name_table(self.settings.table, self.settings.table_name)
         health = None
         if self.settings.health_address:
             health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s)
@@ -227,7 +230,15 @@ class Agent:
         period = self.settings.max_reconcile_wait / 1000
         while True:
             await asyncio.sleep(period)
-            self.worker.trigger("timer")
+            self._reread("timer")
+
+    def _reread(self, why: str) -> None:
+        """The timer and SIGHUP re-read the source's input too, not only the kernel."""
+        reload = getattr(self.source, "reload", None)
+        if reload is not None:
+            reload()
+        if self.worker is not None:
+            self.worker.trigger(why)
 
     async def _watch_kernel(self, adapter: KernelAdapter, reconciler: Reconciler) -> None:
         async for event in adapter.events():
@@ -266,7 +277,7 @@ class Agent:
                 os.kill(os.getpid(), signum)
                 return
             if signum == signal.SIGHUP:
-                loop.call_soon_threadsafe(lambda: self.worker and self.worker.trigger("sighup"))
+                loop.call_soon_threadsafe(self._reread, "sighup")
             else:
                 loop.call_soon_threadsafe(self._stop.set)
 

@@ -48,6 +48,8 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
                          "(default: 3)"),
     "learned_route_protos": ("--learned-route-protos", "PROTOS", "peer liveness from the routes these daemons "
                              "learned over BGP, e.g. bgp,bird (default: off)"),
+    "table_name": ("--table-name", "NAME", "name the table in /etc/iproute2/rt_tables.d/nra.conf when that "
+                   "directory exists (ip rule then shows it); CLEANANDEXIT removes it"),
     "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),
 }
 

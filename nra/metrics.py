@@ -45,24 +45,20 @@ DRIFT_REPAIRS = Counter(
     "Reconciles triggered by a change someone else made to the table or its rules that changed something",
     registry=REGISTRY,
 )
-PEERS_IN_ROUTE = Gauge(
-    "nra_peers_in_route", "Nexthops of the managed route as the kernel holds it, by address family",
-    ["family"], registry=REGISTRY,
-)
-PEERS_CONFIGURED = Gauge(
-    "nra_peers_configured", "Peers in the desired state, by address family", ["family"], registry=REGISTRY
-)
+
+def _by_family(name: str, text: str) -> Gauge:
+    return Gauge(name, f"{text}, by address family", ["family"], registry=REGISTRY)
+
+
+PEERS_IN_ROUTE = _by_family("nra_peers_in_route", "Nexthops of the managed route as the kernel holds it")
+PEERS_CONFIGURED = _by_family("nra_peers_configured", "Peers in the desired state")
+RULES_INSTALLED = _by_family("nra_rules_installed",
+                             "Policy rules pointing at the managed table(s) as the kernel holds them")
+PREFIXES = _by_family("nra_prefixes", "LoadBalancer prefixes in the desired state")
 PEERS_LEFT_OUT = Gauge(
     "nra_peers_left_out",
     "Configured peers left out of the return path (off-link, link down, not answering ARP/ND, "
     "BGP session down), by address family and reason", ["family", "reason"], registry=REGISTRY,
-)
-RULES_INSTALLED = Gauge(
-    "nra_rules_installed", "Policy rules pointing at the managed table(s) as the kernel holds them, by address family",
-    ["family"], registry=REGISTRY,
-)
-PREFIXES = Gauge(
-    "nra_prefixes", "LoadBalancer prefixes in the desired state, by address family", ["family"], registry=REGISTRY
 )
 CONFIG_ERRORS = Gauge(
     "nra_config_errors", "Bad entries skipped in the current configuration", registry=REGISTRY

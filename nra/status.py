@@ -29,6 +29,8 @@ class AgentStatus:
     #: what /status shows beyond this (the intent, the last outcome, the settings): a
     #: callable the agent sets, returning nra.status_report.StatusDetails
     details: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    #: what is wrong with the source's input now (None: nothing); the source's `problem`
+    source_problem: Callable[[], str | None] = field(default=lambda: None, repr=False, compare=False)
 
     def reconcile_started(self) -> None:
         self.busy_since = time.monotonic()
@@ -45,8 +47,12 @@ class AgentStatus:
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
+        problem = self.source_problem()
         if not self.config_loaded:
-            return False, f"no configuration loaded yet from {self.source_name or 'the source'}"
+            why = f": {problem}" if problem else ""
+            return False, f"no configuration loaded yet from {self.source_name or 'the source'}{why}"
+        if problem:
+            return False, problem
         if not self.in_sync:
             if self.last_reconcile_ok is None:
                 return False, "configuration loaded, first reconcile not done yet"

@@ -16,6 +16,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from loguru import logger
+
 RT_TABLES_D = Path("/etc/iproute2/rt_tables.d")
 FILE_NAME = "nra.conf"
 MARK = "# written by nra (TABLE_NAME); CLEANANDEXIT removes it\n"
@@ -105,3 +107,32 @@ def remove_table_name(directory: Path = RT_TABLES_D) -> bool:
         return False
     path.unlink(missing_ok=True)
     return True
+
+
+def name_table(table: int, name: str | None, directory: Path = RT_TABLES_D) -> Path | None:
+    """At start (daemon, ONESHOT): write the name when TABLE_NAME is set and say what
+    happened. Never fatal: the name is for people reading `ip`, nra uses the number."""
+    if not name:
+        return None
+    try:
+        path = write_table_name(table, name, directory)
+    except (TableNameError, OSError) as exc:
+        logger.warning("TABLE_NAME: {}; ip shows table {} by number", exc, table)
+        return None
+    if path is None:
+        logger.warning("TABLE_NAME={}: {} does not exist (mount the node's directory there); ip shows "
+                       "table {} by number", name, directory, table)
+        return None
+    logger.info("TABLE_NAME: {} names table {} ({})", name, table, path)
+    for entry in conflicts(table, name, directory):
+        logger.warning("TABLE_NAME: {} disagrees with {} {}; ip may show either", entry, table, name)
+    return path
+
+
+def unname_table(directory: Path = RT_TABLES_D) -> None:
+    """CLEANANDEXIT: remove the name file nra wrote, whatever TABLE_NAME says now."""
+    try:
+        if remove_table_name(directory):
+            logger.info("TABLE_NAME: removed {}", directory / FILE_NAME)
+    except OSError as exc:
+        logger.warning("TABLE_NAME: cannot remove {}: {}", directory / FILE_NAME, exc.strerror or exc)

@@ -348,16 +348,15 @@ def agent_pod_named(objects, name):
 
 @pytest.mark.parametrize("major", helm_params())
 def test_table_name_mounts_the_nodes_rt_tables_d(major):
-    # Until TABLE_NAME is a setting of nra.settings, the schema refuses it: render without it.
-    unchecked = [] if "TABLE_NAME" in ENV_NAMES.values() else ["--skip-schema-validation"]
-    objects = helm_template(major, *unchecked, "--set", "env.TABLE_NAME=metallb")
+    assert "TABLE_NAME" in ENV_NAMES.values()
+    objects = helm_template(major, "--set", "env.TABLE_NAME=metallb")
     pod = agent_pod(objects)
     assert {"name": "rt-tables", "hostPath": {"path": "/etc/iproute2/rt_tables.d", "type": "DirectoryOrCreate"}} \
         in pod["volumes"]
     assert {"name": "rt-tables", "mountPath": "/etc/iproute2/rt_tables.d"} in pod["containers"][0]["volumeMounts"]
     assert env_of(pod["containers"][0])["TABLE_NAME"] == "metallb"
     assert all_errors(objects) == []
-    cleanup = helm_template(major, *unchecked, "--set", "env.TABLE_NAME=metallb", *EVERYTHING_ON[:4])
+    cleanup = helm_template(major, "--set", "env.TABLE_NAME=metallb", *EVERYTHING_ON[:4])
     (_, clean_pod), = pod_specs(by_kind(cleanup, "DaemonSet"))
     assert env_of(clean_pod["initContainers"][0])["TABLE_NAME"] == "metallb"
     assert clean_pod["initContainers"][0]["volumeMounts"] == [{"name": "rt-tables", "mountPath": "/etc/iproute2/rt_tables.d"}]
