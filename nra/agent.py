@@ -22,8 +22,8 @@ from nra.echo import ECHO_CHECK_S, EchoFilter
 from nra.host import check_multipath_use_neigh
 from nra.intent import Intent, ParseResult
 from nra.kernel.adapter import KernelAdapter
-from nra.kernel.events import NeighbourChange, TableChange
-from nra.reconciler import Outcome, Reconciler
+from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
+from nra.reconciler import Outcome, Reconciler, kernel_adapter
 from nra.settings import Settings
 from nra.sources.base import Source
 from nra.status import STUCK_AFTER_S, AgentStatus
@@ -34,6 +34,8 @@ from nra.worker import Worker
 #: exit code of a daemon whose vital task ended
 EXIT_VITAL_TASK = 1
 WORKER, KERNEL_WATCHER, SOURCE = "worker", "netlink-events", "source"
+#: how often the BGPSessionState watch's health is looked at
+SESSION_WATCH_CHECK_S = 0.5
 
 
 def stuck_limit(settings: Settings) -> float:
@@ -109,7 +111,7 @@ class Agent:
         if self.settings.health_address:
             health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s)
         try:
-            async with KernelAdapter(self.settings.table, netns=self.settings.netns) as adapter:
+            async with kernel_adapter(self.settings) as adapter:
                 return await self._supervise(adapter)
         finally:
             await stop_health_server(health)
@@ -124,6 +126,8 @@ class Agent:
             asyncio.create_task(self._watch_kernel(adapter, reconciler), name=KERNEL_WATCHER),
         }
         others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name=SOURCE)}
+        if self.settings.frrk8s_namespace:
+            others.add(asyncio.create_task(self._watch_session_states(reconciler), name="session-states"))
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
         metrics.agent_started(__version__, self.source.name)
@@ -187,6 +191,41 @@ class Agent:
             metrics.contention(bool(self.contention.fight))
             metrics.ready(self.status.ready)
 
+    async def _watch_session_states(self, reconciler: Reconciler) -> None:
+        """FRR-K8s's BGPSessionStates of this node (advisory, see nra.sources.kube.session_states):
+        each change, and the watch failing for the hold time or recovering, wakes the worker. If
+        the watch dies, every peer is unknown to this signal again."""
+        from nra.sources.kube import api_client_factory
+        from nra.sources.kube.session_states import SessionStateFeed, SessionStateWatch
+
+        feed = SessionStateFeed(self.settings.bgp_session_hold)
+
+        def publish(states) -> None:
+            feed.states = states
+            self.worker.trigger("session-state")
+
+        watch = SessionStateWatch(api_client_factory(self.settings.kubeconfig), self.settings.frrk8s_namespace,
+                                  self.settings.node_name)
+        reconciler.session_states = feed.current
+        runner = asyncio.create_task(watch.run(publish), name="session-state-watch")
+        try:
+            while not runner.done():
+                await asyncio.wait({runner}, timeout=SESSION_WATCH_CHECK_S)
+                if feed.check(watch.healthy, time.monotonic()):
+                    self.worker.trigger("session-state")
+            runner.result()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.opt(exception=exc).error("the BGPSessionState watch stopped: {}: {}; its states are ignored",
+                                            type(exc).__name__, exc)
+            metrics.unexpected_error("session-states")
+            reconciler.session_states = lambda: None
+            self.worker.trigger("session-state")
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
     async def _timer(self) -> None:
         period = self.settings.max_reconcile_wait / 1000
         while True:
@@ -212,6 +251,9 @@ class Agent:
                     self.worker.trigger("neighbour")
                 continue
             logger.debug("netlink: {}", event.reason)
+            if isinstance(event, LearnedRouteChange):  # a BGP session of a peer went or came: at once
+                self.worker.trigger("learned-route")
+                continue
             if isinstance(event, TableChange) and event.reason.startswith("link "):
                 self.worker.trigger("link")  # the kernel's doing, not another writer's
             elif isinstance(event, TableChange) and self.echo.probably_echo():

@@ -38,6 +38,11 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "health_address": ("--health-address", "HOST:PORT", "health/metrics listener, or 'off' (default: 127.0.0.1:9101)"),
     "log_level": ("--log-level", "LEVEL", "error|warn|info|verbose|debug|silly (default: info)"),
     "log_format": ("--log-format", "FORMAT", "text|json (default: text)"),
+    "managed_neighbours": ("--managed-neighbours", "0|1", "keep the peers' neighbour entries resolved (managed, Linux 5.16+; default: 0)"),
+    "peer_neigh_timers": ("--peer-neigh-timers", "TIMERS", "ARP/ND timers of the peers' links: fast, or key=value,..."),
+    "frrk8s_namespace": ("--frrk8s-namespace", "NS", "leave out peers whose FRR-K8s BGPSessionState is down (CRD mode)"),
+    "bgp_session_hold": ("--bgp-session-hold", "SECONDS", "how long a session state must last to count (default: 3)"),
+    "learned_route_protos": ("--learned-route-protos", "PROTOS", "peer liveness from routes learned over BGP, e.g. bgp,bird"),
     "table_name": ("--table-name", "NAME", "name the table in /etc/iproute2/rt_tables.d/nra.conf when that "
                    "directory exists (ip rule then shows it); CLEANANDEXIT removes it"),
     "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),

@@ -9,8 +9,17 @@ hashed to it, so FAILED lasts only microseconds). So a peer seen FAILED stays SI
 the INCOMPLETE retries until its entry is valid again (REACHABLE, STALE, DELAY, PROBE,
 PERMANENT, NOARP) or gone. An INCOMPLETE never seen failing is a first resolution: UNSURE.
 
-Other liveness signals (routes learned over BGP, FRR-K8s session state) are meant to feed
-this same owner as further observe_* methods, each with its own reason in Verdict.
+Routes learned over BGP (LEARNED_ROUTE_PROTOS) are a second signal: the node's routing
+daemon installs them while the session to the peer is up and withdraws them when it drops
+(with BFD, in a few hundred ms). A peer seen with at least one such route via it, and none
+now, is SILENT ("bgp-down") until one is back; a peer never seen with one is not judged by
+this signal (its daemon may not receive routes at all). Either signal leaves a peer out.
+
+FRR-K8s's BGPSessionState objects (CRD mode, opt-in) are a third, advisory signal, and a
+slow one (FRR-K8s refreshes them by polling FRR). A peer whose session has been reported not
+Established, or with BFD down, for a hold time is SILENT ("bgp-down"); it answers again once
+reported up for the same hold time (hysteresis). A peer without an object is unknown, not
+down: it is not judged by this signal.
 """
 
 from __future__ import annotations
@@ -52,6 +61,10 @@ class PeerHealth:
 
     def __init__(self) -> None:
         self._neighbour: dict[IPAddress, Liveness] = {}
+        #: peers ever seen with a learned route via them -> whether they have one now
+        self._learned: dict[IPAddress, bool] = {}
+        #: peers with a session state -> (reported up, since when, judged down)
+        self._session: dict[IPAddress, tuple[bool, float, bool]] = {}
 
     def observe_neighbours(self, peers: Iterable[IPAddress], states: Mapping[IPAddress, str]) -> None:
         """A read of the on-link peers' entries (`states`: NUD name; absent: no entry). Peers
@@ -72,13 +85,47 @@ class PeerHealth:
         self._neighbour[address] = new
         return f"neighbour {address}: {nud or 'entry removed'} ({old.value} -> {new.value})"
 
+    def observe_learned_routes(self, peers: Iterable[IPAddress], learned: Mapping[IPAddress, int]) -> None:
+        """A read of the routes the routing daemons installed (`learned`: how many go via each
+        peer). Peers not listed in `peers` (no longer configured) are forgotten."""
+        old = self._learned
+        self._learned = {a: bool(learned.get(a)) for a in peers if learned.get(a) or a in old}
+
+    def observe_session_states(self, peers: Iterable[IPAddress], up: Mapping[IPAddress, bool], now: float,
+                               hold_s: float) -> float | None:
+        """A view of the peers' session states (`up`: reported Established with BFD not down;
+        a peer absent has no object). Returns when a verdict may change with no new report
+        (a hold time running out), for a reconcile then; None if none will."""
+        old = self._session
+        self._session = {}
+        recheck: float | None = None
+        for address in peers:
+            if address not in up:
+                continue  # unknown: not down
+            was_up, since, down = old.get(address, (up[address], now, False))
+            if was_up != up[address]:
+                since = now
+            if down == up[address]:  # the report disagrees with the verdict: after the hold, follow it
+                if now - since >= hold_s:
+                    down = not up[address]
+                else:
+                    recheck = since + hold_s if recheck is None else min(recheck, since + hold_s)
+            self._session[address] = (up[address], since, down)
+        return recheck
+
     def verdict(self, address: IPAddress) -> Verdict:
         liveness = self._neighbour.get(address, Liveness.ANSWERS)
-        return Verdict(liveness, "no-arp") if liveness is Liveness.SILENT else Verdict(liveness)
+        if liveness is Liveness.SILENT:
+            return Verdict(liveness, "no-arp")
+        if self._learned.get(address) is False or self._session.get(address, (True, 0.0, False))[2]:
+            return Verdict(Liveness.SILENT, "bgp-down")
+        return Verdict(liveness)
 
     def verdicts(self) -> dict[IPAddress, Verdict]:
         """Every peer with something known against it (absent: ANSWERS)."""
-        return {a: self.verdict(a) for a, liveness in self._neighbour.items() if liveness is not Liveness.ANSWERS}
+        judged = {*self._neighbour, *(a for a, has in self._learned.items() if not has),
+                  *(a for a, (_, _, down) in self._session.items() if down)}
+        return {a: v for a in judged if (v := self.verdict(a)).liveness is not Liveness.ANSWERS}
 
 
 def verdicts_from_states(states: Mapping[IPAddress, str]) -> dict[IPAddress, Verdict]:

@@ -12,10 +12,11 @@ rule of either family whose action is "lookup <table>". Anything else there is a
 Choices worth knowing:
 - A peer the kernel would refuse as a nexthop (not on a connected network) is left out of
   the route with a warning; the route is built from the others.
-- So is a peer that does not answer ARP/ND (nra.peer_health says SILENT). One still UNSURE
+- So is a peer that does not answer ARP/ND, or whose learned routes are gone (its BGP
+  session dropped; nra.peer_health says SILENT, with the reason). One still UNSURE
   (a first resolution) keeps its place: in the route if it is there or there is no route
   yet, out otherwise. If every on-link peer of a family is silent, the route is kept as it
-  is (never remove the last nexthops over neighbour state).
+  is (never remove the last nexthops over liveness).
 - If every peer of a family is unusable, the existing route is kept, not deleted: the kernel
   already marks nexthops through a down link dead/linkdown, and deleting would only lose
   state that comes back by itself; we just add nothing.
@@ -36,6 +37,11 @@ from nra.intent import IPAddress, IPNetwork, Intent, Peer
 from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, KernelState, Nexthop, rule_key
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
 from nra.peer_health import Liveness, Verdict, verdicts_from_states
+
+
+#: what a left-out reason says in a warning ("... left out of the route until it does")
+SILENT_TEXT = {"no-arp": "does not answer ARP/ND (neighbour entry failed)",
+               "bgp-down": "has no route learned over BGP any more (its session is down)"}
 
 
 @dataclass(frozen=True)
@@ -236,19 +242,22 @@ def _choose_route(version: int, peers: list[Peer], dst: IPNetwork, state: Kernel
     steps.unusable.update(p.address for p in silent)
     if answering:
         for peer in silent:
-            steps.left_out[peer.address] = verdicts[peer.address].reason or "no-arp"
-            warnings.append(f"{_peer_label(peer)} does not answer ARP/ND (neighbour entry failed); "
+            reason = verdicts[peer.address].reason or "no-arp"
+            steps.left_out[peer.address] = reason
+            warnings.append(f"{_peer_label(peer)} {SILENT_TEXT.get(reason, reason)}; "
                             f"left out of the IPv{version} route until it does")
         chosen = answering
     elif silent:
-        # Never remove the last nexthops over neighbour state: keep the route as it is
+        # Never remove the last nexthops over liveness: keep the route as it is
         # (those of its nexthops still configured), or install them all if there is none.
         kept = [p for p in silent if _gateway(p.address) in in_route]
         chosen = kept or silent
         for peer in silent:
             if peer not in chosen:
                 steps.left_out[peer.address] = verdicts[peer.address].reason or "no-arp"
-        warnings.append(f"every on-link IPv{version} peer fails to answer ARP/ND: "
+        judged = ("fails to answer ARP/ND" if all(verdicts[p.address].reason != "bgp-down" for p in silent)
+                  else "is judged down (no ARP/ND answer, or BGP session down)")
+        warnings.append(f"every on-link IPv{version} peer {judged}: "
                         + ("the route is kept as it is" if kept else "route installed with all of them"))
     else:
         chosen = []

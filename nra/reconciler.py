@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from loguru import logger
 
 from nra import metrics
 from nra.logsetup import VERBOSE
 from nra.hooks import run_hook
-from nra.intent import Intent
+from nra.intent import Intent, IPAddress
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
 from nra.kernel.model import KernelState
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
@@ -41,6 +42,8 @@ class Outcome:
     #: what a check read after applying still found different (verify=True)
     remaining: list[str] = field(default_factory=list)
     plan: Plan | None = None
+    #: reconcile again in this many seconds: a liveness hold time runs out then
+    recheck_in_s: float | None = None
 
     def describe(self) -> str:
         if self.skipped:
@@ -57,6 +60,12 @@ def policy_from_settings(settings: Settings) -> RoutingPolicy:
     fwmark, fwmask = settings.fwmark
     return RoutingPolicy(table=settings.table, priority=settings.rule_priority, fwmark=fwmark, fwmask=fwmask,
                          destinations=settings.destinations)
+
+
+def kernel_adapter(settings: Settings) -> KernelAdapter:
+    """The kernel façade for these settings (use as `async with`)."""
+    return KernelAdapter(settings.table, netns=settings.netns, learned_protos=settings.learned_protos,
+                         managed_neighbours=settings.managed_neighbours, neigh_timers=settings.neigh_timers)
 
 
 def kernel_after(state: KernelState, report: ApplyReport, policy: RoutingPolicy) -> tuple[dict[int, int], dict[int, int]]:
@@ -88,6 +97,10 @@ class Reconciler:
         self.policy = policy_from_settings(settings)
         self.status = status
         self.health = PeerHealth()
+        #: FRR-K8s's session states of this node's peers (peer -> reported up; None: all
+        #: unknown), from the agent's watch; None when that signal is off
+        self.session_states: Callable[[], Mapping[IPAddress, bool] | None] | None = None
+        self._recheck_at: float | None = None
         self._desired: tuple[Intent | None, DesiredRules] = (None, {})
         self._last_warnings: tuple[str, ...] = ()
 
@@ -100,6 +113,12 @@ class Reconciler:
     async def compute_plan(self, intent: Intent) -> tuple[KernelState, Plan]:
         state = await self.adapter.read_state(p.address for p in intent.peers)
         self.health.observe_neighbours(state.links, state.neighbours)
+        if state.learned is not None:
+            self.health.observe_learned_routes((p.address for p in intent.peers), state.learned)
+        if self.session_states is not None:
+            self._recheck_at = self.health.observe_session_states(
+                [p.address for p in intent.peers], self.session_states() or {}, time.monotonic(),
+                self.settings.bgp_session_hold)
         return state, plan(intent, state, self.policy, self.health.verdicts(), self._desired_rules(intent))
 
     async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,
@@ -141,9 +160,10 @@ class Reconciler:
 
     async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
         state, the_plan = await self.compute_plan(intent)
+        set_up = tuple(await self.adapter.set_up_peer_neighbours(state))
         outcome.plan = the_plan
-        outcome.warnings = the_plan.warnings
-        self._log_warnings(the_plan.warnings)
+        outcome.warnings = the_plan.warnings + set_up
+        self._log_warnings(outcome.warnings)
         outcome.degraded = bool(the_plan.unusable_peers)
         for op in the_plan.operations:
             logger.info("{} ({})", op, trigger)
@@ -162,6 +182,8 @@ class Reconciler:
         else:
             peers, rules = kernel_after(state, report, self.policy)
         outcome.ok = not outcome.failed and not outcome.remaining
+        if self._recheck_at is not None:
+            outcome.recheck_in_s = max(0.0, self._recheck_at - time.monotonic())
         self._export_gauges(intent, the_plan, peers, rules)
         return [op.kind for op in report.applied]
 

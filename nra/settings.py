@@ -11,7 +11,7 @@ import math
 import os
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
@@ -63,6 +63,62 @@ def parse_fwmark(text: str) -> tuple[int, int | None]:
     if mask is not None and mark & ~mask:
         raise ValueError(f"mark {mark:#x} has bits outside mask {mask:#x}")
     return mark, mask
+
+
+# Routing protocol ids of `ip route ... proto NAME` (iproute2's rt_protos), for LEARNED_ROUTE_PROTOS.
+ROUTE_PROTOS = {"static": 4, "gated": 8, "ra": 9, "mrt": 10, "zebra": 11, "bird": 12, "dnrouted": 13,
+                "xorp": 14, "ntk": 15, "dhcp": 16, "keepalived": 18, "babel": 42, "openr": 99, "bgp": 186,
+                "isis": 187, "ospf": 188, "rip": 189, "eigrp": 192}
+# unspec, redirect, kernel, boot: routes the kernel or the system made, never learned from a peer
+KERNEL_PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot"}
+
+
+def parse_route_protos(text: str) -> frozenset[int]:
+    """`bgp,bird` or `186,12` -> {186, 12}; empty or `off` -> none (learned-route liveness off)."""
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if items in ([], ["off"]):
+        return frozenset()
+    protos = set()
+    for item in items:
+        number = ROUTE_PROTOS.get(item, int(item) if item.isdigit() else None)
+        if number is None or not 0 <= number <= 255:
+            raise ValueError(f"{item!r} is neither a routing protocol name ({', '.join(ROUTE_PROTOS)}) "
+                             f"nor a number 4..255")
+        if number in KERNEL_PROTOS:
+            raise ValueError(f"proto {number} ({KERNEL_PROTOS[number]}) marks the kernel's own routes, "
+                             f"not routes learned from a peer")
+        protos.add(number)
+    return frozenset(protos)
+
+
+# Neighbour timers nra may set on the peers' links (PEER_NEIGH_TIMERS), with their bounds.
+NEIGH_TIMER_LIMITS = {"base_reachable_ms": (100, 3_600_000), "delay_probe_ms": (0, 60_000),
+                      "retrans_ms": (10, 60_000), "ucast_probes": (1, 32), "mcast_probes": (1, 32)}
+# Measured in docs/failover.md: a dead router with traffic is FAILED in 0.7-2.2 s.
+NEIGH_TIMER_PRESETS = {"fast": {"base_reachable_ms": 1000, "delay_probe_ms": 200, "retrans_ms": 200,
+                                "ucast_probes": 3, "mcast_probes": 3}}
+
+
+def parse_neigh_timers(text: str) -> dict[str, int]:
+    """`fast`, or `base_reachable_ms=1000,retrans_ms=200,...` (any subset) -> the values to
+    set; empty or `off` -> none."""
+    text = text.strip().lower()
+    if text in ("", "off"):
+        return {}
+    if text in NEIGH_TIMER_PRESETS:
+        return dict(NEIGH_TIMER_PRESETS[text])
+    values: dict[str, int] = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        key, sep, number = item.partition("=")
+        key = key.strip()
+        if key not in NEIGH_TIMER_LIMITS or not sep or not number.strip().isdigit():
+            raise ValueError(f"{item!r}: expected {'|'.join(NEIGH_TIMER_PRESETS)}, or key=number with keys "
+                             f"{', '.join(NEIGH_TIMER_LIMITS)}")
+        low, high = NEIGH_TIMER_LIMITS[key]
+        if not low <= int(number) <= high:
+            raise ValueError(f"{key} must be {low}..{high}")
+        values[key] = int(number)
+    return values
 
 
 def parse_health_address(text: str) -> tuple[str, int] | None:
@@ -139,12 +195,29 @@ class Settings(BaseSettings):
     source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT waits for the first configuration")
     hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
     set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
+    managed_neighbours: bool = Field(
+        False, validation_alias="MANAGED_NEIGHBOURS",
+        description="make the peers' neighbour entries managed (Linux 5.16+): the kernel keeps probing them",
+    )
+    peer_neigh_timers: str = Field("", validation_alias="PEER_NEIGH_TIMERS",
+                                   description="neighbour timers set on the peers' links through netlink")
+    frrk8s_namespace: str | None = Field(
+        None, validation_alias="FRRK8S_NAMESPACE",
+        description="watch FRR-K8s's BGPSessionStates of this node in this namespace (CRD mode)",
+    )
+    bgp_session_hold: float = Field(3.0, validation_alias="BGP_SESSION_HOLD",
+                                    description="seconds a session state must persist to change a verdict")
+    learned_route_protos: str = Field(
+        "", validation_alias="LEARNED_ROUTE_PROTOS",
+        description="a peer counts as alive only while a route via it from these routing daemons exists",
+    )
     table_name: str | None = Field(None, validation_alias="TABLE_NAME",
                                    description="name written for the table id in /etc/iproute2/rt_tables.d")
 
     # -- validation: each error names the setting by its environment variable --------
 
-    @field_validator("metallb_use_crds", "oneshot", "cleanandexit", "set_multipath_use_neigh", mode="before")
+    @field_validator("metallb_use_crds", "oneshot", "cleanandexit", "set_multipath_use_neigh", "managed_neighbours",
+                     mode="before")
     @classmethod
     def _bools(cls, v: Any) -> bool:
         return _flag(v)
@@ -200,10 +273,12 @@ class Settings(BaseSettings):
         parse_fwmark(v)
         return v.strip()
 
-    @field_validator("destination")
+    @field_validator("destination", "peer_neigh_timers", "learned_route_protos")
     @classmethod
-    def _destination(cls, v: str) -> str:
-        parse_destination(v)
+    def _parsed(cls, v: str, info: ValidationInfo) -> str:
+        # checked by the parser the derived value comes from (a property below)
+        {"destination": parse_destination, "peer_neigh_timers": parse_neigh_timers,
+         "learned_route_protos": parse_route_protos}[info.field_name](v)
         return v.strip()
 
     @field_validator("pre_reconcile_script_path", "post_reconcile_script_path")
@@ -241,7 +316,7 @@ class Settings(BaseSettings):
 
         return check_name(v)
 
-    @field_validator("source_start_timeout", "hook_timeout")
+    @field_validator("source_start_timeout", "hook_timeout", "bgp_session_hold")
     @classmethod
     def _timeout(cls, v: float, info) -> float:
         limit = MAX_HOOK_TIMEOUT_S if info.field_name == "hook_timeout" else MAX_SOURCE_START_TIMEOUT_S
@@ -254,6 +329,9 @@ class Settings(BaseSettings):
     def _modes(self) -> "Settings":
         if self.oneshot and self.cleanandexit:
             raise ValueError("ONESHOT and CLEANANDEXIT cannot both be set")
+        if self.frrk8s_namespace and not (self.metallb_use_crds and self.node_name):
+            raise ValueError("FRRK8S_NAMESPACE needs METALLB_USE_CRDS=1 and NODE_NAME (BGPSessionStates are "
+                             "picked by this node's name)")
         return self
 
     # -- derived values ---------------------------------------------------------------
@@ -272,6 +350,14 @@ class Settings(BaseSettings):
     @property
     def destinations(self) -> tuple[IPNetwork, ...]:
         return parse_destination(self.destination)
+
+    @property
+    def neigh_timers(self) -> dict[str, int]:
+        return parse_neigh_timers(self.peer_neigh_timers)
+
+    @property
+    def learned_protos(self) -> frozenset[int]:
+        return parse_route_protos(self.learned_route_protos)
 
     @property
     def source_kind(self) -> str:

@@ -32,6 +32,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._retry: asyncio.Task | None = None
         self._retry_delay = RETRY_S
+        self._hold: asyncio.Task | None = None
         self.last_outcome: Outcome | None = None
 
     def trigger(self, why: str) -> None:
@@ -44,6 +45,12 @@ class Worker:
     async def _later(self, why: str, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         self.trigger(why)
+
+    def _recheck(self, delay_s: float) -> None:
+        """One pending "hold" reconcile at a time: a later one replaces it."""
+        if self._hold is not None:
+            self._hold.cancel()
+        self._hold = self.trigger_later("hold", delay_s)
 
     async def run(self) -> None:
         """Never returns (until cancelled)."""
@@ -59,6 +66,8 @@ class Worker:
                 outcome = await self._reconcile("+".join(sorted(triggers)) or "unknown")
                 self.last_outcome = outcome
                 self._finished(triggers, outcome)
+                if outcome.recheck_in_s is not None:  # a liveness hold time runs out then
+                    self._recheck(outcome.recheck_in_s)
                 if outcome.degraded or not outcome.ok:
                     # A peer unusable now (link down, address not yet back, no ARP answer) or
                     # a failed change: retry soon rather than at the next timer tick, backing
@@ -69,5 +78,6 @@ class Worker:
                 else:
                     self._retry_delay = RETRY_S
         finally:
-            if self._retry is not None:
-                self._retry.cancel()
+            for task in (self._retry, self._hold):
+                if task is not None:
+                    task.cancel()

@@ -12,7 +12,7 @@ import asyncio
 import socket
 from dataclasses import dataclass, field
 from functools import partial
-from typing import AsyncIterator, Iterable, Sequence
+from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -20,10 +20,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nra.intent import IPAddress
 from nra.kernel.codec import error_text
 from nra.kernel.events import KernelEvent, KernelEvents
+from nra.kernel.learned import LearnedRoutes
 from nra.kernel.model import KernelState
 from nra.kernel.neighbours import Neighbours
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
 from nra.kernel.addresses import LocalAddresses
+from nra.kernel.peer_neighbours import PeerNeighbours
 from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket, in_netns
@@ -52,7 +54,8 @@ def _fault_text(exc: BaseException) -> str:
 class KernelAdapter:
     """Reads and writes the managed table and its rules; use as `async with`."""
 
-    def __init__(self, table: int, netns: str | None = None):
+    def __init__(self, table: int, netns: str | None = None, learned_protos: frozenset[int] = frozenset(),
+                 managed_neighbours: bool = False, neigh_timers: Mapping[str, int] | None = None):
         self.table = table
         self.netns = netns
         self._sock = NetlinkSocket(netns)
@@ -61,7 +64,9 @@ class KernelAdapter:
         self._rules = Rules(self._sock, table)
         self._neighbours = Neighbours(self._sock)
         self._local = LocalAddresses(self._sock)
-        self._events = KernelEvents(netns, table)
+        self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
+        self._learned = LearnedRoutes(learned_protos) if learned_protos else None
+        self._events = KernelEvents(netns, table, learned_protos)
 
     async def __aenter__(self) -> "KernelAdapter":
         await asyncio.to_thread(self._sock.open)
@@ -100,9 +105,10 @@ class KernelAdapter:
             invalid.update(await self._local.kinds(addresses))
             invalid.update(network_addresses(links, connected))
         neighbours = await self._neighbours.read(links) if links else {}
+        learned = await self._learned.read(routes.ipr, addresses, links) if self._learned else None
         self._events.watch(links)
         return KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
-                           neighbours, links, invalid)
+                           neighbours, links, invalid, learned)
 
     async def _zones(self, addresses: Iterable[IPAddress], invalid: dict[IPAddress, str]) -> dict[IPAddress, int]:
         """The link index of each zoned address's zone (fe80::1%eth0: eth0's); an unknown
@@ -119,6 +125,14 @@ class KernelAdapter:
         return zones
 
     # -- writing ----------------------------------------------------------------------
+
+    async def set_up_peer_neighbours(self, state: KernelState) -> list[str]:
+        """Managed entries and link timers for the on-link peers of `state`, if configured
+        (see nra.kernel.peer_neighbours); returns warnings. Not part of a plan: `nra plan`
+        never calls it."""
+        if not self._peer_neighbours.active:
+            return []
+        return await self._peer_neighbours.set_up(state.links, state.neighbours)
 
     async def apply(self, ops: Sequence[Operation]) -> ApplyReport:
         """Apply in the given order, runs of rule changes in one batch; failures are
@@ -164,6 +178,6 @@ class KernelAdapter:
     # -- events -----------------------------------------------------------------------
 
     def events(self) -> AsyncIterator[KernelEvent]:
-        """Changes to the table, its rules, the links and the watched peers' neighbour
-        entries (see nra.kernel.events)."""
+        """Changes to the table, its rules, the links, the watched peers' neighbour entries
+        and the learned routes via them (see nra.kernel.events)."""
         return self._events.stream()

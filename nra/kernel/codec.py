@@ -27,7 +27,7 @@ NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP_INTR = 0x10
-NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
 
 # -- linux/rtnetlink.h -----------------------------------------------------------------------
@@ -39,7 +39,8 @@ RTMGRP_LINK, RTMGRP_NEIGH = 0x1, 0x4
 RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE = 0x40, 0x80
 RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE = 0x400, 0x40000
 RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table protocol scope type flags
-RTA_DST, RTA_TABLE = 1, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_MULTIPATH, RTA_TABLE, RTA_VIA = 1, 4, 5, 9, 15, 18
+RTNEXTHOP = struct.Struct("=HBBi")  # length flags hops ifindex, then the hop's own attributes
 RT_TABLE_COMPAT = 252  # the 8-bit table field when the real id (> 255) is in an attribute
 RT_TABLE_LOCAL = 255
 RTN_LOCAL, RTN_BROADCAST, RTN_ANYCAST = 2, 3, 4
@@ -66,7 +67,18 @@ RULE_OWN_ATTRS = {FRA_SRC, FRA_DST, FRA_PRIORITY, FRA_FWMARK, FRA_FWMASK, FRA_TA
 
 # -- linux/neighbour.h -------------------------------------------------------------------------
 NDMSG = struct.Struct("=BBHiHBB")  # family pad pad ifindex state flags type
-NDA_DST, NDA_IFINDEX = 1, 8
+NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
+NDA_FLAGS_EXT = 15
+NTF_EXT_MANAGED = 0x1  # the kernel keeps the entry resolved (Linux 5.16)
+RTM_SETNEIGHTBL = 67
+NDTMSG = struct.Struct("=BBH")  # family pad pad
+NDTA_NAME, NDTA_PARMS = 1, 6
+NDTPA_IFINDEX = 1
+#: neighbour table parameters nra may set: name -> (NDTPA_* attribute, payload struct)
+NDTPA = {"base_reachable_ms": (4, "=Q"), "retrans_ms": (5, "=Q"), "delay_probe_ms": (7, "=Q"),
+         "ucast_probes": (10, "=I"), "mcast_probes": (11, "=I")}
+NEIGH_TABLE_NAMES = {socket.AF_INET: b"arp_cache\0", socket.AF_INET6: b"ndisc_cache\0"}
+NLA_F_NESTED = 0x8000
 NUD_NAMES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE",
              0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
 
@@ -311,3 +323,57 @@ def decode_route_header(message: Message) -> RouteHeader:
         elif attr == RTA_DST:
             dst = payload
     return RouteHeader(table, VERSION.get(family, family), kind, dst, dst_len)
+
+
+def _via(payload: bytes) -> bytes:
+    """The address of an RTA_VIA (struct rtvia: a u16 family, then the address)."""
+    return payload[2:]
+
+
+def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes], frozenset[int]]:
+    """(protocol, packed gateway addresses, link indexes) of a route message: its RTA_GATEWAY /
+    RTA_VIA and RTA_OIF, or those of each hop of its RTA_MULTIPATH."""
+    protocol = RTMSG.unpack_from(message.data, message.body)[5]
+    gateways: set[bytes] = set()
+    links: set[int] = set()
+    for kind, payload in attributes(message.data, message.body + RTMSG.size, message.end):
+        if kind == RTA_GATEWAY:
+            gateways.add(payload)
+        elif kind == RTA_VIA:
+            gateways.add(_via(payload))
+        elif kind == RTA_OIF and len(payload) >= 4:
+            links.add(U32.unpack_from(payload)[0])
+        elif kind == RTA_MULTIPATH:
+            at = 0
+            while at + RTNEXTHOP.size <= len(payload):
+                length, _, _, ifindex = RTNEXTHOP.unpack_from(payload, at)
+                if length < RTNEXTHOP.size:
+                    break
+                links.add(ifindex)
+                for hop_kind, hop_payload in attributes(payload, at + RTNEXTHOP.size, at + length):
+                    if hop_kind == RTA_GATEWAY:
+                        gateways.add(hop_payload)
+                    elif hop_kind == RTA_VIA:
+                        gateways.add(_via(hop_payload))
+                at += (length + 3) & ~3
+    return protocol, frozenset(gateways), frozenset(links)
+
+
+def encode_neighbour(address: bytes, family: int, ifindex: int, managed: bool) -> bytes:
+    """The body of an RTM_NEWNEIGH (with `managed`: an entry the kernel keeps resolved, no
+    link-layer address given) or RTM_DELNEIGH for `address` on link `ifindex`."""
+    body = NDMSG.pack(family, 0, 0, ifindex, 0, 0, 0) + attribute(NDA_DST, address)
+    if managed:
+        body += attribute(NDA_FLAGS_EXT, U32.pack(NTF_EXT_MANAGED))
+    return body
+
+
+def encode_neighbour_timers(family: int, ifindex: int, timers: dict[str, int]) -> bytes:
+    """The body of an RTM_SETNEIGHTBL setting `timers` (NDTPA names, see NDTPA) on one link's
+    ARP (AF_INET) or ND (AF_INET6) parameters."""
+    parms = attribute(NDTPA_IFINDEX, U32.pack(ifindex))
+    for name, value in sorted(timers.items()):
+        kind, layout = NDTPA[name]
+        parms += attribute(kind, struct.pack(layout, value))
+    return (NDTMSG.pack(family, 0, 0) + attribute(NDTA_NAME, NEIGH_TABLE_NAMES[family])
+            + attribute(NDTA_PARMS | NLA_F_NESTED, parms))

@@ -1,7 +1,8 @@
 """Kernel notifications, merged from two sockets into one stream of events.
 
 One socket carries what concerns the managed table: its routes and the rules pointing at
-it, and links going up, down or away. Neighbour notifications come on a socket of their own:
+it, and links going up, down or away; and, with learned-route liveness, the routes the
+configured routing daemons install or withdraw via a watched peer. Neighbour notifications come on a socket of their own:
 a busy node refreshes ARP/ND entries all the time, so only the peers' entries are decoded
 (on the peers' own links). A lost notification (socket overflow) becomes a Resync event.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import AsyncIterator, Mapping, Union
@@ -19,8 +21,8 @@ from nra.kernel.codec import (
     NLM_F_DUMP, NLM_F_REQUEST, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_DELRULE, RTM_GETLINK,
     RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RTM_NEWRULE, RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE,
     RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE, RTMGRP_LINK, RTMGRP_NEIGH, IFINFOMSG, LinkState, Message,
-    decode_link, decode_neighbour, decode_route_header, decode_rule, error_text, messages, request,
-    rule_table,
+    decode_link, decode_neighbour, decode_route_gateways, decode_route_header, decode_rule, error_text,
+    messages, request, rule_table,
 )
 from nra.kernel.model import NeighbourEntry
 from nra.kernel.socket import open_netlink
@@ -46,13 +48,20 @@ class NeighbourChange:
 
 
 @dataclass(frozen=True)
+class LearnedRouteChange:
+    """A routing daemon installed or withdrew a route via a watched peer."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Resync:
     """Notifications were lost: the whole state must be read again."""
 
     reason: str
 
 
-KernelEvent = Union[TableChange, NeighbourChange, Resync]
+KernelEvent = Union[TableChange, NeighbourChange, LearnedRouteChange, Resync]
 
 
 def _link_reason(old: LinkState | None, new: LinkState) -> str | None:
@@ -67,9 +76,10 @@ class KernelEvents:
     """The event source. `watch()` says which peers' neighbour entries matter, and on which
     links; the adapter updates it on every read."""
 
-    def __init__(self, netns: str | None, table: int):
+    def __init__(self, netns: str | None, table: int, learned_protos: frozenset[int] = frozenset()):
         self.netns = netns
         self.table = table
+        self.learned_protos = learned_protos
         self._watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
 
     def watch(self, links: Mapping[IPAddress, frozenset[int]]) -> None:
@@ -141,6 +151,10 @@ class KernelEvents:
             reason = self._table_reason(message, links)
             if reason:
                 yield TableChange(reason)
+            elif self.learned_protos and message.kind in (RTM_NEWROUTE, RTM_DELROUTE):
+                learned = self._learned_reason(message)
+                if learned:
+                    yield LearnedRouteChange(learned)
 
     def _table_reason(self, message: Message, links: dict[int, LinkState]) -> str | None:
         kind = message.kind
@@ -165,6 +179,23 @@ class KernelEvents:
             links.pop(gone.index, None)
             return f"link {gone.name} removed"
         return None
+
+    def _learned_reason(self, message: Message) -> str | None:
+        """Why a daemon's route matters: it goes via a watched peer, or via a link-local
+        address on a watched peer's link (which peer that is, the next read tells)."""
+        proto, gateways, links = decode_route_gateways(message)
+        if proto not in self.learned_protos:
+            return None
+        peers = gateways & self._watched.keys()
+        watched_links = {oif for entries in self._watched.values() for _, oifs in entries for oif in oifs}
+        if not peers and links & watched_links:
+            peers = {g for g in gateways if len(g) == 16 and g[0] == 0xFE and g[1] & 0xC0 == 0x80}  # fe80::/10
+        if not peers:
+            return None
+        route = decode_route_header(message)
+        via = ", ".join(sorted(str(ipaddress.ip_address(p)) for p in peers))
+        return (f"learned route {'added' if message.kind == RTM_NEWROUTE else 'withdrawn'}: "
+                f"IPv{route.version} {route.dst_text()} via {via} (proto {proto})")
 
     async def _neighbour_events(self) -> AsyncIterator[KernelEvent]:
         async for message in self._messages(RTMGRP_NEIGH, NEIGH_RCVBUF):

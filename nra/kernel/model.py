@@ -110,3 +110,6 @@ class KernelState:
     #: candidate peers the kernel knows as something that cannot be a nexthop, with what it
     #: is ("this node's own address", "a broadcast address", ...)
     invalid: Mapping[IPAddress, str] = field(default_factory=dict)
+    #: how many routes installed by the configured routing daemons (LEARNED_ROUTE_PROTOS) go
+    #: via each candidate peer; None when learned-route liveness is off
+    learned: Mapping[IPAddress, int] | None = None

@@ -33,7 +33,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {
         "TABLE_WEIGHT", "PEER_WEIGHT", "RULE_PRIORITY", "RULE_FWMARK", "DESTINATION", "ONESHOT",
         "CLEANANDEXIT", "METALLB_STATIC_FILE", "METALLB_USE_CRDS", "NODE_NAME", "LOG_LEVEL",
-        "LOG_FORMAT", "NRA_NETNS", "MAX_RECONCILE_WAIT", "KUBECONFIG"}}
+        "LOG_FORMAT", "NRA_NETNS", "MAX_RECONCILE_WAIT", "KUBECONFIG", "LEARNED_ROUTE_PROTOS", "MANAGED_NEIGHBOURS",
+        "PEER_NEIGH_TIMERS"}}
     env["HEALTH_ADDRESS"] = "off"
     env.update(extra)
     return env

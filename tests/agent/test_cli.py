@@ -362,3 +362,40 @@ def test_oneshot_installs_a_zoned_link_local_peer_with_its_link(node_ns, tmp_pat
     proc = oneshot(node_ns, write_config(tmp_path, ["fe80::1%eth0", "10.99.0.2"]))
     assert proc.returncode == 0, proc.stderr
     assert node_ns.routes("-6") == ["default via fe80::1 dev eth0 proto static metric 1024 pref medium"]
+
+
+def test_daemon_leaves_out_a_peer_at_the_withdrawal_of_its_learned_routes(node_ns, daemon):
+    # what BIRD or FRR install while their BGP sessions are up (proto bird = 12)
+    node_ns.ip("route add 10.200.1.0/24 via 10.99.0.2 proto bird")
+    node_ns.ip("route add 10.200.2.0/24 via 10.99.0.3 proto bird")
+    d = daemon("--learned-route-protos", "bird", MAX_RECONCILE_WAIT="0")  # no timer: only events act
+
+    def v4_gateways() -> set[str]:
+        return {gw for gw, _ in route_gateways(node_ns).get("default", [])}
+
+    wait_for(lambda: v4_gateways() == {"10.99.0.2", "10.99.0.3"}, 5, what="both peers in the route")
+    time.sleep(1.5)  # past the check that follows our own changes (ECHO_CHECK_S): nothing pending
+    node_ns.ip("route del 10.200.1.0/24")  # r1's session dropped
+    # only the route event can act this soon: no timer, no retry (nothing was degraded)
+    wait_for(lambda: v4_gateways() == {"10.99.0.3"}, 0.9, what="10.99.0.2 left out")
+    wait_for(lambda: "10.99.0.2 (10.99.0.2) has no route learned over BGP any more" in d.log(), 2, what="the warning")
+    node_ns.ip("route add 10.200.1.0/24 via 10.99.0.2 proto bird")
+    wait_for(lambda: v4_gateways() == {"10.99.0.2", "10.99.0.3"}, 3, what="10.99.0.2 back")
+    # fd99::2 never had a learned route: not judged, still in its route
+    assert {gw for gw, _ in route_gateways(node_ns, "-6").get("default", [])} == {"fd99::2"}
+
+
+def test_managed_neighbours_and_link_timers_are_set_by_the_daemon_not_by_plan(node_ns, config, daemon):
+    def managed() -> set[str]:
+        return {line.split()[0] for f in ("-4", "-6") for line in node_ns.ip(f"-d {f} neigh show dev eth0").splitlines()
+                if "managed" in line.split()}
+
+    flags = ("--managed-neighbours", "1", "--peer-neigh-timers", "base_reachable_ms=1500,retrans_ms=300")
+    proc = run_nra("plan", "--static-file", str(config), "--netns", node_ns.name, *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert managed() == set() and "base_reachable 30000" in node_ns.ip("ntable show dev eth0 name arp_cache")
+
+    daemon(*flags)
+    wait_for(lambda: managed() == {"10.99.0.2", "10.99.0.3", "fd99::2"}, 3, what="managed entries")
+    for table in ("arp_cache", "ndisc_cache"):
+        assert "base_reachable 1500 retrans 300" in " ".join(node_ns.ip(f"ntable show dev eth0 name {table}").split())

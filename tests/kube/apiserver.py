@@ -1,9 +1,10 @@
 """A small Kubernetes API server stand-in on 127.0.0.1, real HTTP, for the kube source tests.
 
-It serves what nra uses and nothing more: discovery, namespaced ConfigMaps, Nodes and the
-metallb.io resources; lists with a resourceVersion; watches as newline-delimited JSON
-events from a given resourceVersion, with bookmarks, timeoutSeconds and fieldSelector
-`metadata.name=`; 410 Gone for a compacted resourceVersion. Faults on demand: cut the
+It serves what nra uses and nothing more: discovery, namespaced ConfigMaps, Nodes, the
+metallb.io resources and FRR-K8s's BGPSessionStates; lists with a resourceVersion; watches
+as newline-delimited JSON events from a given resourceVersion, with bookmarks,
+timeoutSeconds, fieldSelector `metadata.name=` and labelSelector `key=value`; 410 Gone for a
+compacted resourceVersion. Faults on demand: cut the
 open streams, stall them (connection open, nothing sent), fail the next requests with a
 JSON 500 Status, a plain-text 503, an HTTP 410 or a body that is not JSON, stop and start
 again on the same port. Lists honour `limit` and answer in pages with `metadata.continue`;
@@ -25,6 +26,7 @@ from aiohttp import web
 
 TOKEN = "nra-test-token"
 GROUP = "metallb.io"
+FRRK8S_GROUP = "frrk8s.metallb.io"  # served without discovery: nra watches it by its known path
 
 # plural -> (kind, namespaced, group or "" for core)
 RESOURCES = {
@@ -33,6 +35,7 @@ RESOURCES = {
     "bgppeers": ("BGPPeer", True, GROUP),
     "ipaddresspools": ("IPAddressPool", True, GROUP),
     "bgpadvertisements": ("BGPAdvertisement", True, GROUP),
+    "bgpsessionstates": ("BGPSessionState", True, FRRK8S_GROUP),
 }
 KIND_TO_PLURAL = {kind: plural for plural, (kind, _, _) in RESOURCES.items()}
 
@@ -212,6 +215,7 @@ class FakeApiServer:
             return self._discovery(path, fault is not None)
         plural, version, namespace = route
         selector = _parse_selector(query.get("fieldSelector", ""))
+        selector.update({f"label:{k}": v for k, v in _parse_selector(query.get("labelSelector", "")).items()})
         if namespace is not None:
             selector["metadata.namespace"] = namespace
         if fault is not None:  # garbage
@@ -238,7 +242,7 @@ class FakeApiServer:
         parts = path.strip("/").split("/")
         if parts[:2] == ["api", "v1"]:
             rest, version = parts[2:], "v1"
-        elif len(parts) >= 3 and parts[:2] == ["apis", GROUP]:
+        elif len(parts) >= 3 and parts[0] == "apis" and parts[1] in (GROUP, FRRK8S_GROUP):
             rest, version = parts[3:], parts[2]
         else:
             return None
@@ -409,5 +413,7 @@ def _matches(obj: dict, selector: dict[str, str]) -> bool:
         if key == "metadata.name" and meta.get("name") != value:
             return False
         if key == "metadata.namespace" and meta.get("namespace", "") != value:
+            return False
+        if key.startswith("label:") and (meta.get("labels") or {}).get(key[len("label:"):]) != value:
             return False
     return True

@@ -50,3 +50,91 @@ def test_peers_no_longer_on_link_are_forgotten():
 def test_verdicts_from_one_read_have_no_history():
     assert verdicts_from_states({A: "FAILED", B: "INCOMPLETE"}) == {
         A: Verdict(Liveness.SILENT, "no-arp"), B: Verdict(Liveness.UNSURE)}
+
+
+# -- learned-route liveness (LEARNED_ROUTE_PROTOS) --------------------------------------------
+
+def test_a_peer_never_seen_with_a_learned_route_is_not_judged_by_them():
+    health = PeerHealth()
+    for _ in range(3):
+        health.observe_learned_routes([A, B], {})
+    assert health.verdict(A) == Verdict(Liveness.ANSWERS) and health.verdicts() == {}
+
+
+def test_learned_routes_gone_is_bgp_down_and_back_is_at_once():
+    health = PeerHealth()
+    health.observe_learned_routes([A, B], {A: 2, B: 1})
+    assert health.verdicts() == {}
+    health.observe_learned_routes([A, B], {B: 1})  # A's session dropped: the daemon withdrew its routes
+    assert health.verdict(A) == Verdict(Liveness.SILENT, "bgp-down")
+    assert health.verdicts() == {A: Verdict(Liveness.SILENT, "bgp-down")}
+    health.observe_learned_routes([A, B], {B: 1})  # stays down while nothing is learned via it
+    assert health.verdict(A).reason == "bgp-down"
+    health.observe_learned_routes([A, B], {A: 1, B: 1})  # no hold-down: the daemon already debounced
+    assert health.verdicts() == {}
+
+
+def test_bgp_down_while_the_peer_still_answers_arp_leaves_it_out():
+    health = PeerHealth()
+    health.observe_neighbours([A], {A: "REACHABLE"})
+    health.observe_learned_routes([A], {A: 1})
+    health.observe_learned_routes([A], {})
+    assert health.verdict(A) == Verdict(Liveness.SILENT, "bgp-down")
+
+
+def test_a_failed_neighbour_is_reported_as_no_arp_even_when_bgp_is_down_too():
+    health = PeerHealth()
+    health.observe_learned_routes([A], {A: 1})
+    health.observe_learned_routes([A], {})
+    health.observe_neighbours([A], {A: "FAILED"})
+    assert health.verdict(A) == Verdict(Liveness.SILENT, "no-arp")
+    health.observe_neighbours([A], {A: "REACHABLE"})  # ARP answers again, BGP is still down
+    assert health.verdict(A) == Verdict(Liveness.SILENT, "bgp-down")
+
+
+def test_a_peer_removed_from_the_configuration_loses_its_learned_history():
+    health = PeerHealth()
+    health.observe_learned_routes([A], {A: 1})
+    health.observe_learned_routes([], {})
+    health.observe_learned_routes([A], {})
+    assert health.verdict(A) == Verdict(Liveness.ANSWERS)  # back as a new peer: not judged
+
+
+# -- FRR-K8s BGPSessionState (advisory, with a hold time both ways) ----------------------------
+
+HOLD = 3.0
+
+
+def test_a_session_down_for_the_hold_time_is_bgp_down_and_up_for_it_again_answers():
+    health = PeerHealth()
+    assert health.observe_session_states([A, B], {A: True, B: True}, 100.0, HOLD) is None
+    assert health.observe_session_states([A, B], {A: False, B: True}, 101.0, HOLD) == 104.0
+    assert health.verdicts() == {}  # not yet: a report may be a blip
+    assert health.observe_session_states([A, B], {A: False, B: True}, 103.9, HOLD) == 104.0
+    assert health.observe_session_states([A, B], {A: False, B: True}, 104.0, HOLD) is None
+    assert health.verdicts() == {A: Verdict(Liveness.SILENT, "bgp-down")}
+    # up again: kept out for the hold time too (hysteresis), then back
+    assert health.observe_session_states([A, B], {A: True, B: True}, 110.0, HOLD) == 113.0
+    assert health.verdict(A).reason == "bgp-down"
+    assert health.observe_session_states([A, B], {A: True, B: True}, 113.0, HOLD) is None
+    assert health.verdicts() == {}
+
+
+def test_a_blip_shorter_than_the_hold_changes_nothing():
+    health = PeerHealth()
+    health.observe_session_states([A], {A: True}, 0.0, HOLD)
+    health.observe_session_states([A], {A: False}, 1.0, HOLD)
+    assert health.observe_session_states([A], {A: True}, 2.0, HOLD) is None
+    health.observe_session_states([A], {A: True}, 10.0, HOLD)
+    assert health.verdicts() == {}
+
+
+def test_a_missing_session_state_is_unknown_not_down():
+    health = PeerHealth()
+    health.observe_session_states([A], {A: False}, 0.0, HOLD)
+    health.observe_session_states([A], {A: False}, 5.0, HOLD)
+    assert health.verdict(A).reason == "bgp-down"
+    assert health.observe_session_states([A], {}, 6.0, HOLD) is None  # the object is gone
+    assert health.verdicts() == {}
+    health.observe_session_states([A], {A: False}, 7.0, HOLD)  # a new report starts a new hold
+    assert health.verdicts() == {}

@@ -401,3 +401,23 @@ def test_off_link_and_failed_peers_together():
     state = dataclasses.replace(state, neighbours={A4: "REACHABLE", B4: "FAILED"}, unreachable=frozenset())
     p = plan(TWO_BY_TWO, state, POLICY)
     assert p.operations[0].nexthops == (Nexthop(A4, 1),)
+
+
+# -- learned-route liveness: the planner's side --------------------------------------------------
+
+def test_a_peer_whose_bgp_session_dropped_is_left_out_though_it_answers_arp():
+    state = KernelState(both_routes(), RULES, neighbours={A4: "REACHABLE", B4: "REACHABLE"})
+    p = plan(TWO_BY_TWO, state, POLICY, {A4: Verdict(Liveness.SILENT, "bgp-down")})
+    assert kinds(p) == ["replace_route"] and p.operations[0].nexthops == (Nexthop(B4, 1),)
+    assert p.left_out == {A4: "bgp-down"} and p.unusable_peers == {A4}
+    assert p.warnings == ("peer 10.99.0.2 has no route learned over BGP any more (its session is down); "
+                          "left out of the IPv4 route until it does",)
+
+
+def test_every_peer_bgp_down_keeps_the_route_as_it_is():
+    verdicts = {A4: Verdict(Liveness.SILENT, "bgp-down"), B4: Verdict(Liveness.SILENT, "no-arp")}
+    p = plan(TWO_BY_TWO, KernelState(both_routes(), RULES), POLICY, verdicts)
+    assert p.operations == ()
+    assert p.warnings == ("every on-link IPv4 peer is judged down (no ARP/ND answer, or BGP session down): "
+                          "the route is kept as it is",)
+    assert p.unusable_peers == {A4, B4}

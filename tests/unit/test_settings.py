@@ -131,6 +131,46 @@ def test_every_setting_is_documented_in_readme_and_help():
     assert not missing, f"undocumented settings: {missing}"
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("", frozenset()), ("off", frozenset()), ("bgp", {186}), ("bgp, bird", {186, 12}), ("BIRD,zebra", {12, 11}),
+    ("12,186", {12, 186}), ("static", {4}), ("254", {254}),
+])
+def test_learned_route_protos_forms(text, expected):
+    assert load_settings(learned_route_protos=text).learned_protos == expected
+
+
+@pytest.mark.parametrize("value", ["kernel", "2", "0", "boot", "frr", "256", "bgp,nope", "-1"])
+def test_learned_route_protos_refused(value):
+    with pytest.raises(SettingsError) as err:
+        load_settings(learned_route_protos=value)
+    assert str(err.value).startswith("invalid LEARNED_ROUTE_PROTOS:"), str(err.value)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("", {}), ("off", {}),
+    ("fast", {"base_reachable_ms": 1000, "delay_probe_ms": 200, "retrans_ms": 200, "ucast_probes": 3, "mcast_probes": 3}),
+    ("retrans_ms=150", {"retrans_ms": 150}),
+    ("base_reachable_ms=2000, delay_probe_ms=0", {"base_reachable_ms": 2000, "delay_probe_ms": 0}),
+])
+def test_peer_neigh_timers_forms(text, expected):
+    assert load_settings(peer_neigh_timers=text).neigh_timers == expected
+
+
+@pytest.mark.parametrize("value", ["slow", "retrans_ms", "retrans_ms=abc", "retrans_ms=5", "ucast_probes=0",
+                                   "base_reachable_ms=99999999", "gc_stale_ms=10", "fast,retrans_ms=100"])
+def test_peer_neigh_timers_refused(value):
+    with pytest.raises(SettingsError) as err:
+        load_settings(peer_neigh_timers=value)
+    assert str(err.value).startswith("invalid PEER_NEIGH_TIMERS:"), str(err.value)
+
+
+def test_managed_neighbours_is_a_flag():
+    assert load_settings().managed_neighbours is False
+    assert load_settings(managed_neighbours="1").managed_neighbours is True
+    with pytest.raises(SettingsError):
+        load_settings(managed_neighbours="perhaps")
+
+
 # -- issue 11, item 11: non-finite or absurd timeouts, a health address that is a name ----
 
 

@@ -37,6 +37,7 @@ class ResourceKind:
     api_version: str  # e.g. "metallb.io/v1beta2", "v1"
     kind: str  # e.g. "BGPPeer"; list items may omit kind/apiVersion, we put them back
     field_selector: str | None = None
+    label_selector: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,18 @@ class Reflector:
     def synced(self) -> bool:
         return self.objects is not None
 
+    @property
+    def healthy(self) -> bool:
+        """Listed, and not failing since (a failure lasts until the next list or event)."""
+        return self.synced and self._failing is None
+
     def _query(self) -> dict[str, str]:
-        return {"fieldSelector": self.resource.field_selector} if self.resource.field_selector else {}
+        query = {}
+        if self.resource.field_selector:
+            query["fieldSelector"] = self.resource.field_selector
+        if self.resource.label_selector:
+            query["labelSelector"] = self.resource.label_selector
+        return query
 
     def _complete(self, obj: dict) -> dict:
         obj.setdefault("apiVersion", self.resource.api_version)

@@ -1,0 +1,101 @@
+"""Routes the node's routing daemons installed (learned over BGP, say), counted by peer: the
+facts behind learned-route liveness. What they mean for a peer is nra.peer_health's business;
+the routes themselves are the daemons', never touched here.
+
+An IPv6 route learned from a peer on a shared link often goes via the peer's link-local
+address (FRR's zebra prefers it), not the address nra knows the peer by; such a gateway counts
+for the peer whose neighbour entry on that link has the same link-layer address. When that
+cannot be told (no entry for the gateway, or none for an IPv6 peer of that link), the route
+counts for each IPv6 peer of the link whose link-layer address is unknown: a peer is never
+judged down for want of a neighbour entry.
+
+Cost: every reconcile dumps these routes (the kernel filters by proto): meant for nodes that
+receive a handful of routes from their peers, not a full table.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Iterable, Mapping
+
+from pyroute2.iproute.linux import AsyncIPRoute
+
+from nra.intent import IPAddress
+
+LINK_LOCAL6 = ipaddress.ip_network("fe80::/10")
+
+
+def gateways_of(msg) -> set[tuple[bytes, int | None]]:
+    """(packed gateway address, link index) of a pyroute2 route message: its gateway or via
+    (an IPv4 route through an IPv6 nexthop), or those of each hop of a multipath route."""
+    hops = msg.get("RTA_MULTIPATH") or [msg]
+    found = set()
+    for hop in hops:
+        gateway = hop.get("RTA_GATEWAY")
+        via = hop.get("RTA_VIA")
+        if via and not gateway:
+            gateway = via.get("addr") if isinstance(via, dict) else None
+        if gateway:
+            found.add((ipaddress.ip_address(gateway).packed, hop.get("oif") or hop.get("RTA_OIF")))
+    return found
+
+
+class LearnedRoutes:
+    """Reads, in every table and both families, the routes whose `proto` is one of the
+    configured routing daemons' (the kernel filters the dump by protocol)."""
+
+    def __init__(self, protos: frozenset[int]):
+        self.protos = protos
+
+    async def read(self, ipr: AsyncIPRoute, peers: Iterable[IPAddress],
+                   links: Mapping[IPAddress, frozenset[int]] | None = None) -> dict[IPAddress, int]:
+        """How many such routes go via each of `peers` (a peer via none is absent); `links`:
+        each on-link peer's links, for routes via a link-local gateway."""
+        wanted = {a.packed: a for a in peers}
+        counts: dict[IPAddress, int] = {}
+        if not wanted:
+            return counts
+        link_local: dict[tuple[bytes, int], int] = {}
+        for family in (socket.AF_INET, socket.AF_INET6):  # an IPv4 route may go via an IPv6 peer
+            for proto in sorted(self.protos):
+                async for msg in await ipr.route("dump", family=family, proto=proto):
+                    if msg["proto"] != proto:
+                        continue
+                    for packed, oif in gateways_of(msg):
+                        if packed in wanted:
+                            counts[wanted[packed]] = counts.get(wanted[packed], 0) + 1
+                        elif oif and len(packed) == 16 and ipaddress.ip_address(packed) in LINK_LOCAL6:
+                            link_local[(packed, oif)] = link_local.get((packed, oif), 0) + 1
+        if link_local:
+            for peer, count in (await self._by_link_layer(ipr, link_local, wanted, links or {})).items():
+                counts[peer] = counts.get(peer, 0) + count
+        return counts
+
+    async def _by_link_layer(self, ipr: AsyncIPRoute, link_local: dict[tuple[bytes, int], int],
+                             wanted: dict[bytes, IPAddress],
+                             links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, int]:
+        """Link-local gateways -> the peers with the same link-layer address on that link (or,
+        when that cannot be told, the link's IPv6 peers whose link-layer address is unknown)."""
+        lladdr: dict[tuple[bytes, int], str] = {}
+        for oif in sorted({oif for _, oif in link_local}):
+            async for msg in await ipr.neigh("dump", family=socket.AF_INET6, ifindex=oif):
+                dst, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
+                if dst and mac and msg["ifindex"] == oif:
+                    lladdr[(ipaddress.ip_address(dst).packed, oif)] = mac
+        macs: dict[int, dict[IPAddress, str]] = {}  # link -> its peers known by their address -> mac
+        for (packed, oif), mac in lladdr.items():
+            if packed in wanted:
+                macs.setdefault(oif, {})[wanted[packed]] = mac
+        counts: dict[IPAddress, int] = {}
+        for (packed, oif), count in link_local.items():
+            here = macs.get(oif, {})
+            mac = lladdr.get((packed, oif))
+            if mac is None:  # the gateway's own entry is missing: it may be any IPv6 peer of the link
+                owners = [p for p in wanted.values() if p.version == 6 and oif in links.get(p, ())]
+            else:  # the peer with that address; else one whose own is unknown; else nobody's
+                owners = [p for p, m in here.items() if m == mac] or [
+                    p for p in wanted.values() if p.version == 6 and oif in links.get(p, ()) and p not in here]
+            for owner in owners:
+                counts[owner] = counts.get(owner, 0) + count
+        return counts
