@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,34 +38,25 @@ from nra.netlink import KernelAdapter  # noqa: E402
 from nra.planner import plan  # noqa: E402
 from nra.reconciler import policy_from_settings  # noqa: E402
 from nra.settings import load_settings  # noqa: E402
+from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 
 NRA = [sys.executable, "-m", "nra"]
 PEERS = ["10.99.0.2", "10.99.0.3"]
 TABLE = 20
 
 
-def sh(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+class Namespace(NetNS):
+    """A fresh namespace with the peers' link (10.99.0.1/24 on eth0)."""
 
-
-class Namespace:
     def __init__(self) -> None:
-        self.name = f"nra-bench-{uuid.uuid4().hex[:6]}"
-        sh("ip", "netns", "add", self.name)
-        for cmd in (
-            "link set dev lo up",
-            "link add name eth0 type veth peer name eth0p",
-            "addr add 10.99.0.1/24 dev eth0",
-            "link set dev eth0 up",
-            "link set dev eth0p up",
-        ):
-            sh("ip", "-n", self.name, *cmd.split())
+        super().__init__(new_netns("nra-bench").name)
+        add_peer_link(self, v6_cidr=None)
 
     def count_rules(self) -> int:
-        return len(sh("ip", "-n", self.name, "-4", "rule", "show", "table", "20").splitlines())
+        return len(self.rules("-4", TABLE))
 
     def close(self) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], check=False)
+        self.delete()
 
 
 def prefixes(n: int, offset: int = 0) -> list[str]:
