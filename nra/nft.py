@@ -1,0 +1,388 @@
+"""The nftables table of the `conntrack` return path, as data: what it should hold, what the
+kernel lists, and the one transaction that turns the second into the first. Pure, no I/O.
+
+nra owns exactly one table, `inet nra` (both families), and never names another. In it:
+
+- sets `lb4` / `lb6` (interval): the LoadBalancer prefixes;
+- set `links` (interface names): the links the BGP peers are reached through;
+- map `routers` (link-layer address -> `goto save_<i>`): which router a sender is;
+- chain `prerouting` (filter, priority mangle): one rule, a verdict map on nra's bits of
+  the connection mark. Unmarked connections go to `classify`; marked ones to `restore_<i>`,
+  which copies the mark onto packets of the reply direction before they are routed;
+- chain `output` (route, priority mangle): the same restore for replies of local sockets;
+- `classify`: a new connection, arriving on a peer's link, for an LB prefix, goes to `save`,
+  which marks it with its router's mark (`routers` map) or else the external mark.
+
+The common packet (an established connection that is not LoadBalancer traffic) costs one
+rule: a connection-mark load, an AND, and a hash look-up that finds 0 -> `classify`, whose
+first test (`ct state != new`) returns. Only a connection's first packet pays for the
+interval look-up.
+
+The chains depend on the mark field alone (one `save_<i>`/`restore_<i>` pair for every
+router the field can number), so a peer that comes, goes or changes its link-layer address
+is an element change, never a rebuild.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from nra.intent import IPNetwork
+from nra.marks import U32, MarkField
+
+TABLE = "nra"
+FAMILY = "inet"
+PREFIX_SETS = {4: "lb4", 6: "lb6"}
+LINKS_SET = "links"
+ROUTERS_MAP = "routers"
+MANGLE = -150  # NF_IP_PRI_MANGLE: after conntrack (-200), before DNAT (-100) and routing
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NftTable:
+    """The table's content as nra compares it: elements as values, chains as their hook and
+    rules (each rule its expression list in canonical JSON)."""
+
+    prefixes: Mapping[int, frozenset[IPNetwork]]  # family -> collapsed prefixes
+    links: frozenset[str]
+    routers: Mapping[str, int]  # link-layer address (lower case) -> router index
+    chains: Mapping[str, tuple[tuple | None, tuple[str, ...]]]  # name -> (hook, rules)
+    # the kernel's own elements as listed (for exact deletes); empty in a desired table
+    raw_prefixes: Mapping[int, tuple] = field(default_factory=dict, compare=False)
+    # what else a listing held that nra never creates (a set, map or chain of another name)
+    foreign: tuple[str, ...] = field(default=(), compare=False)
+
+    def structure(self) -> tuple:
+        """What only a rebuild can change: the chains and their rules."""
+        return tuple(sorted(self.chains.items()))
+
+
+def _collapse(prefixes: Iterable[IPNetwork]) -> dict[int, frozenset[IPNetwork]]:
+    by_family: dict[int, list[IPNetwork]] = {4: [], 6: []}
+    for prefix in prefixes:
+        by_family[prefix.version].append(prefix)
+    return {f: frozenset(ipaddress.collapse_addresses(nets)) for f, nets in by_family.items()}
+
+
+# -- rendering the chains (canonical JSON, as `nft -j list` gives them back) --------------
+
+
+def _ct(key: str) -> dict:
+    return {"ct": {"key": key}}
+
+
+def _mark_key(field: MarkField, source: dict) -> dict:
+    return {"&": [source, field.mask]}
+
+
+def _set_mark(target: str, field: MarkField, mark: int) -> dict:
+    key = _ct("mark") if target == "ct" else {"meta": {"key": "mark"}}
+    keep = field.keep_others(mark)
+    # nft drops an AND with all ones (the mark sets every bit of the mask): list it so
+    return {"mangle": {"key": key, "value": {"|": [{"&": [key, keep]} if keep != U32 else key, mark]}}}
+
+
+def _rule(*expr: dict) -> str:
+    return json.dumps(list(expr), sort_keys=True, separators=(",", ":"))
+
+
+def save_chain(index: int) -> str:
+    return f"save_{index}" if index else "save_external"
+
+
+def restore_chain(index: int) -> str:
+    return f"restore_{index}" if index else "restore_external"
+
+
+def desired_chains(field: MarkField) -> dict[str, tuple[tuple | None, tuple[str, ...]]]:
+    indexes = range(field.capacity + 1)  # 0: the external mark
+    marks = {i: field.router(i) if i else field.value for i in indexes}
+    restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
+    chains: dict[str, tuple[tuple | None, tuple[str, ...]]] = {
+        "prerouting": (("filter", "prerouting", MANGLE, "accept"), (
+            _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
+                            "data": {"set": [[0, {"jump": {"target": "classify"}}], *restore_map]}}}),)),
+        "output": (("route", "output", MANGLE, "accept"), (
+            _rule({"vmap": {"key": _mark_key(field, _ct("mark")), "data": {"set": restore_map}}}),)),
+        "classify": (None, (
+            _rule({"match": {"op": "!=", "left": _ct("state"), "right": "new"}}, {"return": None}),
+            _rule({"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}},
+                  {"return": None}),
+            _rule({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                             "right": f"@{PREFIX_SETS[4]}"}}, {"goto": {"target": "save"}}),
+            _rule({"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                             "right": f"@{PREFIX_SETS[6]}"}}, {"goto": {"target": "save"}}),
+        )),
+        "save": (None, (
+            _rule({"vmap": {"key": {"payload": {"protocol": "ether", "field": "saddr"}}, "data": f"@{ROUTERS_MAP}"}}),
+            _rule(_set_mark("ct", field, field.value)),
+        )),
+    }
+    for i in indexes:
+        if i:
+            chains[save_chain(i)] = (None, (_rule(_set_mark("ct", field, marks[i])),))
+        chains[restore_chain(i)] = (None, (
+            _rule({"match": {"op": "==", "left": _ct("direction"), "right": "reply"}},
+                  _set_mark("meta", field, marks[i])),))
+    return chains
+
+
+def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: Mapping[str, int],
+                  field: MarkField) -> NftTable:
+    """The table nra wants: these LB prefixes, peer links and routers (link-layer address ->
+    index), for this mark field."""
+    return NftTable(_collapse(prefixes), frozenset(links), {m.lower(): i for m, i in routers.items()},
+                    desired_chains(field))
+
+
+# -- reading a listing --------------------------------------------------------------------
+
+
+def _element_networks(elem) -> list[IPNetwork]:
+    if isinstance(elem, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return [elem]
+    if isinstance(elem, dict) and "elem" in elem:  # an element with options (timeout, comment)
+        elem = elem["elem"]["val"]
+    if isinstance(elem, str):
+        return [ipaddress.ip_network(elem)]
+    if "prefix" in elem:
+        return [ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}")]
+    if "range" in elem:
+        low, high = (ipaddress.ip_address(a) for a in elem["range"])
+        return list(ipaddress.summarize_address_range(low, high))
+    raise ValueError(f"unexpected set element {elem!r}")
+
+
+def _verdict_target(data) -> str | None:
+    if isinstance(data, dict):
+        for verdict in ("goto", "jump"):
+            if verdict in data:
+                return data[verdict]["target"]
+    return None
+
+
+def parse_listing(listing: list[dict]) -> NftTable | None:
+    """The table from `nft -j list table inet nra` (its `nftables` list); None when the
+    listing holds no table."""
+    if not any("table" in item for item in listing):
+        return None
+    prefixes: dict[int, set[IPNetwork]] = {4: set(), 6: set()}
+    raw: dict[int, list] = {4: [], 6: []}
+    links: set[str] = set()
+    routers: dict[str, int] = {}
+    hooks: dict[str, tuple | None] = {}
+    rules: dict[str, list[str]] = {}
+    foreign: list[str] = []
+    by_name = {v: k for k, v in PREFIX_SETS.items()}
+    for item in listing:
+        if "set" in item:
+            s = item["set"]
+            if s["name"] in by_name:
+                family = by_name[s["name"]]
+                for elem in s.get("elem", []):
+                    raw[family].append(elem)
+                    prefixes[family].update(_element_networks(elem))
+            elif s["name"] == LINKS_SET:
+                links.update(e if isinstance(e, str) else str(e) for e in s.get("elem", []))
+            else:
+                foreign.append(f"set {s['name']}")
+        elif "map" in item:
+            m = item["map"]
+            if m["name"] != ROUTERS_MAP:
+                foreign.append(f"map {m['name']}")
+                continue
+            for key, data in m.get("elem", []):
+                target = _verdict_target(data) or ""
+                index = int(target.rpartition("_")[2]) if target.startswith("save_") and \
+                    target.rpartition("_")[2].isdigit() else -1
+                routers[str(key).lower()] = index
+        elif "chain" in item:
+            c = item["chain"]
+            hooks[c["name"]] = (c["type"], c["hook"], c["prio"], c.get("policy", "accept")) if "hook" in c else None
+            rules.setdefault(c["name"], [])
+        elif "rule" in item:
+            r = item["rule"]
+            rules.setdefault(r["chain"], []).append(_rule(*r["expr"]))
+    chains = {name: (hooks.get(name), tuple(rules.get(name, ()))) for name in hooks}
+    return NftTable({f: frozenset(ipaddress.collapse_addresses(n)) for f, n in prefixes.items()},
+                    frozenset(links), routers, chains, {f: tuple(r) for f, r in raw.items()}, tuple(foreign))
+
+
+# -- the change ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NftChange:
+    """One transaction: a rebuild of the whole table, or element adds and deletes."""
+
+    rebuild: bool = False
+    reason: str = ""
+    add_prefixes: Mapping[int, tuple[IPNetwork, ...]] = field(default_factory=dict)
+    delete_prefixes: Mapping[int, tuple] = field(default_factory=dict)  # raw kernel elements
+    add_links: tuple[str, ...] = ()
+    delete_links: tuple[str, ...] = ()
+    set_routers: Mapping[str, int] = field(default_factory=dict)
+    delete_routers: tuple[str, ...] = ()
+    remove: bool = False  # delete the table (CLEANANDEXIT)
+
+    def __bool__(self) -> bool:
+        return bool(self.rebuild or self.remove or any(self.add_prefixes.values())
+                    or any(self.delete_prefixes.values()) or self.add_links or self.delete_links
+                    or self.set_routers or self.delete_routers)
+
+    def describe(self) -> list[str]:
+        """`nft`-like lines for `nra plan` and the log."""
+        t = f"{FAMILY} {TABLE}"
+        if self.remove:
+            return [f"nft delete table {t}  # {self.reason}"]
+        if self.rebuild:
+            return [f"nft -f <table {t}: {sum(len(v) for v in self.add_prefixes.values())} prefix(es), "
+                    f"{len(self.add_links)} link(s), {len(self.set_routers)} router(s)>  # {self.reason}"]
+        lines = []
+        for family, name in PREFIX_SETS.items():
+            if self.delete_prefixes.get(family):
+                lines.append(f"nft delete element {t} {name} {{ {_elements_text(self.delete_prefixes[family])} }}")
+            if self.add_prefixes.get(family):
+                lines.append(f"nft add element {t} {name} {{ {_elements_text(self.add_prefixes[family])} }}")
+        if self.delete_links:
+            lines.append(f"nft delete element {t} {LINKS_SET} {{ {', '.join(self.delete_links)} }}")
+        if self.add_links:
+            lines.append(f"nft add element {t} {LINKS_SET} {{ {', '.join(self.add_links)} }}")
+        if self.delete_routers:
+            lines.append(f"nft delete element {t} {ROUTERS_MAP} {{ {', '.join(self.delete_routers)} }}")
+        if self.set_routers:
+            lines.append(f"nft add element {t} {ROUTERS_MAP} {{ "
+                         + ", ".join(f"{m} : goto {save_chain(i)}" for m, i in sorted(self.set_routers.items()))
+                         + " }")
+        return lines
+
+
+def _elements_text(elements, limit: int = 4) -> str:
+    items = [str(e) if not isinstance(e, dict) else json.dumps(e) for e in elements]
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def diff(desired: NftTable, current: NftTable | None) -> NftChange:
+    """The one transaction that makes `current` (None: no table) into `desired`."""
+    if current is None:
+        return _rebuild(desired, "table missing")
+    if current.structure() != desired.structure():
+        changed = sorted(set(current.chains) ^ set(desired.chains)) or sorted(
+            name for name in desired.chains if current.chains.get(name) != desired.chains[name])
+        return _rebuild(desired, f"chains differ ({', '.join(changed[:3])})")
+    if current.foreign:
+        return _rebuild(desired, f"not nra's: {', '.join(current.foreign[:3])}")
+    add: dict[int, tuple[IPNetwork, ...]] = {}
+    delete: dict[int, tuple] = {}
+    for family in PREFIX_SETS:
+        want = desired.prefixes.get(family, frozenset())
+        kept: set[IPNetwork] = set()
+        stale = []
+        # a table nra wrote itself is known by its prefixes; a listed one by its elements
+        listed = current.raw_prefixes.get(family) if current.raw_prefixes else current.prefixes.get(family, ())
+        for elem in listed or ():
+            nets = _element_networks(elem)
+            if len(nets) == 1 and nets[0] in want and nets[0] not in kept:
+                kept.add(nets[0])
+            else:  # not ours, a duplicate, or a range that is not exactly one prefix of ours
+                stale.append(elem)
+        add[family] = tuple(sorted(want - kept))
+        delete[family] = tuple(stale)
+    routers_changed = {m: i for m, i in desired.routers.items() if current.routers.get(m) != i}
+    return NftChange(
+        reason="elements differ", add_prefixes=add, delete_prefixes=delete,
+        add_links=tuple(sorted(desired.links - current.links)),
+        delete_links=tuple(sorted(current.links - desired.links)),
+        set_routers=routers_changed,
+        # a changed router is deleted first: map elements are not replaced by an add
+        delete_routers=tuple(sorted((set(current.routers) - set(desired.routers)) | set(
+            m for m in routers_changed if m in current.routers))),
+    )
+
+
+def _rebuild(desired: NftTable, reason: str) -> NftChange:
+    return NftChange(rebuild=True, reason=reason,
+                     add_prefixes={f: tuple(sorted(p)) for f, p in desired.prefixes.items()},
+                     add_links=tuple(sorted(desired.links)), set_routers=dict(desired.routers))
+
+
+def removal(current: NftTable | None) -> NftChange:
+    """CLEANANDEXIT: the table goes, if there is one."""
+    return NftChange(remove=True, reason="clean") if current is not None else NftChange()
+
+
+# -- the transaction as JSON commands (one libnftables call, one netlink batch) ------------
+
+
+def _prefix_elem(net: IPNetwork):
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _object(kind: str, name: str, **extra) -> dict:
+    return {kind: {"family": FAMILY, "table": TABLE, "name": name, **extra}}
+
+
+def _elements(name: str, elems: list) -> dict:
+    return {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elems}}
+
+
+def _table_commands(desired: NftTable, field: MarkField) -> list[dict]:
+    """`add` commands that create the whole table (after it was deleted in the same batch)."""
+    cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+    cmds += [{"add": _object("set", PREFIX_SETS[f], type=t, flags=["interval"])}
+             for f, t in ((4, "ipv4_addr"), (6, "ipv6_addr"))]
+    cmds.append({"add": _object("set", LINKS_SET, type="ifname")})
+    cmds.append({"add": _object("map", ROUTERS_MAP, type="ether_addr", map="verdict")})
+    # chains first (a rule or element may name any of them), then the rules
+    for name, (hook, _) in desired.chains.items():
+        spec = {}
+        if hook:
+            kind, where, prio, policy = hook
+            spec = {"type": kind, "hook": where, "prio": prio, "policy": policy}
+        cmds.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, **spec}}})
+    for name, (_, rules) in desired.chains.items():
+        for rule in rules:
+            cmds.append({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": name,
+                                          "expr": json.loads(rule)}}})
+    return cmds
+
+
+def commands(change: NftChange, desired: NftTable | None, field: MarkField | None,
+             table_exists: bool) -> list[dict]:
+    """The JSON command list of the transaction (empty for no change)."""
+    if not change:
+        return []
+    cmds: list[dict] = []
+    if change.remove or change.rebuild:
+        if table_exists:
+            cmds.append({"delete": {"table": {"family": FAMILY, "name": TABLE}}})
+        if change.remove:
+            return cmds
+        assert desired is not None and field is not None
+        cmds += _table_commands(desired, field)
+    else:
+        for family, name in PREFIX_SETS.items():
+            if change.delete_prefixes.get(family):
+                cmds.append({"delete": _elements(name, list(change.delete_prefixes[family]))})
+        if change.delete_links:
+            cmds.append({"delete": _elements(LINKS_SET, list(change.delete_links))})
+        if change.delete_routers:
+            cmds.append({"delete": _elements(ROUTERS_MAP, list(change.delete_routers))})
+    for family, name in PREFIX_SETS.items():
+        if change.add_prefixes.get(family):
+            cmds.append({"add": _elements(name, [_prefix_elem(n) for n in change.add_prefixes[family]])})
+    if change.add_links:
+        cmds.append({"add": _elements(LINKS_SET, list(change.add_links))})
+    if change.set_routers:
+        cmds.append({"add": _elements(ROUTERS_MAP, [[m, {"goto": {"target": save_chain(i)}}]
+                                                    for m, i in sorted(change.set_routers.items())])})
+    return cmds
