@@ -1,0 +1,165 @@
+"""The `conntrack` return path, planned: which router each BGP peer is, the nft table that
+marks connections by the router they came through, one table per router with a route via
+that router only, and a constant number of rules. Pure, no I/O.
+
+Rules (RULE_PRIORITY = P): `fwmark <router i's mark>/<mask> lookup <router i's table>
+priority P` for every router, then `fwmark V/V lookup TABLE_WEIGHT priority P+1` for the
+external mark and for any router whose own table is empty because it is unusable (its
+route withdrawn): its connections then leave through the multipath table.
+
+A router is a link-layer address: the peers (IPv4 and IPv6) that answer from it are one box.
+Its number (mark, table) is kept as long as it exists: the nft map says which address has
+which number, and a router's table says which peers it routes through, so a restart or a
+new link-layer address for the same peer address keeps it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from nra.intent import IPAddress, IPNetwork, Intent, Peer
+from nra.marks import MarkField
+from nra.nft import NftTable, desired_table
+
+
+@dataclass(frozen=True)
+class ReturnPathPolicy:
+    field: MarkField
+    tables: range  # one per router: router i uses tables[i - 1]
+    table: int  # the multipath table (TABLE_WEIGHT)
+    priority: int
+
+    @property
+    def capacity(self) -> int:
+        return min(self.field.capacity, len(self.tables))
+
+    def table_of(self, index: int) -> int:
+        return self.tables[index - 1]
+
+    def index_of_table(self, table: int) -> int | None:
+        return self.tables.index(table) + 1 if table in self.tables else None
+
+
+@dataclass(frozen=True)
+class PeerFacts:
+    """What the kernel says about one peer of the intent."""
+    lladdr: str | None = None  # its link-layer address in the neighbour table, if known
+    link: str | None = None  # the interface of its connected route
+    usable: bool = True  # carries replies (on a connected network, answering ARP/ND)
+
+
+@dataclass(frozen=True)
+class Router:
+    index: int
+    lladdr: str
+    peers: tuple[Peer, ...]  # the intent's peers answering from this address
+
+
+@dataclass(frozen=True)
+class RouterRoute:
+    """The route a router's table should hold for one family (no nexthops: withdrawn)."""
+    table: int
+    family: int
+    nexthops: tuple[tuple[IPAddress, int], ...]  # (gateway, weight)
+
+
+@dataclass(frozen=True)
+class RouterRule:
+    family: int
+    fwmark: int
+    fwmask: int
+    table: int
+    priority: int
+
+
+@dataclass(frozen=True)
+class ReturnPathState:
+    routers: tuple[Router, ...]
+    nft: NftTable
+    routes: tuple[RouterRoute, ...]
+    rules: frozenset[RouterRule]
+    warnings: tuple[str, ...] = ()
+    withdrawn: frozenset[IPAddress] = field(default_factory=frozenset)
+
+
+def assign_routers(lladdrs: Iterable[str], current_map: Mapping[str, int],
+                   current_gateways: Mapping[int, set[IPAddress]],
+                   peers_of: Mapping[str, Iterable[IPAddress]], capacity: int) -> tuple[dict[str, int], list[str]]:
+    """A number 1..capacity for every router (link-layer address), keeping numbers already
+    given: by the nft map first, then by the peers a router's table routes through. New
+    routers take the lowest free numbers."""
+    taken: dict[str, int] = {}
+    used: set[int] = set()
+    pending = []
+    for lladdr in sorted(set(lladdrs)):
+        index = current_map.get(lladdr)
+        if index is not None and 1 <= index <= capacity and index not in used:
+            taken[lladdr], _ = index, used.add(index)
+        else:
+            pending.append(lladdr)
+    still = []
+    for lladdr in pending:
+        peers = set(peers_of.get(lladdr, ()))
+        match = next((i for i, gws in sorted(current_gateways.items())
+                      if 1 <= i <= capacity and i not in used and gws & peers), None)
+        if match is not None:
+            taken[lladdr], _ = match, used.add(match)
+        else:
+            still.append(lladdr)
+    warnings = []
+    free = (i for i in range(1, capacity + 1) if i not in used)
+    for lladdr in still:
+        index = next(free, None)
+        if index is None:
+            warnings.append(f"router {lladdr}: no mark or table left (capacity {capacity}: widen the "
+                            f"mark mask or the table range); its connections use the multipath table")
+            continue
+        taken[lladdr] = index
+    return taken, warnings
+
+
+def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], policy: ReturnPathPolicy,
+                     current_map: Mapping[str, int], current_gateways: Mapping[int, set[IPAddress]],
+                     destinations: Mapping[int, IPNetwork | None]) -> ReturnPathState:
+    """The whole desired state of the conntrack return path for this intent and these facts."""
+    by_lladdr: dict[str, list[Peer]] = {}
+    unknown: list[Peer] = []
+    for peer in sorted(intent.peers, key=lambda p: (p.address.version, p.address)):
+        lladdr = facts.get(peer.address, PeerFacts()).lladdr
+        if lladdr:
+            by_lladdr.setdefault(lladdr.lower(), []).append(peer)
+        else:
+            unknown.append(peer)
+    numbers, warnings = assign_routers(by_lladdr, current_map, current_gateways,
+                                       {m: [p.address for p in ps] for m, ps in by_lladdr.items()}, policy.capacity)
+    # A peer whose link-layer address is not known now (its neighbour entry failed) keeps
+    # the map elements nobody else claims: its connections keep their mark, and with its
+    # table empty they leave through the multipath table.
+    if unknown:
+        for lladdr, index in current_map.items():
+            if lladdr not in numbers and index not in numbers.values() and 1 <= index <= policy.capacity:
+                numbers[lladdr] = index
+    routers = tuple(Router(i, m, tuple(by_lladdr.get(m, ()))) for m, i in sorted(numbers.items(), key=lambda x: x[1]))
+    routes: list[RouterRoute] = []
+    withdrawn: set[IPAddress] = set()
+    for router in routers:
+        for family in (4, 6):
+            if destinations.get(family) is None:
+                continue
+            peers = [p for p in router.peers if p.address.version == family]
+            usable = [p for p in peers if facts.get(p.address, PeerFacts()).usable]
+            withdrawn.update(p.address for p in peers if p not in usable)
+            routes.append(RouterRoute(policy.table_of(router.index), family,
+                                      tuple(sorted((p.address, p.weight) for p in usable))))
+    families = {p.address.version for p in intent.peers if destinations.get(p.address.version) is not None}
+    rules = {RouterRule(f, policy.field.router(r.index), policy.field.mask, policy.table_of(r.index), policy.priority)
+             for r in routers for f in families}
+    rules |= {RouterRule(f, policy.field.value, policy.field.value, policy.table, policy.priority + 1) for f in families}
+    links = {facts[p.address].link for p in intent.peers if p.address in facts and facts[p.address].link}
+    prefixes = [p for p in intent.prefixes if p.version in families]
+    table = desired_table(prefixes, links, {r.lladdr: r.index for r in routers}, policy.field)
+    for peer in unknown:
+        warnings.append(f"peer {peer.address}: link-layer address unknown (no neighbour entry yet); connections "
+                        f"through it get the external mark until it is known")
+    return ReturnPathState(routers, table, tuple(routes), frozenset(rules), tuple(warnings), frozenset(withdrawn))
