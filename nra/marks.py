@@ -49,6 +49,13 @@ class MarkField:
         return self.mask & ~self.value
 
     @property
+    def examined(self) -> int:
+        """The mark of a connection classify looked at and found not to be LoadBalancer
+        traffic from a peer (the index bits without the value's): its later packets cost one
+        look-up. Routing never matches it (the value's bits are clear)."""
+        return self.index_bits
+
+    @property
     def capacity(self) -> int:
         """How many routers the field can tell apart."""
         return (1 << bin(self.index_bits).count("1")) - 1

@@ -9,14 +9,15 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
 - chain `prerouting` (filter, priority mangle): one rule, a verdict map on nra's bits of
   the connection mark. Unmarked connections go to `classify`; marked ones to `restore_<i>`,
   which copies the mark onto packets of the reply direction before they are routed;
+  connections already found not to be LoadBalancer traffic (the "examined" mark) stop there;
 - chain `output` (route, priority mangle): the same restore for replies of local sockets;
 - `classify`: a new connection, arriving on a peer's link, for an LB prefix, goes to `save`,
-  which marks it with its router's mark (`routers` map) or else the external mark.
+  which marks it with its router's mark (`routers` map) or else the external mark; any other
+  new connection gets the examined mark.
 
-The common packet (an established connection that is not LoadBalancer traffic) costs one
-rule: a connection-mark load, an AND, and a hash look-up that finds 0 -> `classify`, whose
-first test (`ct state != new`) returns. Only a connection's first packet pays for the
-interval look-up.
+So every packet but a connection's first costs one rule: a connection-mark load, an AND and
+a hash look-up. Only a connection's first packet pays for the interval look-up (and a
+connection that never sees a reply, whose packets all count as new, pays it once too).
 
 The chains depend on the mark field alone (one `save_<i>`/`restore_<i>` pair for every
 router the field can number), so a peer that comes, goes or changes its link-layer address
@@ -104,20 +105,23 @@ def desired_chains(field: MarkField) -> dict[str, tuple[tuple | None, tuple[str,
     indexes = range(field.capacity + 1)  # 0: the external mark
     marks = {i: field.router(i) if i else field.value for i in indexes}
     restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
+    from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
     chains: dict[str, tuple[tuple | None, tuple[str, ...]]] = {
         "prerouting": (("filter", "prerouting", MANGLE, "accept"), (
             _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
-                            "data": {"set": [[0, {"jump": {"target": "classify"}}], *restore_map]}}}),)),
+                            "data": {"set": sorted([[0, {"jump": {"target": "classify"}}],
+                                                    [field.examined, {"accept": None}], *restore_map],
+                                                   key=lambda e: e[0])}}}),)),
         "output": (("route", "output", MANGLE, "accept"), (
-            _rule({"vmap": {"key": _mark_key(field, _ct("mark")), "data": {"set": restore_map}}}),)),
+            _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
+                            "data": {"set": sorted(restore_map, key=lambda e: e[0])}}}),)),
         "classify": (None, (
             _rule({"match": {"op": "!=", "left": _ct("state"), "right": "new"}}, {"return": None}),
-            _rule({"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}},
-                  {"return": None}),
-            _rule({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
-                             "right": f"@{PREFIX_SETS[4]}"}}, {"goto": {"target": "save"}}),
-            _rule({"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
-                             "right": f"@{PREFIX_SETS[6]}"}}, {"goto": {"target": "save"}}),
+            _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                                         "right": f"@{PREFIX_SETS[4]}"}}, {"goto": {"target": "save"}}),
+            _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                                         "right": f"@{PREFIX_SETS[6]}"}}, {"goto": {"target": "save"}}),
+            _rule(_set_mark("ct", field, field.examined)),
         )),
         "save": (None, (
             _rule({"vmap": {"key": {"payload": {"protocol": "ether", "field": "saddr"}}, "data": f"@{ROUTERS_MAP}"}}),
