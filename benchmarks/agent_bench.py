@@ -34,8 +34,8 @@ from pyroute2 import IPRoute  # noqa: E402
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_RULE  # noqa: E402
 
 from nra.metallb import parse_static_document  # noqa: E402
-from nra.netlink import KernelAdapter  # noqa: E402
-from nra.planner import plan  # noqa: E402
+from nra.kernel.adapter import KernelAdapter  # noqa: E402
+from nra.planner import desired_rules, plan  # noqa: E402
 from nra.reconciler import policy_from_settings  # noqa: E402
 from nra.settings import load_settings  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
@@ -112,14 +112,17 @@ async def _steady(ns: Namespace, n: int, rounds: int) -> float:
     settings = load_settings(health_address="off")
     intent = parse_static_document(config_text(prefixes(n)), None, settings.peer_weight).intent
     times = []
-    async with KernelAdapter(policy_from_settings(settings), netns=ns.name) as adapter:
-        state = await adapter.read_state(intent.peers)
-        report = await adapter.apply(plan(intent, state, policy_from_settings(settings)).operations)
+    policy = policy_from_settings(settings)
+    peers = [p.address for p in intent.peers]
+    desired = desired_rules(intent, policy)  # kept by the reconciler while the intent is the same
+    async with KernelAdapter(settings.table, netns=ns.name) as adapter:
+        state = await adapter.read_state(peers)
+        report = await adapter.apply(plan(intent, state, policy).operations)
         assert not report.failed, report.failed
         for _ in range(rounds):
             started = time.perf_counter()
-            state = await adapter.read_state(intent.peers)
-            ops = plan(intent, state, policy_from_settings(settings)).operations
+            state = await adapter.read_state(peers)
+            ops = plan(intent, state, policy, desired=desired).operations
             times.append(time.perf_counter() - started)
             assert not ops, f"steady state should be empty, got {len(ops)} ops"
     return statistics.median(times)

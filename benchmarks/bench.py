@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nra.intent import Intent, Peer
-from nra.netlink import KernelAdapter
+from nra.kernel.adapter import KernelAdapter
 from nra.planner import RoutingPolicy, plan
 from testbed.netns import add_peer_link, new_netns, sh
 
@@ -44,9 +44,9 @@ async def measure_agent(n: int) -> dict[str, float]:
     try:
         want = Intent(frozenset({Peer(ipaddress.ip_address("10.99.0.2"), 10),
                                  Peer(ipaddress.ip_address("10.99.0.3"), 20)}), frozenset(prefixes(n)))
-        async with KernelAdapter(POLICY, netns=ns) as adapter:
+        async with KernelAdapter(POLICY.table, netns=ns) as adapter:
             t0 = time.perf_counter()
-            state = await adapter.read_state(want.peers)
+            state = await adapter.read_state(p.address for p in want.peers)
             the_plan = plan(want, state, POLICY)
             t1 = time.perf_counter()
             report = await adapter.apply(the_plan.operations)
@@ -54,12 +54,13 @@ async def measure_agent(n: int) -> dict[str, float]:
             assert not report.failed, report.failed[:3]
             assert len(report.applied) == n + 1
             t3 = time.perf_counter()
-            state = await adapter.read_state(want.peers)
+            state = await adapter.read_state(p.address for p in want.peers)
             t4 = time.perf_counter()
             steady = plan(want, state, POLICY)
             t5 = time.perf_counter()
             assert steady.operations == () and len(state.rules) == n
-            removed = await adapter.clean()
+            state = await adapter.read_state(())
+            removed = len((await adapter.apply(plan(Intent(), state, POLICY).operations)).applied)
             t6 = time.perf_counter()
             assert removed == n + 1
         return {"full": t2 - t0, "apply": t2 - t1, "read": t4 - t3, "plan": t5 - t4,

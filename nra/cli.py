@@ -9,11 +9,10 @@ import argparse
 import asyncio
 import sys
 
-from loguru import logger
 
 from nra import __version__
 from nra.logsetup import setup_logging
-from nra.settings import ENV_NAMES, Settings, SettingsError, load_settings
+from nra.settings import ENV_NAMES, SettingsError, load_settings
 
 # field -> (flag, metavar, help); bool fields become on/off switches.
 _FLAGS: dict[str, tuple[str, str, str]] = {
@@ -83,27 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level, settings.log_format)
     try:
-        return asyncio.run(_run(settings, args.command))
+        from nra.modes import run
+
+        return asyncio.run(run(settings, args.command))
     except KeyboardInterrupt:
         return 130
-
-
-async def _run(settings: Settings, command: str) -> int:
-    from nra.agent import Agent, clean_and_exit, make_source
-
-    if settings.cleanandexit:
-        return await clean_and_exit(settings)
-    try:
-        source = make_source(settings)
-    except (ValueError, OSError) as exc:
-        logger.error("cannot start the configuration source: {}", exc)
-        return 2
-    agent = Agent(settings, source)
-    if command == "plan":
-        return await agent.plan_only()
-    if settings.oneshot:
-        return await agent.run_oneshot()
-    return await agent.run()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Health and metrics over HTTP: /healthz (liveness), /readyz (readiness), /metrics.
 
-The answers are pure functions of AgentStatus (liveness_of, readiness_of) so they can be
-tested without a server; the aiohttp app is a thin adapter around them.
+The answers are AgentStatus's own (liveness, readiness), testable without a server; the
+aiohttp app only serves them.
 """
 
 from __future__ import annotations
@@ -13,15 +13,12 @@ from loguru import logger
 from prometheus_client.exposition import choose_encoder
 
 from nra.metrics import REGISTRY
-from nra.status import AgentStatus
+from nra.status import STUCK_AFTER_S, AgentStatus
 
-# The agent's loop beats every second (nra.agent.HEARTBEAT_S); if it has not beaten for
-# this long, the loop is stuck and the kubelet should restart the pod.
-WEDGED_AFTER_S = 30.0
 DISABLED = {"", "off", "0", "false", "no"}
 
 STATUS_KEY: web.AppKey[AgentStatus] = web.AppKey("status", AgentStatus)
-WEDGED_KEY: web.AppKey[float] = web.AppKey("wedged_after_s", float)
+STUCK_KEY: web.AppKey[float] = web.AppKey("stuck_after_s", float)
 
 
 class HealthAddressError(ValueError):
@@ -45,33 +42,17 @@ def parse_address(address: str) -> tuple[str, int] | None:
     return host, int(port_text)
 
 
-def liveness_of(status: AgentStatus, wedged_after_s: float = WEDGED_AFTER_S) -> tuple[bool, str]:
-    if status.wedged(wedged_after_s):
-        return False, f"agent loop has not run for more than {wedged_after_s:g} s"
-    return True, "ok"
-
-
-def readiness_of(status: AgentStatus) -> tuple[bool, str]:
-    if not status.config_loaded:
-        return False, f"no configuration loaded yet from {status.source_name or 'the source'}"
-    if not status.in_sync:
-        if status.last_reconcile_ok is None:
-            return False, "configuration loaded, first reconcile not done yet"
-        return False, "kernel not in sync: the last reconcile failed"
-    return True, "ok"
-
-
 def _answer(ok_reason: tuple[bool, str]) -> web.Response:
     ok, reason = ok_reason
     return web.Response(status=200 if ok else 503, text=reason + "\n")
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return _answer(liveness_of(request.app[STATUS_KEY], request.app[WEDGED_KEY]))
+    return _answer(request.app[STATUS_KEY].liveness(request.app[STUCK_KEY]))
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    return _answer(readiness_of(request.app[STATUS_KEY]))
+    return _answer(request.app[STATUS_KEY].readiness())
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -81,10 +62,10 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=encode(REGISTRY), headers={"Content-Type": content_type})
 
 
-def build_app(status: AgentStatus, wedged_after_s: float = WEDGED_AFTER_S) -> web.Application:
+def build_app(status: AgentStatus, stuck_after_s: float = STUCK_AFTER_S) -> web.Application:
     app = web.Application()
     app[STATUS_KEY] = status
-    app[WEDGED_KEY] = wedged_after_s
+    app[STUCK_KEY] = stuck_after_s
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -92,7 +73,7 @@ def build_app(status: AgentStatus, wedged_after_s: float = WEDGED_AFTER_S) -> we
 
 
 async def start_health_server(
-    address: str, status: AgentStatus, wedged_after_s: float = WEDGED_AFTER_S
+    address: str, status: AgentStatus, stuck_after_s: float = STUCK_AFTER_S
 ) -> web.AppRunner | None:
     """Serve the endpoints on `address`; None when disabled ('' or 'off').
 
@@ -103,7 +84,7 @@ async def start_health_server(
         logger.info("health endpoints disabled")
         return None
     host, port = where
-    runner = web.AppRunner(build_app(status, wedged_after_s), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(status, stuck_after_s), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()

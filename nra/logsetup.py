@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 
 from loguru import logger
+
+#: the custom level between DEBUG and INFO; log with logger.log(VERBOSE, ...)
+VERBOSE = "VERBOSE"
 
 LEVELS = {
     "error": "ERROR",
     "warn": "WARNING",
     "info": "INFO",
-    "verbose": "VERBOSE",
+    "verbose": VERBOSE,
     "debug": "DEBUG",
     "silly": "TRACE",
 }
@@ -25,9 +29,9 @@ _TEXT_FORMAT = "{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} {message}"
 
 def _ensure_verbose_level() -> None:
     try:
-        logger.level("VERBOSE")
+        logger.level(VERBOSE)
     except ValueError:
-        logger.level("VERBOSE", no=15)
+        logger.level(VERBOSE, no=15)
 
 
 def _json_sink(message) -> None:
@@ -39,7 +43,10 @@ def _json_sink(message) -> None:
     }
     entry.update({k: v for k, v in record["extra"].items() if k != "json"})
     if record["exception"] is not None:
-        entry["exception"] = str(record["exception"].value)
+        exc = record["exception"]
+        entry["exception"] = f"{exc.type.__name__}: {exc.value}"
+        # a bug's traceback, so it can be reported (expected faults are logged without one)
+        entry["traceback"] = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
     sys.stderr.write(json.dumps(entry, default=str) + "\n")
     sys.stderr.flush()
 
@@ -52,10 +59,6 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         logger.add(_json_sink, level=loguru_level, backtrace=False, diagnose=False)
     else:
         logger.add(sys.stderr, level=loguru_level, format=_TEXT_FORMAT, backtrace=False, diagnose=False)
-
-
-def verbose(message: str, *args, **kwargs) -> None:
-    logger.log("VERBOSE", message, *args, **kwargs)
 
 
 _ensure_verbose_level()

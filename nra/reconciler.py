@@ -1,6 +1,9 @@
-"""One reconcile: read the kernel, plan against the intent, apply, with hooks around it.
+"""One reconcile: read the kernel, judge the peers, plan against the intent, apply, with
+hooks around it; then the status and the gauges from what the kernel holds.
 
-The Reconciler is driven by the Agent's single worker, so two reconciles never overlap.
+The Reconciler is driven by one worker (nra.worker), so two reconciles never overlap. It
+keeps what lives between reconciles: the peers' liveness (nra.peer_health) and the desired
+rules of the current intent.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ from dataclasses import dataclass, field
 from loguru import logger
 
 from nra import metrics
+from nra.logsetup import VERBOSE
 from nra.hooks import run_hook
 from nra.intent import Intent
-from nra.netlink import KernelAdapter
-from nra.planner import KernelState, Plan, RoutingPolicy, plan
+from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
+from nra.kernel.model import KernelState
+from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
+from nra.peer_health import PeerHealth
+from nra.planner import DesiredRules, Plan, RoutingPolicy, desired_rules, managed_route, plan
 from nra.settings import Settings
 from nra.status import AgentStatus
 
@@ -26,8 +33,11 @@ class Outcome:
     failed: list[str] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
     skipped: str = ""  # why nothing was done, if so
-    #: some desired peers could not be used as nexthops (off-link, link down)
+    #: some desired peers could not be used as nexthops (off-link, link down, silent)
     degraded: bool = False
+    #: what a check read after applying still found different (verify=True)
+    remaining: list[str] = field(default_factory=list)
+    plan: Plan | None = None
 
     def describe(self) -> str:
         if self.skipped:
@@ -35,18 +45,37 @@ class Outcome:
         text = f"{self.applied} change(s) applied"
         if self.failed:
             text += f", {len(self.failed)} failed: " + "; ".join(self.failed)
+        if self.remaining:
+            text += "; still different after applying: " + "; ".join(self.remaining)
         return text
 
 
 def policy_from_settings(settings: Settings) -> RoutingPolicy:
     fwmark, fwmask = settings.fwmark
-    return RoutingPolicy(
-        table=settings.table,
-        priority=settings.rule_priority,
-        fwmark=fwmark,
-        fwmask=fwmask,
-        destinations=settings.destinations,
-    )
+    return RoutingPolicy(table=settings.table, priority=settings.rule_priority, fwmark=fwmark, fwmask=fwmask,
+                         destinations=settings.destinations)
+
+
+def kernel_after(state: KernelState, report: ApplyReport, policy: RoutingPolicy) -> tuple[dict[int, int], dict[int, int]]:
+    """(nexthops of the managed route, rules pointing at the table), by family, as the
+    kernel holds them after `report`'s operations were applied to `state`."""
+    peers: dict[int, int] = {}
+    rules: dict[int, int] = {}
+    for version in (4, 6):
+        route = managed_route(state, policy, version)
+        peers[version] = len(route.nexthops) if route else 0
+        rules[version] = sum(1 for r in state.rules if r.family == version)
+    dropped = {id(op): len(gateways) for op, gateways in report.dropped}
+    for op in report.applied:
+        if isinstance(op, ReplaceRoute) and op.dst == policy.destination_of(op.family):
+            peers[op.family] = len(op.nexthops) - dropped.get(id(op), 0)
+        elif isinstance(op, DeleteRoute) and op.route == managed_route(state, policy, op.route.family):
+            peers[op.route.family] = 0
+        elif isinstance(op, AddRule):
+            rules[op.family] += 1
+        elif isinstance(op, DeleteRule):
+            rules[op.rule.family] -= 1
+    return peers, rules
 
 
 class Reconciler:
@@ -55,54 +84,82 @@ class Reconciler:
         self.settings = settings
         self.policy = policy_from_settings(settings)
         self.status = status
+        self.health = PeerHealth()
+        self._desired: tuple[Intent | None, DesiredRules] = (None, {})
         self._last_warnings: tuple[str, ...] = ()
 
-    async def compute_plan(self, intent: Intent) -> tuple[KernelState, Plan]:
-        state = await self.adapter.read_state(intent.peers)
-        return state, plan(intent, state, self.policy)
+    def _desired_rules(self, intent: Intent) -> DesiredRules:
+        # A steady reconcile (the same intent object) does not rebuild 10,000 keys.
+        if self._desired[0] is not intent:
+            self._desired = (intent, desired_rules(intent, self.policy))
+        return self._desired[1]
 
-    async def reconcile(self, intent: Intent | None, trigger: str) -> Outcome:
+    async def compute_plan(self, intent: Intent) -> tuple[KernelState, Plan]:
+        state = await self.adapter.read_state(p.address for p in intent.peers)
+        self.health.observe_neighbours(state.links, state.neighbours)
+        return state, plan(intent, state, self.policy, self.health.verdicts(), self._desired_rules(intent))
+
+    async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,
+                        verify: bool = False) -> Outcome:
+        """Make the kernel match `intent`. `verify`: read the kernel again afterwards and fail
+        if anything still differs (the one-off modes, which cannot retry)."""
         if intent is None:
             # Never act before the first successful load: an empty table is not the same
             # as "we do not know yet".
             logger.info("reconcile ({}) skipped: no configuration loaded yet", trigger)
             return Outcome(ok=True, skipped="no configuration loaded yet")
         started = time.perf_counter()
-        logger.log("VERBOSE", "reconcile started ({})", trigger)
-        await run_hook(self.settings.pre_reconcile_script_path, "pre", self.settings.hook_timeout)
+        logger.log(VERBOSE, "reconcile started ({})", trigger)
+        if hooks:
+            await run_hook(self.settings.pre_reconcile_script_path, "pre", self.settings.hook_timeout)
         outcome = Outcome(ok=False)
-        the_plan: Plan | None = None
         kinds: list[str] = []
         try:
-            _, the_plan = await self.compute_plan(intent)
-            self._log_warnings(the_plan.warnings)
-            outcome.warnings = the_plan.warnings
-            outcome.degraded = bool(the_plan.unusable_peers)
-            for op in the_plan.operations:
-                logger.info("{} ({})", op, trigger)
-            if the_plan.operations:
-                report = await self.adapter.apply(the_plan.operations)
-                outcome.applied = len(report.applied)
-                kinds = [op.kind for op in report.applied]
-                outcome.failed = [f"{op}: {err}" for op, err in report.failed]
-                for line in outcome.failed:
-                    logger.error("failed: {}", line)
-            outcome.ok = not outcome.failed
-        except Exception as exc:  # a kernel/netlink failure must not kill the daemon
-            logger.error("reconcile failed: {}: {}", type(exc).__name__, exc)
+            kinds = await self._converge(intent, trigger, outcome, verify)
+        except KERNEL_ERRORS as exc:  # the kernel refused or timed out: retried later
+            logger.error("reconcile failed: {}", exc)
             outcome.failed.append(str(exc))
-        finally:
-            duration = time.perf_counter() - started
-            metrics.reconcile_done(trigger, duration, outcome.ok, kinds, time.time())
-            self.status.last_reconcile_ok = outcome.ok
-            self.status.last_reconcile_at = time.time()
-            self.status.in_sync = outcome.ok
-        if outcome.ok and the_plan is not None:
-            self._export_state(intent, the_plan)
-        await run_hook(self.settings.post_reconcile_script_path, "post", self.settings.hook_timeout)
-        level = "INFO" if outcome.applied or outcome.failed else "VERBOSE"
+        except Exception as exc:  # a bug: say where, keep the daemon (and the kernel) as they are
+            logger.opt(exception=exc).error("reconcile failed on an unexpected error: {}: {}",
+                                            type(exc).__name__, exc)
+            metrics.unexpected_error("reconciler")
+            outcome.failed.append(f"{type(exc).__name__}: {exc}")
+        duration = time.perf_counter() - started
+        metrics.reconcile_done(trigger, duration, outcome.ok, kinds, time.time())
+        self.status.last_reconcile_ok = outcome.ok
+        self.status.last_reconcile_at = time.time()
+        self.status.in_sync = outcome.ok
+        metrics.ready(self.status.ready)
+        if hooks:
+            await run_hook(self.settings.post_reconcile_script_path, "post", self.settings.hook_timeout)
+        level = "INFO" if outcome.applied or outcome.failed or outcome.remaining else VERBOSE
         logger.log(level, "reconcile ({}) done in {:.1f} ms: {}", trigger, duration * 1000, outcome.describe())
         return outcome
+
+    async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
+        state, the_plan = await self.compute_plan(intent)
+        outcome.plan = the_plan
+        self._log_warnings(the_plan.warnings)
+        outcome.warnings = the_plan.warnings
+        outcome.degraded = bool(the_plan.unusable_peers)
+        for op in the_plan.operations:
+            logger.info("{} ({})", op, trigger)
+        report = ApplyReport()
+        if the_plan.operations:
+            report = await self.adapter.apply(the_plan.operations)
+            outcome.applied = len(report.applied)
+            outcome.failed = [f"{op}: {err}" for op, err in report.failed]
+            for line in outcome.failed:
+                logger.error("failed: {}", line)
+        if verify and the_plan.operations:
+            state, again = await self.compute_plan(intent)
+            outcome.remaining = [str(op) for op in again.operations]
+            peers, rules = kernel_after(state, ApplyReport(), self.policy)
+        else:
+            peers, rules = kernel_after(state, report, self.policy)
+        outcome.ok = not outcome.failed and not outcome.remaining
+        self._export_gauges(intent, the_plan, peers, rules)
+        return [op.kind for op in report.applied]
 
     def _log_warnings(self, warnings: tuple[str, ...]) -> None:
         # Say each warning when it first appears, not on every timer tick.
@@ -111,11 +168,11 @@ class Reconciler:
                 logger.warning(warning)
         self._last_warnings = warnings
 
-    def _export_state(self, intent: Intent, the_plan: Plan) -> None:
-        peers = {}
-        rules = {}
-        for version in (4, 6):
-            family_peers = intent.peers_of(version)
-            peers[version] = sum(1 for p in family_peers if p.address not in the_plan.unusable_peers)
-            rules[version] = len(intent.prefixes_of(version)) if family_peers else 0
+    def _export_gauges(self, intent: Intent, the_plan: Plan, peers: dict[int, int], rules: dict[int, int]) -> None:
         metrics.kernel_state(peers, rules)
+        desired = self._desired_rules(intent)
+        metrics.desired_state({v: len(intent.peers_of(v)) for v in (4, 6)}, {v: len(desired[v]) for v in (4, 6)})
+        left_out: dict[tuple[int, str], int] = {}
+        for address, reason in the_plan.left_out.items():
+            left_out[(address.version, reason)] = left_out.get((address.version, reason), 0) + 1
+        metrics.peers_left_out(left_out)

@@ -1,31 +1,55 @@
-"""What the agent knows about itself, shared with the health endpoints."""
+"""What the agent knows about itself, and the liveness and readiness answers built from it
+(pure: the health endpoints only serve them)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+#: a reconcile (hooks included) running longer than this means the worker is stuck
+STUCK_AFTER_S = 30.0
 
 
 @dataclass
 class AgentStatus:
-    started_at: float = field(default_factory=time.monotonic)
+    source_name: str = ""
     #: set once the first configuration has been loaded from the source
     config_loaded: bool = False
+    source_synced: bool = False
     #: the last reconcile left the kernel equal to the intent
     in_sync: bool = False
     last_reconcile_ok: bool | None = None
     last_reconcile_at: float | None = None  # wall clock (time.time())
-    #: monotonic time the event loop last proved it is running (see Agent.heartbeat)
-    heartbeat: float = field(default_factory=time.monotonic)
-    source_name: str = ""
-    source_synced: bool = False
+    #: monotonic time the running reconcile started; None while the worker waits
+    busy_since: float | None = None
+    #: another writer keeps undoing our changes (see nra.contention)
+    contention: str = ""
 
-    def beat(self) -> None:
-        self.heartbeat = time.monotonic()
+    def reconcile_started(self) -> None:
+        self.busy_since = time.monotonic()
 
-    def wedged(self, limit_s: float) -> bool:
-        return time.monotonic() - self.heartbeat > limit_s
+    def reconcile_finished(self) -> None:
+        self.busy_since = None
+
+    def liveness(self, stuck_after_s: float = STUCK_AFTER_S) -> tuple[bool, str]:
+        """Alive unless one reconcile has been running for longer than `stuck_after_s`."""
+        if self.busy_since is not None:
+            running = time.monotonic() - self.busy_since
+            if running > stuck_after_s:
+                return False, f"one reconcile has been running for {running:.0f} s (limit {stuck_after_s:g} s)"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.config_loaded:
+            return False, f"no configuration loaded yet from {self.source_name or 'the source'}"
+        if not self.in_sync:
+            if self.last_reconcile_ok is None:
+                return False, "configuration loaded, first reconcile not done yet"
+            return False, "kernel not in sync: the last reconcile failed"
+        if self.contention:
+            return False, f"another writer keeps undoing our changes: {self.contention}"
+        return True, "ok"
 
     @property
     def ready(self) -> bool:
-        return self.config_loaded and self.in_sync
+        return self.readiness()[0]

@@ -24,7 +24,9 @@ import nra.logsetup  # noqa: F401  registers the VERBOSE level the agent logs wi
 from nra.agent import Agent
 from nra.intent import Intent
 from nra.metallb import parse_objects
-from nra.netlink import route_from_message, rule_from_message, table_of
+from nra.kernel.codec import NLMSG_HDR, decode_rule
+from nra.kernel.model import KernelRule
+from nra.kernel.routes import route_from_message, table_of
 from nra.settings import Settings
 from nra.sources.kube import CRDSource, api_client_factory
 from tests.kube.apiserver import FakeApiServer, load_objects
@@ -52,6 +54,12 @@ PEERS = [zone_peer("a1", "10.99.0.11", "zone-a"), zone_peer("a2", "10.99.0.12", 
          zone_peer("c1", "10.99.0.31", "zone-c"), zone_peer("b6", "fd99::21", "zone-b")]
 
 
+def rule_from_message(msg) -> KernelRule:
+    """A rule pyroute2 received, decoded from its bytes by nra's own codec."""
+    start = msg.offset + NLMSG_HDR.size
+    return decode_rule(bytes(msg.data[start:msg.offset + msg["header"]["length"]]))
+
+
 class TableRecorder:
     """Every netlink change to table TABLE's routes and rules in one namespace."""
 
@@ -71,7 +79,7 @@ class TableRecorder:
                     event = msg.get("event")
                     if event in ("RTM_NEWROUTE", "RTM_DELROUTE") and table_of(msg) == TABLE:
                         self.events.append((event, route_from_message(msg)))
-                    elif event in ("RTM_NEWRULE", "RTM_DELRULE") and table_of(msg) == TABLE:
+                    elif event in ("RTM_NEWRULE", "RTM_DELRULE") and rule_from_message(msg).table == TABLE:
                         self.events.append((event, rule_from_message(msg)))
         finally:
             sock.close()
@@ -83,8 +91,9 @@ async def kernel_view(netns: str) -> tuple[set, set]:
         rules, routes = set(), set()
         for family in (2, 10):
             async for msg in await ipr.get_rules(family=family):
-                if table_of(msg) == TABLE:
-                    rules.add(rule_from_message(msg).src)
+                rule = rule_from_message(msg)
+                if rule.table == TABLE:
+                    rules.add(rule.src)
             async for msg in await ipr.route("dump", family=family, table=TABLE):
                 if table_of(msg) == TABLE:
                     route = route_from_message(msg)

@@ -9,14 +9,7 @@ import aiohttp
 import pytest
 
 from nra import metrics
-from nra.health import (
-    HealthAddressError,
-    liveness_of,
-    parse_address,
-    readiness_of,
-    start_health_server,
-    stop_health_server,
-)
+from nra.health import HealthAddressError, parse_address, start_health_server, stop_health_server
 from nra.status import AgentStatus
 
 
@@ -36,7 +29,7 @@ async def get(port: int, path: str) -> tuple[int, str]:
 async def served():
     status = AgentStatus(source_name="static-file")
     port = free_port()
-    runner = await start_health_server(f"127.0.0.1:{port}", status, wedged_after_s=5)
+    runner = await start_health_server(f"127.0.0.1:{port}", status, stuck_after_s=5)
     assert runner is not None
     try:
         yield status, port
@@ -65,13 +58,15 @@ async def test_readyz_only_after_config_loaded_and_in_sync(served):
     assert (await get(port, "/readyz"))[0] == 503
 
 
-async def test_healthz_fails_when_the_loop_is_wedged(served):
+async def test_healthz_fails_while_one_reconcile_runs_too_long(served):
     status, port = served
     assert await get(port, "/healthz") == (200, "ok\n")
-    status.heartbeat = time.monotonic() - 6  # older than wedged_after_s=5
+    status.reconcile_started()
+    assert (await get(port, "/healthz"))[0] == 200  # busy, but not for long
+    status.busy_since = time.monotonic() - 6  # longer than stuck_after_s=5
     code, text = await get(port, "/healthz")
-    assert code == 503 and "has not run" in text
-    status.beat()
+    assert code == 503 and "has been running for 6 s" in text
+    status.reconcile_finished()
     assert (await get(port, "/healthz"))[0] == 200
 
 
@@ -162,7 +157,10 @@ async def test_port_in_use_is_a_clear_error():
 
 def test_pure_answers():
     status = AgentStatus(config_loaded=True, in_sync=True, last_reconcile_ok=True)
-    assert readiness_of(status) == (True, "ok")
-    assert liveness_of(status, 30)[0]
-    status.heartbeat -= 31
-    assert not liveness_of(status, 30)[0]
+    assert status.readiness() == (True, "ok")
+    assert status.liveness(30)[0]
+    status.busy_since = time.monotonic() - 31
+    assert not status.liveness(30)[0]
+    status.contention = "priority 20 rules replaced 3 times in 10 s"
+    assert status.readiness() == (False, "another writer keeps undoing our changes: "
+                                         "priority 20 rules replaced 3 times in 10 s")

@@ -8,10 +8,10 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from nra.intent import Intent, Peer
-from nra.planner import (
-    DEFAULT_METRIC, AddRule, DeleteRoute, DeleteRule, KernelRoute, KernelRule, KernelState,
-    Nexthop, ReplaceRoute, RoutingPolicy, plan,
-)
+from nra.kernel.model import DEFAULT_METRIC, KernelRoute, KernelRule, KernelState, Nexthop
+from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
+from nra.peer_health import Liveness, Verdict
+from nra.planner import RoutingPolicy, plan
 
 V4_DEFAULT = ip_network("0.0.0.0/0")
 V6_DEFAULT = ip_network("::/0")
@@ -57,7 +57,7 @@ def simulate(state: KernelState, ops, policy: RoutingPolicy = POLICY) -> KernelS
                 rules.append(new)
         elif isinstance(op, DeleteRule):
             rules.remove(op.rule)
-    return KernelState(tuple(routes), tuple(rules), state.unreachable, state.neighbours, state.failing)
+    return KernelState(tuple(routes), tuple(rules), state.unreachable, state.neighbours)
 
 
 def kinds(p) -> list[str]:
@@ -290,7 +290,6 @@ RULES = (rule("192.0.2.0/24"), rule("2001:db8::/64", family=6))
 
 def test_failed_peer_is_left_out_of_its_family_only_with_a_warning_naming_it():
     state = KernelState(both_routes(), RULES, neighbours={B6: "FAILED", A6: "REACHABLE", A4: "STALE"})
-    assert state.failed == {B6}
     p = plan(TWO_BY_TWO, state, POLICY)
     assert kinds(p) == ["replace_route"]
     assert p.operations[0].family == 6 and p.operations[0].nexthops == (Nexthop(A6, 1),)
@@ -326,15 +325,15 @@ def test_incomplete_peer_out_of_the_route_stays_out_so_speaker_retries_do_not_ch
 
 def test_incomplete_peer_that_failed_before_is_left_out_even_from_the_route():
     # With IPv6 forwarding on, replies hashed to a dead nexthop restart its resolution at
-    # once: the listing shows INCOMPLETE, only the adapter's history says it failed.
-    state = KernelState(both_routes(), RULES, neighbours={B6: "INCOMPLETE"}, failing=frozenset({B6}))
-    assert state.failed == {B6}
-    p = plan(TWO_BY_TWO, state, POLICY)
+    # once: the listing shows INCOMPLETE, only peer_health's history says it failed.
+    state = KernelState(both_routes(), RULES, neighbours={B6: "INCOMPLETE"})
+    silent = {B6: Verdict(Liveness.SILENT, "no-arp")}
+    p = plan(TWO_BY_TWO, state, POLICY, silent)
     assert kinds(p) == ["replace_route"] and p.operations[0].nexthops == (Nexthop(A6, 1),)
-    assert p.unusable_peers == {B6}
-    # `failing` means nothing once the entry is valid again (the adapter clears it anyway)
+    assert p.unusable_peers == {B6} and p.left_out == {B6: "no-arp"}
+    # once the entry is valid again, peer_health says it answers
     state = dataclasses.replace(simulate(state, p.operations), neighbours={B6: "REACHABLE"})
-    assert plan(TWO_BY_TWO, state, POLICY).operations[0].nexthops == (Nexthop(A6, 1), Nexthop(B6, 1))
+    assert plan(TWO_BY_TWO, state, POLICY, {}).operations[0].nexthops == (Nexthop(A6, 1), Nexthop(B6, 1))
 
 
 def test_incomplete_peer_joins_a_route_that_does_not_exist_yet():

@@ -11,8 +11,10 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from nra.intent import Intent, Peer
-from nra.netlink import KernelAdapter
-from nra.planner import Nexthop, RoutingPolicy, plan
+from nra.kernel.adapter import KernelAdapter
+from nra.kernel.events import NeighbourChange
+from nra.peer_health import Liveness, PeerHealth
+from nra.planner import RoutingPolicy, plan
 from tests.netns import NetNS, new_netns, sh
 
 pytestmark = pytest.mark.kernel
@@ -76,12 +78,30 @@ def wait_neigh(ns: NetNS, address, state: str, timeout: float = 3.0) -> None:
         time.sleep(0.02)
 
 
-async def reconcile(adapter: KernelAdapter):
-    state = await adapter.read_state(WANT.peers)
-    the_plan = plan(WANT, state, POLICY)
-    report = await adapter.apply(the_plan.operations)
-    assert report.failed == []
-    return state, the_plan
+class Node:
+    """The adapter and the peers' liveness, as the reconciler holds them."""
+
+    def __init__(self, adapter: KernelAdapter):
+        self.adapter = adapter
+        self.health = PeerHealth()
+
+    async def read(self, want: Intent = WANT):
+        state = await self.adapter.read_state(p.address for p in want.peers)
+        self.health.observe_neighbours(state.links, state.neighbours)
+        return state
+
+    def silent(self) -> set:
+        return {a for a, v in self.health.verdicts().items() if v.liveness is Liveness.SILENT}
+
+    def plan(self, state, want: Intent = WANT):
+        return plan(want, state, POLICY, self.health.verdicts())
+
+    async def reconcile(self):
+        state = await self.read()
+        the_plan = self.plan(state)
+        report = await self.adapter.apply(the_plan.operations)
+        assert report.failed == []
+        return state, the_plan
 
 
 def gateways(ns: NetNS, family: str) -> set[str]:
@@ -90,15 +110,22 @@ def gateways(ns: NetNS, family: str) -> set[str]:
 
 
 class Watcher:
-    """Collects what adapter.events() yields."""
+    """Collects the reasons to reconcile the agent takes from adapter.events(): every table
+    change, and a neighbour change when the peer's liveness changed."""
 
-    def __init__(self, adapter: KernelAdapter):
+    def __init__(self, node: Node):
         self.reasons: asyncio.Queue[str] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run(adapter.events()))
+        self.task = asyncio.create_task(self._run(node))
 
-    async def _run(self, events):
-        async for reason in events:
-            await self.reasons.put(reason)
+    async def _run(self, node: Node):
+        async for event in node.adapter.events():
+            if isinstance(event, NeighbourChange):
+                entry = event.entry
+                reason = node.health.observe_neighbour_change(entry.address, None if entry.deleted else entry.state)
+            else:
+                reason = event.reason
+            if reason:
+                await self.reasons.put(reason)
 
     async def drain(self, settle: float = 0.2) -> list[str]:
         await asyncio.sleep(settle)
@@ -123,11 +150,12 @@ class Watcher:
 
 async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
     node, router = lan
-    async with KernelAdapter(POLICY, netns=node.name) as adapter:
-        state, first = await reconcile(adapter)
+    async with KernelAdapter(POLICY.table, netns=node.name) as adapter:
+        n = Node(adapter)
+        state, first = await n.reconcile()
         assert state.neighbours == {} and first.unusable_peers == frozenset()
         assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
-        watcher = Watcher(adapter)
+        watcher = Watcher(n)
         try:
             await asyncio.sleep(0.3)  # the event sockets are bound
             # the live peers resolve; an unrelated neighbour fails: no wake-up for either
@@ -142,8 +170,8 @@ async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
             seen = await watcher.wait_for("neighbour 10.99.0.2: FAILED")
             seen += await watcher.wait_for("neighbour fd99::2: FAILED")
             assert all(DEAD4.exploded in r or str(DEAD6) in r for r in seen), seen
-            state, p = await reconcile(adapter)
-            assert state.failed == {DEAD4, DEAD6} and p.unusable_peers == {DEAD4, DEAD6}
+            state, p = await n.reconcile()
+            assert n.silent() == {DEAD4, DEAD6} and p.unusable_peers == {DEAD4, DEAD6}
             assert state.neighbours[LIVE4] in ("REACHABLE", "STALE", "DELAY", "PROBE")
             assert sorted(op.kind for op in p.operations) == ["replace_route", "replace_route"]
             assert any("10.99.0.2 (dead) does not answer ARP/ND" in w for w in p.warnings)
@@ -154,9 +182,9 @@ async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
             node.ip(f"neigh replace {DEAD6} dev eth0 nud incomplete")  # (set here: deterministic)
             assert not resolve(node, DEAD4)
             wait_neigh(node, DEAD4, "FAILED")
-            state = await adapter.read_state(WANT.peers)
+            state = await n.read()
             assert state.neighbours[DEAD6] == "INCOMPLETE"
-            assert plan(WANT, state, POLICY).operations == ()
+            assert n.plan(state).operations == ()
             assert await watcher.drain() == []
             node.ip(f"neigh replace {DEAD6} dev eth0 nud failed")  # (a hand-set INCOMPLETE never times out)
 
@@ -166,8 +194,8 @@ async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
             assert resolve(node, DEAD4) and resolve(node, DEAD6)
             await watcher.wait_for("neighbour 10.99.0.2: REACHABLE")
             await watcher.wait_for("neighbour fd99::2: REACHABLE")
-            state, p = await reconcile(adapter)
-            assert state.failed == frozenset() and p.unusable_peers == frozenset() and p.warnings == ()
+            state, p = await n.reconcile()
+            assert n.silent() == frozenset() and p.unusable_peers == frozenset() and p.warnings == ()
             assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
             assert gateways(node, "-6") == {"fd99::2", "fd99::3"}
         finally:
@@ -176,32 +204,34 @@ async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
 
 async def test_an_entry_that_is_removed_brings_the_peer_back(lan):
     node, _ = lan
-    async with KernelAdapter(POLICY, netns=node.name) as adapter:
-        await reconcile(adapter)
+    async with KernelAdapter(POLICY.table, netns=node.name) as adapter:
+        n = Node(adapter)
+        await n.reconcile()
         assert not resolve(node, DEAD4)
         wait_neigh(node, DEAD4, "FAILED")
-        await reconcile(adapter)
+        await n.reconcile()
         assert gateways(node, "-4") == {"10.99.0.3"}
-        watcher = Watcher(adapter)
+        watcher = Watcher(n)
         try:
             await asyncio.sleep(0.3)
             node.ip(f"neigh del {DEAD4} dev eth0")  # what the kernel's garbage collector does
             await watcher.wait_for("neighbour 10.99.0.2: entry removed")
         finally:
             await watcher.stop()
-        await reconcile(adapter)
+        await n.reconcile()
         assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
 
 
 async def test_every_peer_failing_keeps_the_route_as_it_is(lan):
     node, _ = lan
-    async with KernelAdapter(POLICY, netns=node.name) as adapter:
-        await reconcile(adapter)
+    async with KernelAdapter(POLICY.table, netns=node.name) as adapter:
+        n = Node(adapter)
+        await n.reconcile()
         before = node.routes("-6")
         for address in (LIVE6, DEAD6):
             node.ip(f"neigh replace {address} dev eth0 nud failed")
-        state, p = await reconcile(adapter)
-        assert state.failed == {LIVE6, DEAD6} and p.operations == ()
+        state, p = await n.reconcile()
+        assert n.silent() == {LIVE6, DEAD6} and p.operations == ()
         assert any("every on-link IPv6 peer fails" in w for w in p.warnings)
         assert node.routes("-6") == before
         # the other family is not affected
@@ -214,8 +244,9 @@ async def test_only_the_entry_on_the_peers_link_counts(lan):
     node.ip("link add name eth1 type veth peer name eth1p")
     node.ip("link set dev eth1 up")
     node.ip(f"neigh replace {DEAD4} dev eth1 nud failed")
-    async with KernelAdapter(POLICY, netns=node.name) as adapter:
-        state, p = await reconcile(adapter)
+    async with KernelAdapter(POLICY.table, netns=node.name) as adapter:
+        n = Node(adapter)
+        state, p = await n.reconcile()
     assert DEAD4 not in state.neighbours and p.unusable_peers == frozenset()
     assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
 
@@ -232,10 +263,11 @@ async def test_peers_on_two_links_each_read_on_its_own(lan):
     node.ip(f"neigh replace {DEAD4} dev eth0 nud failed")
     node.ip(f"neigh replace {LIVE4} dev eth1 nud failed")  # the wrong link for this one
     node.ip(f"neigh replace {LIVE4} dev eth0 lladdr 02:00:00:00:00:03 nud reachable")
-    async with KernelAdapter(POLICY, netns=node.name) as adapter:
-        state = await adapter.read_state(want.peers)
-    assert state.failed == {other, DEAD4} and state.neighbours[LIVE4] == "REACHABLE"
-    assert plan(want, state, POLICY).unusable_peers == {other, DEAD4}
+    async with KernelAdapter(POLICY.table, netns=node.name) as adapter:
+        n = Node(adapter)
+        state = await n.read(want)
+    assert n.silent() == {other, DEAD4} and state.neighbours[LIVE4] == "REACHABLE"
+    assert n.plan(state, want).unusable_peers == {other, DEAD4}
 
 
 async def test_a_failure_seen_once_holds_while_the_entry_is_retried(lan):
@@ -243,27 +275,29 @@ async def test_a_failure_seen_once_holds_while_the_entry_is_retried(lan):
     its resolution at once: FAILED lasts microseconds and a read sees INCOMPLETE. The
     adapter remembers the failure (from the event) until the entry is valid again."""
     node, _ = lan
-    async with KernelAdapter(POLICY, netns=node.name) as adapter:
-        await reconcile(adapter)
-        watcher = Watcher(adapter)
+    async with KernelAdapter(POLICY.table, netns=node.name) as adapter:
+        n = Node(adapter)
+        await n.reconcile()
+        watcher = Watcher(n)
         try:
             await asyncio.sleep(0.3)
             assert not resolve(node, DEAD6)
             await watcher.wait_for("neighbour fd99::2: FAILED")
             node.ip(f"neigh replace {DEAD6} dev eth0 nud incomplete")  # the next reply's resolution
-            state, p = await reconcile(adapter)
-            assert state.neighbours[DEAD6] == "INCOMPLETE" and state.failing == {DEAD6}
+            state, p = await n.reconcile()
+            assert state.neighbours[DEAD6] == "INCOMPLETE" and n.silent() == {DEAD6}
             assert gateways(node, "-6") == {"fd99::3"}
             # INCOMPLETE after FAILED: no new wake-up (only our own route change)
             assert [r for r in await watcher.drain() if not r.startswith("route")] == []
-            # a fresh adapter has no such history: INCOMPLETE in the route stays in
-            async with KernelAdapter(POLICY, netns=node.name) as fresh:
-                state = await fresh.read_state(WANT.peers)
-            assert state.failing == frozenset()
+            # a fresh agent has no such history: INCOMPLETE in the route stays in
+            async with KernelAdapter(POLICY.table, netns=node.name) as adapter2:
+                fresh = Node(adapter2)
+                await fresh.read()
+            assert fresh.silent() == frozenset()
             # valid again: the history is dropped and the peer is back
             node.ip(f"neigh replace {DEAD6} dev eth0 lladdr 02:00:00:00:00:02 nud reachable")
             await watcher.wait_for("neighbour fd99::2: REACHABLE")
-            state, _ = await reconcile(adapter)
-            assert state.failing == frozenset() and gateways(node, "-6") == {"fd99::2", "fd99::3"}
+            state, _ = await n.reconcile()
+            assert n.silent() == frozenset() and gateways(node, "-6") == {"fd99::2", "fd99::3"}
         finally:
             await watcher.stop()

@@ -1,4 +1,4 @@
-"""The netlink adapter against the real kernel, each test in its own throwaway namespace."""
+"""The kernel adapter against the real kernel, each test in its own throwaway namespace."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from nra.intent import Intent, Peer
-from nra.netlink import KernelAdapter
-from nra.planner import KernelState, Nexthop, RoutingPolicy, plan
+from nra.kernel.adapter import KernelAdapter
+from nra.kernel.events import TableChange
+from nra.kernel.model import KernelState, Nexthop
+from nra.planner import RoutingPolicy, plan
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.kernel
@@ -24,8 +26,12 @@ def intent(peers, prefixes) -> Intent:
                   frozenset(ip_network(p) for p in prefixes))
 
 
+def addresses(want: Intent):
+    return [p.address for p in want.peers]
+
+
 async def reconcile(adapter: KernelAdapter, want: Intent, policy: RoutingPolicy = POLICY):
-    state = await adapter.read_state(want.peers)
+    state = await adapter.read_state(addresses(want))
     the_plan = plan(want, state, policy)
     report = await adapter.apply(the_plan.operations)
     assert report.failed == []
@@ -33,7 +39,7 @@ async def reconcile(adapter: KernelAdapter, want: Intent, policy: RoutingPolicy 
 
 
 async def steady(adapter: KernelAdapter, want: Intent, policy: RoutingPolicy = POLICY) -> KernelState:
-    state = await adapter.read_state(want.peers)
+    state = await adapter.read_state(addresses(want))
     assert plan(want, state, policy).operations == ()
     return state
 
@@ -41,7 +47,7 @@ async def steady(adapter: KernelAdapter, want: Intent, policy: RoutingPolicy = P
 async def test_round_trip_both_families_with_weights(node_ns: NetNS):
     want = intent([("10.99.0.2", 100), ("10.99.0.3", 5), ("fd99::2", 3), ("fd99::3", 256)],
                   ["192.0.2.0/24", "198.51.100.7/32", "2001:db8::/64"])
-    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
         first, _ = await reconcile(adapter, want)
         assert len(first.operations) == 5
         state = await steady(adapter, want)
@@ -59,7 +65,7 @@ async def test_round_trip_both_families_with_weights(node_ns: NetNS):
 
 
 async def test_weight_change_is_one_replace_and_single_peer_is_steady(node_ns: NetNS):
-    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
         await reconcile(adapter, intent([("10.99.0.2", 1), ("10.99.0.3", 1)], ["192.0.2.0/24"]))
         changed = intent([("10.99.0.2", 1), ("10.99.0.3", 40)], ["192.0.2.0/24"])
         p, _ = await reconcile(adapter, changed)
@@ -75,7 +81,7 @@ async def test_weight_change_is_one_replace_and_single_peer_is_steady(node_ns: N
 async def test_fwmark_with_and_without_mask(node_ns: NetNS, fwmark, fwmask, shown):
     policy = dataclasses.replace(POLICY, fwmark=fwmark, fwmask=fwmask)
     want = intent([("10.99.0.2", 1), ("fd99::2", 1)], ["192.0.2.0/24", "2001:db8::/64"])
-    async with KernelAdapter(policy, netns=node_ns.name) as adapter:
+    async with KernelAdapter(policy.table, netns=node_ns.name) as adapter:
         await reconcile(adapter, want, policy)
         await steady(adapter, want, policy)
     assert node_ns.rules("-4") == [f"20:\tfrom 192.0.2.0/24 {shown} lookup 20"]
@@ -103,7 +109,7 @@ async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):
     ns.ip("route add blackhole default table 20 metric 7")  # other type
     ns.ip("-6 route add unreachable 2001:db8:9::/48 table 20")
     ns.ip("rule add from 192.0.2.0/24 lookup 99 priority 20")  # another table: not ours, stays
-    async with KernelAdapter(POLICY, netns=ns.name) as adapter:
+    async with KernelAdapter(POLICY.table, netns=ns.name) as adapter:
         p, report = await reconcile(adapter, want)
         assert sum(op.kind == "delete_rule" for op in p.operations) == 11
         assert sum(op.kind == "delete_route" for op in p.operations) == 4
@@ -120,22 +126,21 @@ async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):
 
 
 async def test_duplicate_rules_keep_exactly_one(node_ns: NetNS):
-    import socket
+    from nra.kernel.codec import NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, RTM_NEWRULE
 
-    from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST
-    from pyroute2.netlink.rtnl import RTM_NEWRULE
-
-    from nra.netlink import encode_rule_add, netlink_socket_in, request_batch_blocking
-    from nra.planner import AddRule
+    from nra.kernel.codec import encode_rule
+    from nra.kernel.socket import NetlinkSocket
 
     # `ip rule add` refuses an exact duplicate (NLM_F_EXCL); without EXCL the kernel keeps copies.
-    body = encode_rule_add(AddRule(4, ip_network("192.0.2.0/24"), 20, 20))
-    with socket.socket(fileno=netlink_socket_in(node_ns.name)) as sock:
-        assert request_batch_blocking(sock, RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
-                                      [body] * 3, 1) == [0, 0, 0]
+    body = encode_rule(4, ip_network("192.0.2.0/24"), 20, 20)
+    sock = NetlinkSocket(node_ns.name)
+    try:
+        assert sock.request_batch(RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, [body] * 3) == [0, 0, 0]
+    finally:
+        sock.close()
     assert len(node_ns.rules("-4")) == 3
     want = intent([("10.99.0.2", 1)], ["192.0.2.0/24"])
-    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
         p, _ = await reconcile(adapter, want)
         assert [op.kind for op in p.operations] == ["replace_route", "delete_rule", "delete_rule"]
         await steady(adapter, want)
@@ -145,8 +150,8 @@ async def test_duplicate_rules_keep_exactly_one(node_ns: NetNS):
 async def test_off_link_peer_is_dropped_with_a_warning(node_ns: NetNS):
     want = intent([("10.99.0.2", 10), ("10.55.0.1", 10), ("fd99::2", 1), ("fd55::1", 1)],
                   ["192.0.2.0/24", "2001:db8::/64"])
-    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
-        state = await adapter.read_state(want.peers)
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
+        state = await adapter.read_state(addresses(want))
         assert state.unreachable == {ip_address("10.55.0.1"), ip_address("fd55::1")}
         p, _ = await reconcile(adapter, want)
         assert any("10.55.0.1" in w for w in p.warnings) and any("fd55::1" in w for w in p.warnings)
@@ -157,12 +162,12 @@ async def test_off_link_peer_is_dropped_with_a_warning(node_ns: NetNS):
 
 async def test_replace_retries_without_a_refused_nexthop(node_ns: NetNS):
     """A route replace planned with a nexthop the kernel refuses still goes in with the rest."""
-    from nra.planner import ReplaceRoute
+    from nra.kernel.operations import ReplaceRoute
 
     op = ReplaceRoute(4, ip_network("0.0.0.0/0"), 20, 0,
                       (Nexthop(ip_address("10.55.0.1"), 1), Nexthop(ip_address("10.99.0.2"), 2),
                        Nexthop(ip_address("10.99.0.3"), 3)))
-    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
         report = await adapter.apply([op])
     assert report.failed == [] and report.applied == [op]
     assert report.dropped == [(op, (ip_address("10.55.0.1"),))]
@@ -172,14 +177,14 @@ async def test_replace_retries_without_a_refused_nexthop(node_ns: NetNS):
 
 async def test_link_down_and_up_restores_the_route_and_events_tell(node_ns: NetNS):
     want = intent([("10.99.0.2", 1), ("10.99.0.3", 1)], ["192.0.2.0/24"])
-    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
         await reconcile(adapter, want)
         events = adapter.events()
         reasons: asyncio.Queue[str] = asyncio.Queue()
 
         async def collect():
-            async for reason in events:
-                await reasons.put(reason)
+            async for event in events:
+                await reasons.put(event.reason)
 
         watcher = asyncio.create_task(collect())
         try:
@@ -193,7 +198,7 @@ async def test_link_down_and_up_restores_the_route_and_events_tell(node_ns: NetN
             # event is what tells the agent)
             assert any(r.startswith("link eth0 down") for r in seen), seen
             # the kernel dropped the route with the link; the peers are not on-link now
-            state = await adapter.read_state(want.peers)
+            state = await adapter.read_state(addresses(want))
             assert state.routes == () and len(state.unreachable) == 2
             assert plan(want, state, POLICY).operations == ()  # rules stay, nothing to churn
 
@@ -211,27 +216,34 @@ async def test_link_down_and_up_restores_the_route_and_events_tell(node_ns: NetN
 
 
 async def test_events_report_foreign_rule_changes(node_ns: NetNS):
-    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
         events = adapter.events()
         first = asyncio.ensure_future(events.__anext__())
         await asyncio.sleep(0.3)
         node_ns.ip("rule add from 203.0.113.0/24 lookup 99 priority 20")  # another table: silent
         node_ns.ip("-6 rule add from 2001:db8::/64 lookup 20 priority 5")
-        reason = await asyncio.wait_for(first, 1.0)
+        event = await asyncio.wait_for(first, 1.0)
         await events.aclose()
-    assert reason == "rule added: IPv6 from 2001:db8::/64 priority 5"
+    assert event == TableChange("rule added: IPv6 from 2001:db8::/64 priority 5")
+
+
+async def clean(adapter: KernelAdapter) -> int:
+    """What CLEANANDEXIT does: reconcile to the empty intent; how many objects went."""
+    _, report = await reconcile(adapter, Intent())
+    await steady(adapter, Intent())
+    return len(report.applied)
 
 
 async def test_clean_removes_both_families_and_returns_zero_when_empty(node_ns: NetNS):
     want = intent([("10.99.0.2", 1), ("fd99::2", 1)], ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/64"])
     node_ns.ip("rule add lookup 20 priority 99")
     node_ns.ip("rule add from 192.0.2.0/24 lookup 21 priority 20")  # another table stays
-    async with KernelAdapter(POLICY, netns=node_ns.name) as adapter:
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
         await reconcile(adapter, want)
         node_ns.ip("rule add lookup 20 priority 99")
         node_ns.ip("route add 10.0.0.0/8 via 10.99.0.2 table 20")
-        assert await adapter.clean() == 3 + 2 + 1 + 1
-        assert await adapter.clean() == 0
+        assert await clean(adapter) == 3 + 2 + 1 + 1
+        assert await clean(adapter) == 0
     for family in ("-4", "-6"):
         assert node_ns.rules(family) == [] and node_ns.routes(family) == []
     assert node_ns.rules("-4", table=21) == ["20:\tfrom 192.0.2.0/24 lookup 21"]
@@ -241,19 +253,19 @@ async def test_table_ids_above_255(node_ns: NetNS):
     policy = dataclasses.replace(POLICY, table=100000, priority=1234, fwmark=0x10, fwmask=0xF0)
     want = intent([("10.99.0.2", 3), ("10.99.0.3", 4), ("fd99::2", 1)], ["192.0.2.0/24", "2001:db8::/64"])
     node_ns.ip("rule add from 192.0.2.0/24 lookup 20 priority 1234")  # table 20 is not ours now
-    async with KernelAdapter(policy, netns=node_ns.name) as adapter:
+    async with KernelAdapter(policy.table, netns=node_ns.name) as adapter:
         await reconcile(adapter, want, policy)
         await steady(adapter, want, policy)
         assert node_ns.rules("-4", table=100000) == ["1234:\tfrom 192.0.2.0/24 fwmark 0x10/0xf0 lookup 100000"]
         assert "weight 4" in "\n".join(node_ns.routes("-4", table=100000))
         assert node_ns.routes("-6", table=100000)
-        assert await adapter.clean() == 4
+        assert await clean(adapter) == 4
     assert node_ns.rules("-4", table=20) == ["1234:\tfrom 192.0.2.0/24 lookup 20"]
 
 
 async def test_missing_namespace_is_an_error_not_a_new_namespace():
     with pytest.raises(Exception):
-        async with KernelAdapter(POLICY, netns="nra-does-not-exist-42") as adapter:
+        async with KernelAdapter(POLICY.table, netns="nra-does-not-exist-42") as adapter:
             await adapter.read_state([])
     import os
     assert not os.path.exists("/var/run/netns/nra-does-not-exist-42")

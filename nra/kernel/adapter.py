@@ -1,0 +1,142 @@
+"""The kernel façade the reconciler talks to: read the state, apply operations, events.
+
+It composes one component per kernel object (rules, routes, neighbours) and the event
+source, in one network namespace (or the current one). Another kernel object (the
+return path's nftables state, say) is one more component: read in read_state(), its
+operations given a handler in apply().
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterable, Sequence
+
+from pyroute2.iproute.linux import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nra.intent import IPAddress
+from nra.kernel.codec import error_text
+from nra.kernel.events import KernelEvent, KernelEvents
+from nra.kernel.model import KernelState
+from nra.kernel.neighbours import Neighbours
+from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
+from nra.kernel.routes import Routes, links_of, open_route_socket
+from nra.kernel.rules import Rules
+from nra.kernel.socket import NetlinkSocket
+
+#: faults of the kernel or its sockets, as opposed to bugs
+KERNEL_ERRORS = (OSError, NetlinkError)
+
+
+@dataclass
+class ApplyReport:
+    applied: list[Operation] = field(default_factory=list)
+    failed: list[tuple[Operation, str]] = field(default_factory=list)
+    #: route replaces that went in without some nexthops the kernel refused
+    dropped: list[tuple[Operation, tuple[IPAddress, ...]]] = field(default_factory=list)
+
+
+def _fault_text(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    if not isinstance(code, int):
+        code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return error_text(code)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class KernelAdapter:
+    """Reads and writes the managed table and its rules; use as `async with`."""
+
+    def __init__(self, table: int, netns: str | None = None):
+        self.table = table
+        self.netns = netns
+        self._sock = NetlinkSocket(netns)
+        self._ipr: AsyncIPRoute | None = None
+        self._rules = Rules(self._sock, table)
+        self._neighbours = Neighbours(self._sock)
+        self._events = KernelEvents(netns, table)
+
+    async def __aenter__(self) -> "KernelAdapter":
+        await asyncio.to_thread(self._sock.open)
+        self._ipr = await open_route_socket(self.netns)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+        self._sock.close()
+
+    @property
+    def _routes(self) -> Routes:
+        if self._ipr is None:
+            raise RuntimeError("KernelAdapter used outside `async with`")
+        return Routes(self._ipr, self.table)
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def read_state(self, candidates: Iterable[IPAddress]) -> KernelState:
+        """The table's routes and rules, and for the candidate peers: which are on-link (and
+        where), and their neighbour entries there. Also tells the event source which
+        neighbour entries to report."""
+        routes = self._routes
+        rules = await self._rules.read()
+        table_routes = await routes.read()
+        addresses = set(candidates)
+        links = links_of(addresses, await routes.connected(a.version for a in addresses)) if addresses else {}
+        neighbours = await self._neighbours.read(links) if links else {}
+        self._events.watch({a.packed: oifs for a, oifs in links.items()})
+        return KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
+                           neighbours, links)
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def apply(self, ops: Sequence[Operation]) -> ApplyReport:
+        """Apply in the given order, runs of rule changes in one batch; failures are
+        collected, never raised (a bug still raises)."""
+        report = ApplyReport()
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if isinstance(op, (AddRule, DeleteRule)):
+                j = i
+                while j < len(ops) and type(ops[j]) is type(op):
+                    j += 1
+                await self._apply_rules(ops[i:j], report)
+                i = j
+                continue
+            try:
+                if isinstance(op, ReplaceRoute):
+                    dropped = await self._routes.replace_leaving_out_refused(op.family, op.dst, op.metric,
+                                                                             op.nexthops)
+                    if dropped:
+                        report.dropped.append((op, dropped))
+                elif isinstance(op, DeleteRoute):
+                    await self._routes.delete(op.route)
+                else:
+                    raise TypeError(f"unknown operation {op!r}")
+                report.applied.append(op)
+            except KERNEL_ERRORS as exc:  # one refused operation must not stop the others
+                report.failed.append((op, _fault_text(exc)))
+            i += 1
+        return report
+
+    async def _apply_rules(self, ops: Sequence[AddRule | DeleteRule], report: ApplyReport) -> None:
+        if isinstance(ops[0], AddRule):
+            codes = await self._rules.add(ops)  # type: ignore[arg-type]
+        else:
+            codes = await self._rules.delete([op.rule for op in ops])  # type: ignore[union-attr]
+        for op, code in zip(ops, codes):
+            if code == 0:
+                report.applied.append(op)
+            else:
+                report.failed.append((op, error_text(code)))
+
+    # -- events -----------------------------------------------------------------------
+
+    def events(self) -> AsyncIterator[KernelEvent]:
+        """Changes to the table, its rules, the links and the watched peers' neighbour
+        entries (see nra.kernel.events)."""
+        return self._events.stream()

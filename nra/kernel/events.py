@@ -1,0 +1,174 @@
+"""Kernel notifications, merged from two sockets into one stream of events.
+
+One socket carries what concerns the managed table: its routes and the rules pointing at
+it, and links going up, down or away. Neighbour notifications come on a socket of their own:
+a busy node refreshes ARP/ND entries all the time, so only the peers' entries are decoded
+(on the peers' own links). A lost notification (socket overflow) becomes a Resync event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+from typing import AsyncIterator, Union
+
+from nra.kernel.codec import (
+    NLM_F_DUMP, NLM_F_REQUEST, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_DELRULE, RTM_GETLINK,
+    RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RTM_NEWRULE, RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE,
+    RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE, RTMGRP_LINK, RTMGRP_NEIGH, IFINFOMSG, LinkState, Message,
+    decode_link, decode_neighbour, decode_route_summary, decode_rule, error_text, messages, request,
+    rule_table,
+)
+from nra.kernel.model import NeighbourEntry
+from nra.kernel.socket import open_netlink
+
+TABLE_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
+TABLE_RCVBUF = 32 << 20  # a burst of 10,000 rule notifications must fit
+NEIGH_RCVBUF = 4 << 20
+RESYNC_PAUSE_S = 0.1
+
+
+@dataclass(frozen=True)
+class TableChange:
+    """A route of the table or a rule pointing at it changed, or a link went up/down/away."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class NeighbourChange:
+    """A watched peer's entry changed on its own link."""
+
+    entry: NeighbourEntry
+
+
+@dataclass(frozen=True)
+class Resync:
+    """Notifications were lost: the whole state must be read again."""
+
+    reason: str
+
+
+KernelEvent = Union[TableChange, NeighbourChange, Resync]
+
+
+def _link_reason(old: LinkState | None, new: LinkState) -> str | None:
+    if old is None or (old.admin_up, old.carrier_up) == (new.admin_up, new.carrier_up):
+        return None
+    up = new.admin_up and new.carrier_up
+    return (f"link {new.name} {'up' if up else 'down'} (admin {'up' if new.admin_up else 'down'}, "
+            f"carrier {'up' if new.carrier_up else 'down'})")
+
+
+class KernelEvents:
+    """The event source. `watch()` says which peers' neighbour entries matter (packed
+    address -> the links where its entry counts); the adapter updates it on every read."""
+
+    def __init__(self, netns: str | None, table: int):
+        self.netns = netns
+        self.table = table
+        self._watched: dict[bytes, frozenset[int]] = {}
+
+    def watch(self, watched: dict[bytes, frozenset[int]]) -> None:
+        self._watched = watched
+
+    async def stream(self) -> AsyncIterator[KernelEvent]:
+        """Every event, until cancelled. An unexpected exception (a bug) in either socket's
+        reader ends the stream with it."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(source: AsyncIterator[KernelEvent]) -> None:
+            try:
+                async for event in source:
+                    queue.put_nowait(event)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # handed to the consumer
+                queue.put_nowait(exc)
+
+        pumps = [asyncio.create_task(pump(self._table_events()), name="netlink-table-events"),
+                 asyncio.create_task(pump(self._neighbour_events()), name="netlink-neighbour-events")]
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _socket(self, groups: int, rcvbuf: int) -> socket.socket:
+        sock = await asyncio.to_thread(open_netlink, self.netns, groups, rcvbuf)
+        sock.setblocking(False)
+        return sock
+
+    async def _messages(self, groups: int, rcvbuf: int, first: bytes = b"") -> AsyncIterator[Message | Resync]:
+        """The messages arriving on a socket bound to `groups` (after sending `first`); after
+        a socket error, a Resync and a fresh socket."""
+        loop = asyncio.get_running_loop()
+        while True:
+            sock = await self._socket(groups, rcvbuf)
+            try:
+                if first:
+                    await loop.sock_sendall(sock, first)
+                while True:
+                    for message in messages(await loop.sock_recv(sock, 1 << 20)):
+                        yield message
+            except OSError as exc:  # ENOBUFS: notifications were lost
+                code = exc.errno if isinstance(exc.errno, int) else 0
+                yield Resync(f"netlink socket error ({error_text(code) if code else exc}): resync")
+                await asyncio.sleep(RESYNC_PAUSE_S)
+            finally:
+                sock.close()
+
+    async def _table_events(self) -> AsyncIterator[KernelEvent]:
+        # The link dump answers on the same socket as the notifications: both update `links`.
+        links: dict[int, LinkState] = {}
+        link_dump = request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, IFINFOMSG.pack(0, 0, 0, 0, 0, 0))
+        async for message in self._messages(TABLE_GROUPS, TABLE_RCVBUF, link_dump):
+            if isinstance(message, Resync):
+                links.clear()
+                yield message
+                continue
+            reason = self._table_reason(message, links)
+            if reason:
+                yield TableChange(reason)
+
+    def _table_reason(self, message: Message, links: dict[int, LinkState]) -> str | None:
+        kind = message.kind
+        if kind in (RTM_NEWRULE, RTM_DELRULE):
+            body = message.body_bytes()
+            if rule_table(body) != self.table:
+                return None
+            rule = decode_rule(body)
+            return (f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from "
+                    f"{rule.src or 'all'} priority {rule.priority}")
+        if kind in (RTM_NEWROUTE, RTM_DELROUTE):
+            table, version, dst = decode_route_summary(message)
+            if table != self.table:
+                return None
+            return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{version} {dst}"
+        if kind == RTM_NEWLINK:
+            new = decode_link(message)
+            old, links[new.index] = links.get(new.index), new
+            return _link_reason(old, new)
+        if kind == RTM_DELLINK:
+            gone = decode_link(message)
+            links.pop(gone.index, None)
+            return f"link {gone.name} removed"
+        return None
+
+    async def _neighbour_events(self) -> AsyncIterator[KernelEvent]:
+        async for message in self._messages(RTMGRP_NEIGH, NEIGH_RCVBUF):
+            if isinstance(message, Resync):
+                yield message
+                continue
+            if message.kind not in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                continue
+            watched = self._watched
+            entry = decode_neighbour(message, watched)
+            if entry is not None and entry.ifindex in watched[entry.address.packed]:
+                yield NeighbourChange(entry)

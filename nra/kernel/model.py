@@ -1,0 +1,109 @@
+"""What the kernel holds, as plain facts: the types the kernel components return and the
+planner reads. No I/O and no policy here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from nra.intent import IPAddress, IPNetwork
+
+# Kernel metric our route gets: IPv4 routes default to 0, IPv6 routes to 1024
+# (IP6_RT_PRIO_USER).
+DEFAULT_METRIC = {4: 0, 6: 1024}
+# A rule with `fwmark M` and no mask is stored and listed with mask 0xffffffff.
+FULL_MASK = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, order=True)
+class Nexthop:
+    gateway: IPAddress | None  # None: a device route without a gateway
+    weight: int = 1  # 1..256
+    # e.g. "dead", "linkdown", "onlink"; informative, not part of equality
+    flags: frozenset[str] = field(default=frozenset(), compare=False)
+    #: the link's index; needed to install a link-local gateway, informative otherwise
+    oif: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class KernelRoute:
+    """A route of the managed table as the kernel lists it."""
+
+    family: int  # 4 or 6
+    dst: IPNetwork
+    table: int
+    nexthops: tuple[Nexthop, ...] = ()
+    type: str = "unicast"
+    metric: int = 0
+    tos: int = 0
+    proto: int = 0
+    oif: int | None = None
+    scope: int = 0  # RT_SCOPE_UNIVERSE; a device route is "link" (253), a local one "host" (254)
+
+
+def rule_key(family: int, src: IPNetwork | None, priority: int, table: int,
+             fwmark: int | None, fwmask: int | None) -> tuple:
+    """What makes two rules the same rule to the kernel. Plain ints, not network objects:
+    tuples re-hash their items on every look-up, and ipaddress hashes in Python. `from
+    0.0.0.0/0` and "no from" are one rule; so are "no fwmark" and any fwmark with mask 0."""
+    if not fwmask:
+        fwmark = fwmask = None
+    if src is None or not src.prefixlen:
+        return (family, None, None, priority, table, fwmark, fwmask)
+    return (family, int(src.network_address), src.prefixlen, priority, table, fwmark, fwmask)
+
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class KernelRule:
+    """A rule pointing at the managed table as the kernel lists it."""
+
+    family: int  # 4 or 6
+    src: IPNetwork | None  # None: no `from` (from all)
+    priority: int
+    table: int
+    #: the fwmark selector: None when the rule has none; a mark of 0 with a mask is one
+    fwmark: int | None = None
+    fwmask: int | None = None
+    # Any other selector or modifier, rendered `ip rule`-like ("iifname eth1", "to
+    # 10.0.0.0/8", "not", "tos 0x10", "action 2"); a rule with any of these is never ours.
+    extra: tuple[str, ...] = ()
+    #: the kernel's own message body for this rule, sent back to delete exactly it
+    wire: bytes = field(default=b"", compare=False, hash=False, repr=False)
+
+    def key(self) -> tuple | None:
+        """rule_key() of this rule; None for a rule that can never be ours. Computed once per
+        rule: the rules component reuses unchanged rules between reads."""
+        cached = self.__dict__.get("_key", _UNSET)
+        if cached is _UNSET:
+            cached = None if self.extra else rule_key(self.family, self.src, self.priority, self.table,
+                                                      self.fwmark, self.fwmask)
+            object.__setattr__(self, "_key", cached)
+        return cached
+
+
+@dataclass(frozen=True)
+class NeighbourEntry:
+    """One ARP/ND entry (from a dump or a notification)."""
+
+    address: IPAddress
+    ifindex: int
+    state: str  # a NUD state name ("REACHABLE", "FAILED", "INCOMPLETE" ...), or "NONE"
+    deleted: bool = False  # an RTM_DELNEIGH notification
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """One read of everything a reconcile looks at."""
+
+    routes: tuple[KernelRoute, ...] = ()
+    rules: tuple[KernelRule, ...] = ()
+    #: candidate peers the kernel would refuse as a nexthop (no connected route to them)
+    unreachable: frozenset[IPAddress] = frozenset()
+    #: candidate peers' neighbour entries on the link of their connected route, by NUD
+    #: state name; a peer without an entry is not listed
+    neighbours: Mapping[IPAddress, str] = field(default_factory=dict)
+    #: the link index of each on-link candidate peer (where the kernel resolves it)
+    links: Mapping[IPAddress, frozenset[int]] = field(default_factory=dict)

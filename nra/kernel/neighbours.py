@@ -1,0 +1,41 @@
+"""The peers' ARP/ND entries: which link each on-link peer resolves on, and the state of its
+entry there. Facts only; what a state means for the route is nra.peer_health's business."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Mapping
+
+from nra.intent import IPAddress
+from nra.kernel.codec import AF, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH, Message, decode_neighbour
+from nra.kernel.model import NeighbourEntry
+from nra.kernel.socket import NetlinkSocket
+
+
+class Neighbours:
+    """Reads the neighbour entries of the peers (one dump per family, of the peers' link
+    when they share one: a node's pod interfaces are then not even sent)."""
+
+    def __init__(self, sock: NetlinkSocket):
+        self.sock = sock
+
+    async def read(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, str]:
+        """The NUD state of each peer's entry on its own link; a peer without one is absent.
+        A dump interrupted by a change is still a usable snapshot: the change comes as an
+        event."""
+        wanted = {a.packed for a in links}
+        states: dict[IPAddress, str] = {}
+
+        def keep(message: Message) -> NeighbourEntry | None:
+            if message.kind not in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                return None
+            return decode_neighbour(message, wanted)
+
+        for version in sorted({a.version for a in links}):
+            family_links = set().union(*(links[a] for a in links if a.version == version))
+            ifindex = next(iter(family_links)) if len(family_links) == 1 else 0
+            for entry in await asyncio.to_thread(self.sock.dump, RTM_GETNEIGH, AF[version], keep, ifindex,
+                                                       True):
+                if entry.ifindex in links[entry.address]:
+                    states[entry.address] = entry.state
+        return states

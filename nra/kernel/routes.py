@@ -1,0 +1,167 @@
+"""The routes of the managed table, and the main table's connected routes (which peers
+the kernel accepts as a nexthop). Routes are a handful, so they go through pyroute2."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+from typing import Iterable, Sequence
+
+from pyroute2.iproute.linux import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nra.intent import IPAddress, IPNetwork
+from nra.kernel.codec import AF, VERSION
+from nra.kernel.model import KernelRoute, Nexthop
+from nra.kernel.socket import in_netns
+
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+               6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
+RTNH_FLAGS = {1: "dead", 2: "pervasive", 4: "onlink", 8: "offload", 16: "linkdown"}
+# A route replace the kernel refuses because of one of its nexthops.
+NEXTHOP_ERRORS = {errno.ENETUNREACH, errno.ENETDOWN, errno.EINVAL, errno.EHOSTUNREACH, errno.ENODEV}
+
+
+def table_of(msg) -> int:
+    """The table of a pyroute2 route message (the attribute holds ids above 255)."""
+    return msg.get("RTA_TABLE") or msg["table"]
+
+
+def _nh_flags(value: int) -> frozenset[str]:
+    return frozenset(name for bit, name in RTNH_FLAGS.items() if value & bit)
+
+
+def _gateway(value) -> IPAddress | None:
+    return ipaddress.ip_address(value) if value else None
+
+
+def route_from_message(msg) -> KernelRoute:
+    """A pyroute2 route message as a KernelRoute."""
+    version = VERSION[msg["family"]]
+    dst = msg.get("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
+    multipath = msg.get("RTA_MULTIPATH")
+    if multipath:
+        nexthops = tuple(Nexthop(_gateway(nh.get("RTA_GATEWAY")), nh["hops"] + 1, _nh_flags(nh["flags"]),
+                                 nh.get("oif")) for nh in multipath)
+    elif msg.get("RTA_GATEWAY") or msg.get("RTA_OIF"):
+        nexthops = (Nexthop(_gateway(msg.get("RTA_GATEWAY")), 1, _nh_flags(msg["flags"]), msg.get("RTA_OIF")),)
+    else:
+        nexthops = ()
+    return KernelRoute(
+        family=version, dst=ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False),
+        table=table_of(msg), nexthops=nexthops, type=ROUTE_TYPES.get(msg["type"], str(msg["type"])),
+        metric=msg.get("RTA_PRIORITY") or 0, tos=msg["tos"], proto=msg["proto"], oif=msg.get("RTA_OIF"),
+        scope=msg["scope"],
+    )
+
+
+async def open_route_socket(netns: str | None) -> AsyncIPRoute:
+    """pyroute2's socket in `netns`, with strict checking (the kernel filters dumps by table)."""
+    if netns:
+        def make() -> int:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                 socket.NETLINK_ROUTE).detach()
+        ipr = AsyncIPRoute(fileno=await asyncio.to_thread(in_netns, netns, make), strict_check=True)
+    else:
+        ipr = AsyncIPRoute(strict_check=True)
+    await ipr.setup_endpoint()
+    return ipr
+
+
+def links_of(addresses: Iterable[IPAddress],
+             connected: Sequence[tuple[IPNetwork, int | None]]) -> dict[IPAddress, frozenset[int]]:
+    """For each address on a connected network, the link(s) of the most specific one (where
+    the kernel resolves it as a nexthop); off-link addresses are left out."""
+    result: dict[IPAddress, frozenset[int]] = {}
+    for address in addresses:
+        matches = [(n.prefixlen, oif) for n, oif in connected if n.version == address.version and address in n]
+        if matches:
+            longest = max(length for length, _ in matches)
+            result[address] = frozenset(oif for length, oif in matches if length == longest and oif is not None)
+    return result
+
+
+class Routes:
+    """Owns the routes of one table."""
+
+    def __init__(self, ipr: AsyncIPRoute, table: int):
+        self.ipr = ipr
+        self.table = table
+
+    async def read(self) -> list[KernelRoute]:
+        routes = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            async for msg in await self.ipr.route("dump", family=family, table=self.table):
+                if table_of(msg) == self.table:
+                    routes.append(route_from_message(msg))
+        return routes
+
+    async def connected(self, versions: Iterable[int]) -> list[tuple[IPNetwork, int | None]]:
+        """(prefix, link index) of the main table's connected routes (unicast, no gateway):
+        the only routes through which the kernel accepts a gateway (its nexthop check looks
+        for a link-scope route). Read from the main table itself, not by a policy lookup, so
+        a stray rule pointing somewhere else cannot hide a connected peer."""
+        networks = []
+        for version in sorted(set(versions)):
+            async for msg in await self.ipr.route("dump", family=AF[version], table=RT_TABLE_MAIN):
+                if table_of(msg) != RT_TABLE_MAIN or msg["type"] != RTN_UNICAST:
+                    continue
+                if msg.get("RTA_GATEWAY") or msg.get("RTA_MULTIPATH") or msg.get("RTA_VIA"):
+                    continue
+                route = route_from_message(msg)
+                networks.append((route.dst, route.oif))
+        return networks
+
+    async def replace(self, family: int, dst: IPNetwork, metric: int, nexthops: Sequence[Nexthop]) -> None:
+        # Always a multipath, even of one: the kernel lists a lone one as a plain gateway.
+        multipath = []
+        for nh in nexthops:
+            hop = {"gateway": str(nh.gateway), "hops": nh.weight - 1}
+            if nh.oif is not None:
+                hop["oif"] = nh.oif
+            multipath.append(hop)
+        await self.ipr.route("replace", family=AF[family], dst=str(dst), table=self.table, priority=metric,
+                             multipath=multipath)
+
+    async def delete(self, route: KernelRoute) -> None:
+        """Delete this route (its type, tos and metric). Already gone is fine."""
+        try:
+            await self.ipr.route("del", family=AF[route.family], dst=str(route.dst), table=route.table,
+                                 tos=route.tos, type=route.type, priority=route.metric)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ESRCH, errno.ENOENT):
+                raise
+
+    async def replace_leaving_out_refused(self, family: int, dst: IPNetwork, metric: int,
+                                          nexthops: Sequence[Nexthop]) -> tuple[IPAddress, ...]:
+        """One atomic replace; if the kernel refuses a nexthop, retry without it. Returns the
+        gateways left out (none if all went in); raises if no subset went in."""
+        try:
+            await self.replace(family, dst, metric, nexthops)
+            return ()
+        except NetlinkError as exc:
+            if exc.code not in NEXTHOP_ERRORS or len(nexthops) < 2:
+                raise
+            first_error = exc
+        # Which nexthops does the kernel refuse? Those not on a connected network.
+        gateways = [nh.gateway for nh in nexthops]
+        on_link = links_of(gateways, await self.connected(g.version for g in gateways if g is not None))
+        candidates = [nh for nh in nexthops if nh.gateway in on_link]
+        attempts = []
+        if candidates and len(candidates) < len(nexthops):
+            attempts.append(candidates)
+        # still refused (e.g. a gateway the kernel treats differently): leave one out at a time
+        attempts += [[nh for nh in nexthops if nh is not left_out] for left_out in nexthops]
+        for kept in attempts:
+            try:
+                await self.replace(family, dst, metric, kept)
+            except NetlinkError as exc:
+                if exc.code not in NEXTHOP_ERRORS:
+                    raise
+                continue
+            return tuple(nh.gateway for nh in nexthops if nh not in kept)
+        raise first_error

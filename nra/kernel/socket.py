@@ -1,0 +1,217 @@
+"""The netlink request/dump socket of a network namespace.
+
+Modelled on Calico Felix's netlink handling: every request carries a fresh sequence number
+and only replies with that number count (leftovers of an earlier, abandoned request are
+dropped); the socket has a timeout, so a call never blocks for ever; after any error the
+socket is closed and a new one opened; a dump is retried a bounded number of times.
+
+The calls block; the kernel components run them in a worker thread (asyncio.to_thread). A
+thread cannot be cancelled, so one lock keeps a call from starting while an abandoned one
+still runs, and the timeout bounds how long that can be.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import threading
+from typing import Callable, Sequence, TypeVar
+
+from nra.kernel.codec import (
+    NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR, Message, encode_dump_request, error_text, messages, request,
+)
+
+T = TypeVar("T")
+
+#: no answer from the kernel for this long is an error (the socket is then reopened)
+TIMEOUT_S = 5.0
+#: a dump interrupted by a concurrent change, or failed, is redone up to this many times
+DUMP_ATTEMPTS = 4
+#: requests per write; their acks must fit the receive buffer
+BATCH_CHUNK = 256
+RCVBUF = 4 << 20
+RECV_SIZE = 1 << 20
+SO_RCVBUFFORCE = 33
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_netns(netns: str | None, work: Callable[[], T]) -> T:
+    """Run `work` in a short-lived thread that has joined the named network namespace (or a
+    namespace file path); in this thread if `netns` is None. setns() moves only the calling
+    thread, so the rest of the process stays where it is. Never creates a namespace. (Not
+    pyroute2's netns= helper: it forks, and the child's exit signal reached asyncio's signal
+    wakeup fd in the parent as if the agent got SIGTERM.)"""
+    if not netns:
+        return work()
+    path = netns if "/" in netns else f"/var/run/netns/{netns}"
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            with open(path) as ns_file:
+                if _libc.setns(ns_file.fileno(), CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns {path}: {os.strerror(code)}")
+            result["value"] = work()
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"netns-{netns}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["value"]  # type: ignore[return-value]
+
+
+def open_netlink(netns: str | None, groups: int = 0, rcvbuf: int = RCVBUF) -> socket.socket:
+    """A bound NETLINK_ROUTE socket in `netns`, listening to `groups`."""
+    def make() -> socket.socket:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+
+    sock = in_netns(netns, make)
+    try:
+        try:  # force past net.core.rmem_max: we are root, and a burst must fit
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((0, groups))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class DumpInterrupted(Exception):
+    """The kernel flagged the dump as inconsistent (a change came in between)."""
+
+
+class NetlinkSocket:
+    """Requests and dumps on one NETLINK_ROUTE socket of a namespace (see the module doc)."""
+
+    def __init__(self, netns: str | None = None, timeout_s: float = TIMEOUT_S):
+        self.netns = netns
+        self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+        self._seq = 0
+        self._lock = threading.Lock()
+        #: how many times the socket was reopened after an error (for tests and logs)
+        self.reopened = 0
+
+    # -- the socket itself ---------------------------------------------------------------
+
+    def open(self) -> None:
+        with self._lock:
+            self._ensure_open()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _ensure_open(self) -> socket.socket:
+        if self._sock is None:
+            sock = open_netlink(self.netns)
+            sock.settimeout(self.timeout_s)
+            self._sock = sock
+        return self._sock
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _next_seq(self, count: int = 1) -> int:
+        first = self._seq + 1
+        self._seq = (self._seq + count) % 0x7FFFFFFF
+        return first
+
+    # -- dumps -------------------------------------------------------------------------
+
+    def dump(self, kind: int, family: int, keep: Callable[[Message], T | None], ifindex: int = 0,
+             interrupted_ok: bool = False) -> list[T]:
+        """Every object of a dump (rules or neighbours of one family), as `keep` turns each
+        message into a value (None: skipped). A failed dump, or an interrupted one unless
+        `interrupted_ok`, is redone, up to DUMP_ATTEMPTS times; the last error is raised."""
+        last: Exception | None = None
+        with self._lock:
+            for _ in range(DUMP_ATTEMPTS):
+                try:
+                    sock = self._ensure_open()
+                    seq = self._next_seq()
+                    sock.send(encode_dump_request(kind, family, seq, ifindex))
+                    return self._read_dump(sock, seq, keep, interrupted_ok)
+                except DumpInterrupted as exc:
+                    last = exc  # the socket is clean (read up to DONE): just ask again
+                except OSError as exc:  # includes the timeout
+                    last = exc
+                    self._drop()
+                    self.reopened += 1
+                except BaseException:
+                    self._drop()  # a bug in `keep`: the socket may hold the rest of the dump
+                    raise
+        if isinstance(last, DumpInterrupted):
+            raise OSError(errno.EINTR, "dump kept being interrupted by concurrent changes")
+        raise last  # type: ignore[misc]
+
+    def _read_dump(self, sock: socket.socket, seq: int, keep: Callable[[Message], T | None],
+                   interrupted_ok: bool) -> list[T]:
+        out: list[T] = []
+        interrupted = False
+        while True:
+            for message in messages(sock.recv(RECV_SIZE)):
+                if message.seq != seq:
+                    continue  # a stale reply to an earlier request
+                if message.kind == NLMSG_DONE:
+                    # read to the end even when interrupted: nothing of this dump is left behind
+                    if interrupted:
+                        raise DumpInterrupted()
+                    return out
+                if message.kind == NLMSG_ERROR:
+                    code = message.error_code()
+                    raise OSError(code, f"dump: {error_text(code)}")
+                if message.flags & NLM_F_DUMP_INTR and not interrupted_ok:
+                    interrupted = True
+                if not interrupted:
+                    value = keep(message)
+                    if value is not None:
+                        out.append(value)
+
+    # -- batched requests --------------------------------------------------------------
+
+    def request_batch(self, kind: int, flags: int, bodies: Sequence[bytes]) -> list[int]:
+        """Send many requests, BATCH_CHUNK per write (the kernel handles them in order), and
+        return each one's errno from its ack (0 = done). A chunk whose acks do not all come
+        gets ETIMEDOUT (or the socket error) for the missing ones, and the socket is reopened."""
+        codes: list[int] = []
+        with self._lock:
+            for start in range(0, len(bodies), BATCH_CHUNK):
+                codes += self._request_chunk(kind, flags, bodies[start:start + BATCH_CHUNK])
+        return codes
+
+    def _request_chunk(self, kind: int, flags: int, bodies: Sequence[bytes]) -> list[int]:
+        results: dict[int, int] = {}
+        try:
+            sock = self._ensure_open()
+            first = self._next_seq(len(bodies))
+            sock.send(b"".join(request(kind, flags, first + i, body) for i, body in enumerate(bodies)))
+            while len(results) < len(bodies):
+                for message in messages(sock.recv(RECV_SIZE)):
+                    index = message.seq - first
+                    if message.kind == NLMSG_ERROR and 0 <= index < len(bodies):
+                        results[index] = message.error_code()
+        except OSError as exc:
+            self._drop()
+            self.reopened += 1
+            code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.ETIMEDOUT
+            return [results.get(i, code) for i in range(len(bodies))]
+        return [results[i] for i in range(len(bodies))]
+
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are (tests: leave a reply unread in the socket)."""
+        with self._lock:
+            self._ensure_open().send(data)
+

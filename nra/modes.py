@@ -1,0 +1,94 @@
+"""The ways nra runs: the daemon, ONESHOT (one reconcile), `nra plan` (print what would
+change) and CLEANANDEXIT (a reconcile to the empty intent). Exit codes: 0 success, 1 a run
+that failed, 2 an unusable setting."""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from nra.desired import first_configuration
+from nra.host import check_multipath_use_neigh
+from nra.intent import Intent
+from nra.kernel.adapter import KERNEL_ERRORS, KernelAdapter
+from nra.reconciler import Reconciler
+from nra.settings import Settings
+from nra.sources.base import Source
+from nra.status import AgentStatus
+
+
+def make_source(settings: Settings) -> Source:
+    if settings.metallb_static_file:
+        from nra.sources.static_file import StaticFileSource
+
+        return StaticFileSource(settings.metallb_static_file, settings.node_name, settings.peer_weight)
+    from nra.sources.kube import make_kube_source
+
+    return make_kube_source(settings)
+
+
+async def run(settings: Settings, command: str = "run") -> int:
+    if settings.cleanandexit:
+        return await clean_and_exit(settings)
+    try:
+        source = make_source(settings)
+    except (ValueError, OSError) as exc:
+        logger.error("cannot start the configuration source: {}", exc)
+        return 2
+    if command == "plan":
+        return await plan_only(settings, source)
+    if settings.oneshot:
+        return await oneshot(settings, source)
+    from nra.agent import Agent
+
+    return await Agent(settings, source).run()
+
+
+async def oneshot(settings: Settings, source: Source) -> int:
+    """One reconcile, then exit: 0 on success, 1 with the reason on failure."""
+    desired = await first_configuration(source, settings.source_start_timeout)
+    if desired is None:
+        logger.error("ONESHOT failed: no configuration")
+        return 1
+    await check_multipath_use_neigh(settings.netns, settings.set_multipath_use_neigh)
+    return await _reconcile_once(settings, desired.intent, "oneshot", "ONESHOT", hooks=True, verify=False)
+
+
+async def clean_and_exit(settings: Settings) -> int:
+    """CLEANANDEXIT: every rule of either family pointing at the table and every route in it
+    removed, which is what reconciling to an empty intent does."""
+    return await _reconcile_once(settings, Intent(), "clean", "CLEANANDEXIT", hooks=False, verify=True)
+
+
+async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode: str, hooks: bool,
+                          verify: bool) -> int:
+    """verify: read the kernel again after applying and fail if anything still differs (cheap
+    for CLEANANDEXIT, whose read-back is of an empty table)."""
+    try:
+        async with KernelAdapter(settings.table, netns=settings.netns) as adapter:
+            outcome = await Reconciler(adapter, settings, AgentStatus()).reconcile(intent, trigger, hooks=hooks,
+                                                                                 verify=verify)
+    except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
+        logger.error("{} failed: {}", mode, exc)
+        return 1
+    if not outcome.ok:
+        logger.error("{} failed: {}", mode, outcome.describe())
+        return 1
+    logger.info("{} done: {}", mode, outcome.describe())
+    return 0
+
+
+async def plan_only(settings: Settings, source: Source) -> int:
+    """`nra plan`: print what a reconcile would do, change nothing."""
+    desired = await first_configuration(source, settings.source_start_timeout)
+    if desired is None:
+        return 1
+    async with KernelAdapter(settings.table, netns=settings.netns) as adapter:
+        _, the_plan = await Reconciler(adapter, settings, AgentStatus()).compute_plan(desired.intent)
+    print(f"# desired: {desired.intent.summary()}")
+    for warning in the_plan.warnings:
+        print(f"# warning: {warning}")
+    for op in the_plan.operations:
+        print(op)
+    if not the_plan.operations:
+        print("# nothing to do: the kernel matches the configuration")
+    return 0
