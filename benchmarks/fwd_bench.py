@@ -38,7 +38,7 @@ from nra import nft  # noqa: E402
 from nra.intent import Intent, Peer  # noqa: E402
 from nra.marks import parse_mark_field  # noqa: E402
 from nra.netlink import KernelAdapter  # noqa: E402
-from nra.nft_table import NftTableOwner  # noqa: E402
+from nra.kernel.nft import NftState  # noqa: E402
 from nra.planner import RoutingPolicy, plan  # noqa: E402
 from nra.return_path import PeerFacts, ReturnPathPolicy, plan_return_path  # noqa: E402
 from testbed.netns import NetNS, add_veth, new_netns  # noqa: E402
@@ -104,7 +104,7 @@ async def rules_state(node: NetNS, n: int, install: bool) -> None:
             await adapter.clean()
 
 
-def conntrack_state(node: NetNS, owner: NftTableOwner, n: int, install: bool) -> None:
+def conntrack_state(node: NetNS, owner: NftState, n: int, install: bool) -> None:
     policy = ReturnPathPolicy(FIELD, range(21, 36), 20, 20)
     facts = {a: PeerFacts(m, "eth0") for a, m in PEERS.items()}
     want = plan_return_path(intent(n), facts, policy, {}, {}, DST)
@@ -130,7 +130,7 @@ def conntrack_state(node: NetNS, owner: NftTableOwner, n: int, install: bool) ->
 def measure(nets: dict[str, NetNS], flood: Path, n: int, mode: str, rounds: int, seconds: float) -> tuple[list, list]:
     bare, loaded = [], []
     node = nets["node"]
-    owner = NftTableOwner(node.name) if mode == "conntrack" else None
+    owner = NftState(node.name) if mode == "conntrack" else None
     try:
         for _ in range(rounds):
             bare.append(rate(nets, flood, seconds))

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nra import nft  # noqa: E402
-from nra.libnft import Nft  # noqa: E402
+from nra.kernel.libnft import Nft  # noqa: E402
 from nra.marks import parse_mark_field  # noqa: E402
 from testbed.netns import new_netns  # noqa: E402
 

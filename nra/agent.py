@@ -21,7 +21,7 @@ from nra.host import check_multipath_use_neigh
 from nra.intent import Intent, ParseResult
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import NeighbourChange, TableChange
-from nra.reconciler import Outcome, Reconciler
+from nra.reconciler import Outcome, Reconciler, kernel_adapter
 from nra.settings import Settings
 from nra.sources.base import Source
 from nra.status import STUCK_AFTER_S, AgentStatus
@@ -98,7 +98,7 @@ class Agent:
         if self.settings.health_address:
             health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s)
         try:
-            async with KernelAdapter(self.settings.table, netns=self.settings.netns) as adapter:
+            async with kernel_adapter(self.settings) as adapter:
                 return await self._supervise(adapter)
         finally:
             await stop_health_server(health)

@@ -101,3 +101,15 @@ def parse_mark_field(text: str) -> MarkField:
     except ValueError:
         raise ValueError(f"expected VALUE/MASK such as {DEFAULT_MARK_TEXT}, got {text!r}") from None
     return MarkField(value, mask)
+
+
+def parse_table_range(text: str) -> range:
+    """`FIRST-LAST` (inclusive), the router tables; ValueError with the reason."""
+    first_text, sep, last_text = text.strip().partition("-")
+    try:
+        first, last = int(first_text), int(last_text if sep else first_text)
+    except ValueError:
+        raise ValueError(f"expected FIRST-LAST table ids such as 21-35, got {text!r}") from None
+    if not 0 < first <= last <= U32:
+        raise ValueError(f"expected 1 <= FIRST <= LAST <= {U32}, got {text!r}")
+    return range(first, last + 1)

@@ -9,8 +9,8 @@ from loguru import logger
 from nra.desired import first_configuration
 from nra.host import check_multipath_use_neigh
 from nra.intent import Intent
-from nra.kernel.adapter import KERNEL_ERRORS, KernelAdapter
-from nra.reconciler import Reconciler
+from nra.kernel.adapter import KERNEL_ERRORS
+from nra.reconciler import Reconciler, kernel_adapter
 from nra.settings import Settings
 from nra.sources.base import Source
 from nra.status import AgentStatus
@@ -64,7 +64,7 @@ async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode
     """verify: read the kernel again after applying and fail if anything still differs (cheap
     for CLEANANDEXIT, whose read-back is of an empty table)."""
     try:
-        async with KernelAdapter(settings.table, netns=settings.netns) as adapter:
+        async with kernel_adapter(settings) as adapter:
             outcome = await Reconciler(adapter, settings, AgentStatus()).reconcile(intent, trigger, hooks=hooks,
                                                                                  verify=verify)
     except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
@@ -82,7 +82,7 @@ async def plan_only(settings: Settings, source: Source) -> int:
     desired = await first_configuration(source, settings.source_start_timeout)
     if desired is None:
         return 1
-    async with KernelAdapter(settings.table, netns=settings.netns) as adapter:
+    async with kernel_adapter(settings) as adapter:
         _, the_plan = await Reconciler(adapter, settings, AgentStatus()).compute_plan(desired.intent)
     print(f"# desired: {desired.intent.summary()}")
     for warning in the_plan.warnings:

@@ -20,7 +20,9 @@ from nra.intent import Intent
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
 from nra.kernel.model import KernelState
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
+from nra.marks import parse_mark_field
 from nra.peer_health import PeerHealth
+from nra.return_path import ReturnPathPolicy, plan_conntrack
 from nra.planner import DesiredRules, Plan, RoutingPolicy, desired_rules, managed_route, plan
 from nra.settings import Settings
 from nra.status import AgentStatus
@@ -56,6 +58,20 @@ def policy_from_settings(settings: Settings) -> RoutingPolicy:
                          destinations=settings.destinations)
 
 
+def return_path_policy(settings: Settings) -> ReturnPathPolicy | None:
+    """The conntrack return path's policy; None in rules mode."""
+    if settings.return_path != "conntrack":
+        return None
+    return ReturnPathPolicy(parse_mark_field(settings.return_path_mark), settings.router_tables, settings.table,
+                            settings.rule_priority)
+
+
+def kernel_adapter(settings: Settings) -> KernelAdapter:
+    """The kernel façade for these settings (with the router tables and nft in conntrack mode)."""
+    return KernelAdapter(settings.table, netns=settings.netns,
+                         router_tables=settings.router_tables if settings.return_path == "conntrack" else None)
+
+
 def kernel_after(state: KernelState, report: ApplyReport, policy: RoutingPolicy) -> tuple[dict[int, int], dict[int, int]]:
     """(nexthops of the managed route, rules pointing at the table), by family, as the
     kernel holds them after `report`'s operations were applied to `state`."""
@@ -83,6 +99,7 @@ class Reconciler:
         self.adapter = adapter
         self.settings = settings
         self.policy = policy_from_settings(settings)
+        self.return_path = return_path_policy(settings)
         self.status = status
         self.health = PeerHealth()
         self._desired: tuple[Intent | None, DesiredRules] = (None, {})
@@ -97,6 +114,8 @@ class Reconciler:
     async def compute_plan(self, intent: Intent) -> tuple[KernelState, Plan]:
         state = await self.adapter.read_state(p.address for p in intent.peers)
         self.health.observe_neighbours(state.links, state.neighbours)
+        if self.return_path is not None:
+            return state, plan_conntrack(intent, state, self.policy, self.return_path, self.health.verdicts())
         return state, plan(intent, state, self.policy, self.health.verdicts(), self._desired_rules(intent))
 
     async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,

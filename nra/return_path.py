@@ -15,12 +15,18 @@ new link-layer address for the same peer address keeps it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ipaddress
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from nra.intent import IPAddress, IPNetwork, Intent, Peer
+from nra.kernel.model import DEFAULT_METRIC, KernelRoute, KernelState, Nexthop, rule_key
+from nra.kernel.nft import ApplyNft
+from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
 from nra.marks import MarkField
-from nra.nft import NftTable, desired_table
+from nra.nft import NftTable, desired_table, diff, removal
+from nra.peer_health import Verdict
+from nra.planner import DesiredRules, Plan, RoutingPolicy, is_managed_route, plan
 
 
 @dataclass(frozen=True)
@@ -163,3 +169,105 @@ def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], polic
         warnings.append(f"peer {peer.address}: link-layer address unknown (no neighbour entry yet); connections "
                         f"through it get the external mark until it is known")
     return ReturnPathState(routers, table, tuple(routes), frozenset(rules), tuple(warnings), frozenset(withdrawn))
+
+
+# -- the plan of one reconcile (the planner's steps, then the router tables and nft) ------
+
+
+def table_policy(policy: RoutingPolicy, rp: ReturnPathPolicy) -> RoutingPolicy:
+    """The multipath table's rule in conntrack mode: `from all fwmark V/V lookup TABLE
+    priority P+1`, i.e. the rules return path with one `from all` prefix and the mark."""
+    return RoutingPolicy(table=policy.table, priority=rp.priority + 1, fwmark=rp.field.value,
+                         fwmask=rp.field.value, destinations=policy.destinations)
+
+
+def table_intent(intent: Intent) -> Intent:
+    """The intent as the multipath table's planner sees it: its peers, and `from all` for
+    each family that has prefixes."""
+    everything = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
+    return Intent(intent.peers, frozenset(everything[v] for v in {p.version for p in intent.prefixes}))
+
+
+def _link_name(state: KernelState, address: IPAddress) -> str | None:
+    indexes = state.links.get(address)
+    return state.link_names.get(min(indexes)) if indexes else None
+
+
+def plan_conntrack(intent: Intent, state: KernelState, policy: RoutingPolicy, rp: ReturnPathPolicy,
+                   verdicts: Mapping[IPAddress, Verdict] | None = None,
+                   desired: DesiredRules | None = None) -> Plan:
+    """The conntrack return path's operations: the multipath table and its one rule (the
+    planner's own steps), the router tables' routes and rules, and nra's nft table."""
+    tpolicy = table_policy(policy, rp)
+    table_rules = tuple(r for r in state.rules if r.table == policy.table)
+    base = plan(table_intent(intent), replace(state, rules=table_rules), tpolicy, verdicts, desired)
+    facts = {p.address: PeerFacts(state.lladdrs.get(p.address), _link_name(state, p.address),
+                                  p.address not in base.unusable_peers) for p in intent.peers}
+    current = state.nft if isinstance(state.nft, NftTable) else None
+    gateways: dict[int, set[IPAddress]] = {}
+    for route in state.router_routes:
+        index = rp.index_of_table(route.table)
+        if index is not None:
+            gateways.setdefault(index, set()).update(nh.gateway for nh in route.nexthops if nh.gateway)
+    want = plan_return_path(intent, facts, rp, current.routers if current else {}, gateways,
+                            {v: tpolicy.destination_of(v) for v in (4, 6)})
+    ops: list = []
+    if intent.peers:
+        change = diff(want.nft, current)
+        if change:
+            ops.append(ApplyNft(change, want.nft, rp.field, current, reason=change.reason))
+    elif current is not None:
+        ops.append(ApplyNft(removal(current), None, None, current, reason="no peers: nra's nft table goes"))
+    ops += _router_route_ops(want, state, tpolicy)
+    ops += _router_rule_ops(want, state, rp)
+    ordered = [op for op in ops if isinstance(op, ApplyNft)]
+    for kind in (ReplaceRoute, AddRule, DeleteRule, DeleteRoute):
+        ordered += sorted((op for op in [*base.operations, *ops] if isinstance(op, kind)), key=kind.sort_key)
+    warnings = (*base.warnings, *want.warnings)
+    return Plan(tuple(ordered), warnings, base.left_out, base.unusable_peers)
+
+
+def _router_route_ops(want: ReturnPathState, state: KernelState, tpolicy: RoutingPolicy) -> list:
+    ops: list = []
+    slots: dict[tuple[int, int], KernelRoute] = {}
+    for route in state.router_routes:
+        key = (route.table, route.family)
+        if is_managed_route(route, tpolicy.destination_of(route.family)) and key not in slots:
+            slots[key] = route
+        else:
+            ops.append(DeleteRoute(route, reason="not the router table's route"))
+    wanted = {(r.table, r.family): r for r in want.routes}
+    for key, route in slots.items():
+        if key not in wanted:
+            ops.append(DeleteRoute(route, reason="no router uses this table"))
+    for (table, family), route in wanted.items():
+        current = slots.get((table, family))
+        hops = tuple(Nexthop(gateway, weight) for gateway, weight in route.nexthops)
+        if not hops:
+            if current is not None:
+                ops.append(DeleteRoute(current, reason="router unusable: withdrawn, its connections use "
+                                                      f"table {tpolicy.table}"))
+        elif current is None or sorted(current.nexthops) != sorted(hops) and not (
+                len(hops) == 1 and len(current.nexthops) == 1 and hops[0].gateway == current.nexthops[0].gateway):
+            ops.append(ReplaceRoute(family, tpolicy.destination_of(family), table, DEFAULT_METRIC[family], hops,
+                                    reason="router route missing" if current is None else "router's peers differ"))
+    return ops
+
+
+def _router_rule_ops(want: ReturnPathState, state: KernelState, rp: ReturnPathPolicy) -> list:
+    wanted = {rule_key(r.family, None, r.priority, r.table, r.fwmark, r.fwmask): r
+              for r in want.rules if r.table in rp.tables}
+    ops: list = []
+    seen: set[tuple] = set()
+    for rule in state.rules:
+        if rule.table not in rp.tables:
+            continue
+        key = rule.key()
+        if key in wanted and key not in seen:
+            seen.add(key)
+        else:
+            ops.append(DeleteRule(rule, reason="duplicate" if key in seen else "not a router's rule"))
+    for key, r in wanted.items():
+        if key not in seen:
+            ops.append(AddRule(r.family, None, r.priority, r.table, r.fwmark, r.fwmask, reason="router rule missing"))
+    return ops

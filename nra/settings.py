@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
+from nra.marks import DEFAULT_MARK_TEXT, parse_mark_field, parse_table_range
 
 # Tables the kernel itself uses: unspec (0), default (253), main (254), local (255).
 RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
@@ -111,6 +112,9 @@ class Settings(BaseSettings):
     source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT waits for the first configuration")
     hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
     set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
+    return_path: Literal["rules", "conntrack"] = Field("rules", validation_alias="RETURN_PATH")
+    return_path_mark: str = Field(DEFAULT_MARK_TEXT, validation_alias="RETURN_PATH_MARK")
+    return_path_tables: str | None = Field(None, validation_alias="RETURN_PATH_TABLES")
 
     # -- validation: each error names the setting by its environment variable --------
 
@@ -215,10 +219,39 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive number of seconds")
         return v
 
+    @field_validator("return_path", mode="before")
+    @classmethod
+    def _return_path(cls, v: Any) -> str:
+        return str(v).strip().lower()
+
+    @field_validator("return_path_mark")
+    @classmethod
+    def _return_path_mark(cls, v: str) -> str:
+        parse_mark_field(v)
+        return v.strip()
+
+    @field_validator("return_path_tables")
+    @classmethod
+    def _return_path_tables(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        reserved = sorted(set(parse_table_range(v)) & RESERVED_TABLES.keys())
+        if reserved:
+            raise ValueError(f"{reserved[0]} is the kernel's {RESERVED_TABLES[reserved[0]]} table; pick another range")
+        return v.strip()
+
     @model_validator(mode="after")
     def _modes(self) -> "Settings":
         if self.oneshot and self.cleanandexit:
             raise ValueError("ONESHOT and CLEANANDEXIT cannot both be set")
+        if self.return_path != "conntrack":
+            return self  # the router tables are not used: TABLE_WEIGHT alone is checked
+        tables = self.router_tables
+        if self.table in tables:
+            raise ValueError(f"RETURN_PATH_TABLES {tables.start}-{tables.stop - 1} holds TABLE_WEIGHT {self.table}")
+        if not self.return_path_tables and set(tables) & RESERVED_TABLES.keys():
+            raise ValueError(f"RETURN_PATH_TABLES: the default range after TABLE_WEIGHT {self.table} "
+                             f"({tables.start}-{tables.stop - 1}) holds a reserved table id; set the range")
         return self
 
     # -- derived values ---------------------------------------------------------------
@@ -228,6 +261,14 @@ class Settings(BaseSettings):
         if not self.rule_fwmark:
             return None, None
         return parse_fwmark(self.rule_fwmark)
+
+    @property
+    def router_tables(self) -> range:
+        """The conntrack return path's tables: RETURN_PATH_TABLES, or the ids after
+        TABLE_WEIGHT, one per router the mark can number."""
+        if self.return_path_tables:
+            return parse_table_range(self.return_path_tables)
+        return range(self.table + 1, self.table + 1 + parse_mark_field(self.return_path_mark).capacity)
 
     @property
     def destinations(self) -> tuple[IPNetwork, ...]:

@@ -64,7 +64,7 @@ RULE_OWN_ATTRS = {FRA_SRC, FRA_DST, FRA_PRIORITY, FRA_FWMARK, FRA_FWMASK, FRA_TA
 
 # -- linux/neighbour.h -------------------------------------------------------------------------
 NDMSG = struct.Struct("=BBHiHBB")  # family pad pad ifindex state flags type
-NDA_DST, NDA_IFINDEX = 1, 8
+NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
 NUD_NAMES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE",
              0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
 
@@ -247,13 +247,17 @@ def decode_neighbour(message: Message, wanted: Container[bytes]) -> NeighbourEnt
     if message.end - message.body < NDMSG.size:
         return None
     _, _, _, ifindex, nud, _, _ = NDMSG.unpack_from(data, message.body)
+    address = lladdr = None
     for kind, payload in attributes(data, message.body + NDMSG.size, message.end):
         if kind == NDA_DST:
             if payload not in wanted:
                 return None
-            return NeighbourEntry(ipaddress.ip_address(payload), ifindex, NUD_NAMES.get(nud, "NONE"),
-                                  message.kind == RTM_DELNEIGH)
-    return None
+            address = ipaddress.ip_address(payload)
+        elif kind == NDA_LLADDR and payload:
+            lladdr = ":".join(f"{b:02x}" for b in payload)
+    if address is None:
+        return None
+    return NeighbourEntry(address, ifindex, NUD_NAMES.get(nud, "NONE"), message.kind == RTM_DELNEIGH, lladdr)
 
 
 # -- notifications: links and routes (only what an event reason needs) -------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
-from typing import AsyncIterator, Union
+from typing import AsyncIterator, Container, Union
 
 from nra.kernel.codec import (
     NLM_F_DUMP, NLM_F_REQUEST, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_DELRULE, RTM_GETLINK,
@@ -53,6 +53,33 @@ class Resync:
 KernelEvent = Union[TableChange, NeighbourChange, Resync]
 
 
+async def merge(*sources: AsyncIterator) -> AsyncIterator:
+    """The items of several async iterators as they come, until cancelled; an exception in
+    one of them (a bug) ends the merged stream with it."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(source: AsyncIterator) -> None:
+        try:
+            async for item in source:
+                queue.put_nowait(item)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer
+            queue.put_nowait(exc)
+
+    pumps = [asyncio.create_task(pump(source), name=f"kernel-events-{i}") for i, source in enumerate(sources)]
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
 def _link_reason(old: LinkState | None, new: LinkState) -> str | None:
     if old is None or (old.admin_up, old.carrier_up) == (new.admin_up, new.carrier_up):
         return None
@@ -65,40 +92,19 @@ class KernelEvents:
     """The event source. `watch()` says which peers' neighbour entries matter (packed
     address -> the links where its entry counts); the adapter updates it on every read."""
 
-    def __init__(self, netns: str | None, table: int):
+    def __init__(self, netns: str | None, table: int, also: Container[int] = ()):
         self.netns = netns
         self.table = table
+        self.also = also  # more tables whose routes and rules are ours (the router tables)
         self._watched: dict[bytes, frozenset[int]] = {}
 
     def watch(self, watched: dict[bytes, frozenset[int]]) -> None:
         self._watched = watched
 
-    async def stream(self) -> AsyncIterator[KernelEvent]:
+    def stream(self) -> AsyncIterator[KernelEvent]:
         """Every event, until cancelled. An unexpected exception (a bug) in either socket's
         reader ends the stream with it."""
-        queue: asyncio.Queue = asyncio.Queue()
-
-        async def pump(source: AsyncIterator[KernelEvent]) -> None:
-            try:
-                async for event in source:
-                    queue.put_nowait(event)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # handed to the consumer
-                queue.put_nowait(exc)
-
-        pumps = [asyncio.create_task(pump(self._table_events()), name="netlink-table-events"),
-                 asyncio.create_task(pump(self._neighbour_events()), name="netlink-neighbour-events")]
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+        return merge(self._table_events(), self._neighbour_events())
 
     async def _socket(self, groups: int, rcvbuf: int) -> socket.socket:
         sock = await asyncio.to_thread(open_netlink, self.netns, groups, rcvbuf)
@@ -141,14 +147,14 @@ class KernelEvents:
         kind = message.kind
         if kind in (RTM_NEWRULE, RTM_DELRULE):
             body = message.body_bytes()
-            if rule_table(body) != self.table:
+            if rule_table(body) != self.table and rule_table(body) not in self.also:
                 return None
             rule = decode_rule(body)
             return (f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from "
                     f"{rule.src or 'all'} priority {rule.priority}")
         if kind in (RTM_NEWROUTE, RTM_DELROUTE):
             table, version, dst = decode_route_summary(message)
-            if table != self.table:
+            if table != self.table and table not in self.also:
                 return None
             return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{version} {dst}"
         if kind == RTM_NEWLINK:

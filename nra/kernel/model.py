@@ -92,6 +92,7 @@ class NeighbourEntry:
     ifindex: int
     state: str  # a NUD state name ("REACHABLE", "FAILED", "INCOMPLETE" ...), or "NONE"
     deleted: bool = False  # an RTM_DELNEIGH notification
+    lladdr: str | None = None  # the link-layer address, when the entry has one ("02:00:...")
 
 
 @dataclass(frozen=True)
@@ -107,3 +108,12 @@ class KernelState:
     neighbours: Mapping[IPAddress, str] = field(default_factory=dict)
     #: the link index of each on-link candidate peer (where the kernel resolves it)
     links: Mapping[IPAddress, frozenset[int]] = field(default_factory=dict)
+    # -- read only for the conntrack return path ------------------------------------------
+    #: candidate peers' link-layer addresses (their neighbour entries')
+    lladdrs: Mapping[IPAddress, str] = field(default_factory=dict)
+    #: names of the peers' links, by index
+    link_names: Mapping[int, str] = field(default_factory=dict)
+    #: routes of the router tables (RETURN_PATH_TABLES)
+    router_routes: tuple[KernelRoute, ...] = ()
+    #: nra's nftables table (an nra.nft.NftTable), None when absent
+    nft: object | None = None

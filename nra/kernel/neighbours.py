@@ -23,8 +23,12 @@ class Neighbours:
         """The NUD state of each peer's entry on its own link; a peer without one is absent.
         A dump interrupted by a change is still a usable snapshot: the change comes as an
         event."""
+        return {address: entry.state for address, entry in (await self.read_entries(links)).items()}
+
+    async def read_entries(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, NeighbourEntry]:
+        """Each peer's entry on its own link (state and link-layer address)."""
         wanted = {a.packed for a in links}
-        states: dict[IPAddress, str] = {}
+        states: dict[IPAddress, NeighbourEntry] = {}
 
         def keep(message: Message) -> NeighbourEntry | None:
             if message.kind not in (RTM_NEWNEIGH, RTM_DELNEIGH):
@@ -37,5 +41,5 @@ class Neighbours:
             for entry in await asyncio.to_thread(self.sock.dump, RTM_GETNEIGH, AF[version], keep, ifindex,
                                                        True):
                 if entry.ifindex in links[entry.address]:
-                    states[entry.address] = entry.state
+                    states[entry.address] = entry
         return states

@@ -12,7 +12,7 @@ import pytest
 
 from nra import nft
 from nra.marks import parse_mark_field
-from nra.nft_table import NftTableOwner
+from nra.kernel.nft import NftState
 from testbed.netns import NetNS
 
 pytestmark = pytest.mark.kernel
@@ -26,7 +26,7 @@ def desired(prefixes=PREFIXES, links=("eth0",), routers=ROUTERS) -> nft.NftTable
     return nft.desired_table(prefixes, links, routers, FIELD)
 
 
-def reconcile(owner: NftTableOwner, want: nft.NftTable) -> nft.NftChange:
+def reconcile(owner: NftState, want: nft.NftTable) -> nft.NftChange:
     current = owner.read_blocking()
     change = nft.diff(want, current)
     owner.apply_blocking(change, want, FIELD, current)
@@ -39,7 +39,7 @@ def listed(ns: NetNS, *what: str) -> list[dict]:
 
 @pytest.fixture
 def owner(netns: NetNS):
-    o = NftTableOwner(netns.name)
+    o = NftState(netns.name)
     try:
         yield o
     finally:
@@ -51,7 +51,7 @@ def test_round_trip_then_nothing_to_do_and_no_reread(netns, owner):
     assert first.rebuild and first.reason == "table missing"
     assert not nft.diff(desired(), owner.read_blocking())
     # the kernel lists exactly what the model rendered (a fresh owner reads it all)
-    fresh = NftTableOwner(netns.name)
+    fresh = NftState(netns.name)
     try:
         assert fresh.read_blocking() == desired()
     finally:

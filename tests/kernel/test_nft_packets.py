@@ -12,7 +12,7 @@ import pytest
 
 from nra import nft
 from nra.marks import parse_mark_field
-from nra.nft_table import NftTableOwner
+from nra.kernel.nft import NftState
 from testbed.netns import add_veth, new_netns
 
 pytestmark = pytest.mark.kernel
@@ -70,7 +70,7 @@ def counters(ns) -> dict[str, int]:
 
 def test_connection_marked_by_its_router_replies_routed_back_through_it(lab):
     node, router, _ = lab
-    owner = NftTableOwner(node.name)
+    owner = NftState(node.name)
     try:
         want = nft.desired_table([ipaddress.ip_network("10.80.0.0/28")], ["eth0"],
                                  {ROUTER_MAC: 1}, FIELD)

@@ -17,15 +17,15 @@ import asyncio
 import ctypes
 import ctypes.util
 import json
-import os
 import queue
 import threading
 from typing import Any, Callable
 
+from nra.kernel.socket import enter_netns
+
 NFT_CTX_DEFAULT = 0
 NFT_CTX_OUTPUT_HANDLE = 1 << 3
 NFT_CTX_OUTPUT_JSON = 1 << 4
-CLONE_NEWNET = 0x40000000
 LIBRARY_NAMES = ("libnftables.so.1", "libnftables.so")
 
 
@@ -57,21 +57,6 @@ def load_library() -> ctypes.CDLL:
         lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
         return lib
     raise OSError("libnftables not found (Debian: apt-get install libnftables1): " + "; ".join(errors))
-
-
-def enter_netns(netns: str | None) -> None:
-    """Move the calling thread into the named namespace (or namespace file path)."""
-    if not netns:
-        return
-    path = netns if "/" in netns else f"/var/run/netns/{netns}"
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 class Nft:

@@ -16,43 +16,46 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import AsyncIterator
+from dataclasses import dataclass, field
+from typing import AsyncIterator, ClassVar
 
 from nra import nft
-from nra import nft_netlink as nl
-from nra.libnft import Nft, enter_netns
+from nra.kernel import nft_netlink as nl
+from nra.kernel.libnft import Nft
+from nra.kernel.socket import in_netns
 from nra.marks import MarkField
 
 
-class NftTableOwner:
+@dataclass(frozen=True)
+class ApplyNft:
+    """The operation: one planned change of nra's nft table (what `current` was read as,
+    what `desired` is), applied by NftState."""
+
+    change: nft.NftChange
+    desired: nft.NftTable | None
+    marks: MarkField | None
+    current: nft.NftTable | None = field(compare=False)
+    reason: str = field(default="", compare=False, kw_only=True)
+    kind: ClassVar[str] = "nft"
+
+    def command(self) -> str:
+        return "; ".join(self.change.describe())
+
+    def __str__(self) -> str:
+        return "\n".join(self.change.describe())
+
+
+class NftState:
     def __init__(self, netns: str | None = None):
         self.netns = netns
         self.nft = Nft(netns)
-        self._sock = self._in_netns(nl.open_socket)
+        self._sock = in_netns(netns, nl.open_socket)
         self._seq = 0
         self._known: nft.NftTable | None = None  # what the table holds, when known
         self._known_generation: int | None = None
         self._foreign_touch = True  # someone else changed the table since it was known
         self._watching = False  # changes() runs: notifications say who touched the table
         self.full_reads = 0  # how many times the whole table was listed (for tests and figures)
-
-    def _in_netns(self, fn):
-        """Run fn in a short-lived thread inside the namespace (sockets keep their namespace)."""
-        result: dict = {}
-
-        def work() -> None:
-            try:
-                enter_netns(self.netns)
-                result["value"] = fn()
-            except BaseException as exc:
-                result["error"] = exc
-
-        thread = threading.Thread(target=work, name="nra-netns-socket")
-        thread.start()
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        return result["value"]
 
     def _next_seq(self, count: int = 1) -> int:
         self._seq += count
@@ -124,7 +127,7 @@ class NftTableOwner:
         """A reason each time a transaction of another process touches nra's table; a
         resync reason when notifications were lost (the table is then read in full)."""
         loop = asyncio.get_running_loop()
-        sock = self._in_netns(lambda: nl.open_socket(1 << (nl.NFNLGRP_NFTABLES - 1)))
+        sock = await asyncio.to_thread(in_netns, self.netns, lambda: nl.open_socket(1 << (nl.NFNLGRP_NFTABLES - 1)))
         sock.setblocking(False)
         reader = nl.NotificationReader()
         me = self.nft.thread_id  # every write of nra's is made in that thread
