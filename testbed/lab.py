@@ -609,6 +609,13 @@ class Lab:
                     raise LabError(f"echo server in {role} failed: {logfile.read_text()}")
                 time.sleep(0.02)
 
+    def restart_echo(self) -> None:
+        """Fresh echo servers: half-open connections left by failed clients go with the old
+        listeners (a client reusing such a port would otherwise meet them again)."""
+        for role in ("node", "pod"):
+            _kill_pidfile(self.run_dir / f"echo-{role}.pid")
+        self.start_echo()
+
     def traffic(self, role: str, command: str, target: str, *args: str, timeout: float = 60) -> dict:
         """Run testbed/traffic.py `command` (tcp, udp) against `target` in `role`'s namespace;
         returns its JSON."""
@@ -667,6 +674,11 @@ class Lab:
                 elems = next(x["set"].get("elem", []) for x in listing if "set" in x)
                 result[role][kind] = {e if isinstance(e, int) else e["elem"]["val"] for e in elems}
         return result
+
+    def flush_conntrack(self, roles=("node", *ROUTERS)) -> None:
+        """Forget every tracked connection in these namespaces (`conntrack -F`)."""
+        for role in roles:
+            self.exec(role, ["conntrack", "-F"], check=False)
 
     def clear_flows(self) -> None:
         for role in ROUTERS:

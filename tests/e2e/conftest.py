@@ -28,7 +28,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def _missing_tools() -> list[str]:
-    return [t for t in ("bird", "birdc", "nft", "ping", "ip", "iptables-nft-restore") if shutil.which(t) is None]
+    return [t for t in ("bird", "birdc", "nft", "ping", "ip", "iptables-nft-restore", "conntrack") if shutil.which(t) is None]
 
 
 @contextmanager
@@ -57,15 +57,16 @@ def lab():
         yield lab
 
 
-@pytest.fixture(scope="module")
-def nra(lab):
+@contextmanager
+def nra_daemon(lab: Lab, *extra: str, wait: bool = True):
     """The real nra daemon (the CLI, as a user runs it) programming the lab's node namespace."""
-    nra_argv = [sys.executable, "-m", "nra", *lab.nra_argv()[1:], "--log-level", "debug"]
+    nra_argv = [sys.executable, "-m", "nra", *lab.nra_argv()[1:], "--log-level", "debug", *extra]
     log = open(lab.run_dir / "nra.log", "a")
     proc = subprocess.Popen(nra_argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     (lab.run_dir / "nra.pid").write_text(str(proc.pid))
     try:
-        lab.wait_table(present=True)
+        if wait:
+            lab.wait_table(present=True)
         yield proc
     finally:
         if proc.poll() is None:
@@ -76,3 +77,9 @@ def nra(lab):
                 proc.kill()
         log.close()
         (lab.run_dir / "nra.pid").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def nra(lab):
+    with nra_daemon(lab) as proc:
+        yield proc
