@@ -11,10 +11,10 @@ tracking is on in both cases, as on every kube-proxy node. For each N and each m
 node is measured bare, then with nra's state for N prefixes, alternating `--rounds` times;
 the figure is median(with) / median(bare) of the packets per second the sink received.
 
-- rules: nra's `rules` state (N `from <prefix> lookup 20` rules, table 20's route), through
-  nra's kernel adapter;
+- rules: nra's `rules` state (N `from <prefix> lookup 20` rules, table 20's route);
 - conntrack: nra's `conntrack` state (the nft table with N prefixes, a table per router,
-  three rules per family).
+  three rules per family);
+each installed by `nra --oneshot` and removed by `nra clean` between the measurements.
 
     .venv/bin/python benchmarks/fwd_bench.py [--sizes 1000,10000,100000] [--rounds 3] [--seconds 2]
 """
@@ -22,7 +22,6 @@ the figure is median(with) / median(bare) of the packets per second the sink rec
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import json
 import statistics
@@ -32,23 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from nra import nft  # noqa: E402
-from nra.intent import Intent, Peer  # noqa: E402
-from nra.marks import parse_mark_field  # noqa: E402
-from nra.netlink import KernelAdapter  # noqa: E402
-from nra.kernel.nft import NftState  # noqa: E402
-from nra.planner import RoutingPolicy, plan  # noqa: E402
-from nra.return_path import PeerFacts, ReturnPathPolicy, plan_return_path  # noqa: E402
 from testbed.netns import NetNS, add_veth, new_netns  # noqa: E402
 
-PEERS = {ipaddress.ip_address("10.200.1.10"): "02:00:00:00:0a:0a",
-         ipaddress.ip_address("10.200.1.11"): "02:00:00:00:0b:0b"}
+PEERS = {"10.200.1.10": "02:00:00:00:0a:0a", "10.200.1.11": "02:00:00:00:0b:0b"}
 SINK = "10.200.2.2"
-FIELD = parse_mark_field("0x2/0x3e")
 CONNTRACK_ON = "table inet ctrack { chain forward { type filter hook forward priority 0; policy accept; ct state invalid drop; }; }\n"
-DST = {4: ipaddress.ip_network("0.0.0.0/0"), 6: None}
 
 
 def prefixes(n: int) -> list[ipaddress.IPv4Network]:
@@ -89,63 +79,29 @@ def rate(nets: dict[str, NetNS], flood: Path, seconds: float) -> float:
     return (rx_packets(nets["sink"]) - before) / took
 
 
-def intent(n: int) -> Intent:
-    return Intent(frozenset(Peer(a, 100) for a in PEERS), frozenset(prefixes(n)))
+def config_text(n: int) -> str:
+    lines = ["peers:"] + [f"- peer-address: {p}" for p in PEERS]
+    lines += ["address-pools:", "- name: bench", "  protocol: bgp", "  addresses:"]
+    return "\n".join(lines + [f"  - {p}" for p in prefixes(n)]) + "\n"
 
 
-async def rules_state(node: NetNS, n: int, install: bool) -> None:
-    policy = RoutingPolicy(table=20, priority=20, destinations=(DST[4],))
-    async with KernelAdapter(policy, netns=node.name) as adapter:
-        if install:
-            state = await adapter.read_state(intent(n).peers)
-            report = await adapter.apply(plan(intent(n), state, policy).operations)
-            assert not report.failed, report.failed[:3]
-        else:
-            await adapter.clean()
+def nra_state(node: NetNS, mode: str, config: Path, install: bool) -> None:
+    """nra's state for this mode, installed by `nra --oneshot` or removed by `nra clean`."""
+    argv = [sys.executable, "-m", "nra", "--return-path", mode, "--netns", node.name, "--static-file", str(config),
+            "--health-address", "off", "--log-level", "warn", "--oneshot" if install else "--clean-and-exit"]
+    subprocess.run(argv, check=True, cwd=REPO, timeout=600)
 
 
-def conntrack_state(node: NetNS, owner: NftState, n: int, install: bool) -> None:
-    policy = ReturnPathPolicy(FIELD, range(21, 36), 20, 20)
-    facts = {a: PeerFacts(m, "eth0") for a, m in PEERS.items()}
-    want = plan_return_path(intent(n), facts, policy, {}, {}, DST)
-    current = owner.read_blocking()
-    if install:
-        owner.apply_blocking(nft.diff(want.nft, current), want.nft, FIELD, current)
-        node.ip(f"route replace default table 20 nexthop via {list(PEERS)[0]} nexthop via {list(PEERS)[1]}")
-        for route in want.routes:
-            node.ip(f"route replace default table {route.table} via {route.nexthops[0][0]}")
-        for rule in sorted(want.rules, key=lambda r: r.priority):
-            if rule.family == 4:
-                node.ip(f"rule add fwmark {rule.fwmark:#x}/{rule.fwmask:#x} lookup {rule.table} priority {rule.priority}")
-    else:
-        owner.apply_blocking(nft.removal(current), None, None, current)
-        for table in (20, *policy.tables[:2]):
-            node.ip(f"route flush table {table}", check=False)
-        while node.ip("rule del priority 20", check=False) or node.rules("-4", 21):
-            pass
-        node.ip("rule del priority 21", check=False)
-        node.ip("rule del priority 21", check=False)
-
-
-def measure(nets: dict[str, NetNS], flood: Path, n: int, mode: str, rounds: int, seconds: float) -> tuple[list, list]:
+def measure(nets: dict[str, NetNS], flood: Path, n: int, mode: str, rounds: int, seconds: float,
+            workdir: Path) -> tuple[list, list]:
+    config = workdir / f"pools-{n}.yaml"
+    config.write_text(config_text(n))
     bare, loaded = [], []
-    node = nets["node"]
-    owner = NftState(node.name) if mode == "conntrack" else None
-    try:
-        for _ in range(rounds):
-            bare.append(rate(nets, flood, seconds))
-            if owner:
-                conntrack_state(node, owner, n, True)
-            else:
-                asyncio.run(rules_state(node, n, True))
-            loaded.append(rate(nets, flood, seconds))
-            if owner:
-                conntrack_state(node, owner, n, False)
-            else:
-                asyncio.run(rules_state(node, n, False))
-    finally:
-        if owner:
-            owner.close()
+    for _ in range(rounds):
+        bare.append(rate(nets, flood, seconds))
+        nra_state(nets["node"], mode, config, True)
+        loaded.append(rate(nets, flood, seconds))
+        nra_state(nets["node"], mode, config, False)
     return bare, loaded
 
 
@@ -169,7 +125,7 @@ def main() -> int:
                     if mode == "rules" and n > args.rules_max:
                         print(f"{mode:>10} {n:>7}   (skipped: above --rules-max {args.rules_max})", flush=True)
                         continue
-                    bare, loaded = measure(nets, flood, n, mode, args.rounds, args.seconds)
+                    bare, loaded = measure(nets, flood, n, mode, args.rounds, args.seconds, Path(tmp))
                     b, w = statistics.median(bare), statistics.median(loaded)
                     pairs = " ".join(f"{x / 1000:.0f}/{y / 1000:.0f}" for x, y in zip(bare, loaded))
                     print(f"{mode:>10} {n:>7} {b / 1000:>10.0f} {w / 1000:>10.0f} {w / b:>6.2f}   {pairs}", flush=True)
