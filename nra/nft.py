@@ -50,12 +50,13 @@ class NftTable:
     """The table's content as nra compares it: elements as values, chains as their hook and
     rules (each rule its expression list in canonical JSON)."""
 
-    prefixes: Mapping[int, frozenset[IPNetwork]]  # family -> collapsed prefixes
+    prefixes: Mapping[int, frozenset[Interval]]  # family -> disjoint, merged address intervals
     links: frozenset[str]
     routers: Mapping[str, int]  # link-layer address (lower case) -> router index
     chains: Mapping[str, tuple[tuple | None, tuple[str, ...]]]  # name -> (hook, rules)
-    # the kernel's own elements as listed (for exact deletes); empty in a desired table
-    raw_prefixes: Mapping[int, tuple] = field(default_factory=dict, compare=False)
+    # the kernel's elements as listed, one interval each (for exact deletes); empty in a
+    # table nra rendered itself
+    raw_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict, compare=False)
     # what else a listing held that nra never creates (a set, map or chain of another name)
     foreign: tuple[str, ...] = field(default=(), compare=False)
 
@@ -64,11 +65,40 @@ class NftTable:
         return tuple(sorted(self.chains.items()))
 
 
-def _collapse(prefixes: Iterable[IPNetwork]) -> dict[int, frozenset[IPNetwork]]:
-    by_family: dict[int, list[IPNetwork]] = {4: [], 6: []}
+#: first and last address of a run of addresses, as ints (what an interval set element is)
+Interval = tuple[int, int]
+WIDTH = {4: 32, 6: 128}
+
+
+def merge(intervals: Iterable[Interval]) -> frozenset[Interval]:
+    """Overlapping and adjacent intervals as one (as the kernel's interval set must hold
+    them). Plain ints: 100,000 prefixes merge in tens of milliseconds, where ipaddress's
+    collapse takes a second."""
+    merged: list[list[int]] = []
+    for low, high in sorted(intervals):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return frozenset((low, high) for low, high in merged)
+
+
+def prefix_intervals(prefixes: Iterable[IPNetwork]) -> dict[int, frozenset[Interval]]:
+    by_family: dict[int, list[Interval]] = {4: [], 6: []}
     for prefix in prefixes:
-        by_family[prefix.version].append(prefix)
-    return {f: frozenset(ipaddress.collapse_addresses(nets)) for f, nets in by_family.items()}
+        low = int(prefix.network_address)
+        by_family[prefix.version].append((low, low + prefix.num_addresses - 1))
+    return {f: merge(i) for f, i in by_family.items()}
+
+
+def interval_text(family: int, interval: Interval) -> str:
+    """`a/len` when the interval is one prefix, else `a-b`."""
+    low, high = interval
+    size = high - low + 1
+    address = ipaddress.ip_address(low) if family == 4 else ipaddress.IPv6Address(low)
+    if size & (size - 1) == 0 and low % size == 0:
+        return f"{address}/{WIDTH[family] - size.bit_length() + 1}"
+    return f"{address}-{ipaddress.ip_address(high) if family == 4 else ipaddress.IPv6Address(high)}"
 
 
 # -- rendering the chains (canonical JSON, as `nft -j list` gives them back) --------------
@@ -141,25 +171,49 @@ def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: 
                   field: MarkField) -> NftTable:
     """The table nra wants: these LB prefixes, peer links and routers (link-layer address ->
     index), for this mark field."""
-    return NftTable(_collapse(prefixes), frozenset(links), {m.lower(): i for m, i in routers.items()},
+    return NftTable(prefix_intervals(prefixes), frozenset(links), {m.lower(): i for m, i in routers.items()},
                     desired_chains(field))
+
+
+class DesiredTables:
+    """The last desired table, kept by its caller (the reconciler) between reconciles: a
+    steady reconcile (the same intent's prefixes, links, routers and mark) gets the very same
+    object back, so nothing is merged again and diff() compares nothing."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._table: NftTable | None = None
+
+    def get(self, prefixes: frozenset[IPNetwork], families: frozenset[int], links: Iterable[str],
+            routers: Mapping[str, int], field: MarkField) -> NftTable:
+        key = (id(prefixes), families, frozenset(links), tuple(sorted(routers.items())), field)
+        if key != self._key or self._table is None:
+            self._table = desired_table((p for p in prefixes if p.version in families), links, routers, field)
+            self._key, self._prefixes = key, prefixes  # the reference keeps the id valid
+        return self._table
 
 
 # -- reading a listing --------------------------------------------------------------------
 
 
-def _element_networks(elem) -> list[IPNetwork]:
-    if isinstance(elem, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return [elem]
+def _address_int(text: str) -> int:
+    return int(ipaddress.ip_address(text))
+
+
+def element_interval(elem) -> Interval:
+    """An element of an interval set as `nft -j` lists it: an address, a prefix or a range."""
     if isinstance(elem, dict) and "elem" in elem:  # an element with options (timeout, comment)
         elem = elem["elem"]["val"]
     if isinstance(elem, str):
-        return [ipaddress.ip_network(elem)]
+        value = _address_int(elem)
+        return value, value
     if "prefix" in elem:
-        return [ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}")]
+        low = _address_int(elem["prefix"]["addr"])
+        width = 32 if "." in elem["prefix"]["addr"] else 128
+        return low, low + (1 << (width - elem["prefix"]["len"])) - 1
     if "range" in elem:
-        low, high = (ipaddress.ip_address(a) for a in elem["range"])
-        return list(ipaddress.summarize_address_range(low, high))
+        low, high = elem["range"]
+        return _address_int(low), _address_int(high)
     raise ValueError(f"unexpected set element {elem!r}")
 
 
@@ -176,8 +230,7 @@ def parse_listing(listing: list[dict]) -> NftTable | None:
     listing holds no table."""
     if not any("table" in item for item in listing):
         return None
-    prefixes: dict[int, set[IPNetwork]] = {4: set(), 6: set()}
-    raw: dict[int, list] = {4: [], 6: []}
+    raw: dict[int, list[Interval]] = {4: [], 6: []}
     links: set[str] = set()
     routers: dict[str, int] = {}
     hooks: dict[str, tuple | None] = {}
@@ -189,9 +242,7 @@ def parse_listing(listing: list[dict]) -> NftTable | None:
             s = item["set"]
             if s["name"] in by_name:
                 family = by_name[s["name"]]
-                for elem in s.get("elem", []):
-                    raw[family].append(elem)
-                    prefixes[family].update(_element_networks(elem))
+                raw[family] += [element_interval(elem) for elem in s.get("elem", [])]
             elif s["name"] == LINKS_SET:
                 links.update(e if isinstance(e, str) else str(e) for e in s.get("elem", []))
             else:
@@ -214,7 +265,7 @@ def parse_listing(listing: list[dict]) -> NftTable | None:
             r = item["rule"]
             rules.setdefault(r["chain"], []).append(_rule(*r["expr"]))
     chains = {name: (hooks.get(name), tuple(rules.get(name, ()))) for name in hooks}
-    return NftTable({f: frozenset(ipaddress.collapse_addresses(n)) for f, n in prefixes.items()},
+    return NftTable({f: merge(r) for f, r in raw.items()},
                     frozenset(links), routers, chains, {f: tuple(r) for f, r in raw.items()}, tuple(foreign))
 
 
@@ -227,8 +278,8 @@ class NftChange:
 
     rebuild: bool = False
     reason: str = ""
-    add_prefixes: Mapping[int, tuple[IPNetwork, ...]] = field(default_factory=dict)
-    delete_prefixes: Mapping[int, tuple] = field(default_factory=dict)  # raw kernel elements
+    add_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict)
+    delete_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict)  # as listed
     add_links: tuple[str, ...] = ()
     delete_links: tuple[str, ...] = ()
     set_routers: Mapping[str, int] = field(default_factory=dict)
@@ -251,9 +302,9 @@ class NftChange:
         lines = []
         for family, name in PREFIX_SETS.items():
             if self.delete_prefixes.get(family):
-                lines.append(f"nft delete element {t} {name} {{ {_elements_text(self.delete_prefixes[family])} }}")
+                lines.append(f"nft delete element {t} {name} {{ {_elements_text(family, self.delete_prefixes[family])} }}")
             if self.add_prefixes.get(family):
-                lines.append(f"nft add element {t} {name} {{ {_elements_text(self.add_prefixes[family])} }}")
+                lines.append(f"nft add element {t} {name} {{ {_elements_text(family, self.add_prefixes[family])} }}")
         if self.delete_links:
             lines.append(f"nft delete element {t} {LINKS_SET} {{ {', '.join(self.delete_links)} }}")
         if self.add_links:
@@ -267,8 +318,8 @@ class NftChange:
         return lines
 
 
-def _elements_text(elements, limit: int = 4) -> str:
-    items = [str(e) if not isinstance(e, dict) else json.dumps(e) for e in elements]
+def _elements_text(family: int, elements: Iterable[Interval], limit: int = 4) -> str:
+    items = [interval_text(family, e) for e in sorted(elements)]
     more = len(items) - limit
     return ", ".join(items[:limit]) + (f", ... ({more} more)" if more > 0 else "")
 
@@ -283,21 +334,22 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
         return _rebuild(desired, f"chains differ ({', '.join(changed[:3])})")
     if current.foreign:
         return _rebuild(desired, f"not nra's: {', '.join(current.foreign[:3])}")
-    add: dict[int, tuple[IPNetwork, ...]] = {}
-    delete: dict[int, tuple] = {}
+    add: dict[int, tuple[Interval, ...]] = {}
+    delete: dict[int, tuple[Interval, ...]] = {}
     for family in PREFIX_SETS:
         want = desired.prefixes.get(family, frozenset())
-        kept: set[IPNetwork] = set()
-        stale = []
-        # a table nra wrote itself is known by its prefixes; a listed one by its elements
+        # a table nra wrote itself is known by its intervals; a listed one by its elements
         listed = current.raw_prefixes.get(family) if current.raw_prefixes else current.prefixes.get(family, ())
-        for elem in listed or ():
-            nets = _element_networks(elem)
-            if len(nets) == 1 and nets[0] in want and nets[0] not in kept:
-                kept.add(nets[0])
-            else:  # not ours, a duplicate, or a range that is not exactly one prefix of ours
-                stale.append(elem)
+        if listed is want:  # nra's own last write, unchanged: nothing to compare
+            add[family], delete[family] = (), ()
+            continue
+        kept = want.intersection(listed)
         add[family] = tuple(sorted(want - kept))
+        # not ours, or a duplicate listing of one of ours
+        stale = [e for e in listed if e not in kept]
+        if len(listed) != len(set(listed)):
+            seen: set[Interval] = set()
+            stale = [e for e in listed if e not in kept or e in seen or seen.add(e)]
         delete[family] = tuple(stale)
     routers_changed = {m: i for m, i in desired.routers.items() if current.routers.get(m) != i}
     return NftChange(
@@ -325,10 +377,9 @@ def removal(current: NftTable | None) -> NftChange:
 # -- the transaction as JSON commands (one libnftables call, one netlink batch) ------------
 
 
-def _prefix_elem(net: IPNetwork):
-    if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+def _interval_elem(family: int, interval: Interval):
+    low, high = (str(ipaddress.ip_address(a) if family == 4 else ipaddress.IPv6Address(a)) for a in interval)
+    return low if interval[0] == interval[1] else {"range": [low, high]}
 
 
 def _object(kind: str, name: str, **extra) -> dict:
@@ -376,14 +427,15 @@ def commands(change: NftChange, desired: NftTable | None, field: MarkField | Non
     else:
         for family, name in PREFIX_SETS.items():
             if change.delete_prefixes.get(family):
-                cmds.append({"delete": _elements(name, list(change.delete_prefixes[family]))})
+                cmds.append({"delete": _elements(name, [_interval_elem(family, i)
+                                                        for i in change.delete_prefixes[family]])})
         if change.delete_links:
             cmds.append({"delete": _elements(LINKS_SET, list(change.delete_links))})
         if change.delete_routers:
             cmds.append({"delete": _elements(ROUTERS_MAP, list(change.delete_routers))})
     for family, name in PREFIX_SETS.items():
         if change.add_prefixes.get(family):
-            cmds.append({"add": _elements(name, [_prefix_elem(n) for n in change.add_prefixes[family]])})
+            cmds.append({"add": _elements(name, [_interval_elem(family, i) for i in change.add_prefixes[family]])})
     if change.add_links:
         cmds.append({"add": _elements(LINKS_SET, list(change.add_links))})
     if change.set_routers:

@@ -21,6 +21,7 @@ from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
 from nra.kernel.model import KernelState
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
 from nra.marks import parse_mark_field
+from nra.nft import DesiredTables
 from nra.peer_health import PeerHealth
 from nra.return_path import ReturnPathPolicy, plan_conntrack
 from nra.planner import DesiredRules, Plan, RoutingPolicy, desired_rules, managed_route, plan
@@ -100,6 +101,7 @@ class Reconciler:
         self.settings = settings
         self.policy = policy_from_settings(settings)
         self.return_path = return_path_policy(settings)
+        self._nft_tables = DesiredTables()
         self.status = status
         self.health = PeerHealth()
         self._desired: tuple[Intent | None, DesiredRules] = (None, {})
@@ -115,7 +117,8 @@ class Reconciler:
         state = await self.adapter.read_state(p.address for p in intent.peers)
         self.health.observe_neighbours(state.links, state.neighbours)
         if self.return_path is not None:
-            return state, plan_conntrack(intent, state, self.policy, self.return_path, self.health.verdicts())
+            return state, plan_conntrack(intent, state, self.policy, self.return_path, self.health.verdicts(),
+                                         self._nft_tables)
         return state, plan(intent, state, self.policy, self.health.verdicts(), self._desired_rules(intent))
 
     async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,

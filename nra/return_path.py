@@ -24,9 +24,9 @@ from nra.kernel.model import DEFAULT_METRIC, KernelRoute, KernelState, Nexthop, 
 from nra.kernel.nft import ApplyNft
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
 from nra.marks import MarkField
-from nra.nft import NftTable, desired_table, diff, removal
+from nra.nft import DesiredTables, NftTable, diff, removal
 from nra.peer_health import Verdict
-from nra.planner import DesiredRules, Plan, RoutingPolicy, is_managed_route, plan
+from nra.planner import Plan, RoutingPolicy, is_managed_route, plan
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,8 @@ def assign_routers(lladdrs: Iterable[str], current_map: Mapping[str, int],
 
 def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], policy: ReturnPathPolicy,
                      current_map: Mapping[str, int], current_gateways: Mapping[int, set[IPAddress]],
-                     destinations: Mapping[int, IPNetwork | None]) -> ReturnPathState:
+                     destinations: Mapping[int, IPNetwork | None],
+                     tables: DesiredTables | None = None) -> ReturnPathState:
     """The whole desired state of the conntrack return path for this intent and these facts."""
     by_lladdr: dict[str, list[Peer]] = {}
     unknown: list[Peer] = []
@@ -163,8 +164,8 @@ def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], polic
              for r in routers for f in families}
     rules |= {RouterRule(f, policy.field.value, policy.field.value, policy.table, policy.priority + 1) for f in families}
     links = {facts[p.address].link for p in intent.peers if p.address in facts and facts[p.address].link}
-    prefixes = [p for p in intent.prefixes if p.version in families]
-    table = desired_table(prefixes, links, {r.lladdr: r.index for r in routers}, policy.field)
+    table = (tables or DesiredTables()).get(intent.prefixes, frozenset(families), links,
+                                            {r.lladdr: r.index for r in routers}, policy.field)
     for peer in unknown:
         warnings.append(f"peer {peer.address}: link-layer address unknown (no neighbour entry yet); connections "
                         f"through it get the external mark until it is known")
@@ -195,12 +196,13 @@ def _link_name(state: KernelState, address: IPAddress) -> str | None:
 
 def plan_conntrack(intent: Intent, state: KernelState, policy: RoutingPolicy, rp: ReturnPathPolicy,
                    verdicts: Mapping[IPAddress, Verdict] | None = None,
-                   desired: DesiredRules | None = None) -> Plan:
+                   tables: DesiredTables | None = None) -> Plan:
     """The conntrack return path's operations: the multipath table and its one rule (the
-    planner's own steps), the router tables' routes and rules, and nra's nft table."""
+    planner's own steps), the router tables' routes and rules, and nra's nft table.
+    `tables`: the caller's DesiredTables, kept between reconciles."""
     tpolicy = table_policy(policy, rp)
     table_rules = tuple(r for r in state.rules if r.table == policy.table)
-    base = plan(table_intent(intent), replace(state, rules=table_rules), tpolicy, verdicts, desired)
+    base = plan(table_intent(intent), replace(state, rules=table_rules), tpolicy, verdicts)
     facts = {p.address: PeerFacts(state.lladdrs.get(p.address), _link_name(state, p.address),
                                   p.address not in base.unusable_peers) for p in intent.peers}
     current = state.nft if isinstance(state.nft, NftTable) else None
@@ -210,7 +212,7 @@ def plan_conntrack(intent: Intent, state: KernelState, policy: RoutingPolicy, rp
         if index is not None:
             gateways.setdefault(index, set()).update(nh.gateway for nh in route.nexthops if nh.gateway)
     want = plan_return_path(intent, facts, rp, current.routers if current else {}, gateways,
-                            {v: tpolicy.destination_of(v) for v in (4, 6)})
+                            {v: tpolicy.destination_of(v) for v in (4, 6)}, tables)
     ops: list = []
     if intent.peers:
         change = diff(want.nft, current)

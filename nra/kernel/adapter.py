@@ -62,6 +62,7 @@ class KernelAdapter:
         self._neighbours = Neighbours(self._sock)
         self._events = KernelEvents(netns, table, router_tables or ())
         self._nft: NftState | None = None
+        self._router_tables_read = False
 
     async def __aenter__(self) -> "KernelAdapter":
         await asyncio.to_thread(self._sock.open)
@@ -112,11 +113,22 @@ class KernelAdapter:
         for index in sorted(set().union(*state.links.values())) if state.links else ():
             for msg in await self._ipr.link("get", index=index):
                 names[index] = msg.get("IFLA_IFNAME")
+        nft_table = await self._nft.read()
+        # Every router table once (leftovers of an earlier run go); after that the ones a
+        # rule points at or the nft map numbers: a read costs a dump per table and family.
+        tables: Iterable[int] = self.router_tables
+        if self._router_tables_read:
+            used = {r.table for r in state.rules if r.table in self.router_tables}
+            if nft_table is not None:
+                used |= {self.router_tables[i - 1] for i in nft_table.routers.values()
+                         if 1 <= i <= len(self.router_tables)}
+            tables = sorted(used)
         router_routes = []
-        for table in self.router_tables:
+        for table in tables:
             router_routes += await Routes(self._ipr, table).read()
+        self._router_tables_read = True
         return replace(state, lladdrs={a: e.lladdr for a, e in entries.items() if e.lladdr}, link_names=names,
-                       router_routes=tuple(router_routes), nft=await self._nft.read())
+                       router_routes=tuple(router_routes), nft=nft_table)
 
     # -- writing ----------------------------------------------------------------------
 

@@ -12,14 +12,12 @@ are the only I/O.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from nra.intent import IPAddress, IPNetwork
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -91,27 +89,15 @@ def _element(key: bytes, flags: int = 0, data: bytes = b"", udata: bytes = b"") 
     return nested(NFTA_LIST_ELEM, *parts)
 
 
-def interval_elements(low: IPAddress, high: IPAddress) -> list[bytes]:
-    """The addresses low..high as the kernel's interval set holds them: the first address,
-    and the one after the last flagged as an interval end (none at the top of the space)."""
-    after = int(high) + 1
-    if after >> high.max_prefixlen:
-        return [_element(low.packed, udata=UDATA_INTERVAL_OPEN)]
-    return [_element(low.packed), _element(after.to_bytes(high.max_prefixlen // 8, "big"), NFT_SET_ELEM_INTERVAL_END)]
-
-
-def bounds(element) -> tuple[IPAddress, IPAddress]:
-    """First and last address of a prefix, or of an element as `nft -j` lists it."""
-    if isinstance(element, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return element.network_address, element.broadcast_address
-    if isinstance(element, dict) and "range" in element:
-        low, high = element["range"]
-        return ipaddress.ip_address(low), ipaddress.ip_address(high)
-    if isinstance(element, dict) and "prefix" in element:
-        net = ipaddress.ip_network(f"{element['prefix']['addr']}/{element['prefix']['len']}")
-    else:
-        net = ipaddress.ip_network(element)
-    return net.network_address, net.broadcast_address
+def interval_elements(low: int, high: int, width: int) -> list[bytes]:
+    """The addresses low..high (ints, of `width` bits) as the kernel's interval set holds
+    them: the first address, and the one after the last flagged as an interval end (none at
+    the top of the space)."""
+    start = low.to_bytes(width // 8, "big")
+    after = high + 1
+    if after >> width:
+        return [_element(start, udata=UDATA_INTERVAL_OPEN)]
+    return [_element(start), _element(after.to_bytes(width // 8, "big"), NFT_SET_ELEM_INTERVAL_END)]
 
 
 def interval_floor(version: int) -> bytes:
@@ -282,17 +268,18 @@ class NotificationReader:
         return done
 
 
-def prefix_ops(add: Mapping[int, Iterable[IPNetwork]], delete: Mapping[int, Iterable],
+def prefix_ops(add: Mapping[int, Iterable[tuple[int, int]]], delete: Mapping[int, Iterable[tuple[int, int]]],
                set_names: Mapping[int, str]) -> list[ElementOp]:
-    """Element operations for prefix changes (deletes: prefixes or listed elements): deletes
-    first (a new prefix may overlap an old one), then adds with the interval floor."""
+    """Element operations for interval changes: deletes first (a new interval may overlap an
+    old one), then adds with the interval floor."""
+    width = {4: 32, 6: 128}
     ops = []
     for family, name in set_names.items():
-        gone = [e for item in delete.get(family, ()) for e in interval_elements(*bounds(item))]
+        gone = [e for low, high in delete.get(family, ()) for e in interval_elements(low, high, width[family])]
         if gone:
             ops.append(ElementOp(name, tuple(gone), delete=True))
     for family, name in set_names.items():
-        new = [e for net in add.get(family, ()) for e in interval_elements(*bounds(net))]
+        new = [e for low, high in add.get(family, ()) for e in interval_elements(low, high, width[family])]
         if new:
             ops.append(ElementOp(name, (interval_floor(family), *new)))
     return ops

@@ -106,6 +106,15 @@ def test_more_routers_than_the_field_numbers_is_a_warning_not_a_failure():
     assert len(state.routers) == 1 and any("no mark or table left" in w for w in state.warnings)
 
 
+def test_prefixes_merge_into_the_intervals_the_kernel_holds():
+    got = nft.prefix_intervals([net("10.0.0.0/25"), net("10.0.0.128/25"), net("10.0.0.5/32"), net("fd00::/127"),
+                                net("10.0.2.0/24")])
+    assert [nft.interval_text(4, i) for i in sorted(got[4])] == ["10.0.0.0/24", "10.0.2.0/24"]
+    assert [nft.interval_text(6, i) for i in got[6]] == ["fd00::/127"]
+    assert nft.element_interval({"range": ["10.0.0.1", "10.0.0.3"]}) == (int(ip("10.0.0.1")), int(ip("10.0.0.3")))
+    assert nft.element_interval({"prefix": {"addr": "fd00::", "len": 120}}) == (int(ip("fd00::")), int(ip("fd00::ff")))
+
+
 def test_nft_diff_of_a_listing_with_foreign_and_stray_elements():
     want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {MAC1: 1}, FIELD)
     listing = [{"table": {"family": "inet", "name": "nra"}},
@@ -118,6 +127,7 @@ def test_nft_diff_of_a_listing_with_foreign_and_stray_elements():
                                                      "policy": hook[3]} if hook else {})}})
         listing += [{"rule": {"chain": name, "expr": __import__("json").loads(r)}} for r in rules]
     change = nft.diff(want, nft.parse_listing(listing))
-    assert not change.rebuild and change.delete_prefixes[4] == ({"range": ["10.90.0.0", "10.90.0.9"]},)
+    assert not change.rebuild and change.delete_prefixes[4] == ((int(ip("10.90.0.0")), int(ip("10.90.0.9"))),)
+    assert change.describe() == ["nft delete element inet nra lb4 { 10.90.0.0-10.90.0.9 }"]
     assert not change.add_prefixes[4]
     assert nft.parse_listing([]) is None
