@@ -167,13 +167,13 @@ def bench_change(mode: str, n: int, workdir: Path, rounds: int) -> float:
             listener.drain()
             started = time.perf_counter()
             os.replace(tmp, cfg)
-            arrived = listener.wait_element(started + 5)
+            arrived = listener.wait_element(started + 30)
             if arrived is None:
-                raise RuntimeError("change did not reach the kernel within 5 s")
+                raise RuntimeError("change did not reach the kernel within 30 s")
             times.append(arrived - started)
             tmp.write_text(config_text(nets))
             os.replace(tmp, cfg)
-            time.sleep(0.3)
+            time.sleep(0.3 + n / 50000)  # the removal goes through before the next round
         listener.close()
         return statistics.median(times)
     finally:
