@@ -9,6 +9,7 @@ rules of the current intent.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -192,8 +193,11 @@ class Reconciler:
 
     def _export_gauges(self, intent: Intent, the_plan: Plan, peers: dict[int, int], rules: dict[int, int]) -> None:
         metrics.kernel_state(peers, rules)
-        desired = self._desired_rules(intent)
-        metrics.desired_state({v: len(intent.peers_of(v)) for v in (4, 6)}, {v: len(desired[v]) for v in (4, 6)})
+        if self.return_path is None:
+            prefixes = {v: len(rules) for v, rules in self._desired_rules(intent).items()}
+        else:  # (no rule per prefix to build in conntrack mode)
+            prefixes = dict(Counter(p.version for p in intent.prefixes))
+        metrics.desired_state({v: len(intent.peers_of(v)) for v in (4, 6)}, prefixes)
         left_out: dict[tuple[int, str], int] = {}
         for address, reason in the_plan.left_out.items():
             left_out[(address.version, reason)] = left_out.get((address.version, reason), 0) + 1
