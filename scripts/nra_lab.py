@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testbed.lab import (  # noqa: E402
-    BIRD_ROLES, DEFAULT_PREFIX, DEFAULT_RUN_DIR, KUBE_PROXY_MODES, LB4, LB6, Lab, LabError, run,
+    BIRD_ROLES, DEFAULT_PREFIX, DEFAULT_RUN_DIR, KUBE_PROXY_MODES, LB4, LB6, SVC4, SVC6, Lab, LabError, run,
 )
 
 
@@ -31,7 +31,7 @@ def demo(lab: Lab) -> int:
         _say(f"   all BGP sessions (IPv4 + IPv6, node<->r1/r2, r1/r2<->client) established in {took:.2f} s")
     lab.start_echo()
     lab.stop_nra()
-    run([*lab.nra_argv(), "--clean-and-exit"], check=False, timeout=30)
+    run([*lab.nra_argv(), "--return-path", "conntrack", "--clean-and-exit"], check=False, timeout=30)
     try:
         return _demo(lab)
     finally:
@@ -54,17 +54,40 @@ def _demo(lab: Lab) -> int:
             if f in families and (res[f]["ok"] == flows and pings[f]) != expect_ok:
                 failures.append(f"{title}: IPv{f}")
 
+    def service(title: str, oneshot: str | None) -> None:
+        """32 connections per family to the pod behind kube-proxy's DNAT and to the LB-bound
+        listener; per flow, did its replies cross the router its requests did."""
+        if oneshot:
+            run([*lab.nra_argv(), oneshot], check=False, timeout=60)
+        _say(f"== {title}: 32 TCP connections per family")
+        for f in (4, 6):
+            for what, target in (("pod (kube-proxy DNAT)", SVC4 if f == 4 else SVC6),
+                                 ("LB-bound listener", LB4 if f == 4 else LB6)):
+                lab.clear_flows()
+                res = lab.tcp(f, 32, target=target)
+                seen = lab.flows(f)
+                ports = set(res["ports"])
+                same = sum(len(seen[r]["requests"] & seen[r]["replies"] & ports) for r in ("r1", "r2"))
+                _say(f"   IPv{f} {what}: {res['ok']}/32 work; {same} flows' replies through their request's router")
+
     traffic("without nra: replies follow the node's default route to the gateway, which drops them",
             flows=2, expect_ok=False)
-    _say(f"== starting nra: {' '.join(lab.nra_argv())}")
-    lab.start_nra()
+    service(f"nra --return-path rules (ONESHOT), {'stateful' if lab.stateful_routers else 'plain'} routers",
+            "--oneshot")
+    run([*lab.nra_argv(), "--clean-and-exit"], check=False, timeout=30)
+    lab.flush_conntrack()
+    lab.restart_echo()  # (half-open connections of the failed clients go with the old listeners)
+    _say(f"== starting nra: {' '.join(lab.nra_argv())} --return-path conntrack")
+    lab.start_nra("--return-path", "conntrack")
     took = lab.wait_table(present=True)
-    _say(f"   table 20 programmed {took:.2f} s after start (includes Python's start-up):")
+    _say(f"   programmed {took:.2f} s after start (includes Python's start-up):")
     for f in (4, 6):
-        for line in lab.ip("node", f"-{f} rule show table 20").splitlines():
-            _say(f"     {line.strip()}")
+        for line in lab.ip("node", f"-{f} rule show").splitlines():
+            if "fwmark" in line:
+                _say(f"     {line.strip()}")
         _say("     " + lab.table_routes(f).replace("\n", "\n     "))
     traffic("with nra: replies go back through the routers", flows=8)
+    service("nra --return-path conntrack", None)
     for f in (4, 6):
         before = lab.counters()
         spread = lab.tcp(f, 64)
