@@ -184,10 +184,16 @@ class RuleListener:
         self.ipr.close()
 
 
-def start_daemon(ns: Namespace, cfg: Path, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([*NRA, "--static-file", str(cfg), "--netns", ns.name, "--max-reconcile-wait", "0"],
+def start_daemon(ns: NetNS, cfg: Path, log: Path, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen([*NRA, "--static-file", str(cfg), "--netns", ns.name, "--max-reconcile-wait", "0", *extra],
                             env=env(), cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     return proc
+
+
+def stop_daemon(proc: subprocess.Popen, ns: NetNS) -> None:
+    proc.terminate()
+    proc.wait(10)
+    ns.delete()
 
 
 def bench_change(n: int, workdir: Path, rounds: int = 15) -> float:
@@ -225,9 +231,7 @@ def bench_change(n: int, workdir: Path, rounds: int = 15) -> float:
         listener.close()
         return statistics.median(times)
     finally:
-        proc.terminate()
-        proc.wait(10)
-        ns.close()
+        stop_daemon(proc, ns)
 
 
 def bench_idle(n: int, seconds: float, workdir: Path) -> tuple[float, float]:
@@ -252,9 +256,7 @@ def bench_idle(n: int, seconds: float, workdir: Path) -> tuple[float, float]:
                       if line.startswith("VmRSS:"))
         return rss_kb / 1024, used * 60 / seconds
     finally:
-        proc.terminate()
-        proc.wait(10)
-        ns.close()
+        stop_daemon(proc, ns)
 
 
 def main() -> int:

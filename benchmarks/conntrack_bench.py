@@ -4,8 +4,8 @@
 For N prefixes (never adjacent, so the nft sets hold N elements, not a merged few):
   oneshot   `nra --oneshot --return-path conntrack` from process start to exit, all programmed
   steady    one reconcile with nothing to do (read + plan), in-process, median
-  change    a file edit to the new prefix in the kernel's nft set (a netfilter listener sees
-            the element), daemon, median
+  change    a file edit to the new prefix in the kernel (conntrack: the nft set's element, seen
+            by a netfilter listener; rules: agent_bench.py's, the rule), daemon, median
 and the same for `rules` where asked (--rules-max), from the same run.
 
     .venv/bin/python benchmarks/conntrack_bench.py [--sizes 1000,10000,100000] [--rounds 15]
@@ -36,7 +36,10 @@ from nra.settings import load_settings  # noqa: E402
 from nra.status import AgentStatus  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 
-NRA = [sys.executable, "-m", "nra"]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import agent_bench  # noqa: E402
+from agent_bench import NRA, env, start_daemon, stop_daemon  # noqa: E402
+
 PEERS = {"10.99.0.2": "02:00:00:00:00:02", "10.99.0.3": "02:00:00:00:00:03"}
 NEW = "198.18.0.0/30"
 
@@ -58,12 +61,6 @@ def config_text(nets: list[str]) -> str:
     lines = ["peers:"] + [f"- peer-address: {p}" for p in PEERS]
     lines += ["address-pools:", "- name: bench", "  protocol: bgp", "  addresses:"] + [f"  - {n}" for n in nets]
     return "\n".join(lines) + "\n"
-
-
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if k not in ("ONESHOT", "CLEANANDEXIT", "METALLB_STATIC_FILE")}
-    e.update(HEALTH_ADDRESS="off", LOG_LEVEL="warn")
-    return e
 
 
 def programmed(ns: NetNS, mode: str, n: int) -> bool:
@@ -149,9 +146,7 @@ def bench_change(mode: str, n: int, workdir: Path, rounds: int) -> float:
     cfg = workdir / f"change-{n}.yaml"
     nets = prefixes(n)
     cfg.write_text(config_text(nets))
-    log = open(workdir / f"daemon-{n}.log", "w")
-    proc = subprocess.Popen([*NRA, "--return-path", mode, "--static-file", str(cfg), "--netns", ns.name,
-                             "--max-reconcile-wait", "0"], env=env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = start_daemon(ns, cfg, workdir / f"daemon-{n}.log", "--return-path", mode)
     try:
         deadline = time.monotonic() + 60
         while not programmed(ns, mode, n):
@@ -177,10 +172,7 @@ def bench_change(mode: str, n: int, workdir: Path, rounds: int) -> float:
         listener.close()
         return statistics.median(times)
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
-        ns.delete()
+        stop_daemon(proc, ns)
 
 
 def main() -> int:
@@ -200,9 +192,11 @@ def main() -> int:
                     continue
                 oneshot = bench_oneshot(mode, n, workdir)
                 steady = bench_steady(mode, n)
-                change = bench_change(mode, n, workdir, args.rounds) if mode == "conntrack" else float("nan")
+                change = (bench_change(mode, n, workdir, args.rounds) if mode == "conntrack"
+                          else agent_bench.bench_change(n, workdir, args.rounds))
                 print(f"{mode:>10} {n:>7} {oneshot:>10.3f} {steady * 1000:>10.1f} {change * 1000:>10.1f}", flush=True)
-    print("change: rules mode's figure is agent_bench.py's (a rule listener); here only conntrack's")
+    print("change: rules mode's is agent_bench.py's (its prefixes adjacent /30s, a rule listener); conntrack's "
+          "waits for the nft element")
     return 0
 
 

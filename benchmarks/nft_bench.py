@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nra import nft  # noqa: E402
 from nra.kernel.libnft import Nft  # noqa: E402
+from nra.kernel.nft import NftState  # noqa: E402
 from nra.marks import parse_mark_field  # noqa: E402
 from testbed.netns import new_netns  # noqa: E402
 
@@ -42,8 +43,7 @@ def table_text(want: nft.NftTable) -> str:
     for cmd in cmds:  # only element adds are large; render them natively, the rest as JSON
         add = cmd.get("add", {})
         if "element" in add and add["element"]["name"] in ("lb4", "lb6"):
-            elems = ", ".join(e if isinstance(e, str) else f"{e['prefix']['addr']}/{e['prefix']['len']}"
-                              for e in add["element"]["elem"])
+            elems = ", ".join(e if isinstance(e, str) else "-".join(e["range"]) for e in add["element"]["elem"])
             lines.append(f"add element inet nra {add['element']['name']} {{ {elems} }}")
     return "\n".join(lines)
 
@@ -87,6 +87,17 @@ def measure(n: int) -> dict[str, float]:
             current2 = nft.parse_listing(lib.list_table("inet", "nra"))
             back = nft.commands(nft.diff(want, current2), want, FIELD, True)
             lib.json_cmd(back)
+        # what nra does: the skeleton through libnftables, the prefixes as one element batch
+        owner = NftState(ns.name)
+        try:
+            owner.apply_blocking(nft.removal(owner.read_blocking()), None, None, owner.read_blocking())
+            row["build_nra"] = timed(lambda: owner.apply_blocking(nft.diff(want, None), want, FIELD, None))
+            owner.forget()
+            row["read_nra"] = timed(lambda: (owner.forget(), owner.read_blocking()))
+            current = owner.read_blocking()
+            row["change_nra"] = timed(lambda: owner.apply_blocking(nft.diff(more, current), more, FIELD, current))
+        finally:
+            owner.close()
         # the binary, for the same rebuild and change
         with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
             json.dump({"nftables": rebuild_again}, f)
@@ -106,15 +117,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000")
     args = parser.parse_args()
-    cols = ["rebuild_json", "rebuild_json_again", "rebuild_text_2tx", "rebuild_binary", "read", "read_binary",
-            "diff", "change_json", "change_binary"]
-    print(f"{'N':>7} " + " ".join(f"{c + ' s':>20}" for c in cols))
+    cols = ["rebuild_json", "rebuild_json_again", "rebuild_text_2tx", "rebuild_binary", "build_nra", "read",
+            "read_binary", "read_nra", "diff", "change_json", "change_binary", "change_nra"]
+    print(f"{'N':>7} " + " ".join(f"{c:>10}" for c in cols) + "   (seconds)")
     for n in (int(s) for s in args.sizes.split(",")):
         row = measure(n)
-        print(f"{n:>7} " + " ".join(f"{row[c]:>20.4f}" for c in cols), flush=True)
+        print(f"{n:>7} " + " ".join(f"{row[c]:>10.4f}" for c in cols), flush=True)
     print("rebuild_json: table created by one JSON transaction (libnftables); _again: delete+create in one "
           "transaction; rebuild_text_2tx: the prefixes in nft syntax (2 transactions, for comparison); "
-          "read: list table + parse; diff: steady diff; change: one prefix added, element-level")
+          "read: list table + parse; diff: steady diff; change: one prefix added, element-level; "
+          "_nra: what nra does (skeleton by libnftables, prefixes as one nf_tables batch)")
     return 0
 
 

@@ -89,6 +89,22 @@ def _element(key: bytes, flags: int = 0, data: bytes = b"", udata: bytes = b"") 
     return nested(NFTA_LIST_ELEM, *parts)
 
 
+def _headers(key_length: int, flags: int) -> bytes:
+    """What comes before the key in an element with only a key (and flags): the same bytes
+    for every element of a set, so 200,000 elements cost a concatenation each, not six
+    struct packs (the attributes are 4-byte aligned: IPv4 and IPv6 keys need no padding)."""
+    value = NLA_HDR.size + key_length
+    key = NLA_HDR.size + value
+    flag_attr = NLA_HDR.size + 4 if flags else 0
+    return (NLA_HDR.pack(NLA_HDR.size + key + flag_attr, NFTA_LIST_ELEM | NLA_F_NESTED)
+            + NLA_HDR.pack(key, NFTA_SET_ELEM_KEY | NLA_F_NESTED) + NLA_HDR.pack(value, NFTA_DATA_VALUE))
+
+
+_START = {w: _headers(w // 8, 0) for w in (32, 128)}
+_END = {w: _headers(w // 8, NFT_SET_ELEM_INTERVAL_END) for w in (32, 128)}
+_END_FLAGS = nla(NFTA_SET_ELEM_FLAGS, struct.pack("!I", NFT_SET_ELEM_INTERVAL_END))
+
+
 def interval_elements(low: int, high: int, width: int) -> list[bytes]:
     """The addresses low..high (ints, of `width` bits) as the kernel's interval set holds
     them: the first address, and the one after the last flagged as an interval end (none at
@@ -97,7 +113,7 @@ def interval_elements(low: int, high: int, width: int) -> list[bytes]:
     after = high + 1
     if after >> width:
         return [_element(start, udata=UDATA_INTERVAL_OPEN)]
-    return [_element(start), _element(after.to_bytes(width // 8, "big"), NFT_SET_ELEM_INTERVAL_END)]
+    return [_START[width] + start, _END[width] + after.to_bytes(width // 8, "big") + _END_FLAGS]
 
 
 def interval_floor(version: int) -> bytes:
