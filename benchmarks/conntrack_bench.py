@@ -13,10 +13,8 @@ and the same for `rules` where asked (--rules-max), from the same run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ipaddress
-import os
 import select
 import statistics
 import subprocess
@@ -38,10 +36,9 @@ from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import agent_bench  # noqa: E402
-from agent_bench import NRA, env, start_daemon, stop_daemon  # noqa: E402
+from agent_bench import NRA, env  # noqa: E402
 
 PEERS = {"10.99.0.2": "02:00:00:00:00:02", "10.99.0.3": "02:00:00:00:00:03"}
-NEW = "198.18.0.0/30"
 
 
 def namespace() -> NetNS:
@@ -123,7 +120,7 @@ class ElementListener:
         except BlockingIOError:
             pass
 
-    def wait_element(self, deadline: float) -> float | None:
+    def wait(self, deadline: float) -> float | None:
         while (left := deadline - time.perf_counter()) > 0:
             if not select.select([self.sock], [], [], left)[0]:
                 return None
@@ -141,47 +138,18 @@ class ElementListener:
 
 
 def bench_change(mode: str, n: int, workdir: Path, rounds: int) -> float:
-    """conntrack mode only: the element of the new prefix, seen by a netfilter listener."""
+    """conntrack mode: until the new prefix's element is in the nft set."""
     ns = namespace()
-    cfg = workdir / f"change-{n}.yaml"
-    nets = prefixes(n)
-    cfg.write_text(config_text(nets))
-    proc = start_daemon(ns, cfg, workdir / f"daemon-{n}.log", "--return-path", mode)
-    try:
-        deadline = time.monotonic() + 60
-        while not programmed(ns, mode, n):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"daemon did not program {n} prefixes; see {workdir}/daemon-{n}.log")
-            time.sleep(0.05)
-        time.sleep(0.5)
-        listener = ElementListener(ns.name)
-        times = []
-        for _ in range(rounds):
-            tmp = cfg.with_suffix(".tmp")
-            tmp.write_text(config_text(nets + [NEW]))
-            listener.drain()
-            started = time.perf_counter()
-            os.replace(tmp, cfg)
-            arrived = listener.wait_element(started + 30)
-            if arrived is None:
-                raise RuntimeError("change did not reach the kernel within 30 s")
-            times.append(arrived - started)
-            tmp.write_text(config_text(nets))
-            os.replace(tmp, cfg)
-            time.sleep(0.3 + n / 50000)  # the removal goes through before the next round
-        listener.close()
-        return statistics.median(times)
-    finally:
-        stop_daemon(proc, ns)
+    return agent_bench.measure_changes(ns, workdir, prefixes(n), config_text, lambda: programmed(ns, mode, n),
+                                       lambda: ElementListener(ns.name), rounds, "--return-path", mode)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser = agent_bench.parser_with_sizes(__doc__, "1000,10000,100000")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--rules-max", type=int, default=10000)
     args = parser.parse_args()
-    print(f"nra conntrack benchmark: kernel {os.uname().release}, {os.cpu_count()} cores")
+    print(f"nra conntrack benchmark: {agent_bench.machine()}")
     print(f"{'mode':>10} {'N':>7} {'oneshot s':>10} {'steady ms':>10} {'change ms':>10}")
     with tempfile.TemporaryDirectory(prefix="nra-ctbench-") as tmp:
         workdir = Path(tmp)

@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         text = str(v).strip().lower()
         return _LOG_LEVEL_ALIASES.get(text, text)
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "return_path", mode="before")
     @classmethod
     def _format(cls, v: Any) -> str:
         return str(v).strip().lower()
@@ -218,11 +218,6 @@ class Settings(BaseSettings):
         if v <= 0:
             raise ValueError("must be a positive number of seconds")
         return v
-
-    @field_validator("return_path", mode="before")
-    @classmethod
-    def _return_path(cls, v: Any) -> str:
-        return str(v).strip().lower()
 
     @field_validator("return_path_mark")
     @classmethod
