@@ -167,8 +167,8 @@ def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], polic
     table = (tables or DesiredTables()).get(intent.prefixes, frozenset(families), links,
                                             {r.lladdr: r.index for r in routers}, policy.field)
     for peer in unknown:
-        warnings.append(f"peer {peer.address}: link-layer address unknown (no neighbour entry yet); connections "
-                        f"through it get the external mark until it is known")
+        warnings.append(f"peer {peer.address}: link-layer address unknown (no valid neighbour entry); new "
+                        f"connections through it get the external mark until it is known")
     return ReturnPathState(routers, table, tuple(routes), frozenset(rules), tuple(warnings), frozenset(withdrawn))
 
 
