@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nra.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
-from nra.planner import RoutingPolicy, plan
+from nra.planner import RoutingPolicy, desired_rules, plan
 from testbed.netns import add_peer_link, new_netns, sh
 
 POLICY = RoutingPolicy(table=20, priority=20, fwmark=None, fwmask=None,
@@ -47,7 +47,8 @@ async def measure_agent(n: int) -> dict[str, float]:
         async with KernelAdapter(POLICY.table, netns=ns) as adapter:
             t0 = time.perf_counter()
             state = await adapter.read_state(p.address for p in want.peers)
-            the_plan = plan(want, state, POLICY)
+            desired = desired_rules(want, POLICY)  # the reconciler keeps these while the intent holds
+            the_plan = plan(want, state, POLICY, desired=desired)
             t1 = time.perf_counter()
             report = await adapter.apply(the_plan.operations)
             t2 = time.perf_counter()
@@ -56,7 +57,7 @@ async def measure_agent(n: int) -> dict[str, float]:
             t3 = time.perf_counter()
             state = await adapter.read_state(p.address for p in want.peers)
             t4 = time.perf_counter()
-            steady = plan(want, state, POLICY)
+            steady = plan(want, state, POLICY, desired=desired)
             t5 = time.perf_counter()
             assert steady.operations == () and len(state.rules) == n
             state = await adapter.read_state(())

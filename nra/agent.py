@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 from loguru import logger
 
-from nra import metrics
+from nra import __version__, metrics
+from nra.contention import ContentionDetector
 from nra.desired import Desired, run_source
 from nra.echo import ECHO_CHECK_S, EchoFilter
 from nra.host import check_multipath_use_neigh
@@ -25,10 +27,13 @@ from nra.reconciler import Outcome, Reconciler, kernel_adapter
 from nra.settings import Settings
 from nra.sources.base import Source
 from nra.status import STUCK_AFTER_S, AgentStatus
+from nra.status_report import StatusDetails
+from nra.table_names import name_table
 from nra.worker import Worker
 
 #: exit code of a daemon whose vital task ended
 EXIT_VITAL_TASK = 1
+WORKER, KERNEL_WATCHER, SOURCE = "worker", "netlink-events", "source"
 
 
 def stuck_limit(settings: Settings) -> float:
@@ -43,9 +48,14 @@ class Agent:
         self.settings = settings
         self.source = source
         self.status = AgentStatus(source_name=source.name)
+        self.status.source_problem = lambda: getattr(source, "problem", None)
+        self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
+                                                    settings=self.settings,
+                                                    config_loaded_at=self.desired.loaded_at)
         self.desired = Desired()
         self.stuck_after_s = stuck_after_s if stuck_after_s is not None else stuck_limit(settings)
         self.echo = EchoFilter()
+        self.contention = ContentionDetector()
         self.worker: Worker | None = None
         self._stop = asyncio.Event()
         self._echo_check: asyncio.Task | None = None
@@ -94,6 +104,7 @@ class Agent:
         from nra.health import start_health_server, stop_health_server
 
         await check_multipath_use_neigh(self.settings.netns, self.settings.set_multipath_use_neigh)
+        name_table(self.settings.table, self.settings.table_name)
         health = None
         if self.settings.health_address:
             health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s)
@@ -109,12 +120,13 @@ class Agent:
         if self.intent is not None:
             self.worker.trigger("config")
         vital = {
-            asyncio.create_task(self.worker.run(), name="worker"),
-            asyncio.create_task(self._watch_kernel(adapter, reconciler), name="netlink-events"),
+            asyncio.create_task(self.worker.run(), name=WORKER),
+            asyncio.create_task(self._watch_kernel(adapter, reconciler), name=KERNEL_WATCHER),
         }
-        others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name="source")}
+        others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name=SOURCE)}
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
+        metrics.agent_started(__version__, self.source.name)
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
                     f"namespace {self.settings.netns}" if self.settings.netns else "this network namespace")
         stop = asyncio.create_task(self._stop.wait())
@@ -123,11 +135,15 @@ class Agent:
             while not stop.done():
                 done, _ = await asyncio.wait([stop, *vital, *others], return_when=asyncio.FIRST_COMPLETED)
                 for task in done - {stop}:
-                    (vital if task in vital else others).discard(task)
-                    if task.get_name() in ("worker", "netlink-events"):
+                    if task in vital:
+                        vital.discard(task)
                         self._vital_task_ended(task)
                         code = EXIT_VITAL_TASK
                         self._stop.set()
+                    else:
+                        others.discard(task)
+                        if task.get_name() == SOURCE:
+                            self.status.source_synced = False  # (run_source said why)
         finally:
             logger.info("stopping; the kernel state is left as it is")
             tasks = [stop, *vital, *others, *(t for t in (self._echo_check,) if t is not None)]
@@ -155,14 +171,35 @@ class Agent:
 
     def _reconciled(self, triggers: set[str], outcome: Outcome) -> None:
         self.echo.reconcile_finished(bool(outcome.applied))
-        if "netlink" in triggers and outcome.applied:
+        by_drift = "netlink" in triggers
+        if by_drift and outcome.applied:
             metrics.drift_repaired()
+        change = self.contention.reconciled(time.monotonic(), by_drift, outcome.applied_ops)
+        if change == "started":
+            logger.warning("another writer keeps undoing nra's changes to table {} and its rules: {}; is a "
+                           "second agent (or another configuration) managing this table?",
+                           self.settings.table, self.contention.fight)
+        elif change == "ended":
+            logger.info("table {}: nothing has undone nra's changes for {:g} s; no longer contended",
+                        self.settings.table, self.contention.quiet_s)
+        if change:
+            self.status.contention = self.contention.fight
+            metrics.contention(bool(self.contention.fight))
+            metrics.ready(self.status.ready)
 
     async def _timer(self) -> None:
         period = self.settings.max_reconcile_wait / 1000
         while True:
             await asyncio.sleep(period)
-            self.worker.trigger("timer")
+            self._reread("timer")
+
+    def _reread(self, why: str) -> None:
+        """The timer and SIGHUP re-read the source's input too, not only the kernel."""
+        reload = getattr(self.source, "reload", None)
+        if reload is not None:
+            reload()
+        if self.worker is not None:
+            self.worker.trigger(why)
 
     async def _watch_kernel(self, adapter: KernelAdapter, reconciler: Reconciler) -> None:
         async for event in adapter.events():
@@ -172,10 +209,12 @@ class Agent:
                                                                     None if entry.deleted else entry.state)
                 if reason:  # a peer starts or stops answering: not an echo of ours
                     logger.debug("netlink: {}", reason)
-                    self.worker.trigger("netlink")
+                    self.worker.trigger("neighbour")
                 continue
             logger.debug("netlink: {}", event.reason)
-            if isinstance(event, TableChange) and self.echo.probably_echo():
+            if isinstance(event, TableChange) and event.reason.startswith("link "):
+                self.worker.trigger("link")  # the kernel's doing, not another writer's
+            elif isinstance(event, TableChange) and self.echo.probably_echo():
                 if self._echo_check is None or self._echo_check.done():
                     self._echo_check = self.worker.trigger_later("netlink", ECHO_CHECK_S)
             else:
@@ -196,7 +235,7 @@ class Agent:
                 os.kill(os.getpid(), signum)
                 return
             if signum == signal.SIGHUP:
-                loop.call_soon_threadsafe(lambda: self.worker and self.worker.trigger("sighup"))
+                loop.call_soon_threadsafe(self._reread, "sighup")
             else:
                 loop.call_soon_threadsafe(self._stop.set)
 

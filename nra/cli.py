@@ -38,6 +38,8 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "health_address": ("--health-address", "HOST:PORT", "health/metrics listener, or 'off' (default: 127.0.0.1:9101)"),
     "log_level": ("--log-level", "LEVEL", "error|warn|info|verbose|debug|silly (default: info)"),
     "log_format": ("--log-format", "FORMAT", "text|json (default: text)"),
+    "table_name": ("--table-name", "NAME", "name the table in /etc/iproute2/rt_tables.d/nra.conf when that "
+                   "directory exists (ip rule then shows it); CLEANANDEXIT removes it"),
     "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),
     "return_path": ("--return-path", "rules|conntrack", "how replies find their router (default: rules)"),
     "return_path_mark": ("--return-path-mark", "VALUE/MASK", "conntrack mode: nra's mark bits (default: 0x2/0x3e)"),
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="same as the `plan` command: print what would change, change nothing")
     parser.add_argument("command", nargs="?", default="run", choices=["run", "plan", "clean"],
                         help="run (default: daemon, or ONESHOT/CLEANANDEXIT), "
-                        "plan (print what would change, change nothing), clean (= CLEANANDEXIT)")
+                        "plan (print what would change, change nothing), clean (= CLEANANDEXIT); "
+                        "`nra status [--json]` asks a running agent what it holds (see nra status --help)")
     for field, (flag, metavar, text) in _FLAGS.items():
         env = ENV_NAMES[field]
         if not metavar:
@@ -72,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     from nra import lazy_imports
 
     lazy_imports.install()  # no-op if pyroute2 is already loaded
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:  # a client of the running agent: none of the agent's settings
+        from nra.status_report import main as status_main
+
+        return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.dry_run:
         args.command = "plan"

@@ -7,6 +7,7 @@ the one-off modes (ONESHOT, `nra plan`) wait for its first configuration
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Callable
 
 from loguru import logger
@@ -22,12 +23,15 @@ class Desired:
 
     def __init__(self) -> None:
         self.intent: Intent | None = None
+        #: wall clock of the last configuration the source published (for `nra status`)
+        self.loaded_at: float | None = None
         self._problems: tuple[Problem, ...] = ()
 
     def accept(self, result: ParseResult) -> bool:
         """Take a configuration the source published; True when the intent changed (or is
         the first)."""
         self._log_problems(result.problems)
+        self.loaded_at = time.time()
         metrics.config_loaded(len(result.problems))
         metrics.desired_state({v: len(result.intent.peers_of(v)) for v in (4, 6)},
                               {v: sum(1 for p in result.intent.prefixes if p.version == v) for v in (4, 6)})

@@ -1,4 +1,5 @@
-"""Health and metrics over HTTP: /healthz (liveness), /readyz (readiness), /metrics.
+"""Health and metrics over HTTP: /healthz (liveness), /readyz (readiness), /metrics, and
+/status (what `nra status` shows).
 
 The answers are AgentStatus's own (liveness, readiness), testable without a server; the
 aiohttp app only serves them.
@@ -6,16 +7,15 @@ aiohttp app only serves them.
 
 from __future__ import annotations
 
-import ipaddress
-
 from aiohttp import web
 from loguru import logger
 from prometheus_client.exposition import choose_encoder
 
 from nra.metrics import REGISTRY
+from nra.settings import parse_health_address
 from nra.status import STUCK_AFTER_S, AgentStatus
+from nra.status_report import status_handler_for
 
-DISABLED = {"", "off", "0", "false", "no"}
 
 STATUS_KEY: web.AppKey[AgentStatus] = web.AppKey("status", AgentStatus)
 STUCK_KEY: web.AppKey[float] = web.AppKey("stuck_after_s", float)
@@ -26,20 +26,13 @@ class HealthAddressError(ValueError):
 
 
 def parse_address(address: str) -> tuple[str, int] | None:
-    """`127.0.0.1:9101`, `[::1]:9101`, `:9101` (all interfaces) -> (host, port); None if disabled."""
-    text = address.strip()
-    if text.lower() in DISABLED:
-        return None
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise HealthAddressError(f"health address {address!r}: expected host:port such as 127.0.0.1:9101, or 'off'")
-    host = host.strip("[]") or "0.0.0.0"
+    """`127.0.0.1:9101`, `[::1]:9101`, `:9101` (all interfaces) -> (host, port); None if disabled.
+    The rules are the settings' (nra.settings.parse_health_address), which refuse a bad
+    address at start; this only turns their error into HealthAddressError."""
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise HealthAddressError(f"health address {address!r}: {host!r} is not an IP address") from None
-    return host, int(port_text)
+        return parse_health_address(address)
+    except ValueError as exc:
+        raise HealthAddressError(f"health address: {exc}") from None
 
 
 def _answer(ok_reason: tuple[bool, str]) -> web.Response:
@@ -69,6 +62,7 @@ def build_app(status: AgentStatus, stuck_after_s: float = STUCK_AFTER_S) -> web.
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/status", status_handler_for())
     return app
 
 
@@ -91,7 +85,7 @@ async def start_health_server(
     except OSError as exc:
         await runner.cleanup()
         raise HealthAddressError(f"health address {address}: cannot listen: {exc.strerror or exc}") from None
-    logger.info("health endpoints on http://{}:{}/ (healthz, readyz, metrics)", host, port)
+    logger.info("health endpoints on http://{}:{}/ (healthz, readyz, metrics, status)", host, port)
     return runner
 
 

@@ -5,9 +5,14 @@ Three inputs, one model:
 - metallb.io objects (BGPPeer v1beta1/v1beta2, IPAddressPool, BGPAdvertisement),
 - a static file holding either of them (see parse_static_document).
 
-Pure code: no I/O, no logging. A bad entry becomes a Problem and is left out; everything
-else still applies. Only input that cannot be read at all raises ConfigError, so that the
-caller publishes nothing and keeps the last good intent.
+Pure code: no I/O, no logging. Two kinds of bad input:
+- a bad entry (one peer, one pool, one address, one advertisement) becomes a Problem and is
+  left out; everything else still applies;
+- input that cannot be used as a whole raises ConfigError, so that the caller publishes
+  nothing and keeps the last good intent: not YAML, over a bound (size, depth, alias
+  expansion: see nra.bounds), or a wrong type where the structure itself is expected (the
+  document, `peers`, `address-pools`, an object's `metadata` or `spec`). An empty intent
+  from such input would wipe the table; a document that genuinely names no peers does not.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from nra.bounds import MAX_PROBLEMS, InputTooLarge, clip, load_yaml_documents, shown
 from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPAddress, IPNetwork, Intent, ParseResult, Peer, Problem
 from nra.prefixes import AddressEntryError, parse_address_entry
 from nra.selectors import SelectorError, any_selector_matches, selector_matches
@@ -30,8 +36,6 @@ _DISABLED_VALUES = {"false", "0", "no"}
 # Top-level keys of the legacy `config` document; one of them (or `{}`) identifies the form.
 _LEGACY_KEYS = {"peers", "address-pools", "bgp-communities", "bfd-profiles"}
 _METALLB_GROUP = "metallb.io/"
-# libyaml's loader is ~6x faster on a 10,000-prefix config; same safe subset of YAML.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ConfigError(Exception):
@@ -56,7 +60,7 @@ class _Builder:
         self.problems: list[Problem] = []
 
     def problem(self, where: str, message: str) -> None:
-        self.problems.append(Problem(where, message))
+        self.problems.append(Problem(clip(where), message))
 
     def add_addresses(self, where: str, addresses: Any) -> None:
         if not isinstance(addresses, list) or not addresses:
@@ -86,17 +90,25 @@ class _Builder:
             peers=frozenset(c.peer for c in chosen.values()),
             prefixes=frozenset(self.prefixes),
         )
-        return ParseResult(intent=intent, problems=tuple(self.problems))
+        problems = self.problems
+        if len(problems) > MAX_PROBLEMS:  # one line each would flood the log
+            hidden = len(problems) - MAX_PROBLEMS
+            problems = problems[:MAX_PROBLEMS] + [Problem("configuration", f"{hidden} more problem(s) not shown")]
+        return ParseResult(intent=intent, problems=tuple(problems))
 
 
 def _peer_address(value: Any) -> IPAddress | None:
-    """An IP address, or None for anything else (an interface name, a CIDR, a zone...)."""
-    if not isinstance(value, str) or "%" in value:
+    """An IP address, or None for anything else (an interface name, a CIDR...). An IPv6
+    link-local address may name its link as a zone (`fe80::1%eth0`); no other address may."""
+    if not isinstance(value, str):
         return None
     try:
-        return ipaddress.ip_address(value.strip())
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
         return None
+    if "%" in value and not address.is_link_local:
+        return None
+    return address
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -120,19 +132,17 @@ def parse_legacy_config(
         return ParseResult(Intent())
     if not isinstance(doc, Mapping):
         raise ConfigError(f"the MetalLB config must be a mapping (peers, address-pools), not {_yaml_kind(doc)}")
+    for key in ("peers", "address-pools"):
+        if doc.get(key) is not None and not isinstance(doc.get(key), list):
+            raise ConfigError(f"type: {key} must be a list, not {_yaml_kind(doc.get(key))}")
     builder = _Builder()
     _legacy_peers(builder, doc.get("peers"), node_labels, default_weight)
     _legacy_pools(builder, doc.get("address-pools"))
     return builder.result()
 
 
-def _legacy_peers(builder: _Builder, peers: Any, node_labels: Mapping[str, str], default_weight: int) -> None:
-    if peers is None:
-        return
-    if not isinstance(peers, list):
-        builder.problem("peers", f"must be a list, not {_yaml_kind(peers)}")
-        return
-    for index, entry in enumerate(peers):
+def _legacy_peers(builder: _Builder, peers: list | None, node_labels: Mapping[str, str], default_weight: int) -> None:
+    for index, entry in enumerate(peers or ()):
         entry = entry if isinstance(entry, Mapping) else None
         raw = entry.get("peer-address") if entry is not None else None
         address = _peer_address(raw)
@@ -143,8 +153,8 @@ def _legacy_peers(builder: _Builder, peers: Any, node_labels: Mapping[str, str],
         if not _peer_selected(builder, where, entry.get("node-selectors"), "node-selectors", node_labels):
             continue
         if address is None:
-            shown = "missing" if raw is None else f"{raw!r} is not an IP address"
-            builder.problem(where, f"peer-address {shown}; peer skipped")
+            what = "missing" if raw is None else f"{shown(raw)} is not an IP address"
+            builder.problem(where, f"peer-address {what}; peer skipped")
             continue
         if entry.get("vrf"):
             builder.problem(where, _vrf_message(entry.get("vrf")))
@@ -163,14 +173,11 @@ def _peer_selected(builder: _Builder, where: str, selectors: Any, field: str,
         return False
 
 
-def _legacy_pools(builder: _Builder, pools: Any) -> None:
-    if pools is None:
-        return
-    if not isinstance(pools, list):
-        builder.problem("address-pools", f"must be a list, not {_yaml_kind(pools)}")
-        return
-    for index, pool in enumerate(pools):
-        pool = _mapping(pool)
+def _legacy_pools(builder: _Builder, pools: list | None) -> None:
+    for index, pool in enumerate(pools or ()):
+        if not isinstance(pool, Mapping):
+            builder.problem(f"address-pools[{index}]", f"must be a mapping, not {_yaml_kind(pool)}; pool skipped")
+            continue
         name = pool.get("name")
         where = f"pool {name}" if isinstance(name, str) and name else f"address-pools[{index}]"
         # Every BGP pool counts, with or without `bgp-advertisements`: MetalLB's converter
@@ -195,7 +202,8 @@ def parse_objects(objects: Iterable[dict], node_labels: Mapping[str, str], defau
         if isinstance(api_version, str) and not api_version.startswith(_METALLB_GROUP):
             continue
         kind = obj.get("kind")
-        if kind in by_kind:
+        if isinstance(kind, str) and kind in by_kind:
+            _check_object_shape(obj, kind)
             by_kind[kind].append(obj)
     builder = _Builder()
     for index, peer in enumerate(by_kind["BGPPeer"]):
@@ -209,6 +217,17 @@ def parse_objects(objects: Iterable[dict], node_labels: Mapping[str, str], defau
         if name in announced:
             builder.add_addresses(f"pool {name}", _mapping(pool.get("spec")).get("addresses"))
     return builder.result()
+
+
+def _check_object_shape(obj: Mapping[str, Any], kind: str) -> None:
+    """An object whose metadata or spec is not a mapping is not a MetalLB object at all:
+    refuse the whole configuration rather than read it as "no peers, no pools"."""
+    for field in ("metadata", "spec"):
+        value = obj.get(field)
+        if value is not None and not isinstance(value, Mapping):
+            name = _mapping(obj.get("metadata")).get("name")
+            which = f"{kind} {clip(name)}" if isinstance(name, str) and name else f"a {kind}"
+            raise ConfigError(f"type: {which} has a {field} that is {_yaml_kind(value)}, not a mapping")
 
 
 def _name(obj: Mapping[str, Any], kind: str, index: int) -> str:
@@ -245,20 +264,20 @@ def _crd_peer_address(
         override = labels[LABEL_ADDRESS]
         address = _peer_address(override)
         if address is None:
-            builder.problem(where, f"label {LABEL_ADDRESS}={override!r} is not an IP address; peer skipped")
+            builder.problem(where, f"label {LABEL_ADDRESS}={shown(override)} is not an IP address; peer skipped")
         return address
     raw = spec.get("peerAddress")
     if not raw and spec.get("interface"):
         builder.problem(
             where,
-            f"peers over interface {spec.get('interface')!r} (unnumbered BGP) with no usable address; "
+            f"peers over interface {shown(spec.get('interface'))} (unnumbered BGP) with no usable address; "
             f"set the {LABEL_ADDRESS} label to the router's address; peer skipped",
         )
         return None
     address = _peer_address(raw)
     if address is None:
-        shown = "is missing" if raw is None else f"{raw!r} is not an IP address"
-        builder.problem(where, f"peerAddress {shown}; peer skipped")
+        what = "is missing" if raw is None else f"{shown(raw)} is not an IP address"
+        builder.problem(where, f"peerAddress {what}; peer skipped")
     return address
 
 
@@ -266,12 +285,12 @@ def _crd_peer_weight(builder: _Builder, where: str, labels: Mapping[str, Any], d
     if LABEL_WEIGHT not in labels:
         return default_weight
     raw = labels[LABEL_WEIGHT]
-    text = str(raw).strip()
+    text = str(raw).strip() if isinstance(raw, (str, int)) else ""
     if text.isascii() and text.isdigit() and MIN_WEIGHT <= int(text) <= MAX_WEIGHT:
         return int(text)
     builder.problem(
         where,
-        f"label {LABEL_WEIGHT}={raw!r} is not an integer {MIN_WEIGHT}..{MAX_WEIGHT}; "
+        f"label {LABEL_WEIGHT}={shown(raw)} is not an integer {MIN_WEIGHT}..{MAX_WEIGHT}; "
         f"using the default weight {default_weight}",
     )
     return default_weight
@@ -310,10 +329,10 @@ def _advertised_pools(
         return set() if malformed else set(pools)
     chosen: set[str] = set()
     for name in names:
-        if name in pools:
+        if isinstance(name, str) and name in pools:
             chosen.add(name)
         else:
-            builder.problem(where, f"names pool {name!r}, which does not exist")
+            builder.problem(where, f"names pool {shown(name)}, which does not exist")
     for i, selector in enumerate(selectors):
         try:
             chosen |= {
@@ -331,7 +350,7 @@ def _label_map(labels: Any) -> dict[str, str]:
 
 
 def _vrf_message(vrf: Any) -> str:
-    return f"vrf {vrf!r} is not supported (the managed table is in the default VRF); peer skipped"
+    return f"vrf {shown(vrf)} is not supported (the managed table is in the default VRF); peer skipped"
 
 
 # -- static file ----------------------------------------------------------------------
@@ -356,7 +375,7 @@ def parse_static_document(text: str, node_name: str | None, default_weight: int)
         if legacy and not (_LEGACY_KEYS & set(legacy)):
             raise ConfigError(
                 "neither a MetalLB config (peers, address-pools), a ConfigMap nor metallb.io objects: "
-                f"unexpected keys {', '.join(sorted(map(str, legacy)))}"
+                f"unexpected keys {clip(', '.join(sorted(map(str, legacy))))}"
             )
         return parse_legacy_config(dict(legacy), _default_labels(node_name), default_weight)
     objects = _flatten_objects(docs)
@@ -372,7 +391,7 @@ def parse_static_document(text: str, node_name: str | None, default_weight: int)
         return parse_legacy_config(config, labels, default_weight)
     is_list = any(isinstance(d, Mapping) and d.get("kind") == "List" for d in docs)
     if not metallb_objects and not (is_list and not objects):
-        kinds = ", ".join(sorted({str(o.get("kind")) for o in objects})) or "nothing"
+        kinds = clip(", ".join(sorted({clip(str(o.get("kind")), 40) for o in objects}))) or "nothing"
         raise ConfigError(f"no metallb.io objects found (found {kinds})")
     return parse_objects(metallb_objects, labels, default_weight)
 
@@ -427,7 +446,9 @@ def _load_single_yaml(text: str) -> Any:
 
 def _load_all_yaml(text: str) -> list[Any]:
     try:
-        return [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if d is not None]
+        return load_yaml_documents(text)
+    except InputTooLarge as exc:
+        raise ConfigError(f"refused, {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_error(exc)) from None
 
@@ -448,4 +469,4 @@ def _yaml_kind(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"a {type(value).__name__} ({value!r})"[:80]
+    return f"a {type(value).__name__} ({shown(value)})"

@@ -45,24 +45,20 @@ DRIFT_REPAIRS = Counter(
     "Reconciles triggered by a change someone else made to the table or its rules that changed something",
     registry=REGISTRY,
 )
-PEERS_IN_ROUTE = Gauge(
-    "nra_peers_in_route", "Nexthops of the managed route as the kernel holds it, by address family",
-    ["family"], registry=REGISTRY,
-)
-PEERS_CONFIGURED = Gauge(
-    "nra_peers_configured", "Peers in the desired state, by address family", ["family"], registry=REGISTRY
-)
+
+def _by_family(name: str, text: str) -> Gauge:
+    return Gauge(name, f"{text}, by address family", ["family"], registry=REGISTRY)
+
+
+PEERS_IN_ROUTE = _by_family("nra_peers_in_route", "Nexthops of the managed route as the kernel holds it")
+PEERS_CONFIGURED = _by_family("nra_peers_configured", "Peers in the desired state")
+RULES_INSTALLED = _by_family("nra_rules_installed",
+                             "Policy rules pointing at the managed table(s) as the kernel holds them")
+PREFIXES = _by_family("nra_prefixes", "LoadBalancer prefixes in the desired state")
 PEERS_LEFT_OUT = Gauge(
     "nra_peers_left_out",
     "Configured peers left out of the return path (off-link, link down, not answering ARP/ND, "
     "BGP session down), by address family and reason", ["family", "reason"], registry=REGISTRY,
-)
-RULES_INSTALLED = Gauge(
-    "nra_rules_installed", "Policy rules pointing at the managed table(s) as the kernel holds them, by address family",
-    ["family"], registry=REGISTRY,
-)
-PREFIXES = Gauge(
-    "nra_prefixes", "LoadBalancer prefixes in the desired state, by address family", ["family"], registry=REGISTRY
 )
 CONFIG_ERRORS = Gauge(
     "nra_config_errors", "Bad entries skipped in the current configuration", registry=REGISTRY
@@ -105,8 +101,17 @@ HOOK_RUNS = Counter(
 )
 
 
-def agent_info(version: str, source: str, return_path: str = "rules") -> None:
+#: the single triggers of a daemon's reconciles (combined ones, "config+netlink", come as they happen)
+TRIGGERS = ("config", "timer", "netlink", "link", "neighbour", "retry", "sighup")
+
+
+def agent_started(version: str, source: str, return_path: str = "rules") -> None:
+    """The agent's info, and its reconcile counters at 0 for each trigger: a counter series
+    that exists before its first increment lets rate() and the alerts see that increment."""
     INFO.info({"version": version, "source": source, "return_path": return_path})
+    for trigger in TRIGGERS:
+        RECONCILES.labels(trigger)
+        RECONCILE_FAILURES.labels(trigger)
 
 
 def reconcile_done(trigger: str, duration_s: float, ok: bool, op_kinds: Iterable[str], wall_time: float) -> None:

@@ -14,6 +14,7 @@ from nra.reconciler import Reconciler, kernel_adapter
 from nra.settings import Settings
 from nra.sources.base import Source
 from nra.status import AgentStatus
+from nra.table_names import name_table, unname_table
 
 
 def make_source(settings: Settings) -> Source:
@@ -50,13 +51,16 @@ async def oneshot(settings: Settings, source: Source) -> int:
         logger.error("ONESHOT failed: no configuration")
         return 1
     await check_multipath_use_neigh(settings.netns, settings.set_multipath_use_neigh)
+    name_table(settings.table, settings.table_name)
     return await _reconcile_once(settings, desired.intent, "oneshot", "ONESHOT", hooks=True, verify=False)
 
 
 async def clean_and_exit(settings: Settings) -> int:
     """CLEANANDEXIT: every rule of either family pointing at the table and every route in it
-    removed, which is what reconciling to an empty intent does."""
-    return await _reconcile_once(settings, Intent(), "clean", "CLEANANDEXIT", hooks=False, verify=True)
+    removed, which is what reconciling to an empty intent does; and the table's name file."""
+    code = await _reconcile_once(settings, Intent(), "clean", "CLEANANDEXIT", hooks=False, verify=True)
+    unname_table()
+    return code
 
 
 async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode: str, hooks: bool,
@@ -72,6 +76,12 @@ async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode
         return 1
     if not outcome.ok:
         logger.error("{} failed: {}", mode, outcome.describe())
+        return 1
+    unrouted = outcome.plan.unrouted if outcome.plan else ()
+    if unrouted:  # a one-off run has no later reconcile to put the route in
+        families = " and ".join(f"IPv{v}" for v in unrouted)
+        logger.error("{} failed: no usable {} peer, so no {} route (rules are installed): {}", mode, families,
+                     families, outcome.describe())
         return 1
     logger.info("{} done: {}", mode, outcome.describe())
     return 0

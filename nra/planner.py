@@ -76,6 +76,8 @@ class Plan:
     #: intent peers judged unusable (off-link, or not answering ARP/ND), including any kept
     #: in the route only because every peer of their family is unusable
     unusable_peers: frozenset[IPAddress] = frozenset()
+    #: families with peers whose route gets no usable nexthop (the kernel's, if any, is kept)
+    unrouted: tuple[int, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.operations)
@@ -137,7 +139,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
         _choose_route(version, peers, dst, state, verdicts, policy, steps, warnings)
     _route_imposters(state, policy, families, steps)
     _rule_diff(state.rules, desired, policy, families, steps)
-    return Plan(_order(steps), tuple(warnings), steps.left_out, frozenset(steps.unusable))
+    return Plan(_order(steps), tuple(warnings), steps.left_out, frozenset(steps.unusable), tuple(steps.unrouted))
 
 
 @dataclass
@@ -150,6 +152,7 @@ class _Steps:
     rule_deletes: list[DeleteRule] = field(default_factory=list)
     unusable: set[IPAddress] = field(default_factory=set)
     left_out: dict[IPAddress, str] = field(default_factory=dict)
+    unrouted: list[int] = field(default_factory=list)
 
 
 def _peer_label(peer: Peer) -> str:
@@ -160,6 +163,37 @@ def _same_nexthops(have: tuple[Nexthop, ...], want: tuple[Nexthop, ...]) -> bool
     if len(have) == 1 and len(want) == 1:
         return have[0].gateway == want[0].gateway
     return sorted(have) == sorted(want)
+
+
+def _gateway(address: IPAddress) -> IPAddress:
+    """The address as the kernel lists a gateway: without a zone (fe80::1%eth0 -> fe80::1)."""
+    return ipaddress.ip_address(address.packed) if getattr(address, "scope_id", None) else address
+
+
+def _nexthop(peer: Peer, state: KernelState) -> Nexthop:
+    """A link-local gateway needs its link (the one where it was found); others do not."""
+    links = state.links.get(peer.address, frozenset())
+    oif = next(iter(links)) if peer.address.is_link_local and len(links) == 1 else None
+    return Nexthop(_gateway(peer.address), peer.weight, oif=oif)
+
+
+def not_a_nexthop(address: IPAddress, state: KernelState) -> str:
+    """What the address is if it can never be a nexthop ("" if it can)."""
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.version == 4 and address == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    if address in state.invalid:
+        return state.invalid[address]
+    links = state.links.get(address, frozenset())
+    if address.is_link_local and len(links) > 1:
+        return (f"a link-local address on {len(links)} links: name one as {address}%<link> "
+                f"(an IPv6 zone)")
+    return ""
 
 
 def _silent(verdict: Verdict, in_route: bool, route_exists: bool) -> bool:
@@ -180,7 +214,12 @@ def _choose_route(version: int, peers: list[Peer], dst: IPNetwork, state: Kernel
 
     on_link: list[Peer] = []
     for peer in peers:
-        if peer.address in state.unreachable:
+        what = not_a_nexthop(peer.address, state)
+        if what:
+            steps.left_out[peer.address] = "invalid"
+            warnings.append(f"{_peer_label(peer)} is {what}: not a usable nexthop; left out of the "
+                            f"IPv{version} route")
+        elif peer.address in state.unreachable:
             steps.left_out[peer.address] = "off-link"
             warnings.append(f"{_peer_label(peer)} is not on a connected network (or its link is "
                             f"down); left out of the IPv{version} route")
@@ -190,8 +229,10 @@ def _choose_route(version: int, peers: list[Peer], dst: IPNetwork, state: Kernel
     silent: list[Peer] = []
     for peer in on_link:
         verdict = verdicts.get(peer.address, Verdict(Liveness.ANSWERS))
-        (silent if _silent(verdict, peer.address in in_route, current is not None) else answering).append(peer)
-    steps.unusable.update(steps.left_out)
+        in_it = _gateway(peer.address) in in_route
+        (silent if _silent(verdict, in_it, current is not None) else answering).append(peer)
+    # (an invalid peer does not make the route degraded: no retry changes a configuration)
+    steps.unusable.update(a for a, reason in steps.left_out.items() if reason != "invalid")
     steps.unusable.update(p.address for p in silent)
     if answering:
         for peer in silent:
@@ -202,7 +243,7 @@ def _choose_route(version: int, peers: list[Peer], dst: IPNetwork, state: Kernel
     elif silent:
         # Never remove the last nexthops over neighbour state: keep the route as it is
         # (those of its nexthops still configured), or install them all if there is none.
-        kept = [p for p in silent if p.address in in_route]
+        kept = [p for p in silent if _gateway(p.address) in in_route]
         chosen = kept or silent
         for peer in silent:
             if peer not in chosen:
@@ -211,8 +252,9 @@ def _choose_route(version: int, peers: list[Peer], dst: IPNetwork, state: Kernel
                         + ("the route is kept as it is" if kept else "route installed with all of them"))
     else:
         chosen = []
-    wanted = tuple(sorted(Nexthop(p.address, p.weight) for p in chosen))
+    wanted = tuple(sorted(_nexthop(p, state) for p in chosen))
     if not wanted:
+        steps.unrouted.append(version)
         warnings.append(f"every IPv{version} peer is unusable: "
                         + ("the existing route is kept as it is" if current else "no route installed"))
     elif current is None:

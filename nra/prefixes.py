@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from nra.bounds import shown
 from nra.intent import IPAddress, IPNetwork
 
 
@@ -20,7 +21,7 @@ def parse_address_entry(text: object) -> list[IPNetwork]:
     """`10.0.0.5/24` -> [10.0.0.0/24]; `10.0.0.1` -> [10.0.0.1/32];
     `10.0.0.1 - 10.0.0.6` -> [10.0.0.1/32, 10.0.0.2/31, 10.0.0.4/31, 10.0.0.6/32]."""
     if not isinstance(text, str):
-        raise AddressEntryError(f"{text!r} is not a CIDR, an address or a range (expected a string)")
+        raise AddressEntryError(f"{shown(text)} is not a CIDR, an address or a range (expected a string)")
     entry = text.strip()
     if not entry:
         raise AddressEntryError("empty address entry")
@@ -36,11 +37,11 @@ def _parse_address(text: str, entry: str) -> IPAddress:
     text = text.strip()
     # A zone (fe80::1%eth0) names an interface, which a routing rule's source cannot use.
     if "%" in text:
-        raise AddressEntryError(f"{entry!r}: a zone index (%...) is not allowed in a pool address")
+        raise AddressEntryError(f"{shown(entry)}: a zone index (%...) is not allowed in a pool address")
     try:
         return ipaddress.ip_address(text)
     except ValueError:
-        raise AddressEntryError(f"{entry!r}: {text!r} is not an IPv4 or IPv6 address") from None
+        raise AddressEntryError(f"{shown(entry)}: {shown(text)} is not an IPv4 or IPv6 address") from None
 
 
 def _parse_cidr(entry: str) -> IPNetwork:
@@ -50,11 +51,11 @@ def _parse_cidr(entry: str) -> IPNetwork:
     max_length = address.max_prefixlen
     # int() alone would accept "+24", " 24" or "2_4"; a prefix length is plain digits.
     if not length_text.isascii() or not length_text.isdigit():
-        raise AddressEntryError(f"{entry!r}: prefix length {length_text!r} is not a number")
+        raise AddressEntryError(f"{shown(entry)}: prefix length {shown(length_text)} is not a number")
     length = int(length_text)
     if length > max_length:
         raise AddressEntryError(
-            f"{entry!r}: prefix length /{length} is longer than /{max_length} for IPv{address.version}"
+            f"{shown(entry)}: prefix length /{length} is longer than /{max_length} for IPv{address.version}"
         )
     return _network(address, length)
 
@@ -68,13 +69,13 @@ def _network(address: IPAddress, length: int) -> IPNetwork:
 def _parse_range(entry: str) -> list[IPNetwork]:
     first_text, _, last_text = entry.partition("-")
     if "-" in last_text:
-        raise AddressEntryError(f"{entry!r} is not a CIDR, an address or a range (first-last, one '-')")
+        raise AddressEntryError(f"{shown(entry)} is not a CIDR, an address or a range (first-last, one '-')")
     if "/" in entry:
-        raise AddressEntryError(f"{entry!r}: a range is written first-last with plain addresses, not CIDRs")
+        raise AddressEntryError(f"{shown(entry)}: a range is written first-last with plain addresses, not CIDRs")
     first = _parse_address(first_text, entry)
     last = _parse_address(last_text, entry)
     if first.version != last.version:
-        raise AddressEntryError(f"{entry!r}: range mixes IPv{first.version} and IPv{last.version}")
+        raise AddressEntryError(f"{shown(entry)}: range mixes IPv{first.version} and IPv{last.version}")
     if first > last:
-        raise AddressEntryError(f"{entry!r}: range is reversed ({first} comes after {last})")
+        raise AddressEntryError(f"{shown(entry)}: range is reversed ({first} comes after {last})")
     return list(ipaddress.summarize_address_range(first, last))

@@ -20,7 +20,7 @@ from nra.hooks import run_hook
 from nra.intent import Intent
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
 from nra.kernel.model import KernelState
-from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
+from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
 from nra.marks import parse_mark_field
 from nra.nft import DesiredTables
 from nra.peer_health import PeerHealth
@@ -34,7 +34,10 @@ from nra.status import AgentStatus
 class Outcome:
     ok: bool
     applied: int = 0
+    #: the operations applied
+    applied_ops: list[Operation] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: the plan's warnings (each peer left out, and why); read by /status
     warnings: tuple[str, ...] = ()
     skipped: str = ""  # why nothing was done, if so
     #: some desired peers could not be used as nexthops (off-link, link down, silent)
@@ -162,8 +165,8 @@ class Reconciler:
     async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
         state, the_plan = await self.compute_plan(intent)
         outcome.plan = the_plan
-        self._log_warnings(the_plan.warnings)
         outcome.warnings = the_plan.warnings
+        self._log_warnings(the_plan.warnings)
         outcome.degraded = bool(the_plan.unusable_peers)
         for op in the_plan.operations:
             logger.info("{} ({})", op, trigger)
@@ -171,6 +174,7 @@ class Reconciler:
         if the_plan.operations:
             report = await self.adapter.apply(the_plan.operations)
             outcome.applied = len(report.applied)
+            outcome.applied_ops = report.applied
             outcome.failed = [f"{op}: {err}" for op, err in report.failed]
             for line in outcome.failed:
                 logger.error("failed: {}", line)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from nra.bounds import clip, shown
+
 
 class SelectorError(ValueError):
     """A selector Kubernetes would refuse; the message says which part."""
@@ -66,25 +68,26 @@ def _expression_check(index: int, expression: Any):
     key = expression.get("key")
     if not isinstance(key, str) or not key:
         raise SelectorError(f"{where} has no key")
+    shown_key = clip(key, 60)
     operator = expression.get("operator")
     values = expression.get("values") or []
     if not isinstance(values, list):
-        raise SelectorError(f"{where} ({key}): values must be a list, not {_kind(values)}")
+        raise SelectorError(f"{where} ({shown_key}): values must be a list, not {_kind(values)}")
     wanted = {label_value(v) for v in values}
     if operator in ("In", "NotIn"):
         if not wanted:
-            raise SelectorError(f"{where} ({key}): operator {operator} needs at least one value")
+            raise SelectorError(f"{where} ({shown_key}): operator {operator} needs at least one value")
         if operator == "In":
             return lambda labels: key in labels and labels[key] in wanted
         return lambda labels: key not in labels or labels[key] not in wanted
     if operator in ("Exists", "DoesNotExist"):
         if wanted:
-            raise SelectorError(f"{where} ({key}): operator {operator} takes no values")
+            raise SelectorError(f"{where} ({shown_key}): operator {operator} takes no values")
         if operator == "Exists":
             return lambda labels: key in labels
         return lambda labels: key not in labels
     raise SelectorError(
-        f"{where} ({key}): invalid operator {operator!r} (expected one of {', '.join(_OPERATORS)})"
+        f"{where} ({shown_key}): invalid operator {shown(operator)} (expected one of {', '.join(_OPERATORS)})"
     )
 
 

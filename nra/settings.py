@@ -7,6 +7,7 @@ at start with one line naming the setting (exit code 2), never a traceback.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from typing import Any, Literal
 
@@ -26,6 +27,10 @@ LogLevel = Literal["error", "warn", "info", "verbose", "debug", "silly"]
 _LOG_LEVEL_ALIASES = {"warning": "warn", "trace": "silly", "err": "error"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+# Upper bounds of the timeouts: beyond them a typo (or `inf`) would hang the agent. A hook
+# runs inside the reconcile, so its bound stays well under what liveness tolerates.
+MAX_HOOK_TIMEOUT_S = 300.0
+MAX_SOURCE_START_TIMEOUT_S = 3600.0
 
 
 class SettingsError(Exception):
@@ -59,6 +64,29 @@ def parse_fwmark(text: str) -> tuple[int, int | None]:
     if mask is not None and mark & ~mask:
         raise ValueError(f"mark {mark:#x} has bits outside mask {mask:#x}")
     return mark, mask
+
+
+def parse_health_address(text: str) -> tuple[str, int] | None:
+    """`127.0.0.1:9101`, `[::1]:9101`, `:9101` (all IPv4 interfaces), `localhost:9101`
+    -> (host, port); None for `off` (or empty). The host must be an IP address: a name
+    would be resolved only when the listener starts, too late to refuse it."""
+    value = text.strip()
+    if value.lower() in _FALSE | {"off"}:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port such as 127.0.0.1:9101, or 'off'; got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "":
+        return "0.0.0.0", int(port)
+    if host == "localhost":
+        return "127.0.0.1", int(port)
+    try:
+        return str(ipaddress.ip_address(host)), int(port)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (write 0.0.0.0, 127.0.0.1, [::1] or the node's "
+                         f"address, not a host name); got {text!r}") from None
 
 
 def parse_destination(text: str) -> tuple[IPNetwork, ...]:
@@ -115,6 +143,8 @@ class Settings(BaseSettings):
     return_path: Literal["rules", "conntrack"] = Field("rules", validation_alias="RETURN_PATH")
     return_path_mark: str = Field(DEFAULT_MARK_TEXT, validation_alias="RETURN_PATH_MARK")
     return_path_tables: str | None = Field(None, validation_alias="RETURN_PATH_TABLES")
+    table_name: str | None = Field(None, validation_alias="TABLE_NAME",
+                                   description="name written for the table id in /etc/iproute2/rt_tables.d")
 
     # -- validation: each error names the setting by its environment variable --------
 
@@ -194,13 +224,7 @@ class Settings(BaseSettings):
     @field_validator("health_address")
     @classmethod
     def _health(cls, v: str) -> str:
-        text = v.strip()
-        if text.lower() in ("", "off", "0", "false", "no"):
-            return ""
-        host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"expected host:port such as 127.0.0.1:9101, or 'off'; got {v!r}")
-        return text
+        return "" if parse_health_address(v) is None else v.strip()
 
     @field_validator("netns")
     @classmethod
@@ -212,11 +236,22 @@ class Settings(BaseSettings):
             raise ValueError(f"network namespace {v} does not exist (ip netns add {v})")
         return v.strip()
 
+    @field_validator("table_name")
+    @classmethod
+    def _table_name(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        from nra.table_names import check_name
+
+        return check_name(v)
+
     @field_validator("source_start_timeout", "hook_timeout")
     @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be a positive number of seconds")
+    def _timeout(cls, v: float, info) -> float:
+        limit = MAX_HOOK_TIMEOUT_S if info.field_name == "hook_timeout" else MAX_SOURCE_START_TIMEOUT_S
+        # float() takes "inf" and "nan": a hook that may run for ever, or is killed at once.
+        if not math.isfinite(v) or not 0 < v <= limit:
+            raise ValueError(f"must be a number of seconds above 0 and at most {limit:g} (got {v!r})")
         return v
 
     @field_validator("return_path_mark")
@@ -264,6 +299,11 @@ class Settings(BaseSettings):
         if self.return_path_tables:
             return parse_table_range(self.return_path_tables)
         return range(self.table + 1, self.table + 1 + parse_mark_field(self.return_path_mark).capacity)
+
+    @property
+    def health_endpoint(self) -> tuple[str, int] | None:
+        """(host, port) to serve /healthz, /readyz and /metrics on; None when off."""
+        return parse_health_address(self.health_address) if self.health_address else None
 
     @property
     def destinations(self) -> tuple[IPNetwork, ...]:

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 #: a reconcile (hooks included) running longer than this means the worker is stuck
 STUCK_AFTER_S = 30.0
@@ -15,15 +16,21 @@ class AgentStatus:
     source_name: str = ""
     #: set once the first configuration has been loaded from the source
     config_loaded: bool = False
+    #: the source runs and has published (False once it stopped); read by /status
     source_synced: bool = False
     #: the last reconcile left the kernel equal to the intent
     in_sync: bool = False
     last_reconcile_ok: bool | None = None
-    last_reconcile_at: float | None = None  # wall clock (time.time())
+    last_reconcile_at: float | None = None  # wall clock (time.time()); read by /status
     #: monotonic time the running reconcile started; None while the worker waits
     busy_since: float | None = None
     #: another writer keeps undoing our changes (see nra.contention)
     contention: str = ""
+    #: what /status shows beyond this (the intent, the last outcome, the settings): a
+    #: callable the agent sets, returning nra.status_report.StatusDetails
+    details: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    #: what is wrong with the source's input now (None: nothing); the source's `problem`
+    source_problem: Callable[[], str | None] = field(default=lambda: None, repr=False, compare=False)
 
     def reconcile_started(self) -> None:
         self.busy_since = time.monotonic()
@@ -40,8 +47,12 @@ class AgentStatus:
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
+        problem = self.source_problem()
         if not self.config_loaded:
-            return False, f"no configuration loaded yet from {self.source_name or 'the source'}"
+            why = f": {problem}" if problem else ""
+            return False, f"no configuration loaded yet from {self.source_name or 'the source'}{why}"
+        if problem:
+            return False, problem
         if not self.in_sync:
             if self.last_reconcile_ok is None:
                 return False, "configuration loaded, first reconcile not done yet"

@@ -8,7 +8,9 @@ network namespace (or the current one).
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
@@ -22,9 +24,10 @@ from nra.kernel.model import KernelState, NeighbourEntry
 from nra.kernel.nft import ApplyNft, NftState
 from nra.kernel.neighbours import Neighbours
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
-from nra.kernel.routes import Routes, links_of, open_route_socket
+from nra.kernel.addresses import LocalAddresses
+from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket
 from nra.kernel.rules import Rules
-from nra.kernel.socket import NetlinkSocket
+from nra.kernel.socket import NetlinkSocket, in_netns
 
 #: faults of the kernel or its sockets, as opposed to bugs
 KERNEL_ERRORS = (OSError, NetlinkError)
@@ -58,8 +61,10 @@ class KernelAdapter:
         self.router_tables = router_tables
         self._sock = NetlinkSocket(netns)
         self._ipr: AsyncIPRoute | None = None
+        self._route_table: Routes | None = None
         self._rules = Rules(self._sock, table, router_tables or ())
         self._neighbours = Neighbours(self._sock)
+        self._local = LocalAddresses(self._sock)
         self._events = KernelEvents(netns, table, router_tables or ())
         self._nft: NftState | None = None
         self._router_tables_read = False
@@ -67,6 +72,7 @@ class KernelAdapter:
     async def __aenter__(self) -> "KernelAdapter":
         await asyncio.to_thread(self._sock.open)
         self._ipr = await open_route_socket(self.netns)
+        self._route_table = Routes(self._ipr, self.table)
         if self.router_tables is not None:
             self._nft = await asyncio.to_thread(NftState, self.netns)
         return self
@@ -74,7 +80,7 @@ class KernelAdapter:
     async def __aexit__(self, *exc) -> None:
         if self._ipr is not None:
             self._ipr.close()
-            self._ipr = None
+            self._ipr = self._route_table = None
         if self._nft is not None:
             self._nft.close()
             self._nft = None
@@ -82,9 +88,9 @@ class KernelAdapter:
 
     @property
     def _routes(self) -> Routes:
-        if self._ipr is None:
+        if self._route_table is None:
             raise RuntimeError("KernelAdapter used outside `async with`")
-        return Routes(self._ipr, self.table)
+        return self._route_table
 
     # -- reading ----------------------------------------------------------------------
 
@@ -96,14 +102,35 @@ class KernelAdapter:
         rules = await self._rules.read()
         table_routes = await routes.read()
         addresses = set(candidates)
-        links = links_of(addresses, await routes.connected(a.version for a in addresses)) if addresses else {}
+        links: dict[IPAddress, frozenset[int]] = {}
+        invalid: dict[IPAddress, str] = {}
+        if addresses:
+            connected = await routes.connected(a.version for a in addresses)
+            zones = await self._zones(addresses, invalid)
+            links = links_of(addresses, connected, zones)
+            invalid.update(await self._local.kinds(addresses))
+            invalid.update(network_addresses(links, connected))
         entries = await self._neighbours.read_entries(links) if links else {}
-        self._events.watch({a.packed: oifs for a, oifs in links.items()})
+        self._events.watch(links)
         state = KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
-                            {a: e.state for a, e in entries.items()}, links)
+                            {a: e.state for a, e in entries.items()}, links, invalid)
         if self._nft is None:
             return state
         return await self._read_return_path(state, entries)
+
+    async def _zones(self, addresses: Iterable[IPAddress], invalid: dict[IPAddress, str]) -> dict[IPAddress, int]:
+        """The link index of each zoned address's zone (fe80::1%eth0: eth0's); an unknown
+        zone goes to `invalid`."""
+        zones: dict[IPAddress, int] = {}
+        for address in addresses:
+            zone = getattr(address, "scope_id", None)
+            if not zone:
+                continue
+            try:
+                zones[address] = await asyncio.to_thread(in_netns, self.netns, partial(socket.if_nametoindex, zone))
+            except OSError:
+                invalid[address] = f"on link {zone}, which does not exist"
+        return zones
 
     async def _read_return_path(self, state: KernelState, entries: Mapping[IPAddress, NeighbourEntry]) -> KernelState:
         """The conntrack return path's part: the peers' link-layer addresses and link names,

@@ -32,7 +32,7 @@ NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
 
 # -- linux/rtnetlink.h -----------------------------------------------------------------------
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 RTMGRP_LINK, RTMGRP_NEIGH = 0x1, 0x4
@@ -41,6 +41,8 @@ RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE = 0x400, 0x40000
 RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table protocol scope type flags
 RTA_DST, RTA_TABLE = 1, 15
 RT_TABLE_COMPAT = 252  # the 8-bit table field when the real id (> 255) is in an attribute
+RT_TABLE_LOCAL = 255
+RTN_LOCAL, RTN_BROADCAST, RTN_ANYCAST = 2, 3, 4
 
 # -- linux/fib_rules.h ------------------------------------------------------------------------
 FIB_RULE_HDR = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table res1 res2 action flags
@@ -159,13 +161,17 @@ def encode_rule(family: int, src: IPNetwork | None, priority: int, table: int,
     return body
 
 
-def encode_dump_request(kind: int, family: int, seq: int, ifindex: int = 0) -> bytes:
-    """A dump of rules (RTM_GETRULE) or neighbours (RTM_GETNEIGH, of one link if ifindex: the
-    kernel filters) of one family."""
+def encode_dump_request(kind: int, family: int, seq: int, selector: int = 0) -> bytes:
+    """A dump of one family's rules (RTM_GETRULE), neighbours (RTM_GETNEIGH; of one link if
+    `selector` is its index) or routes of one table (RTM_GETROUTE; `selector` is the table).
+    The kernel filters by link or table on a socket with NETLINK_GET_STRICT_CHK."""
     if kind == RTM_GETNEIGH:
         body = NDMSG.pack(family, 0, 0, 0, 0, 0, 0)
-        if ifindex:
-            body += attribute(NDA_IFINDEX, U32.pack(ifindex))
+        if selector:
+            body += attribute(NDA_IFINDEX, U32.pack(selector))
+    elif kind == RTM_GETROUTE:
+        body = RTMSG.pack(family, 0, 0, 0, selector if selector < 256 else RT_TABLE_COMPAT, 0, 0, 0, 0)
+        body += attribute(RTA_TABLE, U32.pack(selector))
     else:
         body = FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     return request(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
@@ -226,11 +232,15 @@ def decode_rule(body: bytes) -> KernelRule:
         payload = values.get(kind)
         return U32.unpack_from(payload)[0] if payload is not None and len(payload) >= 4 else None
 
+    # The kernel lists FRA_FWMARK only when the mark is not 0, and FRA_FWMASK when the mask is
+    # not 0: `fwmark 0/0xff` comes as a mask alone. Mask 0 means no fwmark selector at all.
     fwmark, fwmask = u32(FRA_FWMARK), u32(FRA_FWMASK)
-    if fwmark is not None and fwmask is None:
-        fwmask = FULL_MASK if fwmark else None  # (kernels list the mask; the default is full)
-    if not fwmask:
-        fwmark = fwmask = None  # mask 0: no fwmark selector at all
+    if fwmark and fwmask is None:
+        fwmask = FULL_MASK  # (the default mask of a mark given without one)
+    if fwmask:
+        fwmark = fwmark or 0
+    else:
+        fwmark = fwmask = None
     table = u32(FRA_TABLE)
     return KernelRule(family=VERSION.get(family, family), src=src, priority=u32(FRA_PRIORITY) or 0,
                       table=table8 if table is None else table, fwmark=fwmark, fwmask=fwmask,
@@ -281,16 +291,27 @@ def decode_link(message: Message) -> LinkState:
     return LinkState(index, name or f"#{index}", bool(flags & IFF_UP), bool(flags & IFF_LOWER_UP))
 
 
-def decode_route_summary(message: Message) -> tuple[int, int, str]:
-    """(table, IP version, destination text) of a route notification."""
-    family, dst_len, _, _, table8, _, _, _, _ = RTMSG.unpack_from(message.data, message.body)
-    table, dst = table8, None
-    for kind, payload in attributes(message.data, message.body + RTMSG.size, message.end):
-        if kind == RTA_TABLE and len(payload) >= 4:
+@dataclass(frozen=True)
+class RouteHeader:
+    """What a route message says about where it goes (not its nexthops)."""
+
+    table: int
+    version: int
+    type: int  # RTN_*: 1 unicast, 2 local, 3 broadcast, 4 anycast ...
+    dst: bytes  # packed; empty for a default route
+    dst_len: int
+
+    def dst_text(self) -> str:
+        address = _address(self.dst) if self.dst else ("0.0.0.0" if self.version == 4 else "::")
+        return f"{address}/{self.dst_len}"
+
+
+def decode_route_header(message: Message) -> RouteHeader:
+    family, dst_len, _, _, table8, _, _, kind, _ = RTMSG.unpack_from(message.data, message.body)
+    table, dst = table8, b""
+    for attr, payload in attributes(message.data, message.body + RTMSG.size, message.end):
+        if attr == RTA_TABLE and len(payload) >= 4:
             table = U32.unpack_from(payload)[0]
-        elif kind == RTA_DST:
-            dst = _address(payload)
-    version = VERSION.get(family, family)
-    if dst is None:
-        dst = "0.0.0.0" if version == 4 else "::"
-    return table, version, f"{dst}/{dst_len}"
+        elif attr == RTA_DST:
+            dst = payload
+    return RouteHeader(table, VERSION.get(family, family), kind, dst, dst_len)

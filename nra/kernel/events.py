@@ -9,15 +9,17 @@ a busy node refreshes ARP/ND entries all the time, so only the peers' entries ar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from dataclasses import dataclass
-from typing import AsyncIterator, Container, Union
+from typing import AsyncIterator, Container, Mapping, Union
 
+from nra.intent import IPAddress
 from nra.kernel.codec import (
     NLM_F_DUMP, NLM_F_REQUEST, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_DELRULE, RTM_GETLINK,
     RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RTM_NEWRULE, RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE,
     RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE, RTMGRP_LINK, RTMGRP_NEIGH, IFINFOMSG, LinkState, Message,
-    decode_link, decode_neighbour, decode_route_summary, decode_rule, error_text, messages, request,
+    decode_link, decode_neighbour, decode_route_header, decode_rule, error_text, messages, request,
     rule_table,
 )
 from nra.kernel.model import NeighbourEntry
@@ -89,16 +91,19 @@ def _link_reason(old: LinkState | None, new: LinkState) -> str | None:
 
 
 class KernelEvents:
-    """The event source. `watch()` says which peers' neighbour entries matter (packed
-    address -> the links where its entry counts); the adapter updates it on every read."""
+    """The event source. `watch()` says which peers' neighbour entries matter, and on which
+    links; the adapter updates it on every read."""
 
     def __init__(self, netns: str | None, table: int, also: Container[int] = ()):
         self.netns = netns
         self.table = table
         self.also = also  # more tables whose routes and rules are ours (the router tables)
-        self._watched: dict[bytes, frozenset[int]] = {}
+        self._watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
 
-    def watch(self, watched: dict[bytes, frozenset[int]]) -> None:
+    def watch(self, links: Mapping[IPAddress, frozenset[int]]) -> None:
+        watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
+        for address, oifs in links.items():
+            watched.setdefault(address.packed, []).append((address, oifs))
         self._watched = watched
 
     def stream(self) -> AsyncIterator[KernelEvent]:
@@ -153,10 +158,10 @@ class KernelEvents:
             return (f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from "
                     f"{rule.src or 'all'} priority {rule.priority}")
         if kind in (RTM_NEWROUTE, RTM_DELROUTE):
-            table, version, dst = decode_route_summary(message)
-            if table != self.table and table not in self.also:
+            route = decode_route_header(message)
+            if route.table != self.table and route.table not in self.also:
                 return None
-            return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{version} {dst}"
+            return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{route.version} {route.dst_text()}"
         if kind == RTM_NEWLINK:
             new = decode_link(message)
             old, links[new.index] = links.get(new.index), new
@@ -176,5 +181,8 @@ class KernelEvents:
                 continue
             watched = self._watched
             entry = decode_neighbour(message, watched)
-            if entry is not None and entry.ifindex in watched[entry.address.packed]:
-                yield NeighbourChange(entry)
+            if entry is None:
+                continue
+            for address, oifs in watched[entry.address.packed]:
+                if entry.ifindex in oifs:  # as the peer's own address (a zone included)
+                    yield NeighbourChange(dataclasses.replace(entry, address=address))

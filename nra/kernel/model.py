@@ -108,6 +108,9 @@ class KernelState:
     neighbours: Mapping[IPAddress, str] = field(default_factory=dict)
     #: the link index of each on-link candidate peer (where the kernel resolves it)
     links: Mapping[IPAddress, frozenset[int]] = field(default_factory=dict)
+    #: candidate peers the kernel knows as something that cannot be a nexthop, with what it
+    #: is ("this node's own address", "a broadcast address", ...)
+    invalid: Mapping[IPAddress, str] = field(default_factory=dict)
     # -- read only for the conntrack return path ------------------------------------------
     #: candidate peers' link-layer addresses (their neighbour entries')
     lladdrs: Mapping[IPAddress, str] = field(default_factory=dict)

@@ -4,7 +4,7 @@ entry there. Facts only; what a state means for the route is nra.peer_health's b
 from __future__ import annotations
 
 import asyncio
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from nra.intent import IPAddress
 from nra.kernel.codec import AF, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH, Message, decode_neighbour
@@ -27,7 +27,7 @@ class Neighbours:
 
     async def read_entries(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, NeighbourEntry]:
         """Each peer's entry on its own link (state and link-layer address)."""
-        wanted = {a.packed for a in links}
+        wanted = by_packed(links)
         states: dict[IPAddress, NeighbourEntry] = {}
 
         def keep(message: Message) -> NeighbourEntry | None:
@@ -40,6 +40,16 @@ class Neighbours:
             ifindex = next(iter(family_links)) if len(family_links) == 1 else 0
             for entry in await asyncio.to_thread(self.sock.dump, RTM_GETNEIGH, AF[version], keep, ifindex,
                                                        True):
-                if entry.ifindex in links[entry.address]:
-                    states[entry.address] = entry
+                for address in wanted[entry.address.packed]:
+                    if entry.ifindex in links[address]:
+                        states[address] = entry
         return states
+
+
+def by_packed(addresses: Iterable[IPAddress]) -> dict[bytes, list[IPAddress]]:
+    """Addresses by their bytes: a zoned link-local peer (fe80::1%eth0) and the kernel's entry
+    for it (fe80::1 on eth0) meet there."""
+    result: dict[bytes, list[IPAddress]] = {}
+    for address in addresses:
+        result.setdefault(address.packed, []).append(address)
+    return result

@@ -7,7 +7,7 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -72,17 +72,42 @@ async def open_route_socket(netns: str | None) -> AsyncIPRoute:
     return ipr
 
 
-def links_of(addresses: Iterable[IPAddress],
-             connected: Sequence[tuple[IPNetwork, int | None]]) -> dict[IPAddress, frozenset[int]]:
-    """For each address on a connected network, the link(s) of the most specific one (where
-    the kernel resolves it as a nexthop); off-link addresses are left out."""
+def connected_network(address: IPAddress, connected: Sequence[tuple[IPNetwork, int | None]],
+                      zone: int | None = None) -> tuple[IPNetwork | None, frozenset[int]]:
+    """The most specific connected network holding `address` (only on link `zone`, if
+    given), and its link(s): where the kernel resolves it as a nexthop. (None, {}) if none."""
+    matches = [(n, oif) for n, oif in connected
+               if n.version == address.version and address in n and (zone is None or oif == zone)]
+    if not matches:
+        return None, frozenset()
+    longest = max(n.prefixlen for n, _ in matches)
+    best = next(n for n, _ in matches if n.prefixlen == longest)
+    return best, frozenset(oif for n, oif in matches if n.prefixlen == longest and oif is not None)
+
+
+def links_of(addresses: Iterable[IPAddress], connected: Sequence[tuple[IPNetwork, int | None]],
+             zones: Mapping[IPAddress, int] | None = None) -> dict[IPAddress, frozenset[int]]:
+    """For each address on a connected network, the link(s) where the kernel resolves it as
+    a nexthop (a zoned link-local address: its zone's link only); off-link ones are left out."""
     result: dict[IPAddress, frozenset[int]] = {}
     for address in addresses:
-        matches = [(n.prefixlen, oif) for n, oif in connected if n.version == address.version and address in n]
-        if matches:
-            longest = max(length for length, _ in matches)
-            result[address] = frozenset(oif for length, oif in matches if length == longest and oif is not None)
+        network, oifs = connected_network(address, connected, (zones or {}).get(address))
+        if network is not None:
+            result[address] = oifs
     return result
+
+
+def network_addresses(links: Mapping[IPAddress, frozenset[int]],
+                      connected: Sequence[tuple[IPNetwork, int | None]]) -> dict[IPAddress, str]:
+    """On-link addresses that are their connected network's own address (IPv4: the network
+    address; IPv6: the subnet-router anycast address): not a host, so not a nexthop."""
+    found = {}
+    for address in links:
+        network, _ = connected_network(address, connected)
+        if network is not None and network.num_addresses > 2 and address == network.network_address:
+            what = "the network address" if address.version == 4 else "the subnet-router anycast address"
+            found[address] = f"{what} of {network}"
+    return found
 
 
 class Routes:
@@ -128,10 +153,12 @@ class Routes:
                              multipath=multipath)
 
     async def delete(self, route: KernelRoute) -> None:
-        """Delete this route (its type, tos and metric). Already gone is fine."""
+        """Delete exactly this route: its type, tos, metric and scope (a device route is
+        link-scoped, a local one host-scoped: under the default universe scope the kernel
+        finds neither). Already gone is fine."""
         try:
             await self.ipr.route("del", family=AF[route.family], dst=str(route.dst), table=route.table,
-                                 tos=route.tos, type=route.type, priority=route.metric)
+                                 tos=route.tos, type=route.type, priority=route.metric, scope=route.scope)
         except NetlinkError as exc:
             if exc.code not in (errno.ESRCH, errno.ENOENT):
                 raise

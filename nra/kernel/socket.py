@@ -34,6 +34,7 @@ BATCH_CHUNK = 256
 RCVBUF = 4 << 20
 RECV_SIZE = 1 << 20
 SO_RCVBUFFORCE = 33
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -123,6 +124,10 @@ class NetlinkSocket:
     def _ensure_open(self) -> socket.socket:
         if self._sock is None:
             sock = open_netlink(self.netns)
+            try:  # dumps filtered by the kernel (since Linux 4.20; callers filter too)
+                sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            except OSError:
+                pass
             sock.settimeout(self.timeout_s)
             self._sock = sock
         return self._sock
@@ -139,7 +144,7 @@ class NetlinkSocket:
 
     # -- dumps -------------------------------------------------------------------------
 
-    def dump(self, kind: int, family: int, keep: Callable[[Message], T | None], ifindex: int = 0,
+    def dump(self, kind: int, family: int, keep: Callable[[Message], T | None], selector: int = 0,
              interrupted_ok: bool = False) -> list[T]:
         """Every object of a dump (rules or neighbours of one family), as `keep` turns each
         message into a value (None: skipped). A failed dump, or an interrupted one unless
@@ -150,7 +155,7 @@ class NetlinkSocket:
                 try:
                     sock = self._ensure_open()
                     seq = self._next_seq()
-                    sock.send(encode_dump_request(kind, family, seq, ifindex))
+                    sock.send(encode_dump_request(kind, family, seq, selector))
                     return self._read_dump(sock, seq, keep, interrupted_ok)
                 except DumpInterrupted as exc:
                     last = exc  # the socket is clean (read up to DONE): just ask again

@@ -1,9 +1,16 @@
 """The static file source: a MetalLB configuration on disk, watched with inotify (watchfiles).
 
-The directory is watched rather than the file, so editors that write a new file and rename
-it over the old one, and Kubernetes' ConfigMap volume symlink swaps, are seen too. A
-missing, empty (truncated mid-write) or invalid file publishes nothing: the agent keeps the
-last good intent and the kernel is left as it is.
+The file's directory and that directory's parent are watched rather than the file, so these
+are all seen as a change of the file: editors that write a new file and rename it over the
+old one; Kubernetes' ConfigMap volume `..data` symlink swaps; the directory deleted and
+re-created, replaced by `mv`, or swapped through a directory symlink (`ln -s v2 tmp && mv -T
+tmp current`). Every POLL_S the directory's identity and the file's stat are checked too, as
+a net for what inotify cannot see (a symlink swapped further up the path); SIGHUP and the
+timer call `reload()`, which re-reads at once.
+
+A missing, unreadable, empty (truncated mid-write), oversized or invalid file publishes
+nothing: the agent keeps the last good intent, the reason is logged once and is the
+source's `problem` (so /readyz fails with it) until the file is usable again.
 """
 
 from __future__ import annotations
@@ -14,14 +21,31 @@ from pathlib import Path
 
 from loguru import logger
 
+from nra import metrics
+from nra.bounds import MAX_CONFIG_BYTES
 from nra.intent import ParseResult
 from nra.metallb import ConfigError, parse_static_document
-from nra.sources.base import Publish
+from nra.sources.base import REFUSED, UNREADABLE, Publish, SourceHealth
 
 # watchfiles groups changes for `step` ms after the first one; a small step keeps a
 # change-to-kernel latency of a few ms while still merging an editor's write bursts.
 _WATCH_STEP_MS = 5
 _WATCH_DEBOUNCE_MS = 50
+#: how often the directory's identity and the file's stat are checked (two stat calls)
+POLL_S = 1.0
+#: how often a missing directory is looked for (there is nothing to watch meanwhile)
+MISSING_POLL_S = 0.25
+
+_KEEPING = "keeping the last good configuration"
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What changes when a path (symlinks followed) is replaced or rewritten; None if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 class StaticFileSource:
@@ -31,51 +55,79 @@ class StaticFileSource:
         self.path = Path(path).absolute()
         self.node_name = node_name
         self.default_weight = default_weight
+        self.health = SourceHealth(self.name)
         self._last_text: str | None = None
-        self._last_error: str | None = None
+        self._wake: asyncio.Event | None = None
+
+    @property
+    def problem(self) -> str | None:
+        return self.health.problem
+
+    def reload(self) -> None:
+        """Re-read the file now (SIGHUP, timer) and re-check what is being watched."""
+        if self._wake is not None:
+            self._wake.set()
 
     def load(self) -> ParseResult | None:
         """Read and parse the file; None (after saying why, once) when it cannot be used."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with open(self.path, "rb") as file:
+                data = file.read(MAX_CONFIG_BYTES + 1)
         except FileNotFoundError:
-            return self._fail(f"{self.path} does not exist")
+            return self._unreadable(f"{self.path} does not exist")
         except OSError as exc:
-            return self._fail(f"cannot read {self.path}: {exc.strerror or exc}")
+            return self._unreadable(f"cannot read {self.path}: {exc.strerror or exc}")
+        self.health.clear(UNREADABLE, f"{self.path} is readable again")
+        try:
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return self._fail(f"{self.path} is not UTF-8 text")
-        if text == self._last_text and self._last_error is None:
+            return self._refused(f"{self.path} is not UTF-8 text")
+        if len(data) > MAX_CONFIG_BYTES:
+            return self._refused(f"{self.path}: refused, size: over the limit of {MAX_CONFIG_BYTES:,} bytes")
+        if text == self._last_text and not self.health.has(REFUSED):
             return None  # touched, not changed
         try:
             result = parse_static_document(text, self.node_name, self.default_weight)
         except ConfigError as exc:
-            return self._fail(f"{self.path}: {exc}")
+            return self._refused(f"{self.path}: {exc}")
+        except Exception as exc:  # a parser bug, not a user mistake: say so loudly, keep going
+            logger.opt(exception=exc).error("static-file: unexpected error parsing {} (a bug in nra)", self.path)
+            metrics.unexpected_error("source")
+            return self._refused(f"{self.path}: cannot be parsed ({type(exc).__name__}, a bug in nra)")
         self._last_text = text
-        if self._last_error is not None:
-            logger.info("{} is readable again", self.path)
-        self._last_error = None
+        self.health.clear(REFUSED, f"{self.path} is usable again")
         return result
 
-    def _fail(self, why: str) -> None:
-        if why != self._last_error:
-            logger.warning("{}; keeping the last good configuration", why)
-        self._last_error = why
+    def _unreadable(self, why: str) -> None:
+        self.health.clear(REFUSED)  # what was refused is gone; this is the trouble now
+        self.health.set(UNREADABLE, f"{why}; {_KEEPING}")
+        self._last_text = None
+        return None
+
+    def _refused(self, why: str) -> None:
+        self.health.set(REFUSED, f"{why}; {_KEEPING}")
         self._last_text = None
         return None
 
     async def run(self, publish: Publish) -> None:
+        self._wake = asyncio.Event()
         self._publish_if_loaded(publish)
         import watchfiles  # only when watching starts: parsing alone does not need it
 
-        directory = self.path.parent
         while True:
-            if not directory.is_dir():
-                self._fail(f"directory {directory} does not exist")
-                await asyncio.sleep(1.0)
+            directory = self.path.parent
+            watched = _identity(directory)
+            if watched is None:
+                self._unreadable(f"directory {directory} does not exist")
+                await self._sleep_or_wake(MISSING_POLL_S)
+                self._publish_if_loaded(publish)
                 continue
+            stop = asyncio.Event()
+            paths = [directory] if directory.parent == directory else [directory, directory.parent]
             changes = watchfiles.awatch(
-                directory,
+                *paths,
                 watch_filter=self._concerns_us,
+                stop_event=stop,
                 step=_WATCH_STEP_MS,
                 debounce=_WATCH_DEBOUNCE_MS,
                 recursive=False,
@@ -87,20 +139,43 @@ class StaticFileSource:
             # above and the watch is not missed.
             await asyncio.sleep(0)
             self._publish_if_loaded(publish)
+            seen = _identity(self.path)
             try:
                 while True:
-                    try:
-                        await next_change
-                    except StopAsyncIteration:
+                    wake = asyncio.ensure_future(self._wake.wait())
+                    done, _ = await asyncio.wait([next_change, wake], timeout=POLL_S,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    wake.cancel()
+                    woken = self._wake.is_set()
+                    self._wake.clear()
+                    if next_change in done:
+                        if next_change.exception() is not None:
+                            break  # StopAsyncIteration (the watch ended) or a watcher error
+                        next_change = asyncio.ensure_future(anext(changes))
+                    current = _identity(directory)
+                    if current is None or current[:2] != watched[:2]:
+                        logger.info("static-file: directory {} was replaced or removed; watching it again",
+                                    directory)
                         break
-                    self._publish_if_loaded(publish)
-                    next_change = asyncio.ensure_future(anext(changes))
+                    now = _identity(self.path)
+                    if done or woken or now != seen:  # a change, a reload, or the stat moved
+                        self._publish_if_loaded(publish)
+                    seen = now
             finally:
+                stop.set()
                 next_change.cancel()
                 await asyncio.gather(next_change, return_exceptions=True)
                 await changes.aclose()
-            # awatch ends if the directory itself goes away; wait for it to come back.
-            await asyncio.sleep(0.5)
+            self._publish_if_loaded(publish)
+            await asyncio.sleep(0.1)  # a watcher that fails at once must not become a busy loop
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        assert self._wake is not None
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        self._wake.clear()
 
     def _publish_if_loaded(self, publish: Publish) -> None:
         result = self.load()
@@ -109,5 +184,6 @@ class StaticFileSource:
 
     def _concerns_us(self, _change, path: str) -> bool:
         # ConfigMap volumes swap a `..data` symlink; any change there may change our file.
+        # In the parent directory, only our directory's own name matters.
         name = os.path.basename(path)
-        return path == str(self.path) or name.startswith("..")
+        return path == str(self.path) or name.startswith("..") or path == str(self.path.parent)

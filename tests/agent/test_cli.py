@@ -113,6 +113,17 @@ def test_oneshot_env_names_table_priority_fwmark(node_ns, config):
     assert rules(node_ns, "-4", 20) == []
 
 
+@pytest.mark.parametrize("mark", ["0x0/0xff", "0/0xff"])
+def test_oneshot_with_a_mark_of_0_installs_the_selector(node_ns, config, mark):
+    # issue 11 #5: the rules used to go in without any fwmark
+    proc = oneshot(node_ns, config, RULE_FWMARK=mark)
+    assert proc.returncode == 0, proc.stderr
+    assert node_ns.rules("-4") == ["20:\tfrom 198.51.100.0/26 fwmark 0/0xff lookup 20",
+                                   "20:\tfrom 198.51.100.100/30 fwmark 0/0xff lookup 20"]
+    assert run_nra("plan", "--static-file", str(config), "--netns", node_ns.name,
+                   env=clean_env(RULE_FWMARK=mark)).stdout.endswith("nothing to do: the kernel matches the configuration\n")
+
+
 def test_oneshot_fails_fast_on_invalid_file_and_touches_nothing(node_ns, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("peers: [\n")
@@ -143,6 +154,45 @@ def test_clean_and_exit_removes_everything_and_succeeds_when_empty(node_ns, conf
         assert route_gateways(node_ns, family) == {}
     again = run_nra("clean", "--netns", node_ns.name)
     assert again.returncode == 0, again.stderr
+
+
+def test_clean_and_exit_removes_scoped_routes(node_ns):
+    # issue 11 #6: these stayed, and CLEANANDEXIT still said they were removed and exited 0
+    node_ns.ip("route add 10.50.0.0/24 dev eth0 table 20")
+    node_ns.ip("route add local 10.99.0.1 dev lo table 20")
+    node_ns.ip("-6 route add fd50::/64 dev eth0 table 20")
+    proc = run_nra("clean", "--netns", node_ns.name)
+    assert proc.returncode == 0, proc.stderr
+    assert node_ns.routes("-4") == [] and node_ns.routes("-6") == []
+
+
+async def test_clean_and_exit_fails_when_something_stays(node_ns, monkeypatch):
+    """A delete the kernel takes without removing anything (the old scope-less route delete)
+    must not be reported as done: CLEANANDEXIT reads the table again and exits 1, naming it."""
+    from loguru import logger
+
+    from nra.kernel.routes import Routes
+    from nra.modes import clean_and_exit
+    from nra.settings import Settings
+
+    async def delete_without_scope(self, route):
+        try:
+            await self.ipr.route("del", family=2 if route.family == 4 else 10, dst=str(route.dst),
+                                 table=route.table, type=route.type, priority=route.metric)
+        except Exception:  # ESRCH, as the old code swallowed it
+            pass
+
+    monkeypatch.setattr(Routes, "delete", delete_without_scope)
+    node_ns.ip("route add 10.50.0.0/24 dev eth0 table 20")
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="ERROR", format="{message}")
+    try:
+        code = await clean_and_exit(Settings(NRA_NETNS=node_ns.name, HEALTH_ADDRESS="off", CLEANANDEXIT="1"))
+    finally:
+        logger.remove(sink)
+    assert code == 1
+    assert "still different after applying: ip -4 route del 10.50.0.0/24 table 20" in "".join(lines)
+    assert node_ns.routes("-4") == ["10.50.0.0/24 dev eth0 scope link"]
 
 
 def test_plan_changes_nothing(node_ns, config):
@@ -278,3 +328,37 @@ def test_health_port_in_use_is_one_line_not_a_traceback(node_ns, config):
     assert proc.returncode == 1
     assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
     assert rules(node_ns) == []  # it refused before touching the kernel
+
+
+# -- peers that cannot be used (issue 11) --------------------------------------------------
+
+def write_config(tmp_path, peers: list[str]) -> str:
+    path = tmp_path / "peers.yaml"
+    path.write_text("peers:\n" + "".join(f"- peer-address: {p!r}\n" for p in peers)
+                    + "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [198.51.100.0/26, 2001:db8::/64]\n")
+    return str(path)
+
+
+def test_oneshot_leaves_out_the_nodes_own_address_and_says_so(node_ns, tmp_path):
+    # issue 11 #7: it went in as a nexthop, blackholing replies, with no warning
+    proc = oneshot(node_ns, write_config(tmp_path, ["10.99.0.1", "10.99.0.2", "10.99.0.255"]))
+    assert proc.returncode == 0, proc.stderr
+    assert "peer 10.99.0.1 (10.99.0.1) is this node's own address: not a usable nexthop" in proc.stderr
+    assert "peer 10.99.0.255 (10.99.0.255) is a broadcast address" in proc.stderr
+    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
+
+
+def test_oneshot_fails_when_a_family_gets_no_usable_peer(node_ns, tmp_path):
+    # issue 11 #10: rules went in, no route, and it exited 0
+    proc = oneshot(node_ns, write_config(tmp_path, ["10.55.0.1", "10.55.0.2", "fd99::2"]))
+    assert proc.returncode == 1
+    assert "ONESHOT failed: no usable IPv4 peer, so no IPv4 route (rules are installed)" in proc.stderr
+    assert len(node_ns.rules("-4")) == 1 and node_ns.routes("-6")  # the other family is fine
+    assert "default" not in node_ns.ip("-4 route show table 20", check=False)
+
+
+def test_oneshot_installs_a_zoned_link_local_peer_with_its_link(node_ns, tmp_path):
+    # issue 11 #9: `fe80::1%v0` was refused as a peer address
+    proc = oneshot(node_ns, write_config(tmp_path, ["fe80::1%eth0", "10.99.0.2"]))
+    assert proc.returncode == 0, proc.stderr
+    assert node_ns.routes("-6") == ["default via fe80::1 dev eth0 proto static metric 1024 pref medium"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -13,7 +14,7 @@ from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import TableChange
 from nra.kernel.model import KernelState, Nexthop
 from nra.planner import RoutingPolicy, plan
-from tests.netns import NetNS
+from tests.netns import NetNS, new_netns
 
 pytestmark = pytest.mark.kernel
 
@@ -77,7 +78,8 @@ async def test_weight_change_is_one_replace_and_single_peer_is_steady(node_ns: N
     assert node_ns.routes("-4") == ["default via 10.99.0.3 dev eth0 proto static"]
 
 
-@pytest.mark.parametrize("fwmark,fwmask,shown", [(0x14, 0xFF, "fwmark 0x14/0xff"), (0x14, None, "fwmark 0x14")])
+@pytest.mark.parametrize("fwmark,fwmask,shown", [(0x14, 0xFF, "fwmark 0x14/0xff"), (0x14, None, "fwmark 0x14"),
+                                                 (0, 0xFF, "fwmark 0/0xff")])
 async def test_fwmark_with_and_without_mask(node_ns: NetNS, fwmark, fwmask, shown):
     policy = dataclasses.replace(POLICY, fwmark=fwmark, fwmask=fwmask)
     want = intent([("10.99.0.2", 1), ("fd99::2", 1)], ["192.0.2.0/24", "2001:db8::/64"])
@@ -86,6 +88,96 @@ async def test_fwmark_with_and_without_mask(node_ns: NetNS, fwmark, fwmask, show
         await steady(adapter, want, policy)
     assert node_ns.rules("-4") == [f"20:\tfrom 192.0.2.0/24 {shown} lookup 20"]
     assert node_ns.rules("-6") == [f"20:\tfrom 2001:db8::/64 {shown} lookup 20"]
+
+
+async def test_a_mark_0_rule_is_not_taken_for_ours_without_a_fwmark(node_ns: NetNS):
+    """`fwmark 0/0xff` selects packets whose low byte is 0: a real selector (issue 11 #5)."""
+    node_ns.ip("rule add from 192.0.2.0/24 fwmark 0/0xff lookup 20 priority 20")
+    want = intent([("10.99.0.2", 1)], ["192.0.2.0/24"])
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
+        p, _ = await reconcile(adapter, want)
+        assert [op.kind for op in p.operations] == ["replace_route", "add_rule", "delete_rule"]
+        assert p.operations[2].reason == "imposter: fwmark/mask differ"
+        await steady(adapter, want)
+    assert node_ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20"]
+
+
+async def test_scoped_routes_in_the_table_are_really_deleted(node_ns: NetNS):
+    """A device route (scope link) and a local one (scope host) in our table: deleted with
+    their own scope; without it the kernel answered ESRCH, taken for "already gone", and the
+    daemon planned the same delete for ever (issue 11 #6)."""
+    node_ns.ip("route add 10.50.0.0/24 dev eth0 table 20")
+    node_ns.ip("route add local 10.99.0.1 dev lo table 20")
+    want = intent([("10.99.0.2", 1)], ["192.0.2.0/24"])
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
+        p, _ = await reconcile(adapter, want)
+        assert sum(op.kind == "delete_route" for op in p.operations) == 2
+        await steady(adapter, want)
+    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
+
+
+async def test_addresses_that_are_no_nexthop_are_named_and_left_out(node_ns: NetNS):
+    """The node's own address (replies would be blackholed), a broadcast, a network, an
+    anycast or a multicast address as a peer: left out as invalid, each named (issue 11 #7)."""
+    want = intent([("10.99.0.2", 1), ("10.99.0.1", 1), ("10.99.0.255", 1), ("10.99.0.0", 1), ("224.0.0.5", 1),
+                   ("fd99::2", 1), ("fd99::1", 1), ("fd99::", 1)], ["192.0.2.0/24", "2001:db8::/64"])
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
+        p, _ = await reconcile(adapter, want)
+        await steady(adapter, want)
+    assert p.left_out == {ip_address(a): "invalid" for a in ("10.99.0.1", "10.99.0.255", "10.99.0.0", "224.0.0.5",
+                                                             "fd99::1", "fd99::")}
+    text = "\n".join(p.warnings)
+    for needle in ("peer 10.99.0.1 (p1) is this node's own address", "10.99.0.255 (p2) is a broadcast address",
+                   "10.99.0.0 (p3) is the network address of 10.99.0.0/24", "224.0.0.5 (p4) is a multicast",
+                   "fd99::1 (p6) is this node's own address", "fd99:: (p7) is the subnet-router anycast address"):
+        assert needle in text, text
+    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
+    assert node_ns.routes("-6") == ["default via fd99::2 dev eth0 proto static metric 1024 pref medium"]
+
+
+def wait_link_local_route(ns: NetNS, dev: str) -> None:
+    deadline = time.monotonic() + 5
+    while "fe80::/64" not in ns.ip(f"-6 route show dev {dev}"):
+        assert time.monotonic() < deadline, f"no fe80::/64 on {dev}"
+        time.sleep(0.02)
+
+
+def link_to(ns: NetNS, other: NetNS, dev: str) -> None:
+    """A veth `dev` from `ns` to `other` (so `ns` has one end only), up, with its link-local route."""
+    ns.ip(f"link add name {dev} type veth peer name {dev} netns {other.name}")
+    ns.ip(f"link set dev {dev} up")
+    other.ip(f"link set dev {dev} up")
+    wait_link_local_route(ns, dev)
+
+
+async def test_a_link_local_peer_is_installed_with_its_link(netns: NetNS):
+    """fe80::1%eth0 goes in with `dev eth0`; fe80::2 without a zone takes the node's one
+    link; with two candidate links it is named and left out (issue 11 #9)."""
+    node_ns, other = netns, new_netns("nra-ll")
+    try:
+        await _link_local_peers(node_ns, other)
+    finally:
+        other.delete()
+
+
+async def _link_local_peers(node_ns: NetNS, other: NetNS) -> None:
+    link_to(node_ns, other, "eth0")
+    peers = [("fe80::1%eth0", 1), ("fe80::2", 1)]
+    want = Intent(frozenset(Peer(ip_address(a), w, f"p{i}") for i, (a, w) in enumerate(peers)),
+                  frozenset({ip_network("2001:db8::/64")}))
+    async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
+        p, _ = await reconcile(adapter, want)
+        await steady(adapter, want)
+        text = "\n".join(node_ns.routes("-6"))
+        assert "nexthop via fe80::1 dev eth0 weight 1" in text and "nexthop via fe80::2 dev eth0 weight 1" in text
+        # a second link that carries IPv6: fe80::2 is now ambiguous, fe80::1%eth0 is not
+        link_to(node_ns, other, "eth1")
+        p, _ = await reconcile(adapter, want)
+        assert p.left_out == {ip_address("fe80::2"): "invalid"}
+        assert any("fe80::2 (p1) is a link-local address on 2 links: name one as fe80::2%<link>" in w
+                   for w in p.warnings), p.warnings
+        await steady(adapter, want)
+    assert node_ns.routes("-6") == ["default via fe80::1 dev eth0 proto static metric 1024 pref medium"]
 
 
 async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):

@@ -64,6 +64,19 @@ def test_decode_rule_names_every_other_selector():
     assert rule.key() is None
 
 
+def test_a_mark_of_0_with_a_mask_is_a_selector():
+    # as the kernel lists `from 192.0.2.0/24 fwmark 0/0xff lookup 20 priority 20`: FRA_FWMASK
+    # alone (no FRA_FWMARK for a mark of 0), between FRA_SUPPRESS_PREFIXLEN and FRA_PROTOCOL
+    listed = bytes.fromhex("02001800140000010000000008000f001400000008000e00ffffffff05001500000000000800"
+                           "06001400000008001000ff00000008000200c0000200")
+    rule = decode_rule(listed)
+    assert (rule.fwmark, rule.fwmask, rule.extra) == (0, 0xFF, ())
+    assert rule.key() != KernelRule(4, ip_network("192.0.2.0/24"), 20, 20).key()
+    # we send the mark too: the kernel takes either
+    assert encode_rule(4, ip_network("192.0.2.0/24"), 20, 20, 0, 0xFF).endswith(
+        bytes.fromhex("0800 0a00 00000000 0800 1000 ff000000"))
+
+
 def test_a_mark_with_mask_zero_is_no_selector_and_a_lone_mark_gets_the_full_mask():
     header = bytes.fromhex("02 00 00 00 14 00 00 01 00000000 0800 0f00 14000000")
     assert decode_rule(header + bytes.fromhex("0800 0a00 00000000 0800 1000 00000000")).fwmark is None
@@ -83,9 +96,13 @@ def test_dump_request_bytes():
     assert encode_dump_request(34, 10, 9) == bytes.fromhex("1c000000 2200 0103 09000000 00000000"
                                                             "0a000000 00000000 00000000")
     # RTM_GETNEIGH of one link: ndmsg(AF_INET) + NDA_IFINDEX(8)=3
-    assert encode_dump_request(30, 2, 1, ifindex=3) == bytes.fromhex("24000000 1e00 0103 01000000 00000000"
+    assert encode_dump_request(30, 2, 1, selector=3) == bytes.fromhex("24000000 1e00 0103 01000000 00000000"
                                                                       "02000000 00000000 0000 0000"
                                                                       "0800 0800 03000000")
+    # RTM_GETROUTE(26) of table 255: rtmsg(AF_INET, table 255) + RTA_TABLE(15)=255
+    assert encode_dump_request(26, 2, 2, selector=255) == bytes.fromhex("24000000 1a00 0103 02000000 00000000"
+                                                                         "02000000 ff000000 00000000"
+                                                                         "0800 0f00 ff000000")
 
 
 def test_decode_neighbour_keeps_only_wanted_addresses():
@@ -105,6 +122,7 @@ ROUND_TRIPS = [
     (4, None, 5, 20, 0x10, 0xF0),
     (6, "2001:db8::/64", 20, 100000, None, None),
     (6, "2001:db8:1::/48", 20, 20, 0x14, 0xFF),
+    (4, "192.0.2.128/25", 20, 20, 0, 0xFF),
 ]
 
 
@@ -118,7 +136,7 @@ def test_rules_round_trip_through_the_kernel(netns: NetNS):
         listed = asyncio.run(Rules(sock, 20).read()) + asyncio.run(Rules(sock, 100000).read())
     finally:
         sock.close()
-    expected = {KernelRule(f, ip_network(s) if s else None, p, t, m, FULL_MASK if m and k is None else k)
+    expected = {KernelRule(f, ip_network(s) if s else None, p, t, m, FULL_MASK if m is not None and k is None else k)
                 for f, s, p, t, m, k in ROUND_TRIPS}
     assert set(listed) == expected
     # and `ip` reads what we wrote the way we meant it

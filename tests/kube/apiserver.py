@@ -6,7 +6,9 @@ events from a given resourceVersion, with bookmarks, timeoutSeconds and fieldSel
 `metadata.name=`; 410 Gone for a compacted resourceVersion. Faults on demand: cut the
 open streams, stall them (connection open, nothing sent), fail the next requests with a
 JSON 500 Status, a plain-text 503, an HTTP 410 or a body that is not JSON, stop and start
-again on the same port.
+again on the same port. Lists honour `limit` and answer in pages with `metadata.continue`;
+`page_size` forces pages even when the client asks for none (as an API server behind an
+aggregator may).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class FakeApiServer:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (verb, path, query)
         self.port = free_port()
+        self.page_size: int | None = None  # pages of at most this many items, asked or not
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -221,7 +224,7 @@ class FakeApiServer:
             return resp
         if watching:
             return await self._watch(request, plural, version, selector, query)
-        return self._list(plural, version, selector)
+        return self._list(plural, version, selector, query)
 
     def _take_fault(self, path: str, verb: str) -> Fault | None:
         for fault in self.faults:
@@ -268,13 +271,19 @@ class FakeApiServer:
             out.pop("kind", None)
         return out
 
-    def _list(self, plural: str, version: str, selector: dict[str, str]) -> web.Response:
+    def _list(self, plural: str, version: str, selector: dict[str, str], query: dict[str, str]) -> web.Response:
         if not self._served(plural, version):
             return _status(404, "NotFound", "the server could not find the requested resource")
         items = [self._present(o, plural, version, True) for o in self.objects[plural].values() if _matches(o, selector)]
+        sizes = [n for n in (self.page_size, int(query.get("limit") or 0)) if n]
+        start = int(query.get("continue") or 0)
+        end = start + min(sizes) if sizes else len(items)
+        metadata = {"resourceVersion": str(self.rv)}
+        if end < len(items):
+            metadata["continue"] = str(end)
         return web.json_response({
             "kind": RESOURCES[plural][0] + "List", "apiVersion": self._api_version(plural, version),
-            "metadata": {"resourceVersion": str(self.rv)}, "items": items,
+            "metadata": metadata, "items": items[start:end],
         })
 
     async def _watch(self, request: web.Request, plural: str, version: str, selector: dict[str, str],

@@ -286,7 +286,8 @@ async def test_configmap_edited_then_deleted(apiserver: FakeApiServer, factory, 
     peers_cm = load_objects(corpus / "config-yaml-peers.yaml")[0]
     labels = {"kubernetes.io/hostname": NODE}
     apiserver.put(node(labels), cm)
-    async with running(cm_source(factory), recorder):
+    source = cm_source(factory)
+    async with running(source, recorder):
         first = await recorder.wait_for(lambda r: True)
         assert first == parse_legacy_config(cm["data"]["config"], labels, WEIGHT)
         assert ipaddress.ip_network("198.51.100.0/24") in first.intent.prefixes
@@ -301,18 +302,30 @@ async def test_configmap_edited_then_deleted(apiserver: FakeApiServer, factory, 
         apiserver.put(configmap("peers: [unclosed"))
         await settle()
         assert recorder.last == second
-        # Deleted: MetalLB withdraws everything, so do we.
+        # Deleted: "configuration missing"; MetalLB's speaker keeps its last configuration
+        # (its routers still send traffic), so the last good state stays (issue 11, item 13).
         apiserver.delete("ConfigMap", "config", NS)
+        await settle()
+        assert recorder.last == second and len(recorder.results) == 2
+        assert "configuration missing: ConfigMap metallb-system/config does not exist" in source.problem
+        assert metrics.CONFIG_MISSING._value.get() == 1
+        # Re-created under the same name: used again, the problem is over.
+        apiserver.put(cm)
+        await recorder.wait_for(lambda r: r == first)
+        assert source.problem is None and metrics.CONFIG_MISSING._value.get() == 0
+        # A ConfigMap that exists and names nothing still cleans up.
+        apiserver.put(configmap("peers: []\n"))
         await recorder.wait_for(lambda r: r.intent == Intent())
-    assert len(recorder.results) == 3
+    assert len(recorder.results) == 4
 
 
-async def test_configmap_absent_is_empty_and_other_configmaps_ignored(apiserver: FakeApiServer, factory, recorder,
-                                                                      corpus: Path):
+async def test_configmap_absent_is_missing_and_other_configmaps_ignored(apiserver: FakeApiServer, factory, recorder,
+                                                                        corpus: Path):
     apiserver.put(node({}), configmap("peers: [{peer-address: 10.0.0.9, peer-asn: 1, my-asn: 2}]", name="other"))
-    async with running(cm_source(factory), recorder):
-        await recorder.wait_count(1)
-        assert recorder.last.intent == Intent()
+    source = cm_source(factory)
+    async with running(source, recorder):
+        await settle()
+        assert recorder.results == [] and "configuration missing" in source.problem
         apiserver.put(load_objects(corpus / "config-yaml-peers.yaml")[0])
         await recorder.wait_for(lambda r: "10.96.0.100" in addresses(r.intent))
     assert "10.0.0.9" not in addresses(recorder.last.intent)
@@ -356,17 +369,24 @@ async def test_pool_added_to_advertisement_adds_its_prefixes(apiserver: FakeApiS
               "metadata": {"name": "adv", "namespace": NS}, "spec": {"ipAddressPools": ["example"]}}
     apiserver.put(node({}), *load_objects(samples / "bgppeer_simple.yaml"), *pools, second, advert)
     extra = ipaddress.ip_network("192.168.20.0/24")
-    async with running(crd_source(factory), recorder):
+    source = crd_source(factory)
+    async with running(source, recorder):
         await recorder.wait_count(1)
         assert extra not in recorder.last.intent.prefixes
         assert ipaddress.ip_network("192.168.10.0/24") in recorder.last.intent.prefixes
         advert["spec"]["ipAddressPools"].append(second["metadata"]["name"])
         apiserver.put(advert)
         await recorder.wait_for(lambda r: extra in r.intent.prefixes)
-        # All metallb.io objects gone: the empty intent (cleanup).
-        for obj in [*load_objects(samples / "bgppeer_simple.yaml"), *pools, second, advert]:
+        # All metallb.io objects gone: "configuration missing", the last good state stays.
+        kept = recorder.last
+        everything = [*load_objects(samples / "bgppeer_simple.yaml"), *pools, second, advert]
+        for obj in everything:
             apiserver.delete(obj["kind"], obj["metadata"]["name"], NS)
-        await recorder.wait_for(lambda r: r.intent == Intent())
+        await settle()
+        assert recorder.last == kept and "configuration missing: no BGPPeer" in source.problem
+        apiserver.put(*everything)
+        await settle()
+        assert source.problem is None and recorder.last == kept
 
 
 async def test_bgppeer_version_found_by_discovery(recorder, tmp_path: Path, simple_crds):

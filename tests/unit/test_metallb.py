@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from nra.intent import Intent, Peer
-from nra.metallb import parse_legacy_config, parse_objects
+from nra.metallb import ConfigError, parse_legacy_config, parse_objects
 
 NODE = {"kubernetes.io/hostname": "prod-01", "kubernetes.io/arch": "amd64"}
 W = 7  # a default weight that is not 1, so using it is visible
@@ -366,6 +366,7 @@ def test_legacy_bad_entries_are_named_and_the_rest_applies():
 
 @pytest.mark.parametrize("doc,where", [({"peers": {"peer-address": "10.0.0.1"}}, "peers"),
                                        ({"address-pools": "10.0.0.0/24"}, "address-pools")])
-def test_legacy_sections_of_the_wrong_type_are_problems(doc, where):
-    result = parse_legacy_config(doc, NODE, W)
-    assert where_of(result) == [where] and result.intent == Intent()
+def test_legacy_sections_of_the_wrong_type_refuse_the_config(doc, where):
+    # Not an empty intent: that would wipe the table (issue 11, item 3).
+    with pytest.raises(ConfigError, match=f"type: {where} must be a list"):
+        parse_legacy_config(doc, NODE, W)

@@ -125,6 +125,20 @@ def test_fwmark_with_and_without_mask(fwmark, fwmask, rendered, listed_mask):
     assert not plan(want, simulate(KernelState(), p.operations, policy), policy)
 
 
+def test_a_mark_of_0_with_a_mask_is_a_selector():
+    # RULE_FWMARK=0/0xff: packets whose low byte is 0 (issue 11 #5)
+    policy = dataclasses.replace(POLICY, fwmark=0, fwmask=0xFF)
+    want = intent([peer("10.99.0.2")], ["192.0.2.0/24"])
+    add = plan(want, KernelState(), policy).operations[1]
+    assert add.command() == "ip -4 rule add from 192.0.2.0/24 fwmark 0x0/0xff lookup 20 priority 20"
+    marked = rule("192.0.2.0/24", fwmark=0, fwmask=0xFF)
+    state = KernelState(routes=(route([("10.99.0.2", 1)]),), rules=(marked,))
+    assert not plan(want, state, policy)
+    # and without a fwmark setting, that rule is not ours
+    p = plan(want, state, POLICY)
+    assert kinds(p) == ["add_rule", "delete_rule"] and p.operations[1].rule == marked
+
+
 def test_rules_with_other_marks_are_imposters():
     policy = dataclasses.replace(POLICY, fwmark=0x14, fwmask=0xFF)
     want = intent([peer("10.99.0.2")], ["192.0.2.0/24"])

@@ -14,7 +14,7 @@ ENV_VARS = [
     "MAX_RECONCILE_WAIT", "TABLE_WEIGHT", "PEER_WEIGHT", "RULE_PRIORITY", "RULE_FWMARK", "DESTINATION",
     "PRE_RECONCILE_SCRIPT_PATH", "POST_RECONCILE_SCRIPT_PATH", "METALLB_NAMESPACE", "METALLB_CONFIGMAP_NAME",
     "METALLB_STATIC_FILE", "METALLB_USE_CRDS", "NODE_NAME", "LOG_LEVEL", "LOG_FORMAT", "ONESHOT", "CLEANANDEXIT",
-    "NRA_NETNS", "HEALTH_ADDRESS", "KUBECONFIG",
+    "NRA_NETNS", "HEALTH_ADDRESS", "KUBECONFIG", "HOOK_TIMEOUT", "SOURCE_START_TIMEOUT",
 ]
 
 
@@ -129,3 +129,41 @@ def test_every_setting_is_documented_in_readme_and_help():
     help_text = build_parser().format_help()
     missing = [env for env in ENV_NAMES.values() if f"`{env}`" not in readme or env not in help_text]
     assert not missing, f"undocumented settings: {missing}"
+
+
+# -- issue 11, item 11: non-finite or absurd timeouts, a health address that is a name ----
+
+
+@pytest.mark.parametrize("name,value", [
+    ("HOOK_TIMEOUT", "inf"), ("HOOK_TIMEOUT", "nan"), ("HOOK_TIMEOUT", "-inf"), ("HOOK_TIMEOUT", "1e309"),
+    ("HOOK_TIMEOUT", "301"), ("SOURCE_START_TIMEOUT", "nan"), ("SOURCE_START_TIMEOUT", "inf"),
+    ("SOURCE_START_TIMEOUT", "1e12"),
+])
+def test_non_finite_or_absurd_timeouts_are_refused(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"invalid {name}: must be a number of seconds above 0 and at most"):
+        load_settings()
+
+
+def test_timeouts_within_bounds_are_kept(monkeypatch):
+    monkeypatch.setenv("HOOK_TIMEOUT", "300")
+    monkeypatch.setenv("SOURCE_START_TIMEOUT", "0.5")
+    s = load_settings()
+    assert (s.hook_timeout, s.source_start_timeout) == (300.0, 0.5)
+
+
+@pytest.mark.parametrize("value", ["metrics.example.com:9101", "node-a:9101",
+                                   "1.2.3:9101", "127.0.0.1:+80", "127.0.0.1:٩١"])
+def test_health_address_host_must_be_an_ip_address(monkeypatch, value):
+    monkeypatch.setenv("HEALTH_ADDRESS", value)
+    with pytest.raises(SettingsError, match="invalid HEALTH_ADDRESS: "):
+        load_settings()
+
+
+@pytest.mark.parametrize("value,endpoint", [
+    ("127.0.0.1:9101", ("127.0.0.1", 9101)), ("[::1]:9101", ("::1", 9101)), (":9101", ("0.0.0.0", 9101)),
+    ("localhost:80", ("127.0.0.1", 80)), ("off", None), ("", None),
+])
+def test_health_address_is_parsed_once_into_host_and_port(monkeypatch, value, endpoint):
+    monkeypatch.setenv("HEALTH_ADDRESS", value)
+    assert load_settings().health_endpoint == endpoint

@@ -17,14 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
+
+from nra.bounds import clip
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_NAMESPACE = "metallb-system"
 DEFAULT_KUBECONFIG = Path("~/.kube/config").expanduser()
 
 ApiClientFactory = Callable[[], Awaitable[ApiClient]]
+
+
+#: ApiError.reason of a watch event longer than aiohttp's line limit (4 MiB)
+TOO_LARGE = "too-large"
 
 
 class KubeSourceError(ValueError):
@@ -46,6 +53,11 @@ class ApiError(Exception):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+    @property
+    def needs_relist(self) -> bool:
+        """410 Gone, or an event too big to read: only a fresh list gets past it."""
+        return self.gone or self.reason == TOO_LARGE
 
 
 def resolve_namespace(explicit: str | None, sa_file: Path = SERVICE_ACCOUNT_NAMESPACE) -> str:
@@ -98,16 +110,23 @@ def api_client_factory(kubeconfig: str | None) -> ApiClientFactory:
     return make
 
 
+def _status_error(status: Any, fallback_code: int) -> ApiError:
+    """A Kubernetes Status object (an error reply's body, an ERROR event's object) as an error."""
+    code = status.get("code")
+    return ApiError(code if isinstance(code, int) and code else fallback_code,
+                    clip(str(status.get("reason") or "Error"), 60), clip(str(status.get("message") or ""), 300))
+
+
 def _error_from_body(status: int, body: bytes) -> ApiError:
     """A failed reply: a JSON Status names reason and message; anything else is quoted short."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if isinstance(doc, dict) and doc.get("kind") == "Status":
-        return ApiError(int(doc.get("code") or status), str(doc.get("reason") or "Error"), str(doc.get("message") or ""))
+        return _status_error(doc, status)
     text = body.decode("utf-8", "replace").strip().splitlines()
-    return ApiError(status, "HTTPError", (text[0][:200] if text else "(empty body)"))
+    return ApiError(status, "HTTPError", (clip(text[0], 200) if text else "(empty body)"))
 
 
 class KubeHTTP:
@@ -135,14 +154,15 @@ class KubeHTTP:
             raise _error_from_body(resp.status, body)
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ApiError(0, "bad-response", f"GET {path} answered {len(body)} bytes that are not JSON") from None
         if not isinstance(doc, dict):
             raise ApiError(0, "bad-response", f"GET {path} answered JSON that is not an object")
         return doc
 
-    async def watch(self, path: str, read_timeout_s: float, **query: Any) -> AsyncIterator[dict]:
-        """Yield watch events until the server ends the stream.
+    async def watch(self, path: str, read_timeout_s: float, on_open: Callable[[], None] = lambda: None,
+                    **query: Any) -> AsyncIterator[dict]:
+        """Yield watch events until the server ends the stream; `on_open` once it is accepted.
 
         A watch has no total timeout (it is meant to last): the server ends it after
         timeoutSeconds, and the socket read timeout catches a stream that went silent.
@@ -154,26 +174,27 @@ class KubeHTTP:
         try:
             if resp.status != 200:
                 raise _error_from_body(resp.status, await resp.read())
+            on_open()
             while True:
-                line = await resp.content.readline()
+                try:
+                    line = await resp.content.readline()
+                except LineTooLong:
+                    raise ApiError(0, TOO_LARGE, f"watch {path} sent an event over the 4 MiB line limit") from None
                 if not line:
                     return  # the server closed the stream
                 if not line.strip():
                     continue
                 try:
                     event = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise ApiError(0, "bad-response", f"watch {path} sent a line that is not JSON: "
                                    f"{line[:80].decode('utf-8', 'replace')!r}") from None
                 if not isinstance(event, dict) or "type" not in event or not isinstance(event.get("object"), dict):
                     if isinstance(event, dict) and event.get("kind") == "Status":
-                        raise ApiError(int(event.get("code") or 0), str(event.get("reason") or "Error"),
-                                       str(event.get("message") or ""))
+                        raise _status_error(event, 0)
                     raise ApiError(0, "bad-response", f"watch {path} sent JSON that is not an event")
                 if event["type"] == "ERROR":
-                    obj = event["object"]
-                    raise ApiError(int(obj.get("code") or 0), str(obj.get("reason") or "Error"),
-                                   str(obj.get("message") or ""))
+                    raise _status_error(event["object"], 0)
                 yield event
         finally:
             resp.close()  # a watch connection is never reused

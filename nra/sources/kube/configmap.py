@@ -3,7 +3,7 @@ legacy `node-selectors` of peers."""
 
 from __future__ import annotations
 
-from nra.intent import Intent, ParseResult
+from nra.intent import ParseResult
 from nra.metallb import ConfigError, parse_legacy_config
 from nra.sources.kube.client import ApiClientFactory, KubeHTTP
 from nra.sources.kube.reflector import ResourceKind, WatchTiming
@@ -38,13 +38,15 @@ class ConfigMapSource(WatchedSource):
         if labels is None:
             return None
         configmaps = caches[CONFIGMAP]
+        # Seen gone in a successful list or a DELETED event (maybe about to be re-created):
+        # keep the last good state. A ConfigMap that says "no peers" is what cleans up.
+        self.config_missing(not configmaps, f"{self.where} does not exist")
         if not configmaps:
-            # Seen gone in a successful list or a DELETED event: MetalLB withdraws every
-            # announcement then, so the rules and route go too.
-            self.say_once(f"{self.where} does not exist: the desired state is empty")
-            return ParseResult(Intent())
-        self._said.discard(f"{self.where} does not exist: the desired state is empty")
-        doc = (configmaps[0].get("data") or {}).get(CONFIG_KEY)
+            return None
+        data = configmaps[0].get("data") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.where}: data is not a mapping")
+        doc = data.get(CONFIG_KEY)
         try:
             return parse_legacy_config(doc, labels, self.default_weight)
         except ConfigError as exc:

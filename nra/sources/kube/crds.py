@@ -76,4 +76,8 @@ class CRDSource(WatchedSource):
         if labels is None:
             return None
         objects = [obj for name, items in caches.items() if name != NODE for obj in items]
+        # Every metallb.io object gone (maybe about to be re-created): keep the last good state.
+        self.config_missing(not objects, f"no BGPPeer, IPAddressPool or BGPAdvertisement in {self.namespace}")
+        if not objects:
+            return None
         return parse_objects(objects, labels, self.default_weight)

@@ -19,7 +19,13 @@ import aiohttp
 from loguru import logger
 
 from nra import metrics
+from nra.bounds import clip
 from nra.sources.kube.client import ApiError, KubeHTTP
+
+
+#: objects per list page (as client-go asks), and pages before a list is called malformed
+LIST_PAGE_SIZE = 500
+MAX_LIST_PAGES = 10_000
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,10 @@ class Reflector:
         #: None until the first list succeeded; then the complete current view
         self.objects: dict[tuple[str, str], dict] | None = None
         self.resource_version: str | None = None
-        self.lists = 0  # successful lists, for logs and tests
         self._backoff = Backoff(timing.backoff_min_s, timing.backoff_max_s)
+        # Streams that the server closes as soon as they open are not errors (the backoff
+        # is reset when a watch opens) but must not become a busy loop: their own backoff.
+        self._churn = Backoff(timing.backoff_min_s, timing.backoff_max_s)
         self._failing: str | None = None
         self._listed_at = float("-inf")
 
@@ -100,15 +108,30 @@ class Reflector:
         return obj
 
     async def list(self) -> None:
-        doc = await self.http.get_json(self.resource.path, **self._query())
-        items = doc.get("items")
-        if not isinstance(items, list):
-            raise ApiError(0, "bad-response", f"list of {self.resource.name} has no items")
-        fresh = {object_key(o): self._complete(o) for o in items if isinstance(o, dict)}
+        """List every page (following `metadata.continue`), then swap the cache in one step.
+
+        A page alone is never taken for the whole list: half the objects would vanish. If
+        the continue token has expired (410) the list fails and starts over."""
+        query = {**self._query(), "limit": str(LIST_PAGE_SIZE)}
+        doc = await self.http.get_json(self.resource.path, **query)
+        # Every page of one list is the same snapshot, at the first page's resourceVersion.
+        version = str((doc.get("metadata") or {}).get("resourceVersion") or "") or None
+        fresh: dict[tuple[str, str], dict] = {}
+        for page in range(1, MAX_LIST_PAGES + 1):
+            items = doc.get("items")
+            if not isinstance(items, list):
+                raise ApiError(0, "bad-response", f"list of {self.resource.name} has no items")
+            fresh.update((object_key(o), self._complete(o)) for o in items if isinstance(o, dict))
+            token = (doc.get("metadata") or {}).get("continue")
+            if not token:
+                break
+            if page == MAX_LIST_PAGES:
+                raise ApiError(0, "bad-response", f"list of {self.resource.name} has more than "
+                                                  f"{MAX_LIST_PAGES} pages")
+            doc = await self.http.get_json(self.resource.path, **query, **{"continue": str(token)})
         changed = fresh != self.objects
         self.objects = fresh  # one assignment: the cache is never half old, half new
-        self.resource_version = str((doc.get("metadata") or {}).get("resourceVersion") or "") or None
-        self.lists += 1
+        self.resource_version = version
         self._listed_at = asyncio.get_running_loop().time()
         if changed:
             self.on_change()
@@ -123,7 +146,9 @@ class Reflector:
         }
         if self.resource_version:
             query["resourceVersion"] = self.resource_version
-        async for event in self.http.watch(self.resource.path, self.timing.stall_timeout_s, **query):
+        # A watch the server accepted proves the API works: the error backoff starts over.
+        async for event in self.http.watch(self.resource.path, self.timing.stall_timeout_s,
+                                           on_open=self._recovered, **query):
             self._recovered()
             kind, obj = event["type"], event["object"]
             version = (obj.get("metadata") or {}).get("resourceVersion")
@@ -160,15 +185,18 @@ class Reflector:
                              self.resource.name, self.resource_version)
                 if asyncio.get_running_loop().time() - started < 1.0:
                     # Streams cut as soon as they open must not become a busy loop.
-                    await asyncio.sleep(self._backoff.next_delay())
+                    await asyncio.sleep(self._churn.next_delay())
+                else:
+                    self._churn.reset()
                 continue
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
-                if exc.gone:
-                    metrics.watch_restarted(self.resource.name, "gone")
-                    logger.info("watch of {}: resourceVersion {} is too old (410 Gone); relisting",
-                                self.resource.name, self.resource_version)
+                if exc.needs_relist:
+                    metrics.watch_restarted(self.resource.name, "gone" if exc.gone else "error")
+                    logger.info("watch of {}: {}; relisting", self.resource.name,
+                                f"resourceVersion {self.resource_version} is too old (410 Gone)" if exc.gone
+                                else exc)
                     need_list = True
                     self.resource_version = None
                     if asyncio.get_running_loop().time() - self._listed_at < 1.0:
@@ -186,8 +214,12 @@ class Reflector:
                 reason, why = "cut", f"stream cut ({type(exc).__name__})"
             except (aiohttp.ClientError, OSError) as exc:
                 reason, why = "unreachable", f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # anything unforeseen: retry, never take the source down
-                reason, why = "error", f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bug, not weather: say it loudly, retry, keep the source up
+                reason, why = "error", f"{type(exc).__name__}: {clip(str(exc), 200)}"
+                metrics.unexpected_error("source")
+                if self._failing is None or why not in self._failing:  # the traceback once, not per retry
+                    logger.opt(exception=exc).error("{}: unexpected error in the reflector (a bug in nra)",
+                                                    self.resource.name)
             metrics.watch_restarted(self.resource.name, reason)
             self._failed(why, need_list, quiet=reason == "cut")
             if reason == "stalled":

@@ -17,7 +17,7 @@ from loguru import logger
 from nra import metrics
 from nra.intent import ParseResult
 from nra.metallb import ConfigError
-from nra.sources.base import Publish
+from nra.sources.base import REFUSED, Publish, SourceHealth
 from nra.sources.kube.reflector import Reflector
 
 #: returns the result to publish, or None when the complete caches still do not make a
@@ -26,18 +26,17 @@ Compute = Callable[[dict[str, list[dict]]], ParseResult | None]
 
 
 class SnapshotPublisher:
-    def __init__(self, source_name: str, reflectors: Sequence[Reflector], compute: Compute,
+    def __init__(self, health: SourceHealth, reflectors: Sequence[Reflector], compute: Compute,
                  publish: Publish, coalesce_s: float = 0.1):
-        self.source_name = source_name
+        self.health = health
+        self.source_name = health.source_name
         self.reflectors = list(reflectors)
         self.compute = compute
         self.publish = publish
         self.coalesce_s = coalesce_s
         self.last: ParseResult | None = None
-        self.published = 0
         self._flush: asyncio.TimerHandle | None = None
         self._synced = False
-        self._error: str | None = None
 
     def changed(self) -> None:
         """A reflector's cache changed; publish after the coalescing delay."""
@@ -62,15 +61,16 @@ class SnapshotPublisher:
         try:
             result = self.compute(caches)
         except ConfigError as exc:  # unusable text: MetalLB keeps its old config too
-            self._report(f"{self.source_name}: {exc}; keeping the last good configuration")
+            self.health.set(REFUSED, f"{exc}; keeping the last good configuration", "ERROR")
             return
         except Exception as exc:  # a parser bug must not take the last good state with it
-            self._report(f"{self.source_name}: cannot compute the desired state: "
-                         f"{type(exc).__name__}: {exc}; keeping the last good configuration")
+            logger.opt(exception=exc).error("{}: unexpected error computing the desired state (a bug in nra)",
+                                            self.source_name)
+            metrics.unexpected_error("source")
+            self.health.set(REFUSED, f"cannot compute the desired state ({type(exc).__name__}, a bug in nra); "
+                                     "keeping the last good configuration", "ERROR")
             return
-        if self._error is not None:
-            logger.info("{}: the configuration is usable again", self.source_name)
-            self._error = None
+        self.health.clear(REFUSED, None if result is None else "the configuration is usable again")
         if result is None:
             self._set_synced(False)
             return
@@ -78,13 +78,7 @@ class SnapshotPublisher:
         if result == self.last:
             return  # e.g. a relist that returned the same objects
         self.last = result
-        self.published += 1
         self.publish(result)
-
-    def _report(self, message: str) -> None:
-        if message != self._error:  # once per distinct error, not once per event
-            logger.error(message)
-        self._error = message
 
     def _set_synced(self, synced: bool) -> None:
         if synced != self._synced:

@@ -15,7 +15,7 @@ import aiohttp
 from loguru import logger
 
 from nra.intent import ParseResult
-from nra.sources.base import Publish
+from nra.sources.base import MISSING, NODE_MISSING, Publish, SourceHealth
 from nra.sources.kube.client import ApiClientFactory, ApiError, KubeHTTP, KubeSourceError
 from nra.sources.kube.reflector import Backoff, Reflector, ResourceKind, WatchTiming
 from nra.sources.kube.snapshot import SnapshotPublisher
@@ -41,7 +41,7 @@ class WatchedSource:
         self.timing = timing or WatchTiming()
         self.coalesce_s = coalesce_s
         self.reflectors: list[Reflector] = []
-        self.snapshot: SnapshotPublisher | None = None
+        self.health = SourceHealth(self.name)
         self._said: set[str] = set()
 
     # -- for subclasses ---------------------------------------------------------------
@@ -54,10 +54,26 @@ class WatchedSource:
 
     # -- shared -----------------------------------------------------------------------
 
+    @property
+    def problem(self) -> str | None:
+        return self.health.problem
+
+    def reload(self) -> None:
+        """Nothing to do: the watches keep the view current (and relist on their own)."""
+
     def say_once(self, message: str) -> None:
+        """For a fact of the settings, which cannot change while the process runs."""
         if message not in self._said:
             self._said.add(message)
             logger.warning(message)
+
+    def config_missing(self, missing: bool, what: str) -> None:
+        """The configuration is gone (or back): MetalLB's speaker keeps its last one then, so
+        its routers still send traffic our way; so do we, and say it."""
+        if missing:
+            self.health.set(MISSING, f"configuration missing: {what}; keeping the last good configuration")
+        else:
+            self.health.clear(MISSING, f"configuration present again: {what}")
 
     def node_labels(self, caches: Mapping[str, list[dict]]) -> dict[str, str] | None:
         """This node's labels; {} without NODE_NAME; None while the Node is not (yet) there."""
@@ -65,10 +81,13 @@ class WatchedSource:
             return {}
         nodes = caches.get(NODE) or []
         if not nodes:
-            self.say_once(f"node {self.node_name} not found in the API (is NODE_NAME right?); "
-                          "waiting for it before using the configuration")
+            self.health.set(NODE_MISSING, f"node {self.node_name} not found in the API (is NODE_NAME right?); "
+                                          "keeping the last good configuration until it is back")
             return None
+        self.health.clear(NODE_MISSING, f"node {self.node_name} found")
         labels = (nodes[0].get("metadata") or {}).get("labels") or {}
+        if not isinstance(labels, Mapping):
+            return {}
         return {str(k): str(v) for k, v in labels.items()}
 
     async def run(self, publish: Publish) -> None:
@@ -102,10 +121,9 @@ class WatchedSource:
                 await api.close()
 
     async def _reflect(self, http: KubeHTTP, kinds: list[ResourceKind], publish: Publish) -> None:
-        snapshot = SnapshotPublisher(self.name, [], self.compute, publish, self.coalesce_s)
+        snapshot = SnapshotPublisher(self.health, [], self.compute, publish, self.coalesce_s)
         self.reflectors = [Reflector(http, kind, snapshot.changed, self.timing) for kind in kinds]
         snapshot.reflectors = self.reflectors
-        self.snapshot = snapshot
         logger.info("{}: watching {}", self.name, ", ".join(k.path + (f"?fieldSelector={k.field_selector}"
                                                                     if k.field_selector else "") for k in kinds))
         try:

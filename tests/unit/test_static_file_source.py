@@ -1,0 +1,165 @@
+"""The static file source follows its directory however it is replaced (issue 11, item 4),
+re-reads on reload() (SIGHUP, timer), and reports what is wrong as its `problem`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import nra.sources.static_file as static_file
+from nra import metrics
+from nra.sources.static_file import StaticFileSource
+
+PEER_A = "peers: [{peer-address: 10.0.0.1}]\n"
+PEER_B = "peers: [{peer-address: 10.0.0.2}]\n"
+PEER_C = "peers: [{peer-address: 10.0.0.3}]\n"
+
+
+class Published:
+    def __init__(self) -> None:
+        self.peers: list[set[str]] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, result) -> None:
+        self.peers.append({str(p.address) for p in result.intent.peers})
+        self.changed.set()
+
+    async def wait_for(self, peers: set[str], timeout: float = 3.0) -> None:
+        async def wait() -> None:
+            while not self.peers or self.peers[-1] != peers:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def watching(path: Path):
+    source = StaticFileSource(str(path), None, 100)
+    published = Published()
+    task = asyncio.create_task(source.run(published))
+    try:
+        await published.wait_for({"10.0.0.1"})
+        await asyncio.sleep(0.1)
+        yield source, published
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def slow_poll(monkeypatch):
+    # The periodic check is a safety net; with it at 60 s these tests show that inotify
+    # (or reload) alone follows each change.
+    monkeypatch.setattr(static_file, "POLL_S", 60.0)
+
+
+async def test_directory_deleted_and_recreated_is_followed(tmp_path: Path):
+    config = write(tmp_path / "conf" / "metallb.yaml", PEER_A)
+    async with watching(config) as (_, published):
+        shutil.rmtree(config.parent)
+        await asyncio.sleep(0.3)
+        write(config, PEER_B)
+        await published.wait_for({"10.0.0.2"})
+        config.write_text(PEER_C)  # and it keeps following the new directory
+        await published.wait_for({"10.0.0.3"})
+
+
+async def test_directory_replaced_by_mv_is_followed(tmp_path: Path):
+    config = write(tmp_path / "conf" / "metallb.yaml", PEER_A)
+    write(tmp_path / "staged" / "metallb.yaml", PEER_B)
+    async with watching(config) as (_, published):
+        os.rename(tmp_path / "conf", tmp_path / "old")
+        os.rename(tmp_path / "staged", tmp_path / "conf")
+        await published.wait_for({"10.0.0.2"})
+        config.write_text(PEER_C)
+        await published.wait_for({"10.0.0.3"})
+
+
+async def test_directory_symlink_swap_is_followed(tmp_path: Path):
+    write(tmp_path / "v1" / "metallb.yaml", PEER_A)
+    write(tmp_path / "v2" / "metallb.yaml", PEER_B)
+    os.symlink("v1", tmp_path / "current")
+    async with watching(tmp_path / "current" / "metallb.yaml") as (_, published):
+        os.symlink("v2", tmp_path / "tmp")  # ln -s v2 tmp && mv -T tmp current
+        os.rename(tmp_path / "tmp", tmp_path / "current")
+        await published.wait_for({"10.0.0.2"})
+        (tmp_path / "v2" / "metallb.yaml").write_text(PEER_C)
+        await published.wait_for({"10.0.0.3"})
+
+
+async def test_reload_rereads_what_inotify_cannot_see(tmp_path: Path):
+    # A symlink swapped two levels up: no watched directory sees it; reload() (SIGHUP) does.
+    write(tmp_path / "r1" / "conf" / "metallb.yaml", PEER_A)
+    write(tmp_path / "r2" / "conf" / "metallb.yaml", PEER_B)
+    os.symlink("r1", tmp_path / "root")
+    async with watching(tmp_path / "root" / "conf" / "metallb.yaml") as (source, published):
+        os.symlink("r2", tmp_path / "tmp")
+        os.rename(tmp_path / "tmp", tmp_path / "root")
+        await asyncio.sleep(0.3)
+        assert published.peers[-1] == {"10.0.0.1"}
+        source.reload()
+        await published.wait_for({"10.0.0.2"})
+
+
+async def test_problem_reports_an_unusable_file_until_it_is_fixed(tmp_path: Path):
+    config = write(tmp_path / "conf" / "metallb.yaml", PEER_A)
+    async with watching(config) as (source, published):
+        assert source.problem is None
+        config.write_text("peers: not-a-list\n")
+        await asyncio.sleep(0.3)
+        assert "type: peers must be a list" in source.problem
+        assert metrics.CONFIG_REFUSED._value.get() == 1
+        config.unlink()
+        await asyncio.sleep(0.3)
+        assert "does not exist" in source.problem
+        config.write_text(PEER_B)
+        await published.wait_for({"10.0.0.2"})
+        assert source.problem is None and metrics.CONFIG_REFUSED._value.get() == 0
+    assert published.peers == [{"10.0.0.1"}, {"10.0.0.2"}]
+
+
+async def test_a_parser_bug_is_logged_with_its_traceback_and_counted(tmp_path: Path, monkeypatch, capfd):
+    from loguru import logger
+
+    def broken(*_args):
+        raise KeyError("bug")
+
+    sink = logger.add(lambda m: print(m, end=""), level="ERROR")
+    try:
+        config = write(tmp_path / "metallb.yaml", PEER_A)
+        monkeypatch.setattr(static_file, "parse_static_document", broken)
+        before = metrics.UNEXPECTED_ERRORS.labels("source")._value.get()
+        source = StaticFileSource(str(config), None, 100)
+        assert source.load() is None
+        assert "a bug in nra" in source.problem
+        assert metrics.UNEXPECTED_ERRORS.labels("source")._value.get() == before + 1
+        assert "Traceback" in capfd.readouterr().out
+    finally:
+        logger.remove(sink)
+
+
+async def test_readiness_fails_with_the_source_problem(tmp_path: Path):
+    from nra.agent import Agent
+    from nra.settings import load_settings
+
+    config = write(tmp_path / "metallb.yaml", "peers: 10.0.0.1\n")
+    source = StaticFileSource(str(config), None, 100)
+    agent = Agent(load_settings(health_address="off"), source)
+    agent.status.config_loaded = agent.status.in_sync = True  # as after a good reconcile
+    assert agent.status.readiness() == (True, "ok")
+    source.load()
+    ready, reason = agent.status.readiness()
+    assert not ready and "type: peers must be a list" in reason
