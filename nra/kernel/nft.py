@@ -26,7 +26,7 @@ from nra.kernel.socket import in_netns
 from nra.marks import MarkField
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ApplyNft:
     """The operation: one planned change of nra's nft table (what `current` was read as,
     what `desired` is), applied by NftState."""
@@ -40,6 +40,13 @@ class ApplyNft:
 
     def command(self) -> str:
         return "; ".join(self.change.describe())
+
+    # the same change is the same operation (nra.contention counts repeats of an operation)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApplyNft) and other.command() == self.command()
+
+    def __hash__(self) -> int:
+        return hash(("nft", self.command()))
 
     def __str__(self) -> str:
         return "\n".join(self.change.describe())
