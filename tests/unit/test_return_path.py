@@ -131,3 +131,14 @@ def test_nft_diff_of_a_listing_with_foreign_and_stray_elements():
     assert change.describe() == ["nft delete element inet nra lb4 { 10.90.0.0-10.90.0.9 }"]
     assert not change.add_prefixes[4]
     assert nft.parse_listing([]) is None
+
+
+def test_nft_operations_can_be_counted_like_the_others():
+    # nra.contention keys applied operations in a dict: an nft change must be hashable, and the
+    # same change the same operation
+    from nra.kernel.nft import ApplyNft
+
+    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {MAC1: 1}, FIELD)
+    ops = [ApplyNft(nft.diff(want, None), want, FIELD, None) for _ in range(2)]
+    assert len({op: 0 for op in ops}) == 1 and ops[0] == ops[1]
+    assert str(ops[0]).startswith("nft -f <table inet nra")
