@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
 from nra.marks import DEFAULT_MARK_TEXT, parse_mark_field, parse_table_range
+from nra.table_names import check_name
 
 # Tables the kernel itself uses: unspec (0), default (253), main (254), local (255).
 RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
@@ -269,10 +270,16 @@ class Settings(BaseSettings):
             raise ValueError(f"must be {MIN_WEIGHT}..{MAX_WEIGHT} (the kernel's nexthop weight range)")
         return v
 
+    @field_validator("rule_fwmark", "pre_reconcile_script_path", "post_reconcile_script_path", "netns", "table_name", "return_path_tables", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: Any) -> Any:
+        # `FOO=` in a manifest means unset, as if FOO were not given
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("rule_fwmark")
     @classmethod
     def _fwmark(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
+        if v is None:
             return None
         parse_fwmark(v)
         return v.strip()
@@ -288,7 +295,7 @@ class Settings(BaseSettings):
     @field_validator("pre_reconcile_script_path", "post_reconcile_script_path")
     @classmethod
     def _hook(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
+        if v is None:
             return None
         if not os.path.isfile(v):
             raise ValueError(f"{v} is not a file")
@@ -304,7 +311,7 @@ class Settings(BaseSettings):
     @field_validator("netns")
     @classmethod
     def _netns(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
+        if v is None:
             return None
         path = v if "/" in v else f"/var/run/netns/{v}"
         if not os.path.exists(path):
@@ -314,11 +321,7 @@ class Settings(BaseSettings):
     @field_validator("table_name")
     @classmethod
     def _table_name(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
-            return None
-        from nra.table_names import check_name
-
-        return check_name(v)
+        return None if v is None else check_name(v)
 
     @field_validator("source_start_timeout", "hook_timeout", "bgp_session_hold")
     @classmethod
@@ -338,7 +341,7 @@ class Settings(BaseSettings):
     @field_validator("return_path_tables")
     @classmethod
     def _return_path_tables(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
+        if v is None:
             return None
         reserved = sorted(set(parse_table_range(v)) & RESERVED_TABLES.keys())
         if reserved:

@@ -34,10 +34,12 @@ RESYNC_PAUSE_S = 0.1
 
 
 @dataclass(frozen=True)
-class TableChange:
-    """A route of the table or a rule pointing at it changed, or a link went up/down/away."""
-
+class _Reasoned:
     reason: str
+
+
+class TableChange(_Reasoned):
+    """A route of the table or a rule pointing at it changed, or a link went up/down/away."""
 
 
 @dataclass(frozen=True)
@@ -47,18 +49,12 @@ class NeighbourChange:
     entry: NeighbourEntry
 
 
-@dataclass(frozen=True)
-class LearnedRouteChange:
+class LearnedRouteChange(_Reasoned):
     """A routing daemon installed or withdrew a route via a watched peer."""
 
-    reason: str
 
-
-@dataclass(frozen=True)
-class Resync:
+class Resync(_Reasoned):
     """Notifications were lost: the whole state must be read again."""
-
-    reason: str
 
 
 KernelEvent = Union[TableChange, NeighbourChange, LearnedRouteChange, Resync]

@@ -19,14 +19,10 @@ class Neighbours:
     def __init__(self, sock: NetlinkSocket):
         self.sock = sock
 
-    async def read(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, str]:
-        """The NUD state of each peer's entry on its own link; a peer without one is absent.
-        A dump interrupted by a change is still a usable snapshot: the change comes as an
-        event."""
-        return {address: entry.state for address, entry in (await self.read_entries(links)).items()}
-
     async def read_entries(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, NeighbourEntry]:
-        """Each peer's entry on its own link (state and link-layer address)."""
+        """Each peer's entry on its own link (state and link-layer address); a peer without
+        one is absent. A dump interrupted by a change is still a usable snapshot: the change
+        comes as an event."""
         wanted = by_packed(links)
         states: dict[IPAddress, NeighbourEntry] = {}
 
