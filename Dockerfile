@@ -18,14 +18,15 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/nra/bin/pip uninstall -y pip setuptools \
  && /opt/nra/bin/nra --version
 
-# ---- run: the virtualenv, iproute2 for debugging (`ip rule`, `ip route`), nothing else --
+# ---- run: the virtualenv, libnftables (the conntrack return path), iproute2 and nft for
+# looking (`ip rule`, `ip route`, `nft list table inet nra`), nothing else ----------------
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="nra" \
       org.opencontainers.image.description="MetalLB node route agent: policy routing so LoadBalancer replies return through the BGP peers" \
       org.opencontainers.image.licenses="MIT"
 # The base image's pip/setuptools/wheel are build tools; the agent has its own venv.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 \
+ && apt-get install -y --no-install-recommends iproute2 libnftables1 nftables \
  && rm -rf /var/lib/apt/lists/* \
  && python -m pip uninstall -y pip setuptools wheel
 COPY --from=build /opt/nra /opt/nra

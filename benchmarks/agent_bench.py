@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -39,34 +39,26 @@ from nra.kernel.adapter import KernelAdapter  # noqa: E402
 from nra.planner import desired_rules, plan  # noqa: E402
 from nra.reconciler import policy_from_settings  # noqa: E402
 from nra.settings import load_settings  # noqa: E402
+from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 
 NRA = [sys.executable, "-m", "nra"]
 PEERS = ["10.99.0.2", "10.99.0.3"]
 TABLE = 20
+NEW_PREFIX = "198.18.0.0/30"  # the prefix a change adds
 
 
-def sh(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+class Namespace(NetNS):
+    """A fresh namespace with the peers' link (10.99.0.1/24 on eth0)."""
 
-
-class Namespace:
     def __init__(self) -> None:
-        self.name = f"nra-bench-{uuid.uuid4().hex[:6]}"
-        sh("ip", "netns", "add", self.name)
-        for cmd in (
-            "link set dev lo up",
-            "link add name eth0 type veth peer name eth0p",
-            "addr add 10.99.0.1/24 dev eth0",
-            "link set dev eth0 up",
-            "link set dev eth0p up",
-        ):
-            sh("ip", "-n", self.name, *cmd.split())
+        super().__init__(new_netns("nra-bench").name)
+        add_peer_link(self, v6_cidr=None)
 
     def count_rules(self) -> int:
-        return len(sh("ip", "-n", self.name, "-4", "rule", "show", "table", "20").splitlines())
+        return len(self.rules("-4", TABLE))
 
     def close(self) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], check=False)
+        self.delete()
 
 
 def prefixes(n: int, offset: int = 0) -> list[str]:
@@ -194,50 +186,68 @@ class RuleListener:
         self.ipr.close()
 
 
-def start_daemon(ns: Namespace, cfg: Path, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([*NRA, "--static-file", str(cfg), "--netns", ns.name, "--max-reconcile-wait", "0"],
+def start_daemon(ns: NetNS, cfg: Path, log: Path, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen([*NRA, "--static-file", str(cfg), "--netns", ns.name, "--max-reconcile-wait", "0", *extra],
                             env=env(), cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     return proc
 
 
-def bench_change(n: int, workdir: Path, rounds: int = 15) -> float:
-    ns = Namespace()
-    cfg = workdir / f"change-{n}.yaml"
-    nets = prefixes(n)
-    cfg.write_text(config_text(nets))
-    proc = start_daemon(ns, cfg, workdir / f"daemon-{n}.log")
+def stop_daemon(proc: subprocess.Popen, ns: NetNS) -> None:
+    proc.terminate()
+    proc.wait(10)
+    ns.delete()
+
+
+def measure_changes(ns: NetNS, workdir: Path, nets: list[str], config: Callable[[list[str]], str],
+                    programmed: Callable[[], bool], listen: Callable[[], object], rounds: int,
+                    *extra: str) -> float:
+    """A daemon on `nets` (extra: its flags); then `rounds` times: the file gets NEW_PREFIX
+    (timed until `listen()`'s wait(deadline) sees it in the kernel), and loses it again
+    (until `programmed()`). Median seconds."""
+    cfg = workdir / f"change-{len(nets)}.yaml"
+    cfg.write_text(config(nets))
+    proc = start_daemon(ns, cfg, workdir / f"daemon-{len(nets)}.log", *extra)
     try:
         deadline = time.monotonic() + 60
-        while ns.count_rules() != n:
+        while not programmed():
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"daemon did not program {n} rules; see {workdir}/daemon-{n}.log")
+                raise RuntimeError(f"daemon did not program {len(nets)} prefixes; see {workdir}/daemon-{len(nets)}.log")
             time.sleep(0.05)
         time.sleep(0.5)
-        listener = RuleListener(ns.name)
+        listener = listen()
         times = []
-        for i in range(rounds):
-            # alternate: add 198.18.0.0/30 (measured), then remove it again (not measured)
+        for _ in range(rounds):
+            # alternate: add NEW_PREFIX (measured), then remove it again (not measured)
             tmp = cfg.with_suffix(".tmp")
-            tmp.write_text(config_text(nets + ["198.18.0.0/30"]))
+            tmp.write_text(config(nets + [NEW_PREFIX]))
             listener.drain()
             started = time.perf_counter()
             os.replace(tmp, cfg)
-            arrived = listener.wait("RTM_NEWRULE", "198.18.0.0", started + 5)
+            arrived = listener.wait(started + 30)
             if arrived is None:
-                raise RuntimeError("change did not reach the kernel within 5 s")
+                raise RuntimeError("change did not reach the kernel within 30 s")
             times.append(arrived - started)
-            tmp.write_text(config_text(nets))
+            tmp.write_text(config(nets))
             os.replace(tmp, cfg)
-            deadline = time.monotonic() + 10
-            while ns.count_rules() != n and time.monotonic() < deadline:
+            deadline = time.monotonic() + 30
+            while not programmed() and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.1)
         listener.close()
         return statistics.median(times)
     finally:
-        proc.terminate()
-        proc.wait(10)
-        ns.close()
+        stop_daemon(proc, ns)
+
+
+def bench_change(n: int, workdir: Path, rounds: int = 15) -> float:
+    ns = Namespace()
+
+    def listen() -> RuleListener:
+        listener = RuleListener(ns.name)
+        listener.wait = lambda deadline: RuleListener.wait(listener, "RTM_NEWRULE", NEW_PREFIX.split("/")[0], deadline)
+        return listener
+
+    return measure_changes(ns, workdir, prefixes(n), config_text, lambda: ns.count_rules() == n, listen, rounds)
 
 
 def bench_idle(n: int, seconds: float, workdir: Path) -> tuple[float, float]:
@@ -262,19 +272,27 @@ def bench_idle(n: int, seconds: float, workdir: Path) -> tuple[float, float]:
                       if line.startswith("VmRSS:"))
         return rss_kb / 1024, used * 60 / seconds
     finally:
-        proc.terminate()
-        proc.wait(10)
-        ns.close()
+        stop_daemon(proc, ns)
+
+
+def parser_with_sizes(doc: str, sizes: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark: its docstring as help, and --sizes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=sizes)
+    return parser
+
+
+def machine() -> str:
+    return f"kernel {os.uname().release}, {os.cpu_count()} cores, python {sys.version.split()[0]}"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10,100,1000,10000")
+    parser = parser_with_sizes(__doc__, "10,100,1000,10000")
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--idle-prefixes", type=int, default=1000)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"nra benchmark: kernel {os.uname().release}, {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    print(f"nra benchmark: {machine()}")
     print(f"{'N':>6} {'oneshot s':>10} {'ip-batch s':>11} {'ratio':>6} {'steady ms':>10} {'change ms':>10}")
     with tempfile.TemporaryDirectory(prefix="nra-bench-") as tmp:
         workdir = Path(tmp)

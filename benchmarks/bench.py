@@ -11,34 +11,28 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nra.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.planner import RoutingPolicy, desired_rules, plan
+from testbed.netns import add_peer_link, new_netns, sh
 
 POLICY = RoutingPolicy(table=20, priority=20, fwmark=None, fwmask=None,
                        destinations=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))
 BASE = ipaddress.ip_address("100.64.0.0")
 
 
-def sh(cmd: str) -> None:
-    subprocess.run(cmd, shell=True, check=True, capture_output=True)
-
-
 def new_namespace() -> str:
-    name = f"nra-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    sh(f"ip netns add {name}")
-    sh(f"ip -n {name} link set dev lo up")
-    sh(f"ip -n {name} link add name eth0 type veth peer name eth0p")
-    sh(f"ip -n {name} addr add 10.99.0.1/24 dev eth0")
-    sh(f"ip -n {name} link set dev eth0 up")
-    sh(f"ip -n {name} link set dev eth0p up")
-    return name
+    """A namespace with the peers' link (10.99.0.1/24 on eth0)."""
+    ns = new_netns("nra-bench")
+    add_peer_link(ns, v6_cidr=None)
+    return ns.name
 
 
 def prefixes(n: int) -> list[ipaddress.IPv4Network]:
@@ -73,7 +67,7 @@ async def measure_agent(n: int) -> dict[str, float]:
         return {"full": t2 - t0, "apply": t2 - t1, "read": t4 - t3, "plan": t5 - t4,
                 "steady": t5 - t3, "clean": t6 - t5}
     finally:
-        sh(f"ip netns del {ns}")
+        sh(f"ip netns del {ns}", check=False)
 
 
 def measure_ip_batch(n: int) -> dict[str, float]:
@@ -95,7 +89,7 @@ def measure_ip_batch(n: int) -> dict[str, float]:
             t3 = time.perf_counter()
         return {"ip_add": t1 - t0, "ip_show": t2 - t1, "ip_del": t3 - t2}
     finally:
-        sh(f"ip netns del {ns}")
+        sh(f"ip netns del {ns}", check=False)
 
 
 def main(argv: list[str]) -> int:

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import os
-import select
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,8 +37,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from pyroute2 import IPRoute  # noqa: E402
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_RULE  # noqa: E402
 
 from agent_bench import Namespace, RuleListener, prefixes  # noqa: E402
 from tests.kube.apiserver import FakeApiServer  # noqa: E402

@@ -130,7 +130,7 @@ class Agent:
             others.add(asyncio.create_task(self._watch_session_states(reconciler), name="session-states"))
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
-        metrics.agent_started(__version__, self.source.name)
+        metrics.agent_started(__version__, self.source.name, self.settings.return_path)
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
                     f"namespace {self.settings.netns}" if self.settings.netns else "this network namespace")
         stop = asyncio.create_task(self._stop.wait())

@@ -46,6 +46,9 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "table_name": ("--table-name", "NAME", "name the table in /etc/iproute2/rt_tables.d/nra.conf when that "
                    "directory exists (ip rule then shows it); CLEANANDEXIT removes it"),
     "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),
+    "return_path": ("--return-path", "rules|conntrack", "how replies find their router (default: rules)"),
+    "return_path_mark": ("--return-path-mark", "VALUE/MASK", "conntrack mode: nra's mark bits (default: 0x2/0x3e)"),
+    "return_path_tables": ("--return-path-tables", "FIRST-LAST", "conntrack mode: the router tables (default: after --table)"),
 }
 
 

@@ -9,6 +9,7 @@ rules of the current intent.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -21,7 +22,10 @@ from nra.intent import Intent, IPAddress
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
 from nra.kernel.model import KernelState
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
+from nra.marks import parse_mark_field
+from nra.nft import DesiredTables
 from nra.peer_health import PeerHealth
+from nra.return_path import ReturnPathPolicy, plan_conntrack
 from nra.planner import DesiredRules, Plan, RoutingPolicy, desired_rules, managed_route, plan
 from nra.settings import Settings
 from nra.status import AgentStatus
@@ -62,10 +66,21 @@ def policy_from_settings(settings: Settings) -> RoutingPolicy:
                          destinations=settings.destinations)
 
 
+def return_path_policy(settings: Settings) -> ReturnPathPolicy | None:
+    """The conntrack return path's policy; None in rules mode."""
+    if settings.return_path != "conntrack":
+        return None
+    return ReturnPathPolicy(parse_mark_field(settings.return_path_mark), settings.router_tables, settings.table,
+                            settings.rule_priority)
+
+
 def kernel_adapter(settings: Settings) -> KernelAdapter:
-    """The kernel façade for these settings (use as `async with`)."""
-    return KernelAdapter(settings.table, netns=settings.netns, learned_protos=settings.learned_protos,
-                         managed_neighbours=settings.managed_neighbours, neigh_timers=settings.neigh_timers)
+    """The kernel façade for these settings (use as `async with`): with the router tables and
+    nft in conntrack mode, learned routes, managed neighbours and link timers when set."""
+    return KernelAdapter(settings.table, netns=settings.netns,
+                         router_tables=settings.router_tables if settings.return_path == "conntrack" else None,
+                         learned_protos=settings.learned_protos, managed_neighbours=settings.managed_neighbours,
+                         neigh_timers=settings.neigh_timers)
 
 
 def kernel_after(state: KernelState, report: ApplyReport, policy: RoutingPolicy) -> tuple[dict[int, int], dict[int, int]]:
@@ -95,6 +110,8 @@ class Reconciler:
         self.adapter = adapter
         self.settings = settings
         self.policy = policy_from_settings(settings)
+        self.return_path = return_path_policy(settings)
+        self._nft_tables = DesiredTables()
         self.status = status
         self.health = PeerHealth()
         #: FRR-K8s's session states of this node's peers (peer -> reported up; None: all
@@ -119,6 +136,9 @@ class Reconciler:
             self._recheck_at = self.health.observe_session_states(
                 [p.address for p in intent.peers], self.session_states() or {}, time.monotonic(),
                 self.settings.bgp_session_hold)
+        if self.return_path is not None:
+            return state, plan_conntrack(intent, state, self.policy, self.return_path, self.health.verdicts(),
+                                         self._nft_tables)
         return state, plan(intent, state, self.policy, self.health.verdicts(), self._desired_rules(intent))
 
     async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,
@@ -196,8 +216,11 @@ class Reconciler:
 
     def _export_gauges(self, intent: Intent, the_plan: Plan, peers: dict[int, int], rules: dict[int, int]) -> None:
         metrics.kernel_state(peers, rules)
-        desired = self._desired_rules(intent)
-        metrics.desired_state({v: len(intent.peers_of(v)) for v in (4, 6)}, {v: len(desired[v]) for v in (4, 6)})
+        if self.return_path is None:
+            prefixes = {v: len(rules) for v, rules in self._desired_rules(intent).items()}
+        else:  # (no rule per prefix to build in conntrack mode)
+            prefixes = dict(Counter(p.version for p in intent.prefixes))
+        metrics.desired_state({v: len(intent.peers_of(v)) for v in (4, 6)}, prefixes)
         left_out: dict[tuple[int, str], int] = {}
         for address, reason in the_plan.left_out.items():
             left_out[(address.version, reason)] = left_out.get((address.version, reason), 0) + 1

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
+from nra.marks import DEFAULT_MARK_TEXT, parse_mark_field, parse_table_range
 
 # Tables the kernel itself uses: unspec (0), default (253), main (254), local (255).
 RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
@@ -211,6 +212,9 @@ class Settings(BaseSettings):
         "", validation_alias="LEARNED_ROUTE_PROTOS",
         description="a peer counts as alive only while a route via it from these routing daemons exists",
     )
+    return_path: Literal["rules", "conntrack"] = Field("rules", validation_alias="RETURN_PATH")
+    return_path_mark: str = Field(DEFAULT_MARK_TEXT, validation_alias="RETURN_PATH_MARK")
+    return_path_tables: str | None = Field(None, validation_alias="RETURN_PATH_TABLES")
     table_name: str | None = Field(None, validation_alias="TABLE_NAME",
                                    description="name written for the table id in /etc/iproute2/rt_tables.d")
 
@@ -228,7 +232,7 @@ class Settings(BaseSettings):
         text = str(v).strip().lower()
         return _LOG_LEVEL_ALIASES.get(text, text)
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "return_path", mode="before")
     @classmethod
     def _format(cls, v: Any) -> str:
         return str(v).strip().lower()
@@ -325,6 +329,22 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a number of seconds above 0 and at most {limit:g} (got {v!r})")
         return v
 
+    @field_validator("return_path_mark")
+    @classmethod
+    def _return_path_mark(cls, v: str) -> str:
+        parse_mark_field(v)
+        return v.strip()
+
+    @field_validator("return_path_tables")
+    @classmethod
+    def _return_path_tables(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        reserved = sorted(set(parse_table_range(v)) & RESERVED_TABLES.keys())
+        if reserved:
+            raise ValueError(f"{reserved[0]} is the kernel's {RESERVED_TABLES[reserved[0]]} table; pick another range")
+        return v.strip()
+
     @model_validator(mode="after")
     def _modes(self) -> "Settings":
         if self.oneshot and self.cleanandexit:
@@ -332,6 +352,14 @@ class Settings(BaseSettings):
         if self.frrk8s_namespace and not (self.metallb_use_crds and self.node_name):
             raise ValueError("FRRK8S_NAMESPACE needs METALLB_USE_CRDS=1 and NODE_NAME (BGPSessionStates are "
                              "picked by this node's name)")
+        if self.return_path != "conntrack":
+            return self  # the router tables are not used: TABLE_WEIGHT alone is checked
+        tables = self.router_tables
+        if self.table in tables:
+            raise ValueError(f"RETURN_PATH_TABLES {tables.start}-{tables.stop - 1} holds TABLE_WEIGHT {self.table}")
+        if not self.return_path_tables and set(tables) & RESERVED_TABLES.keys():
+            raise ValueError(f"RETURN_PATH_TABLES: the default range after TABLE_WEIGHT {self.table} "
+                             f"({tables.start}-{tables.stop - 1}) holds a reserved table id; set the range")
         return self
 
     # -- derived values ---------------------------------------------------------------
@@ -341,6 +369,14 @@ class Settings(BaseSettings):
         if not self.rule_fwmark:
             return None, None
         return parse_fwmark(self.rule_fwmark)
+
+    @property
+    def router_tables(self) -> range:
+        """The conntrack return path's tables: RETURN_PATH_TABLES, or the ids after
+        TABLE_WEIGHT, one per router the mark can number."""
+        if self.return_path_tables:
+            return parse_table_range(self.return_path_tables)
+        return range(self.table + 1, self.table + 1 + parse_mark_field(self.return_path_mark).capacity)
 
     @property
     def health_endpoint(self) -> tuple[str, int] | None:

@@ -1,16 +1,15 @@
 """The kernel façade the reconciler talks to: read the state, apply operations, events.
 
-It composes one component per kernel object (rules, routes, neighbours) and the event
-source, in one network namespace (or the current one). Another kernel object (the
-return path's nftables state, say) is one more component: read in read_state(), its
-operations given a handler in apply().
+It composes one component per kernel object (rules, routes, neighbours; with the conntrack
+return path, nra's nftables table and the router tables too) and the event source, in one
+network namespace (or the current one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
@@ -19,9 +18,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from nra.intent import IPAddress
 from nra.kernel.codec import error_text
-from nra.kernel.events import KernelEvent, KernelEvents
+from nra.kernel.events import KernelEvent, KernelEvents, TableChange, merge
 from nra.kernel.learned import LearnedRoutes
-from nra.kernel.model import KernelState
+from nra.kernel.libnft import NftError
+from nra.kernel.model import KernelState, NeighbourEntry
+from nra.kernel.nft import ApplyNft, NftState
 from nra.kernel.neighbours import Neighbours
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
 from nra.kernel.addresses import LocalAddresses
@@ -54,30 +55,41 @@ def _fault_text(exc: BaseException) -> str:
 class KernelAdapter:
     """Reads and writes the managed table and its rules; use as `async with`."""
 
-    def __init__(self, table: int, netns: str | None = None, learned_protos: frozenset[int] = frozenset(),
-                 managed_neighbours: bool = False, neigh_timers: Mapping[str, int] | None = None):
+    def __init__(self, table: int, netns: str | None = None, router_tables: range | None = None,
+                 learned_protos: frozenset[int] = frozenset(), managed_neighbours: bool = False,
+                 neigh_timers: Mapping[str, int] | None = None):
+        """router_tables: the conntrack return path's tables (its nft table is then read and
+        written too); None for the rules return path."""
         self.table = table
         self.netns = netns
+        self.router_tables = router_tables
         self._sock = NetlinkSocket(netns)
         self._ipr: AsyncIPRoute | None = None
         self._route_table: Routes | None = None
-        self._rules = Rules(self._sock, table)
+        self._rules = Rules(self._sock, table, router_tables or ())
         self._neighbours = Neighbours(self._sock)
         self._local = LocalAddresses(self._sock)
         self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
         self._learned = LearnedRoutes(learned_protos) if learned_protos else None
-        self._events = KernelEvents(netns, table, learned_protos)
+        self._events = KernelEvents(netns, table, router_tables or (), learned_protos)
+        self._nft: NftState | None = None
+        self._router_tables_read = False
 
     async def __aenter__(self) -> "KernelAdapter":
         await asyncio.to_thread(self._sock.open)
         self._ipr = await open_route_socket(self.netns)
         self._route_table = Routes(self._ipr, self.table)
+        if self.router_tables is not None:
+            self._nft = await asyncio.to_thread(NftState, self.netns)
         return self
 
     async def __aexit__(self, *exc) -> None:
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = self._route_table = None
+        if self._nft is not None:
+            self._nft.close()
+            self._nft = None
         self._sock.close()
 
     @property
@@ -104,11 +116,14 @@ class KernelAdapter:
             links = links_of(addresses, connected, zones)
             invalid.update(await self._local.kinds(addresses))
             invalid.update(network_addresses(links, connected))
-        neighbours = await self._neighbours.read(links) if links else {}
+        entries = await self._neighbours.read_entries(links) if links else {}
         learned = await self._learned.read(routes.ipr, addresses, links) if self._learned else None
         self._events.watch(links)
-        return KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
-                           neighbours, links, invalid, learned)
+        state = KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
+                            {a: e.state for a, e in entries.items()}, links, invalid, learned)
+        if self._nft is None:
+            return state
+        return await self._read_return_path(state, entries)
 
     async def _zones(self, addresses: Iterable[IPAddress], invalid: dict[IPAddress, str]) -> dict[IPAddress, int]:
         """The link index of each zoned address's zone (fe80::1%eth0: eth0's); an unknown
@@ -123,6 +138,31 @@ class KernelAdapter:
             except OSError:
                 invalid[address] = f"on link {zone}, which does not exist"
         return zones
+
+    async def _read_return_path(self, state: KernelState, entries: Mapping[IPAddress, NeighbourEntry]) -> KernelState:
+        """The conntrack return path's part: the peers' link-layer addresses and link names,
+        the router tables' routes, nra's nft table."""
+        assert self._ipr is not None and self._nft is not None and self.router_tables is not None
+        names = {}
+        for index in sorted(set().union(*state.links.values())) if state.links else ():
+            for msg in await self._ipr.link("get", index=index):
+                names[index] = msg.get("IFLA_IFNAME")
+        nft_table = await self._nft.read()
+        # Every router table once (leftovers of an earlier run go); after that the ones a
+        # rule points at or the nft map numbers: a read costs a dump per table and family.
+        tables: Iterable[int] = self.router_tables
+        if self._router_tables_read:
+            used = {r.table for r in state.rules if r.table in self.router_tables}
+            if nft_table is not None:
+                used |= {self.router_tables[i - 1] for i in nft_table.routers.values()
+                         if 1 <= i <= len(self.router_tables)}
+            tables = sorted(used)
+        router_routes = []
+        for table in tables:
+            router_routes += await Routes(self._ipr, table).read()
+        self._router_tables_read = True
+        return replace(state, lladdrs={a: e.lladdr for a, e in entries.items() if e.lladdr}, link_names=names,
+                       router_routes=tuple(router_routes), nft=nft_table)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -150,16 +190,20 @@ class KernelAdapter:
                 continue
             try:
                 if isinstance(op, ReplaceRoute):
-                    dropped = await self._routes.replace_leaving_out_refused(op.family, op.dst, op.metric,
-                                                                             op.nexthops)
+                    dropped = await Routes(self._ipr, op.table).replace_leaving_out_refused(
+                        op.family, op.dst, op.metric, op.nexthops) if self._ipr else ()
                     if dropped:
                         report.dropped.append((op, dropped))
                 elif isinstance(op, DeleteRoute):
                     await self._routes.delete(op.route)
+                elif isinstance(op, ApplyNft):
+                    if self._nft is None:
+                        raise TypeError("nftables changes need the conntrack return path's adapter")
+                    await self._nft.apply(op.change, op.desired, op.marks, op.current)
                 else:
                     raise TypeError(f"unknown operation {op!r}")
                 report.applied.append(op)
-            except KERNEL_ERRORS as exc:  # one refused operation must not stop the others
+            except (*KERNEL_ERRORS, NftError) as exc:  # one refused operation must not stop the others
                 report.failed.append((op, _fault_text(exc)))
             i += 1
         return report
@@ -179,5 +223,8 @@ class KernelAdapter:
 
     def events(self) -> AsyncIterator[KernelEvent]:
         """Changes to the table, its rules, the links, the watched peers' neighbour entries
-        and the learned routes via them (see nra.kernel.events)."""
-        return self._events.stream()
+        and the learned routes via them (see nra.kernel.events); with the conntrack return
+        path, also anyone else's change to nra's nft table (netfilter's notifications: at once)."""
+        if self._nft is None:
+            return self._events.stream()
+        return merge(self._events.stream(), (TableChange(reason) async for reason in self._nft.changes()))

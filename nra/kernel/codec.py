@@ -269,13 +269,17 @@ def decode_neighbour(message: Message, wanted: Container[bytes]) -> NeighbourEnt
     if message.end - message.body < NDMSG.size:
         return None
     _, _, _, ifindex, nud, _, _ = NDMSG.unpack_from(data, message.body)
+    address = lladdr = None
     for kind, payload in attributes(data, message.body + NDMSG.size, message.end):
         if kind == NDA_DST:
             if payload not in wanted:
                 return None
-            return NeighbourEntry(ipaddress.ip_address(payload), ifindex, NUD_NAMES.get(nud, "NONE"),
-                                  message.kind == RTM_DELNEIGH)
-    return None
+            address = ipaddress.ip_address(payload)
+        elif kind == NDA_LLADDR and payload:
+            lladdr = ":".join(f"{b:02x}" for b in payload)
+    if address is None:
+        return None
+    return NeighbourEntry(address, ifindex, NUD_NAMES.get(nud, "NONE"), message.kind == RTM_DELNEIGH, lladdr)
 
 
 # -- notifications: links and routes (only what an event reason needs) -------------------------

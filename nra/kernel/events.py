@@ -14,7 +14,7 @@ import dataclasses
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping, Union
+from typing import AsyncIterator, Container, Mapping, Union
 
 from nra.intent import IPAddress
 from nra.kernel.codec import (
@@ -64,6 +64,33 @@ class Resync:
 KernelEvent = Union[TableChange, NeighbourChange, LearnedRouteChange, Resync]
 
 
+async def merge(*sources: AsyncIterator) -> AsyncIterator:
+    """The items of several async iterators as they come, until cancelled; an exception in
+    one of them (a bug) ends the merged stream with it."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(source: AsyncIterator) -> None:
+        try:
+            async for item in source:
+                queue.put_nowait(item)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer
+            queue.put_nowait(exc)
+
+    pumps = [asyncio.create_task(pump(source), name=f"kernel-events-{i}") for i, source in enumerate(sources)]
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
 def _link_reason(old: LinkState | None, new: LinkState) -> str | None:
     if old is None or (old.admin_up, old.carrier_up) == (new.admin_up, new.carrier_up):
         return None
@@ -76,9 +103,11 @@ class KernelEvents:
     """The event source. `watch()` says which peers' neighbour entries matter, and on which
     links; the adapter updates it on every read."""
 
-    def __init__(self, netns: str | None, table: int, learned_protos: frozenset[int] = frozenset()):
+    def __init__(self, netns: str | None, table: int, also: Container[int] = (),
+                 learned_protos: frozenset[int] = frozenset()):
         self.netns = netns
         self.table = table
+        self.also = also  # more tables whose routes and rules are ours (the router tables)
         self.learned_protos = learned_protos
         self._watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
 
@@ -88,32 +117,10 @@ class KernelEvents:
             watched.setdefault(address.packed, []).append((address, oifs))
         self._watched = watched
 
-    async def stream(self) -> AsyncIterator[KernelEvent]:
+    def stream(self) -> AsyncIterator[KernelEvent]:
         """Every event, until cancelled. An unexpected exception (a bug) in either socket's
         reader ends the stream with it."""
-        queue: asyncio.Queue = asyncio.Queue()
-
-        async def pump(source: AsyncIterator[KernelEvent]) -> None:
-            try:
-                async for event in source:
-                    queue.put_nowait(event)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # handed to the consumer
-                queue.put_nowait(exc)
-
-        pumps = [asyncio.create_task(pump(self._table_events()), name="netlink-table-events"),
-                 asyncio.create_task(pump(self._neighbour_events()), name="netlink-neighbour-events")]
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+        return merge(self._table_events(), self._neighbour_events())
 
     async def _socket(self, groups: int, rcvbuf: int) -> socket.socket:
         sock = await asyncio.to_thread(open_netlink, self.netns, groups, rcvbuf)
@@ -160,14 +167,14 @@ class KernelEvents:
         kind = message.kind
         if kind in (RTM_NEWRULE, RTM_DELRULE):
             body = message.body_bytes()
-            if rule_table(body) != self.table:
+            if rule_table(body) != self.table and rule_table(body) not in self.also:
                 return None
             rule = decode_rule(body)
             return (f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from "
                     f"{rule.src or 'all'} priority {rule.priority}")
         if kind in (RTM_NEWROUTE, RTM_DELROUTE):
             route = decode_route_header(message)
-            if route.table != self.table:
+            if route.table != self.table and route.table not in self.also:
                 return None
             return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{route.version} {route.dst_text()}"
         if kind == RTM_NEWLINK:

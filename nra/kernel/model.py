@@ -92,6 +92,7 @@ class NeighbourEntry:
     ifindex: int
     state: str  # a NUD state name ("REACHABLE", "FAILED", "INCOMPLETE" ...), or "NONE"
     deleted: bool = False  # an RTM_DELNEIGH notification
+    lladdr: str | None = None  # the link-layer address, when the entry has one ("02:00:...")
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,12 @@ class KernelState:
     #: how many routes installed by the configured routing daemons (LEARNED_ROUTE_PROTOS) go
     #: via each candidate peer; None when learned-route liveness is off
     learned: Mapping[IPAddress, int] | None = None
+    # -- read only for the conntrack return path ------------------------------------------
+    #: candidate peers' link-layer addresses (their neighbour entries')
+    lladdrs: Mapping[IPAddress, str] = field(default_factory=dict)
+    #: names of the peers' links, by index
+    link_names: Mapping[int, str] = field(default_factory=dict)
+    #: routes of the router tables (RETURN_PATH_TABLES)
+    router_routes: tuple[KernelRoute, ...] = ()
+    #: nra's nftables table (an nra.nft.NftTable), None when absent
+    nft: object | None = None

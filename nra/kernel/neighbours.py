@@ -23,8 +23,12 @@ class Neighbours:
         """The NUD state of each peer's entry on its own link; a peer without one is absent.
         A dump interrupted by a change is still a usable snapshot: the change comes as an
         event."""
+        return {address: entry.state for address, entry in (await self.read_entries(links)).items()}
+
+    async def read_entries(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, NeighbourEntry]:
+        """Each peer's entry on its own link (state and link-layer address)."""
         wanted = by_packed(links)
-        states: dict[IPAddress, str] = {}
+        states: dict[IPAddress, NeighbourEntry] = {}
 
         def keep(message: Message) -> NeighbourEntry | None:
             if message.kind not in (RTM_NEWNEIGH, RTM_DELNEIGH):
@@ -38,7 +42,7 @@ class Neighbours:
                                                        True):
                 for address in wanted[entry.address.packed]:
                     if entry.ifindex in links[address]:
-                        states[address] = entry.state
+                        states[address] = entry
         return states
 
 

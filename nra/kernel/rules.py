@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from typing import Sequence
+from typing import Container, Sequence
 
 from nra.kernel.codec import (
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE, Message,
@@ -24,9 +24,10 @@ class Rules:
     message did not change since the last read is not decoded again, so a steady read of
     10,000 rules is a dump and dictionary look-ups."""
 
-    def __init__(self, sock: NetlinkSocket, table: int):
+    def __init__(self, sock: NetlinkSocket, table: int, also: Container[int] = ()):
         self.sock = sock
         self.table = table
+        self.also = also  # more tables whose rules are ours (the conntrack return path's)
         self._known: dict[bytes, KernelRule] = {}
 
     async def read(self) -> list[KernelRule]:
@@ -39,7 +40,8 @@ class Rules:
             body = message.body_bytes()
             rule = previous.get(body)
             if rule is None:
-                rule = decode_rule(body) if rule_table(body) == self.table else _FOREIGN
+                table = rule_table(body)
+                rule = decode_rule(body) if table == self.table or table in self.also else _FOREIGN
             known[body] = rule
             return None if rule is _FOREIGN else rule
 

@@ -40,6 +40,18 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def enter_netns(netns: str | None) -> None:
+    """Move the calling thread into the named network namespace (or namespace file path);
+    nothing when `netns` is None. A thread that stays there (libnftables' own) calls it once."""
+    if not netns:
+        return
+    path = netns if "/" in netns else f"/var/run/netns/{netns}"
+    with open(path) as ns_file:
+        if _libc.setns(ns_file.fileno(), CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns {path}: {os.strerror(code)}")
+
+
 def in_netns(netns: str | None, work: Callable[[], T]) -> T:
     """Run `work` in a short-lived thread that has joined the named network namespace (or a
     namespace file path); in this thread if `netns` is None. setns() moves only the calling
@@ -48,15 +60,11 @@ def in_netns(netns: str | None, work: Callable[[], T]) -> T:
     wakeup fd in the parent as if the agent got SIGTERM.)"""
     if not netns:
         return work()
-    path = netns if "/" in netns else f"/var/run/netns/{netns}"
     result: dict[str, object] = {}
 
     def run() -> None:
         try:
-            with open(path) as ns_file:
-                if _libc.setns(ns_file.fileno(), CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns {path}: {os.strerror(code)}")
+            enter_netns(netns)
             result["value"] = work()
         except BaseException as exc:  # handed to the caller
             result["error"] = exc

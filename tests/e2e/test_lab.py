@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import FIGURES, REPO, nra_lab
+from testbed import lab as nra_lab
+from tests.e2e.conftest import FIGURES, REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +40,7 @@ def test_without_nra_replies_go_to_the_gateway_and_are_lost(lab):
     assert not lab.table_routes(4) and not lab.table_routes(6)
     for family in FAMILIES:
         before = lab.counters()
-        tcp = lab.client("_tcp", "--family", str(family), "--flows", "2", "--timeout", "1")
+        tcp = lab.tcp(family, 2, timeout=1)
         assert tcp["ok"] == 0, tcp
         assert not lab.ping(family, count=1)
         seen = delta(before, lab.counters(), family)
@@ -49,8 +50,8 @@ def test_without_nra_replies_go_to_the_gateway_and_are_lost(lab):
 def test_with_nra_tcp_and_ping_work_and_replies_cross_the_routers_only(lab, nra):
     for family in FAMILIES:
         before = lab.counters()
-        tcp = lab.client("_tcp", "--family", str(family), "--flows", "8", "--timeout", "2")
-        assert tcp == {"ok": 8, "failed": 0, "errors": {}}
+        tcp = lab.tcp(family, 8, timeout=2)
+        assert (tcp["ok"], tcp["failed"]) == (8, 0), tcp
         assert lab.ping(family, count=3)
         seen = delta(before, lab.counters(), family)
         assert seen["gw"] == 0 and seen["r1"] + seen["r2"] > 0, seen
@@ -60,7 +61,7 @@ def test_with_nra_tcp_and_ping_work_and_replies_cross_the_routers_only(lab, nra)
 def test_ecmp_spreads_client_flows_over_both_routers(lab, nra, family):
     flows = 64
     before = lab.counters()
-    tcp = lab.client("_tcp", "--family", str(family), "--flows", str(flows), "--timeout", "2")
+    tcp = lab.tcp(family, flows, timeout=2)
     assert tcp["ok"] == flows, tcp
     seen = delta(before, lab.counters(), family)
     total = seen["r1"] + seen["r2"]
@@ -88,7 +89,7 @@ def test_link_flap_nra_restores_the_table(lab, nra):
     FIGURES["table 20 restored after the node's link came back up"] = f"{took * 1000:.0f} ms"
     lab.wait_sessions()
     for family in FAMILIES:
-        tcp = lab.client("_tcp", "--family", str(family), "--flows", "4", "--timeout", "2")
+        tcp = lab.tcp(family, 4, timeout=2)
         assert tcp["ok"] == 4, tcp
 
 
@@ -110,7 +111,7 @@ def test_router_death_flows_move_to_the_other_router(lab, nra, family):
             f"{probe['outage_s']:.2f} s ({probe['lost_after_cut']} of {probe['sent']} probes lost)"
         # Replies stop being lost well before the probe ends: the last 2 s all came back.
         assert probe["outage_s"] < 9.0 - 2.0, probe
-        tcp = lab.client("_tcp", "--family", str(family), "--flows", "16", "--timeout", "2")
+        tcp = lab.tcp(family, 16, timeout=2)
         assert tcp["ok"] == 16, tcp
         seen = delta(before, lab.counters(), family)
         assert seen["r2"] > 0 and seen["gw"] == 0, seen

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Process-level figures of the conntrack return path, in fresh namespaces (run as root).
+
+For N prefixes (never adjacent, so the nft sets hold N elements, not a merged few):
+  oneshot   `nra --oneshot --return-path conntrack` from process start to exit, all programmed
+  steady    one reconcile with nothing to do (read + plan), in-process, median
+  change    a file edit to the new prefix in the kernel (conntrack: the nft set's element, seen
+            by a netfilter listener; rules: agent_bench.py's, the rule), daemon, median
+and the same for `rules` where asked (--rules-max), from the same run.
+
+    .venv/bin/python benchmarks/conntrack_bench.py [--sizes 1000,10000,100000] [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from nra.kernel import nft_netlink as nl  # noqa: E402
+from nra.kernel.socket import in_netns  # noqa: E402
+from nra.metallb import parse_static_document  # noqa: E402
+from nra.reconciler import Reconciler, kernel_adapter  # noqa: E402
+from nra.settings import load_settings  # noqa: E402
+from nra.status import AgentStatus  # noqa: E402
+from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import agent_bench  # noqa: E402
+from agent_bench import NRA, env  # noqa: E402
+
+PEERS = {"10.99.0.2": "02:00:00:00:00:02", "10.99.0.3": "02:00:00:00:00:03"}
+
+
+def namespace() -> NetNS:
+    ns = new_netns("nra-ctbench")
+    add_peer_link(ns, v6_cidr=None)
+    for address, lladdr in PEERS.items():  # the routers' ARP entries, as BGP traffic would leave them
+        ns.ip(f"neigh replace {address} lladdr {lladdr} dev eth0 nud permanent")
+    return ns
+
+
+def prefixes(n: int) -> list[str]:
+    base = int(ipaddress.IPv4Address("100.64.0.0"))
+    return [f"{ipaddress.IPv4Address(base + i * 8)}/30" for i in range(n)]
+
+
+def config_text(nets: list[str]) -> str:
+    lines = ["peers:"] + [f"- peer-address: {p}" for p in PEERS]
+    lines += ["address-pools:", "- name: bench", "  protocol: bgp", "  addresses:"] + [f"  - {n}" for n in nets]
+    return "\n".join(lines) + "\n"
+
+
+def programmed(ns: NetNS, mode: str, n: int) -> bool:
+    if mode == "rules":
+        return len(ns.rules("-4", 20)) == n
+    out = ns.exec(["nft", "list", "set", "inet", "nra", "lb4"], check=False).stdout
+    return out.count("/30") == n
+
+
+def bench_oneshot(mode: str, n: int, workdir: Path) -> float:
+    ns = namespace()
+    try:
+        cfg = workdir / f"oneshot-{mode}-{n}.yaml"
+        cfg.write_text(config_text(prefixes(n)))
+        started = time.perf_counter()
+        subprocess.run([*NRA, "--oneshot", "--return-path", mode, "--static-file", str(cfg), "--netns", ns.name],
+                       check=True, env=env(), cwd=REPO)
+        took = time.perf_counter() - started
+        assert programmed(ns, mode, n), f"{mode}: not all {n} prefixes programmed"
+        return took
+    finally:
+        ns.delete()
+
+
+async def _steady(ns: NetNS, mode: str, n: int, rounds: int) -> float:
+    settings = load_settings(health_address="off", return_path=mode, netns=ns.name)
+    intent = parse_static_document(config_text(prefixes(n)), None, settings.peer_weight).intent
+    times = []
+    async with kernel_adapter(settings) as adapter:
+        reconciler = Reconciler(adapter, settings, AgentStatus())
+        outcome = await reconciler.reconcile(intent, "bench", hooks=False)
+        assert outcome.ok, outcome.describe()
+        for _ in range(rounds):
+            started = time.perf_counter()
+            _, the_plan = await reconciler.compute_plan(intent)
+            times.append(time.perf_counter() - started)
+            assert not the_plan.operations, [str(op) for op in the_plan.operations[:3]]
+    return statistics.median(times)
+
+
+def bench_steady(mode: str, n: int) -> float:
+    ns = namespace()
+    try:
+        return asyncio.run(_steady(ns, mode, n, rounds=10))
+    finally:
+        ns.delete()
+
+
+class ElementListener:
+    """nf_tables notifications of one namespace: when did an element of set lb4 arrive."""
+
+    def __init__(self, netns: str):
+        self.sock = in_netns(netns, lambda: nl.open_socket(1 << (nl.NFNLGRP_NFTABLES - 1)))
+        self.sock.setblocking(False)
+
+    def drain(self) -> None:
+        try:
+            while self.sock.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, deadline: float) -> float | None:
+        while (left := deadline - time.perf_counter()) > 0:
+            if not select.select([self.sock], [], [], left)[0]:
+                return None
+            data = self.sock.recv(1 << 20)
+            for kind, _, _, _, offset in nl._messages(data):
+                if kind == (nl.NFNL_SUBSYS_NFTABLES << 8 | nl.NFT_MSG_NEWSETELEM):
+                    length = nl.NLMSG_HDR.unpack_from(data, offset)[0]
+                    found = nl.attrs(data, offset + nl.NLMSG_HDR.size + nl.NFGENMSG.size, offset + length)
+                    if found.get(nl.NFTA_SET_ELEM_LIST_SET, b"").rstrip(b"\0") == b"lb4":
+                        return time.perf_counter()
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def bench_change(mode: str, n: int, workdir: Path, rounds: int) -> float:
+    """conntrack mode: until the new prefix's element is in the nft set."""
+    ns = namespace()
+    return agent_bench.measure_changes(ns, workdir, prefixes(n), config_text, lambda: programmed(ns, mode, n),
+                                       lambda: ElementListener(ns.name), rounds, "--return-path", mode)
+
+
+def main() -> int:
+    parser = agent_bench.parser_with_sizes(__doc__, "1000,10000,100000")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rules-max", type=int, default=10000)
+    args = parser.parse_args()
+    print(f"nra conntrack benchmark: {agent_bench.machine()}")
+    print(f"{'mode':>10} {'N':>7} {'oneshot s':>10} {'steady ms':>10} {'change ms':>10}")
+    with tempfile.TemporaryDirectory(prefix="nra-ctbench-") as tmp:
+        workdir = Path(tmp)
+        for n in (int(s) for s in args.sizes.split(",")):
+            for mode in ("rules", "conntrack"):
+                if mode == "rules" and n > args.rules_max:
+                    print(f"{mode:>10} {n:>7}   (skipped: above --rules-max {args.rules_max})", flush=True)
+                    continue
+                oneshot = bench_oneshot(mode, n, workdir)
+                steady = bench_steady(mode, n)
+                change = (bench_change(mode, n, workdir, args.rounds) if mode == "conntrack"
+                          else agent_bench.bench_change(n, workdir, args.rounds))
+                print(f"{mode:>10} {n:>7} {oneshot:>10.3f} {steady * 1000:>10.1f} {change * 1000:>10.1f}", flush=True)
+    print("change: rules mode's is agent_bench.py's (its prefixes adjacent /30s, a rule listener); conntrack's "
+          "waits for the nft element")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

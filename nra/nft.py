@@ -1,0 +1,444 @@
+"""The nftables table of the `conntrack` return path, as data: what it should hold, what the
+kernel lists, and the one transaction that turns the second into the first. Pure, no I/O.
+
+nra owns exactly one table, `inet nra` (both families), and never names another. In it:
+
+- sets `lb4` / `lb6` (interval): the LoadBalancer prefixes;
+- set `links` (interface names): the links the BGP peers are reached through;
+- map `routers` (link-layer address -> `goto save_<i>`): which router a sender is;
+- chain `prerouting` (filter, priority mangle): one rule, a verdict map on nra's bits of
+  the connection mark. Unmarked connections go to `classify`; marked ones to `restore_<i>`,
+  which copies the mark onto packets of the reply direction before they are routed;
+  connections already found not to be LoadBalancer traffic (the "examined" mark) stop there;
+- chain `output` (route, priority mangle): the same restore for replies of local sockets;
+- `classify`: a new connection, arriving on a peer's link, for an LB prefix, goes to `save`,
+  which marks it with its router's mark (`routers` map) or else the external mark; any other
+  new connection gets the examined mark.
+
+So every packet but a connection's first costs one rule: a connection-mark load, an AND and
+a hash look-up. Only a connection's first packet pays for the interval look-up (and a
+connection that never sees a reply, whose packets all count as new, pays it once too).
+
+The chains depend on the mark field alone (one `save_<i>`/`restore_<i>` pair for every
+router the field can number), so a peer that comes, goes or changes its link-layer address
+is an element change, never a rebuild.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from nra.intent import IPNetwork
+from nra.marks import U32, MarkField
+
+TABLE = "nra"
+FAMILY = "inet"
+PREFIX_SETS = {4: "lb4", 6: "lb6"}
+LINKS_SET = "links"
+ROUTERS_MAP = "routers"
+MANGLE = -150  # NF_IP_PRI_MANGLE: after conntrack (-200), before DNAT (-100) and routing
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NftTable:
+    """The table's content as nra compares it: elements as values, chains as their hook and
+    rules (each rule its expression list in canonical JSON)."""
+
+    prefixes: Mapping[int, frozenset[Interval]]  # family -> disjoint, merged address intervals
+    links: frozenset[str]
+    routers: Mapping[str, int]  # link-layer address (lower case) -> router index
+    chains: Mapping[str, tuple[tuple | None, tuple[str, ...]]]  # name -> (hook, rules)
+    # the kernel's elements as listed, one interval each (for exact deletes); empty in a
+    # table nra rendered itself
+    raw_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict, compare=False)
+    # what else a listing held that nra never creates (a set, map or chain of another name)
+    foreign: tuple[str, ...] = field(default=(), compare=False)
+
+    def structure(self) -> tuple:
+        """What only a rebuild can change: the chains and their rules."""
+        return tuple(sorted(self.chains.items()))
+
+
+#: first and last address of a run of addresses, as ints (what an interval set element is)
+Interval = tuple[int, int]
+WIDTH = {4: 32, 6: 128}
+
+
+def merge(intervals: Iterable[Interval]) -> frozenset[Interval]:
+    """Overlapping and adjacent intervals as one (as the kernel's interval set must hold
+    them). Plain ints: 100,000 prefixes merge in tens of milliseconds, where ipaddress's
+    collapse takes a second."""
+    merged: list[list[int]] = []
+    for low, high in sorted(intervals):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return frozenset((low, high) for low, high in merged)
+
+
+def prefix_intervals(prefixes: Iterable[IPNetwork]) -> dict[int, frozenset[Interval]]:
+    by_family: dict[int, list[Interval]] = {4: [], 6: []}
+    for prefix in prefixes:  # (not num_addresses: it builds the broadcast address, 30 µs each)
+        low, family = int(prefix.network_address), prefix.version
+        by_family[family].append((low, low + (1 << (WIDTH[family] - prefix.prefixlen)) - 1))
+    return {f: merge(i) for f, i in by_family.items()}
+
+
+def interval_text(family: int, interval: Interval) -> str:
+    """`a/len` when the interval is one prefix, else `a-b`."""
+    low, high = interval
+    size = high - low + 1
+    address = ipaddress.ip_address(low) if family == 4 else ipaddress.IPv6Address(low)
+    if size & (size - 1) == 0 and low % size == 0:
+        return f"{address}/{WIDTH[family] - size.bit_length() + 1}"
+    return f"{address}-{ipaddress.ip_address(high) if family == 4 else ipaddress.IPv6Address(high)}"
+
+
+# -- rendering the chains (canonical JSON, as `nft -j list` gives them back) --------------
+
+
+def _ct(key: str) -> dict:
+    return {"ct": {"key": key}}
+
+
+def _mark_key(field: MarkField, source: dict) -> dict:
+    return {"&": [source, field.mask]}
+
+
+def _set_mark(target: str, field: MarkField, mark: int) -> dict:
+    key = _ct("mark") if target == "ct" else {"meta": {"key": "mark"}}
+    keep = field.keep_others(mark)
+    # nft drops an AND with all ones (the mark sets every bit of the mask): list it so
+    return {"mangle": {"key": key, "value": {"|": [{"&": [key, keep]} if keep != U32 else key, mark]}}}
+
+
+def _rule(*expr: dict) -> str:
+    return json.dumps(list(expr), sort_keys=True, separators=(",", ":"))
+
+
+def save_chain(index: int) -> str:
+    return f"save_{index}" if index else "save_external"
+
+
+def restore_chain(index: int) -> str:
+    return f"restore_{index}" if index else "restore_external"
+
+
+def desired_chains(field: MarkField) -> dict[str, tuple[tuple | None, tuple[str, ...]]]:
+    indexes = range(field.capacity + 1)  # 0: the external mark
+    marks = {i: field.router(i) if i else field.value for i in indexes}
+    restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
+    from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
+    chains: dict[str, tuple[tuple | None, tuple[str, ...]]] = {
+        "prerouting": (("filter", "prerouting", MANGLE, "accept"), (
+            _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
+                            "data": {"set": sorted([[0, {"jump": {"target": "classify"}}],
+                                                    [field.examined, {"accept": None}], *restore_map],
+                                                   key=lambda e: e[0])}}}),)),
+        "output": (("route", "output", MANGLE, "accept"), (
+            _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
+                            "data": {"set": sorted(restore_map, key=lambda e: e[0])}}}),)),
+        "classify": (None, (
+            _rule({"match": {"op": "!=", "left": _ct("state"), "right": "new"}}, {"return": None}),
+            _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                                         "right": f"@{PREFIX_SETS[4]}"}}, {"goto": {"target": "save"}}),
+            _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                                         "right": f"@{PREFIX_SETS[6]}"}}, {"goto": {"target": "save"}}),
+            _rule(_set_mark("ct", field, field.examined)),
+        )),
+        "save": (None, (
+            _rule({"vmap": {"key": {"payload": {"protocol": "ether", "field": "saddr"}}, "data": f"@{ROUTERS_MAP}"}}),
+            _rule(_set_mark("ct", field, field.value)),
+        )),
+    }
+    for i in indexes:
+        if i:
+            chains[save_chain(i)] = (None, (_rule(_set_mark("ct", field, marks[i])),))
+        chains[restore_chain(i)] = (None, (
+            _rule({"match": {"op": "==", "left": _ct("direction"), "right": "reply"}},
+                  _set_mark("meta", field, marks[i])),))
+    return chains
+
+
+def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: Mapping[str, int],
+                  field: MarkField) -> NftTable:
+    """The table nra wants: these LB prefixes, peer links and routers (link-layer address ->
+    index), for this mark field."""
+    return NftTable(prefix_intervals(prefixes), frozenset(links), {m.lower(): i for m, i in routers.items()},
+                    desired_chains(field))
+
+
+class DesiredTables:
+    """The last desired table, kept by its caller (the reconciler) between reconciles: a
+    steady reconcile (the same intent's prefixes, links, routers and mark) gets the very same
+    object back, so nothing is merged again and diff() compares nothing."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._table: NftTable | None = None
+
+    def get(self, prefixes: frozenset[IPNetwork], families: frozenset[int], links: Iterable[str],
+            routers: Mapping[str, int], field: MarkField) -> NftTable:
+        key = (id(prefixes), families, frozenset(links), tuple(sorted(routers.items())), field)
+        if key != self._key or self._table is None:
+            self._table = desired_table((p for p in prefixes if p.version in families), links, routers, field)
+            self._key, self._prefixes = key, prefixes  # the reference keeps the id valid
+        return self._table
+
+
+# -- reading a listing --------------------------------------------------------------------
+
+
+def _address_int(text: str) -> int:
+    return int(ipaddress.ip_address(text))
+
+
+def element_interval(elem) -> Interval:
+    """An element of an interval set as `nft -j` lists it: an address, a prefix or a range."""
+    if isinstance(elem, dict) and "elem" in elem:  # an element with options (timeout, comment)
+        elem = elem["elem"]["val"]
+    if isinstance(elem, str):
+        value = _address_int(elem)
+        return value, value
+    if "prefix" in elem:
+        low = _address_int(elem["prefix"]["addr"])
+        width = 32 if "." in elem["prefix"]["addr"] else 128
+        return low, low + (1 << (width - elem["prefix"]["len"])) - 1
+    if "range" in elem:
+        low, high = elem["range"]
+        return _address_int(low), _address_int(high)
+    raise ValueError(f"unexpected set element {elem!r}")
+
+
+def _verdict_target(data) -> str | None:
+    if isinstance(data, dict):
+        for verdict in ("goto", "jump"):
+            if verdict in data:
+                return data[verdict]["target"]
+    return None
+
+
+def parse_listing(listing: list[dict]) -> NftTable | None:
+    """The table from `nft -j list table inet nra` (its `nftables` list); None when the
+    listing holds no table."""
+    if not any("table" in item for item in listing):
+        return None
+    raw: dict[int, list[Interval]] = {4: [], 6: []}
+    links: set[str] = set()
+    routers: dict[str, int] = {}
+    hooks: dict[str, tuple | None] = {}
+    rules: dict[str, list[str]] = {}
+    foreign: list[str] = []
+    by_name = {v: k for k, v in PREFIX_SETS.items()}
+    for item in listing:
+        if "set" in item:
+            s = item["set"]
+            if s["name"] in by_name:
+                family = by_name[s["name"]]
+                raw[family] += [element_interval(elem) for elem in s.get("elem", [])]
+            elif s["name"] == LINKS_SET:
+                links.update(e if isinstance(e, str) else str(e) for e in s.get("elem", []))
+            else:
+                foreign.append(f"set {s['name']}")
+        elif "map" in item:
+            m = item["map"]
+            if m["name"] != ROUTERS_MAP:
+                foreign.append(f"map {m['name']}")
+                continue
+            for key, data in m.get("elem", []):
+                target = _verdict_target(data) or ""
+                index = int(target.rpartition("_")[2]) if target.startswith("save_") and \
+                    target.rpartition("_")[2].isdigit() else -1
+                routers[str(key).lower()] = index
+        elif "chain" in item:
+            c = item["chain"]
+            hooks[c["name"]] = (c["type"], c["hook"], c["prio"], c.get("policy", "accept")) if "hook" in c else None
+            rules.setdefault(c["name"], [])
+        elif "rule" in item:
+            r = item["rule"]
+            rules.setdefault(r["chain"], []).append(_rule(*r["expr"]))
+    chains = {name: (hooks.get(name), tuple(rules.get(name, ()))) for name in hooks}
+    return NftTable({f: merge(r) for f, r in raw.items()},
+                    frozenset(links), routers, chains, {f: tuple(r) for f, r in raw.items()}, tuple(foreign))
+
+
+# -- the change ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NftChange:
+    """One transaction: a rebuild of the whole table, or element adds and deletes."""
+
+    rebuild: bool = False
+    reason: str = ""
+    add_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict)
+    delete_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict)  # as listed
+    add_links: tuple[str, ...] = ()
+    delete_links: tuple[str, ...] = ()
+    set_routers: Mapping[str, int] = field(default_factory=dict)
+    delete_routers: tuple[str, ...] = ()
+    remove: bool = False  # delete the table (CLEANANDEXIT)
+
+    def __bool__(self) -> bool:
+        return bool(self.rebuild or self.remove or any(self.add_prefixes.values())
+                    or any(self.delete_prefixes.values()) or self.add_links or self.delete_links
+                    or self.set_routers or self.delete_routers)
+
+    def describe(self) -> list[str]:
+        """`nft`-like lines for `nra plan` and the log."""
+        t = f"{FAMILY} {TABLE}"
+        if self.remove:
+            return [f"nft delete table {t}  # {self.reason}"]
+        if self.rebuild:
+            return [f"nft -f <table {t}: {sum(len(v) for v in self.add_prefixes.values())} prefix(es), "
+                    f"{len(self.add_links)} link(s), {len(self.set_routers)} router(s)>  # {self.reason}"]
+        lines = []
+        for family, name in PREFIX_SETS.items():
+            if self.delete_prefixes.get(family):
+                lines.append(f"nft delete element {t} {name} {{ {_elements_text(family, self.delete_prefixes[family])} }}")
+            if self.add_prefixes.get(family):
+                lines.append(f"nft add element {t} {name} {{ {_elements_text(family, self.add_prefixes[family])} }}")
+        if self.delete_links:
+            lines.append(f"nft delete element {t} {LINKS_SET} {{ {', '.join(self.delete_links)} }}")
+        if self.add_links:
+            lines.append(f"nft add element {t} {LINKS_SET} {{ {', '.join(self.add_links)} }}")
+        if self.delete_routers:
+            lines.append(f"nft delete element {t} {ROUTERS_MAP} {{ {', '.join(self.delete_routers)} }}")
+        if self.set_routers:
+            lines.append(f"nft add element {t} {ROUTERS_MAP} {{ "
+                         + ", ".join(f"{m} : goto {save_chain(i)}" for m, i in sorted(self.set_routers.items()))
+                         + " }")
+        return lines
+
+
+def _elements_text(family: int, elements: Iterable[Interval], limit: int = 4) -> str:
+    items = [interval_text(family, e) for e in sorted(elements)]
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def diff(desired: NftTable, current: NftTable | None) -> NftChange:
+    """The one transaction that makes `current` (None: no table) into `desired`."""
+    if current is None:
+        return _rebuild(desired, "table missing")
+    if current.structure() != desired.structure():
+        changed = sorted(set(current.chains) ^ set(desired.chains)) or sorted(
+            name for name in desired.chains if current.chains.get(name) != desired.chains[name])
+        return _rebuild(desired, f"chains differ ({', '.join(changed[:3])})")
+    if current.foreign:
+        return _rebuild(desired, f"not nra's: {', '.join(current.foreign[:3])}")
+    add: dict[int, tuple[Interval, ...]] = {}
+    delete: dict[int, tuple[Interval, ...]] = {}
+    for family in PREFIX_SETS:
+        want = desired.prefixes.get(family, frozenset())
+        # a table nra wrote itself is known by its intervals; a listed one by its elements
+        listed = current.raw_prefixes.get(family) if current.raw_prefixes else current.prefixes.get(family, ())
+        if listed is want:  # nra's own last write, unchanged: nothing to compare
+            add[family], delete[family] = (), ()
+            continue
+        kept = want.intersection(listed)
+        add[family] = tuple(sorted(want - kept))
+        # not ours, or a duplicate listing of one of ours
+        stale = [e for e in listed if e not in kept]
+        if len(listed) != len(set(listed)):
+            seen: set[Interval] = set()
+            stale = [e for e in listed if e not in kept or e in seen or seen.add(e)]
+        delete[family] = tuple(stale)
+    routers_changed = {m: i for m, i in desired.routers.items() if current.routers.get(m) != i}
+    return NftChange(
+        reason="elements differ", add_prefixes=add, delete_prefixes=delete,
+        add_links=tuple(sorted(desired.links - current.links)),
+        delete_links=tuple(sorted(current.links - desired.links)),
+        set_routers=routers_changed,
+        # a changed router is deleted first: map elements are not replaced by an add
+        delete_routers=tuple(sorted((set(current.routers) - set(desired.routers)) | set(
+            m for m in routers_changed if m in current.routers))),
+    )
+
+
+def _rebuild(desired: NftTable, reason: str) -> NftChange:
+    return NftChange(rebuild=True, reason=reason,
+                     add_prefixes={f: tuple(sorted(p)) for f, p in desired.prefixes.items()},
+                     add_links=tuple(sorted(desired.links)), set_routers=dict(desired.routers))
+
+
+def removal(current: NftTable | None) -> NftChange:
+    """CLEANANDEXIT: the table goes, if there is one."""
+    return NftChange(remove=True, reason="clean") if current is not None else NftChange()
+
+
+# -- the transaction as JSON commands (one libnftables call, one netlink batch) ------------
+
+
+def _interval_elem(family: int, interval: Interval):
+    low, high = (str(ipaddress.ip_address(a) if family == 4 else ipaddress.IPv6Address(a)) for a in interval)
+    return low if interval[0] == interval[1] else {"range": [low, high]}
+
+
+def _object(kind: str, name: str, **extra) -> dict:
+    return {kind: {"family": FAMILY, "table": TABLE, "name": name, **extra}}
+
+
+def _elements(name: str, elems: list) -> dict:
+    return {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elems}}
+
+
+def _table_commands(desired: NftTable, field: MarkField) -> list[dict]:
+    """`add` commands that create the whole table (after it was deleted in the same batch)."""
+    cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+    cmds += [{"add": _object("set", PREFIX_SETS[f], type=t, flags=["interval"])}
+             for f, t in ((4, "ipv4_addr"), (6, "ipv6_addr"))]
+    cmds.append({"add": _object("set", LINKS_SET, type="ifname")})
+    cmds.append({"add": _object("map", ROUTERS_MAP, type="ether_addr", map="verdict")})
+    # chains first (a rule or element may name any of them), then the rules
+    for name, (hook, _) in desired.chains.items():
+        spec = {}
+        if hook:
+            kind, where, prio, policy = hook
+            spec = {"type": kind, "hook": where, "prio": prio, "policy": policy}
+        cmds.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, **spec}}})
+    for name, (_, rules) in desired.chains.items():
+        for rule in rules:
+            cmds.append({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": name,
+                                          "expr": json.loads(rule)}}})
+    return cmds
+
+
+def commands(change: NftChange, desired: NftTable | None, field: MarkField | None,
+             table_exists: bool) -> list[dict]:
+    """The JSON command list of the transaction (empty for no change)."""
+    if not change:
+        return []
+    cmds: list[dict] = []
+    if change.remove or change.rebuild:
+        if table_exists:
+            cmds.append({"delete": {"table": {"family": FAMILY, "name": TABLE}}})
+        if change.remove:
+            return cmds
+        assert desired is not None and field is not None
+        cmds += _table_commands(desired, field)
+    else:
+        for family, name in PREFIX_SETS.items():
+            if change.delete_prefixes.get(family):
+                cmds.append({"delete": _elements(name, [_interval_elem(family, i)
+                                                        for i in change.delete_prefixes[family]])})
+        if change.delete_links:
+            cmds.append({"delete": _elements(LINKS_SET, list(change.delete_links))})
+        if change.delete_routers:
+            cmds.append({"delete": _elements(ROUTERS_MAP, list(change.delete_routers))})
+    for family, name in PREFIX_SETS.items():
+        if change.add_prefixes.get(family):
+            cmds.append({"add": _elements(name, [_interval_elem(family, i) for i in change.add_prefixes[family]])})
+    if change.add_links:
+        cmds.append({"add": _elements(LINKS_SET, list(change.add_links))})
+    if change.set_routers:
+        cmds.append({"add": _elements(ROUTERS_MAP, [[m, {"goto": {"target": save_chain(i)}}]
+                                                    for m, i in sorted(change.set_routers.items())])})
+    return cmds

@@ -1,0 +1,159 @@
+"""nra's nftables table against the real kernel, in throwaway namespaces: the round trip,
+drift of every kind repaired by the planned change, a router's link-layer address changing,
+notifications that name who touched the table, and never another table."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+
+import pytest
+
+from nra import nft
+from nra.marks import parse_mark_field
+from nra.kernel.nft import NftState
+from testbed.netns import NetNS
+
+pytestmark = pytest.mark.kernel
+
+FIELD = parse_mark_field("0x2/0x3e")
+PREFIXES = [ipaddress.ip_network(p) for p in ("10.80.0.0/28", "10.81.0.5/32", "fd00:80::/120", "fd00:81::7/128")]
+ROUTERS = {"02:00:00:00:00:01": 1, "02:00:00:00:00:02": 2}
+
+
+def desired(prefixes=PREFIXES, links=("eth0",), routers=ROUTERS) -> nft.NftTable:
+    return nft.desired_table(prefixes, links, routers, FIELD)
+
+
+def reconcile(owner: NftState, want: nft.NftTable) -> nft.NftChange:
+    current = owner.read_blocking()
+    change = nft.diff(want, current)
+    owner.apply_blocking(change, want, FIELD, current)
+    return change
+
+
+def listed(ns: NetNS, *what: str) -> list[dict]:
+    return json.loads(ns.exec(["nft", "-j", "list", *what]).stdout)["nftables"]
+
+
+@pytest.fixture
+def owner(netns: NetNS):
+    o = NftState(netns.name)
+    try:
+        yield o
+    finally:
+        o.close()
+
+
+def test_round_trip_then_nothing_to_do_and_no_reread(netns, owner):
+    first = reconcile(owner, desired())
+    assert first.rebuild and first.reason == "table missing"
+    assert not nft.diff(desired(), owner.read_blocking())
+    # the kernel lists exactly what the model rendered (a fresh owner reads it all)
+    fresh = NftState(netns.name)
+    try:
+        assert fresh.read_blocking() == desired()
+    finally:
+        fresh.close()
+    reads = owner.full_reads
+    owner.read_blocking()
+    assert owner.full_reads == reads, "an unchanged ruleset generation must not cost a listing"
+
+
+@pytest.mark.parametrize("drift, expect", [
+    ("delete table inet nra", "rebuild"),
+    ("flush chain inet nra classify", "rebuild"),
+    ("add rule inet nra save accept", "rebuild"),
+    ("delete element inet nra lb4 { 10.81.0.5 }", "add"),
+    ("delete element inet nra lb6 { fd00:80::/120 }", "add"),
+    ("add element inet nra lb4 { 192.0.2.0/24 }", "delete"),
+    ("add element inet nra lb6 { 2001:db8::/64 }", "delete"),
+    ("delete element inet nra routers { 02:00:00:00:00:02 }", "routers"),
+    ("add element inet nra links { \"eth9\" }", "links"),
+])
+def test_drift_is_seen_and_repaired(netns, owner, drift, expect):
+    reconcile(owner, desired())
+    netns.exec(["nft", drift])
+    change = reconcile(owner, desired())  # the generation moved: read in full
+    assert change, drift
+    if expect == "rebuild":
+        assert change.rebuild
+    elif expect == "add":
+        assert not change.rebuild and any(change.add_prefixes.values()) and not any(change.delete_prefixes.values())
+    elif expect == "delete":
+        assert not change.rebuild and any(change.delete_prefixes.values()) and not any(change.add_prefixes.values())
+    elif expect == "routers":
+        assert change.set_routers == {"02:00:00:00:00:02": 2}
+    else:
+        assert change.delete_links == ("eth9",)
+    owner.forget()
+    assert owner.read_blocking() == desired()
+
+
+def test_element_changes_are_one_batch_and_exact(netns, owner):
+    reconcile(owner, desired())
+    smaller = [p for p in PREFIXES if str(p) != "10.80.0.0/28"] + [ipaddress.ip_network("10.80.0.0/29")]
+    change = reconcile(owner, desired(smaller))
+    assert not change.rebuild
+    assert [nft.interval_text(4, i) for i in change.add_prefixes[4]] == ["10.80.0.0/29"]
+    assert [nft.interval_text(4, i) for i in change.delete_prefixes[4]] == ["10.80.0.0/28"]
+    owner.forget()
+    assert owner.read_blocking().prefixes[4] == nft.prefix_intervals(smaller)[4]
+
+
+def test_a_routers_new_link_layer_address_keeps_its_mark(netns, owner):
+    reconcile(owner, desired())
+    moved = {"02:00:00:00:00:01": 1, "02:00:00:00:00:99": 2}
+    change = reconcile(owner, desired(routers=moved))
+    assert not change.rebuild
+    assert change.delete_routers == ("02:00:00:00:00:02",) and change.set_routers == {"02:00:00:00:00:99": 2}
+    owner.forget()
+    assert owner.read_blocking().routers == moved
+
+
+def test_other_tables_are_never_touched(netns, owner):
+    netns.nft("table inet other { set s { type ipv4_addr; elements = { 10.0.0.1 }; }; }\n"
+              "table ip nra { chain c { }; }\n")
+    before = [x for x in listed(netns, "ruleset") if "metainfo" not in x]
+    reconcile(owner, desired())
+    reconcile(owner, desired(prefixes=PREFIXES[:1]))
+    owner.apply_blocking(nft.removal(owner.read_blocking()), None, None, owner.read_blocking())
+    after = [x for x in listed(netns, "ruleset") if "metainfo" not in x]
+    assert after == before
+    assert owner.read_blocking() is None
+
+
+async def test_notifications_name_the_process_and_only_this_table(netns, owner):
+    await owner.apply(*(lambda cur: (nft.diff(desired(), cur), desired(), FIELD, cur))(await owner.read()))
+    seen: list[str] = []
+
+    async def watch():
+        async for reason in owner.changes():
+            seen.append(reason)
+
+    task = asyncio.create_task(watch())
+    try:
+        await asyncio.sleep(0.2)
+        # our own change: no drift
+        current = await owner.read()
+        await owner.apply(nft.diff(desired(PREFIXES[:2]), current), desired(PREFIXES[:2]), FIELD, current)
+        # someone else's table: no drift
+        netns.nft("table inet other { chain c { }; }\n")
+        await asyncio.sleep(0.3)
+        assert seen == []
+        reads = owner.full_reads
+        await owner.read()
+        assert owner.full_reads == reads, "changes elsewhere must not cost a listing of nra's table"
+        # someone else's change to nra's table: seen at once
+        netns.exec(["nft", "flush chain inet nra classify"])
+        for _ in range(50):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        assert len(seen) == 1 and "changed by pid" in seen[0], seen
+        change = nft.diff(desired(PREFIXES[:2]), await owner.read())
+        assert change.rebuild
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

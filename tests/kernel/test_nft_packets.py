@@ -1,0 +1,101 @@
+"""Packets through nra's nftables table, on the real kernel: a connection from a router is
+marked with that router's mark in nra's bits only, and its replies carry the mark into
+routing (and out through the router's own table), whatever other bits someone else set."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+
+import pytest
+
+from nra import nft
+from nra.marks import parse_mark_field
+from nra.kernel.nft import NftState
+from testbed.netns import add_veth, new_netns
+
+pytestmark = pytest.mark.kernel
+
+FIELD = parse_mark_field("0x2/0x3e")
+ROUTER_MAC, OTHER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:07"
+# someone else's bits, set before nra's chains run (like kube-proxy's 0x4000 or a CNI's)
+FOREIGN = """table inet foreign {
+  chain pre { type filter hook prerouting priority -200; policy accept; ct state new ct mark set ct mark | 0x100; }
+  chain out { type route hook output priority -200; policy accept; meta mark set meta mark | 0x4000; }
+}
+table inet seen {
+  counter via_router { }
+  counter via_main { }
+  chain post { type filter hook postrouting priority 0; policy accept;
+    tcp sport 7007 oifname "eth0" meta mark 0x4006 counter name via_router
+    tcp sport 7007 oifname "eth1" counter name via_main
+  }
+}
+"""
+
+
+@pytest.fixture
+def lab():
+    node, router, other = new_netns("nra-pk-node"), new_netns("nra-pk-rtr"), new_netns("nra-pk-oth")
+    try:
+        add_veth(node, "eth0", router, "eth0")
+        add_veth(node, "eth1", other, "eth0")
+        router.ip(f"link set dev eth0 address {ROUTER_MAC}")
+        other.ip(f"link set dev eth0 address {OTHER_MAC}")
+        node.ip("addr add 10.60.0.1/24 dev eth0")
+        node.ip("addr add 10.61.0.1/24 dev eth1")
+        node.ip("addr add 10.80.0.10/32 dev lo")
+        router.ip("addr add 10.60.0.2/24 dev eth0")
+        router.ip("addr add 10.79.0.1/32 dev lo")  # a client behind the router
+        router.ip("route add 10.80.0.10/32 via 10.60.0.1")
+        other.ip("addr add 10.61.0.2/24 dev eth0")
+        other.ip("route add default via 10.61.0.1")
+        # the node's main table sends the client's replies the wrong way (via `other`)
+        node.ip("route add 10.79.0.0/24 via 10.61.0.2")
+        # the router's table and the rules, as nra's return path plans them
+        node.ip("route add default via 10.60.0.2 table 21")
+        node.ip(f"rule add fwmark {FIELD.router(1):#x}/{FIELD.mask:#x} lookup 21 priority 20")
+        node.nft(FOREIGN)
+        yield node, router, other
+    finally:
+        for ns in (node, router, other):
+            ns.delete()
+
+
+def counters(ns) -> dict[str, int]:
+    out = json.loads(ns.exec(["nft", "-j", "list", "counters", "table", "inet", "seen"]).stdout)["nftables"]
+    return {c["counter"]["name"]: c["counter"]["packets"] for c in out if "counter" in c}
+
+
+def test_connection_marked_by_its_router_replies_routed_back_through_it(lab):
+    node, router, _ = lab
+    owner = NftState(node.name)
+    try:
+        want = nft.desired_table([ipaddress.ip_network("10.80.0.0/28")], ["eth0"],
+                                 {ROUTER_MAC: 1}, FIELD)
+        owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
+    finally:
+        owner.close()
+    proc = subprocess.Popen([*node.exec_prefix(), "python3", "-c",
+                             "import socket\n"
+                             "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                             "s.bind(('10.80.0.10', 7007)); s.listen(); print('up', flush=True)\n"
+                             "c,_=s.accept(); c.sendall(c.recv(100)); c.close()"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        got = router.exec(["python3", "-c",
+                           "import socket\n"
+                           "s=socket.create_connection(('10.80.0.10', 7007), timeout=3, source_address=('10.79.0.1', 0))\n"
+                           "s.sendall(b'hello'); print(s.recv(100).decode())"]).stdout.strip()
+        assert got == "hello"
+        proc.wait(5)
+    finally:
+        proc.kill()
+    entries = node.exec(["conntrack", "-L", "-p", "tcp", "--dport", "7007"], check=False).stdout
+    marks = {int(word.split("=")[1]) for word in entries.split() if word.startswith("mark=")}
+    # nra's bits say router 1, the foreign 0x100 bit is still there
+    assert marks == {0x100 | FIELD.router(1)}, entries
+    seen = counters(node)
+    assert seen["via_router"] > 0 and seen["via_main"] == 0, seen

@@ -1,0 +1,47 @@
+"""nf_tables netlink encoding (pure): interval elements byte for byte, the batch framing, and
+notifications grouped into transactions."""
+
+from __future__ import annotations
+
+import struct
+
+from nra.kernel import nft_netlink as nl
+
+
+def test_an_ipv4_prefix_is_a_start_and_an_end_flagged_element():
+    start, end = nl.interval_elements(0x0A500000, 0x0A50000F, 32)  # 10.80.0.0/28
+    # LIST_ELEM(nested) > KEY(nested) > DATA_VALUE: 10.80.0.0
+    assert start.hex() == "10000180" "0c000180" "08000100" "0a500000"
+    # ... the address after the prefix, and FLAGS = INTERVAL_END (big endian)
+    assert end.hex() == "18000180" "0c000180" "08000100" "0a500010" "08000300" "00000001"
+    # the fast path gives what the general encoder gives
+    assert [start, end] == [nl._element(bytes.fromhex("0a500000")),
+                            nl._element(bytes.fromhex("0a500010"), nl.NFT_SET_ELEM_INTERVAL_END)]
+
+
+def test_the_top_of_the_space_has_no_end_element():
+    (only,) = nl.interval_elements(0xFFFFFF00, 0xFFFFFFFF, 32)
+    assert nl.UDATA_INTERVAL_OPEN in only and bytes.fromhex("ffffff00") in only
+
+
+def test_a_batch_is_begin_messages_end_and_acks_are_asked_for_the_messages():
+    ops = nl.prefix_ops({4: [(1, 1)]}, {4: [(5, 9)]}, {4: "lb4", 6: "lb6"})
+    assert [(op.set_name, op.delete, len(op.elements)) for op in ops] == [("lb4", True, 2), ("lb4", False, 3)]
+    data, acked = nl.batch("nra", ops, 100)
+    kinds = [kind for kind, *_ in nl._messages(data)]
+    new, delete = (nl.NFNL_SUBSYS_NFTABLES << 8 | m for m in (nl.NFT_MSG_NEWSETELEM, nl.NFT_MSG_DELSETELEM))
+    assert kinds == [nl.NFNL_MSG_BATCH_BEGIN, delete, new, nl.NFNL_MSG_BATCH_END]
+    assert acked == [101, 102]
+
+
+def _note(msg: int, attrs: bytes) -> bytes:
+    return nl.message(nl.NFNL_SUBSYS_NFTABLES << 8 | msg, 0, 0, 1, attrs)
+
+
+def test_notifications_become_transactions_with_their_tables_and_process():
+    reader = nl.NotificationReader()
+    data = (_note(nl.NFT_MSG_DELTABLE, nl.nla(1, b"nra\0")) + _note(nl.NFT_MSG_NEWSETELEM, nl.nla(1, b"other\0"))
+            + _note(nl.NFT_MSG_NEWGEN, nl.nla(nl.NFTA_GEN_ID, struct.pack("!I", 7))
+                    + nl.nla(nl.NFTA_GEN_PROC_PID, struct.pack("!I", 4242))))
+    assert reader.feed(data) == [nl.Transaction(7, 4242, frozenset({"nra", "other"}))]
+    assert reader.feed(_note(nl.NFT_MSG_NEWGEN, b"")) == [nl.Transaction(0, 0, frozenset())]
