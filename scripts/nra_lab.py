@@ -14,7 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testbed.lab import (  # noqa: E402
-    BIRD_ROLES, DEFAULT_PREFIX, DEFAULT_RUN_DIR, KUBE_PROXY_MODES, LB4, LB6, SVC4, SVC6, Lab, LabError, run,
+    BIRD_ROLES, DEFAULT_PREFIX, DEFAULT_RUN_DIR, FAILOVER_MODES, KUBE_PROXY_MODES, LB4, LB6, SVC4, SVC6, Lab,
+    LabError, run,
 )
 
 
@@ -127,6 +128,60 @@ def _demo(lab: Lab) -> int:
     return 1 if failures else 0
 
 
+# -- failover figures (issue 10) -------------------------------------------------------------------
+
+FAILOVER_WINDOW_S = {"learned": 4.0, "managed": 8.0, "none": 60.0}  # seconds measured after each cut
+
+
+def failover(lab: Lab, modes: list[str], runs: int, window: float | None) -> int:
+    """r1 cut and its BIRD killed under 32 UDP flows, `runs` times per family and mode, on a lab
+    of its own with the kernel's neighbour timers on the node and plain routers; prints each
+    run and the min-max per mode and family (docs/lab.md)."""
+    if lab.existing():
+        raise LabError(f"lab namespaces {lab.prefix}-* exist: `failover` builds its own lab; run `down` first")
+    lab.fast_neigh, lab.stateful_routers = False, False
+    _say(f"== bringing the lab up ({lab.prefix}-*): kernel neighbour timers on the node, plain routers")
+    lab.up()
+    figures: dict[tuple[str, int], list[tuple[float, bool]]] = {}
+    try:
+        lab.start_echo()
+        for mode in modes:
+            after = window or FAILOVER_WINDOW_S[mode]
+            run([*lab.nra_argv(), "--clean-and-exit"], check=False, timeout=30)
+            flags = FAILOVER_MODES[mode]
+            _say(f"== {mode}: {' '.join(lab.nra_argv())} {' '.join(flags)}")
+            lab.start_nra(*flags)
+            try:
+                lab.wait_table(present=True)
+                if mode == "managed":
+                    lab.settle_peer_timers()
+                for n in range(1, runs + 1):
+                    for family in (4, 6):
+                        res = lab.router_failover(family, after)
+                        figures.setdefault((mode, family), []).append((after, res["still_losing"]) if
+                                                                      res["still_losing"] else (res["outage_s"], False))
+                        text = _outage_text(*figures[(mode, family)][-1])
+                        _say(f"   run {n} IPv{family}: last lost reply {text} after the cut "
+                             f"({res['lost_after_cut']} of {res['sent']} probes lost); r1 back in table 20 "
+                             f"{res['back_s']:.2f} s after its sessions, BFD and routes")
+            finally:
+                lab.stop_nra()
+                lab.reset_node_neighbours()
+    finally:
+        lab.down()
+    _say("== cut -> last lost reply, min - max over the runs")
+    for (mode, family), outages in figures.items():
+        ended = sorted(s for s, still in outages if not still)
+        parts = [f"{ended[0]:.2f} - {ended[-1]:.2f} s"] if ended else []
+        parts += [f"> {s:g} s" for s, still in outages if still]
+        _say(f"   {mode:8} IPv{family}: {', '.join(parts)}  (runs: {', '.join(_outage_text(*o) for o in outages)})")
+    return 0
+
+
+def _outage_text(seconds: float, still_losing: bool) -> str:
+    return f"> {seconds:g} s (still losing)" if still_losing else f"{seconds:.2f} s"
+
+
 def status(lab: Lab) -> int:
     names = lab.existing()
     if not names:
@@ -148,7 +203,7 @@ def status(lab: Lab) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/lab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "demo"])
+    parser.add_argument("command", choices=["up", "down", "status", "demo", "failover"])
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="namespace name prefix")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     parser.add_argument("--kernel-neigh-timers", action="store_true",
@@ -159,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the node DNATs the Service's LB IP to the pod (default: nftables)")
     parser.add_argument("--stateless-routers", action="store_true",
                         help="routers forward replies whose request they did not see (stateful by default)")
+    parser.add_argument("--mode", action="append", choices=list(FAILOVER_MODES),
+                        help="failover: nra with route learning, managed neighbours + fast timers, or neither "
+                             "(repeatable; default all three)")
+    parser.add_argument("--runs", type=int, default=3, help="failover: runs per mode and family (default 3)")
+    parser.add_argument("--window", type=float, help="failover: seconds measured after each cut "
+                        f"(default per mode: {', '.join(f'{k} {v:g}' for k, v in FAILOVER_WINDOW_S.items())})")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("scripts/lab: needs root (network namespaces)", file=sys.stderr)
@@ -180,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "status":
             return status(lab)
+        if args.command == "failover":
+            return failover(lab, args.mode or list(FAILOVER_MODES), args.runs, args.window)
         return demo(lab)
     except LabError as exc:
         print(f"scripts/lab: {exc}", file=sys.stderr)

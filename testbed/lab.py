@@ -10,7 +10,8 @@ Topology (every namespace is named `<prefix>-<role>`, so `down` removes exactly 
                   \\  /           is dropped, and each flow is counted per router)
        sw: bridge 10.77.0.0/24, fd00:77::/64 ----- gw .254 (the node's default route: the wrong
                    |                                        way back; it has no route to the client)
-                 node .10 (BIRD AS 64512 = MetalLB's speaker; LB 10.80.0.10, fd00:80::10 on lo with
+                 node .10 (BIRD AS 64512 = MetalLB's speaker, BFD with r1/r2, installs the route
+                   |        each router sends it; LB 10.80.0.10, fd00:80::10 on lo with
                    |        an echo server; LB 10.80.0.11, fd00:80::11 DNATed to the pod the way
                    |        kube-proxy does it, nftables or iptables-nft; nra programs this namespace)
              pod0 / \\ pod1
@@ -54,6 +55,9 @@ POD_NETS4, POD_NETS6 = "10.88.0.0/16", "fd00:88::/32"
 POOL4, POOL6 = "10.80.0.0/28", "fd00:80::/120"
 CLIENT4, CLIENT6 = "10.79.0.1", "fd00:79::1"
 CLIENT_NET4, CLIENT_NET6 = "10.79.0.0/24", "fd00:79::/64"
+# Each router sends the node one route per family (10.81.<i>.0/24, fd00:81:<i>::/64), which
+# the node's BIRD installs in its main table (proto bird): nra's learned-route liveness.
+LEARNED_PROTO = "bird"
 ECHO_PORT = 7007
 AS_NODE, AS_ROUTERS, AS_CLIENT = 64512, 64500, 64600
 ROUTERS = ("r1", "r2")
@@ -85,6 +89,14 @@ class Router:
         return f"fd00:78:{self.index}::1"
 
     @property
+    def learned4(self) -> str:  # the route it sends the node
+        return f"10.81.{self.index}.0/24"
+
+    @property
+    def learned6(self) -> str:
+        return f"fd00:81:{self.index}::/64"
+
+    @property
     def client4(self) -> str:  # the client's end of that link
         return f"10.78.{self.index}.2"
 
@@ -100,18 +112,33 @@ _BGP_TIMERS = """\
   hold time 3; keepalive time 1; connect retry time 1; connect delay time 1;
   error wait time 1, 2; startup hold time 3;"""
 
+# BFD on the node's segment, node and routers: a dead router's sessions drop in 3 x 100 ms.
+BFD_MS, BFD_MULTIPLIER = 100, 3
+_BFD = (f'protocol bfd {{ interface "eth0" {{ min rx interval {BFD_MS} ms; min tx interval {BFD_MS} ms; '
+        f"idle tx interval 1 s; multiplier {BFD_MULTIPLIER}; }}; }}\n")
+
 # Node neighbour timers: the return path leaves a dead router only once its neighbour entry
 # is FAILED (fib_multipath_use_neigh). Kernel defaults make that 20-50 s; these ~2-4 s.
 FAST_NEIGH = {"base_reachable_time_ms": 2000, "delay_first_probe_time": 1, "retrans_time_ms": 250,
               "ucast_solicit": 3, "mcast_solicit": 3}
 
 
+# nra's options for each failover mechanism the lab compares (issue 10, docs/lab.md): routes
+# learned from the routers, managed neighbours with nra's fast link timers, or neither.
+FAILOVER_MODES = {
+    "learned": ("--learned-route-protos", LEARNED_PROTO),
+    "managed": ("--managed-neighbours", "1", "--peer-neigh-timers", "fast"),
+    "none": (),
+}
+PEER_TIMERS_FAST_BASE_REACHABLE_MS = 1000  # what nra's PEER_NEIGH_TIMERS=fast sets
+
+
 # -- BIRD configurations (pure) -----------------------------------------------------------------
 
 def _bgp(name: str, local: str, local_as: int, neighbor: str, neighbor_as: int, family: str,
-         imp: str, exp: str) -> str:
+         imp: str, exp: str, bfd: bool = False) -> str:
     return (f"protocol bgp {name} {{\n  local {local} as {local_as};\n"
-            f"  neighbor {neighbor} as {neighbor_as};\n{_BGP_TIMERS}\n"
+            f"  neighbor {neighbor} as {neighbor_as};\n{_BGP_TIMERS}\n" + ("  bfd on;\n" if bfd else "") +
             f"  {family} {{ import {imp}; export {exp}; }};\n}}\n")
 
 
@@ -128,22 +155,31 @@ def _kernel(extra_filter: str = "") -> str:
 
 def bird_conf_router(r: Router, log: Path) -> str:
     """A router: learns the LB routes from the node and the client's route from the client,
-    installs both into its kernel, passes the LB routes on to the client, nothing to the node."""
-    return (_header(r.seg4, log) + _kernel()
-            + _bgp("node4", r.seg4, AS_ROUTERS, NODE4, AS_NODE, "ipv4", "all", "none")
-            + _bgp("node6", r.seg6, AS_ROUTERS, NODE6, AS_NODE, "ipv6", "all", "none")
-            + _bgp("client4", r.cl4, AS_ROUTERS, r.client4, AS_CLIENT, "ipv4", "all", "all")
-            + _bgp("client6", r.cl6, AS_ROUTERS, r.client6, AS_CLIENT, "ipv6", "all", "all"))
+    installs both into its kernel, passes the LB routes on to the client; sends the node its
+    one route per family, over sessions with BFD."""
+    return (_header(r.seg4, log) + _BFD + _kernel()
+            + f"protocol static learned4 {{ ipv4; route {r.learned4} blackhole; }}\n"
+            + f"protocol static learned6 {{ ipv6; route {r.learned6} blackhole; }}\n"
+            + _bgp("node4", r.seg4, AS_ROUTERS, NODE4, AS_NODE, "ipv4", "all", 'where proto = "learned4"', bfd=True)
+            + _bgp("node6", r.seg6, AS_ROUTERS, NODE6, AS_NODE, "ipv6", "all", 'where proto = "learned6"', bfd=True)
+            + _bgp("client4", r.cl4, AS_ROUTERS, r.client4, AS_CLIENT, "ipv4", "all", "where source = RTS_BGP")
+            + _bgp("client6", r.cl6, AS_ROUTERS, r.client6, AS_CLIENT, "ipv6", "all", "where source = RTS_BGP"))
 
 
 def bird_conf_node(log: Path) -> str:
-    """MetalLB's speaker stand-in: announces the LB /32 and /128, learns nothing."""
-    conf = _header(NODE4, log)
+    """MetalLB's speaker stand-in: announces the LB /32 and /128 over sessions with BFD, and
+    installs the routes the routers send it in the main table (proto bird), as FRR-K8s does
+    with `toReceive`: they go when a router's session drops."""
+    conf = _header(NODE4, log) + _BFD
     conf += f"protocol static lb4 {{ ipv4; route {LB4}/32 blackhole; route {SVC4}/32 blackhole; }}\n"
     conf += f"protocol static lb6 {{ ipv6; route {LB6}/128 blackhole; route {SVC6}/128 blackhole; }}\n"
+    conf += "".join(f"protocol kernel kernel{f} {{ ipv{f} {{ import none; export where source = RTS_BGP; }}; }}\n"
+                    for f in (4, 6))
     for r in R.values():
-        conf += _bgp(f"{r.name}_4", NODE4, AS_NODE, r.seg4, AS_ROUTERS, "ipv4", "none", "all")
-        conf += _bgp(f"{r.name}_6", NODE6, AS_NODE, r.seg6, AS_ROUTERS, "ipv6", "none", "all")
+        conf += _bgp(f"{r.name}_4", NODE4, AS_NODE, r.seg4, AS_ROUTERS, "ipv4", "all", "where source = RTS_STATIC",
+                     bfd=True)
+        conf += _bgp(f"{r.name}_6", NODE6, AS_NODE, r.seg6, AS_ROUTERS, "ipv6", "all", "where source = RTS_STATIC",
+                     bfd=True)
     return conf
 
 
@@ -320,6 +356,16 @@ def kube_proxy_iptables(family: int) -> str:
     return "\n".join(lines + ["COMMIT", ""])
 
 
+def parse_bfd_sessions(text: str) -> dict[str, str]:
+    """`birdc show bfd sessions` -> {neighbour address: state ('Up', 'Down', 'Init', ...)}."""
+    sessions = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "eth0":
+            sessions[parts[0]] = parts[2]
+    return sessions
+
+
 def parse_bird_protocols(text: str) -> dict[str, str]:
     """`birdc show protocols` -> {name: state info}, BGP sessions only ('Established', ...)."""
     sessions = {}
@@ -348,13 +394,21 @@ def _kill_pidfile(path: Path, sig: int = signal.SIGTERM) -> bool:
         path.unlink(missing_ok=True)
         return False
     for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             break
         time.sleep(0.02)
     path.unlink(missing_ok=True)
     return True
+
+
+def _alive(pid: int) -> bool:
+    """Still running: a zombie has exited (its sockets are closed) and is only waiting for
+    its parent, which for a daemonised BIRD can take a second or more."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 @dataclass
@@ -371,6 +425,9 @@ class Lab:
     # Routers drop replies whose request they did not forward (set_stateful_routers()).
     stateful_routers: bool = True
     figures: dict[str, float] = field(default_factory=dict)
+    # The node's eth0 neighbour timers once built (FAST_NEIGH, or what the kernel gave it):
+    # reset_node_neighbours() puts them back after nra's PEER_NEIGH_TIMERS changed them.
+    node_neigh: dict[str, int] = field(default_factory=dict)
 
     def ns(self, role: str) -> str:
         return f"{self.prefix}-{role}"
@@ -477,6 +534,7 @@ class Lab:
             for fam in ("ipv4", "ipv6"):
                 node.update({f"net.{fam}.neigh.eth0.{k}": v for k, v in FAST_NEIGH.items()})
         self.sysctl("node", **node)
+        self.node_neigh = self.neigh_timers()
         self.set_kube_proxy(self.kube_proxy)
 
     def _build_pods(self) -> None:
@@ -514,6 +572,19 @@ class Lab:
         for role in ROUTERS:
             self.nft(role, "flush chain inet nralab state\n" + (NFT_ROUTER_STATEFUL if stateful else ""))
         self.stateful_routers = stateful
+
+    def neigh_timers(self, role: str = "node") -> dict[str, int]:
+        """The neighbour timers of `role`'s eth0, both families, by sysctl name."""
+        keys = [f"net.{fam}.neigh.eth0.{k}" for fam in ("ipv4", "ipv6") for k in FAST_NEIGH]
+        values = self.exec(role, ["sysctl", "-n", *keys]).stdout.split()
+        return {k: int(v) for k, v in zip(keys, values, strict=True)}
+
+    def reset_node_neighbours(self) -> None:
+        """The node's eth0 as built: its neighbour timers back (nra's PEER_NEIGH_TIMERS stay
+        when it stops) and its neighbour entries flushed (so are MANAGED_NEIGHBOURS' marks)."""
+        self.sysctl("node", **self.node_neigh)
+        for fam in ("-4", "-6"):
+            self.ip("node", f"{fam} neigh flush dev eth0", check=False)
 
     def add_node_default_routes(self) -> None:
         """The node's default route via the gateway; `replace` so it is safe to repeat (a link
@@ -562,13 +633,31 @@ class Lab:
                 raise LabError(f"BGP sessions not established after {timeout} s: {down}")
             time.sleep(0.05)
 
-    def wait_routes(self, timeout: float = 10) -> None:
-        """Until the client has the LB routes over both routers, and the routers the client's."""
+    def wait_routes(self, timeout: float = 10, routers=ROUTERS) -> None:
+        """Until the client has the LB routes over both routers, the routers the client's, the
+        node the routes `routers` send it, and the node's BFD sessions with them are up."""
         deadline = time.monotonic() + timeout
-        while not self.client_paths_ready():
+        while not (self.client_paths_ready() and self.learned_ready(routers) and self.bfd_ready(routers)):
             if time.monotonic() > deadline:
-                raise LabError("the client did not get ECMP routes to the LB addresses")
+                raise LabError(f"not ready after {timeout} s: client ECMP {self.client_paths_ready()}, "
+                               f"node's learned routes {self.learned_routes()}, BFD {self.bfd_sessions()}")
             time.sleep(0.05)
+
+    def learned_routes(self) -> dict[int, str]:
+        """The routes the node's BIRD installed from what the routers sent it, per family."""
+        return {f: self.ip("node", f"-{f} route show proto {LEARNED_PROTO}", check=False).strip() for f in (4, 6)}
+
+    def learned_ready(self, routers=ROUTERS) -> bool:
+        routes = self.learned_routes()
+        return all(f"{R[r].learned4} via {R[r].seg4} " in routes[4] + " "
+                   and f"{R[r].learned6} via {R[r].seg6} " in routes[6] + " " for r in routers)
+
+    def bfd_sessions(self, role: str = "node") -> dict[str, str]:
+        return parse_bfd_sessions(self.birdc(role, "show bfd sessions"))
+
+    def bfd_ready(self, routers=ROUTERS) -> bool:
+        sessions = self.bfd_sessions()
+        return all(sessions.get(addr) == "Up" for r in routers for addr in (R[r].seg4, R[r].seg6))
 
     def client_paths_ready(self, routers=ROUTERS) -> bool:
         for fam, lb in (("-4", LB4), ("-6", LB6)):
@@ -766,6 +855,36 @@ class Lab:
         result["lost_after_cut"] = len(lost_after)
         result["window_s"] = after
         self.figures[f"failover_v{family}_s"] = result["outage_s"]
+        return result
+
+    def settle_peer_timers(self, base_reachable_ms: int = PEER_TIMERS_FAST_BASE_REACHABLE_MS,
+                           timeout: float = 10) -> None:
+        """Once nra has set its timers on the node's eth0, restart the neighbour entries under
+        them. An entry keeps the reachable time it was armed with (up to 45 s of the kernel's
+        30 s base), so right after nra starts the new timers would not show yet; flushing
+        stands for a node where nra has run longer than that."""
+        key = "base_reachable_time_ms"
+        deadline = time.monotonic() + timeout
+        while any(v != base_reachable_ms for k, v in self.neigh_timers().items() if k.endswith(key)):
+            if time.monotonic() > deadline:
+                raise LabError(f"the node's eth0 {key} is not {base_reachable_ms} after {timeout} s")
+            time.sleep(0.05)
+        for fam in ("-4", "-6"):
+            self.ip("node", f"{fam} neigh flush dev eth0")
+        self.wait_routes(timeout=timeout)
+
+    def router_failover(self, family: int, after: float, router: str = "r1", flows: int = 32) -> dict:
+        """measure_router_failure() from a route via both routers, then the router restored
+        and back in the route ("back_s": from its BGP sessions up)."""
+        self.wait_nexthops(family, ROUTERS, timeout=15)
+        try:
+            result = self.measure_router_failure(router, family=family, flows=flows, before=1.0, after=after)
+            result["table_after"] = self.table_routes(family)
+        finally:
+            self.restore_router(router)
+        result["back_s"] = self.wait_nexthops(family, ROUTERS, timeout=15)
+        # replies still lost within a probe's reply timeout of the end: the outage outlasted it
+        result["still_losing"] = result["outage_s"] >= after - 0.5
         return result
 
     def cut_router(self, router: str) -> None:

@@ -32,7 +32,9 @@ def test_topology_routers_learn_the_lb_routes_and_the_client_has_ecmp(lab):
         assert f"via {nra_lab.NODE4} dev eth0 proto bird" in lab.ip(router, f"-4 route show {nra_lab.LB4}")
         assert f"via {nra_lab.NODE6} dev eth0 proto bird" in lab.ip(router, f"-6 route show {nra_lab.LB6}")
     assert lab.client_paths_ready(), lab.ip("client", "route show")
-    # The node learns nothing from the routers: its only way out is the gateway.
+    # The node learns one route per family from each router (for learned-route liveness,
+    # tests/e2e/test_failover.py), nothing towards the client: its only way out is the gateway.
+    assert lab.learned_ready(), lab.learned_routes()
     assert lab.ip("node", "-4 route show default").startswith(f"default via {nra_lab.GW4}")
 
 

@@ -20,7 +20,7 @@ import yaml
 from nra.settings import ENV_NAMES
 from tests.ship import monitoring_schema
 from tests.ship.k8s_schema import describe, kubectl, render as kustomize, schema_errors
-from tests.ship.test_manifests import containers, env_of, pod_specs
+from tests.ship.test_manifests import READ_VERBS, SESSION_STATES, containers, env_of, pod_specs, rules_of
 from tests.ship.test_manifests import test_env_names_are_settings_the_agent_knows as check_env_names
 from tests.ship.test_manifests import test_env_references_are_defined_before_use as check_env_references
 from tests.ship.test_manifests import test_pods_are_locked_down as check_locked_down
@@ -36,11 +36,14 @@ EVERYTHING_ON = [  # every optional object at once (the cleanup needs the agent 
     "--set", "oneshot.enabled=true", "--set", "oneshot.nodes={node-a,node-b}",
     "--set", "prometheus.rule.enabled=true", "--set", "prometheus.dashboard.enabled=true",
 ]
+FRRK8S_NAMESPACE = "frr-k8s-system"
+SESSION_STATES_ON = ["--set", "env.METALLB_USE_CRDS=1", "--set", f"env.FRRK8S_NAMESPACE={FRRK8S_NAMESPACE}"]
 MONITORS_ON = ["--set", "prometheus.serviceMonitor.enabled=true", "--set", "prometheus.podMonitor.enabled=true"]
 VARIANTS = {
     "defaults": [],
     "nodejs-values": ["-f", str(NODEJS_VALUES)],
     "crds": ["--set", "env.METALLB_USE_CRDS=1"],
+    "session-states": SESSION_STATES_ON,
     "everything": EVERYTHING_ON,
     "monitors": MONITORS_ON + ["--set", "prometheus.rule.enabled=true"],
 }
@@ -102,7 +105,8 @@ def test_every_rendered_object_is_valid(major, variant):
     assert all_errors(objects) == []
     for obj in objects:
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
-            assert obj["metadata"]["namespace"] == NAMESPACE, describe(obj)
+            expected = FRRK8S_NAMESPACE if obj["metadata"]["name"] == SESSION_STATES else NAMESPACE
+            assert obj["metadata"]["namespace"] == expected, describe(obj)
     rendered = {variant: objects}
     check_env_names(rendered, variant)
     check_env_references(rendered, variant)
@@ -213,7 +217,8 @@ def comparable_pod_template(daemonset: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.skipif(kubectl() is None, reason="kubectl not installed: cannot render deploy/")
 @pytest.mark.parametrize("major", helm_params())
-@pytest.mark.parametrize("overlay,args", [("configmap", []), ("crds", ["--set", "env.METALLB_USE_CRDS=1"])])
+@pytest.mark.parametrize("overlay,args", [("configmap", []), ("crds", ["--set", "env.METALLB_USE_CRDS=1"]),
+                                          ("crds-frrk8s", SESSION_STATES_ON)])
 def test_daemonset_is_the_same_as_deploy(major, overlay, args):
     (deployed,) = by_kind(kustomize(REPO / "deploy" / "overlays" / overlay), "DaemonSet")
     (charted,) = by_kind(helm_template(major, *args), "DaemonSet")
@@ -227,10 +232,15 @@ def test_daemonset_is_the_same_as_deploy(major, overlay, args):
 
 @pytest.mark.skipif(kubectl() is None, reason="kubectl not installed: cannot render deploy/")
 @pytest.mark.parametrize("major", helm_params())
-def test_rbac_is_the_same_as_deploy(major):
-    def rules(objects):
-        return {o["kind"]: o["rules"] for o in objects if o["kind"] in ("Role", "ClusterRole")}
-    assert rules(helm_template(major)) == rules(kustomize(REPO / "deploy" / "overlays" / "configmap"))
+@pytest.mark.parametrize("overlay,args", [("configmap", []), ("crds-frrk8s", SESSION_STATES_ON)])
+def test_rbac_is_the_same_as_deploy(major, overlay, args):
+    def rbac(objects):
+        roles = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): o["rules"]
+                 for o in objects if o["kind"] in ("Role", "ClusterRole")}
+        bindings = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): (o["roleRef"], o["subjects"])
+                    for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")}
+        return roles, bindings
+    assert rbac(helm_template(major, *args)) == rbac(kustomize(REPO / "deploy" / "overlays" / overlay))
 
 
 # -- the Node.js chart's values ----------------------------------------------------------------
@@ -279,6 +289,28 @@ def test_rbac_create_and_service_account(major):
     assert by_kind(helm_template(major, "--set", "rbac.create=false", "--set", "rbac.enabled=true"), "Role")
 
 
+@pytest.mark.parametrize("major", helm_params())
+def test_session_state_rbac_follows_frrk8s_namespace(major):
+    def session_states(*args, release="nra"):
+        return {o["kind"]: o for o in helm_template(major, *args, release=release)
+                if o["metadata"]["name"].endswith("-frrk8s-session-states")}
+    assert session_states() == {} and session_states("--set", "env.METALLB_USE_CRDS=1") == {}
+    granted = session_states(*SESSION_STATES_ON, "--set", "serviceAccount.name=agent", release="edge")
+    assert set(granted) == {"Role", "RoleBinding"}
+    assert rules_of(granted["Role"]) == {("frrk8s.metallb.io", "bgpsessionstates"): READ_VERBS}
+    assert {o["metadata"]["namespace"] for o in granted.values()} == {FRRK8S_NAMESPACE}
+    assert granted["RoleBinding"]["roleRef"]["name"] == granted["Role"]["metadata"]["name"] == \
+        "edge-nra-frrk8s-session-states"
+    assert granted["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "agent", "namespace": NAMESPACE}]
+    # extraEnv (the Node.js chart's key) sets it as well as env does
+    assert set(session_states("--set", "env.METALLB_USE_CRDS=1", "--set", "extraEnv[0].name=FRRK8S_NAMESPACE",
+                              "--set", "extraEnv[0].value=metallb-system")) == {"Role", "RoleBinding"}
+    # only the resident agent watches them (ONESHOT does not); no RBAC, none of it
+    assert session_states(*SESSION_STATES_ON, "--set", "rbac.create=false") == {}
+    assert session_states(*SESSION_STATES_ON, "--set", "daemonset.enabled=false", "--set", "oneshot.enabled=true",
+                          "--set", "oneshot.nodes={node-a}") == {}
+
+
 # -- switches, image, health port ----------------------------------------------------------------
 
 @pytest.mark.parametrize("major", helm_params())
@@ -305,6 +337,7 @@ def test_oneshot_and_cleanup_switches(major):
     (["--set", "env.ONESHOT=1"], "oneshot.enabled"),
     (["--set", "env.CLEANANDEXIT=true"], "cleanup.enabled"),
     (MONITORS_ON + ["--set", "env.HEALTH_ADDRESS=off"], "HEALTH_ADDRESS"),
+    (["--set", f"env.FRRK8S_NAMESPACE={FRRK8S_NAMESPACE}"], "METALLB_USE_CRDS=1"),
 ])
 def test_contradictions_are_refused(major, args, complaint):
     assert complaint in template_error(major, *args)

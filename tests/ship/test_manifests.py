@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nra.settings import ENV_NAMES
+from nra.settings import ENV_NAMES, load_settings
 from tests.ship.k8s_schema import KUBERNETES_VERSION, describe, kubectl, render, schema_errors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,12 +23,16 @@ DEPLOY = REPO / "deploy"
 WAYS = {
     "configmap": DEPLOY / "overlays" / "configmap",
     "crds": DEPLOY / "overlays" / "crds",
+    "crds-frrk8s": DEPLOY / "overlays" / "crds-frrk8s",
     "oneshot": DEPLOY / "oneshot",
     "cleanup": DEPLOY / "cleanup",
 }
 # Env vars in the manifests that are not nra settings, and why they are there.
 HELPER_ENV = {"HOST_IP"}  # the node's address, expanded into HEALTH_ADDRESS
 READ_VERBS = {"get", "list", "watch"}
+# The optional component's Role and RoleBinding: in FRR-K8s's namespace, not MetalLB's.
+SESSION_STATES = "nra-frrk8s-session-states"
+SESSION_STATES_COMPONENT = DEPLOY / "components" / "frrk8s-session-states"
 
 pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl not installed: cannot render the kustomizations")
 
@@ -91,7 +96,7 @@ def test_validator_rejects_an_unknown_kind():
 @pytest.mark.parametrize("way", WAYS)
 def test_everything_lives_in_metallbs_namespace(rendered, way):
     for obj in rendered[way]:
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding") and obj["metadata"]["name"] != SESSION_STATES:
             assert obj["metadata"].get("namespace") == "metallb-system", describe(obj)
 
 
@@ -113,6 +118,67 @@ def test_rbac_is_read_only_and_minimal(rendered):
             subjects = by_kind[binding]["subjects"]
             assert subjects == [{"kind": "ServiceAccount", "name": "nra", "namespace": "metallb-system"}]
     assert {o["kind"] for o in rendered["cleanup"]} == {"DaemonSet"}, "cleanup needs no API access"
+
+
+def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    return {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+
+
+def session_state_objects(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in objects if o["metadata"]["name"] == SESSION_STATES}
+
+
+def test_session_states_are_readable_only_with_the_component(rendered):
+    objects = rendered["crds-frrk8s"]
+    (where, pod), = pod_specs(objects)
+    env = env_of(pod["containers"][0])
+    namespace = env["FRRK8S_NAMESPACE"]
+    assert namespace == "frr-k8s-system" and env["METALLB_USE_CRDS"] == "1"
+    extra = session_state_objects(objects)
+    assert set(extra) == {"Role", "RoleBinding"}
+    assert extra["Role"]["metadata"]["namespace"] == extra["RoleBinding"]["metadata"]["namespace"] == namespace
+    assert rules_of(extra["Role"]) == {("frrk8s.metallb.io", "bgpsessionstates"): READ_VERBS}
+    assert extra["RoleBinding"]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                               "name": SESSION_STATES}
+    assert extra["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "nra", "namespace": "metallb-system"}]
+    # Otherwise exactly the crds overlay: the one setting added, nothing else granted.
+    rest = copy.deepcopy([o for o in objects if o["metadata"]["name"] != SESSION_STATES])
+    for obj in rest:
+        if obj["kind"] == "DaemonSet":
+            agent = obj["spec"]["template"]["spec"]["containers"][0]
+            agent["env"] = [e for e in agent["env"] if e["name"] != "FRRK8S_NAMESPACE"]
+    assert sorted(rest, key=describe) == sorted(rendered["crds"], key=describe)
+    for way in ("configmap", "crds", "oneshot", "cleanup"):
+        assert not session_state_objects(rendered[way]), way
+
+
+def test_session_states_namespace_is_written_once(tmp_path):
+    # Moving the Role (e.g. to metallb-system, where MetalLB's FRR-K8s mode runs it) moves the
+    # RoleBinding and the agent's FRRK8S_NAMESPACE with it.
+    copied = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copied)
+    rbac = copied / "components" / "frrk8s-session-states" / "rbac.yaml"
+    text = rbac.read_text()
+    role, binding = text.split("\n---\n")
+    rbac.write_text(role.replace("namespace: frr-k8s-system", "namespace: metallb-system") + "\n---\n" + binding)
+    objects = render(copied / "overlays" / "crds-frrk8s")
+    extra = session_state_objects(objects)
+    assert extra["Role"]["metadata"]["namespace"] == extra["RoleBinding"]["metadata"]["namespace"] == "metallb-system"
+    (where, pod), = pod_specs(objects)
+    assert env_of(pod["containers"][0])["FRRK8S_NAMESPACE"] == "metallb-system"
+
+
+@pytest.mark.parametrize("way", ["configmap", "crds", "crds-frrk8s"])
+def test_the_agent_accepts_the_settings(rendered, way, monkeypatch):
+    # What the kubelet would give the container: downward-API values and $(VAR) expanded.
+    (where, pod), = pod_specs(rendered[way])
+    known = {"NODE_NAME": "node-a", "HOST_IP": "10.0.0.1"}
+    for entry in pod["containers"][0]["env"]:
+        value = known.get(entry["name"]) or re.sub(r"\$\((\w+)\)", lambda m: known[m[1]], entry["value"])
+        known[entry["name"]] = value
+        monkeypatch.setenv(entry["name"], value)
+    settings = load_settings()
+    assert settings.frrk8s_namespace == ("frr-k8s-system" if way == "crds-frrk8s" else None)
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -155,7 +221,7 @@ def test_env_references_are_defined_before_use(rendered, way):
                 seen.add(entry["name"])
 
 
-@pytest.mark.parametrize("way,use_crds", [("configmap", "0"), ("crds", "1")])
+@pytest.mark.parametrize("way,use_crds", [("configmap", "0"), ("crds", "1"), ("crds-frrk8s", "1")])
 def test_overlays_pick_the_source(rendered, way, use_crds):
     (where, pod), = pod_specs(rendered[way])
     env = env_of(pod["containers"][0])

@@ -110,3 +110,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   targetLabel: node
   action: replace
 {{- end -}}
+
+{{/* A setting as the agent gets it (.name, .root): extraEnv's entry wins over env's;
+     "" when unset. */}}
+{{- define "nra.setting" -}}
+{{- $name := .name -}}
+{{- $value := index .root.Values.env $name -}}
+{{- range .root.Values.extraEnv }}{{ if eq .name $name }}{{ $value = .value }}{{ end }}{{ end -}}
+{{- if not (kindIs "invalid" $value) }}{{ toString $value | trim }}{{ end -}}
+{{- end -}}
+
+{{/* FRR-K8s's namespace when the resident agent watches its BGPSessionStates, else "". */}}
+{{- define "nra.frrk8sNamespace" -}}
+{{- if .Values.daemonset.enabled }}{{ include "nra.setting" (dict "root" . "name" "FRRK8S_NAMESPACE") }}{{ end -}}
+{{- end -}}

@@ -57,6 +57,9 @@ securityContext:
 {{- if and .Values.cleanup.enabled .Values.daemonset.enabled }}
 {{- fail "cleanup.enabled needs daemonset.enabled=false: the running agent would put back what the cleanup removes" }}
 {{- end }}
+{{- if and (include "nra.setting" (dict "root" . "name" "FRRK8S_NAMESPACE")) (not (has (lower (include "nra.setting" (dict "root" . "name" "METALLB_USE_CRDS"))) (list "1" "true" "yes" "on"))) }}
+{{- fail "env.FRRK8S_NAMESPACE needs env.METALLB_USE_CRDS=1: BGPSessionStates are read in CRD mode only (nra refuses to start otherwise)" }}
+{{- end }}
 {{- if and .Values.oneshot.enabled (not .Values.oneshot.nodes) }}
 {{- fail "oneshot.enabled needs oneshot.nodes: a CronJob's pod reconciles the one node it runs on" }}
 {{- end }}
