@@ -45,6 +45,20 @@ def run_nra(*args: str, env: dict[str, str] | None = None, timeout: float = 30) 
                           text=True, timeout=timeout)
 
 
+def http_status(port: int, path: str, timeout: float = 2.0) -> int:
+    """The HTTP status of GET http://127.0.0.1:<port><path>; 0 when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02, what: str = "condition"):
     deadline = time.monotonic() + timeout
     last = None

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from loguru import logger
@@ -16,7 +14,7 @@ from nra.agent import Agent
 from nra.kernel import events
 from nra.settings import Settings
 from nra.sources.static_file import StaticFileSource
-from tests.agent.helpers import TWO_PEERS_V4_V6
+from tests.agent.helpers import TWO_PEERS_V4_V6, http_status
 from tests.netns import NetNS
 from tests.ship.test_health_agent import free_port
 
@@ -24,13 +22,7 @@ pytestmark = pytest.mark.kernel
 
 
 def healthz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
+    return http_status(port, "/healthz", timeout=1)
 
 
 def make_agent(node_ns: NetNS, tmp_path, stuck_after_s: float, **env: str) -> tuple[Agent, int]:
