@@ -186,7 +186,7 @@ async def test_client_says_why_it_cannot_ask():
 
 
 def test_status_of_a_real_agent(node_ns, tmp_path):
-    """End to end once nra/health.py serves /status (skipped until it is wired)."""
+    """End to end: a real daemon serves /status and `nra status` reads it."""
     import subprocess
 
     config = tmp_path / "metallb.yaml"
