@@ -18,6 +18,7 @@ may be a 2 MB string or a list that expands to millions of items.
 
 from __future__ import annotations
 
+import functools
 import reprlib
 from typing import Any
 
@@ -63,15 +64,23 @@ def clip(text: str, limit: int = 80) -> str:
 
 
 def load_yaml_documents(text: str) -> list[Any]:
-    """Every non-empty YAML document of `text`, within the bounds above.
+    """Every non-empty YAML document of `text`, within the bounds above: the same values as
+    `yaml.load_all(text, CSafeLoader)`.
 
     Raises InputTooLarge (a bound crossed) or yaml.YAMLError (not YAML).
     """
     size = len(text.encode("utf-8")) if len(text) * 4 > MAX_CONFIG_BYTES else len(text)
     if size > MAX_CONFIG_BYTES:
         raise InputTooLarge(f"size: {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,} bytes")
-    check_yaml_bounds(text)
-    return [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if d is not None]
+    docs = _scan(text, build=True)
+    if docs is None:  # anchors, tags or merge keys: PyYAML's own constructor (bounds checked)
+        docs = list(yaml.load_all(text, Loader=_YAML_LOADER))
+    return [d for d in docs if d is not None]
+
+
+def check_yaml_bounds(text: str) -> None:
+    """Raise InputTooLarge if `text` crosses a bound (no objects built)."""
+    _scan(text, build=False)
 
 
 class _Open:
@@ -86,26 +95,80 @@ class _Open:
         self.deepest = depth
 
 
-def check_yaml_bounds(text: str) -> None:
-    """Walk the parser's events (no objects built) and raise InputTooLarge past a bound.
+# What the one-pass builder constructs itself; any other tag (timestamp, binary, set, merge
+# `<<`, value `=`, explicit tags) hands the document to PyYAML's constructor.
+_STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
+_SCALAR_TAGS = {_STR, _NULL, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"}
+_RESOLVER = yaml.resolver.Resolver()
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_UNSUPPORTED = object()
+_NO_KEY = object()
+#: plain scalars longer than this are resolved every time rather than remembered
+_MEMO_MAX_LEN = 256
 
-    Each anchored node's expanded size and height are remembered, so an alias costs what
-    its target costs: that is what a consumer walking the loaded value pays.
+
+def _plain_scalar(value: str) -> Any:
+    """A plain (unquoted) scalar's value as PyYAML's SafeLoader constructs it (YAML 1.1:
+    `yes` is True, `1:20` is 80), or _UNSUPPORTED."""
+    if len(value) <= _MEMO_MAX_LEN:
+        return _plain_scalar_memo(value)
+    return _resolve_plain(value)
+
+
+def _resolve_plain(value: str) -> Any:
+    tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+    if tag == _STR:
+        return value
+    if tag not in _SCALAR_TAGS:
+        return _UNSUPPORTED
+    return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, value))
+
+
+# the same address strings come back at every re-read of a configuration; the values are
+# immutable (str, int, float, bool, None), so sharing them is safe
+_plain_scalar_memo = functools.lru_cache(maxsize=1 << 16)(_resolve_plain)
+
+
+def _scan(text: str, build: bool) -> list[Any] | None:
+    """Walk the parser's events, raise InputTooLarge past a bound, and (`build`) construct
+    the documents on the way: a list of them, or None when the text uses what only PyYAML's
+    constructor handles (anchors, aliases, explicit tags, merge keys, complex keys).
+
+    Checking and building in one pass costs less than PyYAML's constructor alone (its
+    composer and constructor run in Python per node). Each anchored node's expanded size and
+    height are remembered, so an alias costs what its target costs: that is what a consumer
+    walking the loaded value pays.
     """
     anchors: dict[str, tuple[int, int]] = {}  # anchor -> (expanded nodes, height in levels)
     stack: list[_Open] = []
     nodes = 0
     aliases_used = False
+    # the builder: open containers, and for each open mapping its pending key
+    docs: list[Any] = []
+    values: list[Any] = []
+    keys: list[Any] = []
+    scalar_event, seq_start, map_start = yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent
     loader = _YAML_LOADER(text)
     try:
         while True:
             event = loader.get_event()
             kind = type(event)
-            if kind is yaml.ScalarEvent:
+            value: Any = _NO_KEY
+            if kind is scalar_event:
                 nodes += 1
                 if event.anchor is not None:
                     anchors[event.anchor] = (1, 0)
-            elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+                    build = False
+                if build:
+                    if event.tag is not None and event.tag != "!":
+                        build = False
+                    elif event.implicit[0]:
+                        value = _plain_scalar(event.value)
+                        if value is _UNSUPPORTED:
+                            build = False
+                    else:
+                        value = event.value  # quoted, or a block scalar: a string
+            elif kind is seq_start or kind is map_start:
                 nodes += 1
                 depth = len(stack) + 1
                 if depth > MAX_DEPTH:
@@ -113,14 +176,25 @@ def check_yaml_bounds(text: str) -> None:
                 if stack and depth > stack[-1].deepest:
                     stack[-1].deepest = depth
                 stack.append(_Open(event.anchor, nodes - 1, depth))
+                if build:
+                    if event.anchor is not None or (event.tag is not None and event.tag != "!") or \
+                            (keys and keys[-1] is _NO_KEY and type(values[-1]) is dict):
+                        build = False  # anchored, tagged, or a mapping/sequence as a key
+                    else:
+                        values.append({} if kind is map_start else [])
+                        keys.append(_NO_KEY)
             elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
                 done = stack.pop()
                 if stack and done.deepest > stack[-1].deepest:
                     stack[-1].deepest = done.deepest
                 if done.anchor is not None:
                     anchors[done.anchor] = (nodes - done.nodes_before, done.deepest - done.depth + 1)
+                if build:
+                    keys.pop()
+                    value = values.pop()
             elif kind is yaml.AliasEvent:
                 aliases_used = True
+                build = False
                 size, height = anchors.get(event.anchor, (1, 0))  # unknown: the loader says so
                 nodes += size
                 reached = len(stack) + height
@@ -130,11 +204,21 @@ def check_yaml_bounds(text: str) -> None:
                 if stack and reached > stack[-1].deepest:
                     stack[-1].deepest = reached
             elif kind is yaml.StreamEndEvent:
-                return
+                return docs if build else None
             if nodes > MAX_NODES:
                 what = "alias expansion" if aliases_used else "nodes"
                 raise InputTooLarge(f"{what}: more than {MAX_NODES:,} YAML nodes"
                                     f"{' once aliases are expanded' if aliases_used else ''} at {_mark(event)}")
+            if value is not _NO_KEY and build:  # a finished node: into its parent
+                if not values:
+                    docs.append(value)
+                elif type(values[-1]) is list:
+                    values[-1].append(value)
+                elif keys[-1] is _NO_KEY:
+                    keys[-1] = value
+                else:
+                    values[-1][keys[-1]] = value
+                    keys[-1] = _NO_KEY
     finally:
         loader.dispose()
 

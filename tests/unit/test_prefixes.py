@@ -5,8 +5,8 @@ import pytest
 from nra.prefixes import AddressEntryError, parse_address_entry
 
 
-def nets(*texts: str) -> list:
-    return [ipaddress.ip_network(t) for t in texts]
+def nets(*texts: str) -> tuple:
+    return tuple(ipaddress.ip_network(t) for t in texts)
 
 
 def covered(networks) -> set:
