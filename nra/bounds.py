@@ -18,7 +18,6 @@ may be a 2 MB string or a list that expands to millions of items.
 
 from __future__ import annotations
 
-import functools
 import reprlib
 from typing import Any
 
@@ -105,28 +104,29 @@ _UNSUPPORTED = object()
 _NO_KEY = object()
 #: plain scalars longer than this are resolved every time rather than remembered
 _MEMO_MAX_LEN = 256
+#: plain scalars remembered; past this the memo starts again (a few MB at most)
+_MEMO_MAX_ITEMS = 1 << 17
+# The same address strings come back at every re-read of a configuration; the values are
+# immutable (str, int, float, bool, None), so sharing them is safe. A plain dict: an
+# lru_cache costs twice as much per look-up, and one pass over 10,000 scalars matters here.
+_plain_memo: dict[str, Any] = {}
 
 
 def _plain_scalar(value: str) -> Any:
     """A plain (unquoted) scalar's value as PyYAML's SafeLoader constructs it (YAML 1.1:
     `yes` is True, `1:20` is 80), or _UNSUPPORTED."""
-    if len(value) <= _MEMO_MAX_LEN:
-        return _plain_scalar_memo(value)
-    return _resolve_plain(value)
-
-
-def _resolve_plain(value: str) -> Any:
     tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
     if tag == _STR:
-        return value
-    if tag not in _SCALAR_TAGS:
-        return _UNSUPPORTED
-    return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, value))
-
-
-# the same address strings come back at every re-read of a configuration; the values are
-# immutable (str, int, float, bool, None), so sharing them is safe
-_plain_scalar_memo = functools.lru_cache(maxsize=1 << 16)(_resolve_plain)
+        result: Any = value
+    elif tag not in _SCALAR_TAGS:
+        result = _UNSUPPORTED
+    else:
+        result = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, value))
+    if len(value) <= _MEMO_MAX_LEN:
+        if len(_plain_memo) >= _MEMO_MAX_ITEMS:
+            _plain_memo.clear()
+        _plain_memo[value] = result
+    return result
 
 
 def _scan(text: str, build: bool) -> list[Any] | None:
@@ -143,31 +143,48 @@ def _scan(text: str, build: bool) -> list[Any] | None:
     stack: list[_Open] = []
     nodes = 0
     aliases_used = False
-    # the builder: open containers, and for each open mapping its pending key
+    # the builder: the open containers, and for each its pending key (_NO_KEY: none, or a list)
     docs: list[Any] = []
     values: list[Any] = []
     keys: list[Any] = []
+    top: Any = None  # values[-1]
+    top_is_list = False
+    memo = _plain_memo
+    unsupported, no_key = _UNSUPPORTED, _NO_KEY
     scalar_event, seq_start, map_start = yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent
+    seq_end, map_end = yaml.SequenceEndEvent, yaml.MappingEndEvent
     loader = _YAML_LOADER(text)
+    get_event = loader.get_event
     try:
         while True:
-            event = loader.get_event()
+            event = get_event()
             kind = type(event)
-            value: Any = _NO_KEY
             if kind is scalar_event:
                 nodes += 1
                 if event.anchor is not None:
                     anchors[event.anchor] = (1, 0)
                     build = False
-                if build:
-                    if event.tag is not None and event.tag != "!":
+                if not build:
+                    pass
+                elif event.tag is not None and event.tag != "!":
+                    build = False
+                else:
+                    value = event.value
+                    if event.implicit[0]:
+                        value = memo.get(value, no_key)
+                        if value is no_key:
+                            value = _plain_scalar(event.value)
+                    if value is unsupported:
                         build = False
-                    elif event.implicit[0]:
-                        value = _plain_scalar(event.value)
-                        if value is _UNSUPPORTED:
-                            build = False
+                    elif top_is_list:
+                        top.append(value)
+                    elif not values:
+                        docs.append(value)
+                    elif keys[-1] is no_key:
+                        keys[-1] = value
                     else:
-                        value = event.value  # quoted, or a block scalar: a string
+                        top[keys[-1]] = value
+                        keys[-1] = no_key
             elif kind is seq_start or kind is map_start:
                 nodes += 1
                 depth = len(stack) + 1
@@ -178,12 +195,14 @@ def _scan(text: str, build: bool) -> list[Any] | None:
                 stack.append(_Open(event.anchor, nodes - 1, depth))
                 if build:
                     if event.anchor is not None or (event.tag is not None and event.tag != "!") or \
-                            (keys and keys[-1] is _NO_KEY and type(values[-1]) is dict):
+                            (not top_is_list and values and keys[-1] is no_key):
                         build = False  # anchored, tagged, or a mapping/sequence as a key
                     else:
-                        values.append({} if kind is map_start else [])
-                        keys.append(_NO_KEY)
-            elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+                        top = {} if kind is map_start else []
+                        top_is_list = kind is seq_start
+                        values.append(top)
+                        keys.append(no_key)
+            elif kind is seq_end or kind is map_end:
                 done = stack.pop()
                 if stack and done.deepest > stack[-1].deepest:
                     stack[-1].deepest = done.deepest
@@ -192,6 +211,19 @@ def _scan(text: str, build: bool) -> list[Any] | None:
                 if build:
                     keys.pop()
                     value = values.pop()
+                    if not values:
+                        docs.append(value)
+                        top, top_is_list = None, False
+                        continue
+                    top = values[-1]
+                    top_is_list = type(top) is list
+                    if top_is_list:
+                        top.append(value)
+                    elif keys[-1] is no_key:
+                        build = False  # (cannot happen: a container key stops the build at its start)
+                    else:
+                        top[keys[-1]] = value
+                        keys[-1] = no_key
             elif kind is yaml.AliasEvent:
                 aliases_used = True
                 build = False
@@ -206,21 +238,15 @@ def _scan(text: str, build: bool) -> list[Any] | None:
             elif kind is yaml.StreamEndEvent:
                 return docs if build else None
             if nodes > MAX_NODES:
-                what = "alias expansion" if aliases_used else "nodes"
-                raise InputTooLarge(f"{what}: more than {MAX_NODES:,} YAML nodes"
-                                    f"{' once aliases are expanded' if aliases_used else ''} at {_mark(event)}")
-            if value is not _NO_KEY and build:  # a finished node: into its parent
-                if not values:
-                    docs.append(value)
-                elif type(values[-1]) is list:
-                    values[-1].append(value)
-                elif keys[-1] is _NO_KEY:
-                    keys[-1] = value
-                else:
-                    values[-1][keys[-1]] = value
-                    keys[-1] = _NO_KEY
+                _too_many(nodes, aliases_used, event)
     finally:
         loader.dispose()
+
+
+def _too_many(nodes: int, aliases_used: bool, event: Any) -> None:
+    what = "alias expansion" if aliases_used else "nodes"
+    raise InputTooLarge(f"{what}: more than {MAX_NODES:,} YAML nodes"
+                        f"{' once aliases are expanded' if aliases_used else ''} at {_mark(event)}")
 
 
 def _mark(event: Any) -> str:

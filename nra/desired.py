@@ -34,7 +34,7 @@ class Desired:
         self.loaded_at = time.time()
         metrics.config_loaded(len(result.problems))
         metrics.desired_state({v: len(result.intent.peers_of(v)) for v in (4, 6)},
-                              {v: sum(1 for p in result.intent.prefixes if p.version == v) for v in (4, 6)})
+                              result.intent.prefix_counts)
         first = self.intent is None
         if not first and result.intent == self.intent:
             logger.log(VERBOSE, "configuration reloaded, desired state unchanged")

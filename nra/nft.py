@@ -74,21 +74,34 @@ def merge(intervals: Iterable[Interval]) -> frozenset[Interval]:
     """Overlapping and adjacent intervals as one (as the kernel's interval set must hold
     them). Plain ints: 100,000 prefixes merge in tens of milliseconds, where ipaddress's
     collapse takes a second."""
-    merged: list[list[int]] = []
-    for low, high in sorted(intervals):
-        if merged and low <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], high)
+    ordered = sorted(intervals)
+    if not ordered:
+        return frozenset()
+    merged: list[Interval] = []
+    low, high = ordered[0]
+    for next_low, next_high in ordered:
+        if next_low <= high + 1:
+            if next_high > high:
+                high = next_high
         else:
-            merged.append([low, high])
-    return frozenset((low, high) for low, high in merged)
+            merged.append((low, high))
+            low, high = next_low, next_high
+    merged.append((low, high))
+    return frozenset(merged)
 
 
-def prefix_intervals(prefixes: Iterable[IPNetwork]) -> dict[int, frozenset[Interval]]:
+def prefix_intervals(prefixes: Iterable[IPNetwork],
+                     families: Iterable[int] = (4, 6)) -> dict[int, frozenset[Interval]]:
+    """The families' prefixes as merged intervals (the other families' are left out)."""
     by_family: dict[int, list[Interval]] = {4: [], 6: []}
+    v4, v6 = by_family[4].append, by_family[6].append
     for prefix in prefixes:  # (not num_addresses: it builds the broadcast address, 30 µs each)
-        low, family = int(prefix.network_address), prefix.version
-        by_family[family].append((low, low + (1 << (WIDTH[family] - prefix.prefixlen)) - 1))
-    return {f: merge(i) for f, i in by_family.items()}
+        low = int(prefix.network_address)
+        if prefix.version == 4:
+            v4((low, low + (1 << (32 - prefix.prefixlen)) - 1))
+        else:
+            v6((low, low + (1 << (128 - prefix.prefixlen)) - 1))
+    return {f: merge(by_family[f]) if f in families else frozenset() for f in (4, 6)}
 
 
 def interval_text(family: int, interval: Interval) -> str:
@@ -168,11 +181,11 @@ def desired_chains(field: MarkField) -> dict[str, tuple[tuple | None, tuple[str,
 
 
 def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: Mapping[str, int],
-                  field: MarkField) -> NftTable:
-    """The table nra wants: these LB prefixes, peer links and routers (link-layer address ->
-    index), for this mark field."""
-    return NftTable(prefix_intervals(prefixes), frozenset(links), {m.lower(): i for m, i in routers.items()},
-                    desired_chains(field))
+                  field: MarkField, families: Iterable[int] = (4, 6)) -> NftTable:
+    """The table nra wants: these LB prefixes (of these families), peer links and routers
+    (link-layer address -> index), for this mark field."""
+    return NftTable(prefix_intervals(prefixes, families), frozenset(links),
+                    {m.lower(): i for m, i in routers.items()}, desired_chains(field))
 
 
 class DesiredTables:
@@ -188,7 +201,7 @@ class DesiredTables:
             routers: Mapping[str, int], field: MarkField) -> NftTable:
         key = (id(prefixes), families, frozenset(links), tuple(sorted(routers.items())), field)
         if key != self._key or self._table is None:
-            self._table = desired_table((p for p in prefixes if p.version in families), links, routers, field)
+            self._table = desired_table(prefixes, links, routers, field, families)
             self._key, self._prefixes = key, prefixes  # the reference keeps the id valid
         return self._table
 

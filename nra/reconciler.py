@@ -9,7 +9,6 @@ rules of the current intent.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -219,7 +218,7 @@ class Reconciler:
         if self.return_path is None:
             prefixes = {v: len(rules) for v, rules in self._desired_rules(intent).items()}
         else:  # (no rule per prefix to build in conntrack mode)
-            prefixes = dict(Counter(p.version for p in intent.prefixes))
+            prefixes = intent.prefix_counts
         metrics.desired_state({v: len(intent.peers_of(v)) for v in (4, 6)}, prefixes)
         left_out: dict[tuple[int, str], int] = {}
         for address, reason in the_plan.left_out.items():

@@ -186,7 +186,7 @@ def table_intent(intent: Intent) -> Intent:
     """The intent as the multipath table's planner sees it: its peers, and `from all` for
     each family that has prefixes."""
     everything = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
-    return Intent(intent.peers, frozenset(everything[v] for v in {p.version for p in intent.prefixes}))
+    return Intent(intent.peers, frozenset(everything[v] for v, n in intent.prefix_counts.items() if n))
 
 
 def _link_name(state: KernelState, address: IPAddress) -> str | None:
