@@ -19,6 +19,7 @@ may be a 2 MB string or a list that expands to millions of items.
 from __future__ import annotations
 
 import reprlib
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -68,13 +69,44 @@ def load_yaml_documents(text: str) -> list[Any]:
 
     Raises InputTooLarge (a bound crossed) or yaml.YAMLError (not YAML).
     """
+    return [d for d in scan_yaml(text).docs if d is not None]
+
+
+def check_size(text: str) -> None:
     size = len(text.encode("utf-8")) if len(text) * 4 > MAX_CONFIG_BYTES else len(text)
     if size > MAX_CONFIG_BYTES:
         raise InputTooLarge(f"size: {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,} bytes")
-    docs = _scan(text, build=True)
+
+
+@dataclass
+class ItemLines:
+    """A block sequence whose items are one-line scalars, one per line, on consecutive lines
+    (`- 10.0.0.0/24`): where it is in the documents and in the text."""
+
+    path: tuple  # document index, then the mapping keys and list indexes down to it
+    items: list  # the list itself
+    indent: int  # the column of its `-`
+    first_line: int
+    count: int = 0
+    ok: bool = True
+
+
+@dataclass
+class Scanned:
+    docs: list[Any]  # every document, None for an empty one
+    nodes: int
+    sequences: list[ItemLines]  # (when asked for, and the text was built in one pass)
+
+
+def scan_yaml(text: str, lines: list[str] | None = None) -> Scanned:
+    """The documents of `text` within the bounds; with `lines` (the text split at "\n"),
+    also the block sequences of one-line scalars and their lines."""
+    check_size(text)
+    sequences: list[ItemLines] | None = [] if lines is not None else None
+    docs, nodes = _scan(text, True, lines, sequences)
     if docs is None:  # anchors, tags or merge keys: PyYAML's own constructor (bounds checked)
-        docs = list(yaml.load_all(text, Loader=_YAML_LOADER))
-    return [d for d in docs if d is not None]
+        return Scanned(list(yaml.load_all(text, Loader=_YAML_LOADER)), nodes, [])
+    return Scanned(docs, nodes, [s for s in sequences or () if s.ok and s.count])
 
 
 def check_yaml_bounds(text: str) -> None:
@@ -129,10 +161,14 @@ def _plain_scalar(value: str) -> Any:
     return result
 
 
-def _scan(text: str, build: bool) -> list[Any] | None:
+def _scan(text: str, build: bool, lines: list[str] | None = None,
+          sequences: list[ItemLines] | None = None) -> tuple[list[Any] | None, int]:
     """Walk the parser's events, raise InputTooLarge past a bound, and (`build`) construct
-    the documents on the way: a list of them, or None when the text uses what only PyYAML's
-    constructor handles (anchors, aliases, explicit tags, merge keys, complex keys).
+    the documents on the way: a list of them and the node count; the list is None when the
+    text uses what only PyYAML's constructor handles (anchors, aliases, explicit tags, merge
+    keys, complex keys). With `lines` and `sequences`: every block sequence built is
+    appended to `sequences`, with whether its items are one-line scalars on lines of their
+    own (`ok`).
 
     Checking and building in one pass costs less than PyYAML's constructor alone (its
     composer and constructor run in Python per node). Each anchored node's expanded size and
@@ -149,6 +185,8 @@ def _scan(text: str, build: bool) -> list[Any] | None:
     keys: list[Any] = []
     top: Any = None  # values[-1]
     top_is_list = False
+    recording = lines is not None and sequences is not None
+    records: list[ItemLines | None] = []  # per open container: its ItemLines, if a block sequence
     memo = _plain_memo
     unsupported, no_key = _UNSUPPORTED, _NO_KEY
     scalar_event, seq_start, map_start = yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent
@@ -177,6 +215,8 @@ def _scan(text: str, build: bool) -> list[Any] | None:
                     if value is unsupported:
                         build = False
                     elif top_is_list:
+                        if recording and (record := records[-1]) is not None and record.ok:
+                            _record_item(record, event, lines)
                         top.append(value)
                     elif not values:
                         docs.append(value)
@@ -198,10 +238,16 @@ def _scan(text: str, build: bool) -> list[Any] | None:
                             (not top_is_list and values and keys[-1] is no_key):
                         build = False  # anchored, tagged, or a mapping/sequence as a key
                     else:
+                        if recording:
+                            if top_is_list and records[-1] is not None:
+                                records[-1].ok = False  # a list that holds a container
+                            records.append(_new_record(event, kind is seq_start, docs, values, keys, sequences))
                         top = {} if kind is map_start else []
                         top_is_list = kind is seq_start
                         values.append(top)
                         keys.append(no_key)
+                        if records and records[-1] is not None:
+                            records[-1].items = top
             elif kind is seq_end or kind is map_end:
                 done = stack.pop()
                 if stack and done.deepest > stack[-1].deepest:
@@ -211,6 +257,8 @@ def _scan(text: str, build: bool) -> list[Any] | None:
                 if build:
                     keys.pop()
                     value = values.pop()
+                    if recording:
+                        records.pop()
                     if not values:
                         docs.append(value)
                         top, top_is_list = None, False
@@ -236,11 +284,34 @@ def _scan(text: str, build: bool) -> list[Any] | None:
                 if stack and reached > stack[-1].deepest:
                     stack[-1].deepest = reached
             elif kind is yaml.StreamEndEvent:
-                return docs if build else None
+                return (docs if build else None), nodes
             if nodes > MAX_NODES:
                 _too_many(nodes, aliases_used, event)
     finally:
         loader.dispose()
+
+
+def _new_record(event: Any, is_sequence: bool, docs: list, values: list, keys: list,
+                sequences: list[ItemLines]) -> ItemLines | None:
+    if not is_sequence or event.flow_style:
+        return None
+    path = (len(docs), *(len(v) if type(v) is list else k for v, k in zip(values, keys)))
+    record = ItemLines(path, [], event.start_mark.column, event.start_mark.line)
+    sequences.append(record)
+    return record
+
+
+def _record_item(record: ItemLines, event: Any, lines: list[str]) -> None:
+    """Count one scalar item of a block sequence, or mark the sequence not one-line items:
+    the item must be on the next line, alone on it after `-` and one space, on one line."""
+    mark = event.start_mark
+    line = mark.line
+    if (line == record.first_line + record.count and mark.column == record.indent + 2
+            and event.end_mark.line == line
+            and lines[line].startswith(" " * record.indent + "- ")):
+        record.count += 1
+    else:
+        record.ok = False
 
 
 def _too_many(nodes: int, aliases_used: bool, event: Any) -> None:

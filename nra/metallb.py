@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -36,6 +36,9 @@ _DISABLED_VALUES = {"false", "0", "no"}
 # Top-level keys of the legacy `config` document; one of them (or `{}`) identifies the form.
 _LEGACY_KEYS = {"peers", "address-pools", "bgp-communities", "bfd-profiles"}
 _METALLB_GROUP = "metallb.io/"
+
+#: text -> its non-empty YAML documents, within nra.bounds' bounds
+YamlLoad = Callable[[str], list[Any]]
 
 
 class ConfigError(Exception):
@@ -119,15 +122,17 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def parse_legacy_config(
-    doc: str | dict | None, node_labels: Mapping[str, str], default_weight: int
+    doc: str | dict | None, node_labels: Mapping[str, str], default_weight: int,
+    load: YamlLoad = load_yaml_documents,
 ) -> ParseResult:
     """The `config` key of MetalLB's legacy ConfigMap (text or already-loaded YAML).
 
     None or an empty document is an empty configuration. Raises ConfigError when the text
-    is not YAML or not a mapping: the caller must then keep its last good intent.
+    is not YAML or not a mapping: the caller must then keep its last good intent. `load`:
+    how text becomes documents (a source re-reading one text passes a YamlReloader's).
     """
     if isinstance(doc, str):
-        doc = _load_single_yaml(doc)
+        doc = _load_single_yaml(doc, load)
     if doc is None:
         return ParseResult(Intent())
     if not isinstance(doc, Mapping):
@@ -356,7 +361,8 @@ def _vrf_message(vrf: Any) -> str:
 # -- static file ----------------------------------------------------------------------
 
 
-def parse_static_document(text: str, node_name: str | None, default_weight: int) -> ParseResult:
+def parse_static_document(text: str, node_name: str | None, default_weight: int,
+                          load: YamlLoad = load_yaml_documents) -> ParseResult:
     """A static file in any of the forms a user would write:
 
     1. a legacy `config` document (top-level `peers` / `address-pools`; `{}` is empty),
@@ -366,8 +372,9 @@ def parse_static_document(text: str, node_name: str | None, default_weight: int)
 
     Without a Node the node's labels are `kubernetes.io/hostname: <node_name>` (or none).
     Raises ConfigError for empty text (a truncated file), invalid YAML, or anything else.
+    `load`: as for parse_legacy_config.
     """
-    docs = _load_all_yaml(text)
+    docs = _load_all_yaml(text, load)
     if not docs:
         raise ConfigError("the file is empty (no YAML document); a truncated write?")
     if len(docs) == 1 and isinstance(docs[0], Mapping) and "kind" not in docs[0]:
@@ -437,16 +444,16 @@ def _default_labels(node_name: str | None) -> dict[str, str]:
     return {"kubernetes.io/hostname": node_name} if node_name else {}
 
 
-def _load_single_yaml(text: str) -> Any:
-    docs = _load_all_yaml(text)
+def _load_single_yaml(text: str, load: YamlLoad = load_yaml_documents) -> Any:
+    docs = _load_all_yaml(text, load)
     if len(docs) > 1:
         raise ConfigError(f"the MetalLB config holds {len(docs)} YAML documents, expected one")
     return docs[0] if docs else None
 
 
-def _load_all_yaml(text: str) -> list[Any]:
+def _load_all_yaml(text: str, load: YamlLoad = load_yaml_documents) -> list[Any]:
     try:
-        return load_yaml_documents(text)
+        return load(text)
     except InputTooLarge as exc:
         raise ConfigError(f"refused, {exc}") from None
     except yaml.YAMLError as exc:

@@ -95,7 +95,13 @@ def prefix_intervals(prefixes: Iterable[IPNetwork],
     """The families' prefixes as merged intervals (the other families' are left out)."""
     by_family: dict[int, list[Interval]] = {4: [], 6: []}
     v4, v6 = by_family[4].append, by_family[6].append
-    for prefix in prefixes:  # (not num_addresses: it builds the broadcast address, 30 µs each)
+    for prefix in prefixes:
+        try:  # nra.prefixes' networks know theirs
+            (v4 if prefix.family == 4 else v6)(prefix.interval)
+            continue
+        except AttributeError:
+            pass
+        # (not num_addresses: it builds the broadcast address, 30 µs each)
         low = int(prefix.network_address)
         if prefix.version == 4:
             v4((low, low + (1 << (32 - prefix.prefixlen)) - 1))

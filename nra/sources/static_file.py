@@ -26,6 +26,7 @@ from nra.bounds import MAX_CONFIG_BYTES
 from nra.intent import ParseResult
 from nra.metallb import ConfigError, parse_static_document
 from nra.sources.base import REFUSED, UNREADABLE, Publish, SourceHealth
+from nra.yaml_reload import YamlReloader
 
 # watchfiles groups changes for `step` ms after the first one; a small step keeps a
 # change-to-kernel latency of a few ms while still merging an editor's write bursts.
@@ -58,6 +59,8 @@ class StaticFileSource:
         self.health = SourceHealth(self.name)
         self._last_text: str | None = None
         self._wake: asyncio.Event | None = None
+        # an edit of a few address lines is patched into the last documents, not re-parsed
+        self._yaml = YamlReloader()
 
     @property
     def problem(self) -> str | None:
@@ -87,7 +90,7 @@ class StaticFileSource:
         if text == self._last_text and not self.health.has(REFUSED):
             return None  # touched, not changed
         try:
-            result = parse_static_document(text, self.node_name, self.default_weight)
+            result = parse_static_document(text, self.node_name, self.default_weight, self._yaml.load)
         except ConfigError as exc:
             return self._refused(f"{self.path}: {exc}")
         except Exception as exc:  # a parser bug, not a user mistake: say so loudly, keep going

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from nra.intent import ParseResult
 from nra.metallb import ConfigError, parse_legacy_config
+from nra.yaml_reload import YamlReloader
 from nra.sources.kube.client import ApiClientFactory, KubeHTTP
 from nra.sources.kube.reflector import ResourceKind, WatchTiming
 from nra.sources.kube.watched_source import WatchedSource, node_resource
@@ -22,6 +23,7 @@ class ConfigMapSource(WatchedSource):
         super().__init__(api_client_factory, namespace, node_name, default_weight, timing, coalesce_s)
         self.configmap_name = configmap_name
         self.where = f"ConfigMap {namespace}/{configmap_name}"
+        self._yaml = YamlReloader()  # an edit of a few address lines is patched, not re-parsed
 
     async def resources(self, http: KubeHTTP) -> list[ResourceKind]:
         kinds = [ResourceKind(CONFIGMAP, f"/api/v1/namespaces/{self.namespace}/configmaps", "v1", "ConfigMap",
@@ -48,6 +50,6 @@ class ConfigMapSource(WatchedSource):
             raise ConfigError(f"{self.where}: data is not a mapping")
         doc = data.get(CONFIG_KEY)
         try:
-            return parse_legacy_config(doc, labels, self.default_weight)
+            return parse_legacy_config(doc, labels, self.default_weight, self._yaml.load)
         except ConfigError as exc:
             raise ConfigError(f"{self.where} key {CONFIG_KEY!r}: {exc}") from None

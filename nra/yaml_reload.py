@@ -1,0 +1,156 @@
+"""Re-reading a YAML text that changed by a few list items, without parsing all of it again.
+
+The daemon re-reads its whole configuration at every change; at 10,000 prefixes parsing is
+most of the time from a file change to the kernel. When the new text differs from the last
+one only in whole lines that are items of one block sequence of one-line scalars (an
+operator adding or removing `- 10.0.0.0/24` lines under `addresses:`), the last documents
+are copied along the path to that sequence and its items replaced: the result is what a full
+parse of the new text gives (tests/unit/test_yaml_reload.py checks that against PyYAML on
+random edits). Any other change is parsed whole. The bounds hold either way: the size is
+checked first, and a patch adds nodes to the last count but no depth.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from nra.bounds import MAX_NODES, InputTooLarge, ItemLines, Scanned, check_size, scan_yaml
+from nra.bounds import _UNSUPPORTED, _plain_memo, _plain_scalar  # the loader's own scalar rules
+
+# A new item line a patch accepts: `<indent>- <plain scalar>`, the scalar of characters that
+# cannot start or end a YAML structure (no space, quote, `#`, `:` at the end, flow or other
+# indicators); addresses and ranges fit. Anything else is parsed whole.
+_ITEM = re.compile(r"( *)- ([0-9A-Za-z][0-9A-Za-z.:/%_-]*)")
+# line breaks that YAML counts and str.split("\n") does not: a text with one is parsed whole
+_OTHER_BREAKS = ("\r", "\x85", "\u2028", "\u2029", "\ufeff")
+
+
+class YamlReloader:
+    """Loads the successive texts of one configuration; `load` gives what
+    bounds.load_yaml_documents gives, patching the last documents where it can."""
+
+    def __init__(self) -> None:
+        self._text: str | None = None
+        self._scanned: Scanned | None = None
+        self.patched = 0  # loads that were patches (for tests and figures)
+
+    def load(self, text: str) -> list[Any]:
+        check_size(text)
+        scanned = self._patch(text)
+        if scanned is None:
+            plain_lines = not any(b in text for b in _OTHER_BREAKS)
+            scanned = scan_yaml(text, text.split("\n") if plain_lines else None)
+        else:
+            self.patched += 1
+        self._text, self._scanned = text, scanned
+        return [d for d in scanned.docs if d is not None]
+
+    def _patch(self, new: str) -> Scanned | None:
+        old, last = self._text, self._scanned
+        if old is None or last is None or not last.sequences or any(b in new for b in _OTHER_BREAKS):
+            return None
+        start, old_end, new_end = _changed_lines(old, new)
+        first_line = old.count("\n", 0, start)
+        old_lines = _lines(old[start:old_end])
+        new_lines = _lines(new[start:new_end])
+        seq = _sequence_at(last.sequences, first_line, len(old_lines))
+        if seq is None:
+            return None
+        values = []
+        for line in new_lines:
+            match = _ITEM.fullmatch(line)
+            if match is None or len(match.group(1)) != seq.indent or line.endswith(":"):
+                return None
+            text = match.group(2)
+            value = _plain_memo.get(text, _UNSUPPORTED)
+            if value is _UNSUPPORTED:
+                value = _plain_scalar(text)
+                if value is _UNSUPPORTED:
+                    return None
+            values.append(value)
+        count = seq.count - len(old_lines) + len(values)
+        nodes = last.nodes - len(old_lines) + len(values)
+        if count < 1:  # an emptied `key:` is null, not []: parse it
+            return None
+        if nodes > MAX_NODES:
+            raise InputTooLarge(f"nodes: more than {MAX_NODES:,} YAML nodes")
+        if _follow(last.docs, seq.path) is not seq.items:  # e.g. a duplicate key replaced it
+            return None
+        at = first_line - seq.first_line
+        items = seq.items[:at] + values + seq.items[at + len(old_lines):]
+        docs = _replaced(last.docs, seq.path, items)
+        shift = len(values) - len(old_lines)
+        sequences = []
+        for other in last.sequences:
+            if other is seq:
+                other = ItemLines(seq.path, items, seq.indent, seq.first_line, count)
+            elif other.first_line > seq.first_line:
+                other = ItemLines(other.path, other.items, other.indent, other.first_line + shift, other.count)
+            sequences.append(other)
+        return Scanned(docs, nodes, sequences)
+
+
+def _changed_lines(old: str, new: str) -> tuple[int, int, int]:
+    """Where the texts differ, as whole lines: (start, end in old, end in new); the start is
+    a line start, and each end a line start or the end of its text."""
+    shortest = min(len(old), len(new))
+    same = _common_length(old, new, shortest, from_end=False)
+    tail = _common_length(old, new, shortest - same, from_end=True)
+    start = old.rfind("\n", 0, same) + 1
+    old_end, new_end = len(old) - tail, len(new) - tail
+    if old_end > 0 and old[old_end - 1] != "\n":  # move the common tail to a line start
+        line_end = old.find("\n", old_end)
+        moved = (line_end + 1 if line_end >= 0 else len(old)) - old_end
+        old_end, new_end = old_end + moved, new_end + moved
+    return start, max(old_end, start), max(new_end, start)
+
+
+def _common_length(old: str, new: str, limit: int, from_end: bool) -> int:
+    """The length of the common prefix (or suffix) of the texts, at most `limit`: a binary
+    search over slice comparisons, which run in C."""
+    low, high = 0, limit
+    while low < high:
+        mid = (low + high + 1) // 2
+        same = old[len(old) - mid:] == new[len(new) - mid:] if from_end else old[:mid] == new[:mid]
+        if same:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _lines(region: str) -> list[str]:
+    if not region:
+        return []
+    lines = region.split("\n")
+    return lines[:-1] if region.endswith("\n") else lines
+
+
+def _sequence_at(sequences: list[ItemLines], line: int, count: int) -> ItemLines | None:
+    """The sequence whose item lines hold lines [line, line + count); for an insertion
+    (count 0), the one it goes into: before an item, or right after the last."""
+    for seq in sequences:
+        if seq.first_line <= line and line + count <= seq.first_line + seq.count:
+            return seq
+    return None
+
+
+def _follow(docs: list, path: tuple) -> Any:
+    node: Any = docs
+    for step in path:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _replaced(container: Any, path: tuple, value: Any) -> Any:
+    """A copy of `container` with the value at `path` replaced; what is off the path is
+    shared (nothing downstream mutates loaded documents)."""
+    if not path:
+        return value
+    copy = list(container) if type(container) is list else dict(container)
+    copy[path[0]] = _replaced(container[path[0]], path[1:], value)
+    return copy

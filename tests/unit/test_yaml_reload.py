@@ -1,0 +1,173 @@
+"""The YAML reloader (nra.yaml_reload): whatever the edits between two texts, it gives what
+a full parse of the new text gives (or refuses it, as a full parse does), and it patches
+instead of parsing when only item lines of one list changed."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import timedelta
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nra.bounds import MAX_NODES, InputTooLarge, load_yaml_documents
+from nra.yaml_reload import YamlReloader
+
+EXAMPLES = int(os.environ.get("NRA_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=5), derandomize=not os.environ.get("NRA_FUZZ_EXAMPLES"),
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], database=None)
+
+
+def canonical(value):
+    if isinstance(value, dict):
+        return ("map", [(canonical(k), canonical(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("seq", [canonical(v) for v in value])
+    if isinstance(value, float) and math.isnan(value):
+        return ("float", "nan")
+    return (type(value).__name__, value)
+
+
+def outcome(load, text):
+    try:
+        return canonical(load(text))
+    except (yaml.YAMLError, InputTooLarge):
+        return "refused"
+
+
+BASE = """\
+peers:
+- peer-address: 10.0.0.1
+address-pools:
+- name: one
+  protocol: bgp
+  addresses:
+  - 10.1.0.0/24
+  - 10.1.1.0/24
+  - 10.1.2.0/24
+- name: two
+  protocol: bgp
+  addresses:
+    - 2001:db8::/64
+    - 10.2.0.1-10.2.0.9
+"""
+
+
+def edit(text: str, at: int, remove: int, insert: list[str]) -> str:
+    lines = text.split("\n")
+    return "\n".join(lines[:at] + insert + lines[at + remove:])
+
+
+@pytest.mark.parametrize("at,remove,insert", [
+    (9, 0, ["  - 10.1.3.0/24"]),  # after the last item of pool one
+    (6, 0, ["  - 10.1.9.0/24"]),  # before its first item
+    (7, 1, []),  # one item removed
+    (6, 2, ["  - 10.9.0.0/16", "  - 10.8.0.0/16", "  - 10.7.0.0/16"]),  # two replaced by three
+    (14, 0, ["    - 2001:db8:1::/64"]),  # pool two, at the end of the text
+    (7, 1, ["  - yes"]),  # a scalar that is not a string: True, as PyYAML reads it
+])
+def test_item_line_edits_are_patched_and_equal_a_full_parse(at, remove, insert):
+    reloader = YamlReloader()
+    reloader.load(BASE)
+    new = edit(BASE, at, remove, insert)
+    assert outcome(reloader.load, new) == outcome(load_yaml_documents, new)
+    assert reloader.patched == 1
+
+
+@pytest.mark.parametrize("at,remove,insert", [
+    (6, 3, []),  # every item removed: `addresses:` becomes null
+    (7, 0, ["  - 10.1.3.0/24 # a comment"]),
+    (7, 0, ["  - '10.1.3.0/24'"]),
+    (7, 0, ["    - 10.1.3.0/24"]),  # another indentation: a new structure
+    (7, 0, ["  - 10.1.3.0:"]),  # a mapping
+    (7, 0, ["  - 2001-01-01"]),  # a timestamp
+    (7, 0, ["  - &a 10.1.3.0/24"]),
+    (4, 1, ["  protocol: layer2"]),  # not an item line
+    (5, 0, ["  - 10.1.3.0/24"]),  # before the list: under `protocol: bgp`, an error
+])
+def test_other_edits_are_parsed_whole(at, remove, insert):
+    reloader = YamlReloader()
+    reloader.load(BASE)
+    new = edit(BASE, at, remove, insert)
+    assert outcome(reloader.load, new) == outcome(load_yaml_documents, new)
+    assert reloader.patched == 0
+
+
+def test_patches_follow_each_other_and_shift_the_lists_below():
+    reloader = YamlReloader()
+    text = BASE
+    reloader.load(text)
+    for step in range(20):
+        text = edit(text, 9, 0, [f"  - 10.3.{step}.0/24"])
+        assert outcome(reloader.load, text) == outcome(load_yaml_documents, text)
+    text = edit(text, 12 + 20, 0, ["    - 10.4.0.0/24"])  # pool two's list, below: moved down 20 lines
+    assert outcome(reloader.load, text) == outcome(load_yaml_documents, text)
+    assert reloader.patched == 21
+
+
+def test_a_duplicate_key_is_never_patched_into_the_list_it_lost_to():
+    text = "addresses:\n- 10.0.0.0/24\naddresses:\n- 10.1.0.0/24\n"
+    reloader = YamlReloader()
+    reloader.load(text)
+    new = edit(text, 2, 0, ["- 10.9.0.0/24"])
+    assert outcome(reloader.load, new) == outcome(load_yaml_documents, new) == \
+        canonical([{"addresses": ["10.1.0.0/24"]}])
+
+
+def test_the_node_bound_holds_for_patches(monkeypatch):
+    import nra.yaml_reload as reload_module
+
+    reloader = YamlReloader()
+    reloader.load(BASE)
+    monkeypatch.setattr(reload_module, "MAX_NODES", 20)  # BASE has 19 nodes
+    with pytest.raises(InputTooLarge, match="nodes"):
+        reloader.load(edit(BASE, 9, 0, ["  - 10.1.3.0/24", "  - 10.1.4.0/24"]))
+    assert MAX_NODES > 20
+
+
+def test_crlf_and_other_line_breaks_are_parsed_whole():
+    reloader = YamlReloader()
+    reloader.load(BASE.replace("\n", "\r\n"))
+    new = edit(BASE, 9, 0, ["  - 10.1.3.0/24"]).replace("\n", "\r\n")
+    assert outcome(reloader.load, new) == outcome(load_yaml_documents, new)
+    assert reloader.patched == 0
+
+
+# random edits of random texts: what the reloader gives is always what a full parse gives
+item_values = st.sampled_from(["10.0.0.0/24", "2001:db8::/64", "10.0.0.1-10.0.0.9", "yes", "1", "1:20", "0x1f",
+                               "null", "x", "a:b", "10.0.0.0:", "2001-01-01", "1.5", "~"])
+line_kinds = st.one_of(
+    st.tuples(st.integers(0, 6), item_values).map(lambda t: " " * t[0] + "- " + t[1]),
+    st.tuples(st.integers(0, 4), st.sampled_from(["addresses:", "name: p", "- name: q", "peers:", "a: [1, 2]",
+                                                  "# comment", "", "---", "- - 1", "-", "  more", "- 'q'",
+                                                  "- &x 1", "- *x", "key: |"])).map(lambda t: " " * t[0] + t[1]),
+)
+edits = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3), st.lists(line_kinds, max_size=3)), min_size=1,
+                 max_size=6)
+
+
+@FUZZ
+@given(st.lists(line_kinds, max_size=25), edits, st.booleans())
+def test_random_edits_load_as_a_full_parse(lines, changes, trailing_newline):
+    text = "\n".join(lines) + ("\n" if trailing_newline else "")
+    reloader = YamlReloader()
+    outcome(reloader.load, text)
+    for at, remove, insert in changes:
+        text = edit(text, at, remove, insert)
+        assert outcome(reloader.load, text) == outcome(load_yaml_documents, text), text
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2), st.lists(
+    st.tuples(st.sampled_from([2, 4]), item_values).map(lambda t: " " * t[0] + "- " + t[1]), max_size=3)),
+    min_size=1, max_size=8))
+def test_random_item_edits_of_a_config_load_as_a_full_parse(changes):
+    text = BASE
+    reloader = YamlReloader()
+    reloader.load(text)
+    for at, remove, insert in changes:
+        text = edit(text, at, remove, insert)
+        assert outcome(reloader.load, text) == outcome(load_yaml_documents, text), text
