@@ -147,7 +147,9 @@ _plain_memo: dict[str, Any] = {}
 def _plain_scalar(value: str) -> Any:
     """A plain (unquoted) scalar's value as PyYAML's SafeLoader constructs it (YAML 1.1:
     `yes` is True, `1:20` is 80), or _UNSUPPORTED."""
-    tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+    # No implicit type (bool, int, float, null, timestamp, merge, value) has a "/": a CIDR
+    # is a string without trying the resolver's regular expressions (a test checks them).
+    tag = _STR if "/" in value else _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
     if tag == _STR:
         result: Any = value
     elif tag not in _SCALAR_TAGS:

@@ -39,8 +39,10 @@ class YamlReloader:
         check_size(text)
         scanned = self._patch(text)
         if scanned is None:
-            plain_lines = not any(b in text for b in _OTHER_BREAKS)
-            scanned = scan_yaml(text, text.split("\n") if plain_lines else None)
+            # where the lists are is recorded from the second text on: a text read once
+            # (ONESHOT) does not pay for it
+            record = self._text is not None and not any(b in text for b in _OTHER_BREAKS)
+            scanned = scan_yaml(text, text.split("\n") if record else None)
         else:
             self.patched += 1
         self._text, self._scanned = text, scanned

@@ -1,6 +1,8 @@
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nra.prefixes import AddressEntryError, parse_address_entry
 
@@ -94,3 +96,49 @@ def test_non_strings_are_refused(value):
 
 def test_error_is_a_value_error():
     assert issubclass(AddressEntryError, ValueError)
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.one_of(
+    st.text(st.sampled_from("0123456789."), max_size=17),
+    st.lists(st.integers(0, 300).map(str), min_size=3, max_size=5).map(".".join),
+    st.lists(st.text(st.sampled_from("0123456789 x+-"), min_size=1, max_size=4), min_size=4, max_size=4).map(".".join),
+))
+def test_v4_addresses_are_read_as_strictly_as_ipaddress_reads_them(text):
+    """parse_address_entry reads dotted quads with the C parser first: it must accept and
+    refuse exactly what ipaddress does (leading zeros, spaces, signs, out of range)."""
+    try:
+        want = (ipaddress.ip_network(f"{ipaddress.IPv4Address(text)}/32"),)
+    except ValueError:
+        want = None
+    try:
+        got = parse_address_entry(text)
+    except AddressEntryError:
+        got = None
+    if text.strip() != text:  # the entry itself is stripped; ipaddress would refuse the spaces
+        return
+    assert got == want
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.one_of(
+    st.tuples(st.text(st.sampled_from("0123456789. "), max_size=16), st.text(st.sampled_from("0123456789+ _"), max_size=4)),
+    st.tuples(st.lists(st.integers(0, 300).map(str), min_size=4, max_size=4).map(".".join), st.integers(0, 40).map(str)),
+))
+def test_v4_cidrs_are_read_as_the_slow_path_reads_them(parts):
+    """`a.b.c.d/n` takes a C fast path: the same networks, or the same refusal, as the
+    general CIDR parser."""
+    from nra.prefixes import _parse_cidr
+
+    entry = "/".join(parts).strip()
+    try:
+        want = (_parse_cidr(entry),)
+    except AddressEntryError as exc:
+        want = str(exc)
+    try:
+        got = parse_address_entry(entry)
+    except AddressEntryError as exc:
+        got = str(exc)
+    if "-" in entry or not entry:
+        return  # a range, or empty: not a CIDR
+    assert got == want

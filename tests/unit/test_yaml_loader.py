@@ -127,3 +127,14 @@ yaml_alphabet = st.sampled_from(list("ab01:-[]{},&*!|>'\"#?.~ \n<=%@") + ["\n- "
 @given(st.lists(yaml_alphabet, max_size=40).map("".join))
 def test_arbitrary_text_loads_or_fails_the_same(text):
     assert_same(text)
+
+
+def test_no_implicit_yaml_type_has_a_slash():
+    """bounds._plain_scalar takes a plain scalar with a "/" (a CIDR) for a string without
+    the resolver: true while no implicit resolver's expression can match a "/"."""
+    resolver = yaml.resolver.Resolver()
+    patterns = {regexp.pattern for resolvers in resolver.yaml_implicit_resolvers.values()
+                for _, regexp in resolvers}
+    assert patterns and not any("/" in pattern for pattern in patterns)
+    for value in ("1/2", "10.0.0.0/24", "2001:db8::/64", "yes/no", "~/", "0x1f/8", "1:20/3", "2001-01-01/1"):
+        assert resolver.resolve(yaml.ScalarNode, value, (True, False)) == "tag:yaml.org,2002:str"

@@ -56,6 +56,23 @@ address-pools:
 """
 
 
+def primed(text: str) -> YamlReloader:
+    """A reloader that has read `text` twice: lists are recorded from the second read on."""
+    reloader = YamlReloader()
+    reloader.load(text)
+    reloader.load(text)
+    return reloader
+
+
+def test_a_text_read_once_records_nothing():
+    reloader = YamlReloader()
+    reloader.load(BASE)
+    reloader.load(edit(BASE, 9, 0, ["  - 10.1.3.0/24"]))
+    assert reloader.patched == 0  # (the second read records)
+    reloader.load(edit(BASE, 9, 0, ["  - 10.1.4.0/24"]))
+    assert reloader.patched == 1
+
+
 def edit(text: str, at: int, remove: int, insert: list[str]) -> str:
     lines = text.split("\n")
     return "\n".join(lines[:at] + insert + lines[at + remove:])
@@ -70,8 +87,7 @@ def edit(text: str, at: int, remove: int, insert: list[str]) -> str:
     (7, 1, ["  - yes"]),  # a scalar that is not a string: True, as PyYAML reads it
 ])
 def test_item_line_edits_are_patched_and_equal_a_full_parse(at, remove, insert):
-    reloader = YamlReloader()
-    reloader.load(BASE)
+    reloader = primed(BASE)
     new = edit(BASE, at, remove, insert)
     assert outcome(reloader.load, new) == outcome(load_yaml_documents, new)
     assert reloader.patched == 1
@@ -89,17 +105,15 @@ def test_item_line_edits_are_patched_and_equal_a_full_parse(at, remove, insert):
     (5, 0, ["  - 10.1.3.0/24"]),  # before the list: under `protocol: bgp`, an error
 ])
 def test_other_edits_are_parsed_whole(at, remove, insert):
-    reloader = YamlReloader()
-    reloader.load(BASE)
+    reloader = primed(BASE)
     new = edit(BASE, at, remove, insert)
     assert outcome(reloader.load, new) == outcome(load_yaml_documents, new)
     assert reloader.patched == 0
 
 
 def test_patches_follow_each_other_and_shift_the_lists_below():
-    reloader = YamlReloader()
+    reloader = primed(BASE)
     text = BASE
-    reloader.load(text)
     for step in range(20):
         text = edit(text, 9, 0, [f"  - 10.3.{step}.0/24"])
         assert outcome(reloader.load, text) == outcome(load_yaml_documents, text)
@@ -110,8 +124,7 @@ def test_patches_follow_each_other_and_shift_the_lists_below():
 
 def test_a_duplicate_key_is_never_patched_into_the_list_it_lost_to():
     text = "addresses:\n- 10.0.0.0/24\naddresses:\n- 10.1.0.0/24\n"
-    reloader = YamlReloader()
-    reloader.load(text)
+    reloader = primed(text)
     new = edit(text, 2, 0, ["- 10.9.0.0/24"])
     assert outcome(reloader.load, new) == outcome(load_yaml_documents, new) == \
         canonical([{"addresses": ["10.1.0.0/24"]}])
@@ -120,8 +133,7 @@ def test_a_duplicate_key_is_never_patched_into_the_list_it_lost_to():
 def test_the_node_bound_holds_for_patches(monkeypatch):
     import nra.yaml_reload as reload_module
 
-    reloader = YamlReloader()
-    reloader.load(BASE)
+    reloader = primed(BASE)
     monkeypatch.setattr(reload_module, "MAX_NODES", 20)  # BASE has 19 nodes
     with pytest.raises(InputTooLarge, match="nodes"):
         reloader.load(edit(BASE, 9, 0, ["  - 10.1.3.0/24", "  - 10.1.4.0/24"]))
@@ -129,8 +141,7 @@ def test_the_node_bound_holds_for_patches(monkeypatch):
 
 
 def test_crlf_and_other_line_breaks_are_parsed_whole():
-    reloader = YamlReloader()
-    reloader.load(BASE.replace("\n", "\r\n"))
+    reloader = primed(BASE.replace("\n", "\r\n"))
     new = edit(BASE, 9, 0, ["  - 10.1.3.0/24"]).replace("\n", "\r\n")
     assert outcome(reloader.load, new) == outcome(load_yaml_documents, new)
     assert reloader.patched == 0
@@ -155,6 +166,7 @@ def test_random_edits_load_as_a_full_parse(lines, changes, trailing_newline):
     text = "\n".join(lines) + ("\n" if trailing_newline else "")
     reloader = YamlReloader()
     outcome(reloader.load, text)
+    outcome(reloader.load, text)
     for at, remove, insert in changes:
         text = edit(text, at, remove, insert)
         assert outcome(reloader.load, text) == outcome(load_yaml_documents, text), text
@@ -166,8 +178,7 @@ def test_random_edits_load_as_a_full_parse(lines, changes, trailing_newline):
     min_size=1, max_size=8))
 def test_random_item_edits_of_a_config_load_as_a_full_parse(changes):
     text = BASE
-    reloader = YamlReloader()
-    reloader.load(text)
+    reloader = primed(text)
     for at, remove, insert in changes:
         text = edit(text, at, remove, insert)
         assert outcome(reloader.load, text) == outcome(load_yaml_documents, text), text
