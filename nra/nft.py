@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -194,20 +195,102 @@ def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: 
                     {m.lower(): i for m, i in routers.items()}, desired_chains(field))
 
 
+class MergedIntervals:
+    """The merged intervals of a set of prefixes, kept between reconciles and updated by the
+    prefixes added and removed since (a file change adds or removes a few): a bisect and a
+    local re-merge each, where merging 10,000 prefixes again costs ~10 ms. A large change is
+    merged whole. The result always equals prefix_intervals(prefixes)."""
+
+    def __init__(self) -> None:
+        self._prefixes: frozenset[IPNetwork] = frozenset()
+        self._raw: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, one per prefix
+        self._merged: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, disjoint
+        self._frozen: dict[int, frozenset[Interval]] = {4: frozenset(), 6: frozenset()}
+
+    def update(self, prefixes: frozenset[IPNetwork]) -> dict[int, frozenset[Interval]]:
+        if prefixes is self._prefixes:
+            return self._frozen
+        added, removed = prefixes - self._prefixes, self._prefixes - prefixes
+        if len(added) + len(removed) > max(64, len(prefixes) // 8):
+            raw: dict[int, list[Interval]] = {4: [], 6: []}
+            for prefix in prefixes:
+                family, interval = _interval_of(prefix)
+                raw[family].append(interval)
+            self._raw = {f: sorted(r) for f, r in raw.items()}
+            self._merged = {f: sorted(merge(r)) for f, r in self._raw.items()}
+            changed = {4, 6}
+        else:
+            changed = set()
+            for prefix in removed:
+                family, interval = _interval_of(prefix)
+                self._remove(family, interval)
+                changed.add(family)
+            for prefix in added:
+                family, interval = _interval_of(prefix)
+                self._add(family, interval)
+                changed.add(family)
+        self._prefixes = prefixes
+        self._frozen = {f: frozenset(self._merged[f]) if f in changed else self._frozen[f] for f in (4, 6)}
+        return self._frozen
+
+    def _add(self, family: int, interval: Interval) -> None:
+        insort(self._raw[family], interval)
+        self._remerge(family, interval[0], interval[1])
+
+    def _remove(self, family: int, interval: Interval) -> None:
+        raw = self._raw[family]
+        del raw[bisect_left(raw, interval)]  # (it is there: added when its prefix was)
+        self._remerge(family, interval[0], interval[1])
+
+    def _remerge(self, family: int, low: int, high: int) -> None:
+        """Merge again the raw intervals of the merged pieces that touch [low, high] (the
+        pieces an interval added there joins, or the one an interval removed from it leaves)."""
+        merged, raw = self._merged[family], self._raw[family]
+        # pieces that overlap or adjoin [low, high]: from the last one starting at or before
+        # high + 1, down while they reach low - 1
+        last = bisect_right(merged, (high + 1, WIDTH_MAX)) - 1
+        first = last + 1
+        while first - 1 >= 0 and merged[first - 1][1] >= low - 1:
+            first -= 1
+        start = min(low, merged[first][0]) if first <= last else low
+        end = max(high, merged[last][1]) if first <= last else high
+        # every raw interval of those pieces starts inside [start, end], and no other does
+        pieces = sorted(merge(raw[bisect_left(raw, (start, -1)):bisect_right(raw, (end, WIDTH_MAX))]))
+        merged[first:last + 1] = pieces
+
+
+WIDTH_MAX = 1 << 128  # above any address: a bisect key after every interval starting at `low`
+
+
+def _interval_of(prefix: IPNetwork) -> tuple[int, Interval]:
+    try:  # nra.prefixes' networks know theirs
+        return prefix.family, prefix.interval
+    except AttributeError:
+        low = int(prefix.network_address)
+        return prefix.version, (low, low + (1 << (WIDTH[prefix.version] - prefix.prefixlen)) - 1)
+
+
 class DesiredTables:
     """The last desired table, kept by its caller (the reconciler) between reconciles: a
     steady reconcile (the same intent's prefixes, links, routers and mark) gets the very same
-    object back, so nothing is merged again and diff() compares nothing."""
+    object back, so nothing is merged again and diff() compares nothing; a changed intent's
+    prefixes are merged from the last ones (MergedIntervals)."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._table: NftTable | None = None
+        self._intervals = MergedIntervals()
+        self._chains: tuple[MarkField | None, dict] = (None, {})
 
     def get(self, prefixes: frozenset[IPNetwork], families: frozenset[int], links: Iterable[str],
             routers: Mapping[str, int], field: MarkField) -> NftTable:
         key = (id(prefixes), families, frozenset(links), tuple(sorted(routers.items())), field)
         if key != self._key or self._table is None:
-            self._table = desired_table(prefixes, links, routers, field, families)
+            intervals = self._intervals.update(prefixes)
+            if self._chains[0] != field:
+                self._chains = (field, desired_chains(field))
+            self._table = NftTable({f: intervals[f] if f in families else frozenset() for f in (4, 6)},
+                                   frozenset(links), {m.lower(): i for m, i in routers.items()}, self._chains[1])
             self._key, self._prefixes = key, prefixes  # the reference keeps the id valid
         return self._table
 
