@@ -71,8 +71,17 @@ async def run_source(source: Source, publish: Callable[[ParseResult], None]) -> 
 
 async def first_configuration(source: Source, timeout_s: float) -> Desired | None:
     """Run the source until its first configuration (returned), for at most `timeout_s`;
-    None, after saying why, if none came."""
+    None, after saying why, if none came. A source whose input is there or not right now
+    (`read_now`: the static file) is read once: waiting would not change its answer."""
     desired = Desired()
+    read_now = getattr(source, "read_now", None)
+    if read_now is not None:
+        result = read_now()
+        if result is None:
+            logger.error("no configuration from {}: {}", source.name, source.problem or "nothing to read")
+            return None
+        desired.accept(result)
+        return desired
     loaded = asyncio.Event()
 
     def publish(result: ParseResult) -> None:

@@ -194,7 +194,7 @@ class Settings(BaseSettings):
     cleanandexit: bool = Field(False, validation_alias="CLEANANDEXIT")
     netns: str | None = Field(None, validation_alias="NRA_NETNS", description="program this named network namespace")
     health_address: str = Field("127.0.0.1:9101", validation_alias="HEALTH_ADDRESS")
-    source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT waits for the first configuration")
+    source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT and plan wait for the first configuration from the API (a static file is read once)")
     hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
     set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
     managed_neighbours: bool = Field(

@@ -7,7 +7,9 @@ keeps the last good intent and the kernel is left as it is. Publishing the same 
 twice is harmless; the agent only reconciles on a real change.
 
 A source also says what is wrong with its input right now (`problem`, None when nothing
-is): readiness fails with that reason while the last good state is kept.
+is): readiness fails with that reason while the last good state is kept. A source whose
+input is usable now or not (a file) may also offer `read_now()`, which a one-off run calls
+instead of waiting for the source to start.
 """
 
 from __future__ import annotations

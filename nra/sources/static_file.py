@@ -71,6 +71,11 @@ class StaticFileSource:
         if self._wake is not None:
             self._wake.set()
 
+    def read_now(self) -> ParseResult | None:
+        """One read for a one-off run (ONESHOT, `nra plan`): the file is usable now or not,
+        and waiting for a change would only delay the failure."""
+        return self.load()
+
     def load(self) -> ParseResult | None:
         """Read and parse the file; None (after saying why, once) when it cannot be used."""
         try:

@@ -129,18 +129,20 @@ def test_oneshot_fails_fast_on_invalid_file_and_touches_nothing(node_ns, tmp_pat
     bad.write_text("peers: [\n")
     node_ns.ip("rule add from 203.0.113.0/24 lookup 20 priority 20")
     started = time.monotonic()
-    proc = run_nra("--oneshot", "--static-file", str(bad), "--netns", node_ns.name, "--source-timeout", "2")
+    proc = run_nra("--oneshot", "--static-file", str(bad), "--netns", node_ns.name, "--source-timeout", "60")
     assert proc.returncode == 1
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 15  # a file is usable or not: no wait for the timeout
     assert "bad.yaml" in proc.stderr and "Traceback" not in proc.stderr
     # the kernel was not touched: the pre-existing (imposter) rule is still there
     assert rule_sources(node_ns) == ["203.0.113.0/24"]
 
 
 def test_oneshot_missing_file_fails(node_ns, tmp_path):
+    started = time.monotonic()
     proc = run_nra("--oneshot", "--static-file", str(tmp_path / "nope.yaml"), "--netns", node_ns.name,
-                   "--source-timeout", "1")
+                   "--source-timeout", "60")
     assert proc.returncode == 1
+    assert time.monotonic() - started < 15
     assert "does not exist" in proc.stderr
 
 
