@@ -17,6 +17,7 @@ import selectors
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 DEFAULT_PORT = 7007
 
@@ -58,13 +59,10 @@ def serve_echo(addresses: list[str], port: int = DEFAULT_PORT) -> None:
 
 def tcp_flows(target: str, flows: int, timeout: float, port: int = DEFAULT_PORT,
               hold: float = 0.0) -> dict:
-    """Open `flows` TCP connections one after the other (each its own source port) and echo
-    a line on each; with `hold`, keep them all open that long and echo once more at the end
-    (connections that must survive something happening meanwhile)."""
-    ok = failed = 0
-    errors: dict[str, int] = {}
-    ports: dict[int, bool] = {}
-    held: list[tuple[socket.socket, int]] = []
+    """Open `flows` TCP connections at once (each its own source port, in its own thread)
+    and echo a line on each; with `hold`, keep them all open that long and echo once more
+    at the end (connections that must survive something happening meanwhile). At once, so
+    32 flows that all time out cost one timeout, not 32."""
 
     def echo(s: socket.socket, msg: bytes) -> None:
         s.sendall(msg)
@@ -77,14 +75,7 @@ def tcp_flows(target: str, flows: int, timeout: float, port: int = DEFAULT_PORT,
         if got != msg:
             raise OSError("echo mismatch")
 
-    def failure(exc: OSError, local: int | None) -> None:
-        nonlocal failed
-        failed += 1
-        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-        if local:
-            ports[local] = False
-
-    for i in range(flows):
+    def flow(i: int) -> tuple[int | None, OSError | None]:
         s = socket.socket(_family(target), socket.SOCK_STREAM)
         local = None
         try:
@@ -94,24 +85,26 @@ def tcp_flows(target: str, flows: int, timeout: float, port: int = DEFAULT_PORT,
             s.connect((target, port))
             echo(s, f"flow {i}\n".encode())
             if hold:
-                held.append((s, local))
-                continue
-            ok += 1
-            ports[local] = True
-        except OSError as exc:
-            failure(exc, local)
-        s.close()
-    if held:
-        time.sleep(hold)
-        for s, local in held:
-            try:
+                time.sleep(hold)
                 echo(s, b"still there\n")
+            return local, None
+        except OSError as exc:
+            return local, exc
+        finally:
+            s.close()
+
+    ok = failed = 0
+    errors: dict[str, int] = {}
+    ports: dict[int, bool] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(flows, 64))) as pool:
+        for local, exc in pool.map(flow, range(flows)):
+            if exc is None:
                 ok += 1
-                ports[local] = True
-            except OSError as exc:
-                failure(exc, local)
-            finally:
-                s.close()
+            else:
+                failed += 1
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            if local:
+                ports[local] = exc is None
     return {"ok": ok, "failed": failed, "errors": errors, "ports": ports}
 
 
