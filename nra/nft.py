@@ -75,9 +75,13 @@ def merge(intervals: Iterable[Interval]) -> frozenset[Interval]:
     """Overlapping and adjacent intervals as one (as the kernel's interval set must hold
     them). Plain ints: 100,000 prefixes merge in tens of milliseconds, where ipaddress's
     collapse takes a second."""
-    ordered = sorted(intervals)
+    return frozenset(merge_sorted(sorted(intervals)))
+
+
+def merge_sorted(ordered: list[Interval]) -> list[Interval]:
+    """merge() of intervals already sorted, as a sorted list."""
     if not ordered:
-        return frozenset()
+        return []
     merged: list[Interval] = []
     low, high = ordered[0]
     for next_low, next_high in ordered:
@@ -88,7 +92,7 @@ def merge(intervals: Iterable[Interval]) -> frozenset[Interval]:
             merged.append((low, high))
             low, high = next_low, next_high
     merged.append((low, high))
-    return frozenset(merged)
+    return merged
 
 
 def prefix_intervals(prefixes: Iterable[IPNetwork],
@@ -217,7 +221,7 @@ class MergedIntervals:
                 family, interval = _interval_of(prefix)
                 raw[family].append(interval)
             self._raw = {f: sorted(r) for f, r in raw.items()}
-            self._merged = {f: sorted(merge(r)) for f, r in self._raw.items()}
+            self._merged = {f: merge_sorted(r) for f, r in self._raw.items()}
             changed = {4, 6}
         else:
             changed = set()
@@ -255,7 +259,7 @@ class MergedIntervals:
         start = min(low, merged[first][0]) if first <= last else low
         end = max(high, merged[last][1]) if first <= last else high
         # every raw interval of those pieces starts inside [start, end], and no other does
-        pieces = sorted(merge(raw[bisect_left(raw, (start, -1)):bisect_right(raw, (end, WIDTH_MAX))]))
+        pieces = merge_sorted(raw[bisect_left(raw, (start, -1)):bisect_right(raw, (end, WIDTH_MAX))])
         merged[first:last + 1] = pieces
 
 
