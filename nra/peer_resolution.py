@@ -51,12 +51,10 @@ class PeerResolution:
         agent keeps working (a returned router then waits for the BGP speaker's traffic)."""
         try:
             await self._run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # (not a cancellation: that is no Exception)
+            metrics.unexpected_error("peer-resolution")
             logger.opt(exception=exc).error("silent peers are no longer resolved again: {}: {}",
                                             type(exc).__name__, exc)
-            metrics.unexpected_error("peer-resolution")
 
     async def _run(self) -> None:
         while True:

@@ -65,3 +65,12 @@ async def test_a_kernel_error_is_a_warning_and_the_next_round_tries_again():
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_bug_ends_the_task_with_an_error_not_the_agent():
+    async def resolve(peers):
+        raise ValueError("a bug")
+
+    resolution = PeerResolution(lambda: {A: None}, resolve, INTERVAL / 10)
+    resolution.wake()
+    await asyncio.wait_for(resolution.run(), INTERVAL * 30)  # returns: logged, counted
