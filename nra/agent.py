@@ -23,6 +23,7 @@ from nra.host import check_multipath_use_neigh
 from nra.intent import Intent, ParseResult
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
+from nra.peer_resolution import PeerResolution
 from nra.reconciler import Outcome, Reconciler, kernel_adapter
 from nra.settings import Settings
 from nra.sources.base import Source
@@ -61,6 +62,7 @@ class Agent:
         self.worker: Worker | None = None
         self._stop = asyncio.Event()
         self._echo_check: asyncio.Task | None = None
+        self.resolution: PeerResolution | None = None
 
     @property
     def intent(self) -> Intent | None:
@@ -119,13 +121,15 @@ class Agent:
     async def _supervise(self, adapter: KernelAdapter) -> int:
         reconciler = Reconciler(adapter, self.settings, self.status)
         self.worker = Worker(lambda trigger: self._reconcile(reconciler, trigger), self._reconciled)
+        self.resolution = PeerResolution(reconciler.health.to_resolve, adapter.resolve_peers)
         if self.intent is not None:
             self.worker.trigger("config")
         vital = {
             asyncio.create_task(self.worker.run(), name=WORKER),
             asyncio.create_task(self._watch_kernel(adapter, reconciler), name=KERNEL_WATCHER),
         }
-        others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name=SOURCE)}
+        others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name=SOURCE),
+                  asyncio.create_task(self.resolution.run(), name="peer-resolution")}
         if self.settings.frrk8s_namespace:
             others.add(asyncio.create_task(self._watch_session_states(reconciler), name="session-states"))
         if self.settings.max_reconcile_wait:
@@ -175,6 +179,8 @@ class Agent:
 
     def _reconciled(self, triggers: set[str], outcome: Outcome) -> None:
         self.echo.reconcile_finished(bool(outcome.applied))
+        if self.resolution is not None:  # a read may have judged a peer silent
+            self.resolution.wake()
         by_drift = "netlink" in triggers
         if by_drift and outcome.applied:
             metrics.drift_repaired()
@@ -246,6 +252,8 @@ class Agent:
                 entry = event.entry
                 reason = reconciler.health.observe_neighbour_change(entry.address,
                                                                     None if entry.deleted else entry.state)
+                if self.resolution is not None:  # a silent peer's entry may have failed or gone
+                    self.resolution.wake()
                 if reason:  # a peer starts or stops answering: not an echo of ours
                     logger.debug("netlink: {}", reason)
                     self.worker.trigger("neighbour")

@@ -7,7 +7,16 @@ A dead peer's ARP/ND entry cycles FAILED -> INCOMPLETE -> FAILED each time anyth
 it (the BGP speaker's retries; with IPv6 forwarding on, as on Kubernetes nodes, every reply
 hashed to it, so FAILED lasts only microseconds). So a peer seen FAILED stays SILENT through
 the INCOMPLETE retries until its entry is valid again (REACHABLE, STALE, DELAY, PROBE,
-PERMANENT, NOARP) or gone. An INCOMPLETE never seen failing is a first resolution: UNSURE.
+PERMANENT, NOARP). An INCOMPLETE never seen failing is a first resolution: UNSURE.
+
+A SILENT peer's entry that is *gone* leaves it SILENT: the kernel's neighbour garbage
+collector drops an unreferenced FAILED entry (nra took the peer out of the route, so nothing
+holds it), and taking that as an answer put the dead router back into the route every GC
+cycle, where the replies hashed to it were lost until it failed again. A peer never seen
+failing and without an entry (first start, a fresh peer) ANSWERS. Nothing sends to a peer
+that is out of the route, so `to_resolve()` lists the SILENT peers whose entry is FAILED or
+gone: nra starts their resolution again, at a bounded rate (nra.peer_resolution), and a
+peer comes back when its entry is valid again.
 
 Routes learned over BGP (LEARNED_ROUTE_PROTOS) are a second signal: the node's routing
 daemon installs them while the session to the peer is up and withdraws them when it drops
@@ -32,7 +41,7 @@ from nra.intent import IPAddress
 
 
 class Liveness(Enum):
-    ANSWERS = "answers"  # a valid entry, no entry, or nothing known against it
+    ANSWERS = "answers"  # a valid entry, or nothing known against it (no entry, never failed)
     UNSURE = "unsure"  # being resolved for the first time: keep its place as it is
     SILENT = "silent"  # does not answer: leave it out
 
@@ -47,12 +56,22 @@ class Verdict:
 ANSWERS = Verdict(Liveness.ANSWERS)
 
 
+#: entry states that tell nothing new about a peer already judged SILENT: a resolution under
+#: way (INCOMPLETE), or no entry at all (None: never made, or collected by the kernel)
+_NOT_AN_ANSWER = ("INCOMPLETE", None)
+#: entry states of a SILENT peer that nothing is resolving: see PeerHealth.to_resolve
+_NOT_RESOLVING = ("FAILED", None)
+
+
 def neighbour_liveness(previous: Liveness | None, nud: str | None) -> Liveness:
-    """The liveness a neighbour state means, given the one before (see the module doc)."""
+    """The liveness a neighbour state means, given the one before (see the module doc);
+    `nud` None: no entry."""
     if nud == "FAILED":
         return Liveness.SILENT
+    if nud in _NOT_AN_ANSWER and previous is Liveness.SILENT:
+        return Liveness.SILENT
     if nud == "INCOMPLETE":
-        return Liveness.SILENT if previous is Liveness.SILENT else Liveness.UNSURE
+        return Liveness.UNSURE
     return Liveness.ANSWERS
 
 
@@ -61,6 +80,8 @@ class PeerHealth:
 
     def __init__(self) -> None:
         self._neighbour: dict[IPAddress, Liveness] = {}
+        #: the last entry state of each on-link peer (None: no entry)
+        self._nud: dict[IPAddress, str | None] = {}
         #: peers ever seen with a learned route via them -> whether they have one now
         self._learned: dict[IPAddress, bool] = {}
         #: peers with a session state -> (reported up, since when, judged down)
@@ -70,7 +91,8 @@ class PeerHealth:
         """A read of the on-link peers' entries (`states`: NUD name; absent: no entry). Peers
         not listed in `peers` (gone, or off-link) are forgotten."""
         old = self._neighbour
-        self._neighbour = {a: neighbour_liveness(old.get(a), states.get(a)) for a in peers}
+        self._nud = {a: states.get(a) for a in peers}
+        self._neighbour = {a: neighbour_liveness(old.get(a), nud) for a, nud in self._nud.items()}
 
     def observe_neighbour_change(self, address: IPAddress, nud: str | None) -> str | None:
         """A notification for a watched peer's entry (`nud` None: the entry was removed).
@@ -78,12 +100,20 @@ class PeerHealth:
         state changes (REACHABLE -> STALE -> DELAY ...) do not matter."""
         if address not in self._neighbour:
             return None
+        self._nud[address] = nud
         old = self._neighbour[address]
         new = neighbour_liveness(old, nud)
         if new is old:
             return None
         self._neighbour[address] = new
         return f"neighbour {address}: {nud or 'entry removed'} ({old.value} -> {new.value})"
+
+    def to_resolve(self) -> dict[IPAddress, str | None]:
+        """The peers judged SILENT by their entry that nothing is resolving now: entry FAILED,
+        or gone (None). Out of the route, nothing sends to them, so nothing would notice
+        them answering again; their resolution is to be started again (see the module doc)."""
+        return {a: nud for a, nud in self._nud.items()
+                if nud in _NOT_RESOLVING and self._neighbour.get(a) is Liveness.SILENT}
 
     def observe_learned_routes(self, peers: Iterable[IPAddress], learned: Mapping[IPAddress, int]) -> None:
         """A read of the routes the routing daemons installed (`learned`: how many go via each

@@ -74,6 +74,8 @@ class KernelAdapter:
         self._events = KernelEvents(netns, table, router_tables or (), learned_protos)
         self._nft: NftState | None = None
         self._router_tables_read = False
+        #: the on-link peers' links, from the last read
+        self._links: Mapping[IPAddress, frozenset[int]] = {}
 
     async def __aenter__(self) -> "KernelAdapter":
         await asyncio.to_thread(self._sock.open)
@@ -119,6 +121,7 @@ class KernelAdapter:
         entries = await self._neighbours.read_entries(links) if links else {}
         learned = await self._learned.read(routes.ipr, addresses, links) if self._learned else None
         self._events.watch(links)
+        self._links = links
         state = KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
                             {a: e.state for a, e in entries.items()}, links, invalid, learned)
         if self._nft is None:
@@ -173,6 +176,15 @@ class KernelAdapter:
         if not self._peer_neighbours.active:
             return []
         return await self._peer_neighbours.set_up(state.links, state.neighbours)
+
+    async def resolve_peers(self, entries: Mapping[IPAddress, str | None]) -> list[str]:
+        """Start resolving the neighbour entries of silent peers (`entries`: each one's entry
+        state, None when gone; see nra.kernel.peer_neighbours), on the links the last read
+        found them on; returns warnings. The caller bounds the rate."""
+        links = {a: self._links[a] for a in entries if a in self._links}
+        if not links:
+            return []
+        return await self._peer_neighbours.resolve(links, entries)
 
     async def apply(self, ops: Sequence[Operation]) -> ApplyReport:
         """Apply in the given order, runs of rule changes in one batch; failures are

@@ -70,6 +70,7 @@ NDMSG = struct.Struct("=BBHiHBB")  # family pad pad ifindex state flags type
 NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
 NDA_FLAGS_EXT = 15
 NTF_EXT_MANAGED = 0x1  # the kernel keeps the entry resolved (Linux 5.16)
+NTF_USE = 0x01  # (ndm_flags) resolve the entry now, as a packet to it would; made if absent
 RTM_SETNEIGHTBL = 67
 NDTMSG = struct.Struct("=BBH")  # family pad pad
 NDTA_NAME, NDTA_PARMS = 1, 6
@@ -363,10 +364,11 @@ def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes], froz
     return protocol, frozenset(gateways), frozenset(links)
 
 
-def encode_neighbour(address: bytes, family: int, ifindex: int, managed: bool) -> bytes:
+def encode_neighbour(address: bytes, family: int, ifindex: int, managed: bool, use: bool = False) -> bytes:
     """The body of an RTM_NEWNEIGH (with `managed`: an entry the kernel keeps resolved, no
-    link-layer address given) or RTM_DELNEIGH for `address` on link `ifindex`."""
-    body = NDMSG.pack(family, 0, 0, ifindex, 0, 0, 0) + attribute(NDA_DST, address)
+    link-layer address given; with `use`: start resolving the entry now) or RTM_DELNEIGH
+    for `address` on link `ifindex`."""
+    body = NDMSG.pack(family, 0, 0, ifindex, 0, NTF_USE if use else 0, 0) + attribute(NDA_DST, address)
     if managed:
         body += attribute(NDA_FLAGS_EXT, U32.pack(NTF_EXT_MANAGED))
     return body

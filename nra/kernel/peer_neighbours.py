@@ -1,4 +1,5 @@
-"""What nra sets up in the kernel's neighbour machinery for its peers, both opt-in:
+"""What nra sets up in the kernel's neighbour machinery for its peers: two opt-in settings,
+and the re-resolution of silent peers.
 
 - managed entries (MANAGED_NEIGHBOURS, Linux 5.16+): each on-link peer's ARP/ND entry (unless
   set by hand: PERMANENT or NOARP) is marked NTF_MANAGED, so the kernel keeps it resolved without traffic and a dead idle router
@@ -7,6 +8,17 @@
   and marked again if it vanished (a link flap flushes the link's entries).
 - timers (PEER_NEIGH_TIMERS) of the peers' links, ARP and ND, through RTM_SETNEIGHTBL (needs
   NET_ADMIN only, no writable /proc/sys), set once per link; they stay when nra stops.
+- re-resolution (always): a peer judged silent is out of the route, so nothing sends to it
+  and its entry stays FAILED, or is collected by the kernel's neighbour GC, even once the
+  router is back (only the node's BGP speaker might still try it). `resolve` starts the
+  resolution of such entries again: one RTM_NEWNEIGH with NTF_USE per peer and link (what
+  `ip neigh replace ADDR dev DEV use` sends), with which the kernel makes the entry if it is
+  gone and sends its ARP request or neighbour solicitation, exactly as for a packet to the
+  peer, but with no packet: nothing for the router to answer, no socket, no source address
+  to pick. The entry so made is the kernel's, like one a packet makes; nra does not keep it.
+  With managed entries, a marked one is left to the kernel (it re-probes it every
+  `interval_probe_time_ms`) and one that went is marked again (which resolves it at once).
+  The caller bounds the rate (nra.peer_resolution).
 
 Measured in docs/failover.md.
 """
@@ -96,3 +108,30 @@ class PeerNeighbours:
             for key, code in zip(gone, codes):
                 if code in (0, errno.ENOENT, errno.ENODEV):
                     self._marked.discard(key)
+
+    async def resolve(self, links: Mapping[IPAddress, frozenset[int]],
+                      entries: Mapping[IPAddress, str | None]) -> list[str]:
+        """Start resolving the entries of silent peers on their links (`links`: peer -> its
+        links; `entries`: the state of each one's entry, None when gone; see the module doc).
+        Returns warnings (a refusal names the peer)."""
+        todo: dict[tuple[bytes, int, int], IPAddress] = {}
+        for address, oifs in links.items():
+            for oif in oifs:
+                key = (address.packed, AF[address.version], oif)
+                if self.managed and key in self._marked and entries.get(address) is not None:
+                    continue  # managed: the kernel re-probes it
+                todo[key] = address
+        if not todo:
+            return []
+        bodies = [encode_neighbour(packed, family, oif, managed=self.managed, use=not self.managed)
+                  for packed, family, oif in todo]
+        codes = await asyncio.to_thread(self.sock.request_batch, RTM_NEWNEIGH,
+                                        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, bodies)
+        warnings: list[str] = []
+        for (key, address), code in zip(todo.items(), codes):
+            if code == 0:
+                if self.managed:
+                    self._marked.add(key)
+            else:
+                warnings.append(f"resolution of silent peer {address} not started: {error_text(code)}")
+        return warnings

@@ -202,8 +202,8 @@ async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
             await watcher.stop()
 
 
-async def test_an_entry_that_is_removed_brings_the_peer_back(lan):
-    node, _ = lan
+async def test_a_silent_peer_whose_entry_is_removed_stays_out_until_resolved_again(lan):
+    node, router = lan
     async with KernelAdapter(POLICY.table, netns=node.name) as adapter:
         n = Node(adapter)
         await n.reconcile()
@@ -211,15 +211,35 @@ async def test_an_entry_that_is_removed_brings_the_peer_back(lan):
         wait_neigh(node, DEAD4, "FAILED")
         await n.reconcile()
         assert gateways(node, "-4") == {"10.99.0.3"}
+        assert n.health.to_resolve() == {DEAD4: "FAILED"}
         watcher = Watcher(n)
         try:
             await asyncio.sleep(0.3)
             node.ip(f"neigh del {DEAD4} dev eth0")  # what the kernel's garbage collector does
-            await watcher.wait_for("neighbour 10.99.0.2: entry removed")
+            assert await watcher.drain(0.5) == []  # no change of liveness: nothing to wake for
+            state, p = await n.reconcile()
+            assert DEAD4 not in state.neighbours and n.silent() == {DEAD4} and p.operations == ()
+            assert gateways(node, "-4") == {"10.99.0.3"}
+
+            # nothing sends to it now; nra starts its resolution again: still dead, FAILED again
+            assert n.health.to_resolve() == {DEAD4: None}
+            assert await adapter.resolve_peers(n.health.to_resolve()) == []
+            assert neigh_state(node, DEAD4) in ("INCOMPLETE", "FAILED")
+            wait_neigh(node, DEAD4, "FAILED")
+            assert "managed" not in node.ip(f"-d neigh show {DEAD4} dev eth0")  # a plain entry
+            state, p = await n.reconcile()
+            assert n.silent() == {DEAD4} and p.operations == ()
+
+            # the router is back: the next resolution finds it, and its event brings it back
+            router.ip("addr add 10.99.0.2/24 dev eth0")
+            await watcher.drain()
+            assert await adapter.resolve_peers(n.health.to_resolve()) == []
+            await watcher.wait_for("neighbour 10.99.0.2: REACHABLE (silent -> answers)")
+            await n.reconcile()
+            assert n.silent() == set() and gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
+            assert n.health.to_resolve() == {}
         finally:
             await watcher.stop()
-        await n.reconcile()
-        assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
 
 
 async def test_every_peer_failing_keeps_the_route_as_it_is(lan):

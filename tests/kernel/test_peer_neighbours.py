@@ -76,3 +76,22 @@ async def test_link_timers_are_set_through_netlink_for_both_families(lan):  # no
         assert "delay_probe 200" in out and "ucast_probes 3 mcast_probes 3" in out, out
     # the other links keep the kernel's
     assert "base_reachable 30000" in " ".join(node.ip("ntable show dev lo name arp_cache").split())
+
+
+async def test_a_silent_peers_entry_that_went_is_made_managed_again_by_its_resolution(lan):  # noqa: F811
+    node, _ = lan
+    async with KernelAdapter(20, netns=node.name, managed_neighbours=True) as adapter:
+        assert await set_up(adapter) == []
+        wait_neigh(node, DEAD4, "FAILED")
+        node.ip(f"neigh del {DEAD4} dev eth0")  # collected (or flushed) between two reconciles
+        assert await adapter.resolve_peers({DEAD4: None}) == []
+        assert managed(node, DEAD4)  # marked again, so the kernel keeps re-probing it
+        wait_neigh(node, DEAD4, "FAILED")
+    async with KernelAdapter(20, netns=node.name) as adapter:  # off: a plain entry, resolved now
+        await adapter.read_state(PEERS)
+        for address in (DEAD6, LIVE6):
+            node.ip(f"neigh del {address} dev eth0")
+        assert await adapter.resolve_peers({DEAD6: None, LIVE6: None}) == []
+        wait_neigh(node, LIVE6, "REACHABLE")
+        wait_neigh(node, DEAD6, "FAILED")
+        assert not managed(node, DEAD6) and not managed(node, LIVE6)

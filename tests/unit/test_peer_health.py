@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ipaddress import ip_address
 
+import pytest
+
 from nra.peer_health import Liveness, PeerHealth, Verdict, verdicts_from_states
 
 A, B = ip_address("10.99.0.2"), ip_address("fd99::2")
@@ -33,9 +35,64 @@ def test_notifications_wake_only_when_the_liveness_changes():
     assert health.observe_neighbour_change(A, "STALE") is None
     assert health.observe_neighbour_change(A, "FAILED") == "neighbour 10.99.0.2: FAILED (answers -> silent)"
     assert health.observe_neighbour_change(A, "INCOMPLETE") is None  # a retry of a silent peer
-    assert health.observe_neighbour_change(A, None) == "neighbour 10.99.0.2: entry removed (silent -> answers)"
+    assert health.observe_neighbour_change(A, None) is None  # collected by the kernel: still silent
+    assert health.observe_neighbour_change(A, "REACHABLE") == "neighbour 10.99.0.2: REACHABLE (silent -> answers)"
     # an address that is not a watched peer never wakes anyone
     assert health.observe_neighbour_change(B, "FAILED") is None
+
+
+def test_a_failed_entry_that_is_gone_stays_silent_until_the_entry_is_valid_again():
+    # the kernel's neighbour GC drops an unreferenced FAILED entry: not an answer
+    health = PeerHealth()
+    health.observe_neighbours([A], {A: "REACHABLE"})
+    health.observe_neighbours([A], {A: "FAILED"})
+    health.observe_neighbours([A], {})
+    assert health.verdict(A) == Verdict(Liveness.SILENT, "no-arp")
+    assert health.observe_neighbour_change(A, None) is None
+    health.observe_neighbours([A], {A: "INCOMPLETE"})  # resolved again, no answer yet
+    assert health.verdict(A).liveness is Liveness.SILENT
+    health.observe_neighbours([A], {})
+    assert health.verdict(A).liveness is Liveness.SILENT
+    health.observe_neighbours([A], {A: "REACHABLE"})
+    assert health.verdict(A) == Verdict(Liveness.ANSWERS) and health.verdicts() == {}
+
+
+@pytest.mark.parametrize("valid", ["REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP"])
+def test_a_gone_peer_answers_again_with_any_valid_entry(valid):
+    health = PeerHealth()
+    health.observe_neighbours([A], {A: "FAILED"})
+    assert health.observe_neighbour_change(A, None) is None
+    assert health.observe_neighbour_change(A, valid) == f"neighbour 10.99.0.2: {valid} (silent -> answers)"
+    assert health.verdicts() == {}
+
+
+def test_a_fresh_peer_without_an_entry_answers():
+    health = PeerHealth()
+    health.observe_neighbours([A, B], {})
+    assert health.verdict(A) == health.verdict(B) == Verdict(Liveness.ANSWERS)
+    assert health.verdicts() == {} and health.to_resolve() == {}
+    # an entry removed before it ever failed (an UNSURE first resolution, a valid one): answers
+    health.observe_neighbours([A, B], {A: "INCOMPLETE", B: "STALE"})
+    assert health.observe_neighbour_change(A, None) == "neighbour 10.99.0.2: entry removed (unsure -> answers)"
+    assert health.observe_neighbour_change(B, None) is None
+    assert health.verdicts() == {}
+
+
+def test_silent_peers_that_nothing_resolves_are_to_be_resolved():
+    health = PeerHealth()
+    health.observe_neighbours([A, B], {A: "FAILED", B: "FAILED"})
+    assert health.to_resolve() == {A: "FAILED", B: "FAILED"}
+    health.observe_neighbour_change(A, None)  # collected
+    health.observe_neighbour_change(B, "INCOMPLETE")  # being resolved: nothing to do
+    assert health.to_resolve() == {A: None}
+    health.observe_neighbour_change(A, "REACHABLE")
+    health.observe_neighbour_change(B, "FAILED")
+    assert health.to_resolve() == {B: "FAILED"}
+    # bgp-down alone is not an ARP/ND matter; B, no longer on-link, is forgotten
+    health.observe_learned_routes([A], {A: 1})
+    health.observe_learned_routes([A], {})
+    health.observe_neighbours([A], {})
+    assert health.verdict(A).reason == "bgp-down" and health.to_resolve() == {}
 
 
 def test_peers_no_longer_on_link_are_forgotten():
