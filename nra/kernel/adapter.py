@@ -80,7 +80,7 @@ class KernelAdapter:
     async def __aenter__(self) -> "KernelAdapter":
         await asyncio.to_thread(self._sock.open)
         self._ipr = await open_route_socket(self.netns)
-        self._route_table = Routes(self._ipr, self.table)
+        self._route_table = Routes(self._ipr, self.table, self._sock)
         if self.router_tables is not None:
             self._nft = await asyncio.to_thread(NftState, self.netns)
         return self
@@ -162,7 +162,7 @@ class KernelAdapter:
             tables = sorted(used)
         router_routes = []
         for table in tables:
-            router_routes += await Routes(self._ipr, table).read()
+            router_routes += await Routes(self._ipr, table, self._sock).read()
         self._router_tables_read = True
         return replace(state, lladdrs={a: e.lladdr for a, e in entries.items() if e.lladdr}, link_names=names,
                        router_routes=tuple(router_routes), nft=nft_table)
@@ -202,7 +202,7 @@ class KernelAdapter:
                 continue
             try:
                 if isinstance(op, ReplaceRoute):
-                    dropped = await Routes(self._ipr, op.table).replace_leaving_out_refused(
+                    dropped = await Routes(self._ipr, op.table, self._sock).replace_leaving_out_refused(
                         op.family, op.dst, op.metric, op.nexthops) if self._ipr else ()
                     if dropped:
                         report.dropped.append((op, dropped))

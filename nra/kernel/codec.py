@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Container, Iterator
 
 from nra.intent import IPNetwork
-from nra.kernel.model import FULL_MASK, KernelRule, NeighbourEntry
+from nra.kernel.model import FULL_MASK, KernelRoute, KernelRule, NeighbourEntry, Nexthop
 
 # -- linux/netlink.h ------------------------------------------------------------------------
 NLMSG_HDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -39,7 +39,10 @@ RTMGRP_LINK, RTMGRP_NEIGH = 0x1, 0x4
 RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE = 0x40, 0x80
 RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE = 0x400, 0x40000
 RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table protocol scope type flags
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_MULTIPATH, RTA_TABLE, RTA_VIA = 1, 4, 5, 9, 15, 18
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE, RTA_VIA = 1, 4, 5, 6, 9, 15, 18
+ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+               6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
+RTNH_FLAGS = {1: "dead", 2: "pervasive", 4: "onlink", 8: "offload", 16: "linkdown"}
 RTNEXTHOP = struct.Struct("=HBBi")  # length flags hops ifindex, then the hop's own attributes
 RT_TABLE_COMPAT = 252  # the 8-bit table field when the real id (> 255) is in an attribute
 RT_TABLE_LOCAL = 255
@@ -328,6 +331,56 @@ def decode_route_header(message: Message) -> RouteHeader:
         elif attr == RTA_DST:
             dst = payload
     return RouteHeader(table, VERSION.get(family, family), kind, dst, dst_len)
+
+
+def nexthop_flags(value: int) -> frozenset[str]:
+    return frozenset(name for bit, name in RTNH_FLAGS.items() if value & bit)
+
+
+def decode_route(message: Message) -> KernelRoute:
+    """A route message as a KernelRoute: its destination, table, type, metric, tos,
+    protocol, scope, link, and nexthops (each hop of a multipath with its weight and flags;
+    a gateway is an RTA_GATEWAY)."""
+    family, dst_len, _, tos, table, protocol, scope, kind, flags = RTMSG.unpack_from(message.data, message.body)
+    version = VERSION[family]
+    dst = b""
+    gateway: bytes | None = None
+    oif: int | None = None
+    metric = 0
+    hops: list[Nexthop] | None = None
+    for attr, payload in attributes(message.data, message.body + RTMSG.size, message.end):
+        if attr == RTA_DST:
+            dst = payload
+        elif attr == RTA_TABLE and len(payload) >= 4:
+            table = U32.unpack_from(payload)[0]
+        elif attr == RTA_GATEWAY:
+            gateway = payload
+        elif attr == RTA_OIF and len(payload) >= 4:
+            oif = U32.unpack_from(payload)[0]
+        elif attr == RTA_PRIORITY and len(payload) >= 4:
+            metric = U32.unpack_from(payload)[0]
+        elif attr == RTA_MULTIPATH:
+            hops = []
+            at = 0
+            while at + RTNEXTHOP.size <= len(payload):
+                length, hop_flags, weight, ifindex = RTNEXTHOP.unpack_from(payload, at)
+                if length < RTNEXTHOP.size:
+                    break
+                hop_gateway = next((p for k, p in attributes(payload, at + RTNEXTHOP.size, at + length)
+                                    if k == RTA_GATEWAY), None)
+                hops.append(Nexthop(ipaddress.ip_address(hop_gateway) if hop_gateway else None, weight + 1,
+                                    nexthop_flags(hop_flags), ifindex))
+                at += (length + 3) & ~3
+    if hops:
+        nexthops: tuple[Nexthop, ...] = tuple(hops)
+    elif gateway or oif:
+        nexthops = (Nexthop(ipaddress.ip_address(gateway) if gateway else None, 1, nexthop_flags(flags), oif),)
+    else:
+        nexthops = ()
+    address = ipaddress.ip_address(dst) if dst else ("0.0.0.0" if version == 4 else "::")
+    return KernelRoute(family=version, dst=ipaddress.ip_network(f"{address}/{dst_len}", strict=False),
+                       table=table, nexthops=nexthops, type=ROUTE_TYPES.get(kind, str(kind)), metric=metric,
+                       tos=tos, proto=protocol, oif=oif, scope=scope)
 
 
 def _via(payload: bytes) -> bytes:
