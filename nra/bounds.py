@@ -2,15 +2,18 @@
 short reprs for messages.
 
 Every configuration nra reads (a static file, a ConfigMap's `config` text) goes through
-`load_yaml_documents`, which refuses, before any Python object is built:
-- text longer than MAX_CONFIG_BYTES;
+`load_yaml_documents` (or nra.yaml_reload, which uses the same scan), which refuses:
+- text longer than MAX_CONFIG_BYTES, before parsing;
 - nesting deeper than MAX_DEPTH (libyaml's composer recurses in C: 50,000 levels crash
   the process, so depth is checked on the parser's events, which are produced iteratively);
 - more than MAX_NODES YAML nodes once aliases are expanded (a 433-byte "billion laughs"
   document expands to hundreds of millions of nodes for whoever walks it).
 
-The scan costs about 2.5 µs per YAML event (25 ms for a 10,000-prefix file) and stops at
-the first bound crossed, so a hostile document is refused in milliseconds.
+One pass over the parser's events checks the bounds and builds the values (PyYAML's own
+constructor only for what the pass does not build: anchors and aliases, tags, merge keys,
+and only after the whole text passed the bounds). It stops at the first bound crossed, so a
+hostile document is refused in milliseconds, having built at most MAX_NODES values; a
+10,000-prefix file takes about 25 ms.
 
 Messages quote user values through `shown` (a repr) or `clip` (text), never whole: a value
 may be a 2 MB string or a list that expands to millions of items.
@@ -103,15 +106,10 @@ def scan_yaml(text: str, lines: list[str] | None = None) -> Scanned:
     also the block sequences of one-line scalars and their lines."""
     check_size(text)
     sequences: list[ItemLines] | None = [] if lines is not None else None
-    docs, nodes = _scan(text, True, lines, sequences)
+    docs, nodes = _scan(text, lines, sequences)
     if docs is None:  # anchors, tags or merge keys: PyYAML's own constructor (bounds checked)
         return Scanned(list(yaml.load_all(text, Loader=_YAML_LOADER)), nodes, [])
     return Scanned(docs, nodes, [s for s in sequences or () if s.ok and s.count])
-
-
-def check_yaml_bounds(text: str) -> None:
-    """Raise InputTooLarge if `text` crosses a bound (no objects built)."""
-    _scan(text, build=False)
 
 
 class _Open:
@@ -163,10 +161,10 @@ def _plain_scalar(value: str) -> Any:
     return result
 
 
-def _scan(text: str, build: bool, lines: list[str] | None = None,
+def _scan(text: str, lines: list[str] | None = None,
           sequences: list[ItemLines] | None = None) -> tuple[list[Any] | None, int]:
-    """Walk the parser's events, raise InputTooLarge past a bound, and (`build`) construct
-    the documents on the way: a list of them and the node count; the list is None when the
+    """Walk the parser's events, raise InputTooLarge past a bound, and construct the
+    documents on the way: a list of them and the node count; the list is None when the
     text uses what only PyYAML's constructor handles (anchors, aliases, explicit tags, merge
     keys, complex keys). With `lines` and `sequences`: every block sequence built is
     appended to `sequences`, with whether its items are one-line scalars on lines of their
@@ -181,6 +179,7 @@ def _scan(text: str, build: bool, lines: list[str] | None = None,
     stack: list[_Open] = []
     nodes = 0
     aliases_used = False
+    build = True  # until something only PyYAML's constructor handles; the bounds go on
     # the builder: the open containers, and for each its pending key (_NO_KEY: none, or a list)
     docs: list[Any] = []
     values: list[Any] = []

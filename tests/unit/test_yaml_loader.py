@@ -80,9 +80,9 @@ def test_the_same_values_as_pyyaml(text):
 
 
 def test_the_common_text_is_built_in_one_pass_and_the_rest_handed_to_pyyaml():
-    assert _scan("a: [1, x, '2']\n", build=True) == ([{"a": [1, "x", "2"]}], 6)
+    assert _scan("a: [1, x, '2']\n") == ([{"a": [1, "x", "2"]}], 6)
     for text in ("a: &x 1\nb: *x\n", "a: !!str 1\n", "<<: {a: 1}\n", "a: 2001-01-01\n", "? [a]\n: b\n"):
-        assert _scan(text, build=True)[0] is None, text
+        assert _scan(text)[0] is None, text
 
 
 def test_bounds_hold_on_both_paths():
