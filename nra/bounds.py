@@ -161,6 +161,15 @@ def _plain_scalar(value: str) -> Any:
     return result
 
 
+def plain_scalar_value(text: str) -> tuple[bool, Any]:
+    """What PyYAML's SafeLoader makes of `text` written as a plain scalar: (True, the value),
+    or (False, None) for a type the one-pass scan leaves to PyYAML (a timestamp, say)."""
+    value = _plain_memo.get(text, _UNSUPPORTED)
+    if value is _UNSUPPORTED:
+        value = _plain_scalar(text)
+    return (False, None) if value is _UNSUPPORTED else (True, value)
+
+
 def _scan(text: str, lines: list[str] | None = None,
           sequences: list[ItemLines] | None = None) -> tuple[list[Any] | None, int]:
     """Walk the parser's events, raise InputTooLarge past a bound, and construct the

@@ -15,8 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from nra.bounds import MAX_NODES, InputTooLarge, ItemLines, Scanned, check_size, scan_yaml
-from nra.bounds import _UNSUPPORTED, _plain_memo, _plain_scalar  # the loader's own scalar rules
+from nra.bounds import MAX_NODES, InputTooLarge, ItemLines, Scanned, check_size, plain_scalar_value, scan_yaml
 
 # A new item line a patch accepts: `<indent>- <plain scalar>`, the scalar of characters that
 # cannot start or end a YAML structure (no space, quote, `#`, `:` at the end, flow or other
@@ -64,12 +63,9 @@ class YamlReloader:
             match = _ITEM.fullmatch(line)
             if match is None or len(match.group(1)) != seq.indent or line.endswith(":"):
                 return None
-            text = match.group(2)
-            value = _plain_memo.get(text, _UNSUPPORTED)
-            if value is _UNSUPPORTED:
-                value = _plain_scalar(text)
-                if value is _UNSUPPORTED:
-                    return None
+            built, value = plain_scalar_value(match.group(2))  # as the full scan would build it
+            if not built:
+                return None
             values.append(value)
         count = seq.count - len(old_lines) + len(values)
         nodes = last.nodes - len(old_lines) + len(values)
