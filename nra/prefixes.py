@@ -18,37 +18,28 @@ class AddressEntryError(ValueError):
     """An address entry that is not a CIDR, an address or a range; the message says why."""
 
 
-class Prefix4(ipaddress.IPv4Network):
-    """An IPv4Network that keeps its hash and its address interval: both are asked for at
-    every re-read of the configuration and every reconcile, and ipaddress computes them
-    again each time, in Python (10 ms per pass over 10,000 prefixes). Equal to, and hashed
-    like, the IPv4Network of the same prefix."""
+class _KeepsHashAndInterval:
+    """A network that keeps its hash and its address interval: both are asked for at every
+    re-read of the configuration and every reconcile, and ipaddress computes them again each
+    time, in Python (10 ms per pass over 10,000 prefixes). Equal to, and hashed like, the
+    ipaddress network of the same prefix."""
 
+    def __init__(self, address: object, strict: bool = True):
+        super().__init__(address, strict)  # type: ignore[call-arg]
+        low = int(self.network_address)  # type: ignore[attr-defined]
+        self.interval = (low, low + (1 << (self.max_prefixlen - self.prefixlen)) - 1)  # type: ignore[attr-defined]
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+class Prefix4(_KeepsHashAndInterval, ipaddress.IPv4Network):
     family = 4
 
-    def __init__(self, address: object, strict: bool = True):
-        super().__init__(address, strict)
-        low = int(self.network_address)
-        self.interval = (low, low + (1 << (32 - self.prefixlen)) - 1)
-        self._hash = super().__hash__()
 
-    def __hash__(self) -> int:
-        return self._hash
-
-
-class Prefix6(ipaddress.IPv6Network):
-    """Prefix4's IPv6 twin."""
-
+class Prefix6(_KeepsHashAndInterval, ipaddress.IPv6Network):
     family = 6
-
-    def __init__(self, address: object, strict: bool = True):
-        super().__init__(address, strict)
-        low = int(self.network_address)
-        self.interval = (low, low + (1 << (128 - self.prefixlen)) - 1)
-        self._hash = super().__hash__()
-
-    def __hash__(self) -> int:
-        return self._hash
 
 
 def parse_address_entry(text: object) -> tuple[IPNetwork, ...]:

@@ -6,7 +6,6 @@ A longer campaign: NRA_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -q -p no:c
 
 from __future__ import annotations
 
-import math
 import os
 from datetime import timedelta
 
@@ -16,22 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nra.bounds import MAX_DEPTH, InputTooLarge, _scan, load_yaml_documents
+from tests.unit.yaml_values import canonical
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 EXAMPLES = int(os.environ.get("NRA_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=5), derandomize=not os.environ.get("NRA_FUZZ_EXAMPLES"),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], database=None)
-
-
-def canonical(value):
-    """A comparable form: types kept (1 and True and 1.0 differ), NaN equal to itself."""
-    if isinstance(value, dict):
-        return ("map", [(canonical(k), canonical(v)) for k, v in value.items()])
-    if isinstance(value, list):
-        return ("seq", [canonical(v) for v in value])
-    if isinstance(value, float) and math.isnan(value):
-        return ("float", "nan")
-    return (type(value).__name__, value)
 
 
 def pyyaml(text: str):

@@ -4,7 +4,6 @@ instead of parsing when only item lines of one list changed."""
 
 from __future__ import annotations
 
-import math
 import os
 from datetime import timedelta
 
@@ -15,20 +14,11 @@ from hypothesis import strategies as st
 
 from nra.bounds import MAX_NODES, InputTooLarge, load_yaml_documents
 from nra.yaml_reload import YamlReloader
+from tests.unit.yaml_values import canonical
 
 EXAMPLES = int(os.environ.get("NRA_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=5), derandomize=not os.environ.get("NRA_FUZZ_EXAMPLES"),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], database=None)
-
-
-def canonical(value):
-    if isinstance(value, dict):
-        return ("map", [(canonical(k), canonical(v)) for k, v in value.items()])
-    if isinstance(value, list):
-        return ("seq", [canonical(v) for v in value])
-    if isinstance(value, float) and math.isnan(value):
-        return ("float", "nan")
-    return (type(value).__name__, value)
 
 
 def outcome(load, text):
