@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 import os
-import errno
 import select
 import socket
 import statistics
@@ -34,10 +34,10 @@ sys.path.insert(0, str(REPO))
 from pyroute2 import IPRoute  # noqa: E402
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_RULE  # noqa: E402
 
-from nra.metallb import parse_static_document  # noqa: E402
+from nra.config.metallb import parse_static_document  # noqa: E402
+from nra.daemon.reconciler import policy_from_settings  # noqa: E402
 from nra.kernel.adapter import KernelAdapter  # noqa: E402
-from nra.planner import desired_rules, plan  # noqa: E402
-from nra.reconciler import policy_from_settings  # noqa: E402
+from nra.plan.planner import desired_rules, plan  # noqa: E402
 from nra.settings import load_settings  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 

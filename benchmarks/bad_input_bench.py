@@ -20,7 +20,7 @@ from tests.unit.test_bad_config import alias_bomb  # noqa: E402
 CHILD = r"""
 import json, resource, sys, time
 import yaml
-from nra.metallb import ConfigError, parse_static_document
+from nra.config.metallb import ConfigError, parse_static_document
 text = sys.stdin.read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()

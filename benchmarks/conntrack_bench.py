@@ -26,12 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from nra.config.metallb import parse_static_document  # noqa: E402
+from nra.daemon.reconciler import Reconciler, kernel_adapter  # noqa: E402
 from nra.kernel import nft_netlink as nl  # noqa: E402
 from nra.kernel.socket import in_netns  # noqa: E402
-from nra.metallb import parse_static_document  # noqa: E402
-from nra.reconciler import Reconciler, kernel_adapter  # noqa: E402
+from nra.observe.status import AgentStatus  # noqa: E402
 from nra.settings import load_settings  # noqa: E402
-from nra.status import AgentStatus  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))

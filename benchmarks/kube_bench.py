@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 from agent_bench import Namespace, RuleListener, prefixes  # noqa: E402
+
 from tests.kube.apiserver import FakeApiServer  # noqa: E402
 
 NRA = [sys.executable, "-m", "nra"]

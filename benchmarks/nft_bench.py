@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nra import nft  # noqa: E402
+from nra.kernel import nft_table as nft  # noqa: E402
 from nra.kernel.libnft import Nft  # noqa: E402
+from nra.kernel.marks import parse_mark_field  # noqa: E402
 from nra.kernel.nft import NftState  # noqa: E402
-from nra.marks import parse_mark_field  # noqa: E402
 from testbed.netns import new_netns  # noqa: E402
 
 FIELD = parse_mark_field("0x2/0x3e")

@@ -10,9 +10,8 @@ import asyncio
 import os
 import sys
 
-
 from nra import __version__
-from nra.logsetup import setup_logging
+from nra.observe.logs import setup_logging
 from nra.settings import ENV_NAMES, SettingsError, load_settings
 
 # field -> (flag, metavar, help); bool fields become on/off switches.
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     lazy_imports.install()  # no-op if pyroute2 is already loaded
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["status"]:  # a client of the running agent: none of the agent's settings
-        from nra.status_report import main as status_main
+        from nra.observe.status_report import main as status_main
 
         return status_main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level, settings.log_format)
     try:
-        from nra.modes import run
+        from nra.daemon.modes import run
 
         return asyncio.run(run(settings, args.command))
     except KeyboardInterrupt:

@@ -11,12 +11,19 @@ import math
 import os
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
-from nra.marks import DEFAULT_MARK_TEXT, parse_mark_field, parse_table_range
-from nra.table_names import check_name
+from nra.config.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
+from nra.kernel.marks import DEFAULT_MARK_TEXT, parse_mark_field, parse_table_range
+from nra.kernel.table_names import check_name
 
 # Tables the kernel itself uses: unspec (0), default (253), main (254), local (255).
 RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}

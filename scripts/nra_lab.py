@@ -14,10 +14,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testbed.lab import (  # noqa: E402
-    BIRD_ROLES, DEFAULT_PREFIX, DEFAULT_RUN_DIR, FAILOVER_MODES, KUBE_PROXY_MODES, LB4, LB6, SVC4, SVC6, Lab,
-    LabError, run,
+    BIRD_ROLES,
+    DEFAULT_PREFIX,
+    DEFAULT_RUN_DIR,
+    FAILOVER_MODES,
+    KUBE_PROXY_MODES,
+    LB4,
+    LB6,
+    SVC4,
+    SVC6,
+    Lab,
+    LabError,
+    run,
 )
-
 
 # -- the demo ---------------------------------------------------------------------------------------
 

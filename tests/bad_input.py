@@ -57,7 +57,7 @@ CASES = (
          (f"{_CONFIG}::test_pool_entry_that_is_not_a_mapping_is_named",
           f"{_KUBE}::test_wrong_typed_field_skips_that_entry_only")),
     Case("A huge value in an entry (a 2 MB string, a list of 100,000 items)",
-         "Messages quote at most 80 characters of any value (one helper, `nra.bounds.shown`).",
+         "Messages quote at most 80 characters of any value (one helper, `nra.config.yaml_loader.shown`).",
          (f"{_CONFIG}::test_problem_messages_never_format_a_whole_value",
           f"{_CONFIG}::test_crd_values_are_shown_short_too")),
     Case("Thousands of bad entries", "The first 50 are named, then one line counts the rest.",

@@ -16,16 +16,22 @@ from typing import AsyncIterator, Iterable, Mapping, Sequence
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nra.intent import IPAddress
+from nra.config.intent import IPAddress
+from nra.kernel.addresses import LocalAddresses
 from nra.kernel.codec import error_text
 from nra.kernel.events import KernelEvent, KernelEvents, TableChange, merge
 from nra.kernel.learned import LearnedRoutes
 from nra.kernel.libnft import NftError
 from nra.kernel.model import KernelState, NeighbourEntry
-from nra.kernel.nft import ApplyNft, NftState
 from nra.kernel.neighbours import Neighbours
-from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
-from nra.kernel.addresses import LocalAddresses
+from nra.kernel.nft import ApplyNft, NftState
+from nra.kernel.operations import (
+    AddRule,
+    DeleteRoute,
+    DeleteRule,
+    Operation,
+    ReplaceRoute,
+)
 from nra.kernel.peer_neighbours import PeerNeighbours
 from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket
 from nra.kernel.rules import Rules

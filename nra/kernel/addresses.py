@@ -6,9 +6,16 @@ from __future__ import annotations
 import asyncio
 from typing import Iterable
 
-from nra.intent import IPAddress
+from nra.config.intent import IPAddress
 from nra.kernel.codec import (
-    AF, RT_TABLE_LOCAL, RTM_GETROUTE, RTM_NEWROUTE, RTN_ANYCAST, RTN_BROADCAST, RTN_LOCAL, Message,
+    AF,
+    RT_TABLE_LOCAL,
+    RTM_GETROUTE,
+    RTM_NEWROUTE,
+    RTN_ANYCAST,
+    RTN_BROADCAST,
+    RTN_LOCAL,
+    Message,
     decode_route_header,
 )
 from nra.kernel.neighbours import by_packed

@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Container, Iterator
 
-from nra.intent import IPNetwork
+from nra.config.intent import IPNetwork
 from nra.kernel.model import FULL_MASK, KernelRoute, KernelRule, NeighbourEntry, Nexthop
 
 # -- linux/netlink.h ------------------------------------------------------------------------

@@ -16,13 +16,37 @@ import socket
 from dataclasses import dataclass
 from typing import AsyncIterator, Container, Mapping, Union
 
-from nra.intent import IPAddress
+from nra.config.intent import IPAddress
 from nra.kernel.codec import (
-    NLM_F_DUMP, NLM_F_REQUEST, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_DELRULE, RTM_GETLINK,
-    RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RTM_NEWRULE, RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE,
-    RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE, RTMGRP_LINK, RTMGRP_NEIGH, IFINFOMSG, LinkState, Message,
-    decode_link, decode_neighbour, decode_route_gateways, decode_route_header, decode_rule, error_text,
-    messages, request, rule_table,
+    IFINFOMSG,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_DELROUTE,
+    RTM_DELRULE,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    RTM_NEWRULE,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV4_RULE,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_IPV6_RULE,
+    RTMGRP_LINK,
+    RTMGRP_NEIGH,
+    LinkState,
+    Message,
+    decode_link,
+    decode_neighbour,
+    decode_route_gateways,
+    decode_route_header,
+    decode_rule,
+    error_text,
+    messages,
+    request,
+    rule_table,
 )
 from nra.kernel.model import NeighbourEntry
 from nra.kernel.socket import open_netlink

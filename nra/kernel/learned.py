@@ -1,5 +1,5 @@
 """Routes the node's routing daemons installed (learned over BGP, say), counted by peer: the
-facts behind learned-route liveness. What they mean for a peer is nra.peer_health's business;
+facts behind learned-route liveness. What they mean for a peer is nra.plan.peer_health's business;
 the routes themselves are the daemons', never touched here.
 
 An IPv6 route learned from a peer on a shared link often goes via the peer's link-local
@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 
 from pyroute2.iproute.linux import AsyncIPRoute
 
-from nra.intent import IPAddress
+from nra.config.intent import IPAddress
 
 LINK_LOCAL6 = ipaddress.ip_network("fe80::/10")
 

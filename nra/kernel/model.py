@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from nra.intent import IPAddress, IPNetwork
+from nra.config.intent import IPAddress, IPNetwork
 
 # Kernel metric our route gets: IPv4 routes default to 0, IPv6 routes to 1024
 # (IP6_RT_PRIO_USER).
@@ -121,5 +121,5 @@ class KernelState:
     link_names: Mapping[int, str] = field(default_factory=dict)
     #: routes of the router tables (RETURN_PATH_TABLES)
     router_routes: tuple[KernelRoute, ...] = ()
-    #: nra's nftables table (an nra.nft.NftTable), None when absent
+    #: nra's nftables table (an nra.kernel.nft_table.NftTable), None when absent
     nft: object | None = None

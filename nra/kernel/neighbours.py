@@ -1,13 +1,20 @@
 """The peers' ARP/ND entries: which link each on-link peer resolves on, and the state of its
-entry there. Facts only; what a state means for the route is nra.peer_health's business."""
+entry there. Facts only; what a state means for the route is nra.plan.peer_health's business."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Iterable, Mapping
 
-from nra.intent import IPAddress
-from nra.kernel.codec import AF, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH, Message, decode_neighbour
+from nra.config.intent import IPAddress
+from nra.kernel.codec import (
+    AF,
+    RTM_DELNEIGH,
+    RTM_GETNEIGH,
+    RTM_NEWNEIGH,
+    Message,
+    decode_neighbour,
+)
 from nra.kernel.model import NeighbourEntry
 from nra.kernel.socket import NetlinkSocket
 

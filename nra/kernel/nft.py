@@ -19,11 +19,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator, ClassVar
 
-from nra import nft
 from nra.kernel import nft_netlink as nl
+from nra.kernel import nft_table as nft
 from nra.kernel.libnft import Nft
+from nra.kernel.marks import MarkField
 from nra.kernel.socket import in_netns
-from nra.marks import MarkField
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,7 +41,7 @@ class ApplyNft:
     def command(self) -> str:
         return "; ".join(self.change.describe())
 
-    # the same change is the same operation (nra.contention counts repeats of an operation)
+    # the same change is the same operation (nra.daemon.contention counts repeats of an operation)
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ApplyNft) and other.command() == self.command()
 

@@ -18,7 +18,6 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Sequence
 
-
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
-from nra.intent import IPNetwork
+from nra.config.intent import IPNetwork
 from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, Nexthop
 
 FAMILY_FLAG = {4: "-4", 6: "-6"}

@@ -18,7 +18,7 @@ and the re-resolution of silent peers.
   to pick. The entry so made is the kernel's, like one a packet makes; nra does not keep it.
   With managed entries, a marked one is left to the kernel (it re-probes it every
   `interval_probe_time_ms`) and one that went is marked again (which resolves it at once).
-  The caller bounds the rate (nra.peer_resolution).
+  The caller bounds the rate (nra.daemon.peer_resolution).
 
 Measured in docs/failover.md.
 """
@@ -29,10 +29,19 @@ import asyncio
 import errno
 from typing import Mapping
 
-from nra.intent import IPAddress
+from nra.config.intent import IPAddress
 from nra.kernel.codec import (
-    AF, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, RTM_DELNEIGH, RTM_NEWNEIGH, RTM_SETNEIGHTBL,
-    encode_neighbour, encode_neighbour_timers, error_text,
+    AF,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    RTM_DELNEIGH,
+    RTM_NEWNEIGH,
+    RTM_SETNEIGHTBL,
+    encode_neighbour,
+    encode_neighbour_timers,
+    error_text,
 )
 from nra.kernel.socket import NetlinkSocket
 

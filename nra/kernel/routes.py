@@ -14,10 +14,21 @@ from typing import Iterable, Mapping, Sequence
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nra.intent import IPAddress, IPNetwork
+from nra.config.intent import IPAddress, IPNetwork
 from nra.kernel.codec import (
-    AF, ROUTE_TYPES, RTA_GATEWAY, RTA_MULTIPATH, RTA_VIA, RTM_GETROUTE, RTMSG, VERSION, Message, attributes,
-    decode_route, decode_route_header, nexthop_flags,
+    AF,
+    ROUTE_TYPES,
+    RTA_GATEWAY,
+    RTA_MULTIPATH,
+    RTA_VIA,
+    RTM_GETROUTE,
+    RTMSG,
+    VERSION,
+    Message,
+    attributes,
+    decode_route,
+    decode_route_header,
+    nexthop_flags,
 )
 from nra.kernel.model import KernelRoute, Nexthop
 from nra.kernel.socket import NetlinkSocket, in_netns

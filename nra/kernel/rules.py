@@ -8,8 +8,17 @@ import socket
 from typing import Container, Sequence
 
 from nra.kernel.codec import (
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE, Message,
-    decode_rule, encode_rule, rule_table,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    RTM_DELRULE,
+    RTM_GETRULE,
+    RTM_NEWRULE,
+    Message,
+    decode_rule,
+    encode_rule,
+    rule_table,
 )
 from nra.kernel.model import KernelRule
 from nra.kernel.operations import AddRule

@@ -20,7 +20,14 @@ import threading
 from typing import Callable, Sequence, TypeVar
 
 from nra.kernel.codec import (
-    NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR, Message, encode_dump_request, error_text, messages, request,
+    NLM_F_DUMP_INTR,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    Message,
+    encode_dump_request,
+    error_text,
+    messages,
+    request,
 )
 
 T = TypeVar("T")

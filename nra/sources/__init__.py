@@ -1,0 +1,6 @@
+"""Configuration sources: the static file and Kubernetes (MetalLB's ConfigMap or its
+metallb.io objects, FRR-K8s's session states), each publishing complete parsed
+configurations through `base.Source`.
+
+May import `nra.config` and `nra.observe.metrics`.
+"""

@@ -18,8 +18,8 @@ from typing import Callable, Protocol
 
 from loguru import logger
 
-from nra import metrics
-from nra.intent import ParseResult
+from nra.config.intent import ParseResult
+from nra.observe import metrics
 
 Publish = Callable[[ParseResult], None]
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from loguru import logger
 
-from nra import metrics
-from nra.bounds import MAX_CONFIG_BYTES
-from nra.intent import ParseResult
-from nra.metallb import ConfigError, parse_static_document
+from nra.config.intent import ParseResult
+from nra.config.metallb import ConfigError, parse_static_document
+from nra.config.yaml_loader import MAX_CONFIG_BYTES
+from nra.config.yaml_reload import YamlReloader
+from nra.observe import metrics
 from nra.sources.base import REFUSED, UNREADABLE, Publish, SourceHealth
-from nra.yaml_reload import YamlReloader
 
 # watchfiles groups changes for `step` ms after the first one; a small step keeps a
 # change-to-kernel latency of a few ms while still merging an editor's write bursts.

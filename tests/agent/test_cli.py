@@ -173,8 +173,8 @@ async def test_clean_and_exit_fails_when_something_stays(node_ns, monkeypatch):
     must not be reported as done: CLEANANDEXIT reads the table again and exits 1, naming it."""
     from loguru import logger
 
+    from nra.daemon.modes import clean_and_exit
     from nra.kernel.routes import Routes
-    from nra.modes import clean_and_exit
     from nra.settings import Settings
 
     async def delete_without_scope(self, route):

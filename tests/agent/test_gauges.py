@@ -7,15 +7,15 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from nra import metrics
-from nra.intent import Intent, Peer
+from nra.config.intent import Intent, Peer
+from nra.daemon.reconciler import Reconciler, kernel_after
 from nra.kernel.adapter import ApplyReport, KernelAdapter
 from nra.kernel.model import KernelRoute, KernelRule, KernelState, Nexthop
 from nra.kernel.operations import AddRule, DeleteRule, ReplaceRoute
-from nra.planner import RoutingPolicy
-from nra.reconciler import Reconciler, kernel_after
+from nra.observe import metrics
+from nra.observe.status import AgentStatus
+from nra.plan.planner import RoutingPolicy
 from nra.settings import Settings
-from nra.status import AgentStatus
 from tests.netns import NetNS
 
 POLICY = RoutingPolicy(table=20, priority=20)

@@ -9,9 +9,9 @@ import time
 import pytest
 from loguru import logger
 
-from nra import metrics
-from nra.agent import Agent
+from nra.daemon.agent import Agent
 from nra.kernel import events
+from nra.observe import metrics
 from nra.settings import Settings
 from nra.sources.static_file import StaticFileSource
 from tests.agent.helpers import TWO_PEERS_V4_V6, http_status

@@ -6,7 +6,7 @@ import json
 
 from loguru import logger
 
-from nra.logsetup import setup_logging
+from nra.observe.logs import setup_logging
 
 
 def test_json_logs_carry_a_bugs_traceback(capsys):

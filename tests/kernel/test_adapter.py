@@ -9,11 +9,11 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from nra.intent import Intent, Peer
+from nra.config.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import TableChange
 from nra.kernel.model import KernelState, Nexthop
-from nra.planner import RoutingPolicy, plan
+from nra.plan.planner import RoutingPolicy, plan
 from tests.netns import NetNS, new_netns
 
 pytestmark = pytest.mark.kernel
@@ -218,9 +218,13 @@ async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):
 
 
 async def test_duplicate_rules_keep_exactly_one(node_ns: NetNS):
-    from nra.kernel.codec import NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, RTM_NEWRULE
-
-    from nra.kernel.codec import encode_rule
+    from nra.kernel.codec import (
+        NLM_F_ACK,
+        NLM_F_CREATE,
+        NLM_F_REQUEST,
+        RTM_NEWRULE,
+        encode_rule,
+    )
     from nra.kernel.socket import NetlinkSocket
 
     # `ip rule add` refuses an exact duplicate (NLM_F_EXCL); without EXCL the kernel keeps copies.

@@ -9,8 +9,19 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from nra.kernel.codec import (
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, RTM_NEWNEIGH, RTM_NEWRULE, decode_neighbour,
-    decode_rule, encode_dump_request, encode_rule, messages, request, rule_table,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    RTM_NEWNEIGH,
+    RTM_NEWRULE,
+    decode_neighbour,
+    decode_rule,
+    encode_dump_request,
+    encode_rule,
+    messages,
+    request,
+    rule_table,
 )
 from nra.kernel.model import FULL_MASK, KernelRule, NeighbourEntry
 from nra.kernel.rules import Rules

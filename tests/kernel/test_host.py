@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nra.host import MULTIPATH_USE_NEIGH, read_and_set_sysctl
+from nra.daemon.host import MULTIPATH_USE_NEIGH, read_and_set_sysctl
 from tests.netns import NetNS, sh
 
 pytestmark = pytest.mark.kernel

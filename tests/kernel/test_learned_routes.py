@@ -9,11 +9,11 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from nra.intent import Intent, Peer
+from nra.config.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import LearnedRouteChange
-from nra.peer_health import PeerHealth
-from nra.planner import RoutingPolicy, plan
+from nra.plan.peer_health import PeerHealth
+from nra.plan.planner import RoutingPolicy, plan
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.kernel

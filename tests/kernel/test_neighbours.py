@@ -10,11 +10,11 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from nra.intent import Intent, Peer
+from nra.config.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import NeighbourChange
-from nra.peer_health import Liveness, PeerHealth
-from nra.planner import RoutingPolicy, plan
+from nra.plan.peer_health import Liveness, PeerHealth
+from nra.plan.planner import RoutingPolicy, plan
 from tests.netns import NetNS, new_netns, sh
 
 pytestmark = pytest.mark.kernel

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from nra import nft
-from nra.marks import parse_mark_field
+from nra.kernel import nft_table as nft
+from nra.kernel.marks import parse_mark_field
 from nra.kernel.nft import NftState
 from testbed.netns import add_veth, new_netns
 

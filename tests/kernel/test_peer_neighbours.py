@@ -10,7 +10,15 @@ import pytest
 
 from nra.kernel.adapter import KernelAdapter
 from nra.settings import NEIGH_TIMER_PRESETS
-from tests.kernel.test_neighbours import DEAD4, DEAD6, LIVE4, LIVE6, lan, neigh_state, wait_neigh  # noqa: F401
+from tests.kernel.test_neighbours import (  # noqa: F401
+    DEAD4,
+    DEAD6,
+    LIVE4,
+    LIVE6,
+    lan,
+    neigh_state,
+    wait_neigh,
+)
 from tests.netns import sh
 
 pytestmark = pytest.mark.kernel

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from nra.peer_resolution import RESOLVE_INTERVAL_S
+from nra.daemon.peer_resolution import RESOLVE_INTERVAL_S
 from tests.agent.helpers import Daemon, clean_env, wait_for
 from tests.kernel.test_neighbours import lan, neigh_state, resolve, wait_neigh  # noqa: F401
 

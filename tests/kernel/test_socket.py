@@ -12,8 +12,18 @@ from ipaddress import ip_network
 import pytest
 
 from nra.kernel.codec import (
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_MULTI, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, RTM_DELRULE, RTM_GETRULE,
-    RTM_NEWRULE, encode_dump_request, encode_rule, request,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP_INTR,
+    NLM_F_MULTI,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    RTM_DELRULE,
+    RTM_GETRULE,
+    RTM_NEWRULE,
+    encode_dump_request,
+    encode_rule,
+    request,
 )
 from nra.kernel.rules import Rules
 from nra.kernel.socket import DumpInterrupted, NetlinkSocket

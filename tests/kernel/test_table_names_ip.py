@@ -1,4 +1,4 @@
-"""TABLE_NAME read back by the real `ip`: nra.table_names writes into a temporary
+"""TABLE_NAME read back by the real `ip`: nra.kernel.table_names writes into a temporary
 rt_tables.d, bind-mounted over /etc/iproute2/rt_tables.d in a private mount namespace for
 that one `ip` (the host's file is never written)."""
 
@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from nra.table_names import remove_table_name, write_table_name
+from nra.kernel.table_names import remove_table_name, write_table_name
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) missing")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nra.intent import ParseResult
+from nra.config.intent import ParseResult
 from nra.sources.kube import api_client_factory
 from nra.sources.kube.reflector import WatchTiming
 from tests.kube.apiserver import FakeApiServer

@@ -15,15 +15,20 @@ import ipaddress
 import itertools
 from pathlib import Path
 
-import pytest
 import pyroute2.config
+import pytest
 from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE, RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE
+from pyroute2.netlink.rtnl import (
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV4_RULE,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_IPV6_RULE,
+)
 
-import nra.logsetup  # noqa: F401  registers the VERBOSE level the agent logs with
-from nra.agent import Agent
-from nra.intent import Intent
-from nra.metallb import parse_objects
+import nra.observe.logs  # noqa: F401  registers the VERBOSE level the agent logs with
+from nra.config.intent import Intent
+from nra.config.metallb import parse_objects
+from nra.daemon.agent import Agent
 from nra.kernel.codec import NLMSG_HDR, decode_rule
 from nra.kernel.model import KernelRule
 from nra.kernel.routes import route_from_message, table_of

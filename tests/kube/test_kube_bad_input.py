@@ -12,11 +12,20 @@ import copy
 
 from loguru import logger
 
-from nra import metrics
+from nra.observe import metrics
 from nra.sources.kube.reflector import WatchTiming
 from tests.kube.apiserver import FakeApiServer
 from tests.kube.conftest import COALESCE_S, Recorder, running
-from tests.kube.test_sources import NS, addresses, cm_source, configmap, crd_source, node, peer, settle
+from tests.kube.test_sources import (
+    NS,
+    addresses,
+    cm_source,
+    configmap,
+    crd_source,
+    node,
+    peer,
+    settle,
+)
 
 POOL = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "pool", "namespace": NS},
         "spec": {"addresses": ["192.0.2.0/24"]}}

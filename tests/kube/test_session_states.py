@@ -5,14 +5,18 @@ namespace."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import json
+import sys
 from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 
-from nra.sources.kube.session_states import SessionStateFeed, SessionStateWatch, session_up
+from nra.sources.kube.session_states import (
+    SessionStateFeed,
+    SessionStateWatch,
+    session_up,
+)
 from tests.agent.helpers import REPO, clean_env
 from tests.kube.apiserver import FakeApiServer
 from tests.kube.conftest import COALESCE_S, FAST, Recorder, running

@@ -11,11 +11,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nra import metrics
-from nra.intent import Intent
-from nra.metallb import parse_legacy_config, parse_objects
+from nra.config.intent import Intent
+from nra.config.metallb import parse_legacy_config, parse_objects
+from nra.observe import metrics
 from nra.settings import Settings
-from nra.sources.kube import ConfigMapSource, CRDSource, KubeSourceError, api_client_factory, make_kube_source
+from nra.sources.kube import (
+    ConfigMapSource,
+    CRDSource,
+    KubeSourceError,
+    api_client_factory,
+    make_kube_source,
+)
 from nra.sources.kube.client import resolve_namespace
 from tests.kube.apiserver import FakeApiServer, load_objects
 from tests.kube.conftest import COALESCE_S, FAST, Recorder, running

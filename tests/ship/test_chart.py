@@ -19,10 +19,22 @@ import yaml
 
 from nra.settings import ENV_NAMES
 from tests.ship import monitoring_schema
-from tests.ship.k8s_schema import describe, kubectl, render as kustomize, schema_errors
-from tests.ship.test_manifests import READ_VERBS, SESSION_STATES, containers, env_of, pod_specs, rules_of
-from tests.ship.test_manifests import test_env_names_are_settings_the_agent_knows as check_env_names
-from tests.ship.test_manifests import test_env_references_are_defined_before_use as check_env_references
+from tests.ship.k8s_schema import describe, kubectl, schema_errors
+from tests.ship.k8s_schema import render as kustomize
+from tests.ship.test_manifests import (
+    READ_VERBS,
+    SESSION_STATES,
+    containers,
+    env_of,
+    pod_specs,
+    rules_of,
+)
+from tests.ship.test_manifests import (
+    test_env_names_are_settings_the_agent_knows as check_env_names,
+)
+from tests.ship.test_manifests import (
+    test_env_references_are_defined_before_use as check_env_references,
+)
 from tests.ship.test_manifests import test_pods_are_locked_down as check_locked_down
 
 REPO = Path(__file__).resolve().parents[2]

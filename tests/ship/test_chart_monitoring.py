@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nra.metrics import REGISTRY
+from nra.observe.metrics import REGISTRY
 from tests.ship import monitoring_schema
-from tests.ship.k8s_schema import kubectl, render as kustomize, schema_errors
+from tests.ship.k8s_schema import kubectl, schema_errors
+from tests.ship.k8s_schema import render as kustomize
 from tests.ship.test_chart import HELMS, helm_template
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,9 +8,14 @@ import time
 import aiohttp
 import pytest
 
-from nra import metrics
-from nra.health import HealthAddressError, parse_address, start_health_server, stop_health_server
-from nra.status import AgentStatus
+from nra.observe import metrics
+from nra.observe.server import (
+    HealthAddressError,
+    parse_address,
+    start_health_server,
+    stop_health_server,
+)
+from nra.observe.status import AgentStatus
 
 
 def free_port() -> int:

@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from nra.settings import ENV_NAMES, load_settings
-from tests.ship.k8s_schema import KUBERNETES_VERSION, describe, kubectl, render, schema_errors
+from tests.ship.k8s_schema import (
+    KUBERNETES_VERSION,
+    describe,
+    kubectl,
+    render,
+    schema_errors,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

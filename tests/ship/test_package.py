@@ -51,7 +51,7 @@ def run_installed(bin_dir: Path, *args: str, env: dict[str, str] | None = None) 
 def test_wheel_holds_every_module(installed):
     where = subprocess.run(
         [str(installed / "python"), "-c",
-         "import nra, nra.health, nra.agent, nra.sources.kube, nra.sources.static_file; print(nra.__file__)"],
+         "import nra, nra.observe.server, nra.daemon.agent, nra.sources.kube, nra.sources.static_file; print(nra.__file__)"],
         cwd="/", capture_output=True, text=True)
     assert where.returncode == 0, where.stderr
     assert where.stdout.startswith(str(installed.parent)), where.stdout

@@ -1,6 +1,6 @@
 """`nra status`: the /status document built from what the agent knows, its text form, and
 the client against a real HTTP server on 127.0.0.1 (and against a real agent once the
-endpoint is wired into nra/health.py)."""
+endpoint is wired into nra/observe/server.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,24 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from nra.health import build_app
-from nra.intent import Intent, Peer
-from nra.reconciler import Outcome
+from nra.config.intent import Intent, Peer
+from nra.daemon.reconciler import Outcome
+from nra.observe.server import build_app, status_handler_for
+from nra.observe.status import AgentStatus
+from nra.observe.status_report import (
+    StatusDetails,
+    client_address,
+    format_status,
+    status_document,
+)
 from nra.settings import Settings
-from nra.status import AgentStatus
-from nra.status_report import StatusDetails, client_address, format_status, status_document, status_handler_for
-from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, http_status, wait_for
+from tests.agent.helpers import (
+    TWO_PEERS_V4_V6,
+    Daemon,
+    clean_env,
+    http_status,
+    wait_for,
+)
 
 NOW = 1_800_000_000.0
 LEFT_OUT = "peer 10.99.0.3 does not answer ARP/ND (neighbour entry failed); left out of the IPv4 route until it does"
@@ -132,7 +143,7 @@ def test_client_address(given, asked):
 
 
 async def run_client(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nra.status_report", *args,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nra.observe.status_report", *args,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     return proc.returncode, out.decode(), err.decode()
@@ -143,7 +154,7 @@ async def served_status():
     status, details = an_agent()
     app = build_app(status)
     if not any(r.resource.canonical == "/status" for r in app.router.routes()):
-        app.router.add_get("/status", status_handler_for())  # until nra/health.py serves it
+        app.router.add_get("/status", status_handler_for())  # until nra/observe/server.py serves it
     status.details = lambda: details
     runner = web.AppRunner(app)
     await runner.setup()
@@ -201,7 +212,7 @@ def test_status_of_a_real_agent(node_ns, tmp_path):
 
     try:
         wait_for(lambda: answer("/readyz") == 200, timeout=15, what="/readyz 200")
-        done = subprocess.run([sys.executable, "-m", "nra.status_report", "--address", f"127.0.0.1:{port}"],
+        done = subprocess.run([sys.executable, "-m", "nra.observe.status_report", "--address", f"127.0.0.1:{port}"],
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
         assert ": ready (ok)" in done.stdout

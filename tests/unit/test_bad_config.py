@@ -11,8 +11,13 @@ import tracemalloc
 
 import pytest
 
-from nra.bounds import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_PROBLEMS, shown
-from nra.metallb import ConfigError, parse_legacy_config, parse_objects, parse_static_document
+from nra.config.metallb import (
+    ConfigError,
+    parse_legacy_config,
+    parse_objects,
+    parse_static_document,
+)
+from nra.config.yaml_loader import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_PROBLEMS, shown
 
 W = 100
 GOOD = """\
@@ -89,7 +94,7 @@ def test_deep_nesting_is_refused_naming_depth(text):
 def test_deep_nesting_does_not_crash_the_process():
     # On the old code libyaml's C composer overflowed its stack: exit 139, in a subprocess
     # so that the test run itself survives the old behaviour.
-    code = ("from nra.metallb import ConfigError, parse_static_document\n"
+    code = ("from nra.config.metallb import ConfigError, parse_static_document\n"
             "try:\n    parse_static_document('peers: ' + '[' * 100000 + ']' * 100000, None, 1)\n"
             "except ConfigError as exc:\n    print(exc)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nra.contention import ContentionDetector
+from nra.daemon.contention import ContentionDetector
 
 OURS, OTHER = "ip -4 route replace default table 20 nexthop via 10.99.0.2 weight 1", "ip -4 rule add ..."
 

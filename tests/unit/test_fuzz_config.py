@@ -23,7 +23,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nra.metallb import ConfigError, parse_legacy_config, parse_objects, parse_static_document
+from nra.config.metallb import (
+    ConfigError,
+    parse_legacy_config,
+    parse_objects,
+    parse_static_document,
+)
 
 W = 100
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

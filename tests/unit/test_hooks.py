@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from nra import metrics
-from nra.hooks import MAX_OUTPUT_LINES, run_hook
+from nra.daemon.hooks import MAX_OUTPUT_LINES, run_hook
+from nra.observe import metrics
 
 
 def hook(tmp_path: Path, body: str) -> str:

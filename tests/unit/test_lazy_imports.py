@@ -7,7 +7,7 @@ SCRIPT = """
 import sys
 from nra import lazy_imports
 lazy_imports.install()
-import nra.agent, nra.sources.kube
+import nra.daemon.agent, nra.sources.kube
 loaded = lambda prefix: [m for m in sys.modules if m.startswith(prefix)]
 assert "pyroute2.ndb.main" not in sys.modules, "pyroute2's __init__ ran"
 assert not loaded("kubernetes_asyncio.client.models."), "kubernetes models were loaded"

@@ -10,8 +10,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nra import nft
-from nra.prefixes import parse_address_entry
+from nra.config.prefixes import parse_address_entry
+from nra.kernel import nft_table as nft
 
 # a small space, so prefixes overlap, nest and adjoin often
 v4 = st.tuples(st.integers(0, 63), st.integers(26, 32)).map(

@@ -4,8 +4,8 @@ import ipaddress
 
 import pytest
 
-from nra.intent import Intent, Peer
-from nra.metallb import ConfigError, parse_legacy_config, parse_objects
+from nra.config.intent import Intent, Peer
+from nra.config.metallb import ConfigError, parse_legacy_config, parse_objects
 
 NODE = {"kubernetes.io/hostname": "prod-01", "kubernetes.io/arch": "amd64"}
 W = 7  # a default weight that is not 1, so using it is visible

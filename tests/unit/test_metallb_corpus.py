@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nra.metallb import parse_legacy_config, parse_objects, parse_static_document
+from nra.config.metallb import parse_legacy_config, parse_objects, parse_static_document
 
 W = 5
 # The corpus' selectors ask for hostname prod-01 and arch amd64 or arm.

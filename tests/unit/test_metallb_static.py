@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from nra.intent import Intent
-from nra.metallb import ConfigError, parse_legacy_config, parse_static_document
+from nra.config.intent import Intent
+from nra.config.metallb import ConfigError, parse_legacy_config, parse_static_document
 
 W = 3
 

@@ -6,7 +6,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from nra.peer_health import Liveness, PeerHealth, Verdict, verdicts_from_states
+from nra.plan.peer_health import Liveness, PeerHealth, Verdict, verdicts_from_states
 
 A, B = ip_address("10.99.0.2"), ip_address("fd99::2")
 

@@ -7,7 +7,7 @@ import asyncio
 import time
 from ipaddress import ip_address
 
-from nra.peer_resolution import PeerResolution
+from nra.daemon.peer_resolution import PeerResolution
 
 A = ip_address("10.99.0.2")
 INTERVAL = 0.1

@@ -7,11 +7,17 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from nra.intent import Intent, Peer
-from nra.kernel.model import DEFAULT_METRIC, KernelRoute, KernelRule, KernelState, Nexthop
+from nra.config.intent import Intent, Peer
+from nra.kernel.model import (
+    DEFAULT_METRIC,
+    KernelRoute,
+    KernelRule,
+    KernelState,
+    Nexthop,
+)
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
-from nra.peer_health import Liveness, Verdict
-from nra.planner import RoutingPolicy, plan
+from nra.plan.peer_health import Liveness, Verdict
+from nra.plan.planner import RoutingPolicy, plan
 
 V4_DEFAULT = ip_network("0.0.0.0/0")
 V6_DEFAULT = ip_network("::/0")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nra.prefixes import AddressEntryError, parse_address_entry
+from nra.config.prefixes import AddressEntryError, parse_address_entry
 
 
 def nets(*texts: str) -> tuple:
@@ -128,7 +128,7 @@ def test_v4_addresses_are_read_as_strictly_as_ipaddress_reads_them(text):
 def test_v4_cidrs_are_read_as_the_slow_path_reads_them(parts):
     """`a.b.c.d/n` takes a C fast path: the same networks, or the same refusal, as the
     general CIDR parser."""
-    from nra.prefixes import _parse_cidr
+    from nra.config.prefixes import _parse_cidr
 
     entry = "/".join(parts).strip()
     try:

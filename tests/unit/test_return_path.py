@@ -7,10 +7,16 @@ import ipaddress
 
 import pytest
 
-from nra import nft
-from nra.intent import Intent, Peer
-from nra.marks import DEFAULT_MARK_TEXT, MarkField, parse_mark_field
-from nra.return_path import PeerFacts, ReturnPathPolicy, RouterRule, assign_routers, plan_return_path
+from nra.config.intent import Intent, Peer
+from nra.kernel import nft_table as nft
+from nra.kernel.marks import DEFAULT_MARK_TEXT, MarkField, parse_mark_field
+from nra.plan.return_path import (
+    PeerFacts,
+    ReturnPathPolicy,
+    RouterRule,
+    assign_routers,
+    plan_return_path,
+)
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -134,7 +140,7 @@ def test_nft_diff_of_a_listing_with_foreign_and_stray_elements():
 
 
 def test_nft_operations_can_be_counted_like_the_others():
-    # nra.contention keys applied operations in a dict: an nft change must be hashable, and the
+    # nra.daemon.contention keys applied operations in a dict: an nft change must be hashable, and the
     # same change the same operation
     from nra.kernel.nft import ApplyNft
 

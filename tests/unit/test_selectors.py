@@ -1,6 +1,6 @@
 import pytest
 
-from nra.selectors import SelectorError, any_selector_matches, selector_matches
+from nra.config.selectors import SelectorError, any_selector_matches, selector_matches
 
 NODE = {"kubernetes.io/hostname": "prod-01", "kubernetes.io/arch": "amd64", "rack": "r1"}
 

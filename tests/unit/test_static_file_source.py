@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import nra.sources.static_file as static_file
-from nra import metrics
+from nra.observe import metrics
 from nra.sources.static_file import StaticFileSource
 
 PEER_A = "peers: [{peer-address: 10.0.0.1}]\n"
@@ -152,7 +152,7 @@ async def test_a_parser_bug_is_logged_with_its_traceback_and_counted(tmp_path: P
 
 
 async def test_readiness_fails_with_the_source_problem(tmp_path: Path):
-    from nra.agent import Agent
+    from nra.daemon.agent import Agent
     from nra.settings import load_settings
 
     config = write(tmp_path / "metallb.yaml", "peers: 10.0.0.1\n")

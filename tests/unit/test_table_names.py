@@ -1,11 +1,11 @@
-"""TABLE_NAME: nra's table id named in iproute2's rt_tables.d (nra/table_names.py), in a
+"""TABLE_NAME: nra's table id named in iproute2's rt_tables.d (nra/kernel/table_names.py), in a
 temporary directory (tests/kernel/test_table_names_ip.py has `ip` read it back)."""
 
 from __future__ import annotations
 
 import pytest
 
-from nra.table_names import (
+from nra.kernel.table_names import (
     FILE_NAME,
     MARK,
     TableNameError,

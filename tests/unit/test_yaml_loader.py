@@ -1,4 +1,4 @@
-"""nra's one-pass YAML loader (nra.bounds.load_yaml_documents) against PyYAML's own: the same
+"""nra's one-pass YAML loader (nra.config.yaml_loader.load_yaml_documents) against PyYAML's own: the same
 values, or both refusing, for whatever text; and the bounds still hold on both paths.
 
 A longer campaign: NRA_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_yaml_loader.py
@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nra.bounds import MAX_DEPTH, InputTooLarge, _scan, load_yaml_documents
+from nra.config.yaml_loader import MAX_DEPTH, InputTooLarge, _scan, load_yaml_documents
 from tests.unit.yaml_values import canonical
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -86,7 +86,7 @@ def test_bounds_hold_on_both_paths():
 
 
 def test_long_plain_scalars_are_not_remembered():
-    from nra.bounds import _plain_memo
+    from nra.config.yaml_loader import _plain_memo
 
     _plain_memo.clear()
     load_yaml_documents(f"- {'x' * 10_000}\n- short\n")

@@ -1,4 +1,4 @@
-"""The YAML reloader (nra.yaml_reload): whatever the edits between two texts, it gives what
+"""The YAML reloader (nra.config.yaml_reload): whatever the edits between two texts, it gives what
 a full parse of the new text gives (or refuses it, as a full parse does), and it patches
 instead of parsing when only item lines of one list changed."""
 
@@ -12,8 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nra.bounds import MAX_NODES, InputTooLarge, load_yaml_documents
-from nra.yaml_reload import YamlReloader
+from nra.config.yaml_loader import MAX_NODES, InputTooLarge, load_yaml_documents
+from nra.config.yaml_reload import YamlReloader
 from tests.unit.yaml_values import canonical
 
 EXAMPLES = int(os.environ.get("NRA_FUZZ_EXAMPLES", "150"))
@@ -121,7 +121,7 @@ def test_a_duplicate_key_is_never_patched_into_the_list_it_lost_to():
 
 
 def test_the_node_bound_holds_for_patches(monkeypatch):
-    import nra.yaml_reload as reload_module
+    import nra.config.yaml_reload as reload_module
 
     reloader = primed(BASE)
     monkeypatch.setattr(reload_module, "MAX_NODES", 20)  # BASE has 19 nodes

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nra.sources.kube.client import ApiClientFactory, KubeSourceError, api_client_factory, resolve_namespace
+from nra.sources.kube.client import (
+    ApiClientFactory,
+    KubeSourceError,
+    api_client_factory,
+    resolve_namespace,
+)
 from nra.sources.kube.configmap import ConfigMapSource
 from nra.sources.kube.crds import CRDSource
 from nra.sources.kube.reflector import WatchTiming

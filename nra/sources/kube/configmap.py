@@ -3,9 +3,9 @@ legacy `node-selectors` of peers."""
 
 from __future__ import annotations
 
-from nra.intent import ParseResult
-from nra.metallb import ConfigError, parse_legacy_config
-from nra.yaml_reload import YamlReloader
+from nra.config.intent import ParseResult
+from nra.config.metallb import ConfigError, parse_legacy_config
+from nra.config.yaml_reload import YamlReloader
 from nra.sources.kube.client import ApiClientFactory, KubeHTTP
 from nra.sources.kube.reflector import ResourceKind, WatchTiming
 from nra.sources.kube.watched_source import WatchedSource, node_resource

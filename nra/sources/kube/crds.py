@@ -3,9 +3,14 @@ against this node's labels), IPAddressPools and BGPAdvertisements, plus this Nod
 
 from __future__ import annotations
 
-from nra.intent import ParseResult
-from nra.metallb import parse_objects
-from nra.sources.kube.client import ApiClientFactory, ApiError, KubeHTTP, KubeSourceError
+from nra.config.intent import ParseResult
+from nra.config.metallb import parse_objects
+from nra.sources.kube.client import (
+    ApiClientFactory,
+    ApiError,
+    KubeHTTP,
+    KubeSourceError,
+)
 from nra.sources.kube.reflector import ResourceKind, WatchTiming
 from nra.sources.kube.watched_source import NODE, WatchedSource, node_resource
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 import aiohttp
 from loguru import logger
 
-from nra import metrics
-from nra.bounds import clip
+from nra.config.yaml_loader import clip
+from nra.observe import metrics
 from nra.sources.kube.client import ApiError, KubeHTTP
-
 
 #: objects per list page (as client-go asks), and pages before a list is called malformed
 LIST_PAGE_SIZE = 500

@@ -3,7 +3,7 @@
 FRR-K8s writes one object per BGP session of each node (labels frrk8s.metallb.io/node, /peer,
 /vrf; status bgpStatus, bfdStatus) from its status exporter, which polls FRR at most its
 `--poll-interval` apart (2 minutes by default): the signal can be minutes old, never BFD-fast. nra lists and watches this node's objects (label
-selector on the node label) and hands nra.peer_health, for each peer of the default VRF,
+selector on the node label) and hands nra.plan.peer_health, for each peer of the default VRF,
 whether its session is reported up. A peer without an object is unknown, not down; so are
 all of them while the watch has been failing for the hold time (the API down, say): stale
 reports must not keep a live peer out.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable
 
-from nra.intent import IPAddress
+from nra.config.intent import IPAddress
 from nra.sources.kube.client import ApiClientFactory, KubeHTTP
 from nra.sources.kube.reflector import ResourceKind, WatchTiming
 from nra.sources.kube.watched_source import WatchedSource

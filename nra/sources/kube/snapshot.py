@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 from loguru import logger
 
-from nra import metrics
-from nra.intent import ParseResult
-from nra.metallb import ConfigError
+from nra.config.intent import ParseResult
+from nra.config.metallb import ConfigError
+from nra.observe import metrics
 from nra.sources.base import REFUSED, Publish, SourceHealth
 from nra.sources.kube.reflector import Reflector
 

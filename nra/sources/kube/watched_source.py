@@ -14,9 +14,14 @@ from collections.abc import Mapping
 import aiohttp
 from loguru import logger
 
-from nra.intent import ParseResult
+from nra.config.intent import ParseResult
 from nra.sources.base import MISSING, NODE_MISSING, Publish, SourceHealth
-from nra.sources.kube.client import ApiClientFactory, ApiError, KubeHTTP, KubeSourceError
+from nra.sources.kube.client import (
+    ApiClientFactory,
+    ApiError,
+    KubeHTTP,
+    KubeSourceError,
+)
 from nra.sources.kube.reflector import Backoff, Reflector, ResourceKind, WatchTiming
 from nra.sources.kube.snapshot import SnapshotPublisher
 

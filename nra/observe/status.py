@@ -24,10 +24,10 @@ class AgentStatus:
     last_reconcile_at: float | None = None  # wall clock (time.time()); read by /status
     #: monotonic time the running reconcile started; None while the worker waits
     busy_since: float | None = None
-    #: another writer keeps undoing our changes (see nra.contention)
+    #: another writer keeps undoing our changes (see nra.daemon.contention)
     contention: str = ""
     #: what /status shows beyond this (the intent, the last outcome, the settings): a
-    #: callable the agent sets, returning nra.status_report.StatusDetails
+    #: callable the agent sets, returning nra.observe.status_report.StatusDetails
     details: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
     #: what is wrong with the source's input now (None: nothing); the source's `problem`
     source_problem: Callable[[], str | None] = field(default=lambda: None, repr=False, compare=False)

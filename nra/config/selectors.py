@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from nra.bounds import clip, shown
+from nra.config.yaml_loader import clip, shown
 
 
 class SelectorError(ValueError):

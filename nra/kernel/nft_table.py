@@ -32,8 +32,8 @@ from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from nra.intent import IPNetwork
-from nra.marks import U32, MarkField
+from nra.config.intent import IPNetwork
+from nra.kernel.marks import U32, MarkField
 
 TABLE = "nra"
 FAMILY = "inet"
@@ -101,7 +101,7 @@ def prefix_intervals(prefixes: Iterable[IPNetwork],
     by_family: dict[int, list[Interval]] = {4: [], 6: []}
     v4, v6 = by_family[4].append, by_family[6].append
     for prefix in prefixes:
-        try:  # nra.prefixes' networks know theirs
+        try:  # nra.config.prefixes' networks know theirs
             (v4 if prefix.family == 4 else v6)(prefix.interval)
             continue
         except AttributeError:
@@ -267,7 +267,7 @@ WIDTH_MAX = 1 << 128  # above any address: a bisect key after every interval sta
 
 
 def _interval_of(prefix: IPNetwork) -> tuple[int, Interval]:
-    try:  # nra.prefixes' networks know theirs
+    try:  # nra.config.prefixes' networks know theirs
         return prefix.family, prefix.interval
     except AttributeError:
         low = int(prefix.network_address)

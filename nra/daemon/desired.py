@@ -12,9 +12,9 @@ from typing import Callable
 
 from loguru import logger
 
-from nra import metrics
-from nra.logsetup import VERBOSE
-from nra.intent import Intent, ParseResult, Problem
+from nra.config.intent import Intent, ParseResult, Problem
+from nra.observe import metrics
+from nra.observe.logs import VERBOSE
 from nra.sources.base import Source
 
 

@@ -15,7 +15,7 @@ holds it), and taking that as an answer put the dead router back into the route 
 cycle, where the replies hashed to it were lost until it failed again. A peer never seen
 failing and without an entry (first start, a fresh peer) ANSWERS. Nothing sends to a peer
 that is out of the route, so `to_resolve()` lists the SILENT peers whose entry is FAILED or
-gone: nra starts their resolution again, at a bounded rate (nra.peer_resolution), and a
+gone: nra starts their resolution again, at a bounded rate (nra.daemon.peer_resolution), and a
 peer comes back when its entry is valid again.
 
 Routes learned over BGP (LEARNED_ROUTE_PROTOS) are a second signal: the node's routing
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Mapping
 
-from nra.intent import IPAddress
+from nra.config.intent import IPAddress
 
 
 class Liveness(Enum):

@@ -15,7 +15,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from nra.bounds import MAX_NODES, InputTooLarge, ItemLines, Scanned, check_size, plain_scalar_value, scan_yaml
+from nra.config.yaml_loader import (
+    MAX_NODES,
+    InputTooLarge,
+    ItemLines,
+    Scanned,
+    check_size,
+    plain_scalar_value,
+    scan_yaml,
+)
 
 # A new item line a patch accepts: `<indent>- <plain scalar>`, the scalar of characters that
 # cannot start or end a YAML structure (no space, quote, `#`, `:` at the end, flow or other

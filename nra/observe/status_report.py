@@ -31,8 +31,8 @@ FAMILIES = ("ipv4", "ipv6")
 class StatusDetails:
     """What the agent knows beyond AgentStatus; every part optional (None: not known)."""
 
-    intent: Any = None            # nra.intent.Intent: the desired state last loaded
-    outcome: Any = None           # nra.reconciler.Outcome of the last reconcile
+    intent: Any = None            # nra.config.intent.Intent: the desired state last loaded
+    outcome: Any = None           # nra.daemon.reconciler.Outcome of the last reconcile
     settings: Any = None          # nra.settings.Settings
     config_loaded_at: float | None = None  # wall clock of the last configuration load
 
@@ -61,7 +61,7 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
     from nra import __version__
 
     if registry is None:
-        from nra.metrics import REGISTRY as registry
+        from nra.observe.metrics import REGISTRY as registry
     details = details or StatusDetails()
     now = time.time() if now is None else now
     values = _registry_values(registry)
@@ -118,22 +118,6 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
             "warnings": list(getattr(outcome, "warnings", ()) or ()),
         }
     return doc
-
-
-def status_handler_for(details: Callable[[], StatusDetails] | None = None):
-    """An aiohttp handler for GET /status; the app holds AgentStatus under
-    nra.health.STATUS_KEY. `details` (else the AgentStatus's own `details` attribute, a
-    callable the agent sets) is called on every request."""
-    from aiohttp import web
-
-    from nra.health import STATUS_KEY
-
-    async def handler(request: web.Request) -> web.Response:
-        status = request.app[STATUS_KEY]
-        provider = details or getattr(status, "details", None)
-        return web.json_response(status_document(status, provider() if provider else None))
-
-    return handler
 
 
 # -- the client ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable
 
-from nra.reconciler import Outcome
+from nra.daemon.reconciler import Outcome
 
 # Merge netlink triggers that arrive within this window into one reconcile.
 COALESCE_S = 0.01

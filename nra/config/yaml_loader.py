@@ -2,7 +2,7 @@
 short reprs for messages.
 
 Every configuration nra reads (a static file, a ConfigMap's `config` text) goes through
-`load_yaml_documents` (or nra.yaml_reload, which uses the same scan), which refuses:
+`load_yaml_documents` (or nra.config.yaml_reload, which uses the same scan), which refuses:
 - text longer than MAX_CONFIG_BYTES, before parsing;
 - nesting deeper than MAX_DEPTH (libyaml's composer recurses in C: 50,000 levels crash
   the process, so depth is checked on the parser's events, which are produced iteratively);

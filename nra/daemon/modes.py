@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from loguru import logger
 
-from nra.desired import first_configuration
-from nra.host import check_multipath_use_neigh
-from nra.intent import Intent
+from nra.config.intent import Intent
+from nra.daemon.desired import first_configuration
+from nra.daemon.host import check_multipath_use_neigh
+from nra.daemon.reconciler import Reconciler, kernel_adapter
 from nra.kernel.adapter import KERNEL_ERRORS
-from nra.reconciler import Reconciler, kernel_adapter
+from nra.kernel.table_names import name_table, unname_table
+from nra.observe.status import AgentStatus
 from nra.settings import Settings
 from nra.sources.base import Source
-from nra.status import AgentStatus
-from nra.table_names import name_table, unname_table
 
 
 def make_source(settings: Settings) -> Source:
@@ -39,7 +39,7 @@ async def run(settings: Settings, command: str = "run") -> int:
         return await plan_only(settings, source)
     if settings.oneshot:
         return await oneshot(settings, source)
-    from nra.agent import Agent
+    from nra.daemon.agent import Agent
 
     return await Agent(settings, source).run()
 

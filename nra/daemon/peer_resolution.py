@@ -1,6 +1,6 @@
 """Silent peers are resolved again, at a bounded rate, so a router that is back is seen.
 
-nra.peer_health keeps a peer whose ARP/ND entry FAILED out of the route until its entry is
+nra.plan.peer_health keeps a peer whose ARP/ND entry FAILED out of the route until its entry is
 valid again, also when the kernel's neighbour GC drops that entry meanwhile. But out of the
 route, nothing on the node sends to it any more (only the node's BGP speaker might, if it
 retries), so its entry would stay FAILED, or gone, after the router is back, and the peer
@@ -20,9 +20,9 @@ from typing import Awaitable, Callable, Mapping
 
 from loguru import logger
 
-from nra import metrics
-from nra.intent import IPAddress
+from nra.config.intent import IPAddress
 from nra.kernel.adapter import KERNEL_ERRORS
+from nra.observe import metrics
 
 #: the least time between two resolutions of a silent peer; the kernel re-probes a managed
 #: entry as often (interval_probe_time_ms, 5 s by default)

@@ -13,7 +13,7 @@ Choices worth knowing:
 - A peer the kernel would refuse as a nexthop (not on a connected network) is left out of
   the route with a warning; the route is built from the others.
 - So is a peer that does not answer ARP/ND, or whose learned routes are gone (its BGP
-  session dropped; nra.peer_health says SILENT, with the reason). One still UNSURE
+  session dropped; nra.plan.peer_health says SILENT, with the reason). One still UNSURE
   (a first resolution) keeps its place: in the route if it is there or there is no route
   yet, out otherwise. If every on-link peer of a family is silent, the route is kept as it
   is (never remove the last nexthops over liveness).
@@ -33,11 +33,24 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from nra.intent import IPAddress, IPNetwork, Intent, Peer
-from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, KernelState, Nexthop, rule_key
-from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
-from nra.peer_health import Liveness, Verdict, verdicts_from_states
-
+from nra.config.intent import Intent, IPAddress, IPNetwork, Peer
+from nra.kernel.model import (
+    DEFAULT_METRIC,
+    FULL_MASK,
+    KernelRoute,
+    KernelRule,
+    KernelState,
+    Nexthop,
+    rule_key,
+)
+from nra.kernel.operations import (
+    AddRule,
+    DeleteRoute,
+    DeleteRule,
+    Operation,
+    ReplaceRoute,
+)
+from nra.plan.peer_health import Liveness, Verdict, verdicts_from_states
 
 #: what a left-out reason says in a warning ("... left out of the route until it does")
 SILENT_TEXT = {"no-arp": "does not answer ARP/ND (neighbour entry failed)",
@@ -119,7 +132,7 @@ def managed_route(state: KernelState, policy: RoutingPolicy, version: int) -> Ke
 def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
          verdicts: Mapping[IPAddress, Verdict] | None = None, desired: DesiredRules | None = None) -> Plan:
     """The operations that make the kernel match the intent. `verdicts`: each peer's
-    liveness (nra.peer_health; absent: answers); None derives them from this read's
+    liveness (nra.plan.peer_health; absent: answers); None derives them from this read's
     neighbour states alone. `desired`: desired_rules(intent, policy), if the caller kept it."""
     if verdicts is None:
         verdicts = verdicts_from_states(state.neighbours)

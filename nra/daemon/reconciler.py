@@ -1,8 +1,8 @@
 """One reconcile: read the kernel, judge the peers, plan against the intent, apply, with
 hooks around it; then the status and the gauges from what the kernel holds.
 
-The Reconciler is driven by one worker (nra.worker), so two reconciles never overlap. It
-keeps what lives between reconciles: the peers' liveness (nra.peer_health) and the desired
+The Reconciler is driven by one worker (nra.daemon.worker), so two reconciles never overlap. It
+keeps what lives between reconciles: the peers' liveness (nra.plan.peer_health) and the desired
 rules of the current intent.
 """
 
@@ -14,20 +14,33 @@ from typing import Callable, Mapping
 
 from loguru import logger
 
-from nra import metrics
-from nra.logsetup import VERBOSE
-from nra.hooks import run_hook
-from nra.intent import Intent, IPAddress
+from nra.config.intent import Intent, IPAddress
+from nra.daemon.hooks import run_hook
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
+from nra.kernel.marks import parse_mark_field
 from nra.kernel.model import KernelState
-from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, Operation, ReplaceRoute
-from nra.marks import parse_mark_field
-from nra.nft import DesiredTables
-from nra.peer_health import PeerHealth
-from nra.return_path import ReturnPathPolicy, plan_conntrack
-from nra.planner import DesiredRules, Plan, RoutingPolicy, desired_rules, managed_route, plan
+from nra.kernel.nft_table import DesiredTables
+from nra.kernel.operations import (
+    AddRule,
+    DeleteRoute,
+    DeleteRule,
+    Operation,
+    ReplaceRoute,
+)
+from nra.observe import metrics
+from nra.observe.logs import VERBOSE
+from nra.observe.status import AgentStatus
+from nra.plan.peer_health import PeerHealth
+from nra.plan.planner import (
+    DesiredRules,
+    Plan,
+    RoutingPolicy,
+    desired_rules,
+    managed_route,
+    plan,
+)
+from nra.plan.return_path import ReturnPathPolicy, plan_conntrack
 from nra.settings import Settings
-from nra.status import AgentStatus
 
 
 @dataclass

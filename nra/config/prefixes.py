@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from nra.bounds import shown
-from nra.intent import IPAddress, IPNetwork
+from nra.config.intent import IPAddress, IPNetwork
+from nra.config.yaml_loader import shown
 
 
 class AddressEntryError(ValueError):

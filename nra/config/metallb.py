@@ -10,7 +10,7 @@ Pure code: no I/O, no logging. Two kinds of bad input:
   left out; everything else still applies;
 - input that cannot be used as a whole raises ConfigError, so that the caller publishes
   nothing and keeps the last good intent: not YAML, over a bound (size, depth, alias
-  expansion: see nra.bounds), or a wrong type where the structure itself is expected (the
+  expansion: see nra.config.yaml_loader), or a wrong type where the structure itself is expected (the
   document, `peers`, `address-pools`, an object's `metadata` or `spec`). An empty intent
   from such input would wipe the table; a document that genuinely names no peers does not.
 """
@@ -25,10 +25,25 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from nra.bounds import MAX_PROBLEMS, InputTooLarge, clip, load_yaml_documents, shown
-from nra.intent import MAX_WEIGHT, MIN_WEIGHT, IPAddress, IPNetwork, Intent, ParseResult, Peer, Problem
-from nra.prefixes import AddressEntryError, parse_address_entry
-from nra.selectors import SelectorError, any_selector_matches, selector_matches
+from nra.config.intent import (
+    MAX_WEIGHT,
+    MIN_WEIGHT,
+    Intent,
+    IPAddress,
+    IPNetwork,
+    ParseResult,
+    Peer,
+    Problem,
+)
+from nra.config.prefixes import AddressEntryError, parse_address_entry
+from nra.config.selectors import SelectorError, any_selector_matches, selector_matches
+from nra.config.yaml_loader import (
+    MAX_PROBLEMS,
+    InputTooLarge,
+    clip,
+    load_yaml_documents,
+    shown,
+)
 
 LABEL_ENABLED = "metallb-nra/enabled"
 LABEL_ADDRESS = "metallb-nra/address"
@@ -39,7 +54,7 @@ _DISABLED_VALUES = {"false", "0", "no"}
 _LEGACY_KEYS = {"peers", "address-pools", "bgp-communities", "bfd-profiles"}
 _METALLB_GROUP = "metallb.io/"
 
-#: text -> its non-empty YAML documents, within nra.bounds' bounds
+#: text -> its non-empty YAML documents, within nra.config.yaml_loader' bounds
 YamlLoad = Callable[[str], list[Any]]
 
 

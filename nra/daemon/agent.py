@@ -15,22 +15,23 @@ import time
 
 from loguru import logger
 
-from nra import __version__, metrics
-from nra.contention import ContentionDetector
-from nra.desired import Desired, run_source
-from nra.echo import ECHO_CHECK_S, EchoFilter
-from nra.host import check_multipath_use_neigh
-from nra.intent import Intent, ParseResult
+from nra import __version__
+from nra.config.intent import Intent, ParseResult
+from nra.daemon.contention import ContentionDetector
+from nra.daemon.desired import Desired, run_source
+from nra.daemon.echo import ECHO_CHECK_S, EchoFilter
+from nra.daemon.host import check_multipath_use_neigh
+from nra.daemon.peer_resolution import PeerResolution
+from nra.daemon.reconciler import Outcome, Reconciler, kernel_adapter
+from nra.daemon.worker import Worker
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
-from nra.peer_resolution import PeerResolution
-from nra.reconciler import Outcome, Reconciler, kernel_adapter
+from nra.kernel.table_names import name_table
+from nra.observe import metrics
+from nra.observe.status import STUCK_AFTER_S, AgentStatus
+from nra.observe.status_report import StatusDetails
 from nra.settings import Settings
 from nra.sources.base import Source
-from nra.status import STUCK_AFTER_S, AgentStatus
-from nra.status_report import StatusDetails
-from nra.table_names import name_table
-from nra.worker import Worker
 
 #: exit code of a daemon whose vital task ended
 EXIT_VITAL_TASK = 1
@@ -92,7 +93,9 @@ class Agent:
         it is on exit."""
         loop = asyncio.get_running_loop()
         previous = self._install_signal_handlers(loop)
-        from nra.health import HealthAddressError  # aiohttp: only the daemon needs it
+        from nra.observe.server import (
+            HealthAddressError,  # aiohttp: only the daemon needs it
+        )
 
         try:
             return await self._run()
@@ -105,7 +108,7 @@ class Agent:
                 signal.signal(sig, handler)
 
     async def _run(self) -> int:
-        from nra.health import start_health_server, stop_health_server
+        from nra.observe.server import start_health_server, stop_health_server
 
         await check_multipath_use_neigh(self.settings.netns, self.settings.set_multipath_use_neigh)
         name_table(self.settings.table, self.settings.table_name)

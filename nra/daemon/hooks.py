@@ -20,8 +20,8 @@ import signal
 
 from loguru import logger
 
-from nra import metrics
-from nra.bounds import clip
+from nra.config.yaml_loader import clip
+from nra.observe import metrics
 
 MAX_OUTPUT_BYTES = 64 * 1024
 MAX_OUTPUT_LINES = 100

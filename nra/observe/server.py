@@ -7,15 +7,16 @@ aiohttp app only serves them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from loguru import logger
 from prometheus_client.exposition import choose_encoder
 
-from nra.metrics import REGISTRY
+from nra.observe.metrics import REGISTRY
+from nra.observe.status import STUCK_AFTER_S, AgentStatus
+from nra.observe.status_report import StatusDetails, status_document
 from nra.settings import parse_health_address
-from nra.status import STUCK_AFTER_S, AgentStatus
-from nra.status_report import status_handler_for
-
 
 STATUS_KEY: web.AppKey[AgentStatus] = web.AppKey("status", AgentStatus)
 STUCK_KEY: web.AppKey[float] = web.AppKey("stuck_after_s", float)
@@ -92,3 +93,15 @@ async def start_health_server(
 async def stop_health_server(runner: web.AppRunner | None) -> None:
     if runner is not None:
         await runner.cleanup()
+
+
+def status_handler_for(details: Callable[[], StatusDetails] | None = None):
+    """An aiohttp handler for GET /status; the app holds AgentStatus under
+    STATUS_KEY. `details` (else the AgentStatus's own `details` attribute, a
+    callable the agent sets) is called on every request."""
+    async def handler(request: web.Request) -> web.Response:
+        status = request.app[STATUS_KEY]
+        provider = details or getattr(status, "details", None)
+        return web.json_response(status_document(status, provider() if provider else None))
+
+    return handler
