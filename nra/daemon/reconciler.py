@@ -39,7 +39,7 @@ from nra.plan.planner import (
     managed_route,
     plan,
 )
-from nra.plan.return_path import ReturnPathPolicy, plan_conntrack
+from nra.plan.return_path.conntrack import ReturnPathPolicy, plan_conntrack
 from nra.settings import Settings
 
 

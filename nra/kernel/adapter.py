@@ -24,9 +24,10 @@ from nra.kernel.learned import LearnedRoutes
 from nra.kernel.libnft import NftError
 from nra.kernel.model import KernelState, NeighbourEntry
 from nra.kernel.neighbours import Neighbours
-from nra.kernel.nft import ApplyNft, NftState
+from nra.kernel.nft import NftState
 from nra.kernel.operations import (
     AddRule,
+    ApplyNft,
     DeleteRoute,
     DeleteRule,
     Operation,

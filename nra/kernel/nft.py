@@ -16,40 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass, field
-from typing import AsyncIterator, ClassVar
+from typing import AsyncIterator
 
 from nra.kernel import nft_netlink as nl
 from nra.kernel import nft_table as nft
 from nra.kernel.libnft import Nft
 from nra.kernel.marks import MarkField
 from nra.kernel.socket import in_netns
-
-
-@dataclass(frozen=True, eq=False)
-class ApplyNft:
-    """The operation: one planned change of nra's nft table (what `current` was read as,
-    what `desired` is), applied by NftState."""
-
-    change: nft.NftChange
-    desired: nft.NftTable | None
-    marks: MarkField | None
-    current: nft.NftTable | None = field(compare=False)
-    reason: str = field(default="", compare=False, kw_only=True)
-    kind: ClassVar[str] = "nft"
-
-    def command(self) -> str:
-        return "; ".join(self.change.describe())
-
-    # the same change is the same operation (nra.daemon.contention counts repeats of an operation)
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ApplyNft) and other.command() == self.command()
-
-    def __hash__(self) -> int:
-        return hash(("nft", self.command()))
-
-    def __str__(self) -> str:
-        return "\n".join(self.change.describe())
 
 
 class NftState:

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
 from nra.config.intent import IPNetwork
+from nra.kernel.marks import MarkField
 from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, Nexthop
+from nra.kernel.nft_table import NftChange, NftTable
 
 FAMILY_FLAG = {4: "-4", 6: "-6"}
 
@@ -120,4 +122,33 @@ class DeleteRule(_Operation):
         return (r.family, r.priority, r.src is not None, r.src, r.fwmark or 0, r.fwmask or 0, r.extra)
 
 
-Operation = Union[ReplaceRoute, DeleteRoute, AddRule, DeleteRule]
+@dataclass(frozen=True, eq=False)
+class ApplyNft:
+    """The operation: one planned change of nra's nft table (what `current` was read as,
+    what `desired` is), applied by NftState."""
+
+    change: NftChange
+    desired: NftTable | None
+    marks: MarkField | None
+    current: NftTable | None = field(compare=False)
+    reason: str = field(default="", compare=False, kw_only=True)
+    kind: ClassVar[str] = "nft"
+
+    def command(self) -> str:
+        return "; ".join(self.change.describe())
+
+    # the same change is the same operation (nra.daemon.contention counts repeats of an operation)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApplyNft) and other.command() == self.command()
+
+    def __hash__(self) -> int:
+        return hash(("nft", self.command()))
+
+    def __str__(self) -> str:
+        return "\n".join(self.change.describe())
+
+    def sort_key(self) -> tuple:
+        return ()
+
+
+Operation = Union[ApplyNft, ReplaceRoute, DeleteRoute, AddRule, DeleteRule]

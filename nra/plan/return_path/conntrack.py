@@ -22,9 +22,8 @@ from typing import Iterable, Mapping
 from nra.config.intent import Intent, IPAddress, IPNetwork, Peer
 from nra.kernel.marks import MarkField
 from nra.kernel.model import DEFAULT_METRIC, KernelRoute, KernelState, Nexthop, rule_key
-from nra.kernel.nft import ApplyNft
 from nra.kernel.nft_table import DesiredTables, NftTable, diff, removal
-from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
+from nra.kernel.operations import AddRule, ApplyNft, DeleteRoute, DeleteRule, ReplaceRoute
 from nra.plan.peer_health import Verdict
 from nra.plan.planner import Plan, RoutingPolicy, is_managed_route, plan
 
