@@ -34,7 +34,8 @@ class NftState:
         self._known: nft.NftTable | None = None  # what the table holds, when known
         self._known_generation: int | None = None
         self._foreign_touch = True  # someone else changed the table since it was known
-        self._watching = False  # changes() runs: notifications say who touched the table
+        #: set while changes() runs with its socket bound: notifications say who touched the table
+        self.watching = asyncio.Event()
         self.full_reads = 0  # how many times the whole table was listed (for tests and figures)
 
     def _next_seq(self, count: int = 1) -> int:
@@ -50,7 +51,7 @@ class NftState:
         """The table as the kernel holds it (None: absent)."""
         generation = self.generation()
         if not self._foreign_touch and self._known_generation is not None and (
-                self._watching or generation == self._known_generation):
+                self.watching.is_set() or generation == self._known_generation):
             self._known_generation = generation
             return self._known
         table = nft.parse_listing(self.nft.list_table(nft.FAMILY, nft.TABLE) or [])
@@ -111,7 +112,7 @@ class NftState:
         sock.setblocking(False)
         reader = nl.NotificationReader()
         me = self.nft.thread_id  # every write of nra's is made in that thread
-        self._watching = True
+        self.watching.set()
         self.forget()  # what happened before the watch started is unknown
         try:
             while True:
@@ -126,7 +127,7 @@ class NftState:
                         self.forget()
                         yield f"nftables table {nft.FAMILY} {nft.TABLE} changed by pid {tx.pid}"
         finally:
-            self._watching = False
+            self.watching.clear()
             sock.close()
 
     def close(self) -> None:

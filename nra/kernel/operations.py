@@ -1,12 +1,12 @@
 """The changes the planner asks of the kernel, each rendered as the `ip` command it amounts
-to (for logs and `nra plan`)."""
+to (for logs and `nra plan`), and what came of applying them (ApplyReport)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
-from nra.config.intent import IPNetwork
+from nra.config.intent import IPAddress, IPNetwork
 from nra.kernel.marks import MarkField
 from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, Nexthop
 from nra.kernel.nft_table import NftChange, NftTable
@@ -70,7 +70,7 @@ class ReplaceRoute(_Operation):
         return text + "".join(_nexthop_text(nh) for nh in self.nexthops)
 
     def sort_key(self) -> tuple:
-        return (self.family, self.dst, self.metric)
+        return (self.family, self.dst, self.metric, self.table)
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class DeleteRoute(_Operation):
 
     def sort_key(self) -> tuple:
         r = self.route
-        return (r.family, r.dst, r.metric, r.tos, r.type)
+        return (r.family, r.dst, r.metric, r.tos, r.type, r.table)
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class AddRule(_Operation):
                 f"{_mark_text(self.fwmark, self.fwmask)} lookup {self.table} priority {self.priority}")
 
     def sort_key(self) -> tuple:
-        return (self.family, self.priority, self.src is not None, self.src)
+        return (self.family, self.priority, self.src is not None, self.src, self.table, self.fwmark or 0)
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class DeleteRule(_Operation):
 
     def sort_key(self) -> tuple:
         r = self.rule
-        return (r.family, r.priority, r.src is not None, r.src, r.fwmark or 0, r.fwmask or 0, r.extra)
+        return (r.family, r.priority, r.src is not None, r.src, r.fwmark or 0, r.fwmask or 0, r.extra, r.table)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,3 +152,14 @@ class ApplyNft:
 
 
 Operation = Union[ApplyNft, ReplaceRoute, DeleteRoute, AddRule, DeleteRule]
+
+
+@dataclass
+class ApplyReport:
+    """What came of applying operations: each one applied or failed (with the kernel's
+    error text), in order."""
+
+    applied: list[Operation] = field(default_factory=list)
+    failed: list[tuple[Operation, str]] = field(default_factory=list)
+    #: route replaces that went in without some nexthops the kernel refused
+    dropped: list[tuple[Operation, tuple[IPAddress, ...]]] = field(default_factory=list)
