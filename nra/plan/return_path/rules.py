@@ -13,7 +13,7 @@ from nra.config.intent import Intent, IPAddress, IPNetwork
 from nra.kernel.model import KernelReads, KernelState, rule_key
 from nra.kernel.operations import AddRule, ApplyReport
 from nra.plan.peer_health import Verdict, verdicts_from_states
-from nra.plan.planner import Plan, PlanSteps, RoutingPolicy, rule_diff, rule_imposter_reason, table_routes
+from nra.plan.planner import Plan, PlanSteps, RoutingPolicy, rule_diff, table_routes
 from nra.plan.return_path.base import Counts, counts_after
 
 #: key of a desired rule (model.rule_key) -> its prefix, by family
@@ -48,12 +48,9 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
     for version in families:
         wanted.update(desired[version])
     fwmask = policy.fwmask if policy.fwmark is not None else None
-
-    def add(prefix: IPNetwork) -> AddRule:
-        return AddRule(prefix.version, prefix if prefix.prefixlen else None, policy.priority, policy.table,
-                       policy.fwmark, fwmask, reason="missing")
-
-    rule_diff(steps, state.rules, wanted, add, lambda rule: rule_imposter_reason(rule, policy, families))
+    for prefix in rule_diff(steps, state.rules, wanted, policy, families):
+        steps.rule_adds.append(AddRule(prefix.version, prefix if prefix.prefixlen else None, policy.priority,
+                                       policy.table, policy.fwmark, fwmask, reason="missing"))
     return steps.plan()
 
 
