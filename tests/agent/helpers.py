@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from nra.settings import ENV_NAMES, Settings
-from tests.wait import wait_for  # noqa: F401 (the tests' one wait, imported from here too)
 
 REPO = Path(__file__).resolve().parents[2]
 NRA = [sys.executable, "-m", "nra"]

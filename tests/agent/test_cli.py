@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, run_nra, wait_for
+from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, run_nra
+from tests.wait import wait_for
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.kernel

@@ -6,7 +6,6 @@ kept unless the configuration genuinely changed."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 
