@@ -125,7 +125,7 @@ class KernelAdapter:
             invalid.update(await self._local.kinds(addresses))
             invalid.update(network_addresses(links, connected))
         entries = await self._neighbours.read_entries(links) if links else {}
-        learned = await self._learned.read(routes.ipr, addresses, links) if self._learned else None
+        learned = await self._learned.read(self._sock, addresses, links) if self._learned else None
         self._events.watch(links)
         self._links = links
         state = KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),

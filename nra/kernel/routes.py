@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import socket
 from typing import Iterable, Mapping, Sequence
 
@@ -17,18 +16,15 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nra.config.intent import IPAddress, IPNetwork
 from nra.kernel.codec import (
     AF,
-    ROUTE_TYPES,
     RTA_GATEWAY,
     RTA_MULTIPATH,
     RTA_VIA,
     RTM_GETROUTE,
     RTMSG,
-    VERSION,
     Message,
     attributes,
     decode_route,
     decode_route_header,
-    nexthop_flags,
 )
 from nra.kernel.model import KernelRoute, Nexthop
 from nra.kernel.socket import NetlinkSocket, in_netns
@@ -37,36 +33,6 @@ RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 # A route replace the kernel refuses because of one of its nexthops.
 NEXTHOP_ERRORS = {errno.ENETUNREACH, errno.ENETDOWN, errno.EINVAL, errno.EHOSTUNREACH, errno.ENODEV}
-
-
-def table_of(msg) -> int:
-    """The table of a pyroute2 route message (the attribute holds ids above 255)."""
-    return msg.get("RTA_TABLE") or msg["table"]
-
-
-def _gateway(value) -> IPAddress | None:
-    return ipaddress.ip_address(value) if value else None
-
-
-def route_from_message(msg) -> KernelRoute:
-    """A pyroute2 route message as a KernelRoute (the tests' route monitors use it, and the
-    codec's decode_route is checked against it)."""
-    version = VERSION[msg["family"]]
-    dst = msg.get("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
-    multipath = msg.get("RTA_MULTIPATH")
-    if multipath:
-        nexthops = tuple(Nexthop(_gateway(nh.get("RTA_GATEWAY")), nh["hops"] + 1, nexthop_flags(nh["flags"]),
-                                 nh.get("oif")) for nh in multipath)
-    elif msg.get("RTA_GATEWAY") or msg.get("RTA_OIF"):
-        nexthops = (Nexthop(_gateway(msg.get("RTA_GATEWAY")), 1, nexthop_flags(msg["flags"]), msg.get("RTA_OIF")),)
-    else:
-        nexthops = ()
-    return KernelRoute(
-        family=version, dst=ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False),
-        table=table_of(msg), nexthops=nexthops, type=ROUTE_TYPES.get(msg["type"], str(msg["type"])),
-        metric=msg.get("RTA_PRIORITY") or 0, tos=msg["tos"], proto=msg["proto"], oif=msg.get("RTA_OIF"),
-        scope=msg["scope"],
-    )
 
 
 async def open_route_socket(netns: str | None) -> AsyncIPRoute:

@@ -161,7 +161,7 @@ class NetlinkSocket:
     # -- dumps -------------------------------------------------------------------------
 
     def dump(self, kind: int, family: int, keep: Callable[[Message], T | None], selector: int = 0,
-             interrupted_ok: bool = False) -> list[T]:
+             interrupted_ok: bool = False, protocol: int = 0) -> list[T]:
         """Every object of a dump (rules or neighbours of one family), as `keep` turns each
         message into a value (None: skipped). A failed dump, or an interrupted one unless
         `interrupted_ok`, is redone, up to DUMP_ATTEMPTS times; the last error is raised."""
@@ -171,7 +171,7 @@ class NetlinkSocket:
                 try:
                     sock = self._ensure_open()
                     seq = self._next_seq()
-                    sock.send(encode_dump_request(kind, family, seq, selector))
+                    sock.send(encode_dump_request(kind, family, seq, selector, protocol))
                     return self._read_dump(sock, seq, keep, interrupted_ok)
                 except DumpInterrupted as exc:
                     last = exc  # the socket is clean (read up to DONE): just ask again
