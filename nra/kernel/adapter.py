@@ -33,7 +33,7 @@ from nra.kernel.operations import (
     ReplaceRoute,
 )
 from nra.kernel.peer_neighbours import PeerNeighbours
-from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket
+from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket, read_leftovers
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket, in_netns
 
@@ -128,8 +128,10 @@ class KernelAdapter:
         learned = await self._learned.read(self._sock, addresses, links) if self._learned else None
         self._events.watch(links)
         self._links = links
+        owned = {self.table, *(self.router_tables or ())}
+        leftovers = (*self._rules.leftovers, *await asyncio.to_thread(read_leftovers, self._sock, owned))
         state = KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
-                            {a: e.state for a, e in entries.items()}, links, invalid, learned)
+                            {a: e.state for a, e in entries.items()}, links, invalid, learned, leftovers=leftovers)
         if self._nft is None:
             return state
         return await self._read_return_path(state, entries)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Container, Iterator
 
 from nra.config.intent import IPNetwork
-from nra.kernel.model import FULL_MASK, KernelRoute, KernelRule, NeighbourEntry, Nexthop
+from nra.kernel.model import FULL_MASK, NRA_PROTOCOL, KernelRoute, KernelRule, NeighbourEntry, Nexthop
 
 # -- linux/netlink.h ------------------------------------------------------------------------
 NLMSG_HDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -163,11 +163,12 @@ def error_text(code: int) -> str:
 def encode_rule(family: int, src: IPNetwork | None, priority: int, table: int,
                 fwmark: int | None = None, fwmask: int | None = None) -> bytes:
     """The body of an RTM_NEWRULE/RTM_DELRULE: `from src [fwmark M[/mask]] lookup table
-    priority P`. A mark of 0 with a mask is a real selector and is sent as one."""
+    priority P protocol nra`. A mark of 0 with a mask is a real selector and is sent as one."""
     src_len = src.prefixlen if src is not None else 0
     body = FIB_RULE_HDR.pack(AF[family], 0, src_len, 0, table if table < 256 else RT_TABLE_COMPAT,
                              0, 0, FR_ACT_TO_TBL, 0)
     body += attribute(FRA_TABLE, U32.pack(table)) + attribute(FRA_PRIORITY, U32.pack(priority))
+    body += attribute(FRA_PROTOCOL, bytes([NRA_PROTOCOL]))
     if src_len:
         body += attribute(FRA_SRC, src.network_address.packed)
     if fwmark is not None and (fwmark or fwmask):
@@ -213,12 +214,16 @@ def _rule_extra_value(kind: int, payload: bytes) -> str:
     return payload.hex()
 
 
-def rule_table(body: bytes) -> int:
-    """The table a rule body points at (FRA_TABLE, else the 8-bit header field)."""
+def rule_owner(body: bytes) -> tuple[int, int | None]:
+    """(the table a rule body points at: FRA_TABLE, else the 8-bit header field; its
+    FRA_PROTOCOL, None when the kernel gives none)."""
+    table, protocol = body[4], None
     for kind, payload in attributes(body, FIB_RULE_HDR.size, len(body)):
         if kind == FRA_TABLE and len(payload) >= 4:
-            return U32.unpack_from(payload)[0]
-    return body[4]
+            table = U32.unpack_from(payload)[0]
+        elif kind == FRA_PROTOCOL and payload:
+            protocol = payload[0]
+    return table, protocol
 
 
 def decode_rule(body: bytes) -> KernelRule:
@@ -233,6 +238,8 @@ def decode_rule(body: bytes) -> KernelRule:
     if tos:
         extra.append(f"tos {tos:#x}")
     for kind, payload in attributes(body, FIB_RULE_HDR.size, len(body)):
+        if kind == FRA_PROTOCOL and payload and payload[0] != NRA_PROTOCOL:
+            extra.append(f"protocol {payload[0]}")  # someone else's (or an older nra's): not ours
         if kind in RULE_OWN_ATTRS:
             values[kind] = payload
             continue

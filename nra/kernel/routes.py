@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from typing import Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -26,7 +26,7 @@ from nra.kernel.codec import (
     decode_route,
     decode_route_header,
 )
-from nra.kernel.model import KernelRoute, Nexthop
+from nra.kernel.model import NRA_PROTOCOL, KernelRoute, Nexthop
 from nra.kernel.socket import NetlinkSocket, in_netns
 
 RT_TABLE_MAIN = 254
@@ -96,6 +96,14 @@ def read_tables(sock: NetlinkSocket, tables: Iterable[int]) -> list[KernelRoute]
     return routes
 
 
+def read_leftovers(sock: NetlinkSocket, owned: Container[int]) -> list[KernelRoute]:
+    """nra's routes (NRA_PROTOCOL, any table, both families) in tables not `owned`: left by
+    earlier settings. The kernel filters the dump by protocol: a handful of routes."""
+    return [route for family in (socket.AF_INET, socket.AF_INET6)
+            for route in sock.dump(RTM_GETROUTE, family, decode_route, protocol=NRA_PROTOCOL)
+            if route.proto == NRA_PROTOCOL and route.table not in owned]
+
+
 def _read_connected(sock: NetlinkSocket, versions: Iterable[int]) -> list[tuple[IPNetwork, int | None]]:
     networks = []
     for version in sorted(set(versions)):
@@ -142,7 +150,7 @@ class Routes:
                 hop["oif"] = nh.oif
             multipath.append(hop)
         await self.ipr.route("replace", family=AF[family], dst=str(dst), table=self.table, priority=metric,
-                             multipath=multipath)
+                             multipath=multipath, proto=NRA_PROTOCOL)
 
     async def delete(self, route: KernelRoute) -> None:
         """Delete exactly this route: its type, tos, metric and scope (a device route is

@@ -158,6 +158,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
         _choose_route(version, peers, dst, state, verdicts, policy, steps, warnings)
     _route_imposters(state, policy, families, steps)
     _rule_diff(state.rules, desired, policy, families, steps)
+    _leftovers(state, steps)
     return Plan(_order(steps), tuple(warnings), steps.left_out, frozenset(steps.unusable), tuple(steps.unrouted))
 
 
@@ -311,6 +312,16 @@ def _route_imposters(state: KernelState, policy: RoutingPolicy, families: set[in
         if not is_managed_route(route, dst):
             steps.route_deletes.append(DeleteRoute(route, reason=_route_imposter_reason(
                 route, policy.destination_of(route.family), route.family in families)))
+
+
+def _leftovers(state: KernelState, steps: _Steps) -> None:
+    """nra's own rules and routes in tables the settings no longer name go."""
+    for item in state.leftovers:
+        reason = f"left over: table {item.table} is not nra's under the current settings"
+        if isinstance(item, KernelRule):
+            steps.rule_deletes.append(DeleteRule(item, reason=reason))
+        else:
+            steps.route_deletes.append(DeleteRoute(item, reason=reason))
 
 
 def _rule_imposter_reason(rule: KernelRule, policy: RoutingPolicy, families: set[int]) -> str:
