@@ -86,13 +86,14 @@ def return_path_policy(settings: Settings) -> ReturnPathPolicy | None:
                             settings.rule_priority)
 
 
-def kernel_adapter(settings: Settings) -> KernelAdapter:
+def kernel_adapter(settings: Settings, cleaning: bool = False) -> KernelAdapter:
     """The kernel façade for these settings (use as `async with`): with the router tables and
-    nft in conntrack mode, learned routes, managed neighbours and link timers when set."""
+    nft in conntrack mode, learned routes, managed neighbours and link timers when set.
+    `cleaning` (CLEANANDEXIT): goes on without libnftables."""
     return KernelAdapter(settings.table, netns=settings.netns,
                          router_tables=settings.router_tables if settings.return_path == "conntrack" else None,
                          learned_protos=settings.learned_protos, managed_neighbours=settings.managed_neighbours,
-                         neigh_timers=settings.neigh_timers)
+                         neigh_timers=settings.neigh_timers, nft_library_optional=cleaning)
 
 
 def kernel_after(state: KernelState, report: ApplyReport, policy: RoutingPolicy) -> tuple[dict[int, int], dict[int, int]]:

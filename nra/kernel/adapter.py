@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
+from loguru import logger
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -63,9 +64,10 @@ class KernelAdapter:
 
     def __init__(self, table: int, netns: str | None = None, router_tables: range | None = None,
                  learned_protos: frozenset[int] = frozenset(), managed_neighbours: bool = False,
-                 neigh_timers: Mapping[str, int] | None = None):
+                 neigh_timers: Mapping[str, int] | None = None, nft_library_optional: bool = False):
         """router_tables: the conntrack return path's tables (its nft table is then read and
-        written too); None for the rules return path."""
+        written too); None for the rules return path. nft_library_optional: without
+        libnftables, nra's nft table can still be removed (CLEANANDEXIT)."""
         self.table = table
         self.netns = netns
         self.router_tables = router_tables
@@ -79,6 +81,7 @@ class KernelAdapter:
         self._learned = LearnedRoutes(learned_protos) if learned_protos else None
         self._events = KernelEvents(netns, table, router_tables or (), learned_protos)
         self._nft: NftState | None = None
+        self._nft_library_optional = nft_library_optional
         self._router_tables_read = False
         #: the on-link peers' links, from the last read
         self._links: Mapping[IPAddress, frozenset[int]] = {}
@@ -88,7 +91,10 @@ class KernelAdapter:
         self._ipr = await open_route_socket(self.netns)
         self._route_table = Routes(self._ipr, self.table, self._sock)
         if self.router_tables is not None:
-            self._nft = await asyncio.to_thread(NftState, self.netns)
+            self._nft = await asyncio.to_thread(NftState, self.netns, self._nft_library_optional)
+            if self._nft.missing_library:
+                logger.warning("{}: nra's nft table is read and removed through nf_tables netlink alone",
+                               self._nft.missing_library)
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -26,7 +26,7 @@ from typing import AsyncIterator, ClassVar
 
 from nra.kernel import nft_netlink as nl
 from nra.kernel import nft_table as nft
-from nra.kernel.libnft import Nft
+from nra.kernel.libnft import Nft, NftError
 from nra.kernel.marks import MarkField
 from nra.kernel.socket import KernelRefused, NetlinkSocket, open_netlink
 
@@ -63,9 +63,18 @@ class ApplyNft:
 
 
 class NftState:
-    def __init__(self, netns: str | None = None):
+    def __init__(self, netns: str | None = None, library_optional: bool = False):
+        """library_optional: go on without libnftables (CLEANANDEXIT): the table's presence
+        and flags are read, and it is removed, through nf_tables netlink alone; anything
+        else raises NftError naming what is missing."""
         self.netns = netns
-        self.nft = Nft(netns)
+        self.missing_library = ""
+        try:
+            self.nft: Nft | None = Nft(netns)
+        except OSError as exc:
+            if not library_optional or "libnftables" not in str(exc):
+                raise
+            self.nft, self.missing_library = None, str(exc)
         # a batch of 100,000 prefixes takes the kernel a while: a longer wait than a dump's
         self._sock = NetlinkSocket(netns, timeout_s=BATCH_TIMEOUT_S, protocol=nl.NETLINK_NETFILTER)
         self._known: nft.NftTable | None = None  # what the table holds, when known
@@ -89,7 +98,12 @@ class NftState:
             raise
 
     def read_blocking(self) -> nft.NftTable | None:
-        """The table as the kernel holds it (None: absent)."""
+        """The table as the kernel holds it (None: absent). Without libnftables, a table that
+        is there reads as one whose content is unknown (all of it not nra's)."""
+        if self.nft is None:
+            flags = self.table_flags()
+            return None if flags is None else nft.NftTable(
+                {}, frozenset(), {}, {}, foreign=(f"(content unread: {self.missing_library})",), flags=flags)
         generation = self.generation()
         if not self._foreign_touch and self._known_generation is not None and (
                 self._watching or generation == self._known_generation):
@@ -103,7 +117,18 @@ class NftState:
         return table
 
     async def read(self) -> nft.NftTable | None:
-        return await self.nft.run(self.read_blocking)
+        return await self._run(self.read_blocking)
+
+    async def _run(self, fn, *args):
+        """In libnftables' thread, where nra's writes all happen (see changes())."""
+        if self.nft is None:
+            return await asyncio.to_thread(fn, *args)
+        return await self.nft.run(fn, *args)
+
+    def _library(self) -> Nft:
+        if self.nft is None:
+            raise NftError(f"this change needs libnftables: {self.missing_library}")
+        return self.nft
 
     def forget(self) -> None:
         """Read the whole table next time (a notification was lost, or a change failed)."""
@@ -124,7 +149,7 @@ class NftState:
         takes 2.3 s where the batch takes 0.3 s; and the old split, the table with its
         chains then the prefixes, marked the connections arriving in between "examined"
         for good.)"""
-        if threading.get_native_id() != self.nft.thread_id:
+        if self.nft is not None and threading.get_native_id() != self.nft.thread_id:
             return self.nft.call(self.apply_blocking, change, desired, field, current)
         if not change:
             return
@@ -135,13 +160,13 @@ class NftState:
                 assert desired is not None
                 # an inert table first (no packet is touched by it), then one batch turns it on
                 # with every element in it: no packet meets the table without its prefixes
-                self.nft.json_cmd(nft.skeleton_commands(desired, current is not None))
+                self._library().json_cmd(nft.skeleton_commands(desired, current is not None))
                 ops, jumps = element_ops(change), nft.hooked_jumps(desired)
                 self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq, jumps=jumps),
                                        "nf_tables elements and hooks")
             elif change.rewrite or change.drop:
                 assert desired is not None and current is not None
-                self.nft.json_cmd(nft.repair_commands(change, desired, current))
+                self._library().json_cmd(nft.repair_commands(change, desired, current))
             else:
                 ops = element_ops(change)
                 self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq, change.table_flags),
@@ -154,7 +179,7 @@ class NftState:
 
     async def apply(self, change: nft.NftChange, desired: nft.NftTable | None, field: MarkField | None,
                     current: nft.NftTable | None) -> None:
-        await self.nft.run(self.apply_blocking, change, desired, field, current)
+        await self._run(self.apply_blocking, change, desired, field, current)
 
     # -- watching -------------------------------------------------------------------------
 
@@ -166,7 +191,7 @@ class NftState:
                                        NOTIFICATION_RCVBUF, nl.NETLINK_NETFILTER)
         sock.setblocking(False)
         reader = nl.NotificationReader()
-        me = self.nft.thread_id  # every write of nra's is made in that thread
+        me = self._library().thread_id  # every write of nra's is made in that thread
         self._watching = True
         self.forget()  # what happened before the watch started is unknown
         try:
@@ -186,7 +211,8 @@ class NftState:
             sock.close()
 
     def close(self) -> None:
-        self.nft.close()
+        if self.nft is not None:
+            self.nft.close()
         self._sock.close()
 
 
