@@ -204,11 +204,29 @@ class NftState:
                     continue
                 for tx in reader.feed(data):
                     if nft.TABLE in tx.tables and tx.pid != me:
-                        self.forget()
-                        yield f"nftables table {nft.FAMILY} {nft.TABLE} changed by pid {tx.pid}"
+                        how = await self._run(self._follow, tx)
+                        yield f"nftables table {nft.FAMILY} {nft.TABLE} changed by pid {tx.pid} ({how})"
         finally:
             self._watching = False
             sock.close()
+
+    def _follow(self, tx: nl.Transaction) -> str:
+        """Take someone else's transaction into what nra knows of its table: its element
+        changes and flags from the notifications themselves (so the repair is those
+        elements, with no listing); a change of chains, rules or sets, or anything that
+        cannot be followed exactly, makes the next read list the table in full."""
+        known = self._known
+        if nft.TABLE in tx.structure or self._foreign_touch or known is None:
+            self.forget()
+            return "read in full"
+        followed = nft.with_notified(known, tx.elements)
+        if followed is None:
+            self.forget()
+            return "read in full"
+        if nft.TABLE in (tx.flags or {}):
+            followed = dataclasses.replace(followed, flags=tx.flags[nft.TABLE])
+        self._known = followed
+        return "followed from its notifications"
 
     def close(self) -> None:
         if self.nft is not None:

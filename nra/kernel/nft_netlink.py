@@ -251,19 +251,70 @@ def decode_table_flags(message: Message) -> int | None:
 
 
 @dataclass(frozen=True)
+class Element:
+    """One set element of a notification: its key, its flags, the chain of its verdict."""
+    key: bytes
+    flags: int = 0
+    chain: str | None = None
+
+
+@dataclass(frozen=True)
+class ElementChange:
+    """Elements a transaction added to or deleted from one set."""
+    table: str
+    set_name: str
+    delete: bool
+    elements: tuple[Element, ...]
+
+
+@dataclass(frozen=True)
 class Transaction:
     """What one nf_tables transaction (ended by its NEWGEN notification) touched."""
     generation: int
     pid: int  # the process that made it
     tables: frozenset[str]  # tables it changed (or deleted)
+    elements: tuple[ElementChange, ...] = ()  # its element changes, in order
+    structure: frozenset[str] = frozenset()  # tables whose chains, rules or sets it changed (or deleted)
+    flags: Mapping[str, int] | None = None  # tables whose flags it set, to what
+
+
+def _name(payload: bytes) -> str:
+    return payload.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def decode_elements(msg: Message, found: Mapping[int, bytes]) -> ElementChange:
+    """A NEWSETELEM/DELSETELEM notification's elements."""
+    elements = []
+    listed = found.get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
+    for _, element in attributes(listed, 0, len(listed)):
+        parts = dict(attributes(element, 0, len(element)))
+        key = dict(attributes(parts.get(NFTA_SET_ELEM_KEY, b""), 0, len(parts.get(NFTA_SET_ELEM_KEY, b""))))
+        flags = BE32.unpack(parts[NFTA_SET_ELEM_FLAGS])[0] if NFTA_SET_ELEM_FLAGS in parts else 0
+        chain = None
+        if NFTA_SET_ELEM_DATA in parts:
+            data = parts[NFTA_SET_ELEM_DATA]
+            verdict = dict(attributes(data, 0, len(data))).get(NFTA_DATA_VERDICT, b"")
+            chain_name = dict(attributes(verdict, 0, len(verdict))).get(NFTA_VERDICT_CHAIN)
+            chain = _name(chain_name) if chain_name else None
+        elements.append(Element(key.get(NFTA_DATA_VALUE, b""), flags, chain))
+    return ElementChange(_name(found.get(NFTA_SET_ELEM_LIST_TABLE, b"")), _name(found.get(NFTA_SET_ELEM_LIST_SET, b"")),
+                         msg.kind & 0xFF == NFT_MSG_DELSETELEM, tuple(elements))
 
 
 class NotificationReader:
     """Groups nf_tables notifications into transactions: each change names its table, and
-    the NEWGEN that ends a transaction names the process that made it."""
+    the NEWGEN that ends a transaction names the process that made it. Element changes and
+    table flags are decoded (a foreign change of elements is repaired from them); any other
+    change is only named (chains, rules, sets: the table is read again)."""
 
     def __init__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
         self._tables: set[str] = set()
+        self._structure: set[str] = set()
+        self._elements: list[ElementChange] = []
+        self._flags: dict[str, int] = {}
 
     def feed(self, data: bytes) -> list[Transaction]:
         done = []
@@ -271,13 +322,22 @@ class NotificationReader:
             if msg.kind >> 8 != NFNL_SUBSYS_NFTABLES:
                 continue
             found = message_attributes(msg)
-            if msg.kind & 0xFF == NFT_MSG_NEWGEN:
+            kind = msg.kind & 0xFF
+            if kind == NFT_MSG_NEWGEN:
                 gen = BE32.unpack(found[NFTA_GEN_ID])[0] if NFTA_GEN_ID in found else 0
                 pid = BE32.unpack(found[NFTA_GEN_PROC_PID])[0] if NFTA_GEN_PROC_PID in found else 0
-                done.append(Transaction(gen, pid, frozenset(self._tables)))
-                self._tables = set()
+                done.append(Transaction(gen, pid, frozenset(self._tables), tuple(self._elements),
+                                        frozenset(self._structure), self._flags))
+                self._start()
             elif 1 in found:  # every table, chain, rule, set and element message: its table first
-                self._tables.add(found[1].split(b"\0", 1)[0].decode(errors="replace"))
+                table = _name(found[1])
+                self._tables.add(table)
+                if kind in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM):
+                    self._elements.append(decode_elements(msg, found))
+                elif kind == NFT_MSG_NEWTABLE:
+                    self._flags[table] = BE32.unpack(found[NFTA_TABLE_FLAGS])[0] if NFTA_TABLE_FLAGS in found else 0
+                else:
+                    self._structure.add(table)
         return done
 
 

@@ -68,6 +68,9 @@ class NftTable:
     flags: int = 0
     # which of nra's sets and maps a listing held (all of them in a table nra rendered)
     sets: frozenset[str] = field(default=frozenset(), compare=False)
+    # (the table nra last wrote or read, {family: (its intervals others deleted, intervals
+    # others added)}) when this one is that table after others' element changes
+    notified: tuple | None = field(default=None, compare=False, repr=False)
 
     def structure(self) -> tuple:
         """What only a rebuild can change: the chains and their rules."""
@@ -390,6 +393,90 @@ def parse_listing(listing: list[dict]) -> NftTable | None:
                     sets=sets or frozenset({"(none)"}))  # (not empty: empty means "all")
 
 
+# -- someone else's element changes, from netfilter's notifications ------------------------
+
+
+def notified_intervals(elements: Iterable[tuple[bytes, int]], width: int) -> list[Interval] | None:
+    """The intervals of a notification's elements of an interval set ((key, flags) each: a
+    start, and the address after its end flagged INTERVAL_END; the last start may run to the
+    top of the space); None when they do not pair up (the table is then read in full)."""
+    points = sorted((int.from_bytes(key, "big"), bool(flags & INTERVAL_END)) for key, flags in elements)
+    intervals: list[Interval] = []
+    start: int | None = None
+    for value, end in points:
+        if end:
+            if start is None:
+                if value == 0:
+                    continue  # the interval floor
+                return None
+            intervals.append((start, value - 1))
+            start = None
+        elif start is None:
+            start = value
+        else:
+            return None
+    if start is not None:
+        intervals.append((start, (1 << width) - 1))
+    return intervals
+
+
+INTERVAL_END = 1  # NFT_SET_ELEM_INTERVAL_END
+
+
+
+
+def with_notified(known: NftTable, changes: Iterable) -> NftTable | None:
+    """`known` after someone else's element changes (nft_netlink.ElementChange, in order);
+    None when one of them cannot be followed exactly (an interval nra does not know deleted,
+    a set nra does not own, intervals that do not pair up): the table is then read in full.
+    The prefix changes are kept as a delta from the table nra last wrote or read (`notified`),
+    so diff() against that table costs the changed elements, not all of them."""
+    base, delta = known.notified if known.notified is not None else (known, {})
+    delta = {f: (set(gone), set(added)) for f, (gone, added) in delta.items()}
+    prefixes = dict(known.prefixes)
+    links, routers = set(known.links), dict(known.routers)
+    by_name = {name: family for family, name in PREFIX_SETS.items()}
+    # the kernel notifies an interval's start and end in messages of their own: gather each
+    # set's deletes and adds of the transaction (deletes first, as nra orders its own)
+    grouped: dict[tuple[bool, str], list] = {}
+    for change in changes:
+        if change.table == TABLE:
+            grouped.setdefault((not change.delete, change.set_name), []).extend(change.elements)
+    for (adds, set_name), elements in sorted(grouped.items()):
+        if set_name in by_name:
+            family = by_name[set_name]
+            found = notified_intervals(((e.key, e.flags) for e in elements), WIDTH[family])
+            if found is None:
+                return None
+            gone, added = delta.setdefault(family, (set(), set()))
+            changed = set(found)
+            if not adds:
+                if not changed <= prefixes[family]:
+                    return None
+                prefixes[family] = prefixes[family] - changed
+                gone |= changed - added
+                added -= changed
+            else:
+                prefixes[family] = prefixes[family] | changed
+                added |= changed - gone
+                gone -= changed
+        elif set_name == LINKS_SET:
+            names = {e.key.split(b"\0", 1)[0].decode(errors="replace") for e in elements}
+            links = links | names if adds else links - names
+        elif set_name == ROUTERS_MAP:
+            for e in elements:
+                mac = ":".join(f"{b:02x}" for b in e.key)
+                if not adds:
+                    routers.pop(mac, None)
+                else:
+                    suffix = (e.chain or "").rpartition("_")[2]
+                    routers[mac] = int(suffix) if (e.chain or "").startswith("save_") and suffix.isdigit() else -1
+        else:
+            return None
+    return dataclasses.replace(known, prefixes=prefixes, links=frozenset(links), routers=routers, raw_prefixes={},
+                               notified=(base, {f: (frozenset(g), frozenset(a)) for f, (g, a) in delta.items()}))
+
+
 # -- the change ---------------------------------------------------------------------------
 
 
@@ -482,8 +569,13 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
 def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
     add: dict[int, tuple[Interval, ...]] = {}
     delete: dict[int, tuple[Interval, ...]] = {}
+    delta = current.notified[1] if current.notified is not None and current.notified[0] is desired else None
     for family in PREFIX_SETS:
         want = desired.prefixes.get(family, frozenset())
+        if delta is not None:  # nra's own last write, and others' element changes since
+            gone, added = delta.get(family, ((), ()))
+            add[family], delete[family] = tuple(sorted(gone)), tuple(sorted(added))
+            continue
         # a table nra wrote itself is known by its intervals; a listed one by its elements
         listed = current.raw_prefixes.get(family) if current.raw_prefixes else current.prefixes.get(family, ())
         if listed is want:  # nra's own last write, unchanged: nothing to compare

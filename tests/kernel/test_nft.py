@@ -185,3 +185,46 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("drift", [
+    "delete element inet nra lb4 { 10.81.0.5 }",
+    "delete element inet nra lb6 { fd00:80::/120 }",
+    "add element inet nra lb4 { 192.0.2.0/24 }",
+    "delete element inet nra routers { 02:00:00:00:00:02 }",
+    "add element inet nra routers { 02:00:00:00:00:09 : goto save_1 }",
+    "add element inet nra links { \"eth9\" }",
+    "add table inet nra { flags dormant; }",
+])
+async def test_foreign_element_changes_are_followed_from_notifications_without_a_listing(netns, owner, drift):
+    await owner.apply(*(lambda cur: (nft.diff(desired(), cur), desired(), FIELD, cur))(await owner.read()))
+    seen: list[str] = []
+
+    async def watch():
+        async for reason in owner.changes():
+            seen.append(reason)
+
+    task = asyncio.create_task(watch())
+    try:
+        await asyncio.sleep(0.2)
+        await owner.read()  # (the watch starting forgets what was known: one listing)
+        reads = owner.full_reads
+        netns.nft(drift)
+        for _ in range(200):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        assert seen and seen[0].endswith("(followed from its notifications)"), seen
+        current = await owner.read()
+        assert owner.full_reads == reads, "followed: no listing"
+        change = nft.diff(desired(), current)
+        assert change and not change.rebuild and not change.rewrite
+        await owner.apply(change, desired(), FIELD, current)
+        fresh = NftState(netns.name)
+        try:
+            assert fresh.read_blocking() == desired(), "repaired exactly"
+        finally:
+            fresh.close()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

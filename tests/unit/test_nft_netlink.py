@@ -44,8 +44,23 @@ def test_notifications_become_transactions_with_their_tables_and_process():
     data = (_note(nl.NFT_MSG_DELTABLE, attribute(1, b"nra\0")) + _note(nl.NFT_MSG_NEWSETELEM, attribute(1, b"other\0"))
             + _note(nl.NFT_MSG_NEWGEN, attribute(nl.NFTA_GEN_ID, struct.pack("!I", 7))
                     + attribute(nl.NFTA_GEN_PROC_PID, struct.pack("!I", 4242))))
-    assert reader.feed(data) == [nl.Transaction(7, 4242, frozenset({"nra", "other"}))]
-    assert reader.feed(_note(nl.NFT_MSG_NEWGEN, b"")) == [nl.Transaction(0, 0, frozenset())]
+    (tx,) = reader.feed(data)
+    assert (tx.generation, tx.pid, tx.tables, tx.structure) == (7, 4242, frozenset({"nra", "other"}), {"nra"})
+    assert tx.elements == (nl.ElementChange("other", "", False, ()),)
+    assert reader.feed(_note(nl.NFT_MSG_NEWGEN, b"")) == [nl.Transaction(0, 0, frozenset(), flags={})]
+
+
+def test_element_notifications_are_decoded_to_their_keys_flags_and_verdicts():
+    start, end = nl.interval_elements(0x0A500000, 0x0A50000F, 32)
+    body = (attribute(nl.NFTA_SET_ELEM_LIST_TABLE, b"nra\0") + attribute(nl.NFTA_SET_ELEM_LIST_SET, b"lb4\0")
+            + nl.nested(nl.NFTA_SET_ELEM_LIST_ELEMENTS, start, end, nl.goto_element("02:00:00:00:00:01", "save_2")))
+    (tx,) = nl.NotificationReader().feed(_note(nl.NFT_MSG_DELSETELEM, body) + _note(nl.NFT_MSG_NEWGEN, b""))
+    (change,) = tx.elements
+    assert (change.table, change.set_name, change.delete) == ("nra", "lb4", True)
+    assert change.elements == (nl.Element(bytes.fromhex("0a500000")),
+                               nl.Element(bytes.fromhex("0a500010"), nl.NFT_SET_ELEM_INTERVAL_END),
+                               nl.Element(bytes.fromhex("020000000001"), 0, "save_2"))
+    assert not tx.structure
 
 
 def test_an_element_batch_can_carry_the_tables_flags_first():
