@@ -1,16 +1,19 @@
 """The nftables table of the `conntrack` return path, as data: what it should hold, what the
-kernel lists, and the one transaction that turns the second into the first. Pure, no I/O.
+kernel lists, and the change that turns the second into the first. Pure, no I/O.
 
 nra owns exactly one table, `inet nra` (both families), and never names another. In it:
 
 - sets `lb4` / `lb6` (interval): the LoadBalancer prefixes;
 - set `links` (interface names): the links the BGP peers are reached through;
 - map `routers` (link-layer address -> `goto save_<i>`): which router a sender is;
-- chain `prerouting` (filter, priority mangle): one rule, a verdict map on nra's bits of
-  the connection mark. Unmarked connections go to `classify`; marked ones to `restore_<i>`,
-  which copies the mark onto packets of the reply direction before they are routed;
-  connections already found not to be LoadBalancer traffic (the "examined" mark) stop there;
-- chain `output` (route, priority mangle): the same restore for replies of local sockets;
+- chain `prerouting` (filter, priority mangle): `jump dispatch_in`, whose one rule is a
+  verdict map on nra's bits of the connection mark. Unmarked connections go to `classify`;
+  marked ones to `restore_<i>`, which copies the mark onto packets of the reply direction
+  before they are routed; connections already found not to be LoadBalancer traffic (the
+  "examined" mark) stop there. (The hooked chains hold one jump each so that a new table
+  is turned on by the same batch that fills its sets: see nra.kernel.nft.)
+- chain `output` (route, priority mangle): `jump dispatch_out`, the same restore for
+  replies of local sockets;
 - `classify`: a new connection, arriving on a peer's link, for an LB prefix, goes to `save`,
   which marks it with its router's mark (`routers` map) or else the external mark; any other
   new connection gets the examined mark.
