@@ -15,6 +15,7 @@ from nra.daemon.modes import clean_and_exit
 from nra.kernel import libnft
 from nra.kernel import nft_table as nft
 from nra.kernel.adapter import KernelAdapter
+from nra.kernel.model import KernelReads
 from nra.kernel.marks import parse_mark_field
 from nra.kernel.nft import NftState
 from nra.settings import Settings
@@ -36,7 +37,7 @@ async def conntrack_state(ns, tables=range(21, 24)) -> None:
         owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
     finally:
         owner.close()
-    async with KernelAdapter(20, netns=ns.name, router_tables=tables) as adapter:
+    async with KernelAdapter(20, netns=ns.name, reads=KernelReads(route_tables=tables)) as adapter:
         for i, table in enumerate(tables):
             await router_table(adapter, table, (i + 1) << 1)
 

@@ -9,9 +9,10 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from nra.kernel.adapter import KernelAdapter
-from nra.kernel.model import NRA_PROTOCOL, KernelRoute, KernelRule, Nexthop
+from nra.kernel.model import NRA_PROTOCOL, KernelReads, KernelRoute, KernelRule, Nexthop
 from nra.kernel.operations import AddRule, ReplaceRoute
-from nra.plan.planner import RoutingPolicy, plan
+from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.rules import plan
 from tests.kernel.test_adapter import intent, reconcile
 from tests.netns import NetNS
 
@@ -56,11 +57,11 @@ async def test_a_new_table_removes_the_old_ones_rules_and_routes(node_ns: NetNS)
 
 @pytest.mark.parametrize("now", [range(21, 22), None], ids=["range-shrank", "conntrack-to-rules"])
 async def test_router_tables_no_longer_named_are_removed(node_ns: NetNS, now):
-    async with KernelAdapter(20, netns=node_ns.name, router_tables=range(21, 24)) as adapter:
+    async with KernelAdapter(20, netns=node_ns.name, reads=KernelReads(route_tables=range(21, 24))) as adapter:
         for i, table in enumerate(range(21, 24)):
             await router_table(adapter, table, (i + 1) << 1)
     node_ns.ip("route add 10.0.0.0/8 via 10.99.0.2 table 23")  # someone else's route there: stays
-    async with KernelAdapter(20, netns=node_ns.name, router_tables=now) as adapter:
+    async with KernelAdapter(20, netns=node_ns.name, reads=KernelReads(route_tables=now or range(0))) as adapter:
         state = await adapter.read_state([])
         gone = {x.table for x in state.leftovers}
         assert gone == set(range(21, 24)) - set(now or ())
