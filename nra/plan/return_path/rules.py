@@ -13,7 +13,7 @@ from nra.config.intent import Intent, IPAddress, IPNetwork
 from nra.kernel.model import KernelReads, KernelState, rule_key
 from nra.kernel.operations import AddRule, ApplyReport
 from nra.plan.peer_health import Verdict, verdicts_from_states
-from nra.plan.planner import Plan, PlanSteps, RoutingPolicy, rule_diff, table_routes
+from nra.plan.planner import Plan, PlanSteps, RoutingPolicy, leftovers, rule_diff, table_routes
 from nra.plan.return_path.base import Counts, counts_after
 
 #: key of a desired rule (model.rule_key) -> its prefix, by family
@@ -51,6 +51,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
     for prefix in rule_diff(steps, state.rules, wanted, policy, families):
         steps.rule_adds.append(AddRule(prefix.version, prefix if prefix.prefixlen else None, policy.priority,
                                        policy.table, policy.fwmark, fwmask, reason="missing"))
+    leftovers(steps, state)
     return steps.plan()
 
 
