@@ -204,14 +204,11 @@ async def test_foreign_element_changes_are_followed_from_notifications_without_a
 
     task = asyncio.create_task(watch())
     try:
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(owner.watching.wait(), 3.0)
         await owner.read()  # (the watch starting forgets what was known: one listing)
         reads = owner.full_reads
         netns.nft(drift)
-        for _ in range(200):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for_async(lambda: seen, 2.0, interval=0.01, what="the drift reported")
         assert seen and seen[0].endswith("(followed from its notifications)"), seen
         current = await owner.read()
         assert owner.full_reads == reads, "followed: no listing"
