@@ -28,6 +28,7 @@ from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
 from nra.kernel.table_names import name_table
 from nra.observe import metrics
+from nra.observe.documents import REFRESH_S, Documents
 from nra.observe.status import STUCK_AFTER_S, AgentStatus
 from nra.observe.status_report import StatusDetails
 from nra.settings import Settings
@@ -38,6 +39,8 @@ EXIT_VITAL_TASK = 1
 WORKER, KERNEL_WATCHER, SOURCE = "worker", "netlink-events", "source"
 #: how often the BGPSessionState watch's health is looked at
 SESSION_WATCH_CHECK_S = 0.5
+#: how often the event loop tells the HTTP server's thread it runs
+HEARTBEAT_S = 0.5
 
 
 def stuck_limit(settings: Settings) -> float:
@@ -58,6 +61,9 @@ class Agent:
                                                     config_loaded_at=self.desired.loaded_at)
         self.desired = Desired()
         self.stuck_after_s = stuck_after_s if stuck_after_s is not None else stuck_limit(settings)
+        self.status.stuck_after_s = self.stuck_after_s
+        # what /status and /metrics serve, rebuilt here and read by the server's thread
+        self.documents = Documents(self.status, self.status.details)
         self.echo = EchoFilter()
         self.contention = ContentionDetector()
         self.worker: Worker | None = None
@@ -79,6 +85,7 @@ class Agent:
         self.status.config_loaded = True
         self.status.source_synced = True
         metrics.ready(self.status.ready)
+        self.documents.refresh()
         if changed and self.worker is not None:
             self.worker.trigger("config")
 
@@ -108,13 +115,19 @@ class Agent:
                 signal.signal(sig, handler)
 
     async def _run(self) -> int:
-        from nra.observe.server import start_health_server, stop_health_server
+        from nra.observe.server import connection_cap, fd_headroom, start_health_server, stop_health_server
 
+        # idle HTTP clients must never take the descriptors a hook or a netlink socket needs
+        cap = connection_cap(fd_headroom())
         await check_multipath_use_neigh(self.settings.netns, self.settings.set_multipath_use_neigh)
         name_table(self.settings.table, self.settings.table_name)
         health = None
         if self.settings.health_address:
-            health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s)
+            self.status.loop_ran()
+            self.documents.refresh()
+            health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s,
+                                               documents=self.documents,
+                                               status_access=self.settings.status_access, cap=cap)
         try:
             async with kernel_adapter(self.settings) as adapter:
                 return await self._supervise(adapter)
@@ -137,6 +150,7 @@ class Agent:
             others.add(asyncio.create_task(self._watch_session_states(reconciler), name="session-states"))
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
+        others.add(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         metrics.agent_started(__version__, self.source.name, self.settings.return_path)
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
                     f"namespace {self.settings.netns}" if self.settings.netns else "this network namespace")
@@ -180,7 +194,19 @@ class Agent:
         finally:
             self.status.reconcile_finished()
 
+    async def _heartbeat(self) -> None:
+        """Tell the HTTP server's thread that this loop runs (liveness judges it by this),
+        and rebuild the documents for what moved between reconciles."""
+        last_refresh = time.monotonic()
+        while True:
+            self.status.loop_ran()
+            if time.monotonic() - last_refresh >= REFRESH_S:
+                self.documents.refresh()
+                last_refresh = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_S)
+
     def _reconciled(self, triggers: set[str], outcome: Outcome) -> None:
+        self.documents.refresh()  # (after the reconcile: a change reaches the kernel first)
         self.echo.reconcile_finished(bool(outcome.applied))
         if self.resolution is not None:  # a read may have judged a peer silent
             self.resolution.wake()

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from nra.config.intent import Intent, Peer
 from nra.daemon.reconciler import Outcome
-from nra.observe.server import build_app, status_handler_for
+from nra.observe.server import start_health_server, stop_health_server
 from nra.observe.status import AgentStatus
 from nra.observe.status_report import (
     StatusDetails,
@@ -152,18 +152,13 @@ async def run_client(*args: str) -> tuple[int, str, str]:
 @pytest.fixture
 async def served_status():
     status, details = an_agent()
-    app = build_app(status)
-    if not any(r.resource.canonical == "/status" for r in app.router.routes()):
-        app.router.add_get("/status", status_handler_for())  # until nra/observe/server.py serves it
     status.details = lambda: details
-    runner = web.AppRunner(app)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    server = await start_health_server(f"127.0.0.1:{port}", status)
     try:
         yield status, port
     finally:
-        await runner.cleanup()
+        await stop_health_server(server)
 
 
 async def test_client_against_a_served_status(served_status):
