@@ -2,9 +2,13 @@
 
 An idle connection costs the agent a file descriptor; 20,000 of them once took the last one
 a hook needed. So:
-- at most `cap` connections at once; a new one past the cap closes the connection idle the
-  longest (a kubelet probe, which sends its request at once, is never the one evicted by a
-  crowd of idle ones; only when every connection is inside a request is the new one refused);
+- at most `cap` connections at once, decided when a connection is accepted (a refused one is
+  closed there, before anything is built for it: a crowd costs little); past the cap the
+  connection idle the longest makes room for a newcomer whose request is already there (a
+  kubelet probe sends it at once), and for an idle newcomer only once it has been idle
+  EVICT_AFTER_S; else the newcomer waits for its request in a small waiting room (the
+  server's `_park`), the oldest there closed to make room. Clients that keep asking keep
+  their connections;
 - a connection with no request in progress is closed IDLE_TIMEOUT_S after it opened or
   after its last answer: a client that sends no complete request headers in that time
   (slowloris) is closed too, which is the header-read timeout;
@@ -16,6 +20,7 @@ Runs in the server's own event loop (its own thread): nothing here is shared.
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +28,8 @@ from aiohttp import web
 
 #: connections at once, at most (and at most a quarter of the file descriptor limit)
 MAX_CONNECTIONS = 256
+#: an idle connection younger than this is never evicted for an idle newcomer
+EVICT_AFTER_S = 0.5
 #: no request in progress for this long (headers included): closed
 IDLE_TIMEOUT_S = 10.0
 #: one request (a streamed /status?prefixes=all included) may take this long
@@ -63,15 +70,25 @@ class BoundedServer(web.Server):
         self.idle_timeout_s = idle_timeout_s
         self.request_timeout_s = request_timeout_s
         self.stats = ConnectionStats()
+        self._pending = 0  # admitted, not yet made (aiohttp builds its handler in a task)
         # insertion order is activity order: the first idle one is the idle one the longest
         self._tracked: dict[Any, _Connection] = {}
 
+    def admit(self, has_request: bool) -> bool:
+        """May one more connection come in (decided at accept, before anything is built for
+        it)? Below the cap, yes; at the cap the connection idle the longest makes room, for a
+        newcomer whose request is already there at once, for an idle newcomer only if that
+        one has been idle EVICT_AFTER_S: a crowd accepted together cannot evict each other
+        (nor a probe among them) before their requests are read."""
+        if len(self._tracked) + self._pending < self.cap or self._evict_one(0.0 if has_request else EVICT_AFTER_S):
+            self._pending += 1
+            return True
+        self.stats.refused += 1
+        return False
+
     def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
-        if len(self._tracked) >= self.cap and not self._evict_one():
-            self.stats.refused += 1
-            transport.abort()
-            return
+        self._pending = max(0, self._pending - 1)
         self._tracked[handler] = _Connection(transport, self._loop.time())
         self.stats.open = len(self._tracked)
 
@@ -80,13 +97,17 @@ class BoundedServer(web.Server):
         self._tracked.pop(handler, None)
         self.stats.open = len(self._tracked)
 
-    def _evict_one(self) -> bool:
-        for handler, conn in self._tracked.items():
-            if conn.busy_since is None:
-                del self._tracked[handler]
-                conn.transport.abort()
-                self.stats.evicted += 1
-                return True
+    def _evict_one(self, idle_at_least_s: float) -> bool:
+        now = self._loop.time()
+        for handler, conn in self._tracked.items():  # (in activity order: oldest first)
+            if conn.busy_since is not None:
+                continue
+            if now - conn.last_active < idle_at_least_s:
+                return False
+            del self._tracked[handler]
+            conn.transport.abort()
+            self.stats.evicted += 1
+            return True
         return False
 
     def request_started(self, handler: Any) -> None:
@@ -116,3 +137,11 @@ class BoundedServer(web.Server):
         while True:
             await asyncio.sleep(min(SWEEP_S, self.idle_timeout_s / 2))
             self.sweep()
+
+
+def request_waiting(conn: socket.socket) -> bool:
+    """Has the client of a just-accepted connection sent something already?"""
+    try:
+        return bool(conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False

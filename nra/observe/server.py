@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import resource
+import socket
 import threading
 from collections.abc import Callable
 
@@ -27,7 +29,7 @@ from aiohttp import web
 from loguru import logger
 from prometheus_client.exposition import choose_encoder
 
-from nra.observe.connections import MAX_CONNECTIONS, BoundedServer
+from nra.observe.connections import MAX_CONNECTIONS, BoundedServer, request_waiting
 from nra.observe.documents import Documents
 from nra.observe.status import AgentStatus
 from nra.settings import parse_health_address
@@ -38,6 +40,13 @@ DOCUMENT_RATE = 200.0
 BUDGET_WAIT_S = 5.0
 #: full prefix listings (/status?prefixes=all) streamed at once
 FULL_LISTINGS = 1
+#: connections the kernel queues before the server accepts them (a crowd of idle clients
+#: must not crowd out a probe's connection)
+LISTEN_BACKLOG = 1024
+#: connections accepted in one go
+ACCEPT_BATCH = 256
+#: newcomers past the cap, waiting a moment for their request (see HealthServer._park)
+PARKED = 64
 #: how long start() waits for the thread to listen, and stop() for it to end
 THREAD_WAIT_S = 10.0
 
@@ -133,6 +142,7 @@ class HealthServer:
         self._failure: str | None = None
         self._stop: asyncio.Event | None = None
         self._openmetrics: tuple[object, bytes] = (None, b"")
+        self._parked: dict[int, socket.socket] = {}  # refused newcomers whose request may come
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -175,12 +185,11 @@ class HealthServer:
         self._listings = asyncio.Semaphore(FULL_LISTINGS)
         self.server = BoundedServer(self._dispatch, cap=self.cap, access_log=None)
         loop = asyncio.get_running_loop()
-        servers = []
+        listening: list[socket.socket] = []
         try:
             for index, (host, port) in enumerate(self.where):
                 try:
-                    servers.append(await loop.create_server(self.server, host, port, reuse_address=True,
-                                                            backlog=128))
+                    listening.append(_listen(host, port))
                 except OSError as exc:
                     why = f"{host}:{port}: cannot listen: {exc.strerror or exc}"
                     if index == 0:  # the health address itself: the agent cannot run without it
@@ -191,16 +200,64 @@ class HealthServer:
                     logger.warning("/status listener {}; /status is not served", why)
                     self.where = self.where[:index]
                     break
+            for sock in listening:
+                loop.add_reader(sock.fileno(), self._accept, sock)
             self._started.set()
             sweeper = asyncio.create_task(self.server.sweep_forever())
             await self._stop.wait()
             sweeper.cancel()
         finally:
-            for srv in servers:
-                srv.close()
+            for sock in listening:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+            for fd in list(self._parked):
+                self._close_parked(fd)
             await self.server.shutdown(1.0)
-            for srv in servers:
-                await srv.wait_closed()
+
+    def _accept(self, listening: socket.socket) -> None:
+        """Accept what is waiting; the cap decides here, before aiohttp builds anything."""
+        assert self.server is not None and self._loop is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE, ENOBUFS: say so (rate limited), try again later
+                logging.getLogger("asyncio").warning("health server: accept failed: %s", exc.strerror or exc)
+                return
+            conn.setblocking(False)
+            if self.server.admit(request_waiting(conn)):
+                self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+            else:
+                self._park(conn)
+
+    def _park(self, conn: socket.socket) -> None:
+        """A newcomer refused for now, its request not there yet: wait for it in a waiting
+        room of PARKED sockets (the oldest closed to make room). A probe's request arrives
+        within milliseconds and is let in; an idle crowd just passes through."""
+        assert self._loop is not None
+        if len(self._parked) >= PARKED:
+            self._close_parked(next(iter(self._parked)))
+        self._parked[conn.fileno()] = conn
+        self._loop.add_reader(conn.fileno(), self._unpark, conn.fileno())
+
+    def _unpark(self, fd: int) -> None:
+        assert self.server is not None and self._loop is not None
+        conn = self._parked.get(fd)
+        if conn is None:
+            return
+        if request_waiting(conn) and self.server.admit(True):
+            self._loop.remove_reader(fd)
+            del self._parked[fd]
+            self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+        else:  # closed by the client, or nothing to evict: gone
+            self._close_parked(fd)
+
+    def _close_parked(self, fd: int) -> None:
+        assert self._loop is not None
+        conn = self._parked.pop(fd)
+        self._loop.remove_reader(fd)
+        conn.close()
 
     # -- requests --------------------------------------------------------------------------
 
@@ -268,6 +325,22 @@ class HealthServer:
 
     _routes: dict[str, Callable] = {"/healthz": _healthz, "/readyz": _readyz, "/metrics": _metrics,
                                     "/status": _status}
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _answer(ok_reason: tuple[bool, str]) -> web.Response:

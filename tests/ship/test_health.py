@@ -19,6 +19,7 @@ from nra.observe.documents import STATUS_PREFIXES
 from nra.observe.status_report import StatusDetails
 from nra.observe.documents import Documents
 from nra.observe.server import (
+    PARKED,
     HealthAddressError,
     parse_address,
     start_health_server,
@@ -219,11 +220,13 @@ async def test_idle_connections_are_capped_and_never_block_healthz():
             idle.append(socket.create_connection(("127.0.0.1", port)))
         await asyncio.sleep(0.5)  # let the server's thread accept (and evict) them all
         served_side = open_fds() - before - len(idle)
-        assert served_side <= 32 + 8, f"the server holds {served_side} descriptors for 400 idle clients"
+        # the cap, the waiting room of newcomers, and a few of the server's own
+        assert served_side <= 32 + PARKED + 8, f"the server holds {served_side} descriptors for 400 idle clients"
         started = time.monotonic()
         assert await get(port, "/healthz") == (200, "ok\n")
         assert time.monotonic() - started < 2
-        assert server.server.stats.evicted >= 400 - 32
+        stats = server.server.stats
+        assert stats.evicted + stats.refused >= 400 - 32, stats
     finally:
         for sock in idle:
             sock.close()
