@@ -120,13 +120,14 @@ class ElementListener:
         except BlockingIOError:
             pass
 
-    def wait(self, deadline: float) -> float | None:
+    def wait(self, deadline: float, message: int = nl.NFT_MSG_NEWSETELEM) -> float | None:
+        """When an element of lb4 came (or, message=NFT_MSG_DELSETELEM, went)."""
         while (left := deadline - time.perf_counter()) > 0:
             if not select.select([self.sock], [], [], left)[0]:
                 return None
             data = self.sock.recv(1 << 20)
             for kind, _, _, _, offset in nl._messages(data):
-                if kind == (nl.NFNL_SUBSYS_NFTABLES << 8 | nl.NFT_MSG_NEWSETELEM):
+                if kind == (nl.NFNL_SUBSYS_NFTABLES << 8 | message):
                     length = nl.NLMSG_HDR.unpack_from(data, offset)[0]
                     found = nl.attrs(data, offset + nl.NLMSG_HDR.size + nl.NFGENMSG.size, offset + length)
                     if found.get(nl.NFTA_SET_ELEM_LIST_SET, b"").rstrip(b"\0") == b"lb4":

@@ -201,6 +201,8 @@ def change_times(ns, cfg: Path, nets: list[str], proc: subprocess.Popen, fds: li
     each followed by its removal (not timed)."""
     import conntrack_bench as ct
 
+    from nra.kernel import nft_netlink as nl
+
     listener = ct.ElementListener(ns.name)
     times = []
     try:
@@ -218,10 +220,10 @@ def change_times(ns, cfg: Path, nets: list[str], proc: subprocess.Popen, fds: li
             times.append(arrived - started)
             fds.append(open_fds(proc.pid))
             tmp.write_text(ct.config_text(nets))
+            listener.drain()
             os.replace(tmp, cfg)
-            deadline = time.monotonic() + 120
-            while not ct.programmed(ns, "conntrack", len(nets)) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            if listener.wait(time.perf_counter() + 120, nl.NFT_MSG_DELSETELEM) is None:
+                raise RuntimeError("a change's removal did not reach the kernel within 120 s")
             fds.append(open_fds(proc.pid))
             time.sleep(0.3)
     finally:
@@ -271,11 +273,14 @@ def main() -> int:
                                 env=env, cwd=args.repo, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
         loaders: list[subprocess.Popen] = []
         try:
-            deadline = time.monotonic() + 300
-            while not ct.programmed(ns, "conntrack", len(nets)):
+            deadline = time.monotonic() + 600
+            while "reconcile (config" not in log_path.read_text():  # (listing 100,000 elements is slow)
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"the agent did not program {len(nets)} prefixes:\n{log_path.read_text()[-2000:]}")
-                time.sleep(0.2)
+                time.sleep(0.5)
+            listed = ns.exec(["nft", "list", "set", "inet", "nra", "lb4"], timeout=300).stdout.count("/30")
+            if listed != len(nets):
+                raise RuntimeError(f"the agent programmed {listed} of {len(nets)} prefixes")
             time.sleep(1.0)
             fds: list[int] = []
             idle = change_times(ns, cfg, nets, proc, fds)

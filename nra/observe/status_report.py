@@ -153,8 +153,8 @@ def client_address(address: str | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def fetch_status(address: str, timeout: float = 5.0) -> dict[str, Any]:
-    url = f"http://{address}/status"
+def fetch_status(address: str, timeout: float = 5.0, all_prefixes: bool = False) -> dict[str, Any]:
+    url = f"http://{address}/status" + ("?prefixes=all" if all_prefixes else "")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = resp.read()
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", metavar="HOST:PORT", default=None,
                         help=f"the agent's health listener (default: HEALTH_ADDRESS, else {DEFAULT_ADDRESS})")
     parser.add_argument("--json", action="store_true", help="print the agent's JSON as it is")
+    parser.add_argument("--all-prefixes", action="store_true",
+                        help="ask for every prefix (the agent sends the first 100 of each family otherwise)")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
     return parser
 
@@ -262,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        doc = fetch_status(client_address(args.address), args.timeout)
+        doc = fetch_status(client_address(args.address), args.timeout, args.all_prefixes)
     except StatusUnavailable as exc:
         print(f"nra status: {exc}", file=sys.stderr)
         return 2

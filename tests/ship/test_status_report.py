@@ -214,3 +214,20 @@ def test_status_of_a_real_agent(node_ns, tmp_path):
         assert "in the route:    IPv4 2 nexthop(s), IPv6 1 nexthop(s)" in done.stdout
     finally:
         assert daemon.stop() == 0, daemon.log()
+
+
+async def test_client_asks_for_every_prefix_on_request(served_status):
+    status, port = served_status
+    code, out, _ = await run_client("--address", f"127.0.0.1:{port}", "--json", "--all-prefixes")
+    doc = json.loads(out)
+    assert code == 0 and doc["prefixes_complete"] is True
+    assert doc["prefix_counts"] == {"ipv4": 2, "ipv6": 1} and len(doc["prefixes"]["ipv4"]) == 2
+
+
+def test_client_asks_loopback_when_health_is_on_another_address(monkeypatch):
+    # the chart's HEALTH_ADDRESS=$(HOST_IP):9101: /status is on loopback, same port
+    monkeypatch.setenv("HEALTH_ADDRESS", "10.1.2.3:9101")
+    monkeypatch.delenv("STATUS_ACCESS", raising=False)
+    assert client_address(None) == "127.0.0.1:9101"
+    monkeypatch.setenv("STATUS_ACCESS", "health")
+    assert client_address(None) == "10.1.2.3:9101"
