@@ -45,6 +45,8 @@ IDLE_OPEN_PER_S = 2000
 MALFORMED = 2000
 PROBE_EVERY_S, PROBE_TIMEOUT_S = 0.5, 1.0
 NEW_PREFIX = "198.18.0.0/30"
+#: a change not in the kernel after this long counts as never (and ends the changes)
+CHANGE_LIMIT_S = 120.0
 
 
 # -- the load: each role runs as a process of its own -----------------------------------------
@@ -214,16 +216,18 @@ def change_times(ns, cfg: Path, nets: list[str], proc: subprocess.Popen, fds: li
             listener.drain()
             started = time.perf_counter()
             os.replace(tmp, cfg)
-            arrived = listener.wait(started + 120)
-            if arrived is None:
-                raise RuntimeError("a change did not reach the kernel within 120 s")
+            arrived = listener.wait(started + CHANGE_LIMIT_S)
+            if arrived is None:  # the agent cannot keep up: say so, make no more changes
+                times.append(float("inf"))
+                break
             times.append(arrived - started)
             fds.append(open_fds(proc.pid))
             tmp.write_text(ct.config_text(nets))
             listener.drain()
             os.replace(tmp, cfg)
-            if listener.wait(time.perf_counter() + 120, nl.NFT_MSG_DELSETELEM) is None:
-                raise RuntimeError("a change's removal did not reach the kernel within 120 s")
+            if listener.wait(time.perf_counter() + CHANGE_LIMIT_S, nl.NFT_MSG_DELSETELEM) is None:
+                times.append(float("inf"))
+                break
             fds.append(open_fds(proc.pid))
             time.sleep(0.3)
     finally:
@@ -318,9 +322,11 @@ def main() -> int:
             log_after = log_path.stat().st_size, len(log_path.read_text().splitlines())
             limit = 2 * statistics.median(idle)
             print(f"loaded: changes ms {' '.join(f'{t * 1000:.0f}' for t in loaded)}; median "
-                  f"{statistics.median(loaded) * 1000:.0f}, max {max(loaded) * 1000:.0f}; open fds at most {max(fds)}")
-            print(f"verdict: {'PASS' if max(loaded) <= limit else 'FAIL'}: every loaded change within 2x the idle "
-                  f"median ({limit * 1000:.0f} ms): {sum(t <= limit for t in loaded)} of {len(loaded)}")
+                  f"{statistics.median(loaded) * 1000:.0f}, max {max(loaded) * 1000:.0f}; open fds at most {max(fds, default=0)}")
+            print(f"verdict: {'PASS' if len(loaded) == CHANGES and max(loaded) <= limit else 'FAIL'}: every loaded "
+                  f"change within 2x the idle median ({limit * 1000:.0f} ms): {sum(t <= limit for t in loaded)} of "
+                  f"{CHANGES}" + ("" if all(t < float("inf") for t in loaded) else
+                                  f" (inf: not in the kernel after {CHANGE_LIMIT_S:g} s; no more changes made)"))
             print(f"agent still running after the load: {'yes' if alive else 'NO (exit ' + str(proc.poll()) + ')'}")
             print(f"agent log during the load ({took:.0f} s): {log_after[1] - log_before[1]} lines, "
                   f"{log_after[0] - log_before[0]:,} bytes")

@@ -85,9 +85,10 @@ class Agent:
         self.status.config_loaded = True
         self.status.source_synced = True
         metrics.ready(self.status.ready)
-        self.documents.refresh()
         if changed and self.worker is not None:
-            self.worker.trigger("config")
+            self.worker.trigger("config")  # (the documents follow that reconcile)
+        else:
+            self.documents.refresh()
 
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
@@ -200,7 +201,9 @@ class Agent:
         last_refresh = time.monotonic()
         while True:
             self.status.loop_ran()
-            if time.monotonic() - last_refresh >= REFRESH_S:
+            # (not during a reconcile: a new configuration's prefixes are sorted for /status
+            # after it reached the kernel, never before)
+            if time.monotonic() - last_refresh >= REFRESH_S and self.status.busy_since is None:
                 self.documents.refresh()
                 last_refresh = time.monotonic()
             await asyncio.sleep(HEARTBEAT_S)
