@@ -46,7 +46,7 @@ from nra.kernel.codec import (
     error_text,
     messages,
     request,
-    rule_table,
+    rule_owner,
 )
 from nra.kernel.model import NeighbourEntry
 from nra.kernel.socket import open_netlink
@@ -130,6 +130,10 @@ class KernelEvents:
         self.also = also  # more tables whose routes and rules are ours (the router tables)
         self.learned_protos = learned_protos
         self._watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
+        #: set once both sockets are bound (and the link dump asked): a change made after
+        #: it is seen; what a test or a caller awaits instead of sleeping
+        self.subscribed = asyncio.Event()
+        self._bound: set[int] = set()
 
     def watch(self, links: Mapping[IPAddress, frozenset[int]]) -> None:
         watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
@@ -156,6 +160,9 @@ class KernelEvents:
             try:
                 if first:
                     await loop.sock_sendall(sock, first)
+                self._bound.add(groups)
+                if self._bound >= {TABLE_GROUPS, RTMGRP_NEIGH}:
+                    self.subscribed.set()
                 while True:
                     for message in messages(await loop.sock_recv(sock, 1 << 20)):
                         yield message
@@ -187,7 +194,8 @@ class KernelEvents:
         kind = message.kind
         if kind in (RTM_NEWRULE, RTM_DELRULE):
             body = message.body_bytes()
-            if rule_table(body) != self.table and rule_table(body) not in self.also:
+            table = rule_owner(body)[0]
+            if table != self.table and table not in self.also:
                 return None
             rule = decode_rule(body)
             return (f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from "
