@@ -166,22 +166,22 @@ def role_probe(port: int, seconds: float) -> None:
     codes: dict[str, int] = {}
     slowest = 0.0
     stop_at = time.monotonic() + seconds
-    while time.monotonic() < stop_at:
-        started = time.monotonic()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=PROBE_TIMEOUT_S) as resp:
-                code = str(resp.status)
-        except urllib.error.HTTPError as exc:
-            code = str(exc.code)
-        except OSError:
-            code = "no-answer"
-        took = time.monotonic() - started
-        slowest = max(slowest, took)
-        codes[code] = codes.get(code, 0) + 1
-        try:
+    try:
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=PROBE_TIMEOUT_S) as resp:
+                    code = str(resp.status)
+            except urllib.error.HTTPError as exc:
+                code = str(exc.code)
+            except OSError:
+                code = "no-answer"
+            took = time.monotonic() - started
+            slowest = max(slowest, took)
+            codes[code] = codes.get(code, 0) + 1
             time.sleep(max(0.0, PROBE_EVERY_S - took))
-        except KeyboardInterrupt:
-            break
+    except KeyboardInterrupt:  # (stopped by the benchmark, maybe in the middle of a request)
+        pass
     print(" ".join(f"{k}={v}" for k, v in sorted(codes.items())) + f" slowest={slowest * 1000:.0f}ms", flush=True)
 
 
