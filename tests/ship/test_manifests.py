@@ -1,7 +1,7 @@
 """Every way nra is deployed renders with `kubectl kustomize` and is valid Kubernetes.
 
 Offline: kubectl renders locally, kubernetes-validate carries the schemas. Besides the
-schema, check the promises README.md makes about the objects (least privilege,
+schema, check the promises docs/install.md makes about the objects (least privilege,
 env var names the agent knows, probes on the health port).
 """
 

@@ -94,7 +94,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end -}}
 
-{{/* The container securityContext: root with NET_ADMIN only (see README.md), merged
+{{/* The container securityContext: root with NET_ADMIN only (see docs/install.md), merged
      with the user's securityContext. */}}
 {{- define "nra.securityContext" -}}
 {{- toYaml (mergeOverwrite (dict "runAsUser" 0 "runAsNonRoot" false "allowPrivilegeEscalation" false "privileged" false "readOnlyRootFilesystem" true "capabilities" (dict "drop" (list "ALL") "add" (list "NET_ADMIN"))) (deepCopy (.Values.securityContext | default dict))) -}}
