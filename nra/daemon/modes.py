@@ -1,8 +1,11 @@
 """The ways nra runs: the daemon, ONESHOT (one reconcile), `nra plan` (print what would
 change) and CLEANANDEXIT (a reconcile to the empty intent). Exit codes: 0 success, 1 a run
-that failed, 2 an unusable setting."""
+that failed, 2 an unusable setting; `nra plan`: 0 nothing to do, 2 changes pending, 1 an
+error (an unusable setting included, so that 2 only ever means changes)."""
 
 from __future__ import annotations
+
+import json
 
 from loguru import logger
 
@@ -13,6 +16,7 @@ from nra.daemon.reconciler import Reconciler, kernel_adapter
 from nra.kernel.adapter import KERNEL_ERRORS
 from nra.kernel.table_names import name_table, unname_table
 from nra.observe.status import AgentStatus
+from nra.plan.planner import Plan
 from nra.settings import Settings
 from nra.sources.base import Source
 
@@ -27,7 +31,7 @@ def make_source(settings: Settings) -> Source:
     return make_kube_source(settings)
 
 
-async def run(settings: Settings, command: str = "run") -> int:
+async def run(settings: Settings, command: str = "run", output: str = "text") -> int:
     if settings.cleanandexit:
         return await clean_and_exit(settings)
     try:
@@ -36,7 +40,7 @@ async def run(settings: Settings, command: str = "run") -> int:
         logger.error("cannot start the configuration source: {}", exc)
         return 2
     if command == "plan":
-        return await plan_only(settings, source)
+        return await plan_only(settings, source, output)
     if settings.oneshot:
         return await oneshot(settings, source)
     from nra.daemon.agent import Agent
@@ -87,18 +91,45 @@ async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode
     return 0
 
 
-async def plan_only(settings: Settings, source: Source) -> int:
-    """`nra plan`: print what a reconcile would do, change nothing."""
+#: `nra plan`'s exit codes, as `terraform plan -detailed-exitcode` and `kubectl diff` have them
+PLAN_NO_CHANGES, PLAN_ERROR, PLAN_CHANGES = 0, 1, 2
+
+
+async def plan_only(settings: Settings, source: Source, output: str = "text") -> int:
+    """`nra plan`: print what a reconcile would do, change nothing. Exit 0 when the kernel
+    matches, 2 when changes are pending, 1 when the plan could not be made."""
     desired = await first_configuration(source, settings.source_start_timeout)
     if desired is None:
-        return 1
-    async with kernel_adapter(settings) as adapter:
-        _, the_plan = await Reconciler(adapter, settings, AgentStatus()).compute_plan(desired.intent)
-    print(f"# desired: {desired.intent.summary()}")
-    for warning in the_plan.warnings:
-        print(f"# warning: {warning}")
-    for op in the_plan.operations:
-        print(op)
-    if not the_plan.operations:
-        print("# nothing to do: the kernel matches the configuration")
-    return 0
+        return PLAN_ERROR
+    try:
+        async with kernel_adapter(settings) as adapter:
+            _, the_plan = await Reconciler(adapter, settings, AgentStatus()).compute_plan(desired.intent)
+    except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
+        logger.error("plan failed: {}", exc)
+        return PLAN_ERROR
+    if output == "json":
+        print(json.dumps(plan_document(desired.intent, the_plan), indent=2))
+    else:
+        print(f"# desired: {desired.intent.summary()}")
+        for warning in the_plan.warnings:
+            print(f"# warning: {warning}")
+        for op in the_plan.operations:
+            print(op)
+        if not the_plan.operations:
+            print("# nothing to do: the kernel matches the configuration")
+    return PLAN_CHANGES if the_plan.operations else PLAN_NO_CHANGES
+
+
+def plan_document(intent: Intent, the_plan: Plan) -> dict:
+    """`nra plan -o json`: the plan as one JSON document, for scripts."""
+    return {
+        "changes": bool(the_plan.operations),
+        "desired": {
+            "peers": [{"address": str(p.address), "weight": p.weight} for p in intent.peers],
+            "prefixes": {"ipv4": intent.prefix_counts[4], "ipv6": intent.prefix_counts[6]},
+        },
+        "operations": [{"kind": op.kind, "command": op.command(), "reason": op.reason}
+                       for op in the_plan.operations],
+        "warnings": list(the_plan.warnings),
+        "left_out": {str(peer): reason for peer, reason in the_plan.left_out.items()},
+    }
