@@ -51,6 +51,10 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "return_path": ("--return-path", "rules|conntrack", "how replies find their router (default: rules)"),
     "return_path_mark": ("--return-path-mark", "VALUE/MASK", "conntrack mode: nra's mark bits (default: 0x2/0x3e)"),
     "return_path_tables": ("--return-path-tables", "FIRST-LAST", "conntrack mode: the router tables (default: after --table)"),
+    "datapath_check": ("--datapath-check", "refuse|warn", "when the mode cannot work on the datapath found "
+                       "(default: refuse, exit 2)"),
+    "calico_ext_service_mark": ("--calico-ext-service-mark", "MARK[/MASK]", "Calico eBPF's bpfExtToServiceConnmark: "
+                                "the rules match it"),
 }
 
 

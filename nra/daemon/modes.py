@@ -5,6 +5,7 @@ error (an unusable setting included, so that 2 only ever means changes)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from loguru import logger
@@ -13,8 +14,10 @@ from nra.config.intent import Intent
 from nra.daemon.desired import first_configuration
 from nra.daemon.host import check_multipath_use_neigh
 from nra.daemon.reconciler import Reconciler, kernel_adapter
+from nra.kernel import datapath
 from nra.kernel.adapter import KERNEL_ERRORS
 from nra.kernel.table_names import name_table, unname_table
+from nra.observe.logs import reconcile_context
 from nra.observe.status import AgentStatus
 from nra.plan.planner import Plan
 from nra.settings import Settings
@@ -34,6 +37,9 @@ def make_source(settings: Settings) -> Source:
 async def run(settings: Settings, command: str = "run", output: str = "text") -> int:
     if settings.cleanandexit:
         return await clean_and_exit(settings)
+    datapath = await check_datapath(settings)
+    if datapath is None:
+        return 2
     try:
         source = make_source(settings)
     except (ValueError, OSError) as exc:
@@ -45,7 +51,27 @@ async def run(settings: Settings, command: str = "run", output: str = "text") ->
         return await oneshot(settings, source)
     from nra.daemon.agent import Agent
 
-    return await Agent(settings, source).run()
+    agent = Agent(settings, source)
+    agent.datapath = datapath
+    return await agent.run()
+
+
+async def check_datapath(settings: Settings) -> dict | None:
+    """Say which datapath the node has and whether RETURN_PATH fits it; None when the mode
+    cannot work there and DATAPATH_CHECK=refuse (the caller exits 2). A node that cannot be
+    read is "unknown", never a refusal."""
+    try:
+        found = datapath.classify(await asyncio.to_thread(datapath.read_facts, settings.netns))
+    except Exception as exc:  # (a kernel or library surprise must not stop the agent)
+        found = datapath.Datapath("unknown", (f"could not read the node: {type(exc).__name__}: {exc}",), None)
+    the_fit = datapath.fit(found, settings.return_path, settings.rule_fwmark)
+    line = "datapath {} ({}); RETURN_PATH={}: {}"
+    args = (found.name, "; ".join(found.evidence), settings.return_path, the_fit.text)
+    if the_fit.refuses and settings.datapath_check == "refuse":
+        logger.bind(datapath=found.name).error(line + " (DATAPATH_CHECK=warn to run anyway)", *args)
+        return None
+    logger.bind(datapath=found.name).log("WARNING" if the_fit.fits is False else "INFO", line, *args)
+    return datapath.describe(found, the_fit)
 
 
 async def oneshot(settings: Settings, source: Source) -> int:
@@ -73,8 +99,9 @@ async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode
     for CLEANANDEXIT, whose read-back is of an empty table)."""
     try:
         async with kernel_adapter(settings) as adapter:
-            outcome = await Reconciler(adapter, settings, AgentStatus()).reconcile(intent, trigger, hooks=hooks,
-                                                                                 verify=verify)
+            with reconcile_context(trigger):
+                outcome = await Reconciler(adapter, settings, AgentStatus()).reconcile(intent, trigger, hooks=hooks,
+                                                                                     verify=verify)
     except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
         logger.error("{} failed: {}", mode, exc)
         return 1

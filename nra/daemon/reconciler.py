@@ -28,7 +28,7 @@ from nra.kernel.operations import (
     ReplaceRoute,
 )
 from nra.observe import metrics
-from nra.observe.logs import VERBOSE
+from nra.observe.logs import VERBOSE, log_operations, peer_field
 from nra.observe.status import AgentStatus
 from nra.plan.peer_health import PeerHealth
 from nra.plan.planner import (
@@ -195,10 +195,9 @@ class Reconciler:
         set_up = tuple(await self.adapter.set_up_peer_neighbours(state))
         outcome.plan = the_plan
         outcome.warnings = the_plan.warnings + set_up
-        self._log_warnings(outcome.warnings)
+        self._log_warnings(outcome.warnings, [p.address for p in intent.peers])
         outcome.degraded = bool(the_plan.unusable_peers)
-        for op in the_plan.operations:
-            logger.info("{} ({})", op, trigger)
+        log_operations(the_plan.operations, trigger)
         report = ApplyReport()
         if the_plan.operations:
             report = await self.adapter.apply(the_plan.operations)
@@ -219,11 +218,11 @@ class Reconciler:
         self._export_gauges(intent, the_plan, peers, rules)
         return [op.kind for op in report.applied]
 
-    def _log_warnings(self, warnings: tuple[str, ...]) -> None:
+    def _log_warnings(self, warnings: tuple[str, ...], peers: list[IPAddress]) -> None:
         # Say each warning when it first appears, not on every timer tick.
         for warning in warnings:
             if warning not in self._last_warnings:
-                logger.warning(warning)
+                logger.bind(**peer_field(warning, peers)).warning(warning)
         self._last_warnings = warnings
 
     def _export_gauges(self, intent: Intent, the_plan: Plan, peers: dict[int, int], rules: dict[int, int]) -> None:

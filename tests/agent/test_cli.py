@@ -355,6 +355,37 @@ def test_json_logs(node_ns, config):
     assert any("rule add from 198.51.100.0/26" in line["msg"] for line in lines)
 
 
+def test_json_logs_carry_structured_fields(node_ns, tmp_path):
+    """reconcile id and trigger on a reconcile's lines, prefix counts on the desired state,
+    the peer on a line about one peer."""
+    config = tmp_path / "metallb.yaml"
+    config.write_text(TWO_PEERS_V4_V6.replace("- peer-address: fd99::2", "- peer-address: fd99::2\n- peer-address: 192.0.2.77"))
+    proc = oneshot(node_ns, config, LOG_FORMAT="json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    desired = next(line for line in lines if line["msg"].startswith("desired state loaded"))
+    assert (desired["peers_ipv4"], desired["peers_ipv6"], desired["prefixes_ipv4"], desired["prefixes_ipv6"]) == (3, 1, 2, 1)
+    ops = [line for line in lines if "rule add from" in line["msg"]]
+    assert ops and all(line["reconcile_id"] == 1 and line["trigger"] == "oneshot" for line in ops)
+    off_link = next(line for line in lines if "192.0.2.77" in line["msg"] and line["level"] == "warning")
+    assert off_link["peer"] == "192.0.2.77" and off_link["reconcile_id"] == 1
+
+
+def test_a_large_first_reconcile_says_its_progress_once(node_ns, tmp_path):
+    """25 prefixes: one INFO line counts the operations; none is logged per rule at INFO."""
+    config = tmp_path / "metallb.yaml"
+    prefixes = ", ".join(f"198.51.{i}.0/24" for i in range(25))
+    config.write_text(f"peers:\n- peer-address: 10.99.0.2\naddress-pools:\n- name: p\n  protocol: bgp\n"
+                      f"  addresses: [{prefixes}]\n")
+    proc = oneshot(node_ns, config, LOG_FORMAT="json")
+    assert proc.returncode == 0, proc.stderr
+    info = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    assert [line for line in info if "rule add" in line["msg"]] == []
+    summary = [line for line in info if line["msg"].startswith("applying 26 operations")]
+    assert len(summary) == 1 and summary[0]["operations_add_rule"] == 25 and summary[0]["operations_replace_route"] == 1
+    assert len(rule_sources(node_ns)) == 25
+
+
 def test_health_port_in_use_is_one_line_not_a_traceback(node_ns, config):
     import socket
 

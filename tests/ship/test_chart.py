@@ -22,11 +22,15 @@ from tests.ship import monitoring_schema
 from tests.ship.k8s_schema import describe, kubectl, schema_errors
 from tests.ship.k8s_schema import render as kustomize
 from tests.ship.test_manifests import (
+    CONFIGMAP_BY_NAME,
+    CRD_OBJECTS,
+    EVENTS,
     READ_VERBS,
     SESSION_STATES,
     containers,
     env_of,
     pod_specs,
+    role_rules_with_names,
     rules_of,
 )
 from tests.ship.test_manifests import (
@@ -299,6 +303,23 @@ def test_rbac_create_and_service_account(major):
     assert not by_kind(helm_template(major, "--set", "rbac.create=false"), "Role")
     # the Node.js name wins when given
     assert by_kind(helm_template(major, "--set", "rbac.create=false", "--set", "rbac.enabled=true"), "Role")
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_role_grants_only_the_chosen_modes_objects(major):
+    def role(*args):
+        (the_role,) = by_kind(helm_template(major, *args), "Role")
+        return role_rules_with_names(the_role)
+    assert role() == CONFIGMAP_BY_NAME | EVENTS
+    assert role("--set", "env.METALLB_CONFIGMAP_NAME=metallb-config") == \
+        {("", "configmaps", ("metallb-config",)): {"list", "watch"}} | EVENTS
+    assert role("--set", "extraEnv[0].name=METALLB_CONFIGMAP_NAME", "--set", "extraEnv[0].value=old") == \
+        {("", "configmaps", ("old",)): {"list", "watch"}} | EVENTS
+    for crds in ("1", "true", "yes", "on"):
+        assert role("--set-string", f"env.METALLB_USE_CRDS={crds}") == CRD_OBJECTS | EVENTS
+    # ONESHOT alone creates no Events
+    assert role("--set", "daemonset.enabled=false", "--set", "oneshot.enabled=true",
+                "--set", "oneshot.nodes={node-a}") == CONFIGMAP_BY_NAME
 
 
 @pytest.mark.parametrize("major", helm_params())

@@ -106,17 +106,22 @@ def test_everything_lives_in_metallbs_namespace(rendered, way):
             assert obj["metadata"].get("namespace") == "metallb-system", describe(obj)
 
 
+CONFIGMAP_BY_NAME = {("", "configmaps", ("config",)): {"list", "watch"}}
+CRD_OBJECTS = {("metallb.io", r, ()): READ_VERBS for r in ("bgppeers", "ipaddresspools", "bgpadvertisements")}
+EVENTS = {("", "events", ()): {"create"}}
+
+
+def role_rules_with_names(role: dict[str, Any]) -> dict[tuple[str, str, tuple[str, ...]], set[str]]:
+    return {(g, r, tuple(rule.get("resourceNames", ()))): set(rule["verbs"])
+            for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+
+
 def test_rbac_is_read_only_and_minimal(rendered):
-    for way in ("configmap", "crds", "oneshot"):
+    """Only the chosen mode's objects (the ConfigMap by name), events for the daemon only."""
+    wanted = {"configmap": CONFIGMAP_BY_NAME | EVENTS, "crds": CRD_OBJECTS | EVENTS, "oneshot": CONFIGMAP_BY_NAME}
+    for way, rules in wanted.items():
         by_kind = {o["kind"]: o for o in rendered[way]}
-        role_rules = {(g, r): set(rule["verbs"]) for rule in by_kind["Role"]["rules"]
-                      for g in rule["apiGroups"] for r in rule["resources"]}
-        assert role_rules == {
-            ("", "configmaps"): READ_VERBS,
-            ("metallb.io", "bgppeers"): READ_VERBS,
-            ("metallb.io", "ipaddresspools"): READ_VERBS,
-            ("metallb.io", "bgpadvertisements"): READ_VERBS,
-        }
+        assert role_rules_with_names(by_kind["Role"]) == rules, way
         cluster_rules = {(g, r): set(rule["verbs"]) for rule in by_kind["ClusterRole"]["rules"]
                          for g in rule["apiGroups"] for r in rule["resources"]}
         assert cluster_rules == {("", "nodes"): READ_VERBS}
