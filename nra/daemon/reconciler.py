@@ -198,6 +198,9 @@ class Reconciler:
         self._log_warnings(outcome.warnings, [p.address for p in intent.peers])
         outcome.degraded = bool(the_plan.unusable_peers)
         log_operations(the_plan.operations, trigger)
+        # more time before liveness fails: per operation, and per prefix of a change to the nft table
+        nft_prefixes = sum(intent.prefix_counts.values()) if any(op.kind == "nft" for op in the_plan.operations) else 0
+        self.status.applying(len(the_plan.operations) + nft_prefixes)
         report = ApplyReport()
         if the_plan.operations:
             report = await self.adapter.apply(the_plan.operations)

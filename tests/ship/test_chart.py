@@ -245,9 +245,8 @@ def test_daemonset_is_the_same_as_deploy(major, overlay, args):
     (charted,) = by_kind(helm_template(major, *args), "DaemonSet")
     assert charted["metadata"]["name"] == deployed["metadata"]["name"]
     chart_spec = comparable_pod_template(charted)
-    # The one intended difference: the chart defaults to the node-critical priority class
-    # (the issue asks for it; deploy/ sets none).
-    assert chart_spec["template"]["spec"].pop("priorityClassName") == "system-node-critical"
+    # both node-critical: an agent whose absence breaks replies is not evicted first
+    assert chart_spec["template"]["spec"]["priorityClassName"] == "system-node-critical"
     assert chart_spec == comparable_pod_template(deployed)
 
 
@@ -388,7 +387,7 @@ def test_health_port_follows_health_address(major):
     assert agent["ports"] == [{"name": "health", "containerPort": 9200, "protocol": "TCP"}]
     assert agent["livenessProbe"]["httpGet"]["port"] == "health"
     off = agent_pod(helm_template(major, "--set", "env.HEALTH_ADDRESS=off"))["containers"][0]
-    assert "ports" not in off and "livenessProbe" not in off and "readinessProbe" not in off
+    assert "ports" not in off and not {"startupProbe", "livenessProbe", "readinessProbe"} & set(off)
 
 
 @pytest.mark.parametrize("major", helm_params())
@@ -509,3 +508,43 @@ def test_the_uninstall_wait_reads_the_daemonset_until_every_node_is_clean(tmp_pa
         assert late.returncode == 1 and "cleanup not finished after 3 s: 1 of 3 nodes cleaned" in late.stderr
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_global_image_registry_replaces_the_registry(major):
+    images = {c["image"] for _, pod in pod_specs(helm_template(major, "--set", "global.imageRegistry=mirror.example:5000"))
+              for c in containers(pod)}
+    assert images == {"mirror.example:5000/nra-project/nra:0.1.0"}
+    # a repository that names its own registry is still used as it is
+    own = {c["image"] for _, pod in pod_specs(helm_template(major, "--set", "global.imageRegistry=mirror.example",
+                                                            "--set", "image.repository=docker.io/me/nra"))
+           for c in containers(pod)}
+    assert own == {"docker.io/me/nra:0.1.0"}
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_alerts_have_switches_severities_and_runbook_urls(major):
+    def rules(*args):
+        (rule,) = by_kind(helm_template(major, "--set", "prometheus.rule.enabled=true", *args), "PrometheusRule")
+        return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    default = rules()
+    assert len(default) == 10
+    assert all(r["annotations"]["runbook_url"] == "https://github.com/nra-project/nra/blob/main/docs/runbooks.md#"
+               + name.lower() for name, r in default.items())
+    changed = rules("--set", "prometheus.rule.alerts.NraDriftRepairedOften.enabled=false",
+                    "--set", "prometheus.rule.alerts.NraNotReady.severity=critical",
+                    "--set", "prometheus.rule.runbookBaseURL=https://wiki.example/nra")
+    assert set(default) - set(changed) == {"NraDriftRepairedOften"}
+    assert changed["NraNotReady"]["labels"]["severity"] == "critical" and default["NraNotReady"]["labels"]["severity"] == "warning"
+    assert changed["NraReturnPathDown"]["annotations"]["runbook_url"] == "https://wiki.example/nra#nrareturnpathdown"
+    assert {k: v for k, v in changed["NraReturnPathDown"].items()} == \
+        {**default["NraReturnPathDown"], "annotations": changed["NraReturnPathDown"]["annotations"]}
+    assert "NraTypo" in template_error(major, "--set", "prometheus.rule.alerts.NraTypo.enabled=false")
+
+
+def test_dashboard_filters_by_the_node_label_the_monitors_add():
+    dashboard = json.loads((CHART / "files" / "nra-dashboard.json").read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    assert variable["name"] == "node" and variable["definition"] == "label_values(nra_reconciles_total, node)"
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert exprs and all('node=~"$node"' in e for e in exprs) and not any("$instance" in e for e in exprs)

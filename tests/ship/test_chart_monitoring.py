@@ -82,6 +82,8 @@ def test_every_alert_has_a_runbook_in_the_docs():
         for rule in group["rules"]:
             assert f"#### {rule['alert']}\n" in runbooks, f"docs/runbooks.md has no runbook heading for {rule['alert']}"
             assert rule["annotations"]["runbook"] == f"docs/runbooks.md#{rule['alert'].lower()} (nra repository)"
+            assert rule["annotations"]["runbook_url"] == \
+                f"https://github.com/nra-project/nra/blob/main/docs/runbooks.md#{rule['alert'].lower()}"
 
 
 @pytest.mark.skipif(kubectl() is None, reason="kubectl not installed")

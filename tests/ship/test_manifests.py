@@ -198,8 +198,8 @@ def test_pods_are_locked_down(rendered, way):
         # the node's own network for pods that program it; none for the rest (the uninstall
         # hook's Job only reads a DaemonSet's status)
         assert pod.get("hostNetwork", False) is bool(nra_containers(pod)), where
-        tolerated = {t["key"] for t in pod.get("tolerations", [])}
-        assert "node-role.kubernetes.io/control-plane" in tolerated, where
+        # every taint tolerated, as MetalLB's speaker does
+        assert {"operator": "Exists"} in pod.get("tolerations", []), where
         for c in containers(pod):
             ctx = c["securityContext"]
             assert ctx["readOnlyRootFilesystem"] is True, (where, c["name"])
@@ -250,9 +250,13 @@ def test_probes_hit_the_health_listener(rendered, way):
     c = pod["containers"][0]
     port = int(env_of(c)["HEALTH_ADDRESS"].rpartition(":")[2])
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["startupProbe"]["httpGet"]["path"] == c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for probe in ("livenessProbe", "readinessProbe"):
+    # the startup probe gives the process two minutes to listen; the liveness probe then needs
+    # no initial delay
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] == 120
+    assert "initialDelaySeconds" not in c["livenessProbe"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         named = c[probe]["httpGet"]["port"]
         assert ports[named] == port, f"{probe} targets {named}, the agent listens on {port}"
 

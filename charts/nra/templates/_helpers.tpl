@@ -48,13 +48,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* registry/repository[:tag][@digest]; a repository that already names a registry
+{{/* registry/repository[:tag][@digest], the registry global.imageRegistry if set, else
+     image.registry; a repository that already names a registry
      (docker.io/x/y, localhost:5000/y, as in the Node.js chart's values) is used as is. */}}
 {{- define "nra.image" -}}
 {{- $repo := .Values.image.repository -}}
 {{- $first := regexFind "^[^/]+" $repo -}}
-{{- if and .Values.image.registry (not (and (contains "/" $repo) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")))) -}}
-{{- $repo = printf "%s/%s" .Values.image.registry $repo -}}
+{{- $registry := (.Values.global | default dict).imageRegistry | default .Values.image.registry -}}
+{{- if and $registry (not (and (contains "/" $repo) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")))) -}}
+{{- $repo = printf "%s/%s" $registry $repo -}}
 {{- end -}}
 {{- $tag := .Values.image.tag | default .Chart.AppVersion | toString -}}
 {{- if .Values.image.digest -}}
