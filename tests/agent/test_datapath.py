@@ -148,8 +148,8 @@ def test_calico_mark_makes_the_rules_match_it(node_ns, config, tmp_path):
                    "--calico-ext-service-mark", "0x10000000")
     assert proc.returncode == 0, proc.stderr
     assert "rules fit calico-ebpf: the rules match mark 0x10000000" in proc.stderr
-    assert node_ns.rules("-4") == ["20:\tfrom 198.51.100.0/26 fwmark 0x10000000 lookup 20",
-                                   "20:\tfrom 198.51.100.100/30 fwmark 0x10000000 lookup 20"]
+    assert node_ns.rules("-4") == ["20:\tfrom 198.51.100.0/26 fwmark 0x10000000 lookup 20 proto 245",
+                                   "20:\tfrom 198.51.100.100/30 fwmark 0x10000000 lookup 20 proto 245"]
     both = run_nra("--oneshot", "--static-file", str(config), "--netns", node_ns.name,
                    "--calico-ext-service-mark", "0x10000000", "--fwmark", "0x14")
     assert both.returncode == 2 and "differ" in both.stderr
