@@ -359,3 +359,19 @@ async def test_bad_requests_are_one_rate_limited_warning_each():
     assert all(line.startswith("WARNING http: bad request: from 127.0.0.1") and "\n" not in line.strip()
                for line in bad), bad
     assert not any("Traceback" in line for line in lines)
+
+
+def test_a_long_first_reconcile_is_work_not_a_hang():
+    """40,000 operations get 30 s + 200 s before liveness fails; with no operations, 30 s."""
+    status = AgentStatus(config_loaded=True)
+    status.reconcile_started()
+    status.applying(40_000)
+    status.busy_since = time.monotonic() - 60  # 55 s was measured for 40,000 rules under load
+    assert status.liveness(30) == (True, "ok")
+    status.busy_since = time.monotonic() - 231
+    alive, why = status.liveness(30)
+    assert not alive and "limit 230 s for 40,000 operations" in why
+    status.reconcile_finished()
+    status.reconcile_started()  # the next reconcile starts from no allowance
+    status.busy_since = time.monotonic() - 31
+    assert not status.liveness(30)[0]
