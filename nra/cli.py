@@ -38,6 +38,8 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "source_start_timeout": ("--source-timeout", "SECONDS", "how long ONESHOT/plan wait for the configuration (default: 60)"),
     "netns": ("--netns", "NAME", "program this named network namespace (tests, lab, demos)"),
     "health_address": ("--health-address", "HOST:PORT", "health/metrics listener, or 'off' (default: 127.0.0.1:9101)"),
+    "status_access": ("--status-access", "WHERE", "/status on loopback only, on the health listener too (health), "
+                      "or off (default: loopback)"),
     "log_level": ("--log-level", "LEVEL", "error|warn|info|verbose|debug|silly (default: info)"),
     "log_format": ("--log-format", "FORMAT", "text|json (default: text)"),
     "managed_neighbours": ("--managed-neighbours", "0|1", "keep the peers' neighbour entries resolved (managed, Linux 5.16+; default: 0)"),

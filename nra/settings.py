@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     cleanandexit: bool = Field(False, validation_alias="CLEANANDEXIT")
     netns: str | None = Field(None, validation_alias="NRA_NETNS", description="program this named network namespace")
     health_address: str = Field("127.0.0.1:9101", validation_alias="HEALTH_ADDRESS")
+    status_access: Literal["loopback", "health", "off"] = Field(
+        "loopback", validation_alias="STATUS_ACCESS",
+        description="where /status is answered: on loopback only (a loopback listener on the health port when "
+                    "HEALTH_ADDRESS is another address), on the health listener (health), or nowhere (off)")
     source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT and plan wait for the first configuration from the API (a static file is read once)")
     hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
     set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
@@ -246,7 +250,7 @@ class Settings(BaseSettings):
         text = str(v).strip().lower()
         return _LOG_LEVEL_ALIASES.get(text, text)
 
-    @field_validator("log_format", "return_path", "datapath_check", mode="before")
+    @field_validator("log_format", "return_path", "datapath_check", "status_access", mode="before")
     @classmethod
     def _format(cls, v: Any) -> str:
         return str(v).strip().lower()

@@ -5,14 +5,22 @@ between debug and info; silly is TRACE). LOG_FORMAT=json writes one JSON object 
 with the structured fields bound to the line (loguru's `extra`): `reconcile_id` and
 `trigger` on every line of one reconcile, `peer` on a line about one peer, the prefix
 counts on a line about the desired state, and the operation counts on a plan's summary.
+
+The standard-library loggers of aiohttp and asyncio are routed here too (LibraryLogs): one
+line per record, never a traceback, at LOG_LEVEL, and at most LIBRARY_BURST lines then one
+per LIBRARY_EVERY_S seconds for each logger; the lines left out are counted in the next one.
+A client's bad request is the client's fault: a warning, not an error.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import sys
+import threading
+import time
 import traceback
 from collections import Counter
 from contextlib import contextmanager
@@ -31,6 +39,12 @@ LEVELS = {
     "debug": "DEBUG",
     "silly": "TRACE",
 }
+
+#: the library loggers routed through nra's (a bad HTTP request, an accept that failed)
+LIBRARY_LOGGERS = ("aiohttp", "asyncio")
+#: rate limit of each library logger: this many lines at once, then one every LIBRARY_EVERY_S
+LIBRARY_BURST = 10
+LIBRARY_EVERY_S = 1.0
 
 _TEXT_FORMAT = "{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} {message}"
 
@@ -57,6 +71,92 @@ def _json_sink(message) -> None:
         entry["traceback"] = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
     sys.stderr.write(json.dumps(entry, default=str) + "\n")
     sys.stderr.flush()
+
+
+class LibraryLogs(logging.Handler):
+    """Standard-library records as one loguru line each, rate limited per logger.
+
+    aiohttp logs each bad request with its traceback (nine lines) at ERROR; here it is one
+    warning naming the client and the problem. A record's exception is reduced to its type
+    and message: a library's internals are not nra's bug report."""
+
+    def __init__(self, min_level: str = "INFO", burst: int = LIBRARY_BURST, every_s: float = LIBRARY_EVERY_S,
+                 clock=time.monotonic) -> None:
+        super().__init__()
+        self.min_no = logger.level(min_level).no
+        self.burst, self.every_s, self.clock = burst, every_s, clock
+        self._buckets: dict[str, list[float]] = {}  # logger -> [tokens, last refill, left out]
+        self._lock = threading.Lock()  # the HTTP server logs from its own thread
+
+    def _allowed(self, name: str) -> tuple[bool, int]:
+        """(log this one?, lines left out before it)."""
+        with self._lock:
+            now = self.clock()
+            tokens, last, dropped = self._buckets.get(name, (float(self.burst), now, 0))
+            tokens = min(float(self.burst), tokens + (now - last) / self.every_s)
+            if tokens < 1:
+                self._buckets[name] = [tokens, now, dropped + 1]
+                return False, 0
+            self._buckets[name] = [tokens - 1, now, 0]
+            return True, int(dropped)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bad_request = _is_bad_request(record)
+        level = "WARNING" if bad_request else _loguru_level(record.levelno)
+        if logger.level(level).no < self.min_no:  # below LOG_LEVEL: not even counted
+            return
+        allowed, dropped = self._allowed(record.name)
+        if not allowed:
+            return
+        try:
+            text = record.getMessage()
+        except Exception:  # a library's bad format string must not cost a line of ours
+            text = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text += f": {type(exc).__name__}: {_one_line(str(exc))}"
+        if bad_request:
+            text = "http: bad request: " + text.removeprefix("Error handling request ")
+        else:
+            text = f"{record.name}: {text}"
+        if dropped:
+            text += f" ({dropped} more line(s) of {record.name} left out, at most {self.burst} "
+            text += f"then one every {self.every_s:g} s)"
+        logger.log(level, "{}", _one_line(text, 1000))
+
+
+def _is_bad_request(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is None or not record.name.startswith("aiohttp"):
+        return False
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    return isinstance(exc, HttpProcessingError)
+
+
+def _loguru_level(levelno: int) -> str:
+    for threshold, name in ((logging.ERROR, "ERROR"), (logging.WARNING, "WARNING"), (logging.INFO, "INFO")):
+        if levelno >= threshold:
+            return name
+    return "DEBUG"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def route_library_logs(loguru_level: str) -> None:
+    """aiohttp's and asyncio's loggers through nra's, at LOG_LEVEL, rate limited."""
+    _ensure_verbose_level()
+    handler = LibraryLogs(loguru_level)
+    # (loguru's level numbers are the standard library's: TRACE 5, VERBOSE 15)
+    stdlib_level = max(logging.DEBUG, logger.level(loguru_level).no)
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.handlers = [handler]
+        library.propagate = False
+        library.setLevel(stdlib_level)
 
 
 #: at most this many operations of one reconcile are logged one per line at INFO; more are
@@ -108,6 +208,7 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     _ensure_verbose_level()
     logger.remove()
     loguru_level = LEVELS.get(level, "INFO")
+    route_library_logs(loguru_level)
     if fmt == "json":
         logger.add(_json_sink, level=loguru_level, backtrace=False, diagnose=False)
     else:

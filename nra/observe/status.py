@@ -28,6 +28,12 @@ class AgentStatus:
     last_reconcile_at: float | None = None  # wall clock (time.time()); read by /status
     #: monotonic time the running reconcile started; None while the worker waits
     busy_since: float | None = None
+    #: monotonic time the daemon's event loop last ran its heartbeat (None: no daemon loop
+    #: watched). The HTTP server runs in a thread of its own and answers whatever the loop
+    #: does, so it judges the loop by this, never by its own progress.
+    loop_beat: float | None = None
+    #: how long a reconcile may run, or the loop stand still, before liveness fails
+    stuck_after_s: float = STUCK_AFTER_S
     #: kernel operations the running reconcile applies (each adds PER_OPERATION_S)
     busy_operations: int = 0
     #: another writer keeps undoing our changes (see nra.daemon.contention)
@@ -50,15 +56,25 @@ class AgentStatus:
         self.busy_since = None
         self.busy_operations = 0
 
-    def liveness(self, stuck_after_s: float = STUCK_AFTER_S) -> tuple[bool, str]:
+    def loop_ran(self) -> None:
+        self.loop_beat = time.monotonic()
+
+    def liveness(self, stuck_after_s: float | None = None) -> tuple[bool, str]:
         """Alive unless one reconcile has been running for longer than `stuck_after_s`
-        plus PER_OPERATION_S for each operation it applies."""
-        if self.busy_since is not None:
-            running = time.monotonic() - self.busy_since
-            limit = stuck_after_s + self.busy_operations * PER_OPERATION_S
+        (default: this status's own) plus PER_OPERATION_S for each operation it applies, or
+        the daemon's event loop has stood still (starved, or blocked by a call that never
+        returns) for longer than `stuck_after_s`."""
+        base = self.stuck_after_s if stuck_after_s is None else stuck_after_s
+        now = time.monotonic()
+        busy_since, loop_beat = self.busy_since, self.loop_beat  # (set by another thread)
+        if busy_since is not None:
+            running = now - busy_since
+            limit = base + self.busy_operations * PER_OPERATION_S
             if running > limit:
                 work = f" for {self.busy_operations:,} operations" if self.busy_operations else ""
                 return False, f"one reconcile has been running for {running:.0f} s (limit {limit:g} s{work})"
+        if loop_beat is not None and now - loop_beat > base:
+            return False, f"the agent's event loop has not run for {now - loop_beat:.0f} s (limit {base:g} s)"
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
