@@ -173,6 +173,10 @@ def parse_destination(text: str) -> tuple[IPNetwork, ...]:
     return tuple(sorted(nets, key=lambda n: n.version))
 
 
+#: the uplink groups' tables (nra.config.uplinks): far from TABLE_WEIGHT and the router tables
+DEFAULT_UPLINK_TABLES = "1000-1063"
+
+
 class Settings(BaseSettings):
     """All of nra's settings. Environment names are the original agent's."""
 
@@ -223,6 +227,8 @@ class Settings(BaseSettings):
     return_path: Literal["rules", "conntrack"] = Field("rules", validation_alias="RETURN_PATH")
     return_path_mark: str = Field(DEFAULT_MARK_TEXT, validation_alias="RETURN_PATH_MARK")
     return_path_tables: str | None = Field(None, validation_alias="RETURN_PATH_TABLES")
+    uplink_tables: str = Field(DEFAULT_UPLINK_TABLES, validation_alias="UPLINK_TABLES",
+                               description="tables of the uplink groups other than the one of every peer")
     table_name: str | None = Field(None, validation_alias="TABLE_NAME",
                                    description="name written for the table id in /etc/iproute2/rt_tables.d")
 
@@ -345,9 +351,14 @@ class Settings(BaseSettings):
         parse_mark_field(v)
         return v.strip()
 
-    @field_validator("return_path_tables")
+    @field_validator("uplink_tables", mode="before")
     @classmethod
-    def _return_path_tables(cls, v: str | None) -> str | None:
+    def _blank_is_default(cls, v: Any) -> Any:
+        return DEFAULT_UPLINK_TABLES if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("return_path_tables", "uplink_tables")
+    @classmethod
+    def _table_ranges(cls, v: str | None) -> str | None:
         if v is None:
             return None
         reserved = sorted(set(parse_table_range(v)) & RESERVED_TABLES.keys())
@@ -362,9 +373,15 @@ class Settings(BaseSettings):
         if self.frrk8s_namespace and not (self.metallb_use_crds and self.node_name):
             raise ValueError("FRRK8S_NAMESPACE needs METALLB_USE_CRDS=1 and NODE_NAME (BGPSessionStates are "
                              "picked by this node's name)")
+        uplinks = self.uplink_table_range
+        if self.table in uplinks:
+            raise ValueError(f"UPLINK_TABLES {uplinks.start}-{uplinks.stop - 1} holds TABLE_WEIGHT {self.table}")
         if self.return_path != "conntrack":
             return self  # the router tables are not used: TABLE_WEIGHT alone is checked
         tables = self.router_tables
+        if tables.start < uplinks.stop and uplinks.start < tables.stop:
+            raise ValueError(f"UPLINK_TABLES {uplinks.start}-{uplinks.stop - 1} overlaps the router tables "
+                             f"{tables.start}-{tables.stop - 1} (RETURN_PATH_TABLES)")
         if self.table in tables:
             raise ValueError(f"RETURN_PATH_TABLES {tables.start}-{tables.stop - 1} holds TABLE_WEIGHT {self.table}")
         if not self.return_path_tables and set(tables) & RESERVED_TABLES.keys():
@@ -387,6 +404,11 @@ class Settings(BaseSettings):
         if self.return_path_tables:
             return parse_table_range(self.return_path_tables)
         return range(self.table + 1, self.table + 1 + parse_mark_field(self.return_path_mark).capacity)
+
+    @property
+    def uplink_table_range(self) -> range:
+        """The uplink groups' tables (UPLINK_TABLES)."""
+        return parse_table_range(self.uplink_tables)
 
     @property
     def health_endpoint(self) -> tuple[str, int] | None:
