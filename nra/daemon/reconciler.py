@@ -30,7 +30,7 @@ from nra.kernel.operations import (
 from nra.observe import metrics
 from nra.observe.logs import VERBOSE
 from nra.observe.status import AgentStatus
-from nra.plan.peer_health import PeerHealth
+from nra.plan.peer_health import PeerHealth, peer_sessions, restart_holds
 from nra.plan.planner import (
     DesiredRules,
     Plan,
@@ -126,9 +126,9 @@ class Reconciler:
         self._nft_tables = DesiredTables()
         self.status = status
         self.health = PeerHealth()
-        #: FRR-K8s's session states of this node's peers (peer -> reported up; None: all
+        #: FRR-K8s's session states of this node (PeerSpec key -> reported up; None: all
         #: unknown), from the agent's watch; None when that signal is off
-        self.session_states: Callable[[], Mapping[IPAddress, bool] | None] | None = None
+        self.session_states: Callable[[], Mapping[str, bool] | None] | None = None
         self._recheck_at: float | None = None
         self._desired: tuple[Intent | None, DesiredRules] = (None, {})
         self._last_warnings: tuple[str, ...] = ()
@@ -146,8 +146,8 @@ class Reconciler:
             self.health.observe_learned_routes((p.address for p in intent.peers), state.learned)
         if self.session_states is not None:
             self._recheck_at = self.health.observe_session_states(
-                [p.address for p in intent.peers], self.session_states() or {}, time.monotonic(),
-                self.settings.bgp_session_hold)
+                [p.address for p in intent.peers], peer_sessions(intent, self.session_states() or {}),
+                time.monotonic(), self.settings.bgp_session_hold, restart_holds(intent))
         if self.return_path is not None:
             return state, plan_conntrack(intent, state, self.policy, self.return_path, self.health.verdicts(),
                                          self._nft_tables)

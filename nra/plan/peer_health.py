@@ -28,7 +28,8 @@ FRR-K8s's BGPSessionState objects (CRD mode, opt-in) are a third, advisory signa
 slow one (FRR-K8s refreshes them by polling FRR). A peer whose session has been reported not
 Established, or with BFD down, for a hold time is SILENT ("bgp-down"); it answers again once
 reported up for the same hold time (hysteresis). A peer without an object is unknown, not
-down: it is not judged by this signal.
+down: it is not judged by this signal. A graceful-restart peer (`enableGracefulRestart`) is
+judged down only after its restart time: meanwhile its router keeps forwarding.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Mapping
 
-from nra.config.intent import IPAddress
+from nra.config.intent import Intent, IPAddress
+
+#: FRR's default graceful-restart time (`bgp graceful-restart restart-time`, 120 s): MetalLB
+#: enables graceful restart without setting it
+GRACEFUL_RESTART_S = 120.0
 
 
 class Liveness(Enum):
@@ -122,10 +127,11 @@ class PeerHealth:
         self._learned = {a: bool(learned.get(a)) for a in peers if learned.get(a) or a in old}
 
     def observe_session_states(self, peers: Iterable[IPAddress], up: Mapping[IPAddress, bool], now: float,
-                               hold_s: float) -> float | None:
+                               hold_s: float, restart_s: Mapping[IPAddress, float] | None = None) -> float | None:
         """A view of the peers' session states (`up`: reported Established with BFD not down;
-        a peer absent has no object). Returns when a verdict may change with no new report
-        (a hold time running out), for a reconcile then; None if none will."""
+        a peer absent has no object). `restart_s`: the graceful-restart peers' restart times,
+        the hold of a session reported down when longer. Returns when a verdict may change
+        with no new report (a hold time running out), for a reconcile then; None if none will."""
         old = self._session
         self._session = {}
         recheck: float | None = None
@@ -136,10 +142,11 @@ class PeerHealth:
             if was_up != up[address]:
                 since = now
             if down == up[address]:  # the report disagrees with the verdict: after the hold, follow it
-                if now - since >= hold_s:
+                hold = hold_s if up[address] else max(hold_s, (restart_s or {}).get(address, 0.0))
+                if now - since >= hold:
                     down = not up[address]
                 else:
-                    recheck = since + hold_s if recheck is None else min(recheck, since + hold_s)
+                    recheck = since + hold if recheck is None else min(recheck, since + hold)
             self._session[address] = (up[address], since, down)
         return recheck
 
@@ -156,6 +163,29 @@ class PeerHealth:
         judged = {*self._neighbour, *(a for a, has in self._learned.items() if not has),
                   *(a for a, (_, _, down) in self._session.items() if down)}
         return {a: v for a in judged if (v := self.verdict(a)).liveness is not Liveness.ANSWERS}
+
+
+def peer_sessions(intent: Intent, sessions: Mapping[str, bool]) -> dict[IPAddress, bool]:
+    """The multipath table's peers' session states (`sessions` keyed as PeerSpec.key, see
+    nra.sources.kube.session_states): by the peer's key, or for an unnumbered peer with the
+    address label, by its interface."""
+    routed = {p.address for p in intent.peers}
+    found: dict[IPAddress, bool] = {}
+    for spec in intent.specs:
+        if spec.address not in routed:
+            continue
+        up = sessions.get(spec.key)
+        if up is None and spec.interface:
+            up = sessions.get(f"%{spec.interface}" + (f"@{spec.vrf}" if spec.vrf else ""))
+        if up is not None:
+            found[spec.address] = up
+    return found
+
+
+def restart_holds(intent: Intent, restart_s: float = GRACEFUL_RESTART_S) -> dict[IPAddress, float]:
+    """How long a session of each graceful-restart peer may be reported down before it
+    counts: the restart time, during which the router keeps forwarding."""
+    return {s.address: restart_s for s in intent.specs if s.graceful_restart and s.address is not None}
 
 
 def verdicts_from_states(states: Mapping[IPAddress, str]) -> dict[IPAddress, Verdict]:

@@ -195,3 +195,32 @@ def test_a_missing_session_state_is_unknown_not_down():
     assert health.verdicts() == {}
     health.observe_session_states([A], {A: False}, 7.0, HOLD)  # a new report starts a new hold
     assert health.verdicts() == {}
+
+
+def test_a_graceful_restart_peer_reported_down_is_held_for_its_restart_time():
+    health = PeerHealth()
+    restart = {A: 120.0}
+    health.observe_session_states([A, B], {A: True, B: True}, 0.0, HOLD, restart)
+    # both reported down at 10 s: B after the hold, A (graceful restart) only after 120 s
+    assert health.observe_session_states([A, B], {A: False, B: False}, 10.0, HOLD, restart) == 10.0 + HOLD
+    assert health.observe_session_states([A, B], {A: False, B: False}, 10.0 + HOLD, HOLD, restart) == 130.0
+    assert health.verdict(B).liveness is Liveness.SILENT and health.verdict(A).liveness is Liveness.ANSWERS
+    assert health.observe_session_states([A, B], {A: False, B: False}, 129.9, HOLD, restart) == 130.0
+    assert health.verdict(A).liveness is Liveness.ANSWERS
+    assert health.observe_session_states([A, B], {A: False, B: False}, 130.0, HOLD, restart) is None
+    assert health.verdict(A) == Verdict(Liveness.SILENT, "bgp-down")
+    # back up: the ordinary hold, not the restart time
+    assert health.observe_session_states([A, B], {A: True, B: False}, 131.0, HOLD, restart) == 131.0 + HOLD
+    health.observe_session_states([A, B], {A: True, B: False}, 131.0 + HOLD, HOLD, restart)
+    assert health.verdict(A).liveness is Liveness.ANSWERS
+
+
+def test_a_graceful_restart_session_back_within_its_restart_time_never_drops_the_peer():
+    health = PeerHealth()
+    health.observe_session_states([A], {A: True}, 0.0, HOLD, {A: 120.0})
+    health.observe_session_states([A], {A: False}, 1.0, HOLD, {A: 120.0})
+    for t in (5.0, 60.0, 110.0):
+        health.observe_session_states([A], {A: False}, t, HOLD, {A: 120.0})
+        assert health.verdict(A).liveness is Liveness.ANSWERS
+    assert health.observe_session_states([A], {A: True}, 111.0, HOLD, {A: 120.0}) is None
+    assert health.verdict(A).liveness is Liveness.ANSWERS
