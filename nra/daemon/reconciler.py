@@ -18,7 +18,7 @@ from nra.config.intent import Intent, IPAddress
 from nra.daemon.hooks import run_hook
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
 from nra.kernel.marks import parse_mark_field
-from nra.kernel.model import KernelState
+from nra.kernel.model import UNRESOLVED, KernelState
 from nra.kernel.nft_table import DesiredTables
 from nra.kernel.operations import (
     AddRule,
@@ -117,6 +117,10 @@ def kernel_after(state: KernelState, report: ApplyReport, policy: RoutingPolicy)
     return peers, rules
 
 
+#: how long a reconcile waits for the entries of peers it sees for the first time: an ARP or
+#: ND answer takes milliseconds on a live link; a dead router costs this once
+FRESH_RESOLVE_WAIT_S = 1.0
+
 class Reconciler:
     def __init__(self, adapter: KernelAdapter, settings: Settings, status: AgentStatus):
         self.adapter = adapter
@@ -130,6 +134,8 @@ class Reconciler:
         #: unknown), from the agent's watch; None when that signal is off
         self.session_states: Callable[[], Mapping[str, bool] | None] | None = None
         self._recheck_at: float | None = None
+        #: the on-link peers of the last read (see _fresh_peers)
+        self._seen: set[IPAddress] = set()
         self._desired: tuple[Intent | None, DesiredRules] = (None, {})
         self._last_warnings: tuple[str, ...] = ()
 
@@ -139,9 +145,15 @@ class Reconciler:
             self._desired = (intent, desired_rules(intent, self.policy))
         return self._desired[1]
 
-    async def compute_plan(self, intent: Intent) -> tuple[KernelState, Plan]:
+    async def compute_plan(self, intent: Intent, resolve: bool = False) -> tuple[KernelState, Plan]:
+        """The kernel's state and the plan. `resolve` (a reconcile, never `nra plan`): peers
+        seen for the first time without a valid neighbour entry are resolved first."""
         state = await self.adapter.read_state(p.address for p in intent.peers)
-        self.health.observe_neighbours(state.links, state.neighbours)
+        if resolve and (fresh := self._fresh_peers(state)):
+            for warning in await self.adapter.resolve_fresh_peers(fresh, FRESH_RESOLVE_WAIT_S):
+                logger.warning(warning)
+            state = await self.adapter.read_state(p.address for p in intent.peers)
+        self.health.observe_neighbours(state.links, state.neighbours, state.lladdrs)
         if state.learned is not None:
             self.health.observe_learned_routes((p.address for p in intent.peers), state.learned)
         if self.session_states is not None:
@@ -190,8 +202,17 @@ class Reconciler:
         logger.log(level, "reconcile ({}) done in {:.1f} ms: {}", trigger, duration * 1000, outcome.describe())
         return outcome
 
+    def _fresh_peers(self, state: KernelState) -> list[IPAddress]:
+        """On-link peers seen for the first time (or again after leaving) with no entry, or
+        one not resolved yet; each is listed once (a FAILED one is nra.daemon.peer_resolution's)."""
+        self._seen &= state.links.keys()
+        fresh = [a for a in state.links if a not in self._seen
+                 and state.neighbours.get(a, "NONE") in UNRESOLVED]
+        self._seen |= state.links.keys()
+        return fresh
+
     async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
-        state, the_plan = await self.compute_plan(intent)
+        state, the_plan = await self.compute_plan(intent, resolve=True)
         set_up = tuple(await self.adapter.set_up_peer_neighbours(state))
         outcome.plan = the_plan
         outcome.warnings = the_plan.warnings + set_up

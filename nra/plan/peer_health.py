@@ -68,6 +68,12 @@ _NOT_AN_ANSWER = ("INCOMPLETE", None)
 _NOT_RESOLVING = ("FAILED", None)
 
 
+def _is_valid(nud: str | None) -> bool:
+    """An entry that holds the router's link-layer address (REACHABLE, STALE, DELAY, PROBE,
+    PERMANENT, NOARP)."""
+    return nud is not None and nud not in ("INCOMPLETE", "FAILED", "NONE")
+
+
 def neighbour_liveness(previous: Liveness | None, nud: str | None) -> Liveness:
     """The liveness a neighbour state means, given the one before (see the module doc);
     `nud` None: no entry."""
@@ -87,31 +93,45 @@ class PeerHealth:
         self._neighbour: dict[IPAddress, Liveness] = {}
         #: the last entry state of each on-link peer (None: no entry)
         self._nud: dict[IPAddress, str | None] = {}
+        #: the last link-layer address each on-link peer's entry had
+        self._lladdr: dict[IPAddress, str] = {}
         #: peers ever seen with a learned route via them -> whether they have one now
         self._learned: dict[IPAddress, bool] = {}
         #: peers with a session state -> (reported up, since when, judged down)
         self._session: dict[IPAddress, tuple[bool, float, bool]] = {}
 
-    def observe_neighbours(self, peers: Iterable[IPAddress], states: Mapping[IPAddress, str]) -> None:
-        """A read of the on-link peers' entries (`states`: NUD name; absent: no entry). Peers
-        not listed in `peers` (gone, or off-link) are forgotten."""
+    def observe_neighbours(self, peers: Iterable[IPAddress], states: Mapping[IPAddress, str],
+                           lladdrs: Mapping[IPAddress, str] | None = None) -> None:
+        """A read of the on-link peers' entries (`states`: NUD name; absent: no entry;
+        `lladdrs`: their link-layer addresses, when read). Peers not listed in `peers` (gone,
+        or off-link) are forgotten."""
         old = self._neighbour
         self._nud = {a: states.get(a) for a in peers}
         self._neighbour = {a: neighbour_liveness(old.get(a), nud) for a, nud in self._nud.items()}
+        self._lladdr = {a: m for a in self._nud if (m := (lladdrs or {}).get(a) or self._lladdr.get(a))}
 
-    def observe_neighbour_change(self, address: IPAddress, nud: str | None) -> str | None:
+    def observe_neighbour_change(self, address: IPAddress, nud: str | None, lladdr: str | None = None) -> str | None:
         """A notification for a watched peer's entry (`nud` None: the entry was removed).
-        Returns a reason to reconcile when the peer's liveness changed, else None: most
-        state changes (REACHABLE -> STALE -> DELAY ...) do not matter."""
+        Returns a reason to reconcile when the peer's liveness changed, its entry became
+        valid (its router is known now), or its link-layer address changed (another box
+        answers); else None: most state changes (REACHABLE -> STALE -> DELAY ...) do not matter."""
         if address not in self._neighbour:
             return None
+        was = self._nud.get(address)
         self._nud[address] = nud
         old = self._neighbour[address]
         new = neighbour_liveness(old, nud)
-        if new is old:
-            return None
         self._neighbour[address] = new
-        return f"neighbour {address}: {nud or 'entry removed'} ({old.value} -> {new.value})"
+        if new is not old:
+            return f"neighbour {address}: {nud or 'entry removed'} ({old.value} -> {new.value})"
+        if not _is_valid(nud) or not lladdr:
+            return None
+        known, self._lladdr[address] = self._lladdr.get(address), lladdr.lower()
+        if not _is_valid(was):
+            return f"neighbour {address}: {nud} at {lladdr} (was {was or 'no entry'})"
+        if known is not None and known != lladdr.lower():
+            return f"neighbour {address}: link-layer address {known} -> {lladdr.lower()}"
+        return None
 
     def to_resolve(self) -> dict[IPAddress, str | None]:
         """The peers judged SILENT by their entry that nothing is resolving now: entry FAILED,

@@ -224,3 +224,29 @@ def test_a_graceful_restart_session_back_within_its_restart_time_never_drops_the
         assert health.verdict(A).liveness is Liveness.ANSWERS
     assert health.observe_session_states([A], {A: True}, 111.0, HOLD, {A: 120.0}) is None
     assert health.verdict(A).liveness is Liveness.ANSWERS
+
+
+MAC1, MAC2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
+
+
+def test_an_entry_becoming_valid_is_a_reason_to_reconcile_at_once():
+    health = PeerHealth()
+    health.observe_neighbours([A, B], {})  # a node fresh from start: no entries
+    assert health.observe_neighbour_change(A, "REACHABLE", MAC1) == f"neighbour {A}: REACHABLE at {MAC1} (was no entry)"
+    assert health.observe_neighbour_change(A, "STALE", MAC1) is None  # the usual ageing: nothing
+    assert health.observe_neighbour_change(A, "DELAY", MAC1) is None
+    # IPv6 too, through a first resolution
+    assert health.observe_neighbour_change(B, "INCOMPLETE") is not None  # answers -> unsure
+    assert health.observe_neighbour_change(B, "REACHABLE", MAC2) is not None  # unsure -> answers
+
+
+def test_a_mac_change_is_a_reason_to_reconcile_at_once():
+    health = PeerHealth()
+    health.observe_neighbours([A], {A: "REACHABLE"}, {A: MAC1})
+    assert health.observe_neighbour_change(A, "STALE", MAC1) is None
+    assert health.observe_neighbour_change(A, "REACHABLE", MAC2.upper()) == \
+        f"neighbour {A}: link-layer address {MAC1} -> {MAC2}"
+    assert health.observe_neighbour_change(A, "REACHABLE", MAC2) is None
+    # a read without link-layer addresses (rules mode) keeps the last one known
+    health.observe_neighbours([A], {A: "STALE"})
+    assert health.observe_neighbour_change(A, "REACHABLE", MAC1) is not None
