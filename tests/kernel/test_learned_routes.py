@@ -13,7 +13,8 @@ from nra.config.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import LearnedRouteChange
 from nra.plan.peer_health import PeerHealth
-from nra.plan.planner import RoutingPolicy, plan
+from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.rules import plan
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.kernel
