@@ -50,7 +50,7 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "return_path_mark": ("--return-path-mark", "VALUE/MASK", "conntrack mode: nra's mark bits (default: 0x2/0x3e)"),
     "return_path_tables": ("--return-path-tables", "FIRST-LAST", "conntrack mode: the router tables (default: after --table)"),
     "uplink_tables": ("--uplink-tables", "FIRST-LAST", "tables of the uplink groups that are not every peer "
-                      "(default: 1000-1063; docs/uplinks.md)"),
+                      "(default: 1000-1063, or after --table and the router tables; docs/uplinks.md)"),
 }
 
 

@@ -173,8 +173,9 @@ def parse_destination(text: str) -> tuple[IPNetwork, ...]:
     return tuple(sorted(nets, key=lambda n: n.version))
 
 
-#: the uplink groups' tables (nra.config.uplinks): far from TABLE_WEIGHT and the router tables
-DEFAULT_UPLINK_TABLES = "1000-1063"
+#: the uplink groups' tables (nra.config.uplinks) when UPLINK_TABLES is not set: far from
+#: TABLE_WEIGHT and the router tables (else the 64 ids after both)
+DEFAULT_UPLINK_TABLES = range(1000, 1064)
 
 
 class Settings(BaseSettings):
@@ -227,8 +228,8 @@ class Settings(BaseSettings):
     return_path: Literal["rules", "conntrack"] = Field("rules", validation_alias="RETURN_PATH")
     return_path_mark: str = Field(DEFAULT_MARK_TEXT, validation_alias="RETURN_PATH_MARK")
     return_path_tables: str | None = Field(None, validation_alias="RETURN_PATH_TABLES")
-    uplink_tables: str = Field(DEFAULT_UPLINK_TABLES, validation_alias="UPLINK_TABLES",
-                               description="tables of the uplink groups other than the one of every peer")
+    uplink_tables: str | None = Field(None, validation_alias="UPLINK_TABLES",
+                                      description="tables of the uplink groups other than the one of every peer")
     table_name: str | None = Field(None, validation_alias="TABLE_NAME",
                                    description="name written for the table id in /etc/iproute2/rt_tables.d")
 
@@ -283,7 +284,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be {MIN_WEIGHT}..{MAX_WEIGHT} (the kernel's nexthop weight range)")
         return v
 
-    @field_validator("rule_fwmark", "pre_reconcile_script_path", "post_reconcile_script_path", "netns", "table_name", "return_path_tables", mode="before")
+    @field_validator("rule_fwmark", "pre_reconcile_script_path", "post_reconcile_script_path", "netns", "table_name", "return_path_tables", "uplink_tables", mode="before")
     @classmethod
     def _blank_is_unset(cls, v: Any) -> Any:
         # `FOO=` in a manifest means unset, as if FOO were not given
@@ -351,11 +352,6 @@ class Settings(BaseSettings):
         parse_mark_field(v)
         return v.strip()
 
-    @field_validator("uplink_tables", mode="before")
-    @classmethod
-    def _blank_is_default(cls, v: Any) -> Any:
-        return DEFAULT_UPLINK_TABLES if isinstance(v, str) and not v.strip() else v
-
     @field_validator("return_path_tables", "uplink_tables")
     @classmethod
     def _table_ranges(cls, v: str | None) -> str | None:
@@ -374,6 +370,9 @@ class Settings(BaseSettings):
             raise ValueError("FRRK8S_NAMESPACE needs METALLB_USE_CRDS=1 and NODE_NAME (BGPSessionStates are "
                              "picked by this node's name)")
         uplinks = self.uplink_table_range
+        if set(uplinks) & RESERVED_TABLES.keys() or uplinks.stop - 1 > MAX_TABLE:
+            raise ValueError(f"UPLINK_TABLES: the default range {uplinks.start}-{uplinks.stop - 1} after TABLE_WEIGHT "
+                             "holds a reserved or too large table id; set the range")
         if self.table in uplinks:
             raise ValueError(f"UPLINK_TABLES {uplinks.start}-{uplinks.stop - 1} holds TABLE_WEIGHT {self.table}")
         if self.return_path != "conntrack":
@@ -407,8 +406,15 @@ class Settings(BaseSettings):
 
     @property
     def uplink_table_range(self) -> range:
-        """The uplink groups' tables (UPLINK_TABLES)."""
-        return parse_table_range(self.uplink_tables)
+        """The uplink groups' tables: UPLINK_TABLES, or 1000-1063 unless that holds TABLE_WEIGHT
+        or meets the router tables, then the 64 ids after both."""
+        if self.uplink_tables:
+            return parse_table_range(self.uplink_tables)
+        taken = [self.table, *(self.router_tables if self.return_path == "conntrack" else ())]
+        if not any(t in DEFAULT_UPLINK_TABLES for t in taken):
+            return DEFAULT_UPLINK_TABLES
+        first = max(taken) + 1
+        return range(first, first + len(DEFAULT_UPLINK_TABLES))
 
     @property
     def health_endpoint(self) -> tuple[str, int] | None:

@@ -238,3 +238,15 @@ def test_uplink_tables_beside_the_router_tables_are_fine(monkeypatch):
     monkeypatch.setenv("RETURN_PATH", "conntrack")
     monkeypatch.setenv("UPLINK_TABLES", "36-60")
     assert load_settings().uplink_table_range == range(36, 61)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"TABLE_WEIGHT": "1000"}, range(1001, 1065)),  # the default moves out of TABLE_WEIGHT's way
+    ({"TABLE_WEIGHT": "1000", "RETURN_PATH": "conntrack"}, range(1016, 1080)),  # and of the router tables (1001-1015)
+    ({"TABLE_WEIGHT": "990", "RETURN_PATH": "conntrack"}, range(1006, 1070)),
+    ({"TABLE_WEIGHT": "100", "RETURN_PATH": "conntrack"}, range(1000, 1064)),
+])
+def test_the_default_uplink_tables_keep_clear_of_the_other_tables(monkeypatch, env, expected):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().uplink_table_range == expected

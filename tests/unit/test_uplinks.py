@@ -296,3 +296,29 @@ def test_routers_are_told_apart_by_link_and_mac():
     # the two IPv4 peers behind one MAC are named once; the IPv6 address of the box is not a pair
     assert notes == (f"peers a, b share link-layer address {vmac.lower()} on eth1: one router (a VRRP-style pair); "
                      "its table holds a multipath route via all of them",)
+
+
+def test_rules_mode_plans_one_table_per_uplink_group_and_empties_those_no_group_uses():
+    from nra.kernel.model import KernelRoute, KernelRule, KernelState, Nexthop
+    from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
+    from nra.plan.planner import RoutingPolicy
+    from nra.plan.return_path.rules import RulesReturnPath
+
+    defaults = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    path = RulesReturnPath(RoutingPolicy(TABLE, 20, None, None, defaults), TABLES)
+    assert path.reads.route_tables == TABLES
+    split = parse_objects(TWO_UPLINKS, NODE, W).intent
+    ops = path.plan(split, KernelState(), {}).operations
+    tables = {str(op.src): op.table for op in ops if isinstance(op, AddRule)}
+    table_a, table_b = tables["198.51.100.0/24"], tables["203.0.113.0/24"]
+    assert tables["192.0.2.0/24"] == table_a != table_b and {table_a, table_b} <= set(TABLES)
+    routes = {op.table: {str(h.gateway) for h in op.nexthops} for op in ops if isinstance(op, ReplaceRoute)}
+    assert routes == {TABLE: {"10.1.0.1", "10.1.0.2", "10.2.0.1", "10.2.0.2"},
+                      table_a: {"10.1.0.1", "10.1.0.2"}, table_b: {"10.2.0.1", "10.2.0.2"}}
+    # back to every pool for every peer: table A's route and rules go, TABLE_WEIGHT serves all
+    every = parse_objects(TWO_UPLINKS[:6] + [advertisement("all")], NODE, W).intent
+    old_route = KernelRoute(4, defaults[0], table_a, (Nexthop(ip("10.1.0.1"), W), Nexthop(ip("10.1.0.2"), W)))
+    old_rule = KernelRule(4, ipaddress.ip_network("198.51.100.0/24"), 20, table_a, None, None)
+    ops = path.plan(every, KernelState(rules=(old_rule,), router_routes=(old_route,)), {}).operations
+    assert [type(op) for op in ops if op.__class__ in (DeleteRoute, DeleteRule)] == [DeleteRule, DeleteRoute]
+    assert {op.table for op in ops if isinstance(op, (AddRule, ReplaceRoute))} == {TABLE}
