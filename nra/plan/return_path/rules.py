@@ -106,6 +106,13 @@ class RulesReturnPath:
         #: the uplink groups' tables: their routes and the rules pointing at them are nra's
         self.reads = KernelReads(route_tables=uplink_tables)
         self._desired: dict[int, tuple[Intent, DesiredRules]] = {}
+        self._groups: tuple[Intent | None, tuple[dict[int, Intent], tuple[str, ...]]] = (None, ({}, ()))
+
+    def _uplink_intents(self, intent: Intent) -> tuple[dict[int, Intent], tuple[str, ...]]:
+        # Once per intent: the same sub-intents keep their desired rules between reconciles.
+        if self._groups[0] is not intent:
+            self._groups = (intent, uplink_intents(intent, self.policy.table, self.uplink_tables))
+        return self._groups[1]
 
     def _rules_of(self, table: int, intent: Intent, policy: RoutingPolicy) -> DesiredRules:
         # A steady reconcile (the same intent object) does not rebuild 10,000 keys.
@@ -115,7 +122,7 @@ class RulesReturnPath:
         return kept[1]
 
     def plan(self, intent: Intent, state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> Plan:
-        groups, problems = uplink_intents(intent, self.policy.table, self.uplink_tables)
+        groups, problems = self._uplink_intents(intent)
         leftovers = [r for r in state.router_routes if r.table not in groups]
         if not groups and not leftovers and not any(r.table in self.uplink_tables for r in state.rules):
             # one group, nothing left of others: the one table, exactly as before
