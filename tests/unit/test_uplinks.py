@@ -322,3 +322,15 @@ def test_rules_mode_plans_one_table_per_uplink_group_and_empties_those_no_group_
     ops = path.plan(every, KernelState(rules=(old_rule,), router_routes=(old_route,)), {}).operations
     assert [type(op) for op in ops if op.__class__ in (DeleteRoute, DeleteRule)] == [DeleteRule, DeleteRoute]
     assert {op.table for op in ops if isinstance(op, (AddRule, ReplaceRoute))} == {TABLE}
+
+
+def test_rules_mode_deletes_the_leftovers_of_other_settings_once_with_uplink_groups():
+    from nra.kernel.model import KernelRule, KernelState
+    from nra.kernel.operations import DeleteRule
+    from nra.plan.planner import RoutingPolicy
+    from nra.plan.return_path.rules import RulesReturnPath
+
+    path = RulesReturnPath(RoutingPolicy(TABLE, 20, None, None, (ipaddress.ip_network("0.0.0.0/0"),)), TABLES)
+    stale = KernelRule(4, ipaddress.ip_network("198.51.100.0/24"), 20, 77, None, None)
+    ops = path.plan(parse_objects(TWO_UPLINKS, NODE, W).intent, KernelState(leftovers=(stale,)), {}).operations
+    assert [op.rule for op in ops if isinstance(op, DeleteRule)] == [stale]

@@ -132,8 +132,8 @@ class RulesReturnPath:
 
     def plan(self, intent: Intent, state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> Plan:
         groups, problems = self._uplink_intents(intent)
-        leftovers = [r for r in state.router_routes if r.table not in groups]
-        if not groups and not leftovers and not any(r.table in self.uplink_tables for r in state.rules):
+        unused = [r for r in state.router_routes if r.table not in groups]
+        if not groups and not unused and not any(r.table in self.uplink_tables for r in state.rules):
             # one group, nothing left of others: the one table, exactly as before
             self._desired = {t: d for t, d in self._desired.items() if t == self.policy.table}
             single = plan(intent, state, self.policy, verdicts, self._rules_of(self.policy.table, intent, self.policy))
@@ -144,9 +144,11 @@ class RulesReturnPath:
             policy = replace(self.policy, table=table)
             routes = state.routes if table == self.policy.table else tuple(
                 r for r in state.router_routes if r.table == table)
-            sub_state = replace(state, routes=routes, rules=tuple(r for r in state.rules if r.table == table))
+            # (the leftovers of other settings go once, with TABLE_WEIGHT's plan)
+            sub_state = replace(state, routes=routes, rules=tuple(r for r in state.rules if r.table == table),
+                                leftovers=state.leftovers if table == self.policy.table else ())
             plans.append(plan(sub, sub_state, policy, verdicts, self._rules_of(table, sub, policy)))
-        extra: list = [DeleteRoute(r, reason="no uplink group uses this table") for r in leftovers]
+        extra: list = [DeleteRoute(r, reason="no uplink group uses this table") for r in unused]
         extra += [DeleteRule(r, reason="no uplink group uses this table") for r in state.rules
                   if r.table in self.uplink_tables and r.table not in groups]
         self._desired = {t: d for t, d in self._desired.items() if t in groups}
