@@ -93,10 +93,13 @@ class Reconciler:
         self._last_warnings: tuple[str, ...] = ()
 
     async def compute_plan(self, intent: Intent, resolve: bool = False) -> tuple[KernelState, Plan]:
-        """The kernel's state and the plan. `resolve` (a reconcile, never `nra plan`): peers
-        seen for the first time without a valid neighbour entry are resolved first."""
+        """The kernel's state and the plan. `resolve` (a reconcile, never `nra plan`): when the
+        return path tells routers by their link-layer address (conntrack), peers seen for the
+        first time without a valid neighbour entry are resolved first; in rules mode their
+        first resolution is left to traffic, as before (a peer that never answers is then
+        kept until something sends to it)."""
         state = await self.kernel.read_state(p.address for p in intent.peers)
-        if resolve and (fresh := self._fresh_peers(state)):
+        if resolve and self.return_path.reads.peer_links and (fresh := self._fresh_peers(state)):
             for warning in await self.kernel.resolve_fresh_peers(fresh, FRESH_RESOLVE_WAIT_S):
                 logger.warning(warning)
             state = await self.kernel.read_state(p.address for p in intent.peers)
