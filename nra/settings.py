@@ -232,6 +232,12 @@ class Settings(BaseSettings):
                                       description="tables of the uplink groups other than the one of every peer")
     table_name: str | None = Field(None, validation_alias="TABLE_NAME",
                                    description="name written for the table id in /etc/iproute2/rt_tables.d")
+    datapath_check: Literal["refuse", "warn"] = Field(
+        "refuse", validation_alias="DATAPATH_CHECK",
+        description="refuse (exit 2) or only warn when RETURN_PATH cannot work on the datapath found")
+    calico_ext_service_mark: str | None = Field(
+        None, validation_alias="CALICO_EXT_SERVICE_MARK",
+        description="Calico eBPF's bpfExtToServiceConnmark: the rules match this mark (as RULE_FWMARK)")
 
     # -- validation: each error names the setting by its environment variable --------
 
@@ -247,7 +253,7 @@ class Settings(BaseSettings):
         text = str(v).strip().lower()
         return _LOG_LEVEL_ALIASES.get(text, text)
 
-    @field_validator("log_format", "return_path", mode="before")
+    @field_validator("log_format", "return_path", "datapath_check", mode="before")
     @classmethod
     def _format(cls, v: Any) -> str:
         return str(v).strip().lower()
@@ -284,13 +290,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be {MIN_WEIGHT}..{MAX_WEIGHT} (the kernel's nexthop weight range)")
         return v
 
-    @field_validator("rule_fwmark", "pre_reconcile_script_path", "post_reconcile_script_path", "netns", "table_name", "return_path_tables", "uplink_tables", mode="before")
+    @field_validator("rule_fwmark", "pre_reconcile_script_path", "post_reconcile_script_path", "netns", "table_name", "return_path_tables",
+                     "calico_ext_service_mark", "uplink_tables", mode="before")
     @classmethod
     def _blank_is_unset(cls, v: Any) -> Any:
         # `FOO=` in a manifest means unset, as if FOO were not given
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("rule_fwmark")
+    @field_validator("rule_fwmark", "calico_ext_service_mark")
     @classmethod
     def _fwmark(cls, v: str | None) -> str | None:
         if v is None:
@@ -369,6 +376,11 @@ class Settings(BaseSettings):
         if self.frrk8s_namespace and not (self.metallb_use_crds and self.node_name):
             raise ValueError("FRRK8S_NAMESPACE needs METALLB_USE_CRDS=1 and NODE_NAME (BGPSessionStates are "
                              "picked by this node's name)")
+        if self.calico_ext_service_mark:  # the mark Calico's eBPF dataplane sets: the rules match it
+            if self.rule_fwmark and parse_fwmark(self.rule_fwmark) != parse_fwmark(self.calico_ext_service_mark):
+                raise ValueError(f"CALICO_EXT_SERVICE_MARK {self.calico_ext_service_mark} and RULE_FWMARK "
+                                 f"{self.rule_fwmark} differ: set one")
+            self.rule_fwmark = self.calico_ext_service_mark
         uplinks = self.uplink_table_range
         if set(uplinks) & RESERVED_TABLES.keys() or uplinks.stop - 1 > MAX_TABLE:
             raise ValueError(f"UPLINK_TABLES: the default range {uplinks.start}-{uplinks.stop - 1} after TABLE_WEIGHT "

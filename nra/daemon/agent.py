@@ -28,6 +28,7 @@ from nra.daemon.worker import Worker
 from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
 from nra.kernel.table_names import name_table
 from nra.observe import metrics
+from nra.observe.logs import reconcile_context
 from nra.observe.status import STUCK_AFTER_S, AgentStatus
 from nra.observe.status_report import StatusDetails
 from nra.settings import Settings
@@ -56,7 +57,9 @@ class Agent:
         self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
                                                     settings=self.settings,
                                                     config_loaded_at=self.desired.loaded_at,
-                                                    return_path=self.return_path)
+                                                    return_path=self.return_path,
+                                                    datapath=self.datapath)
+        self.datapath: dict | None = None  # what nra.kernel.datapath found at start
         self.desired = Desired()
         self.stuck_after_s = stuck_after_s if stuck_after_s is not None else stuck_limit(settings)
         self.echo = EchoFilter()
@@ -65,6 +68,11 @@ class Agent:
         self._stop = asyncio.Event()
         self._echo_check: asyncio.Task | None = None
         self.resolution: PeerResolution | None = None
+        self.node_events = None
+        if not settings.metallb_static_file:  # (the Kubernetes client only where it is used)
+            from nra.sources.kube.node_events import node_events_for
+
+            self.node_events = node_events_for(settings)
         #: what /status shows of the return path (its describe()), once running
         self.return_path: dict | None = None
 
@@ -160,7 +168,8 @@ class Agent:
                             self.status.source_synced = False  # (run_source said why)
         finally:
             logger.info("stopping; the kernel state is left as it is")
-            tasks = [stop, *vital, *others, *(t for t in (self._echo_check,) if t is not None)]
+            pending_event = self.node_events.pending if self.node_events else None
+            tasks = [stop, *vital, *others, *(t for t in (self._echo_check, pending_event) if t is not None)]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -179,7 +188,8 @@ class Agent:
         self.status.reconcile_started()
         self.echo.reconcile_started()  # netlink events from here on may be our own
         try:
-            return await reconciler.reconcile(self.intent, trigger)
+            with reconcile_context(trigger):
+                return await reconciler.reconcile(self.intent, trigger)
         finally:
             self.status.reconcile_finished()
 
@@ -187,6 +197,8 @@ class Agent:
         self.echo.reconcile_finished(bool(outcome.applied))
         if self.resolution is not None:  # a read may have judged a peer silent
             self.resolution.wake()
+        if self.node_events is not None and outcome.plan is not None:
+            self.node_events.observe(outcome.degraded, outcome.plan.left_out)
         by_drift = "netlink" in triggers
         if by_drift and outcome.applied:
             metrics.drift_repaired()

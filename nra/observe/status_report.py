@@ -36,6 +36,7 @@ class StatusDetails:
     settings: Any = None          # nra.settings.Settings
     config_loaded_at: float | None = None  # wall clock of the last configuration load
     return_path: Any = None       # the return path's describe(): its mode, tables and marks
+    datapath: dict | None = None  # nra.kernel.datapath.describe(): the node's datapath, the mode's fit
 
 
 def _registry_values(registry: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -103,6 +104,7 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
         "reconciles": _total(values, "nra_reconciles_total"),
         "reconcile_failures": _total(values, "nra_reconcile_failures_total"),
         "drift_repairs": _total(values, "nra_drift_repairs_total"),
+        "datapath": details.datapath,
     }
     if details.intent is not None:
         doc["peers"] = [{"address": str(p.address), "family": f"ipv{p.address.version}", "weight": p.weight,
@@ -232,6 +234,11 @@ def format_status(doc: dict[str, Any], now: float | None = None) -> str:
         lines += [f"                 failed: {f}" for f in last.get("failed", [])]
     lines.append(f"reconciles:      {doc['reconciles']} ({doc['reconcile_failures']} failed); "
                  f"drift repairs: {doc['drift_repairs']}")
+    found = doc.get("datapath")
+    if found:
+        fits = {True: "fits", False: "DOES NOT FIT", None: "cannot tell"}[found.get("mode_fits")]
+        lines.append(f"datapath:        {found['name']} ({'; '.join(found.get('evidence', []))})")
+        lines.append(f"mode:            {fits}: {found.get('verdict', '')}")
     return "\n".join(lines) + "\n"
 
 

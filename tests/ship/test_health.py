@@ -169,3 +169,19 @@ def test_pure_answers():
     status.contention = "priority 20 rules replaced 3 times in 10 s"
     assert status.readiness() == (False, "another writer keeps undoing our changes: "
                                          "priority 20 rules replaced 3 times in 10 s")
+
+
+def test_a_long_first_reconcile_is_work_not_a_hang():
+    """40,000 operations get 30 s + 200 s before liveness fails; with no operations, 30 s."""
+    status = AgentStatus(config_loaded=True)
+    status.reconcile_started()
+    status.applying(40_000)
+    status.busy_since = time.monotonic() - 60  # 55 s was measured for 40,000 rules under load
+    assert status.liveness(30) == (True, "ok")
+    status.busy_since = time.monotonic() - 231
+    alive, why = status.liveness(30)
+    assert not alive and "limit 230 s for 40,000 operations" in why
+    status.reconcile_finished()
+    status.reconcile_started()  # the next reconcile starts from no allowance
+    status.busy_since = time.monotonic() - 31
+    assert not status.liveness(30)[0]

@@ -119,15 +119,15 @@ def test_health_address_off():
 
 
 def test_every_setting_is_documented_in_readme_and_help():
-    """A setting added without its README row or --help line fails here."""
+    """A setting added without its docs/settings.md row or --help line fails here."""
     from pathlib import Path
 
     from nra.cli import build_parser
     from nra.settings import ENV_NAMES
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
     help_text = build_parser().format_help()
-    missing = [env for env in ENV_NAMES.values() if f"`{env}`" not in readme or env not in help_text]
+    missing = [env for env in ENV_NAMES.values() if f"`{env}`" not in doc or env not in help_text]
     assert not missing, f"undocumented settings: {missing}"
 
 
