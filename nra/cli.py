@@ -53,6 +53,8 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "return_path": ("--return-path", "rules|conntrack", "how replies find their router (default: rules)"),
     "return_path_mark": ("--return-path-mark", "VALUE/MASK", "conntrack mode: nra's mark bits (default: 0x2/0x3e)"),
     "return_path_tables": ("--return-path-tables", "FIRST-LAST", "conntrack mode: the router tables (default: after --table)"),
+    "uplink_tables": ("--uplink-tables", "FIRST-LAST", "tables of the uplink groups that are not every peer "
+                      "(default: 1000-1063, or after --table and the router tables; docs/uplinks.md)"),
     "datapath_check": ("--datapath-check", "refuse|warn", "when the mode cannot work on the datapath found "
                        "(default: refuse, exit 2)"),
     "calico_ext_service_mark": ("--calico-ext-service-mark", "MARK[/MASK]", "Calico eBPF's bpfExtToServiceConnmark: "

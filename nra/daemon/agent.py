@@ -297,11 +297,11 @@ class Agent:
         async for event in reconciler.kernel.events():
             if isinstance(event, NeighbourChange):
                 entry = event.entry
-                reason = reconciler.health.observe_neighbour_change(entry.address,
-                                                                    None if entry.deleted else entry.state)
+                reason = reconciler.health.observe_neighbour_change(
+                    entry.address, None if entry.deleted else entry.state, entry.lladdr)
                 if self.resolution is not None:  # a silent peer's entry may have failed or gone
                     self.resolution.wake()
-                if reason:  # a peer starts or stops answering: not an echo of ours
+                if reason:  # a peer starts or stops answering, or its router is known: not an echo of ours
                     logger.debug("netlink: {}", reason)
                     self.worker.trigger("neighbour")
                 continue

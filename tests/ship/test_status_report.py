@@ -93,7 +93,7 @@ def test_document_answers_the_first_questions():
     assert doc["kernel"] == {"table": 20, "rule_priority": 20, "fwmark": "0x14",
                              "peers_in_route": {"ipv4": 1, "ipv6": 2}, "rules_installed": {"ipv4": 2, "ipv6": 1},
                              "return_path": {"mode": "rules", "table": 20, "rule_priority": 20,
-                                             "fwmark": "0x14/0xffffffff"}}
+                                             "fwmark": "0x14/0xffffffff", "uplink_tables": "1000-1063"}}
     assert doc["left_out"] == [{"family": "ipv4", "reason": "no-arp", "count": 1}]
     assert doc["last_reconcile"] == {"at": NOW - 12, "age_seconds": 12.0, "ok": True, "applied": 1,
                                      "failed": [], "warnings": [LEFT_OUT]}
