@@ -173,6 +173,11 @@ def parse_destination(text: str) -> tuple[IPNetwork, ...]:
     return tuple(sorted(nets, key=lambda n: n.version))
 
 
+#: the uplink groups' tables (nra.config.uplinks) when UPLINK_TABLES is not set: far from
+#: TABLE_WEIGHT and the router tables (else the 64 ids after both)
+DEFAULT_UPLINK_TABLES = range(1000, 1064)
+
+
 class Settings(BaseSettings):
     """All of nra's settings. Environment names are the original agent's."""
 
@@ -201,6 +206,10 @@ class Settings(BaseSettings):
     cleanandexit: bool = Field(False, validation_alias="CLEANANDEXIT")
     netns: str | None = Field(None, validation_alias="NRA_NETNS", description="program this named network namespace")
     health_address: str = Field("127.0.0.1:9101", validation_alias="HEALTH_ADDRESS")
+    status_access: Literal["loopback", "health", "off"] = Field(
+        "loopback", validation_alias="STATUS_ACCESS",
+        description="where /status is answered: on loopback only (a loopback listener on the health port when "
+                    "HEALTH_ADDRESS is another address), on the health listener (health), or nowhere (off)")
     source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT and plan wait for the first configuration from the API (a static file is read once)")
     hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
     set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
@@ -223,8 +232,16 @@ class Settings(BaseSettings):
     return_path: Literal["rules", "conntrack"] = Field("rules", validation_alias="RETURN_PATH")
     return_path_mark: str = Field(DEFAULT_MARK_TEXT, validation_alias="RETURN_PATH_MARK")
     return_path_tables: str | None = Field(None, validation_alias="RETURN_PATH_TABLES")
+    uplink_tables: str | None = Field(None, validation_alias="UPLINK_TABLES",
+                                      description="tables of the uplink groups other than the one of every peer")
     table_name: str | None = Field(None, validation_alias="TABLE_NAME",
                                    description="name written for the table id in /etc/iproute2/rt_tables.d")
+    datapath_check: Literal["refuse", "warn"] = Field(
+        "refuse", validation_alias="DATAPATH_CHECK",
+        description="refuse (exit 2) or only warn when RETURN_PATH cannot work on the datapath found")
+    calico_ext_service_mark: str | None = Field(
+        None, validation_alias="CALICO_EXT_SERVICE_MARK",
+        description="Calico eBPF's bpfExtToServiceConnmark: the rules match this mark (as RULE_FWMARK)")
 
     # -- validation: each error names the setting by its environment variable --------
 
@@ -240,7 +257,7 @@ class Settings(BaseSettings):
         text = str(v).strip().lower()
         return _LOG_LEVEL_ALIASES.get(text, text)
 
-    @field_validator("log_format", "return_path", mode="before")
+    @field_validator("log_format", "return_path", "datapath_check", "status_access", mode="before")
     @classmethod
     def _format(cls, v: Any) -> str:
         return str(v).strip().lower()
@@ -277,13 +294,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be {MIN_WEIGHT}..{MAX_WEIGHT} (the kernel's nexthop weight range)")
         return v
 
-    @field_validator("rule_fwmark", "pre_reconcile_script_path", "post_reconcile_script_path", "netns", "table_name", "return_path_tables", mode="before")
+    @field_validator("rule_fwmark", "pre_reconcile_script_path", "post_reconcile_script_path", "netns", "table_name", "return_path_tables",
+                     "calico_ext_service_mark", "uplink_tables", mode="before")
     @classmethod
     def _blank_is_unset(cls, v: Any) -> Any:
         # `FOO=` in a manifest means unset, as if FOO were not given
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("rule_fwmark")
+    @field_validator("rule_fwmark", "calico_ext_service_mark")
     @classmethod
     def _fwmark(cls, v: str | None) -> str | None:
         if v is None:
@@ -345,9 +363,9 @@ class Settings(BaseSettings):
         parse_mark_field(v)
         return v.strip()
 
-    @field_validator("return_path_tables")
+    @field_validator("return_path_tables", "uplink_tables")
     @classmethod
-    def _return_path_tables(cls, v: str | None) -> str | None:
+    def _table_ranges(cls, v: str | None) -> str | None:
         if v is None:
             return None
         reserved = sorted(set(parse_table_range(v)) & RESERVED_TABLES.keys())
@@ -362,9 +380,23 @@ class Settings(BaseSettings):
         if self.frrk8s_namespace and not (self.metallb_use_crds and self.node_name):
             raise ValueError("FRRK8S_NAMESPACE needs METALLB_USE_CRDS=1 and NODE_NAME (BGPSessionStates are "
                              "picked by this node's name)")
+        if self.calico_ext_service_mark:  # the mark Calico's eBPF dataplane sets: the rules match it
+            if self.rule_fwmark and parse_fwmark(self.rule_fwmark) != parse_fwmark(self.calico_ext_service_mark):
+                raise ValueError(f"CALICO_EXT_SERVICE_MARK {self.calico_ext_service_mark} and RULE_FWMARK "
+                                 f"{self.rule_fwmark} differ: set one")
+            self.rule_fwmark = self.calico_ext_service_mark
+        uplinks = self.uplink_table_range
+        if set(uplinks) & RESERVED_TABLES.keys() or uplinks.stop - 1 > MAX_TABLE:
+            raise ValueError(f"UPLINK_TABLES: the default range {uplinks.start}-{uplinks.stop - 1} after TABLE_WEIGHT "
+                             "holds a reserved or too large table id; set the range")
+        if self.table in uplinks:
+            raise ValueError(f"UPLINK_TABLES {uplinks.start}-{uplinks.stop - 1} holds TABLE_WEIGHT {self.table}")
         if self.return_path != "conntrack":
             return self  # the router tables are not used: TABLE_WEIGHT alone is checked
         tables = self.router_tables
+        if tables.start < uplinks.stop and uplinks.start < tables.stop:
+            raise ValueError(f"UPLINK_TABLES {uplinks.start}-{uplinks.stop - 1} overlaps the router tables "
+                             f"{tables.start}-{tables.stop - 1} (RETURN_PATH_TABLES)")
         if self.table in tables:
             raise ValueError(f"RETURN_PATH_TABLES {tables.start}-{tables.stop - 1} holds TABLE_WEIGHT {self.table}")
         if not self.return_path_tables and set(tables) & RESERVED_TABLES.keys():
@@ -387,6 +419,18 @@ class Settings(BaseSettings):
         if self.return_path_tables:
             return parse_table_range(self.return_path_tables)
         return range(self.table + 1, self.table + 1 + parse_mark_field(self.return_path_mark).capacity)
+
+    @property
+    def uplink_table_range(self) -> range:
+        """The uplink groups' tables: UPLINK_TABLES, or 1000-1063 unless that holds TABLE_WEIGHT
+        or meets the router tables, then the 64 ids after both."""
+        if self.uplink_tables:
+            return parse_table_range(self.uplink_tables)
+        taken = [self.table, *(self.router_tables if self.return_path == "conntrack" else ())]
+        if not any(t in DEFAULT_UPLINK_TABLES for t in taken):
+            return DEFAULT_UPLINK_TABLES
+        first = max(taken) + 1
+        return range(first, first + len(DEFAULT_UPLINK_TABLES))
 
     @property
     def health_endpoint(self) -> tuple[str, int] | None:

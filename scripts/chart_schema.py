@@ -21,7 +21,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "charts" / "nra" / "values.schema.json"
-README = REPO / "README.md"
+README = REPO / "docs" / "settings.md"  # the settings table
 sys.path.insert(0, str(REPO))
 
 from nra import settings as nra_settings  # noqa: E402

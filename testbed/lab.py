@@ -586,6 +586,30 @@ class Lab:
         for fam in ("-4", "-6"):
             self.ip("node", f"{fam} neigh flush dev eth0", check=False)
 
+    def silence_node_bgp(self) -> None:
+        """The node as fresh from a reboot: nothing has sent a packet to its routers yet. The
+        Service's LB routes are pinned on the routers and the client (the traffic still comes
+        in), the routers' sessions to the node disabled and the node's BIRD stopped (no BGP
+        or BFD packet either way), the node's neighbour entries and every conntrack entry
+        flushed. For the rest of the lab's life: the module's lab must be its own."""
+        for r in R.values():
+            self.ip(r.name, f"route replace {SVC4}/32 via {NODE4} metric 1")
+            self.ip(r.name, f"-6 route replace {SVC6}/128 via {NODE6} metric 1")
+        for fam, svc, src, hop in (("-4", f"{SVC4}/32", CLIENT4, "cl4"), ("-6", f"{SVC6}/128", CLIENT6, "cl6")):
+            hops = " ".join(f"nexthop via {getattr(r, hop)} dev {r.name}" for r in R.values())
+            self.ip("client", f"{fam} route replace {svc} metric 1 src {src} {hops}")
+        for r in ROUTERS:
+            for protocol in ("node4", "node6"):
+                self.birdc(r, f"disable {protocol}")
+        self.kill_bird("node")
+        deadline = time.monotonic() + 10
+        while self.bird_running("node"):
+            if time.monotonic() > deadline:
+                raise LabError("the node's BIRD did not stop")
+            time.sleep(0.05)
+        self.reset_node_neighbours()
+        self.flush_conntrack()
+
     def add_node_default_routes(self) -> None:
         """The node's default route via the gateway; `replace` so it is safe to repeat (a link
         flap takes it away, and a node's network manager would put it back)."""

@@ -101,3 +101,6 @@ class FakeKernel:
 
     async def resolve_peers(self, entries: Mapping[IPAddress, str | None]) -> list[str]:
         return []
+
+    async def resolve_fresh_peers(self, peers: Iterable[IPAddress], wait_s: float) -> list[str]:
+        return []  # (its entries are what the test set: nothing to resolve)

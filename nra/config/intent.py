@@ -35,11 +35,51 @@ class Peer:
 
 
 @dataclass(frozen=True)
+class PeerSpec:
+    """A BGP peer of this node as MetalLB describes it, before the node's tables resolve it
+    to a link and a next hop (nra.config.uplinks). Compared without its name, like Peer:
+    a renamed BGPPeer, or the same peer in the legacy ConfigMap, is the same peer."""
+
+    name: str = field(compare=False)
+    #: None: an unnumbered peer, found on `interface` (its link-local address is discovered)
+    address: IPAddress | None
+    weight: int
+    interface: str = ""  # BGPPeer.spec.interface (unnumbered BGP)
+    vrf: str = ""  # BGPPeer.spec.vrf; "" is the default VRF
+    multihop: bool = False  # BGPPeer.spec.ebgpMultiHop
+    graceful_restart: bool = False  # BGPPeer.spec.enableGracefulRestart
+    dual_stack: bool = False  # BGPPeer.spec.dualStackAddressFamily: the session carries both families
+
+    @property
+    def key(self) -> str:
+        """The peer's identity, which two peers may not share: its address (or `%interface`
+        when unnumbered), `@vrf` outside the default VRF. Uplink groups are sets of keys."""
+        where = str(self.address) if self.address is not None else f"%{self.interface}"
+        return f"{where}@{self.vrf}" if self.vrf else where
+
+
+@dataclass(frozen=True)
+class PoolBinding:
+    """An announced pool and the peers (PeerSpec keys) that announce it on this node."""
+
+    name: str = field(compare=False)
+    prefixes: frozenset[IPNetwork]
+    peers: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Intent:
-    """The complete desired state for this node."""
+    """The complete desired state for this node.
+
+    `peers` and `prefixes` are what the one multipath table serves (addressed peers of the
+    default VRF, every announced prefix); `specs` and `pools` describe the uplinks: every
+    configured peer of this node and which of them announce each pool (nra.config.uplinks).
+    """
 
     peers: frozenset[Peer] = frozenset()
     prefixes: frozenset[IPNetwork] = frozenset()
+    specs: frozenset[PeerSpec] = frozenset()
+    pools: frozenset[PoolBinding] = frozenset()
 
     def peers_of(self, version: int) -> list[Peer]:
         return sorted(p for p in self.peers if p.address.version == version)

@@ -33,6 +33,8 @@ from nra.config.intent import (
     IPNetwork,
     ParseResult,
     Peer,
+    PeerSpec,
+    PoolBinding,
     Problem,
 )
 from nra.config.prefixes import AddressEntryError, parse_address_entry
@@ -86,48 +88,79 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class _Candidate:
-    peer: Peer
+    spec: PeerSpec
     where: str
+    #: the multipath table's peer, if this one is one (addressed, default VRF)
+    peer: Peer | None = None
 
 
 class _Builder:
-    """Collects peers, prefixes and problems; resolves duplicate peers at the end."""
+    """Collects peers, pools and problems; resolves duplicate peers at the end."""
 
     def __init__(self) -> None:
         self.candidates: list[_Candidate] = []
         self.prefixes: set[IPNetwork] = set()
+        #: pool name -> (its prefixes, the names of the peers announcing it; None: every peer)
+        self.pools: dict[str, tuple[set[IPNetwork], set[str] | None]] = {}
         self.problems: list[Problem] = []
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(Problem(clip(where), message))
 
-    def add_addresses(self, where: str, addresses: Any) -> None:
+    def add_addresses(self, where: str, addresses: Any) -> set[IPNetwork]:
+        """The pool's prefixes, added to the intent's; a bad entry is a problem."""
+        parsed: set[IPNetwork] = set()
         if not isinstance(addresses, list) or not addresses:
             self.problem(where, "has no addresses (expected a list of CIDRs or ranges)")
-            return
+            return parsed
         for entry in addresses:
             try:
-                self.prefixes.update(parse_address_entry(entry))
+                parsed.update(parse_address_entry(entry))
             except AddressEntryError as exc:
                 self.problem(where, f"address {exc}; entry skipped")
+        self.prefixes |= parsed
+        return parsed
+
+    def add_pool(self, name: str, where: str, addresses: Any, peers: set[str] | None) -> None:
+        self.pools[name] = (self.add_addresses(where, addresses), peers)
+
+    def _unique_candidates(self) -> list[_Candidate]:
+        """One candidate per name and per address (or unnumbered link) in a VRF; of two
+        with one address the higher weight wins (each loser is a problem)."""
+        chosen: dict[str, _Candidate] = {}
+        for candidate in self.candidates:
+            key = candidate.spec.key
+            kept = chosen.get(key)
+            if kept is None:
+                chosen[key] = candidate
+                continue
+            winner, loser = (candidate, kept) if candidate.spec.weight > kept.spec.weight else (kept, candidate)
+            chosen[key] = winner
+            what = f"address {loser.spec.address}" if loser.spec.address is not None else key
+            self.problem(loser.where, f"duplicate peer {what} (also {winner.where}); "
+                                      f"keeping one with weight {winner.spec.weight}")
+        by_name: dict[str, _Candidate] = {}
+        for candidate in chosen.values():
+            if candidate.spec.name in by_name:  # a static file may repeat a name
+                self.problem(candidate.where, "defined twice; the first one is used")
+            else:
+                by_name[candidate.spec.name] = candidate
+        return list(by_name.values())
 
     def result(self) -> ParseResult:
-        chosen: dict[IPAddress, _Candidate] = {}
-        for candidate in self.candidates:
-            kept = chosen.get(candidate.peer.address)
-            if kept is None:
-                chosen[candidate.peer.address] = candidate
-                continue
-            winner, loser = (candidate, kept) if candidate.peer.weight > kept.peer.weight else (kept, candidate)
-            chosen[candidate.peer.address] = winner
-            self.problem(
-                loser.where,
-                f"duplicate peer address {loser.peer.address} (also {winner.where}); "
-                f"keeping one with weight {winner.peer.weight}",
-            )
+        kept = self._unique_candidates()
+        key_of = {c.spec.name: c.spec.key for c in kept}
+        every = frozenset(key_of.values())
+        pools = frozenset(
+            PoolBinding(name, frozenset(prefixes),
+                        every if peers is None else frozenset(key_of[n] for n in peers if n in key_of))
+            for name, (prefixes, peers) in self.pools.items() if prefixes
+        )
         intent = Intent(
-            peers=frozenset(c.peer for c in chosen.values()),
+            peers=frozenset(c.peer for c in kept if c.peer is not None),
             prefixes=frozenset(self.prefixes),
+            specs=frozenset(c.spec for c in kept),
+            pools=pools,
         )
         problems = self.problems
         if len(problems) > MAX_PROBLEMS:  # one line each would flood the log
@@ -198,10 +231,13 @@ def _legacy_peers(builder: _Builder, peers: list | None, node_labels: Mapping[st
             what = "missing" if raw is None else f"{shown(raw)} is not an IP address"
             builder.problem(where, f"peer-address {what}; peer skipped")
             continue
-        if entry.get("vrf"):
-            builder.problem(where, _vrf_message(entry.get("vrf")))
-            continue
-        builder.candidates.append(_Candidate(Peer(address, default_weight, str(address)), where))
+        name = str(address)
+        vrf = entry.get("vrf")
+        spec = PeerSpec(name, address, default_weight, vrf=vrf if isinstance(vrf, str) else "",
+                        multihop=entry.get("ebgp-multihop") is True)
+        if vrf:
+            builder.problem(where, _vrf_message(vrf))
+        builder.candidates.append(_Candidate(spec, where, None if vrf else Peer(address, default_weight, name)))
 
 
 def _peer_selected(builder: _Builder, where: str, selectors: Any, field: str,
@@ -227,7 +263,7 @@ def _legacy_pools(builder: _Builder, pools: list | None) -> None:
         protocol = pool.get("protocol")
         if not isinstance(protocol, str) or protocol.strip().lower() != "bgp":
             continue
-        builder.add_addresses(where, pool.get("addresses"))
+        builder.add_pool(name if isinstance(name, str) and name else where, where, pool.get("addresses"), None)
 
 
 # -- metallb.io objects ---------------------------------------------------------------
@@ -252,14 +288,60 @@ def parse_objects(objects: Iterable[dict], node_labels: Mapping[str, str], defau
     for index, peer in enumerate(by_kind["BGPPeer"]):
         _crd_peer(builder, peer, index, node_labels, default_weight)
     pools = _crd_pools(builder, by_kind["IPAddressPool"])
-    announced: set[str] = set()
+    peer_names = {_name(peer, "BGPPeer", index) for index, peer in enumerate(by_kind["BGPPeer"])}
+    announced: dict[str, list[_Announcement]] = {}
     for index, advertisement in enumerate(by_kind["BGPAdvertisement"]):
-        announced |= _advertised_pools(builder, advertisement, index, pools)
+        where = f"BGPAdvertisement {_name(advertisement, 'BGPAdvertisement', index)}"
+        spec = _mapping(advertisement.get("spec"))
+        found = _advertised_to(builder, where, spec, peer_names, node_labels)
+        if found is None:
+            continue
+        for name in _advertised_pools(builder, where, spec, pools):
+            announced.setdefault(name, []).append(found)
     # Pools in object order, so problems come out in a stable order.
     for name, pool in pools.items():
         if name in announced:
-            builder.add_addresses(f"pool {name}", _mapping(pool.get("spec")).get("addresses"))
+            builder.add_pool(name, f"pool {name}", _mapping(pool.get("spec")).get("addresses"),
+                             _announcing_peers(announced[name]))
     return builder.result()
+
+
+@dataclass(frozen=True)
+class _Announcement:
+    """To whom one advertisement announces its pools from this node."""
+    here: bool  # its nodeSelectors pick this node (or it has none)
+    peers: frozenset[str] | None  # its `peers`; None: every peer
+
+
+def _advertised_to(builder: _Builder, where: str, spec: Mapping[str, Any], peer_names: set[str],
+                   node_labels: Mapping[str, str]) -> _Announcement | None:
+    """An advertisement's `peers` and `nodeSelectors`; None when either is malformed (the
+    advertisement is skipped: a typo must not widen it to every peer or every node)."""
+    peers = spec.get("peers") or []
+    if not isinstance(peers, list) or not all(isinstance(p, str) and p for p in peers):
+        builder.problem(where, f"peers must be a list of BGPPeer names, not {_yaml_kind(peers)}; "
+                               "advertisement skipped")
+        return None
+    for name in peers:
+        if name not in peer_names:
+            builder.problem(where, f"names peer {shown(name)}, which does not exist")
+    try:
+        here = any_selector_matches(spec.get("nodeSelectors"), node_labels)
+    except SelectorError as exc:
+        builder.problem(where, f"nodeSelectors: {exc}; advertisement skipped")
+        return None
+    return _Announcement(here, frozenset(peers) if peers else None)
+
+
+def _announcing_peers(announcements: list[_Announcement]) -> set[str] | None:
+    """The peers a pool's replies may leave by on this node: those of the advertisements
+    whose nodeSelectors pick it. When none does, those of all its advertisements: replies
+    still leave through the routers on a node that does not announce (DSR-like set-ups, as
+    the original agent did). None: every peer."""
+    chosen = [a for a in announcements if a.here] or announcements
+    if any(a.peers is None for a in chosen):
+        return None
+    return set().union(*(a.peers for a in chosen if a.peers is not None))
 
 
 def _check_object_shape(obj: Mapping[str, Any], kind: str) -> None:
@@ -290,33 +372,65 @@ def _crd_peer(
         return  # switched off for nra on purpose: not a problem
     if not _peer_selected(builder, where, spec.get("nodeSelectors"), "nodeSelectors", node_labels):
         return
-    address = _crd_peer_address(builder, where, labels, spec)
-    if address is None:
+    interface = _crd_peer_interface(builder, where, spec)
+    if interface is None:
         return
-    if spec.get("vrf"):
-        builder.problem(where, _vrf_message(spec.get("vrf")))
+    address = _crd_peer_address(builder, where, labels, spec, interface)
+    if address is None and not interface:
+        return
+    vrf = spec.get("vrf") or ""
+    if not isinstance(vrf, str):
+        builder.problem(where, f"vrf {shown(vrf)} is not a VRF name; peer skipped")
         return
     weight = _crd_peer_weight(builder, where, labels, default_weight)
-    builder.candidates.append(_Candidate(Peer(address, weight, name), where))
+    peer_spec = PeerSpec(name, address, weight, interface=interface, vrf=vrf,
+                         multihop=spec.get("ebgpMultiHop") is True,
+                         graceful_restart=spec.get("enableGracefulRestart") is True,
+                         dual_stack=spec.get("dualStackAddressFamily") is True)
+    routed = address is not None and not vrf
+    if vrf:
+        builder.problem(where, _vrf_message(vrf))
+    elif address is None:
+        builder.problem(where, f"peers over interface {shown(interface)} (unnumbered BGP): its router's address is "
+                               f"not routed yet; set the {LABEL_ADDRESS} label to the router's address")
+    builder.candidates.append(_Candidate(peer_spec, where, Peer(address, weight, name) if routed else None))
+
+
+def _crd_peer_interface(builder: _Builder, where: str, spec: Mapping[str, Any]) -> str | None:
+    """BGPPeer.spec.interface ("" when not unnumbered), None when the peer is refused:
+    MetalLB makes the interface and peerAddress mutually exclusive."""
+    interface = spec.get("interface")
+    if not interface:
+        return ""
+    if not isinstance(interface, str) or not _is_link_name(interface):
+        builder.problem(where, f"interface {shown(interface)} is not an interface name; peer skipped")
+        return None
+    if spec.get("peerAddress"):
+        builder.problem(where, "peerAddress and interface are mutually exclusive (MetalLB); peer skipped")
+        return None
+    return interface
+
+
+def _is_link_name(name: str) -> bool:
+    """A Linux interface name: 1..15 bytes, no '/', whitespace or ':' (IFNAMSIZ, dev_valid_name)."""
+    return 0 < len(name.encode()) < 16 and name not in (".", "..") and not any(
+        c == "/" or c == ":" or c.isspace() for c in name)
 
 
 def _crd_peer_address(
-    builder: _Builder, where: str, labels: Mapping[str, Any], spec: Mapping[str, Any]
+    builder: _Builder, where: str, labels: Mapping[str, Any], spec: Mapping[str, Any], interface: str
 ) -> IPAddress | None:
+    """The peer's address: the label wins; an unnumbered peer has none (None, no problem)."""
     if LABEL_ADDRESS in labels:
         override = labels[LABEL_ADDRESS]
         address = _peer_address(override)
         if address is None:
-            builder.problem(where, f"label {LABEL_ADDRESS}={shown(override)} is not an IP address; peer skipped")
+            builder.problem(where, f"label {LABEL_ADDRESS}={shown(override)} is not an IP address; "
+                                   + ("its address is discovered on the interface" if interface else "peer skipped"))
         return address
-    raw = spec.get("peerAddress")
-    if not raw and spec.get("interface"):
-        builder.problem(
-            where,
-            f"peers over interface {shown(spec.get('interface'))} (unnumbered BGP) with no usable address; "
-            f"set the {LABEL_ADDRESS} label to the router's address; peer skipped",
-        )
+    if interface:
         return None
+    raw = spec.get("peerAddress")
     address = _peer_address(raw)
     if address is None:
         what = "is missing" if raw is None else f"{shown(raw)} is not an IP address"
@@ -351,13 +465,9 @@ def _crd_pools(builder: _Builder, objects: list[Mapping[str, Any]]) -> dict[str,
 
 
 def _advertised_pools(
-    builder: _Builder, obj: Mapping[str, Any], index: int, pools: Mapping[str, Mapping[str, Any]]
+    builder: _Builder, where: str, spec: Mapping[str, Any], pools: Mapping[str, Mapping[str, Any]]
 ) -> set[str]:
-    """The pool names an advertisement announces. Its nodeSelectors are ignored on purpose:
-    replies must leave through the routers even on nodes that do not announce (DSR-like
-    setups), as the original agent did."""
-    where = f"BGPAdvertisement {_name(obj, 'BGPAdvertisement', index)}"
-    spec = _mapping(obj.get("spec"))
+    """The pool names an advertisement announces."""
     names = spec.get("ipAddressPools") or []
     selectors = spec.get("ipAddressPoolSelectors") or []
     malformed = False
@@ -393,7 +503,8 @@ def _label_map(labels: Any) -> dict[str, str]:
 
 
 def _vrf_message(vrf: Any) -> str:
-    return f"vrf {shown(vrf)} is not supported (the managed table is in the default VRF); peer skipped"
+    return (f"vrf {shown(vrf)}: its uplink is modelled but not routed yet (the managed table is in the "
+            "default VRF); peer left out of the return path")
 
 
 # -- static file ----------------------------------------------------------------------

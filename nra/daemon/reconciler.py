@@ -19,13 +19,13 @@ from loguru import logger
 
 from nra.config.intent import Intent, IPAddress
 from nra.daemon.hooks import run_hook
-from nra.kernel.model import KernelState
+from nra.kernel.model import UNRESOLVED, KernelState
 from nra.kernel.operations import ApplyReport, Operation
 from nra.kernel.protocol import KERNEL_ERRORS, Kernel
 from nra.observe import metrics
-from nra.observe.logs import VERBOSE
+from nra.observe.logs import VERBOSE, log_operations, peer_field
 from nra.observe.status import AgentStatus
-from nra.plan.peer_health import PeerHealth
+from nra.plan.peer_health import PeerHealth, peer_sessions, restart_holds
 from nra.plan.planner import Plan
 from nra.plan.return_path.base import ReturnPath
 
@@ -73,6 +73,10 @@ class Outcome:
         return text
 
 
+#: how long a reconcile waits for the entries of peers it sees for the first time: an ARP or
+#: ND answer takes milliseconds on a live link; a dead router costs this once
+FRESH_RESOLVE_WAIT_S = 1.0
+
 class Reconciler:
     def __init__(self, kernel: Kernel, config: ReconcileConfig, status: AgentStatus | None = None):
         self.kernel = kernel
@@ -80,21 +84,32 @@ class Reconciler:
         self.return_path = config.return_path
         self.status = status if status is not None else AgentStatus()
         self.health = PeerHealth()
-        #: FRR-K8s's session states of this node's peers (peer -> reported up; None: all
+        #: FRR-K8s's session states of this node (PeerSpec key -> reported up; None: all
         #: unknown), from the agent's watch; None when that signal is off
-        self.session_states: Callable[[], Mapping[IPAddress, bool] | None] | None = None
+        self.session_states: Callable[[], Mapping[str, bool] | None] | None = None
         self._recheck_at: float | None = None
+        #: the on-link peers of the last read (see _fresh_peers)
+        self._seen: set[IPAddress] = set()
         self._last_warnings: tuple[str, ...] = ()
 
-    async def compute_plan(self, intent: Intent) -> tuple[KernelState, Plan]:
+    async def compute_plan(self, intent: Intent, resolve: bool = False) -> tuple[KernelState, Plan]:
+        """The kernel's state and the plan. `resolve` (a reconcile, never `nra plan`): when the
+        return path tells routers by their link-layer address (conntrack), peers seen for the
+        first time without a valid neighbour entry are resolved first; in rules mode their
+        first resolution is left to traffic, as before (a peer that never answers is then
+        kept until something sends to it)."""
         state = await self.kernel.read_state(p.address for p in intent.peers)
-        self.health.observe_neighbours(state.links, state.neighbours)
+        if resolve and self.return_path.reads.peer_links and (fresh := self._fresh_peers(state)):
+            for warning in await self.kernel.resolve_fresh_peers(fresh, FRESH_RESOLVE_WAIT_S):
+                logger.warning(warning)
+            state = await self.kernel.read_state(p.address for p in intent.peers)
+        self.health.observe_neighbours(state.links, state.neighbours, state.lladdrs)
         if state.learned is not None:
             self.health.observe_learned_routes((p.address for p in intent.peers), state.learned)
         if self.session_states is not None:
             self._recheck_at = self.health.observe_session_states(
-                [p.address for p in intent.peers], self.session_states() or {}, time.monotonic(),
-                self.config.bgp_session_hold)
+                [p.address for p in intent.peers], peer_sessions(intent, self.session_states() or {}),
+                time.monotonic(), self.config.bgp_session_hold, restart_holds(intent))
         return state, self.return_path.plan(intent, state, self.health.verdicts())
 
     async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,
@@ -134,15 +149,26 @@ class Reconciler:
         logger.log(level, "reconcile ({}) done in {:.1f} ms: {}", trigger, duration * 1000, outcome.describe())
         return outcome
 
+    def _fresh_peers(self, state: KernelState) -> list[IPAddress]:
+        """On-link peers seen for the first time (or again after leaving) with no entry, or
+        one not resolved yet; each is listed once (a FAILED one is nra.daemon.peer_resolution's)."""
+        self._seen &= state.links.keys()
+        fresh = [a for a in state.links if a not in self._seen
+                 and state.neighbours.get(a, "NONE") in UNRESOLVED]
+        self._seen |= state.links.keys()
+        return fresh
+
     async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
-        state, the_plan = await self.compute_plan(intent)
+        state, the_plan = await self.compute_plan(intent, resolve=True)
         set_up = tuple(await self.kernel.set_up_peer_neighbours(state))
         outcome.plan, outcome.state = the_plan, state
         outcome.warnings = the_plan.warnings + set_up
-        self._log_warnings(outcome.warnings)
+        self._log_warnings(outcome.warnings, [p.address for p in intent.peers])
         outcome.degraded = bool(the_plan.unusable_peers)
-        for op in the_plan.operations:
-            logger.info("{} ({})", op, trigger)
+        log_operations(the_plan.operations, trigger)
+        # more time before liveness fails: per operation, and per prefix of a change to the nft table
+        nft_prefixes = sum(intent.prefix_counts.values()) if any(op.kind == "nft" for op in the_plan.operations) else 0
+        self.status.applying(len(the_plan.operations) + nft_prefixes)
         report = ApplyReport()
         if the_plan.operations:
             report = await self.kernel.apply(the_plan.operations)
@@ -163,11 +189,11 @@ class Reconciler:
         self._export_gauges(intent, the_plan, peers, rules)
         return [op.kind for op in report.applied]
 
-    def _log_warnings(self, warnings: tuple[str, ...]) -> None:
+    def _log_warnings(self, warnings: tuple[str, ...], peers: list[IPAddress]) -> None:
         # Say each warning when it first appears, not on every timer tick.
         for warning in warnings:
             if warning not in self._last_warnings:
-                logger.warning(warning)
+                logger.bind(**peer_field(warning, peers)).warning(warning)
         self._last_warnings = warnings
 
     def _export_gauges(self, intent: Intent, the_plan: Plan, peers: dict[int, int], rules: dict[int, int]) -> None:

@@ -32,7 +32,7 @@ def return_path(settings: Settings) -> ReturnPath:
         return ConntrackReturnPath(policy, ReturnPathPolicy(parse_mark_field(settings.return_path_mark),
                                                             settings.router_tables, settings.table,
                                                             settings.rule_priority))
-    return RulesReturnPath(policy)
+    return RulesReturnPath(policy, settings.uplink_table_range)
 
 
 def reconcile_config(settings: Settings, path: ReturnPath | None = None) -> ReconcileConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from dataclasses import replace
 from functools import partial
 from typing import AsyncIterator, Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ from nra.kernel.codec import error_text
 from nra.kernel.events import KernelEvent, KernelEvents, TableChange, merge
 from nra.kernel.learned import LearnedRoutes
 from nra.kernel.libnft import NftError
-from nra.kernel.model import KernelReads, KernelState, NeighbourEntry
+from nra.kernel.model import UNRESOLVED, KernelReads, KernelState, NeighbourEntry
 from nra.kernel.neighbours import Neighbours
 from nra.kernel.nft import NftState
 from nra.kernel.nft_table import NftTable
@@ -52,6 +53,9 @@ def _fault_text(exc: BaseException) -> str:
         return error_text(code)
     return f"{type(exc).__name__}: {exc}"
 
+
+#: how often resolve_fresh_peers looks at the entries it started resolving
+RESOLVE_POLL_S = 0.02
 
 class KernelAdapter:
     """Reads and writes the managed table and its rules; use as `async with`."""
@@ -205,6 +209,23 @@ class KernelAdapter:
         if not links:
             return []
         return await self._peer_neighbours.resolve(links, entries)
+
+    async def resolve_fresh_peers(self, peers: Iterable[IPAddress], wait_s: float) -> list[str]:
+        """Have the kernel resolve the entries of peers seen for the first time without a valid
+        one (a node fresh from start: nothing has sent to its routers yet), and wait until
+        each is resolved or failed, at most `wait_s`: the router map is then complete before
+        the first connections come. Returns warnings."""
+        links = {a: self._links[a] for a in peers if a in self._links}
+        if not links:
+            return []
+        warnings = await self._peer_neighbours.resolve(links, dict.fromkeys(links))
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            entries = await self._neighbours.read_entries(links)
+            if all(a in entries and entries[a].state not in UNRESOLVED for a in links):
+                break
+            await asyncio.sleep(RESOLVE_POLL_S)
+        return warnings
 
     async def apply(self, ops: Sequence[Operation]) -> ApplyReport:
         """Apply in the given order, runs of rule changes in one batch; failures are

@@ -90,6 +90,10 @@ class KernelRule:
         return cached
 
 
+#: entry states that carry no link-layer address yet (a resolution under way, or none made)
+UNRESOLVED = ("INCOMPLETE", "NONE")
+
+
 @dataclass(frozen=True)
 class NeighbourEntry:
     """One ARP/ND entry (from a dump or a notification)."""

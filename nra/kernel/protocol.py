@@ -40,3 +40,7 @@ class Kernel(Protocol):
 
     async def resolve_peers(self, entries: Mapping[IPAddress, str | None]) -> list[str]:
         """Start resolving silent peers' neighbour entries again; warnings."""
+
+    async def resolve_fresh_peers(self, peers: Iterable[IPAddress], wait_s: float) -> list[str]:
+        """Resolve peers seen for the first time without a valid entry, waiting for the
+        answers at most `wait_s`; warnings."""

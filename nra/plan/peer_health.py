@@ -28,7 +28,8 @@ FRR-K8s's BGPSessionState objects (CRD mode, opt-in) are a third, advisory signa
 slow one (FRR-K8s refreshes them by polling FRR). A peer whose session has been reported not
 Established, or with BFD down, for a hold time is SILENT ("bgp-down"); it answers again once
 reported up for the same hold time (hysteresis). A peer without an object is unknown, not
-down: it is not judged by this signal.
+down: it is not judged by this signal. A graceful-restart peer (`enableGracefulRestart`) is
+judged down only after its restart time: meanwhile its router keeps forwarding.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Mapping
 
-from nra.config.intent import IPAddress
+from nra.config.intent import Intent, IPAddress
+
+#: FRR's default graceful-restart time (`bgp graceful-restart restart-time`, 120 s): MetalLB
+#: enables graceful restart without setting it
+GRACEFUL_RESTART_S = 120.0
 
 
 class Liveness(Enum):
@@ -63,6 +68,12 @@ _NOT_AN_ANSWER = ("INCOMPLETE", None)
 _NOT_RESOLVING = ("FAILED", None)
 
 
+def _is_valid(nud: str | None) -> bool:
+    """An entry that holds the router's link-layer address (REACHABLE, STALE, DELAY, PROBE,
+    PERMANENT, NOARP)."""
+    return nud is not None and nud not in ("INCOMPLETE", "FAILED", "NONE")
+
+
 def neighbour_liveness(previous: Liveness | None, nud: str | None) -> Liveness:
     """The liveness a neighbour state means, given the one before (see the module doc);
     `nud` None: no entry."""
@@ -82,31 +93,45 @@ class PeerHealth:
         self._neighbour: dict[IPAddress, Liveness] = {}
         #: the last entry state of each on-link peer (None: no entry)
         self._nud: dict[IPAddress, str | None] = {}
+        #: the last link-layer address each on-link peer's entry had
+        self._lladdr: dict[IPAddress, str] = {}
         #: peers ever seen with a learned route via them -> whether they have one now
         self._learned: dict[IPAddress, bool] = {}
         #: peers with a session state -> (reported up, since when, judged down)
         self._session: dict[IPAddress, tuple[bool, float, bool]] = {}
 
-    def observe_neighbours(self, peers: Iterable[IPAddress], states: Mapping[IPAddress, str]) -> None:
-        """A read of the on-link peers' entries (`states`: NUD name; absent: no entry). Peers
-        not listed in `peers` (gone, or off-link) are forgotten."""
+    def observe_neighbours(self, peers: Iterable[IPAddress], states: Mapping[IPAddress, str],
+                           lladdrs: Mapping[IPAddress, str] | None = None) -> None:
+        """A read of the on-link peers' entries (`states`: NUD name; absent: no entry;
+        `lladdrs`: their link-layer addresses, when read). Peers not listed in `peers` (gone,
+        or off-link) are forgotten."""
         old = self._neighbour
         self._nud = {a: states.get(a) for a in peers}
         self._neighbour = {a: neighbour_liveness(old.get(a), nud) for a, nud in self._nud.items()}
+        self._lladdr = {a: m for a in self._nud if (m := (lladdrs or {}).get(a) or self._lladdr.get(a))}
 
-    def observe_neighbour_change(self, address: IPAddress, nud: str | None) -> str | None:
+    def observe_neighbour_change(self, address: IPAddress, nud: str | None, lladdr: str | None = None) -> str | None:
         """A notification for a watched peer's entry (`nud` None: the entry was removed).
-        Returns a reason to reconcile when the peer's liveness changed, else None: most
-        state changes (REACHABLE -> STALE -> DELAY ...) do not matter."""
+        Returns a reason to reconcile when the peer's liveness changed, its entry became
+        valid (its router is known now), or its link-layer address changed (another box
+        answers); else None: most state changes (REACHABLE -> STALE -> DELAY ...) do not matter."""
         if address not in self._neighbour:
             return None
+        was = self._nud.get(address)
         self._nud[address] = nud
         old = self._neighbour[address]
         new = neighbour_liveness(old, nud)
-        if new is old:
-            return None
         self._neighbour[address] = new
-        return f"neighbour {address}: {nud or 'entry removed'} ({old.value} -> {new.value})"
+        if new is not old:
+            return f"neighbour {address}: {nud or 'entry removed'} ({old.value} -> {new.value})"
+        if not _is_valid(nud) or not lladdr:
+            return None
+        known, self._lladdr[address] = self._lladdr.get(address), lladdr.lower()
+        if not _is_valid(was):
+            return f"neighbour {address}: {nud} at {lladdr} (was {was or 'no entry'})"
+        if known is not None and known != lladdr.lower():
+            return f"neighbour {address}: link-layer address {known} -> {lladdr.lower()}"
+        return None
 
     def to_resolve(self) -> dict[IPAddress, str | None]:
         """The peers judged SILENT by their entry that nothing is resolving now: entry FAILED,
@@ -122,10 +147,11 @@ class PeerHealth:
         self._learned = {a: bool(learned.get(a)) for a in peers if learned.get(a) or a in old}
 
     def observe_session_states(self, peers: Iterable[IPAddress], up: Mapping[IPAddress, bool], now: float,
-                               hold_s: float) -> float | None:
+                               hold_s: float, restart_s: Mapping[IPAddress, float] | None = None) -> float | None:
         """A view of the peers' session states (`up`: reported Established with BFD not down;
-        a peer absent has no object). Returns when a verdict may change with no new report
-        (a hold time running out), for a reconcile then; None if none will."""
+        a peer absent has no object). `restart_s`: the graceful-restart peers' restart times,
+        the hold of a session reported down when longer. Returns when a verdict may change
+        with no new report (a hold time running out), for a reconcile then; None if none will."""
         old = self._session
         self._session = {}
         recheck: float | None = None
@@ -136,10 +162,11 @@ class PeerHealth:
             if was_up != up[address]:
                 since = now
             if down == up[address]:  # the report disagrees with the verdict: after the hold, follow it
-                if now - since >= hold_s:
+                hold = hold_s if up[address] else max(hold_s, (restart_s or {}).get(address, 0.0))
+                if now - since >= hold:
                     down = not up[address]
                 else:
-                    recheck = since + hold_s if recheck is None else min(recheck, since + hold_s)
+                    recheck = since + hold if recheck is None else min(recheck, since + hold)
             self._session[address] = (up[address], since, down)
         return recheck
 
@@ -156,6 +183,29 @@ class PeerHealth:
         judged = {*self._neighbour, *(a for a, has in self._learned.items() if not has),
                   *(a for a, (_, _, down) in self._session.items() if down)}
         return {a: v for a in judged if (v := self.verdict(a)).liveness is not Liveness.ANSWERS}
+
+
+def peer_sessions(intent: Intent, sessions: Mapping[str, bool]) -> dict[IPAddress, bool]:
+    """The multipath table's peers' session states (`sessions` keyed as PeerSpec.key, see
+    nra.sources.kube.session_states): by the peer's key, or for an unnumbered peer with the
+    address label, by its interface."""
+    routed = {p.address for p in intent.peers}
+    found: dict[IPAddress, bool] = {}
+    for spec in intent.specs:
+        if spec.address not in routed:
+            continue
+        up = sessions.get(spec.key)
+        if up is None and spec.interface:
+            up = sessions.get(f"%{spec.interface}" + (f"@{spec.vrf}" if spec.vrf else ""))
+        if up is not None:
+            found[spec.address] = up
+    return found
+
+
+def restart_holds(intent: Intent, restart_s: float = GRACEFUL_RESTART_S) -> dict[IPAddress, float]:
+    """How long a session of each graceful-restart peer may be reported down before it
+    counts: the restart time, during which the router keeps forwarding."""
+    return {s.address: restart_s for s in intent.specs if s.graceful_restart and s.address is not None}
 
 
 def verdicts_from_states(states: Mapping[IPAddress, str]) -> dict[IPAddress, Verdict]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from tests.netns import NetNS
 from tests.wait import wait_for_async
 
 FRR_NS = "frr-k8s-system"
-A, B = ip_address("10.99.0.2"), ip_address("10.99.0.3")
+A, B = "10.99.0.2", "10.99.0.3"  # sessions are keyed as PeerSpec.key
 
 
 def state(name: str, peer_address: str, bgp: str = "Established", bfd: str = "N/A", node_name: str = NODE,
@@ -37,13 +36,14 @@ def state(name: str, peer_address: str, bgp: str = "Established", bfd: str = "N/
             "status": {"node": node_name, "peer": peer_address, "vrf": vrf, "bgpStatus": bgp, "bfdStatus": bfd}}
 
 
-def test_session_up_reads_this_nodes_default_vrf_sessions():
+def test_session_up_reads_this_nodes_sessions():
     objects = [state("a", "10.99.0.2"), state("b", "10.99.0.3", bfd="Down"), state("c", "10.99.0.4", bgp="Active"),
                state("d", "10.99.0.5", node_name="other"), state("e", "10.99.0.6", vrf="red"),
-               state("f", "not-an-address"), {"metadata": {"name": "g"}},
-               state("h", "fd99::2%eth0", bfd="Up"), state("i", "10.99.0.2", bgp="Connect")]
-    assert session_up(objects, NODE) == {A: False, B: False, ip_address("10.99.0.4"): False,
-                                         ip_address("fd99::2"): True}  # of two for one peer, down wins
+               state("f", "not an address"), {"metadata": {"name": "g"}},
+               state("h", "fd99::2%eth0", bfd="Up"), state("i", "10.99.0.2", bgp="Connect"),
+               state("j", "fd99-0000-0000-0000-0000-0000-0000-0003"), state("k", "eth1", vrf="default")]
+    assert session_up(objects, NODE) == {A: False, B: False, "10.99.0.4": False, "10.99.0.6@red": True,
+                                         "fd99::2": True, "fd99::3": True, "%eth1": True}  # of two, down wins
     assert session_up([state("a", "10.99.0.2")], NODE) == {A: True}
 
 

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from nra.config.intent import Intent, Peer
+from nra.config.intent import Intent, Peer, PeerSpec, PoolBinding
 from nra.config.metallb import ConfigError, parse_legacy_config, parse_objects
 
 NODE = {"kubernetes.io/hostname": "prod-01", "kubernetes.io/arch": "amd64"}
@@ -73,9 +73,12 @@ def test_objects_make_an_intent():
         advertisement("adv", ["public"]),
     ], NODE, W)
     assert result.problems == ()
+    prefixes = frozenset(map(net, ["198.51.100.0/24", "198.51.101.1/32", "198.51.101.2/32", "2001:db8::/120"]))
     assert result.intent == Intent(
         peers=frozenset({Peer(ip("10.0.0.1"), W), Peer(ip("fd00::1"), W)}),
-        prefixes=frozenset(map(net, ["198.51.100.0/24", "198.51.101.1/32", "198.51.101.2/32", "2001:db8::/120"])),
+        prefixes=prefixes,
+        specs=frozenset({PeerSpec("r1", ip("10.0.0.1"), W), PeerSpec("r2", ip("fd00::1"), W)}),
+        pools=frozenset({PoolBinding("public", prefixes, frozenset({"10.0.0.1", "fd00::1"}))}),
     )
     assert {p.name for p in result.intent.peers} == {"r1", "r2"}
 
@@ -156,11 +159,12 @@ def test_peer_address_that_is_not_an_ip_is_a_problem(address):
     assert "peerAddress" in result.problems[0].message
 
 
-def test_vrf_peer_is_not_supported():
+def test_vrf_peer_is_modelled_but_not_in_the_default_vrf_table():
     result = parse_objects([bgp_peer("red", "10.0.0.1", vrf="red"), bgp_peer("r2", "10.0.0.2")], NODE, W)
     assert peers_of(result) == {"10.0.0.2": W}
     assert where_of(result) == ["peer red"]
-    assert "vrf 'red' is not supported" in result.problems[0].message
+    assert "vrf 'red'" in result.problems[0].message and "not routed yet" in result.problems[0].message
+    assert {s.key: s.vrf for s in result.intent.specs} == {"10.0.0.1@red": "red", "10.0.0.2": ""}
 
 
 def test_duplicate_peer_address_keeps_the_higher_weight():
@@ -219,9 +223,14 @@ def test_pool_without_advertisement_is_not_announced():
     assert prefixes_of(parse_objects(objects[:2], NODE, W)) == set()
 
 
-def test_advertisement_node_selectors_are_ignored_on_purpose():
-    adv = advertisement("elsewhere", ["a"], nodeSelectors=[{"matchLabels": {"kubernetes.io/hostname": "prod-99"}}])
-    assert prefixes_of(parse_objects([pool("a", "10.1.0.0/24"), adv], NODE, W)) == {"10.1.0.0/24"}
+def test_a_pool_no_advertisement_announces_from_this_node_still_has_its_return_path():
+    # DSR-like set-ups: replies still leave through the routers of the pool's advertisements
+    adv = advertisement("elsewhere", ["a"], nodeSelectors=[{"matchLabels": {"kubernetes.io/hostname": "prod-99"}}],
+                        peers=["r1"])
+    result = parse_objects([bgp_peer("r1", "10.0.0.1"), bgp_peer("r2", "10.0.0.2"), pool("a", "10.1.0.0/24"), adv],
+                           NODE, W)
+    assert prefixes_of(result) == {"10.1.0.0/24"}
+    assert {b.name: set(b.peers) for b in result.intent.pools} == {"a": {"10.0.0.1"}}
 
 
 def test_advertisement_naming_a_missing_pool_is_a_problem_and_the_rest_applies():
@@ -314,11 +323,12 @@ address-pools:
 def test_legacy_config_makes_an_intent():
     result = parse_legacy_config(LEGACY, NODE, W)
     assert result.problems == ()
-    assert result.intent == Intent(
-        peers=frozenset({Peer(ip("10.0.0.1"), W), Peer(ip("fd00::1"), W)}),
-        prefixes=frozenset(map(net, ["198.51.100.0/24", "198.51.101.10/31", "2001:db8::/64"])),
-    )
+    assert result.intent.peers == frozenset({Peer(ip("10.0.0.1"), W), Peer(ip("fd00::1"), W)})
+    assert result.intent.prefixes == frozenset(map(net, ["198.51.100.0/24", "198.51.101.10/31", "2001:db8::/64"]))
     assert {p.name for p in result.intent.peers} == {"10.0.0.1", "fd00::1"}
+    # the legacy form has no advertisement peers: every pool goes to every peer, as before
+    assert {b.name: set(b.peers) for b in result.intent.pools} == {
+        name: {"10.0.0.1", "fd00::1"} for name in ("bgp-lower", "bgp-upper", "bgp-mixed")}
 
 
 def test_legacy_node_selectors():

@@ -107,8 +107,9 @@ def test_every_config_sample_parses(shared_dir):
         "192.168.10.0/24", "192.168.9.1/32", "192.168.9.2/31", "192.168.9.4/31", "fc00:f853:ccd:e799::/124"}
     assert prefixes("ipaddresspool_simple.yaml") == set()  # a pool alone is not announced
     result = results["bgpadv_selectspool_by_list.yaml"]
-    assert [p.where for p in result.problems] == ["BGPAdvertisement advertisement"]
-    assert "test-addresspool" in result.problems[0].message
+    # it names a pool and a peer that the sample does not define
+    assert [p.where for p in result.problems] == ["BGPAdvertisement advertisement"] * 2
+    assert "ebgp-single-hop0" in result.problems[0].message and "test-addresspool" in result.problems[1].message
 
 
 def test_samples_combined_with_their_pools(shared_dir):

@@ -195,3 +195,58 @@ def test_a_missing_session_state_is_unknown_not_down():
     assert health.verdicts() == {}
     health.observe_session_states([A], {A: False}, 7.0, HOLD)  # a new report starts a new hold
     assert health.verdicts() == {}
+
+
+def test_a_graceful_restart_peer_reported_down_is_held_for_its_restart_time():
+    health = PeerHealth()
+    restart = {A: 120.0}
+    health.observe_session_states([A, B], {A: True, B: True}, 0.0, HOLD, restart)
+    # both reported down at 10 s: B after the hold, A (graceful restart) only after 120 s
+    assert health.observe_session_states([A, B], {A: False, B: False}, 10.0, HOLD, restart) == 10.0 + HOLD
+    assert health.observe_session_states([A, B], {A: False, B: False}, 10.0 + HOLD, HOLD, restart) == 130.0
+    assert health.verdict(B).liveness is Liveness.SILENT and health.verdict(A).liveness is Liveness.ANSWERS
+    assert health.observe_session_states([A, B], {A: False, B: False}, 129.9, HOLD, restart) == 130.0
+    assert health.verdict(A).liveness is Liveness.ANSWERS
+    assert health.observe_session_states([A, B], {A: False, B: False}, 130.0, HOLD, restart) is None
+    assert health.verdict(A) == Verdict(Liveness.SILENT, "bgp-down")
+    # back up: the ordinary hold, not the restart time
+    assert health.observe_session_states([A, B], {A: True, B: False}, 131.0, HOLD, restart) == 131.0 + HOLD
+    health.observe_session_states([A, B], {A: True, B: False}, 131.0 + HOLD, HOLD, restart)
+    assert health.verdict(A).liveness is Liveness.ANSWERS
+
+
+def test_a_graceful_restart_session_back_within_its_restart_time_never_drops_the_peer():
+    health = PeerHealth()
+    health.observe_session_states([A], {A: True}, 0.0, HOLD, {A: 120.0})
+    health.observe_session_states([A], {A: False}, 1.0, HOLD, {A: 120.0})
+    for t in (5.0, 60.0, 110.0):
+        health.observe_session_states([A], {A: False}, t, HOLD, {A: 120.0})
+        assert health.verdict(A).liveness is Liveness.ANSWERS
+    assert health.observe_session_states([A], {A: True}, 111.0, HOLD, {A: 120.0}) is None
+    assert health.verdict(A).liveness is Liveness.ANSWERS
+
+
+MAC1, MAC2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
+
+
+def test_an_entry_becoming_valid_is_a_reason_to_reconcile_at_once():
+    health = PeerHealth()
+    health.observe_neighbours([A, B], {})  # a node fresh from start: no entries
+    assert health.observe_neighbour_change(A, "REACHABLE", MAC1) == f"neighbour {A}: REACHABLE at {MAC1} (was no entry)"
+    assert health.observe_neighbour_change(A, "STALE", MAC1) is None  # the usual ageing: nothing
+    assert health.observe_neighbour_change(A, "DELAY", MAC1) is None
+    # IPv6 too, through a first resolution
+    assert health.observe_neighbour_change(B, "INCOMPLETE") is not None  # answers -> unsure
+    assert health.observe_neighbour_change(B, "REACHABLE", MAC2) is not None  # unsure -> answers
+
+
+def test_a_mac_change_is_a_reason_to_reconcile_at_once():
+    health = PeerHealth()
+    health.observe_neighbours([A], {A: "REACHABLE"}, {A: MAC1})
+    assert health.observe_neighbour_change(A, "STALE", MAC1) is None
+    assert health.observe_neighbour_change(A, "REACHABLE", MAC2.upper()) == \
+        f"neighbour {A}: link-layer address {MAC1} -> {MAC2}"
+    assert health.observe_neighbour_change(A, "REACHABLE", MAC2) is None
+    # a read without link-layer addresses (rules mode) keeps the last one known
+    health.observe_neighbours([A], {A: "STALE"})
+    assert health.observe_neighbour_change(A, "REACHABLE", MAC1) is not None

@@ -13,7 +13,8 @@ ENV_VARS = [
     "MAX_RECONCILE_WAIT", "TABLE_WEIGHT", "PEER_WEIGHT", "RULE_PRIORITY", "RULE_FWMARK", "DESTINATION",
     "PRE_RECONCILE_SCRIPT_PATH", "POST_RECONCILE_SCRIPT_PATH", "METALLB_NAMESPACE", "METALLB_CONFIGMAP_NAME",
     "METALLB_STATIC_FILE", "METALLB_USE_CRDS", "NODE_NAME", "LOG_LEVEL", "LOG_FORMAT", "ONESHOT", "CLEANANDEXIT",
-    "NRA_NETNS", "HEALTH_ADDRESS", "KUBECONFIG", "HOOK_TIMEOUT", "SOURCE_START_TIMEOUT",
+    "NRA_NETNS", "HEALTH_ADDRESS", "KUBECONFIG", "HOOK_TIMEOUT", "SOURCE_START_TIMEOUT", "UPLINK_TABLES",
+    "RETURN_PATH", "RETURN_PATH_TABLES",
 ]
 
 
@@ -118,15 +119,15 @@ def test_health_address_off():
 
 
 def test_every_setting_is_documented_in_readme_and_help():
-    """A setting added without its README row or --help line fails here."""
+    """A setting added without its docs/settings.md row or --help line fails here."""
     from pathlib import Path
 
     from nra.cli import build_parser
     from nra.settings import ENV_NAMES
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
     help_text = build_parser().format_help()
-    missing = [env for env in ENV_NAMES.values() if f"`{env}`" not in readme or env not in help_text]
+    missing = [env for env in ENV_NAMES.values() if f"`{env}`" not in doc or env not in help_text]
     assert not missing, f"undocumented settings: {missing}"
 
 
@@ -206,3 +207,46 @@ def test_health_address_host_must_be_an_ip_address(monkeypatch, value):
 def test_health_address_is_parsed_once_into_host_and_port(monkeypatch, value, endpoint):
     monkeypatch.setenv("HEALTH_ADDRESS", value)
     assert load_settings().health_endpoint == endpoint
+
+
+def test_uplink_tables_default_and_form(monkeypatch):
+    assert load_settings().uplink_table_range == range(1000, 1064)
+    monkeypatch.setenv("UPLINK_TABLES", " ")
+    assert load_settings().uplink_table_range == range(1000, 1064)
+    monkeypatch.setenv("UPLINK_TABLES", "300-301")
+    assert load_settings().uplink_table_range == range(300, 302)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"UPLINK_TABLES": "10-30"}, "invalid settings: UPLINK_TABLES 10-30 holds TABLE_WEIGHT 20"),
+    ({"UPLINK_TABLES": "250-260"}, "invalid UPLINK_TABLES: 253 is the kernel's"),
+    ({"UPLINK_TABLES": "7-x"}, "invalid UPLINK_TABLES: expected FIRST-LAST"),
+    ({"UPLINK_TABLES": "30-40", "RETURN_PATH": "conntrack"},
+     "invalid settings: UPLINK_TABLES 30-40 overlaps the router tables 21-35 (RETURN_PATH_TABLES)"),
+    ({"UPLINK_TABLES": "100-110", "RETURN_PATH": "conntrack", "RETURN_PATH_TABLES": "105-120"},
+     "invalid settings: UPLINK_TABLES 100-110 overlaps the router tables 105-120"),
+])
+def test_uplink_tables_overlaps_are_refused_in_one_line(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_uplink_tables_beside_the_router_tables_are_fine(monkeypatch):
+    monkeypatch.setenv("RETURN_PATH", "conntrack")
+    monkeypatch.setenv("UPLINK_TABLES", "36-60")
+    assert load_settings().uplink_table_range == range(36, 61)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"TABLE_WEIGHT": "1000"}, range(1001, 1065)),  # the default moves out of TABLE_WEIGHT's way
+    ({"TABLE_WEIGHT": "1000", "RETURN_PATH": "conntrack"}, range(1016, 1080)),  # and of the router tables (1001-1015)
+    ({"TABLE_WEIGHT": "990", "RETURN_PATH": "conntrack"}, range(1006, 1070)),
+    ({"TABLE_WEIGHT": "100", "RETURN_PATH": "conntrack"}, range(1000, 1064)),
+])
+def test_the_default_uplink_tables_keep_clear_of_the_other_tables(monkeypatch, env, expected):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().uplink_table_range == expected

@@ -3,15 +3,23 @@ the BGP peers, and one `ip rule from <prefix> lookup <table>` per LB prefix. Pur
 
 Its plan is the planner's steps on that one table: the route per family (table_routes),
 the rule diff against one rule per prefix (rule_diff), in the planner's order.
+
+Uplink groups (nra.config.uplinks, docs/uplinks.md): when pools are announced to different
+sets of peers, each set's pools get their own table of UPLINK_TABLES, planned with the same
+steps against that table's routes and rules, with a route via that set's peers only; the set
+of every peer keeps TABLE_WEIGHT. Wired so far: addressed peers of the default VRF (a VRF
+group is not programmed yet). Uplink tables no group uses any more are emptied.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork
+from nra.config.uplinks import NodeFacts, build_model
 from nra.kernel.model import KernelReads, KernelState, rule_key
-from nra.kernel.operations import AddRule, ApplyReport
+from nra.kernel.operations import AddRule, ApplyReport, DeleteRoute, DeleteRule, ReplaceRoute
 from nra.plan.peer_health import Verdict, verdicts_from_states
 from nra.plan.planner import Plan, PlanSteps, RoutingPolicy, leftovers, rule_diff, table_routes
 from nra.plan.return_path.base import Counts, counts_after
@@ -55,26 +63,92 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
     return steps.plan()
 
 
+def uplink_intents(intent: Intent, table: int, tables: range) -> tuple[dict[int, Intent], tuple[str, ...]]:
+    """Table -> the intent its plan serves (its group's peers and prefixes), when the pools
+    form more than the group of every peer; {} when they do not (one table, as before). And
+    the model's problem lines."""
+    model = build_model(intent, NodeFacts(), table, tables)
+    problems = tuple(str(p) for p in model.problems)
+    groups = [g for g in model.groups if not g.vrf and g.table is not None]
+    if all(g.table == table for g in groups):
+        return {}, problems
+    wanted = {table: Intent(intent.peers, frozenset())}
+    for group in groups:
+        peers = frozenset(p for p in intent.peers if str(p.address) in group.peers)
+        assert group.table is not None
+        wanted[group.table] = Intent(peers, group.prefixes)
+    return wanted, problems
+
+
+def merge_plans(plans: list[Plan], extra: list) -> Plan:
+    """One plan of several tables' plans (and `extra` operations), in the planner's order."""
+    kinds = (ReplaceRoute, AddRule, DeleteRule, DeleteRoute)
+    ops = [op for p in plans for op in p.operations] + extra
+    ordered = tuple(op for kind in kinds for op in sorted((o for o in ops if isinstance(o, kind)),
+                                                          key=kind.sort_key))
+    warnings = tuple(dict.fromkeys(w for p in plans for w in p.warnings))
+    left_out = {a: r for p in plans for a, r in p.left_out.items()}
+    unusable = frozenset().union(*(p.unusable_peers for p in plans))
+    unrouted = tuple(sorted({f for p in plans for f in p.unrouted}))
+    return Plan(ordered, warnings, left_out, unusable, unrouted)
+
+
 class RulesReturnPath:
     """The strategy (nra.plan.return_path.base.ReturnPath) for RETURN_PATH=rules."""
 
     name = "rules"
-    reads = KernelReads()
 
-    def __init__(self, policy: RoutingPolicy):
+    def __init__(self, policy: RoutingPolicy, uplink_tables: range = range(0)):
         self.policy = policy
-        self._desired: tuple[Intent | None, DesiredRules] = (None, {})
+        self.uplink_tables = uplink_tables
+        #: the uplink groups' tables: their routes and the rules pointing at them are nra's
+        self.reads = KernelReads(route_tables=uplink_tables)
+        self._desired: dict[int, tuple[Intent, DesiredRules]] = {}
+        self._groups: tuple[Intent | None, tuple[dict[int, Intent], tuple[str, ...]]] = (None, ({}, ()))
+
+    def _uplink_intents(self, intent: Intent) -> tuple[dict[int, Intent], tuple[str, ...]]:
+        # Once per intent: the same sub-intents keep their desired rules between reconciles.
+        if self._groups[0] is not intent:
+            self._groups = (intent, uplink_intents(intent, self.policy.table, self.uplink_tables))
+        return self._groups[1]
+
+    def _rules_of(self, table: int, intent: Intent, policy: RoutingPolicy) -> DesiredRules:
+        # A steady reconcile (the same intent object) does not rebuild 10,000 keys.
+        kept = self._desired.get(table)
+        if kept is None or kept[0] is not intent:
+            kept = self._desired[table] = (intent, desired_rules(intent, policy))
+        return kept[1]
 
     def plan(self, intent: Intent, state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> Plan:
-        # A steady reconcile (the same intent object) does not rebuild 10,000 keys.
-        if self._desired[0] is not intent:
-            self._desired = (intent, desired_rules(intent, self.policy))
-        return plan(intent, state, self.policy, verdicts, self._desired[1])
+        groups, problems = self._uplink_intents(intent)
+        unused = [r for r in state.router_routes if r.table not in groups]
+        if not groups and not unused and not any(r.table in self.uplink_tables for r in state.rules):
+            # one group, nothing left of others: the one table, exactly as before
+            self._desired = {t: d for t, d in self._desired.items() if t == self.policy.table}
+            single = plan(intent, state, self.policy, verdicts, self._rules_of(self.policy.table, intent, self.policy))
+            return replace(single, warnings=single.warnings + problems)
+        groups = groups or {self.policy.table: intent}  # (one group again: its old tables go)
+        plans = []
+        for table, sub in sorted(groups.items()):
+            policy = replace(self.policy, table=table)
+            routes = state.routes if table == self.policy.table else tuple(
+                r for r in state.router_routes if r.table == table)
+            # (the leftovers of other settings go once, with TABLE_WEIGHT's plan)
+            sub_state = replace(state, routes=routes, rules=tuple(r for r in state.rules if r.table == table),
+                                leftovers=state.leftovers if table == self.policy.table else ())
+            plans.append(plan(sub, sub_state, policy, verdicts, self._rules_of(table, sub, policy)))
+        extra: list = [DeleteRoute(r, reason="no uplink group uses this table") for r in unused]
+        extra += [DeleteRule(r, reason="no uplink group uses this table") for r in state.rules
+                  if r.table in self.uplink_tables and r.table not in groups]
+        self._desired = {t: d for t, d in self._desired.items() if t in groups}
+        merged = merge_plans(plans, extra)
+        return replace(merged, warnings=merged.warnings + problems)
 
     def in_kernel(self, state: KernelState, report: ApplyReport) -> Counts:
         return counts_after(state, report, self.policy)
 
     def describe(self) -> dict[str, Any]:
         fwmark = None if self.policy.fwmark is None else f"{self.policy.fwmark:#x}/{self.policy.effective_fwmask:#x}"
+        uplinks = f"{self.uplink_tables.start}-{self.uplink_tables.stop - 1}" if self.uplink_tables else None
         return {"mode": self.name, "table": self.policy.table, "rule_priority": self.policy.priority,
-                "fwmark": fwmark}
+                "fwmark": fwmark, "uplink_tables": uplinks}

@@ -8,15 +8,20 @@ whether its session is reported up. A peer without an object is unknown, not dow
 all of them while the watch has been failing for the hold time (the API down, say): stale
 reports must not keep a live peer out.
 
+`status.peer` is in FRR-K8s's label form (a label value may hold no ':'): an IPv4 address as
+is, an IPv6 address written out in full with '-' for ':' (`2001-0db8-0000-...-0001`), the
+interface name for an unnumbered session. Sessions are keyed as nra.config.intent.PeerSpec.key
+(`10.0.0.1`, `fd00::1`, `%eth1`, `...@vrf` outside the default VRF).
+
 RBAC: get/list/watch on bgpsessionstates.frrk8s.metallb.io in FRR-K8s's namespace.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Iterable
 
-from nra.config.intent import IPAddress
 from nra.sources.kube.client import ApiClientFactory, KubeHTTP
 from nra.sources.kube.reflector import ResourceKind, WatchTiming
 from nra.sources.kube.watched_source import WatchedSource
@@ -28,19 +33,40 @@ NODE_LABEL = "frrk8s.metallb.io/node"
 BFD_DOWN = "down"
 
 
-def session_up(objects: Iterable[dict], node_name: str) -> dict[IPAddress, bool]:
-    """peer address -> whether its session is reported up (bgpStatus Established, BFD not
-    down), from this node's objects of the default VRF. Objects that do not say (another node,
-    another VRF, no or a bad peer address) are skipped; of two for one peer, down wins."""
-    up: dict[IPAddress, bool] = {}
+#: an IPv6 address in label form: eight groups of hex digits joined by '-'
+_LABEL_IPV6 = re.compile(r"[0-9a-fA-F]{1,4}(?:-[0-9a-fA-F]{1,4}){7}")
+#: what FRR-K8s leaves as is when it is not an address: an interface name (IFNAMSIZ)
+_INTERFACE = re.compile(r"[^\s/:%]{1,15}")
+
+
+def session_peer(text: object) -> str | None:
+    """The peer of a `status.peer` in label form (see the module doc) as a PeerSpec key
+    without VRF, or None when it is neither an address nor an interface name."""
+    if not isinstance(text, str) or not text:
+        return None
+    bare = text.split("%")[0]  # a zone, if a writer ever leaves one
+    if _LABEL_IPV6.fullmatch(bare):
+        bare = bare.replace("-", ":")
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    return f"%{text}" if _INTERFACE.fullmatch(text) else None
+
+
+def session_up(objects: Iterable[dict], node_name: str) -> dict[str, bool]:
+    """session (PeerSpec key) -> whether it is reported up (bgpStatus Established, BFD not
+    down), from this node's objects. Objects that do not say (another node, no or a bad
+    peer) are skipped; of two for one peer, down wins."""
+    up: dict[str, bool] = {}
     for obj in objects:
         status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
-        if status.get("node") != node_name or status.get("vrf") not in (None, "", "default"):
+        peer = session_peer(status.get("peer"))
+        if status.get("node") != node_name or peer is None:
             continue
-        try:
-            peer = ipaddress.ip_address(str(status.get("peer", "")).split("%")[0])
-        except ValueError:
-            continue
+        vrf = status.get("vrf")
+        if vrf not in (None, "", "default"):
+            peer = f"{peer}@{vrf}"
         reported = (status.get("bgpStatus") == "Established"
                     and str(status.get("bfdStatus", "")).lower() != BFD_DOWN)
         up[peer] = up.get(peer, True) and reported
@@ -61,7 +87,7 @@ class SessionStateWatch(WatchedSource):
         return [ResourceKind(PLURAL, f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}",
                              f"{GROUP}/{VERSION}", "BGPSessionState", label_selector=f"{NODE_LABEL}={self.node_name}")]
 
-    def compute(self, caches: dict[str, list[dict]]) -> dict[IPAddress, bool]:  # type: ignore[override]
+    def compute(self, caches: dict[str, list[dict]]) -> dict[str, bool]:  # type: ignore[override]
         return session_up(caches.get(PLURAL) or [], self.node_name or "")
 
 
@@ -77,11 +103,11 @@ class SessionStateFeed:
 
     def __init__(self, hold_s: float):
         self.hold_s = hold_s
-        self.states: dict[IPAddress, bool] = {}
+        self.states: dict[str, bool] = {}
         self._unhealthy_since: float | None = None
         self._dropped = False
 
-    def current(self) -> dict[IPAddress, bool] | None:
+    def current(self) -> dict[str, bool] | None:
         return None if self._dropped else dict(self.states)
 
     def check(self, healthy: bool, now: float) -> bool:
