@@ -7,7 +7,8 @@ collecting into one `PlanSteps`:
 - `table_routes`: one table's route per family (`choose_route`: which peers are nexthops,
   `same_nexthops`: when the kernel's route already is the wanted one) and the removal of
   the table's other routes (`route_imposters`);
-- `rule_diff`: the rules pointing at a table against the wanted ones, by the kernel's key;
+- `rule_diff`: the rules pointing at a table against the wanted ones, by the kernel's key
+  (it removes the others and returns the missing ones for the caller to add);
 - `PlanSteps.plan()`, through `order`: nft first, then the new routes and rules, removals
   after; each kind sorted, so the same plan always comes out in the same order.
 
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import AbstractSet, Iterable, Mapping, TypeVar
 
 from nra.config.intent import Intent, IPAddress, IPNetwork, Peer
 from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, KernelState, Nexthop
@@ -316,7 +317,7 @@ def leftovers(steps: PlanSteps, state: KernelState) -> None:
             steps.route_deletes.append(DeleteRoute(item, reason=reason))
 
 
-def rule_imposter_reason(rule: KernelRule, policy: RoutingPolicy, families: set[int]) -> str:
+def _rule_imposter_reason(rule: KernelRule, policy: RoutingPolicy, families: AbstractSet[int]) -> str:
     """Why a rule pointing at the policy's table is not one of the wanted ones."""
     if rule.family not in families:
         return f"no IPv{rule.family} peers configured"
@@ -335,10 +336,11 @@ Wanted = TypeVar("Wanted")
 
 
 def rule_diff(steps: PlanSteps, rules: Iterable[KernelRule], wanted: Mapping[tuple, Wanted],
-              add: Callable[[Wanted], AddRule], imposter: Callable[[KernelRule], str]) -> None:
+              imposter: RoutingPolicy | str, families: AbstractSet[int] = frozenset()) -> list[Wanted]:
     """Rules whose key (KernelRule.key) is wanted stay, one copy; all else goes, with
-    `imposter(rule)` as the reason; the missing ones are added, each built by `add` from
-    what `wanted` holds for its key (only when missing: a steady plan builds none)."""
+    its imposter reason against the `imposter` policy as the reason (or `imposter` itself, a
+    text). Returns what `wanted` holds for the keys the kernel lacks: the caller builds
+    their AddRule (only the missing ones: a steady plan of 10,000 rules builds none)."""
     seen: set[tuple] = set()
     for rule in rules:
         key = rule.key()
@@ -347,7 +349,6 @@ def rule_diff(steps: PlanSteps, rules: Iterable[KernelRule], wanted: Mapping[tup
                 steps.rule_deletes.append(DeleteRule(rule, reason="duplicate"))
             seen.add(key)
         else:
-            steps.rule_deletes.append(DeleteRule(rule, reason=imposter(rule)))
-    for key, value in wanted.items():
-        if key not in seen:
-            steps.rule_adds.append(add(value))
+            reason = imposter if isinstance(imposter, str) else _rule_imposter_reason(rule, imposter, families)
+            steps.rule_deletes.append(DeleteRule(rule, reason=reason))
+    return [value for key, value in wanted.items() if key not in seen]

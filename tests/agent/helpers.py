@@ -4,8 +4,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from nra.settings import ENV_NAMES, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 NRA = [sys.executable, "-m", "nra"]
@@ -28,13 +29,20 @@ address-pools:
 """
 
 
+def setting_names() -> frozenset[str]:
+    """Every environment name a setting is read from: the settings' own names (ENV_NAMES)
+    and each field's other aliases (TABLE for TABLE_WEIGHT)."""
+    names = set(ENV_NAMES.values())
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        names.update(a for a in getattr(alias, "choices", [alias]) if isinstance(a, str))
+    return frozenset(names)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any nra setting of the caller's, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if k not in {
-        "TABLE_WEIGHT", "PEER_WEIGHT", "RULE_PRIORITY", "RULE_FWMARK", "DESTINATION", "ONESHOT",
-        "CLEANANDEXIT", "METALLB_STATIC_FILE", "METALLB_USE_CRDS", "NODE_NAME", "LOG_LEVEL",
-        "LOG_FORMAT", "NRA_NETNS", "MAX_RECONCILE_WAIT", "KUBECONFIG", "LEARNED_ROUTE_PROTOS", "MANAGED_NEIGHBOURS",
-        "PEER_NEIGH_TIMERS"}}
+    scrub = setting_names()
+    env = {k: v for k, v in os.environ.items() if k not in scrub}
     env["HEALTH_ADDRESS"] = "off"
     env.update(extra)
     return env
@@ -57,17 +65,6 @@ def http_status(port: int, path: str, timeout: float = 2.0) -> int:
         return exc.code
     except OSError:
         return 0
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 class Daemon:

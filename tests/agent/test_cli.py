@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, run_nra, wait_for
+from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, run_nra
+from tests.wait import wait_for
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.kernel
@@ -304,7 +305,7 @@ def test_daemon_follows_file_changes_and_keeps_state_on_bad_input(node_ns, confi
     write(config, "peers: [\n")
     wait_for(lambda: "keeping the last good configuration" in d.log(), 3, what="invalid file warning")
     config.write_text("")
-    time.sleep(0.3)
+    wait_for(lambda: "the file is empty" in d.log(), 3, what="empty file warning")
     config.unlink()
     wait_for(lambda: "does not exist" in d.log(), 3, what="missing file warning")
     time.sleep(0.3)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.agent.helpers import Daemon, clean_env, wait_for
+from tests.agent.helpers import Daemon, clean_env
+from tests.wait import wait_for
 from tests.netns import NetNS
 from tests.ship.test_health_agent import free_port, get, sample
 

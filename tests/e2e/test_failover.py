@@ -26,6 +26,7 @@ import pytest
 
 from testbed import lab as topo
 from tests.e2e.conftest import FIGURES, REPO, lab_up, nra_daemon
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -105,10 +106,11 @@ def test_managed_neighbours_and_fast_timers_without_route_learning(lab):
 
 def wait_out_of_route(lab, peer_of: dict[int, str], start: float, timeout: float) -> float:
     """Seconds from `start` until no managed route goes via these peers (inf: not in timeout)."""
-    while any(f"via {peer_of[f]} " in lab.table_routes(f) + " " for f in FAMILIES):
-        if time.monotonic() - start > timeout:
-            return float("inf")
-        time.sleep(0.02)
+    try:
+        wait_for(lambda: not any(f"via {peer_of[f]} " in lab.table_routes(f) + " " for f in FAMILIES),
+                 max(0.0, start + timeout - time.monotonic()), what="the peers out of the route")
+    except AssertionError:
+        return float("inf")
     return time.monotonic() - start
 
 

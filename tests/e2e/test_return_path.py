@@ -18,6 +18,7 @@ import pytest
 
 from testbed import lab as topo
 from tests.e2e.conftest import FIGURES, REPO, lab_up, nra_daemon
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,15 +35,14 @@ def router_table(lab, router: str, timeout: float = 5) -> int:
     routers in the order of their link-layer addresses, and the lab's veth addresses are
     random, so r1 is table 22 in about half of the labs."""
     r = topo.R[router]
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def single() -> int | None:
         found = {family: [t for t in ROUTER_TABLES
                           if f" via {gateway} " in lab.ip("node", f"-{family} route show table {t}")]
                  for family, gateway in ((4, r.seg4), (6, r.seg6))}
-        if len(found[4]) == 1 and found[4] == found[6]:
-            return found[4][0]
-        assert time.monotonic() < deadline, f"no single router table via {router}: {found}"
-        time.sleep(0.05)
+        return found[4][0] if len(found[4]) == 1 and found[4] == found[6] else None
+
+    return wait_for(single, timeout, interval=0.05, what=f"a single router table via {router}")
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +149,8 @@ def test_what_nra_added_shows_in_nft_and_ip(lab, nra):
 def test_drift_repaired_at_once_from_netfilter_notifications(lab, nra):
     lab.exec("node", ["nft", "delete", "table", "inet", "nra"])
     started = time.monotonic()
-    while lab.exec("node", ["nft", "list", "table", "inet", "nra"], check=False).returncode:
-        assert time.monotonic() - started < 5, "nra's nft table was not put back"
-        time.sleep(0.005)
+    wait_for(lambda: not lab.exec("node", ["nft", "list", "table", "inet", "nra"], check=False).returncode, 5,
+             interval=0.005, what="nra's nft table put back")
     took = time.monotonic() - started
     FIGURES["conntrack: nft table deleted by someone, back after"] = f"{took * 1000:.0f} ms"
     assert took < 2.0  # the echo window may delay it to a check 1 s later, never the 60 s timer
@@ -211,10 +210,8 @@ def test_router_dies_new_connections_through_the_other_and_its_route_withdrawn(l
         finally:
             lab.restore_router("r1")
         for family in FAMILIES:  # back: its route restored
-            deadline = time.monotonic() + 15
-            while not lab.ip("node", f"-{family} route show table {mine}").strip():
-                assert time.monotonic() < deadline, "r1's router route did not come back"
-                time.sleep(0.1)
+            wait_for(lambda: lab.ip("node", f"-{family} route show table {mine}").strip(), 15, interval=0.1,
+                     what="r1's router route back")
 
 
 def test_clean_and_exit_leaves_nothing(lab):

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from ipaddress import ip_address, ip_network
 
 import pytest
 
 from nra.config.intent import Intent, Peer
+from nra.daemon.reconciler import ReconcileConfig, Reconciler
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import TableChange
 from nra.kernel.model import KernelState, Nexthop
 from nra.plan.planner import RoutingPolicy
-from nra.plan.return_path.rules import plan
+from nra.plan.return_path.rules import RulesReturnPath, plan
 from tests.netns import NetNS, new_netns
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -33,11 +34,10 @@ def addresses(want: Intent):
 
 
 async def reconcile(adapter: KernelAdapter, want: Intent, policy: RoutingPolicy = POLICY):
-    state = await adapter.read_state(addresses(want))
-    the_plan = plan(want, state, policy)
-    report = await adapter.apply(the_plan.operations)
-    assert report.failed == []
-    return the_plan, report
+    """One reconcile, the reconciler's own (a fresh one: no liveness history)."""
+    outcome = await Reconciler(adapter, ReconcileConfig(RulesReturnPath(policy))).reconcile(want, "test", hooks=False)
+    assert outcome.failed == [], outcome.describe()
+    return outcome.plan, outcome
 
 
 async def steady(adapter: KernelAdapter, want: Intent, policy: RoutingPolicy = POLICY) -> KernelState:
@@ -137,10 +137,7 @@ async def test_addresses_that_are_no_nexthop_are_named_and_left_out(node_ns: Net
 
 
 def wait_link_local_route(ns: NetNS, dev: str) -> None:
-    deadline = time.monotonic() + 5
-    while "fe80::/64" not in ns.ip(f"-6 route show dev {dev}"):
-        assert time.monotonic() < deadline, f"no fe80::/64 on {dev}"
-        time.sleep(0.02)
+    wait_for(lambda: "fe80::/64" in ns.ip(f"-6 route show dev {dev}"), what=f"fe80::/64 on {dev}")
 
 
 def link_to(ns: NetNS, other: NetNS, dev: str) -> None:
@@ -285,12 +282,11 @@ async def test_link_down_and_up_restores_the_route_and_events_tell(node_ns: NetN
 
         watcher = asyncio.create_task(collect())
         try:
-            await asyncio.sleep(0.3)  # the event socket is bound and the link dump done
+            await adapter.subscribed()
             node_ns.ip("link set dev eth0 down")
-            seen = [await asyncio.wait_for(reasons.get(), 1.0)]
-            await asyncio.sleep(0.1)
-            while not reasons.empty():
-                seen.append(reasons.get_nowait())
+            seen: list[str] = []
+            while not any(r.startswith("link eth0 down") for r in seen):
+                seen.append(await asyncio.wait_for(reasons.get(), 1.0))
             # (IPv4 flushes routes through a dead link without a notification: the link
             # event is what tells the agent)
             assert any(r.startswith("link eth0 down") for r in seen), seen
@@ -316,7 +312,7 @@ async def test_events_report_foreign_rule_changes(node_ns: NetNS):
     async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
         events = adapter.events()
         first = asyncio.ensure_future(events.__anext__())
-        await asyncio.sleep(0.3)
+        await adapter.subscribed()
         node_ns.ip("rule add from 203.0.113.0/24 lookup 99 priority 20")  # another table: silent
         node_ns.ip("-6 rule add from 2001:db8::/64 lookup 20 priority 5")
         event = await asyncio.wait_for(first, 1.0)
@@ -326,9 +322,9 @@ async def test_events_report_foreign_rule_changes(node_ns: NetNS):
 
 async def clean(adapter: KernelAdapter) -> int:
     """What CLEANANDEXIT does: reconcile to the empty intent; how many objects went."""
-    _, report = await reconcile(adapter, Intent())
+    _, outcome = await reconcile(adapter, Intent())
     await steady(adapter, Intent())
-    return len(report.applied)
+    return outcome.applied
 
 
 async def test_clean_removes_both_families_and_returns_zero_when_empty(node_ns: NetNS):

@@ -10,11 +10,11 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from nra.config.intent import Intent, Peer
+from nra.daemon.reconciler import ReconcileConfig, Reconciler
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import LearnedRouteChange
-from nra.plan.peer_health import PeerHealth
 from nra.plan.planner import RoutingPolicy
-from nra.plan.return_path.rules import plan
+from nra.plan.return_path.rules import RulesReturnPath
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.kernel
@@ -63,7 +63,7 @@ async def test_an_ipv6_route_via_the_peers_link_local_address_counts_for_the_pee
         events: asyncio.Queue = asyncio.Queue()
         task = asyncio.create_task(_learned_events(adapter, events))
         try:
-            await asyncio.sleep(0.3)
+            await adapter.subscribed()
             node_ns.ip("-6 route del 2001:db8:201::/64")
             assert await _next(events) == "learned route withdrawn: IPv6 2001:db8:201::/64 via fe80::2 (proto 186)"
         finally:
@@ -101,7 +101,7 @@ async def test_a_learned_route_via_a_peer_coming_or_going_is_an_event(node_ns: N
         events: asyncio.Queue = asyncio.Queue()
         task = asyncio.create_task(_learned_events(adapter, events))
         try:
-            await asyncio.sleep(0.3)  # the event socket is bound
+            await adapter.subscribed()
             # not events: a daemon route via another address, a route via a peer of another proto
             node_ns.ip("route add 10.200.7.0/24 via 10.99.0.9 proto bird")
             node_ns.ip("route add 10.200.8.0/24 via 10.99.0.2 proto static")
@@ -111,28 +111,25 @@ async def test_a_learned_route_via_a_peer_coming_or_going_is_an_event(node_ns: N
             assert await _next(events) == "learned route added: IPv6 2001:db8:200::/64 via fd99::2 (proto 186)"
             node_ns.ip("route add 10.200.9.0/24 via inet6 fd99::2 proto bird")  # RTA_VIA
             assert await _next(events) == "learned route added: IPv4 10.200.9.0/24 via fd99::2 (proto 12)"
-            await asyncio.sleep(0.3)
-            assert events.empty()
+            # nothing else came: the next event (on the same socket, in order) is a marker's
+            node_ns.ip("route add 10.200.10.0/24 via 10.99.0.2 proto bird")
+            assert await _next(events) == "learned route added: IPv4 10.200.10.0/24 via 10.99.0.2 (proto 12)"
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
 
 class Node:
-    """What the reconciler does, step by step: read, judge, plan, apply."""
+    """The reconciler on the real kernel, reconciling to one intent."""
 
     def __init__(self, adapter: KernelAdapter, want: Intent):
-        self.adapter, self.want, self.health = adapter, want, PeerHealth()
+        self.reconciler = Reconciler(adapter, ReconcileConfig(RulesReturnPath(POLICY)))
+        self.want = want
 
     async def reconcile(self):
-        addresses = [p.address for p in self.want.peers]
-        state = await self.adapter.read_state(addresses)
-        self.health.observe_neighbours(state.links, state.neighbours)
-        self.health.observe_learned_routes(addresses, state.learned)
-        the_plan = plan(self.want, state, POLICY, self.health.verdicts())
-        report = await self.adapter.apply(the_plan.operations)
-        assert report.failed == []
-        return the_plan
+        outcome = await self.reconciler.reconcile(self.want, "test", hooks=False)
+        assert outcome.failed == [], outcome.describe()
+        return outcome.plan
 
 
 async def test_a_peer_is_left_out_while_its_learned_routes_are_gone_never_the_last(node_ns: NetNS):

@@ -5,7 +5,6 @@ resolution fails for the others (no mocked states, except where a test says it s
 from __future__ import annotations
 
 import asyncio
-import time
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -13,10 +12,12 @@ import pytest
 from nra.config.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import NeighbourChange
-from nra.plan.peer_health import Liveness, PeerHealth
+from nra.daemon.reconciler import ReconcileConfig, Reconciler
+from nra.plan.peer_health import Liveness
 from nra.plan.planner import RoutingPolicy
-from nra.plan.return_path.rules import plan
+from nra.plan.return_path.rules import RulesReturnPath, plan
 from tests.netns import NetNS, new_netns, sh
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -56,9 +57,7 @@ def lan():
 def wait_neigh_ready(node: NetNS, timeout: float = 5.0) -> None:
     """Until the fresh link carries IPv6 (the first packets can go before it does); then
     forget what that resolved, so each test starts without neighbour entries."""
-    deadline = time.monotonic() + timeout
-    while not resolve(node, "fd99::3", wait="0.2"):
-        assert time.monotonic() < deadline, "fd99::3 never answered on the fresh veth"
+    wait_for(lambda: resolve(node, "fd99::3", wait="0.2"), timeout, interval=0, what="fd99::3 answering on the fresh veth")
     node.ip("neigh flush dev eth0")
 
 
@@ -73,22 +72,20 @@ def neigh_state(ns: NetNS, address) -> str:
 
 
 def wait_neigh(ns: NetNS, address, state: str, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while neigh_state(ns, address) != state:
-        assert time.monotonic() < deadline, f"{address}: {neigh_state(ns, address)!r}, never {state}"
-        time.sleep(0.02)
+    wait_for(lambda: neigh_state(ns, address) == state, timeout, what=f"{address} {state}")
 
 
 class Node:
-    """The adapter and the peers' liveness, as the reconciler holds them."""
+    """The reconciler on the real kernel: its adapter and the peers' liveness it keeps."""
 
     def __init__(self, adapter: KernelAdapter):
         self.adapter = adapter
-        self.health = PeerHealth()
+        self.reconciler = Reconciler(adapter, ReconcileConfig(RulesReturnPath(POLICY)))
+        self.health = self.reconciler.health
 
     async def read(self, want: Intent = WANT):
-        state = await self.adapter.read_state(p.address for p in want.peers)
-        self.health.observe_neighbours(state.links, state.neighbours)
+        """A read as a reconcile makes it (the liveness judged), applying nothing."""
+        state, _ = await self.reconciler.compute_plan(want)
         return state
 
     def silent(self) -> set:
@@ -98,11 +95,9 @@ class Node:
         return plan(want, state, POLICY, self.health.verdicts())
 
     async def reconcile(self):
-        state = await self.read()
-        the_plan = self.plan(state)
-        report = await self.adapter.apply(the_plan.operations)
-        assert report.failed == []
-        return state, the_plan
+        outcome = await self.reconciler.reconcile(WANT, "test", hooks=False)
+        assert outcome.failed == [], outcome.describe()
+        return outcome.state, outcome.plan
 
 
 def gateways(ns: NetNS, family: str) -> set[str]:
@@ -116,6 +111,7 @@ class Watcher:
 
     def __init__(self, node: Node):
         self.reasons: asyncio.Queue[str] = asyncio.Queue()
+        self.adapter = node.adapter
         self.task = asyncio.create_task(self._run(node))
 
     async def _run(self, node: Node):
@@ -135,7 +131,10 @@ class Watcher:
             seen.append(self.reasons.get_nowait())
         return seen
 
-    async def wait_for(self, needle: str, timeout: float = 3.0) -> list[str]:
+    async def subscribed(self) -> None:
+        await asyncio.wait_for(self.adapter.subscribed(), 3.0)
+
+    async def expect(self, needle: str, timeout: float = 3.0) -> list[str]:
         seen: list[str] = []
         deadline = asyncio.get_running_loop().time() + timeout
         while not any(needle in r for r in seen):
@@ -158,7 +157,7 @@ async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
         assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
         watcher = Watcher(n)
         try:
-            await asyncio.sleep(0.3)  # the event sockets are bound
+            await watcher.subscribed()
             # the live peers resolve; an unrelated neighbour fails: no wake-up for either
             assert resolve(node, LIVE4) and resolve(node, LIVE6)
             assert not resolve(node, "10.99.0.9") and not resolve(node, "fd99::9")
@@ -168,8 +167,8 @@ async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
 
             # the dead peers: the kernel's resolution fails and the watcher says so
             assert not resolve(node, DEAD4) and not resolve(node, DEAD6)
-            seen = await watcher.wait_for("neighbour 10.99.0.2: FAILED")
-            seen += await watcher.wait_for("neighbour fd99::2: FAILED")
+            seen = await watcher.expect("neighbour 10.99.0.2: FAILED")
+            seen += await watcher.expect("neighbour fd99::2: FAILED")
             assert all(DEAD4.exploded in r or str(DEAD6) in r for r in seen), seen
             state, p = await n.reconcile()
             assert n.silent() == {DEAD4, DEAD6} and p.unusable_peers == {DEAD4, DEAD6}
@@ -193,8 +192,8 @@ async def test_a_peer_that_stops_answering_is_left_out_and_comes_back(lan):
             router.ip("addr add 10.99.0.2/24 dev eth0")
             router.ip("-6 addr add fd99::2/64 dev eth0 nodad")
             assert resolve(node, DEAD4) and resolve(node, DEAD6)
-            await watcher.wait_for("neighbour 10.99.0.2: REACHABLE")
-            await watcher.wait_for("neighbour fd99::2: REACHABLE")
+            await watcher.expect("neighbour 10.99.0.2: REACHABLE")
+            await watcher.expect("neighbour fd99::2: REACHABLE")
             state, p = await n.reconcile()
             assert n.silent() == frozenset() and p.unusable_peers == frozenset() and p.warnings == ()
             assert gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
@@ -215,7 +214,7 @@ async def test_a_silent_peer_whose_entry_is_removed_stays_out_until_resolved_aga
         assert n.health.to_resolve() == {DEAD4: "FAILED"}
         watcher = Watcher(n)
         try:
-            await asyncio.sleep(0.3)
+            await watcher.subscribed()
             node.ip(f"neigh del {DEAD4} dev eth0")  # what the kernel's garbage collector does
             assert await watcher.drain(0.5) == []  # no change of liveness: nothing to wake for
             state, p = await n.reconcile()
@@ -235,7 +234,7 @@ async def test_a_silent_peer_whose_entry_is_removed_stays_out_until_resolved_aga
             router.ip("addr add 10.99.0.2/24 dev eth0")
             await watcher.drain()
             assert await adapter.resolve_peers(n.health.to_resolve()) == []
-            await watcher.wait_for("neighbour 10.99.0.2: REACHABLE (silent -> answers)")
+            await watcher.expect("neighbour 10.99.0.2: REACHABLE (silent -> answers)")
             await n.reconcile()
             assert n.silent() == set() and gateways(node, "-4") == {"10.99.0.2", "10.99.0.3"}
             assert n.health.to_resolve() == {}
@@ -301,9 +300,9 @@ async def test_a_failure_seen_once_holds_while_the_entry_is_retried(lan):
         await n.reconcile()
         watcher = Watcher(n)
         try:
-            await asyncio.sleep(0.3)
+            await watcher.subscribed()
             assert not resolve(node, DEAD6)
-            await watcher.wait_for("neighbour fd99::2: FAILED")
+            await watcher.expect("neighbour fd99::2: FAILED")
             node.ip(f"neigh replace {DEAD6} dev eth0 nud incomplete")  # the next reply's resolution
             state, p = await n.reconcile()
             assert state.neighbours[DEAD6] == "INCOMPLETE" and n.silent() == {DEAD6}
@@ -317,7 +316,7 @@ async def test_a_failure_seen_once_holds_while_the_entry_is_retried(lan):
             assert fresh.silent() == frozenset()
             # valid again: the history is dropped and the peer is back
             node.ip(f"neigh replace {DEAD6} dev eth0 lladdr 02:00:00:00:00:02 nud reachable")
-            await watcher.wait_for("neighbour fd99::2: REACHABLE")
+            await watcher.expect("neighbour fd99::2: REACHABLE")
             state, _ = await n.reconcile()
             assert n.silent() == frozenset() and gateways(node, "-6") == {"fd99::2", "fd99::3"}
         finally:

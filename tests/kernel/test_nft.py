@@ -14,6 +14,7 @@ from nra.kernel import nft_table as nft
 from nra.kernel.marks import parse_mark_field
 from nra.kernel.nft import NftState
 from testbed.netns import NetNS
+from tests.wait import wait_for_async
 
 pytestmark = pytest.mark.kernel
 
@@ -162,7 +163,7 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
 
     task = asyncio.create_task(watch())
     try:
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(owner.watching.wait(), 3.0)
         # our own change: no drift
         current = await owner.read()
         await owner.apply(nft.diff(desired(PREFIXES[:2]), current), desired(PREFIXES[:2]), FIELD, current)
@@ -175,10 +176,7 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
         assert owner.full_reads == reads, "changes elsewhere must not cost a listing of nra's table"
         # someone else's change to nra's table: seen at once
         netns.exec(["nft", "flush chain inet nra classify"])
-        for _ in range(50):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for_async(lambda: seen, 0.5, interval=0.01, what="the foreign change reported")
         assert len(seen) == 1 and "changed by pid" in seen[0], seen
         change = nft.diff(desired(PREFIXES[:2]), await owner.read())
         assert change.rewrite == ("classify",)
@@ -206,14 +204,11 @@ async def test_foreign_element_changes_are_followed_from_notifications_without_a
 
     task = asyncio.create_task(watch())
     try:
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(owner.watching.wait(), 3.0)
         await owner.read()  # (the watch starting forgets what was known: one listing)
         reads = owner.full_reads
         netns.nft(drift)
-        for _ in range(200):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for_async(lambda: seen, 2.0, interval=0.01, what="the drift reported")
         assert seen and seen[0].endswith("(followed from its notifications)"), seen
         current = await owner.read()
         assert owner.full_reads == reads, "followed: no listing"

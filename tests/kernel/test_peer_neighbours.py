@@ -20,6 +20,7 @@ from tests.kernel.test_neighbours import (  # noqa: F401
     wait_neigh,
 )
 from tests.netns import sh
+from tests.wait import wait_for_async
 
 pytestmark = pytest.mark.kernel
 
@@ -59,11 +60,14 @@ async def test_managed_entries_are_kept_resolved_by_the_kernel_without_traffic(l
         sh(f"ip netns exec {node.name} sysctl -qw net.ipv6.conf.eth0.keep_addr_on_down=1")
         node.ip("link set dev eth0 down")
         node.ip("link set dev eth0 up")
-        deadline = time.monotonic() + 5
-        while not all(managed(node, a) for a in (LIVE4, LIVE6, DEAD6)):
-            assert time.monotonic() < deadline, node.ip("-d neigh show dev eth0")
+
+        async def marked_again() -> bool:
+            if all(managed(node, a) for a in (LIVE4, LIVE6, DEAD6)):
+                return True
             await set_up(adapter, [LIVE4, LIVE6, DEAD6])
-            time.sleep(0.1)
+            return False
+
+        await wait_for_async(marked_again, 5, interval=0.1, what="the entries marked managed again")
         wait_neigh(node, LIVE4, "REACHABLE")
 
         # an entry set by hand stays the operator's

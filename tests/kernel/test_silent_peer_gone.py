@@ -11,7 +11,8 @@ import time
 import pytest
 
 from nra.daemon.peer_resolution import RESOLVE_INTERVAL_S
-from tests.agent.helpers import Daemon, clean_env, wait_for
+from tests.agent.helpers import Daemon, clean_env
+from tests.wait import wait_for
 from tests.kernel.test_neighbours import lan, neigh_state, resolve, wait_neigh  # noqa: F401
 
 pytestmark = pytest.mark.kernel

@@ -11,6 +11,7 @@ from nra.config.intent import ParseResult
 from nra.sources.kube import api_client_factory
 from nra.sources.kube.reflector import WatchTiming
 from tests.kube.apiserver import FakeApiServer
+from tests.wait import wait_for_async
 
 # Short enough that every retry path runs in a fraction of a second.
 FAST = WatchTiming(backoff_min_s=0.02, backoff_max_s=0.2, stall_timeout_s=0.6, watch_timeout_s=30,
@@ -54,22 +55,11 @@ class Recorder:
         return self.results[-1]
 
     async def wait_for(self, predicate: Callable[[ParseResult], bool], timeout: float = 3.0) -> ParseResult:
-        async def wait() -> ParseResult:
-            while True:
-                if self.results and predicate(self.results[-1]):
-                    return self.results[-1]
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(wait(), timeout)
+        return await wait_for_async(lambda: self.results and predicate(self.results[-1]) and self.results[-1],
+                                    timeout, what="a matching publication", wake=self._changed)
 
     async def wait_count(self, n: int, timeout: float = 3.0) -> None:
-        async def wait() -> None:
-            while len(self.results) < n:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
+        await wait_for_async(lambda: len(self.results) >= n, timeout, what=f"{n} publications", wake=self._changed)
 
 
 @pytest.fixture

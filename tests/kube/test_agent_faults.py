@@ -37,6 +37,7 @@ from nra.sources.kube import CRDSource, api_client_factory
 from tests.kube.apiserver import FakeApiServer, load_objects
 from tests.kube.conftest import COALESCE_S, FAST
 from tests.netns import NetNS
+from tests.wait import wait_for_async
 
 pytestmark = pytest.mark.kernel
 
@@ -116,14 +117,10 @@ def expected_view(intent: Intent) -> tuple[set, set]:
 
 
 async def wait_kernel(netns: str, want: tuple[set, set], timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await kernel_view(netns)
-        if got == want:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"kernel never reached the desired state: got {got}, want {want}")
-        await asyncio.sleep(0.05)
+    async def reached() -> bool:
+        return await kernel_view(netns) == want
+
+    await wait_for_async(reached, timeout, interval=0.05, what=f"the kernel at the desired state {want}")
 
 
 async def inject(server: FakeApiServer, kind: str) -> None:

@@ -6,7 +6,6 @@ kept unless the configuration genuinely changed."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 
@@ -16,6 +15,7 @@ from nra.observe import metrics
 from nra.sources.kube.reflector import WatchTiming
 from tests.kube.apiserver import FakeApiServer
 from tests.kube.conftest import COALESCE_S, Recorder, running
+from tests.wait import wait_for_async
 from tests.kube.test_sources import (
     NS,
     addresses,
@@ -88,11 +88,10 @@ async def test_backoff_is_reset_by_a_watch_that_opens(tmp_path, corpus=None):
         source.timing = slow
         async with running(source, recorder):
             await recorder.wait_count(1)
-            while server.open_streams("bgppeers") == 0:
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.1)
             reflector = next(r for r in source.reflectors if r.resource.name == "bgppeers")
-            assert reflector._backoff.attempt == 0, "ten errors later, an open watch did not reset the backoff"
+            # ten errors later, an open watch resets the backoff
+            await wait_for_async(lambda: server.open_streams("bgppeers") and reflector._backoff.attempt == 0,
+                                 what="an open watch with its backoff reset")
     finally:
         await server.stop()
 
@@ -161,8 +160,7 @@ async def test_ten_megabyte_configmap_is_refused_in_one_line(apiserver: FakeApiS
 async def test_configmap_deleted_and_recreated_keeps_the_state(apiserver: FakeApiServer, factory, recorder: Recorder):
     async with good_configmap_source(apiserver, factory, recorder) as (source, first, lines):
         apiserver.delete("ConfigMap", "config", NS)
-        await asyncio.sleep(0.3)
-        assert metrics.CONFIG_MISSING._value.get() == 1
+        await wait_for_async(lambda: metrics.CONFIG_MISSING._value.get() == 1, what="the ConfigMap missed")
         apiserver.put(configmap(GOOD_CM))
         await settle()
         assert source.problem is None and metrics.CONFIG_MISSING._value.get() == 0

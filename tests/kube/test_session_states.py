@@ -21,6 +21,7 @@ from tests.kube.apiserver import FakeApiServer
 from tests.kube.conftest import COALESCE_S, FAST, Recorder, running
 from tests.kube.test_sources import NODE, NS, node, peer
 from tests.netns import NetNS
+from tests.wait import wait_for_async
 
 FRR_NS = "frr-k8s-system"
 A, B = "10.99.0.2", "10.99.0.3"  # sessions are keyed as PeerSpec.key
@@ -81,11 +82,7 @@ def gateways(ns: NetNS) -> set[str]:
 
 
 async def wait_gateways(ns: NetNS, want: set[str], timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while gateways(ns) != want:
-        assert loop.time() < deadline, f"table 20 via {gateways(ns)}, never {want}"
-        await asyncio.sleep(0.05)
+    await wait_for_async(lambda: gateways(ns) == want, timeout, interval=0.05, what=f"table 20 via {want}")
 
 
 @pytest.mark.kernel

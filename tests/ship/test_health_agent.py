@@ -6,7 +6,8 @@ import socket
 import urllib.error
 import urllib.request
 
-from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, wait_for
+from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env
+from tests.wait import wait_for
 
 
 def free_port() -> int:

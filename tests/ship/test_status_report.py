@@ -32,8 +32,8 @@ from tests.agent.helpers import (
     Daemon,
     clean_env,
     http_status,
-    wait_for,
 )
+from tests.wait import wait_for
 
 NOW = 1_800_000_000.0
 LEFT_OUT = "peer 10.99.0.3 does not answer ARP/ND (neighbour entry failed); left out of the IPv4 route until it does"

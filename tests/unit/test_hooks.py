@@ -15,6 +15,7 @@ from loguru import logger
 
 from nra.daemon.hooks import MAX_OUTPUT_LINES, run_hook
 from nra.observe import metrics
+from tests.wait import wait_for
 
 
 def hook(tmp_path: Path, body: str) -> str:
@@ -78,10 +79,8 @@ async def test_a_daemonised_child_holding_stdout_neither_stalls_nor_leaks(tmp_pa
         assert ok is True and took < 3, (ok, took)  # the old code waited the whole timeout
         assert "INFO post hook: started" in lines
         assert any("left a process holding its output open" in line for line in lines), lines
-        deadline = time.monotonic() + 2
-        while alive(child) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not alive(child), "the daemonised child was left running (one leaked per reconcile)"
+        # (the daemonised child must not be left running: one would leak per reconcile)
+        wait_for(lambda: not alive(child), 2, what="the daemonised child gone")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, 9)

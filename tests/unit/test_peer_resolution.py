@@ -8,6 +8,7 @@ import time
 from ipaddress import ip_address
 
 from nra.daemon.peer_resolution import PeerResolution
+from tests.wait import wait_for_async
 
 A = ip_address("10.99.0.2")
 INTERVAL = 0.1
@@ -30,7 +31,7 @@ async def test_silent_peers_are_resolved_at_most_once_per_interval_and_only_whil
         started = time.monotonic()
         for _ in range(20):  # a burst of neighbour events
             resolution.wake()
-        await asyncio.wait_for(until(lambda: len(rounds) == 3), INTERVAL * 30)
+        await wait_for_async(lambda: len(rounds) == 3, INTERVAL * 30, interval=INTERVAL / 10, what="three rounds")
         assert rounds[0] - started >= INTERVAL
         assert all(b - a >= INTERVAL for a, b in zip(rounds, rounds[1:]))  # however many wake-ups
         silent.clear()  # the peer answers again: no more rounds
@@ -39,11 +40,6 @@ async def test_silent_peers_are_resolved_at_most_once_per_interval_and_only_whil
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def until(condition) -> None:
-    while not condition():
-        await asyncio.sleep(INTERVAL / 10)
 
 
 async def test_a_kernel_error_is_a_warning_and_the_next_round_tries_again():
@@ -60,7 +56,7 @@ async def test_a_kernel_error_is_a_warning_and_the_next_round_tries_again():
     task = asyncio.create_task(resolution.run())
     try:
         resolution.wake()
-        await asyncio.wait_for(until(lambda: calls >= 2), INTERVAL * 30)
+        await wait_for_async(lambda: calls >= 2, INTERVAL * 30, interval=INTERVAL / 10, what="a second round")
         assert not task.done()
     finally:
         task.cancel()

@@ -14,6 +14,7 @@ import pytest
 import nra.sources.static_file as static_file
 from nra.observe import metrics
 from nra.sources.static_file import StaticFileSource
+from tests.wait import wait_for_async
 
 PEER_A = "peers: [{peer-address: 10.0.0.1}]\n"
 PEER_B = "peers: [{peer-address: 10.0.0.2}]\n"
@@ -30,12 +31,8 @@ class Published:
         self.changed.set()
 
     async def wait_for(self, peers: set[str], timeout: float = 3.0) -> None:
-        async def wait() -> None:
-            while not self.peers or self.peers[-1] != peers:
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
+        await wait_for_async(lambda: self.peers and self.peers[-1] == peers, timeout, what=f"peers {peers}",
+                             wake=self.changed)
 
 
 @contextlib.asynccontextmanager
@@ -68,9 +65,9 @@ def slow_poll(monkeypatch):
 
 async def test_directory_deleted_and_recreated_is_followed(tmp_path: Path):
     config = write(tmp_path / "conf" / "metallb.yaml", PEER_A)
-    async with watching(config) as (_, published):
+    async with watching(config) as (source, published):
         shutil.rmtree(config.parent)
-        await asyncio.sleep(0.3)
+        await wait_for_async(lambda: "does not exist" in (source.problem or ""), what="the directory missed")
         write(config, PEER_B)
         await published.wait_for({"10.0.0.2"})
         config.write_text(PEER_C)  # and it keeps following the new directory
@@ -119,12 +116,10 @@ async def test_problem_reports_an_unusable_file_until_it_is_fixed(tmp_path: Path
     async with watching(config) as (source, published):
         assert source.problem is None
         config.write_text("peers: not-a-list\n")
-        await asyncio.sleep(0.3)
-        assert "type: peers must be a list" in source.problem
+        await wait_for_async(lambda: "type: peers must be a list" in (source.problem or ""), what="the refusal")
         assert metrics.CONFIG_REFUSED._value.get() == 1
         config.unlink()
-        await asyncio.sleep(0.3)
-        assert "does not exist" in source.problem
+        await wait_for_async(lambda: "does not exist" in (source.problem or ""), what="the file missed")
         config.write_text(PEER_B)
         await published.wait_for({"10.0.0.2"})
         assert source.problem is None and metrics.CONFIG_REFUSED._value.get() == 0

@@ -31,7 +31,6 @@ from nra.plan.planner import (
     is_managed_route,
     leftovers,
     rule_diff,
-    rule_imposter_reason,
     same_nexthops,
     table_routes,
 )
@@ -211,12 +210,10 @@ def plan_conntrack(intent: Intent, state: KernelState, policy: RoutingPolicy, rp
     families = table_routes(steps, intent, counts, policy, state.routes, state, verdicts)
     wanted = {rule_key(v, None, policy.priority, policy.table, policy.fwmark, policy.effective_fwmask): v
               for v in sorted(families) if counts[v]}
-
-    def add(version: int) -> AddRule:
-        return AddRule(version, None, policy.priority, policy.table, policy.fwmark, policy.fwmask, reason="missing")
-
-    rule_diff(steps, (r for r in state.rules if r.table == policy.table), wanted, add,
-              lambda rule: rule_imposter_reason(rule, policy, families))
+    table_rules = [r for r in state.rules if r.table == policy.table]
+    for version in rule_diff(steps, table_rules, wanted, policy, families):
+        steps.rule_adds.append(AddRule(version, None, policy.priority, policy.table, policy.fwmark, policy.fwmask,
+                                       reason="missing"))
     facts = {p.address: PeerFacts(state.lladdrs.get(p.address), _link_name(state, p.address),
                                   p.address not in steps.unusable) for p in intent.peers}
     current = state.nft
@@ -268,12 +265,10 @@ def _router_routes(steps: PlanSteps, want: ReturnPathState, state: KernelState, 
 def _router_rules(steps: PlanSteps, want: ReturnPathState, state: KernelState, rp: ReturnPathPolicy) -> None:
     wanted = {rule_key(r.family, None, r.priority, r.table, r.fwmark, r.fwmask): r
               for r in want.rules if r.table in rp.tables}
-
-    def add(r: RouterRule) -> AddRule:
-        return AddRule(r.family, None, r.priority, r.table, r.fwmark, r.fwmask, reason="router rule missing")
-
-    rule_diff(steps, (r for r in state.rules if r.table in rp.tables), wanted, add,
-              lambda rule: "not a router's rule")
+    router_rules = [r for r in state.rules if r.table in rp.tables]
+    for r in rule_diff(steps, router_rules, wanted, "not a router's rule"):
+        steps.rule_adds.append(AddRule(r.family, None, r.priority, r.table, r.fwmark, r.fwmask,
+                                       reason="router rule missing"))
 
 
 class ConntrackReturnPath:

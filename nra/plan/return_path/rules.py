@@ -21,15 +21,7 @@ from nra.config.uplinks import NodeFacts, build_model
 from nra.kernel.model import KernelReads, KernelState, rule_key
 from nra.kernel.operations import AddRule, ApplyReport, DeleteRoute, DeleteRule, ReplaceRoute
 from nra.plan.peer_health import Verdict, verdicts_from_states
-from nra.plan.planner import (
-    Plan,
-    PlanSteps,
-    RoutingPolicy,
-    leftovers,
-    rule_diff,
-    rule_imposter_reason,
-    table_routes,
-)
+from nra.plan.planner import Plan, PlanSteps, RoutingPolicy, leftovers, rule_diff, table_routes
 from nra.plan.return_path.base import Counts, counts_after
 
 #: key of a desired rule (model.rule_key) -> its prefix, by family
@@ -64,12 +56,9 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
     for version in families:
         wanted.update(desired[version])
     fwmask = policy.fwmask if policy.fwmark is not None else None
-
-    def add(prefix: IPNetwork) -> AddRule:
-        return AddRule(prefix.version, prefix if prefix.prefixlen else None, policy.priority, policy.table,
-                       policy.fwmark, fwmask, reason="missing")
-
-    rule_diff(steps, state.rules, wanted, add, lambda rule: rule_imposter_reason(rule, policy, families))
+    for prefix in rule_diff(steps, state.rules, wanted, policy, families):
+        steps.rule_adds.append(AddRule(prefix.version, prefix if prefix.prefixlen else None, policy.priority,
+                                       policy.table, policy.fwmark, fwmask, reason="missing"))
     leftovers(steps, state)
     return steps.plan()
 

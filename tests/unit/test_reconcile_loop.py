@@ -1,0 +1,96 @@
+"""The reconcile loop on an in-memory kernel (tests/fake_kernel.py): built without Settings
+and without root, the same Reconciler for both return paths (it never asks which)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from nra.config.intent import Intent, Peer
+from nra.daemon.reconciler import ReconcileConfig, Reconciler
+from nra.kernel.marks import MarkField
+from nra.kernel.operations import AddRule, ApplyNft, DeleteRule, ReplaceRoute
+from nra.observe import metrics
+from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.conntrack import ConntrackReturnPath, ReturnPathPolicy
+from nra.plan.return_path.rules import RulesReturnPath
+from tests.fake_kernel import FakeKernel
+
+ip, net = ipaddress.ip_address, ipaddress.ip_network
+POLICY = RoutingPolicy(table=20, priority=20)
+R1_4, R1_6, R2_4 = ip("10.99.0.2"), ip("fd99::2"), ip("10.99.0.3")
+MACS = {R1_4: "02:00:00:00:00:01", R1_6: "02:00:00:00:00:01", R2_4: "02:00:00:00:00:02"}
+WANT = Intent(frozenset({Peer(R1_4, 1), Peer(R1_6, 1), Peer(R2_4, 1)}),
+              frozenset({net("192.0.2.0/24"), net("198.51.100.7/32"), net("2001:db8::/64")}))
+
+
+def rules_path() -> RulesReturnPath:
+    return RulesReturnPath(POLICY)
+
+
+def conntrack_path() -> ConntrackReturnPath:
+    return ConntrackReturnPath(POLICY, ReturnPathPolicy(MarkField(0x2, 0x3E), range(21, 36), 20, 20))
+
+
+def gauge(name: str, family: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, {"family": family})
+
+
+async def test_rules_converge_in_one_reconcile_then_hold_steady():
+    kernel = FakeKernel(20)
+    reconciler = Reconciler(kernel, ReconcileConfig(rules_path()))
+    first = await reconciler.reconcile(WANT, "test")
+    assert first.ok and first.applied == 5  # two routes, three rules
+    assert sorted(str(r.src) for r in kernel.rules) == ["192.0.2.0/24", "198.51.100.7/32", "2001:db8::/64"]
+    assert gauge("nra_peers_in_route", "ipv4") == 2 and gauge("nra_rules_installed", "ipv4") == 2
+    again = await reconciler.reconcile(WANT, "test")
+    assert again.ok and again.applied == 0 and kernel.reads_done == 2
+
+
+async def test_conntrack_converges_with_the_same_reconciler_then_holds_steady():
+    path = conntrack_path()
+    kernel = FakeKernel(20, path.reads, lladdrs=MACS)
+    reconciler = Reconciler(kernel, ReconcileConfig(path))
+    first = await reconciler.reconcile(WANT, "test")
+    assert first.ok, first.describe()
+    ops = first.applied_ops
+    # nft first (its marks are what the rules match), then routes and rules
+    assert isinstance(ops[0], ApplyNft) and kernel.nft is not None and set(kernel.nft.routers.values()) == {1, 2}
+    assert {r.table for r in kernel.routes} == {20, 21, 22}
+    assert {(r.table, r.priority) for r in kernel.rules} == {(21, 20), (22, 20), (20, 21)}
+    assert all(isinstance(op, (ReplaceRoute, AddRule)) for op in ops[1:])
+    again = await reconciler.reconcile(WANT, "test")
+    assert again.ok and again.applied == 0, [str(op) for op in again.applied_ops]
+    # a new prefix is an nft change only: no rule per prefix in this mode
+    more = Intent(WANT.peers, WANT.prefixes | {net("203.0.113.0/24")})
+    change = await reconciler.reconcile(more, "test")
+    assert change.ok and [op.kind for op in change.applied_ops] == ["nft"]
+
+
+async def test_a_refused_operation_fails_the_reconcile_and_loses_nothing():
+    kernel = FakeKernel(20)
+    reconciler = Reconciler(kernel, ReconcileConfig(rules_path()))
+    assert (await reconciler.reconcile(WANT, "test")).ok
+    held = list(kernel.routes)
+    kernel.refuse = lambda op: "Operation not permitted (errno 1)" if isinstance(op, DeleteRule) else None
+    fewer = Intent(WANT.peers, frozenset({net("192.0.2.0/24")}))
+    outcome = await reconciler.reconcile(fewer, "test")
+    assert not outcome.ok and len(outcome.failed) == 2 and "Operation not permitted" in outcome.failed[0]
+    assert kernel.routes == held and len(kernel.rules) == 3  # nothing emptied
+    kernel.refuse = lambda op: None
+    assert (await reconciler.reconcile(fewer, "test", verify=True)).ok and len(kernel.rules) == 1
+
+
+async def test_verify_reads_again_and_names_what_still_differs():
+    kernel = FakeKernel(20)
+    kernel.refuse = lambda op: "File exists (errno 17)" if isinstance(op, AddRule) and op.family == 6 else None
+    outcome = await Reconciler(kernel, ReconcileConfig(rules_path())).reconcile(WANT, "clean", verify=True)
+    assert not outcome.ok
+    assert outcome.remaining == ["ip -6 rule add from 2001:db8::/64 lookup 20 priority 20  # missing"]
+
+
+async def test_a_peer_off_link_is_left_out_and_the_outcome_degraded():
+    kernel = FakeKernel(20, off_link={R2_4})
+    outcome = await Reconciler(kernel, ReconcileConfig(rules_path())).reconcile(WANT, "test")
+    assert outcome.ok and outcome.degraded and outcome.plan.left_out == {R2_4: "off-link"}
+    v4 = next(r for r in kernel.routes if r.family == 4)
+    assert [str(nh.gateway) for nh in v4.nexthops] == ["10.99.0.2"]
