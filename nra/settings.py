@@ -1,72 +1,77 @@
 """Settings: the Node.js agent's environment variables, same names and meanings, validated.
 
-Every setting can also be given as a command-line flag (see nra.cli). A bad value is refused
-at start with one line naming the setting (exit code 2), never a traceback.
+Each setting is declared once, below: its variable, flag, help, default and kind of value
+(nra.setting_kinds). From that one declaration come the typed value (parsed once, at start),
+the command-line flag (nra.cli), docs/settings.md and the chart's values.schema.json
+(scripts/chart_schema.py). A bad value is refused at start with one bounded line naming the
+setting (exit code 2), never a traceback.
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
-import math
 import os
-from typing import Any, Literal
+import re
+from functools import cached_property
+from typing import Annotated, Any
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nra.config.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
-from nra.kernel.marks import DEFAULT_MARK_TEXT, parse_mark_field, parse_table_range
+from nra.kernel.marks import DEFAULT_MARK_TEXT, U32, MarkField, parse_mark_field, parse_number
+from nra.kernel.table_names import NAME as TABLE_NAME_PATTERN
 from nra.kernel.table_names import check_name
+from nra.setting_kinds import (
+    FALSE_WORDS,
+    Choice,
+    Kind,
+    Seconds,
+    Switch,
+    Text,
+    Whole,
+    range_pattern,
+    shown,
+)
 
 # Tables the kernel itself uses: unspec (0), default (253), main (254), local (255).
 RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
-MAX_TABLE = 2**32 - 1
-# Priorities of the kernel's own rules: local (0), main (32766), default (32767).
-RESERVED_PRIORITIES = {0: "the local table's rule", 32766: "the main table's rule", 32767: "the default table's rule"}
-
-LogLevel = Literal["error", "warn", "info", "verbose", "debug", "silly"]
-_LOG_LEVEL_ALIASES = {"warning": "warn", "trace": "silly", "err": "error"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-# Upper bounds of the timeouts: beyond them a typo (or `inf`) would hang the agent. A hook
-# runs inside the reconcile, so its bound stays well under what liveness tolerates.
-MAX_HOOK_TIMEOUT_S = 300.0
-MAX_SOURCE_START_TIMEOUT_S = 3600.0
+MAX_TABLE = U32
+# The kernel's `lookup main` rule: a rule of nra's at or after it never sees a packet that
+# has a route in main (a default route, on any node), so nra's priorities stay below it.
+MAIN_RULE_PRIORITY = 32766
+# Node.js's setTimeout limit, the original agent's bound for MAX_RECONCILE_WAIT.
+MAX_RECONCILE_WAIT_MS = 2**31 - 1
+# The conntrack return path numbers at most this many routers (8 bits beside the value):
+# one nft chain pair and one routing table each; a node has a handful of BGP peers.
+MAX_ROUTERS = 255
+# kube-proxy's masquerade (0x4000) and drop (0x8000) bits: nra rewrites every bit of its
+# mask on reply packets, so a mask over them would masquerade or drop replies.
+KUBE_PROXY_BITS = 0xC000
+# Upper bounds of the timeouts: beyond them a typo would hang the agent. A hook runs inside
+# the reconcile, so its bound stays well under what liveness tolerates.
+MAX_HOOK_TIMEOUT_S = 300
+MAX_SOURCE_START_TIMEOUT_S = 3600
+MAX_LINE = 240  # characters of a refusal line
 
 
 class SettingsError(Exception):
     """A setting the agent refuses to start with; str() is the one line shown to the user."""
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"expected 1/0, true/false or yes/no, got {value!r}")
+# -- numbers of 32 bits, as marks and tables are written ---------------------------------------
+
+HEX32 = "0[xX]0*[0-9a-fA-F]{1,8}"
+DEC32 = "0*" + range_pattern(0, U32)
+NUMBER32 = f"(?:{HEX32}|{DEC32})"
 
 
 def parse_fwmark(text: str) -> tuple[int, int | None]:
     """`0x14`, `20`, `0x14/0xff` or `20/255` -> (mark, mask or None)."""
-    mark_text, _, mask_text = text.strip().partition("/")
-    try:
-        mark = int(mark_text, 0)
-        mask = int(mask_text, 0) if mask_text else None
-    except ValueError:
-        raise ValueError(f"expected a mark like 0x14 or 0x14/0xff, got {text!r}") from None
-    for what, number in (("mark", mark), ("mask", mask)):
-        if number is not None and not 0 <= number <= 0xFFFFFFFF:
-            raise ValueError(f"{what} {number:#x} is outside 32 bits")
+    mark_text, sep, mask_text = text.strip().partition("/")
+    mark = parse_number(mark_text, "mark")
+    mask = parse_number(mask_text, "mask") if sep else None
     if mark == 0 and mask is None:
         raise ValueError("mark 0 without a mask matches nothing useful; leave RULE_FWMARK unset instead")
     if mask is not None and mark & ~mask:
@@ -74,12 +79,44 @@ def parse_fwmark(text: str) -> tuple[int, int | None]:
     return mark, mask
 
 
+def parse_return_path_mark(text: str) -> MarkField:
+    """RETURN_PATH_MARK `VALUE/MASK` -> the field, bounded to what nra can hold."""
+    field = parse_mark_field(text)
+    if field.mask & KUBE_PROXY_BITS:
+        raise ValueError(f"mask {field.mask:#x} holds kube-proxy's bits {field.mask & KUBE_PROXY_BITS:#x} "
+                         f"(0x4000 masquerade, 0x8000 drop): nra would rewrite them on replies; pick other bits")
+    if field.capacity > MAX_ROUTERS:
+        raise ValueError(f"mask {field.mask:#x} numbers {field.capacity} routers; nra holds at most {MAX_ROUTERS} "
+                         f"(8 bits beside the value): narrow the mask")
+    return field
+
+
+def parse_table_range(text: str) -> range:
+    """RETURN_PATH_TABLES `FIRST-LAST` (inclusive), or one id: the router tables."""
+    first_text, sep, last_text = text.strip().partition("-")
+    bound = Whole(1, MAX_TABLE)
+    first = bound.accept(first_text)
+    last = bound.accept(last_text) if sep else first
+    if first > last:
+        raise ValueError(f"FIRST {first} is above LAST {last}")
+    if last - first + 1 > MAX_ROUTERS:
+        raise ValueError(f"{last - first + 1} tables; nra numbers at most {MAX_ROUTERS} routers")
+    tables = range(first, last + 1)
+    reserved = [t for t in RESERVED_TABLES if t in tables]
+    if reserved:
+        raise ValueError(f"{reserved[0]} is the kernel's {RESERVED_TABLES[reserved[0]]} table; pick another range")
+    return tables
+
+
 # Routing protocol ids of `ip route ... proto NAME` (iproute2's rt_protos), for LEARNED_ROUTE_PROTOS.
 ROUTE_PROTOS = {"static": 4, "gated": 8, "ra": 9, "mrt": 10, "zebra": 11, "bird": 12, "dnrouted": 13,
                 "xorp": 14, "ntk": 15, "dhcp": 16, "keepalived": 18, "babel": 42, "openr": 99, "bgp": 186,
                 "isis": 187, "ospf": 188, "rip": 189, "eigrp": 192}
-# unspec, redirect, kernel, boot: routes the kernel or the system made, never learned from a peer
-KERNEL_PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot"}
+# Routes never learned from a peer: the kernel's or the system's (unspec, redirect, kernel,
+# boot), and nra's own (its routes are written with pyroute2's default, proto static).
+NOT_LEARNED_PROTOS = {0: "the kernel's routes (unspec)", 1: "the kernel's routes (redirect)",
+                      2: "the kernel's own routes", 3: "the system's routes (boot)", 4: "nra's own routes (static)"}
+LEARNED_NAMES = {n: p for n, p in ROUTE_PROTOS.items() if p not in NOT_LEARNED_PROTOS}
 
 
 def parse_route_protos(text: str) -> frozenset[int]:
@@ -89,13 +126,12 @@ def parse_route_protos(text: str) -> frozenset[int]:
         return frozenset()
     protos = set()
     for item in items:
-        number = ROUTE_PROTOS.get(item, int(item) if item.isdigit() else None)
-        if number is None or not 0 <= number <= 255:
-            raise ValueError(f"{item!r} is neither a routing protocol name ({', '.join(ROUTE_PROTOS)}) "
-                             f"nor a number 4..255")
-        if number in KERNEL_PROTOS:
-            raise ValueError(f"proto {number} ({KERNEL_PROTOS[number]}) marks the kernel's own routes, "
-                             f"not routes learned from a peer")
+        number = ROUTE_PROTOS.get(item, int(item) if re.fullmatch("[0-9]{1,3}", item) else None)
+        if number is None or number > 255:
+            raise ValueError(f"{shown(item)} is neither a routing protocol name ({', '.join(LEARNED_NAMES)}) "
+                             f"nor a number 5..255")
+        if number in NOT_LEARNED_PROTOS:
+            raise ValueError(f"proto {number} marks {NOT_LEARNED_PROTOS[number]}, not routes learned from a peer")
         protos.add(number)
     return frozenset(protos)
 
@@ -119,9 +155,9 @@ def parse_neigh_timers(text: str) -> dict[str, int]:
     values: dict[str, int] = {}
     for item in (t.strip() for t in text.split(",") if t.strip()):
         key, sep, number = item.partition("=")
-        key = key.strip()
-        if key not in NEIGH_TIMER_LIMITS or not sep or not number.strip().isdigit():
-            raise ValueError(f"{item!r}: expected {'|'.join(NEIGH_TIMER_PRESETS)}, or key=number with keys "
+        key, number = key.strip(), number.strip()
+        if key not in NEIGH_TIMER_LIMITS or not sep or not re.fullmatch("[0-9]+", number):
+            raise ValueError(f"{shown(item)}: expected {'|'.join(NEIGH_TIMER_PRESETS)}, or key=number with keys "
                              f"{', '.join(NEIGH_TIMER_LIMITS)}")
         low, high = NEIGH_TIMER_LIMITS[key]
         if not low <= int(number) <= high:
@@ -130,16 +166,19 @@ def parse_neigh_timers(text: str) -> dict[str, int]:
     return values
 
 
+HEALTH_OFF = {*FALSE_WORDS, "off"}
+
+
 def parse_health_address(text: str) -> tuple[str, int] | None:
     """`127.0.0.1:9101`, `[::1]:9101`, `:9101` (all IPv4 interfaces), `localhost:9101`
     -> (host, port); None for `off` (or empty). The host must be an IP address: a name
     would be resolved only when the listener starts, too late to refuse it."""
     value = text.strip()
-    if value.lower() in _FALSE | {"off"}:
+    if value.lower() in HEALTH_OFF:
         return None
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port such as 127.0.0.1:9101, or 'off'; got {text!r}")
+    if not sep or not re.fullmatch("[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port such as 127.0.0.1:9101, or 'off'; got {shown(text)}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if host == "":
@@ -149,8 +188,12 @@ def parse_health_address(text: str) -> tuple[str, int] | None:
     try:
         return str(ipaddress.ip_address(host)), int(port)
     except ValueError:
-        raise ValueError(f"{host!r} is not an IP address (write 0.0.0.0, 127.0.0.1, [::1] or the node's "
-                         f"address, not a host name); got {text!r}") from None
+        raise ValueError(f"{shown(host)} is not an IP address (write 0.0.0.0, 127.0.0.1, [::1] or the node's "
+                         f"address, not a host name)") from None
+
+
+def _health_text(text: str) -> str:
+    return "" if parse_health_address(text) is None else text.strip()
 
 
 def parse_destination(text: str) -> tuple[IPNetwork, ...]:
@@ -166,244 +209,305 @@ def parse_destination(text: str) -> tuple[IPNetwork, ...]:
         try:
             nets.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ValueError(f"{item!r} is neither 'default' nor a prefix such as 10.0.0.0/8") from None
+            raise ValueError(f"{shown(item)} is neither 'default' nor a prefix such as 10.0.0.0/8") from None
     versions = [n.version for n in nets]
     if len(set(versions)) != len(versions):
         raise ValueError("give at most one destination per address family")
     return tuple(sorted(nets, key=lambda n: n.version))
 
 
+def check_hook(path: str) -> str:
+    if not os.path.isfile(path):
+        raise ValueError(f"{shown(path)} is not a file")
+    if not os.access(path, os.X_OK):
+        raise ValueError(f"{shown(path)} is not executable (chmod +x it)")
+    return path
+
+
+NS_GET_NSTYPE = 0xB703  # ioctl: the kind of namespace a file stands for
+CLONE_NEWNET = 0x40000000
+
+
+def check_netns(name: str) -> str:
+    """A name under /var/run/netns, or a path to a network namespace file."""
+    path = name if "/" in name else f"/var/run/netns/{name}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        raise ValueError(f"network namespace {shown(name)} does not exist (ip netns add NAME)") from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = None
+    finally:
+        os.close(fd)
+    if kind != CLONE_NEWNET:
+        raise ValueError(f"{shown(name)} is not a network namespace (a name from `ip netns list`, or "
+                         f"/proc/PID/ns/net)")
+    return name
+
+
+# -- patterns of the texts, for the chart (what a regular expression can tell) -----------------
+
+OCTET = range_pattern(0, 255)
+IPV4 = rf"{OCTET}(?:\.{OCTET}){{3}}"
+PREFIX = rf"(?:{IPV4}(?:/{range_pattern(0, 32)})?|[0-9a-fA-F:]*:[0-9a-fA-F:.]*(?:/{range_pattern(0, 128)})?)"
+DESTINATION = rf"(?:(?i:default)|{PREFIX})(?:\s*,\s*(?:(?i:default)|{PREFIX}))?"
+PORT = range_pattern(1, 65535)
+# $(VAR): Kubernetes puts the pod's HOST_IP there before nra sees it
+HEALTH = (rf"(?i:{'|'.join(sorted(w for w in HEALTH_OFF if w))})|(?:{IPV4}|\[[0-9a-fA-F:.]+\]|localhost"
+          rf"|\$\([A-Za-z_][A-Za-z0-9_]*\))?:0*{PORT}")
+TIMER = "(?:" + "|".join(f"{k}\\s*=\\s*0*{range_pattern(*b)}" for k, b in NEIGH_TIMER_LIMITS.items()) + ")"
+NEIGH_TIMERS = rf"(?i:off|{'|'.join(NEIGH_TIMER_PRESETS)})|{TIMER}(?:\s*,\s*{TIMER})*"
+PROTO = "(?:(?i:" + "|".join(LEARNED_NAMES) + ")|0*" + range_pattern(5, 255) + ")"
+PROTOS = rf"(?i:off)|{PROTO}(?:\s*,\s*{PROTO})*"
+TABLE_RANGE = f"0*{range_pattern(1, MAX_TABLE)}(?:-0*{range_pattern(1, MAX_TABLE)})?"
+
+
+# -- the settings --------------------------------------------------------------------------------
+
+def setting(default: Any, env: str, flag: str, help: str, *, details: str = "", metavar: str | None = None,
+            switch: bool = False, default_text: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    """One setting's declaration. switch: the flag takes no argument (it sets the value on);
+    details: more for docs/settings.md and the chart than --help shows; default_text: what
+    the docs say when the default is not a plain value."""
+    extra = {"flag": flag, "switch": switch, "details": details}
+    if metavar:
+        extra["metavar"] = metavar
+    if default_text is not None:
+        extra["default_text"] = default_text
+    alias = AliasChoices(env, *aliases) if aliases else env
+    return Field(default, validation_alias=alias, description=help, json_schema_extra=extra)
+
+
 class Settings(BaseSettings):
     """All of nra's settings. Environment names are the original agent's."""
 
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", case_sensitive=True)
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", case_sensitive=True,
+                                      validate_default=True, arbitrary_types_allowed=True,
+                                      enable_decoding=False)
 
-    max_reconcile_wait: int = Field(
-        60000, validation_alias="MAX_RECONCILE_WAIT",
-        description="ms between timer reconciles; 0 disables the timer; below 1000 means 1000",
-    )
-    table: int = Field(20, validation_alias=AliasChoices("TABLE_WEIGHT", "TABLE"), description="id of the managed routing table")
-    peer_weight: int = Field(100, validation_alias="PEER_WEIGHT", description="default nexthop weight of each peer (1..256)")
-    rule_priority: int = Field(20, validation_alias="RULE_PRIORITY", description="priority of the managed rules")
-    rule_fwmark: str | None = Field(None, validation_alias="RULE_FWMARK", description="fwmark[/mask] the rules also match")
-    destination: str = Field("default", validation_alias="DESTINATION", description="destination of the managed route")
-    pre_reconcile_script_path: str | None = Field(None, validation_alias="PRE_RECONCILE_SCRIPT_PATH")
-    post_reconcile_script_path: str | None = Field(None, validation_alias="POST_RECONCILE_SCRIPT_PATH")
-    metallb_namespace: str | None = Field(None, validation_alias="METALLB_NAMESPACE")
-    metallb_configmap_name: str = Field("config", validation_alias="METALLB_CONFIGMAP_NAME")
-    metallb_static_file: str | None = Field(None, validation_alias="METALLB_STATIC_FILE")
-    metallb_use_crds: bool = Field(False, validation_alias="METALLB_USE_CRDS")
-    node_name: str | None = Field(None, validation_alias="NODE_NAME")
-    kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
-    log_level: LogLevel = Field("info", validation_alias="LOG_LEVEL")
-    log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
-    oneshot: bool = Field(False, validation_alias="ONESHOT")
-    cleanandexit: bool = Field(False, validation_alias="CLEANANDEXIT")
-    netns: str | None = Field(None, validation_alias="NRA_NETNS", description="program this named network namespace")
-    health_address: str = Field("127.0.0.1:9101", validation_alias="HEALTH_ADDRESS")
-    source_start_timeout: float = Field(60.0, validation_alias="SOURCE_START_TIMEOUT", description="seconds ONESHOT and plan wait for the first configuration from the API (a static file is read once)")
-    hook_timeout: float = Field(10.0, validation_alias="HOOK_TIMEOUT")
-    set_multipath_use_neigh: bool = Field(True, validation_alias="SET_MULTIPATH_USE_NEIGH")
-    managed_neighbours: bool = Field(
-        False, validation_alias="MANAGED_NEIGHBOURS",
-        description="make the peers' neighbour entries managed (Linux 5.16+): the kernel keeps probing them",
-    )
-    peer_neigh_timers: str = Field("", validation_alias="PEER_NEIGH_TIMERS",
-                                   description="neighbour timers set on the peers' links through netlink")
-    frrk8s_namespace: str | None = Field(
-        None, validation_alias="FRRK8S_NAMESPACE",
-        description="watch FRR-K8s's BGPSessionStates of this node in this namespace (CRD mode)",
-    )
-    bgp_session_hold: float = Field(3.0, validation_alias="BGP_SESSION_HOLD",
-                                    description="seconds a session state must persist to change a verdict")
-    learned_route_protos: str = Field(
-        "", validation_alias="LEARNED_ROUTE_PROTOS",
-        description="a peer counts as alive only while a route via it from these routing daemons exists",
-    )
-    return_path: Literal["rules", "conntrack"] = Field("rules", validation_alias="RETURN_PATH")
-    return_path_mark: str = Field(DEFAULT_MARK_TEXT, validation_alias="RETURN_PATH_MARK")
-    return_path_tables: str | None = Field(None, validation_alias="RETURN_PATH_TABLES")
-    table_name: str | None = Field(None, validation_alias="TABLE_NAME",
-                                   description="name written for the table id in /etc/iproute2/rt_tables.d")
-
-    # -- validation: each error names the setting by its environment variable --------
-
-    @field_validator("metallb_use_crds", "oneshot", "cleanandexit", "set_multipath_use_neigh", "managed_neighbours",
-                     mode="before")
-    @classmethod
-    def _bools(cls, v: Any) -> bool:
-        return _flag(v)
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level(cls, v: Any) -> str:
-        text = str(v).strip().lower()
-        return _LOG_LEVEL_ALIASES.get(text, text)
-
-    @field_validator("log_format", "return_path", mode="before")
-    @classmethod
-    def _format(cls, v: Any) -> str:
-        return str(v).strip().lower()
+    metallb_static_file: Annotated[str | None, Text(metavar="PATH", blank_is_unset=True)] = setting(
+        None, "METALLB_STATIC_FILE", "--static-file",
+        "read this file instead of the Kubernetes API (legacy `config` document, a ConfigMap, or metallb.io "
+        "objects plus an optional `v1/Node`); watched for changes")
+    metallb_use_crds: Annotated[bool, Switch()] = setting(
+        False, "METALLB_USE_CRDS", "--use-crds", "read BGPPeer, IPAddressPool, BGPAdvertisement instead of the "
+        "ConfigMap", switch=True)
+    metallb_namespace: Annotated[str | None, Text(metavar="NS", blank_is_unset=True)] = setting(
+        None, "METALLB_NAMESPACE", "--namespace", "where MetalLB's configuration lives",
+        default_text="the pod's namespace, else metallb-system")
+    metallb_configmap_name: Annotated[str, Text(metavar="NAME")] = setting(
+        "config", "METALLB_CONFIGMAP_NAME", "--configmap", "the legacy ConfigMap (key `config`)")
+    node_name: Annotated[str | None, Text(metavar="NAME", blank_is_unset=True)] = setting(
+        None, "NODE_NAME", "--node-name", "this node (required with CRDs: its labels select BGPPeers)")
+    kubeconfig: Annotated[str | None, Text(metavar="PATH", blank_is_unset=True)] = setting(
+        None, "KUBECONFIG", "--kubeconfig", "a kubeconfig file instead of the service account",
+        default_text="in-cluster, else ~/.kube/config")
+    table: Annotated[int, Whole(1, MAX_TABLE, {n: f"the kernel's {t} table" for n, t in RESERVED_TABLES.items()},
+                                metavar="ID")] = setting(
+        20, "TABLE_WEIGHT", "--table", "id of the managed table (both families)", aliases=("TABLE",))
+    rule_priority: Annotated[int, Whole(1, MAIN_RULE_PRIORITY - 1, {0: "the priority of the local table's rule"},
+                                        why=" (below 32766, the main table's rule, which would match first)")
+                             ] = setting(
+        20, "RULE_PRIORITY", "--priority", "priority of the managed rules",
+        details="The conntrack return path also uses the next priority, so there it must be at most 32764.")
+    rule_fwmark: Annotated[tuple[int, int | None] | None, Text(
+        parse_fwmark, f"{NUMBER32}(?:/{NUMBER32})?", "MARK[/MASK]", blank_is_unset=True,
+        accepts="32-bit numbers, hexadecimal 0x.. or decimal",
+        agent_only="mark 0 without a mask; a mark with bits outside its mask")] = setting(
+        None, "RULE_FWMARK", "--fwmark", "rules also match this mark: `0x14`, `0x14/0xff`, or decimal `20`, `20/255`")
+    peer_weight: Annotated[int, Whole(MIN_WEIGHT, MAX_WEIGHT, why=" (the kernel's nexthop weight range)")] = setting(
+        100, "PEER_WEIGHT", "--peer-weight",
+        "nexthop weight of each peer (a BGPPeer's `metallb-nra/weight` label overrides it)")
+    destination: Annotated[tuple[IPNetwork, ...], Text(
+        parse_destination, DESTINATION, "DST", accepts="default, or one IPv4 and/or one IPv6 prefix",
+        agent_only="an IPv6 prefix that is not an address; two destinations of one family")] = setting(
+        "default", "DESTINATION", "--destination", "destination of the managed route: `default` (0.0.0.0/0 and "
+        "::/0) or a prefix per family, e.g. `10.0.0.0/8,fd00::/8`")
+    max_reconcile_wait: Annotated[int, Whole(0, MAX_RECONCILE_WAIT_MS, metavar="MS")] = setting(
+        60000, "MAX_RECONCILE_WAIT", "--max-reconcile-wait",
+        "ms between timer reconciles; `0` turns the timer off; values below 1000 become 1000")
+    pre_reconcile_script_path: Annotated[str | None, Text(check_hook, metavar="PATH", blank_is_unset=True,
+                                                          agent_only="a path that is not an executable file")
+                                         ] = setting(
+        None, "PRE_RECONCILE_SCRIPT_PATH", "--pre-hook", "executable run before each reconcile",
+        details="Argument `pre`, the agent's environment; no shell; at most 100 lines / 64 KiB of output logged.")
+    post_reconcile_script_path: Annotated[str | None, Text(check_hook, metavar="PATH", blank_is_unset=True,
+                                                           agent_only="a path that is not an executable file")
+                                          ] = setting(
+        None, "POST_RECONCILE_SCRIPT_PATH", "--post-hook", "executable run after each reconcile (argument `post`)")
+    hook_timeout: Annotated[float, Seconds(MAX_HOOK_TIMEOUT_S)] = setting(
+        10.0, "HOOK_TIMEOUT", "--hook-timeout", "seconds before a hook is killed with its process group",
+        details="A failing hook is a warning, never fatal.")
+    oneshot: Annotated[bool, Switch()] = setting(
+        False, "ONESHOT", "--oneshot", "reconcile once and exit: 0 on success, 1 with the reason on failure",
+        switch=True)
+    cleanandexit: Annotated[bool, Switch()] = setting(
+        False, "CLEANANDEXIT", "--clean-and-exit", "remove every rule of either family pointing at the table, "
+        "flush the table, exit (also `nra clean`)", switch=True)
+    source_start_timeout: Annotated[float, Seconds(MAX_SOURCE_START_TIMEOUT_S)] = setting(
+        60.0, "SOURCE_START_TIMEOUT", "--source-timeout",
+        "seconds ONESHOT and `plan` wait for the first configuration from the API",
+        details="A static file is read once: usable or not, no wait. With no Kubernetes credentials at all "
+        "they fail at once (exit 2).")
+    netns: Annotated[str | None, Text(check_netns, metavar="NAME", blank_is_unset=True,
+                                      agent_only="a name or path that is not a network namespace")] = setting(
+        None, "NRA_NETNS", "--netns",
+        "program this named network namespace instead of the current one (tests, lab, demos)")
+    health_address: Annotated[str, Text(_health_text, HEALTH, "HOST:PORT", accepts="IP:PORT (port 1..65535), "
+                                        "[IPv6]:PORT, :PORT, localhost:PORT; off, 0, false, no, empty",
+                                        agent_only="an IPv6 address in brackets that is not one")] = setting(
+        "127.0.0.1:9101", "HEALTH_ADDRESS", "--health-address",
+        "`/healthz`, `/readyz`, `/metrics` on `ip:port`, or `off`",
+        details="`[::1]:9101`; `:9101` is every IPv4 address; `localhost` is 127.0.0.1; other host names are "
+        "refused (the chart writes `$(HOST_IP):9101`, which Kubernetes fills in).")
+    log_level: Annotated[str, Choice(("error", "warn", "info", "verbose", "debug", "silly"),
+                                     {"warning": "warn", "trace": "silly", "err": "error"})] = setting(
+        "info", "LOG_LEVEL", "--log-level", "how much to log")
+    log_format: Annotated[str, Choice(("text", "json"))] = setting(
+        "text", "LOG_FORMAT", "--log-format", "`json` for one JSON object a line")
+    set_multipath_use_neigh: Annotated[bool, Switch()] = setting(
+        True, "SET_MULTIPATH_USE_NEIGH", "--set-multipath-use-neigh",
+        "set `net.ipv4.fib_multipath_use_neigh=1` (ECMP skips peers whose neighbour entry failed), or only "
+        "warn when `0`")
+    managed_neighbours: Annotated[bool, Switch()] = setting(
+        False, "MANAGED_NEIGHBOURS", "--managed-neighbours",
+        "mark the on-link peers' neighbour entries `managed` (Linux 5.16+): the kernel keeps them resolved",
+        details="So an idle dead router goes FAILED (measured: 1.5-4.8 s with `PEER_NEIGH_TIMERS=fast`, 20-48 s "
+        "with the kernel's timers; never without); an entry nra marked is deleted when its peer goes; the "
+        "marks stay when nra stops. Refused by an older kernel: a warning, then off.")
+    peer_neigh_timers: Annotated[dict[str, int], Text(
+        parse_neigh_timers, NEIGH_TIMERS, "TIMERS", accepts="off, " + ", ".join(NEIGH_TIMER_PRESETS) + ", or "
+        + ", ".join(f"{k}={low}..{high}" for k, (low, high) in NEIGH_TIMER_LIMITS.items()))] = setting(
+        "", "PEER_NEIGH_TIMERS", "--peer-neigh-timers",
+        "neighbour timers set on the peers' links: `fast`, or `key=value,...`",
+        default_text="unset (the kernel's)",
+        details="Through netlink (RTM_SETNEIGHTBL, NET_ADMIN only), both families. `fast` = "
+        "`base_reachable_ms=1000,delay_probe_ms=200,retrans_ms=200,ucast_probes=3,mcast_probes=3`: a dead "
+        "router with traffic FAILED in 0.7-2.2 s instead of 20-50 s. They apply to every neighbour of that "
+        "link, and stay when nra stops.")
+    frrk8s_namespace: Annotated[str | None, Text(metavar="NS", blank_is_unset=True)] = setting(
+        None, "FRRK8S_NAMESPACE", "--frrk8s-namespace",
+        "CRD mode (needs `METALLB_USE_CRDS=1`, `NODE_NAME`): leave out peers whose FRR-K8s BGPSessionState "
+        "in this namespace is down", default_text="unset (off)",
+        details="A peer whose session is reported not `Established`, or BFD down, for `BGP_SESSION_HOLD` is "
+        "left out (`bgp-down`), and back after being reported up as long; no object means unknown, not down, "
+        "and so does a watch failing for the hold time; a family's last peers are kept. Advisory and slow: "
+        "FRR-K8s refreshes these objects by polling FRR (2 minutes by default). RBAC: get/list/watch "
+        "`bgpsessionstates.frrk8s.metallb.io` there.")
+    bgp_session_hold: Annotated[float, Seconds(MAX_SOURCE_START_TIMEOUT_S)] = setting(
+        3.0, "BGP_SESSION_HOLD", "--bgp-session-hold",
+        "seconds a reported session state must last before it changes a peer's verdict, both ways")
+    learned_route_protos: Annotated[frozenset[int], Text(
+        parse_route_protos, PROTOS, "PROTOS", accepts="off, or a list of " + ", ".join(LEARNED_NAMES)
+        + ", 5..255")] = setting(
+        "", "LEARNED_ROUTE_PROTOS", "--learned-route-protos",
+        "peer liveness from routes learned over BGP, e.g. `bgp,bird` (names or numbers of `proto`)",
+        default_text="unset (off)",
+        details="A peer that had a route via it installed by one of these daemons and has none now is left "
+        "out of the route at once; a peer never seen with one is not judged; a family's last peers are kept. "
+        "nra's own protocol (static, 4) and the kernel's (0-3) are refused. Each reconcile reads these routes: "
+        "for nodes that receive a handful, not a full table.")
+    return_path: Annotated[str, Choice(("rules", "conntrack"))] = setting(
+        "rules", "RETURN_PATH", "--return-path",
+        "`rules`: one `from <prefix>` rule per LoadBalancer prefix; `conntrack`: connection marks, replies "
+        "through the router their request came in by")
+    return_path_mark: Annotated[MarkField, Text(
+        parse_return_path_mark, f"{NUMBER32}/{NUMBER32}", "VALUE/MASK", accepts="two 32-bit numbers",
+        agent_only="value 0 or outside the mask; no bit beside the value; more than 8 bits beside it; "
+        "a mask over 0xc000")] = setting(
+        DEFAULT_MARK_TEXT, "RETURN_PATH_MARK", "--return-path-mark",
+        "conntrack mode: `VALUE/MASK`, nra's bits of the packet and connection mark",
+        details="VALUE is the external mark, the other bits of MASK number the routers (at most 8 bits, 255 "
+        "routers). kube-proxy's bits 0xc000 are refused: nra rewrites every bit of its mask on replies.")
+    return_path_tables: Annotated[range | None, Text(
+        parse_table_range, TABLE_RANGE, "FIRST-LAST", blank_is_unset=True,
+        accepts=f"FIRST-LAST or one id, 1..{MAX_TABLE}, at most {MAX_ROUTERS} ids",
+        agent_only="FIRST above LAST; more than 255 tables; a reserved id inside")] = setting(
+        None, "RETURN_PATH_TABLES", "--return-path-tables",
+        "conntrack mode: `FIRST-LAST`, one routing table per router",
+        default_text="the ids after `TABLE_WEIGHT`, one per router the mark can number (`21-35`)",
+        details="At most 255; reserved ids (0, 253, 254, 255) and a range holding `TABLE_WEIGHT` are refused.")
+    table_name: Annotated[str | None, Text(
+        check_name, TABLE_NAME_PATTERN.pattern, "NAME", blank_is_unset=True,
+        accepts="letters, digits, _ . -, not starting with a digit, at most 63",
+        agent_only="unspec, default, main, local, all")] = setting(
+        None, "TABLE_NAME", "--table-name", "a name for `TABLE_WEIGHT`'s id in "
+        "`/etc/iproute2/rt_tables.d/nra.conf`, when that directory exists (`ip rule` then shows it)",
+        details="On a cluster, the node's directory mounted into the pod: the chart does it when "
+        "`env.TABLE_NAME` is set. A file of that name nra did not write is left alone; CLEANANDEXIT removes "
+        "it. Letters, digits, `_ . -`, not iproute2's own names.")
 
     @field_validator("max_reconcile_wait")
     @classmethod
-    def _wait(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be 0 (timer off) or a number of milliseconds")
+    def _wait_floor(cls, v: int) -> int:
         return 0 if v == 0 else max(v, 1000)
 
-    @field_validator("table")
-    @classmethod
-    def _table(cls, v: int) -> int:
-        if v in RESERVED_TABLES:
-            raise ValueError(f"{v} is the kernel's {RESERVED_TABLES[v]} table; pick another id")
-        if not 0 < v <= MAX_TABLE:
-            raise ValueError(f"must be 1..{MAX_TABLE}")
-        return v
-
-    @field_validator("rule_priority")
-    @classmethod
-    def _priority(cls, v: int) -> int:
-        if v in RESERVED_PRIORITIES:
-            raise ValueError(f"{v} is the priority of {RESERVED_PRIORITIES[v]}; pick another")
-        if not 0 < v < 2**32:
-            raise ValueError("must be 1..4294967295")
-        return v
-
-    @field_validator("peer_weight")
-    @classmethod
-    def _weight(cls, v: int) -> int:
-        if not MIN_WEIGHT <= v <= MAX_WEIGHT:
-            raise ValueError(f"must be {MIN_WEIGHT}..{MAX_WEIGHT} (the kernel's nexthop weight range)")
-        return v
-
-    @field_validator("rule_fwmark", "pre_reconcile_script_path", "post_reconcile_script_path", "netns", "table_name", "return_path_tables", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, v: Any) -> Any:
-        # `FOO=` in a manifest means unset, as if FOO were not given
-        return None if isinstance(v, str) and not v.strip() else v
-
-    @field_validator("rule_fwmark")
-    @classmethod
-    def _fwmark(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        parse_fwmark(v)
-        return v.strip()
-
-    @field_validator("destination", "peer_neigh_timers", "learned_route_protos")
-    @classmethod
-    def _parsed(cls, v: str, info: ValidationInfo) -> str:
-        # checked by the parser the derived value comes from (a property below)
-        {"destination": parse_destination, "peer_neigh_timers": parse_neigh_timers,
-         "learned_route_protos": parse_route_protos}[info.field_name](v)
-        return v.strip()
-
-    @field_validator("pre_reconcile_script_path", "post_reconcile_script_path")
-    @classmethod
-    def _hook(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        if not os.path.isfile(v):
-            raise ValueError(f"{v} is not a file")
-        if not os.access(v, os.X_OK):
-            raise ValueError(f"{v} is not executable (chmod +x it)")
-        return v
-
-    @field_validator("health_address")
-    @classmethod
-    def _health(cls, v: str) -> str:
-        return "" if parse_health_address(v) is None else v.strip()
-
-    @field_validator("netns")
-    @classmethod
-    def _netns(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        path = v if "/" in v else f"/var/run/netns/{v}"
-        if not os.path.exists(path):
-            raise ValueError(f"network namespace {v} does not exist (ip netns add {v})")
-        return v.strip()
-
-    @field_validator("table_name")
-    @classmethod
-    def _table_name(cls, v: str | None) -> str | None:
-        return None if v is None else check_name(v)
-
-    @field_validator("source_start_timeout", "hook_timeout", "bgp_session_hold")
-    @classmethod
-    def _timeout(cls, v: float, info) -> float:
-        limit = MAX_HOOK_TIMEOUT_S if info.field_name == "hook_timeout" else MAX_SOURCE_START_TIMEOUT_S
-        # float() takes "inf" and "nan": a hook that may run for ever, or is killed at once.
-        if not math.isfinite(v) or not 0 < v <= limit:
-            raise ValueError(f"must be a number of seconds above 0 and at most {limit:g} (got {v!r})")
-        return v
-
-    @field_validator("return_path_mark")
-    @classmethod
-    def _return_path_mark(cls, v: str) -> str:
-        parse_mark_field(v)
-        return v.strip()
-
-    @field_validator("return_path_tables")
-    @classmethod
-    def _return_path_tables(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        reserved = sorted(set(parse_table_range(v)) & RESERVED_TABLES.keys())
-        if reserved:
-            raise ValueError(f"{reserved[0]} is the kernel's {RESERVED_TABLES[reserved[0]]} table; pick another range")
-        return v.strip()
-
     @model_validator(mode="after")
-    def _modes(self) -> "Settings":
+    def _together(self) -> "Settings":
+        """What one setting cannot tell alone."""
         if self.oneshot and self.cleanandexit:
             raise ValueError("ONESHOT and CLEANANDEXIT cannot both be set")
         if self.frrk8s_namespace and not (self.metallb_use_crds and self.node_name):
             raise ValueError("FRRK8S_NAMESPACE needs METALLB_USE_CRDS=1 and NODE_NAME (BGPSessionStates are "
                              "picked by this node's name)")
         if self.return_path != "conntrack":
-            return self  # the router tables are not used: TABLE_WEIGHT alone is checked
+            return self  # the router tables and priority+1 are not used
+        if self.rule_priority + 1 >= MAIN_RULE_PRIORITY:
+            raise ValueError(f"RULE_PRIORITY {self.rule_priority}: the conntrack return path also uses "
+                             f"{self.rule_priority + 1}, which must stay below 32766 (lookup main)")
         tables = self.router_tables
+        where = f"{tables.start}-{tables.stop - 1}"
         if self.table in tables:
-            raise ValueError(f"RETURN_PATH_TABLES {tables.start}-{tables.stop - 1} holds TABLE_WEIGHT {self.table}")
-        if not self.return_path_tables and set(tables) & RESERVED_TABLES.keys():
-            raise ValueError(f"RETURN_PATH_TABLES: the default range after TABLE_WEIGHT {self.table} "
-                             f"({tables.start}-{tables.stop - 1}) holds a reserved table id; set the range")
+            raise ValueError(f"RETURN_PATH_TABLES {where} holds TABLE_WEIGHT {self.table}")
+        if self.return_path_tables is None:
+            if tables.stop - 1 > MAX_TABLE:
+                raise ValueError(f"RETURN_PATH_TABLES: the default range after TABLE_WEIGHT {self.table} "
+                                 f"({where}) passes {MAX_TABLE}; set the range")
+            if any(t in tables for t in RESERVED_TABLES):
+                raise ValueError(f"RETURN_PATH_TABLES: the default range after TABLE_WEIGHT {self.table} "
+                                 f"({where}) holds a reserved table id; set the range")
         return self
 
-    # -- derived values ---------------------------------------------------------------
+    # -- derived values: views of the typed fields, nothing parsed again ----------------------
 
     @property
     def fwmark(self) -> tuple[int | None, int | None]:
-        if not self.rule_fwmark:
-            return None, None
-        return parse_fwmark(self.rule_fwmark)
+        return self.rule_fwmark or (None, None)
+
+    @property
+    def fwmark_text(self) -> str | None:
+        """RULE_FWMARK as the kernel shows it (`0x14`, `0x14/0xff`); None when unset."""
+        if self.rule_fwmark is None:
+            return None
+        mark, mask = self.rule_fwmark
+        return f"{mark:#x}" if mask is None else f"{mark:#x}/{mask:#x}"
 
     @property
     def router_tables(self) -> range:
         """The conntrack return path's tables: RETURN_PATH_TABLES, or the ids after
         TABLE_WEIGHT, one per router the mark can number."""
-        if self.return_path_tables:
-            return parse_table_range(self.return_path_tables)
-        return range(self.table + 1, self.table + 1 + parse_mark_field(self.return_path_mark).capacity)
+        if self.return_path_tables is not None:
+            return self.return_path_tables
+        return range(self.table + 1, self.table + 1 + self.return_path_mark.capacity)
 
-    @property
+    @cached_property
     def health_endpoint(self) -> tuple[str, int] | None:
         """(host, port) to serve /healthz, /readyz and /metrics on; None when off."""
         return parse_health_address(self.health_address) if self.health_address else None
 
     @property
     def destinations(self) -> tuple[IPNetwork, ...]:
-        return parse_destination(self.destination)
+        return self.destination
 
     @property
     def neigh_timers(self) -> dict[str, int]:
-        return parse_neigh_timers(self.peer_neigh_timers)
+        return self.peer_neigh_timers
 
     @property
     def learned_protos(self) -> frozenset[int]:
-        return parse_route_protos(self.learned_route_protos)
+        return self.learned_route_protos
 
     @property
     def source_kind(self) -> str:
@@ -412,11 +516,38 @@ class Settings(BaseSettings):
         return "crds" if self.metallb_use_crds else "configmap"
 
 
-# Environment variable name of each field, for error messages and --help.
+# Environment variable name of each field, for error messages, flags, docs and the chart.
 ENV_NAMES: dict[str, str] = {}
 for _name, _field in Settings.model_fields.items():
     alias = _field.validation_alias
     ENV_NAMES[_name] = alias.choices[0] if isinstance(alias, AliasChoices) else str(alias)
+
+
+def kind_of(field_name: str) -> Kind:
+    """The kind of value of a setting (its bounds, pattern, choices)."""
+    return next(m for m in Settings.model_fields[field_name].metadata if isinstance(m, Kind))
+
+
+def default_text(field_name: str) -> str:
+    """The default as docs and --help say it."""
+    info = Settings.model_fields[field_name]
+    extra = info.json_schema_extra
+    if "default_text" in extra:
+        return extra["default_text"]
+    default = info.default
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "1" if default else "0"
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
+def one_line(text: str) -> str:
+    """A message as one line of at most MAX_LINE characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -433,7 +564,4 @@ def load_settings(**overrides: Any) -> Settings:
         field = str(loc[0]) if loc else ""
         name = ENV_NAMES.get(field, field) or "settings"
         message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-        given = err.get("input")
-        if err.get("type", "").startswith(("int_", "float_", "literal_")) and given is not None:
-            message = f"{message} (got {given!r})"
-        raise SettingsError(f"invalid {name}: {message}") from None
+        raise SettingsError(one_line(f"invalid {name}: {message}")) from None

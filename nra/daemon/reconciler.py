@@ -17,7 +17,6 @@ from loguru import logger
 from nra.config.intent import Intent, IPAddress
 from nra.daemon.hooks import run_hook
 from nra.kernel.adapter import KERNEL_ERRORS, ApplyReport, KernelAdapter
-from nra.kernel.marks import parse_mark_field
 from nra.kernel.model import KernelState
 from nra.kernel.nft_table import DesiredTables
 from nra.kernel.operations import (
@@ -82,7 +81,7 @@ def return_path_policy(settings: Settings) -> ReturnPathPolicy | None:
     """The conntrack return path's policy; None in rules mode."""
     if settings.return_path != "conntrack":
         return None
-    return ReturnPathPolicy(parse_mark_field(settings.return_path_mark), settings.router_tables, settings.table,
+    return ReturnPathPolicy(settings.return_path_mark, settings.router_tables, settings.table,
                             settings.rule_priority)
 
 

@@ -188,9 +188,9 @@ def test_schema_accepts_what_nra_accepts(major):
 def test_whole_numbers_from_a_values_file_stay_whole(major, tmp_path):
     # YAML numbers reach Helm's templates as float64: 4294967295 must not become 4.294967295e+09
     values = tmp_path / "values.yaml"
-    values.write_text("env:\n  TABLE_WEIGHT: 4294967295\n  RULE_PRIORITY: 1000000\n  HOOK_TIMEOUT: 2.5\n")
+    values.write_text("env:\n  TABLE_WEIGHT: 4294967295\n  RULE_PRIORITY: 32765\n  HOOK_TIMEOUT: 2.5\n")
     env = env_of(agent_pod(helm_template(major, "-f", str(values)))["containers"][0])
-    assert (env["TABLE_WEIGHT"], env["RULE_PRIORITY"], env["HOOK_TIMEOUT"]) == ("4294967295", "1000000", "2.5")
+    assert (env["TABLE_WEIGHT"], env["RULE_PRIORITY"], env["HOOK_TIMEOUT"]) == ("4294967295", "32765", "2.5")
 
 
 # -- the same DaemonSet as deploy/ ------------------------------------------------------------
