@@ -30,7 +30,13 @@ def make_source(settings: Settings) -> Source:
 async def run(settings: Settings, command: str = "run") -> int:
     if settings.cleanandexit:
         return await clean_and_exit(settings)
+    one_off = command == "plan" or settings.oneshot
     try:
+        if one_off and not settings.metallb_static_file:
+            from nra.sources.kube.client import NO_CREDENTIALS, has_credentials
+
+            if not has_credentials(settings.kubeconfig):  # nothing to wait SOURCE_START_TIMEOUT for
+                raise ValueError(f"{NO_CREDENTIALS}; set METALLB_STATIC_FILE or KUBECONFIG")
         source = make_source(settings)
     except (ValueError, OSError) as exc:
         logger.error("cannot start the configuration source: {}", exc)

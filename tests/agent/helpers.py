@@ -30,11 +30,9 @@ address-pools:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any nra setting of the caller's, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if k not in {
-        "TABLE_WEIGHT", "PEER_WEIGHT", "RULE_PRIORITY", "RULE_FWMARK", "DESTINATION", "ONESHOT",
-        "CLEANANDEXIT", "METALLB_STATIC_FILE", "METALLB_USE_CRDS", "NODE_NAME", "LOG_LEVEL",
-        "LOG_FORMAT", "NRA_NETNS", "MAX_RECONCILE_WAIT", "KUBECONFIG", "LEARNED_ROUTE_PROTOS", "MANAGED_NEIGHBOURS",
-        "PEER_NEIGH_TIMERS"}}
+    from nra.settings import ENV_NAMES  # every setting, so none of the caller's leaks in
+
+    env = {k: v for k, v in os.environ.items() if k not in {*ENV_NAMES.values(), "TABLE"}}
     env["HEALTH_ADDRESS"] = "off"
     env.update(extra)
     return env
