@@ -278,10 +278,17 @@ class Text(Kind):
     def parse(self, text: str) -> Any:
         return self.parser(text)
 
+    def _takes_empty(self) -> bool:
+        try:
+            self.parser("")
+        except ValueError:
+            return False
+        return True
+
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "string"}
         if self.pattern:
-            body = f"(?:{self.pattern})?" if self.blank_is_unset else f"(?:{self.pattern})"
+            body = f"(?:{self.pattern})?" if self.blank_is_unset or self._takes_empty() else f"(?:{self.pattern})"
             schema["pattern"] = whole_pattern(body)
         return schema
 

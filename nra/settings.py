@@ -41,6 +41,9 @@ MAX_TABLE = U32
 # The kernel's `lookup main` rule: a rule of nra's at or after it never sees a packet that
 # has a route in main (a default route, on any node), so nra's priorities stay below it.
 MAIN_RULE_PRIORITY = 32766
+# The conntrack return path also uses the priority after RULE_PRIORITY (checked together).
+CONNTRACK_PRIORITY = Whole(1, MAIN_RULE_PRIORITY - 2, why=" (it also uses the next priority, and 32766 is "
+                           "lookup main's)")
 # Node.js's setTimeout limit, the original agent's bound for MAX_RECONCILE_WAIT.
 MAX_RECONCILE_WAIT_MS = 2**31 - 1
 # The conntrack return path numbers at most this many routers (8 bits beside the value):
@@ -454,9 +457,10 @@ class Settings(BaseSettings):
                              "picked by this node's name)")
         if self.return_path != "conntrack":
             return self  # the router tables and priority+1 are not used
-        if self.rule_priority + 1 >= MAIN_RULE_PRIORITY:
-            raise ValueError(f"RULE_PRIORITY {self.rule_priority}: the conntrack return path also uses "
-                             f"{self.rule_priority + 1}, which must stay below 32766 (lookup main)")
+        try:
+            CONNTRACK_PRIORITY.check(self.rule_priority)
+        except ValueError as exc:
+            raise ValueError(f"RULE_PRIORITY with RETURN_PATH=conntrack {exc}") from None
         tables = self.router_tables
         where = f"{tables.start}-{tables.stop - 1}"
         if self.table in tables:

@@ -33,17 +33,27 @@ def env_properties() -> dict[str, Any]:
         description = field.description or ""
         if getattr(kind, "agent_only", ""):
             description += f" (nra also refuses at start: {kind.agent_only})"
-        schema = kind.json_schema()
-        options = schema["anyOf"] if "anyOf" in schema else [schema]
         # null: leave the setting unset (nra's own default)
         props[nra_settings.ENV_NAMES[field_name]] = {"description": description.replace("`", ""),
-                                                     "anyOf": [*options, {"type": "null"}]}
+                                                     **nullable(kind.json_schema())}
     return dict(sorted(props.items()))
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [*schema.get("anyOf", [schema]), {"type": "null"}]}
+
+
+def env_together() -> list[dict[str, Any]]:
+    """What nra checks across settings, as far as a schema can: RULE_PRIORITY in conntrack mode."""
+    conntrack = {"type": "string", "pattern": nra_settings.Choice(("conntrack",)).json_schema()["pattern"]}
+    return [{"if": {"properties": {"RETURN_PATH": conntrack}, "required": ["RETURN_PATH"]},
+             "then": {"properties": {"RULE_PRIORITY": nullable(nra_settings.CONNTRACK_PRIORITY.json_schema())}}}]
 
 
 def generated(current: dict[str, Any]) -> dict[str, Any]:
     schema = json.loads(json.dumps(current))
     schema["properties"]["env"]["properties"] = env_properties()
+    schema["properties"]["env"]["allOf"] = env_together()
     return schema
 
 

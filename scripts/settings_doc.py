@@ -30,7 +30,9 @@ Every setting is an environment variable (the Node.js agent's names and meanings
 it (at most {line} characters, the value cut to {shown}) and exit code 2, never a traceback.
 Numbers are ASCII digits only. The chart's `values.schema.json` is generated from the same
 declarations (scripts/chart_schema.py), so `helm install` refuses what nra refuses, as far as
-a JSON schema can tell; the column "nra only" lists what only nra checks, at start.
+a JSON schema can tell; the column "nra only" lists what only nra checks, at start. In a
+values file, numbers, durations and switches may be YAML scalars or strings; the other
+settings are strings (quote a number: `RULE_FWMARK: "20"`).
 
 | variable | flag | default | accepts | nra only | meaning |
 |---|---|---|---|---|---|
