@@ -76,7 +76,8 @@ class KernelAdapter:
         self._neighbours = Neighbours(self._sock)
         self._local = LocalAddresses(self._sock)
         self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
-        self._learned = LearnedRoutes(learned_protos) if learned_protos else None
+        own_tables = (table, *(router_tables or ()))
+        self._learned = LearnedRoutes(learned_protos, own_tables) if learned_protos else None
         self._events = KernelEvents(netns, table, router_tables or (), learned_protos)
         self._nft: NftState | None = None
         self._router_tables_read = False

@@ -45,8 +45,10 @@ class LearnedRoutes:
     """Reads, in every table and both families, the routes whose `proto` is one of the
     configured routing daemons' (the kernel filters the dump by protocol)."""
 
-    def __init__(self, protos: frozenset[int]):
+    def __init__(self, protos: frozenset[int], own_tables: Iterable[int] = ()):
         self.protos = protos
+        # nra's own tables: a route there is nra's, whatever its proto, never learned
+        self.own_tables = frozenset(own_tables)
 
     async def read(self, ipr: AsyncIPRoute, peers: Iterable[IPAddress],
                    links: Mapping[IPAddress, frozenset[int]] | None = None) -> dict[IPAddress, int]:
@@ -60,7 +62,7 @@ class LearnedRoutes:
         for family in (socket.AF_INET, socket.AF_INET6):  # an IPv4 route may go via an IPv6 peer
             for proto in sorted(self.protos):
                 async for msg in await ipr.route("dump", family=family, proto=proto):
-                    if msg["proto"] != proto:
+                    if msg["proto"] != proto or (msg.get("RTA_TABLE") or msg["table"]) in self.own_tables:
                         continue
                     for packed, oif in gateways_of(msg):
                         if packed in wanted:

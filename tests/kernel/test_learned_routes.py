@@ -46,6 +46,16 @@ async def test_learned_routes_are_counted_by_gateway_in_every_table_and_both_fam
         assert (await adapter.read_state([A4])).learned is None
 
 
+async def test_routes_in_nras_own_tables_are_never_learned(node_ns: NetNS):
+    # issue 20.11: nra's own routes counted as learned kept a peer "alive" (or out) by its own doing
+    node_ns.ip("route add 10.200.1.0/24 via 10.99.0.2 proto bgp table 20")  # the managed table
+    node_ns.ip("route add 10.200.2.0/24 via 10.99.0.3 proto bgp table 22")  # a router table
+    node_ns.ip("route add 10.200.3.0/24 via 10.99.0.3 proto bgp table 100")  # someone else's
+    async with KernelAdapter(20, netns=node_ns.name, learned_protos=LEARNED, router_tables=range(21, 36)) as adapter:
+        state = await adapter.read_state([A4, B4])
+    assert state.learned == {B4: 1}
+
+
 async def test_an_ipv6_route_via_the_peers_link_local_address_counts_for_the_peer(node_ns: NetNS):
     # FRR's zebra installs what it learns from an IPv6 neighbour on the link via its link-local
     # address; the neighbour entries (set by hand here) tell which peer that is
