@@ -35,9 +35,9 @@ from pyroute2 import IPRoute  # noqa: E402
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_RULE  # noqa: E402
 
 from nra.config.metallb import parse_static_document  # noqa: E402
-from nra.daemon.reconciler import policy_from_settings  # noqa: E402
+from nra.daemon.wiring import routing_policy  # noqa: E402
 from nra.kernel.adapter import KernelAdapter  # noqa: E402
-from nra.plan.planner import desired_rules, plan  # noqa: E402
+from nra.plan.return_path.rules import desired_rules, plan  # noqa: E402
 from nra.settings import load_settings  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 
@@ -114,7 +114,7 @@ async def _steady(ns: Namespace, n: int, rounds: int) -> float:
     settings = load_settings(health_address="off")
     intent = parse_static_document(config_text(prefixes(n)), None, settings.peer_weight).intent
     times = []
-    policy = policy_from_settings(settings)
+    policy = routing_policy(settings)
     peers = [p.address for p in intent.peers]
     desired = desired_rules(intent, policy)  # kept by the reconciler while the intent is the same
     async with KernelAdapter(settings.table, netns=ns.name) as adapter:

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nra.config.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
-from nra.plan.planner import RoutingPolicy, desired_rules, plan
+from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.rules import desired_rules, plan
 from testbed.netns import add_peer_link, new_netns, sh
 
 POLICY = RoutingPolicy(table=20, priority=20, fwmark=None, fwmask=None,

@@ -27,10 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nra.config.metallb import parse_static_document  # noqa: E402
-from nra.daemon.reconciler import Reconciler, kernel_adapter  # noqa: E402
+from nra.daemon.wiring import reconciler as open_reconciler  # noqa: E402
 from nra.kernel import nft_netlink as nl  # noqa: E402
 from nra.kernel.socket import in_netns  # noqa: E402
-from nra.observe.status import AgentStatus  # noqa: E402
 from nra.settings import load_settings  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 
@@ -86,8 +85,7 @@ async def _steady(ns: NetNS, mode: str, n: int, rounds: int) -> float:
     settings = load_settings(health_address="off", return_path=mode, netns=ns.name)
     intent = parse_static_document(config_text(prefixes(n)), None, settings.peer_weight).intent
     times = []
-    async with kernel_adapter(settings) as adapter:
-        reconciler = Reconciler(adapter, settings, AgentStatus())
+    async with open_reconciler(settings) as reconciler:
         outcome = await reconciler.reconcile(intent, "bench", hooks=False)
         assert outcome.ok, outcome.describe()
         for _ in range(rounds):

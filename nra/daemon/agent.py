@@ -22,9 +22,9 @@ from nra.daemon.desired import Desired, run_source
 from nra.daemon.echo import ECHO_CHECK_S, EchoFilter
 from nra.daemon.host import check_multipath_use_neigh
 from nra.daemon.peer_resolution import PeerResolution
-from nra.daemon.reconciler import Outcome, Reconciler, kernel_adapter
+from nra.daemon.reconciler import Outcome, Reconciler
+from nra.daemon.wiring import reconciler
 from nra.daemon.worker import Worker
-from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
 from nra.kernel.table_names import name_table
 from nra.observe import metrics
@@ -55,7 +55,8 @@ class Agent:
         self.status.source_problem = lambda: getattr(source, "problem", None)
         self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
                                                     settings=self.settings,
-                                                    config_loaded_at=self.desired.loaded_at)
+                                                    config_loaded_at=self.desired.loaded_at,
+                                                    return_path=self.return_path)
         self.desired = Desired()
         self.stuck_after_s = stuck_after_s if stuck_after_s is not None else stuck_limit(settings)
         self.echo = EchoFilter()
@@ -64,6 +65,8 @@ class Agent:
         self._stop = asyncio.Event()
         self._echo_check: asyncio.Task | None = None
         self.resolution: PeerResolution | None = None
+        #: what /status shows of the return path (its describe()), once running
+        self.return_path: dict | None = None
 
     @property
     def intent(self) -> Intent | None:
@@ -116,20 +119,20 @@ class Agent:
         if self.settings.health_address:
             health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s)
         try:
-            async with kernel_adapter(self.settings) as adapter:
-                return await self._supervise(adapter)
+            async with reconciler(self.settings, self.status) as one:
+                return await self._supervise(one)
         finally:
             await stop_health_server(health)
 
-    async def _supervise(self, adapter: KernelAdapter) -> int:
-        reconciler = Reconciler(adapter, self.settings, self.status)
+    async def _supervise(self, reconciler: Reconciler) -> int:
+        self.return_path = reconciler.return_path.describe()
         self.worker = Worker(lambda trigger: self._reconcile(reconciler, trigger), self._reconciled)
-        self.resolution = PeerResolution(reconciler.health.to_resolve, adapter.resolve_peers)
+        self.resolution = PeerResolution(reconciler.health.to_resolve, reconciler.kernel.resolve_peers)
         if self.intent is not None:
             self.worker.trigger("config")
         vital = {
             asyncio.create_task(self.worker.run(), name=WORKER),
-            asyncio.create_task(self._watch_kernel(adapter, reconciler), name=KERNEL_WATCHER),
+            asyncio.create_task(self._watch_kernel(reconciler), name=KERNEL_WATCHER),
         }
         others = {asyncio.create_task(run_source(self.source, lambda r: self.publish(r)), name=SOURCE),
                   asyncio.create_task(self.resolution.run(), name="peer-resolution")}
@@ -137,7 +140,7 @@ class Agent:
             others.add(asyncio.create_task(self._watch_session_states(reconciler), name="session-states"))
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
-        metrics.agent_started(__version__, self.source.name, self.settings.return_path)
+        metrics.agent_started(__version__, self.source.name, reconciler.return_path.name)
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
                     f"namespace {self.settings.netns}" if self.settings.netns else "this network namespace")
         stop = asyncio.create_task(self._stop.wait())
@@ -249,8 +252,8 @@ class Agent:
         if self.worker is not None:
             self.worker.trigger(why)
 
-    async def _watch_kernel(self, adapter: KernelAdapter, reconciler: Reconciler) -> None:
-        async for event in adapter.events():
+    async def _watch_kernel(self, reconciler: Reconciler) -> None:
+        async for event in reconciler.kernel.events():
             if isinstance(event, NeighbourChange):
                 entry = event.entry
                 reason = reconciler.health.observe_neighbour_change(entry.address,

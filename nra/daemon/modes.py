@@ -9,10 +9,9 @@ from loguru import logger
 from nra.config.intent import Intent
 from nra.daemon.desired import first_configuration
 from nra.daemon.host import check_multipath_use_neigh
-from nra.daemon.reconciler import Reconciler, kernel_adapter
-from nra.kernel.adapter import KERNEL_ERRORS
+from nra.daemon.wiring import reconciler
+from nra.kernel.protocol import KERNEL_ERRORS
 from nra.kernel.table_names import name_table, unname_table
-from nra.observe.status import AgentStatus
 from nra.settings import Settings
 from nra.sources.base import Source
 
@@ -74,9 +73,8 @@ async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode
     """verify: read the kernel again after applying and fail if anything still differs (cheap
     for CLEANANDEXIT, whose read-back is of an empty table)."""
     try:
-        async with kernel_adapter(settings) as adapter:
-            outcome = await Reconciler(adapter, settings, AgentStatus()).reconcile(intent, trigger, hooks=hooks,
-                                                                                 verify=verify)
+        async with reconciler(settings) as one:
+            outcome = await one.reconcile(intent, trigger, hooks=hooks, verify=verify)
     except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
         logger.error("{} failed: {}", mode, exc)
         return 1
@@ -98,8 +96,8 @@ async def plan_only(settings: Settings, source: Source) -> int:
     desired = await first_configuration(source, settings.source_start_timeout)
     if desired is None:
         return 1
-    async with kernel_adapter(settings) as adapter:
-        _, the_plan = await Reconciler(adapter, settings, AgentStatus()).compute_plan(desired.intent)
+    async with reconciler(settings) as one:
+        _, the_plan = await one.compute_plan(desired.intent)
     print(f"# desired: {desired.intent.summary()}")
     for warning in the_plan.warnings:
         print(f"# warning: {warning}")

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable, Mapping
 from loguru import logger
 
 from nra.config.intent import IPAddress
-from nra.kernel.adapter import KERNEL_ERRORS
+from nra.kernel.protocol import KERNEL_ERRORS
 from nra.observe import metrics
 
 #: the least time between two resolutions of a silent peer; the kernel re-probes a managed

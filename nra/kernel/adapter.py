@@ -1,20 +1,22 @@
-"""The kernel façade the reconciler talks to: read the state, apply operations, events.
+"""The kernel façade the reconciler talks to (nra.kernel.protocol.Kernel): read the state,
+apply operations, events.
 
-It composes one component per kernel object (rules, routes, neighbours; with the conntrack
-return path, nra's nftables table and the router tables too) and the event source, in one
-network namespace (or the current one).
+It composes one component per kernel object (rules, routes, neighbours, addresses; and
+what the return path declares in its KernelReads: more route tables, nra's nftables table,
+the peers' links) and the event source, in one network namespace (or the current one). It
+knows no return-path mode: it reads what it is told to and applies each operation through
+the component that owns its object.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from nra.config.intent import IPAddress
 from nra.kernel.addresses import LocalAddresses
@@ -22,32 +24,24 @@ from nra.kernel.codec import error_text
 from nra.kernel.events import KernelEvent, KernelEvents, TableChange, merge
 from nra.kernel.learned import LearnedRoutes
 from nra.kernel.libnft import NftError
-from nra.kernel.model import KernelState, NeighbourEntry
+from nra.kernel.model import KernelReads, KernelState, NeighbourEntry
 from nra.kernel.neighbours import Neighbours
-from nra.kernel.nft import ApplyNft, NftState
+from nra.kernel.nft import NftState
+from nra.kernel.nft_table import NftTable
 from nra.kernel.operations import (
     AddRule,
+    ApplyNft,
+    ApplyReport,
     DeleteRoute,
     DeleteRule,
     Operation,
     ReplaceRoute,
 )
 from nra.kernel.peer_neighbours import PeerNeighbours
+from nra.kernel.protocol import KERNEL_ERRORS
 from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket, in_netns
-
-#: faults of the kernel or its sockets, as opposed to bugs
-KERNEL_ERRORS = (OSError, NetlinkError)
-
-
-@dataclass
-class ApplyReport:
-    applied: list[Operation] = field(default_factory=list)
-    failed: list[tuple[Operation, str]] = field(default_factory=list)
-    #: route replaces that went in without some nexthops the kernel refused
-    dropped: list[tuple[Operation, tuple[IPAddress, ...]]] = field(default_factory=list)
-
 
 def _fault_text(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
@@ -61,26 +55,26 @@ def _fault_text(exc: BaseException) -> str:
 class KernelAdapter:
     """Reads and writes the managed table and its rules; use as `async with`."""
 
-    def __init__(self, table: int, netns: str | None = None, router_tables: range | None = None,
+    def __init__(self, table: int, netns: str | None = None, reads: KernelReads = KernelReads(),
                  learned_protos: frozenset[int] = frozenset(), managed_neighbours: bool = False,
                  neigh_timers: Mapping[str, int] | None = None):
-        """router_tables: the conntrack return path's tables (its nft table is then read and
-        written too); None for the rules return path."""
+        """reads: what the return path needs beyond the table and its rules (its
+        ReturnPath.reads)."""
         self.table = table
         self.netns = netns
-        self.router_tables = router_tables
+        self.reads = reads
         self._sock = NetlinkSocket(netns)
         self._ipr: AsyncIPRoute | None = None
         self._route_table: Routes | None = None
-        self._rules = Rules(self._sock, table, router_tables or ())
+        self._rules = Rules(self._sock, table, reads.route_tables)
         self._neighbours = Neighbours(self._sock)
         self._local = LocalAddresses(self._sock)
         self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
-        own_tables = (table, *(router_tables or ()))
+        own_tables = (table, *reads.route_tables)  # a route there is nra's, never learned
         self._learned = LearnedRoutes(learned_protos, own_tables) if learned_protos else None
-        self._events = KernelEvents(netns, table, router_tables or (), learned_protos)
+        self._events = KernelEvents(netns, table, reads.route_tables, learned_protos)
         self._nft: NftState | None = None
-        self._router_tables_read = False
+        self._route_tables_read = False
         #: the on-link peers' links, from the last read
         self._links: Mapping[IPAddress, frozenset[int]] = {}
 
@@ -88,7 +82,7 @@ class KernelAdapter:
         await asyncio.to_thread(self._sock.open)
         self._ipr = await open_route_socket(self.netns)
         self._route_table = Routes(self._ipr, self.table, self._sock)
-        if self.router_tables is not None:
+        if self.reads.nftables:
             self._nft = await asyncio.to_thread(NftState, self.netns)
         return self
 
@@ -131,9 +125,7 @@ class KernelAdapter:
         self._links = links
         state = KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
                             {a: e.state for a, e in entries.items()}, links, invalid, learned)
-        if self._nft is None:
-            return state
-        return await self._read_return_path(state, entries)
+        return await self._read_declared(state, entries)
 
     async def _zones(self, addresses: Iterable[IPAddress], invalid: dict[IPAddress, str]) -> dict[IPAddress, int]:
         """The link index of each zoned address's zone (fe80::1%eth0: eth0's); an unknown
@@ -149,30 +141,44 @@ class KernelAdapter:
                 invalid[address] = f"on link {zone}, which does not exist"
         return zones
 
-    async def _read_return_path(self, state: KernelState, entries: Mapping[IPAddress, NeighbourEntry]) -> KernelState:
-        """The conntrack return path's part: the peers' link-layer addresses and link names,
-        the router tables' routes, nra's nft table."""
-        assert self._ipr is not None and self._nft is not None and self.router_tables is not None
+    async def _read_declared(self, state: KernelState, entries: Mapping[IPAddress, NeighbourEntry]) -> KernelState:
+        """What the return path declared (KernelReads) beyond the table: the peers'
+        link-layer addresses and link names, nra's nft table, the other route tables."""
+        parts: dict = {}
+        if self.reads.peer_links:
+            parts.update(lladdrs={a: e.lladdr for a, e in entries.items() if e.lladdr},
+                         link_names=await self._link_names(state.links))
+        nft_table = await self._nft.read() if self._nft is not None else None
+        if self._nft is not None:
+            parts["nft"] = nft_table
+        if self.reads.route_tables:
+            parts["router_routes"] = await self._read_route_tables(state, nft_table)
+        return replace(state, **parts) if parts else state
+
+    async def _link_names(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[int, str]:
+        assert self._ipr is not None
         names = {}
-        for index in sorted(set().union(*state.links.values())) if state.links else ():
+        for index in sorted(set().union(*links.values())) if links else ():
             for msg in await self._ipr.link("get", index=index):
                 names[index] = msg.get("IFLA_IFNAME")
-        nft_table = await self._nft.read()
-        # Every router table once (leftovers of an earlier run go); after that the ones a
-        # rule points at or the nft map numbers: a read costs a dump per table and family.
-        tables: Iterable[int] = self.router_tables
-        if self._router_tables_read:
-            used = {r.table for r in state.rules if r.table in self.router_tables}
+        return names
+
+    async def _read_route_tables(self, state: KernelState, nft_table: NftTable | None) -> tuple:
+        """Every declared table once (leftovers of an earlier run go); after that the ones a
+        rule points at or the nft map numbers: a read costs a dump per table and family."""
+        assert self._ipr is not None
+        declared = self.reads.route_tables
+        tables: Iterable[int] = declared
+        if self._route_tables_read:
+            used = {r.table for r in state.rules if r.table in declared}
             if nft_table is not None:
-                used |= {self.router_tables[i - 1] for i in nft_table.routers.values()
-                         if 1 <= i <= len(self.router_tables)}
+                used |= {declared[i - 1] for i in nft_table.routers.values() if 1 <= i <= len(declared)}
             tables = sorted(used)
-        router_routes = []
+        routes = []
         for table in tables:
-            router_routes += await Routes(self._ipr, table, self._sock).read()
-        self._router_tables_read = True
-        return replace(state, lladdrs={a: e.lladdr for a, e in entries.items() if e.lladdr}, link_names=names,
-                       router_routes=tuple(router_routes), nft=nft_table)
+            routes += await Routes(self._ipr, table, self._sock).read()
+        self._route_tables_read = True
+        return tuple(routes)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -217,7 +223,7 @@ class KernelAdapter:
                     await self._routes.delete(op.route)
                 elif isinstance(op, ApplyNft):
                     if self._nft is None:
-                        raise TypeError("nftables changes need the conntrack return path's adapter")
+                        raise TypeError("an nftables change, but the return path declared no nftables read")
                     await self._nft.apply(op.change, op.desired, op.marks, op.current)
                 else:
                     raise TypeError(f"unknown operation {op!r}")
@@ -242,8 +248,16 @@ class KernelAdapter:
 
     def events(self) -> AsyncIterator[KernelEvent]:
         """Changes to the table, its rules, the links, the watched peers' neighbour entries
-        and the learned routes via them (see nra.kernel.events); with the conntrack return
-        path, also anyone else's change to nra's nft table (netfilter's notifications: at once)."""
-        if self._nft is None:
-            return self._events.stream()
-        return merge(self._events.stream(), (TableChange(reason) async for reason in self._nft.changes()))
+        and the learned routes via them (see nra.kernel.events); with nra's nft table
+        declared, also anyone else's change to it (netfilter's notifications: at once)."""
+        streams = [self._events.stream()]
+        if self._nft is not None:
+            streams.append(TableChange(reason) async for reason in self._nft.changes())
+        return streams[0] if len(streams) == 1 else merge(*streams)
+
+    async def subscribed(self) -> None:
+        """Returns once every notification socket of events() is bound: a change made after
+        this is seen."""
+        await self._events.subscribed.wait()
+        if self._nft is not None:
+            await self._nft.watching.wait()

@@ -130,6 +130,10 @@ class KernelEvents:
         self.also = also  # more tables whose routes and rules are ours (the router tables)
         self.learned_protos = learned_protos
         self._watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
+        #: set once both sockets are bound (and the link dump asked): a change made after
+        #: it is seen; what a test or a caller awaits instead of sleeping
+        self.subscribed = asyncio.Event()
+        self._bound: set[int] = set()
 
     def watch(self, links: Mapping[IPAddress, frozenset[int]]) -> None:
         watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
@@ -156,6 +160,9 @@ class KernelEvents:
             try:
                 if first:
                     await loop.sock_sendall(sock, first)
+                self._bound.add(groups)
+                if self._bound >= {TABLE_GROUPS, RTMGRP_NEIGH}:
+                    self.subscribed.set()
                 while True:
                     for message in messages(await loop.sock_recv(sock, 1 << 20)):
                         yield message

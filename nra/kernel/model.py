@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from nra.config.intent import IPAddress, IPNetwork
+from nra.kernel.nft_table import NftTable
 
 # Kernel metric our route gets: IPv4 routes default to 0, IPv6 routes to 1024
 # (IP6_RT_PRIO_USER).
@@ -114,12 +115,26 @@ class KernelState:
     #: how many routes installed by the configured routing daemons (LEARNED_ROUTE_PROTOS) go
     #: via each candidate peer; None when learned-route liveness is off
     learned: Mapping[IPAddress, int] | None = None
-    # -- read only for the conntrack return path ------------------------------------------
-    #: candidate peers' link-layer addresses (their neighbour entries')
+    # -- read only when the return path asks (KernelReads) ---------------------------------
+    #: candidate peers' link-layer addresses (their neighbour entries'); KernelReads.peer_links
     lladdrs: Mapping[IPAddress, str] = field(default_factory=dict)
-    #: names of the peers' links, by index
+    #: names of the peers' links, by index; KernelReads.peer_links
     link_names: Mapping[int, str] = field(default_factory=dict)
-    #: routes of the router tables (RETURN_PATH_TABLES)
+    #: routes of the return path's other tables (KernelReads.route_tables: the router tables)
     router_routes: tuple[KernelRoute, ...] = ()
-    #: nra's nftables table (an nra.kernel.nft_table.NftTable), None when absent
-    nft: object | None = None
+    #: nra's nftables table, None when absent (or not read: KernelReads.nftables)
+    nft: NftTable | None = None
+
+
+@dataclass(frozen=True)
+class KernelReads:
+    """What a return path needs read beyond the table (TABLE_WEIGHT) and its rules: the
+    kernel side reads exactly this, so a return path declares it and the adapter has no
+    mode of its own."""
+
+    #: more tables whose routes, and the rules pointing at them, are nra's
+    route_tables: range = range(0)
+    #: nra's nftables table (read, written, and its foreign changes watched)
+    nftables: bool = False
+    #: the peers' link-layer addresses and the names of their links
+    peer_links: bool = False

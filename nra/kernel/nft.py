@@ -16,40 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass, field
-from typing import AsyncIterator, ClassVar
+from typing import AsyncIterator
 
 from nra.kernel import nft_netlink as nl
 from nra.kernel import nft_table as nft
 from nra.kernel.libnft import Nft
 from nra.kernel.marks import MarkField
 from nra.kernel.socket import in_netns
-
-
-@dataclass(frozen=True, eq=False)
-class ApplyNft:
-    """The operation: one planned change of nra's nft table (what `current` was read as,
-    what `desired` is), applied by NftState."""
-
-    change: nft.NftChange
-    desired: nft.NftTable | None
-    marks: MarkField | None
-    current: nft.NftTable | None = field(compare=False)
-    reason: str = field(default="", compare=False, kw_only=True)
-    kind: ClassVar[str] = "nft"
-
-    def command(self) -> str:
-        return "; ".join(self.change.describe())
-
-    # the same change is the same operation (nra.daemon.contention counts repeats of an operation)
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ApplyNft) and other.command() == self.command()
-
-    def __hash__(self) -> int:
-        return hash(("nft", self.command()))
-
-    def __str__(self) -> str:
-        return "\n".join(self.change.describe())
 
 
 class NftState:
@@ -61,7 +34,8 @@ class NftState:
         self._known: nft.NftTable | None = None  # what the table holds, when known
         self._known_generation: int | None = None
         self._foreign_touch = True  # someone else changed the table since it was known
-        self._watching = False  # changes() runs: notifications say who touched the table
+        #: set while changes() runs with its socket bound: notifications say who touched the table
+        self.watching = asyncio.Event()
         self.full_reads = 0  # how many times the whole table was listed (for tests and figures)
 
     def _next_seq(self, count: int = 1) -> int:
@@ -77,7 +51,7 @@ class NftState:
         """The table as the kernel holds it (None: absent)."""
         generation = self.generation()
         if not self._foreign_touch and self._known_generation is not None and (
-                self._watching or generation == self._known_generation):
+                self.watching.is_set() or generation == self._known_generation):
             self._known_generation = generation
             return self._known
         table = nft.parse_listing(self.nft.list_table(nft.FAMILY, nft.TABLE) or [])
@@ -138,7 +112,7 @@ class NftState:
         sock.setblocking(False)
         reader = nl.NotificationReader()
         me = self.nft.thread_id  # every write of nra's is made in that thread
-        self._watching = True
+        self.watching.set()
         self.forget()  # what happened before the watch started is unknown
         try:
             while True:
@@ -153,7 +127,7 @@ class NftState:
                         self.forget()
                         yield f"nftables table {nft.FAMILY} {nft.TABLE} changed by pid {tx.pid}"
         finally:
-            self._watching = False
+            self.watching.clear()
             sock.close()
 
     def close(self) -> None:

@@ -1,13 +1,15 @@
 """The changes the planner asks of the kernel, each rendered as the `ip` command it amounts
-to (for logs and `nra plan`)."""
+to (for logs and `nra plan`), and what came of applying them (ApplyReport)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
-from nra.config.intent import IPNetwork
+from nra.config.intent import IPAddress, IPNetwork
+from nra.kernel.marks import MarkField
 from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, Nexthop
+from nra.kernel.nft_table import NftChange, NftTable
 
 FAMILY_FLAG = {4: "-4", 6: "-6"}
 
@@ -68,7 +70,7 @@ class ReplaceRoute(_Operation):
         return text + "".join(_nexthop_text(nh) for nh in self.nexthops)
 
     def sort_key(self) -> tuple:
-        return (self.family, self.dst, self.metric)
+        return (self.family, self.dst, self.metric, self.table)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class DeleteRoute(_Operation):
 
     def sort_key(self) -> tuple:
         r = self.route
-        return (r.family, r.dst, r.metric, r.tos, r.type)
+        return (r.family, r.dst, r.metric, r.tos, r.type, r.table)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class AddRule(_Operation):
                 f"{_mark_text(self.fwmark, self.fwmask)} lookup {self.table} priority {self.priority}")
 
     def sort_key(self) -> tuple:
-        return (self.family, self.priority, self.src is not None, self.src)
+        return (self.family, self.priority, self.src is not None, self.src, self.table, self.fwmark or 0)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,47 @@ class DeleteRule(_Operation):
 
     def sort_key(self) -> tuple:
         r = self.rule
-        return (r.family, r.priority, r.src is not None, r.src, r.fwmark or 0, r.fwmask or 0, r.extra)
+        return (r.family, r.priority, r.src is not None, r.src, r.fwmark or 0, r.fwmask or 0, r.extra, r.table)
 
 
-Operation = Union[ReplaceRoute, DeleteRoute, AddRule, DeleteRule]
+@dataclass(frozen=True, eq=False)
+class ApplyNft:
+    """The operation: one planned change of nra's nft table (what `current` was read as,
+    what `desired` is), applied by NftState."""
+
+    change: NftChange
+    desired: NftTable | None
+    marks: MarkField | None
+    current: NftTable | None = field(compare=False)
+    reason: str = field(default="", compare=False, kw_only=True)
+    kind: ClassVar[str] = "nft"
+
+    def command(self) -> str:
+        return "; ".join(self.change.describe())
+
+    # the same change is the same operation (nra.daemon.contention counts repeats of an operation)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApplyNft) and other.command() == self.command()
+
+    def __hash__(self) -> int:
+        return hash(("nft", self.command()))
+
+    def __str__(self) -> str:
+        return "\n".join(self.change.describe())
+
+    def sort_key(self) -> tuple:
+        return ()
+
+
+Operation = Union[ApplyNft, ReplaceRoute, DeleteRoute, AddRule, DeleteRule]
+
+
+@dataclass
+class ApplyReport:
+    """What came of applying operations: each one applied or failed (with the kernel's
+    error text), in order."""
+
+    applied: list[Operation] = field(default_factory=list)
+    failed: list[tuple[Operation, str]] = field(default_factory=list)
+    #: route replaces that went in without some nexthops the kernel refused
+    dropped: list[tuple[Operation, tuple[IPAddress, ...]]] = field(default_factory=list)

@@ -35,6 +35,7 @@ class StatusDetails:
     outcome: Any = None           # nra.daemon.reconciler.Outcome of the last reconcile
     settings: Any = None          # nra.settings.Settings
     config_loaded_at: float | None = None  # wall clock of the last configuration load
+    return_path: Any = None       # the return path's describe(): its mode, tables and marks
 
 
 def _registry_values(registry: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -95,6 +96,7 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
             "fwmark": getattr(details.settings, "fwmark_text", None),
             "peers_in_route": _by_family(values, "nra_peers_in_route"),
             "rules_installed": _by_family(values, "nra_rules_installed"),
+            "return_path": details.return_path,
         },
         "left_out": left_out,
         "last_reconcile": None,

@@ -1,13 +1,19 @@
-"""The planner: diff the desired state (Intent + RoutingPolicy) against what the kernel
-holds, into an ordered list of operations. Pure functions, no I/O, no state between calls.
+"""The planner's primitives: the steps every return path (nra.plan.return_path) plans
+with. Pure functions, no I/O, no state between calls; nothing here knows a return path.
 
 Modelled on Calico Felix's route/rule resync: build the desired set, compare it with what
-the kernel lists for our table, and emit the adds and removes. The plan is built in steps:
-choose each family's route (_choose_route), remove the table's other routes
-(_route_imposters), diff the rules (_rule_diff), and order the result (_order).
+the kernel lists, and emit the adds and removes. A return path composes these steps,
+collecting into one `PlanSteps`:
+- `table_routes`: one table's route per family (`choose_route`: which peers are nexthops,
+  `same_nexthops`: when the kernel's route already is the wanted one) and the removal of
+  the table's other routes (`route_imposters`);
+- `rule_diff`: the rules pointing at a table against the wanted ones, by the kernel's key;
+- `PlanSteps.plan()`, through `order`: nft first, then the new routes and rules, removals
+  after; each kind sorted, so the same plan always comes out in the same order.
 
-What we own: one route per family (to that family's destination) in the table, and every
-rule of either family whose action is "lookup <table>". Anything else there is an imposter.
+What a return path owns in a table: one route per family (to that family's destination),
+and every rule of either family whose action is "lookup <table>". Anything else there is an
+imposter.
 
 Choices worth knowing:
 - A peer the kernel would refuse as a nexthop (not on a connected network) is left out of
@@ -31,26 +37,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from nra.config.intent import Intent, IPAddress, IPNetwork, Peer
-from nra.kernel.model import (
-    DEFAULT_METRIC,
-    FULL_MASK,
-    KernelRoute,
-    KernelRule,
-    KernelState,
-    Nexthop,
-    rule_key,
-)
-from nra.kernel.operations import (
-    AddRule,
-    DeleteRoute,
-    DeleteRule,
-    Operation,
-    ReplaceRoute,
-)
-from nra.plan.peer_health import Liveness, Verdict, verdicts_from_states
+from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, KernelState, Nexthop
+from nra.kernel.operations import AddRule, ApplyNft, DeleteRoute, DeleteRule, Operation, ReplaceRoute
+from nra.plan.peer_health import Liveness, Verdict
 
 #: what a left-out reason says in a warning ("... left out of the route until it does")
 SILENT_TEXT = {"no-arp": "does not answer ARP/ND (neighbour entry failed)",
@@ -59,7 +51,7 @@ SILENT_TEXT = {"no-arp": "does not answer ARP/ND (neighbour entry failed)",
 
 @dataclass(frozen=True)
 class RoutingPolicy:
-    """How the intent is rendered into the kernel (from the settings)."""
+    """How one table and the rules pointing at it are rendered (from the settings)."""
 
     table: int
     priority: int
@@ -102,20 +94,35 @@ class Plan:
         return bool(self.operations)
 
 
-#: key of a desired rule (model.rule_key) -> its prefix, by family
-DesiredRules = Mapping[int, Mapping[tuple, IPNetwork]]
+@dataclass
+class PlanSteps:
+    """What the steps of one plan collect; `plan()` orders it into the Plan."""
+
+    nft: list[ApplyNft] = field(default_factory=list)
+    replaces: list[ReplaceRoute] = field(default_factory=list)
+    route_deletes: list[DeleteRoute] = field(default_factory=list)
+    rule_adds: list[AddRule] = field(default_factory=list)
+    rule_deletes: list[DeleteRule] = field(default_factory=list)
+    unusable: set[IPAddress] = field(default_factory=set)
+    left_out: dict[IPAddress, str] = field(default_factory=dict)
+    unrouted: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def plan(self) -> Plan:
+        return Plan(order(self), tuple(self.warnings), self.left_out, frozenset(self.unusable),
+                    tuple(self.unrouted))
 
 
-def desired_rules(intent: Intent, policy: RoutingPolicy) -> DesiredRules:
-    """The rules the intent wants, per family, keyed like KernelRule.key(). 10,000 of them
-    take milliseconds to build: a caller planning the same intent again may keep this and
-    pass it to plan()."""
-    by_family: dict[int, dict[tuple, IPNetwork]] = {4: {}, 6: {}}
-    for prefix in intent.prefixes:
-        key = rule_key(prefix.version, prefix, policy.priority, policy.table, policy.fwmark,
-                       policy.effective_fwmask)
-        by_family[prefix.version][key] = prefix
-    return by_family
+def order(steps: PlanSteps) -> tuple[Operation, ...]:
+    """Never a gap: nra's nft table first (its marks are what the new rules match), the new
+    routes and rules next, removals after; each kind sorted."""
+    return (
+        *steps.nft,
+        *sorted(steps.replaces, key=ReplaceRoute.sort_key),
+        *sorted(steps.rule_adds, key=AddRule.sort_key),
+        *sorted(steps.rule_deletes, key=DeleteRule.sort_key),
+        *sorted(steps.route_deletes, key=DeleteRoute.sort_key),
+    )
 
 
 def is_managed_route(route: KernelRoute, dst: IPNetwork | None) -> bool:
@@ -129,56 +136,39 @@ def managed_route(state: KernelState, policy: RoutingPolicy, version: int) -> Ke
     return next((r for r in state.routes if r.family == version and is_managed_route(r, dst)), None)
 
 
-def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
-         verdicts: Mapping[IPAddress, Verdict] | None = None, desired: DesiredRules | None = None) -> Plan:
-    """The operations that make the kernel match the intent. `verdicts`: each peer's
-    liveness (nra.plan.peer_health; absent: answers); None derives them from this read's
-    neighbour states alone. `desired`: desired_rules(intent, policy), if the caller kept it."""
-    if verdicts is None:
-        verdicts = verdicts_from_states(state.neighbours)
-    if desired is None:
-        desired = desired_rules(intent, policy)
-    warnings: list[str] = []
-    steps = _Steps()
+def table_routes(steps: PlanSteps, intent: Intent, prefix_counts: Mapping[int, int], policy: RoutingPolicy,
+                 routes: Iterable[KernelRoute], state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> set[int]:
+    """One table's routes (`routes`: what it holds): for each family with peers and a
+    destination, its route (choose_route); every other route of the table goes. Returns
+    those families, the ones whose rules are wanted. `prefix_counts`: how many prefixes each
+    family's rules serve (for the warnings)."""
+    routes = tuple(routes)
     families: set[int] = set()
     for version in (4, 6):
         peers = intent.peers_of(version)
-        prefixes = desired[version]
+        prefixes = prefix_counts.get(version, 0)
         dst = policy.destination_of(version)
         if not peers:
             if prefixes:
-                warnings.append(f"no IPv{version} peers: {len(prefixes)} IPv{version} prefix(es) "
-                                f"get no rule and no route")
+                steps.warnings.append(f"no IPv{version} peers: {prefixes} IPv{version} prefix(es) "
+                                      f"get no rule and no route")
             continue
         if dst is None:
-            warnings.append(f"no IPv{version} destination configured: {len(peers)} IPv{version} "
-                            f"peer(s) and {len(prefixes)} prefix(es) ignored")
+            steps.warnings.append(f"no IPv{version} destination configured: {len(peers)} IPv{version} "
+                                  f"peer(s) and {prefixes} prefix(es) ignored")
             continue
         families.add(version)
-        _choose_route(version, peers, dst, state, verdicts, policy, steps, warnings)
-    _route_imposters(state, policy, families, steps)
-    _rule_diff(state.rules, desired, policy, families, steps)
-    return Plan(_order(steps), tuple(warnings), steps.left_out, frozenset(steps.unusable), tuple(steps.unrouted))
-
-
-@dataclass
-class _Steps:
-    """What the steps of one plan() collect."""
-
-    replaces: list[ReplaceRoute] = field(default_factory=list)
-    route_deletes: list[DeleteRoute] = field(default_factory=list)
-    rule_adds: list[AddRule] = field(default_factory=list)
-    rule_deletes: list[DeleteRule] = field(default_factory=list)
-    unusable: set[IPAddress] = field(default_factory=set)
-    left_out: dict[IPAddress, str] = field(default_factory=dict)
-    unrouted: list[int] = field(default_factory=list)
+        choose_route(steps, version, peers, dst, policy.table, routes, state, verdicts)
+    route_imposters(steps, routes, policy, families)
+    return families
 
 
 def _peer_label(peer: Peer) -> str:
     return f"peer {peer.address} ({peer.name})" if peer.name else f"peer {peer.address}"
 
 
-def _same_nexthops(have: tuple[Nexthop, ...], want: tuple[Nexthop, ...]) -> bool:
+def same_nexthops(have: tuple[Nexthop, ...], want: tuple[Nexthop, ...]) -> bool:
+    """Whether a route holding `have` already is one with `want` (a lone nexthop: by gateway)."""
     if len(have) == 1 and len(want) == 1:
         return have[0].gateway == want[0].gateway
     return sorted(have) == sorted(want)
@@ -223,11 +213,12 @@ def _silent(verdict: Verdict, in_route: bool, route_exists: bool) -> bool:
     return verdict.liveness is Liveness.UNSURE and route_exists and not in_route
 
 
-def _choose_route(version: int, peers: list[Peer], dst: IPNetwork, state: KernelState,
-                  verdicts: Mapping[IPAddress, Verdict], policy: RoutingPolicy, steps: _Steps,
-                  warnings: list[str]) -> None:
-    """The family's route: reachable, answering peers as nexthops, one atomic replace."""
-    slots = [r for r in state.routes if r.family == version and is_managed_route(r, dst)]
+def choose_route(steps: PlanSteps, version: int, peers: list[Peer], dst: IPNetwork, table: int,
+                 routes: Iterable[KernelRoute], state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> None:
+    """The family's route in `table` (whose routes are `routes`): reachable, answering
+    peers as nexthops, one atomic replace."""
+    warnings = steps.warnings
+    slots = [r for r in routes if r.family == version and is_managed_route(r, dst)]
     current = slots[0] if slots else None
     in_route = {nh.gateway for nh in current.nexthops} if current else set()
 
@@ -280,10 +271,10 @@ def _choose_route(version: int, peers: list[Peer], dst: IPNetwork, state: Kernel
         warnings.append(f"every IPv{version} peer is unusable: "
                         + ("the existing route is kept as it is" if current else "no route installed"))
     elif current is None:
-        steps.replaces.append(ReplaceRoute(version, dst, policy.table, DEFAULT_METRIC[version], wanted,
+        steps.replaces.append(ReplaceRoute(version, dst, table, DEFAULT_METRIC[version], wanted,
                                            reason="route missing"))
-    elif not _same_nexthops(current.nexthops, wanted):
-        steps.replaces.append(ReplaceRoute(version, dst, policy.table, DEFAULT_METRIC[version], wanted,
+    elif not same_nexthops(current.nexthops, wanted):
+        steps.replaces.append(ReplaceRoute(version, dst, table, DEFAULT_METRIC[version], wanted,
                                            reason="nexthops or weights differ"))
     # extra copies of the slot route (cannot normally exist, but be total)
     for extra in slots[1:]:
@@ -304,16 +295,18 @@ def _route_imposter_reason(route: KernelRoute, dst: IPNetwork | None, has_peers:
     return f"imposter: metric {route.metric}"
 
 
-def _route_imposters(state: KernelState, policy: RoutingPolicy, families: set[int], steps: _Steps) -> None:
-    """Every other route of the table goes."""
-    for route in state.routes:
+def route_imposters(steps: PlanSteps, routes: Iterable[KernelRoute], policy: RoutingPolicy,
+                    families: set[int]) -> None:
+    """Every route of the table but the families' managed ones goes."""
+    for route in routes:
         dst = policy.destination_of(route.family) if route.family in families else None
         if not is_managed_route(route, dst):
             steps.route_deletes.append(DeleteRoute(route, reason=_route_imposter_reason(
                 route, policy.destination_of(route.family), route.family in families)))
 
 
-def _rule_imposter_reason(rule: KernelRule, policy: RoutingPolicy, families: set[int]) -> str:
+def rule_imposter_reason(rule: KernelRule, policy: RoutingPolicy, families: set[int]) -> str:
+    """Why a rule pointing at the policy's table is not one of the wanted ones."""
     if rule.family not in families:
         return f"no IPv{rule.family} peers configured"
     if rule.extra:
@@ -327,13 +320,14 @@ def _rule_imposter_reason(rule: KernelRule, policy: RoutingPolicy, families: set
     return f"imposter: {rule.src} is not an announced prefix"
 
 
-def _rule_diff(rules: tuple[KernelRule, ...], desired: DesiredRules, policy: RoutingPolicy,
-               families: set[int], steps: _Steps) -> None:
-    """Rules of families with peers that are wanted stay (one copy); all else goes; the
-    missing ones are added."""
-    wanted: dict[tuple, IPNetwork] = {}
-    for version in families:
-        wanted.update(desired[version])
+Wanted = TypeVar("Wanted")
+
+
+def rule_diff(steps: PlanSteps, rules: Iterable[KernelRule], wanted: Mapping[tuple, Wanted],
+              add: Callable[[Wanted], AddRule], imposter: Callable[[KernelRule], str]) -> None:
+    """Rules whose key (KernelRule.key) is wanted stay, one copy; all else goes, with
+    `imposter(rule)` as the reason; the missing ones are added, each built by `add` from
+    what `wanted` holds for its key (only when missing: a steady plan builds none)."""
     seen: set[tuple] = set()
     for rule in rules:
         key = rule.key()
@@ -342,21 +336,7 @@ def _rule_diff(rules: tuple[KernelRule, ...], desired: DesiredRules, policy: Rou
                 steps.rule_deletes.append(DeleteRule(rule, reason="duplicate"))
             seen.add(key)
         else:
-            steps.rule_deletes.append(DeleteRule(rule, reason=_rule_imposter_reason(rule, policy, families)))
-    for key, prefix in wanted.items():
+            steps.rule_deletes.append(DeleteRule(rule, reason=imposter(rule)))
+    for key, value in wanted.items():
         if key not in seen:
-            steps.rule_adds.append(AddRule(prefix.version, prefix if prefix.prefixlen else None,
-                                           policy.priority, policy.table, policy.fwmark,
-                                           policy.fwmask if policy.fwmark is not None else None,
-                                           reason="missing"))
-
-
-def _order(steps: _Steps) -> tuple[Operation, ...]:
-    """Never a gap: the new route and rules first, removals after; each kind sorted, so the
-    same plan always comes out in the same order."""
-    return (
-        *sorted(steps.replaces, key=ReplaceRoute.sort_key),
-        *sorted(steps.rule_adds, key=AddRule.sort_key),
-        *sorted(steps.rule_deletes, key=DeleteRule.sort_key),
-        *sorted(steps.route_deletes, key=DeleteRoute.sort_key),
-    )
+            steps.rule_adds.append(add(value))

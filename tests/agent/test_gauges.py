@@ -8,13 +8,13 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from nra.config.intent import Intent, Peer
-from nra.daemon.reconciler import Reconciler, kernel_after
-from nra.kernel.adapter import ApplyReport, KernelAdapter
+from nra.daemon.wiring import reconciler
 from nra.kernel.model import KernelRoute, KernelRule, KernelState, Nexthop
-from nra.kernel.operations import AddRule, DeleteRule, ReplaceRoute
+from nra.kernel.operations import AddRule, ApplyReport, DeleteRule, ReplaceRoute
 from nra.observe import metrics
 from nra.observe.status import AgentStatus
 from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.base import counts_after
 from nra.settings import Settings
 from tests.netns import NetNS
 
@@ -26,19 +26,19 @@ def gauge(name: str, **labels: str) -> float | None:
     return metrics.REGISTRY.get_sample_value(name, labels)
 
 
-def test_kernel_after_counts_what_went_in_not_what_was_asked():
+def test_counts_after_what_went_in_not_what_was_asked():
     a, b, c = (ip_address(f"10.99.0.{i}") for i in (2, 3, 4))
     kept = KernelRoute(4, V4, 20, (Nexthop(a), Nexthop(b)))
     rules = tuple(KernelRule(4, ip_network(f"192.0.2.{i}/32"), 20, 20) for i in range(3))
     state = KernelState(routes=(kept,), rules=rules)
     # nothing applied: the kept route's two nexthops, the three rules
-    assert kernel_after(state, ApplyReport(), POLICY) == ({4: 2, 6: 0}, {4: 3, 6: 0})
+    assert counts_after(state, ApplyReport(), POLICY) == ({4: 2, 6: 0}, {4: 3, 6: 0})
     # a replace that went in without a refused nexthop; one delete done, one failed; one add
     replace = ReplaceRoute(4, V4, 20, 0, (Nexthop(a), Nexthop(b), Nexthop(c)))
     report = ApplyReport(applied=[replace, DeleteRule(rules[0]), AddRule(4, ip_network("198.51.100.0/24"), 20, 20)],
                          failed=[(DeleteRule(rules[1]), "Operation not permitted (errno 1)")],
                          dropped=[(replace, (c,))])
-    assert kernel_after(state, report, POLICY) == ({4: 2, 6: 0}, {4: 3, 6: 0})
+    assert counts_after(state, report, POLICY) == ({4: 2, 6: 0}, {4: 3, 6: 0})
 
 
 @pytest.mark.kernel
@@ -52,8 +52,8 @@ def test_gauges_from_a_kernel_that_differs_from_the_intent(node_ns: NetNS):
     settings = Settings(NRA_NETNS=node_ns.name, HEALTH_ADDRESS="off")
 
     async def run():
-        async with KernelAdapter(20, netns=node_ns.name) as adapter:
-            return await Reconciler(adapter, settings, AgentStatus(config_loaded=True)).reconcile(want, "test")
+        async with reconciler(settings, AgentStatus(config_loaded=True)) as one:
+            return await one.reconcile(want, "test")
 
     outcome = asyncio.run(run())
     assert outcome.ok and outcome.degraded

@@ -13,7 +13,8 @@ from nra.config.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import TableChange
 from nra.kernel.model import KernelState, Nexthop
-from nra.plan.planner import RoutingPolicy, plan
+from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.rules import plan
 from tests.netns import NetNS, new_netns
 
 pytestmark = pytest.mark.kernel

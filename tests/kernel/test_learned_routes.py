@@ -12,8 +12,10 @@ import pytest
 from nra.config.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import LearnedRouteChange
+from nra.kernel.model import KernelReads
 from nra.plan.peer_health import PeerHealth
-from nra.plan.planner import RoutingPolicy, plan
+from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.rules import plan
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.kernel
@@ -51,7 +53,8 @@ async def test_routes_in_nras_own_tables_are_never_learned(node_ns: NetNS):
     node_ns.ip("route add 10.200.1.0/24 via 10.99.0.2 proto bgp table 20")  # the managed table
     node_ns.ip("route add 10.200.2.0/24 via 10.99.0.3 proto bgp table 22")  # a router table
     node_ns.ip("route add 10.200.3.0/24 via 10.99.0.3 proto bgp table 100")  # someone else's
-    async with KernelAdapter(20, netns=node_ns.name, learned_protos=LEARNED, router_tables=range(21, 36)) as adapter:
+    async with KernelAdapter(20, netns=node_ns.name, reads=KernelReads(route_tables=range(21, 36)),
+                             learned_protos=LEARNED) as adapter:
         state = await adapter.read_state([A4, B4])
     assert state.learned == {B4: 1}
 

@@ -14,7 +14,8 @@ from nra.config.intent import Intent, Peer
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import NeighbourChange
 from nra.plan.peer_health import Liveness, PeerHealth
-from nra.plan.planner import RoutingPolicy, plan
+from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.rules import plan
 from tests.netns import NetNS, new_netns, sh
 
 pytestmark = pytest.mark.kernel

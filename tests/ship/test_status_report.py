@@ -5,6 +5,7 @@ endpoint is wired into nra/observe/server.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import socket
@@ -15,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from nra.config.intent import Intent, Peer
+from nra.daemon import wiring
 from nra.daemon.reconciler import Outcome
 from nra.observe.server import build_app, status_handler_for
 from nra.observe.status import AgentStatus
@@ -74,7 +76,9 @@ def an_agent() -> tuple[AgentStatus, StatusDetails]:
                             ipaddress.ip_network("2001:db8:100::/120")}))
     outcome = Outcome(ok=True, applied=1, warnings=(LEFT_OUT,), degraded=True)
     settings = Settings(TABLE_WEIGHT=20, RULE_PRIORITY=20, RULE_FWMARK="0x14")
-    return status, StatusDetails(intent=intent, outcome=outcome, settings=settings, config_loaded_at=NOW - 300)
+    path = wiring.return_path(settings).describe()
+    return status, StatusDetails(intent=intent, outcome=outcome, settings=settings, config_loaded_at=NOW - 300,
+                                 return_path=path)
 
 
 def test_document_answers_the_first_questions():
@@ -87,7 +91,9 @@ def test_document_answers_the_first_questions():
     assert doc["peers"][2] == {"address": "fd99::2", "family": "ipv6", "weight": 50, "name": ""}
     assert doc["prefixes"] == {"ipv4": ["198.51.100.0/26", "198.51.100.100/30"], "ipv6": ["2001:db8:100::/120"]}
     assert doc["kernel"] == {"table": 20, "rule_priority": 20, "fwmark": "0x14",
-                             "peers_in_route": {"ipv4": 1, "ipv6": 2}, "rules_installed": {"ipv4": 2, "ipv6": 1}}
+                             "peers_in_route": {"ipv4": 1, "ipv6": 2}, "rules_installed": {"ipv4": 2, "ipv6": 1},
+                             "return_path": {"mode": "rules", "table": 20, "rule_priority": 20,
+                                             "fwmark": "0x14/0xffffffff"}}
     assert doc["left_out"] == [{"family": "ipv4", "reason": "no-arp", "count": 1}]
     assert doc["last_reconcile"] == {"at": NOW - 12, "age_seconds": 12.0, "ok": True, "applied": 1,
                                      "failed": [], "warnings": [LEFT_OUT]}
@@ -219,3 +225,11 @@ def test_status_of_a_real_agent(node_ns, tmp_path):
         assert "in the route:    IPv4 2 nexthop(s), IPv6 1 nexthop(s)" in done.stdout
     finally:
         assert daemon.stop() == 0, daemon.log()
+
+
+def test_document_names_the_conntrack_return_path():
+    status, details = an_agent()
+    settings = Settings(TABLE_WEIGHT=20, RULE_PRIORITY=20, RETURN_PATH="conntrack")
+    details = dataclasses.replace(details, return_path=wiring.return_path(settings).describe())
+    path = status_document(status, details, registry=a_registry(), now=NOW)["kernel"]["return_path"]
+    assert path["mode"] == "conntrack" and path["table"] == 20 and path["router_tables"] == "21-35"

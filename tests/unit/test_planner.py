@@ -17,7 +17,8 @@ from nra.kernel.model import (
 )
 from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
 from nra.plan.peer_health import Liveness, Verdict
-from nra.plan.planner import RoutingPolicy, plan
+from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.rules import plan
 
 V4_DEFAULT = ip_network("0.0.0.0/0")
 V6_DEFAULT = ip_network("::/0")

@@ -10,7 +10,7 @@ import pytest
 from nra.config.intent import Intent, Peer
 from nra.kernel import nft_table as nft
 from nra.kernel.marks import DEFAULT_MARK_TEXT, MarkField, parse_mark_field
-from nra.plan.return_path import (
+from nra.plan.return_path.conntrack import (
     PeerFacts,
     ReturnPathPolicy,
     RouterRule,
@@ -142,7 +142,7 @@ def test_nft_diff_of_a_listing_with_foreign_and_stray_elements():
 def test_nft_operations_can_be_counted_like_the_others():
     # nra.daemon.contention keys applied operations in a dict: an nft change must be hashable, and the
     # same change the same operation
-    from nra.kernel.nft import ApplyNft
+    from nra.kernel.operations import ApplyNft
 
     want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {MAC1: 1}, FIELD)
     ops = [ApplyNft(nft.diff(want, None), want, FIELD, None) for _ in range(2)]

@@ -15,18 +15,26 @@ new link-layer address for the same peer address keeps it.
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork, Peer
 from nra.kernel.marks import MarkField
-from nra.kernel.model import DEFAULT_METRIC, KernelRoute, KernelState, Nexthop, rule_key
-from nra.kernel.nft import ApplyNft
+from nra.kernel.model import DEFAULT_METRIC, KernelReads, KernelRoute, KernelState, Nexthop, rule_key
 from nra.kernel.nft_table import DesiredTables, NftTable, diff, removal
-from nra.kernel.operations import AddRule, DeleteRoute, DeleteRule, ReplaceRoute
-from nra.plan.peer_health import Verdict
-from nra.plan.planner import Plan, RoutingPolicy, is_managed_route, plan
+from nra.kernel.operations import AddRule, ApplyNft, ApplyReport, DeleteRoute, ReplaceRoute
+from nra.plan.peer_health import Verdict, verdicts_from_states
+from nra.plan.planner import (
+    Plan,
+    PlanSteps,
+    RoutingPolicy,
+    is_managed_route,
+    rule_diff,
+    rule_imposter_reason,
+    same_nexthops,
+    table_routes,
+)
+from nra.plan.return_path.base import Counts, counts_after
 
 
 @dataclass(frozen=True)
@@ -172,21 +180,15 @@ def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], polic
     return ReturnPathState(routers, table, tuple(routes), frozenset(rules), tuple(warnings), frozenset(withdrawn))
 
 
-# -- the plan of one reconcile (the planner's steps, then the router tables and nft) ------
+# -- the plan of one reconcile: the planner's steps on the multipath table, then the router
+# tables and nft, into one PlanSteps --------------------------------------------------------
 
 
-def table_policy(policy: RoutingPolicy, rp: ReturnPathPolicy) -> RoutingPolicy:
-    """The multipath table's rule in conntrack mode: `from all fwmark V/V lookup TABLE
-    priority P+1`, i.e. the rules return path with one `from all` prefix and the mark."""
+def multipath_policy(policy: RoutingPolicy, rp: ReturnPathPolicy) -> RoutingPolicy:
+    """The multipath table and its rule in conntrack mode: `from all fwmark V/V lookup
+    TABLE priority P+1`, one per family with prefixes."""
     return RoutingPolicy(table=policy.table, priority=rp.priority + 1, fwmark=rp.field.value,
                          fwmask=rp.field.value, destinations=policy.destinations)
-
-
-def table_intent(intent: Intent) -> Intent:
-    """The intent as the multipath table's planner sees it: its peers, and `from all` for
-    each family that has prefixes."""
-    everything = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
-    return Intent(intent.peers, frozenset(everything[v] for v, n in intent.prefix_counts.items() if n))
 
 
 def _link_name(state: KernelState, address: IPAddress) -> str | None:
@@ -197,79 +199,101 @@ def _link_name(state: KernelState, address: IPAddress) -> str | None:
 def plan_conntrack(intent: Intent, state: KernelState, policy: RoutingPolicy, rp: ReturnPathPolicy,
                    verdicts: Mapping[IPAddress, Verdict] | None = None,
                    tables: DesiredTables | None = None) -> Plan:
-    """The conntrack return path's operations: the multipath table and its one rule (the
-    planner's own steps), the router tables' routes and rules, and nra's nft table.
-    `tables`: the caller's DesiredTables, kept between reconciles."""
-    tpolicy = table_policy(policy, rp)
-    table_rules = tuple(r for r in state.rules if r.table == policy.table)
-    base = plan(table_intent(intent), replace(state, rules=table_rules), tpolicy, verdicts)
+    """The conntrack return path's operations: the multipath table's route and its one rule,
+    the router tables' routes and rules, and nra's nft table. `policy`: the multipath
+    table's (multipath_policy). `tables`: the caller's DesiredTables, kept between
+    reconciles."""
+    if verdicts is None:
+        verdicts = verdicts_from_states(state.neighbours)
+    steps = PlanSteps()
+    counts = intent.prefix_counts
+    families = table_routes(steps, intent, counts, policy, state.routes, state, verdicts)
+    wanted = {rule_key(v, None, policy.priority, policy.table, policy.fwmark, policy.effective_fwmask): v
+              for v in sorted(families) if counts[v]}
+
+    def add(version: int) -> AddRule:
+        return AddRule(version, None, policy.priority, policy.table, policy.fwmark, policy.fwmask, reason="missing")
+
+    rule_diff(steps, (r for r in state.rules if r.table == policy.table), wanted, add,
+              lambda rule: rule_imposter_reason(rule, policy, families))
     facts = {p.address: PeerFacts(state.lladdrs.get(p.address), _link_name(state, p.address),
-                                  p.address not in base.unusable_peers) for p in intent.peers}
-    current = state.nft if isinstance(state.nft, NftTable) else None
+                                  p.address not in steps.unusable) for p in intent.peers}
+    current = state.nft
     gateways: dict[int, set[IPAddress]] = {}
     for route in state.router_routes:
         index = rp.index_of_table(route.table)
         if index is not None:
             gateways.setdefault(index, set()).update(nh.gateway for nh in route.nexthops if nh.gateway)
     want = plan_return_path(intent, facts, rp, current.routers if current else {}, gateways,
-                            {v: tpolicy.destination_of(v) for v in (4, 6)}, tables)
-    ops: list = []
+                            {v: policy.destination_of(v) for v in (4, 6)}, tables)
     if intent.peers:
         change = diff(want.nft, current)
         if change:
-            ops.append(ApplyNft(change, want.nft, rp.field, current, reason=change.reason))
+            steps.nft.append(ApplyNft(change, want.nft, rp.field, current, reason=change.reason))
     elif current is not None:
-        ops.append(ApplyNft(removal(current), None, None, current, reason="no peers: nra's nft table goes"))
-    ops += _router_route_ops(want, state, tpolicy)
-    ops += _router_rule_ops(want, state, rp)
-    ordered = [op for op in ops if isinstance(op, ApplyNft)]
-    for kind in (ReplaceRoute, AddRule, DeleteRule, DeleteRoute):
-        ordered += sorted((op for op in [*base.operations, *ops] if isinstance(op, kind)), key=kind.sort_key)
-    warnings = (*base.warnings, *want.warnings)
-    return Plan(tuple(ordered), warnings, base.left_out, base.unusable_peers)
+        steps.nft.append(ApplyNft(removal(current), None, None, current, reason="no peers: nra's nft table goes"))
+    _router_routes(steps, want, state, policy)
+    _router_rules(steps, want, state, rp)
+    steps.warnings += want.warnings
+    return steps.plan()
 
 
-def _router_route_ops(want: ReturnPathState, state: KernelState, tpolicy: RoutingPolicy) -> list:
-    ops: list = []
+def _router_routes(steps: PlanSteps, want: ReturnPathState, state: KernelState, policy: RoutingPolicy) -> None:
     slots: dict[tuple[int, int], KernelRoute] = {}
     for route in state.router_routes:
         key = (route.table, route.family)
-        if is_managed_route(route, tpolicy.destination_of(route.family)) and key not in slots:
+        if is_managed_route(route, policy.destination_of(route.family)) and key not in slots:
             slots[key] = route
         else:
-            ops.append(DeleteRoute(route, reason="not the router table's route"))
+            steps.route_deletes.append(DeleteRoute(route, reason="not the router table's route"))
     wanted = {(r.table, r.family): r for r in want.routes}
     for key, route in slots.items():
         if key not in wanted:
-            ops.append(DeleteRoute(route, reason="no router uses this table"))
+            steps.route_deletes.append(DeleteRoute(route, reason="no router uses this table"))
     for (table, family), route in wanted.items():
         current = slots.get((table, family))
         hops = tuple(Nexthop(gateway, weight) for gateway, weight in route.nexthops)
         if not hops:
             if current is not None:
-                ops.append(DeleteRoute(current, reason="router unusable: withdrawn, its connections use "
-                                                      f"table {tpolicy.table}"))
-        elif current is None or sorted(current.nexthops) != sorted(hops) and not (
-                len(hops) == 1 and len(current.nexthops) == 1 and hops[0].gateway == current.nexthops[0].gateway):
-            ops.append(ReplaceRoute(family, tpolicy.destination_of(family), table, DEFAULT_METRIC[family], hops,
-                                    reason="router route missing" if current is None else "router's peers differ"))
-    return ops
+                steps.route_deletes.append(DeleteRoute(current, reason="router unusable: withdrawn, its "
+                                                                       f"connections use table {policy.table}"))
+        elif current is None or not same_nexthops(current.nexthops, hops):
+            steps.replaces.append(ReplaceRoute(family, policy.destination_of(family), table, DEFAULT_METRIC[family],
+                                               hops, reason="router route missing" if current is None
+                                               else "router's peers differ"))
 
 
-def _router_rule_ops(want: ReturnPathState, state: KernelState, rp: ReturnPathPolicy) -> list:
+def _router_rules(steps: PlanSteps, want: ReturnPathState, state: KernelState, rp: ReturnPathPolicy) -> None:
     wanted = {rule_key(r.family, None, r.priority, r.table, r.fwmark, r.fwmask): r
               for r in want.rules if r.table in rp.tables}
-    ops: list = []
-    seen: set[tuple] = set()
-    for rule in state.rules:
-        if rule.table not in rp.tables:
-            continue
-        key = rule.key()
-        if key in wanted and key not in seen:
-            seen.add(key)
-        else:
-            ops.append(DeleteRule(rule, reason="duplicate" if key in seen else "not a router's rule"))
-    for key, r in wanted.items():
-        if key not in seen:
-            ops.append(AddRule(r.family, None, r.priority, r.table, r.fwmark, r.fwmask, reason="router rule missing"))
-    return ops
+
+    def add(r: RouterRule) -> AddRule:
+        return AddRule(r.family, None, r.priority, r.table, r.fwmark, r.fwmask, reason="router rule missing")
+
+    rule_diff(steps, (r for r in state.rules if r.table in rp.tables), wanted, add,
+              lambda rule: "not a router's rule")
+
+
+class ConntrackReturnPath:
+    """The strategy (nra.plan.return_path.base.ReturnPath) for RETURN_PATH=conntrack."""
+
+    name = "conntrack"
+
+    def __init__(self, policy: RoutingPolicy, rp: ReturnPathPolicy):
+        self.policy = multipath_policy(policy, rp)
+        self.rp = rp
+        self.reads = KernelReads(route_tables=rp.tables, nftables=True, peer_links=True)
+        self._tables = DesiredTables()  # the merged prefixes, updated by each intent's change
+
+    def plan(self, intent: Intent, state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> Plan:
+        return plan_conntrack(intent, state, self.policy, self.rp, verdicts, self._tables)
+
+    def in_kernel(self, state: KernelState, report: ApplyReport) -> Counts:
+        return counts_after(state, report, self.policy)
+
+    def describe(self) -> dict[str, Any]:
+        tables = self.rp.tables
+        return {"mode": self.name, "table": self.policy.table, "rule_priority": self.rp.priority,
+                "mark": f"{self.rp.field.value:#x}/{self.rp.field.mask:#x}",
+                "router_tables": f"{tables.start}-{tables.stop - 1}" if tables else "",
+                "routers_max": self.rp.capacity}

@@ -1,0 +1,56 @@
+"""From Settings to the parts of a reconcile: the return path (the one place that reads
+RETURN_PATH), the kernel façade reading what it declares, the reconcile's configuration.
+Every run mode and the daemon build them here."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from nra.daemon.reconciler import ReconcileConfig, Reconciler
+from nra.kernel.adapter import KernelAdapter
+from nra.observe.status import AgentStatus
+from nra.plan.planner import RoutingPolicy
+from nra.plan.return_path.base import ReturnPath
+from nra.plan.return_path.conntrack import ConntrackReturnPath, ReturnPathPolicy
+from nra.plan.return_path.rules import RulesReturnPath
+from nra.settings import Settings
+
+
+def routing_policy(settings: Settings) -> RoutingPolicy:
+    """The multipath table (TABLE_WEIGHT) and its rules as the settings render them."""
+    fwmark, fwmask = settings.fwmark
+    return RoutingPolicy(table=settings.table, priority=settings.rule_priority, fwmark=fwmark, fwmask=fwmask,
+                         destinations=settings.destinations)
+
+
+def return_path(settings: Settings) -> ReturnPath:
+    """The strategy RETURN_PATH names."""
+    policy = routing_policy(settings)
+    if settings.return_path == "conntrack":
+        return ConntrackReturnPath(policy, ReturnPathPolicy(settings.return_path_mark,
+                                                            settings.router_tables, settings.table,
+                                                            settings.rule_priority))
+    return RulesReturnPath(policy)
+
+
+def reconcile_config(settings: Settings, path: ReturnPath | None = None) -> ReconcileConfig:
+    return ReconcileConfig(path or return_path(settings), pre_hook=settings.pre_reconcile_script_path,
+                           post_hook=settings.post_reconcile_script_path, hook_timeout=settings.hook_timeout,
+                           bgp_session_hold=settings.bgp_session_hold)
+
+
+def kernel_adapter(settings: Settings, path: ReturnPath) -> KernelAdapter:
+    """The kernel façade for these settings (use as `async with`): reading what the return
+    path declares; learned routes, managed neighbours and link timers when set."""
+    return KernelAdapter(settings.table, netns=settings.netns, reads=path.reads,
+                         learned_protos=settings.learned_protos, managed_neighbours=settings.managed_neighbours,
+                         neigh_timers=settings.neigh_timers)
+
+
+@asynccontextmanager
+async def reconciler(settings: Settings, status: AgentStatus | None = None) -> AsyncIterator[Reconciler]:
+    """A Reconciler on the kernel these settings name, open for the `async with` block."""
+    path = return_path(settings)
+    async with kernel_adapter(settings, path) as adapter:
+        yield Reconciler(adapter, reconcile_config(settings, path), status)

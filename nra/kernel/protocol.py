@@ -1,0 +1,42 @@
+"""What the reconciler asks of the kernel (`Kernel`): one read of the state, applying
+operations, the event stream and when it is subscribed, the peers' neighbour machinery.
+
+`nra.kernel.adapter.KernelAdapter` is the real one (netlink, in a network namespace); the
+unit tests of the reconcile loop use an in-memory one (tests/fake_kernel.py).
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Iterable, Mapping, Protocol, Sequence
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nra.config.intent import IPAddress
+from nra.kernel.events import KernelEvent
+from nra.kernel.model import KernelState
+from nra.kernel.operations import ApplyReport, Operation
+
+
+#: faults of the kernel or its sockets, as opposed to bugs (a Kernel raises these, or a bug)
+KERNEL_ERRORS = (OSError, NetlinkError)
+
+
+class Kernel(Protocol):
+    async def read_state(self, candidates: Iterable[IPAddress]) -> KernelState:
+        """The table's routes and rules, what the return path declared (KernelReads), and
+        for the candidate peers: which are on-link (and where), their neighbour entries."""
+
+    async def apply(self, ops: Sequence[Operation]) -> ApplyReport:
+        """Apply in the given order; failures are collected, never raised."""
+
+    def events(self) -> AsyncIterator[KernelEvent]:
+        """Every change that may call for a reconcile, until cancelled."""
+
+    async def subscribed(self) -> None:
+        """Returns once events() is listening: a change made after this is seen."""
+
+    async def set_up_peer_neighbours(self, state: KernelState) -> list[str]:
+        """Managed entries and link timers for the on-link peers, if configured; warnings."""
+
+    async def resolve_peers(self, entries: Mapping[IPAddress, str | None]) -> list[str]:
+        """Start resolving silent peers' neighbour entries again; warnings."""
