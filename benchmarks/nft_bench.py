@@ -38,7 +38,7 @@ def prefixes(n: int, offset: int = 0) -> list[ipaddress.IPv4Network]:
 
 def table_text(want: nft.NftTable) -> str:
     """The same table in nft syntax (for the comparison only)."""
-    cmds = nft.commands(nft.diff(want, None), want, FIELD, False)
+    cmds = nft.commands(nft.diff(want, None), want, False)
     lines = []
     for cmd in cmds:  # only element adds are large; render them natively, the rest as JSON
         add = cmd.get("add", {})
@@ -61,8 +61,8 @@ def measure(n: int) -> dict[str, float]:
     ns = new_netns("nra-nftbench")
     try:
         want = nft.desired_table(prefixes(n), ["eth0"], ROUTERS, FIELD)
-        rebuild = nft.commands(nft.diff(want, None), want, FIELD, False)
-        rebuild_again = nft.commands(nft.diff(want, None), want, FIELD, True)
+        rebuild = nft.commands(nft.diff(want, None), want, False)
+        rebuild_again = nft.commands(nft.diff(want, None), want, True)
         row = {}
         with Nft(ns.name) as lib:
             row["rebuild_json"] = timed(lambda: lib.json_cmd(rebuild))
@@ -82,10 +82,10 @@ def measure(n: int) -> dict[str, float]:
             assert not nft.diff(want, current)
             # one prefix more, then back: element-level transactions
             more = nft.desired_table(prefixes(n) + [ipaddress.ip_network("198.18.0.0/30")], ["eth0"], ROUTERS, FIELD)
-            add = nft.commands(nft.diff(more, current), more, FIELD, True)
+            add = nft.element_commands(nft.diff(more, current))
             row["change_json"] = timed(lambda: lib.json_cmd(add))
             current2 = nft.parse_listing(lib.list_table("inet", "nra"))
-            back = nft.commands(nft.diff(want, current2), want, FIELD, True)
+            back = nft.element_commands(nft.diff(want, current2))
             lib.json_cmd(back)
         # what nra does: the skeleton through libnftables, the prefixes as one element batch
         owner = NftState(ns.name)
@@ -126,7 +126,7 @@ def main() -> int:
     print("rebuild_json: table created by one JSON transaction (libnftables); _again: delete+create in one "
           "transaction; rebuild_text_2tx: the prefixes in nft syntax (2 transactions, for comparison); "
           "read: list table + parse; diff: steady diff; change: one prefix added, element-level; "
-          "_nra: what nra does (skeleton by libnftables, prefixes as one nf_tables batch)")
+          "_nra: what nra does (an inert skeleton by libnftables, then the elements and the hooks as one nf_tables batch)")
     return 0
 
 

@@ -20,6 +20,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nra.config.intent import MAX_WEIGHT, MIN_WEIGHT, IPNetwork
+from nra.kernel.model import NRA_PROTOCOL
 from nra.kernel.marks import DEFAULT_MARK_TEXT, U32, MarkField, parse_mark_field, parse_number
 from nra.kernel.table_names import NAME as TABLE_NAME_PATTERN
 from nra.kernel.table_names import check_name
@@ -116,9 +117,11 @@ ROUTE_PROTOS = {"static": 4, "gated": 8, "ra": 9, "mrt": 10, "zebra": 11, "bird"
                 "xorp": 14, "ntk": 15, "dhcp": 16, "keepalived": 18, "babel": 42, "openr": 99, "bgp": 186,
                 "isis": 187, "ospf": 188, "rip": 189, "eigrp": 192}
 # Routes never learned from a peer: the kernel's or the system's (unspec, redirect, kernel,
-# boot), and nra's own (its routes are written with pyroute2's default, proto static).
+# boot), and nra's own: NRA_PROTOCOL, and static, which nra's routes carried before it (they
+# stay on a node until its first reconcile by this version).
 NOT_LEARNED_PROTOS = {0: "the kernel's routes (unspec)", 1: "the kernel's routes (redirect)",
-                      2: "the kernel's own routes", 3: "the system's routes (boot)", 4: "nra's own routes (static)"}
+                      2: "the kernel's own routes", 3: "the system's routes (boot)",
+                      4: "nra's routes before protocol 245 (static)", NRA_PROTOCOL: "nra's own routes"}
 LEARNED_NAMES = {n: p for n, p in ROUTE_PROTOS.items() if p not in NOT_LEARNED_PROTOS}
 
 
@@ -132,7 +135,7 @@ def parse_route_protos(text: str) -> frozenset[int]:
         number = ROUTE_PROTOS.get(item, int(item) if re.fullmatch("[0-9]{1,3}", item) else None)
         if number is None or number > 255:
             raise ValueError(f"{shown(item)} is neither a routing protocol name ({', '.join(LEARNED_NAMES)}) "
-                             f"nor a number 5..255")
+                             f"nor a number 5..255 (not {NRA_PROTOCOL})")
         if number in NOT_LEARNED_PROTOS:
             raise ValueError(f"proto {number} marks {NOT_LEARNED_PROTOS[number]}, not routes learned from a peer")
         protos.add(number)
@@ -262,7 +265,8 @@ HEALTH = (rf"(?i:{'|'.join(sorted(w for w in HEALTH_OFF if w))})|(?:{IPV4}|\[[0-
           rf"|\$\([A-Za-z_][A-Za-z0-9_]*\))?:0*{PORT}")
 TIMER = "(?:" + "|".join(f"{k}\\s*=\\s*0*{range_pattern(*b)}" for k, b in NEIGH_TIMER_LIMITS.items()) + ")"
 NEIGH_TIMERS = rf"(?i:off|{'|'.join(NEIGH_TIMER_PRESETS)})|{TIMER}(?:\s*,\s*{TIMER})*"
-PROTO = "(?:(?i:" + "|".join(LEARNED_NAMES) + ")|0*" + range_pattern(5, 255) + ")"
+PROTO = ("(?:(?i:" + "|".join(LEARNED_NAMES) + ")|0*" + range_pattern(5, NRA_PROTOCOL - 1) + "|0*"
+         + range_pattern(NRA_PROTOCOL + 1, 255) + ")")
 PROTOS = rf"(?i:off)|{PROTO}(?:\s*,\s*{PROTO})*"
 TABLE_RANGE = f"0*{range_pattern(1, MAX_TABLE)}(?:-0*{range_pattern(1, MAX_TABLE)})?"
 
@@ -404,13 +408,14 @@ class Settings(BaseSettings):
         "seconds a reported session state must last before it changes a peer's verdict, both ways")
     learned_route_protos: Annotated[frozenset[int], Text(
         parse_route_protos, PROTOS, "PROTOS", accepts="off, or a list of " + ", ".join(LEARNED_NAMES)
-        + ", 5..255")] = setting(
+        + f", 5..255 except {NRA_PROTOCOL}")] = setting(
         "", "LEARNED_ROUTE_PROTOS", "--learned-route-protos",
         "peer liveness from routes learned over BGP, e.g. `bgp,bird` (names or numbers of `proto`)",
         default_text="unset (off)",
         details="A peer that had a route via it installed by one of these daemons and has none now is left "
         "out of the route at once; a peer never seen with one is not judged; a family's last peers are kept. "
-        "nra's own protocol (static, 4) and the kernel's (0-3) are refused. Each reconcile reads these routes: "
+        f"nra's own protocols ({NRA_PROTOCOL}, and static, 4, which its routes carried before) and the "
+        "kernel's (0-3) are refused; routes in nra's own tables are never counted. Each reconcile reads these routes: "
         "for nodes that receive a handful, not a full table.")
     return_path: Annotated[str, Choice(("rules", "conntrack"))] = setting(
         "rules", "RETURN_PATH", "--return-path",

@@ -56,8 +56,9 @@ TOGETHER = """
   pair and one routing table each), and never kube-proxy's bits `0xc000` (0x4000 masquerade,
   0x8000 drop): nra rewrites every bit of its mask on reply packets, so it would masquerade
   or drop replies. `RETURN_PATH_TABLES` holds at most {routers} tables.
-- `LEARNED_ROUTE_PROTOS` refuses the kernel's protocols (0-3) and nra's own (static, 4: nra's
-  routes are written with it), which would count nra's routes as learned from a peer.
+- `LEARNED_ROUTE_PROTOS` refuses the kernel's protocols (0-3) and nra's own ({nra_proto}, and
+  static, 4, which nra's routes carried before), which would count nra's routes as learned
+  from a peer; routes in nra's own tables are never counted, whatever their protocol.
 - `MAX_RECONCILE_WAIT` at most {wait} ms (the Node.js agent's timer limit).
 """
 
@@ -79,7 +80,7 @@ def render() -> str:
 
     return (INTRO.format(line=s.MAX_LINE, shown=MAX_SHOWN) + "\n".join(rows) + "\n"
             + TOGETHER.format(routers_default="ids", max_table=s.MAX_TABLE, bits=s.MAX_ROUTERS.bit_length(),
-                              routers=s.MAX_ROUTERS, wait=s.MAX_RECONCILE_WAIT_MS))
+                              routers=s.MAX_ROUTERS, wait=s.MAX_RECONCILE_WAIT_MS, nra_proto=s.NRA_PROTOCOL))
 
 
 def main(argv: list[str]) -> int:

@@ -62,18 +62,22 @@ async def oneshot(settings: Settings, source: Source) -> int:
 
 async def clean_and_exit(settings: Settings) -> int:
     """CLEANANDEXIT: every rule of either family pointing at the table and every route in it
-    removed, which is what reconciling to an empty intent does; and the table's name file."""
-    code = await _reconcile_once(settings, Intent(), "clean", "CLEANANDEXIT", hooks=False, verify=True)
+    removed, which is what reconciling to an empty intent does; nra's rules and routes left in
+    tables the settings no longer name, and in conntrack mode its nft table (libnftables or
+    not); and the table's name file."""
+    code = await _reconcile_once(settings, Intent(), "clean", "CLEANANDEXIT", hooks=False, verify=True,
+                                 cleaning=True)
     unname_table()
     return code
 
 
 async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode: str, hooks: bool,
-                          verify: bool) -> int:
+                          verify: bool, cleaning: bool = False) -> int:
     """verify: read the kernel again after applying and fail if anything still differs (cheap
-    for CLEANANDEXIT, whose read-back is of an empty table)."""
+    for CLEANANDEXIT, whose read-back is of an empty table). cleaning: CLEANANDEXIT, which
+    goes on without libnftables (nra's nft table is removed through nf_tables netlink)."""
     try:
-        async with reconciler(settings) as one:
+        async with reconciler(settings, cleaning=cleaning) as one:
             outcome = await one.reconcile(intent, trigger, hooks=hooks, verify=verify)
     except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
         logger.error("{} failed: {}", mode, exc)

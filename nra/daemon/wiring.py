@@ -40,17 +40,19 @@ def reconcile_config(settings: Settings, path: ReturnPath | None = None) -> Reco
                            bgp_session_hold=settings.bgp_session_hold)
 
 
-def kernel_adapter(settings: Settings, path: ReturnPath) -> KernelAdapter:
+def kernel_adapter(settings: Settings, path: ReturnPath, cleaning: bool = False) -> KernelAdapter:
     """The kernel façade for these settings (use as `async with`): reading what the return
-    path declares; learned routes, managed neighbours and link timers when set."""
+    path declares; learned routes, managed neighbours and link timers when set. `cleaning`
+    (CLEANANDEXIT): goes on without libnftables."""
     return KernelAdapter(settings.table, netns=settings.netns, reads=path.reads,
                          learned_protos=settings.learned_protos, managed_neighbours=settings.managed_neighbours,
-                         neigh_timers=settings.neigh_timers)
+                         neigh_timers=settings.neigh_timers, nft_library_optional=cleaning)
 
 
 @asynccontextmanager
-async def reconciler(settings: Settings, status: AgentStatus | None = None) -> AsyncIterator[Reconciler]:
+async def reconciler(settings: Settings, status: AgentStatus | None = None,
+                     cleaning: bool = False) -> AsyncIterator[Reconciler]:
     """A Reconciler on the kernel these settings name, open for the `async with` block."""
     path = return_path(settings)
-    async with kernel_adapter(settings, path) as adapter:
+    async with kernel_adapter(settings, path, cleaning) as adapter:
         yield Reconciler(adapter, reconcile_config(settings, path), status)

@@ -16,6 +16,7 @@ from dataclasses import replace
 from functools import partial
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
+from loguru import logger
 from pyroute2.iproute.linux import AsyncIPRoute
 
 from nra.config.intent import IPAddress
@@ -39,7 +40,7 @@ from nra.kernel.operations import (
 )
 from nra.kernel.peer_neighbours import PeerNeighbours
 from nra.kernel.protocol import KERNEL_ERRORS
-from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket
+from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket, read_leftovers
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket, in_netns
 
@@ -57,9 +58,10 @@ class KernelAdapter:
 
     def __init__(self, table: int, netns: str | None = None, reads: KernelReads = KernelReads(),
                  learned_protos: frozenset[int] = frozenset(), managed_neighbours: bool = False,
-                 neigh_timers: Mapping[str, int] | None = None):
+                 neigh_timers: Mapping[str, int] | None = None, nft_library_optional: bool = False):
         """reads: what the return path needs beyond the table and its rules (its
-        ReturnPath.reads)."""
+        ReturnPath.reads). nft_library_optional: without libnftables, nra's nft table can
+        still be read for presence and removed (CLEANANDEXIT)."""
         self.table = table
         self.netns = netns
         self.reads = reads
@@ -74,6 +76,7 @@ class KernelAdapter:
         self._learned = LearnedRoutes(learned_protos, own_tables) if learned_protos else None
         self._events = KernelEvents(netns, table, reads.route_tables, learned_protos)
         self._nft: NftState | None = None
+        self._nft_library_optional = nft_library_optional
         self._route_tables_read = False
         #: the on-link peers' links, from the last read
         self._links: Mapping[IPAddress, frozenset[int]] = {}
@@ -83,7 +86,10 @@ class KernelAdapter:
         self._ipr = await open_route_socket(self.netns)
         self._route_table = Routes(self._ipr, self.table, self._sock)
         if self.reads.nftables:
-            self._nft = await asyncio.to_thread(NftState, self.netns)
+            self._nft = await asyncio.to_thread(NftState, self.netns, self._nft_library_optional)
+            if self._nft.missing_library:
+                logger.warning("{}: nra's nft table is read and removed through nf_tables netlink alone",
+                               self._nft.missing_library)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -120,11 +126,13 @@ class KernelAdapter:
             invalid.update(await self._local.kinds(addresses))
             invalid.update(network_addresses(links, connected))
         entries = await self._neighbours.read_entries(links) if links else {}
-        learned = await self._learned.read(routes.ipr, addresses, links) if self._learned else None
+        learned = await self._learned.read(self._sock, addresses, links) if self._learned else None
         self._events.watch(links)
         self._links = links
+        owned = {self.table, *self.reads.route_tables}
+        leftovers = (*self._rules.leftovers, *await asyncio.to_thread(read_leftovers, self._sock, owned))
         state = KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
-                            {a: e.state for a, e in entries.items()}, links, invalid, learned)
+                            {a: e.state for a, e in entries.items()}, links, invalid, learned, leftovers=leftovers)
         return await self._read_declared(state, entries)
 
     async def _zones(self, addresses: Iterable[IPAddress], invalid: dict[IPAddress, str]) -> dict[IPAddress, int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Container, Iterator
 
 from nra.config.intent import IPNetwork
-from nra.kernel.model import FULL_MASK, KernelRoute, KernelRule, NeighbourEntry, Nexthop
+from nra.kernel.model import FULL_MASK, NRA_PROTOCOL, KernelRoute, KernelRule, NeighbourEntry, Nexthop
 
 # -- linux/netlink.h ------------------------------------------------------------------------
 NLMSG_HDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -163,11 +163,12 @@ def error_text(code: int) -> str:
 def encode_rule(family: int, src: IPNetwork | None, priority: int, table: int,
                 fwmark: int | None = None, fwmask: int | None = None) -> bytes:
     """The body of an RTM_NEWRULE/RTM_DELRULE: `from src [fwmark M[/mask]] lookup table
-    priority P`. A mark of 0 with a mask is a real selector and is sent as one."""
+    priority P protocol nra`. A mark of 0 with a mask is a real selector and is sent as one."""
     src_len = src.prefixlen if src is not None else 0
     body = FIB_RULE_HDR.pack(AF[family], 0, src_len, 0, table if table < 256 else RT_TABLE_COMPAT,
                              0, 0, FR_ACT_TO_TBL, 0)
     body += attribute(FRA_TABLE, U32.pack(table)) + attribute(FRA_PRIORITY, U32.pack(priority))
+    body += attribute(FRA_PROTOCOL, bytes([NRA_PROTOCOL]))
     if src_len:
         body += attribute(FRA_SRC, src.network_address.packed)
     if fwmark is not None and (fwmark or fwmask):
@@ -177,17 +178,19 @@ def encode_rule(family: int, src: IPNetwork | None, priority: int, table: int,
     return body
 
 
-def encode_dump_request(kind: int, family: int, seq: int, selector: int = 0) -> bytes:
+def encode_dump_request(kind: int, family: int, seq: int, selector: int = 0, protocol: int = 0) -> bytes:
     """A dump of one family's rules (RTM_GETRULE), neighbours (RTM_GETNEIGH; of one link if
-    `selector` is its index) or routes of one table (RTM_GETROUTE; `selector` is the table).
-    The kernel filters by link or table on a socket with NETLINK_GET_STRICT_CHK."""
+    `selector` is its index) or routes (RTM_GETROUTE; of one table if `selector` is the
+    table, of one `protocol` if given). The kernel filters by link, table or protocol on a
+    socket with NETLINK_GET_STRICT_CHK."""
     if kind == RTM_GETNEIGH:
         body = NDMSG.pack(family, 0, 0, 0, 0, 0, 0)
         if selector:
             body += attribute(NDA_IFINDEX, U32.pack(selector))
     elif kind == RTM_GETROUTE:
-        body = RTMSG.pack(family, 0, 0, 0, selector if selector < 256 else RT_TABLE_COMPAT, 0, 0, 0, 0)
-        body += attribute(RTA_TABLE, U32.pack(selector))
+        body = RTMSG.pack(family, 0, 0, 0, selector if selector < 256 else RT_TABLE_COMPAT, protocol, 0, 0, 0)
+        if selector:
+            body += attribute(RTA_TABLE, U32.pack(selector))
     else:
         body = FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     return request(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
@@ -211,12 +214,16 @@ def _rule_extra_value(kind: int, payload: bytes) -> str:
     return payload.hex()
 
 
-def rule_table(body: bytes) -> int:
-    """The table a rule body points at (FRA_TABLE, else the 8-bit header field)."""
+def rule_owner(body: bytes) -> tuple[int, int | None]:
+    """(the table a rule body points at: FRA_TABLE, else the 8-bit header field; its
+    FRA_PROTOCOL, None when the kernel gives none)."""
+    table, protocol = body[4], None
     for kind, payload in attributes(body, FIB_RULE_HDR.size, len(body)):
         if kind == FRA_TABLE and len(payload) >= 4:
-            return U32.unpack_from(payload)[0]
-    return body[4]
+            table = U32.unpack_from(payload)[0]
+        elif kind == FRA_PROTOCOL and payload:
+            protocol = payload[0]
+    return table, protocol
 
 
 def decode_rule(body: bytes) -> KernelRule:
@@ -231,6 +238,8 @@ def decode_rule(body: bytes) -> KernelRule:
     if tos:
         extra.append(f"tos {tos:#x}")
     for kind, payload in attributes(body, FIB_RULE_HDR.size, len(body)):
+        if kind == FRA_PROTOCOL and payload and payload[0] != NRA_PROTOCOL:
+            extra.append(f"protocol {payload[0]}")  # someone else's (or an older nra's): not ours
         if kind in RULE_OWN_ATTRS:
             values[kind] = payload
             continue
@@ -266,9 +275,9 @@ def decode_rule(body: bytes) -> KernelRule:
 # -- neighbours ----------------------------------------------------------------------------------
 
 
-def decode_neighbour(message: Message, wanted: Container[bytes]) -> NeighbourEntry | None:
-    """The entry of one RTM_NEWNEIGH/RTM_DELNEIGH if its address (packed) is `wanted`; other
-    entries are skipped after reading their destination, without building anything."""
+def decode_neighbour(message: Message, wanted: Container[bytes] | None) -> NeighbourEntry | None:
+    """The entry of one RTM_NEWNEIGH/RTM_DELNEIGH if its address (packed) is `wanted` (None:
+    any); other entries are skipped after reading their destination, without building anything."""
     data = message.data
     if message.end - message.body < NDMSG.size:
         return None
@@ -276,7 +285,7 @@ def decode_neighbour(message: Message, wanted: Container[bytes]) -> NeighbourEnt
     address = lladdr = None
     for kind, payload in attributes(data, message.body + NDMSG.size, message.end):
         if kind == NDA_DST:
-            if payload not in wanted:
+            if wanted is not None and payload not in wanted:
                 return None
             address = ipaddress.ip_address(payload)
         elif kind == NDA_LLADDR and payload:
@@ -337,17 +346,41 @@ def nexthop_flags(value: int) -> frozenset[str]:
     return frozenset(name for bit, name in RTNH_FLAGS.items() if value & bit)
 
 
+def _via(payload: bytes) -> bytes:
+    """The address of an RTA_VIA (struct rtvia: a u16 family, then the address)."""
+    return payload[2:]
+
+
+def hops(payload: bytes) -> Iterator[tuple[int, int, int, bytes | None]]:
+    """(flags, hops, link index, packed gateway or None) of each rtnexthop of an
+    RTA_MULTIPATH; the gateway is the hop's RTA_GATEWAY, or its RTA_VIA (an IPv4 route via
+    an IPv6 nexthop). The one multipath decoder: routes and notifications both use it."""
+    at = 0
+    while at + RTNEXTHOP.size <= len(payload):
+        length, hop_flags, weight, ifindex = RTNEXTHOP.unpack_from(payload, at)
+        if length < RTNEXTHOP.size:
+            return
+        gateway = None
+        for kind, hop_payload in attributes(payload, at + RTNEXTHOP.size, at + length):
+            if kind == RTA_GATEWAY:
+                gateway = hop_payload
+            elif kind == RTA_VIA and gateway is None:
+                gateway = _via(hop_payload)
+        yield hop_flags, weight, ifindex, gateway
+        at += (length + 3) & ~3
+
+
 def decode_route(message: Message) -> KernelRoute:
     """A route message as a KernelRoute: its destination, table, type, metric, tos,
     protocol, scope, link, and nexthops (each hop of a multipath with its weight and flags;
-    a gateway is an RTA_GATEWAY)."""
+    a gateway is an RTA_GATEWAY, or the address of an RTA_VIA)."""
     family, dst_len, _, tos, table, protocol, scope, kind, flags = RTMSG.unpack_from(message.data, message.body)
     version = VERSION[family]
     dst = b""
     gateway: bytes | None = None
     oif: int | None = None
     metric = 0
-    hops: list[Nexthop] | None = None
+    multipath: list[Nexthop] | None = None
     for attr, payload in attributes(message.data, message.body + RTMSG.size, message.end):
         if attr == RTA_DST:
             dst = payload
@@ -355,24 +388,18 @@ def decode_route(message: Message) -> KernelRoute:
             table = U32.unpack_from(payload)[0]
         elif attr == RTA_GATEWAY:
             gateway = payload
+        elif attr == RTA_VIA and gateway is None:
+            gateway = _via(payload)
         elif attr == RTA_OIF and len(payload) >= 4:
             oif = U32.unpack_from(payload)[0]
         elif attr == RTA_PRIORITY and len(payload) >= 4:
             metric = U32.unpack_from(payload)[0]
         elif attr == RTA_MULTIPATH:
-            hops = []
-            at = 0
-            while at + RTNEXTHOP.size <= len(payload):
-                length, hop_flags, weight, ifindex = RTNEXTHOP.unpack_from(payload, at)
-                if length < RTNEXTHOP.size:
-                    break
-                hop_gateway = next((p for k, p in attributes(payload, at + RTNEXTHOP.size, at + length)
-                                    if k == RTA_GATEWAY), None)
-                hops.append(Nexthop(ipaddress.ip_address(hop_gateway) if hop_gateway else None, weight + 1,
-                                    nexthop_flags(hop_flags), ifindex))
-                at += (length + 3) & ~3
-    if hops:
-        nexthops: tuple[Nexthop, ...] = tuple(hops)
+            multipath = [Nexthop(ipaddress.ip_address(hop_gateway) if hop_gateway else None, weight + 1,
+                                 nexthop_flags(hop_flags), ifindex)
+                         for hop_flags, weight, ifindex, hop_gateway in hops(payload)]
+    if multipath:
+        nexthops: tuple[Nexthop, ...] = tuple(multipath)
     elif gateway or oif:
         nexthops = (Nexthop(ipaddress.ip_address(gateway) if gateway else None, 1, nexthop_flags(flags), oif),)
     else:
@@ -383,14 +410,10 @@ def decode_route(message: Message) -> KernelRoute:
                        tos=tos, proto=protocol, oif=oif, scope=scope)
 
 
-def _via(payload: bytes) -> bytes:
-    """The address of an RTA_VIA (struct rtvia: a u16 family, then the address)."""
-    return payload[2:]
-
-
 def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes], frozenset[int]]:
     """(protocol, packed gateway addresses, link indexes) of a route message: its RTA_GATEWAY /
-    RTA_VIA and RTA_OIF, or those of each hop of its RTA_MULTIPATH."""
+    RTA_VIA and RTA_OIF, or those of each hop of its RTA_MULTIPATH (a notification's
+    reason needs no more, and builds no addresses)."""
     protocol = RTMSG.unpack_from(message.data, message.body)[5]
     gateways: set[bytes] = set()
     links: set[int] = set()
@@ -402,18 +425,10 @@ def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes], froz
         elif kind == RTA_OIF and len(payload) >= 4:
             links.add(U32.unpack_from(payload)[0])
         elif kind == RTA_MULTIPATH:
-            at = 0
-            while at + RTNEXTHOP.size <= len(payload):
-                length, _, _, ifindex = RTNEXTHOP.unpack_from(payload, at)
-                if length < RTNEXTHOP.size:
-                    break
+            for _, _, ifindex, gateway in hops(payload):
                 links.add(ifindex)
-                for hop_kind, hop_payload in attributes(payload, at + RTNEXTHOP.size, at + length):
-                    if hop_kind == RTA_GATEWAY:
-                        gateways.add(hop_payload)
-                    elif hop_kind == RTA_VIA:
-                        gateways.add(_via(hop_payload))
-                at += (length + 3) & ~3
+                if gateway is not None:
+                    gateways.add(gateway)
     return protocol, frozenset(gateways), frozenset(links)
 
 

@@ -46,7 +46,7 @@ from nra.kernel.codec import (
     error_text,
     messages,
     request,
-    rule_table,
+    rule_owner,
 )
 from nra.kernel.model import NeighbourEntry
 from nra.kernel.socket import open_netlink
@@ -194,7 +194,8 @@ class KernelEvents:
         kind = message.kind
         if kind in (RTM_NEWRULE, RTM_DELRULE):
             body = message.body_bytes()
-            if rule_table(body) != self.table and rule_table(body) not in self.also:
+            table = rule_owner(body)[0]
+            if table != self.table and table not in self.also:
                 return None
             rule = decode_rule(body)
             return (f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from "

@@ -9,51 +9,43 @@ cannot be told (no entry for the gateway, or none for an IPv6 peer of that link)
 counts for each IPv6 peer of the link whose link-layer address is unknown: a peer is never
 judged down for want of a neighbour entry.
 
-Cost: every reconcile dumps these routes (the kernel filters by proto): meant for nodes that
-receive a handful of routes from their peers, not a full table.
+Cost: every reconcile dumps these routes (the kernel filters by proto) through nra's own
+socket and codec: meant for nodes that receive a handful of routes from their peers, not a
+full table.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from typing import Iterable, Mapping
 
-from pyroute2.iproute.linux import AsyncIPRoute
-
 from nra.config.intent import IPAddress
+from nra.kernel.codec import RTM_GETNEIGH, RTM_GETROUTE, decode_neighbour, decode_route
+from nra.kernel.socket import NetlinkSocket
 
 LINK_LOCAL6 = ipaddress.ip_network("fe80::/10")
 
 
-def gateways_of(msg) -> set[tuple[bytes, int | None]]:
-    """(packed gateway address, link index) of a pyroute2 route message: its gateway or via
-    (an IPv4 route through an IPv6 nexthop), or those of each hop of a multipath route."""
-    hops = msg.get("RTA_MULTIPATH") or [msg]
-    found = set()
-    for hop in hops:
-        gateway = hop.get("RTA_GATEWAY")
-        via = hop.get("RTA_VIA")
-        if via and not gateway:
-            gateway = via.get("addr") if isinstance(via, dict) else None
-        if gateway:
-            found.add((ipaddress.ip_address(gateway).packed, hop.get("oif") or hop.get("RTA_OIF")))
-    return found
-
-
 class LearnedRoutes:
     """Reads, in every table and both families, the routes whose `proto` is one of the
-    configured routing daemons' (the kernel filters the dump by protocol)."""
+    configured routing daemons' (the kernel filters the dump by protocol), through nra's
+    netlink socket and codec."""
 
     def __init__(self, protos: frozenset[int], own_tables: Iterable[int] = ()):
         self.protos = protos
         # nra's own tables: a route there is nra's, whatever its proto, never learned
         self.own_tables = frozenset(own_tables)
 
-    async def read(self, ipr: AsyncIPRoute, peers: Iterable[IPAddress],
+    async def read(self, sock: NetlinkSocket, peers: Iterable[IPAddress],
                    links: Mapping[IPAddress, frozenset[int]] | None = None) -> dict[IPAddress, int]:
         """How many such routes go via each of `peers` (a peer via none is absent); `links`:
         each on-link peer's links, for routes via a link-local gateway."""
+        return await asyncio.to_thread(self.read_blocking, sock, tuple(peers), links or {})
+
+    def read_blocking(self, sock: NetlinkSocket, peers: Iterable[IPAddress],
+                      links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, int]:
         wanted = {a.packed: a for a in peers}
         counts: dict[IPAddress, int] = {}
         if not wanted:
@@ -61,30 +53,32 @@ class LearnedRoutes:
         link_local: dict[tuple[bytes, int], int] = {}
         for family in (socket.AF_INET, socket.AF_INET6):  # an IPv4 route may go via an IPv6 peer
             for proto in sorted(self.protos):
-                async for msg in await ipr.route("dump", family=family, proto=proto):
-                    if msg["proto"] != proto or (msg.get("RTA_TABLE") or msg["table"]) in self.own_tables:
+                for route in sock.dump(RTM_GETROUTE, family, decode_route, protocol=proto):
+                    # (a kernel without strict checking filters nothing)
+                    if route.proto != proto or route.table in self.own_tables:
                         continue
-                    for packed, oif in gateways_of(msg):
+                    for hop in {(nh.gateway.packed, nh.oif) for nh in route.nexthops if nh.gateway is not None}:
+                        packed, oif = hop
                         if packed in wanted:
                             counts[wanted[packed]] = counts.get(wanted[packed], 0) + 1
                         elif oif and len(packed) == 16 and ipaddress.ip_address(packed) in LINK_LOCAL6:
-                            link_local[(packed, oif)] = link_local.get((packed, oif), 0) + 1
+                            link_local[hop] = link_local.get(hop, 0) + 1
         if link_local:
-            for peer, count in (await self._by_link_layer(ipr, link_local, wanted, links or {})).items():
+            for peer, count in self._by_link_layer(sock, link_local, wanted, links).items():
                 counts[peer] = counts.get(peer, 0) + count
         return counts
 
-    async def _by_link_layer(self, ipr: AsyncIPRoute, link_local: dict[tuple[bytes, int], int],
-                             wanted: dict[bytes, IPAddress],
-                             links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, int]:
+    @staticmethod
+    def _by_link_layer(sock: NetlinkSocket, link_local: dict[tuple[bytes, int], int],
+                       wanted: dict[bytes, IPAddress],
+                       links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, int]:
         """Link-local gateways -> the peers with the same link-layer address on that link (or,
         when that cannot be told, the link's IPv6 peers whose link-layer address is unknown)."""
         lladdr: dict[tuple[bytes, int], str] = {}
         for oif in sorted({oif for _, oif in link_local}):
-            async for msg in await ipr.neigh("dump", family=socket.AF_INET6, ifindex=oif):
-                dst, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
-                if dst and mac and msg["ifindex"] == oif:
-                    lladdr[(ipaddress.ip_address(dst).packed, oif)] = mac
+            for entry in sock.dump(RTM_GETNEIGH, socket.AF_INET6, lambda m: decode_neighbour(m, None), selector=oif):
+                if entry.lladdr and entry.ifindex == oif:
+                    lladdr[(entry.address.packed, oif)] = entry.lladdr
         macs: dict[int, dict[IPAddress, str]] = {}  # link -> its peers known by their address -> mac
         for (packed, oif), mac in lladdr.items():
             if packed in wanted:

@@ -14,6 +14,11 @@ from nra.kernel.nft_table import NftTable
 DEFAULT_METRIC = {4: 0, 6: 1024}
 # A rule with `fwmark M` and no mask is stored and listed with mask 0xffffffff.
 FULL_MASK = 0xFFFFFFFF
+#: The routing protocol number on every rule and route nra writes (FRA_PROTOCOL,
+#: rtm_protocol): how nra finds what it owns in tables its settings no longer name (a new
+#: TABLE or RETURN_PATH_TABLES, a mark whose capacity shrank, conntrack switched to rules).
+#: Unassigned in iproute2's rt_protos; a rule of nra's tables without it is not nra's.
+NRA_PROTOCOL = 245
 
 
 @dataclass(frozen=True, order=True)
@@ -115,6 +120,8 @@ class KernelState:
     #: how many routes installed by the configured routing daemons (LEARNED_ROUTE_PROTOS) go
     #: via each candidate peer; None when learned-route liveness is off
     learned: Mapping[IPAddress, int] | None = None
+    #: rules and routes of nra's (NRA_PROTOCOL) in tables the settings no longer name
+    leftovers: tuple[KernelRule | KernelRoute, ...] = ()
     # -- read only when the return path asks (KernelReads) ---------------------------------
     #: candidate peers' link-layer addresses (their neighbour entries'); KernelReads.peer_links
     lladdrs: Mapping[IPAddress, str] = field(default_factory=dict)

@@ -1,64 +1,63 @@
-"""nf_tables over netlink, for what libnftables does slowly: set elements in bulk, the
-ruleset generation, and change notifications.
+"""nf_tables over netlink, for what libnftables does slowly or cannot say: element changes
+in bulk, the table's flags, the ruleset generation, and change notifications. Encoded and
+decoded with nra's one netlink codec (nra.kernel.codec: messages, attributes) and sent
+through its one socket type (nra.kernel.socket.NetlinkSocket of NETLINK_NETFILTER).
 
 libnftables loads every element of an interval set before it adds one (to merge and check
 overlaps), so one prefix more costs a dump of all of them: 80 ms at 10,000 prefixes, seconds
 at 100,000. nra's prefixes are already collapsed and disjoint, so it encodes the kernel's
 own interval representation itself (a start element, and an end element one past the
-prefix flagged INTERVAL_END) and sends every element change of a reconcile as one batch:
-one transaction, applied whole or not at all. The encoders are pure; the socket functions
-are the only I/O.
+prefix flagged INTERVAL_END) and sends every element change of a reconcile (prefixes, links,
+routers, and the table's flags) as one batch: one transaction, applied whole or not at all.
+Pure: the socket is the caller's.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
+
+from nra.kernel.codec import NLA_F_NESTED, NLA_HDR, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, Message, attribute, \
+    attributes, messages, request
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
-NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE = 0, 2
+NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
+NFT_MSG_NEWRULE = 6
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 15, 16
 NFNLGRP_NFTABLES = 7
 NFPROTO_INET = 1
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 0x1, 0x4, 0x400
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLA_F_NESTED = 0x8000
 # attributes
+NFTA_TABLE_NAME, NFTA_TABLE_FLAGS = 1, 2
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_USERDATA = 1, 2, 3, 6
 NFTA_DATA_VALUE, NFTA_DATA_VERDICT = 1, 2
 NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 1, 2
 NFTA_GEN_ID, NFTA_GEN_PROC_PID = 1, 2
-NFT_GOTO = -4
+NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
+NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 2
+NFTA_IMMEDIATE_DREG, NFTA_IMMEDIATE_DATA = 1, 2
+NFT_REG_VERDICT = 0
+NFT_JUMP, NFT_GOTO = -3, -4
+NLM_F_APPEND = 0x800
 NFT_SET_ELEM_INTERVAL_END = 1
 # libnftnl's element user data "this interval has no end" (it runs to the top of the space),
 # so that `nft list` shows it as the prefix it is
 UDATA_INTERVAL_OPEN = bytes([1, 4]) + struct.pack("<I", 1)
 IFNAMSIZ = 16
 
-NLMSG_HDR = struct.Struct("=IHHII")
 NFGENMSG = struct.Struct("!BBH")  # family, version, resource id (big endian)
-NLA_HDR = struct.Struct("=HH")
-RCVBUF = 32 * 1024 * 1024
-SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
+BE32 = struct.Struct("!I")
 # elements per message: a netlink message must stay well under 64 KiB of attributes
 ELEMENTS_PER_MESSAGE = 1000
 
 
-def nla(kind: int, payload: bytes) -> bytes:
-    data = NLA_HDR.pack(NLA_HDR.size + len(payload), kind) + payload
-    return data + b"\0" * (-len(data) % 4)
-
-
 def nested(kind: int, *parts: bytes) -> bytes:
-    return nla(kind | NLA_F_NESTED, b"".join(parts))
+    return attribute(kind | NLA_F_NESTED, b"".join(parts))
 
 
 def _string(text: str) -> bytes:
@@ -66,25 +65,30 @@ def _string(text: str) -> bytes:
 
 
 def message(kind: int, flags: int, seq: int, family: int, body: bytes, res_id: int = 0) -> bytes:
-    payload = NFGENMSG.pack(family, 0, res_id) + body
-    return NLMSG_HDR.pack(NLMSG_HDR.size + len(payload), kind, flags, seq, 0) + payload
+    """One nfnetlink message: the nfgenmsg header, then `body` (attributes)."""
+    return request(kind, flags, seq, NFGENMSG.pack(family, 0, res_id) + body)
 
 
 def _nft_type(msg: int) -> int:
     return NFNL_SUBSYS_NFTABLES << 8 | msg
 
 
+def message_attributes(message: Message) -> dict[int, bytes]:
+    """The top-level attributes of an nfnetlink message (after its nfgenmsg)."""
+    return dict(attributes(message.data, message.body + NFGENMSG.size, message.end))
+
+
 # -- elements (pure) ----------------------------------------------------------------------
 
 
 def _element(key: bytes, flags: int = 0, data: bytes = b"", udata: bytes = b"") -> bytes:
-    parts = [nested(NFTA_SET_ELEM_KEY, nla(NFTA_DATA_VALUE, key))]
+    parts = [nested(NFTA_SET_ELEM_KEY, attribute(NFTA_DATA_VALUE, key))]
     if flags:
-        parts.append(nla(NFTA_SET_ELEM_FLAGS, struct.pack("!I", flags)))
+        parts.append(attribute(NFTA_SET_ELEM_FLAGS, struct.pack("!I", flags)))
     if data:
         parts.append(nested(NFTA_SET_ELEM_DATA, data))
     if udata:
-        parts.append(nla(NFTA_SET_ELEM_USERDATA, udata))
+        parts.append(attribute(NFTA_SET_ELEM_USERDATA, udata))
     return nested(NFTA_LIST_ELEM, *parts)
 
 
@@ -101,7 +105,7 @@ def _headers(key_length: int, flags: int) -> bytes:
 
 _START = {w: _headers(w // 8, 0) for w in (32, 128)}
 _END = {w: _headers(w // 8, NFT_SET_ELEM_INTERVAL_END) for w in (32, 128)}
-_END_FLAGS = nla(NFTA_SET_ELEM_FLAGS, struct.pack("!I", NFT_SET_ELEM_INTERVAL_END))
+_END_FLAGS = attribute(NFTA_SET_ELEM_FLAGS, struct.pack("!I", NFT_SET_ELEM_INTERVAL_END))
 
 
 def interval_elements(low: int, high: int, width: int) -> list[bytes]:
@@ -122,20 +126,39 @@ def interval_floor(version: int) -> bytes:
 
 
 def ifname_element(name: str) -> bytes:
+    """An element of an `ifname` set (the name, NUL-padded to IFNAMSIZ)."""
     return _element(name.encode()[:IFNAMSIZ - 1].ljust(IFNAMSIZ, b"\0"))
-
-
-def lladdr_bytes(lladdr: str) -> bytes:
-    return bytes(int(part, 16) for part in lladdr.split(":"))
 
 
 def goto_element(lladdr: str, chain: str | None) -> bytes:
     """A verdict map element `lladdr : goto chain` (chain None: the key alone, for a delete)."""
+    key = bytes.fromhex(lladdr.replace(":", ""))
     if chain is None:
-        return _element(lladdr_bytes(lladdr))
-    verdict = nested(NFTA_DATA_VERDICT, nla(NFTA_VERDICT_CODE, struct.pack("!i", NFT_GOTO)),
-                     nla(NFTA_VERDICT_CHAIN, _string(chain)))
-    return _element(lladdr_bytes(lladdr), data=verdict)
+        return _element(key)
+    return _element(key, data=_verdict(NFT_GOTO, chain))
+
+
+def _verdict(code: int, chain: str) -> bytes:
+    return nested(NFTA_DATA_VERDICT, attribute(NFTA_VERDICT_CODE, struct.pack("!i", code)),
+                  attribute(NFTA_VERDICT_CHAIN, _string(chain)))
+
+
+def jump_rule_message(table: str, chain: str, target: str, seq: int) -> bytes:
+    """NEWRULE appending `jump target` to a chain: one immediate expression into the
+    verdict register (what nft compiles `jump target` to)."""
+    expression = nested(NFTA_LIST_ELEM, attribute(NFTA_EXPR_NAME, _string("immediate")), nested(
+        NFTA_EXPR_DATA, attribute(NFTA_IMMEDIATE_DREG, BE32.pack(NFT_REG_VERDICT)),
+        nested(NFTA_IMMEDIATE_DATA, _verdict(NFT_JUMP, target))))
+    return message(_nft_type(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, seq,
+                   NFPROTO_INET, attribute(NFTA_RULE_TABLE, _string(table)) + attribute(NFTA_RULE_CHAIN, _string(chain))
+                   + nested(NFTA_RULE_EXPRESSIONS, expression))
+
+
+def table_flags_message(table: str, flags: int, seq: int) -> bytes:
+    """NEWTABLE of an existing table with these flags: the kernel updates them in place
+    (clearing `dormant` turns the table's hooks on again)."""
+    return message(_nft_type(NFT_MSG_NEWTABLE), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, seq, NFPROTO_INET,
+                   attribute(NFTA_TABLE_NAME, _string(table)) + attribute(NFTA_TABLE_FLAGS, BE32.pack(flags)))
 
 
 def element_messages(table: str, set_name: str, elements: Sequence[bytes], delete: bool,
@@ -145,7 +168,7 @@ def element_messages(table: str, set_name: str, elements: Sequence[bytes], delet
     kind = _nft_type(NFT_MSG_DELSETELEM if delete else NFT_MSG_NEWSETELEM)
     flags = NLM_F_REQUEST | NLM_F_ACK | (0 if delete else NLM_F_CREATE)
     for i in range(0, len(elements), ELEMENTS_PER_MESSAGE):
-        body = (nla(NFTA_SET_ELEM_LIST_TABLE, _string(table)) + nla(NFTA_SET_ELEM_LIST_SET, _string(set_name))
+        body = (attribute(NFTA_SET_ELEM_LIST_TABLE, _string(table)) + attribute(NFTA_SET_ELEM_LIST_SET, _string(set_name))
                 + nested(NFTA_SET_ELEM_LIST_ELEMENTS, *elements[i:i + ELEMENTS_PER_MESSAGE]))
         msgs.append(message(kind, flags, first_seq + len(msgs), NFPROTO_INET, body))
     return msgs
@@ -159,13 +182,19 @@ class ElementOp:
     delete: bool = False
 
 
-def batch(table: str, ops: Iterable[ElementOp], first_seq: int) -> tuple[bytes, list[int]]:
-    """One transaction: BATCH_BEGIN, the element messages in order, BATCH_END. Returns the
-    bytes and the sequence numbers whose acks to wait for."""
+def batch(table: str, ops: Iterable[ElementOp], first_seq: int, table_flags: int | None = None,
+          jumps: Sequence[tuple[str, str]] = ()) -> tuple[bytes, list[int]]:
+    """One transaction: BATCH_BEGIN, the table's flags (if given), the element messages in
+    order, the `jump` rules (chain, target) appended last, BATCH_END. Returns the bytes and
+    the sequence numbers whose acks to wait for."""
     seq = first_seq
     parts = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, b"", NFNL_SUBSYS_NFTABLES)]
     acked: list[int] = []
     seq += 1
+    if table_flags is not None:
+        parts.append(table_flags_message(table, table_flags, seq))
+        acked.append(seq)
+        seq += 1
     for op in ops:
         if not op.elements:
             continue
@@ -173,82 +202,69 @@ def batch(table: str, ops: Iterable[ElementOp], first_seq: int) -> tuple[bytes, 
         acked += range(seq, seq + len(msgs))
         seq += len(msgs)
         parts += msgs
+    for chain, target in jumps:
+        parts.append(jump_rule_message(table, chain, target, seq))
+        acked.append(seq)
+        seq += 1
     parts.append(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, b"", NFNL_SUBSYS_NFTABLES))
     return b"".join(parts), acked
 
 
-# -- sockets ------------------------------------------------------------------------------
+def delete_table(table: str, first_seq: int) -> tuple[bytes, list[int]]:
+    """The transaction that deletes the table (with everything in it), as batch() gives it."""
+    return b"".join((message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first_seq, 0, b"", NFNL_SUBSYS_NFTABLES),
+                     message(_nft_type(NFT_MSG_DELTABLE), NLM_F_REQUEST | NLM_F_ACK, first_seq + 1, NFPROTO_INET,
+                             attribute(NFTA_TABLE_NAME, _string(table))),
+                     message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, first_seq + 2, 0, b"", NFNL_SUBSYS_NFTABLES))), \
+        [first_seq + 1]
 
 
-def open_socket(groups: int = 0) -> socket.socket:
-    """A NETLINK_NETFILTER socket in the calling thread's namespace (see libnft.enter_netns)."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-    sock.bind((0, groups))
-    return sock
+# -- queries (the socket is nra.kernel.socket.NetlinkSocket) ------------------------------
 
 
-def _messages(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
-    """(type, flags, seq, pid, offset) of each message in a buffer."""
-    offset = 0
-    while offset + NLMSG_HDR.size <= len(data):
-        length, kind, flags, seq, pid = NLMSG_HDR.unpack_from(data, offset)
-        if length < NLMSG_HDR.size:
-            return
-        yield kind, flags, seq, pid, offset
-        offset += (length + 3) & ~3
+def encode_getgen(seq: int) -> bytes:
+    return message(_nft_type(NFT_MSG_GETGEN), NLM_F_REQUEST, seq, 0, b"")
 
 
-def send_batch(sock: socket.socket, data: bytes, acked: Sequence[int]) -> None:
-    """Send a batch and wait for its acks; the first error raises OSError (the kernel then
-    applied none of it)."""
-    # a batch is one datagram: the send buffer must hold it (libnftables does the same)
-    if len(data) > sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2:
-        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, len(data) + (1 << 16))
-    sock.send(data)
-    waiting = set(acked)
-    while waiting:
-        answer = sock.recv(1 << 20)
-        for kind, _, seq, _, offset in _messages(answer):
-            if kind == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", answer, offset + NLMSG_HDR.size)[0]
-                if code:
-                    raise OSError(code, f"nf_tables element batch: {os.strerror(code)}")
-                waiting.discard(seq)
+def decode_generation(message: Message) -> int | None:
+    """The ruleset generation id of a NEWGEN reply (None: another message)."""
+    if message.kind != _nft_type(NFT_MSG_NEWGEN):
+        return None
+    return BE32.unpack(message_attributes(message)[NFTA_GEN_ID])[0]
 
 
-def attrs(data: bytes, start: int, end: int) -> dict[int, bytes]:
-    found = {}
-    while start + NLA_HDR.size <= end:
-        length, kind = NLA_HDR.unpack_from(data, start)
-        if length < NLA_HDR.size:
-            break
-        found[kind & 0x3FFF] = data[start + NLA_HDR.size:start + length]
-        start += (length + 3) & ~3
-    return found
+def encode_gettable(table: str, seq: int) -> bytes:
+    return message(_nft_type(NFT_MSG_GETTABLE), NLM_F_REQUEST, seq, NFPROTO_INET,
+                   attribute(NFTA_TABLE_NAME, _string(table)))
 
 
-def generation(sock: socket.socket, seq: int) -> int:
-    """The ruleset generation id: it changes with every nf_tables transaction, anyone's."""
-    sock.send(message(_nft_type(NFT_MSG_GETGEN), NLM_F_REQUEST, seq, 0, b""))
-    while True:
-        data = sock.recv(1 << 16)
-        for kind, _, got_seq, _, offset in _messages(data):
-            if got_seq != seq:
-                continue
-            if kind == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", data, offset + NLMSG_HDR.size)[0]
-                raise OSError(code, f"nf_tables generation: {os.strerror(code)}")
-            if kind == _nft_type(NFT_MSG_NEWGEN):
-                length = NLMSG_HDR.unpack_from(data, offset)[0]
-                found = attrs(data, offset + NLMSG_HDR.size + NFGENMSG.size, offset + length)
-                return struct.unpack("!I", found[NFTA_GEN_ID])[0]
+def decode_table_flags(message: Message) -> int | None:
+    """The flags of a NEWTABLE reply (None: another message). Read here, not from
+    libnftables' listing: nft 1.0.6 lists a dormant table's flags as garbage in JSON."""
+    if message.kind != _nft_type(NFT_MSG_NEWTABLE):
+        return None
+    found = message_attributes(message)
+    return BE32.unpack(found[NFTA_TABLE_FLAGS])[0] if NFTA_TABLE_FLAGS in found else 0
 
 
 # -- notifications ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Element:
+    """One set element of a notification: its key, its flags, the chain of its verdict."""
+    key: bytes
+    flags: int = 0
+    chain: str | None = None
+
+
+@dataclass(frozen=True)
+class ElementChange:
+    """Elements a transaction added to or deleted from one set."""
+    table: str
+    set_name: str
+    delete: bool
+    elements: tuple[Element, ...]
 
 
 @dataclass(frozen=True)
@@ -257,29 +273,71 @@ class Transaction:
     generation: int
     pid: int  # the process that made it
     tables: frozenset[str]  # tables it changed (or deleted)
+    elements: tuple[ElementChange, ...] = ()  # its element changes, in order
+    structure: frozenset[str] = frozenset()  # tables whose chains, rules or sets it changed (or deleted)
+    flags: Mapping[str, int] | None = None  # tables whose flags it set, to what
+
+
+def _name(payload: bytes) -> str:
+    return payload.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def decode_elements(msg: Message, found: Mapping[int, bytes]) -> ElementChange:
+    """A NEWSETELEM/DELSETELEM notification's elements."""
+    elements = []
+    listed = found.get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
+    for _, element in attributes(listed, 0, len(listed)):
+        parts = dict(attributes(element, 0, len(element)))
+        key = dict(attributes(parts.get(NFTA_SET_ELEM_KEY, b""), 0, len(parts.get(NFTA_SET_ELEM_KEY, b""))))
+        flags = BE32.unpack(parts[NFTA_SET_ELEM_FLAGS])[0] if NFTA_SET_ELEM_FLAGS in parts else 0
+        chain = None
+        if NFTA_SET_ELEM_DATA in parts:
+            data = parts[NFTA_SET_ELEM_DATA]
+            verdict = dict(attributes(data, 0, len(data))).get(NFTA_DATA_VERDICT, b"")
+            chain_name = dict(attributes(verdict, 0, len(verdict))).get(NFTA_VERDICT_CHAIN)
+            chain = _name(chain_name) if chain_name else None
+        elements.append(Element(key.get(NFTA_DATA_VALUE, b""), flags, chain))
+    return ElementChange(_name(found.get(NFTA_SET_ELEM_LIST_TABLE, b"")), _name(found.get(NFTA_SET_ELEM_LIST_SET, b"")),
+                         msg.kind & 0xFF == NFT_MSG_DELSETELEM, tuple(elements))
 
 
 class NotificationReader:
     """Groups nf_tables notifications into transactions: each change names its table, and
-    the NEWGEN that ends a transaction names the process that made it."""
+    the NEWGEN that ends a transaction names the process that made it. Element changes and
+    table flags are decoded (a foreign change of elements is repaired from them); any other
+    change is only named (chains, rules, sets: the table is read again)."""
 
     def __init__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
         self._tables: set[str] = set()
+        self._structure: set[str] = set()
+        self._elements: list[ElementChange] = []
+        self._flags: dict[str, int] = {}
 
     def feed(self, data: bytes) -> list[Transaction]:
         done = []
-        for kind, _, _, _, offset in _messages(data):
-            if kind >> 8 != NFNL_SUBSYS_NFTABLES:
+        for msg in messages(data):
+            if msg.kind >> 8 != NFNL_SUBSYS_NFTABLES:
                 continue
-            length = NLMSG_HDR.unpack_from(data, offset)[0]
-            found = attrs(data, offset + NLMSG_HDR.size + NFGENMSG.size, offset + length)
-            if kind & 0xFF == NFT_MSG_NEWGEN:
-                gen = struct.unpack("!I", found[NFTA_GEN_ID])[0] if NFTA_GEN_ID in found else 0
-                pid = struct.unpack("!I", found[NFTA_GEN_PROC_PID])[0] if NFTA_GEN_PROC_PID in found else 0
-                done.append(Transaction(gen, pid, frozenset(self._tables)))
-                self._tables = set()
+            found = message_attributes(msg)
+            kind = msg.kind & 0xFF
+            if kind == NFT_MSG_NEWGEN:
+                gen = BE32.unpack(found[NFTA_GEN_ID])[0] if NFTA_GEN_ID in found else 0
+                pid = BE32.unpack(found[NFTA_GEN_PROC_PID])[0] if NFTA_GEN_PROC_PID in found else 0
+                done.append(Transaction(gen, pid, frozenset(self._tables), tuple(self._elements),
+                                        frozenset(self._structure), self._flags))
+                self._start()
             elif 1 in found:  # every table, chain, rule, set and element message: its table first
-                self._tables.add(found[1].split(b"\0", 1)[0].decode(errors="replace"))
+                table = _name(found[1])
+                self._tables.add(table)
+                if kind in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM):
+                    self._elements.append(decode_elements(msg, found))
+                elif kind == NFT_MSG_NEWTABLE:
+                    self._flags[table] = BE32.unpack(found[NFTA_TABLE_FLAGS])[0] if NFTA_TABLE_FLAGS in found else 0
+                else:
+                    self._structure.add(table)
         return done
 
 

@@ -1,16 +1,19 @@
 """The nftables table of the `conntrack` return path, as data: what it should hold, what the
-kernel lists, and the one transaction that turns the second into the first. Pure, no I/O.
+kernel lists, and the change that turns the second into the first. Pure, no I/O.
 
 nra owns exactly one table, `inet nra` (both families), and never names another. In it:
 
 - sets `lb4` / `lb6` (interval): the LoadBalancer prefixes;
 - set `links` (interface names): the links the BGP peers are reached through;
 - map `routers` (link-layer address -> `goto save_<i>`): which router a sender is;
-- chain `prerouting` (filter, priority mangle): one rule, a verdict map on nra's bits of
-  the connection mark. Unmarked connections go to `classify`; marked ones to `restore_<i>`,
-  which copies the mark onto packets of the reply direction before they are routed;
-  connections already found not to be LoadBalancer traffic (the "examined" mark) stop there;
-- chain `output` (route, priority mangle): the same restore for replies of local sockets;
+- chain `prerouting` (filter, priority mangle): `jump dispatch_in`, whose one rule is a
+  verdict map on nra's bits of the connection mark. Unmarked connections go to `classify`;
+  marked ones to `restore_<i>`, which copies the mark onto packets of the reply direction
+  before they are routed; connections already found not to be LoadBalancer traffic (the
+  "examined" mark) stop there. (The hooked chains hold one jump each so that a new table
+  is turned on by the same batch that fills its sets: see nra.kernel.nft.)
+- chain `output` (route, priority mangle): `jump dispatch_out`, the same restore for
+  replies of local sockets;
 - `classify`: a new connection, arriving on a peer's link, for an LB prefix, goes to `save`,
   which marks it with its router's mark (`routers` map) or else the external mark; any other
   new connection gets the examined mark.
@@ -26,6 +29,7 @@ is an element change, never a rebuild.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from bisect import bisect_left, bisect_right, insort
@@ -40,7 +44,10 @@ FAMILY = "inet"
 PREFIX_SETS = {4: "lb4", 6: "lb6"}
 LINKS_SET = "links"
 ROUTERS_MAP = "routers"
+NRA_SETS = frozenset({*PREFIX_SETS.values(), LINKS_SET, ROUTERS_MAP})
 MANGLE = -150  # NF_IP_PRI_MANGLE: after conntrack (-200), before DNAT (-100) and routing
+#: NFT_TABLE_F_* (linux/netfilter/nf_tables.h)
+TABLE_FLAG_NAMES = {0x1: "dormant", 0x2: "owner", 0x4: "persist"}
 
 
 # -- the model ----------------------------------------------------------------------------
@@ -60,6 +67,13 @@ class NftTable:
     raw_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict, compare=False)
     # what else a listing held that nra never creates (a set, map or chain of another name)
     foreign: tuple[str, ...] = field(default=(), compare=False)
+    # the table's flags (NFT_TABLE_F_*): nra's has none; `dormant` turns every chain off
+    flags: int = 0
+    # which of nra's sets and maps a listing held (all of them in a table nra rendered)
+    sets: frozenset[str] = field(default=frozenset(), compare=False)
+    # (the table nra last wrote or read, {family: (its intervals others deleted, intervals
+    # others added)}) when this one is that table after others' element changes
+    notified: tuple | None = field(default=None, compare=False, repr=False)
 
     def structure(self) -> tuple:
         """What only a rebuild can change: the chains and their rules."""
@@ -161,12 +175,16 @@ def desired_chains(field: MarkField) -> dict[str, tuple[tuple | None, tuple[str,
     restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
     from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
     chains: dict[str, tuple[tuple | None, tuple[str, ...]]] = {
-        "prerouting": (("filter", "prerouting", MANGLE, "accept"), (
+        # the hooked chains hold one jump each: made last, with the elements, so the table
+        # sees no packet before it holds its prefixes (see NftChange.rebuild)
+        "prerouting": (("filter", "prerouting", MANGLE, "accept"), (_rule({"jump": {"target": "dispatch_in"}}),)),
+        "output": (("route", "output", MANGLE, "accept"), (_rule({"jump": {"target": "dispatch_out"}}),)),
+        "dispatch_in": (None, (
             _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
                             "data": {"set": sorted([[0, {"jump": {"target": "classify"}}],
                                                     [field.examined, {"accept": None}], *restore_map],
                                                    key=lambda e: e[0])}}}),)),
-        "output": (("route", "output", MANGLE, "accept"), (
+        "dispatch_out": (None, (
             _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
                             "data": {"set": sorted(restore_map, key=lambda e: e[0])}}}),)),
         "classify": (None, (
@@ -371,8 +389,95 @@ def parse_listing(listing: list[dict]) -> NftTable | None:
             r = item["rule"]
             rules.setdefault(r["chain"], []).append(_rule(*r["expr"]))
     chains = {name: (hooks.get(name), tuple(rules.get(name, ()))) for name in hooks}
+    sets = frozenset(item.get("set", item.get("map", {})).get("name") for item in listing
+                     if "set" in item or "map" in item) & NRA_SETS
     return NftTable({f: merge(r) for f, r in raw.items()},
-                    frozenset(links), routers, chains, {f: tuple(r) for f, r in raw.items()}, tuple(foreign))
+                    frozenset(links), routers, chains, {f: tuple(r) for f, r in raw.items()}, tuple(foreign),
+                    sets=sets or frozenset({"(none)"}))  # (not empty: empty means "all")
+
+
+# -- someone else's element changes, from netfilter's notifications ------------------------
+
+
+def notified_intervals(elements: Iterable[tuple[bytes, int]], width: int) -> list[Interval] | None:
+    """The intervals of a notification's elements of an interval set ((key, flags) each: a
+    start, and the address after its end flagged INTERVAL_END; the last start may run to the
+    top of the space); None when they do not pair up (the table is then read in full)."""
+    points = sorted((int.from_bytes(key, "big"), bool(flags & INTERVAL_END)) for key, flags in elements)
+    intervals: list[Interval] = []
+    start: int | None = None
+    for value, end in points:
+        if end:
+            if start is None:
+                if value == 0:
+                    continue  # the interval floor
+                return None
+            intervals.append((start, value - 1))
+            start = None
+        elif start is None:
+            start = value
+        else:
+            return None
+    if start is not None:
+        intervals.append((start, (1 << width) - 1))
+    return intervals
+
+
+INTERVAL_END = 1  # NFT_SET_ELEM_INTERVAL_END
+
+
+
+
+def with_notified(known: NftTable, changes: Iterable) -> NftTable | None:
+    """`known` after someone else's element changes (nft_netlink.ElementChange, in order);
+    None when one of them cannot be followed exactly (an interval nra does not know deleted,
+    a set nra does not own, intervals that do not pair up): the table is then read in full.
+    The prefix changes are kept as a delta from the table nra last wrote or read (`notified`),
+    so diff() against that table costs the changed elements, not all of them."""
+    base, delta = known.notified if known.notified is not None else (known, {})
+    delta = {f: (set(gone), set(added)) for f, (gone, added) in delta.items()}
+    prefixes = dict(known.prefixes)
+    links, routers = set(known.links), dict(known.routers)
+    by_name = {name: family for family, name in PREFIX_SETS.items()}
+    # the kernel notifies an interval's start and end in messages of their own: gather each
+    # set's deletes and adds of the transaction (deletes first, as nra orders its own)
+    grouped: dict[tuple[bool, str], list] = {}
+    for change in changes:
+        if change.table == TABLE:
+            grouped.setdefault((not change.delete, change.set_name), []).extend(change.elements)
+    for (adds, set_name), elements in sorted(grouped.items()):
+        if set_name in by_name:
+            family = by_name[set_name]
+            found = notified_intervals(((e.key, e.flags) for e in elements), WIDTH[family])
+            if found is None:
+                return None
+            gone, added = delta.setdefault(family, (set(), set()))
+            changed = set(found)
+            if not adds:
+                if not changed <= prefixes[family]:
+                    return None
+                prefixes[family] = prefixes[family] - changed
+                gone |= changed - added
+                added -= changed
+            else:
+                prefixes[family] = prefixes[family] | changed
+                added |= changed - gone
+                gone -= changed
+        elif set_name == LINKS_SET:
+            names = {e.key.split(b"\0", 1)[0].decode(errors="replace") for e in elements}
+            links = links | names if adds else links - names
+        elif set_name == ROUTERS_MAP:
+            for e in elements:
+                mac = ":".join(f"{b:02x}" for b in e.key)
+                if not adds:
+                    routers.pop(mac, None)
+                else:
+                    suffix = (e.chain or "").rpartition("_")[2]
+                    routers[mac] = int(suffix) if (e.chain or "").startswith("save_") and suffix.isdigit() else -1
+        else:
+            return None
+    return dataclasses.replace(known, prefixes=prefixes, links=frozenset(links), routers=routers, raw_prefixes={},
+                               notified=(base, {f: (frozenset(g), frozenset(a)) for f, (g, a) in delta.items()}))
 
 
 # -- the change ---------------------------------------------------------------------------
@@ -391,9 +496,17 @@ class NftChange:
     set_routers: Mapping[str, int] = field(default_factory=dict)
     delete_routers: tuple[str, ...] = ()
     remove: bool = False  # delete the table (CLEANANDEXIT)
+    # a repair in place (the sets are nra's): chains to write again, objects not nra's to drop
+    rewrite: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()  # "chain x", "set y", "map z"
+    remake_sets: tuple[str, ...] = ()  # nra's sets missing: made again, with all their elements
+    table_flags: int | None = None  # set the table's flags to this (None: leave them)
+    current_flags: int = 0  # (what they are, for the description)
 
     def __bool__(self) -> bool:
-        return bool(self.rebuild or self.remove or any(self.add_prefixes.values())
+        return bool(self.rebuild or self.remove or self.rewrite or self.drop or self.remake_sets
+                    or self.table_flags is not None
+                    or any(self.add_prefixes.values())
                     or any(self.delete_prefixes.values()) or self.add_links or self.delete_links
                     or self.set_routers or self.delete_routers)
 
@@ -405,7 +518,12 @@ class NftChange:
         if self.rebuild:
             return [f"nft -f <table {t}: {sum(len(v) for v in self.add_prefixes.values())} prefix(es), "
                     f"{len(self.add_links)} link(s), {len(self.set_routers)} router(s)>  # {self.reason}"]
-        lines = []
+        lines = [f"nft delete {what.split()[0]} {t} {what.split()[1]}  # not nra's" for what in self.drop]
+        lines += [f"nft add set {t} {name}  # missing" for name in self.remake_sets]
+        lines += [f"nft flush chain {t} {name}; <its rules again>  # {self.reason}" for name in self.rewrite]
+        if self.table_flags is not None:
+            lines.append(f"nft add table {t}  # table flags: {table_flags_text(self.current_flags)} -> "
+                         f"{table_flags_text(self.table_flags)}")
         for family, name in PREFIX_SETS.items():
             if self.delete_prefixes.get(family):
                 lines.append(f"nft delete element {t} {name} {{ {_elements_text(family, self.delete_prefixes[family])} }}")
@@ -424,6 +542,11 @@ class NftChange:
         return lines
 
 
+def table_flags_text(flags: int) -> str:
+    names = [TABLE_FLAG_NAMES.get(1 << bit, hex(1 << bit)) for bit in range(32) if flags >> bit & 1]
+    return ", ".join(names) or "none"
+
+
 def _elements_text(family: int, elements: Iterable[Interval], limit: int = 4) -> str:
     items = [interval_text(family, e) for e in sorted(elements)]
     more = len(items) - limit
@@ -431,19 +554,31 @@ def _elements_text(family: int, elements: Iterable[Interval], limit: int = 4) ->
 
 
 def diff(desired: NftTable, current: NftTable | None) -> NftChange:
-    """The one transaction that makes `current` (None: no table) into `desired`."""
+    """The change that makes `current` (None: no table) into `desired`: the table made anew
+    when it is missing or lacks one of nra's sets; else a repair in place (chains written
+    again, others' objects dropped) and element changes."""
     if current is None:
         return _rebuild(desired, "table missing")
-    if current.structure() != desired.structure():
-        changed = sorted(set(current.chains) ^ set(desired.chains)) or sorted(
-            name for name in desired.chains if current.chains.get(name) != desired.chains[name])
-        return _rebuild(desired, f"chains differ ({', '.join(changed[:3])})")
-    if current.foreign:
-        return _rebuild(desired, f"not nra's: {', '.join(current.foreign[:3])}")
+    remake = tuple(sorted(NRA_SETS - current.sets)) if current.sets else ()
+    rewrite = tuple(name for name in desired.chains if current.chains.get(name) != desired.chains[name])
+    drop = tuple([f"chain {name}" for name in current.chains if name not in desired.chains] + list(current.foreign))
+    elements = _element_diff(desired, current)
+    if not rewrite and not drop and not remake:
+        return elements
+    return dataclasses.replace(elements, reason=f"not as nra wrote it: {', '.join((*remake, *rewrite, *drop)[:3])}",
+                               rewrite=rewrite, drop=drop, remake_sets=remake)
+
+
+def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
     add: dict[int, tuple[Interval, ...]] = {}
     delete: dict[int, tuple[Interval, ...]] = {}
+    delta = current.notified[1] if current.notified is not None and current.notified[0] is desired else None
     for family in PREFIX_SETS:
         want = desired.prefixes.get(family, frozenset())
+        if delta is not None:  # nra's own last write, and others' element changes since
+            gone, added = delta.get(family, ((), ()))
+            add[family], delete[family] = tuple(sorted(gone)), tuple(sorted(added))
+            continue
         # a table nra wrote itself is known by its intervals; a listed one by its elements
         listed = current.raw_prefixes.get(family) if current.raw_prefixes else current.prefixes.get(family, ())
         if listed is want:  # nra's own last write, unchanged: nothing to compare
@@ -466,6 +601,7 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
         # a changed router is deleted first: map elements are not replaced by an add
         delete_routers=tuple(sorted((set(current.routers) - set(desired.routers)) | set(
             m for m in routers_changed if m in current.routers))),
+        table_flags=desired.flags if current.flags != desired.flags else None, current_flags=current.flags,
     )
 
 
@@ -496,49 +632,89 @@ def _elements(name: str, elems: list) -> dict:
     return {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elems}}
 
 
-def _table_commands(desired: NftTable, field: MarkField) -> list[dict]:
-    """`add` commands that create the whole table (after it was deleted in the same batch)."""
-    cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
-    cmds += [{"add": _object("set", PREFIX_SETS[f], type=t, flags=["interval"])}
-             for f, t in ((4, "ipv4_addr"), (6, "ipv6_addr"))]
-    cmds.append({"add": _object("set", LINKS_SET, type="ifname")})
-    cmds.append({"add": _object("map", ROUTERS_MAP, type="ether_addr", map="verdict")})
-    # chains first (a rule or element may name any of them), then the rules
-    for name, (hook, _) in desired.chains.items():
-        spec = {}
+def _chain_command(name: str, hook: tuple | None) -> dict:
+    spec = {}
+    if hook:
+        kind, where, prio, policy = hook
+        spec = {"type": kind, "hook": where, "prio": prio, "policy": policy}
+    return {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, **spec}}}
+
+
+def _rule_commands(name: str, rules: Iterable[str]) -> list[dict]:
+    return [{"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": name, "expr": json.loads(rule)}}}
+            for rule in rules]
+
+
+def _set_command(name: str) -> dict:
+    if name == ROUTERS_MAP:
+        return {"add": _object("map", ROUTERS_MAP, type="ether_addr", map="verdict")}
+    if name == LINKS_SET:
+        return {"add": _object("set", LINKS_SET, type="ifname")}
+    return {"add": _object("set", name, type="ipv4_addr" if name == PREFIX_SETS[4] else "ipv6_addr",
+                           flags=["interval"])}
+
+
+def hooked_jumps(desired: NftTable) -> list[tuple[str, str]]:
+    """(hooked chain, the chain its one rule jumps to): the rules that turn the table on."""
+    jumps = []
+    for name, (hook, rules) in desired.chains.items():
         if hook:
-            kind, where, prio, policy = hook
-            spec = {"type": kind, "hook": where, "prio": prio, "policy": policy}
-        cmds.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, **spec}}})
-    for name, (_, rules) in desired.chains.items():
-        for rule in rules:
-            cmds.append({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": name,
-                                          "expr": json.loads(rule)}}})
+            (rule,) = rules
+            jumps.append((name, json.loads(rule)[0]["jump"]["target"]))
+    return jumps
+
+
+def skeleton_commands(desired: NftTable, table_exists: bool) -> list[dict]:
+    """The first half of a rebuild, one transaction: the table made anew (the old one deleted
+    first) with its sets empty and its hooked chains empty: it sees packets but does
+    nothing to them until the second half, one batch, adds the elements and the hooked
+    chains' jumps (nra.kernel.nft)."""
+    cmds: list[dict] = [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}] if table_exists else []
+    cmds.append({"add": {"table": {"family": FAMILY, "name": TABLE}}})
+    cmds += [_set_command(name) for name in sorted(NRA_SETS)]
+    # chains first (a rule or element may name any of them), then the rules
+    cmds += [_chain_command(name, hook) for name, (hook, _) in desired.chains.items()]
+    for name, (hook, rules) in desired.chains.items():
+        if not hook:
+            cmds += _rule_commands(name, rules)
     return cmds
 
 
-def commands(change: NftChange, desired: NftTable | None, field: MarkField | None,
-             table_exists: bool) -> list[dict]:
-    """The JSON command list of the transaction (empty for no change)."""
-    if not change:
-        return []
+def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> list[dict]:
+    """A repair in place as one transaction: others' chains and nra's changed ones emptied,
+    others' objects deleted, nra's chains made (again, when their hook changed) and their
+    rules written; then the element changes and the table's flags. The sets keep their
+    elements, so no packet meets an empty set."""
+    def chain(name: str) -> dict:
+        return {"chain": {"family": FAMILY, "table": TABLE, "name": name}}
+
+    dropped = [what.split(" ", 1) for what in change.drop]
+    emptied = [name for kind, name in dropped if kind == "chain"] + [n for n in change.rewrite if n in current.chains]
+    remade = [n for n in change.rewrite if n not in current.chains or current.chains[n][0] != desired.chains[n][0]]
+    cmds: list[dict] = [{"flush": chain(name)} for name in emptied]
+    cmds += [{"delete": chain(name)} for name in remade if name in current.chains]
+    cmds += [{"delete": _object(kind, name)} for kind, name in dropped]
+    # a missing set comes back with its elements in this same transaction (libnftables: slow
+    # for many, but no rule ever meets it empty)
+    cmds += [_set_command(name) for name in change.remake_sets]
+    cmds += [_chain_command(name, desired.chains[name][0]) for name in remade]
+    for name in change.rewrite:
+        cmds += _rule_commands(name, desired.chains[name][1])
+    if change.table_flags is not None:  # (libnftables sends an added table's flags: none)
+        cmds.append({"add": {"table": {"family": FAMILY, "name": TABLE}}})
+    return cmds + element_commands(change)
+
+
+def element_commands(change: NftChange) -> list[dict]:
+    """The element changes as JSON commands: deletes, then adds."""
     cmds: list[dict] = []
-    if change.remove or change.rebuild:
-        if table_exists:
-            cmds.append({"delete": {"table": {"family": FAMILY, "name": TABLE}}})
-        if change.remove:
-            return cmds
-        assert desired is not None and field is not None
-        cmds += _table_commands(desired, field)
-    else:
-        for family, name in PREFIX_SETS.items():
-            if change.delete_prefixes.get(family):
-                cmds.append({"delete": _elements(name, [_interval_elem(family, i)
-                                                        for i in change.delete_prefixes[family]])})
-        if change.delete_links:
-            cmds.append({"delete": _elements(LINKS_SET, list(change.delete_links))})
-        if change.delete_routers:
-            cmds.append({"delete": _elements(ROUTERS_MAP, list(change.delete_routers))})
+    for family, name in PREFIX_SETS.items():
+        if change.delete_prefixes.get(family):
+            cmds.append({"delete": _elements(name, [_interval_elem(family, i) for i in change.delete_prefixes[family]])})
+    if change.delete_links:
+        cmds.append({"delete": _elements(LINKS_SET, list(change.delete_links))})
+    if change.delete_routers:
+        cmds.append({"delete": _elements(ROUTERS_MAP, list(change.delete_routers))})
     for family, name in PREFIX_SETS.items():
         if change.add_prefixes.get(family):
             cmds.append({"add": _elements(name, [_interval_elem(family, i) for i in change.add_prefixes[family]])})
@@ -548,3 +724,17 @@ def commands(change: NftChange, desired: NftTable | None, field: MarkField | Non
         cmds.append({"add": _elements(ROUTERS_MAP, [[m, {"goto": {"target": save_chain(i)}}]
                                                     for m, i in sorted(change.set_routers.items())])})
     return cmds
+
+
+def commands(change: NftChange, desired: NftTable | None, table_exists: bool) -> list[dict]:
+    """The whole change as one JSON transaction (what `nft -j -f` would take): the table
+    deleted, or made anew with everything in it. (nra itself splits a rebuild, see
+    skeleton_commands; the benchmarks compare.)"""
+    if change.remove:
+        return [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}] if table_exists else []
+    assert desired is not None and change.rebuild
+    cmds = skeleton_commands(desired, table_exists)
+    for name, (hook, rules) in desired.chains.items():
+        if hook:
+            cmds += _rule_commands(name, rules)
+    return cmds + element_commands(change)

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import socket
-from typing import Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -17,56 +16,23 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nra.config.intent import IPAddress, IPNetwork
 from nra.kernel.codec import (
     AF,
-    ROUTE_TYPES,
     RTA_GATEWAY,
     RTA_MULTIPATH,
     RTA_VIA,
     RTM_GETROUTE,
     RTMSG,
-    VERSION,
     Message,
     attributes,
     decode_route,
     decode_route_header,
-    nexthop_flags,
 )
-from nra.kernel.model import KernelRoute, Nexthop
+from nra.kernel.model import NRA_PROTOCOL, KernelRoute, Nexthop
 from nra.kernel.socket import NetlinkSocket, in_netns
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 # A route replace the kernel refuses because of one of its nexthops.
 NEXTHOP_ERRORS = {errno.ENETUNREACH, errno.ENETDOWN, errno.EINVAL, errno.EHOSTUNREACH, errno.ENODEV}
-
-
-def table_of(msg) -> int:
-    """The table of a pyroute2 route message (the attribute holds ids above 255)."""
-    return msg.get("RTA_TABLE") or msg["table"]
-
-
-def _gateway(value) -> IPAddress | None:
-    return ipaddress.ip_address(value) if value else None
-
-
-def route_from_message(msg) -> KernelRoute:
-    """A pyroute2 route message as a KernelRoute (the tests' route monitors use it, and the
-    codec's decode_route is checked against it)."""
-    version = VERSION[msg["family"]]
-    dst = msg.get("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
-    multipath = msg.get("RTA_MULTIPATH")
-    if multipath:
-        nexthops = tuple(Nexthop(_gateway(nh.get("RTA_GATEWAY")), nh["hops"] + 1, nexthop_flags(nh["flags"]),
-                                 nh.get("oif")) for nh in multipath)
-    elif msg.get("RTA_GATEWAY") or msg.get("RTA_OIF"):
-        nexthops = (Nexthop(_gateway(msg.get("RTA_GATEWAY")), 1, nexthop_flags(msg["flags"]), msg.get("RTA_OIF")),)
-    else:
-        nexthops = ()
-    return KernelRoute(
-        family=version, dst=ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False),
-        table=table_of(msg), nexthops=nexthops, type=ROUTE_TYPES.get(msg["type"], str(msg["type"])),
-        metric=msg.get("RTA_PRIORITY") or 0, tos=msg["tos"], proto=msg["proto"], oif=msg.get("RTA_OIF"),
-        scope=msg["scope"],
-    )
 
 
 async def open_route_socket(netns: str | None) -> AsyncIPRoute:
@@ -130,6 +96,14 @@ def read_tables(sock: NetlinkSocket, tables: Iterable[int]) -> list[KernelRoute]
     return routes
 
 
+def read_leftovers(sock: NetlinkSocket, owned: Container[int]) -> list[KernelRoute]:
+    """nra's routes (NRA_PROTOCOL, any table, both families) in tables not `owned`: left by
+    earlier settings. The kernel filters the dump by protocol: a handful of routes."""
+    return [route for family in (socket.AF_INET, socket.AF_INET6)
+            for route in sock.dump(RTM_GETROUTE, family, decode_route, protocol=NRA_PROTOCOL)
+            if route.proto == NRA_PROTOCOL and route.table not in owned]
+
+
 def _read_connected(sock: NetlinkSocket, versions: Iterable[int]) -> list[tuple[IPNetwork, int | None]]:
     networks = []
     for version in sorted(set(versions)):
@@ -176,7 +150,7 @@ class Routes:
                 hop["oif"] = nh.oif
             multipath.append(hop)
         await self.ipr.route("replace", family=AF[family], dst=str(dst), table=self.table, priority=metric,
-                             multipath=multipath)
+                             multipath=multipath, proto=NRA_PROTOCOL)
 
     async def delete(self, route: KernelRoute) -> None:
         """Delete exactly this route: its type, tos, metric and scope (a device route is

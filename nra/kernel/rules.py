@@ -1,4 +1,5 @@
-"""The rules pointing at the managed table: read them, add and delete them."""
+"""The rules pointing at the managed table: read them, add and delete them; and nra's own
+rules (NRA_PROTOCOL) left pointing at tables the settings no longer name."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from nra.kernel.codec import (
     Message,
     decode_rule,
     encode_rule,
-    rule_table,
+    rule_owner,
 )
-from nra.kernel.model import KernelRule
+from nra.kernel.model import NRA_PROTOCOL, KernelRule
 from nra.kernel.operations import AddRule
 from nra.kernel.socket import NetlinkSocket
 
@@ -38,10 +39,14 @@ class Rules:
         self.table = table
         self.also = also  # more tables whose rules are ours (the conntrack return path's)
         self._known: dict[bytes, KernelRule] = {}
+        self._leftover: set[bytes] = set()  # bodies of nra's rules pointing elsewhere
+        #: nra's rules pointing at tables not named by the settings, as of the last read
+        self.leftovers: list[KernelRule] = []
 
     async def read(self) -> list[KernelRule]:
         known: dict[bytes, KernelRule] = {}
-        previous = self._known
+        previous, was_leftover = self._known, self._leftover
+        leftover: set[bytes] = set()
 
         def keep(message: Message) -> KernelRule | None:
             if message.kind != RTM_NEWRULE:
@@ -49,16 +54,25 @@ class Rules:
             body = message.body_bytes()
             rule = previous.get(body)
             if rule is None:
-                table = rule_table(body)
-                rule = decode_rule(body) if table == self.table or table in self.also else _FOREIGN
+                table, protocol = rule_owner(body)
+                if table == self.table or table in self.also:
+                    rule = decode_rule(body)
+                elif protocol == NRA_PROTOCOL:
+                    rule = decode_rule(body)
+                    leftover.add(body)
+                else:
+                    rule = _FOREIGN
+            elif body in was_leftover:
+                leftover.add(body)
             known[body] = rule
             return None if rule is _FOREIGN else rule
 
         rules: list[KernelRule] = []
         for family in (socket.AF_INET, socket.AF_INET6):
             rules += await asyncio.to_thread(self.sock.dump, RTM_GETRULE, family, keep)
-        self._known = known  # only what the kernel holds now: the cache never outgrows it
-        return rules
+        self._known, self._leftover = known, leftover  # only what the kernel holds now
+        self.leftovers = [r for r in rules if r.wire in leftover]
+        return [r for r in rules if r.wire not in leftover]
 
     async def add(self, ops: Sequence[AddRule]) -> list[int]:
         """errno of each add; EEXIST counts as done (the kernel already has it)."""

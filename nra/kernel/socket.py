@@ -1,4 +1,5 @@
-"""The netlink request/dump socket of a network namespace.
+"""The netlink socket of a network namespace: the one socket type nra speaks netlink through,
+rtnetlink (rules, routes, neighbours, links) and nfnetlink (nf_tables) alike.
 
 Modelled on Calico Felix's netlink handling: every request carries a fresh sequence number
 and only replies with that number count (leftovers of an earlier, abandoned request are
@@ -40,7 +41,7 @@ DUMP_ATTEMPTS = 4
 BATCH_CHUNK = 256
 RCVBUF = 4 << 20
 RECV_SIZE = 1 << 20
-SO_RCVBUFFORCE = 33
+SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
 SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 
 CLONE_NEWNET = 0x40000000
@@ -84,10 +85,12 @@ def in_netns(netns: str | None, work: Callable[[], T]) -> T:
     return result["value"]  # type: ignore[return-value]
 
 
-def open_netlink(netns: str | None, groups: int = 0, rcvbuf: int = RCVBUF) -> socket.socket:
-    """A bound NETLINK_ROUTE socket in `netns`, listening to `groups`."""
+def open_netlink(netns: str | None, groups: int = 0, rcvbuf: int = RCVBUF,
+                 protocol: int = socket.NETLINK_ROUTE) -> socket.socket:
+    """A bound netlink socket of `protocol` (NETLINK_ROUTE, NETLINK_NETFILTER) in `netns`,
+    listening to `groups`."""
     def make() -> socket.socket:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, protocol)
 
     sock = in_netns(netns, make)
     try:
@@ -102,16 +105,22 @@ def open_netlink(netns: str | None, groups: int = 0, rcvbuf: int = RCVBUF) -> so
     return sock
 
 
+class KernelRefused(OSError):
+    """The kernel answered a request with an error (the socket itself is fine)."""
+
+
 class DumpInterrupted(Exception):
     """The kernel flagged the dump as inconsistent (a change came in between)."""
 
 
 class NetlinkSocket:
-    """Requests and dumps on one NETLINK_ROUTE socket of a namespace (see the module doc)."""
+    """Requests and dumps on one netlink socket of a namespace (see the module doc)."""
 
-    def __init__(self, netns: str | None = None, timeout_s: float = TIMEOUT_S):
+    def __init__(self, netns: str | None = None, timeout_s: float = TIMEOUT_S,
+                 protocol: int = socket.NETLINK_ROUTE):
         self.netns = netns
         self.timeout_s = timeout_s
+        self.protocol = protocol
         self._sock: socket.socket | None = None
         self._seq = 0
         self._lock = threading.Lock()
@@ -130,7 +139,7 @@ class NetlinkSocket:
 
     def _ensure_open(self) -> socket.socket:
         if self._sock is None:
-            sock = open_netlink(self.netns)
+            sock = open_netlink(self.netns, protocol=self.protocol)
             try:  # dumps filtered by the kernel (since Linux 4.20; callers filter too)
                 sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
             except OSError:
@@ -152,7 +161,7 @@ class NetlinkSocket:
     # -- dumps -------------------------------------------------------------------------
 
     def dump(self, kind: int, family: int, keep: Callable[[Message], T | None], selector: int = 0,
-             interrupted_ok: bool = False) -> list[T]:
+             interrupted_ok: bool = False, protocol: int = 0) -> list[T]:
         """Every object of a dump (rules or neighbours of one family), as `keep` turns each
         message into a value (None: skipped). A failed dump, or an interrupted one unless
         `interrupted_ok`, is redone, up to DUMP_ATTEMPTS times; the last error is raised."""
@@ -162,7 +171,7 @@ class NetlinkSocket:
                 try:
                     sock = self._ensure_open()
                     seq = self._next_seq()
-                    sock.send(encode_dump_request(kind, family, seq, selector))
+                    sock.send(encode_dump_request(kind, family, seq, selector, protocol))
                     return self._read_dump(sock, seq, keep, interrupted_ok)
                 except DumpInterrupted as exc:
                     last = exc  # the socket is clean (read up to DONE): just ask again
@@ -229,6 +238,61 @@ class NetlinkSocket:
             code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.ETIMEDOUT
             return [results.get(i, code) for i in range(len(bodies))]
         return [results[i] for i in range(len(bodies))]
+
+    # -- single queries and nfnetlink transactions ----------------------------------------
+
+    def query(self, build: Callable[[int], bytes], keep: Callable[[Message], T | None]) -> T:
+        """Send the request `build(seq)` makes and return the first reply `keep` turns into a
+        value; an error reply raises OSError with its errno."""
+        with self._lock:
+            try:
+                sock = self._ensure_open()
+                seq = self._next_seq()
+                sock.send(build(seq))
+                while True:
+                    for message in messages(sock.recv(RECV_SIZE)):
+                        if message.seq != seq:
+                            continue  # a stale reply to an earlier request
+                        if message.kind == NLMSG_ERROR:
+                            code = message.error_code()
+                            raise KernelRefused(code, error_text(code))
+                        value = keep(message)
+                        if value is not None:
+                            return value
+            except KernelRefused:
+                raise
+            except OSError:  # the socket itself failed (or timed out): a fresh one next time
+                self._drop()
+                self.reopened += 1
+                raise
+
+    def transaction(self, build: Callable[[int], tuple[bytes, Sequence[int]]], what: str) -> None:
+        """One nfnetlink batch, `build(first_seq)` -> (bytes from BATCH_BEGIN to BATCH_END, the
+        sequence numbers whose acks to wait for): one datagram, which the kernel applies whole
+        or not at all. The first error raises OSError naming `what` (nothing was applied); the
+        socket is then reopened, so no ack of the aborted batch is read as another's."""
+        with self._lock:
+            sock = self._ensure_open()
+            first = self._seq + 1
+            data, acked = build(first)
+            self._seq = (first + len(acked) + 2) % 0x7FFFFFFF  # BATCH_BEGIN, the messages, BATCH_END
+            try:
+                # a batch is one datagram: the send buffer must hold it (libnftables does the same)
+                if len(data) > sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, len(data) + (1 << 16))
+                sock.send(data)
+                waiting = set(acked)
+                while waiting:
+                    for message in messages(sock.recv(RECV_SIZE)):
+                        if message.kind == NLMSG_ERROR and message.seq in waiting:
+                            code = message.error_code()
+                            if code:
+                                raise OSError(code, f"{what}: {error_text(code)}")
+                            waiting.discard(message.seq)
+            except OSError:
+                self._drop()
+                self.reopened += 1
+                raise
 
     def send_raw(self, data: bytes) -> None:
         """Send bytes as they are (tests: leave a reply unread in the socket)."""

@@ -305,6 +305,17 @@ def route_imposters(steps: PlanSteps, routes: Iterable[KernelRoute], policy: Rou
                 route, policy.destination_of(route.family), route.family in families)))
 
 
+def leftovers(steps: PlanSteps, state: KernelState) -> None:
+    """nra's own rules and routes in tables the settings no longer name go (every return
+    path calls it: they are found by nra's protocol, whatever the mode that wrote them)."""
+    for item in state.leftovers:
+        reason = f"left over: table {item.table} is not nra's under the current settings"
+        if isinstance(item, KernelRule):
+            steps.rule_deletes.append(DeleteRule(item, reason=reason))
+        else:
+            steps.route_deletes.append(DeleteRoute(item, reason=reason))
+
+
 def rule_imposter_reason(rule: KernelRule, policy: RoutingPolicy, families: set[int]) -> str:
     """Why a rule pointing at the policy's table is not one of the wanted ones."""
     if rule.family not in families:

@@ -148,8 +148,8 @@ def test_oneshot_with_a_mark_of_0_installs_the_selector(node_ns, config, mark):
     # issue 11 #5: the rules used to go in without any fwmark
     proc = oneshot(node_ns, config, RULE_FWMARK=mark)
     assert proc.returncode == 0, proc.stderr
-    assert node_ns.rules("-4") == ["20:\tfrom 198.51.100.0/26 fwmark 0/0xff lookup 20",
-                                   "20:\tfrom 198.51.100.100/30 fwmark 0/0xff lookup 20"]
+    assert node_ns.rules("-4") == ["20:\tfrom 198.51.100.0/26 fwmark 0/0xff lookup 20 proto 245",
+                                   "20:\tfrom 198.51.100.100/30 fwmark 0/0xff lookup 20 proto 245"]
     assert run_nra("plan", "--static-file", str(config), "--netns", node_ns.name,
                    env=clean_env(RULE_FWMARK=mark)).stdout.endswith("nothing to do: the kernel matches the configuration\n")
 
@@ -377,7 +377,7 @@ def test_oneshot_leaves_out_the_nodes_own_address_and_says_so(node_ns, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "peer 10.99.0.1 (10.99.0.1) is this node's own address: not a usable nexthop" in proc.stderr
     assert "peer 10.99.0.255 (10.99.0.255) is a broadcast address" in proc.stderr
-    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
+    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto 245"]
 
 
 def test_oneshot_fails_when_a_family_gets_no_usable_peer(node_ns, tmp_path):
@@ -393,7 +393,7 @@ def test_oneshot_installs_a_zoned_link_local_peer_with_its_link(node_ns, tmp_pat
     # issue 11 #9: `fe80::1%v0` was refused as a peer address
     proc = oneshot(node_ns, write_config(tmp_path, ["fe80::1%eth0", "10.99.0.2"]))
     assert proc.returncode == 0, proc.stderr
-    assert node_ns.routes("-6") == ["default via fe80::1 dev eth0 proto static metric 1024 pref medium"]
+    assert node_ns.routes("-6") == ["default via fe80::1 dev eth0 proto 245 metric 1024 pref medium"]
 
 
 def test_daemon_leaves_out_a_peer_at_the_withdrawal_of_its_learned_routes(node_ns, daemon):

@@ -58,8 +58,8 @@ async def test_round_trip_both_families_with_weights(node_ns: NetNS):
     v6 = next(r for r in state.routes if r.family == 6)
     assert sorted(v6.nexthops) == [Nexthop(ip_address("fd99::2"), 3), Nexthop(ip_address("fd99::3"), 256)]
     # and `ip` agrees
-    assert node_ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20", "20:\tfrom 198.51.100.7 lookup 20"]
-    assert node_ns.rules("-6") == ["20:\tfrom 2001:db8::/64 lookup 20"]
+    assert node_ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20 proto 245", "20:\tfrom 198.51.100.7 lookup 20 proto 245"]
+    assert node_ns.rules("-6") == ["20:\tfrom 2001:db8::/64 lookup 20 proto 245"]
     v4_text = "\n".join(node_ns.routes("-4"))
     assert "nexthop via 10.99.0.2 dev eth0 weight 100" in v4_text
     assert "nexthop via 10.99.0.3 dev eth0 weight 5" in v4_text
@@ -76,7 +76,7 @@ async def test_weight_change_is_one_replace_and_single_peer_is_steady(node_ns: N
         single = intent([("10.99.0.3", 40)], ["192.0.2.0/24"])
         await reconcile(adapter, single)
         await steady(adapter, single)
-    assert node_ns.routes("-4") == ["default via 10.99.0.3 dev eth0 proto static"]
+    assert node_ns.routes("-4") == ["default via 10.99.0.3 dev eth0 proto 245"]
 
 
 @pytest.mark.parametrize("fwmark,fwmask,shown", [(0x14, 0xFF, "fwmark 0x14/0xff"), (0x14, None, "fwmark 0x14"),
@@ -87,20 +87,20 @@ async def test_fwmark_with_and_without_mask(node_ns: NetNS, fwmark, fwmask, show
     async with KernelAdapter(policy.table, netns=node_ns.name) as adapter:
         await reconcile(adapter, want, policy)
         await steady(adapter, want, policy)
-    assert node_ns.rules("-4") == [f"20:\tfrom 192.0.2.0/24 {shown} lookup 20"]
-    assert node_ns.rules("-6") == [f"20:\tfrom 2001:db8::/64 {shown} lookup 20"]
+    assert node_ns.rules("-4") == [f"20:\tfrom 192.0.2.0/24 {shown} lookup 20 proto 245"]
+    assert node_ns.rules("-6") == [f"20:\tfrom 2001:db8::/64 {shown} lookup 20 proto 245"]
 
 
 async def test_a_mark_0_rule_is_not_taken_for_ours_without_a_fwmark(node_ns: NetNS):
     """`fwmark 0/0xff` selects packets whose low byte is 0: a real selector (issue 11 #5)."""
-    node_ns.ip("rule add from 192.0.2.0/24 fwmark 0/0xff lookup 20 priority 20")
+    node_ns.ip("rule add from 192.0.2.0/24 fwmark 0/0xff lookup 20 priority 20 protocol 245")  # as nra's
     want = intent([("10.99.0.2", 1)], ["192.0.2.0/24"])
     async with KernelAdapter(POLICY.table, netns=node_ns.name) as adapter:
         p, _ = await reconcile(adapter, want)
         assert [op.kind for op in p.operations] == ["replace_route", "add_rule", "delete_rule"]
         assert p.operations[2].reason == "imposter: fwmark/mask differ"
         await steady(adapter, want)
-    assert node_ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20"]
+    assert node_ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20 proto 245"]
 
 
 async def test_scoped_routes_in_the_table_are_really_deleted(node_ns: NetNS):
@@ -114,7 +114,7 @@ async def test_scoped_routes_in_the_table_are_really_deleted(node_ns: NetNS):
         p, _ = await reconcile(adapter, want)
         assert sum(op.kind == "delete_route" for op in p.operations) == 2
         await steady(adapter, want)
-    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
+    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto 245"]
 
 
 async def test_addresses_that_are_no_nexthop_are_named_and_left_out(node_ns: NetNS):
@@ -132,8 +132,8 @@ async def test_addresses_that_are_no_nexthop_are_named_and_left_out(node_ns: Net
                    "10.99.0.0 (p3) is the network address of 10.99.0.0/24", "224.0.0.5 (p4) is a multicast",
                    "fd99::1 (p6) is this node's own address", "fd99:: (p7) is the subnet-router anycast address"):
         assert needle in text, text
-    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
-    assert node_ns.routes("-6") == ["default via fd99::2 dev eth0 proto static metric 1024 pref medium"]
+    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto 245"]
+    assert node_ns.routes("-6") == ["default via fd99::2 dev eth0 proto 245 metric 1024 pref medium"]
 
 
 def wait_link_local_route(ns: NetNS, dev: str) -> None:
@@ -178,7 +178,7 @@ async def _link_local_peers(node_ns: NetNS, other: NetNS) -> None:
         assert any("fe80::2 (p1) is a link-local address on 2 links: name one as fe80::2%<link>" in w
                    for w in p.warnings), p.warnings
         await steady(adapter, want)
-    assert node_ns.routes("-6") == ["default via fe80::1 dev eth0 proto static metric 1024 pref medium"]
+    assert node_ns.routes("-6") == ["default via fe80::1 dev eth0 proto 245 metric 1024 pref medium"]
 
 
 async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):
@@ -186,7 +186,7 @@ async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):
     ns = node_ns
     # (the kernel takes a rule as a duplicate of one with more selectors: add the general ones first)
     ns.ip("rule add lookup 20 priority 20")  # no from
-    ns.ip("rule add from 192.0.2.0/24 lookup 20 priority 20")  # ours, already there
+    ns.ip("rule add from 192.0.2.0/24 lookup 20 priority 20 protocol 245")  # ours, already there
     ns.ip("rule add from 192.0.2.0/24 lookup 20 priority 30")  # other priority
     ns.ip("rule add from 192.0.2.0/24 fwmark 0x7 lookup 20 priority 20")  # other mark
     ns.ip("rule add from 192.0.2.0/24 iif eth0 lookup 20 priority 20")  # extra selector
@@ -211,10 +211,10 @@ async def test_imposter_rules_and_routes_are_removed(node_ns: NetNS):
             assert any(r.startswith("imposter: extra selector") and selector in r for r in reasons), selector
         assert "duplicate" not in reasons
         await steady(adapter, want)
-    assert ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20"]
-    assert ns.rules("-6") == ["20:\tfrom 2001:db8::/64 lookup 20"]
-    assert ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
-    assert ns.routes("-6") == ["default via fd99::2 dev eth0 proto static metric 1024 pref medium"]
+    assert ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20 proto 245"]
+    assert ns.rules("-6") == ["20:\tfrom 2001:db8::/64 lookup 20 proto 245"]
+    assert ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto 245"]
+    assert ns.routes("-6") == ["default via fd99::2 dev eth0 proto 245 metric 1024 pref medium"]
     assert ns.rules("-4", table=99) == ["20:\tfrom 192.0.2.0/24 lookup 99"]
 
 
@@ -241,7 +241,7 @@ async def test_duplicate_rules_keep_exactly_one(node_ns: NetNS):
         p, _ = await reconcile(adapter, want)
         assert [op.kind for op in p.operations] == ["replace_route", "delete_rule", "delete_rule"]
         await steady(adapter, want)
-    assert node_ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20"]
+    assert node_ns.rules("-4") == ["20:\tfrom 192.0.2.0/24 lookup 20 proto 245"]
 
 
 async def test_off_link_peer_is_dropped_with_a_warning(node_ns: NetNS):
@@ -253,7 +253,7 @@ async def test_off_link_peer_is_dropped_with_a_warning(node_ns: NetNS):
         p, _ = await reconcile(adapter, want)
         assert any("10.55.0.1" in w for w in p.warnings) and any("fd55::1" in w for w in p.warnings)
         await steady(adapter, want)
-    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto static"]
+    assert node_ns.routes("-4") == ["default via 10.99.0.2 dev eth0 proto 245"]
     assert len(node_ns.rules("-4")) == 1 and len(node_ns.rules("-6")) == 1
 
 
@@ -353,7 +353,7 @@ async def test_table_ids_above_255(node_ns: NetNS):
     async with KernelAdapter(policy.table, netns=node_ns.name) as adapter:
         await reconcile(adapter, want, policy)
         await steady(adapter, want, policy)
-        assert node_ns.rules("-4", table=100000) == ["1234:\tfrom 192.0.2.0/24 fwmark 0x10/0xf0 lookup 100000"]
+        assert node_ns.rules("-4", table=100000) == ["1234:\tfrom 192.0.2.0/24 fwmark 0x10/0xf0 lookup 100000 proto 245"]
         assert "weight 4" in "\n".join(node_ns.routes("-4", table=100000))
         assert node_ns.routes("-6", table=100000)
         assert await clean(adapter) == 4

@@ -21,21 +21,22 @@ from nra.kernel.codec import (
     encode_rule,
     messages,
     request,
-    rule_table,
+    rule_owner,
 )
-from nra.kernel.model import FULL_MASK, KernelRule, NeighbourEntry
+from nra.kernel.model import FULL_MASK, NRA_PROTOCOL, KernelRule, NeighbourEntry
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket
 from tests.netns import NetNS
 
 # `from 192.0.2.0/24 lookup 20 priority 20`: fib_rule_hdr (family AF_INET=2, dst_len 0,
 # src_len 24, tos 0, table 20, res1, res2, action FR_ACT_TO_TBL=1, flags 0), then
-# FRA_TABLE(15)=20, FRA_PRIORITY(6)=20, FRA_SRC(2)=192.0.2.0; attributes are
-# (u16 length, u16 type, payload), little-endian on this machine.
+# FRA_TABLE(15)=20, FRA_PRIORITY(6)=20, FRA_PROTOCOL(21)=245 (nra's, padded), FRA_SRC(2)=192.0.2.0;
+# attributes are (u16 length, u16 type, payload), little-endian on this machine.
 RULE_V4 = bytes.fromhex(
     "02 00 18 00 14 00 00 01 00000000"
     "0800 0f00 14000000"
     "0800 0600 14000000"
+    "0500 1500 f5000000"
     "0800 0200 c0000200"
 )
 # `from 2001:db8::/64 fwmark 0x14/0xff lookup 100000 priority 7` (table > 255: the header
@@ -44,6 +45,7 @@ RULE_V6_MARK = bytes.fromhex(
     "0a 00 40 00 fc 00 00 01 00000000"
     "0800 0f00 a0860100"
     "0800 0600 07000000"
+    "0500 1500 f5000000"
     "1400 0200 20010db8000000000000000000000000"
     "0800 0a00 14000000"
     "0800 1000 ff000000"
@@ -58,7 +60,10 @@ def test_encode_rule_matches_the_fixture_bytes():
 def test_decode_rule_from_the_fixture_bytes():
     assert decode_rule(RULE_V4) == KernelRule(4, ip_network("192.0.2.0/24"), 20, 20)
     assert decode_rule(RULE_V6_MARK) == KernelRule(6, ip_network("2001:db8::/64"), 7, 100000, 0x14, 0xFF)
-    assert rule_table(RULE_V4) == 20 and rule_table(RULE_V6_MARK) == 100000
+    assert rule_owner(RULE_V4) == (20, NRA_PROTOCOL) and rule_owner(RULE_V6_MARK) == (100000, NRA_PROTOCOL)
+    # a rule of another protocol (someone else's, or an older nra's) is never taken for nra's
+    theirs = RULE_V4.replace(bytes.fromhex("0500 1500 f5000000"), bytes.fromhex("0500 1500 04000000"))
+    assert decode_rule(theirs).extra == ("protocol 4",) and decode_rule(theirs).key() is None
     assert decode_rule(RULE_V4).wire == RULE_V4
 
 
@@ -69,16 +74,18 @@ def test_decode_rule_names_every_other_selector():
             + bytes.fromhex("0900 0300 65746831 00 000000")  # FRA_IIFNAME "eth1\0" padded
             + bytes.fromhex("0800 0e00 ffffffff")  # FRA_SUPPRESS_PREFIXLEN unset: not a selector
             + bytes.fromhex("0800 1800 50005a00")  # FRA_DPORT_RANGE 80-90
-            + bytes.fromhex("0500 1500 04 000000"))  # FRA_PROTOCOL (who added it): not a selector
+            + bytes.fromhex("0500 1500 04 000000"))  # FRA_PROTOCOL static: someone else's rule
     rule = decode_rule(body)
-    assert set(rule.extra) == {"not", "tos 0x10", "to 10.0.0.0/8", "iifname eth1", "dport_range 80:90"}
+    assert set(rule.extra) == {"not", "tos 0x10", "to 10.0.0.0/8", "iifname eth1", "dport_range 80:90",
+                               "protocol 4"}
     assert rule.key() is None
 
 
 def test_a_mark_of_0_with_a_mask_is_a_selector():
     # as the kernel lists `from 192.0.2.0/24 fwmark 0/0xff lookup 20 priority 20`: FRA_FWMASK
     # alone (no FRA_FWMARK for a mark of 0), between FRA_SUPPRESS_PREFIXLEN and FRA_PROTOCOL
-    listed = bytes.fromhex("02001800140000010000000008000f001400000008000e00ffffffff05001500000000000800"
+    # (made by nra: FRA_PROTOCOL 245)
+    listed = bytes.fromhex("02001800140000010000000008000f001400000008000e00ffffffff05001500f50000000800"
                            "06001400000008001000ff00000008000200c0000200")
     rule = decode_rule(listed)
     assert (rule.fwmark, rule.fwmask, rule.extra) == (0, 0xFF, ())
@@ -151,6 +158,6 @@ def test_rules_round_trip_through_the_kernel(netns: NetNS):
                 for f, s, p, t, m, k in ROUND_TRIPS}
     assert set(listed) == expected
     # and `ip` reads what we wrote the way we meant it
-    assert "1234:\tfrom 198.51.100.7 fwmark 0x14 lookup 20" in netns.rules("-4")
-    assert "5:\tfrom all fwmark 0x10/0xf0 lookup 20" in netns.rules("-4")
-    assert "20:\tfrom 2001:db8::/64 lookup 100000" in netns.rules("-6", table=100000)
+    assert "1234:\tfrom 198.51.100.7 fwmark 0x14 lookup 20 proto 245" in netns.rules("-4")
+    assert "5:\tfrom all fwmark 0x10/0xf0 lookup 20 proto 245" in netns.rules("-4")
+    assert "20:\tfrom 2001:db8::/64 lookup 100000 proto 245" in netns.rules("-6", table=100000)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -99,3 +100,62 @@ def test_connection_marked_by_its_router_replies_routed_back_through_it(lab):
     assert marks == {0x100 | FIELD.router(1)}, entries
     seen = counters(node)
     assert seen["via_router"] > 0 and seen["via_main"] == 0, seen
+
+
+# a large table: the old two-transaction rebuild left it without prefixes for a while
+REBUILD_PREFIXES = 20_000
+FLOWS_PER_S = 500
+SENDER = """
+import socket, sys, time
+rate, seconds = float(sys.argv[1]), float(sys.argv[2])
+start = time.monotonic()
+sent = 0
+print('up', flush=True)
+while time.monotonic() - start < seconds:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a new source port: a new connection
+    s.sendto(b'x', ('10.80.0.10', 7008))
+    s.close()
+    sent += 1
+    time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+print(sent, flush=True)
+"""
+
+
+def large_table(n: int) -> list:
+    base = int(ipaddress.IPv4Address("100.64.0.0"))
+    return [ipaddress.ip_network("10.80.0.0/28")] + [
+        ipaddress.ip_network(f"{ipaddress.IPv4Address(base + i * 8)}/30") for i in range(n)]
+
+
+def test_a_repair_under_new_flows_leaves_no_flow_with_a_wrong_mark(lab):
+    """Repairing the table is one transaction: a connection arriving during it meets the old
+    table or the new one, never a table without its prefixes (which marks it "examined" for
+    good: the old rebuild made the table, then added the prefixes)."""
+    node, router, _ = lab
+    want = nft.desired_table(large_table(REBUILD_PREFIXES), ["eth0"], {ROUTER_MAC: 1}, FIELD)
+    owner = NftState(node.name)
+    try:
+        owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
+        node.exec(["nft", "add rule inet nra save accept"])  # someone else's rule
+        owner.forget()
+        current = owner.read_blocking()
+        change = nft.diff(want, current)
+        assert change
+        sender = subprocess.Popen([*router.exec_prefix(), "python3", "-c", SENDER, str(FLOWS_PER_S), "4"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert sender.stdout.readline().strip() == "up"
+            time.sleep(1)
+            owner.apply_blocking(change, want, FIELD, current)
+            assert sender.poll() is None, "the rebuild must happen while flows arrive"
+            sent = int(sender.stdout.readline())
+            sender.wait(10)
+        finally:
+            sender.kill()
+    finally:
+        owner.close()
+    entries = node.exec(["conntrack", "-L", "-p", "udp", "-d", "10.80.0.10"], check=False).stdout.splitlines()
+    marks = [int(word.split("=")[1]) for line in entries for word in line.split() if word.startswith("mark=")]
+    assert len(marks) > sent * 0.9, (len(marks), sent)
+    wrong = [m for m in marks if m & FIELD.mask != FIELD.router(1)]
+    assert not wrong, f"{len(wrong)} of {len(marks)} flows kept a wrong mark: {sorted(set(wrong))}"

@@ -13,6 +13,7 @@ from pyroute2 import IPRoute
 from nra.kernel import routes as kroutes
 from nra.kernel.socket import NetlinkSocket, in_netns
 from tests.netns import add_peer_link, new_netns
+from tests.pyroute2_routes import route_from_message, table_of
 
 ROUTES = [
     # a weighted multipath, as nra installs it
@@ -31,6 +32,9 @@ ROUTES = [
     "-4 route add 100.64.0.0/10 via 10.200.0.1 dev eth0 onlink table 22",
     "-4 route add 100.128.0.0/10 tos 0x10 via 10.99.0.2 table 22",
     "-4 route add 100.192.0.0/10 via 10.99.0.3 table 100000",
+    # an IPv4 route via an IPv6 nexthop (RTA_VIA), alone and as a hop of a multipath
+    "-4 route add 100.32.0.0/12 via inet6 fd99::3 dev eth0 table 22",
+    "-4 route add 100.48.0.0/12 table 22 nexthop via inet6 fd99::2 dev eth0 nexthop via 10.99.0.3",
     # main: connected routes and routes with gateways (only the first count as connected)
     "-4 route add 172.16.0.0/16 dev eth0",
     "-4 route add 172.17.0.0/16 via 10.99.0.2",
@@ -56,9 +60,9 @@ def ns():
 def pyroute2_view(netns: str, table: int) -> list:
     def read():
         with IPRoute(strict_check=True) as ipr:
-            return [kroutes.route_from_message(msg) for family in (socket.AF_INET, socket.AF_INET6)
+            return [route_from_message(msg) for family in (socket.AF_INET, socket.AF_INET6)
                     for msg in ipr.route("dump", family=family, table=table)
-                    if kroutes.table_of(msg) == table]
+                    if table_of(msg) == table]
     return in_netns(netns, read)
 
 

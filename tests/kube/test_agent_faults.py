@@ -31,7 +31,7 @@ from nra.config.metallb import parse_objects
 from nra.daemon.agent import Agent
 from nra.kernel.codec import NLMSG_HDR, decode_rule
 from nra.kernel.model import KernelRule
-from nra.kernel.routes import route_from_message, table_of
+from tests.pyroute2_routes import route_from_message, table_of
 from nra.settings import Settings
 from nra.sources.kube import CRDSource, api_client_factory
 from tests.kube.apiserver import FakeApiServer, load_objects

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 
 from nra.kernel import nft_netlink as nl
+from nra.kernel.codec import attribute, messages
 
 
 def test_an_ipv4_prefix_is_a_start_and_an_end_flagged_element():
@@ -28,7 +29,7 @@ def test_a_batch_is_begin_messages_end_and_acks_are_asked_for_the_messages():
     ops = nl.prefix_ops({4: [(1, 1)]}, {4: [(5, 9)]}, {4: "lb4", 6: "lb6"})
     assert [(op.set_name, op.delete, len(op.elements)) for op in ops] == [("lb4", True, 2), ("lb4", False, 3)]
     data, acked = nl.batch("nra", ops, 100)
-    kinds = [kind for kind, *_ in nl._messages(data)]
+    kinds = [m.kind for m in messages(data)]
     new, delete = (nl.NFNL_SUBSYS_NFTABLES << 8 | m for m in (nl.NFT_MSG_NEWSETELEM, nl.NFT_MSG_DELSETELEM))
     assert kinds == [nl.NFNL_MSG_BATCH_BEGIN, delete, new, nl.NFNL_MSG_BATCH_END]
     assert acked == [101, 102]
@@ -40,8 +41,40 @@ def _note(msg: int, attrs: bytes) -> bytes:
 
 def test_notifications_become_transactions_with_their_tables_and_process():
     reader = nl.NotificationReader()
-    data = (_note(nl.NFT_MSG_DELTABLE, nl.nla(1, b"nra\0")) + _note(nl.NFT_MSG_NEWSETELEM, nl.nla(1, b"other\0"))
-            + _note(nl.NFT_MSG_NEWGEN, nl.nla(nl.NFTA_GEN_ID, struct.pack("!I", 7))
-                    + nl.nla(nl.NFTA_GEN_PROC_PID, struct.pack("!I", 4242))))
-    assert reader.feed(data) == [nl.Transaction(7, 4242, frozenset({"nra", "other"}))]
-    assert reader.feed(_note(nl.NFT_MSG_NEWGEN, b"")) == [nl.Transaction(0, 0, frozenset())]
+    data = (_note(nl.NFT_MSG_DELTABLE, attribute(1, b"nra\0")) + _note(nl.NFT_MSG_NEWSETELEM, attribute(1, b"other\0"))
+            + _note(nl.NFT_MSG_NEWGEN, attribute(nl.NFTA_GEN_ID, struct.pack("!I", 7))
+                    + attribute(nl.NFTA_GEN_PROC_PID, struct.pack("!I", 4242))))
+    (tx,) = reader.feed(data)
+    assert (tx.generation, tx.pid, tx.tables, tx.structure) == (7, 4242, frozenset({"nra", "other"}), {"nra"})
+    assert tx.elements == (nl.ElementChange("other", "", False, ()),)
+    assert reader.feed(_note(nl.NFT_MSG_NEWGEN, b"")) == [nl.Transaction(0, 0, frozenset(), flags={})]
+
+
+def test_element_notifications_are_decoded_to_their_keys_flags_and_verdicts():
+    start, end = nl.interval_elements(0x0A500000, 0x0A50000F, 32)
+    body = (attribute(nl.NFTA_SET_ELEM_LIST_TABLE, b"nra\0") + attribute(nl.NFTA_SET_ELEM_LIST_SET, b"lb4\0")
+            + nl.nested(nl.NFTA_SET_ELEM_LIST_ELEMENTS, start, end, nl.goto_element("02:00:00:00:00:01", "save_2")))
+    (tx,) = nl.NotificationReader().feed(_note(nl.NFT_MSG_DELSETELEM, body) + _note(nl.NFT_MSG_NEWGEN, b""))
+    (change,) = tx.elements
+    assert (change.table, change.set_name, change.delete) == ("nra", "lb4", True)
+    assert change.elements == (nl.Element(bytes.fromhex("0a500000")),
+                               nl.Element(bytes.fromhex("0a500010"), nl.NFT_SET_ELEM_INTERVAL_END),
+                               nl.Element(bytes.fromhex("020000000001"), 0, "save_2"))
+    assert not tx.structure
+
+
+def test_an_element_batch_can_carry_the_tables_flags_first():
+    data, acked = nl.batch("nra", [nl.ElementOp("links", (nl.ifname_element("eth0"),))], 10, table_flags=0)
+    found = list(messages(data))
+    assert [m.kind for m in found] == [nl.NFNL_MSG_BATCH_BEGIN, nl.NFNL_SUBSYS_NFTABLES << 8 | nl.NFT_MSG_NEWTABLE,
+                                      nl.NFNL_SUBSYS_NFTABLES << 8 | nl.NFT_MSG_NEWSETELEM, nl.NFNL_MSG_BATCH_END]
+    assert acked == [11, 12]
+    table = nl.message_attributes(found[1])
+    assert table == {nl.NFTA_TABLE_NAME: b"nra\0", nl.NFTA_TABLE_FLAGS: bytes(4)}
+
+
+def test_a_router_element_is_its_link_layer_address_and_a_goto():
+    element = nl.goto_element("02:00:00:00:00:0A", "save_3")
+    assert bytes.fromhex("02000000000a") in element and b"save_3\0" in element
+    assert struct.pack("!i", nl.NFT_GOTO) in element
+    assert nl.goto_element("02:00:00:00:00:0a", None) == nl._element(bytes.fromhex("02000000000a"))

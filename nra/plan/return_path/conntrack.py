@@ -29,6 +29,7 @@ from nra.plan.planner import (
     PlanSteps,
     RoutingPolicy,
     is_managed_route,
+    leftovers,
     rule_diff,
     rule_imposter_reason,
     same_nexthops,
@@ -234,6 +235,7 @@ def plan_conntrack(intent: Intent, state: KernelState, policy: RoutingPolicy, rp
         steps.nft.append(ApplyNft(removal(current), None, None, current, reason="no peers: nra's nft table goes"))
     _router_routes(steps, want, state, policy)
     _router_rules(steps, want, state, rp)
+    leftovers(steps, state)
     steps.warnings += want.warnings
     return steps.plan()
 

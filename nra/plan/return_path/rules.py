@@ -13,7 +13,15 @@ from nra.config.intent import Intent, IPAddress, IPNetwork
 from nra.kernel.model import KernelReads, KernelState, rule_key
 from nra.kernel.operations import AddRule, ApplyReport
 from nra.plan.peer_health import Verdict, verdicts_from_states
-from nra.plan.planner import Plan, PlanSteps, RoutingPolicy, rule_diff, rule_imposter_reason, table_routes
+from nra.plan.planner import (
+    Plan,
+    PlanSteps,
+    RoutingPolicy,
+    leftovers,
+    rule_diff,
+    rule_imposter_reason,
+    table_routes,
+)
 from nra.plan.return_path.base import Counts, counts_after
 
 #: key of a desired rule (model.rule_key) -> its prefix, by family
@@ -54,6 +62,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
                        policy.fwmark, fwmask, reason="missing")
 
     rule_diff(steps, state.rules, wanted, add, lambda rule: rule_imposter_reason(rule, policy, families))
+    leftovers(steps, state)
     return steps.plan()
 
 
