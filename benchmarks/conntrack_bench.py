@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from nra.config.metallb import parse_static_document  # noqa: E402
 from nra.daemon.wiring import reconciler as open_reconciler  # noqa: E402
 from nra.kernel import nft_netlink as nl  # noqa: E402
-from nra.kernel.socket import in_netns  # noqa: E402
+from nra.kernel.socket import open_netlink  # noqa: E402
 from nra.settings import load_settings  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 
@@ -105,11 +105,13 @@ def bench_steady(mode: str, n: int) -> float:
 
 
 class ElementListener:
-    """nf_tables notifications of one namespace: when did an element of set lb4 arrive."""
+    """nf_tables notifications of one namespace: when did an element of set lb4 arrive (its
+    transaction's end, through nra's own notification reader)."""
 
     def __init__(self, netns: str):
-        self.sock = in_netns(netns, lambda: nl.open_socket(1 << (nl.NFNLGRP_NFTABLES - 1)))
+        self.sock = open_netlink(netns, 1 << (nl.NFNLGRP_NFTABLES - 1), protocol=nl.NETLINK_NETFILTER)
         self.sock.setblocking(False)
+        self.reader = nl.NotificationReader()
 
     def drain(self) -> None:
         try:
@@ -117,18 +119,17 @@ class ElementListener:
                 pass
         except BlockingIOError:
             pass
+        self.reader = nl.NotificationReader()
 
-    def wait(self, deadline: float) -> float | None:
+    def wait(self, deadline: float, message: int = nl.NFT_MSG_NEWSETELEM) -> float | None:
+        """When an element of lb4 came (or, message=NFT_MSG_DELSETELEM, went)."""
+        delete = message == nl.NFT_MSG_DELSETELEM
         while (left := deadline - time.perf_counter()) > 0:
             if not select.select([self.sock], [], [], left)[0]:
                 return None
-            data = self.sock.recv(1 << 20)
-            for kind, _, _, _, offset in nl._messages(data):
-                if kind == (nl.NFNL_SUBSYS_NFTABLES << 8 | nl.NFT_MSG_NEWSETELEM):
-                    length = nl.NLMSG_HDR.unpack_from(data, offset)[0]
-                    found = nl.attrs(data, offset + nl.NLMSG_HDR.size + nl.NFGENMSG.size, offset + length)
-                    if found.get(nl.NFTA_SET_ELEM_LIST_SET, b"").rstrip(b"\0") == b"lb4":
-                        return time.perf_counter()
+            for transaction in self.reader.feed(self.sock.recv(1 << 20)):
+                if any(c.set_name == "lb4" and c.delete == delete for c in transaction.elements):
+                    return time.perf_counter()
         return None
 
     def close(self) -> None:

@@ -1,6 +1,8 @@
-"""Command line: `nra [run|plan|clean] [--flags]`; every flag has the original env var too.
+"""Command line: `nra [run|plan|clean|status|completion] [--flags]`; every flag has the
+original env var too.
 
-Exit codes: 0 success, 1 a run that failed (ONESHOT, CLEANANDEXIT, plan), 2 bad settings.
+Exit codes: 0 success, 1 a run that failed (ONESHOT, CLEANANDEXIT), 2 bad settings.
+`nra plan`: 0 nothing to do, 2 changes pending, 1 an error (bad settings included).
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from nra import __version__
 from nra.observe.logs import setup_logging
 from nra.settings import ENV_NAMES, Settings, SettingsError, default_text, kind_of, load_settings
 
+COMMANDS = ["run", "plan", "clean", "status", "completion"]
+#: flag values offered by the shell completion, besides the `a|b` metavars
+_COMPLETION_VALUES = {"--log-level": "error warn info verbose debug silly", "--log-format": "text json"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nra",
@@ -24,10 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nra {__version__}")
     parser.add_argument("--dry-run", action="store_true",
                         help="same as the `plan` command: print what would change, change nothing")
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "plan", "clean"],
+    parser.add_argument("command", nargs="?", default="run", choices=COMMANDS,
                         help="run (default: daemon, or ONESHOT/CLEANANDEXIT), "
-                        "plan (print what would change, change nothing), clean (= CLEANANDEXIT); "
-                        "`nra status [--json]` asks a running agent what it holds (see nra status --help)")
+                        "plan (print what would change, change nothing; exit 0 nothing to do, 2 changes "
+                        "pending, 1 error), clean (= CLEANANDEXIT), status [--json] (ask a running agent "
+                        "what it holds: nra status --help), completion bash|zsh (a shell completion script)")
+    parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                        help="plan's output: text (ip-like lines) or json (one document)")
     for field, info in Settings.model_fields.items():
         extra, env = info.json_schema_extra, ENV_NAMES[field]
         text = (info.description or "").replace("`", "").replace("%", "%%")
@@ -51,24 +61,76 @@ def main(argv: list[str] | None = None) -> int:
         from nra.observe.status_report import main as status_main
 
         return status_main(argv[1:])
+    if argv[:1] == ["completion"]:
+        return print_completion(argv[1:])
     args = build_parser().parse_args(argv)
     if args.dry_run:
         args.command = "plan"
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "dry_run")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "dry_run", "output")}
     if args.command == "clean":
         overrides["cleanandexit"] = True
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
         print(f"nra: {exc}", file=sys.stderr)
-        return 2
+        return 1 if args.command == "plan" else 2  # plan's 2 means "changes pending"
     setup_logging(settings.log_level, settings.log_format)
     try:
         from nra.daemon.modes import run
 
-        return asyncio.run(run(settings, args.command))
+        return asyncio.run(run(settings, args.command, args.output))
     except KeyboardInterrupt:
         return 130
+
+
+def completion_script() -> str:
+    """A bash completion function for nra, built from the parser (zsh runs it through
+    bashcompinit): the commands, every flag, and the values of flags that have a fixed set."""
+    from nra.observe.status_report import build_parser as status_parser
+
+    status_flags = " ".join(f for action in status_parser()._actions for f in action.option_strings)
+    flags, files, values = [], [], dict(_COMPLETION_VALUES)
+    for action in build_parser()._actions:
+        flags += action.option_strings
+        metavar = action.metavar or ""
+        for flag in action.option_strings:
+            if action.choices and flag.startswith("-"):
+                values[flag] = " ".join(action.choices)
+            elif "|" in metavar:
+                values[flag] = metavar.replace("|", " ")
+            elif metavar == "PATH":
+                files.append(flag)
+    cases = "".join(f'    {flag}) COMPREPLY=($(compgen -W "{words}" -- "$cur")); return;;\n'
+                    for flag, words in sorted(values.items()))
+    return (
+        "_nra() {\n"
+        '  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}\n'
+        '  case $prev in\n'
+        f'{cases}'
+        f'    {"|".join(files)}) COMPREPLY=($(compgen -f -- "$cur")); return;;\n'
+        '    completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")); return;;\n'
+        '  esac\n'
+        '  if [[ ${COMP_WORDS[1]} == status ]]; then\n'
+        f'    COMPREPLY=($(compgen -W "{status_flags}" -- "$cur")); return\n'
+        '  fi\n'
+        '  if [[ $COMP_CWORD -eq 1 && $cur != -* ]]; then\n'
+        f'    COMPREPLY=($(compgen -W "{" ".join(COMMANDS)}" -- "$cur")); return\n'
+        '  fi\n'
+        f'  COMPREPLY=($(compgen -W "{" ".join(flags)}" -- "$cur"))\n'
+        "}\n"
+        "complete -F _nra nra\n"
+    )
+
+
+def print_completion(argv: list[str]) -> int:
+    """`nra completion bash|zsh`: print the script to source (`source <(nra completion bash)`)."""
+    if argv not in (["bash"], ["zsh"]):
+        print("usage: nra completion bash|zsh", file=sys.stderr)
+        return 2
+    if argv == ["zsh"]:  # zsh runs bash completion functions through bashcompinit
+        print("autoload -U +X bashcompinit && bashcompinit")
+    print(completion_script(), end="")
+    return 0
 
 
 def entry() -> None:

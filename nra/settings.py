@@ -369,6 +369,10 @@ class Settings(BaseSettings):
         "`/healthz`, `/readyz`, `/metrics` on `ip:port`, or `off`",
         details="`[::1]:9101`; `:9101` is every IPv4 address; `localhost` is 127.0.0.1; other host names are "
         "refused (the chart writes `$(HOST_IP):9101`, which Kubernetes fills in).")
+    status_access: Annotated[str, Choice(("loopback", "health", "off"))] = setting(
+        "loopback", "STATUS_ACCESS", "--status-access",
+        "where /status is answered: on loopback only (a loopback listener on the health port when "
+        "HEALTH_ADDRESS is another address), on the health listener (health), or nowhere (off)")
     log_level: Annotated[str, Choice(("error", "warn", "info", "verbose", "debug", "silly"),
                                      {"warning": "warn", "trace": "silly", "err": "error"})] = setting(
         "info", "LOG_LEVEL", "--log-level", "how much to log")
@@ -447,6 +451,15 @@ class Settings(BaseSettings):
         "`env.TABLE_NAME` is set. A file of that name nra did not write is left alone; CLEANANDEXIT removes "
         "it. Letters, digits, `_ . -`, not iproute2's own names.")
 
+    datapath_check: Annotated[str, Choice(("refuse", "warn"))] = setting(
+        "refuse", "DATAPATH_CHECK", "--datapath-check",
+        "refuse (exit 2) or only warn when RETURN_PATH cannot work on the datapath found")
+    calico_ext_service_mark: Annotated[tuple[int, int | None] | None, Text(
+        parse_fwmark, f"{NUMBER32}(?:/{NUMBER32})?", "MARK[/MASK]", blank_is_unset=True,
+        accepts="as RULE_FWMARK", agent_only="as RULE_FWMARK; a mark other than RULE_FWMARK's")] = setting(
+        None, "CALICO_EXT_SERVICE_MARK", "--calico-ext-service-mark",
+        "Calico eBPF's bpfExtToServiceConnmark: the rules match this mark (as RULE_FWMARK)")
+
     @field_validator("max_reconcile_wait")
     @classmethod
     def _wait_floor(cls, v: int) -> int:
@@ -460,6 +473,10 @@ class Settings(BaseSettings):
         if self.frrk8s_namespace and not (self.metallb_use_crds and self.node_name):
             raise ValueError("FRRK8S_NAMESPACE needs METALLB_USE_CRDS=1 and NODE_NAME (BGPSessionStates are "
                              "picked by this node's name)")
+        if self.calico_ext_service_mark:  # the mark Calico's eBPF dataplane sets: the rules match it
+            if self.rule_fwmark and self.rule_fwmark != self.calico_ext_service_mark:
+                raise ValueError("CALICO_EXT_SERVICE_MARK and RULE_FWMARK differ: set one")
+            self.rule_fwmark = self.calico_ext_service_mark
         if self.return_path != "conntrack":
             return self  # the router tables and priority+1 are not used
         try:

@@ -63,6 +63,35 @@ TOGETHER = """
 """
 
 
+# Written by hand: what goes with the settings (kept here so the whole page is generated).
+MORE = """
+<a id="return-path-rules-or-conntrack"></a>`RETURN_PATH`'s two modes, and which datapath needs which: [return-path.md](return-path.md).
+
+BGPPeer labels (CRD mode): `metallb-nra/enabled: "false"` (or `"0"`, `"no"`) leaves the peer
+out of the route; `metallb-nra/address: <ip>` uses that address as the nexthop instead of
+`peerAddress`; `metallb-nra/weight: "<1..256>"` sets its weight.
+
+## Commands
+
+`nra [run|plan|clean|status|completion]`, `run` by default.
+
+- `nra plan` (or `nra --dry-run`) prints the operations a reconcile would apply, and changes
+  nothing. Its exit code says what it found, as `terraform plan -detailed-exitcode` and
+  `kubectl diff` do: **0** nothing to do, **2** changes pending, **1** an error (no
+  configuration, the kernel unreadable, or a bad setting: for `plan` a bad setting is 1, not
+  the agent's 2, so that 2 only ever means changes). `-o json` prints one document instead
+  of the `ip`-like lines: `changes` (true/false), `desired` (`peers` with address and
+  weight, `prefixes` counted per family), `operations` (`kind`, `command`, `reason`),
+  `warnings`, `left_out` (peer to reason).
+- `nra clean` is `CLEANANDEXIT`.
+- `nra status [--json] [--address HOST:PORT]` asks a running agent what it holds (exit 0
+  ready, 1 not ready, 2 unreachable).
+- `nra completion bash` (or `zsh`) prints a completion script for the commands, the flags
+  and the values of flags with a fixed set: `source <(nra completion bash)`, or save it as
+  `/etc/bash_completion.d/nra`. The zsh script loads `bashcompinit` and the same function.
+"""
+
+
 def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -80,7 +109,7 @@ def render() -> str:
 
     return (INTRO.format(line=s.MAX_LINE, shown=MAX_SHOWN) + "\n".join(rows) + "\n"
             + TOGETHER.format(routers_default="ids", max_table=s.MAX_TABLE, bits=s.MAX_ROUTERS.bit_length(),
-                              routers=s.MAX_ROUTERS, wait=s.MAX_RECONCILE_WAIT_MS, nra_proto=s.NRA_PROTOCOL))
+                              routers=s.MAX_ROUTERS, wait=s.MAX_RECONCILE_WAIT_MS, nra_proto=s.NRA_PROTOCOL) + MORE)
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,6 @@
 """The bad-input cases of issue 11, each with what nra does and the regression tests that
-hold it to that. README's "What nra does with bad input" table is rendered from this list
-(`scripts/bad-input-table --write`); tests/unit/test_readme_bad_input.py fails when README is
+hold it to that. docs/bad-input.md's table is rendered from this list
+(`scripts/bad-input-table --write`); tests/unit/test_bad_input_doc.py fails when that page is
 stale or a case names a test that does not exist."""
 
 from __future__ import annotations
@@ -130,6 +130,9 @@ def render() -> str:
     return "\n".join([BEGIN, *rows, END])
 
 
-def readme_with_table(readme: str) -> str:
-    start, end = readme.index(BEGIN), readme.index(END) + len(END)
-    return readme[:start] + render() + readme[end:]
+DOC = REPO / "docs" / "bad-input.md"
+
+
+def doc_with_table(doc: str) -> str:
+    start, end = doc.index(BEGIN), doc.index(END) + len(END)
+    return doc[:start] + render() + doc[end:]

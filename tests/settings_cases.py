@@ -51,6 +51,7 @@ REFUSED: list[Case] = [
     case("PEER_NEIGH_TIMERS", "retrans_ms=5"), case("PEER_NEIGH_TIMERS", "retrans_ms=١٠٠"),
     case("PEER_NEIGH_TIMERS", "slow"),
     case("TABLE_NAME", "9lives"), case("TABLE_NAME", "a b"),
+    case("STATUS_ACCESS", "everywhere"), case("DATAPATH_CHECK", "ignore"), case("CALICO_EXT_SERVICE_MARK", "zz"),
     case("FRRK8S_NAMESPACE", "frr-k8s-system", METALLB_USE_CRDS="0"),  # the chart's template refuses it
     # a value far too long, or with a newline: refused, and never echoed whole
     case("TABLE_WEIGHT", BIG), case("RULE_FWMARK", "0x14\nTABLE_WEIGHT=30"), case("TABLE_NAME", "n" * 100_000),
@@ -105,4 +106,5 @@ AT_BOUNDS: list[Case] = [
     case("PEER_NEIGH_TIMERS", "base_reachable_ms=3600000,delay_probe_ms=0,retrans_ms=10,ucast_probes=32"),
     case("TABLE_NAME", "nra"), case("TABLE_NAME", "_" + "x" * 62),
     case("METALLB_STATIC_FILE", ""), case("RULE_FWMARK", ""),
+    case("STATUS_ACCESS", "OFF"), case("DATAPATH_CHECK", "warn"), case("CALICO_EXT_SERVICE_MARK", "0x4/0x4"),
 ]

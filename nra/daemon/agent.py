@@ -28,6 +28,8 @@ from nra.daemon.worker import Worker
 from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
 from nra.kernel.table_names import name_table
 from nra.observe import metrics
+from nra.observe.documents import REFRESH_S, Documents
+from nra.observe.logs import reconcile_context
 from nra.observe.status import STUCK_AFTER_S, AgentStatus
 from nra.observe.status_report import StatusDetails
 from nra.settings import Settings
@@ -38,6 +40,8 @@ EXIT_VITAL_TASK = 1
 WORKER, KERNEL_WATCHER, SOURCE = "worker", "netlink-events", "source"
 #: how often the BGPSessionState watch's health is looked at
 SESSION_WATCH_CHECK_S = 0.5
+#: how often the event loop tells the HTTP server's thread it runs
+HEARTBEAT_S = 0.5
 
 
 def stuck_limit(settings: Settings) -> float:
@@ -56,15 +60,25 @@ class Agent:
         self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
                                                     settings=self.settings,
                                                     config_loaded_at=self.desired.loaded_at,
-                                                    return_path=self.return_path)
+                                                    return_path=self.return_path,
+                                                    datapath=self.datapath)
+        self.datapath: dict | None = None  # what nra.kernel.datapath found at start
         self.desired = Desired()
         self.stuck_after_s = stuck_after_s if stuck_after_s is not None else stuck_limit(settings)
+        self.status.stuck_after_s = self.stuck_after_s
+        # what /status and /metrics serve, rebuilt here and read by the server's thread
+        self.documents = Documents(self.status, self.status.details)
         self.echo = EchoFilter()
         self.contention = ContentionDetector()
         self.worker: Worker | None = None
         self._stop = asyncio.Event()
         self._echo_check: asyncio.Task | None = None
         self.resolution: PeerResolution | None = None
+        self.node_events = None
+        if not settings.metallb_static_file:  # (the Kubernetes client only where it is used)
+            from nra.sources.kube.node_events import node_events_for
+
+            self.node_events = node_events_for(settings)
         #: what /status shows of the return path (its describe()), once running
         self.return_path: dict | None = None
 
@@ -83,7 +97,9 @@ class Agent:
         self.status.source_synced = True
         metrics.ready(self.status.ready)
         if changed and self.worker is not None:
-            self.worker.trigger("config")
+            self.worker.trigger("config")  # (the documents follow that reconcile)
+        else:
+            self.documents.refresh()
 
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
@@ -111,13 +127,19 @@ class Agent:
                 signal.signal(sig, handler)
 
     async def _run(self) -> int:
-        from nra.observe.server import start_health_server, stop_health_server
+        from nra.observe.server import connection_cap, fd_headroom, start_health_server, stop_health_server
 
+        # idle HTTP clients must never take the descriptors a hook or a netlink socket needs
+        cap = connection_cap(fd_headroom())
         await check_multipath_use_neigh(self.settings.netns, self.settings.set_multipath_use_neigh)
         name_table(self.settings.table, self.settings.table_name)
         health = None
         if self.settings.health_address:
-            health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s)
+            self.status.loop_ran()
+            self.documents.refresh()
+            health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s,
+                                               documents=self.documents,
+                                               status_access=self.settings.status_access, cap=cap)
         try:
             async with reconciler(self.settings, self.status) as one:
                 return await self._supervise(one)
@@ -140,6 +162,7 @@ class Agent:
             others.add(asyncio.create_task(self._watch_session_states(reconciler), name="session-states"))
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
+        others.add(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         metrics.agent_started(__version__, self.source.name, reconciler.return_path.name)
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
                     f"namespace {self.settings.netns}" if self.settings.netns else "this network namespace")
@@ -160,7 +183,8 @@ class Agent:
                             self.status.source_synced = False  # (run_source said why)
         finally:
             logger.info("stopping; the kernel state is left as it is")
-            tasks = [stop, *vital, *others, *(t for t in (self._echo_check,) if t is not None)]
+            pending_event = self.node_events.pending if self.node_events else None
+            tasks = [stop, *vital, *others, *(t for t in (self._echo_check, pending_event) if t is not None)]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -179,14 +203,31 @@ class Agent:
         self.status.reconcile_started()
         self.echo.reconcile_started()  # netlink events from here on may be our own
         try:
-            return await reconciler.reconcile(self.intent, trigger)
+            with reconcile_context(trigger):
+                return await reconciler.reconcile(self.intent, trigger)
         finally:
             self.status.reconcile_finished()
 
+    async def _heartbeat(self) -> None:
+        """Tell the HTTP server's thread that this loop runs (liveness judges it by this),
+        and rebuild the documents for what moved between reconciles."""
+        last_refresh = time.monotonic()
+        while True:
+            self.status.loop_ran()
+            # (not during a reconcile: a new configuration's prefixes are sorted for /status
+            # after it reached the kernel, never before)
+            if time.monotonic() - last_refresh >= REFRESH_S and self.status.busy_since is None:
+                self.documents.refresh()
+                last_refresh = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_S)
+
     def _reconciled(self, triggers: set[str], outcome: Outcome) -> None:
+        self.documents.refresh()  # (after the reconcile: a change reaches the kernel first)
         self.echo.reconcile_finished(bool(outcome.applied))
         if self.resolution is not None:  # a read may have judged a peer silent
             self.resolution.wake()
+        if self.node_events is not None and outcome.plan is not None:
+            self.node_events.observe(outcome.degraded, outcome.plan.left_out)
         by_drift = "netlink" in triggers
         if by_drift and outcome.applied:
             metrics.drift_repaired()

@@ -14,7 +14,7 @@ from loguru import logger
 
 from nra.config.intent import Intent, ParseResult, Problem
 from nra.observe import metrics
-from nra.observe.logs import VERBOSE
+from nra.observe.logs import VERBOSE, intent_fields
 from nra.sources.base import Source
 
 
@@ -40,7 +40,8 @@ class Desired:
             logger.log(VERBOSE, "configuration reloaded, desired state unchanged")
             return False
         self.intent = result.intent
-        logger.info("desired state {}: {}", "loaded" if first else "changed", result.intent.summary())
+        logger.bind(**intent_fields(result.intent.peers, result.intent.prefix_counts)).info(
+            "desired state {}: {}", "loaded" if first else "changed", result.intent.summary())
         return True
 
     def _log_problems(self, problems: tuple[Problem, ...]) -> None:

@@ -64,7 +64,11 @@ async def run_hook(path: str | None, phase: str, timeout_s: float = 10.0) -> boo
     """Run one hook; log its output; return False (and warn) if it failed or timed out."""
     if not path:
         return True
-    read_fd, write_fd = os.pipe()
+    try:
+        # inside the try: with no descriptor left (EMFILE) the hook fails, not the worker
+        read_fd, write_fd = os.pipe()
+    except OSError as exc:
+        return _not_started(path, phase, exc)
     try:
         proc = await asyncio.create_subprocess_exec(
             path, phase,
@@ -76,15 +80,24 @@ async def run_hook(path: str | None, phase: str, timeout_s: float = 10.0) -> boo
         )
     except OSError as exc:
         os.close(read_fd)
-        logger.warning("{} hook {} could not start: {}", phase, path, exc)
-        metrics.hook_ran(phase, "error")
-        return False
+        return _not_started(path, phase, exc)
     finally:
         os.close(write_fd)
     pipe = os.fstat(read_fd).st_ino
+    pipe_file = os.fdopen(read_fd, "rb", buffering=0)
     reader = asyncio.StreamReader()
-    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0))
+    try:
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe_file)
+    except BaseException as exc:
+        # the output cannot be watched, or the agent stops meanwhile: the hook must not
+        # outlive this call
+        _kill_group(proc.pid)
+        pipe_file.close()
+        if not isinstance(exc, OSError):
+            raise
+        await proc.wait()
+        return _not_started(path, phase, exc)
     output = _Output()
     draining = asyncio.create_task(output.drain(reader))
     try:
@@ -95,6 +108,12 @@ async def run_hook(path: str | None, phase: str, timeout_s: float = 10.0) -> boo
             timed_out = True
             _kill_group(proc.pid)
             await proc.wait()
+        except asyncio.CancelledError:
+            # the agent stops (SIGTERM) while the hook runs: take the hook and what it
+            # started with it, then let the cancellation go on
+            _kill_group(proc.pid)
+            _kill_pipe_holders(pipe)
+            raise
         try:
             await asyncio.wait_for(asyncio.shield(draining), EXIT_GRACE_S)
         except asyncio.TimeoutError:
@@ -118,6 +137,12 @@ async def run_hook(path: str | None, phase: str, timeout_s: float = 10.0) -> boo
         return False
     metrics.hook_ran(phase, "ok")
     return True
+
+
+def _not_started(path: str, phase: str, exc: OSError) -> bool:
+    logger.warning("{} hook {} could not start: {}", phase, path, exc.strerror or exc)
+    metrics.hook_ran(phase, "error")
+    return False
 
 
 def _kill_group(pgid: int) -> None:

@@ -1,8 +1,12 @@
 """The ways nra runs: the daemon, ONESHOT (one reconcile), `nra plan` (print what would
 change) and CLEANANDEXIT (a reconcile to the empty intent). Exit codes: 0 success, 1 a run
-that failed, 2 an unusable setting."""
+that failed, 2 an unusable setting; `nra plan`: 0 nothing to do, 2 changes pending, 1 an
+error (an unusable setting included, so that 2 only ever means changes)."""
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 from loguru import logger
 
@@ -10,8 +14,11 @@ from nra.config.intent import Intent
 from nra.daemon.desired import first_configuration
 from nra.daemon.host import check_multipath_use_neigh
 from nra.daemon.wiring import reconciler
+from nra.kernel import datapath
 from nra.kernel.protocol import KERNEL_ERRORS
 from nra.kernel.table_names import name_table, unname_table
+from nra.observe.logs import reconcile_context
+from nra.plan.planner import Plan
 from nra.settings import Settings
 from nra.sources.base import Source
 
@@ -26,9 +33,12 @@ def make_source(settings: Settings) -> Source:
     return make_kube_source(settings)
 
 
-async def run(settings: Settings, command: str = "run") -> int:
+async def run(settings: Settings, command: str = "run", output: str = "text") -> int:
     if settings.cleanandexit:
         return await clean_and_exit(settings)
+    datapath = await check_datapath(settings)
+    if datapath is None:
+        return 2
     one_off = command == "plan" or settings.oneshot
     try:
         if one_off and not settings.metallb_static_file:
@@ -39,14 +49,34 @@ async def run(settings: Settings, command: str = "run") -> int:
         source = make_source(settings)
     except (ValueError, OSError) as exc:
         logger.error("cannot start the configuration source: {}", exc)
-        return 2
+        return 1 if command == "plan" else 2  # plan's 2 means "changes pending"
     if command == "plan":
-        return await plan_only(settings, source)
+        return await plan_only(settings, source, output)
     if settings.oneshot:
         return await oneshot(settings, source)
     from nra.daemon.agent import Agent
 
-    return await Agent(settings, source).run()
+    agent = Agent(settings, source)
+    agent.datapath = datapath
+    return await agent.run()
+
+
+async def check_datapath(settings: Settings) -> dict | None:
+    """Say which datapath the node has and whether RETURN_PATH fits it; None when the mode
+    cannot work there and DATAPATH_CHECK=refuse (the caller exits 2). A node that cannot be
+    read is "unknown", never a refusal."""
+    try:
+        found = datapath.classify(await asyncio.to_thread(datapath.read_facts, settings.netns))
+    except Exception as exc:  # (a kernel or library surprise must not stop the agent)
+        found = datapath.Datapath("unknown", (f"could not read the node: {type(exc).__name__}: {exc}",), None)
+    the_fit = datapath.fit(found, settings.return_path, settings.rule_fwmark)
+    line = "datapath {} ({}); RETURN_PATH={}: {}"
+    args = (found.name, "; ".join(found.evidence), settings.return_path, the_fit.text)
+    if the_fit.refuses and settings.datapath_check == "refuse":
+        logger.bind(datapath=found.name).error(line + " (DATAPATH_CHECK=warn to run anyway)", *args)
+        return None
+    logger.bind(datapath=found.name).log("WARNING" if the_fit.fits is False else "INFO", line, *args)
+    return datapath.describe(found, the_fit)
 
 
 async def oneshot(settings: Settings, source: Source) -> int:
@@ -78,7 +108,8 @@ async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode
     goes on without libnftables (nra's nft table is removed through nf_tables netlink)."""
     try:
         async with reconciler(settings, cleaning=cleaning) as one:
-            outcome = await one.reconcile(intent, trigger, hooks=hooks, verify=verify)
+            with reconcile_context(trigger):
+                outcome = await one.reconcile(intent, trigger, hooks=hooks, verify=verify)
     except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
         logger.error("{} failed: {}", mode, exc)
         return 1
@@ -95,18 +126,45 @@ async def _reconcile_once(settings: Settings, intent: Intent, trigger: str, mode
     return 0
 
 
-async def plan_only(settings: Settings, source: Source) -> int:
-    """`nra plan`: print what a reconcile would do, change nothing."""
+#: `nra plan`'s exit codes, as `terraform plan -detailed-exitcode` and `kubectl diff` have them
+PLAN_NO_CHANGES, PLAN_ERROR, PLAN_CHANGES = 0, 1, 2
+
+
+async def plan_only(settings: Settings, source: Source, output: str = "text") -> int:
+    """`nra plan`: print what a reconcile would do, change nothing. Exit 0 when the kernel
+    matches, 2 when changes are pending, 1 when the plan could not be made."""
     desired = await first_configuration(source, settings.source_start_timeout)
     if desired is None:
-        return 1
-    async with reconciler(settings) as one:
-        _, the_plan = await one.compute_plan(desired.intent)
-    print(f"# desired: {desired.intent.summary()}")
-    for warning in the_plan.warnings:
-        print(f"# warning: {warning}")
-    for op in the_plan.operations:
-        print(op)
-    if not the_plan.operations:
-        print("# nothing to do: the kernel matches the configuration")
-    return 0
+        return PLAN_ERROR
+    try:
+        async with reconciler(settings) as one:
+            _, the_plan = await one.compute_plan(desired.intent)
+    except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
+        logger.error("plan failed: {}", exc)
+        return PLAN_ERROR
+    if output == "json":
+        print(json.dumps(plan_document(desired.intent, the_plan), indent=2))
+    else:
+        print(f"# desired: {desired.intent.summary()}")
+        for warning in the_plan.warnings:
+            print(f"# warning: {warning}")
+        for op in the_plan.operations:
+            print(op)
+        if not the_plan.operations:
+            print("# nothing to do: the kernel matches the configuration")
+    return PLAN_CHANGES if the_plan.operations else PLAN_NO_CHANGES
+
+
+def plan_document(intent: Intent, the_plan: Plan) -> dict:
+    """`nra plan -o json`: the plan as one JSON document, for scripts."""
+    return {
+        "changes": bool(the_plan.operations),
+        "desired": {
+            "peers": [{"address": str(p.address), "weight": p.weight} for p in intent.peers],
+            "prefixes": {"ipv4": intent.prefix_counts[4], "ipv6": intent.prefix_counts[6]},
+        },
+        "operations": [{"kind": op.kind, "command": op.command(), "reason": op.reason}
+                       for op in the_plan.operations],
+        "warnings": list(the_plan.warnings),
+        "left_out": {str(peer): reason for peer, reason in the_plan.left_out.items()},
+    }

@@ -23,7 +23,7 @@ from nra.kernel.model import KernelState
 from nra.kernel.operations import ApplyReport, Operation
 from nra.kernel.protocol import KERNEL_ERRORS, Kernel
 from nra.observe import metrics
-from nra.observe.logs import VERBOSE
+from nra.observe.logs import VERBOSE, log_operations, peer_field
 from nra.observe.status import AgentStatus
 from nra.plan.peer_health import PeerHealth
 from nra.plan.planner import Plan
@@ -139,10 +139,12 @@ class Reconciler:
         set_up = tuple(await self.kernel.set_up_peer_neighbours(state))
         outcome.plan, outcome.state = the_plan, state
         outcome.warnings = the_plan.warnings + set_up
-        self._log_warnings(outcome.warnings)
+        self._log_warnings(outcome.warnings, [p.address for p in intent.peers])
         outcome.degraded = bool(the_plan.unusable_peers)
-        for op in the_plan.operations:
-            logger.info("{} ({})", op, trigger)
+        log_operations(the_plan.operations, trigger)
+        # more time before liveness fails: per operation, and per prefix of a change to the nft table
+        nft_prefixes = sum(intent.prefix_counts.values()) if any(op.kind == "nft" for op in the_plan.operations) else 0
+        self.status.applying(len(the_plan.operations) + nft_prefixes)
         report = ApplyReport()
         if the_plan.operations:
             report = await self.kernel.apply(the_plan.operations)
@@ -163,11 +165,11 @@ class Reconciler:
         self._export_gauges(intent, the_plan, peers, rules)
         return [op.kind for op in report.applied]
 
-    def _log_warnings(self, warnings: tuple[str, ...]) -> None:
+    def _log_warnings(self, warnings: tuple[str, ...], peers: list[IPAddress]) -> None:
         # Say each warning when it first appears, not on every timer tick.
         for warning in warnings:
             if warning not in self._last_warnings:
-                logger.warning(warning)
+                logger.bind(**peer_field(warning, peers)).warning(warning)
         self._last_warnings = warnings
 
     def _export_gauges(self, intent: Intent, the_plan: Plan, peers: dict[int, int], rules: dict[int, int]) -> None:

@@ -1,29 +1,60 @@
 """Health and metrics over HTTP: /healthz (liveness), /readyz (readiness), /metrics, and
-/status (what `nra status` shows).
+/status (what `nra status` shows), in a thread of their own.
 
-The answers are AgentStatus's own (liveness, readiness), testable without a server; the
-aiohttp app only serves them.
+The reconciler never waits for HTTP: the server runs its own event loop in its own thread,
+serves documents the daemon built (nra.observe.documents) as bytes, and bounds what clients
+can take (nra.observe.connections: a connection cap, idle and header timeouts). Polling
+/status and /metrics shares DOCUMENT_RATE requests a second; more wait their turn (at most
+BUDGET_WAIT_S, then 503), so their CPU, which the reconciler shares through the GIL, stays
+small however many clients poll. /healthz and /readyz skip that queue: a probe is answered
+at once. Liveness is AgentStatus's, which judges the daemon's loop by its heartbeat, not
+the server's own progress.
+
+/status is answered only on a loopback address unless STATUS_ACCESS=health: when the health
+listener is on another address (the chart's node address), a second listener on the
+loopback address, same port, serves it (`nra status` in the pod asks there).
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
+import resource
+import socket
+import threading
 from collections.abc import Callable
 
 from aiohttp import web
 from loguru import logger
 from prometheus_client.exposition import choose_encoder
 
-from nra.observe.metrics import REGISTRY
-from nra.observe.status import STUCK_AFTER_S, AgentStatus
-from nra.observe.status_report import StatusDetails, status_document
+from nra.observe.connections import MAX_CONNECTIONS, BoundedServer, request_waiting
+from nra.observe.documents import Documents
+from nra.observe.status import AgentStatus
 from nra.settings import parse_health_address
 
-STATUS_KEY: web.AppKey[AgentStatus] = web.AppKey("status", AgentStatus)
-STUCK_KEY: web.AppKey[float] = web.AppKey("stuck_after_s", float)
+#: /status and /metrics requests a second, all clients together
+DOCUMENT_RATE = 200.0
+#: a request that would wait longer than this for its turn is answered 503
+BUDGET_WAIT_S = 5.0
+#: full prefix listings (/status?prefixes=all) streamed at once
+FULL_LISTINGS = 1
+#: connections the kernel queues before the server accepts them (a crowd of idle clients
+#: must not crowd out a probe's connection)
+LISTEN_BACKLOG = 1024
+#: connections accepted in one go
+ACCEPT_BATCH = 256
+#: newcomers past the cap, waiting a moment for their request (see HealthServer._park)
+PARKED = 64
+#: how long start() waits for the thread to listen, and stop() for it to end
+THREAD_WAIT_S = 10.0
+
+STATUS_ACCESS = ("loopback", "health", "off")
 
 
 class HealthAddressError(ValueError):
-    """health_address is not host:port; str() is the one line shown to the user."""
+    """health_address is not host:port, or cannot be listened on; str() is the one line shown."""
 
 
 def parse_address(address: str) -> tuple[str, int] | None:
@@ -36,72 +67,317 @@ def parse_address(address: str) -> tuple[str, int] | None:
         raise HealthAddressError(f"health address: {exc}") from None
 
 
+def fd_headroom() -> int:
+    """Raise the soft limit of open files to the hard one (idle clients must not take the
+    descriptors a hook or a netlink socket needs); return the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logger.warning("cannot raise the open files limit from {} to {}: {}", soft, target, exc)
+    return soft
+
+
+def connection_cap(fd_limit: int) -> int:
+    """Connections the server takes at once: MAX_CONNECTIONS, and never more than a quarter
+    of the descriptors the process may hold."""
+    return max(8, min(MAX_CONNECTIONS, fd_limit // 4))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listeners(host: str, port: int, status_access: str) -> list[tuple[str, int]]:
+    """Where to listen: the health address, and a loopback one on the same port when
+    /status must stay on loopback and the health address is neither loopback nor a wildcard
+    (which covers loopback already)."""
+    where = [(host, port)]
+    wildcard = host in ("0.0.0.0", "::")
+    if status_access == "loopback" and not _is_loopback(host) and not wildcard:
+        where.append(("::1" if ":" in host else "127.0.0.1", port))
+    return where
+
+
+class _Budget:
+    """DOCUMENT_RATE requests a second, in arrival order, in the server's loop."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next_at = 0.0
+
+    async def take(self) -> bool:
+        """Wait for this request's turn; False when that is more than BUDGET_WAIT_S away."""
+        now = asyncio.get_running_loop().time()
+        at = max(now, self.next_at)
+        if at - now > BUDGET_WAIT_S:
+            return False
+        self.next_at = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+        return True
+
+
+class HealthServer:
+    """The endpoints, served from a thread of their own with their own event loop."""
+
+    def __init__(self, where: list[tuple[str, int]], documents: Documents, status_access: str = "loopback",
+                 cap: int = MAX_CONNECTIONS, rate: float = DOCUMENT_RATE) -> None:
+        self.where = where
+        self.documents = documents
+        self.status: AgentStatus = documents.status
+        self.status_access = status_access
+        self.cap = cap
+        self.rate = rate
+        self.server: BoundedServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._failure: str | None = None
+        self._stop: asyncio.Event | None = None
+        self._openmetrics: tuple[object, bytes] = (None, b"")
+        self._parked: dict[int, socket.socket] = {}  # refused newcomers whose request may come
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen (raises HealthAddressError with one line if it cannot), then serve in the
+        background until stop()."""
+        self._thread = threading.Thread(target=self._run, name="nra-http", daemon=True)
+        self._thread.start()
+        if not self._started.wait(THREAD_WAIT_S):
+            raise HealthAddressError("health server: did not start listening within "
+                                     f"{THREAD_WAIT_S:g} s")
+        if self._failure is not None:
+            self._thread.join(THREAD_WAIT_S)
+            raise HealthAddressError(self._failure)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop already ended
+                pass
+            self._thread.join(THREAD_WAIT_S)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except Exception as exc:  # a bug: say it; the daemon's liveness does not depend on us
+            logger.opt(exception=exc).error("the health server stopped: {}: {}", type(exc).__name__, exc)
+            if not self._started.is_set():
+                self._failure = f"health server: {type(exc).__name__}: {exc}"
+                self._started.set()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        self._budget = _Budget(self.rate)
+        self._listings = asyncio.Semaphore(FULL_LISTINGS)
+        self.server = BoundedServer(self._dispatch, cap=self.cap, access_log=None)
+        loop = asyncio.get_running_loop()
+        listening: list[socket.socket] = []
+        try:
+            for index, (host, port) in enumerate(self.where):
+                try:
+                    listening.append(_listen(host, port))
+                except OSError as exc:
+                    why = f"{host}:{port}: cannot listen: {exc.strerror or exc}"
+                    if index == 0:  # the health address itself: the agent cannot run without it
+                        self._failure = f"health address {why}"
+                        self._started.set()
+                        return
+                    # only the loopback listener for /status: the probes still work
+                    logger.warning("/status listener {}; /status is not served", why)
+                    self.where = self.where[:index]
+                    break
+            for sock in listening:
+                loop.add_reader(sock.fileno(), self._accept, sock)
+            self._started.set()
+            sweeper = asyncio.create_task(self.server.sweep_forever())
+            await self._stop.wait()
+            sweeper.cancel()
+        finally:
+            for sock in listening:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+            for fd in list(self._parked):
+                self._close_parked(fd)
+            await self.server.shutdown(1.0)
+
+    def _accept(self, listening: socket.socket) -> None:
+        """Accept what is waiting; the cap decides here, before aiohttp builds anything."""
+        assert self.server is not None and self._loop is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE, ENOBUFS: say so (rate limited), try again later
+                logging.getLogger("asyncio").warning("health server: accept failed: %s", exc.strerror or exc)
+                return
+            conn.setblocking(False)
+            if self.server.admit(request_waiting(conn)):
+                self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+            else:
+                self._park(conn)
+
+    def _park(self, conn: socket.socket) -> None:
+        """A newcomer refused for now, its request not there yet: wait for it in a waiting
+        room of PARKED sockets (the oldest closed to make room). A probe's request arrives
+        within milliseconds and is let in; an idle crowd just passes through."""
+        assert self._loop is not None
+        if len(self._parked) >= PARKED:
+            self._close_parked(next(iter(self._parked)))
+        self._parked[conn.fileno()] = conn
+        self._loop.add_reader(conn.fileno(), self._unpark, conn.fileno())
+
+    def _unpark(self, fd: int) -> None:
+        assert self.server is not None and self._loop is not None
+        conn = self._parked.get(fd)
+        if conn is None:
+            return
+        if request_waiting(conn) and self.server.admit(True):
+            self._loop.remove_reader(fd)
+            del self._parked[fd]
+            self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+        else:  # closed by the client, or nothing to evict: gone
+            self._close_parked(fd)
+
+    def _close_parked(self, fd: int) -> None:
+        assert self._loop is not None
+        conn = self._parked.pop(fd)
+        self._loop.remove_reader(fd)
+        conn.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        assert self.server is not None
+        self.server.request_started(request.protocol)
+        try:
+            if request.method not in ("GET", "HEAD"):
+                return web.Response(status=405, text="only GET and HEAD\n", headers={"Allow": "GET, HEAD"})
+            handler = self._routes.get(request.path)
+            if handler is None:
+                return web.Response(status=404, text="not found: /healthz, /readyz, /metrics, /status\n")
+            return await handler(self, request)
+        finally:
+            self.server.request_finished(request.protocol)
+
+    async def _healthz(self, _request: web.BaseRequest) -> web.Response:
+        return _answer(self.status.liveness())
+
+    async def _readyz(self, _request: web.BaseRequest) -> web.Response:
+        return _answer(self.status.readiness())
+
+    async def _metrics(self, request: web.BaseRequest) -> web.Response:
+        if not await self._budget.take():
+            return _busy()
+        snapshot = self.documents.snapshot
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        if not content_type.startswith("application/openmetrics-text"):
+            body = snapshot.metrics  # (built by generate_latest, the plain text format)
+        else:  # OpenMetrics, when the scraper asks: encoded here, once per build
+            if self._openmetrics[0] is not snapshot:
+                self._openmetrics = (snapshot, encode(self.documents.registry))
+            body = self._openmetrics[1]
+        # aiohttp refuses a content_type with parameters; set the header as-is.
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _status(self, request: web.BaseRequest) -> web.StreamResponse:
+        if not self._status_allowed(request):
+            return web.Response(status=404, text="/status is served on the loopback address only "
+                                                 "(STATUS_ACCESS=health serves it here)\n")
+        if not await self._budget.take():
+            return _busy()
+        if request.query.get("prefixes") == "all":
+            return await self._full_status(request)
+        return web.Response(body=self.documents.status_body(), content_type="application/json")
+
+    async def _full_status(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self._listings.locked():
+            return _busy("a full listing is being sent to another client; try again")
+        async with self._listings:
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            for chunk in self.documents.full_status_chunks():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    def _status_allowed(self, request: web.BaseRequest) -> bool:
+        if self.status_access == "health":
+            return True
+        if self.status_access == "off":
+            return False
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        return bool(sockname) and _is_loopback(sockname[0])
+
+    _routes: dict[str, Callable] = {"/healthz": _healthz, "/readyz": _readyz, "/metrics": _metrics,
+                                    "/status": _status}
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _answer(ok_reason: tuple[bool, str]) -> web.Response:
     ok, reason = ok_reason
     return web.Response(status=200 if ok else 503, text=reason + "\n")
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    return _answer(request.app[STATUS_KEY].liveness(request.app[STUCK_KEY]))
+def _busy(why: str = "too many requests for /status and /metrics; try again") -> web.Response:
+    return web.Response(status=503, text=why + "\n", headers={"Retry-After": "1"})
 
 
-async def _readyz(request: web.Request) -> web.Response:
-    return _answer(request.app[STATUS_KEY].readiness())
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    # Plain Prometheus text (generate_latest) unless the scraper asks for OpenMetrics.
-    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
-    # aiohttp refuses a content_type with parameters; set the header as-is.
-    return web.Response(body=encode(REGISTRY), headers={"Content-Type": content_type})
-
-
-def build_app(status: AgentStatus, stuck_after_s: float = STUCK_AFTER_S) -> web.Application:
-    app = web.Application()
-    app[STATUS_KEY] = status
-    app[STUCK_KEY] = stuck_after_s
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/status", status_handler_for())
-    return app
-
-
-async def start_health_server(
-    address: str, status: AgentStatus, stuck_after_s: float = STUCK_AFTER_S
-) -> web.AppRunner | None:
-    """Serve the endpoints on `address`; None when disabled ('' or 'off').
-
-    Stop it with `await stop_health_server(runner)` (or `await runner.cleanup()`).
-    """
+async def start_health_server(address: str, status: AgentStatus, stuck_after_s: float | None = None,
+                              documents: Documents | None = None, status_access: str = "loopback",
+                              cap: int | None = None) -> HealthServer | None:
+    """Serve the endpoints on `address` from a thread of their own; None when disabled
+    ('' or 'off'). Stop it with `await stop_health_server(server)`. `documents` (else
+    built from `status` and refreshed once here) is what /status and /metrics serve."""
     where = parse_address(address)
     if where is None:
         logger.info("health endpoints disabled")
         return None
+    if stuck_after_s is not None:
+        status.stuck_after_s = stuck_after_s
+    if documents is None:
+        documents = Documents(status, status.details)
+        documents.refresh()
     host, port = where
-    runner = web.AppRunner(build_app(status, stuck_after_s), access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise HealthAddressError(f"health address {address}: cannot listen: {exc.strerror or exc}") from None
-    logger.info("health endpoints on http://{}:{}/ (healthz, readyz, metrics, status)", host, port)
-    return runner
+    server = HealthServer(listeners(host, port, status_access), documents, status_access,
+                          cap if cap is not None else connection_cap(fd_headroom()))
+    await asyncio.to_thread(server.start)
+    shown = ", ".join(f"http://{h if ':' not in h else f'[{h}]'}:{p}/" for h, p in server.where)
+    logger.info("health endpoints on {} (healthz, readyz, metrics{}); at most {} connections",
+                shown, {"loopback": ", status on loopback", "health": ", status", "off": ""}[status_access],
+                server.cap)
+    return server
 
 
-async def stop_health_server(runner: web.AppRunner | None) -> None:
-    if runner is not None:
-        await runner.cleanup()
-
-
-def status_handler_for(details: Callable[[], StatusDetails] | None = None):
-    """An aiohttp handler for GET /status; the app holds AgentStatus under
-    STATUS_KEY. `details` (else the AgentStatus's own `details` attribute, a
-    callable the agent sets) is called on every request."""
-    async def handler(request: web.Request) -> web.Response:
-        status = request.app[STATUS_KEY]
-        provider = details or getattr(status, "details", None)
-        return web.json_response(status_document(status, provider() if provider else None))
-
-    return handler
+async def stop_health_server(server: HealthServer | None) -> None:
+    if server is not None:
+        await asyncio.to_thread(server.stop)

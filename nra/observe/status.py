@@ -9,6 +9,10 @@ from typing import Any, Callable
 
 #: a reconcile (hooks included) running longer than this means the worker is stuck
 STUCK_AFTER_S = 30.0
+#: more time a reconcile may take per kernel operation it applies: a first reconcile of
+#: 40,000 rules is minutes of kernel work, not a hang (measured: about 1.4 ms a rule on
+#: a loaded 2-core VM; 5 ms leaves room for slower nodes and still bounds a hang)
+PER_OPERATION_S = 0.005
 
 
 @dataclass
@@ -24,6 +28,14 @@ class AgentStatus:
     last_reconcile_at: float | None = None  # wall clock (time.time()); read by /status
     #: monotonic time the running reconcile started; None while the worker waits
     busy_since: float | None = None
+    #: monotonic time the daemon's event loop last ran its heartbeat (None: no daemon loop
+    #: watched). The HTTP server runs in a thread of its own and answers whatever the loop
+    #: does, so it judges the loop by this, never by its own progress.
+    loop_beat: float | None = None
+    #: how long a reconcile may run, or the loop stand still, before liveness fails
+    stuck_after_s: float = STUCK_AFTER_S
+    #: kernel operations the running reconcile applies (each adds PER_OPERATION_S)
+    busy_operations: int = 0
     #: another writer keeps undoing our changes (see nra.daemon.contention)
     contention: str = ""
     #: what /status shows beyond this (the intent, the last outcome, the settings): a
@@ -34,16 +46,35 @@ class AgentStatus:
 
     def reconcile_started(self) -> None:
         self.busy_since = time.monotonic()
+        self.busy_operations = 0
+
+    def applying(self, operations: int) -> None:
+        """The running reconcile is about to apply this many kernel operations."""
+        self.busy_operations = operations
 
     def reconcile_finished(self) -> None:
         self.busy_since = None
+        self.busy_operations = 0
 
-    def liveness(self, stuck_after_s: float = STUCK_AFTER_S) -> tuple[bool, str]:
-        """Alive unless one reconcile has been running for longer than `stuck_after_s`."""
-        if self.busy_since is not None:
-            running = time.monotonic() - self.busy_since
-            if running > stuck_after_s:
-                return False, f"one reconcile has been running for {running:.0f} s (limit {stuck_after_s:g} s)"
+    def loop_ran(self) -> None:
+        self.loop_beat = time.monotonic()
+
+    def liveness(self, stuck_after_s: float | None = None) -> tuple[bool, str]:
+        """Alive unless one reconcile has been running for longer than `stuck_after_s`
+        (default: this status's own) plus PER_OPERATION_S for each operation it applies, or
+        the daemon's event loop has stood still (starved, or blocked by a call that never
+        returns) for longer than `stuck_after_s`."""
+        base = self.stuck_after_s if stuck_after_s is None else stuck_after_s
+        now = time.monotonic()
+        busy_since, loop_beat = self.busy_since, self.loop_beat  # (set by another thread)
+        if busy_since is not None:
+            running = now - busy_since
+            limit = base + self.busy_operations * PER_OPERATION_S
+            if running > limit:
+                work = f" for {self.busy_operations:,} operations" if self.busy_operations else ""
+                return False, f"one reconcile has been running for {running:.0f} s (limit {limit:g} s{work})"
+        if loop_beat is not None and now - loop_beat > base:
+            return False, f"the agent's event loop has not run for {now - loop_beat:.0f} s (limit {base:g} s)"
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:

@@ -36,6 +36,7 @@ class StatusDetails:
     settings: Any = None          # nra.settings.Settings
     config_loaded_at: float | None = None  # wall clock of the last configuration load
     return_path: Any = None       # the return path's describe(): its mode, tables and marks
+    datapath: dict | None = None  # nra.kernel.datapath.describe(): the node's datapath, the mode's fit
 
 
 def _registry_values(registry: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -57,8 +58,10 @@ def _total(values: dict, name: str) -> int:
 
 
 def status_document(status: Any, details: StatusDetails | None = None, registry: Any = None,
-                    now: float | None = None) -> dict[str, Any]:
-    """The `/status` JSON: a pure function of its arguments (`now` for the ages)."""
+                    now: float | None = None, prefixes: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The `/status` JSON: a pure function of its arguments (`now` for the ages). `prefixes`:
+    the lists shown by family (the agent shows the first few: nra.observe.documents); by
+    default every prefix of the intent. `prefix_counts` always counts them all."""
     from nra import __version__
 
     if registry is None:
@@ -103,11 +106,17 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
         "reconciles": _total(values, "nra_reconciles_total"),
         "reconcile_failures": _total(values, "nra_reconcile_failures_total"),
         "drift_repairs": _total(values, "nra_drift_repairs_total"),
+        "datapath": details.datapath,
     }
     if details.intent is not None:
         doc["peers"] = [{"address": str(p.address), "family": f"ipv{p.address.version}", "weight": p.weight,
                          "name": p.name} for v in (4, 6) for p in details.intent.peers_of(v)]
-        doc["prefixes"] = {f"ipv{v}": [str(n) for n in details.intent.prefixes_of(v)] for v in (4, 6)}
+        counts = details.intent.prefix_counts
+        if prefixes is None:
+            prefixes = {f"ipv{v}": [str(n) for n in details.intent.prefixes_of(v)] for v in (4, 6)}
+        doc["prefixes"] = prefixes
+        doc["prefix_counts"] = {f"ipv{v}": counts[v] for v in (4, 6)}
+        doc["prefixes_complete"] = all(len(prefixes.get(f"ipv{v}", ())) == counts[v] for v in (4, 6))
     if status.last_reconcile_at is not None:
         outcome = details.outcome
         doc["last_reconcile"] = {
@@ -129,27 +138,36 @@ class StatusUnavailable(Exception):
 
 
 def client_address(address: str | None) -> str:
-    """HEALTH_ADDRESS as the agent listens on it -> where to ask (0.0.0.0/empty host: loopback)."""
+    """Where to ask: `address` as given (a wildcard host: loopback), else HEALTH_ADDRESS's port
+    on loopback, where the agent answers /status unless STATUS_ACCESS=health (then the
+    health address itself)."""
+    given = address is not None
     text = (address or os.environ.get("HEALTH_ADDRESS") or DEFAULT_ADDRESS).strip()
+    if os.environ.get("STATUS_ACCESS", "").strip().lower() == "off" and not given:
+        raise StatusUnavailable("the agent serves no /status (STATUS_ACCESS=off)")
     if text.lower() in ("off", "0", "false", "no", ""):
         raise StatusUnavailable("the health listener is off (HEALTH_ADDRESS=off): no status to ask")
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
         raise StatusUnavailable(f"address {text!r}: expected host:port such as 127.0.0.1:9101")
     host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1" if host != "::" else "::1"
+    on_health = os.environ.get("STATUS_ACCESS", "").strip().lower() == "health"
+    if host in ("", "0.0.0.0", "::") or not (given or on_health):
+        host = "::1" if ":" in host else "127.0.0.1"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def fetch_status(address: str, timeout: float = 5.0) -> dict[str, Any]:
-    url = f"http://{address}/status"
+def fetch_status(address: str, timeout: float = 5.0, all_prefixes: bool = False) -> dict[str, Any]:
+    url = f"http://{address}/status" + ("?prefixes=all" if all_prefixes else "")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = resp.read()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            raise StatusUnavailable(f"{url}: not found (an agent without the /status endpoint)") from None
+            why = exc.read(300).decode(errors="replace").strip()
+            if "/status" not in why:
+                why = "an agent without the /status endpoint"
+            raise StatusUnavailable(f"{url}: not found ({why})") from None
         raise StatusUnavailable(f"{url}: HTTP {exc.code}") from None
     except OSError as exc:
         reason = getattr(exc, "reason", exc)
@@ -214,7 +232,8 @@ def format_status(doc: dict[str, Any], now: float | None = None) -> str:
     if doc.get("prefixes") is not None:
         for family in FAMILIES:
             prefixes = doc["prefixes"].get(family, [])
-            shown = ", ".join(prefixes[:8]) + (f", ... ({len(prefixes)} in all)" if len(prefixes) > 8 else "")
+            count = (doc.get("prefix_counts") or {}).get(family, len(prefixes))
+            shown = ", ".join(prefixes[:8]) + (f", ... ({count} in all)" if count > 8 else "")
             lines.append(f"prefixes {family.replace('ip', 'IP')}:   {shown or 'none'}")
     table = kernel.get("table")
     where = f"table {table}" if table is not None else "the table"
@@ -232,6 +251,11 @@ def format_status(doc: dict[str, Any], now: float | None = None) -> str:
         lines += [f"                 failed: {f}" for f in last.get("failed", [])]
     lines.append(f"reconciles:      {doc['reconciles']} ({doc['reconcile_failures']} failed); "
                  f"drift repairs: {doc['drift_repairs']}")
+    found = doc.get("datapath")
+    if found:
+        fits = {True: "fits", False: "DOES NOT FIT", None: "cannot tell"}[found.get("mode_fits")]
+        lines.append(f"datapath:        {found['name']} ({'; '.join(found.get('evidence', []))})")
+        lines.append(f"mode:            {fits}: {found.get('verdict', '')}")
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", metavar="HOST:PORT", default=None,
                         help=f"the agent's health listener (default: HEALTH_ADDRESS, else {DEFAULT_ADDRESS})")
     parser.add_argument("--json", action="store_true", help="print the agent's JSON as it is")
+    parser.add_argument("--all-prefixes", action="store_true",
+                        help="ask for every prefix (the agent sends the first 100 of each family otherwise)")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
     return parser
 
@@ -247,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        doc = fetch_status(client_address(args.address), args.timeout)
+        doc = fetch_status(client_address(args.address), args.timeout, args.all_prefixes)
     except StatusUnavailable as exc:
         print(f"nra status: {exc}", file=sys.stderr)
         return 2

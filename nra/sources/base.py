@@ -63,7 +63,9 @@ class SourceHealth:
 
     @property
     def problem(self) -> str | None:
-        return next(iter(self._current.values()), None)
+        # tuple() copies in one step: the HTTP server's thread asks while the loop may change it
+        current = tuple(self._current.values())
+        return current[0] if current else None
 
     def has(self, kind: str) -> bool:
         return kind in self._current

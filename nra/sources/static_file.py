@@ -8,7 +8,8 @@ tmp current`). Every POLL_S the directory's identity and the file's stat are che
 a net for what inotify cannot see (a symlink swapped further up the path); SIGHUP and the
 timer call `reload()`, which re-reads at once.
 
-A missing, unreadable, empty (truncated mid-write), oversized or invalid file publishes
+A missing, unreadable, empty (truncated mid-write), oversized or invalid file, or a path that
+is not a regular file (a FIFO, a device: refused without reading, which could block), publishes
 nothing: the agent keeps the last good intent, the reason is logged once and is the
 source's `problem` (so /readyz fails with it) until the file is usable again.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from pathlib import Path
 
 from loguru import logger
@@ -49,6 +51,31 @@ def _identity(path: Path) -> tuple[int, ...] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
+class NotRegularFile(OSError):
+    """The path names a FIFO, a device or a socket: reading it could block forever."""
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file. Opened non-blocking and checked before any
+    read: a FIFO renamed over the file would otherwise block the event loop (and ONESHOT)
+    until something writes to it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise NotRegularFile(f"{path} is {kind}, not a regular file: refused")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read(limit)
+    finally:
+        os.close(fd)
+
+
 class StaticFileSource:
     name = "static-file"
 
@@ -79,10 +106,11 @@ class StaticFileSource:
     def load(self) -> ParseResult | None:
         """Read and parse the file; None (after saying why, once) when it cannot be used."""
         try:
-            with open(self.path, "rb") as file:
-                data = file.read(MAX_CONFIG_BYTES + 1)
+            data = _read_regular_file(self.path, MAX_CONFIG_BYTES + 1)
         except FileNotFoundError:
             return self._unreadable(f"{self.path} does not exist")
+        except NotRegularFile as exc:
+            return self._unreadable(str(exc))
         except OSError as exc:
             return self._unreadable(f"cannot read {self.path}: {exc.strerror or exc}")
         self.health.clear(UNREADABLE, f"{self.path} is readable again")

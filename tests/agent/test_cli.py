@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import time
 
 import pytest
@@ -84,7 +85,7 @@ def test_plan_in_a_namespace_that_is_not_one_is_one_line(config):
     # NRA_NETNS=/ passed the settings (the path exists) and `nra plan` died with a traceback
     for command in (["plan"], ["--oneshot"], ["--clean-and-exit"]):
         proc = run_nra(*command, "--static-file", str(config), env=clean_env(NRA_NETNS="/"))
-        assert proc.returncode == 2, proc.stderr
+        assert proc.returncode == (1 if command == ["plan"] else 2), proc.stderr  # plan: 2 is "changes"
         assert proc.stderr.startswith("nra: invalid NRA_NETNS: '/' is not a network namespace"), proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout and len(proc.stderr.splitlines()) == 1
 
@@ -104,7 +105,7 @@ def test_one_off_modes_with_no_source_fail_at_once(node_ns, tmp_path, command):
     env.pop("KUBERNETES_SERVICE_HOST", None)
     started = time.monotonic()
     proc = run_nra(*command, "--netns", node_ns.name, env=env, timeout=30)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == (1 if command == ["plan"] else 2), proc.stderr  # plan's 2 is "changes pending"
     assert "no Kubernetes credentials" in proc.stderr and "METALLB_STATIC_FILE" in proc.stderr
     assert time.monotonic() - started < 20  # the process start; the 60 s wait is gone
     assert node_ns.ip("-4 rule show table 20") == ""
@@ -229,13 +230,49 @@ async def test_clean_and_exit_fails_when_something_stays(node_ns, monkeypatch):
 
 def test_plan_changes_nothing(node_ns, config):
     proc = run_nra("plan", "--static-file", str(config), "--netns", node_ns.name)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # changes pending
     assert "rule add from 198.51.100.0/26" in proc.stdout
     assert "route replace" in proc.stdout
     assert rules(node_ns) == [] and route_gateways(node_ns) == {}
     dry = run_nra("--dry-run", "--static-file", str(config), "--netns", node_ns.name)
-    assert dry.returncode == 0 and dry.stdout == proc.stdout
+    assert dry.returncode == 2 and dry.stdout == proc.stdout
     assert rules(node_ns) == []
+
+
+def test_plan_exit_codes_and_json_document(node_ns, config):
+    """0 nothing to do, 2 changes pending, 1 an error: as terraform plan -detailed-exitcode."""
+    pending = run_nra("plan", "-o", "json", "--static-file", str(config), "--netns", node_ns.name)
+    assert pending.returncode == 2, pending.stderr
+    doc = json.loads(pending.stdout)
+    assert doc["changes"] is True
+    assert doc["desired"]["prefixes"] == {"ipv4": 2, "ipv6": 1}
+    assert sorted(p["address"] for p in doc["desired"]["peers"]) == ["10.99.0.2", "10.99.0.3", "fd99::2"]
+    commands = [op["command"] for op in doc["operations"]]
+    assert "ip -4 rule add from 198.51.100.0/26 lookup 20 priority 20" in commands
+    assert {op["kind"] for op in doc["operations"]} == {"add_rule", "replace_route"}
+    assert oneshot(node_ns, config).returncode == 0
+    done = run_nra("plan", "--output", "json", "--static-file", str(config), "--netns", node_ns.name)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["changes"] is False and json.loads(done.stdout)["operations"] == []
+    missing_ns = run_nra("plan", "--static-file", str(config), "--netns", "nra-no-such-ns")
+    assert missing_ns.returncode == 1, missing_ns.stderr
+    bad_setting = run_nra("plan", "--static-file", str(config), "--netns", node_ns.name, "--table", "254")
+    assert bad_setting.returncode == 1 and bad_setting.stderr.count("\n") == 1, bad_setting.stderr
+    assert "TABLE_WEIGHT" in bad_setting.stderr
+    assert run_nra("--oneshot", "--table", "254").returncode == 2  # the agent's bad settings stay exit 2
+
+
+def test_usage_names_every_command_and_completion_completes_them():
+    usage = run_nra("--help").stdout
+    assert "{run,plan,clean,status,completion}" in usage
+    script = run_nra("completion", "bash").stdout
+    complete = """source /dev/stdin; complete_words() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _nra; echo "${COMPREPLY[*]}"; }
+complete_words nra pl; complete_words nra --return-path c; complete_words nra status --j; complete_words nra --tab"""
+    got = subprocess.run(["bash", "-c", complete], input=script, capture_output=True, text=True, check=True)
+    assert got.stdout.splitlines() == ["plan", "conntrack", "--json", "--table --table-name"], got.stderr
+    zsh = run_nra("completion", "zsh")
+    assert zsh.returncode == 0 and zsh.stdout.startswith("autoload -U +X bashcompinit") and script in zsh.stdout
+    assert run_nra("completion", "fish").returncode == 2
 
 
 # -- hooks ------------------------------------------------------------------------------
@@ -348,6 +385,37 @@ def test_json_logs(node_ns, config):
     assert any("rule add from 198.51.100.0/26" in line["msg"] for line in lines)
 
 
+def test_json_logs_carry_structured_fields(node_ns, tmp_path):
+    """reconcile id and trigger on a reconcile's lines, prefix counts on the desired state,
+    the peer on a line about one peer."""
+    config = tmp_path / "metallb.yaml"
+    config.write_text(TWO_PEERS_V4_V6.replace("- peer-address: fd99::2", "- peer-address: fd99::2\n- peer-address: 192.0.2.77"))
+    proc = oneshot(node_ns, config, LOG_FORMAT="json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    desired = next(line for line in lines if line["msg"].startswith("desired state loaded"))
+    assert (desired["peers_ipv4"], desired["peers_ipv6"], desired["prefixes_ipv4"], desired["prefixes_ipv6"]) == (3, 1, 2, 1)
+    ops = [line for line in lines if "rule add from" in line["msg"]]
+    assert ops and all(line["reconcile_id"] == 1 and line["trigger"] == "oneshot" for line in ops)
+    off_link = next(line for line in lines if "192.0.2.77" in line["msg"] and line["level"] == "warning")
+    assert off_link["peer"] == "192.0.2.77" and off_link["reconcile_id"] == 1
+
+
+def test_a_large_first_reconcile_says_its_progress_once(node_ns, tmp_path):
+    """25 prefixes: one INFO line counts the operations; none is logged per rule at INFO."""
+    config = tmp_path / "metallb.yaml"
+    prefixes = ", ".join(f"198.51.{i}.0/24" for i in range(25))
+    config.write_text(f"peers:\n- peer-address: 10.99.0.2\naddress-pools:\n- name: p\n  protocol: bgp\n"
+                      f"  addresses: [{prefixes}]\n")
+    proc = oneshot(node_ns, config, LOG_FORMAT="json")
+    assert proc.returncode == 0, proc.stderr
+    info = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    assert [line for line in info if "rule add" in line["msg"]] == []
+    summary = [line for line in info if line["msg"].startswith("applying 26 operations")]
+    assert len(summary) == 1 and summary[0]["operations_add_rule"] == 25 and summary[0]["operations_replace_route"] == 1
+    assert len(rule_sources(node_ns)) == 25
+
+
 def test_health_port_in_use_is_one_line_not_a_traceback(node_ns, config):
     import socket
 
@@ -424,7 +492,7 @@ def test_managed_neighbours_and_link_timers_are_set_by_the_daemon_not_by_plan(no
 
     flags = ("--managed-neighbours", "1", "--peer-neigh-timers", "base_reachable_ms=1500,retrans_ms=300")
     proc = run_nra("plan", "--static-file", str(config), "--netns", node_ns.name, *flags)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert managed() == set() and "base_reachable 30000" in node_ns.ip("ntable show dev eth0 name arp_cache")
 
     daemon(*flags)

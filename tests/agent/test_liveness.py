@@ -78,3 +78,46 @@ async def test_a_netlink_watcher_that_dies_ends_the_daemon_with_a_nonzero_code(n
     assert metrics.REGISTRY.get_sample_value("nra_unexpected_errors_total",
                                              {"component": "netlink-events"}) == before + 1
     assert healthz(port) == 0  # the health listener went with it
+
+
+async def test_a_blocked_event_loop_fails_healthz_though_the_server_answers(node_ns: NetNS, tmp_path, monkeypatch):
+    # The HTTP server has a thread of its own now: it must judge the daemon's loop, not its
+    # own. A reconcile that blocks the loop (a call that never yields) for 3 s with a 1 s
+    # limit: /healthz answers 503 meanwhile (the old server, in the loop, did not answer).
+    from nra.daemon.reconciler import Reconciler
+
+    real = Reconciler.compute_plan
+    blocked = {"done": False}
+
+    async def compute_plan(self, intent):
+        if not blocked["done"]:
+            blocked["done"] = True
+            await asyncio.sleep(0.5)
+            time.sleep(3.0)  # the loop stands still
+        return await real(self, intent)
+
+    monkeypatch.setattr(Reconciler, "compute_plan", compute_plan)
+    agent, port = make_agent(node_ns, tmp_path, stuck_after_s=1.0)
+    running = asyncio.create_task(agent.run())
+    seen: list[tuple[float, int]] = []
+    stop = False
+
+    def poll() -> None:
+        started = time.monotonic()
+        while not stop and time.monotonic() - started < 10:
+            seen.append((time.monotonic() - started, healthz(port)))
+            time.sleep(0.1)
+
+    poller = asyncio.create_task(asyncio.to_thread(poll))
+    try:
+        while not (agent.last_outcome and agent.last_outcome.ok):
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+    finally:
+        stop = True
+        await poller
+        agent.stop()
+        assert await asyncio.wait_for(running, 10) == 0
+    codes = [code for _, code in seen if code]
+    assert 503 in codes and codes[-1] == 200, seen
+    assert all(code in (200, 503) for _, code in seen[next(i for i, (_, c) in enumerate(seen) if c):]), seen

@@ -83,6 +83,8 @@ class FakeApiServer:
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (verb, path, query)
         self.port = free_port()
         self.page_size: int | None = None  # pages of at most this many items, asked or not
+        self.events: list[dict] = []  # core/v1 Events created (POST), in order
+        self.refuse_events: int = 0  # answer this many Event creations 403 Forbidden
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -94,6 +96,7 @@ class FakeApiServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._handle)
+        app.router.add_post("/api/v1/namespaces/{namespace}/events", self._create_event)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
@@ -229,6 +232,27 @@ class FakeApiServer:
         if watching:
             return await self._watch(request, plural, version, selector, query)
         return self._list(plural, version, selector, query)
+
+    async def _create_event(self, request: web.Request) -> web.Response:
+        """POST of a core/v1 Event: checked like the API server would, kept in `events`."""
+        self.requests.append(("create", request.path, dict(request.query)))
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return _status(401, "Unauthorized", "no or wrong bearer token")
+        if self.refuse_events > 0:
+            self.refuse_events -= 1
+            return _status(403, "Forbidden", 'events is forbidden: cannot create resource "events"')
+        event = await request.json()
+        namespace = request.match_info["namespace"]
+        meta = event.get("metadata", {})
+        missing = [f for f in ("reason", "message", "type", "involvedObject") if not event.get(f)]
+        if event.get("kind") != "Event" or missing or meta.get("namespace", namespace) != namespace \
+                or not (meta.get("name") or meta.get("generateName")):
+            return _status(422, "Invalid", f"Event is invalid: missing {missing or 'kind/name/namespace'}")
+        self.rv += 1
+        meta.setdefault("name", f"{meta.get('generateName', '')}{self.rv}")
+        meta.update(namespace=namespace, resourceVersion=str(self.rv))
+        self.events.append(event)
+        return web.json_response(event, status=201)
 
     def _take_fault(self, path: str, verb: str) -> Fault | None:
         for fault in self.faults:

@@ -22,11 +22,15 @@ from tests.ship import monitoring_schema
 from tests.ship.k8s_schema import describe, kubectl, schema_errors
 from tests.ship.k8s_schema import render as kustomize
 from tests.ship.test_manifests import (
+    CONFIGMAP_BY_NAME,
+    CRD_OBJECTS,
+    EVENTS,
     READ_VERBS,
     SESSION_STATES,
     containers,
     env_of,
     pod_specs,
+    role_rules_with_names,
     rules_of,
 )
 from tests.ship.test_manifests import (
@@ -92,8 +96,13 @@ def all_errors(objects: list[dict[str, Any]]) -> list[str]:
     return errors
 
 
-def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [o for o in objects if o["kind"] == kind]
+def is_hook(obj: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in ((obj.get("metadata") or {}).get("annotations") or {})
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str, hooks: bool = False) -> list[dict[str, Any]]:
+    """The release's objects of a kind; Helm's hooks (run at uninstall) only when asked."""
+    return [o for o in objects if o["kind"] == kind and (hooks or not is_hook(o))]
 
 
 def agent_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -236,9 +245,8 @@ def test_daemonset_is_the_same_as_deploy(major, overlay, args):
     (charted,) = by_kind(helm_template(major, *args), "DaemonSet")
     assert charted["metadata"]["name"] == deployed["metadata"]["name"]
     chart_spec = comparable_pod_template(charted)
-    # The one intended difference: the chart defaults to the node-critical priority class
-    # (the issue asks for it; deploy/ sets none).
-    assert chart_spec["template"]["spec"].pop("priorityClassName") == "system-node-critical"
+    # both node-critical: an agent whose absence breaks replies is not evicted first
+    assert chart_spec["template"]["spec"]["priorityClassName"] == "system-node-critical"
     assert chart_spec == comparable_pod_template(deployed)
 
 
@@ -247,6 +255,7 @@ def test_daemonset_is_the_same_as_deploy(major, overlay, args):
 @pytest.mark.parametrize("overlay,args", [("configmap", []), ("crds-frrk8s", SESSION_STATES_ON)])
 def test_rbac_is_the_same_as_deploy(major, overlay, args):
     def rbac(objects):
+        objects = [o for o in objects if not is_hook(o)]
         roles = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): o["rules"]
                  for o in objects if o["kind"] in ("Role", "ClusterRole")}
         bindings = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): (o["roleRef"], o["subjects"])
@@ -299,6 +308,23 @@ def test_rbac_create_and_service_account(major):
     assert not by_kind(helm_template(major, "--set", "rbac.create=false"), "Role")
     # the Node.js name wins when given
     assert by_kind(helm_template(major, "--set", "rbac.create=false", "--set", "rbac.enabled=true"), "Role")
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_role_grants_only_the_chosen_modes_objects(major):
+    def role(*args):
+        (the_role,) = by_kind(helm_template(major, *args), "Role")
+        return role_rules_with_names(the_role)
+    assert role() == CONFIGMAP_BY_NAME | EVENTS
+    assert role("--set", "env.METALLB_CONFIGMAP_NAME=metallb-config") == \
+        {("", "configmaps", ("metallb-config",)): {"list", "watch"}} | EVENTS
+    assert role("--set", "extraEnv[0].name=METALLB_CONFIGMAP_NAME", "--set", "extraEnv[0].value=old") == \
+        {("", "configmaps", ("old",)): {"list", "watch"}} | EVENTS
+    for crds in ("1", "true", "yes", "on"):
+        assert role("--set-string", f"env.METALLB_USE_CRDS={crds}") == CRD_OBJECTS | EVENTS
+    # ONESHOT alone creates no Events
+    assert role("--set", "daemonset.enabled=false", "--set", "oneshot.enabled=true",
+                "--set", "oneshot.nodes={node-a}") == CONFIGMAP_BY_NAME
 
 
 @pytest.mark.parametrize("major", helm_params())
@@ -361,7 +387,7 @@ def test_health_port_follows_health_address(major):
     assert agent["ports"] == [{"name": "health", "containerPort": 9200, "protocol": "TCP"}]
     assert agent["livenessProbe"]["httpGet"]["port"] == "health"
     off = agent_pod(helm_template(major, "--set", "env.HEALTH_ADDRESS=off"))["containers"][0]
-    assert "ports" not in off and "livenessProbe" not in off and "readinessProbe" not in off
+    assert "ports" not in off and not {"startupProbe", "livenessProbe", "readinessProbe"} & set(off)
 
 
 @pytest.mark.parametrize("major", helm_params())
@@ -407,6 +433,121 @@ def test_table_name_mounts_the_nodes_rt_tables_d(major):
     assert clean_pod["initContainers"][0]["volumeMounts"] == [{"name": "rt-tables", "mountPath": "/etc/iproute2/rt_tables.d"}]
     assert all_errors(cleanup) == []
     assert "rt-tables" not in json.dumps(helm_template(major)), "no host mount without TABLE_NAME"
+
+
+# -- helm uninstall cleans every node -------------------------------------------------------
+
+@pytest.mark.parametrize("major", helm_params())
+def test_uninstall_runs_the_cleanup_on_every_node_and_waits(major):
+    objects = [o for o in helm_template(major, "--set", "env.TABLE_WEIGHT=120") if is_hook(o)]
+    assert {o["kind"] for o in objects} == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "DaemonSet", "Job"}
+    for obj in objects:
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "post-delete", describe(obj)
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in objects}
+    assert weights["Role"] < weights["DaemonSet"] < weights["Job"], "RBAC, then the cleaners, then the wait"
+    (cleaner,) = by_kind(objects, "DaemonSet", hooks=True)
+    pod = cleaner["spec"]["template"]["spec"]
+    wait, clean = pod["initContainers"]
+    assert wait["name"] == "wait-for-agent" and "nra status --address" in wait["args"][0] and ":9101" in wait["args"][0]
+    assert env_of(clean)["CLEANANDEXIT"] == "1" and env_of(clean)["TABLE_WEIGHT"] == "120"
+    assert pod["hostNetwork"] is True
+    (role,) = by_kind(objects, "Role", hooks=True)
+    assert role["rules"] == [{"apiGroups": ["apps"], "resources": ["daemonsets"],
+                              "resourceNames": [cleaner["metadata"]["name"]], "verbs": ["get"]}]
+    (job,) = by_kind(objects, "Job", hooks=True)
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[1:] == ["/etc/nra/wait/wait-for-cleanup.py", NAMESPACE, cleaner["metadata"]["name"], "300"]
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 330
+    (script,) = by_kind(objects, "ConfigMap", hooks=True)
+    assert script["data"]["wait-for-cleanup.py"] == (CHART / "files" / "wait-for-cleanup.py").read_text()
+    assert all_errors(objects) == []
+    # opt out, or nothing to clean after (no agent), or no RBAC for the wait: no hook
+    for args in (["--set", "cleanup.onUninstall=false"], EVERYTHING_ON[:4], ["--set", "rbac.create=false"]):
+        assert not [o for o in helm_template(major, *args) if is_hook(o)], args
+    assert "onUninstall" in template_error(major, "--set", "cleanup.onUninstall=maybe")
+
+
+def test_the_uninstall_wait_reads_the_daemonset_until_every_node_is_clean(tmp_path):
+    """files/wait-for-cleanup.py against a local HTTP stand-in of the API server."""
+    import http.server
+    import threading
+
+    statuses = [{"desiredNumberScheduled": 3, "numberReady": 1, "updatedNumberScheduled": 3},
+                {"desiredNumberScheduled": 3, "numberReady": 3, "updatedNumberScheduled": 3}]
+    seen = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append((self.path, self.headers["Authorization"]))
+            body = json.dumps({"status": statuses[0] if len(seen) < 2 else statuses[1]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    env = {"NRA_API_URL": f"http://127.0.0.1:{server.server_port}", "NRA_TOKEN_FILE": str(token), "PATH": "/usr/bin"}
+    script = str(CHART / "files" / "wait-for-cleanup.py")
+    try:
+        done = subprocess.run([sys.executable, script, "metallb-system", "nra-uninstall-cleanup", "30"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "every node cleaned (3 of 3)" in done.stdout
+        assert seen[0] == ("/apis/apps/v1/namespaces/metallb-system/daemonsets/nra-uninstall-cleanup", "Bearer secret")
+        statuses[1] = statuses[0]  # never done: fails after the deadline, saying how far it got
+        late = subprocess.run([sys.executable, script, "metallb-system", "nra-uninstall-cleanup", "3"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert late.returncode == 1 and "cleanup not finished after 3 s: 1 of 3 nodes cleaned" in late.stderr
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_global_image_registry_replaces_the_registry(major):
+    images = {c["image"] for _, pod in pod_specs(helm_template(major, "--set", "global.imageRegistry=mirror.example:5000"))
+              for c in containers(pod)}
+    assert images == {"mirror.example:5000/nra-project/nra:0.1.0"}
+    # a repository that names its own registry is still used as it is
+    own = {c["image"] for _, pod in pod_specs(helm_template(major, "--set", "global.imageRegistry=mirror.example",
+                                                            "--set", "image.repository=docker.io/me/nra"))
+           for c in containers(pod)}
+    assert own == {"docker.io/me/nra:0.1.0"}
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_alerts_have_switches_severities_and_runbook_urls(major):
+    def rules(*args):
+        (rule,) = by_kind(helm_template(major, "--set", "prometheus.rule.enabled=true", *args), "PrometheusRule")
+        return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    default = rules()
+    assert len(default) == 10
+    assert all(r["annotations"]["runbook_url"] == "https://github.com/nra-project/nra/blob/main/docs/runbooks.md#"
+               + name.lower() for name, r in default.items())
+    changed = rules("--set", "prometheus.rule.alerts.NraDriftRepairedOften.enabled=false",
+                    "--set", "prometheus.rule.alerts.NraNotReady.severity=critical",
+                    "--set", "prometheus.rule.runbookBaseURL=https://wiki.example/nra")
+    assert set(default) - set(changed) == {"NraDriftRepairedOften"}
+    assert changed["NraNotReady"]["labels"]["severity"] == "critical" and default["NraNotReady"]["labels"]["severity"] == "warning"
+    assert changed["NraReturnPathDown"]["annotations"]["runbook_url"] == "https://wiki.example/nra#nrareturnpathdown"
+    assert {k: v for k, v in changed["NraReturnPathDown"].items()} == \
+        {**default["NraReturnPathDown"], "annotations": changed["NraReturnPathDown"]["annotations"]}
+    assert "NraTypo" in template_error(major, "--set", "prometheus.rule.alerts.NraTypo.enabled=false")
+
+
+def test_dashboard_filters_by_the_node_label_the_monitors_add():
+    dashboard = json.loads((CHART / "files" / "nra-dashboard.json").read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    assert variable["name"] == "node" and variable["definition"] == "label_values(nra_reconciles_total, node)"
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert exprs and all('node=~"$node"' in e for e in exprs) and not any("$instance" in e for e in exprs)
 
 
 # -- the chart refuses what nra refuses, and accepts what nra accepts (issue 18.1) ------------

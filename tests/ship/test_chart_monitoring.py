@@ -76,12 +76,14 @@ def test_alerts_and_dashboard_use_only_contract_metrics():
     assert referenced_metrics(dashboard_exprs()) - names == set()
 
 
-def test_every_alert_has_a_runbook_in_the_readme():
-    readme = (REPO / "README.md").read_text()
+def test_every_alert_has_a_runbook_in_the_docs():
+    runbooks = (REPO / "docs" / "runbooks.md").read_text()
     for group in yaml.safe_load(RULES.read_text())["groups"]:
         for rule in group["rules"]:
-            assert f"#### {rule['alert']}\n" in readme, f"README.md has no runbook heading for {rule['alert']}"
-            assert rule["annotations"]["runbook"] == f"README.md#{rule['alert'].lower()} (nra repository)"
+            assert f"#### {rule['alert']}\n" in runbooks, f"docs/runbooks.md has no runbook heading for {rule['alert']}"
+            assert rule["annotations"]["runbook"] == f"docs/runbooks.md#{rule['alert'].lower()} (nra repository)"
+            assert rule["annotations"]["runbook_url"] == \
+                f"https://github.com/nra-project/nra/blob/main/docs/runbooks.md#{rule['alert'].lower()}"
 
 
 @pytest.mark.skipif(kubectl() is None, reason="kubectl not installed")

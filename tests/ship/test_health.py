@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import json
+import os
 import socket
+import threading
 import time
 
 import aiohttp
 import pytest
 
-from nra.observe import metrics
+from nra.config.intent import Intent, Peer
+from nra.observe import connections, metrics
+from nra.observe.documents import STATUS_PREFIXES
+from nra.observe.status_report import StatusDetails
+from nra.observe.documents import Documents
 from nra.observe.server import (
+    PARKED,
     HealthAddressError,
     parse_address,
     start_health_server,
@@ -31,15 +41,22 @@ async def get(port: int, path: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-async def served():
+async def served_documents():
     status = AgentStatus(source_name="static-file")
+    documents = Documents(status)
     port = free_port()
-    runner = await start_health_server(f"127.0.0.1:{port}", status, stuck_after_s=5)
-    assert runner is not None
+    server = await start_health_server(f"127.0.0.1:{port}", status, stuck_after_s=5, documents=documents)
+    assert server is not None
     try:
-        yield status, port
+        yield status, port, documents
     finally:
-        await stop_health_server(runner)
+        await stop_health_server(server)
+
+
+@pytest.fixture
+async def served(served_documents):
+    status, port, _ = served_documents
+    yield status, port
 
 
 async def test_readyz_only_after_config_loaded_and_in_sync(served):
@@ -89,13 +106,14 @@ EXPECTED_METRICS = [
 ]
 
 
-async def test_metrics_expose_every_name_and_follow_updates(served):
-    _, port = served
+async def test_metrics_expose_every_name_and_follow_each_build(served_documents):
+    _, port, documents = served_documents
     metrics.reconcile_done("ship-test", 0.25, False, ["add_rule", "add_rule"], 1_700_000_000.0)
     metrics.kernel_state({4: 2, 6: 1}, {4: 3})
     metrics.source_synced("ship-test-source", True)
     metrics.watch_restarted("ship-test-resource", "expired")
     metrics.config_loaded(problems=2)
+    documents.refresh()  # what the daemon does after each reconcile and load
     code, text = await get(port, "/metrics")
     assert code == 200
     missing = [name for name in EXPECTED_METRICS if name not in text]
@@ -107,6 +125,9 @@ async def test_metrics_expose_every_name_and_follow_updates(served):
     assert "nra_config_errors 2.0" in text
     before = _sample(text, 'nra_drift_repairs_total')
     metrics.drift_repaired()
+    # served as built: a request never builds (the daemon does, off the request path)
+    assert _sample((await get(port, "/metrics"))[1], 'nra_drift_repairs_total') == before
+    documents.refresh()
     after = _sample((await get(port, "/metrics"))[1], 'nra_drift_repairs_total')
     assert after == before + 1
 
@@ -169,3 +190,188 @@ def test_pure_answers():
     status.contention = "priority 20 rules replaced 3 times in 10 s"
     assert status.readiness() == (False, "another writer keeps undoing our changes: "
                                          "priority 20 rules replaced 3 times in 10 s")
+
+
+# -- the server apart from the reconciler (issue 20 points 1, 2, 3) ---------------------------
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def test_idle_connections_are_capped_and_never_block_healthz():
+    # The old server took every connection (20,500 idle ones took the descriptor a hook
+    # needed) and kept it forever.
+    status = AgentStatus(source_name="static-file")
+    port = free_port()
+    before = open_fds()
+    server = await start_health_server(f"127.0.0.1:{port}", status, cap=32)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(400):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+        await asyncio.sleep(0.5)  # let the server's thread accept (and evict) them all
+        served_side = open_fds() - before - len(idle)
+        # the cap, the waiting room of newcomers, and a few of the server's own
+        assert served_side <= 32 + PARKED + 8, f"the server holds {served_side} descriptors for 400 idle clients"
+        started = time.monotonic()
+        assert await get(port, "/healthz") == (200, "ok\n")
+        assert time.monotonic() - started < 2
+        stats = server.server.stats
+        assert stats.evicted + stats.refused >= 400 - 32, stats
+    finally:
+        for sock in idle:
+            sock.close()
+        await stop_health_server(server)
+
+
+async def test_a_client_that_never_finishes_its_headers_is_closed(monkeypatch):
+    monkeypatch.setattr(connections, "IDLE_TIMEOUT_S", 0.5)
+    status = AgentStatus()
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", status)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+            started = time.monotonic()
+            assert await asyncio.to_thread(slow.recv, 100) == b""  # closed by the server
+            assert time.monotonic() - started < 3
+    finally:
+        await stop_health_server(server)
+
+
+async def test_healthz_judges_the_daemons_loop_not_its_own():
+    # The server answers from its own thread; while the daemon's loop is blocked (here: this
+    # test's loop, in time.sleep) /healthz must fail, not say ok because the server runs.
+    status = AgentStatus()
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", status, stuck_after_s=1.0)
+    codes: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        import urllib.error
+        import urllib.request
+        started = time.monotonic()
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                    codes.append((time.monotonic() - started, resp.status))
+            except urllib.error.HTTPError as exc:
+                codes.append((time.monotonic() - started, exc.code))
+            except OSError:
+                codes.append((time.monotonic() - started, 0))
+            time.sleep(0.05)
+
+    async def heartbeat() -> None:
+        while True:
+            status.loop_ran()
+            await asyncio.sleep(0.05)
+
+    beating = asyncio.create_task(heartbeat())
+    poller = threading.Thread(target=poll)
+    try:
+        await asyncio.sleep(0.3)
+        poller.start()
+        await asyncio.sleep(0.5)
+        time.sleep(2.5)  # the daemon's loop blocked (a call that does not return)
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        poller.join(5)
+        beating.cancel()
+        await stop_health_server(server)
+    answered = [code for _, code in codes]
+    assert answered[0] == 200 and 503 in answered and answered[-1] == 200, codes
+    assert 0 not in answered, codes  # always answered
+    status.loop_beat = time.monotonic() - 2
+    assert status.liveness(1.0) == (False, "the agent's event loop has not run for 2 s (limit 1 s)")
+
+
+async def test_status_is_bounded_and_the_full_list_comes_on_request():
+    prefixes = frozenset(ipaddress.ip_network(f"10.{i // 256}.{i % 256}.0/24") for i in range(1000)) | \
+        frozenset(ipaddress.ip_network(f"2001:db8:{i:x}::/48") for i in range(300))
+    intent = Intent(peers=frozenset({Peer(ipaddress.ip_address("10.99.0.2"), 100, "")}), prefixes=prefixes)
+    status = AgentStatus(source_name="static-file", config_loaded=True)
+    status.details = lambda: StatusDetails(intent=intent)
+    documents = Documents(status, status.details)
+    documents.refresh()
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", status, documents=documents)
+    try:
+        code, text = await get(port, "/status")
+        doc = json.loads(text)
+        assert code == 200 and doc["prefix_counts"] == {"ipv4": 1000, "ipv6": 300}
+        assert len(doc["prefixes"]["ipv4"]) == len(doc["prefixes"]["ipv6"]) == STATUS_PREFIXES
+        assert doc["prefixes"]["ipv4"][:2] == ["10.0.0.0/24", "10.0.1.0/24"] and doc["prefixes_complete"] is False
+        assert doc["ready"] is False and doc["live"] is True
+        code, text = await get(port, "/status?prefixes=all")
+        full = json.loads(text)
+        assert code == 200 and full["prefixes_complete"] is True
+        assert full["prefixes"]["ipv4"] == [str(p) for p in sorted(p for p in prefixes if p.version == 4)]
+        assert len(full["prefixes"]["ipv6"]) == 300
+        assert {k: v for k, v in full.items() if k not in ("prefixes", "prefixes_complete")} == \
+            {k: v for k, v in doc.items() if k not in ("prefixes", "prefixes_complete")}
+    finally:
+        await stop_health_server(server)
+
+
+async def test_bad_requests_are_one_rate_limited_warning_each():
+    # aiohttp logged each bad request as nine traceback lines at ERROR, whatever LOG_LEVEL.
+    import logging
+
+    from loguru import logger
+
+    from nra.observe.logs import LIBRARY_BURST, route_library_logs
+
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate,
+                    logging.getLogger(name).level) for name in ("aiohttp", "asyncio")}
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{level} {message}")
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", AgentStatus())
+    try:
+        route_library_logs("INFO")
+        for _ in range(60):
+            answer = await asyncio.to_thread(raw_request, port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n")
+            assert answer.split(b" ", 2)[1] == b"400"
+        route_library_logs("ERROR")  # LOG_LEVEL=error: a client's bad request is not an error of nra's
+        quiet = len(lines)
+        for _ in range(5):
+            await asyncio.to_thread(raw_request, port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n")
+        assert len(lines) == quiet
+    finally:
+        await stop_health_server(server)
+        logger.remove(sink)
+        for name, (handlers, propagate, level) in saved.items():
+            logging.getLogger(name).handlers, logging.getLogger(name).propagate = handlers, propagate
+            logging.getLogger(name).setLevel(level)
+    bad = [line for line in lines if "bad request" in line]
+    assert 1 <= len(bad) <= LIBRARY_BURST + 2, bad
+    assert all(line.startswith("WARNING http: bad request: from 127.0.0.1") and "\n" not in line.strip()
+               for line in bad), bad
+    assert not any("Traceback" in line for line in lines)
+
+
+def test_a_long_first_reconcile_is_work_not_a_hang():
+    """40,000 operations get 30 s + 200 s before liveness fails; with no operations, 30 s."""
+    status = AgentStatus(config_loaded=True)
+    status.reconcile_started()
+    status.applying(40_000)
+    status.busy_since = time.monotonic() - 60  # 55 s was measured for 40,000 rules under load
+    assert status.liveness(30) == (True, "ok")
+    status.busy_since = time.monotonic() - 231
+    alive, why = status.liveness(30)
+    assert not alive and "limit 230 s for 40,000 operations" in why
+    status.reconcile_finished()
+    status.reconcile_started()  # the next reconcile starts from no allowance
+    status.busy_since = time.monotonic() - 31
+    assert not status.liveness(30)[0]

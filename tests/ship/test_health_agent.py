@@ -64,3 +64,49 @@ def test_ready_after_first_reconcile_and_drift_repair_counted(node_ns, tmp_path)
     finally:
         assert daemon.stop() == 0, daemon.log()
     assert get(port, "/healthz")[0] == 0, "the listener closes when the agent stops"
+
+
+ASK = """
+import sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=3) as resp:
+        print(resp.status, resp.read().decode()[:200])
+except urllib.error.HTTPError as exc:
+    print(exc.code, exc.read().decode()[:200])
+"""
+
+
+def test_status_stays_on_loopback_when_health_is_on_the_nodes_address(node_ns, tmp_path):
+    # The chart's setting (HEALTH_ADDRESS=$(HOST_IP):9101, no STATUS_ACCESS), run in the
+    # namespace with 10.99.0.1 as the node's address: the probes and /metrics answer there,
+    # /status only on loopback, where `nra status` in the pod asks (issue 18 point 5).
+    import subprocess
+    import sys
+
+    from tests.agent.helpers import NRA, REPO
+
+    config = tmp_path / "metallb.yaml"
+    config.write_text(TWO_PEERS_V4_V6)
+    env = clean_env(HEALTH_ADDRESS="10.99.0.1:9101", MAX_RECONCILE_WAIT="0")
+    log = open(tmp_path / "nra.log", "w")
+    proc = subprocess.Popen([*node_ns.exec_prefix(), *NRA, "--static-file", str(config)], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+    def ask(url: str) -> str:
+        return node_ns.exec([sys.executable, "-c", ASK, url], check=False).stdout.strip()
+
+    try:
+        wait_for(lambda: ask("http://10.99.0.1:9101/readyz").startswith("200") or proc.poll() is not None,
+                 timeout=20, what="/readyz 200 on the node's address")
+        assert proc.poll() is None, (tmp_path / "nra.log").read_text()
+        assert ask("http://10.99.0.1:9101/healthz").startswith("200 ok")
+        assert ask("http://10.99.0.1:9101/metrics").startswith("200 # HELP")
+        assert ask("http://10.99.0.1:9101/status").startswith("404 /status is served on the loopback address only")
+        assert ask("http://127.0.0.1:9101/status").startswith('200 {"ready":true')
+        done = node_ns.exec([sys.executable, "-m", "nra.observe.status_report"], check=False,
+                            env={**env, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0 and ": ready (ok)" in done.stdout, done.stderr
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0, (tmp_path / "nra.log").read_text()
+        log.close()

@@ -1,7 +1,7 @@
 """Every way nra is deployed renders with `kubectl kustomize` and is valid Kubernetes.
 
 Offline: kubectl renders locally, kubernetes-validate carries the schemas. Besides the
-schema, check the promises README.md makes about the objects (least privilege,
+schema, check the promises docs/install.md makes about the objects (least privilege,
 env var names the agent knows, probes on the health port).
 """
 
@@ -106,17 +106,22 @@ def test_everything_lives_in_metallbs_namespace(rendered, way):
             assert obj["metadata"].get("namespace") == "metallb-system", describe(obj)
 
 
+CONFIGMAP_BY_NAME = {("", "configmaps", ("config",)): {"list", "watch"}}
+CRD_OBJECTS = {("metallb.io", r, ()): READ_VERBS for r in ("bgppeers", "ipaddresspools", "bgpadvertisements")}
+EVENTS = {("", "events", ()): {"create"}}
+
+
+def role_rules_with_names(role: dict[str, Any]) -> dict[tuple[str, str, tuple[str, ...]], set[str]]:
+    return {(g, r, tuple(rule.get("resourceNames", ()))): set(rule["verbs"])
+            for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+
+
 def test_rbac_is_read_only_and_minimal(rendered):
-    for way in ("configmap", "crds", "oneshot"):
+    """Only the chosen mode's objects (the ConfigMap by name), events for the daemon only."""
+    wanted = {"configmap": CONFIGMAP_BY_NAME | EVENTS, "crds": CRD_OBJECTS | EVENTS, "oneshot": CONFIGMAP_BY_NAME}
+    for way, rules in wanted.items():
         by_kind = {o["kind"]: o for o in rendered[way]}
-        role_rules = {(g, r): set(rule["verbs"]) for rule in by_kind["Role"]["rules"]
-                      for g in rule["apiGroups"] for r in rule["resources"]}
-        assert role_rules == {
-            ("", "configmaps"): READ_VERBS,
-            ("metallb.io", "bgppeers"): READ_VERBS,
-            ("metallb.io", "ipaddresspools"): READ_VERBS,
-            ("metallb.io", "bgpadvertisements"): READ_VERBS,
-        }
+        assert role_rules_with_names(by_kind["Role"]) == rules, way
         cluster_rules = {(g, r): set(rule["verbs"]) for rule in by_kind["ClusterRole"]["rules"]
                          for g in rule["apiGroups"] for r in rule["resources"]}
         assert cluster_rules == {("", "nodes"): READ_VERBS}
@@ -190,9 +195,11 @@ def test_the_agent_accepts_the_settings(rendered, way, monkeypatch):
 @pytest.mark.parametrize("way", WAYS)
 def test_pods_are_locked_down(rendered, way):
     for where, pod in pod_specs(rendered[way]):
-        assert pod["hostNetwork"] is True, where
-        tolerated = {t["key"] for t in pod.get("tolerations", [])}
-        assert "node-role.kubernetes.io/control-plane" in tolerated, where
+        # the node's own network for pods that program it; none for the rest (the uninstall
+        # hook's Job only reads a DaemonSet's status)
+        assert pod.get("hostNetwork", False) is bool(nra_containers(pod)), where
+        # every taint tolerated, as MetalLB's speaker does
+        assert {"operator": "Exists"} in pod.get("tolerations", []), where
         for c in containers(pod):
             ctx = c["securityContext"]
             assert ctx["readOnlyRootFilesystem"] is True, (where, c["name"])
@@ -243,9 +250,13 @@ def test_probes_hit_the_health_listener(rendered, way):
     c = pod["containers"][0]
     port = int(env_of(c)["HEALTH_ADDRESS"].rpartition(":")[2])
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["startupProbe"]["httpGet"]["path"] == c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for probe in ("livenessProbe", "readinessProbe"):
+    # the startup probe gives the process two minutes to listen; the liveness probe then needs
+    # no initial delay
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] == 120
+    assert "initialDelaySeconds" not in c["livenessProbe"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         named = c[probe]["httpGet"]["port"]
         assert ports[named] == port, f"{probe} targets {named}, the agent listens on {port}"
 

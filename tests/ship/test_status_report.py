@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from nra.config.intent import Intent, Peer
 from nra.daemon import wiring
 from nra.daemon.reconciler import Outcome
-from nra.observe.server import build_app, status_handler_for
+from nra.observe.server import start_health_server, stop_health_server
 from nra.observe.status import AgentStatus
 from nra.observe.status_report import (
     StatusDetails,
@@ -158,18 +158,13 @@ async def run_client(*args: str) -> tuple[int, str, str]:
 @pytest.fixture
 async def served_status():
     status, details = an_agent()
-    app = build_app(status)
-    if not any(r.resource.canonical == "/status" for r in app.router.routes()):
-        app.router.add_get("/status", status_handler_for())  # until nra/observe/server.py serves it
     status.details = lambda: details
-    runner = web.AppRunner(app)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    server = await start_health_server(f"127.0.0.1:{port}", status)
     try:
         yield status, port
     finally:
-        await runner.cleanup()
+        await stop_health_server(server)
 
 
 async def test_client_against_a_served_status(served_status):
@@ -225,6 +220,23 @@ def test_status_of_a_real_agent(node_ns, tmp_path):
         assert "in the route:    IPv4 2 nexthop(s), IPv6 1 nexthop(s)" in done.stdout
     finally:
         assert daemon.stop() == 0, daemon.log()
+
+
+async def test_client_asks_for_every_prefix_on_request(served_status):
+    status, port = served_status
+    code, out, _ = await run_client("--address", f"127.0.0.1:{port}", "--json", "--all-prefixes")
+    doc = json.loads(out)
+    assert code == 0 and doc["prefixes_complete"] is True
+    assert doc["prefix_counts"] == {"ipv4": 2, "ipv6": 1} and len(doc["prefixes"]["ipv4"]) == 2
+
+
+def test_client_asks_loopback_when_health_is_on_another_address(monkeypatch):
+    # the chart's HEALTH_ADDRESS=$(HOST_IP):9101: /status is on loopback, same port
+    monkeypatch.setenv("HEALTH_ADDRESS", "10.1.2.3:9101")
+    monkeypatch.delenv("STATUS_ACCESS", raising=False)
+    assert client_address(None) == "127.0.0.1:9101"
+    monkeypatch.setenv("STATUS_ACCESS", "health")
+    assert client_address(None) == "10.1.2.3:9101"
 
 
 def test_document_names_the_conntrack_return_path():

@@ -3,6 +3,7 @@ a timeout) and cannot stall or flood the agent (issue 11, item 8)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -113,3 +114,53 @@ async def test_a_flood_of_output_is_capped_and_said(tmp_path: Path, command):
     assert "output truncated" in hook_lines[-1]
     assert all(len(line) < 1100 for line in hook_lines)
     assert peak < 20_000_000, peak  # the old code kept all of it (411 MB for 100 MB of output)
+
+
+async def test_no_descriptor_left_is_a_hook_failure_not_a_dead_worker(tmp_path: Path):
+    # Issue 20 point 1: with every descriptor taken (idle HTTP connections), os.pipe() raised
+    # EMFILE out of run_hook and the worker died (nra exited 1).
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    before = outcomes("pre", "error")
+    path = hook(tmp_path, "echo ran\n")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        with log_lines() as lines:
+            with contextlib.suppress(OSError):
+                while True:
+                    held.append(os.open(os.devnull, os.O_RDONLY))
+            ok = await run_hook(path, "pre", 5)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert ok is False
+    assert any("pre hook" in line and "could not start: Too many open files" in line for line in lines), lines
+    assert outcomes("pre", "error") == before + 1
+
+
+async def test_a_hook_running_when_the_agent_stops_is_killed_with_its_group(tmp_path: Path):
+    # Issue 20 point 14: SIGTERM cancels the worker mid-hook; the hook (and what it started
+    # in its group) ran on after nra had exited.
+    pidfile, childfile = tmp_path / "hook.pid", tmp_path / "child.pid"
+    path = hook(tmp_path, f"echo $$ > {pidfile}\nsh -c 'echo $$ > {childfile}; exec sleep 300' &\nsleep 300\n")
+    running = asyncio.create_task(run_hook(path, "pre", 60))
+    deadline = time.monotonic() + 5
+    while not (pidfile.exists() and childfile.exists() and childfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the hook did not start"
+        await asyncio.sleep(0.02)
+    pids = int(pidfile.read_text()), int(childfile.read_text())
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    try:
+        deadline = time.monotonic() + 2
+        while any(map(alive, pids)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not any(map(alive, pids)), f"hook processes left running: {[p for p in pids if alive(p)]}"
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)

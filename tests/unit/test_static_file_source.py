@@ -163,3 +163,73 @@ async def test_readiness_fails_with_the_source_problem(tmp_path: Path):
     source.load()
     ready, reason = agent.status.readiness()
     assert not ready and "type: peers must be a list" in reason
+
+
+@contextlib.contextmanager
+def unblocked_after(fifo: Path, seconds: float):
+    """Open the FIFO for writing after `seconds`, so code that blocks reading it (the old
+    code did) is released and the test fails instead of hanging."""
+    import threading
+
+    def release() -> None:
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    timer = threading.Timer(seconds, release)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        release()
+
+
+async def test_a_fifo_as_the_file_is_refused_at_once_for_a_one_off_run(tmp_path: Path):
+    # Issue 20 point 13: ONESHOT with a FIFO as METALLB_STATIC_FILE hung until a writer came.
+    import time
+
+    fifo = tmp_path / "metallb.yaml"
+    os.mkfifo(fifo)
+    source = StaticFileSource(str(fifo), None, 100)
+    with unblocked_after(fifo, 3.0):
+        started = time.monotonic()
+        result = await asyncio.to_thread(source.read_now)
+        took = time.monotonic() - started
+    assert result is None and took < 1.0, took
+    assert source.problem == f"{fifo} is a FIFO, not a regular file: refused; keeping the last good configuration"
+
+
+async def test_a_fifo_renamed_over_the_watched_file_never_blocks_the_event_loop(tmp_path: Path):
+    # Issue 20 point 13: the source read the FIFO in the event loop, which stalled (and with
+    # it /healthz and every reconcile) until something wrote to the FIFO.
+    import time
+
+    config = write(tmp_path / "conf" / "metallb.yaml", PEER_A)
+    async with watching(config) as (source, published):
+        gaps: list[float] = []
+
+        async def heartbeat() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        beating = asyncio.create_task(heartbeat())
+        fifo = tmp_path / "conf" / "new.fifo"
+        os.mkfifo(fifo)
+        with unblocked_after(config, 3.0):
+            os.rename(fifo, config)
+            for _ in range(100):
+                if source.problem:
+                    break
+                await asyncio.sleep(0.02)
+            beating.cancel()
+        assert source.problem is not None and "is a FIFO, not a regular file: refused" in source.problem
+        assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.1f} s"
+        assert published.peers == [{"10.0.0.1"}]  # the last good configuration is kept
+        os.unlink(config)
+        write(config, PEER_B)  # a regular file again: followed as before
+        await published.wait_for({"10.0.0.2"})
+        assert source.problem is None

@@ -48,13 +48,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* registry/repository[:tag][@digest]; a repository that already names a registry
+{{/* registry/repository[:tag][@digest], the registry global.imageRegistry if set, else
+     image.registry; a repository that already names a registry
      (docker.io/x/y, localhost:5000/y, as in the Node.js chart's values) is used as is. */}}
 {{- define "nra.image" -}}
 {{- $repo := .Values.image.repository -}}
 {{- $first := regexFind "^[^/]+" $repo -}}
-{{- if and .Values.image.registry (not (and (contains "/" $repo) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")))) -}}
-{{- $repo = printf "%s/%s" .Values.image.registry $repo -}}
+{{- $registry := (.Values.global | default dict).imageRegistry | default .Values.image.registry -}}
+{{- if and $registry (not (and (contains "/" $repo) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")))) -}}
+{{- $repo = printf "%s/%s" $registry $repo -}}
 {{- end -}}
 {{- $tag := .Values.image.tag | default .Chart.AppVersion | toString -}}
 {{- if .Values.image.digest -}}
@@ -94,7 +96,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end -}}
 
-{{/* The container securityContext: root with NET_ADMIN only (see README.md), merged
+{{/* The container securityContext: root with NET_ADMIN only (see docs/install.md), merged
      with the user's securityContext. */}}
 {{- define "nra.securityContext" -}}
 {{- toYaml (mergeOverwrite (dict "runAsUser" 0 "runAsNonRoot" false "allowPrivilegeEscalation" false "privileged" false "readOnlyRootFilesystem" true "capabilities" (dict "drop" (list "ALL") "add" (list "NET_ADMIN"))) (deepCopy (.Values.securityContext | default dict))) -}}

@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""The agent under HTTP load: do polling, idle and malformed clients slow its changes?
+
+A daemon in conntrack mode with N prefixes (default 100,000) in a fresh namespace, its
+health listener on 127.0.0.1 (loopback only: nothing leaves the machine). First ten
+configuration changes on the idle agent (each: a file edit until the new prefix's nft set
+element is in the kernel); then the same ten while
+  - 64 clients poll /status and /metrics in turn, each on one keep-alive connection;
+  - 20,000 idle connections are opened (2,000 a second) and held, sending nothing (four
+    processes of 5,000: `ulimit -n` is per process);
+  - a burst of 2,000 malformed requests is sent (one per connection) at the start of each
+    change;
+  - a probe asks /healthz every 0.5 s with a 1 s timeout, as the kubelet does.
+Printed: each change's time idle and loaded, the verdict (every loaded change within 2x the
+idle median), the probe's answers, whether the agent is still running, its log lines and
+bytes during the load, its open descriptors at most.
+
+    .venv/bin/python benchmarks/http_load_bench.py [--prefixes 100000] [--repo PATH]
+
+--repo runs the agent from another checkout (e.g. /work/main, for a before/after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+CHANGES = 10
+POLLERS = 64
+IDLE_PROCESSES, IDLE_EACH = 4, 5000
+IDLE_OPEN_PER_S = 2000
+MALFORMED = 2000
+PROBE_EVERY_S, PROBE_TIMEOUT_S = 0.5, 1.0
+NEW_PREFIX = "198.18.0.0/30"
+#: a change not in the kernel after this long counts as never (and ends the changes)
+CHANGE_LIMIT_S = 120.0
+
+
+# -- the load: each role runs as a process of its own -----------------------------------------
+
+async def _poller(port: int, stop_at: float, counts: dict[str, int]) -> None:
+    paths = [b"/status", b"/metrics"]
+    reader = writer = None
+    turn = 0
+    while time.monotonic() < stop_at:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET " + paths[turn % 2] + b" HTTP/1.1\r\nHost: bench\r\n\r\n")
+            turn += 1
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            code = head.split(b" ", 2)[1].decode()
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), None)
+            if length is None:  # chunked (a streamed answer): not asked for here
+                raise ConnectionError("no content-length")
+            await reader.readexactly(length)
+            counts[code] = counts.get(code, 0) + 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError,
+                ConnectionError, IndexError):
+            counts["error"] = counts.get("error", 0) + 1
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+            await asyncio.sleep(0.1)
+
+
+def role_pollers(port: int, seconds: float) -> None:
+    counts: dict[str, int] = {}
+
+    async def run() -> None:
+        stop_at = time.monotonic() + seconds
+        await asyncio.gather(*(_poller(port, stop_at, counts) for _ in range(POLLERS)))
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:  # (the benchmark stops its loaders with SIGINT)
+        pass
+    print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())), flush=True)
+
+
+def role_idle(port: int, seconds: float) -> None:
+    """Open IDLE_EACH connections (paced: IDLE_OPEN_PER_S in all) and hold them, sending
+    nothing; count those the server closes."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    opened = closed = 0
+    try:
+        for _ in range(IDLE_EACH):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            sel.register(sock, selectors.EVENT_READ)
+            opened += 1
+            time.sleep(IDLE_PROCESSES / IDLE_OPEN_PER_S)
+        stop_at = time.monotonic() + seconds
+        while time.monotonic() < stop_at:
+            for key, _ in sel.select(0.5):
+                try:
+                    data = key.fileobj.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:  # closed by the server (evicted, timed out)
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
+                    closed += 1
+    except KeyboardInterrupt:
+        pass
+    print(f"opened={opened} closed_by_the_server={closed} still_open={len(sel.get_map())}", flush=True)
+
+
+def role_malformed(port: int, seconds: float) -> None:
+    """MALFORMED requests, one per connection, 32 at a time, for at most `seconds`."""
+    answered = sent = 0
+
+    async def one() -> None:
+        nonlocal answered, sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /status HTTP/1.1\r\nHost: bench\r\nthis is not a header\r\n\r\n")
+            sent += 1
+            if (await reader.read(100)).split(b" ", 2)[1:2] == [b"400"]:
+                answered += 1
+        finally:
+            writer.close()
+
+    async def worker(stop_at: float, jobs: list[int]) -> None:
+        while jobs and time.monotonic() < stop_at:
+            jobs.pop()
+            try:
+                await asyncio.wait_for(one(), 10)
+            except (OSError, asyncio.TimeoutError, IndexError):
+                pass
+
+    async def run() -> None:
+        jobs = list(range(MALFORMED))
+        stop_at = time.monotonic() + seconds
+        await asyncio.gather(*(worker(stop_at, jobs) for _ in range(32)))
+
+    started = time.monotonic()
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    print(f"sent={sent} answered_400={answered} in {time.monotonic() - started:.1f} s", flush=True)
+
+
+def role_probe(port: int, seconds: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    codes: dict[str, int] = {}
+    slowest = 0.0
+    stop_at = time.monotonic() + seconds
+    try:
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=PROBE_TIMEOUT_S) as resp:
+                    code = str(resp.status)
+            except urllib.error.HTTPError as exc:
+                code = str(exc.code)
+            except OSError:
+                code = "no-answer"
+            took = time.monotonic() - started
+            slowest = max(slowest, took)
+            codes[code] = codes.get(code, 0) + 1
+            time.sleep(max(0.0, PROBE_EVERY_S - took))
+    except KeyboardInterrupt:  # (stopped by the benchmark, maybe in the middle of a request)
+        pass
+    print(" ".join(f"{k}={v}" for k, v in sorted(codes.items())) + f" slowest={slowest * 1000:.0f}ms", flush=True)
+
+
+ROLES = {"pollers": role_pollers, "idle": role_idle, "malformed": role_malformed, "probe": role_probe}
+
+
+# -- the agent and the changes ----------------------------------------------------------------
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def change_times(ns, cfg: Path, nets: list[str], proc: subprocess.Popen, fds: list[int],
+                 before_each=None) -> list[float]:
+    """CHANGES edits adding NEW_PREFIX, each timed until its nft element is in the kernel,
+    each followed by its removal (not timed)."""
+    import conntrack_bench as ct
+
+    from nra.kernel import nft_netlink as nl
+
+    listener = ct.ElementListener(ns.name)
+    times = []
+    try:
+        for _ in range(CHANGES):
+            if before_each is not None:
+                before_each()
+            tmp = cfg.with_suffix(".tmp")
+            tmp.write_text(ct.config_text(nets + [NEW_PREFIX]))
+            listener.drain()
+            started = time.perf_counter()
+            os.replace(tmp, cfg)
+            arrived = listener.wait(started + CHANGE_LIMIT_S)
+            if arrived is None:  # the agent cannot keep up: say so, make no more changes
+                times.append(float("inf"))
+                break
+            times.append(arrived - started)
+            fds.append(open_fds(proc.pid))
+            tmp.write_text(ct.config_text(nets))
+            listener.drain()
+            os.replace(tmp, cfg)
+            if listener.wait(time.perf_counter() + CHANGE_LIMIT_S, nl.NFT_MSG_DELSETELEM) is None:
+                times.append(float("inf"))
+                break
+            fds.append(open_fds(proc.pid))
+            time.sleep(0.3)
+    finally:
+        listener.close()
+    return times
+
+
+def spawn(role: str, port: int, seconds: float, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port), "--seconds", str(seconds)],
+                            stdout=open(out, "w"), stderr=subprocess.STDOUT)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prefixes", type=int, default=100_000)
+    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose agent runs (default: this one)")
+    parser.add_argument("--role", choices=sorted(ROLES))
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--seconds", type=float)
+    args = parser.parse_args()
+    if args.role:
+        ROLES[args.role](args.port, args.seconds)
+        return 0
+
+    import agent_bench
+    import conntrack_bench as ct
+
+    print(f"nra HTTP load benchmark: {agent_bench.machine()}; agent from {args.repo}; "
+          f"{args.prefixes:,} prefixes, conntrack mode")
+    nets = ct.prefixes(args.prefixes)
+    ns = ct.namespace()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="nra-httpbench-") as tmp:
+        work = Path(tmp)
+        cfg = work / "metallb.yaml"
+        cfg.write_text(ct.config_text(nets))
+        log_path = work / "agent.log"
+        env = {**agent_bench.env(), "HEALTH_ADDRESS": f"127.0.0.1:{port}", "LOG_LEVEL": "info"}
+        proc = subprocess.Popen([*agent_bench.NRA, "--static-file", str(cfg), "--netns", ns.name,
+                                 "--max-reconcile-wait", "0", "--return-path", "conntrack"],
+                                env=env, cwd=args.repo, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+        loaders: list[subprocess.Popen] = []
+        try:
+            deadline = time.monotonic() + 600
+            while "reconcile (config" not in log_path.read_text():  # (listing 100,000 elements is slow)
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the agent did not program {len(nets)} prefixes:\n{log_path.read_text()[-2000:]}")
+                time.sleep(0.5)
+            listed = ns.exec(["nft", "list", "set", "inet", "nra", "lb4"], timeout=300).stdout.count("/30")
+            if listed != len(nets):
+                raise RuntimeError(f"the agent programmed {listed} of {len(nets)} prefixes")
+            time.sleep(1.0)
+            fds: list[int] = []
+            idle = change_times(ns, cfg, nets, proc, fds)
+            idle_fds = max(fds)
+            print(f"idle:   changes ms {' '.join(f'{t * 1000:.0f}' for t in idle)}; median "
+                  f"{statistics.median(idle) * 1000:.0f}, max {max(idle) * 1000:.0f}; open fds {idle_fds}", flush=True)
+
+            seconds = 600.0
+            log_before = log_path.stat().st_size, len(log_path.read_text().splitlines())
+            loaders = [spawn("pollers", port, seconds, work / "pollers.out"),
+                       *(spawn("idle", port, seconds, work / f"idle{i}.out") for i in range(IDLE_PROCESSES)),
+                       spawn("probe", port, seconds, work / "probe.out")]
+            time.sleep(12.0)  # the idle connections opened, the pollers polling
+            bursts: list[subprocess.Popen] = []
+
+            def burst() -> None:
+                bursts.append(spawn("malformed", port, 30, work / f"malformed{len(bursts)}.out"))
+                time.sleep(0.2)
+
+            fds = []
+            started = time.monotonic()
+            loaded = change_times(ns, cfg, nets, proc, fds, before_each=burst)
+            took = time.monotonic() - started
+            alive = proc.poll() is None
+            for p in bursts:
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.terminate()
+                    p.wait(10)
+            for p in loaders:
+                p.send_signal(signal.SIGINT)
+            for p in loaders:
+                p.wait(30)
+            log_after = log_path.stat().st_size, len(log_path.read_text().splitlines())
+            limit = 2 * statistics.median(idle)
+            print(f"loaded: changes ms {' '.join(f'{t * 1000:.0f}' for t in loaded)}; median "
+                  f"{statistics.median(loaded) * 1000:.0f}, max {max(loaded) * 1000:.0f}; open fds at most {max(fds, default=0)}")
+            print(f"verdict: {'PASS' if len(loaded) == CHANGES and max(loaded) <= limit else 'FAIL'}: every loaded "
+                  f"change within 2x the idle median ({limit * 1000:.0f} ms): {sum(t <= limit for t in loaded)} of "
+                  f"{CHANGES}" + ("" if all(t < float("inf") for t in loaded) else
+                                  f" (inf: not in the kernel after {CHANGE_LIMIT_S:g} s; no more changes made)"))
+            print(f"agent still running after the load: {'yes' if alive else 'NO (exit ' + str(proc.poll()) + ')'}")
+            print(f"agent log during the load ({took:.0f} s): {log_after[1] - log_before[1]} lines, "
+                  f"{log_after[0] - log_before[0]:,} bytes")
+            print(f"/healthz probe (every {PROBE_EVERY_S} s, timeout {PROBE_TIMEOUT_S} s): "
+                  f"{(work / 'probe.out').read_text().strip()}")
+            print(f"pollers (64, /status and /metrics): {(work / 'pollers.out').read_text().strip()}")
+            for i in range(IDLE_PROCESSES):
+                print(f"idle clients {i}: {(work / f'idle{i}.out').read_text().strip()}")
+            for i in range(len(bursts)):
+                print(f"malformed burst {i}: {(work / f'malformed{i}.out').read_text().strip() or '(stopped)'}")
+            tracebacks = log_path.read_text().count("Traceback")
+            print(f"tracebacks in the agent's log: {tracebacks}")
+        finally:
+            for p in loaders:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            ns.delete()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

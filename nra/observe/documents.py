@@ -1,0 +1,139 @@
+"""The /status and /metrics documents, built by the daemon and served as bytes.
+
+The HTTP server runs in a thread of its own; a request there must cost the reconciler
+nothing, so nothing is built per request. The daemon calls `Documents.refresh()` after each
+reconcile, each configuration it loads, and every REFRESH_S (for counters that move in
+between: watch restarts, hooks); the server reads the last `Snapshot`, one reference swapped
+whole, so it never sees half of one.
+
+/status is bounded: counts, and the first STATUS_PREFIXES prefixes of each family in address
+order. The whole list is built only on an explicit request (`/status?prefixes=all`), by the
+server, streamed (`full_status_chunks`).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from prometheus_client import generate_latest
+
+from nra.observe.status_report import StatusDetails, status_document
+
+#: prefixes of each family shown by /status (the rest: /status?prefixes=all)
+STATUS_PREFIXES = 100
+#: the daemon rebuilds the documents at least this often
+REFRESH_S = 2.0
+#: the fields of /status the server answers at each request (AgentStatus's own answers,
+#: so they stay true while the daemon cannot refresh the rest)
+LIVE_FIELDS = ("ready", "ready_reason", "live", "live_reason")
+#: prefixes per chunk of a streamed full listing
+_CHUNK_PREFIXES = 2000
+
+_BY_FAMILY_AND_ADDRESS = operator.attrgetter("version", "interval")
+
+
+def sorted_prefixes(prefixes: frozenset) -> list:
+    """IPv4 then IPv6, each in address order (by the interval nra's prefixes keep: a sort
+    in C, 60 ms at 100,000, where comparing networks costs ten times that)."""
+    try:
+        return sorted(prefixes, key=_BY_FAMILY_AND_ADDRESS)
+    except AttributeError:  # plain ipaddress networks (built by hand, not parsed)
+        return sorted(prefixes, key=lambda p: (p.version, p))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One build of the documents."""
+
+    #: /status's members after LIVE_FIELDS, as JSON text without the opening brace
+    status_rest: bytes
+    #: the Prometheus text exposition of nra's registry
+    metrics: bytes
+    #: the intent /status described (for the full listing), and its prefixes sorted, once
+    intent: Any
+    built_at: float
+
+
+EMPTY = Snapshot(status_rest=b'"built": false}', metrics=b"", intent=None, built_at=0.0)
+
+
+class Documents:
+    """What the daemon publishes for the HTTP server."""
+
+    def __init__(self, status: Any, details: Callable[[], StatusDetails] | None = None,
+                 registry: Any = None, prefixes_shown: int = STATUS_PREFIXES) -> None:
+        from nra.observe.metrics import REGISTRY
+
+        self.status = status
+        self.details = details
+        self.registry = registry if registry is not None else REGISTRY
+        self.prefixes_shown = prefixes_shown
+        self.snapshot: Snapshot = EMPTY
+        self._head: tuple[Any, dict[str, list[str]] | None] = (None, None)
+        self._sorted: tuple[Any, list] = (None, [])
+
+    def refresh(self) -> Snapshot:
+        """Build both documents now (in the daemon's loop); the server serves them from here."""
+        details = self.details() if self.details else StatusDetails()
+        head = self._prefix_head(details.intent) if details.intent is not None else None
+        doc = status_document(self.status, details, self.registry, prefixes=head)
+        for name in LIVE_FIELDS:
+            doc.pop(name, None)
+        doc["built_at"] = time.time()
+        rest = json.dumps(doc, separators=(",", ":")).encode()[1:]
+        self.snapshot = Snapshot(status_rest=rest, metrics=generate_latest(self.registry),
+                                 intent=details.intent, built_at=doc["built_at"])
+        return self.snapshot
+
+    def _prefix_head(self, intent: Any) -> dict[str, list[str]]:
+        # the head changes only with the intent: sorted once per configuration
+        if self._head[0] is not intent:
+            ordered = sorted_prefixes(intent.prefixes)
+            v4 = intent.prefix_counts[4]
+            head = {"ipv4": [str(p) for p in ordered[:min(v4, self.prefixes_shown)]],
+                    "ipv6": [str(p) for p in ordered[v4:v4 + self.prefixes_shown]]}
+            self._head = (intent, head)
+        return self._head[1]
+
+    def status_body(self, snapshot: Snapshot | None = None) -> bytes:
+        """/status as sent: the live answers now, then the last build."""
+        snapshot = snapshot or self.snapshot
+        return live_head(self.status) + snapshot.status_rest
+
+    def full_status_chunks(self, snapshot: Snapshot | None = None) -> Iterator[bytes]:
+        """/status?prefixes=all: the same document with every prefix, in chunks (built by
+        the server on request: the daemon never pays for it)."""
+        snapshot = snapshot or self.snapshot
+        rest = snapshot.status_rest
+        intent = snapshot.intent
+        yield live_head(self.status)
+        if intent is None:
+            yield rest
+            return
+        # the bounded "prefixes" member is replaced by the whole lists
+        doc = json.loads(b"{" + rest)
+        doc.pop("prefixes", None)
+        doc["prefixes_complete"] = True  # (the "prefixes" member comes last, streamed)
+        yield json.dumps(doc, separators=(",", ":")).encode()[1:-1] + b',"prefixes":{'
+        if self._sorted[0] is not intent:
+            self._sorted = (intent, sorted_prefixes(intent.prefixes))
+        ordered = self._sorted[1]
+        v4 = intent.prefix_counts[4]
+        for index, (family, part) in enumerate((("ipv4", ordered[:v4]), ("ipv6", ordered[v4:]))):
+            yield (b"," if index else b"") + f'"{family}":['.encode()
+            for start in range(0, len(part), _CHUNK_PREFIXES):
+                text = ",".join(f'"{p}"' for p in part[start:start + _CHUNK_PREFIXES])
+                yield (b"," if start else b"") + text.encode()
+            yield b"]"
+        yield b"}}"
+
+
+def live_head(status: Any) -> bytes:
+    """`{"ready":...,"ready_reason":...,"live":...,"live_reason":...,` answered now."""
+    (ready, ready_reason), (live, live_reason) = status.readiness(), status.liveness()
+    head = {"ready": ready, "ready_reason": ready_reason, "live": live, "live_reason": live_reason}
+    return json.dumps(head, separators=(",", ":")).encode()[:-1] + b","
