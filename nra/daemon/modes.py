@@ -69,7 +69,7 @@ async def check_datapath(settings: Settings) -> dict | None:
         found = datapath.classify(await asyncio.to_thread(datapath.read_facts, settings.netns))
     except Exception as exc:  # (a kernel or library surprise must not stop the agent)
         found = datapath.Datapath("unknown", (f"could not read the node: {type(exc).__name__}: {exc}",), None)
-    the_fit = datapath.fit(found, settings.return_path, settings.rule_fwmark)
+    the_fit = datapath.fit(found, settings.return_path, settings.fwmark_text)
     line = "datapath {} ({}); RETURN_PATH={}: {}"
     args = (found.name, "; ".join(found.evidence), settings.return_path, the_fit.text)
     if the_fit.refuses and settings.datapath_check == "refuse":
