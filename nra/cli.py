@@ -14,53 +14,14 @@ import sys
 
 from nra import __version__
 from nra.observe.logs import setup_logging
-from nra.settings import ENV_NAMES, SettingsError, load_settings
-
-# field -> (flag, metavar, help); bool fields become on/off switches.
-_FLAGS: dict[str, tuple[str, str, str]] = {
-    "metallb_static_file": ("--static-file", "PATH", "watch this MetalLB config file instead of the Kubernetes API"),
-    "metallb_use_crds": ("--use-crds", "", "read metallb.io CRDs instead of the ConfigMap"),
-    "metallb_namespace": ("--namespace", "NS", "MetalLB's namespace (default: the pod's, else metallb-system)"),
-    "metallb_configmap_name": ("--configmap", "NAME", "MetalLB ConfigMap name (default: config)"),
-    "node_name": ("--node-name", "NAME", "this node's name (required with CRDs)"),
-    "kubeconfig": ("--kubeconfig", "PATH", "kubeconfig file (default: in-cluster service account)"),
-    "table": ("--table", "ID", "managed routing table id (default: 20)"),
-    "rule_priority": ("--priority", "N", "priority of the managed rules (default: 20)"),
-    "rule_fwmark": ("--fwmark", "MARK[/MASK]", "rules also match this fwmark, e.g. 0x14 or 0x14/0xff"),
-    "peer_weight": ("--peer-weight", "N", "nexthop weight of each peer, 1..256 (default: 100)"),
-    "destination": ("--destination", "DST", "destination of the managed route (default: default)"),
-    "max_reconcile_wait": ("--max-reconcile-wait", "MS", "timer between reconciles in ms, 0 = off (default: 60000)"),
-    "pre_reconcile_script_path": ("--pre-hook", "PATH", "executable run before each reconcile"),
-    "post_reconcile_script_path": ("--post-hook", "PATH", "executable run after each reconcile"),
-    "hook_timeout": ("--hook-timeout", "SECONDS", "kill a hook after this long (default: 10)"),
-    "oneshot": ("--oneshot", "", "reconcile once and exit"),
-    "cleanandexit": ("--clean-and-exit", "", "remove every rule and route of the table and exit"),
-    "source_start_timeout": ("--source-timeout", "SECONDS", "how long ONESHOT/plan wait for the configuration (default: 60)"),
-    "netns": ("--netns", "NAME", "program this named network namespace (tests, lab, demos)"),
-    "health_address": ("--health-address", "HOST:PORT", "health/metrics listener, or 'off' (default: 127.0.0.1:9101)"),
-    "status_access": ("--status-access", "WHERE", "/status on loopback only, on the health listener too (health), "
-                      "or off (default: loopback)"),
-    "log_level": ("--log-level", "LEVEL", "error|warn|info|verbose|debug|silly (default: info)"),
-    "log_format": ("--log-format", "FORMAT", "text|json (default: text)"),
-    "managed_neighbours": ("--managed-neighbours", "0|1", "keep the peers' neighbour entries resolved (managed, Linux 5.16+; default: 0)"),
-    "peer_neigh_timers": ("--peer-neigh-timers", "TIMERS", "ARP/ND timers of the peers' links: fast, or key=value,..."),
-    "frrk8s_namespace": ("--frrk8s-namespace", "NS", "leave out peers whose FRR-K8s BGPSessionState is down (CRD mode)"),
-    "bgp_session_hold": ("--bgp-session-hold", "SECONDS", "how long a session state must last to count (default: 3)"),
-    "learned_route_protos": ("--learned-route-protos", "PROTOS", "peer liveness from routes learned over BGP, e.g. bgp,bird"),
-    "table_name": ("--table-name", "NAME", "name the table in /etc/iproute2/rt_tables.d/nra.conf when that "
-                   "directory exists (ip rule then shows it); CLEANANDEXIT removes it"),
-    "set_multipath_use_neigh": ("--set-multipath-use-neigh", "0|1", "set net.ipv4.fib_multipath_use_neigh=1 (default: 1)"),
-    "return_path": ("--return-path", "rules|conntrack", "how replies find their router (default: rules)"),
-    "return_path_mark": ("--return-path-mark", "VALUE/MASK", "conntrack mode: nra's mark bits (default: 0x2/0x3e)"),
-    "return_path_tables": ("--return-path-tables", "FIRST-LAST", "conntrack mode: the router tables (default: after --table)"),
-    "uplink_tables": ("--uplink-tables", "FIRST-LAST", "tables of the uplink groups that are not every peer "
-                      "(default: 1000-1063, or after --table and the router tables; docs/uplinks.md)"),
-    "datapath_check": ("--datapath-check", "refuse|warn", "when the mode cannot work on the datapath found "
-                       "(default: refuse, exit 2)"),
-    "calico_ext_service_mark": ("--calico-ext-service-mark", "MARK[/MASK]", "Calico eBPF's bpfExtToServiceConnmark: "
-                                "the rules match it"),
-}
-
+from nra.settings import (
+    ENV_NAMES,
+    Settings,
+    SettingsError,
+    default_text,
+    kind_of,
+    load_settings,
+)
 
 COMMANDS = ["run", "plan", "clean", "status", "completion"]
 #: flag values offered by the shell completion, besides the `a|b` metavars
@@ -84,13 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "what it holds: nra status --help), completion bash|zsh (a shell completion script)")
     parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
                         help="plan's output: text (ip-like lines) or json (one document)")
-    for field, (flag, metavar, text) in _FLAGS.items():
-        env = ENV_NAMES[field]
-        if not metavar:
-            parser.add_argument(flag, dest=field, action="store_const", const=True, default=None,
+    for field, info in Settings.model_fields.items():
+        extra, env = info.json_schema_extra, ENV_NAMES[field]
+        text = (info.description or "").replace("`", "").replace("%", "%%")
+        if extra["switch"]:
+            parser.add_argument(extra["flag"], dest=field, action="store_const", const=True, default=None,
                                 help=f"{text} [{env}=1]")
         else:
-            parser.add_argument(flag, dest=field, metavar=metavar, default=None, help=f"{text} [{env}]")
+            kind = kind_of(field)
+            bounds = f"; {kind.bounds()}" if kind.bounds() else ""
+            parser.add_argument(extra["flag"], dest=field, metavar=extra.get("metavar") or kind.metavar,
+                                default=None, help=f"{text} (default: {default_text(field)}{bounds}) [{env}]")
     return parser
 
 

@@ -16,7 +16,15 @@ from nra.config.intent import IPAddress
 from nra.kernel.events import KernelEvent
 from nra.kernel.model import KernelReads, KernelRoute, KernelRule, KernelState
 from nra.kernel.nft_table import NftTable
-from nra.kernel.operations import AddRule, ApplyNft, ApplyReport, DeleteRoute, DeleteRule, Operation, ReplaceRoute
+from nra.kernel.operations import (
+    AddRule,
+    ApplyNft,
+    ApplyReport,
+    DeleteRoute,
+    DeleteRule,
+    Operation,
+    ReplaceRoute,
+)
 
 LINK = 2  # the one link every on-link peer is found on
 

@@ -468,8 +468,9 @@ def _advertised_pools(
     builder: _Builder, where: str, spec: Mapping[str, Any], pools: Mapping[str, Mapping[str, Any]]
 ) -> set[str]:
     """The pool names an advertisement announces."""
-    names = spec.get("ipAddressPools") or []
-    selectors = spec.get("ipAddressPoolSelectors") or []
+    # absent or null is none given; "", {}, false, 0 are malformed, not "every pool"
+    names = _none_is_empty(spec.get("ipAddressPools"))
+    selectors = _none_is_empty(spec.get("ipAddressPoolSelectors"))
     malformed = False
     if not isinstance(names, list):
         builder.problem(where, f"ipAddressPools must be a list, not {_yaml_kind(names)}")
@@ -496,6 +497,10 @@ def _advertised_pools(
         except SelectorError as exc:
             builder.problem(where, f"ipAddressPoolSelectors[{i}]: {exc}; selector skipped")
     return chosen
+
+
+def _none_is_empty(value: Any) -> Any:
+    return [] if value is None else value
 
 
 def _label_map(labels: Any) -> dict[str, str]:
@@ -569,9 +574,10 @@ def _flatten_objects(docs: list[Any]) -> list[Mapping[str, Any]]:
                 "a legacy MetalLB config must be the only document in the file"
             )
         if doc.get("kind") == "List":
-            items = doc.get("items") or []
+            # a List of nothing is `items: []` (or null); {}, "", 0, false are malformed, not empty
+            items = _none_is_empty(doc.get("items"))
             if not isinstance(items, list):
-                raise ConfigError("a List's items must be a list")
+                raise ConfigError(f"a List's items must be a list, not {_yaml_kind(items)}")
             pending[:0] = items
             continue
         objects.append(doc)

@@ -25,7 +25,14 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from nra.config.intent import Intent, IPAddress, IPNetwork, PeerSpec, PoolBinding, Problem
+from nra.config.intent import (
+    Intent,
+    IPAddress,
+    IPNetwork,
+    PeerSpec,
+    PoolBinding,
+    Problem,
+)
 
 ON_LINK, MULTIHOP, UNNUMBERED = "on-link", "multihop", "unnumbered"
 

@@ -127,7 +127,12 @@ class Agent:
                 signal.signal(sig, handler)
 
     async def _run(self) -> int:
-        from nra.observe.server import connection_cap, fd_headroom, start_health_server, stop_health_server
+        from nra.observe.server import (
+            connection_cap,
+            fd_headroom,
+            start_health_server,
+            stop_health_server,
+        )
 
         # idle HTTP clients must never take the descriptors a hook or a netlink socket needs
         cap = connection_cap(fd_headroom())

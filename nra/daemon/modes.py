@@ -39,11 +39,17 @@ async def run(settings: Settings, command: str = "run", output: str = "text") ->
     datapath = await check_datapath(settings)
     if datapath is None:
         return 2
+    one_off = command == "plan" or settings.oneshot
     try:
+        if one_off and not settings.metallb_static_file:
+            from nra.sources.kube.client import NO_CREDENTIALS, has_credentials
+
+            if not has_credentials(settings.kubeconfig):  # nothing to wait SOURCE_START_TIMEOUT for
+                raise ValueError(f"{NO_CREDENTIALS}; set METALLB_STATIC_FILE or KUBECONFIG")
         source = make_source(settings)
     except (ValueError, OSError) as exc:
         logger.error("cannot start the configuration source: {}", exc)
-        return 2
+        return 1 if command == "plan" else 2  # plan's 2 means "changes pending"
     if command == "plan":
         return await plan_only(settings, source, output)
     if settings.oneshot:
@@ -63,7 +69,7 @@ async def check_datapath(settings: Settings) -> dict | None:
         found = datapath.classify(await asyncio.to_thread(datapath.read_facts, settings.netns))
     except Exception as exc:  # (a kernel or library surprise must not stop the agent)
         found = datapath.Datapath("unknown", (f"could not read the node: {type(exc).__name__}: {exc}",), None)
-    the_fit = datapath.fit(found, settings.return_path, settings.rule_fwmark)
+    the_fit = datapath.fit(found, settings.return_path, settings.fwmark_text)
     line = "datapath {} ({}); RETURN_PATH={}: {}"
     args = (found.name, "; ".join(found.evidence), settings.return_path, the_fit.text)
     if the_fit.refuses and settings.datapath_check == "refuse":

@@ -9,7 +9,6 @@ from typing import AsyncIterator
 
 from nra.daemon.reconciler import ReconcileConfig, Reconciler
 from nra.kernel.adapter import KernelAdapter
-from nra.kernel.marks import parse_mark_field
 from nra.observe.status import AgentStatus
 from nra.plan.planner import RoutingPolicy
 from nra.plan.return_path.base import ReturnPath
@@ -29,7 +28,7 @@ def return_path(settings: Settings) -> ReturnPath:
     """The strategy RETURN_PATH names."""
     policy = routing_policy(settings)
     if settings.return_path == "conntrack":
-        return ConntrackReturnPath(policy, ReturnPathPolicy(parse_mark_field(settings.return_path_mark),
+        return ConntrackReturnPath(policy, ReturnPathPolicy(settings.return_path_mark,
                                                             settings.router_tables, settings.table,
                                                             settings.rule_priority))
     return RulesReturnPath(policy, settings.uplink_table_range)

@@ -41,9 +41,16 @@ from nra.kernel.operations import (
 )
 from nra.kernel.peer_neighbours import PeerNeighbours
 from nra.kernel.protocol import KERNEL_ERRORS
-from nra.kernel.routes import Routes, links_of, network_addresses, open_route_socket, read_leftovers
+from nra.kernel.routes import (
+    Routes,
+    links_of,
+    network_addresses,
+    open_route_socket,
+    read_leftovers,
+)
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket, in_netns
+
 
 def _fault_text(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
@@ -76,7 +83,8 @@ class KernelAdapter:
         self._neighbours = Neighbours(self._sock)
         self._local = LocalAddresses(self._sock)
         self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
-        self._learned = LearnedRoutes(learned_protos) if learned_protos else None
+        own_tables = (table, *reads.route_tables)  # a route there is nra's, never learned
+        self._learned = LearnedRoutes(learned_protos, own_tables) if learned_protos else None
         self._events = KernelEvents(netns, table, reads.route_tables, learned_protos)
         self._nft: NftState | None = None
         self._nft_library_optional = nft_library_optional

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Container, Iterator
 
 from nra.config.intent import IPNetwork
-from nra.kernel.model import FULL_MASK, NRA_PROTOCOL, KernelRoute, KernelRule, NeighbourEntry, Nexthop
+from nra.kernel.model import (
+    FULL_MASK,
+    NRA_PROTOCOL,
+    KernelRoute,
+    KernelRule,
+    NeighbourEntry,
+    Nexthop,
+)
 
 # -- linux/netlink.h ------------------------------------------------------------------------
 NLMSG_HDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id

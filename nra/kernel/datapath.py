@@ -128,7 +128,9 @@ def fit(datapath: Datapath, return_path: str, fwmark: str | None = None) -> Fit:
 
 def _links_and_bpf() -> tuple[frozenset[str], tuple[tuple[str, tuple[str, ...]], ...]]:
     """In the thread's namespace: link names, and the BPF programs attached to them."""
-    from pyroute2.iproute.linux import IPRoute  # (the module nra.kernel.routes loads anyway)
+    from pyroute2.iproute.linux import (
+        IPRoute,  # (the module nra.kernel.routes loads anyway)
+    )
 
     bpf: list[tuple[str, tuple[str, ...]]] = []
     with IPRoute() as ipr:

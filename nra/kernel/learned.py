@@ -33,8 +33,10 @@ class LearnedRoutes:
     configured routing daemons' (the kernel filters the dump by protocol), through nra's
     netlink socket and codec."""
 
-    def __init__(self, protos: frozenset[int]):
+    def __init__(self, protos: frozenset[int], own_tables: Iterable[int] = ()):
         self.protos = protos
+        # nra's own tables: a route there is nra's, whatever its proto, never learned
+        self.own_tables = frozenset(own_tables)
 
     async def read(self, sock: NetlinkSocket, peers: Iterable[IPAddress],
                    links: Mapping[IPAddress, frozenset[int]] | None = None) -> dict[IPAddress, int]:
@@ -52,7 +54,8 @@ class LearnedRoutes:
         for family in (socket.AF_INET, socket.AF_INET6):  # an IPv4 route may go via an IPv6 peer
             for proto in sorted(self.protos):
                 for route in sock.dump(RTM_GETROUTE, family, decode_route, protocol=proto):
-                    if route.proto != proto:  # (a kernel without strict checking filters nothing)
+                    # (a kernel without strict checking filters nothing)
+                    if route.proto != proto or route.table in self.own_tables:
                         continue
                     for hop in {(nh.gateway.packed, nh.oif) for nh in route.nexthops if nh.gateway is not None}:
                         packed, oif = hop

@@ -17,11 +17,13 @@ Flannel uses no mark. See the README ("Choosing the mark").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 U32 = 0xFFFFFFFF
 
 DEFAULT_MARK_TEXT = "0x2/0x3e"
+HEX, DECIMAL = re.compile("0[xX][0-9a-fA-F]+"), re.compile("[0-9]+")  # ASCII only
 
 
 def _bits(mask: int) -> list[int]:
@@ -91,25 +93,26 @@ class MarkField:
         return f"{self.value:#x}/{self.mask:#x}"
 
 
+def parse_number(text: str, what: str) -> int:
+    """`0x14` or `20` -> a number of 32 bits. ASCII only: int(text, 0) would also take other
+    scripts' digits, underscores, octal and binary, none of which a mark is written in."""
+    text = text.strip()
+    if HEX.fullmatch(text):
+        number = int(text, 16)
+    elif DECIMAL.fullmatch(text):
+        number = int(text, 10)
+    else:
+        raise ValueError(f"{what} {text[:24]!r} is not a number such as 0x14 or 20 (ASCII digits)")
+    if number > U32:
+        raise ValueError(f"{what} {number:#x} is not a 32-bit number")
+    return number
+
+
 def parse_mark_field(text: str) -> MarkField:
     """`VALUE/MASK`, each hexadecimal (0x...) or decimal; ValueError with the reason."""
     value_text, sep, mask_text = text.strip().partition("/")
     if not sep:
-        raise ValueError(f"expected VALUE/MASK such as {DEFAULT_MARK_TEXT}, got {text!r}")
-    try:
-        value, mask = int(value_text, 0), int(mask_text, 0)
-    except ValueError:
-        raise ValueError(f"expected VALUE/MASK such as {DEFAULT_MARK_TEXT}, got {text!r}") from None
-    return MarkField(value, mask)
-
-
-def parse_table_range(text: str) -> range:
-    """`FIRST-LAST` (inclusive), the router tables; ValueError with the reason."""
-    first_text, sep, last_text = text.strip().partition("-")
-    try:
-        first, last = int(first_text), int(last_text if sep else first_text)
-    except ValueError:
-        raise ValueError(f"expected FIRST-LAST table ids such as 21-35, got {text!r}") from None
-    if not 0 < first <= last <= U32:
-        raise ValueError(f"expected 1 <= FIRST <= LAST <= {U32}, got {text!r}")
-    return range(first, last + 1)
+        raise ValueError(f"expected VALUE/MASK such as {DEFAULT_MARK_TEXT}, got {text[:24]!r}")
+    if not all(HEX.fullmatch(t.strip()) or DECIMAL.fullmatch(t.strip()) for t in (value_text, mask_text)):
+        raise ValueError(f"expected VALUE/MASK such as {DEFAULT_MARK_TEXT}, got {text[:24]!r}")
+    return MarkField(parse_number(value_text, "value"), parse_number(mask_text, "mask"))

@@ -18,8 +18,18 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from nra.kernel.codec import NLA_F_NESTED, NLA_HDR, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, Message, attribute, \
-    attributes, messages, request
+from nra.kernel.codec import (
+    NLA_F_NESTED,
+    NLA_HDR,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REQUEST,
+    Message,
+    attribute,
+    attributes,
+    messages,
+    request,
+)
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10

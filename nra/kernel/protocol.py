@@ -16,7 +16,6 @@ from nra.kernel.events import KernelEvent
 from nra.kernel.model import KernelState
 from nra.kernel.operations import ApplyReport, Operation
 
-
 #: faults of the kernel or its sockets, as opposed to bugs (a Kernel raises these, or a bug)
 KERNEL_ERRORS = (OSError, NetlinkError)
 

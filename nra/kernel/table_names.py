@@ -34,7 +34,7 @@ class TableNameError(ValueError):
 def check_name(name: str) -> str:
     text = name.strip()
     if not NAME.fullmatch(text):
-        raise TableNameError(f"table name {name!r}: use letters, digits, _ . - (not starting with a digit), "
+        raise TableNameError(f"table name {name[:64]!r}: use letters, digits, _ . - (not starting with a digit), "
                              f"at most 63 characters")
     if text.lower() in RESERVED:
         raise TableNameError(f"table name {text!r} is iproute2's name of another table")

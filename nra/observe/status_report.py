@@ -96,7 +96,7 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
         "kernel": {
             "table": getattr(details.settings, "table", None),
             "rule_priority": getattr(details.settings, "rule_priority", None),
-            "fwmark": getattr(details.settings, "rule_fwmark", None),
+            "fwmark": getattr(details.settings, "fwmark_text", None),
             "peers_in_route": _by_family(values, "nra_peers_in_route"),
             "rules_installed": _by_family(values, "nra_rules_installed"),
             "return_path": details.return_path,

@@ -41,8 +41,22 @@ from dataclasses import dataclass, field
 from typing import AbstractSet, Iterable, Mapping, TypeVar
 
 from nra.config.intent import Intent, IPAddress, IPNetwork, Peer
-from nra.kernel.model import DEFAULT_METRIC, FULL_MASK, KernelRoute, KernelRule, KernelState, Nexthop
-from nra.kernel.operations import AddRule, ApplyNft, DeleteRoute, DeleteRule, Operation, ReplaceRoute
+from nra.kernel.model import (
+    DEFAULT_METRIC,
+    FULL_MASK,
+    KernelRoute,
+    KernelRule,
+    KernelState,
+    Nexthop,
+)
+from nra.kernel.operations import (
+    AddRule,
+    ApplyNft,
+    DeleteRoute,
+    DeleteRule,
+    Operation,
+    ReplaceRoute,
+)
 from nra.plan.peer_health import Liveness, Verdict
 
 #: what a left-out reason says in a warning ("... left out of the route until it does")

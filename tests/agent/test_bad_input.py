@@ -10,10 +10,10 @@ import urllib.request
 import pytest
 
 from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, run_nra
-from tests.wait import wait_for
 from tests.agent.test_cli import route_gateways, rule_sources, write
 from tests.kube.apiserver import free_port
 from tests.unit.test_bad_config import alias_bomb
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.kernel
 

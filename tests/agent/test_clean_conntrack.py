@@ -15,8 +15,8 @@ from nra.daemon.modes import clean_and_exit
 from nra.kernel import libnft
 from nra.kernel import nft_table as nft
 from nra.kernel.adapter import KernelAdapter
-from nra.kernel.model import KernelReads
 from nra.kernel.marks import parse_mark_field
+from nra.kernel.model import KernelReads
 from nra.kernel.nft import NftState
 from nra.settings import Settings
 from tests.kernel.test_leftovers import router_table

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, run_nra
-from tests.wait import wait_for
 from tests.netns import NetNS
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -80,6 +80,36 @@ def test_cli_refuses_bad_settings_with_one_line(args, env, needle):
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_plan_in_a_namespace_that_is_not_one_is_one_line(config):
+    # NRA_NETNS=/ passed the settings (the path exists) and `nra plan` died with a traceback
+    for command in (["plan"], ["--oneshot"], ["--clean-and-exit"]):
+        proc = run_nra(*command, "--static-file", str(config), env=clean_env(NRA_NETNS="/"))
+        assert proc.returncode == (1 if command == ["plan"] else 2), proc.stderr  # plan: 2 is "changes"
+        assert proc.stderr.startswith("nra: invalid NRA_NETNS: '/' is not a network namespace"), proc.stderr
+        assert "Traceback" not in proc.stderr + proc.stdout and len(proc.stderr.splitlines()) == 1
+
+
+def test_a_huge_or_multiline_value_is_refused_in_one_short_line():
+    for name, value in (("NRA_NETNS", "n" * 100_000), ("TABLE_WEIGHT", "20\n" + "9" * 100_000),
+                        ("RULE_FWMARK", "٢٠")):
+        proc = run_nra("--static-file", "/dev/null", env=clean_env(**{name: value}))
+        assert proc.returncode == 2 and proc.stderr.startswith(f"nra: invalid {name}: "), proc.stderr[:300]
+        assert len(proc.stderr.splitlines()) == 1 and len(proc.stderr) < 300, proc.stderr[:300]
+
+
+@pytest.mark.parametrize("command", [["plan"], ["--oneshot"]])
+def test_one_off_modes_with_no_source_fail_at_once(node_ns, tmp_path, command):
+    # METALLB_STATIC_FILE='' and no credentials: they retried for SOURCE_START_TIMEOUT (60 s)
+    env = clean_env(METALLB_STATIC_FILE="", HOME=str(tmp_path), SOURCE_START_TIMEOUT="60")
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    started = time.monotonic()
+    proc = run_nra(*command, "--netns", node_ns.name, env=env, timeout=30)
+    assert proc.returncode == (1 if command == ["plan"] else 2), proc.stderr  # plan's 2 is "changes pending"
+    assert "no Kubernetes credentials" in proc.stderr and "METALLB_STATIC_FILE" in proc.stderr
+    assert time.monotonic() - started < 20  # the process start; the 60 s wait is gone
+    assert node_ns.ip("-4 rule show table 20") == ""
 
 
 def test_help_lists_env_names():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.agent.helpers import Daemon, clean_env
-from tests.wait import wait_for
 from tests.netns import NetNS
 from tests.ship.test_health_agent import free_port, get, sample
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.kernel
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, http_status, run_nra, wait_for
+from tests.agent.helpers import (
+    TWO_PEERS_V4_V6,
+    Daemon,
+    clean_env,
+    http_status,
+    run_nra,
+    wait_for,
+)
 from tests.netns import NetNS
 from tests.ship.test_health_agent import free_port
 

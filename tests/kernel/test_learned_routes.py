@@ -13,6 +13,8 @@ from nra.config.intent import Intent, Peer
 from nra.daemon.reconciler import ReconcileConfig, Reconciler
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import LearnedRouteChange
+from nra.kernel.model import KernelReads
+from nra.plan.peer_health import PeerHealth
 from nra.plan.planner import RoutingPolicy
 from nra.plan.return_path.rules import RulesReturnPath
 from tests.netns import NetNS
@@ -45,6 +47,17 @@ async def test_learned_routes_are_counted_by_gateway_in_every_table_and_both_fam
     assert state.learned == {A4: 3, B4: 1, A6: 1, B6: 1}
     async with KernelAdapter(20, netns=node_ns.name) as adapter:  # the setting off: not even read
         assert (await adapter.read_state([A4])).learned is None
+
+
+async def test_routes_in_nras_own_tables_are_never_learned(node_ns: NetNS):
+    # issue 20.11: nra's own routes counted as learned kept a peer "alive" (or out) by its own doing
+    node_ns.ip("route add 10.200.1.0/24 via 10.99.0.2 proto bgp table 20")  # the managed table
+    node_ns.ip("route add 10.200.2.0/24 via 10.99.0.3 proto bgp table 22")  # a router table
+    node_ns.ip("route add 10.200.3.0/24 via 10.99.0.3 proto bgp table 100")  # someone else's
+    async with KernelAdapter(20, netns=node_ns.name, reads=KernelReads(route_tables=range(21, 36)),
+                             learned_protos=LEARNED) as adapter:
+        state = await adapter.read_state([A4, B4])
+    assert state.learned == {B4: 1}
 
 
 async def test_an_ipv6_route_via_the_peers_link_local_address_counts_for_the_peer(node_ns: NetNS):

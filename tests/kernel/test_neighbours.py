@@ -10,9 +10,9 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from nra.config.intent import Intent, Peer
+from nra.daemon.reconciler import ReconcileConfig, Reconciler
 from nra.kernel.adapter import KernelAdapter
 from nra.kernel.events import NeighbourChange
-from nra.daemon.reconciler import ReconcileConfig, Reconciler
 from nra.plan.peer_health import Liveness
 from nra.plan.planner import RoutingPolicy
 from nra.plan.return_path.rules import RulesReturnPath, plan

@@ -12,8 +12,8 @@ import pytest
 
 from nra.daemon.peer_resolution import RESOLVE_INTERVAL_S
 from tests.agent.helpers import Daemon, clean_env
-from tests.wait import wait_for
 from tests.kernel.test_neighbours import lan, neigh_state, resolve, wait_neigh  # noqa: F401
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.kernel
 

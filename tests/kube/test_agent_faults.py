@@ -31,12 +31,12 @@ from nra.config.metallb import parse_objects
 from nra.daemon.agent import Agent
 from nra.kernel.codec import NLMSG_HDR, decode_rule
 from nra.kernel.model import KernelRule
-from tests.pyroute2_routes import route_from_message, table_of
 from nra.settings import Settings
 from nra.sources.kube import CRDSource, api_client_factory
 from tests.kube.apiserver import FakeApiServer, load_objects
 from tests.kube.conftest import COALESCE_S, FAST
 from tests.netns import NetNS
+from tests.pyroute2_routes import route_from_message, table_of
 from tests.wait import wait_for_async
 
 pytestmark = pytest.mark.kernel

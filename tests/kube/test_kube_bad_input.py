@@ -15,7 +15,6 @@ from nra.observe import metrics
 from nra.sources.kube.reflector import WatchTiming
 from tests.kube.apiserver import FakeApiServer
 from tests.kube.conftest import COALESCE_S, Recorder, running
-from tests.wait import wait_for_async
 from tests.kube.test_sources import (
     NS,
     addresses,
@@ -26,6 +25,7 @@ from tests.kube.test_sources import (
     peer,
     settle,
 )
+from tests.wait import wait_for_async
 
 POOL = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "pool", "namespace": NS},
         "spec": {"addresses": ["192.0.2.0/24"]}}

@@ -197,9 +197,9 @@ def test_schema_accepts_what_nra_accepts(major):
 def test_whole_numbers_from_a_values_file_stay_whole(major, tmp_path):
     # YAML numbers reach Helm's templates as float64: 4294967295 must not become 4.294967295e+09
     values = tmp_path / "values.yaml"
-    values.write_text("env:\n  TABLE_WEIGHT: 4294967295\n  RULE_PRIORITY: 1000000\n  HOOK_TIMEOUT: 2.5\n")
+    values.write_text("env:\n  TABLE_WEIGHT: 4294967295\n  RULE_PRIORITY: 32765\n  HOOK_TIMEOUT: 2.5\n")
     env = env_of(agent_pod(helm_template(major, "-f", str(values)))["containers"][0])
-    assert (env["TABLE_WEIGHT"], env["RULE_PRIORITY"], env["HOOK_TIMEOUT"]) == ("4294967295", "1000000", "2.5")
+    assert (env["TABLE_WEIGHT"], env["RULE_PRIORITY"], env["HOOK_TIMEOUT"]) == ("4294967295", "32765", "2.5")
 
 
 # -- the same DaemonSet as deploy/ ------------------------------------------------------------
@@ -548,3 +548,110 @@ def test_dashboard_filters_by_the_node_label_the_monitors_add():
     assert variable["name"] == "node" and variable["definition"] == "label_values(nra_reconciles_total, node)"
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
     assert exprs and all('node=~"$node"' in e for e in exprs) and not any("$instance" in e for e in exprs)
+
+
+# -- the chart refuses what nra refuses, and accepts what nra accepts (issue 18.1) ------------
+
+def rounds(cases: list) -> list[tuple[dict[str, Any], bool]]:
+    """The cases as few values files' env as can hold them, one value of each setting per
+    file: (env, together); a case that needs other settings is alone with them (together)."""
+    files: list[tuple[dict[str, Any], bool]] = []
+    for env, value, others in cases:
+        if others:
+            files.append(({**others, env: value}, True))
+            continue
+        free = next((f for f, together in files if env not in f and not together), None)
+        if free is None:
+            free = {}
+            files.append((free, False))
+        free[env] = value
+    return files
+
+
+def render_env(major: int, tmp_path: Path, env: dict[str, Any]) -> subprocess.CompletedProcess:
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps({"env": env}, ensure_ascii=False))  # JSON is YAML, every string quoted
+    return run_helm(major, "template", "nra", str(CHART), "--namespace", NAMESPACE, "-f", str(values))
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_the_chart_refuses_every_value_nra_refuses(major, tmp_path):
+    from tests.settings_cases import REFUSED
+
+    for env, together in rounds(REFUSED):
+        done = render_env(major, tmp_path, env)
+        assert done.returncode != 0, f"helm {major} rendered {env}"
+        named = [name for name in env if name in done.stderr]
+        assert together and "env" in done.stderr or named == list(env), (env, done.stderr[-2000:])
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_the_chart_accepts_every_value_nra_accepts_at_its_bounds(major, tmp_path):
+    from nra.settings import Settings
+    from tests.settings_cases import AT_BOUNDS
+
+    for env, together in rounds(AT_BOUNDS):
+        done = render_env(major, tmp_path, env)
+        assert done.returncode == 0, (env, done.stderr[-2000:])
+        rendered = env_of(agent_pod([d for d in yaml.safe_load_all(done.stdout) if d])["containers"][0])
+        for group in [list(env)] if together else [[name] for name in env]:  # what the pod gets, nra takes
+            Settings(**{name: rendered[name] for name in group})
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_what_only_nra_can_refuse_renders_and_nra_refuses_it(major, tmp_path):
+    """The schema's known gap, stated: relations between numbers and files on the node."""
+    from nra.settings import SettingsError, load_settings
+    from tests.settings_cases import REFUSED_BY_NRA_ONLY
+
+    for (name, value, others), why in REFUSED_BY_NRA_ONLY:
+        done = render_env(major, tmp_path, {**others, name: value})
+        assert done.returncode == 0, (name, value, why, done.stderr[-1000:])
+        rendered = env_of(agent_pod([d for d in yaml.safe_load_all(done.stdout) if d])["containers"][0])
+        given = {ENV_FIELDS[k]: rendered[k] for k in {**others, name: value}}
+        with pytest.raises(SettingsError):
+            load_settings(**given)
+
+
+ENV_FIELDS = {env: field for field, env in ENV_NAMES.items()}
+
+
+def test_schema_and_settings_agree_on_generated_values():
+    """Schema and settings never drift: for every whole-number, duration, switch and choice
+    setting, any value the schema takes nra takes and the other way round; for the texts,
+    any text nra takes the schema takes (what nra refuses beyond is listed per setting)."""
+    import jsonschema
+    from hypothesis import given
+    from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
+
+    from nra.settings import Settings, SettingsError, kind_of, load_settings
+    from nra.settings.kinds import Text
+
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["env"]
+    check = jsonschema.Draft7Validator({**schema, "additionalProperties": True, "allOf": []})
+    names = sorted(n for n in Settings.model_fields if n not in ("netns", "pre_reconcile_script_path",
+                                                                 "post_reconcile_script_path"))
+    quarters = st.integers(-10, 20_000).map(lambda n: n / 4)  # written alike by Python and Helm
+    texts = st.one_of(st.integers(-10, 2**33), quarters, st.booleans(),
+                      st.text(alphabet="0123456789xXaAfF./:-, =[]\t\n٢eEinofstrubgpdkl_", max_size=24))
+
+    @hsettings(max_examples=1500, deadline=None, derandomize=True)
+    @given(st.sampled_from(names), texts)
+    def agree(name, value):
+        env = ENV_NAMES[name]
+        schema_ok = check.is_valid({env: value})
+        # as Helm writes it into the pod: true/false, whole numbers without a fraction
+        text = str(value).lower() if isinstance(value, bool) else str(
+            int(value) if isinstance(value, float) and value.is_integer() else value)
+        try:
+            load_settings(**{name: text})
+            nra_ok = True
+        except SettingsError:
+            nra_ok = False
+        if isinstance(kind_of(name), Text):  # written as strings in values (a YAML number is refused)
+            assert not isinstance(value, str) or schema_ok or not nra_ok, f"{env}={value!r}: nra takes it, the schema refuses it"
+        else:
+            assert schema_ok == nra_ok, f"{env}={value!r}: schema {schema_ok}, nra {nra_ok}"
+
+    agree()

@@ -15,9 +15,7 @@ import pytest
 
 from nra.config.intent import Intent, Peer
 from nra.observe import connections, metrics
-from nra.observe.documents import STATUS_PREFIXES
-from nra.observe.status_report import StatusDetails
-from nra.observe.documents import Documents
+from nra.observe.documents import STATUS_PREFIXES, Documents
 from nra.observe.server import (
     PARKED,
     HealthAddressError,
@@ -26,6 +24,7 @@ from nra.observe.server import (
     stop_health_server,
 )
 from nra.observe.status import AgentStatus
+from nra.observe.status_report import StatusDetails
 
 
 def free_port() -> int:

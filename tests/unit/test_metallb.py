@@ -248,6 +248,17 @@ def test_malformed_advertisement_does_not_widen_to_every_pool():
     assert where_of(result) == ["BGPAdvertisement typo"]
 
 
+@pytest.mark.parametrize("field", ["ipAddressPools", "ipAddressPoolSelectors"])
+@pytest.mark.parametrize("value", ["", {}, False, 0])
+def test_an_empty_but_malformed_pool_list_is_a_problem_not_every_pool(field, value):
+    # issue 20.12: `ipAddressPools: ""` announced every pool, a layer-2 pool included, silently
+    adv = {"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": {"name": "blank"},
+           "spec": {field: value}}
+    result = parse_objects([pool("a", "10.1.0.0/24"), pool("l2", "10.2.0.0/24"), adv], NODE, W)
+    assert prefixes_of(result) == set()
+    assert where_of(result) == ["BGPAdvertisement blank"] and "must be a list" in result.problems[0].message
+
+
 def test_invalid_pool_selector_is_skipped_other_selectors_apply():
     adv = advertisement("adv", selectors=[{"matchExpressions": [{"key": "x", "operator": "Nope"}]},
                                           {"matchLabels": {"x": "y"}}])

@@ -76,6 +76,13 @@ def test_kind_list_of_objects():
     assert parse_static_document(text, "node-a", W) == parse_static_document(OBJECTS, "node-a", W)
 
 
+@pytest.mark.parametrize("items", ["{}", '""', "0", "false", "x"])
+def test_a_list_whose_items_are_not_a_list_is_refused(items):
+    # issue 20.12: `items: {}` was applied as an empty configuration, which empties the table
+    with pytest.raises(ConfigError, match="a List's items must be a list, not a"):
+        parse_static_document(f"apiVersion: v1\nkind: List\nitems: {items}\n", "node-a", W)
+
+
 def test_node_object_gives_this_nodes_labels():
     node = "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: whatever\n  labels: {kubernetes.io/hostname: node-a}\n"
     # the Node's labels win over NODE_NAME's default hostname label
@@ -94,7 +101,7 @@ def test_several_nodes_pick_the_one_named_like_this_node():
 
 
 @pytest.mark.parametrize("text", ["{}\n", "peers: []\n", "peers: []\naddress-pools: []\n",
-                                  "apiVersion: v1\nkind: List\nitems: []\n"])
+                                  "apiVersion: v1\nkind: List\nitems: []\n", "apiVersion: v1\nkind: List\nitems:\n"])
 def test_explicit_empty_config_is_valid_and_empty(text):
     result = parse_static_document(text, "node-a", W)
     assert result.intent == Intent() and result.problems == ()

@@ -7,21 +7,29 @@ import stat
 
 import pytest
 
-from nra.settings import SettingsError, load_settings, parse_destination, parse_fwmark
+from nra import settings as nra_settings
+from nra.settings import (
+    ENV_NAMES,
+    MAX_LINE,
+    SettingsError,
+    load_settings,
+    parse_destination,
+    parse_fwmark,
+)
+from tests.settings_cases import ALL_REFUSED, AT_BOUNDS, BIG
 
-ENV_VARS = [
-    "MAX_RECONCILE_WAIT", "TABLE_WEIGHT", "PEER_WEIGHT", "RULE_PRIORITY", "RULE_FWMARK", "DESTINATION",
-    "PRE_RECONCILE_SCRIPT_PATH", "POST_RECONCILE_SCRIPT_PATH", "METALLB_NAMESPACE", "METALLB_CONFIGMAP_NAME",
-    "METALLB_STATIC_FILE", "METALLB_USE_CRDS", "NODE_NAME", "LOG_LEVEL", "LOG_FORMAT", "ONESHOT", "CLEANANDEXIT",
-    "NRA_NETNS", "HEALTH_ADDRESS", "KUBECONFIG", "HOOK_TIMEOUT", "SOURCE_START_TIMEOUT", "UPLINK_TABLES",
-    "RETURN_PATH", "RETURN_PATH_TABLES",
-]
+ENV_VARS = [*ENV_NAMES.values(), "TABLE"]
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
+
+
+def set_case(monkeypatch, env: str, value, others: dict) -> None:
+    for name, other in {**others, env: value}.items():
+        monkeypatch.setenv(name, str(value if name == env else other))
 
 
 def test_defaults_match_the_original_agent():
@@ -118,28 +126,28 @@ def test_health_address_off():
     assert load_settings(health_address="0.0.0.0:9200").health_address == "0.0.0.0:9200"
 
 
-def test_every_setting_is_documented_in_readme_and_help():
-    """A setting added without its docs/settings.md row or --help line fails here."""
+def test_every_setting_is_documented_in_docs_and_help():
+    """docs/settings.md and --help are generated from the settings: each has its row and line."""
     from pathlib import Path
 
     from nra.cli import build_parser
-    from nra.settings import ENV_NAMES
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
     help_text = build_parser().format_help()
-    missing = [env for env in ENV_NAMES.values() if f"`{env}`" not in doc or env not in help_text]
+    missing = [env for env in ENV_NAMES.values() if f"| `{env}` |" not in doc or f"[{env}" not in help_text]
     assert not missing, f"undocumented settings: {missing}"
 
 
 @pytest.mark.parametrize("text,expected", [
     ("", frozenset()), ("off", frozenset()), ("bgp", {186}), ("bgp, bird", {186, 12}), ("BIRD,zebra", {12, 11}),
-    ("12,186", {12, 186}), ("static", {4}), ("254", {254}),
+    ("12,186", {12, 186}), ("254", {254}), ("5", {5}),
 ])
 def test_learned_route_protos_forms(text, expected):
     assert load_settings(learned_route_protos=text).learned_protos == expected
 
 
-@pytest.mark.parametrize("value", ["kernel", "2", "0", "boot", "frr", "256", "bgp,nope", "-1"])
+@pytest.mark.parametrize("value", ["kernel", "2", "0", "boot", "frr", "256", "bgp,nope", "-1",
+                                   "static", "4", "bgp,static", "١٨٦"])
 def test_learned_route_protos_refused(value):
     with pytest.raises(SettingsError) as err:
         load_settings(learned_route_protos=value)
@@ -220,7 +228,7 @@ def test_uplink_tables_default_and_form(monkeypatch):
 @pytest.mark.parametrize("env, message", [
     ({"UPLINK_TABLES": "10-30"}, "invalid settings: UPLINK_TABLES 10-30 holds TABLE_WEIGHT 20"),
     ({"UPLINK_TABLES": "250-260"}, "invalid UPLINK_TABLES: 253 is the kernel's"),
-    ({"UPLINK_TABLES": "7-x"}, "invalid UPLINK_TABLES: expected FIRST-LAST"),
+    ({"UPLINK_TABLES": "7-x"}, "invalid UPLINK_TABLES: expected a whole number"),
     ({"UPLINK_TABLES": "30-40", "RETURN_PATH": "conntrack"},
      "invalid settings: UPLINK_TABLES 30-40 overlaps the router tables 21-35 (RETURN_PATH_TABLES)"),
     ({"UPLINK_TABLES": "100-110", "RETURN_PATH": "conntrack", "RETURN_PATH_TABLES": "105-120"},
@@ -250,3 +258,99 @@ def test_the_default_uplink_tables_keep_clear_of_the_other_tables(monkeypatch, e
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert load_settings().uplink_table_range == expected
+
+
+# -- issues 20 and 21: typed, bounded, one short line ------------------------------------------
+
+def case_id(case) -> str:
+    env, value, others = case
+    text = str(value)
+    return f"{env}={text[:20] + '...' if len(text) > 20 else text}" + "".join(f"+{k}" for k in others)
+
+
+@pytest.mark.parametrize("case", ALL_REFUSED, ids=case_id)
+def test_refused_at_start_with_one_bounded_line(monkeypatch, case):
+    env, value, others = case
+    set_case(monkeypatch, env, value, others)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    line = str(err.value)
+    assert line.startswith("invalid ") and env in line, line
+    assert "\n" not in line and len(line) <= MAX_LINE, line
+    assert BIG[:200] not in line and "n" * 200 not in line
+
+
+@pytest.mark.parametrize("case", AT_BOUNDS, ids=case_id)
+def test_accepted_at_the_bounds(monkeypatch, case):
+    env, value, others = case
+    set_case(monkeypatch, env, value, others)
+    load_settings()
+
+
+def test_values_are_typed_and_parsed_once(monkeypatch):
+    given = {"RULE_FWMARK": "0x14/0xff", "DESTINATION": "10.0.0.0/8", "RETURN_PATH_TABLES": "100-102",
+             "PEER_NEIGH_TIMERS": "retrans_ms=150", "LEARNED_ROUTE_PROTOS": "bgp"}
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    s = load_settings()
+    for parser in ("parse_fwmark", "parse_destination", "parse_table_range", "parse_neigh_timers",
+                   "parse_route_protos", "parse_return_path_mark", "parse_mark_field"):
+        monkeypatch.setattr(nra_settings, parser, None)  # reading a value must not parse again
+    assert s.rule_fwmark == s.fwmark == (0x14, 0xFF)
+    assert s.destination == s.destinations == (ipaddress.ip_network("10.0.0.0/8"),)
+    assert s.router_tables == range(100, 103)
+    assert (s.return_path_mark.value, s.return_path_mark.mask) == (0x2, 0x3E)
+    assert s.neigh_timers == {"retrans_ms": 150} and s.learned_protos == {186}
+    assert isinstance(s.table, int) and isinstance(s.hook_timeout, float) and s.oneshot is False
+
+
+def test_a_wide_mask_is_refused_without_allocating(monkeypatch):
+    # 0x1/0xffffffff took 2.3 GB (a set of every table the mark could number) before a MemoryError
+    import tracemalloc
+
+    monkeypatch.setenv("RETURN_PATH", "conntrack")
+    monkeypatch.setenv("RETURN_PATH_TABLES", "21-35")
+    for mark in ("0x1/0xffffffff", "0x1/0xfffff", "0x10000/0xfff0000"):
+        monkeypatch.setenv("RETURN_PATH_MARK", mark)
+        tracemalloc.start()
+        with pytest.raises(SettingsError, match="invalid RETURN_PATH_MARK"):
+            load_settings()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 2_000_000, f"{mark}: {peak} bytes"
+
+
+def test_a_wide_table_range_holding_a_reserved_id_costs_nothing(monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setenv("RETURN_PATH", "conntrack")
+    tracemalloc.start()
+    for tables in ("1-4294967295", "200-300"):
+        monkeypatch.setenv("RETURN_PATH_TABLES", tables)
+        with pytest.raises(SettingsError, match="invalid RETURN_PATH_TABLES"):
+            load_settings()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2_000_000
+
+
+@pytest.mark.parametrize("env", ENV_VARS[:-1])
+def test_every_setting_refuses_a_huge_value_in_one_short_line(monkeypatch, env):
+    monkeypatch.setenv(env, "x\n" + "9" * 100_000)
+    try:
+        load_settings()
+    except SettingsError as err:
+        assert "\n" not in str(err) and len(str(err)) <= MAX_LINE
+    else:  # free text (a name): taken as given, never echoed
+        assert env in {"METALLB_NAMESPACE", "METALLB_CONFIGMAP_NAME", "NODE_NAME", "KUBECONFIG",
+                       "METALLB_STATIC_FILE", "FRRK8S_NAMESPACE"}, env
+
+
+def test_the_generated_docs_are_current():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "settings_doc.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -17,7 +17,13 @@ from typing import Any, Mapping, Protocol
 
 from nra.config.intent import Intent, IPAddress
 from nra.kernel.model import KernelReads, KernelState
-from nra.kernel.operations import AddRule, ApplyReport, DeleteRoute, DeleteRule, ReplaceRoute
+from nra.kernel.operations import (
+    AddRule,
+    ApplyReport,
+    DeleteRoute,
+    DeleteRule,
+    ReplaceRoute,
+)
 from nra.plan.peer_health import Verdict
 from nra.plan.planner import Plan, RoutingPolicy, managed_route
 

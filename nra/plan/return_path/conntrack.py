@@ -20,9 +20,22 @@ from typing import Any, Iterable, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork, Peer
 from nra.kernel.marks import MarkField
-from nra.kernel.model import DEFAULT_METRIC, KernelReads, KernelRoute, KernelState, Nexthop, rule_key
+from nra.kernel.model import (
+    DEFAULT_METRIC,
+    KernelReads,
+    KernelRoute,
+    KernelState,
+    Nexthop,
+    rule_key,
+)
 from nra.kernel.nft_table import DesiredTables, NftTable, diff, removal
-from nra.kernel.operations import AddRule, ApplyNft, ApplyReport, DeleteRoute, ReplaceRoute
+from nra.kernel.operations import (
+    AddRule,
+    ApplyNft,
+    ApplyReport,
+    DeleteRoute,
+    ReplaceRoute,
+)
 from nra.plan.peer_health import Verdict, verdicts_from_states
 from nra.plan.planner import (
     Plan,

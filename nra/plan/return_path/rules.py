@@ -19,9 +19,22 @@ from typing import Any, Mapping
 from nra.config.intent import Intent, IPAddress, IPNetwork
 from nra.config.uplinks import NodeFacts, build_model
 from nra.kernel.model import KernelReads, KernelState, rule_key
-from nra.kernel.operations import AddRule, ApplyReport, DeleteRoute, DeleteRule, ReplaceRoute
+from nra.kernel.operations import (
+    AddRule,
+    ApplyReport,
+    DeleteRoute,
+    DeleteRule,
+    ReplaceRoute,
+)
 from nra.plan.peer_health import Verdict, verdicts_from_states
-from nra.plan.planner import Plan, PlanSteps, RoutingPolicy, leftovers, rule_diff, table_routes
+from nra.plan.planner import (
+    Plan,
+    PlanSteps,
+    RoutingPolicy,
+    leftovers,
+    rule_diff,
+    table_routes,
+)
 from nra.plan.return_path.base import Counts, counts_after
 
 #: key of a desired rule (model.rule_key) -> its prefix, by family

@@ -75,6 +75,16 @@ def resolve_namespace(explicit: str | None, sa_file: Path = SERVICE_ACCOUNT_NAME
     return text or DEFAULT_NAMESPACE
 
 
+NO_CREDENTIALS = ("no Kubernetes credentials: not running in a pod (KUBERNETES_SERVICE_HOST unset), no "
+                  f"KUBECONFIG/--kubeconfig given and no {DEFAULT_KUBECONFIG}")
+
+
+def has_credentials(kubeconfig: str | None) -> bool:
+    """Whether api_client_factory has any credentials to try (a KUBECONFIG, the service
+    account, ~/.kube/config); whether they work is only known by trying."""
+    return bool(kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST") or DEFAULT_KUBECONFIG.is_file())
+
+
 def api_client_factory(kubeconfig: str | None) -> ApiClientFactory:
     """How to build the ApiClient, decided now, executed per connection.
 
@@ -94,8 +104,7 @@ def api_client_factory(kubeconfig: str | None) -> ApiClientFactory:
                 await load_kube_config(config_file=str(DEFAULT_KUBECONFIG), client_configuration=configuration,
                                        persist_config=False)
             else:
-                raise KubeSourceError("no Kubernetes credentials: not running in a pod "
-                                      "(KUBERNETES_SERVICE_HOST unset) and no KUBECONFIG/--kubeconfig given")
+                raise KubeSourceError(NO_CREDENTIALS)
         except ConfigException as exc:
             where = kubeconfig or "the service account"
             raise KubeSourceError(f"cannot load Kubernetes credentials from {where}: "
