@@ -23,10 +23,10 @@ from tests.agent.helpers import (
     clean_env,
     http_status,
     run_nra,
-    wait_for,
 )
 from tests.netns import NetNS
 from tests.ship.test_health_agent import free_port
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.kernel
 
