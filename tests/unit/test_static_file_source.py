@@ -42,7 +42,7 @@ async def watching(path: Path):
     task = asyncio.create_task(source.run(published))
     try:
         await published.wait_for({"10.0.0.1"})
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(source.watching.wait(), 3)
         yield source, published
     finally:
         task.cancel()
