@@ -86,6 +86,8 @@ class StaticFileSource:
         self.health = SourceHealth(self.name)
         self._last_text: str | None = None
         self._wake: asyncio.Event | None = None
+        # set while the directory's inotify watch is in place: a change made now is seen
+        self.watching = asyncio.Event()
         # an edit of a few address lines is patched into the last documents, not re-parsed
         self._yaml = YamlReloader()
 
@@ -176,6 +178,7 @@ class StaticFileSource:
             await asyncio.sleep(0)
             self._publish_if_loaded(publish)
             seen = _identity(self.path)
+            self.watching.set()
             try:
                 while True:
                     wake = asyncio.ensure_future(self._wake.wait())
@@ -198,6 +201,7 @@ class StaticFileSource:
                         self._publish_if_loaded(publish)
                     seen = now
             finally:
+                self.watching.clear()
                 stop.set()
                 next_change.cancel()
                 await asyncio.gather(next_change, return_exceptions=True)

@@ -17,6 +17,7 @@ from nra.sources.static_file import StaticFileSource
 from tests.agent.helpers import TWO_PEERS_V4_V6, http_status
 from tests.netns import NetNS
 from tests.ship.test_health_agent import free_port
+from tests.wait import wait_for_async
 
 pytestmark = pytest.mark.kernel
 
@@ -89,12 +90,12 @@ async def test_a_blocked_event_loop_fails_healthz_though_the_server_answers(node
     real = Reconciler.compute_plan
     blocked = {"done": False}
 
-    async def compute_plan(self, intent):
+    async def compute_plan(self, intent, resolve=False):
         if not blocked["done"]:
             blocked["done"] = True
             await asyncio.sleep(0.5)
             time.sleep(3.0)  # the loop stands still
-        return await real(self, intent)
+        return await real(self, intent, resolve)
 
     monkeypatch.setattr(Reconciler, "compute_plan", compute_plan)
     agent, port = make_agent(node_ns, tmp_path, stuck_after_s=1.0)
@@ -110,8 +111,7 @@ async def test_a_blocked_event_loop_fails_healthz_though_the_server_answers(node
 
     poller = asyncio.create_task(asyncio.to_thread(poll))
     try:
-        while not (agent.last_outcome and agent.last_outcome.ok):
-            await asyncio.sleep(0.1)
+        await wait_for_async(lambda: agent.last_outcome and agent.last_outcome.ok, 10, what="a good reconcile")
         await asyncio.sleep(0.5)
     finally:
         stop = True

@@ -18,6 +18,7 @@ from nra.sources.kube.node_events import DEGRADED, RESTORED, NodeEvents
 from tests.kube.apiserver import FakeApiServer
 from tests.kube.conftest import COALESCE_S, FAST
 from tests.netns import NetNS
+from tests.wait import wait_for_async
 
 NS, NODE = "metallb-system", "worker-a1"
 PEER = ipaddress.ip_address("10.99.0.11")
@@ -105,10 +106,7 @@ async def test_the_agent_puts_an_event_on_its_node_when_a_peer_is_off_link(node_
     agent = Agent(settings, CRDSource(api_client_factory(str(kubeconfig)), NS, NODE, 100, FAST, COALESCE_S))
     running = asyncio.create_task(agent.run())
     try:
-        for _ in range(100):
-            if server.events:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for_async(lambda: server.events, 5, what="an event posted")
         assert [e["reason"] for e in server.events] == [DEGRADED]
         assert "peer 192.0.2.50 left out (off-link)" in server.events[0]["message"]
         assert server.events[0]["involvedObject"]["name"] == NODE

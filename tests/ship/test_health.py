@@ -25,6 +25,7 @@ from nra.observe.server import (
 )
 from nra.observe.status import AgentStatus
 from nra.observe.status_report import StatusDetails
+from tests.wait import wait_for_async
 
 
 def free_port() -> int:
@@ -217,14 +218,15 @@ async def test_idle_connections_are_capped_and_never_block_healthz():
     try:
         for _ in range(400):
             idle.append(socket.create_connection(("127.0.0.1", port)))
-        await asyncio.sleep(0.5)  # let the server's thread accept (and evict) them all
+        stats = server.server.stats
+        await wait_for_async(lambda: stats.open + stats.evicted + stats.refused >= 400, 5,
+                             what="the server's thread has taken all 400")
         served_side = open_fds() - before - len(idle)
         # the cap, the waiting room of newcomers, and a few of the server's own
         assert served_side <= 32 + PARKED + 8, f"the server holds {served_side} descriptors for 400 idle clients"
         started = time.monotonic()
         assert await get(port, "/healthz") == (200, "ok\n")
         assert time.monotonic() - started < 2
-        stats = server.server.stats
         assert stats.evicted + stats.refused >= 400 - 32, stats
     finally:
         for sock in idle:
@@ -278,11 +280,12 @@ async def test_healthz_judges_the_daemons_loop_not_its_own():
     beating = asyncio.create_task(heartbeat())
     poller = threading.Thread(target=poll)
     try:
-        await asyncio.sleep(0.3)
         poller.start()
-        await asyncio.sleep(0.5)
+        await wait_for_async(lambda: codes, 5, what="a first answer")
         time.sleep(2.5)  # the daemon's loop blocked (a call that does not return)
-        await asyncio.sleep(0.5)
+        blocked = len(codes)
+        await wait_for_async(lambda: len(codes) > blocked and codes[-1][1] == 200, 5,
+                             what="an answer after the loop ran again")
     finally:
         stop.set()
         poller.join(5)

@@ -15,7 +15,7 @@ from loguru import logger
 
 from nra.daemon.hooks import MAX_OUTPUT_LINES, run_hook
 from nra.observe import metrics
-from tests.wait import wait_for
+from tests.wait import wait_for, wait_for_async
 
 
 def hook(tmp_path: Path, body: str) -> str:
@@ -146,19 +146,14 @@ async def test_a_hook_running_when_the_agent_stops_is_killed_with_its_group(tmp_
     pidfile, childfile = tmp_path / "hook.pid", tmp_path / "child.pid"
     path = hook(tmp_path, f"echo $$ > {pidfile}\nsh -c 'echo $$ > {childfile}; exec sleep 300' &\nsleep 300\n")
     running = asyncio.create_task(run_hook(path, "pre", 60))
-    deadline = time.monotonic() + 5
-    while not (pidfile.exists() and childfile.exists() and childfile.read_text().strip()):
-        assert time.monotonic() < deadline, "the hook did not start"
-        await asyncio.sleep(0.02)
+    await wait_for_async(lambda: pidfile.exists() and childfile.exists() and childfile.read_text().strip(), 5,
+                         what="the hook and its child started")
     pids = int(pidfile.read_text()), int(childfile.read_text())
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
     try:
-        deadline = time.monotonic() + 2
-        while any(map(alive, pids)) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert not any(map(alive, pids)), f"hook processes left running: {[p for p in pids if alive(p)]}"
+        await wait_for_async(lambda: not [p for p in pids if alive(p)], 2, what="the hook's processes gone")
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):

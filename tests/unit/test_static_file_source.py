@@ -42,7 +42,7 @@ async def watching(path: Path):
     task = asyncio.create_task(source.run(published))
     try:
         await published.wait_for({"10.0.0.1"})
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(source.watching.wait(), 3)
         yield source, published
     finally:
         task.cancel()
@@ -216,10 +216,7 @@ async def test_a_fifo_renamed_over_the_watched_file_never_blocks_the_event_loop(
         os.mkfifo(fifo)
         with unblocked_after(config, 3.0):
             os.rename(fifo, config)
-            for _ in range(100):
-                if source.problem:
-                    break
-                await asyncio.sleep(0.02)
+            await wait_for_async(lambda: source.problem, 2, what="the FIFO refused")
             beating.cancel()
         assert source.problem is not None and "is a FIFO, not a regular file: refused" in source.problem
         assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.1f} s"
