@@ -36,9 +36,6 @@ def make_source(settings: Settings) -> Source:
 async def run(settings: Settings, command: str = "run", output: str = "text") -> int:
     if settings.cleanandexit:
         return await clean_and_exit(settings)
-    datapath = await check_datapath(settings)
-    if datapath is None:
-        return 2
     one_off = command == "plan" or settings.oneshot
     try:
         if one_off and not settings.metallb_static_file:
@@ -50,6 +47,10 @@ async def run(settings: Settings, command: str = "run", output: str = "text") ->
     except (ValueError, OSError) as exc:
         logger.error("cannot start the configuration source: {}", exc)
         return 1 if command == "plan" else 2  # plan's 2 means "changes pending"
+    # after the source's own refusals, so each of those stays the one line said
+    datapath = await check_datapath(settings)
+    if datapath is None:
+        return 1 if command == "plan" else 2
     if command == "plan":
         return await plan_only(settings, source, output)
     if settings.oneshot:

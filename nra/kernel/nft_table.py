@@ -707,22 +707,18 @@ def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> 
 
 def element_commands(change: NftChange) -> list[dict]:
     """The element changes as JSON commands: deletes, then adds."""
+    routers = [[m, {"goto": {"target": save_chain(i)}}] for m, i in sorted(change.set_routers.items())]
     cmds: list[dict] = []
-    for family, name in PREFIX_SETS.items():
-        if change.delete_prefixes.get(family):
-            cmds.append({"delete": _elements(name, [_interval_elem(family, i) for i in change.delete_prefixes[family]])})
-    if change.delete_links:
-        cmds.append({"delete": _elements(LINKS_SET, list(change.delete_links))})
-    if change.delete_routers:
-        cmds.append({"delete": _elements(ROUTERS_MAP, list(change.delete_routers))})
-    for family, name in PREFIX_SETS.items():
-        if change.add_prefixes.get(family):
-            cmds.append({"add": _elements(name, [_interval_elem(family, i) for i in change.add_prefixes[family]])})
-    if change.add_links:
-        cmds.append({"add": _elements(LINKS_SET, list(change.add_links))})
-    if change.set_routers:
-        cmds.append({"add": _elements(ROUTERS_MAP, [[m, {"goto": {"target": save_chain(i)}}]
-                                                    for m, i in sorted(change.set_routers.items())])})
+    for verb, prefixes, links, router_elements in (
+            ("delete", change.delete_prefixes, change.delete_links, list(change.delete_routers)),
+            ("add", change.add_prefixes, change.add_links, routers)):
+        for family, name in PREFIX_SETS.items():
+            if prefixes.get(family):
+                cmds.append({verb: _elements(name, [_interval_elem(family, i) for i in prefixes[family]])})
+        if links:
+            cmds.append({verb: _elements(LINKS_SET, list(links))})
+        if router_elements:
+            cmds.append({verb: _elements(ROUTERS_MAP, router_elements)})
     return cmds
 
 

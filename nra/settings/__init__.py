@@ -206,8 +206,8 @@ def parse_health_address(text: str) -> tuple[str, int] | None:
     try:
         return str(ipaddress.ip_address(host)), int(port)
     except ValueError:
-        raise ValueError(f"{shown(host)} is not an IP address (write 0.0.0.0, 127.0.0.1, [::1] or the node's "
-                         f"address, not a host name)") from None
+        raise ValueError(f"{shown(text)}: {shown(host)} is not an IP address (write 0.0.0.0, 127.0.0.1, [::1] or "
+                         f"the node's address, not a host name)") from None
 
 
 def _health_text(text: str) -> str:

@@ -39,7 +39,9 @@ def test_two_agents_on_one_table_say_they_fight(node_ns: NetNS, tmp_path):
             assert daemon.proc.poll() is None, daemon.log()
             code, text = get(port, "/readyz")
             assert code == 503 and "of nra's own changes undone and repaired" in text
-            assert sample(get(port, "/metrics")[1], "nra_table_contention") == 1
+            # /metrics is the document the daemon rebuilt last (after a reconcile, else every 2 s)
+            wait_for(lambda: sample(get(port, "/metrics")[1], "nra_table_contention") == 1, timeout=5,
+                     what="the contention gauge")
             assert sample(get(port, "/metrics")[1], "nra_ready") == 0
             assert "another writer keeps undoing nra's changes to table 20" in daemon.log()
     finally:
