@@ -5,6 +5,7 @@ notifications that name who touched the table, and never another table."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 
@@ -153,7 +154,9 @@ def test_other_tables_are_never_touched(netns, owner):
     assert owner.read_blocking() is None
 
 
-async def test_notifications_name_the_process_and_only_this_table(netns, owner):
+@contextlib.asynccontextmanager
+async def watched(owner):
+    """nra's table applied, then its change reasons collected while the block runs."""
     await owner.apply(*(lambda cur: (nft.diff(desired(), cur), desired(), FIELD, cur))(await owner.read()))
     seen: list[str] = []
 
@@ -164,6 +167,14 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
     task = asyncio.create_task(watch())
     try:
         await asyncio.wait_for(owner.watching.wait(), 3.0)
+        yield seen
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_notifications_name_the_process_and_only_this_table(netns, owner):
+    async with watched(owner) as seen:
         # our own change: no drift
         current = await owner.read()
         await owner.apply(nft.diff(desired(PREFIXES[:2]), current), desired(PREFIXES[:2]), FIELD, current)
@@ -180,9 +191,6 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
         assert len(seen) == 1 and "changed by pid" in seen[0], seen
         change = nft.diff(desired(PREFIXES[:2]), await owner.read())
         assert change.rewrite == ("classify",)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.mark.parametrize("drift", [
@@ -195,16 +203,7 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
     "add table inet nra { flags dormant; }",
 ])
 async def test_foreign_element_changes_are_followed_from_notifications_without_a_listing(netns, owner, drift):
-    await owner.apply(*(lambda cur: (nft.diff(desired(), cur), desired(), FIELD, cur))(await owner.read()))
-    seen: list[str] = []
-
-    async def watch():
-        async for reason in owner.changes():
-            seen.append(reason)
-
-    task = asyncio.create_task(watch())
-    try:
-        await asyncio.wait_for(owner.watching.wait(), 3.0)
+    async with watched(owner) as seen:
         await owner.read()  # (the watch starting forgets what was known: one listing)
         reads = owner.full_reads
         netns.nft(drift)
@@ -220,6 +219,3 @@ async def test_foreign_element_changes_are_followed_from_notifications_without_a
             assert fresh.read_blocking() == desired(), "repaired exactly"
         finally:
             fresh.close()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
