@@ -14,7 +14,7 @@ import pytest
 import nra.sources.static_file as static_file
 from nra.observe import metrics
 from nra.sources.static_file import StaticFileSource
-from tests.wait import wait_for_async
+from tests.wait import holds_async, wait_for_async
 
 PEER_A = "peers: [{peer-address: 10.0.0.1}]\n"
 PEER_B = "peers: [{peer-address: 10.0.0.2}]\n"
@@ -105,8 +105,7 @@ async def test_reload_rereads_what_inotify_cannot_see(tmp_path: Path):
     async with watching(tmp_path / "root" / "conf" / "metallb.yaml") as (source, published):
         os.symlink("r2", tmp_path / "tmp")
         os.rename(tmp_path / "tmp", tmp_path / "root")
-        await asyncio.sleep(0.3)
-        assert published.peers[-1] == {"10.0.0.1"}
+        await holds_async(lambda: published.peers[-1] == {"10.0.0.1"}, 0.3, what="the old file's peers")
         source.reload()
         await published.wait_for({"10.0.0.2"})
 
