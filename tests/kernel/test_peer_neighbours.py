@@ -4,7 +4,6 @@ addresses (the `lan` of test_neighbours), and nothing sends the peers any traffi
 
 from __future__ import annotations
 
-
 import pytest
 
 from nra.kernel.adapter import KernelAdapter
