@@ -224,3 +224,36 @@ async def test_a_fifo_renamed_over_the_watched_file_never_blocks_the_event_loop(
         write(config, PEER_B)  # a regular file again: followed as before
         await published.wait_for({"10.0.0.2"})
         assert source.problem is None
+
+
+async def test_a_quiet_file_is_not_read_and_an_editors_burst_is_read_once(tmp_path: Path, monkeypatch):
+    # Issue 19: nothing is done while nothing changes (the watch is the kernel's inotify,
+    # read from the loop; watchfiles' watcher woke 200 times a second), and a burst of
+    # writes within QUIET_S of each other is one read.
+    config = write(tmp_path / "conf" / "metallb.yaml", PEER_A)
+    async with watching(config) as (source, published):
+        reads = []
+        load = source.load
+        monkeypatch.setattr(source, "load", lambda: reads.append(1) or load())
+        (tmp_path / "conf" / "other-file").write_text("not ours")  # another name in the directory
+        await holds_async(lambda: reads == [], 1.0, what="no read while the file is quiet")
+        with open(config, "w") as file:  # truncate, then write in pieces, as an editor may
+            for line in (PEER_A, PEER_B):
+                file.write(line)
+                file.flush()
+        await wait_for_async(lambda: reads, 2, what="the burst read")
+        await holds_async(lambda: len(reads) == 1, 0.3, what="one read for the burst")
+
+
+async def test_without_inotify_the_file_is_still_followed(tmp_path: Path, monkeypatch):
+    # No inotify instance left (fs.inotify.max_user_instances reached): the periodic stat
+    # check follows the file, slower, and says so.
+    def no_instances() -> None:
+        raise OSError(24, "inotify_init1: Too many open files")
+
+    monkeypatch.setattr(static_file, "Inotify", no_instances)
+    monkeypatch.setattr(static_file, "POLL_S", 0.1)
+    config = write(tmp_path / "conf" / "metallb.yaml", PEER_A)
+    async with watching(config) as (_source, published):
+        config.write_text(PEER_B + "# longer, so the size moves\n")
+        await published.wait_for({"10.0.0.2"})
