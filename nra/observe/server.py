@@ -47,6 +47,10 @@ FULL_LISTINGS = 1
 LISTEN_BACKLOG = 1024
 #: connections accepted in one go
 ACCEPT_BATCH = 256
+#: a connection is handed to the server only once its first bytes arrived (TCP_DEFER_ACCEPT),
+#: or after this long: an idle crowd waits in the kernel, not in the server's slots, and a
+#: probe, whose request comes with its connection, is accepted among them at once
+DEFER_ACCEPT_S = 10
 #: newcomers past the cap, waiting a moment for their request (see HealthServer._park)
 PARKED = 64
 #: how long start() waits for the thread to listen, and stop() for it to end
@@ -147,6 +151,7 @@ class HealthServer:
         self._stop: asyncio.Event | None = None
         self._openmetrics: tuple[object, bytes] = (None, b"")
         self._parked: dict[int, socket.socket] = {}  # refused newcomers whose request may come
+        self._connecting: set[asyncio.Task] = set()  # accepted, being handed to aiohttp
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -216,6 +221,9 @@ class HealthServer:
                 sock.close()
             for fd in list(self._parked):
                 self._close_parked(fd)
+            for task in self._connecting:  # (accepted just before the stop)
+                task.cancel()
+            await asyncio.gather(*self._connecting, return_exceptions=True)
             await self.server.shutdown(1.0)
 
     def _accept(self, listening: socket.socket) -> None:
@@ -231,9 +239,15 @@ class HealthServer:
                 return
             conn.setblocking(False)
             if self.server.admit(request_waiting(conn)):
-                self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+                self._connect(conn)
             else:
                 self._park(conn)
+
+    def _connect(self, conn: socket.socket) -> None:
+        assert self._loop is not None and self.server is not None
+        task = self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
 
     def _park(self, conn: socket.socket) -> None:
         """A newcomer refused for now, its request not there yet: wait for it in a waiting
@@ -253,7 +267,7 @@ class HealthServer:
         if request_waiting(conn) and self.server.admit(True):
             self._loop.remove_reader(fd)
             del self._parked[fd]
-            self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+            self._connect(conn)
         else:  # closed by the client, or nothing to evict: gone
             self._close_parked(fd)
 
@@ -350,6 +364,7 @@ def _listen(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6 and host == "::":
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError:
