@@ -145,7 +145,10 @@ class Routes:
         # Always a multipath, even of one: the kernel lists a lone one as a plain gateway.
         multipath = []
         for nh in nexthops:
-            hop = {"gateway": str(nh.gateway), "hops": nh.weight - 1}
+            hop: dict = {"gateway": str(nh.gateway), "hops": nh.weight - 1}
+            if nh.gateway is not None and nh.gateway.version != family:
+                # an IPv4 route via an IPv6 nexthop (RFC 8950; Linux 5.2): RTA_VIA, not RTA_GATEWAY
+                hop = {"via": {"family": AF[nh.gateway.version], "addr": str(nh.gateway)}, "hops": nh.weight - 1}
             if nh.oif is not None:
                 hop["oif"] = nh.oif
             multipath.append(hop)

@@ -1,0 +1,140 @@
+"""What the kernel says about the peers that need the node's tables to be resolved
+(nra.config.uplinks.needs_lookup): the route the node uses to reach a multihop peer, and the
+IPv6 link-local neighbours on an unnumbered peer's interface. Facts only (NodeFacts); the
+model (nra.config.uplinks) decides what they mean.
+
+A multihop peer is looked up as `ip route get fibmatch <peer> [vrf V]` does: RTM_GETROUTE
+with RTM_F_FIB_MATCH, so the answer is the FIB entry itself with every hop of a multipath (a
+plain lookup returns the one hop the hash picks), and for a VRF peer with RTA_OIF set to the
+VRF device (the l3mdev rule then selects the VRF's table). The lookup carries no source
+address and no mark, so nra's own rules (`from <LB prefix>`, `fwmark`) do not select it: it
+finds the route the node would use without nra. Should an answer still come from one of nra's
+tables (a rule of nra's without a source, for a 0.0.0.0/0 pool), it is refused: nra would
+otherwise route via its own choice, a loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from typing import Callable, Container, Iterable
+
+from nra.config.intent import IPAddress, PeerSpec
+from nra.config.uplinks import Neighbour, NodeFacts, RouteLookup, needs_lookup
+from nra.kernel.codec import (
+    AF,
+    NDA_DST,
+    NDA_LLADDR,
+    NDMSG,
+    NLM_F_REQUEST,
+    NUD_NAMES,
+    RTA_DST,
+    RTA_OIF,
+    RTM_GETNEIGH,
+    RTM_GETROUTE,
+    RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    RTMSG,
+    U32,
+    Message,
+    attribute,
+    attributes,
+    decode_route,
+    request,
+)
+from nra.kernel.socket import KernelRefused, NetlinkSocket
+
+RTM_F_FIB_MATCH = 0x2000  # linux/rtnetlink.h: return the FIB entry, not the cached route
+NTF_ROUTER = 0x80
+#: entries that carry no usable link-layer address
+_NOT_VALID = {"INCOMPLETE", "FAILED", "NONE"}
+
+
+def encode_route_get(address: IPAddress, oif: int, seq: int) -> bytes:
+    """RTM_GETROUTE for `address` (RTA_OIF: a VRF device, 0: none), answered by the FIB entry."""
+    packed = address.packed
+    body = RTMSG.pack(AF[address.version], len(packed) * 8, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH)
+    body += attribute(RTA_DST, packed)
+    if oif:
+        body += attribute(RTA_OIF, U32.pack(oif))
+    return request(RTM_GETROUTE, NLM_F_REQUEST, seq, body)
+
+
+def lookup(sock: NetlinkSocket, address: IPAddress, oif: int, own_tables: Container[int],
+           name_of: Callable[[int], str]) -> RouteLookup | str:
+    """The route the node uses to reach `address`, or why there is none usable (blocking)."""
+    where = f"{address}"
+    try:
+        route = sock.query(lambda seq: encode_route_get(address, oif, seq),
+                           lambda m: decode_route(m) if m.kind == RTM_NEWROUTE else None)
+    except KernelRefused as exc:
+        if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENOENT, errno.ESRCH):
+            return f"no route to {where}"
+        raise
+    if route.table in own_tables:
+        return (f"the node's route to {where} is in nra's own table {route.table} (a rule of nra's without a "
+                "source?): not used, it would route via nra's own choice")
+    if route.type != "unicast":
+        return f"the node's route to {where} is {route.type}"
+    gateways = [(nh.gateway, nh.oif if nh.oif is not None else route.oif) for nh in route.nexthops
+                if nh.gateway is not None and "dead" not in nh.flags and "linkdown" not in nh.flags]
+    if not gateways:  # a connected network: on-link
+        oif_ = route.oif if route.oif is not None else next((nh.oif for nh in route.nexthops if nh.oif), None)
+        return RouteLookup(name_of(oif_) if oif_ else "")
+    links = tuple(name_of(i) if i else "" for _, i in gateways)
+    return RouteLookup(links[0], tuple(g for g, _ in gateways), links if len(set(links)) > 1 else ())
+
+
+def link_local_neighbours(sock: NetlinkSocket, ifindex: int, link: str) -> list[Neighbour]:
+    """The valid IPv6 link-local entries of one link, with their router flag (blocking)."""
+
+    def keep(message: Message) -> Neighbour | None:
+        if message.kind != RTM_NEWNEIGH or message.end - message.body < NDMSG.size:
+            return None
+        _, _, _, index, nud, flags, _ = NDMSG.unpack_from(message.data, message.body)
+        if index != ifindex or NUD_NAMES.get(nud, "NONE") in _NOT_VALID:
+            return None
+        address = lladdr = None
+        for kind, payload in attributes(message.data, message.body + NDMSG.size, message.end):
+            if kind == NDA_DST and len(payload) == 16 and payload[0] == 0xFE and payload[1] & 0xC0 == 0x80:
+                address = ipaddress.IPv6Address(payload)
+            elif kind == NDA_LLADDR and payload:
+                lladdr = ":".join(f"{b:02x}" for b in payload)
+        if address is None:
+            return None
+        return Neighbour(address, link, lladdr or "", bool(flags & NTF_ROUTER))
+
+    return sock.dump(RTM_GETNEIGH, socket.AF_INET6, keep, ifindex, True)
+
+
+def read_node_facts(sock: NetlinkSocket, specs: Iterable[PeerSpec], own_tables: Container[int],
+                    index_of: Callable[[str], int | None], name_of: Callable[[int], str]) -> NodeFacts:
+    """NodeFacts for the peers that need a lookup (blocking: run it in a thread). `index_of`
+    (a link name -> index, None when absent) and `name_of` run in the right namespace."""
+    lookups: dict[str, RouteLookup] = {}
+    unresolved: dict[str, str] = {}
+    neighbours: list[Neighbour] = []
+    seen_links: set[str] = set()
+    for spec in sorted((s for s in specs if needs_lookup(s)), key=lambda s: s.key):
+        if spec.address is not None:
+            oif = 0
+            if spec.vrf:
+                found = index_of(spec.vrf)
+                if found is None:
+                    unresolved[spec.key] = f"vrf {spec.vrf} does not exist on this node"
+                    continue
+                oif = found
+            answer = lookup(sock, spec.address, oif, own_tables, name_of)
+            if isinstance(answer, str):
+                unresolved[spec.key] = answer + (f" in vrf {spec.vrf}" if spec.vrf else "")
+            else:
+                lookups[spec.key] = answer
+        elif spec.interface not in seen_links:
+            seen_links.add(spec.interface)
+            index = index_of(spec.interface)
+            if index is None:
+                unresolved[spec.key] = f"interface {spec.interface} does not exist on this node"
+                continue
+            neighbours += link_local_neighbours(sock, index, spec.interface)
+    return NodeFacts(lookups, unresolved, tuple(neighbours))
