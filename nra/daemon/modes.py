@@ -140,13 +140,16 @@ async def plan_only(settings: Settings, source: Source, output: str = "text") ->
     try:
         async with reconciler(settings) as one:
             _, the_plan = await one.compute_plan(desired.intent)
+            resolved = one.resolved_intent or desired.intent
     except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
         logger.error("plan failed: {}", exc)
         return PLAN_ERROR
     if output == "json":
-        print(json.dumps(plan_document(desired.intent, the_plan), indent=2))
+        print(json.dumps(plan_document(resolved, the_plan), indent=2))
     else:
         print(f"# desired: {desired.intent.summary()}")
+        for line in resolution_lines(resolved):
+            print(f"# {line}")
         for warning in the_plan.warnings:
             print(f"# warning: {warning}")
         for op in the_plan.operations:
@@ -154,6 +157,12 @@ async def plan_only(settings: Settings, source: Source, output: str = "text") ->
         if not the_plan.operations:
             print("# nothing to do: the kernel matches the configuration")
     return PLAN_CHANGES if the_plan.operations else PLAN_NO_CHANGES
+
+
+def resolution_lines(intent: Intent) -> list[str]:
+    """How each multihop or unnumbered peer was resolved, one line each."""
+    return [f"peer {r.name} ({r.key}): {r.kind} {r.how}" + (f" [vrf {r.vrf}]" if r.vrf else "")
+            for r in intent.resolved]
 
 
 def plan_document(intent: Intent, the_plan: Plan) -> dict:
@@ -166,6 +175,8 @@ def plan_document(intent: Intent, the_plan: Plan) -> dict:
         },
         "operations": [{"kind": op.kind, "command": op.command(), "reason": op.reason}
                        for op in the_plan.operations],
+        "resolved": [{"peer": r.name, "key": r.key, "kind": r.kind, "how": r.how, "vrf": r.vrf,
+                      "next_hops": [str(p.address) for p in r.peers]} for r in intent.resolved],
         "warnings": list(the_plan.warnings),
         "left_out": {str(peer): reason for peer, reason in the_plan.left_out.items()},
     }

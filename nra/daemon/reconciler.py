@@ -95,6 +95,8 @@ class Reconciler:
         #: (intent, facts, resolved intent) of the last resolution: the same resolved object
         #: while nothing changed, so the return path's per-intent caches hold
         self._resolved: tuple[Intent, NodeFacts, Intent] | None = None
+        #: the intent the last plan was made for, its peers resolved (`nra plan`, /status)
+        self.resolved_intent: Intent | None = None
 
     async def resolve(self, intent: Intent) -> Intent:
         """The intent with its multihop and unnumbered peers resolved to their next hops from
@@ -116,7 +118,7 @@ class Reconciler:
         first time without a valid neighbour entry are resolved first; in rules mode their
         first resolution is left to traffic, as before (a peer that never answers is then
         kept until something sends to it)."""
-        intent = await self.resolve(intent)
+        intent = self.resolved_intent = await self.resolve(intent)
         state = await self.kernel.read_state(p.address for p in intent.peers)
         if resolve and self.return_path.reads.peer_links and (fresh := self._fresh_peers(state)):
             for warning in await self.kernel.resolve_fresh_peers(fresh, FRESH_RESOLVE_WAIT_S):
