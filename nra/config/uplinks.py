@@ -321,8 +321,9 @@ def build_model(intent: Intent, facts: NodeFacts, table: int, tables: range,
 def needs_lookup(spec: PeerSpec) -> bool:
     """Whether the peer's next hops come from the node's tables (kernel facts): a multihop
     peer (the gateways of the route to it), an unnumbered one without the address label (the
-    router's link-local address on its interface)."""
-    return spec.multihop or (bool(spec.interface) and spec.address is None)
+    router's link-local address on its interface), a VRF peer (its link and next hops in the
+    VRF: resolved and shown, not routed yet)."""
+    return spec.multihop or bool(spec.vrf) or (bool(spec.interface) and spec.address is None)
 
 
 def zoned(hop: IPAddress, link: str) -> IPAddress:
@@ -354,7 +355,7 @@ def resolve_intent(intent: Intent, facts: NodeFacts) -> Intent:
     specs = sorted((s for s in intent.specs if needs_lookup(s)), key=lambda s: s.key)
     if not specs:
         return intent
-    replaced = {s.address for s in specs if s.address is not None}
+    replaced = {s.address for s in specs if s.address is not None and not s.vrf}
     peers: dict[tuple[IPAddress, int], Peer] = {(p.address, p.serves): p for p in intent.peers
                                                 if p.address not in replaced}
     resolutions = []
@@ -371,6 +372,28 @@ def resolve_intent(intent: Intent, facts: NodeFacts) -> Intent:
         if not spec.vrf:
             peers = {(p.address, p.serves): p for p in merge_peers([*peers.values(), *hops])}
     return replace(intent, peers=frozenset(peers.values()), resolved=tuple(resolutions))
+
+
+def uplink_report(intent: Intent, table: int, tables: range) -> list[dict]:
+    """Each uplink group as `nra status` and `nra plan` show it: its pools, VRF, table (None:
+    not programmed: a VRF group, or no table left) and each peer with how it was resolved."""
+    model = build_model(intent, NodeFacts(), table, tables)
+    how = {r.key: r for r in intent.resolved}
+    specs = {s.key: s for s in intent.specs}
+    report = []
+    for group in model.groups:
+        peers = []
+        for key in sorted(group.peers):
+            spec, found = specs.get(key), how.get(key)
+            if found is not None:
+                peers.append({"name": found.name, "key": key, "kind": found.kind, "how": found.how,
+                              "next_hops": [str(p.address) for p in found.peers]})
+            elif spec is not None:
+                peers.append({"name": spec.name, "key": key, "kind": ON_LINK, "how": str(spec.address),
+                              "next_hops": [str(spec.address)] if spec.address is not None else []})
+        report.append({"pools": list(group.pools), "vrf": group.vrf or None,
+                       "table": group.table if not group.vrf else None, "peers": peers})
+    return report
 
 
 def merge_peers(peers: Iterable[Peer]) -> frozenset[Peer]:

@@ -11,6 +11,7 @@ import json
 from loguru import logger
 
 from nra.config.intent import Intent
+from nra.config.uplinks import uplink_report
 from nra.daemon.desired import first_configuration
 from nra.daemon.host import check_multipath_use_neigh
 from nra.daemon.wiring import reconciler
@@ -18,6 +19,7 @@ from nra.kernel import datapath
 from nra.kernel.protocol import KERNEL_ERRORS
 from nra.kernel.table_names import name_table, unname_table
 from nra.observe.logs import reconcile_context
+from nra.observe.status_report import uplink_lines
 from nra.plan.planner import Plan
 from nra.settings import Settings
 from nra.sources.base import Source
@@ -145,11 +147,13 @@ async def plan_only(settings: Settings, source: Source, output: str = "text") ->
         logger.error("plan failed: {}", exc)
         return PLAN_ERROR
     if output == "json":
-        print(json.dumps(plan_document(resolved, the_plan), indent=2))
+        document = plan_document(resolved, the_plan)
+        document["uplinks"] = uplink_report(resolved, settings.table, settings.uplink_table_range)
+        print(json.dumps(document, indent=2))
     else:
-        print(f"# desired: {desired.intent.summary()}")
-        for line in resolution_lines(resolved):
-            print(f"# {line}")
+        print(f"# desired: {resolved.summary()}")
+        for line in uplink_lines(uplink_report(resolved, settings.table, settings.uplink_table_range)):
+            print(f"# {' '.join(line.split())}")
         for warning in the_plan.warnings:
             print(f"# warning: {warning}")
         for op in the_plan.operations:
@@ -157,12 +161,6 @@ async def plan_only(settings: Settings, source: Source, output: str = "text") ->
         if not the_plan.operations:
             print("# nothing to do: the kernel matches the configuration")
     return PLAN_CHANGES if the_plan.operations else PLAN_NO_CHANGES
-
-
-def resolution_lines(intent: Intent) -> list[str]:
-    """How each multihop or unnumbered peer was resolved, one line each."""
-    return [f"peer {r.name} ({r.key}): {r.kind} {r.how}" + (f" [vrf {r.vrf}]" if r.vrf else "")
-            for r in intent.resolved]
 
 
 def plan_document(intent: Intent, the_plan: Plan) -> dict:

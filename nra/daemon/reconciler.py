@@ -62,6 +62,8 @@ class Outcome:
     state: KernelState | None = None
     #: reconcile again in this many seconds: a liveness hold time runs out then
     recheck_in_s: float | None = None
+    #: the intent the plan was made for, its multihop and unnumbered peers resolved
+    intent: Intent | None = None
 
     def describe(self) -> str:
         if self.skipped:
@@ -133,7 +135,7 @@ class Reconciler:
                 time.monotonic(), self.config.bgp_session_hold, restart_holds(intent))
         the_plan = self.return_path.plan(intent, state, self.health.verdicts())
         waiting = tuple(f"peer {r.name}: {r.how}; no next hop until it resolves"
-                        for r in intent.resolved if r.kind == "waiting")
+                        for r in intent.resolved if r.kind == "waiting" and not r.vrf)
         return state, replace(the_plan, warnings=the_plan.warnings + waiting) if waiting else the_plan
 
     async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,
@@ -185,7 +187,7 @@ class Reconciler:
     async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
         state, the_plan = await self.compute_plan(intent, resolve=True)
         set_up = tuple(await self.kernel.set_up_peer_neighbours(state))
-        outcome.plan, outcome.state = the_plan, state
+        outcome.plan, outcome.state, outcome.intent = the_plan, state, self.resolved_intent
         outcome.warnings = the_plan.warnings + set_up
         self._log_warnings(outcome.warnings, [p.address for p in intent.peers])
         outcome.degraded = bool(the_plan.unusable_peers)

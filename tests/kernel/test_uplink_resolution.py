@@ -164,5 +164,6 @@ def test_the_daemon_follows_a_multihop_route_and_routes_ipv4_via_the_unnumbered_
     plan = subprocess.run([*NRA, "plan", "--static-file", str(config), "--netns", node.name],
                                         cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "# uplink group: pools pool; default vrf; table 20" in plan.stdout, plan.stdout
     assert f"# peer loop (192.0.2.9): multihop via {GW2} (eth1)" in plan.stdout, plan.stdout
     assert f"# peer p2p (%eth2): unnumbered {link_local} (eth2)" in plan.stdout, plan.stdout

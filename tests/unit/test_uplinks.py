@@ -412,3 +412,24 @@ def test_a_vrf_peer_is_resolved_but_stays_out_of_the_default_vrfs_next_hops():
 def test_an_intent_without_multihop_or_unnumbered_peers_is_itself():
     result = parse_objects(TWO_UPLINKS, NODE, W)
     assert resolve_intent(result.intent, TWO_FACTS) is result.intent
+
+
+def test_status_and_plan_show_each_group_its_vrf_and_how_each_peer_was_resolved():
+    from nra.config.uplinks import uplink_report
+    from nra.observe.status_report import uplink_lines
+
+    objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), bgp_peer("a1", "10.1.0.1"),
+               bgp_peer("red", "10.9.0.1", vrf="red"),
+               pool("p", "198.51.100.0/24"), advertisement("x", ["p"], peers=["loop", "a1"]),
+               pool("r", "203.0.113.0/24"), advertisement("y", ["r"], peers=["red"])]
+    result = parse_objects(objects, NODE, W)
+    resolved = resolve_intent(result.intent, NodeFacts({"192.0.2.9": RouteLookup("eth1", (ip("10.1.0.254"),)),
+                                                        "10.9.0.1@red": RouteLookup("eth9")}))
+    report = uplink_report(resolved, TABLE, TABLES)
+    assert [(g["pools"], g["vrf"], g["table"]) for g in report] == [(["p"], None, TABLE), (["r"], "red", None)]
+    assert uplink_lines(report) == [
+        f"uplink group:    pools p; default vrf; table {TABLE}",
+        "                 peer a1 (10.1.0.1): on-link 10.1.0.1",
+        "                 peer loop (192.0.2.9): multihop via 10.1.0.254 (eth1)",
+        "uplink group:    pools r; vrf red; not programmed",
+        "                 peer red (10.9.0.1@red): on-link 10.9.0.1 (eth9)"]
