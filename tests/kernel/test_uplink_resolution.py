@@ -167,3 +167,21 @@ def test_the_daemon_follows_a_multihop_route_and_routes_ipv4_via_the_unnumbered_
     assert "# uplink group: pools pool; default vrf; table 20" in plan.stdout, plan.stdout
     assert f"# peer loop (192.0.2.9): multihop via {GW2} (eth1)" in plan.stdout, plan.stdout
     assert f"# peer p2p (%eth2): unnumbered {link_local} (eth2)" in plan.stdout, plan.stdout
+
+
+def test_a_zoned_link_local_hop_of_an_ipv4_route_is_written_via_inet6_on_its_link(uplinks):
+    """The router tables of conntrack mode write a peer's address as the planner has it: an
+    unnumbered router's is zoned (fe80::x%eth2); its zone is the hop's link."""
+    from nra.kernel.model import Nexthop
+    from nra.kernel.operations import ReplaceRoute
+
+    node, _, link_local = uplinks
+    hop = Nexthop(ipaddress.ip_address(f"{link_local}%eth2"), 1)
+
+    async def write():
+        async with KernelAdapter(20, node.name) as kernel:
+            return await kernel.apply([ReplaceRoute(4, ipaddress.ip_network("0.0.0.0/0"), 20, 0, (hop,))])
+
+    report = asyncio.run(write())
+    assert not report.failed, report.failed
+    assert f"default via inet6 {link_local} dev eth2" in node.ip("-4 route show table 20")

@@ -124,3 +124,21 @@ async def test_a_multihop_peer_follows_its_route_and_an_unnumbered_one_carries_i
     gone = await reconciler.reconcile(intent, "uplink")
     assert "peer loop: no route to 192.0.2.9; no next hop until it resolves" in gone.warnings
     assert {str(nh.gateway) for r in kernel.routes if r.family == 4 for nh in r.nexthops} == {"fe80::2"}
+
+
+async def test_conntrack_router_tables_route_ipv4_via_the_unnumbered_routers_link_local():
+    from nra.config.metallb import parse_objects
+    from nra.config.uplinks import Neighbour, NodeFacts
+    from tests.unit.test_metallb import advertisement, bgp_peer, pool
+
+    objects = [bgp_peer("p2p", interface="swp1", dualStackAddressFamily=True), pool("p", "198.51.100.0/24"),
+               advertisement("x")]
+    intent = parse_objects(objects, {"kubernetes.io/hostname": "n"}, 1).intent
+    path = conntrack_path()
+    kernel = FakeKernel(20, path.reads, lladdrs={ip("fe80::2%swp1"): "02:00:00:00:00:02"})
+    kernel.uplinks = NodeFacts(neighbours=(Neighbour(ip("fe80::2"), "swp1", "02:00:00:00:00:02", router=True),))
+    reconciler = Reconciler(kernel, ReconcileConfig(path))
+    assert (await reconciler.reconcile(intent, "test")).ok
+    router_table = {(r.family, tuple(str(nh.gateway) for nh in r.nexthops)) for r in kernel.routes if r.table == 21}
+    assert router_table == {(4, ("fe80::2%swp1",)), (6, ("fe80::2%swp1",))}  # one hop each, IPv4 via inet6
+    assert (await reconciler.reconcile(intent, "test")).applied == 0
