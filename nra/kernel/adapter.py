@@ -225,7 +225,8 @@ class KernelAdapter:
                 return f"if{index}"
 
         def read() -> tuple[NodeFacts, list[int]]:
-            facts = read_node_facts(self._sock, wanted, own, index_of, name_of)
+            facts = read_node_facts(self._sock, wanted, own, index_of, name_of,
+                                    self._learned.protos if self._learned else ())
             links = [i for s in wanted if s.address is None and (i := index_of(s.interface)) is not None]
             return facts, links
 

@@ -271,6 +271,7 @@ class KernelEvents:
             return None
         peers = gateways & self._watched.keys()
         watched_links = {oif for entries in self._watched.values() for _, oifs in entries for oif in oifs}
+        watched_links |= self._uplink_links  # an unnumbered peer's link: its router's address may be new
         if not peers and links & watched_links:
             peers = {g for g in gateways if len(g) == 16 and g[0] == 0xFE and g[1] & 0xC0 == 0x80}  # fe80::/10
         if not peers:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from typing import Callable, Container, Iterable
+from typing import Callable, Container, Iterable, Mapping
 
 from nra.config.intent import IPAddress, PeerSpec
 from nra.config.uplinks import Neighbour, NodeFacts, RouteLookup, needs_lookup
@@ -111,14 +111,37 @@ def link_local_neighbours(sock: NetlinkSocket, ifindex: int, link: str) -> list[
     return sock.dump(RTM_GETNEIGH, socket.AF_INET6, keep, ifindex, True)
 
 
+def learned_link_locals(sock: NetlinkSocket, protos: Iterable[int], links: Mapping[int, str],
+                        own_tables: Container[int]) -> dict[str, tuple[IPAddress, ...]]:
+    """The IPv6 link-local gateways, per unnumbered link, of the routes the routing daemons
+    (`protos`, LEARNED_ROUTE_PROTOS) installed over it: the router the BGP session runs with
+    (blocking). The kernel filters each dump by protocol."""
+    found: dict[str, set[IPAddress]] = {}
+    for family in (socket.AF_INET, socket.AF_INET6):  # IPv4 routes learned via an IPv6 next hop too
+        for proto in sorted(protos):
+            for route in sock.dump(RTM_GETROUTE, family, decode_route, protocol=proto):
+                if route.proto != proto or route.table in own_tables:
+                    continue
+                for nh in route.nexthops:
+                    oif = nh.oif if nh.oif is not None else route.oif
+                    if (oif in links and nh.gateway is not None and nh.gateway.version == 6
+                            and nh.gateway.is_link_local):
+                        found.setdefault(links[oif], set()).add(nh.gateway)
+    return {link: tuple(sorted(hops)) for link, hops in found.items()}
+
+
 def read_node_facts(sock: NetlinkSocket, specs: Iterable[PeerSpec], own_tables: Container[int],
-                    index_of: Callable[[str], int | None], name_of: Callable[[int], str]) -> NodeFacts:
+                    index_of: Callable[[str], int | None], name_of: Callable[[int], str],
+                    learned_protos: Iterable[int] = ()) -> NodeFacts:
     """NodeFacts for the peers that need a lookup (blocking: run it in a thread). `index_of`
-    (a link name -> index, None when absent) and `name_of` run in the right namespace."""
+    (a link name -> index, None when absent) and `name_of` run in the right namespace;
+    `learned_protos`: the routing daemons' protocols, whose link-local next hops on an
+    unnumbered link name its router."""
     lookups: dict[str, RouteLookup] = {}
     unresolved: dict[str, str] = {}
     neighbours: list[Neighbour] = []
     seen_links: set[str] = set()
+    unnumbered: dict[int, str] = {}
     for spec in sorted((s for s in specs if needs_lookup(s)), key=lambda s: s.key):
         if spec.address is not None:
             oif = 0
@@ -139,5 +162,7 @@ def read_node_facts(sock: NetlinkSocket, specs: Iterable[PeerSpec], own_tables: 
             if index is None:
                 unresolved[spec.key] = f"interface {spec.interface} does not exist on this node"
                 continue
+            unnumbered[index] = spec.interface
             neighbours += link_local_neighbours(sock, index, spec.interface)
-    return NodeFacts(lookups, unresolved, tuple(neighbours))
+    learned = learned_link_locals(sock, learned_protos, unnumbered, own_tables) if learned_protos and unnumbered else {}
+    return NodeFacts(lookups, unresolved, tuple(neighbours), learned)

@@ -185,3 +185,21 @@ def test_a_zoned_link_local_hop_of_an_ipv4_route_is_written_via_inet6_on_its_lin
     report = asyncio.run(write())
     assert not report.failed, report.failed
     assert f"default via inet6 {link_local} dev eth2" in node.ip("-4 route show table 20")
+
+
+def test_the_routing_daemons_link_local_next_hops_name_the_unnumbered_router(uplinks):
+    """With LEARNED_ROUTE_PROTOS, the link-local gateway of a route the BGP daemon installed
+    over the unnumbered link names its router (before any neighbour entry exists)."""
+    node, _, _ = uplinks
+    node.ip("-6 route add 2001:db8:55::/64 via fe80::99 dev eth2 proto bird")
+    node.ip("route add 10.55.0.0/24 via inet6 fe80::98 dev eth2 proto bird")
+    node.ip("-6 route add 2001:db8:56::/64 via fe80::97 dev eth1 proto bird")  # another link: not this peer's
+    spec = PeerSpec("p2p", None, 1, interface="eth2")
+
+    async def look(protos):
+        async with KernelAdapter(20, node.name, learned_protos=protos) as kernel:
+            return await kernel.uplink_facts([spec])
+
+    assert asyncio.run(look(frozenset({12}))).learned_hops == {
+        "eth2": (ipaddress.ip_address("fe80::98"), ipaddress.ip_address("fe80::99"))}
+    assert asyncio.run(look(frozenset())).learned_hops == {}  # learned-route reading off: not read
