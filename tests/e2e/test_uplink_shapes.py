@@ -8,6 +8,9 @@ mode, plain routers: a reply leaves by whichever router the node's table names).
 - An unnumbered point-to-point uplink: a link from the node to r1 with IPv6 link-local
   addresses only (`interface: up0`, `dualStackAddressFamily`). nra finds r1's link-local
   address there and routes the replies of both families through it, IPv4 `via inet6`.
+- The multihop peer in `conntrack` mode with stateful routers: its gateways are the routers
+  (their MACs), and every connection, to the pod behind DNAT and to the listener, returns
+  through the router its request came in by.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import re
 
 import pytest
 
+from testbed.lab import AS_NODE, AS_ROUTERS, LB4, POOL4, POOL6, R, SVC4
 from tests.e2e.conftest import FIGURES, lab_up, nra_daemon
-from testbed.lab import AS_NODE, AS_ROUTERS, POOL4, POOL6, R
+from tests.e2e.test_return_path import assert_symmetric, flows_by_router
 from tests.wait import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -119,3 +123,35 @@ def test_an_unnumbered_point_to_point_uplink_carries_both_families_replies_ipv4_
 def _link_local(lab, role: str, link: str) -> str:
     words = lab.ip(role, f"-6 addr show dev {link} scope link").split()
     return next((w.split("/")[0] for i, w in enumerate(words) if i and words[i - 1] == "inet6"), "")
+
+
+def test_a_multihop_peer_in_conntrack_mode_returns_every_connection_through_its_router(lab):
+    r1, r2 = R["r1"], R["r2"]
+    for r in (r1, r2):
+        lab.ip(r.name, f"addr add {LOOPBACK}/32 dev lo")
+    lab.ip("node", f"route add {LOOPBACK}/32 nexthop via {r1.seg4} dev eth0 nexthop via {r2.seg4} dev eth0")
+    (lab.run_dir / "metallb.yaml").write_text(objects(f"peerAddress: {LOOPBACK}, ebgpMultiHop: true"))
+    lab.set_stateful_routers(True)
+    try:
+        with nra_daemon(lab, "--return-path", "conntrack", wait=False):
+            wait_for(lambda: gateways(lab, 4) == {r1.seg4, r2.seg4}, 15, what="table 20 via both gateways")
+            # one router table per gateway (the routers are the gateways, told apart by MAC)
+            wait_for(lambda: sorted(gateways_of_table(lab, t) for t in (21, 22)) == [{r1.seg4}, {r2.seg4}], 15,
+                     what="a router table via each gateway")
+            for where, target in (("pod behind DNAT", SVC4), ("listener", LB4)):
+                result, seen = flows_by_router(lab, 4, target, FLOWS)
+                assert_symmetric(result, seen, FLOWS)
+                FIGURES[f"multihop, conntrack, IPv4 {where}: flows via r1/r2 (requests = replies)"] = \
+                    f"{len(seen['r1']['replies'])}/{len(seen['r2']['replies'])}"
+    finally:
+        lab.set_stateful_routers(False)
+        lab.flush_conntrack()
+        lab.restart_echo()
+        lab.ip("node", f"route del {LOOPBACK}/32", check=False)
+        for r in (r1, r2):
+            lab.ip(r.name, f"addr del {LOOPBACK}/32 dev lo", check=False)
+
+
+def gateways_of_table(lab, table: int) -> set[str]:
+    words = lab.table_routes(4, table).split()
+    return {words[i + 1] for i, w in enumerate(words) if w == "via"}
