@@ -5,8 +5,8 @@ model (nra.config.uplinks) decides what they mean.
 
 A multihop peer is looked up as `ip route get fibmatch <peer> [vrf V]` does: RTM_GETROUTE
 with RTM_F_FIB_MATCH, so the answer is the FIB entry itself with every hop of a multipath (a
-plain lookup returns the one hop the hash picks; RTM_F_LOOKUP_TABLE, so the answer names the
-table it came from), and for a VRF peer with RTA_OIF set to the
+plain lookup returns the one hop the hash picks; for IPv4 also RTM_F_LOOKUP_TABLE, so the
+answer names the table it came from, which IPv6 answers always do), and for a VRF peer with RTA_OIF set to the
 VRF device (the l3mdev rule then selects the VRF's table). The lookup carries no source
 address and no mark, so nra's own rules (`from <LB prefix>`, `fwmark`) do not select it: it
 finds the route the node would use without nra. Should an answer still come from one of nra's
@@ -56,8 +56,10 @@ _NOT_VALID = {"INCOMPLETE", "FAILED", "NONE"}
 def encode_route_get(address: IPAddress, oif: int, seq: int) -> bytes:
     """RTM_GETROUTE for `address` (RTA_OIF: a VRF device, 0: none), answered by the FIB entry."""
     packed = address.packed
-    body = RTMSG.pack(AF[address.version], len(packed) * 8, 0, 0, 0, 0, 0, 0,
-                      RTM_F_FIB_MATCH | RTM_F_LOOKUP_TABLE)
+    # IPv4 names the table only when asked; IPv6 always does, and refuses the flag (EINVAL
+    # under strict checking)
+    flags = RTM_F_FIB_MATCH | (RTM_F_LOOKUP_TABLE if address.version == 4 else 0)
+    body = RTMSG.pack(AF[address.version], len(packed) * 8, 0, 0, 0, 0, 0, 0, flags)
     body += attribute(RTA_DST, packed)
     if oif:
         body += attribute(RTA_OIF, U32.pack(oif))

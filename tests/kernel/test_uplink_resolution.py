@@ -75,7 +75,7 @@ def gateways(node, family: str, table: int = 20) -> set[str]:
 
 
 def test_the_lookup_gives_every_hop_of_a_multipath_and_never_nras_own_table(uplinks):
-    node, _, _ = uplinks
+    node, router, _ = uplinks
     spec = PeerSpec("loop", ipaddress.ip_address(LOOPBACK), 1, multihop=True)
 
     async def look():
@@ -85,12 +85,26 @@ def test_the_lookup_gives_every_hop_of_a_multipath_and_never_nras_own_table(upli
     facts = asyncio.run(look())
     lookup = facts.lookups[LOOPBACK]
     assert {str(g): link for g, link in lookup.hops()} == {GW1: "eth0", GW2: "eth1"}
+    # IPv6: a loopback behind the router's link-local addresses on two links
+    ll0, ll1 = (_link_local(router, link) for link in ("eth0", "eth1"))
+    node.ip(f"-6 route add 2001:db8:ff::9/128 nexthop via {ll0} dev eth0 nexthop via {ll1} dev eth1")
+    spec6 = PeerSpec("loop6", ipaddress.ip_address("2001:db8:ff::9"), 1, multihop=True)
+
+    async def look6():
+        async with KernelAdapter(20, node.name) as kernel:
+            return await kernel.uplink_facts([spec6])
+
+    hops6 = asyncio.run(look6()).lookups["2001:db8:ff::9"].hops()
+    assert {(str(g), link) for g, link in hops6} == {(ll0, "eth0"), (ll1, "eth1")}
     # a rule of nra's without a source (a 0.0.0.0/0 pool) would make the lookup land in table 20
     node.ip(f"route add default via {GW1} table 20")
     node.ip("rule add from all lookup 20 priority 100")
     facts = asyncio.run(look())
     assert LOOPBACK not in facts.lookups
     assert "in nra's own table 20" in facts.unresolved[LOOPBACK]
+    node.ip(f"-6 route add default via {ll0} dev eth0 table 20")
+    node.ip("-6 rule add from all lookup 20 priority 100")
+    assert "in nra's own table 20" in asyncio.run(look6()).unresolved["2001:db8:ff::9"]
 
 
 def test_a_route_change_to_a_multihop_peer_is_an_event(uplinks):
