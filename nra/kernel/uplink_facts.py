@@ -49,6 +49,7 @@ from nra.kernel.socket import KernelRefused, NetlinkSocket
 RTM_F_FIB_MATCH = 0x2000  # linux/rtnetlink.h: return the FIB entry, not the cached route
 RTM_F_LOOKUP_TABLE = 0x1000  # say the table the lookup found it in (else IPv4 answers "main")
 NTF_ROUTER = 0x80
+RTPROT_RA = 9  # a route from a router advertisement (its gateway: the router's link-local address)
 #: entries that carry no usable link-layer address
 _NOT_VALID = {"INCOMPLETE", "FAILED", "NONE"}
 
@@ -166,5 +167,7 @@ def read_node_facts(sock: NetlinkSocket, specs: Iterable[PeerSpec], own_tables: 
                 continue
             unnumbered[index] = spec.interface
             neighbours += link_local_neighbours(sock, index, spec.interface)
-    learned = learned_link_locals(sock, learned_protos, unnumbered, own_tables) if learned_protos and unnumbered else {}
+    # the routes router advertisements installed (proto ra) name the router too, always
+    protos = {*learned_protos, RTPROT_RA}
+    learned = learned_link_locals(sock, protos, unnumbered, own_tables) if unnumbered else {}
     return NodeFacts(lookups, unresolved, tuple(neighbours), learned)

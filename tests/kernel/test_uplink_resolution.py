@@ -203,7 +203,8 @@ def test_a_zoned_link_local_hop_of_an_ipv4_route_is_written_via_inet6_on_its_lin
 
 def test_the_routing_daemons_link_local_next_hops_name_the_unnumbered_router(uplinks):
     """With LEARNED_ROUTE_PROTOS, the link-local gateway of a route the BGP daemon installed
-    over the unnumbered link names its router (before any neighbour entry exists)."""
+    over the unnumbered link names its router (before any neighbour entry exists); so does
+    the gateway of a route a router advertisement installed."""
     node, _, _ = uplinks
     node.ip("-6 route add 2001:db8:55::/64 via fe80::99 dev eth2 proto bird")
     node.ip("route add 10.55.0.0/24 via inet6 fe80::98 dev eth2 proto bird")
@@ -217,3 +218,6 @@ def test_the_routing_daemons_link_local_next_hops_name_the_unnumbered_router(upl
     assert asyncio.run(look(frozenset({12}))).learned_hops == {
         "eth2": (ipaddress.ip_address("fe80::98"), ipaddress.ip_address("fe80::99"))}
     assert asyncio.run(look(frozenset())).learned_hops == {}  # learned-route reading off: not read
+    # a route from a router advertisement (proto ra) names the router whatever the setting
+    node.ip("-6 route add 2001:db8:57::/64 via fe80::96 dev eth2 proto ra")
+    assert asyncio.run(look(frozenset())).learned_hops == {"eth2": (ipaddress.ip_address("fe80::96"),)}
