@@ -36,6 +36,7 @@ from nra.kernel.codec import (
     RTMGRP_IPV6_RULE,
     RTMGRP_LINK,
     RTMGRP_NEIGH,
+    NDMSG,
     LinkState,
     Message,
     decode_link,
@@ -238,6 +239,8 @@ class KernelEvents:
     def _link_local_reason(self, message: Message) -> str | None:
         """An IPv6 link-local neighbour of an unnumbered peer's link became valid, stopped
         being valid, or changed its link-layer address (its refreshes are no event)."""
+        if message.end - message.body < NDMSG.size or NDMSG.unpack_from(message.data, message.body)[3] not in self._uplink_links:
+            return None  # (a busy node's other links: not even decoded)
         found = decode_neighbour(message, None)
         if (found is None or found.ifindex not in self._uplink_links or found.address.version != 6
                 or not found.address.is_link_local):
@@ -254,6 +257,9 @@ class KernelEvents:
     def _lookup_reason(self, message: Message) -> str | None:
         """A route of the node's own tables changed the lookup of a multihop peer: its
         destination holds one (its gateways are resolved again)."""
+        header = decode_route_header(message)
+        if not any(a.version == header.version for a in self._uplink_addresses):
+            return None
         route = decode_route(message)
         if route.type not in ("unicast", "blackhole", "unreachable", "prohibit"):
             return None

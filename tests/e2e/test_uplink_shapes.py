@@ -136,8 +136,8 @@ def test_a_multihop_peer_in_conntrack_mode_returns_every_connection_through_its_
         with nra_daemon(lab, "--return-path", "conntrack", wait=False):
             wait_for(lambda: gateways(lab, 4) == {r1.seg4, r2.seg4}, 15, what="table 20 via both gateways")
             # one router table per gateway (the routers are the gateways, told apart by MAC)
-            wait_for(lambda: sorted(gateways_of_table(lab, t) for t in (21, 22)) == [{r1.seg4}, {r2.seg4}], 15,
-                     what="a router table via each gateway")
+            wait_for(lambda: sorted(sorted(gateways_of_table(lab, t)) for t in (21, 22)) == [[r1.seg4], [r2.seg4]],
+                     15, what="a router table via each gateway")
             for where, target in (("pod behind DNAT", SVC4), ("listener", LB4)):
                 result, seen = flows_by_router(lab, 4, target, FLOWS)
                 assert_symmetric(result, seen, FLOWS)
