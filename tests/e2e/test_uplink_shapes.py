@@ -11,6 +11,9 @@ mode, plain routers: a reply leaves by whichever router the node's table names).
 - The multihop peer in `conntrack` mode with stateful routers: its gateways are the routers
   (their MACs), and every connection, to the pod behind DNAT and to the listener, returns
   through the router its request came in by.
+- `conntrack` mode, stateful routers, r1 reached over the unnumbered link only (its requests
+  come in on up0) and r2 an on-link peer: every IPv4 connection returns through the router of
+  its request, r1's `via inet6` over up0 (a reply by the wrong router is dropped as invalid).
 """
 
 from __future__ import annotations
@@ -154,4 +157,49 @@ def test_a_multihop_peer_in_conntrack_mode_returns_every_connection_through_its_
 
 def gateways_of_table(lab, table: int) -> set[str]:
     words = lab.table_routes(4, table).split()
-    return {words[i + 1] for i, w in enumerate(words) if w == "via"}
+    return {words[i + 2] if words[i + 1] in ("inet", "inet6") else words[i + 1]
+            for i, w in enumerate(words) if w == "via"}
+
+
+def test_an_unnumbered_router_in_conntrack_mode_gets_back_the_replies_of_its_requests(lab):
+    r1, r2 = R["r1"], R["r2"]
+    lab.ip("node", f"link add name up0 type veth peer name up0 netns {lab.ns(r1.name)}")
+    try:
+        for role in ("node", r1.name):
+            lab.ip(role, "link set dev up0 up")
+        r1_ll = wait_for(lambda: _link_local(lab, r1.name, "up0"), 5, what="r1's link-local address on up0")
+        node_ll = wait_for(lambda: _link_local(lab, "node", "up0"), 5, what="the node's link-local address on up0")
+        # r1 sends its requests for the pool over the unnumbered link (IPv4 via inet6), r2 over the segment
+        for target in (LB4, SVC4):
+            lab.ip(r1.name, f"route replace {target}/32 via inet6 {node_ll} dev up0 metric 1")
+        (lab.run_dir / "metallb.yaml").write_text(
+            objects("interface: up0, dualStackAddressFamily: true")
+            + f"""---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {{name: r2}}
+spec: {{peerAddress: {r2.seg4}, myASN: {AS_NODE}, peerASN: {AS_ROUTERS}}}
+""")
+        lab.set_stateful_routers(True)
+        assert lab.exec("node", ["ping", "-6", "-c", "1", "-W", "2", f"{r1_ll}%up0"], check=False).returncode == 0
+        with nra_daemon(lab, "--return-path", "conntrack", wait=False):
+            wait_for(lambda: {gateways_of_table(lab, t).pop() for t in (21, 22) if gateways_of_table(lab, t)}
+                     == {r1_ll, r2.seg4}, 15, what="a router table via r1's link-local address and one via r2")
+            before = lab.dropped()
+            for where, target in (("pod behind DNAT", SVC4), ("listener", LB4)):
+                result, seen = flows_by_router(lab, 4, target, FLOWS)
+                assert (result["ok"], result["failed"]) == (FLOWS, 0), result
+                ports = set(result["ports"])
+                # r2 forwarded the replies of exactly the requests it forwarded; r1 the others (over up0)
+                assert seen["r2"]["replies"] & ports == seen["r2"]["requests"] & ports, seen
+                assert 0 < len(seen["r2"]["requests"] & ports) < FLOWS, seen
+                FIGURES[f"unnumbered r1 + on-link r2, conntrack, IPv4 {where}: flows via r1/r2"] = \
+                    f"{FLOWS - len(seen['r2']['requests'] & ports)}/{len(seen['r2']['requests'] & ports)}"
+            assert lab.dropped() == before  # no reply by the wrong router anywhere
+    finally:
+        lab.set_stateful_routers(False)
+        lab.flush_conntrack()
+        lab.restart_echo()
+        for target in (LB4, SVC4):
+            lab.ip(r1.name, f"route del {target}/32 metric 1", check=False)
+        lab.ip("node", "link del up0", check=False)
