@@ -85,6 +85,8 @@ def lookup(sock: NetlinkSocket, address: IPAddress, oif: int, own_tables: Contai
         return f"the node's route to {where} is {route.type}"
     gateways = [(nh.gateway, nh.oif if nh.oif is not None else route.oif) for nh in route.nexthops
                 if nh.gateway is not None and "dead" not in nh.flags and "linkdown" not in nh.flags]
+    if not gateways and any(nh.gateway is not None for nh in route.nexthops):
+        return f"every hop of the node's route to {where} is down (dead or linkdown)"
     if not gateways:  # a connected network: on-link
         oif_ = route.oif if route.oif is not None else next((nh.oif for nh in route.nexthops if nh.oif), None)
         return RouteLookup(name_of(oif_) if oif_ else "")

@@ -85,8 +85,18 @@ def test_the_lookup_gives_every_hop_of_a_multipath_and_never_nras_own_table(upli
     facts = asyncio.run(look())
     lookup = facts.lookups[LOOPBACK]
     assert {str(g): link for g, link in lookup.hops()} == {GW1: "eth0", GW2: "eth1"}
+    # a hop whose link lost its carrier (the kernel marks it linkdown) is no gateway; none left: said
+    router.ip("link set eth0 down")
+    assert wait_for(lambda: [str(g) for g in asyncio.run(look()).lookups[LOOPBACK].gateways] == [GW2], 5,
+                    what="the linkdown hop left out")
+    router.ip("link set eth1 down")
+    assert "every hop of the node's route to 192.0.2.9 is down" in wait_for(
+        lambda: asyncio.run(look()).unresolved.get(LOOPBACK, ""), 5, what="both hops down")
+    for link in ("eth0", "eth1"):
+        router.ip(f"link set {link} up")
     # IPv6: a loopback behind the router's link-local addresses on two links
-    ll0, ll1 = (_link_local(router, link) for link in ("eth0", "eth1"))
+    ll0, ll1 = (wait_for(lambda: _link_local(router, link), 5, what=f"the router's link-local address on {link}")
+                for link in ("eth0", "eth1"))
     node.ip(f"-6 route add 2001:db8:ff::9/128 nexthop via {ll0} dev eth0 nexthop via {ll1} dev eth1")
     spec6 = PeerSpec("loop6", ipaddress.ip_address("2001:db8:ff::9"), 1, multihop=True)
 
