@@ -239,7 +239,8 @@ class KernelEvents:
     def _link_local_reason(self, message: Message) -> str | None:
         """An IPv6 link-local neighbour of an unnumbered peer's link became valid, stopped
         being valid, or changed its link-layer address (its refreshes are no event)."""
-        if message.end - message.body < NDMSG.size or NDMSG.unpack_from(message.data, message.body)[3] not in self._uplink_links:
+        if (message.end - message.body < NDMSG.size
+                or NDMSG.unpack_from(message.data, message.body)[3] not in self._uplink_links):
             return None  # (a busy node's other links: not even decoded)
         found = decode_neighbour(message, None)
         if (found is None or found.ifindex not in self._uplink_links or found.address.version != 6
@@ -266,7 +267,8 @@ class KernelEvents:
         peers = [a for a in self._uplink_addresses if a.version == route.family and a in route.dst]
         if not peers:
             return None
-        return (f"route to multihop peer {', '.join(map(str, peers))} {'added' if message.kind == RTM_NEWROUTE else 'deleted'}: "
+        change = "added" if message.kind == RTM_NEWROUTE else "deleted"
+        return (f"route to multihop peer {', '.join(map(str, peers))} {change}: "
                 f"IPv{route.family} {route.dst} table {route.table}")
 
     def _learned_reason(self, message: Message) -> str | None:

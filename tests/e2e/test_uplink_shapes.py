@@ -110,7 +110,8 @@ def test_an_unnumbered_point_to_point_uplink_carries_both_families_replies_ipv4_
         (lab.run_dir / "metallb.yaml").write_text(objects("interface: up0, dualStackAddressFamily: true"))
         with nra_daemon(lab, "--max-reconcile-wait", "0", wait=False):
             # the BGP session's first packets make r1's neighbour entry (here a ping): an event
-            assert lab.exec("node", ["ping", "-6", "-c", "1", "-W", "2", f"{link_local}%up0"], check=False).returncode == 0
+            ping = ["ping", "-6", "-c", "1", "-W", "2", f"{link_local}%up0"]
+            assert lab.exec("node", ping, check=False).returncode == 0
             wait_for(lambda: gateways(lab, 4) == {link_local} == gateways(lab, 6), 15,
                      what="both families via r1's link-local address")
             assert f"via inet6 {link_local} dev up0" in lab.table_routes(4)

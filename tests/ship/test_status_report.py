@@ -255,7 +255,8 @@ def test_each_uplink_group_and_how_its_peers_were_resolved_is_shown():
     status, details = an_agent()
     objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), pool("p", "198.51.100.0/24"), advertisement("x")]
     intent = parse_objects(objects, {"kubernetes.io/hostname": "n"}, 100).intent
-    resolved = resolve_intent(intent, NodeFacts({"192.0.2.9": RouteLookup("eth1", (ipaddress.ip_address("10.1.0.254"),))}))
+    gateway = ipaddress.ip_address("10.1.0.254")
+    resolved = resolve_intent(intent, NodeFacts({"192.0.2.9": RouteLookup("eth1", (gateway,))}))
     outcome = Outcome(ok=True, intent=resolved)
     doc = status_document(status, StatusDetails(intent=intent, outcome=outcome, settings=details.settings),
                           registry=a_registry(), now=NOW)
@@ -266,4 +267,5 @@ def test_each_uplink_group_and_how_its_peers_were_resolved_is_shown():
     assert "uplink group:    pools p; default vrf; table 20\n" \
            "                 peer loop (192.0.2.9): multihop via 10.1.0.254 (eth1)\n" in text
     # an intent that describes no peers (no specs): no uplink lines
-    assert "uplink group" not in format_status(status_document(status, details, registry=a_registry(), now=NOW), now=NOW)
+    plain = status_document(status, details, registry=a_registry(), now=NOW)
+    assert "uplink group" not in format_status(plain, now=NOW)
