@@ -25,7 +25,7 @@ from nra.daemon.peer_resolution import PeerResolution
 from nra.daemon.reconciler import Outcome, Reconciler
 from nra.daemon.wiring import reconciler
 from nra.daemon.worker import Worker
-from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
+from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange, UplinkChange
 from nra.kernel.table_names import name_table
 from nra.observe import metrics
 from nra.observe.documents import Documents
@@ -301,6 +301,9 @@ class Agent:
             logger.debug("netlink: {}", event.reason)
             if isinstance(event, LearnedRouteChange):  # a BGP session of a peer went or came: at once
                 self.worker.trigger("learned-route")
+                continue
+            if isinstance(event, UplinkChange):  # a multihop or unnumbered peer to resolve again: at once
+                self.worker.trigger("uplink")
                 continue
             if isinstance(event, TableChange) and event.reason.startswith("link "):
                 self.worker.trigger("link")  # the kernel's doing, not another writer's

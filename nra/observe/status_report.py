@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from nra.config.uplinks import uplink_report
+
 DEFAULT_ADDRESS = "127.0.0.1:9101"
 FAMILIES = ("ipv4", "ipv6")
 
@@ -117,6 +119,10 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
         doc["prefixes"] = prefixes
         doc["prefix_counts"] = {f"ipv{v}": counts[v] for v in (4, 6)}
         doc["prefixes_complete"] = all(len(prefixes.get(f"ipv{v}", ())) == counts[v] for v in (4, 6))
+    resolved = getattr(details.outcome, "intent", None) or details.intent
+    settings = details.settings
+    if resolved is not None and settings is not None and getattr(resolved, "specs", None):
+        doc["uplinks"] = uplink_report(resolved, settings.table, settings.uplink_table_range)
     if status.last_reconcile_at is not None:
         outcome = details.outcome
         doc["last_reconcile"] = {
@@ -202,6 +208,17 @@ def _families(counts: dict[str, int], noun: str) -> str:
     return ", ".join(f"{family.replace('ip', 'IP')} {counts.get(family, 0)} {noun}" for family in FAMILIES)
 
 
+def uplink_lines(groups: list[dict]) -> list[str]:
+    """One line per uplink group and one per peer, with how the peer was resolved."""
+    lines = []
+    for group in groups:
+        table = f"table {group['table']}" if group.get("table") is not None else "not programmed"
+        vrf = f"vrf {group['vrf']}" if group.get("vrf") else "default vrf"
+        lines.append(f"uplink group:    pools {', '.join(group['pools'])}; {vrf}; {table}")
+        lines += [f"                 peer {p['name']} ({p['key']}): {p['kind']} {p['how']}" for p in group["peers"]]
+    return lines
+
+
 def format_status(doc: dict[str, Any], now: float | None = None) -> str:
     """The human answer: one line per question, most important first."""
     now = time.time() if now is None else now
@@ -223,6 +240,7 @@ def format_status(doc: dict[str, Any], now: float | None = None) -> str:
                           + (f" ({p['name']})" if p.get("name") not in (None, "", p["address"]) else "")
                           for p in doc["peers"]) or "none"
         lines.append(f"peers:           {peers}")
+    lines += uplink_lines(doc.get("uplinks") or [])
     kernel = doc["kernel"]
     lines.append(f"in the route:    {_families(kernel['peers_in_route'], 'nexthop(s)')}")
     left = [f"{x['count']} {x['family']} ({x['reason']})" for x in doc.get("left_out", [])]

@@ -245,3 +245,27 @@ def test_document_names_the_conntrack_return_path():
     details = dataclasses.replace(details, return_path=wiring.return_path(settings).describe())
     path = status_document(status, details, registry=a_registry(), now=NOW)["kernel"]["return_path"]
     assert path["mode"] == "conntrack" and path["table"] == 20 and path["router_tables"] == "21-35"
+
+
+def test_each_uplink_group_and_how_its_peers_were_resolved_is_shown():
+    from nra.config.metallb import parse_objects
+    from nra.config.uplinks import NodeFacts, RouteLookup, resolve_intent
+    from tests.unit.test_metallb import advertisement, bgp_peer, pool
+
+    status, details = an_agent()
+    objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), pool("p", "198.51.100.0/24"), advertisement("x")]
+    intent = parse_objects(objects, {"kubernetes.io/hostname": "n"}, 100).intent
+    gateway = ipaddress.ip_address("10.1.0.254")
+    resolved = resolve_intent(intent, NodeFacts({"192.0.2.9": RouteLookup("eth1", (gateway,))}))
+    outcome = Outcome(ok=True, intent=resolved)
+    doc = status_document(status, StatusDetails(intent=intent, outcome=outcome, settings=details.settings),
+                          registry=a_registry(), now=NOW)
+    assert doc["uplinks"] == [{"pools": ["p"], "vrf": None, "table": 20, "peers": [
+        {"name": "loop", "key": "192.0.2.9", "kind": "multihop", "how": "via 10.1.0.254 (eth1)",
+         "next_hops": ["10.1.0.254"]}]}]
+    text = format_status(doc, now=NOW)
+    assert "uplink group:    pools p; default vrf; table 20\n" \
+           "                 peer loop (192.0.2.9): multihop via 10.1.0.254 (eth1)\n" in text
+    # an intent that describes no peers (no specs): no uplink lines
+    plain = status_document(status, details, registry=a_registry(), now=NOW)
+    assert "uplink group" not in format_status(plain, now=NOW)

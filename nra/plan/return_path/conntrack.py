@@ -175,12 +175,12 @@ def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], polic
         for family in (4, 6):
             if destinations.get(family) is None:
                 continue
-            peers = [p for p in router.peers if p.address.version == family]
+            peers = [p for p in router.peers if p.family == family]  # (an IPv6 hop may serve IPv4)
             usable = [p for p in peers if facts.get(p.address, PeerFacts()).usable]
             withdrawn.update(p.address for p in peers if p not in usable)
             routes.append(RouterRoute(policy.table_of(router.index), family,
                                       tuple(sorted((p.address, p.weight) for p in usable))))
-    families = {p.address.version for p in intent.peers if destinations.get(p.address.version) is not None}
+    families = {p.family for p in intent.peers if destinations.get(p.family) is not None}
     rules = {RouterRule(f, policy.field.router(r.index), policy.field.mask, policy.table_of(r.index), policy.priority)
              for r in routers for f in families}
     rules |= {RouterRule(f, policy.field.value, policy.field.value, policy.table, policy.priority + 1) for f in families}

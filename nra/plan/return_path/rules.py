@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork
-from nra.config.uplinks import NodeFacts, build_model
+from nra.config.uplinks import NodeFacts, build_model, merge_peers
 from nra.kernel.model import KernelReads, KernelState, rule_key
 from nra.kernel.operations import (
     AddRule,
@@ -86,8 +86,12 @@ def uplink_intents(intent: Intent, table: int, tables: range) -> tuple[dict[int,
     if all(g.table == table for g in groups):
         return {}, problems
     wanted = {table: Intent(intent.peers, frozenset())}
+    # a peer resolved through the node's tables (multihop, unnumbered) stands for its next hops
+    resolved = {r.key: r.peers for r in intent.resolved}
     for group in groups:
-        peers = frozenset(p for p in intent.peers if str(p.address) in group.peers)
+        peers = merge_peers(p for key in sorted(group.peers)
+                            for p in (resolved[key] if key in resolved else
+                                      [p for p in intent.peers if str(p.address) == key]))
         assert group.table is not None
         wanted[group.table] = Intent(peers, group.prefixes)
     return wanted, problems
