@@ -60,6 +60,7 @@ INTENT = Intent(frozenset(Peer(a, 100) for a in (R1_4, R1_6, R2_4, R2_6)),
                 frozenset({net("10.80.0.0/28"), net("fd00:80::/120")}))
 DST = {4: net("0.0.0.0/0"), 6: net("::/0")}
 MAC1, MAC2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
+K1, K2 = ("eth0", MAC1), ("eth0", MAC2)  # a router: (ingress link, link-layer address)
 
 
 def facts(overrides: dict | None = None) -> dict:
@@ -80,29 +81,29 @@ def test_two_routers_two_tables_and_three_rules_per_family_whatever_the_prefixes
     assert len(state.rules) == 6
     many = Intent(INTENT.peers, frozenset(net(f"10.{i // 250}.{i % 250}.0/24") for i in range(5000)))
     assert len(plan_return_path(many, facts(), POLICY, {}, {}, DST).rules) == 6
-    assert state.nft.routers == {MAC1: 1, MAC2: 2} and state.nft.links == {"eth0"}
+    assert state.nft.routers == {K1: 1, K2: 2} and state.nft.links == {"eth0"}
 
 
 def test_numbers_are_kept_across_restarts_and_new_link_layer_addresses():
     # the nft map says MAC2 is router 1: kept
-    assert assign_routers([MAC1, MAC2], {MAC2: 1}, {}, {}, 15)[0] == {MAC2: 1, MAC1: 2}
+    assert assign_routers([K1, K2], {K2: 1}, {}, {}, 15)[0] == {K2: 1, K1: 2}
     # R1 got a new MAC; its table (21) still routes via R1's address: same number
     new = "02:00:00:00:00:99"
     state = plan_return_path(INTENT, facts({R1_4: PeerFacts(new, "eth0"), R1_6: PeerFacts(new, "eth0")}),
-                             POLICY, {MAC1: 1, MAC2: 2}, {1: {R1_4}}, DST)
-    assert state.nft.routers == {new: 1, MAC2: 2}
+                             POLICY, {K1: 1, K2: 2}, {1: {R1_4}}, DST)
+    assert state.nft.routers == {("eth0", new): 1, K2: 2}
 
 
 def test_unusable_router_route_withdrawn_and_its_mark_kept():
     state = plan_return_path(INTENT, facts({R1_4: PeerFacts(MAC1, "eth0", usable=False)}), POLICY,
                              {}, {}, DST)
     assert (21, 4, ()) in {(r.table, r.family, r.nexthops) for r in state.routes}
-    assert state.withdrawn == {R1_4} and state.nft.routers[MAC1] == 1
+    assert state.withdrawn == {R1_4} and state.nft.routers[K1] == 1
     # its address unknown now (entry failed): the map element stays, the route is gone
     gone = plan_return_path(INTENT, facts({R1_4: PeerFacts(None, "eth0", usable=False),
                                              R1_6: PeerFacts(None, "eth0", usable=False)}),
-                            POLICY, {MAC1: 1, MAC2: 2}, {1: {R1_4, R1_6}}, DST)
-    assert gone.nft.routers == {MAC1: 1, MAC2: 2}
+                            POLICY, {K1: 1, K2: 2}, {1: {R1_4, R1_6}}, DST)
+    assert gone.nft.routers == {K1: 1, K2: 2}
     assert not [r for r in gone.routes if r.table == 21 and r.nexthops]
 
 
@@ -122,12 +123,13 @@ def test_prefixes_merge_into_the_intervals_the_kernel_holds():
 
 
 def test_nft_diff_of_a_listing_with_foreign_and_stray_elements():
-    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {MAC1: 1}, FIELD)
+    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {K1: 1}, FIELD)
     listing = [{"table": {"family": "inet", "name": "nra"}},
                {"set": {"name": "lb4", "elem": [{"prefix": {"addr": "10.80.0.0", "len": 28}},
                                                 {"range": ["10.90.0.0", "10.90.0.9"]}]}},
                {"set": {"name": "lb6"}}, {"set": {"name": "links", "elem": ["eth0"]}},
-               {"map": {"name": "routers", "elem": [[MAC1, {"goto": {"target": "save_1"}}]]}}]
+               {"map": {"name": "link_routers", "elem": [[{"concat": ["eth0", MAC1]}, {"goto": {"target": "save_1"}}]]}},
+               {"map": {"name": "groups4"}}, {"map": {"name": "groups6"}}]
     for name, (hook, rules) in want.chains.items():
         listing.append({"chain": {"name": name, **({"type": hook[0], "hook": hook[1], "prio": hook[2],
                                                      "policy": hook[3]} if hook else {})}})
@@ -144,7 +146,7 @@ def test_nft_operations_can_be_counted_like_the_others():
     # same change the same operation
     from nra.kernel.operations import ApplyNft
 
-    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {MAC1: 1}, FIELD)
+    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {K1: 1}, FIELD)
     ops = [ApplyNft(nft.diff(want, None), want, FIELD, None) for _ in range(2)]
     assert len({op: 0 for op in ops}) == 1 and ops[0] == ops[1]
     assert str(ops[0]).startswith("nft -f <table inet nra")
