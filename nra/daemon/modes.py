@@ -18,6 +18,7 @@ from nra.kernel import datapath
 from nra.kernel.protocol import KERNEL_ERRORS
 from nra.kernel.table_names import name_table, unname_table
 from nra.observe.logs import reconcile_context
+from nra.observe.status_report import uplink_lines
 from nra.plan.planner import Plan
 from nra.settings import Settings
 from nra.sources.base import Source
@@ -147,6 +148,8 @@ async def plan_only(settings: Settings, source: Source, output: str = "text") ->
         print(json.dumps(plan_document(desired.intent, the_plan), indent=2))
     else:
         print(f"# desired: {desired.intent.summary()}")
+        for line in uplink_lines(list(the_plan.uplinks)):
+            print(f"# {line}")
         for warning in the_plan.warnings:
             print(f"# warning: {warning}")
         for op in the_plan.operations:
@@ -166,6 +169,7 @@ def plan_document(intent: Intent, the_plan: Plan) -> dict:
         },
         "operations": [{"kind": op.kind, "command": op.command(), "reason": op.reason}
                        for op in the_plan.operations],
+        "uplinks": list(the_plan.uplinks),
         "warnings": list(the_plan.warnings),
         "left_out": {str(peer): reason for peer, reason in the_plan.left_out.items()},
     }
