@@ -236,21 +236,33 @@ def group_intervals(groups: Mapping[int, Iterable[IPNetwork]],
     """The group maps' elements: each group's (index -> its prefixes) merged intervals, tagged
     with its index; and a line for each interval left out because another group's overlaps
     it (MetalLB refuses overlapping pools; the first group, by index, keeps it)."""
+    return tag_groups({index: prefix_intervals(prefixes, families) for index, prefixes in groups.items()})
+
+
+def tag_groups(merged: Mapping[int, Mapping[int, Iterable[Interval]]]) -> tuple[dict[int, frozenset[GroupInterval]],
+                                                                              list[str]]:
+    """group_intervals() of each group's merged intervals (index -> family -> intervals)."""
     out: dict[int, list[GroupInterval]] = {4: [], 6: []}
     problems: list[str] = []
-    for index, prefixes in sorted(groups.items()):
-        for family, intervals in prefix_intervals(prefixes, families).items():
+    for index, by_family in sorted(merged.items()):
+        for family, intervals in by_family.items():
             out[family] += [(low, high, index) for low, high in intervals]
     result: dict[int, frozenset[GroupInterval]] = {}
     for family, elements in out.items():
+        elements.sort()
+        # (each group's own intervals are disjoint: only another group's can overlap one)
+        if all(a[1] < b[0] for a, b in zip(elements, elements[1:])):
+            result[family] = frozenset(elements)
+            continue
         kept: list[GroupInterval] = []
         for low, high, index in sorted(elements, key=lambda e: (e[2], e[0])):
-            clash = next((k for k in kept if k[0] <= high and low <= k[1]), None)
+            at = bisect_right(kept, (high, WIDTH_MAX, 0))
+            clash = next((k for k in kept[max(0, at - 1):at + 1] if k[0] <= high and low <= k[1]), None)
             if clash is not None:
                 problems.append(f"prefix {interval_text(family, (low, high))}: in two uplink groups' pools "
                                 f"(overlaps {interval_text(family, clash[:2])}); left to the first group")
                 continue
-            kept.append((low, high, index))
+            insort(kept, (low, high, index))
         result[family] = frozenset(kept)
     return result, problems
 
@@ -352,6 +364,7 @@ class DesiredTables:
         self._intervals = MergedIntervals()
         self._chains: tuple[MarkField | None, dict] = (None, {})
         self._group_key: tuple | None = None
+        self._group_merged: dict[int, MergedIntervals] = {}
         self._groups: dict[int, frozenset[GroupInterval]] = {}
         #: the group intervals left out (overlapping another group's), one line each
         self.group_problems: list[str] = []
@@ -369,7 +382,14 @@ class DesiredTables:
             if self._chains[0] != field:
                 self._chains = (field, desired_chains(field))
             if group_key != self._group_key or self._table is None:
-                self._groups, self.group_problems = group_intervals(groups, families)
+                # each group's intervals merged from its last ones (a change adds or removes a few)
+                kept, self._group_merged = self._group_merged, {}
+                merged = {}
+                for index, group in groups.items():
+                    self._group_merged[index] = kept.get(index) or MergedIntervals()
+                    own = self._group_merged[index].update(group)
+                    merged[index] = {f: own[f] if f in families else () for f in (4, 6)}
+                self._groups, self.group_problems = tag_groups(merged)
                 self._group_key, self._group_prefixes = group_key, groups  # (keeps the ids valid)
             self._table = NftTable({f: intervals[f] if f in families else frozenset() for f in (4, 6)},
                                    frozenset(links), _router_keys(routers), self._chains[1],

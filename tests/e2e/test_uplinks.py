@@ -108,8 +108,10 @@ def test_routers_are_told_apart_by_link_and_mac(lab, nra):
     log = (lab.run_dir / "nra.log").read_text()
     said = [line for line in log.splitlines() if f"share link-layer address {topo.VIRTUAL_MAC} on eth3" in line]
     assert len(said) == 2 and all("r5v" in line and "r6v" in line for line in said), said  # once per family
-    groups = lab.exec("node", ["nft", "list", "map", "inet", "nra", "groups4"]).stdout
-    assert all(topo.pool4(pool) in groups for pool in topo.POOLS), groups
+    for family, pool_of in ((4, topo.pool4), (6, topo.pool6)):
+        groups = lab.exec("node", ["nft", "list", "map", "inet", "nra", f"groups{family}"]).stdout
+        prefixes = lab.exec("node", ["nft", "list", "set", "inet", "nra", f"lb{family}"]).stdout
+        assert all(pool_of(pool) in groups and pool_of(pool) in prefixes for pool in topo.POOLS), (groups, prefixes)
 
 
 def test_plan_shows_each_group_its_routers_tables_and_marks(lab, nra):

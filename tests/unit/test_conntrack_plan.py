@@ -196,6 +196,7 @@ def test_each_uplink_group_gets_a_fallback_via_its_own_peers_only():
     # the group maps: pool A's interval to A's fallback, B's to B's (adjacent, both held)
     low_a, low_b = int(POOL_A.network_address), int(POOL_B.network_address)
     assert state.nft.groups[4] == {(low_a, low_a + 255, a.index), (low_b, low_b + 255, b.index)}
+    assert state.nft.prefixes == nft.prefix_intervals(intent.prefixes)  # every group's prefixes classified
     # one rule per router and fallback, one for the external mark: constant in the prefixes
     assert len(state.rules) == 7
     assert RouterRule(4, FIELD.router(a.index), FIELD.mask, POLICY.table_of(a.index), 20) in state.rules
@@ -276,3 +277,24 @@ def test_plan_and_status_describe_each_group_its_routers_tables_and_marks():
     # the grouping is made once per intent
     assert path._fallbacks[0] is intent and uplink_fallbacks(intent)[0] == path._fallbacks[1][0]
     assert describe_uplinks(INTENT, plan_return_path(INTENT, facts(), POLICY, {}, {}, DST), POLICY, 20)[0]["table"] == 20
+
+
+def test_kept_desired_tables_follow_a_changed_group_exactly():
+    """DesiredTables merges each group's prefixes from its last ones: after a pool gains and
+    loses prefixes, the table equals one built afresh (prefix set and group maps)."""
+    tables = nft.DesiredTables()
+    a = frozenset(net(f"10.1.{i}.0/30") for i in range(0, 200, 2))
+    b = frozenset(net(f"10.2.{i}.0/30") for i in range(0, 200, 2))
+    for step in range(3):
+        a2 = a | {net(f"10.1.{i}.0/30") for i in range(1, 2 + step * 2, 2)} - {net("10.1.0.0/30")} if step else a
+        groups = {3: a2, 4: b}
+        got = tables.get(a2 | b, frozenset({4}), ["eth0"], {}, FIELD, groups)
+        fresh = nft.desired_table(a2 | b, ["eth0"], {}, FIELD, (4,), groups)
+        assert got.prefixes == fresh.prefixes and got.groups == fresh.groups, step
+        assert len(got.groups[4]) == len(got.prefixes[4])  # (none adjacent across groups here)
+
+
+def test_overlapping_pools_of_two_groups_leave_the_overlap_to_the_first():
+    got, problems = nft.group_intervals({3: [net("10.0.0.0/24")], 4: [net("10.0.0.128/25"), net("10.9.0.0/24")]})
+    assert {(nft.interval_text(4, e[:2]), e[2]) for e in got[4]} == {("10.0.0.0/24", 3), ("10.9.0.0/24", 4)}
+    assert problems == ["prefix 10.0.0.128/25: in two uplink groups' pools (overlaps 10.0.0.0/24); left to the first group"]
