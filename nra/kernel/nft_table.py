@@ -88,6 +88,9 @@ class NftTable:
     notified: tuple | None = field(default=None, compare=False, repr=False)
     # family -> the uplink groups' intervals (low, high, index): disjoint; empty with one group
     groups: Mapping[int, frozenset[GroupInterval]] = field(default_factory=dict)
+    # (the groups this table's were made from, {family: (elements gone, added)}): diff()
+    # against a table holding those compares the changes alone
+    groups_delta: tuple | None = field(default=None, compare=False, repr=False)
 
     def structure(self) -> tuple:
         """What only a rebuild can change: the chains and their rules."""
@@ -364,10 +367,18 @@ class DesiredTables:
         self._intervals = MergedIntervals()
         self._chains: tuple[MarkField | None, dict] = (None, {})
         self._group_key: tuple | None = None
-        self._group_merged: dict[int, MergedIntervals] = {}
+        self._group_maps = GroupMaps()
+        self._group_delta: tuple | None = None
         self._groups: dict[int, frozenset[GroupInterval]] = {}
         #: the group intervals left out (overlapping another group's), one line each
         self.group_problems: list[str] = []
+        #: uplink group key -> its number, as the caller last numbered the groups of the
+        #: table it got (so a plan against nra's own last write need not read them back)
+        self.group_numbers: dict = {}
+
+    def last_groups(self) -> Mapping[int, frozenset[GroupInterval]] | None:
+        """The group maps' elements of the table last given (None before the first)."""
+        return self._groups if self._table is not None else None
 
     def get(self, prefixes: frozenset[IPNetwork], families: frozenset[int], links: Iterable[str],
             routers: Mapping[RouterKey, int], field: MarkField,
@@ -382,20 +393,98 @@ class DesiredTables:
             if self._chains[0] != field:
                 self._chains = (field, desired_chains(field))
             if group_key != self._group_key or self._table is None:
-                # each group's intervals merged from its last ones (a change adds or removes a few)
-                kept, self._group_merged = self._group_merged, {}
-                merged = {}
-                for index, group in groups.items():
-                    self._group_merged[index] = kept.get(index) or MergedIntervals()
-                    own = self._group_merged[index].update(group)
-                    merged[index] = {f: own[f] if f in families else () for f in (4, 6)}
-                self._groups, self.group_problems = tag_groups(merged)
+                self._groups = self._group_maps.update(groups, families)
+                self.group_problems = self._group_maps.problems
+                self._group_delta = self._group_maps.delta
                 self._group_key, self._group_prefixes = group_key, groups  # (keeps the ids valid)
             self._table = NftTable({f: intervals[f] if f in families else frozenset() for f in (4, 6)},
                                    frozenset(links), _router_keys(routers), self._chains[1],
-                                   groups=self._groups)
+                                   groups=self._groups, groups_delta=self._group_delta)
             self._key, self._prefixes = key, prefixes  # the reference keeps the id valid
         return self._table
+
+
+class GroupMaps:
+    """The group maps' elements kept between reconciles: each group's intervals merged from its
+    last ones (MergedIntervals) and tagged once while they do not change; a change that moves a
+    few intervals is checked for overlaps against its neighbours only (a bisect each), where
+    tagging and sorting 10,000 intervals again costs ~25 ms. The result always equals
+    group_intervals(groups)."""
+
+    #: above this many changed intervals, everything is tagged and checked again
+    INCREMENTAL_MAX = 256
+
+    def __init__(self) -> None:
+        self._merged: dict[int, MergedIntervals] = {}
+        # index -> family -> (its merged intervals, the same tagged with the index)
+        self._tagged: dict[int, dict[int, tuple[frozenset[Interval], frozenset[GroupInterval]]]] = {}
+        self._sorted: dict[int, list[GroupInterval]] = {4: [], 6: []}
+        self.problems: list[str] = []
+        self.result: dict[int, frozenset[GroupInterval]] = {4: frozenset(), 6: frozenset()}
+        #: (the result before the last update, {family: (its elements gone, added)}) when the
+        #: last update followed a few changes (diff() then compares those alone)
+        self.delta: tuple | None = None
+        self._changes: dict = {}
+
+    def update(self, groups: Mapping[int, frozenset[IPNetwork]],
+               families: Iterable[int]) -> dict[int, frozenset[GroupInterval]]:
+        families = set(families)
+        merged: dict[int, MergedIntervals] = {}
+        tagged: dict[int, dict[int, tuple[frozenset[Interval], frozenset[GroupInterval]]]] = {}
+        for index, prefixes in groups.items():
+            merged[index] = self._merged.get(index) or MergedIntervals()
+            own = merged[index].update(prefixes)
+            old = self._tagged.get(index, {})
+            tagged[index] = {}
+            for family in (4, 6):
+                source = own[family] if family in families else frozenset()
+                if family in old and old[family][0] is source:
+                    tagged[index][family] = old[family]
+                elif family in old:  # a few intervals moved: the tagged set follows them
+                    before, marked = old[family]
+                    tagged[index][family] = (source, marked.difference((low, high, index) for low, high in before - source)
+                                             .union((low, high, index) for low, high in source - before))
+                else:
+                    tagged[index][family] = (source, frozenset((low, high, index) for low, high in source))
+        previous = self.result
+        result = self._follow(tagged)
+        if result is None:  # (many changes, or an overlap: everything again)
+            result, self.problems = tag_groups({i: {f: t[0] for f, t in by.items()} for i, by in tagged.items()})
+            self._sorted = {f: sorted(result[f]) for f in (4, 6)}
+            self.delta = None
+        else:
+            self.delta = (previous, self._changes)
+        self._merged, self._tagged, self.result = merged, tagged, result
+        return result
+
+    def _follow(self, tagged) -> dict[int, frozenset[GroupInterval]] | None:
+        if self.problems:
+            return None
+        changes = {}
+        for family in (4, 6):
+            gone, added = [], []
+            for index in set(self._tagged) | set(tagged):
+                before = self._tagged.get(index, {}).get(family, (None, frozenset()))[1]
+                after = tagged.get(index, {}).get(family, (None, frozenset()))[1]
+                if before is not after:
+                    gone += before - after
+                    added += after - before
+            if len(gone) + len(added) > self.INCREMENTAL_MAX:
+                return None
+            changes[family] = (gone, added)
+        ordered = {f: list(self._sorted[f]) for f in (4, 6)}
+        for family, (gone, added) in changes.items():
+            line = ordered[family]
+            for element in gone:
+                del line[bisect_left(line, element)]
+            for element in sorted(added):
+                at = bisect_left(line, element)
+                if (at and line[at - 1][1] >= element[0]) or (at < len(line) and line[at][0] <= element[1]):
+                    return None
+                line.insert(at, element)
+        self._sorted, self._changes = ordered, changes
+        return {f: frozenset().union(*(by[f][1] for by in tagged.values())) if tagged else frozenset()
+                for f in (4, 6)}
 
 
 # -- reading a listing --------------------------------------------------------------------
@@ -725,9 +814,13 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
         delete[family] = tuple(stale)
     add_groups: dict[int, tuple[GroupInterval, ...]] = {}
     delete_groups: dict[int, tuple[GroupInterval, ...]] = {}
+    group_delta = desired.groups_delta[1] if desired.groups_delta and desired.groups_delta[0] is current.groups else None
     for family in GROUP_MAPS:
         want_groups, listed_groups = desired.groups.get(family, frozenset()), current.groups.get(family, frozenset())
-        if want_groups is not listed_groups:  # (nra's own last write: the same object)
+        if group_delta is not None:  # nra's own last write, and the few changes since
+            gone, added = group_delta[family]
+            add_groups[family], delete_groups[family] = tuple(sorted(added)), tuple(sorted(gone))
+        elif want_groups is not listed_groups:  # (nra's own last write: the same object)
             add_groups[family] = tuple(sorted(want_groups - listed_groups))
             delete_groups[family] = tuple(sorted(listed_groups - want_groups))
     routers_changed = {m: i for m, i in desired.routers.items() if current.routers.get(m) != i}

@@ -285,13 +285,27 @@ def test_kept_desired_tables_follow_a_changed_group_exactly():
     tables = nft.DesiredTables()
     a = frozenset(net(f"10.1.{i}.0/30") for i in range(0, 200, 2))
     b = frozenset(net(f"10.2.{i}.0/30") for i in range(0, 200, 2))
+    before = None
     for step in range(3):
         a2 = a | {net(f"10.1.{i}.0/30") for i in range(1, 2 + step * 2, 2)} - {net("10.1.0.0/30")} if step else a
         groups = {3: a2, 4: b}
         got = tables.get(a2 | b, frozenset({4}), ["eth0"], {}, FIELD, groups)
         fresh = nft.desired_table(a2 | b, ["eth0"], {}, FIELD, (4,), groups)
         assert got.prefixes == fresh.prefixes and got.groups == fresh.groups, step
+        if before is not None:  # against nra's own last table: the few changes, as a full compare gives them
+            change = nft.diff(got, before)
+            assert set(change.add_groups[4]) == got.groups[4] - before.groups[4] and change.add_groups[4]
+            assert set(change.delete_groups[4]) == before.groups[4] - got.groups[4]
+        before = got
         assert len(got.groups[4]) == len(got.prefixes[4])  # (none adjacent across groups here)
+    # a pool of group 4 made to overlap group 3's: caught by the neighbour check, said, left to group 3
+    clash = b | {net("10.1.0.0/29")}
+    got = tables.get(a | clash, frozenset({4}), ["eth0"], {}, FIELD, {3: a, 4: clash})
+    fresh, problems = nft.group_intervals({3: a, 4: clash}, (4,))
+    assert got.groups == fresh and tables.group_problems == problems and len(problems) == 1
+    # and the overlap gone again: back to every interval of both
+    got = tables.get(a | b, frozenset({4}), ["eth0"], {}, FIELD, {3: a, 4: b})
+    assert got.groups == nft.group_intervals({3: a, 4: b}, (4,))[0] and not tables.group_problems
 
 
 def test_overlapping_pools_of_two_groups_leave_the_overlap_to_the_first():

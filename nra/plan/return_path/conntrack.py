@@ -253,8 +253,12 @@ def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], polic
             by_router.setdefault((fact.link or "", fact.lladdr.lower()), []).append(peer)
         else:
             unknown.append(peer)
+    desired = tables or DesiredTables()
     known = dict(current_map)
-    known.update(current_group_indexes(current_groups or {}, fallbacks))
+    if current_groups is not None and current_groups is desired.last_groups():
+        known.update(desired.group_numbers)  # (nra's own last write: numbered as last time)
+    else:
+        known.update(current_group_indexes(current_groups or {}, fallbacks))
     numbers, warnings = assign_routers(by_router, known, current_gateways,
                                        {m: [p.address for p in ps] for m, ps in by_router.items()}, policy.capacity,
                                        [g.key for g in fallbacks])
@@ -298,7 +302,7 @@ def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], polic
     rules |= {RouterRule(f, policy.field.value, policy.field.value, policy.table, policy.priority + 1) for f in families}
     links = {facts[p.address].link for p in intent.peers if p.address in facts and facts[p.address].link}
     group_prefixes = {r.index: r.group.prefixes for r in routers if r.group is not None}
-    desired = tables or DesiredTables()
+    desired.group_numbers = {r.group.key: r.index for r in routers if r.group is not None}
     table = desired.get(intent.prefixes, frozenset(families), links,
                         {(r.link, r.lladdr): r.index for r in routers if r.group is None}, policy.field,
                         group_prefixes)
