@@ -309,8 +309,8 @@ def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], polic
     warnings += desired.group_problems
     for peer in unknown:
         warnings.append(f"peer {peer.address}: link-layer address unknown (no valid neighbour entry); new "
-                        f"connections through it get " + ("its pool's uplink group mark" if fallbacks else
-                                                         "the external mark") + " until it is known")
+                        f"connections through it get " + ("the mark of their pool's uplink group (or the external mark)"
+                                                         if fallbacks else "the external mark") + " until it is known")
     return ReturnPathState(tuple(routers), table, tuple(routes), frozenset(rules), tuple(warnings),
                            frozenset(withdrawn))
 
