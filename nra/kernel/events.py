@@ -23,11 +23,13 @@ from nra.kernel.codec import (
     NLM_F_REQUEST,
     RTM_DELLINK,
     RTM_DELNEIGH,
+    RTM_DELNEXTHOP,
     RTM_DELROUTE,
     RTM_DELRULE,
     RTM_GETLINK,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
+    RTM_NEWNEXTHOP,
     RTM_NEWROUTE,
     RTM_NEWRULE,
     RTMGRP_IPV4_ROUTE,
@@ -36,10 +38,12 @@ from nra.kernel.codec import (
     RTMGRP_IPV6_RULE,
     RTMGRP_LINK,
     RTMGRP_NEIGH,
+    RTNLGRP_NEXTHOP,
     LinkState,
     Message,
     decode_link,
     decode_neighbour,
+    decode_nexthop,
     decode_route_gateways,
     decode_route_header,
     decode_rule,
@@ -55,6 +59,7 @@ TABLE_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4
 TABLE_RCVBUF = 32 << 20  # a burst of 10,000 rule notifications must fit
 NEIGH_RCVBUF = 4 << 20
 RESYNC_PAUSE_S = 0.1
+SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,10 @@ class KernelEvents:
 
     async def _socket(self, groups: int, rcvbuf: int) -> socket.socket:
         sock = await asyncio.to_thread(open_netlink, self.netns, groups, rcvbuf)
+        if groups == TABLE_GROUPS and self.learned_protos:
+            # learned routes through nexthop objects (FRR's zebra): an object's change, or its
+            # removal (which takes its routes with it, unannounced), is a learned-route change
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
         sock.setblocking(False)
         return sock
 
@@ -189,6 +198,10 @@ class KernelEvents:
                 learned = self._learned_reason(message)
                 if learned:
                     yield LearnedRouteChange(learned)
+            elif self.learned_protos and message.kind in (RTM_NEWNEXTHOP, RTM_DELNEXTHOP):
+                learned = self._nexthop_reason(message)
+                if learned:
+                    yield LearnedRouteChange(learned)
 
     def _table_reason(self, message: Message, links: dict[int, LinkState]) -> str | None:
         kind = message.kind
@@ -218,9 +231,13 @@ class KernelEvents:
     def _learned_reason(self, message: Message) -> str | None:
         """Why a daemon's route matters: it goes via a watched peer, or via a link-local
         address on a watched peer's link (which peer that is, the next read tells)."""
-        proto, gateways, links = decode_route_gateways(message)
+        proto, gateways, links, nh_id = decode_route_gateways(message)
         if proto not in self.learned_protos:
             return None
+        if not gateways and nh_id:  # its gateways are the object's (nexthop_compat_mode=0): the read tells
+            route = decode_route_header(message)
+            return (f"learned route {'added' if message.kind == RTM_NEWROUTE else 'withdrawn'}: "
+                    f"IPv{route.version} {route.dst_text()} via nexthop object {nh_id} (proto {proto})")
         peers = gateways & self._watched.keys()
         watched_links = {oif for entries in self._watched.values() for _, oifs in entries for oif in oifs}
         if not peers and links & watched_links:
@@ -231,6 +248,22 @@ class KernelEvents:
         via = ", ".join(sorted(str(ipaddress.ip_address(p)) for p in peers))
         return (f"learned route {'added' if message.kind == RTM_NEWROUTE else 'withdrawn'}: "
                 f"IPv{route.version} {route.dst_text()} via {via} (proto {proto})")
+
+    def _nexthop_reason(self, message: Message) -> str | None:
+        """A nexthop object via a watched peer (or a link-local address on a watched peer's
+        link), or a group (its members may be), added, changed or removed. (Objects carry
+        the protocol of whoever made them, FRR's zebra for FRR's: not the learned routes'.)"""
+        obj = decode_nexthop(message)
+        verb = "changed" if message.kind == RTM_NEWNEXTHOP else "removed"
+        if obj.group:
+            return f"nexthop group {obj.id} {verb}"
+        if obj.gateway is None:
+            return None
+        watched_links = {oif for entries in self._watched.values() for _, oifs in entries for oif in oifs}
+        link_local = len(obj.gateway) == 16 and obj.gateway[0] == 0xFE and obj.gateway[1] & 0xC0 == 0x80
+        if obj.gateway in self._watched or (link_local and obj.oif in watched_links):
+            return f"nexthop object {obj.id} via {ipaddress.ip_address(obj.gateway)} {verb}"
+        return None
 
     async def _neighbour_events(self) -> AsyncIterator[KernelEvent]:
         async for message in self._messages(RTMGRP_NEIGH, NEIGH_RCVBUF):

@@ -7,8 +7,10 @@ can take (nra.observe.connections: a connection cap, idle and header timeouts). 
 /status and /metrics shares DOCUMENT_RATE requests a second; more wait their turn (at most
 BUDGET_WAIT_S, then 503), so their CPU, which the reconciler shares through the GIL, stays
 small however many clients poll. /healthz and /readyz skip that queue: a probe is answered
-at once. Liveness is AgentStatus's, which judges the daemon's loop by its heartbeat, not
-the server's own progress.
+at once. Liveness is AgentStatus's, which judges the daemon's loop by whether it answers
+(AgentStatus.ask_loop: a question scheduled into that loop when liveness is asked), never by
+the server's own progress. Documents older than REFRESH_S are rebuilt when asked for
+(Documents.request): nothing is built, and nothing wakes, while nobody asks.
 
 /status is answered only on a loopback address unless STATUS_ACCESS=health: when the health
 listener is on another address (the chart's node address), a second listener on the
@@ -49,6 +51,8 @@ ACCEPT_BATCH = 256
 PARKED = 64
 #: how long start() waits for the thread to listen, and stop() for it to end
 THREAD_WAIT_S = 10.0
+#: how long a request waits for documents being rebuilt (then it gets the last ones)
+REBUILD_WAIT_S = 0.5
 
 STATUS_ACCESS = ("loopback", "health", "off")
 
@@ -275,6 +279,7 @@ class HealthServer:
             self.server.request_finished(request.protocol)
 
     async def _healthz(self, _request: web.BaseRequest) -> web.Response:
+        self.status.ask_loop()
         return _answer(self.status.liveness())
 
     async def _readyz(self, _request: web.BaseRequest) -> web.Response:
@@ -283,6 +288,7 @@ class HealthServer:
     async def _metrics(self, request: web.BaseRequest) -> web.Response:
         if not await self._budget.take():
             return _busy()
+        await self._fresh_documents()
         snapshot = self.documents.snapshot
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))
         if not content_type.startswith("application/openmetrics-text"):
@@ -300,9 +306,18 @@ class HealthServer:
                                                  "(STATUS_ACCESS=health serves it here)\n")
         if not await self._budget.take():
             return _busy()
+        self.status.ask_loop()
+        await self._fresh_documents()
         if request.query.get("prefixes") == "all":
             return await self._full_status(request)
         return web.Response(body=self.documents.status_body(), content_type="application/json")
+
+    async def _fresh_documents(self) -> None:
+        """Documents older than REFRESH_S: ask the daemon to rebuild them and wait a moment
+        (a busy or blocked daemon: the last ones are served)."""
+        pending = self.documents.request()
+        if pending is not None:
+            await asyncio.wait({asyncio.wrap_future(pending)}, timeout=REBUILD_WAIT_S)
 
     async def _full_status(self, request: web.BaseRequest) -> web.StreamResponse:
         if self._listings.locked():

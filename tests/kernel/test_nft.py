@@ -15,7 +15,7 @@ from nra.kernel import nft_table as nft
 from nra.kernel.marks import parse_mark_field
 from nra.kernel.nft import NftState
 from testbed.netns import NetNS
-from tests.wait import wait_for_async
+from tests.wait import holds_async, wait_for_async
 
 pytestmark = pytest.mark.kernel
 
@@ -233,8 +233,7 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
         await owner.apply(nft.diff(desired(PREFIXES[:2]), current), desired(PREFIXES[:2]), FIELD, current)
         # someone else's table: no drift
         netns.nft("table inet other { chain c { }; }\n")
-        await asyncio.sleep(0.3)
-        assert seen == []
+        await holds_async(lambda: seen == [], 0.3, what="no drift reported")
         reads = owner.full_reads
         await owner.read()
         assert owner.full_reads == reads, "changes elsewhere must not cost a listing of nra's table"

@@ -15,7 +15,7 @@ import pytest
 
 from nra.config.intent import Intent, Peer
 from nra.observe import connections, metrics
-from nra.observe.documents import STATUS_PREFIXES, Documents
+from nra.observe.documents import REFRESH_S, STATUS_PREFIXES, Documents
 from nra.observe.server import (
     PARKED,
     HealthAddressError,
@@ -25,7 +25,7 @@ from nra.observe.server import (
 )
 from nra.observe.status import AgentStatus
 from nra.observe.status_report import StatusDetails
-from tests.wait import wait_for_async
+from tests.wait import holds_async, wait_for_async
 
 
 def free_port() -> int:
@@ -272,12 +272,9 @@ async def test_healthz_judges_the_daemons_loop_not_its_own():
                 codes.append((time.monotonic() - started, 0))
             time.sleep(0.05)
 
-    async def heartbeat() -> None:
-        while True:
-            status.loop_ran()
-            await asyncio.sleep(0.05)
-
-    beating = asyncio.create_task(heartbeat())
+    loop = asyncio.get_running_loop()
+    status.ask = lambda: loop.call_soon_threadsafe(status.loop_ran)  # as the daemon does
+    status.loop_ran()
     poller = threading.Thread(target=poll)
     try:
         poller.start()
@@ -289,13 +286,56 @@ async def test_healthz_judges_the_daemons_loop_not_its_own():
     finally:
         stop.set()
         poller.join(5)
-        beating.cancel()
         await stop_health_server(server)
     answered = [code for _, code in codes]
     assert answered[0] == 200 and 503 in answered and answered[-1] == 200, codes
     assert 0 not in answered, codes  # always answered
-    status.loop_beat = time.monotonic() - 2
+    status.asked_at = time.monotonic() - 2  # a question open for 2 s
     assert status.liveness(1.0) == (False, "the agent's event loop has not run for 2 s (limit 1 s)")
+    by_itself = AgentStatus(loop_beat=time.monotonic() - 2)  # a loop that beats without being asked
+    assert by_itself.liveness(1.0) == (False, "the agent's event loop has not run for 2 s (limit 1 s)")
+
+
+async def test_an_agent_nobody_asks_is_never_woken_by_the_server():
+    # Issue 19: the daemon's loop beat every 0.5 s and rebuilt its documents every 2 s for a
+    # server nobody asked. Now the server asks only when asked, at most once per question.
+    status = AgentStatus()
+    loop = asyncio.get_running_loop()
+    asked: list[float] = []
+
+    def ask() -> None:
+        asked.append(time.monotonic())
+        loop.call_soon_threadsafe(status.loop_ran)
+
+    status.ask = ask
+    documents = Documents(status)
+    scheduled: list[object] = []
+    documents.schedule = lambda callback: (scheduled.append(callback), loop.call_soon_threadsafe(callback))
+    status.loop_ran()
+    documents.refresh()
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", status, documents=documents)
+    try:
+        await holds_async(lambda: not asked and not scheduled, 2.5, interval=0.1, what="nothing asked while idle")
+        first = documents.snapshot
+        status.loop_beat = time.monotonic() - 5  # as if the last answer were old
+        assert (await get(port, "/healthz"))[0] == 200
+        assert len(asked) == 1
+        await wait_for_async(lambda: status.asked_at is None, 2, what="the question answered")
+        # /metrics with documents older than REFRESH_S: rebuilt once, in this loop, and served
+        assert (await get(port, "/metrics"))[0] == 200
+        assert len(scheduled) == 1 and documents.snapshot is not first
+        assert (await get(port, "/metrics"))[0] == 200
+        assert len(scheduled) == 1, "fresh documents are not rebuilt"
+        # during a reconcile the request is answered with the last documents, none built
+        documents._built_monotonic -= REFRESH_S
+        status.reconcile_started()
+        built = documents.snapshot
+        assert (await get(port, "/metrics"))[0] == 200
+        assert len(scheduled) == 2 and documents.snapshot is built
+        status.reconcile_finished()
+    finally:
+        await stop_health_server(server)
 
 
 async def test_status_is_bounded_and_the_full_list_comes_on_request():
