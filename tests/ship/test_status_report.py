@@ -281,3 +281,27 @@ def test_status_shows_each_uplink_group_and_its_routers():
         "                 group 10.2.0.2: pools b (1 prefix(es)); table 24, mark 0x12",
         "                   router eth2 00:00:5e:00:01:01 (b1 (10.2.0.2)): table 22, mark 0xa",
     ]
+
+
+def test_rules_mode_shows_each_group_and_its_uplink_table():
+    """`rules` mode: each group with its table (TABLE_WEIGHT for every peer, else one of
+    UPLINK_TABLES); `nra plan -o json` carries the same as `uplinks`."""
+    from nra.config.intent import PeerSpec, PoolBinding
+    from nra.daemon.modes import plan_document
+    from nra.kernel.model import KernelState
+
+    a1, b1 = ipaddress.ip_address("10.1.0.2"), ipaddress.ip_address("10.2.0.2")
+    pools = frozenset({PoolBinding("a", frozenset({ipaddress.ip_network("198.51.100.0/24")}), frozenset({"10.1.0.2"})),
+                       PoolBinding("all", frozenset({ipaddress.ip_network("203.0.113.0/24")}),
+                                   frozenset({"10.1.0.2", "10.2.0.2"}))})
+    intent = Intent(frozenset({Peer(a1, 100, "a1"), Peer(b1, 100, "b1")}), frozenset().union(*(p.prefixes for p in pools)),
+                    frozenset({PeerSpec("a1", a1, 100), PeerSpec("b1", b1, 100)}), pools)
+    plan = wiring.return_path(Settings(TABLE_WEIGHT=20, RULE_PRIORITY=20)).plan(intent, KernelState(), {})
+    groups = {tuple(g["pools"]): g for g in plan_document(intent, plan)["uplinks"]}
+    assert groups[("all",)]["table"] == 20 and groups[("all",)]["peers"] == ["10.1.0.2", "10.2.0.2"]
+    assert groups[("a",)]["table"] in range(1000, 1064) and groups[("a",)]["peers"] == ["10.1.0.2"]
+    status, details = an_agent()
+    details = dataclasses.replace(details, intent=intent, outcome=Outcome(ok=True, applied=0, plan=plan))
+    text = format_status(status_document(status, details, registry=a_registry(), now=NOW), now=NOW)
+    assert f"group 10.1.0.2: pools a (1 prefix(es)); table {groups[('a',)]['table']}" in text
+    assert "group 10.1.0.2, 10.2.0.2: pools all (1 prefix(es)); table 20" in text
