@@ -284,6 +284,14 @@ def _group_pools(intent: Intent, vrf_of: Mapping[str, str],
     return groups
 
 
+def pool_groups(intent: Intent) -> tuple[dict[frozenset[str], tuple[PoolBinding, ...]], tuple[Problem, ...]]:
+    """The pools by the set of peers announcing them, without tables (conntrack mode numbers
+    its groups' fallbacks itself), and the pools refused (peers of two VRFs)."""
+    problems: list[Problem] = []
+    groups = _group_pools(intent, {s.key: s.vrf for s in intent.specs}, problems)
+    return {peers: tuple(pools) for peers, pools in groups.items()}, tuple(problems)
+
+
 def build_model(intent: Intent, facts: NodeFacts, table: int, tables: range,
                 keep: Mapping[frozenset[str], int] | None = None) -> UplinkModel:
     """The uplinks and groups of this intent on this node (see the module doc)."""

@@ -19,7 +19,7 @@ from nra.kernel import datapath
 from nra.kernel.protocol import KERNEL_ERRORS
 from nra.kernel.table_names import name_table, unname_table
 from nra.observe.logs import reconcile_context
-from nra.observe.status_report import uplink_lines
+from nra.observe.status_report import resolution_lines, uplink_lines
 from nra.plan.planner import Plan
 from nra.settings import Settings
 from nra.sources.base import Source
@@ -148,12 +148,14 @@ async def plan_only(settings: Settings, source: Source, output: str = "text") ->
         return PLAN_ERROR
     if output == "json":
         document = plan_document(resolved, the_plan)
-        document["uplinks"] = uplink_report(resolved, settings.table, settings.uplink_table_range)
+        document["uplink_groups"] = uplink_report(resolved, settings.table, settings.uplink_table_range)
         print(json.dumps(document, indent=2))
     else:
         print(f"# desired: {resolved.summary()}")
-        for line in uplink_lines(uplink_report(resolved, settings.table, settings.uplink_table_range)):
+        for line in resolution_lines(uplink_report(resolved, settings.table, settings.uplink_table_range)):
             print(f"# {' '.join(line.split())}")
+        for line in uplink_lines(list(the_plan.uplinks)):
+            print(f"# {line}")
         for warning in the_plan.warnings:
             print(f"# warning: {warning}")
         for op in the_plan.operations:
@@ -175,6 +177,7 @@ def plan_document(intent: Intent, the_plan: Plan) -> dict:
                        for op in the_plan.operations],
         "resolved": [{"peer": r.name, "key": r.key, "kind": r.kind, "how": r.how, "vrf": r.vrf,
                       "next_hops": [str(p.address) for p in r.peers]} for r in intent.resolved],
+        "uplinks": list(the_plan.uplinks),
         "warnings": list(the_plan.warnings),
         "left_out": {str(peer): reason for peer, reason in the_plan.left_out.items()},
     }

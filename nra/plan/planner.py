@@ -104,6 +104,9 @@ class Plan:
     unusable_peers: frozenset[IPAddress] = frozenset()
     #: families with peers whose route gets no usable nexthop (the kernel's, if any, is kept)
     unrouted: tuple[int, ...] = ()
+    #: the uplink groups the return path serves (peers, pools, tables, marks; in conntrack
+    #: mode each router's table and mark), for `nra plan` and /status
+    uplinks: tuple[dict, ...] = field(default=(), compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.operations)

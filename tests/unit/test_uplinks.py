@@ -416,7 +416,7 @@ def test_an_intent_without_multihop_or_unnumbered_peers_is_itself():
 
 def test_status_and_plan_show_each_group_its_vrf_and_how_each_peer_was_resolved():
     from nra.config.uplinks import uplink_report
-    from nra.observe.status_report import uplink_lines
+    from nra.observe.status_report import resolution_lines
 
     objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), bgp_peer("a1", "10.1.0.1"),
                bgp_peer("red", "10.9.0.1", vrf="red"),
@@ -427,7 +427,7 @@ def test_status_and_plan_show_each_group_its_vrf_and_how_each_peer_was_resolved(
                                                         "10.9.0.1@red": RouteLookup("eth9")}))
     report = uplink_report(resolved, TABLE, TABLES)
     assert [(g["pools"], g["vrf"], g["table"]) for g in report] == [(["p"], None, TABLE), (["r"], "red", None)]
-    assert uplink_lines(report) == [
+    assert resolution_lines(report) == [
         f"uplink group:    pools p; default vrf; table {TABLE}",
         "                 peer a1 (10.1.0.1): on-link 10.1.0.1",
         "                 peer loop (192.0.2.9): multihop via 10.1.0.254 (eth1)",
