@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import itertools
 import json
 import socket
 import sys
@@ -294,7 +295,9 @@ def test_status_shows_each_uplink_group_and_its_routers():
     details = dataclasses.replace(details, intent=intent, outcome=Outcome(ok=True, applied=0, plan=plan))
     doc = status_document(status, details, registry=a_registry(), now=NOW)
     json.dumps(doc)
-    lines = [line for line in format_status(doc, now=NOW).splitlines() if line.startswith(("uplinks:", " " * 17))]
+    text = format_status(doc, now=NOW).splitlines()
+    start = next(i for i, line in enumerate(text) if line.startswith("uplinks:"))
+    lines = [text[start]] + list(itertools.takewhile(lambda line: line.startswith(" " * 17), text[start + 1:]))
     # routers 1, 2 (one virtual MAC on two links: two routers), then the groups' fallbacks 3, 4;
     # router i's mark is the value 0x2 and i spread over the bits 0x3c, its table 20 + i
     assert lines == [
