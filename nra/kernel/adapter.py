@@ -15,6 +15,7 @@ import socket
 import time
 from dataclasses import replace
 from functools import partial
+from operator import attrgetter
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 from loguru import logger
@@ -85,7 +86,7 @@ class KernelAdapter:
         self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
         own_tables = (table, *reads.route_tables)  # a route there is nra's, never learned
         self._learned = LearnedRoutes(learned_protos, own_tables) if learned_protos else None
-        self._events = KernelEvents(netns, table, reads.route_tables, learned_protos)
+        self._events = KernelEvents(netns, table, reads.route_tables, learned_protos, self._rules.kept)
         self._nft: NftState | None = None
         self._nft_library_optional = nft_library_optional
         self._route_tables_read = False
@@ -123,9 +124,11 @@ class KernelAdapter:
     async def read_state(self, candidates: Iterable[IPAddress]) -> KernelState:
         """The table's routes and rules, and for the candidate peers: which are on-link (and
         where), and their neighbour entries there. Also tells the event source which
-        neighbour entries to report."""
+        neighbour entries to report. The rules come from the view the notifications keep
+        (nra.kernel.rules.KeptRules) while it is in step, else from a full read."""
         routes = self._routes
-        rules = await self._rules.read()
+        self._events.drain()
+        rules, rule_leftovers = await self._rules.current()
         table_routes = await routes.read()
         addresses = set(candidates)
         links: dict[IPAddress, frozenset[int]] = {}
@@ -141,10 +144,19 @@ class KernelAdapter:
         self._events.watch(links)
         self._links = links
         owned = {self.table, *self.reads.route_tables}
-        leftovers = (*self._rules.leftovers, *await asyncio.to_thread(read_leftovers, self._sock, owned))
-        state = KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
+        leftovers = (*rule_leftovers, *await asyncio.to_thread(read_leftovers, self._sock, owned))
+        state = KernelState(tuple(table_routes), rules, frozenset(addresses - links.keys()),
                             {a: e.state for a, e in entries.items()}, links, invalid, learned, leftovers=leftovers)
         return await self._read_declared(state, entries)
+
+    def resync(self) -> None:
+        """The next read reads all rules again (the periodic resync), whatever the view says."""
+        self._rules.kept.forget("resync")
+
+    @property
+    def full_reads(self) -> int:
+        """How many reads dumped all rules (the others used the kept view)."""
+        return self._rules.full_reads
 
     async def _zones(self, addresses: Iterable[IPAddress], invalid: dict[IPAddress, str]) -> dict[IPAddress, int]:
         """The link index of each zoned address's zone (fe80::1%eth0: eth0's); an unknown
@@ -189,7 +201,7 @@ class KernelAdapter:
         declared = self.reads.route_tables
         tables: Iterable[int] = declared
         if self._route_tables_read:
-            used = {r.table for r in state.rules if r.table in declared}
+            used = {t for t in set(map(attrgetter("table"), state.rules)) if t in declared}
             if nft_table is not None:
                 used |= {declared[i - 1] for i in nft_table.routers.values() if 1 <= i <= len(declared)}
             tables = sorted(used)
