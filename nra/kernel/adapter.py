@@ -27,7 +27,7 @@ from nra.kernel.codec import error_text
 from nra.kernel.events import KernelEvent, KernelEvents, TableChange, merge
 from nra.kernel.learned import LearnedRoutes
 from nra.kernel.libnft import NftError
-from nra.kernel.model import UNRESOLVED, KernelReads, KernelState, NeighbourEntry
+from nra.kernel.model import UNRESOLVED, KernelReads, KernelRoute, KernelState, NeighbourEntry
 from nra.kernel.neighbours import Neighbours
 from nra.kernel.nft import NftState
 from nra.kernel.nft_table import NftTable
@@ -90,6 +90,8 @@ class KernelAdapter:
         self._nft: NftState | None = None
         self._nft_library_optional = nft_library_optional
         self._route_tables_read = False
+        #: nra's routes in tables not its own now, as of the last full read (less those deleted)
+        self._leftover_routes: tuple[KernelRoute, ...] | None = None
         #: the on-link peers' links, from the last read
         self._links: Mapping[IPAddress, frozenset[int]] = {}
 
@@ -128,6 +130,7 @@ class KernelAdapter:
         (nra.kernel.rules.KeptRules) while it is in step, else from a full read."""
         routes = self._routes
         self._events.drain()
+        full_reads = self._rules.full_reads
         rules, rule_leftovers = await self._rules.current()
         table_routes = await routes.read()
         addresses = set(candidates)
@@ -144,7 +147,12 @@ class KernelAdapter:
         self._events.watch(links)
         self._links = links
         owned = {self.table, *self.reads.route_tables}
-        leftovers = (*rule_leftovers, *await asyncio.to_thread(read_leftovers, self._sock, owned))
+        if self._leftover_routes is None or self._rules.full_reads != full_reads:
+            # (a dump of every table, filtered by protocol in the kernel: with the full reads
+            # only; nra's own route writes go to its tables, and a route of its protocol
+            # added elsewhere makes the next read a full one: nra.kernel.events)
+            self._leftover_routes = tuple(await asyncio.to_thread(read_leftovers, self._sock, owned))
+        leftovers = (*rule_leftovers, *self._leftover_routes)
         state = KernelState(tuple(table_routes), rules, frozenset(addresses - links.keys()),
                             {a: e.state for a, e in entries.items()}, links, invalid, learned, leftovers=leftovers)
         return await self._read_declared(state, entries)
@@ -269,6 +277,8 @@ class KernelAdapter:
                         report.dropped.append((op, dropped))
                 elif isinstance(op, DeleteRoute):
                     await self._routes.delete(op.route)
+                    if self._leftover_routes and op.route in self._leftover_routes:
+                        self._leftover_routes = tuple(r for r in self._leftover_routes if r != op.route)
                 elif isinstance(op, ApplyNft):
                     if self._nft is None:
                         raise TypeError("an nftables change, but the return path declared no nftables read")

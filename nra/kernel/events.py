@@ -59,7 +59,7 @@ from nra.kernel.codec import (
     request,
     rule_owner,
 )
-from nra.kernel.model import KernelRule, NeighbourEntry
+from nra.kernel.model import NRA_PROTOCOL, KernelRule, NeighbourEntry
 from nra.kernel.rules import KeptRules
 from nra.kernel.socket import open_netlink
 
@@ -302,6 +302,12 @@ class KernelEvents:
         if kind in (RTM_NEWROUTE, RTM_DELROUTE):
             route = decode_route_header(message)
             if route.table != self.table and route.table not in self.also:
+                if kind == RTM_NEWROUTE and route.protocol == NRA_PROTOCOL:
+                    # nra's protocol in a table not nra's now: a leftover the next read must find
+                    # (reads take leftover routes from the last full one)
+                    why = f"route of nra's protocol added in table {route.table}: IPv{route.version} {route.dst_text()}"
+                    self._kept_forget(why)
+                    return why
                 return None
             return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{route.version} {route.dst_text()}"
         if kind == RTM_NEWLINK:

@@ -359,9 +359,13 @@ def rule_diff(steps: PlanSteps, rules: Iterable[KernelRule], wanted: Mapping[tup
     their AddRule (only the missing ones: a steady plan of 10,000 rules builds none)."""
     rules = rules if isinstance(rules, (tuple, list)) else tuple(rules)
     keys = set(map(_IDENTITY, rules))
-    if len(keys) == len(rules) and keys <= wanted.keys():
-        # every rule wanted, each once (a steady table, or one that lacks rules): set
-        # operations, not a step per rule (10,000 rules: about 1 ms instead of 5)
+    if len(keys) == len(rules):
+        # each rule once (no duplicates, at most one never ours): set operations, not a step
+        # per rule (10,000 rules: about 1 ms instead of 5)
+        unwanted = keys - wanted.keys()
+        for rule in [r for r in rules if r.identity in unwanted] if unwanted else ():
+            reason = imposter if isinstance(imposter, str) else _rule_imposter_reason(rule, imposter, families)
+            steps.rule_deletes.append(DeleteRule(rule, reason=reason))
         return [wanted[key] for key in wanted.keys() - keys]
     seen: set[tuple] = set()
     for rule in rules:

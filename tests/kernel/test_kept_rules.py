@@ -164,3 +164,18 @@ async def test_without_its_events_listened_to_every_read_is_full(node_ns: NetNS)
         node_ns.ip("rule add from 203.0.113.0/24 lookup 20 priority 20")
         outcome = await converge(reconciler)
         assert outcome.applied == 1 and adapter.full_reads == 2
+
+
+async def test_a_route_of_nras_protocol_elsewhere_makes_the_next_read_full_and_goes(node_ns: NetNS):
+    """Leftover routes (nra's protocol, a table not nra's now) come from full reads only: one
+    appearing meanwhile must make the next read a full one."""
+    async with listening(node_ns) as (adapter, reconciler, seen, arrived):
+        await converge(reconciler)
+        node_ns.ip("route add 203.0.113.0/24 via 10.99.0.2 table 77 proto 245")
+        await wait_for_async(lambda: any("table 77" in getattr(e, "reason", "") for e in seen),
+                             what="the leftover route's notification", wake=arrived)
+        outcome = await converge(reconciler, trigger="netlink")
+        assert [op.kind for op in outcome.applied_ops] == ["delete_route"] and adapter.full_reads == 2
+        again = await converge(reconciler, trigger="netlink")  # its delete's echo: no full read
+        assert again.applied == 0 and adapter.full_reads == 2
+    assert node_ns.routes("-4", 77) == []
