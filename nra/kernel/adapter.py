@@ -47,7 +47,9 @@ from nra.kernel.routes import (
     links_of,
     network_addresses,
     open_route_socket,
+    read_connected,
     read_leftovers,
+    read_tables,
 )
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket, in_netns
@@ -128,21 +130,13 @@ class KernelAdapter:
         where), and their neighbour entries there. Also tells the event source which
         neighbour entries to report. The rules come from the view the notifications keep
         (nra.kernel.rules.KeptRules) while it is in step, else from a full read."""
-        routes = self._routes
         self._events.drain()
         full_reads = self._rules.full_reads
         rules, rule_leftovers = await self._rules.current()
-        table_routes = await routes.read()
         addresses = set(candidates)
-        links: dict[IPAddress, frozenset[int]] = {}
         invalid: dict[IPAddress, str] = {}
-        if addresses:
-            connected = await routes.connected(a.version for a in addresses)
-            zones = await self._zones(addresses, invalid)
-            links = links_of(addresses, connected, zones)
-            invalid.update(await self._local.kinds(addresses))
-            invalid.update(network_addresses(links, connected))
-        entries = await self._neighbours.read_entries(links) if links else {}
+        zones = await self._zones(addresses, invalid) if addresses else {}
+        table_routes, links, entries = await asyncio.to_thread(self._read_small, addresses, zones, invalid)
         learned = await self._learned.read(self._sock, addresses, links) if self._learned else None
         self._events.watch(links)
         self._links = links
@@ -156,6 +150,22 @@ class KernelAdapter:
         state = KernelState(tuple(table_routes), rules, frozenset(addresses - links.keys()),
                             {a: e.state for a, e in entries.items()}, links, invalid, learned, leftovers=leftovers)
         return await self._read_declared(state, entries)
+
+    def _read_small(self, addresses: set[IPAddress], zones: Mapping[IPAddress, int], invalid: dict[IPAddress, str],
+                    ) -> tuple[list[KernelRoute], dict[IPAddress, frozenset[int]], dict[IPAddress, NeighbourEntry]]:
+        """The table's routes, which candidates are on-link (and where: `invalid` gets those
+        that cannot be a nexthop) and their neighbour entries: a handful of objects each, read
+        in one worker thread (one hand-off, not five: each costs a wake-up of the thread and
+        of the loop, which a loaded machine makes milliseconds)."""
+        table_routes = read_tables(self._sock, (self.table,))
+        links: dict[IPAddress, frozenset[int]] = {}
+        if addresses:
+            connected = read_connected(self._sock, (a.version for a in addresses))
+            links = links_of(addresses, connected, zones)
+            invalid.update(self._local.kinds_blocking(addresses))
+            invalid.update(network_addresses(links, connected))
+        entries = self._neighbours.read_blocking(links) if links else {}
+        return table_routes, links, entries
 
     def resync(self) -> None:
         """The next read reads all rules again (the periodic resync), whatever the view says."""
