@@ -41,14 +41,14 @@ from nra.plan.return_path.base import Counts, counts_after
 _TABLE = attrgetter("table")
 
 #: key of a desired rule (model.rule_key) -> its prefix, by family
-DesiredRules = Mapping[int, Mapping[tuple, IPNetwork]]
+DesiredRules = Mapping[int, Mapping[bytes, IPNetwork]]
 
 
 def desired_rules(intent: Intent, policy: RoutingPolicy) -> DesiredRules:
     """The rules the intent wants, per family, keyed like KernelRule.key(). 10,000 of them
     take milliseconds to build: a caller planning the same intent again may keep this and
     pass it to plan()."""
-    by_family: dict[int, dict[tuple, IPNetwork]] = {4: {}, 6: {}}
+    by_family: dict[int, dict[bytes, IPNetwork]] = {4: {}, 6: {}}
     for prefix in intent.prefixes:
         key = rule_key(prefix.version, prefix, policy.priority, policy.table, policy.fwmark,
                        policy.effective_fwmask)
@@ -86,7 +86,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
     steps = PlanSteps()
     families = table_routes(steps, intent, {v: len(desired[v]) for v in (4, 6)}, policy, state.routes, state,
                             verdicts)
-    wanted: dict[tuple, IPNetwork] = {}
+    wanted: dict[bytes, IPNetwork] = {}
     for version in families:
         wanted.update(desired[version])
     fwmask = policy.fwmask if policy.fwmark is not None else None
