@@ -24,7 +24,7 @@ from tests.wait import wait_for_async
 pytestmark = pytest.mark.kernel
 
 POLICY = RoutingPolicy(table=20, priority=20, destinations=(ip_network("0.0.0.0/0"), ip_network("::/0")))
-PEERS = frozenset({Peer(ip_address("10.99.0.2"), 1), Peer(ip_address("10.99.0.3"), 1)})
+PEERS = frozenset({Peer(ip_address("10.99.0.2"), 1), Peer(ip_address("10.99.0.3"), 1), Peer(ip_address("fd99::2"), 1)})
 
 
 def intent(*prefixes: str) -> Intent:
@@ -91,15 +91,15 @@ async def test_an_imposter_added_between_reconciles_is_removed_without_a_full_re
 
 async def test_a_rule_flush_is_repaired_from_the_notifications(node_ns: NetNS):
     async with listening(node_ns) as (adapter, reconciler, seen, arrived):
-        await converge(reconciler)  # (IPv4 peers only: the two IPv4 prefixes' rules)
-        node_ns.ip("-4 rule flush")  # every rule but `lookup local`, theirs and nra's
+        await converge(reconciler)
+        node_ns.ip("-4 rule flush")  # every IPv4 rule but `lookup local`, theirs and nra's
         await wait_for_async(lambda: sum("rule deleted" in getattr(e, "reason", "") for e in seen) == 2,
                              what="the flushed rules' notifications", wake=arrived)
         outcome = await converge(reconciler, trigger="netlink")
         assert [op.kind for op in outcome.applied_ops] == ["add_rule"] * 2
         assert adapter.full_reads == 1
         await assert_view_is_the_kernel(adapter)
-    assert len(node_ns.rules("-4", 20)) == 2
+    assert len(node_ns.rules("-4", 20)) == 2 and node_ns.rules("-6", 20) == ["20:\tfrom 2001:db8::/64 lookup 20 proto 245"]
     assert len(node_ns.routes("-4")) == 3
 
 
