@@ -14,7 +14,7 @@ from typing import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 from nra.config.intent import IPAddress, PeerSpec
 from nra.config.uplinks import NodeFacts
-from nra.kernel.events import KernelEvent
+from nra.kernel.events import KernelEvent, Resync
 from nra.kernel.model import KernelReads, KernelRoute, KernelRule, KernelState
 from nra.kernel.nft_table import NftTable
 from nra.kernel.operations import (
@@ -47,13 +47,23 @@ class FakeKernel:
         self.rules: list[KernelRule] = []
         self.nft: NftTable | None = None
         self.reads_done = 0
+        #: reads that would dump everything on the real kernel: the first, and the first
+        #: after resync() or a Resync event (KernelAdapter answers the others from its view)
+        self.full_reads = 0
+        self._in_step = False
         self._events: asyncio.Queue[KernelEvent] = asyncio.Queue()
 
     def _ours(self, table: int) -> bool:
         return table == self.table or table in self.reads.route_tables
 
+    def resync(self) -> None:
+        self._in_step = False
+
     async def read_state(self, candidates: Iterable[IPAddress]) -> KernelState:
         self.reads_done += 1
+        if not self._in_step:
+            self.full_reads += 1
+            self._in_step = True
         addresses = set(candidates)
         links = {a: frozenset({LINK}) for a in addresses - self.off_link}
         state = KernelState(tuple(r for r in self.routes if r.table == self.table),
@@ -97,7 +107,10 @@ class FakeKernel:
         return report
 
     def notify(self, event: KernelEvent) -> None:
-        """What another writer's change would make the real kernel say."""
+        """What another writer's change would make the real kernel say (a Resync: what an
+        overflow makes it say; the next read is then a full one, as the adapter's)."""
+        if isinstance(event, Resync):
+            self._in_step = False
         self._events.put_nowait(event)
 
     async def events(self) -> AsyncIterator[KernelEvent]:

@@ -8,6 +8,7 @@ state really change?" is a plain `==`.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Union
@@ -113,7 +114,8 @@ class Intent:
     def prefix_counts(self) -> dict[int, int]:
         """How many prefixes of each family (counted once per intent: a pass over 10,000
         prefixes costs milliseconds, and the metrics, the log and the planner all ask)."""
-        v4 = sum(1 for p in self.prefixes if p.version == 4)
+        v4 = sum(n for kind, n in Counter(map(type, self.prefixes)).items()  # (by type: at C speed)
+                 if issubclass(kind, ipaddress.IPv4Network))
         return {4: v4, 6: len(self.prefixes) - v4}
 
     def summary(self) -> str:

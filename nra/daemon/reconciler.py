@@ -76,6 +76,12 @@ class Outcome:
         return text
 
 
+#: triggers (nra.daemon.worker joins them with "+") whose reconcile reads the whole kernel
+#: state again instead of the view the kernel side keeps from its notifications
+#: (nra.kernel.rules.KeptRules): the timer (the periodic resync), SIGHUP, and the retry
+#: after a failed reconcile
+FULL_READ_TRIGGERS = frozenset({"timer", "sighup", "retry"})
+
 #: how long a reconcile waits for the entries of peers it sees for the first time: an ARP or
 #: ND answer takes milliseconds on a live link; a dead router costs this once
 FRESH_RESOLVE_WAIT_S = 1.0
@@ -149,6 +155,8 @@ class Reconciler:
             return Outcome(ok=True, skipped="no configuration loaded yet")
         started = time.perf_counter()
         logger.log(VERBOSE, "reconcile started ({})", trigger)
+        if FULL_READ_TRIGGERS.intersection(trigger.split("+")):
+            self.kernel.resync()
         if hooks:
             await run_hook(self.config.pre_hook, "pre", self.config.hook_timeout)
         outcome = Outcome(ok=False)

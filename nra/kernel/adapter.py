@@ -15,6 +15,7 @@ import socket
 import time
 from dataclasses import replace
 from functools import partial
+from operator import attrgetter
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 from loguru import logger
@@ -27,7 +28,7 @@ from nra.kernel.codec import error_text
 from nra.kernel.events import KernelEvent, KernelEvents, TableChange, merge
 from nra.kernel.learned import LearnedRoutes
 from nra.kernel.libnft import NftError
-from nra.kernel.model import UNRESOLVED, KernelReads, KernelState, NeighbourEntry
+from nra.kernel.model import UNRESOLVED, KernelReads, KernelRoute, KernelState, NeighbourEntry
 from nra.kernel.neighbours import Neighbours
 from nra.kernel.nft import NftState
 from nra.kernel.nft_table import NftTable
@@ -47,7 +48,9 @@ from nra.kernel.routes import (
     links_of,
     network_addresses,
     open_route_socket,
+    read_connected,
     read_leftovers,
+    read_tables,
 )
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket, in_netns
@@ -87,10 +90,12 @@ class KernelAdapter:
         self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
         own_tables = (table, *reads.route_tables)  # a route there is nra's, never learned
         self._learned = LearnedRoutes(learned_protos, own_tables) if learned_protos else None
-        self._events = KernelEvents(netns, table, reads.route_tables, learned_protos)
+        self._events = KernelEvents(netns, table, reads.route_tables, learned_protos, self._rules.kept)
         self._nft: NftState | None = None
         self._nft_library_optional = nft_library_optional
         self._route_tables_read = False
+        #: nra's routes in tables not its own now, as of the last full read (less those deleted)
+        self._leftover_routes: tuple[KernelRoute, ...] | None = None
         #: the on-link peers' links, from the last read
         self._links: Mapping[IPAddress, frozenset[int]] = {}
 
@@ -125,28 +130,53 @@ class KernelAdapter:
     async def read_state(self, candidates: Iterable[IPAddress]) -> KernelState:
         """The table's routes and rules, and for the candidate peers: which are on-link (and
         where), and their neighbour entries there. Also tells the event source which
-        neighbour entries to report."""
-        routes = self._routes
-        rules = await self._rules.read()
-        table_routes = await routes.read()
+        neighbour entries to report. The rules come from the view the notifications keep
+        (nra.kernel.rules.KeptRules) while it is in step, else from a full read."""
+        self._events.drain()
+        full_reads = self._rules.full_reads
+        rules, rule_leftovers = await self._rules.current()
         addresses = set(candidates)
-        links: dict[IPAddress, frozenset[int]] = {}
         invalid: dict[IPAddress, str] = {}
-        if addresses:
-            connected = await routes.connected(a.version for a in addresses)
-            zones = await self._zones(addresses, invalid)
-            links = links_of(addresses, connected, zones)
-            invalid.update(await self._local.kinds(addresses))
-            invalid.update(network_addresses(links, connected))
-        entries = await self._neighbours.read_entries(links) if links else {}
+        zones = await self._zones(addresses, invalid) if addresses else {}
+        table_routes, links, entries = await asyncio.to_thread(self._read_small, addresses, zones, invalid)
         learned = await self._learned.read(self._sock, addresses, links) if self._learned else None
         self._events.watch(links)
         self._links = links
         owned = {self.table, *self.reads.route_tables}
-        leftovers = (*self._rules.leftovers, *await asyncio.to_thread(read_leftovers, self._sock, owned))
-        state = KernelState(tuple(table_routes), tuple(rules), frozenset(addresses - links.keys()),
+        if self._leftover_routes is None or self._rules.full_reads != full_reads:
+            # (a dump of every table, filtered by protocol in the kernel: with the full reads
+            # only; nra's own route writes go to its tables, and a route of its protocol
+            # added elsewhere makes the next read a full one: nra.kernel.events)
+            self._leftover_routes = tuple(await asyncio.to_thread(read_leftovers, self._sock, owned))
+        leftovers = (*rule_leftovers, *self._leftover_routes)
+        state = KernelState(tuple(table_routes), rules, frozenset(addresses - links.keys()),
                             {a: e.state for a, e in entries.items()}, links, invalid, learned, leftovers=leftovers)
         return await self._read_declared(state, entries)
+
+    def _read_small(self, addresses: set[IPAddress], zones: Mapping[IPAddress, int], invalid: dict[IPAddress, str],
+                    ) -> tuple[list[KernelRoute], dict[IPAddress, frozenset[int]], dict[IPAddress, NeighbourEntry]]:
+        """The table's routes, which candidates are on-link (and where: `invalid` gets those
+        that cannot be a nexthop) and their neighbour entries: a handful of objects each, read
+        in one worker thread (one hand-off, not five: each costs a wake-up of the thread and
+        of the loop, which a loaded machine makes milliseconds)."""
+        table_routes = read_tables(self._sock, (self.table,))
+        links: dict[IPAddress, frozenset[int]] = {}
+        if addresses:
+            connected = read_connected(self._sock, (a.version for a in addresses))
+            links = links_of(addresses, connected, zones)
+            invalid.update(self._local.kinds_blocking(addresses))
+            invalid.update(network_addresses(links, connected))
+        entries = self._neighbours.read_blocking(links) if links else {}
+        return table_routes, links, entries
+
+    def resync(self) -> None:
+        """The next read reads all rules again (the periodic resync), whatever the view says."""
+        self._rules.kept.forget("resync")
+
+    @property
+    def full_reads(self) -> int:
+        """How many reads dumped all rules (the others used the kept view)."""
+        return self._rules.full_reads
 
     async def _zones(self, addresses: Iterable[IPAddress], invalid: dict[IPAddress, str]) -> dict[IPAddress, int]:
         """The link index of each zoned address's zone (fe80::1%eth0: eth0's); an unknown
@@ -191,7 +221,7 @@ class KernelAdapter:
         declared = self.reads.route_tables
         tables: Iterable[int] = declared
         if self._route_tables_read:
-            used = {r.table for r in state.rules if r.table in declared}
+            used = {t for t in set(map(attrgetter("table"), state.rules)) if t in declared}
             if nft_table is not None:
                 used |= {declared[i - 1] for i in nft_table.routers.values() if 1 <= i <= len(declared)}
             tables = sorted(used)
@@ -292,6 +322,8 @@ class KernelAdapter:
                         report.dropped.append((op, dropped))
                 elif isinstance(op, DeleteRoute):
                     await self._routes.delete(op.route)
+                    if self._leftover_routes and op.route in self._leftover_routes:
+                        self._leftover_routes = tuple(r for r in self._leftover_routes if r != op.route)
                 elif isinstance(op, ApplyNft):
                     if self._nft is None:
                         raise TypeError("an nftables change, but the return path declared no nftables read")

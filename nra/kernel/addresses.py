@@ -31,6 +31,10 @@ class LocalAddresses:
 
     async def kinds(self, addresses: Iterable[IPAddress]) -> dict[IPAddress, str]:
         """Of `addresses`, those the local table holds, with what they are."""
+        return await asyncio.to_thread(self.kinds_blocking, tuple(addresses))
+
+    def kinds_blocking(self, addresses: Iterable[IPAddress]) -> dict[IPAddress, str]:
+        """kinds(), in the calling thread (a worker thread: it blocks)."""
         wanted = by_packed(addresses)
 
         def keep(message: Message) -> tuple[bytes, int] | None:
@@ -43,8 +47,7 @@ class LocalAddresses:
 
         found: dict[IPAddress, str] = {}
         for version in sorted({a.version for group in wanted.values() for a in group}):
-            for dst, kind in await asyncio.to_thread(self.sock.dump, RTM_GETROUTE, AF[version], keep,
-                                                     RT_TABLE_LOCAL):
+            for dst, kind in self.sock.dump(RTM_GETROUTE, AF[version], keep, RT_TABLE_LOCAL):
                 for address in wanted[dst]:
                     found[address] = LOCAL_KINDS[kind]
         return found

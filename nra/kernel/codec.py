@@ -342,6 +342,7 @@ class RouteHeader:
     type: int  # RTN_*: 1 unicast, 2 local, 3 broadcast, 4 anycast ...
     dst: bytes  # packed; empty for a default route
     dst_len: int
+    protocol: int = 0  # rtm_protocol: who installed it (NRA_PROTOCOL: nra)
 
     def dst_text(self) -> str:
         address = _address(self.dst) if self.dst else ("0.0.0.0" if self.version == 4 else "::")
@@ -349,14 +350,14 @@ class RouteHeader:
 
 
 def decode_route_header(message: Message) -> RouteHeader:
-    family, dst_len, _, _, table8, _, _, kind, _ = RTMSG.unpack_from(message.data, message.body)
+    family, dst_len, _, _, table8, protocol, _, kind, _ = RTMSG.unpack_from(message.data, message.body)
     table, dst = table8, b""
     for attr, payload in attributes(message.data, message.body + RTMSG.size, message.end):
         if attr == RTA_TABLE and len(payload) >= 4:
             table = U32.unpack_from(payload)[0]
         elif attr == RTA_DST:
             dst = payload
-    return RouteHeader(table, VERSION.get(family, family), kind, dst, dst_len)
+    return RouteHeader(table, VERSION.get(family, family), kind, dst, dst_len, protocol)
 
 
 def nexthop_flags(value: int) -> frozenset[str]:

@@ -5,14 +5,23 @@ it, and links going up, down or away; and, with learned-route liveness, the rout
 configured routing daemons install or withdraw via a watched peer. Neighbour notifications come on a socket of their own:
 a busy node refreshes ARP/ND entries all the time, so only the peers' entries are decoded
 (on the peers' own links). A lost notification (socket overflow) becomes a Resync event.
+
+The table socket also keeps the rules' view between full reads (nra.kernel.rules.KeptRules):
+every buffer it receives is applied to it whole, in the order the kernel sent it, before any
+of its events is handed on; drain() does the same for what waits in the socket when a read
+begins. Anything that may have lost or garbled a notification (the socket opened anew or
+closed, an overflow, a message of a kind it does not expect, one it cannot decode) makes
+the next read a full one, and a message nobody can attribute is also a Resync event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import ipaddress
 import socket
+import struct
 from dataclasses import dataclass
 from typing import AsyncIterator, Container, Iterable, Mapping, Union
 
@@ -20,6 +29,8 @@ from nra.config.intent import IPAddress
 from nra.kernel.codec import (
     IFINFOMSG,
     NLM_F_DUMP,
+    NLMSG_DONE,
+    NLMSG_ERROR,
     NLM_F_REQUEST,
     RTM_DELLINK,
     RTM_DELNEIGH,
@@ -54,11 +65,12 @@ from nra.kernel.codec import (
     request,
     rule_owner,
 )
-from nra.kernel.model import NeighbourEntry
+from nra.kernel.model import NRA_PROTOCOL, KernelRule, NeighbourEntry
+from nra.kernel.rules import KeptRules
 from nra.kernel.socket import open_netlink
 
 TABLE_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
-TABLE_RCVBUF = 32 << 20  # a burst of 10,000 rule notifications must fit
+TABLE_RCVBUF = 32 << 20  # a burst of 10,000 rule notifications must fit (KernelEvents.table_rcvbuf)
 NEIGH_RCVBUF = 4 << 20
 RESYNC_PAUSE_S = 0.1
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
@@ -123,6 +135,11 @@ async def merge(*sources: AsyncIterator) -> AsyncIterator:
         await asyncio.gather(*pumps, return_exceptions=True)
 
 
+def _socket_error(exc: OSError) -> str:
+    code = exc.errno if isinstance(exc.errno, int) else 0
+    return f"netlink socket error ({error_text(code) if code else exc}): resync"
+
+
 def _link_reason(old: LinkState | None, new: LinkState) -> str | None:
     if old is None or (old.admin_up, old.carrier_up) == (new.admin_up, new.carrier_up):
         return None
@@ -136,11 +153,20 @@ class KernelEvents:
     links; the adapter updates it on every read."""
 
     def __init__(self, netns: str | None, table: int, also: Container[int] = (),
-                 learned_protos: frozenset[int] = frozenset()):
+                 learned_protos: frozenset[int] = frozenset(), kept: KeptRules | None = None):
+        """kept: the rules' view the table socket keeps in step (None: the rules' events
+        are still told, nothing is kept)."""
         self.netns = netns
         self.table = table
         self.also = also  # more tables whose routes and rules are ours (the router tables)
         self.learned_protos = learned_protos
+        self.kept = kept
+        #: the table socket's receive buffer (a test makes it small to overflow it)
+        self.table_rcvbuf = TABLE_RCVBUF
+        self._table_sock: socket.socket | None = None
+        self._table_queue: asyncio.Queue | None = None
+        self._links: dict[int, LinkState] = {}
+        self._links_listed = asyncio.Event()
         self._watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
         self._uplink_addresses: tuple[IPAddress, ...] = ()
         self._uplink_links: frozenset[int] = frozenset()
@@ -178,65 +204,144 @@ class KernelEvents:
         sock.setblocking(False)
         return sock
 
-    async def _messages(self, groups: int, rcvbuf: int, first: bytes = b"") -> AsyncIterator[Message | Resync]:
-        """The messages arriving on a socket bound to `groups` (after sending `first`); after
-        a socket error, a Resync and a fresh socket."""
+    async def _buffers(self, groups: int, rcvbuf: int) -> AsyncIterator[bytes | Resync]:
+        """What arrives on a socket bound to `groups`, one receive at a time; after a socket
+        error, a Resync and a fresh socket."""
         loop = asyncio.get_running_loop()
         while True:
             sock = await self._socket(groups, rcvbuf)
             try:
-                if first:
-                    await loop.sock_sendall(sock, first)
-                self._bound.add(groups)
-                if self._bound >= {TABLE_GROUPS, RTMGRP_NEIGH}:
-                    self.subscribed.set()
+                self._bound_to(groups)
                 while True:
-                    for message in messages(await loop.sock_recv(sock, 1 << 20)):
-                        yield message
+                    yield await loop.sock_recv(sock, 1 << 20)
             except OSError as exc:  # ENOBUFS: notifications were lost
-                code = exc.errno if isinstance(exc.errno, int) else 0
-                yield Resync(f"netlink socket error ({error_text(code) if code else exc}): resync")
+                yield Resync(_socket_error(exc))
                 await asyncio.sleep(RESYNC_PAUSE_S)
             finally:
                 sock.close()
 
+    def _bound_to(self, groups: int) -> None:
+        self._bound.add(groups)
+        if self._bound >= {TABLE_GROUPS, RTMGRP_NEIGH}:
+            self.subscribed.set()
+
+    def _kept_forget(self, why: str, listening: bool | None = None) -> None:
+        if self.kept is not None:
+            self.kept.forget(why)
+            if listening is not None:
+                self.kept.listening = listening
+
     async def _table_events(self) -> AsyncIterator[KernelEvent]:
+        """The table socket's events. Whoever receives from it applies what came at once, in
+        order (drain(): called when the socket is readable, and by a read before it uses the
+        kept rules); the events wait in a queue for this generator."""
+        loop = asyncio.get_running_loop()
         # The link dump answers on the same socket as the notifications: both update `links`.
-        links: dict[int, LinkState] = {}
         link_dump = request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, IFINFOMSG.pack(0, 0, 0, 0, 0, 0))
-        async for message in self._messages(TABLE_GROUPS, TABLE_RCVBUF, link_dump):
-            if isinstance(message, Resync):
-                links.clear()
-                yield message
+        while True:
+            sock = await self._socket(TABLE_GROUPS, self.table_rcvbuf)
+            queue: asyncio.Queue[KernelEvent | BaseException] = asyncio.Queue()
+            # nothing heard before this socket counts: the next read is a full one
+            self._table_sock, self._table_queue = sock, queue
+            self._kept_forget("listening anew", listening=True)
+            try:
+                self._links_listed = asyncio.Event()
+                await loop.sock_sendall(sock, link_dump)
+                loop.add_reader(sock.fileno(), self.drain)
+                await self._links_listed.wait()  # (the links' states known: a change is told)
+                self._bound_to(TABLE_GROUPS)
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, BaseException):  # the socket's error, or a bug
+                        raise item
+                    yield item
+            except OSError as exc:  # ENOBUFS: notifications were lost
+                why = _socket_error(exc)
+                self._kept_forget(why)
+                self._links.clear()
+                yield Resync(why)
+                await asyncio.sleep(RESYNC_PAUSE_S)
+            finally:
+                self._table_sock = self._table_queue = None
+                loop.remove_reader(sock.fileno())
+                self._kept_forget("not listening", listening=False)
+                sock.close()
+
+    def drain(self) -> None:
+        """Receive what waits in the table socket now: apply it to the kept rules at once and
+        queue its events. A read calls it before it uses the kept rules."""
+        sock, queue = self._table_sock, self._table_queue
+        while sock is not None and queue is not None and self._table_sock is sock:
+            try:
+                data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                why = _socket_error(exc)
+                self._kept_forget(why)  # (the read that follows is a full one)
+                if exc.errno == errno.ENOBUFS:  # notifications were lost; the socket is fine
+                    queue.put_nowait(Resync(why))
+                    continue
+                self._table_sock = None  # (received no more: the generator opens a fresh one)
+                queue.put_nowait(exc)
+                self._links_listed.set()  # (the generator waits no longer)
+                return
+            try:
+                events = self._table_buffer(data)
+            except Exception as exc:  # a bug: it ends the stream (the view is not trusted)
+                self._kept_forget(f"{type(exc).__name__}: {exc}")
+                self._table_sock = None
+                queue.put_nowait(exc)
+                self._links_listed.set()
+                return
+            for event in events:
+                queue.put_nowait(event)
+
+    def _table_buffer(self, data: bytes) -> list[KernelEvent]:
+        events: list[KernelEvent] = []
+        for message in messages(data):
+            try:
+                reason = self._table_reason(message, self._links)
+            except (struct.error, ValueError, IndexError) as exc:
+                reason = f"a message it cannot decode (type {message.kind}: {exc})"
+                self._kept_forget(reason)
+                events.append(Resync(reason))
                 continue
-            reason = self._table_reason(message, links)
-            if reason:
-                yield TableChange(reason)
+            if isinstance(reason, Resync):
+                events.append(reason)
+            elif reason:
+                events.append(TableChange(reason))
             elif self._uplink_addresses and message.kind in (RTM_NEWROUTE, RTM_DELROUTE) and (
                     uplink := self._lookup_reason(message)):
-                yield UplinkChange(uplink)
+                events.append(UplinkChange(uplink))
             elif self.learned_protos and message.kind in (RTM_NEWROUTE, RTM_DELROUTE):
                 learned = self._learned_reason(message)
                 if learned:
-                    yield LearnedRouteChange(learned)
+                    events.append(LearnedRouteChange(learned))
             elif self.learned_protos and message.kind in (RTM_NEWNEXTHOP, RTM_DELNEXTHOP):
                 learned = self._nexthop_reason(message)
                 if learned:
-                    yield LearnedRouteChange(learned)
+                    events.append(LearnedRouteChange(learned))
+        return events
 
-    def _table_reason(self, message: Message, links: dict[int, LinkState]) -> str | None:
+    def _table_reason(self, message: Message, links: dict[int, LinkState]) -> str | Resync | None:
         kind = message.kind
         if kind in (RTM_NEWRULE, RTM_DELRULE):
-            body = message.body_bytes()
-            table = rule_owner(body)[0]
-            if table != self.table and table not in self.also:
+            found = self._rule_notified(kind == RTM_NEWRULE, message.body_bytes())
+            if found is None or found[1]:  # anyone else's rule elsewhere, or a leftover of nra's
                 return None
-            rule = decode_rule(body)
+            rule = found[0]
             return (f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from "
                     f"{rule.src or 'all'} priority {rule.priority}")
         if kind in (RTM_NEWROUTE, RTM_DELROUTE):
             route = decode_route_header(message)
             if route.table != self.table and route.table not in self.also:
+                if kind == RTM_NEWROUTE and route.protocol == NRA_PROTOCOL:
+                    # nra's protocol in a table not nra's now: a leftover the next read must find
+                    # (reads take leftover routes from the last full one)
+                    why = f"route of nra's protocol added in table {route.table}: IPv{route.version} {route.dst_text()}"
+                    self._kept_forget(why)
+                    return why
                 return None
             return f"route {'added' if kind == RTM_NEWROUTE else 'deleted'}: IPv{route.version} {route.dst_text()}"
         if kind == RTM_NEWLINK:
@@ -247,7 +352,20 @@ class KernelEvents:
             gone = decode_link(message)
             links.pop(gone.index, None)
             return f"link {gone.name} removed"
-        return None
+        if kind in (NLMSG_DONE, NLMSG_ERROR):  # the end of the link dump, its answer
+            self._links_listed.set()
+            return None
+        if kind in (RTM_NEWNEXTHOP, RTM_DELNEXTHOP):  # (nexthop objects: learned-route liveness)
+            return None
+        why = f"a message it cannot attribute (type {kind}): resync"
+        self._kept_forget(why)
+        return Resync(why)
+
+    def _rule_notified(self, added: bool, body: bytes) -> tuple[KernelRule, bool] | None:
+        if self.kept is not None:
+            return self.kept.notified(added, body)
+        table, _ = rule_owner(body)
+        return (decode_rule(body), False) if table == self.table or table in self.also else None
 
     def _link_local_reason(self, message: Message) -> str | None:
         """An IPv6 link-local neighbour of an unnumbered peer's link became valid, stopped
@@ -323,18 +441,19 @@ class KernelEvents:
         return None
 
     async def _neighbour_events(self) -> AsyncIterator[KernelEvent]:
-        async for message in self._messages(RTMGRP_NEIGH, NEIGH_RCVBUF):
-            if isinstance(message, Resync):
-                yield message
+        async for data in self._buffers(RTMGRP_NEIGH, NEIGH_RCVBUF):
+            if isinstance(data, Resync):
+                yield data
                 continue
-            if message.kind not in (RTM_NEWNEIGH, RTM_DELNEIGH):
-                continue
-            watched = self._watched
-            entry = decode_neighbour(message, watched)
-            if entry is None:
-                if self._uplink_links and (reason := self._link_local_reason(message)):
-                    yield UplinkChange(reason)  # a router's address on an unnumbered peer's link
-                continue
-            for address, oifs in watched[entry.address.packed]:
-                if entry.ifindex in oifs:  # as the peer's own address (a zone included)
-                    yield NeighbourChange(dataclasses.replace(entry, address=address))
+            for message in messages(data):
+                if message.kind not in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                    continue
+                watched = self._watched
+                entry = decode_neighbour(message, watched)
+                if entry is None:
+                    if self._uplink_links and (reason := self._link_local_reason(message)):
+                        yield UplinkChange(reason)  # a router's address on an unnumbered peer's link
+                    continue
+                for address, oifs in watched[entry.address.packed]:
+                    if entry.ifindex in oifs:  # as the peer's own address (a zone included)
+                        yield NeighbourChange(dataclasses.replace(entry, address=address))

@@ -30,6 +30,10 @@ class Neighbours:
         """Each peer's entry on its own link (state and link-layer address); a peer without
         one is absent. A dump interrupted by a change is still a usable snapshot: the change
         comes as an event."""
+        return await asyncio.to_thread(self.read_blocking, dict(links))
+
+    def read_blocking(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[IPAddress, NeighbourEntry]:
+        """read_entries(), in the calling thread (a worker thread: it blocks)."""
         wanted = by_packed(links)
         states: dict[IPAddress, NeighbourEntry] = {}
 
@@ -41,8 +45,7 @@ class Neighbours:
         for version in sorted({a.version for a in links}):
             family_links = set().union(*(links[a] for a in links if a.version == version))
             ifindex = next(iter(family_links)) if len(family_links) == 1 else 0
-            for entry in await asyncio.to_thread(self.sock.dump, RTM_GETNEIGH, AF[version], keep, ifindex,
-                                                       True):
+            for entry in self.sock.dump(RTM_GETNEIGH, AF[version], keep, ifindex, True):
                 for address in wanted[entry.address.packed]:
                     if entry.ifindex in links[address]:
                         states[address] = entry

@@ -26,6 +26,10 @@ class Kernel(Protocol):
         """The table's routes and rules, what the return path declared (KernelReads), and
         for the candidate peers: which are on-link (and where), their neighbour entries."""
 
+    def resync(self) -> None:
+        """Make the next read_state a full read of everything (the periodic resync): a Kernel
+        may otherwise answer from what the kernel's notifications told it since its last one."""
+
     async def apply(self, ops: Sequence[Operation]) -> ApplyReport:
         """Apply in the given order; failures are collected, never raised."""
 

@@ -105,7 +105,8 @@ def read_leftovers(sock: NetlinkSocket, owned: Container[int]) -> list[KernelRou
             if route.proto == NRA_PROTOCOL and route.table not in owned]
 
 
-def _read_connected(sock: NetlinkSocket, versions: Iterable[int]) -> list[tuple[IPNetwork, int | None]]:
+def read_connected(sock: NetlinkSocket, versions: Iterable[int]) -> list[tuple[IPNetwork, int | None]]:
+    """The main table's connected routes of these families (blocking: see Routes.connected)."""
     networks = []
     for version in sorted(set(versions)):
         networks += sock.dump(RTM_GETROUTE, AF[version], _connected, selector=RT_TABLE_MAIN)
@@ -140,7 +141,7 @@ class Routes:
         the only routes through which the kernel accepts a gateway (its nexthop check looks
         for a link-scope route). Read from the main table itself, not by a policy lookup, so
         a stray rule pointing somewhere else cannot hide a connected peer."""
-        return await asyncio.to_thread(_read_connected, self.sock, tuple(versions))
+        return await asyncio.to_thread(read_connected, self.sock, tuple(versions))
 
     async def replace(self, family: int, dst: IPNetwork, metric: int, nexthops: Sequence[Nexthop]) -> None:
         # Always a multipath, even of one: the kernel lists a lone one as a plain gateway.

@@ -351,7 +351,8 @@ class Settings(BaseSettings):
         "::/0) or a prefix per family, e.g. `10.0.0.0/8,fd00::/8`")
     max_reconcile_wait: Annotated[int, Whole(0, MAX_RECONCILE_WAIT_MS, metavar="MS")] = setting(
         60000, "MAX_RECONCILE_WAIT", "--max-reconcile-wait",
-        "ms between timer reconciles; `0` turns the timer off; values below 1000 become 1000")
+        "ms between timer reconciles, each a full read of the kernel's state (between them, rules mode reads "
+        "its rules from what the netlink events told); `0` turns the timer off; values below 1000 become 1000")
     pre_reconcile_script_path: Annotated[str | None, Text(check_hook, metavar="PATH", blank_is_unset=True,
                                                           agent_only="a path that is not an executable file")
                                          ] = setting(

@@ -7,8 +7,11 @@ import ipaddress
 
 from nra.config.intent import Intent, Peer
 from nra.daemon.reconciler import ReconcileConfig, Reconciler
+from nra.kernel.codec import request
+from nra.kernel.events import KernelEvents, Resync
 from nra.kernel.marks import MarkField
 from nra.kernel.operations import AddRule, ApplyNft, DeleteRule, ReplaceRoute
+from nra.kernel.rules import Rules
 from nra.observe import metrics
 from nra.plan.planner import RoutingPolicy
 from nra.plan.return_path.conntrack import ConntrackReturnPath, ReturnPathPolicy
@@ -142,3 +145,31 @@ async def test_conntrack_router_tables_route_ipv4_via_the_unnumbered_routers_lin
     router_table = {(r.family, tuple(str(nh.gateway) for nh in r.nexthops)) for r in kernel.routes if r.table == 21}
     assert router_table == {(4, ("fe80::2%swp1",)), (6, ("fe80::2%swp1",))}  # one hop each, IPv4 via inet6
     assert (await reconciler.reconcile(intent, "test")).applied == 0
+async def test_only_a_resync_reads_the_whole_kernel_again():
+    """The timer, SIGHUP and a retry make the read a full one (Kernel.resync), and so does
+    an event the kernel side could not attribute (a Resync); a configuration change, drift
+    and nra's own echoes are answered from the kept view."""
+    kernel = FakeKernel(20)
+    reconciler = Reconciler(kernel, ReconcileConfig(rules_path()))
+    assert (await reconciler.reconcile(WANT, "config")).ok and kernel.full_reads == 1
+    more = Intent(WANT.peers, WANT.prefixes | {net("203.0.113.0/24")})
+    for want, trigger in ((more, "config"), (more, "netlink"), (WANT, "config+netlink"), (WANT, "link")):
+        assert (await reconciler.reconcile(want, trigger)).ok
+    assert kernel.full_reads == 1 and kernel.reads_done == 5
+    for trigger, full_reads in (("timer", 2), ("netlink", 2), ("config+sighup", 3), ("retry", 4), ("hold", 4)):
+        assert (await reconciler.reconcile(WANT, trigger)).ok
+        assert kernel.full_reads == full_reads, trigger
+    kernel.notify(Resync("netlink socket error (No buffer space available): resync"))
+    assert (await reconciler.reconcile(WANT, "netlink")).ok and kernel.full_reads == 5
+
+
+def test_a_message_the_event_source_cannot_attribute_is_a_resync():
+    kept = Rules(None, 20).kept  # type: ignore[arg-type]  (no socket: only notifications come)
+    kept.listening = True
+    kept.full_read_done(kept.full_read_started(), [], [])
+    assert kept.valid
+    source = KernelEvents(None, 20, kept=kept)
+    noop = request(1, 0, 0, b"")  # NLMSG_NOOP: nothing the table socket is sent
+    events = source._table_buffer(noop)
+    assert [type(e) for e in events] == [Resync] and "type 1" in events[0].reason
+    assert not kept.valid and "cannot attribute" in kept.stale_reason

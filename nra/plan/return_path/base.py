@@ -13,6 +13,8 @@ in `reads.route_tables`: the reconciler does not change.
 
 from __future__ import annotations
 
+from collections import Counter
+from operator import attrgetter
 from typing import Any, Mapping, Protocol
 
 from nra.config.intent import Intent, IPAddress
@@ -53,11 +55,11 @@ def counts_after(state: KernelState, report: ApplyReport, table: RoutingPolicy) 
     """(nexthops of `table`'s managed route, every rule read), by family, as the kernel
     holds them after `report`'s operations were applied to `state`."""
     peers: dict[int, int] = {}
-    rules: dict[int, int] = {}
+    families = Counter(map(attrgetter("family"), state.rules))  # (at C speed: 10,000 rules)
+    rules: dict[int, int] = {4: families[4], 6: families[6]}
     for version in (4, 6):
         route = managed_route(state, table, version)
         peers[version] = len(route.nexthops) if route else 0
-        rules[version] = sum(1 for r in state.rules if r.family == version)
     dropped = {id(op): len(gateways) for op, gateways in report.dropped}
     for op in report.applied:
         if isinstance(op, ReplaceRoute) and op.table == table.table and op.dst == table.destination_of(op.family):

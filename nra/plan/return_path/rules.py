@@ -14,6 +14,7 @@ group is not programmed yet). Uplink tables no group uses any more are emptied.
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import attrgetter
 from typing import Any, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork
@@ -37,19 +38,39 @@ from nra.plan.planner import (
 )
 from nra.plan.return_path.base import Counts, counts_after
 
+_TABLE = attrgetter("table")
+
 #: key of a desired rule (model.rule_key) -> its prefix, by family
-DesiredRules = Mapping[int, Mapping[tuple, IPNetwork]]
+DesiredRules = Mapping[int, Mapping[bytes, IPNetwork]]
 
 
 def desired_rules(intent: Intent, policy: RoutingPolicy) -> DesiredRules:
     """The rules the intent wants, per family, keyed like KernelRule.key(). 10,000 of them
     take milliseconds to build: a caller planning the same intent again may keep this and
     pass it to plan()."""
-    by_family: dict[int, dict[tuple, IPNetwork]] = {4: {}, 6: {}}
+    by_family: dict[int, dict[bytes, IPNetwork]] = {4: {}, 6: {}}
     for prefix in intent.prefixes:
         key = rule_key(prefix.version, prefix, policy.priority, policy.table, policy.fwmark,
                        policy.effective_fwmask)
         by_family[prefix.version][key] = prefix
+    return by_family
+
+
+def updated_rules(desired: DesiredRules, before: frozenset[IPNetwork], after: frozenset[IPNetwork],
+                  policy: RoutingPolicy) -> DesiredRules:
+    """desired_rules() of an intent whose prefixes are `after`, from `desired`, those of
+    `before`: only the prefixes that came or went are keyed (a change of one prefix at 10,000
+    copies two dictionaries instead of keying 10,000 prefixes again)."""
+    gone, came = before - after, after - before
+    if len(gone) + len(came) > len(after) // 4:
+        return desired_rules(Intent(frozenset(), after), policy)
+    by_family = {4: dict(desired[4]), 6: dict(desired[6])}
+    for prefix in gone:
+        by_family[prefix.version].pop(rule_key(prefix.version, prefix, policy.priority, policy.table,
+                                               policy.fwmark, policy.effective_fwmask), None)
+    for prefix in came:
+        by_family[prefix.version][rule_key(prefix.version, prefix, policy.priority, policy.table, policy.fwmark,
+                                           policy.effective_fwmask)] = prefix
     return by_family
 
 
@@ -65,7 +86,7 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
     steps = PlanSteps()
     families = table_routes(steps, intent, {v: len(desired[v]) for v in (4, 6)}, policy, state.routes, state,
                             verdicts)
-    wanted: dict[tuple, IPNetwork] = {}
+    wanted: dict[bytes, IPNetwork] = {}
     for version in families:
         wanted.update(desired[version])
     fwmask = policy.fwmask if policy.fwmark is not None else None
@@ -142,11 +163,15 @@ class RulesReturnPath:
         return self._groups[1]
 
     def _rules_of(self, table: int, intent: Intent, policy: RoutingPolicy) -> DesiredRules:
-        # A steady reconcile (the same intent object) does not rebuild 10,000 keys.
+        # A steady reconcile (the same intent object) does not rebuild 10,000 keys, nor does
+        # a new intent: only its prefixes that came or went are keyed.
         kept = self._desired.get(table)
-        if kept is None or kept[0] is not intent:
-            kept = self._desired[table] = (intent, desired_rules(intent, policy))
-        return kept[1]
+        if kept is not None and kept[0] is intent:
+            return kept[1]
+        desired = (desired_rules(intent, policy) if kept is None
+                   else updated_rules(kept[1], kept[0].prefixes, intent.prefixes, policy))
+        self._desired[table] = (intent, desired)
+        return desired
 
     def plan(self, intent: Intent, state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> Plan:
         if self._described[0] is not intent:
@@ -156,7 +181,8 @@ class RulesReturnPath:
     def _plan(self, intent: Intent, state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> Plan:
         groups, problems = self._uplink_intents(intent)
         unused = [r for r in state.router_routes if r.table not in groups]
-        if not groups and not unused and not any(r.table in self.uplink_tables for r in state.rules):
+        tables = set(map(_TABLE, state.rules))  # (a pass at C speed: 10,000 rules)
+        if not groups and not unused and not any(t in self.uplink_tables for t in tables):
             # one group, nothing left of others: the one table, exactly as before
             self._desired = {t: d for t, d in self._desired.items() if t == self.policy.table}
             single = plan(intent, state, self.policy, verdicts, self._rules_of(self.policy.table, intent, self.policy))
