@@ -75,7 +75,7 @@ def test_helm_install_is_accepted(real_cluster: Cluster, major: int, variant: st
         manifest = helm(major, "get", "manifest", release, "--namespace", ns, kubeconfig=real_cluster.kubeconfig)
         assert manifest.returncode == 0, manifest.stderr
         objects = [o for o in yaml.safe_load_all(manifest.stdout) if o]
-        assert {"ServiceAccount"} <= {o["kind"] for o in objects} or variant == "cleanup", objects
+        assert objects, "helm installed nothing"
         for obj in objects:
             meta = obj["metadata"]
             kind = obj["kind"].lower()
@@ -85,7 +85,7 @@ def test_helm_install_is_accepted(real_cluster: Cluster, major: int, variant: st
             real_cluster.kubectl(*args)
         # the hooks (run at uninstall, so never created here): accepted by a server dry run
         hooks = [o for o in helm_template(ns, *values, release=release, major=major) if is_hook(o)]
-        assert hooks or variant == "cleanup", "the chart renders no uninstall hooks"
+        assert hooks or variant != "defaults", "the chart's defaults render no uninstall hooks"
         if hooks:
             text = "\n---\n".join(json.dumps(h) for h in hooks)
             dry = real_cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-n", ns, "-f", "-",
