@@ -385,6 +385,8 @@ class Cluster:
             # Pods are never created here (no controller-manager, no kubelet), so admission
             # only meets DaemonSets, CronJobs and the like: the defaults accept them.
             "--endpoint-reconciler-type=none",
+            # stop at once under open watches (else it waits for them until the kill)
+            "--shutdown-watch-termination-grace-period=1s",
             # A compacted watch must answer 410 soon after an etcd compaction (tests).
             "--etcd-compaction-interval=0",
             "-v=1",

@@ -357,8 +357,7 @@ def test_api_server_restart_after_compaction_relists_and_keeps_the_table(
         watcher.start()
         # history nra's watches never saw: changes elsewhere, then compacted away
         other = create_namespace(real_cluster, unique("churn"))
-        for i in range(20):
-            apply(real_cluster, configmap(other, f"n: {i}", name=f"c{i % 3}"))
+        apply(real_cluster, *(configmap(other, f"n: {i}", name=f"c{i}") for i in range(20)))
         real_cluster.compact_etcd()
         real_cluster.restart_apiserver()
         apply(real_cluster, peer(ns, "r3", "10.99.0.4"))
