@@ -127,7 +127,8 @@ def test_every_rendered_object_is_valid(major, variant):
     assert all_errors(objects) == []
     for obj in objects:
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
-            expected = {SESSION_STATES: FRRK8S_NAMESPACE, NODE_EVENTS: "default"}.get(obj["metadata"]["name"], NAMESPACE)
+            elsewhere = {SESSION_STATES: FRRK8S_NAMESPACE, NODE_EVENTS: "default"}
+            expected = elsewhere.get(obj["metadata"]["name"], NAMESPACE)
             assert obj["metadata"]["namespace"] == expected, describe(obj)
     rendered = {variant: objects}
     check_env_names(rendered, variant)
