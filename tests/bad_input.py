@@ -24,6 +24,7 @@ _CONFIG = "tests/unit/test_bad_config.py"
 _AGENT = "tests/agent/test_bad_input.py"
 _FILE = "tests/unit/test_static_file_source.py"
 _KUBE = "tests/kube/test_kube_bad_input.py"
+_REAL = "tests/kube/test_real_cluster.py"
 _HOOKS = "tests/unit/test_hooks.py"
 _SETTINGS = "tests/unit/test_settings.py"
 
@@ -95,6 +96,15 @@ CASES = (
     Case("API errors, then a watch that opens but stays quiet",
          "The opened watch resets the error backoff (a change then arrives at once).",
          (f"{_KUBE}::test_backoff_is_reset_by_a_watch_that_opens",)),
+    Case("RBAC that lacks a verb nra uses (a Role without `list` or `watch` on one resource, the ClusterRole "
+         "without `nodes`), or a token the API server refuses",
+         "A 401 or 403 is a problem of the source, not a retry in silence: one ERROR line (`crds: RBAC does not let "
+         "nra list ipaddresspools (403 Forbidden: ...)`), /readyz fails with it; nothing is applied from a partial "
+         "view (a refused list: nothing at all; a refused watch: the complete list before it stays); once the Role "
+         "is whole again nra goes on by itself (`access to ... granted again`). Against the real kube-apiserver, "
+         "with the chart's rendered Role minus one verb.",
+         (f"{_REAL}::test_a_verb_the_role_lacks_is_reported_not_acted_on",
+          f"{_REAL}::test_a_token_the_server_refuses_is_reported")),
     Case("This node's Node object missing (`NODE_NAME` wrong, node deleted)",
          "Said each time it goes and each time it is back; /readyz fails meanwhile; the last good state stays.",
          (f"{_KUBE}::test_node_missing_is_said_each_time_with_recovery",)),

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns import NetNS, add_peer_link, new_netns
+from tests.realcluster import real_cluster  # noqa: F401  (the session's real kube-apiserver)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("NRA_SHARED", REPO.parent / "shared"))

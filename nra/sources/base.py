@@ -28,6 +28,7 @@ REFUSED = "refused"  # the configuration exists but cannot be used at all
 MISSING = "missing"  # the configuration is gone (ConfigMap deleted, every object gone)
 UNREADABLE = "unreadable"  # the static file or its directory cannot be read
 NODE_MISSING = "node-missing"  # this node's Node object is not in the API
+DENIED = "denied"  # the API refuses our identity (401) or a verb on a resource (403); per resource
 
 
 class Source(Protocol):

@@ -45,10 +45,10 @@ def table(ns: NetNS) -> tuple[list[str], list]:
     return rules, routes
 
 
-async def test_oneshot_configmap_mode_programs_this_nodes_peers(apiserver: FakeApiServer, kubeconfig: Path,
+async def test_oneshot_configmap_mode_programs_this_nodes_peers(backend, backend_kubeconfig: Path,
                                                                 node_ns: NetNS):
-    apiserver.put(node({"zone": "a"}), configmap(LEGACY))
-    code, out = await run_nra("--oneshot", "--netns", node_ns.name, "--kubeconfig", str(kubeconfig),
+    backend.put(node({"zone": "a"}), configmap(LEGACY))
+    code, out = await run_nra("--oneshot", "--netns", node_ns.name, "--kubeconfig", str(backend_kubeconfig),
                               "--namespace", NS, "--node-name", NODE)
     assert code == 0, out
     rules, routes = table(node_ns)
@@ -57,13 +57,14 @@ async def test_oneshot_configmap_mode_programs_this_nodes_peers(apiserver: FakeA
     assert [r.get("gateway") for r in routes] == ["10.99.0.2"]
 
 
-async def test_oneshot_crd_mode(apiserver: FakeApiServer, kubeconfig: Path, node_ns: NetNS):
+async def test_oneshot_crd_mode(backend, backend_kubeconfig: Path, node_ns: NetNS):
     pool = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
             "metadata": {"name": "lb", "namespace": NS}, "spec": {"addresses": ["198.51.100.16-198.51.100.23"]}}
     adv = {"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
            "metadata": {"name": "all", "namespace": NS}, "spec": {}}
-    apiserver.put(node({"zone": "a"}), peer("r1", "10.99.0.2"), peer("r2", "10.99.0.3"), pool, adv)
-    code, out = await run_nra("--oneshot", "--use-crds", "--netns", node_ns.name, "--kubeconfig", str(kubeconfig),
+    backend.put(node({"zone": "a"}), peer("r1", "10.99.0.2"), peer("r2", "10.99.0.3"), pool, adv)
+    code, out = await run_nra("--oneshot", "--use-crds", "--netns", node_ns.name,
+                              "--kubeconfig", str(backend_kubeconfig),
                               "--namespace", NS, "--node-name", NODE)
     assert code == 0, out
     rules, routes = table(node_ns)

@@ -287,12 +287,12 @@ async def test_cancel_closes_the_http_session(apiserver: FakeApiServer, kubeconf
 # -- content changes ------------------------------------------------------------------------
 
 
-async def test_configmap_edited_then_deleted(apiserver: FakeApiServer, factory, recorder, corpus: Path):
+async def test_configmap_edited_then_deleted(backend, backend_factory, recorder, corpus: Path):
     cm = load_objects(corpus / "config-yaml-address-pools.yaml")[0]
     peers_cm = load_objects(corpus / "config-yaml-peers.yaml")[0]
     labels = {"kubernetes.io/hostname": NODE}
-    apiserver.put(node(labels), cm)
-    source = cm_source(factory)
+    backend.put(node(labels), cm)
+    source = cm_source(backend_factory)
     async with running(source, recorder):
         first = await recorder.wait_for(lambda r: True)
         assert first == parse_legacy_config(cm["data"]["config"], labels, WEIGHT)
@@ -300,54 +300,54 @@ async def test_configmap_edited_then_deleted(apiserver: FakeApiServer, factory, 
         # Edited: peers added to the same document.
         both = yaml.safe_load(cm["data"]["config"]) | yaml.safe_load(peers_cm["data"]["config"])
         edited = configmap(yaml.safe_dump(both))
-        apiserver.put(edited)
+        backend.put(edited)
         second = await recorder.wait_for(lambda r: r.intent.peers != first.intent.peers)
         assert second == parse_legacy_config(edited["data"]["config"], labels, WEIGHT)
         assert {"10.96.0.100", "10.96.0.101"} <= addresses(second.intent)
         # Broken text: nothing is published, the last good state stands.
-        apiserver.put(configmap("peers: [unclosed"))
+        backend.put(configmap("peers: [unclosed"))
         await settle()
         assert recorder.last == second
         # Deleted: "configuration missing"; MetalLB's speaker keeps its last configuration
         # (its routers still send traffic), so the last good state stays (issue 11, item 13).
-        apiserver.delete("ConfigMap", "config", NS)
+        backend.delete("ConfigMap", "config", NS)
         await settle()
         assert recorder.last == second and len(recorder.results) == 2
         assert "configuration missing: ConfigMap metallb-system/config does not exist" in source.problem
         assert metrics.CONFIG_MISSING._value.get() == 1
         # Re-created under the same name: used again, the problem is over.
-        apiserver.put(cm)
+        backend.put(cm)
         await recorder.wait_for(lambda r: r == first)
         assert source.problem is None and metrics.CONFIG_MISSING._value.get() == 0
         # A ConfigMap that exists and names nothing still cleans up.
-        apiserver.put(configmap("peers: []\n"))
+        backend.put(configmap("peers: []\n"))
         await recorder.wait_for(lambda r: r.intent == Intent())
     assert len(recorder.results) == 4
 
 
-async def test_configmap_absent_is_missing_and_other_configmaps_ignored(apiserver: FakeApiServer, factory, recorder,
+async def test_configmap_absent_is_missing_and_other_configmaps_ignored(backend, backend_factory, recorder,
                                                                         corpus: Path):
-    apiserver.put(node({}), configmap("peers: [{peer-address: 10.0.0.9, peer-asn: 1, my-asn: 2}]", name="other"))
-    source = cm_source(factory)
+    backend.put(node({}), configmap("peers: [{peer-address: 10.0.0.9, peer-asn: 1, my-asn: 2}]", name="other"))
+    source = cm_source(backend_factory)
     async with running(source, recorder):
         await settle()
         assert recorder.results == [] and "configuration missing" in source.problem
-        apiserver.put(load_objects(corpus / "config-yaml-peers.yaml")[0])
+        backend.put(load_objects(corpus / "config-yaml-peers.yaml")[0])
         await recorder.wait_for(lambda r: "10.96.0.100" in addresses(r.intent))
     assert "10.0.0.9" not in addresses(recorder.last.intent)
 
 
-async def test_node_label_change_adds_and_removes_a_legacy_peer(apiserver: FakeApiServer, factory, recorder,
+async def test_node_label_change_adds_and_removes_a_legacy_peer(backend, backend_factory, recorder,
                                                                 corpus: Path):
     # peer 10.0.0.1 selects kubernetes.io/hostname=prod-01 and arch in (amd64, arm).
-    apiserver.put(node({"kubernetes.io/hostname": "prod-01", "kubernetes.io/arch": "arm64"}),
+    backend.put(node({"kubernetes.io/hostname": "prod-01", "kubernetes.io/arch": "arm64"}),
                   load_objects(corpus / "config-yaml-peers.yaml")[0])
-    async with running(cm_source(factory), recorder):
+    async with running(cm_source(backend_factory), recorder):
         await recorder.wait_count(1)
         assert addresses(recorder.last.intent) == {"10.96.0.100", "10.96.0.101"}
-        apiserver.put(node({"kubernetes.io/hostname": "prod-01", "kubernetes.io/arch": "amd64"}))
+        backend.put(node({"kubernetes.io/hostname": "prod-01", "kubernetes.io/arch": "amd64"}))
         await recorder.wait_for(lambda r: "10.0.0.1" in addresses(r.intent))
-        apiserver.put(node({"kubernetes.io/hostname": "prod-01"}))
+        backend.put(node({"kubernetes.io/hostname": "prod-01"}))
         await recorder.wait_for(lambda r: "10.0.0.1" not in addresses(r.intent))
     assert len(recorder.results) == 3
 
@@ -360,37 +360,37 @@ async def test_configmap_without_node_name_uses_no_labels(apiserver: FakeApiServ
     assert apiserver.count("list", "/nodes") == 0
 
 
-async def test_bgppeer_disabled_by_label_is_removed(apiserver: FakeApiServer, factory, recorder, simple_crds):
-    apiserver.put(node({}), *simple_crds, peer("second", "172.30.0.4"))
-    async with running(crd_source(factory), recorder):
+async def test_bgppeer_disabled_by_label_is_removed(backend, backend_factory, recorder, simple_crds):
+    backend.put(node({}), *simple_crds, peer("second", "172.30.0.4"))
+    async with running(crd_source(backend_factory), recorder):
         await recorder.wait_for(lambda r: addresses(r.intent) == {"172.30.0.3", "172.30.0.4"})
-        apiserver.put(peer("second", "172.30.0.4", labels={"metallb-nra/enabled": "false"}))
+        backend.put(peer("second", "172.30.0.4", labels={"metallb-nra/enabled": "false"}))
         await recorder.wait_for(lambda r: addresses(r.intent) == {"172.30.0.3"})
 
 
-async def test_pool_added_to_advertisement_adds_its_prefixes(apiserver: FakeApiServer, factory, recorder, samples):
+async def test_pool_added_to_advertisement_adds_its_prefixes(backend, backend_factory, recorder, samples):
     pools = load_objects(samples / "simple_pool_adv_bgp.yaml")[:1]  # pool "example" only
     second = load_objects(samples / "ipaddresspool_with_selector.yaml")[0]  # 192.168.20.0/24
     advert = {"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
               "metadata": {"name": "adv", "namespace": NS}, "spec": {"ipAddressPools": ["example"]}}
-    apiserver.put(node({}), *load_objects(samples / "bgppeer_simple.yaml"), *pools, second, advert)
+    backend.put(node({}), *load_objects(samples / "bgppeer_simple.yaml"), *pools, second, advert)
     extra = ipaddress.ip_network("192.168.20.0/24")
-    source = crd_source(factory)
+    source = crd_source(backend_factory)
     async with running(source, recorder):
         await recorder.wait_count(1)
         assert extra not in recorder.last.intent.prefixes
         assert ipaddress.ip_network("192.168.10.0/24") in recorder.last.intent.prefixes
         advert["spec"]["ipAddressPools"].append(second["metadata"]["name"])
-        apiserver.put(advert)
+        backend.put(advert)
         await recorder.wait_for(lambda r: extra in r.intent.prefixes)
         # All metallb.io objects gone: "configuration missing", the last good state stays.
         kept = recorder.last
         everything = [*load_objects(samples / "bgppeer_simple.yaml"), *pools, second, advert]
         for obj in everything:
-            apiserver.delete(obj["kind"], obj["metadata"]["name"], NS)
+            backend.delete(obj["kind"], obj["metadata"]["name"], NS)
         await settle()
         assert recorder.last == kept and "configuration missing: no BGPPeer" in source.problem
-        apiserver.put(*everything)
+        backend.put(*everything)
         await settle()
         assert source.problem is None and recorder.last == kept
 

@@ -18,6 +18,8 @@ def run_setup(tmp_path: Path, *args: str) -> list[str]:
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "setup", repo / "scripts" / "setup")
+    (repo / "scripts" / "cluster").write_text(RECORDER)  # the test cluster's build: recorded
+    (repo / "scripts" / "cluster").chmod(0o755)
     (repo / "pyproject.toml").write_text("")
     # a virtualenv that is already set up (stamps newer than pyproject.toml): no pip runs
     venv_bin = repo / ".venv" / "bin"
@@ -57,12 +59,14 @@ def test_setup_for_running_installs_only_what_nra_needs_and_touches_no_service(t
     packages = set(installs[0].split()[5:])
     assert "iproute2" in packages and packages <= {"iproute2", "libnftables1", "python3-venv"}, calls
     assert not [c for c in calls if c.startswith("systemctl")], calls
+    assert "cluster build" not in calls, calls  # running nra needs no Kubernetes build
 
 
 def test_full_setup_installs_the_toolchain_and_stops_only_what_it_started(tmp_path):
     calls = run_setup(tmp_path)
     (install,) = [c for c in calls if c.startswith("apt-get install")]
-    for package in ("iproute2", "bird2", "nftables", "iptables", "kubernetes-client", "prometheus",
+    assert "cluster build" in calls, calls  # the real-cluster tests' binaries, built or reused
+    for package in ("iproute2", "bird2", "nftables", "iptables", "kubernetes-client", "prometheus", "openssl",
                     # the image: tests/ship/test_image.py and scripts/release (arm64 under QEMU)
                     "buildah", "podman", "debootstrap", "qemu-user-static", "binfmt-support"):
         assert package in install.split(), install

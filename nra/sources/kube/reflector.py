@@ -4,7 +4,10 @@ List, then watch from the list's resourceVersion with bookmarks. A stream that e
 is resumed from the last resourceVersion seen (events or bookmarks), without a relist. Only
 410 Gone (the server no longer has that history) forces a relist, and a relist swaps the
 whole cache in one assignment, so readers see either the old or the new list, never a mix.
-Errors back off with jitter. The reflector never publishes anything: it tells its owner
+Errors back off with jitter. A 401 or 403 (credentials refused, RBAC lacking a verb) is a
+problem of the source, not weather: it is reported on the source's health (readiness fails
+with the reason) until the same request works again, and the last good view is kept.
+The reflector never publishes anything: it tells its owner
 that its cache changed, and the owner decides whether the combined view is complete.
 """
 
@@ -20,6 +23,7 @@ from loguru import logger
 
 from nra.config.yaml_loader import clip
 from nra.observe import metrics
+from nra.sources.base import DENIED, SourceHealth
 from nra.sources.kube.client import ApiError, KubeHTTP
 
 #: objects per list page (as client-go asks), and pages before a list is called malformed
@@ -80,8 +84,9 @@ class Reflector:
     """Keeps `objects` equal to the server's view of one resource."""
 
     def __init__(self, http: KubeHTTP, resource: ResourceKind, on_change: Callable[[], None],
-                 timing: WatchTiming = WatchTiming()):
+                 timing: WatchTiming = WatchTiming(), health: SourceHealth | None = None):
         self.http = http
+        self.health = health
         self.resource = resource
         self.on_change = on_change
         self.timing = timing
@@ -214,6 +219,9 @@ class Reflector:
                         await asyncio.sleep(self._backoff.next_delay())
                     continue
                 reason, why = "error", str(exc)
+                if exc.status in (401, 403):
+                    reason = "denied"
+                    self._denied(exc, need_list)
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
                 if need_list:
                     reason, why = "timeout", f"no answer within {self.timing.request_timeout_s:g} s"
@@ -245,7 +253,21 @@ class Reflector:
             logger.debug(message)
         self._failing = message
 
+    @property
+    def _denied_kind(self) -> str:
+        return f"{DENIED}:{self.resource.name}"
+
+    def _denied(self, exc: ApiError, listing: bool) -> None:
+        """The API refuses us this resource: the source's problem until it works again."""
+        if self.health is None:
+            return
+        who = "the API server does not accept nra's credentials" if exc.status == 401 else \
+            f"RBAC does not let nra {'list' if listing else 'watch'} {self.resource.path.rsplit('/', 1)[-1]}"
+        self.health.set(self._denied_kind, f"{who} ({exc}); keeping the last good configuration", "ERROR")
+
     def _recovered(self) -> None:
+        if self.health is not None and self.health.has(self._denied_kind):
+            self.health.clear(self._denied_kind, f"access to {self.resource.name} granted again")
         self._backoff.reset()
         if self._failing is not None:
             logger.info("{} of {} works again", "watch" if self.synced else "list", self.resource.name)

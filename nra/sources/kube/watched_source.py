@@ -127,7 +127,7 @@ class WatchedSource:
 
     async def _reflect(self, http: KubeHTTP, kinds: list[ResourceKind], publish: Publish) -> None:
         snapshot = SnapshotPublisher(self.health, [], self.compute, publish, self.coalesce_s)
-        self.reflectors = [Reflector(http, kind, snapshot.changed, self.timing) for kind in kinds]
+        self.reflectors = [Reflector(http, kind, snapshot.changed, self.timing, self.health) for kind in kinds]
         snapshot.reflectors = self.reflectors
         logger.info("{}: watching {}", self.name, ", ".join(k.path + (f"?fieldSelector={k.field_selector}"
                                                                     if k.field_selector else "") for k in kinds))
