@@ -213,7 +213,7 @@ def build(log=print) -> dict[str, Path]:
 # -- run --------------------------------------------------------------------------------------------
 
 ADMIN_USER = "nra-admin"
-# Dual-stack: the lab's Service (testbed/kubelab.py) has an IPv4 and an IPv6 LB IP.
+# Dual-stack: the lab (testbed/kubelab.py) has an IPv6 Service beside its IPv4 one.
 SERVICE_CIDR = "10.96.0.0/16,fd00:96::/112"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 

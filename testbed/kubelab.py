@@ -20,8 +20,8 @@ What runs where:
   of the node (NODE6_BIRD), so that the speaker's IPv6 sessions and BIRD's do not collide.
 
 Objects created in the API server: a Node with status addresses (kube-proxy waits for them),
-a dual-stack Service of type LoadBalancer (TCP and UDP on ECHO_PORT, externalTrafficPolicy
-Cluster), one EndpointSlice per family for the lab's pod, and MetalLB's IPAddressPools,
+a Service of type LoadBalancer per family (TCP and UDP on ECHO_PORT, externalTrafficPolicy
+Cluster) with an EndpointSlice for the lab's pod, and MetalLB's IPAddressPools,
 BGPPeers and BGPAdvertisements (which nra, in CRD mode, reads too).
 
 Standard library only, like the rest of the test bed.
@@ -50,7 +50,7 @@ RELAY_PORT = 6443
 NODE6_BIRD = "fd00:77::11"  # the node's BIRD speaks IPv6 BGP from here (see above)
 NAMESPACE = "nralab"  # the Service's namespace
 METALLB_NAMESPACE = "metallb-system"
-SERVICE = "echo"
+SERVICES = {4: "echo4", 6: "echo6"}
 KUBE_PROXY_MODES = ("nftables", "iptables")
 # The global settings kube-proxy could write; the lab checks they are unchanged.
 GLOBAL_SETTINGS = ("/proc/sys/net/netfilter/nf_conntrack_max", "/sys/module/nf_conntrack/parameters/hashsize")
@@ -122,44 +122,51 @@ def node_status(name: str) -> dict:
 
 
 def service_objects(node: str) -> list[dict]:
+    """One single-stack Service of type LoadBalancer per family (TCP and UDP on ECHO_PORT,
+    externalTrafficPolicy Cluster) and its EndpointSlice: the lab's pod. (Single-stack: a
+    dual-stack Service takes both its IPs from one pool, whose one advertisement would then
+    hand MetalLB's native speaker an IPv6 prefix on its IPv4 sessions, which it refuses.)"""
     ports = [{"name": proto.lower(), "protocol": proto, "port": topo.ECHO_PORT, "targetPort": topo.ECHO_PORT}
              for proto in ("TCP", "UDP")]
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": SERVICE, "namespace": NAMESPACE},
-           "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"],
-                    "externalTrafficPolicy": "Cluster", "allocateLoadBalancerNodePorts": False,
-                    "selector": {"app": SERVICE}, "ports": ports}}
-    slices = []
-    for family, pod in (("IPv4", topo.POD4), ("IPv6", topo.POD6)):
-        slices.append({
+    objs: list[dict] = []
+    for family, pod in ((4, topo.POD4), (6, topo.POD6)):
+        name = SERVICES[family]
+        objs.append({"apiVersion": "v1", "kind": "Service",
+                     "metadata": {"name": name, "namespace": NAMESPACE,
+                                  "annotations": {"metallb.io/address-pool": f"lab{family}"}},
+                     "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "SingleStack", "ipFamilies": [f"IPv{family}"],
+                              "externalTrafficPolicy": "Cluster", "allocateLoadBalancerNodePorts": False,
+                              "selector": {"app": name}, "ports": ports}})
+        objs.append({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{SERVICE}-{family.lower()}", "namespace": NAMESPACE,
-                         "labels": {"kubernetes.io/service-name": SERVICE,
+            "metadata": {"name": name, "namespace": NAMESPACE,
+                         "labels": {"kubernetes.io/service-name": name,
                                     "endpointslice.kubernetes.io/managed-by": "nra-lab"}},
-            "addressType": family,
+            "addressType": f"IPv{family}",
             "endpoints": [{"addresses": [pod], "conditions": {"ready": True, "serving": True, "terminating": False},
                            "nodeName": node}],
             "ports": [{"name": p["name"], "protocol": p["protocol"], "port": topo.ECHO_PORT} for p in ports]})
-    return [svc, *slices]
+    return objs
 
 
 def metallb_objects() -> list[dict]:
-    """The pools (one per family), the routers as BGPPeers, one BGPAdvertisement per family
-    limited to that family's peers (the native speaker refuses an IPv6 prefix on any session)."""
+    """A pool per family; the routers' IPv4 addresses as BGPPeers and a BGPAdvertisement of
+    the IPv4 pool to them. The IPv6 pool has no advertisement: MetalLB's native speaker
+    refuses every configuration in which a BGPAdvertisement selects a pool with an IPv6 CIDR
+    ("native bgp mode does not support ipv6", internal/config/validation.go), whatever its
+    nodeSelectors. The controller still assigns from it (BIRD announces that IP, see above)."""
     meta = lambda name: {"name": name, "namespace": METALLB_NAMESPACE}  # noqa: E731
-    objs: list[dict] = []
-    for family, pool in ((4, topo.POOL4), (6, topo.POOL6)):
-        objs.append({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": meta(f"lab{family}"),
-                     "spec": {"addresses": [pool], "avoidBuggyIPs": True}})
-        peers = []
-        for r in topo.R.values():
-            name = f"{r.name}-v{family}"
-            peers.append(name)
-            objs.append({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": meta(name),
-                         "spec": {"myASN": topo.AS_NODE, "peerASN": topo.AS_ROUTERS,
-                                  "peerAddress": r.seg4 if family == 4 else r.seg6,
-                                  "holdTime": "9s", "keepaliveTime": "3s"}})
-        objs.append({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": meta(f"lab{family}"),
-                     "spec": {"ipAddressPools": [f"lab{family}"], "peers": peers}})
+    objs: list[dict] = [
+        {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": meta(f"lab{family}"),
+         "spec": {"addresses": [pool], "avoidBuggyIPs": True, "autoAssign": False}}
+        for family, pool in ((4, topo.POOL4), (6, topo.POOL6))]
+    peers = [f"{r.name}-v4" for r in topo.R.values()]
+    for r in topo.R.values():
+        objs.append({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": meta(f"{r.name}-v4"),
+                     "spec": {"myASN": topo.AS_NODE, "peerASN": topo.AS_ROUTERS, "peerAddress": r.seg4,
+                              "holdTime": "3s"}})  # the routers' hold time
+    objs.append({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": meta("lab4"),
+                 "spec": {"ipAddressPools": ["lab4"], "peers": peers}})
     return objs
 
 
@@ -275,6 +282,12 @@ class KubeParts:
         return self.lab.run_dir
 
     @property
+    def crd_source(self) -> tuple[str, ...]:
+        """nra's options to read MetalLB's objects from the test cluster (admin identity)."""
+        return ("--kubeconfig", str(self.cluster.kubeconfig), "--use-crds", "--namespace", METALLB_NAMESPACE,
+                "--node-name", self.node_name)
+
+    @property
     def inner_kubeconfig(self) -> Path:
         return self.dir / "inner.kubeconfig"
 
@@ -302,9 +315,6 @@ class KubeParts:
         self.cluster.kubectl("patch", "node", self.node_name, "--subresource=status", "--type=merge",
                              "-p", json.dumps(node_status(self.node_name)))
         self.apply(*service_objects(self.node_name))
-        if isinstance(self.lab, RealLab):
-            self.lab.nra_source = ("--kubeconfig", str(self.cluster.kubeconfig), "--use-crds",
-                                   "--namespace", METALLB_NAMESPACE, "--node-name", self.node_name)
 
     def apply(self, *objects: dict) -> None:
         self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
@@ -394,7 +404,17 @@ class KubeParts:
 
     # -- MetalLB --
     def start_metallb(self) -> None:
-        self.apply(*metallb_objects())
+        # The speaker reads its own Pod (owner of the status objects it writes): the Pod object
+        # of a DaemonSet's pod on this node, never run (no kubelet), with a ServiceAccount of its
+        # own (no controller-manager makes `default`).
+        pod = f"speaker-{self.node_name}"
+        self.apply(*metallb_objects(),
+                   {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "speaker", "namespace": METALLB_NAMESPACE}},
+                   {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": METALLB_NAMESPACE,
+                                                                  "labels": {"app": "metallb", "component": "speaker"}},
+                    "spec": {"nodeName": self.node_name, "serviceAccountName": "speaker",
+                             "automountServiceAccountToken": False, "hostNetwork": True,
+                             "containers": [{"name": "speaker", "image": "quay.io/metallb/speaker:" + METALLB_VERSION}]}})
         env = {"METALLB_NAMESPACE": METALLB_NAMESPACE, "METALLB_NODE_NAME": self.node_name,
                "KUBECONFIG": str(self.inner_kubeconfig)}
         mlb = metallb_binaries()
@@ -402,15 +422,16 @@ class KubeParts:
                                            "--webhook-mode=disabled", "--disable-cert-rotation", "--port=7473",
                                            "--log-level=info"], env=env)
         self._spawn("metallb-speaker", [str(mlb["metallb-speaker"]), f"--kubeconfig={self.inner_kubeconfig}",
-                                        f"--node-name={self.node_name}", "--port=7472", "--host=127.0.0.1",
+                                        f"--node-name={self.node_name}", f"--pod-name={pod}", "--port=7472", "--host=127.0.0.1",
                                         "--log-level=info"], env=env)
 
     def lb_ips(self) -> list[str]:
-        out = self.cluster.kubectl("get", "service", "-n", NAMESPACE, SERVICE, "-o", "json").stdout
-        return [i["ip"] for i in json.loads(out).get("status", {}).get("loadBalancer", {}).get("ingress", [])]
+        out = self.cluster.kubectl("get", "service", "-n", NAMESPACE, *SERVICES.values(), "-o", "json").stdout
+        return [i["ip"] for svc in json.loads(out)["items"]
+                for i in svc.get("status", {}).get("loadBalancer", {}).get("ingress", [])]
 
     def wait_lb_ips(self, timeout: float = 60) -> dict[int, str]:
-        """Until MetalLB's controller gave the Service one LB IP per family; {4: ip, 6: ip}."""
+        """Until MetalLB's controller gave each Service its LB IP; {4: ip, 6: ip}."""
         start = time.monotonic()
         while True:
             ips = self.lb_ips()
@@ -418,7 +439,7 @@ class KubeParts:
             if set(by_family) == {4, 6}:
                 return by_family
             if time.monotonic() - start > timeout:
-                raise KubeLabError(f"the Service has LB IPs {ips} after {timeout} s; the controller's log ends:\n"
+                raise KubeLabError(f"the Services have LB IPs {ips} after {timeout} s; the controller's log ends:\n"
                                    f"{self.log('metallb-controller')[-3000:]}")
             time.sleep(0.1)
 
@@ -438,3 +459,5 @@ class KubeParts:
                      *(("delete", o["kind"].lower(), "-n", METALLB_NAMESPACE, o["metadata"]["name"])
                        for o in metallb_objects())):
             self.cluster.kubectl(*args, "--ignore-not-found", check=False)
+        self.cluster.kubectl("delete", "pod", "-n", METALLB_NAMESPACE, f"speaker-{self.node_name}", "--force",
+                             "--grace-period=0", "--ignore-not-found", check=False)
