@@ -49,7 +49,7 @@ METALLB_VERSION = "v0.15.2"
 RELAY_PORT = 6443
 NODE6_BIRD = "fd00:77::11"  # the node's BIRD speaks IPv6 BGP from here (see above)
 NAMESPACE = "nralab"  # the Service's namespace
-METALLB_NAMESPACE = "metallb-system"
+METALLB_NAMESPACE = "nralab-metallb"  # the lab's MetalLB and its objects (not metallb-system: others' tests use that)
 SERVICES = {4: "echo4", 6: "echo6"}
 KUBE_PROXY_MODES = ("nftables", "iptables")
 # The global settings kube-proxy could write; the lab checks they are unchanged.
