@@ -8,7 +8,12 @@ For N prefixes (never adjacent, so the nft sets hold N elements, not a merged fe
             by a netfilter listener; rules: agent_bench.py's, the rule), daemon, median
 and the same for `rules` where asked (--rules-max), from the same run.
 
-    .venv/bin/python benchmarks/conntrack_bench.py [--sizes 1000,10000,100000] [--rounds 15]
+--groups G (G > 1): the node's shape of issue 16 as well, in the same run after the one-group
+baseline: G uplink groups, each a pool of N/G prefixes (dealt round-robin) advertised to its own
+pair of routers (BGPPeer, IPAddressPool and BGPAdvertisement objects), so 2G routers, G group
+fallbacks and the group maps holding every prefix.
+
+    .venv/bin/python benchmarks/conntrack_bench.py [--sizes 1000,10000,100000] [--rounds 15] [--groups 4]
 """
 
 from __future__ import annotations
@@ -38,12 +43,20 @@ import agent_bench  # noqa: E402
 from agent_bench import NRA, env  # noqa: E402
 
 PEERS = {"10.99.0.2": "02:00:00:00:00:02", "10.99.0.3": "02:00:00:00:00:03"}
+GROUPS = 1  # uplink groups of the shape measured (main() sets it)
+
+
+def peers() -> dict[str, str]:
+    """The routers (address: MAC): two, or a pair per uplink group."""
+    if GROUPS == 1:
+        return PEERS
+    return {f"10.99.0.{i}": f"02:00:00:00:00:{i:02x}" for i in range(2, 2 + 2 * GROUPS)}
 
 
 def namespace() -> NetNS:
     ns = new_netns("nra-ctbench")
     add_peer_link(ns, v6_cidr=None)
-    for address, lladdr in PEERS.items():  # the routers' ARP entries, as BGP traffic would leave them
+    for address, lladdr in peers().items():  # the routers' ARP entries, as BGP traffic would leave them
         ns.ip(f"neigh replace {address} lladdr {lladdr} dev eth0 nud permanent")
     return ns
 
@@ -54,22 +67,43 @@ def prefixes(n: int) -> list[str]:
 
 
 def config_text(nets: list[str]) -> str:
+    if GROUPS > 1:
+        return groups_config_text(nets)
     lines = ["peers:"] + [f"- peer-address: {p}" for p in PEERS]
     lines += ["address-pools:", "- name: bench", "  protocol: bgp", "  addresses:"] + [f"  - {n}" for n in nets]
     return "\n".join(lines) + "\n"
+
+
+def groups_config_text(nets: list[str]) -> str:
+    """GROUPS pools (the prefixes dealt round-robin: a prefix added changes one pool), each
+    advertised to its own pair of routers."""
+    docs = []
+    addresses = list(peers())
+    for i, address in enumerate(addresses):
+        docs.append(f"apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: r{i}, namespace: m}}\n"
+                    f"spec: {{myASN: 64512, peerASN: 64500, peerAddress: {address}}}\n")
+    for g in range(GROUPS):
+        docs.append(f"apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: pool{g}, namespace: m}}\n"
+                    f"spec:\n  addresses:\n" + "".join(f"  - {n}\n" for n in nets[g::GROUPS]))
+        docs.append(f"apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: adv{g}, namespace: m}}\n"
+                    f"spec: {{ipAddressPools: [pool{g}], peers: [r{2 * g}, r{2 * g + 1}]}}\n")
+    return "---\n".join(docs)
 
 
 def programmed(ns: NetNS, mode: str, n: int) -> bool:
     if mode == "rules":
         return len(ns.rules("-4", 20)) == n
     out = ns.exec(["nft", "list", "set", "inet", "nra", "lb4"], check=False).stdout
+    if GROUPS > 1:  # every prefix in its group's map too
+        groups = ns.exec(["nft", "list", "map", "inet", "nra", "groups4"], check=False).stdout
+        return out.count("/30") == n and groups.count("/30") == n
     return out.count("/30") == n
 
 
 def bench_oneshot(mode: str, n: int, workdir: Path) -> float:
     ns = namespace()
     try:
-        cfg = workdir / f"oneshot-{mode}-{n}.yaml"
+        cfg = workdir / f"oneshot-{mode}-{GROUPS}-{n}.yaml"
         cfg.write_text(config_text(prefixes(n)))
         started = time.perf_counter()
         subprocess.run([*NRA, "--oneshot", "--return-path", mode, "--static-file", str(cfg), "--netns", ns.name],
@@ -147,13 +181,17 @@ def main() -> int:
     parser = agent_bench.parser_with_sizes(__doc__, "1000,10000,100000")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--rules-max", type=int, default=10000)
+    parser.add_argument("--groups", type=int, default=1,
+                        help="also measure conntrack with this many uplink groups (2 routers each), after the baseline")
     args = parser.parse_args()
+    global GROUPS
     print(f"nra conntrack benchmark: {agent_bench.machine()}")
-    print(f"{'mode':>10} {'N':>7} {'oneshot s':>10} {'steady ms':>10} {'change ms':>10}")
+    print(f"{'mode':>10} {'groups':>6} {'routers':>7} {'N':>7} {'oneshot s':>10} {'steady ms':>10} {'change ms':>10}")
     with tempfile.TemporaryDirectory(prefix="nra-ctbench-") as tmp:
         workdir = Path(tmp)
         for n in (int(s) for s in args.sizes.split(",")):
-            for mode in ("rules", "conntrack"):
+            shapes = [("rules", 1), ("conntrack", 1)] + ([("conntrack", args.groups)] if args.groups > 1 else [])
+            for mode, GROUPS in shapes:
                 if mode == "rules" and n > args.rules_max:
                     print(f"{mode:>10} {n:>7}   (skipped: above --rules-max {args.rules_max})", flush=True)
                     continue
@@ -161,7 +199,8 @@ def main() -> int:
                 steady = bench_steady(mode, n)
                 change = (bench_change(mode, n, workdir, args.rounds) if mode == "conntrack"
                           else agent_bench.bench_change(n, workdir, args.rounds))
-                print(f"{mode:>10} {n:>7} {oneshot:>10.3f} {steady * 1000:>10.1f} {change * 1000:>10.1f}", flush=True)
+                print(f"{mode:>10} {GROUPS:>6} {len(peers()):>7} {n:>7} {oneshot:>10.3f} {steady * 1000:>10.1f} "
+                      f"{change * 1000:>10.1f}", flush=True)
     print("change: rules mode's is agent_bench.py's (its prefixes adjacent /30s, a rule listener); conntrack's "
           "waits for the nft element")
     return 0

@@ -188,6 +188,7 @@ class Topology:
     run_dir: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     made: list[str] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)  # more directories to remove at close
 
     def ns(self, role: str) -> str:
         return f"{self.prefix}-{role}"
@@ -238,7 +239,8 @@ class Topology:
             for name in self.made:
                 run(["ip", "netns", "del", name], check=False)
             self.made.clear()
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            for path in (self.run_dir, *self.dirs):
+                shutil.rmtree(path, ignore_errors=True)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
@@ -335,17 +337,48 @@ class Topology:
                  15, "nra to program table 20")
 
     # -- daemons --
-    def start_birds(self) -> None:
-        for role in ("node", *ROUTERS):
+    def start_frr_node(self) -> None:
+        """FRR's zebra and bgpd as the node's BGP daemon instead of BIRD: zebra installs what
+        it learns in the main table through nexthop objects (`nhid`), proto bgp. Run as the
+        frr user (FRR refuses root outside its vty group), sockets in the run directory."""
+        # (its own directory under /tmp: the frr user cannot reach into a root-only run_dir)
+        frr = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-frr-"))
+        self.dirs.append(frr)
+        neighbours = [(f, seg(f, i)) for i in ROUTERS.values() for f in (4, 6)]
+        conf = [f"router bgp {AS_NODE}", f" bgp router-id {NODE[4]}", " no bgp ebgp-requires-policy",
+                " no bgp default ipv4-unicast"]
+        for _, address in neighbours:
+            conf += [f" neighbor {address} remote-as {AS_ROUTERS}", f" neighbor {address} timers 1 3",
+                     f" neighbor {address} timers connect 1"]
+        for f in (4, 6):
+            conf += [f" address-family ipv{f} unicast"]
+            conf += [f"  neighbor {address} activate" for family, address in neighbours if family == f]
+            conf += [" exit-address-family"]
+        (frr / "bgpd.conf").write_text("\n".join(conf) + "\n")
+        (frr / "zebra.conf").write_text("hostname node\n")
+        (frr / "vtysh.conf").write_text("")
+        run(["chown", "-R", "frr:frr", str(frr)])
+        common = ["-N", self.prefix, "-u", "frr", "-g", "frr", "--vty_socket", str(frr), "-z", str(frr / "zserv.api"),
+                  "-P", "0", "--log", "stdout"]
+        self.spawn("zebra", "node", ["/usr/lib/frr/zebra", *common, "-f", str(frr / "zebra.conf"),
+                                     "-i", str(frr / "zebra.pid")])
+        wait_for(lambda: (frr / "zserv.api").exists(), 10, "zebra's socket")
+        self.spawn("bgpd", "node", ["/usr/lib/frr/bgpd", *common, "-f", str(frr / "bgpd.conf"),
+                                    "-i", str(frr / "bgpd.pid")])
+
+    def start_birds(self, roles: tuple[str, ...] = ("node", *ROUTERS), node_table: int = LEARNED_TABLE) -> None:
+        for role in roles:
             conf = self.run_dir / f"{role}.conf"
             conf.write_text(bird_conf(role, self.run_dir / f"bird-{role}.log"))
             self.spawn(f"bird-{role}", role, ["bird", "-f", "-c", str(conf), "-s", str(self.run_dir / f"{role}.ctl"),
                                               "-P", str(self.run_dir / f"{role}.pid")])
 
         def ready() -> bool:
-            routes = {f: self.ip("node", f"-{f} route show table {LEARNED_TABLE}", check=False) for f in (4, 6)}
+            routes = {f: self.ip("node", f"-{f} route show table {node_table}", check=False) for f in (4, 6)}
             if not all(learned(f, i).split("/")[0] in routes[f] for f in (4, 6) for i in ROUTERS.values()):
                 return False
+            if "node" not in roles:  # (another daemon on the node: its routes are all there is to see)
+                return True
             bfd = run(["birdc", "-s", str(self.run_dir / "node.ctl"), "show", "bfd", "sessions"], check=False)
             return bfd.count(" Up ") >= 4
 

@@ -28,7 +28,7 @@ from nra.kernel.nft import NftState  # noqa: E402
 from testbed.netns import new_netns  # noqa: E402
 
 FIELD = parse_mark_field("0x2/0x3e")
-ROUTERS = {"02:00:00:00:00:01": 1, "02:00:00:00:00:02": 2}
+ROUTERS = {("eth0", "02:00:00:00:00:01"): 1, ("eth0", "02:00:00:00:00:02"): 2}
 
 
 def prefixes(n: int, offset: int = 0) -> list[ipaddress.IPv4Network]:

@@ -38,7 +38,7 @@ def prefixes(n: int) -> list[ipaddress.IPv4Network]:
 
 
 async def repair_times(ns_name: str, n: int, rounds: int, listed: bool) -> list[float]:
-    want = nft.desired_table(prefixes(n), ["eth0"], {"02:00:00:00:00:01": 1}, FIELD)
+    want = nft.desired_table(prefixes(n), ["eth0"], {("eth0", "02:00:00:00:00:01"): 1}, FIELD)
     owner = NftState(ns_name)
     other = NetlinkSocket(ns_name, protocol=nl.NETLINK_NETFILTER)  # someone else (another thread)
     reasons: asyncio.Queue[str] = asyncio.Queue()

@@ -69,7 +69,8 @@ MORE = """
 
 BGPPeer labels (CRD mode): `metallb-nra/enabled: "false"` (or `"0"`, `"no"`) leaves the peer
 out of the route; `metallb-nra/address: <ip>` uses that address as the nexthop instead of
-`peerAddress`; `metallb-nra/weight: "<1..256>"` sets its weight.
+`peerAddress` (or of the link-local address found on an unnumbered peer's `interface`);
+`metallb-nra/weight: "<1..256>"` sets its weight.
 
 ## Commands
 

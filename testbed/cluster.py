@@ -462,7 +462,8 @@ class Cluster:
         does not start) after stopping whatever it had started."""
         missing = missing_binaries()
         if missing:
-            log(f"cluster: {', '.join(missing)} not in {CACHE}; building (once per machine; ~40 min cold)")
+            log(f"cluster: {', '.join(missing)} not in {CACHE}; building "
+                "(once per machine; ~11 min cold on 2 cores)")
             build(log=log)
         if self.is_up():
             raise ClusterError(f"a test cluster is already up in {self.state} ({self.server}); "

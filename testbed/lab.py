@@ -231,7 +231,11 @@ table inet nralab {{
 }}
 """
 
-NFT_ROUTER_FLOWS = f"""\
+
+def router_flows_nft(pool4: str, pool6: str, client4: str = CLIENT4, client6: str = CLIENT6) -> str:
+    """A router's flow sets (client ports of the requests it forwarded to the pools, and of the
+    replies it forwarded back) and its `state` chain, for these pools."""
+    return f"""\
 table inet nralab {{
   counter dropped4 {{ }}
   counter dropped6 {{ }}
@@ -244,13 +248,16 @@ table inet nralab {{
   chain forward_flows {{
     type filter hook forward priority 0; policy accept;
     jump state
-    iifname "cl" ip saddr {CLIENT4} ip daddr {POOL4} meta l4proto {{ tcp, udp }} add @requests4 {{ th sport }}
-    iifname "eth0" ip saddr {POOL4} ip daddr {CLIENT4} meta l4proto {{ tcp, udp }} add @replies4 {{ th dport }}
-    iifname "cl" ip6 saddr {CLIENT6} ip6 daddr {POOL6} meta l4proto {{ tcp, udp }} add @requests6 {{ th sport }}
-    iifname "eth0" ip6 saddr {POOL6} ip6 daddr {CLIENT6} meta l4proto {{ tcp, udp }} add @replies6 {{ th dport }}
+    iifname "cl" ip saddr {client4} ip daddr {pool4} meta l4proto {{ tcp, udp }} add @requests4 {{ th sport }}
+    iifname "eth0" ip saddr {pool4} ip daddr {client4} meta l4proto {{ tcp, udp }} add @replies4 {{ th dport }}
+    iifname "cl" ip6 saddr {client6} ip6 daddr {pool6} meta l4proto {{ tcp, udp }} add @requests6 {{ th sport }}
+    iifname "eth0" ip6 saddr {pool6} ip6 daddr {client6} meta l4proto {{ tcp, udp }} add @replies6 {{ th dport }}
   }}
 }}
 """
+
+
+NFT_ROUTER_FLOWS = router_flows_nft(POOL4, POOL6)
 
 # A stateful firewall, as the routers this project exists for: a packet conntrack cannot
 # place (a SYN-ACK whose SYN went through the other router) and a new connection from the
@@ -428,6 +435,8 @@ class Lab:
     # The node's eth0 neighbour timers once built (FAST_NEIGH, or what the kernel gave it):
     # reset_node_neighbours() puts them back after nra's PEER_NEIGH_TIMERS changed them.
     node_neigh: dict[str, int] = field(default_factory=dict)
+    #: the routers whose flows, drops and conntrack tables the helpers below read
+    ROUTER_ROLES = ROUTERS
 
     def ns(self, role: str) -> str:
         return f"{self.prefix}-{role}"
@@ -771,7 +780,7 @@ class Lab:
     def dropped(self) -> dict[str, dict[int, int]]:
         """Packets each router's connection-state firewall dropped, per family."""
         result = {}
-        for role in ROUTERS:
+        for role in self.ROUTER_ROLES:
             got = {c["counter"]["name"]: c["counter"]["packets"] for c in self._nft_json(role, "counters")
                    if "counter" in c}
             result[role] = {4: got.get("dropped4", 0), 6: got.get("dropped6", 0)}
@@ -780,7 +789,7 @@ class Lab:
     def flows(self, family: int) -> dict[str, dict[str, set[int]]]:
         """Per router, the client ports of the flows whose requests / replies it forwarded."""
         result = {}
-        for role in ROUTERS:
+        for role in self.ROUTER_ROLES:
             result[role] = {}
             for kind in ("requests", "replies"):
                 listing = self._nft_json(role, "set", "inet", "nralab", f"{kind}{family}")
@@ -788,13 +797,14 @@ class Lab:
                 result[role][kind] = {e if isinstance(e, int) else e["elem"]["val"] for e in elems}
         return result
 
-    def flush_conntrack(self, roles=("node", *ROUTERS)) -> None:
-        """Forget every tracked connection in these namespaces (`conntrack -F`)."""
-        for role in roles:
+    def flush_conntrack(self, roles=None) -> None:
+        """Forget every tracked connection in these namespaces (`conntrack -F`; default: the
+        node and the routers)."""
+        for role in roles or ("node", *self.ROUTER_ROLES):
             self.exec(role, ["conntrack", "-F"], check=False)
 
     def clear_flows(self) -> None:
-        for role in ROUTERS:
+        for role in self.ROUTER_ROLES:
             for family in (4, 6):
                 for kind in ("requests", "replies"):
                     self.exec(role, ["nft", "flush", "set", "inet", "nralab", f"{kind}{family}"])

@@ -12,7 +12,8 @@ import asyncio
 from dataclasses import replace
 from typing import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
-from nra.config.intent import IPAddress
+from nra.config.intent import IPAddress, PeerSpec
+from nra.config.uplinks import NodeFacts
 from nra.kernel.events import KernelEvent
 from nra.kernel.model import KernelReads, KernelRoute, KernelRule, KernelState
 from nra.kernel.nft_table import NftTable
@@ -40,6 +41,8 @@ class FakeKernel:
         self.lladdrs = dict(lladdrs or {})
         #: an operation it refuses gets this error text (None: applied)
         self.refuse = refuse
+        #: what the node's tables say about multihop and unnumbered peers (a test sets it)
+        self.uplinks = NodeFacts()
         self.routes: list[KernelRoute] = []
         self.rules: list[KernelRule] = []
         self.nft: NftTable | None = None
@@ -109,6 +112,9 @@ class FakeKernel:
 
     async def resolve_peers(self, entries: Mapping[IPAddress, str | None]) -> list[str]:
         return []
+
+    async def uplink_facts(self, specs: Iterable[PeerSpec]) -> NodeFacts:
+        return self.uplinks
 
     async def resolve_fresh_peers(self, peers: Iterable[IPAddress], wait_s: float) -> list[str]:
         return []  # (its entries are what the test set: nothing to resolve)

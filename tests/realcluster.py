@@ -34,7 +34,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = missing_binaries()
     if missing:
         pytest.fail(f"the real API server's binaries are not built ({', '.join(missing)} missing from {CACHE}): "
-                    "run scripts/cluster build (scripts/setup does it; ~40 min cold on 2 cores)", pytrace=False)
+                    "run scripts/cluster build (scripts/setup does it; ~11 min cold on 2 cores)", pytrace=False)
     # a short path: the state directory holds nothing with a length limit, but logs name it
     cluster = Cluster(Path(tmp_path_factory.mktemp("cluster")) / "state")
     try:

@@ -28,10 +28,14 @@ class Peer:
     weight: int
     # Where the peer came from (BGPPeer name, or the legacy peer's index); for logs only.
     name: str = field(default="", compare=False)
+    #: the prefix family this nexthop serves when not its own: 4 for an IPv6 link-local
+    #: nexthop of IPv4 prefixes (RFC 8950, `via inet6 fe80::.. dev X`); 0: its own family
+    serves: int = 0
 
     @property
     def family(self) -> int:
-        return self.address.version
+        """The family of the prefixes (and route) it is a nexthop for."""
+        return self.serves or self.address.version
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,20 @@ class PeerSpec:
 
 
 @dataclass(frozen=True)
+class Resolution:
+    """How one configured peer was resolved on this node (nra.config.uplinks.resolve_intent):
+    the nexthops it stands for in the return path, and how they were found, for the logs,
+    `nra status` and `nra plan`."""
+
+    key: str  # PeerSpec.key
+    name: str = field(compare=False)
+    kind: str  # "on-link", "multihop", "unnumbered", "waiting"
+    how: str  # one line: "via 10.0.1.254 (eth0), 10.0.2.254 (eth1)", "fe80::1 on eth1 (router)"
+    vrf: str = ""
+    peers: tuple[Peer, ...] = ()  # its nexthops, as the return path's peers
+
+
+@dataclass(frozen=True)
 class PoolBinding:
     """An announced pool and the peers (PeerSpec keys) that announce it on this node."""
 
@@ -80,9 +98,13 @@ class Intent:
     prefixes: frozenset[IPNetwork] = frozenset()
     specs: frozenset[PeerSpec] = frozenset()
     pools: frozenset[PoolBinding] = frozenset()
+    #: the peers that needed the node's tables to find their nexthops (multihop, unnumbered),
+    #: once resolved (nra.config.uplinks.resolve_intent); `peers` then holds their nexthops
+    resolved: tuple[Resolution, ...] = ()
 
     def peers_of(self, version: int) -> list[Peer]:
-        return sorted(p for p in self.peers if p.address.version == version)
+        """The nexthops of the family's route (an IPv6 link-local one serving IPv4 included)."""
+        return sorted((p for p in self.peers if p.family == version), key=lambda p: (p.address.version, p))
 
     def prefixes_of(self, version: int) -> list[IPNetwork]:
         return sorted(p for p in self.prefixes if p.version == version)

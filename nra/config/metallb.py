@@ -390,9 +390,8 @@ def _crd_peer(
     routed = address is not None and not vrf
     if vrf:
         builder.problem(where, _vrf_message(vrf))
-    elif address is None:
-        builder.problem(where, f"peers over interface {shown(interface)} (unnumbered BGP): its router's address is "
-                               f"not routed yet; set the {LABEL_ADDRESS} label to the router's address")
+    # (an unnumbered peer without the address label is no problem: the router's link-local
+    # address is found on its interface, nra.config.uplinks.resolve_intent)
     builder.candidates.append(_Candidate(peer_spec, where, Peer(address, weight, name) if routed else None))
 
 

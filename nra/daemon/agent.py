@@ -25,10 +25,10 @@ from nra.daemon.peer_resolution import PeerResolution
 from nra.daemon.reconciler import Outcome, Reconciler
 from nra.daemon.wiring import reconciler
 from nra.daemon.worker import Worker
-from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange
+from nra.kernel.events import LearnedRouteChange, NeighbourChange, TableChange, UplinkChange
 from nra.kernel.table_names import name_table
 from nra.observe import metrics
-from nra.observe.documents import REFRESH_S, Documents
+from nra.observe.documents import Documents
 from nra.observe.logs import reconcile_context
 from nra.observe.status import STUCK_AFTER_S, AgentStatus
 from nra.observe.status_report import StatusDetails
@@ -40,8 +40,6 @@ EXIT_VITAL_TASK = 1
 WORKER, KERNEL_WATCHER, SOURCE = "worker", "netlink-events", "source"
 #: how often the BGPSessionState watch's health is looked at
 SESSION_WATCH_CHECK_S = 0.5
-#: how often the event loop tells the HTTP server's thread it runs
-HEARTBEAT_S = 0.5
 
 
 def stuck_limit(settings: Settings) -> float:
@@ -140,6 +138,10 @@ class Agent:
         name_table(self.settings.table, self.settings.table_name)
         health = None
         if self.settings.health_address:
+            # the server's thread asks this loop for a beat (liveness) and for fresh documents
+            loop = asyncio.get_running_loop()
+            self.status.ask = lambda: loop.call_soon_threadsafe(self.status.loop_ran)
+            self.documents.schedule = loop.call_soon_threadsafe
             self.status.loop_ran()
             self.documents.refresh()
             health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s,
@@ -167,7 +169,6 @@ class Agent:
             others.add(asyncio.create_task(self._watch_session_states(reconciler), name="session-states"))
         if self.settings.max_reconcile_wait:
             others.add(asyncio.create_task(self._timer(), name="timer"))
-        others.add(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         metrics.agent_started(__version__, self.source.name, reconciler.return_path.name)
         logger.info("nra running: source {}, table {}, {}", self.source.name, self.settings.table,
                     f"namespace {self.settings.netns}" if self.settings.netns else "this network namespace")
@@ -212,19 +213,6 @@ class Agent:
                 return await reconciler.reconcile(self.intent, trigger)
         finally:
             self.status.reconcile_finished()
-
-    async def _heartbeat(self) -> None:
-        """Tell the HTTP server's thread that this loop runs (liveness judges it by this),
-        and rebuild the documents for what moved between reconciles."""
-        last_refresh = time.monotonic()
-        while True:
-            self.status.loop_ran()
-            # (not during a reconcile: a new configuration's prefixes are sorted for /status
-            # after it reached the kernel, never before)
-            if time.monotonic() - last_refresh >= REFRESH_S and self.status.busy_since is None:
-                self.documents.refresh()
-                last_refresh = time.monotonic()
-            await asyncio.sleep(HEARTBEAT_S)
 
     def _reconciled(self, triggers: set[str], outcome: Outcome) -> None:
         self.documents.refresh()  # (after the reconcile: a change reaches the kernel first)
@@ -313,6 +301,9 @@ class Agent:
             logger.debug("netlink: {}", event.reason)
             if isinstance(event, LearnedRouteChange):  # a BGP session of a peer went or came: at once
                 self.worker.trigger("learned-route")
+                continue
+            if isinstance(event, UplinkChange):  # a multihop or unnumbered peer to resolve again: at once
+                self.worker.trigger("uplink")
                 continue
             if isinstance(event, TableChange) and event.reason.startswith("link "):
                 self.worker.trigger("link")  # the kernel's doing, not another writer's

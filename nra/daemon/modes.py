@@ -11,6 +11,7 @@ import json
 from loguru import logger
 
 from nra.config.intent import Intent
+from nra.config.uplinks import uplink_report
 from nra.daemon.desired import first_configuration
 from nra.daemon.host import check_multipath_use_neigh
 from nra.daemon.wiring import reconciler
@@ -18,6 +19,7 @@ from nra.kernel import datapath
 from nra.kernel.protocol import KERNEL_ERRORS
 from nra.kernel.table_names import name_table, unname_table
 from nra.observe.logs import reconcile_context
+from nra.observe.status_report import resolution_lines, uplink_lines
 from nra.plan.planner import Plan
 from nra.settings import Settings
 from nra.sources.base import Source
@@ -140,13 +142,20 @@ async def plan_only(settings: Settings, source: Source, output: str = "text") ->
     try:
         async with reconciler(settings) as one:
             _, the_plan = await one.compute_plan(desired.intent)
+            resolved = one.resolved_intent or desired.intent
     except KERNEL_ERRORS as exc:  # e.g. the namespace does not exist
         logger.error("plan failed: {}", exc)
         return PLAN_ERROR
     if output == "json":
-        print(json.dumps(plan_document(desired.intent, the_plan), indent=2))
+        document = plan_document(resolved, the_plan)
+        document["uplink_groups"] = uplink_report(resolved, settings.table, settings.uplink_table_range)
+        print(json.dumps(document, indent=2))
     else:
-        print(f"# desired: {desired.intent.summary()}")
+        print(f"# desired: {resolved.summary()}")
+        for line in resolution_lines(uplink_report(resolved, settings.table, settings.uplink_table_range)):
+            print(f"# {' '.join(line.split())}")
+        for line in uplink_lines(list(the_plan.uplinks)):
+            print(f"# {line}")
         for warning in the_plan.warnings:
             print(f"# warning: {warning}")
         for op in the_plan.operations:
@@ -166,6 +175,9 @@ def plan_document(intent: Intent, the_plan: Plan) -> dict:
         },
         "operations": [{"kind": op.kind, "command": op.command(), "reason": op.reason}
                        for op in the_plan.operations],
+        "resolved": [{"peer": r.name, "key": r.key, "kind": r.kind, "how": r.how, "vrf": r.vrf,
+                      "next_hops": [str(p.address) for p in r.peers]} for r in intent.resolved],
+        "uplinks": list(the_plan.uplinks),
         "warnings": list(the_plan.warnings),
         "left_out": {str(peer): reason for peer, reason in the_plan.left_out.items()},
     }

@@ -12,12 +12,13 @@ ReconcileConfig from them.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 from loguru import logger
 
 from nra.config.intent import Intent, IPAddress
+from nra.config.uplinks import NodeFacts, needs_lookup, resolve_intent
 from nra.daemon.hooks import run_hook
 from nra.kernel.model import UNRESOLVED, KernelState
 from nra.kernel.operations import ApplyReport, Operation
@@ -61,6 +62,8 @@ class Outcome:
     state: KernelState | None = None
     #: reconcile again in this many seconds: a liveness hold time runs out then
     recheck_in_s: float | None = None
+    #: the intent the plan was made for, its multihop and unnumbered peers resolved
+    intent: Intent | None = None
 
     def describe(self) -> str:
         if self.skipped:
@@ -91,6 +94,25 @@ class Reconciler:
         #: the on-link peers of the last read (see _fresh_peers)
         self._seen: set[IPAddress] = set()
         self._last_warnings: tuple[str, ...] = ()
+        #: (intent, facts, resolved intent) of the last resolution: the same resolved object
+        #: while nothing changed, so the return path's per-intent caches hold
+        self._resolved: tuple[Intent, NodeFacts, Intent] | None = None
+        #: the intent the last plan was made for, its peers resolved (`nra plan`, /status)
+        self.resolved_intent: Intent | None = None
+
+    async def resolve(self, intent: Intent) -> Intent:
+        """The intent with its multihop and unnumbered peers resolved to their next hops from
+        what the node's tables say now (nra.config.uplinks.resolve_intent); itself when it has
+        none."""
+        if not any(needs_lookup(s) for s in intent.specs):
+            return intent
+        facts = await self.kernel.uplink_facts(intent.specs)
+        kept = self._resolved
+        if kept is not None and kept[0] is intent and kept[1] == facts:
+            return kept[2]
+        resolved = resolve_intent(intent, facts)
+        self._resolved = (intent, facts, resolved)
+        return resolved
 
     async def compute_plan(self, intent: Intent, resolve: bool = False) -> tuple[KernelState, Plan]:
         """The kernel's state and the plan. `resolve` (a reconcile, never `nra plan`): when the
@@ -98,6 +120,7 @@ class Reconciler:
         first time without a valid neighbour entry are resolved first; in rules mode their
         first resolution is left to traffic, as before (a peer that never answers is then
         kept until something sends to it)."""
+        intent = self.resolved_intent = await self.resolve(intent)
         state = await self.kernel.read_state(p.address for p in intent.peers)
         if resolve and self.return_path.reads.peer_links and (fresh := self._fresh_peers(state)):
             for warning in await self.kernel.resolve_fresh_peers(fresh, FRESH_RESOLVE_WAIT_S):
@@ -110,7 +133,10 @@ class Reconciler:
             self._recheck_at = self.health.observe_session_states(
                 [p.address for p in intent.peers], peer_sessions(intent, self.session_states() or {}),
                 time.monotonic(), self.config.bgp_session_hold, restart_holds(intent))
-        return state, self.return_path.plan(intent, state, self.health.verdicts())
+        the_plan = self.return_path.plan(intent, state, self.health.verdicts())
+        waiting = tuple(f"peer {r.name}: {r.how}; no next hop until it resolves"
+                        for r in intent.resolved if r.kind == "waiting" and not r.vrf)
+        return state, replace(the_plan, warnings=the_plan.warnings + waiting) if waiting else the_plan
 
     async def reconcile(self, intent: Intent | None, trigger: str, *, hooks: bool = True,
                         verify: bool = False) -> Outcome:
@@ -161,7 +187,7 @@ class Reconciler:
     async def _converge(self, intent: Intent, trigger: str, outcome: Outcome, verify: bool) -> list[str]:
         state, the_plan = await self.compute_plan(intent, resolve=True)
         set_up = tuple(await self.kernel.set_up_peer_neighbours(state))
-        outcome.plan, outcome.state = the_plan, state
+        outcome.plan, outcome.state, outcome.intent = the_plan, state, self.resolved_intent
         outcome.warnings = the_plan.warnings + set_up
         self._log_warnings(outcome.warnings, [p.address for p in intent.peers])
         outcome.degraded = bool(the_plan.unusable_peers)

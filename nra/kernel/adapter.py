@@ -20,7 +20,8 @@ from typing import AsyncIterator, Iterable, Mapping, Sequence
 from loguru import logger
 from pyroute2.iproute.linux import AsyncIPRoute
 
-from nra.config.intent import IPAddress
+from nra.config.intent import IPAddress, PeerSpec
+from nra.config.uplinks import NodeFacts, needs_lookup
 from nra.kernel.addresses import LocalAddresses
 from nra.kernel.codec import error_text
 from nra.kernel.events import KernelEvent, KernelEvents, TableChange, merge
@@ -50,6 +51,7 @@ from nra.kernel.routes import (
 )
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket, in_netns
+from nra.kernel.uplink_facts import read_node_facts
 
 
 def _fault_text(exc: BaseException) -> str:
@@ -198,6 +200,39 @@ class KernelAdapter:
             routes += await Routes(self._ipr, table, self._sock).read()
         self._route_tables_read = True
         return tuple(routes)
+
+    async def uplink_facts(self, specs: Iterable[PeerSpec]) -> NodeFacts:
+        """What the kernel says about the peers that need the node's tables (multihop: the
+        route to them; unnumbered: the link-local neighbours of their interface; see
+        nra.kernel.uplink_facts). Also tells the event source to report a change of the
+        routes to those peers and of those link-local neighbours."""
+        wanted = [s for s in specs if needs_lookup(s)]
+        if not wanted:
+            self._events.watch_uplinks((), ())
+            return NodeFacts()
+        own = {self.table, *self.reads.route_tables}
+
+        def index_of(name: str) -> int | None:
+            try:
+                return socket.if_nametoindex(name)
+            except OSError:
+                return None
+
+        def name_of(index: int) -> str:
+            try:
+                return socket.if_indextoname(index)
+            except OSError:
+                return f"if{index}"
+
+        def read() -> tuple[NodeFacts, list[int]]:
+            facts = read_node_facts(self._sock, wanted, own, index_of, name_of,
+                                    self._learned.protos if self._learned else ())
+            links = [i for s in wanted if s.address is None and (i := index_of(s.interface)) is not None]
+            return facts, links
+
+        facts, links = await asyncio.to_thread(in_netns, self.netns, read)
+        self._events.watch_uplinks([s.address for s in wanted if s.address is not None], links)
+        return facts
 
     # -- writing ----------------------------------------------------------------------
 

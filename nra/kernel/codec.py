@@ -47,6 +47,14 @@ RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE = 0x40, 0x80
 RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_RULE = 0x400, 0x40000
 RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table protocol scope type flags
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE, RTA_VIA = 1, 4, 5, 6, 9, 15, 18
+RTA_NH_ID = 30  # a route through a nexthop object (FRR's zebra installs its routes so)
+# -- linux/nexthop.h: nexthop objects (`ip nexthop`). With net.ipv4.nexthop_compat_mode=0 a
+# route through one carries only RTA_NH_ID: its gateways are the object's.
+RTM_NEWNEXTHOP, RTM_DELNEXTHOP, RTM_GETNEXTHOP = 104, 105, 106
+RTNLGRP_NEXTHOP = 32  # (above 31: joined with NETLINK_ADD_MEMBERSHIP, not in the bind mask)
+NHMSG = struct.Struct("=BBBBI")  # family scope protocol resvd flags
+NHA_ID, NHA_GROUP, NHA_OIF, NHA_GATEWAY = 1, 2, 5, 6
+NEXTHOP_GRP = struct.Struct("=IBBH")  # id weight resvd1 resvd2
 ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
                6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
 RTNH_FLAGS = {1: "dead", 2: "pervasive", 4: "onlink", 8: "offload", 16: "linkdown"}
@@ -198,6 +206,8 @@ def encode_dump_request(kind: int, family: int, seq: int, selector: int = 0, pro
         body = RTMSG.pack(family, 0, 0, 0, selector if selector < 256 else RT_TABLE_COMPAT, protocol, 0, 0, 0)
         if selector:
             body += attribute(RTA_TABLE, U32.pack(selector))
+    elif kind == RTM_GETNEXTHOP:
+        body = NHMSG.pack(family, 0, 0, 0, 0)
     else:
         body = FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     return request(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
@@ -388,9 +398,12 @@ def decode_route(message: Message) -> KernelRoute:
     oif: int | None = None
     metric = 0
     multipath: list[Nexthop] | None = None
+    nh_id = 0
     for attr, payload in attributes(message.data, message.body + RTMSG.size, message.end):
         if attr == RTA_DST:
             dst = payload
+        elif attr == RTA_NH_ID and len(payload) >= 4:
+            nh_id = U32.unpack_from(payload)[0]
         elif attr == RTA_TABLE and len(payload) >= 4:
             table = U32.unpack_from(payload)[0]
         elif attr == RTA_GATEWAY:
@@ -414,18 +427,21 @@ def decode_route(message: Message) -> KernelRoute:
     address = ipaddress.ip_address(dst) if dst else ("0.0.0.0" if version == 4 else "::")
     return KernelRoute(family=version, dst=ipaddress.ip_network(f"{address}/{dst_len}", strict=False),
                        table=table, nexthops=nexthops, type=ROUTE_TYPES.get(kind, str(kind)), metric=metric,
-                       tos=tos, proto=protocol, oif=oif, scope=scope)
+                       tos=tos, proto=protocol, oif=oif, scope=scope, nh_id=nh_id)
 
 
-def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes], frozenset[int]]:
-    """(protocol, packed gateway addresses, link indexes) of a route message: its RTA_GATEWAY /
-    RTA_VIA and RTA_OIF, or those of each hop of its RTA_MULTIPATH (a notification's
-    reason needs no more, and builds no addresses)."""
+def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes], frozenset[int], int]:
+    """(protocol, packed gateway addresses, link indexes, nexthop object id or 0) of a route
+    message: its RTA_GATEWAY / RTA_VIA and RTA_OIF, or those of each hop of its RTA_MULTIPATH
+    (a notification's reason needs no more, and builds no addresses)."""
     protocol = RTMSG.unpack_from(message.data, message.body)[5]
     gateways: set[bytes] = set()
     links: set[int] = set()
+    nh_id = 0
     for kind, payload in attributes(message.data, message.body + RTMSG.size, message.end):
-        if kind == RTA_GATEWAY:
+        if kind == RTA_NH_ID and len(payload) >= 4:
+            nh_id = U32.unpack_from(payload)[0]
+        elif kind == RTA_GATEWAY:
             gateways.add(payload)
         elif kind == RTA_VIA:
             gateways.add(_via(payload))
@@ -436,7 +452,43 @@ def decode_route_gateways(message: Message) -> tuple[int, frozenset[bytes], froz
                 links.add(ifindex)
                 if gateway is not None:
                     gateways.add(gateway)
-    return protocol, frozenset(gateways), frozenset(links)
+    return protocol, frozenset(gateways), frozenset(links), nh_id
+
+
+@dataclass(frozen=True)
+class NexthopObject:
+    """A nexthop object (`ip nexthop`): a gateway on a link, or a group of other objects."""
+
+    id: int
+    gateway: bytes | None = None  # packed
+    oif: int = 0
+    group: tuple[int, ...] = ()  # member ids
+
+
+def decode_nexthop(message: Message) -> NexthopObject:
+    """An RTM_NEWNEXTHOP / RTM_DELNEXTHOP message as a NexthopObject."""
+    nh_id, gateway, oif, group = 0, None, 0, ()
+    for kind, payload in attributes(message.data, message.body + NHMSG.size, message.end):
+        if kind == NHA_ID and len(payload) >= 4:
+            nh_id = U32.unpack_from(payload)[0]
+        elif kind == NHA_GATEWAY:
+            gateway = payload
+        elif kind == NHA_OIF and len(payload) >= 4:
+            oif = U32.unpack_from(payload)[0]
+        elif kind == NHA_GROUP:
+            group = tuple(NEXTHOP_GRP.unpack_from(payload, at)[0]
+                          for at in range(0, len(payload) - NEXTHOP_GRP.size + 1, NEXTHOP_GRP.size))
+    return NexthopObject(nh_id, gateway, oif, group)
+
+
+def nexthop_hops(objects: dict[int, NexthopObject], nh_id: int) -> set[tuple[bytes, int]]:
+    """(packed gateway, link) of each gateway a nexthop object leads to: its own, or its
+    group members' (a group holds plain objects only: the kernel refuses nesting)."""
+    top = objects.get(nh_id)
+    if top is None:
+        return set()
+    members = [objects.get(m) for m in top.group] if top.group else [top]
+    return {(m.gateway, m.oif) for m in members if m is not None and m.gateway is not None}
 
 
 def encode_neighbour(address: bytes, family: int, ifindex: int, managed: bool, use: bool = False) -> bytes:

@@ -14,7 +14,7 @@ import dataclasses
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import AsyncIterator, Container, Mapping, Union
+from typing import AsyncIterator, Container, Iterable, Mapping, Union
 
 from nra.config.intent import IPAddress
 from nra.kernel.codec import (
@@ -23,11 +23,13 @@ from nra.kernel.codec import (
     NLM_F_REQUEST,
     RTM_DELLINK,
     RTM_DELNEIGH,
+    RTM_DELNEXTHOP,
     RTM_DELROUTE,
     RTM_DELRULE,
     RTM_GETLINK,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
+    RTM_NEWNEXTHOP,
     RTM_NEWROUTE,
     RTM_NEWRULE,
     RTMGRP_IPV4_ROUTE,
@@ -36,10 +38,14 @@ from nra.kernel.codec import (
     RTMGRP_IPV6_RULE,
     RTMGRP_LINK,
     RTMGRP_NEIGH,
+    NDMSG,
+    RTNLGRP_NEXTHOP,
     LinkState,
     Message,
     decode_link,
     decode_neighbour,
+    decode_nexthop,
+    decode_route,
     decode_route_gateways,
     decode_route_header,
     decode_rule,
@@ -55,6 +61,7 @@ TABLE_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4
 TABLE_RCVBUF = 32 << 20  # a burst of 10,000 rule notifications must fit
 NEIGH_RCVBUF = 4 << 20
 RESYNC_PAUSE_S = 0.1
+SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
 
 
 @dataclass(frozen=True)
@@ -77,11 +84,16 @@ class LearnedRouteChange(_Reasoned):
     """A routing daemon installed or withdrew a route via a watched peer."""
 
 
+class UplinkChange(_Reasoned):
+    """What a peer resolved through the node's tables was resolved from changed: a route to
+    a multihop peer, a link-local neighbour of an unnumbered peer's link."""
+
+
 class Resync(_Reasoned):
     """Notifications were lost: the whole state must be read again."""
 
 
-KernelEvent = Union[TableChange, NeighbourChange, LearnedRouteChange, Resync]
+KernelEvent = Union[TableChange, NeighbourChange, LearnedRouteChange, UplinkChange, Resync]
 
 
 async def merge(*sources: AsyncIterator) -> AsyncIterator:
@@ -130,10 +142,21 @@ class KernelEvents:
         self.also = also  # more tables whose routes and rules are ours (the router tables)
         self.learned_protos = learned_protos
         self._watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
+        self._uplink_addresses: tuple[IPAddress, ...] = ()
+        self._uplink_links: frozenset[int] = frozenset()
+        self._link_local: dict[tuple[int, bytes], tuple[bool, str | None]] = {}
         #: set once both sockets are bound (and the link dump asked): a change made after
         #: it is seen; what a test or a caller awaits instead of sleeping
         self.subscribed = asyncio.Event()
         self._bound: set[int] = set()
+
+    def watch_uplinks(self, addresses: Iterable[IPAddress], links: Iterable[int]) -> None:
+        """Peers resolved through the node's tables: a route added or deleted in any table
+        whose destination holds one of `addresses` (a multihop peer: its gateways may have
+        changed), and an IPv6 link-local neighbour changing on one of `links` (an unnumbered
+        peer's interface), are events."""
+        self._uplink_addresses = tuple(addresses)
+        self._uplink_links = frozenset(links)
 
     def watch(self, links: Mapping[IPAddress, frozenset[int]]) -> None:
         watched: dict[bytes, list[tuple[IPAddress, frozenset[int]]]] = {}
@@ -148,6 +171,10 @@ class KernelEvents:
 
     async def _socket(self, groups: int, rcvbuf: int) -> socket.socket:
         sock = await asyncio.to_thread(open_netlink, self.netns, groups, rcvbuf)
+        if groups == TABLE_GROUPS and self.learned_protos:
+            # learned routes through nexthop objects (FRR's zebra): an object's change, or its
+            # removal (which takes its routes with it, unannounced), is a learned-route change
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
         sock.setblocking(False)
         return sock
 
@@ -185,8 +212,15 @@ class KernelEvents:
             reason = self._table_reason(message, links)
             if reason:
                 yield TableChange(reason)
+            elif self._uplink_addresses and message.kind in (RTM_NEWROUTE, RTM_DELROUTE) and (
+                    uplink := self._lookup_reason(message)):
+                yield UplinkChange(uplink)
             elif self.learned_protos and message.kind in (RTM_NEWROUTE, RTM_DELROUTE):
                 learned = self._learned_reason(message)
+                if learned:
+                    yield LearnedRouteChange(learned)
+            elif self.learned_protos and message.kind in (RTM_NEWNEXTHOP, RTM_DELNEXTHOP):
+                learned = self._nexthop_reason(message)
                 if learned:
                     yield LearnedRouteChange(learned)
 
@@ -215,14 +249,54 @@ class KernelEvents:
             return f"link {gone.name} removed"
         return None
 
+    def _link_local_reason(self, message: Message) -> str | None:
+        """An IPv6 link-local neighbour of an unnumbered peer's link became valid, stopped
+        being valid, or changed its link-layer address (its refreshes are no event)."""
+        if (message.end - message.body < NDMSG.size
+                or NDMSG.unpack_from(message.data, message.body)[3] not in self._uplink_links):
+            return None  # (a busy node's other links: not even decoded)
+        found = decode_neighbour(message, None)
+        if (found is None or found.ifindex not in self._uplink_links or found.address.version != 6
+                or not found.address.is_link_local):
+            return None
+        key = (found.ifindex, found.address.packed)
+        valid = not found.deleted and found.state not in ("INCOMPLETE", "FAILED", "NONE")
+        now = (valid, found.lladdr if valid else None)
+        if self._link_local.get(key) == now:
+            return None
+        self._link_local[key] = now
+        return (f"link-local neighbour {found.address} on link {found.ifindex} "
+                f"{'valid' if valid else 'not valid'}" + (f" ({found.lladdr})" if valid and found.lladdr else ""))
+
+    def _lookup_reason(self, message: Message) -> str | None:
+        """A route of the node's own tables changed the lookup of a multihop peer: its
+        destination holds one (its gateways are resolved again)."""
+        header = decode_route_header(message)
+        if not any(a.version == header.version for a in self._uplink_addresses):
+            return None
+        route = decode_route(message)
+        if route.type not in ("unicast", "blackhole", "unreachable", "prohibit"):
+            return None
+        peers = [a for a in self._uplink_addresses if a.version == route.family and a in route.dst]
+        if not peers:
+            return None
+        change = "added" if message.kind == RTM_NEWROUTE else "deleted"
+        return (f"route to multihop peer {', '.join(map(str, peers))} {change}: "
+                f"IPv{route.family} {route.dst} table {route.table}")
+
     def _learned_reason(self, message: Message) -> str | None:
         """Why a daemon's route matters: it goes via a watched peer, or via a link-local
         address on a watched peer's link (which peer that is, the next read tells)."""
-        proto, gateways, links = decode_route_gateways(message)
+        proto, gateways, links, nh_id = decode_route_gateways(message)
         if proto not in self.learned_protos:
             return None
+        if not gateways and nh_id:  # its gateways are the object's (nexthop_compat_mode=0): the read tells
+            route = decode_route_header(message)
+            return (f"learned route {'added' if message.kind == RTM_NEWROUTE else 'withdrawn'}: "
+                    f"IPv{route.version} {route.dst_text()} via nexthop object {nh_id} (proto {proto})")
         peers = gateways & self._watched.keys()
         watched_links = {oif for entries in self._watched.values() for _, oifs in entries for oif in oifs}
+        watched_links |= self._uplink_links  # an unnumbered peer's link: its router's address may be new
         if not peers and links & watched_links:
             peers = {g for g in gateways if len(g) == 16 and g[0] == 0xFE and g[1] & 0xC0 == 0x80}  # fe80::/10
         if not peers:
@@ -231,6 +305,22 @@ class KernelEvents:
         via = ", ".join(sorted(str(ipaddress.ip_address(p)) for p in peers))
         return (f"learned route {'added' if message.kind == RTM_NEWROUTE else 'withdrawn'}: "
                 f"IPv{route.version} {route.dst_text()} via {via} (proto {proto})")
+
+    def _nexthop_reason(self, message: Message) -> str | None:
+        """A nexthop object via a watched peer (or a link-local address on a watched peer's
+        link), or a group (its members may be), added, changed or removed. (Objects carry
+        the protocol of whoever made them, FRR's zebra for FRR's: not the learned routes'.)"""
+        obj = decode_nexthop(message)
+        verb = "changed" if message.kind == RTM_NEWNEXTHOP else "removed"
+        if obj.group:
+            return f"nexthop group {obj.id} {verb}"
+        if obj.gateway is None:
+            return None
+        watched_links = {oif for entries in self._watched.values() for _, oifs in entries for oif in oifs}
+        link_local = len(obj.gateway) == 16 and obj.gateway[0] == 0xFE and obj.gateway[1] & 0xC0 == 0x80
+        if obj.gateway in self._watched or (link_local and obj.oif in watched_links):
+            return f"nexthop object {obj.id} via {ipaddress.ip_address(obj.gateway)} {verb}"
+        return None
 
     async def _neighbour_events(self) -> AsyncIterator[KernelEvent]:
         async for message in self._messages(RTMGRP_NEIGH, NEIGH_RCVBUF):
@@ -242,6 +332,8 @@ class KernelEvents:
             watched = self._watched
             entry = decode_neighbour(message, watched)
             if entry is None:
+                if self._uplink_links and (reason := self._link_local_reason(message)):
+                    yield UplinkChange(reason)  # a router's address on an unnumbered peer's link
                 continue
             for address, oifs in watched[entry.address.packed]:
                 if entry.ifindex in oifs:  # as the peer's own address (a zone included)

@@ -45,6 +45,9 @@ class KernelRoute:
     proto: int = 0
     oif: int | None = None
     scope: int = 0  # RT_SCOPE_UNIVERSE; a device route is "link" (253), a local one "host" (254)
+    #: the nexthop object it goes through (0: none); with nexthop_compat_mode=0 its gateways
+    #: are not in `nexthops` (nra.kernel.codec.nexthop_hops)
+    nh_id: int = 0
 
 
 def rule_key(family: int, src: IPNetwork | None, priority: int, table: int,

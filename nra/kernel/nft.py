@@ -217,11 +217,21 @@ def element_ops(change: nft.NftChange) -> list[nl.ElementOp]:
     if change.delete_links:
         deletes.append(nl.ElementOp(nft.LINKS_SET, tuple(map(nl.ifname_element, change.delete_links)), True))
     if change.delete_routers:
-        deletes.append(nl.ElementOp(nft.ROUTERS_MAP, tuple(nl.goto_element(m, None) for m in change.delete_routers),
-                                    True))
+        deletes.append(nl.ElementOp(nft.ROUTERS_MAP, tuple(nl.goto_element(nft.router_key_bytes(m), None)
+                                                           for m in change.delete_routers), True))
+    width = {4: 32, 6: 128}
+    for family, name in nft.GROUP_MAPS.items():
+        gone = [e for low, high, _ in change.delete_groups.get(family, ())
+                for e in nl.interval_goto_elements(low, high, width[family], None)]
+        if gone:
+            deletes.append(nl.ElementOp(name, tuple(gone), True))
+        new = [e for low, high, i in change.add_groups.get(family, ())
+               for e in nl.interval_goto_elements(low, high, width[family], nft.save_chain(i))]
+        if new:
+            adds.append(nl.ElementOp(name, (nl.interval_floor(family), *new)))
     if change.add_links:
         adds.append(nl.ElementOp(nft.LINKS_SET, tuple(map(nl.ifname_element, change.add_links))))
     if change.set_routers:
-        adds.append(nl.ElementOp(nft.ROUTERS_MAP, tuple(nl.goto_element(m, nft.save_chain(i))
+        adds.append(nl.ElementOp(nft.ROUTERS_MAP, tuple(nl.goto_element(nft.router_key_bytes(m), nft.save_chain(i))
                                                         for m, i in sorted(change.set_routers.items()))))
     return deletes + adds

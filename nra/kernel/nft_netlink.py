@@ -140,12 +140,23 @@ def ifname_element(name: str) -> bytes:
     return _element(name.encode()[:IFNAMSIZ - 1].ljust(IFNAMSIZ, b"\0"))
 
 
-def goto_element(lladdr: str, chain: str | None) -> bytes:
-    """A verdict map element `lladdr : goto chain` (chain None: the key alone, for a delete)."""
-    key = bytes.fromhex(lladdr.replace(":", ""))
+def goto_element(key: bytes, chain: str | None) -> bytes:
+    """A verdict map element `key : goto chain` (chain None: the key alone, for a delete);
+    `key` as the kernel holds it (nft_table.router_key_bytes)."""
     if chain is None:
         return _element(key)
     return _element(key, data=_verdict(NFT_GOTO, chain))
+
+
+def interval_goto_elements(low: int, high: int, width: int, chain: str | None) -> list[bytes]:
+    """An interval of a verdict map: its start with `goto chain` (chain None: the key alone,
+    for a delete), and the interval end (none at the top of the space)."""
+    start = low.to_bytes(width // 8, "big")
+    data = _verdict(NFT_GOTO, chain) if chain is not None else b""
+    after = high + 1
+    if after >> width:
+        return [_element(start, data=data, udata=UDATA_INTERVAL_OPEN)]
+    return [_element(start, data=data), _END[width] + after.to_bytes(width // 8, "big") + _END_FLAGS]
 
 
 def _verdict(code: int, chain: str) -> bytes:

@@ -5,7 +5,13 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
 
 - sets `lb4` / `lb6` (interval): the LoadBalancer prefixes;
 - set `links` (interface names): the links the BGP peers are reached through;
-- map `routers` (link-layer address -> `goto save_<i>`): which router a sender is;
+- map `link_routers` (ingress interface . link-layer address -> `goto save_<i>`): which router
+  a sender is. A router is (link, MAC): the same MAC on two uplinks is two routers; peers
+  sharing one MAC on one link (a VRRP-style pair) are one;
+- maps `groups4` / `groups6` (interval: LB prefix -> `goto save_<i>`): the uplink group of a
+  prefix, for a connection whose router is not known (its fallback: the group's own mark and
+  table, a multipath route via the group's peers only). Empty when every pool goes to every
+  peer: such connections get the external mark (TABLE_WEIGHT), as before;
 - chain `prerouting` (filter, priority mangle): `jump dispatch_in`, whose one rule is a
   verdict map on nra's bits of the connection mark. Unmarked connections go to `classify`;
   marked ones to `restore_<i>`, which copies the mark onto packets of the reply direction
@@ -15,8 +21,9 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
 - chain `output` (route, priority mangle): `jump dispatch_out`, the same restore for
   replies of local sockets;
 - `classify`: a new connection, arriving on a peer's link, for an LB prefix, goes to `save`,
-  which marks it with its router's mark (`routers` map) or else the external mark; any other
-  new connection gets the examined mark.
+  which marks it with its router's mark (`link_routers` map), else its prefix's uplink group's
+  mark (`groups4`/`groups6`), else the external mark; any other new connection gets the
+  examined mark. The rule count is constant: every router and group is an element.
 
 So every packet but a connection's first costs one rule: a connection-mark load, an AND and
 a hash look-up. Only a connection's first packet pays for the interval look-up (and a
@@ -43,8 +50,13 @@ TABLE = "nra"
 FAMILY = "inet"
 PREFIX_SETS = {4: "lb4", 6: "lb6"}
 LINKS_SET = "links"
-ROUTERS_MAP = "routers"
-NRA_SETS = frozenset({*PREFIX_SETS.values(), LINKS_SET, ROUTERS_MAP})
+ROUTERS_MAP = "link_routers"  # (named `routers` and keyed by MAC alone before: such a map is dropped)
+GROUP_MAPS = {4: "groups4", 6: "groups6"}
+NRA_SETS = frozenset({*PREFIX_SETS.values(), LINKS_SET, ROUTERS_MAP, *GROUP_MAPS.values()})
+#: a router as the map knows it: (ingress interface name, link-layer address in lower case)
+RouterKey = tuple[str, str]
+#: an element of a group map: (first address, last address, index of the group's save chain)
+GroupInterval = tuple[int, int, int]
 MANGLE = -150  # NF_IP_PRI_MANGLE: after conntrack (-200), before DNAT (-100) and routing
 #: NFT_TABLE_F_* (linux/netfilter/nf_tables.h)
 TABLE_FLAG_NAMES = {0x1: "dormant", 0x2: "owner", 0x4: "persist"}
@@ -60,7 +72,7 @@ class NftTable:
 
     prefixes: Mapping[int, frozenset[Interval]]  # family -> disjoint, merged address intervals
     links: frozenset[str]
-    routers: Mapping[str, int]  # link-layer address (lower case) -> router index
+    routers: Mapping[RouterKey, int]  # (link, link-layer address) -> router index
     chains: Mapping[str, tuple[tuple | None, tuple[str, ...]]]  # name -> (hook, rules)
     # the kernel's elements as listed, one interval each (for exact deletes); empty in a
     # table nra rendered itself
@@ -74,6 +86,11 @@ class NftTable:
     # (the table nra last wrote or read, {family: (its intervals others deleted, intervals
     # others added)}) when this one is that table after others' element changes
     notified: tuple | None = field(default=None, compare=False, repr=False)
+    # family -> the uplink groups' intervals (low, high, index): disjoint; empty with one group
+    groups: Mapping[int, frozenset[GroupInterval]] = field(default_factory=dict)
+    # (the groups this table's were made from, {family: (elements gone, added)}): diff()
+    # against a table holding those compares the changes alone
+    groups_delta: tuple | None = field(default=None, compare=False, repr=False)
 
     def structure(self) -> tuple:
         """What only a rebuild can change: the chains and their rules."""
@@ -196,7 +213,11 @@ def desired_chains(field: MarkField) -> dict[str, tuple[tuple | None, tuple[str,
             _rule(_set_mark("ct", field, field.examined)),
         )),
         "save": (None, (
-            _rule({"vmap": {"key": {"payload": {"protocol": "ether", "field": "saddr"}}, "data": f"@{ROUTERS_MAP}"}}),
+            _rule({"vmap": {"key": {"concat": [{"meta": {"key": "iifname"}},
+                                               {"payload": {"protocol": "ether", "field": "saddr"}}]},
+                            "data": f"@{ROUTERS_MAP}"}}),
+            _rule({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}}, "data": f"@{GROUP_MAPS[4]}"}}),
+            _rule({"vmap": {"key": {"payload": {"protocol": "ip6", "field": "daddr"}}, "data": f"@{GROUP_MAPS[6]}"}}),
             _rule(_set_mark("ct", field, field.value)),
         )),
     }
@@ -209,12 +230,54 @@ def desired_chains(field: MarkField) -> dict[str, tuple[tuple | None, tuple[str,
     return chains
 
 
-def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: Mapping[str, int],
-                  field: MarkField, families: Iterable[int] = (4, 6)) -> NftTable:
-    """The table nra wants: these LB prefixes (of these families), peer links and routers
-    (link-layer address -> index), for this mark field."""
-    return NftTable(prefix_intervals(prefixes, families), frozenset(links),
-                    {m.lower(): i for m, i in routers.items()}, desired_chains(field))
+def _router_keys(routers: Mapping[RouterKey, int]) -> dict[RouterKey, int]:
+    return {(link, mac.lower()): i for (link, mac), i in routers.items()}
+
+
+def group_intervals(groups: Mapping[int, Iterable[IPNetwork]],
+                    families: Iterable[int] = (4, 6)) -> tuple[dict[int, frozenset[GroupInterval]], list[str]]:
+    """The group maps' elements: each group's (index -> its prefixes) merged intervals, tagged
+    with its index; and a line for each interval left out because another group's overlaps
+    it (MetalLB refuses overlapping pools; the first group, by index, keeps it)."""
+    return tag_groups({index: prefix_intervals(prefixes, families) for index, prefixes in groups.items()})
+
+
+def tag_groups(merged: Mapping[int, Mapping[int, Iterable[Interval]]]) -> tuple[dict[int, frozenset[GroupInterval]],
+                                                                              list[str]]:
+    """group_intervals() of each group's merged intervals (index -> family -> intervals)."""
+    out: dict[int, list[GroupInterval]] = {4: [], 6: []}
+    problems: list[str] = []
+    for index, by_family in sorted(merged.items()):
+        for family, intervals in by_family.items():
+            out[family] += [(low, high, index) for low, high in intervals]
+    result: dict[int, frozenset[GroupInterval]] = {}
+    for family, elements in out.items():
+        elements.sort()
+        # (each group's own intervals are disjoint: only another group's can overlap one)
+        if all(a[1] < b[0] for a, b in zip(elements, elements[1:])):
+            result[family] = frozenset(elements)
+            continue
+        kept: list[GroupInterval] = []
+        for low, high, index in sorted(elements, key=lambda e: (e[2], e[0])):
+            at = bisect_right(kept, (high, WIDTH_MAX, 0))
+            clash = next((k for k in kept[max(0, at - 1):at + 1] if k[0] <= high and low <= k[1]), None)
+            if clash is not None:
+                problems.append(f"prefix {interval_text(family, (low, high))}: in two uplink groups' pools "
+                                f"(overlaps {interval_text(family, clash[:2])}); left to the first group")
+                continue
+            insort(kept, (low, high, index))
+        result[family] = frozenset(kept)
+    return result, problems
+
+
+def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: Mapping[RouterKey, int],
+                  field: MarkField, families: Iterable[int] = (4, 6),
+                  groups: Mapping[int, Iterable[IPNetwork]] | None = None) -> NftTable:
+    """The table nra wants: these LB prefixes (of these families), peer links, routers
+    ((link, link-layer address) -> index) and uplink groups (index -> prefixes), for this mark
+    field."""
+    return NftTable(prefix_intervals(prefixes, families), frozenset(links), _router_keys(routers),
+                    desired_chains(field), groups=group_intervals(groups or {}, families)[0])
 
 
 class MergedIntervals:
@@ -303,18 +366,125 @@ class DesiredTables:
         self._table: NftTable | None = None
         self._intervals = MergedIntervals()
         self._chains: tuple[MarkField | None, dict] = (None, {})
+        self._group_key: tuple | None = None
+        self._group_maps = GroupMaps()
+        self._group_delta: tuple | None = None
+        self._groups: dict[int, frozenset[GroupInterval]] = {}
+        #: the group intervals left out (overlapping another group's), one line each
+        self.group_problems: list[str] = []
+        #: uplink group key -> its number, as the caller last numbered the groups of the
+        #: table it got (so a plan against nra's own last write need not read them back)
+        self.group_numbers: dict = {}
+
+    def last_groups(self) -> Mapping[int, frozenset[GroupInterval]] | None:
+        """The group maps' elements of the table last given (None before the first)."""
+        return self._groups if self._table is not None else None
 
     def get(self, prefixes: frozenset[IPNetwork], families: frozenset[int], links: Iterable[str],
-            routers: Mapping[str, int], field: MarkField) -> NftTable:
+            routers: Mapping[RouterKey, int], field: MarkField,
+            groups: Mapping[int, frozenset[IPNetwork]] | None = None) -> NftTable:
+        """`groups`: uplink group index -> its prefixes (each a frozenset kept by the caller
+        while it does not change: compared by identity)."""
+        groups = groups or {}
+        group_key = (families, tuple(sorted((i, id(p)) for i, p in groups.items())))
         key = (id(prefixes), families, frozenset(links), tuple(sorted(routers.items())), field)
-        if key != self._key or self._table is None:
+        if key != self._key or self._table is None or group_key != self._group_key:
             intervals = self._intervals.update(prefixes)
             if self._chains[0] != field:
                 self._chains = (field, desired_chains(field))
+            if group_key != self._group_key or self._table is None:
+                self._groups = self._group_maps.update(groups, families)
+                self.group_problems = self._group_maps.problems
+                self._group_delta = self._group_maps.delta
+                self._group_key, self._group_prefixes = group_key, groups  # (keeps the ids valid)
             self._table = NftTable({f: intervals[f] if f in families else frozenset() for f in (4, 6)},
-                                   frozenset(links), {m.lower(): i for m, i in routers.items()}, self._chains[1])
+                                   frozenset(links), _router_keys(routers), self._chains[1],
+                                   groups=self._groups, groups_delta=self._group_delta)
             self._key, self._prefixes = key, prefixes  # the reference keeps the id valid
         return self._table
+
+
+class GroupMaps:
+    """The group maps' elements kept between reconciles: each group's intervals merged from its
+    last ones (MergedIntervals) and tagged once while they do not change; a change that moves a
+    few intervals is checked for overlaps against its neighbours only (a bisect each), where
+    tagging and sorting 10,000 intervals again costs ~25 ms. The result always equals
+    group_intervals(groups)."""
+
+    #: above this many changed intervals, everything is tagged and checked again
+    INCREMENTAL_MAX = 256
+
+    def __init__(self) -> None:
+        self._merged: dict[int, MergedIntervals] = {}
+        # index -> family -> (its merged intervals, the same tagged with the index)
+        self._tagged: dict[int, dict[int, tuple[frozenset[Interval], frozenset[GroupInterval]]]] = {}
+        self._sorted: dict[int, list[GroupInterval]] = {4: [], 6: []}
+        self.problems: list[str] = []
+        self.result: dict[int, frozenset[GroupInterval]] = {4: frozenset(), 6: frozenset()}
+        #: (the result before the last update, {family: (its elements gone, added)}) when the
+        #: last update followed a few changes (diff() then compares those alone)
+        self.delta: tuple | None = None
+        self._changes: dict = {}
+
+    def update(self, groups: Mapping[int, frozenset[IPNetwork]],
+               families: Iterable[int]) -> dict[int, frozenset[GroupInterval]]:
+        families = set(families)
+        merged: dict[int, MergedIntervals] = {}
+        tagged: dict[int, dict[int, tuple[frozenset[Interval], frozenset[GroupInterval]]]] = {}
+        for index, prefixes in groups.items():
+            merged[index] = self._merged.get(index) or MergedIntervals()
+            own = merged[index].update(prefixes)
+            old = self._tagged.get(index, {})
+            tagged[index] = {}
+            for family in (4, 6):
+                source = own[family] if family in families else frozenset()
+                if family in old and old[family][0] is source:
+                    tagged[index][family] = old[family]
+                elif family in old:  # a few intervals moved: the tagged set follows them
+                    before, marked = old[family]
+                    tagged[index][family] = (source, marked.difference((low, high, index) for low, high in before - source)
+                                             .union((low, high, index) for low, high in source - before))
+                else:
+                    tagged[index][family] = (source, frozenset((low, high, index) for low, high in source))
+        previous = self.result
+        result = self._follow(tagged)
+        if result is None:  # (many changes, or an overlap: everything again)
+            result, self.problems = tag_groups({i: {f: t[0] for f, t in by.items()} for i, by in tagged.items()})
+            self._sorted = {f: sorted(result[f]) for f in (4, 6)}
+            self.delta = None
+        else:
+            self.delta = (previous, self._changes)
+        self._merged, self._tagged, self.result = merged, tagged, result
+        return result
+
+    def _follow(self, tagged) -> dict[int, frozenset[GroupInterval]] | None:
+        if self.problems:
+            return None
+        changes = {}
+        for family in (4, 6):
+            gone, added = [], []
+            for index in set(self._tagged) | set(tagged):
+                before = self._tagged.get(index, {}).get(family, (None, frozenset()))[1]
+                after = tagged.get(index, {}).get(family, (None, frozenset()))[1]
+                if before is not after:
+                    gone += before - after
+                    added += after - before
+            if len(gone) + len(added) > self.INCREMENTAL_MAX:
+                return None
+            changes[family] = (gone, added)
+        ordered = {f: list(self._sorted[f]) for f in (4, 6)}
+        for family, (gone, added) in changes.items():
+            line = ordered[family]
+            for element in gone:
+                del line[bisect_left(line, element)]
+            for element in sorted(added):
+                at = bisect_left(line, element)
+                if (at and line[at - 1][1] >= element[0]) or (at < len(line) and line[at][0] <= element[1]):
+                    return None
+                line.insert(at, element)
+        self._sorted, self._changes = ordered, changes
+        return {f: frozenset().union(*(by[f][1] for by in tagged.values())) if tagged else frozenset()
+                for f in (4, 6)}
 
 
 # -- reading a listing --------------------------------------------------------------------
@@ -349,6 +519,20 @@ def _verdict_target(data) -> str | None:
     return None
 
 
+def save_index(target: str | None) -> int:
+    """The index of a `save_<i>` chain; -1 for any other target (not one nra writes)."""
+    suffix = (target or "").rpartition("_")[2]
+    return int(suffix) if (target or "").startswith("save_") and suffix.isdigit() else -1
+
+
+def _router_key(key) -> RouterKey:
+    """A `link_routers` element's key as listed: {"concat": [link, lladdr]}."""
+    if isinstance(key, dict) and "concat" in key and len(key["concat"]) == 2:
+        link, mac = key["concat"]
+        return str(link), str(mac).lower()
+    return "", str(key).lower()  # (not a key nra writes: the diff replaces it)
+
+
 def parse_listing(listing: list[dict]) -> NftTable | None:
     """The table from `nft -j list table inet nra` (its `nftables` list); None when the
     listing holds no table."""
@@ -356,7 +540,9 @@ def parse_listing(listing: list[dict]) -> NftTable | None:
         return None
     raw: dict[int, list[Interval]] = {4: [], 6: []}
     links: set[str] = set()
-    routers: dict[str, int] = {}
+    routers: dict[RouterKey, int] = {}
+    groups: dict[int, list[GroupInterval]] = {4: [], 6: []}
+    group_maps = {v: k for k, v in GROUP_MAPS.items()}
     hooks: dict[str, tuple | None] = {}
     rules: dict[str, list[str]] = {}
     foreign: list[str] = []
@@ -373,14 +559,16 @@ def parse_listing(listing: list[dict]) -> NftTable | None:
                 foreign.append(f"set {s['name']}")
         elif "map" in item:
             m = item["map"]
+            if m["name"] in group_maps:
+                for key, data in m.get("elem", []):
+                    low, high = element_interval(key)
+                    groups[group_maps[m["name"]]].append((low, high, save_index(_verdict_target(data))))
+                continue
             if m["name"] != ROUTERS_MAP:
                 foreign.append(f"map {m['name']}")
                 continue
             for key, data in m.get("elem", []):
-                target = _verdict_target(data) or ""
-                index = int(target.rpartition("_")[2]) if target.startswith("save_") and \
-                    target.rpartition("_")[2].isdigit() else -1
-                routers[str(key).lower()] = index
+                routers[_router_key(key)] = save_index(_verdict_target(data))
         elif "chain" in item:
             c = item["chain"]
             hooks[c["name"]] = (c["type"], c["hook"], c["prio"], c.get("policy", "accept")) if "hook" in c else None
@@ -393,7 +581,8 @@ def parse_listing(listing: list[dict]) -> NftTable | None:
                      if "set" in item or "map" in item) & NRA_SETS
     return NftTable({f: merge(r) for f, r in raw.items()},
                     frozenset(links), routers, chains, {f: tuple(r) for f, r in raw.items()}, tuple(foreign),
-                    sets=sets or frozenset({"(none)"}))  # (not empty: empty means "all")
+                    sets=sets or frozenset({"(none)"}),  # (not empty: empty means "all")
+                    groups={f: frozenset(g) for f, g in groups.items()})
 
 
 # -- someone else's element changes, from netfilter's notifications ------------------------
@@ -424,6 +613,20 @@ def notified_intervals(elements: Iterable[tuple[bytes, int]], width: int) -> lis
 
 
 INTERVAL_END = 1  # NFT_SET_ELEM_INTERVAL_END
+IFNAMSIZ = 16
+
+
+def router_key_bytes(key: RouterKey) -> bytes:
+    """A `link_routers` key as the kernel holds it: the interface name NUL-padded to IFNAMSIZ,
+    then the link-layer address padded to a 32-bit register (24 bytes)."""
+    link, mac = key
+    return link.encode()[:IFNAMSIZ - 1].ljust(IFNAMSIZ, b"\0") + bytes.fromhex(mac.replace(":", "")).ljust(8, b"\0")
+
+
+def router_key_of(data: bytes) -> RouterKey:
+    """The inverse of router_key_bytes (a notification's key)."""
+    link = data[:IFNAMSIZ].split(b"\0", 1)[0].decode(errors="replace")
+    return link, ":".join(f"{b:02x}" for b in data[IFNAMSIZ:IFNAMSIZ + 6])
 
 
 
@@ -468,13 +671,12 @@ def with_notified(known: NftTable, changes: Iterable) -> NftTable | None:
             links = links | names if adds else links - names
         elif set_name == ROUTERS_MAP:
             for e in elements:
-                mac = ":".join(f"{b:02x}" for b in e.key)
+                key = router_key_of(e.key)
                 if not adds:
-                    routers.pop(mac, None)
+                    routers.pop(key, None)
                 else:
-                    suffix = (e.chain or "").rpartition("_")[2]
-                    routers[mac] = int(suffix) if (e.chain or "").startswith("save_") and suffix.isdigit() else -1
-        else:
+                    routers[key] = save_index(e.chain)
+        else:  # (the group maps too: read in full)
             return None
     return dataclasses.replace(known, prefixes=prefixes, links=frozenset(links), routers=routers, raw_prefixes={},
                                notified=(base, {f: (frozenset(g), frozenset(a)) for f, (g, a) in delta.items()}))
@@ -493,8 +695,11 @@ class NftChange:
     delete_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict)  # as listed
     add_links: tuple[str, ...] = ()
     delete_links: tuple[str, ...] = ()
-    set_routers: Mapping[str, int] = field(default_factory=dict)
-    delete_routers: tuple[str, ...] = ()
+    set_routers: Mapping[RouterKey, int] = field(default_factory=dict)
+    delete_routers: tuple[RouterKey, ...] = ()
+    # the uplink groups' intervals, by family (deleted as listed, then added)
+    add_groups: Mapping[int, tuple[GroupInterval, ...]] = field(default_factory=dict)
+    delete_groups: Mapping[int, tuple[GroupInterval, ...]] = field(default_factory=dict)
     remove: bool = False  # delete the table (CLEANANDEXIT)
     # a repair in place (the sets are nra's): chains to write again, objects not nra's to drop
     rewrite: tuple[str, ...] = ()
@@ -508,7 +713,8 @@ class NftChange:
                     or self.table_flags is not None
                     or any(self.add_prefixes.values())
                     or any(self.delete_prefixes.values()) or self.add_links or self.delete_links
-                    or self.set_routers or self.delete_routers)
+                    or self.set_routers or self.delete_routers
+                    or any(self.add_groups.values()) or any(self.delete_groups.values()))
 
     def describe(self) -> list[str]:
         """`nft`-like lines for `nra plan` and the log."""
@@ -517,7 +723,9 @@ class NftChange:
             return [f"nft delete table {t}  # {self.reason}"]
         if self.rebuild:
             return [f"nft -f <table {t}: {sum(len(v) for v in self.add_prefixes.values())} prefix(es), "
-                    f"{len(self.add_links)} link(s), {len(self.set_routers)} router(s)>  # {self.reason}"]
+                    f"{len(self.add_links)} link(s), {len(self.set_routers)} router(s)"
+                    + (f", {sum(len(v) for v in self.add_groups.values())} uplink group interval(s)"
+                       if any(self.add_groups.values()) else "") + f">  # {self.reason}"]
         lines = [f"nft delete {what.split()[0]} {t} {what.split()[1]}  # not nra's" for what in self.drop]
         lines += [f"nft add set {t} {name}  # missing" for name in self.remake_sets]
         lines += [f"nft flush chain {t} {name}; <its rules again>  # {self.reason}" for name in self.rewrite]
@@ -534,11 +742,17 @@ class NftChange:
         if self.add_links:
             lines.append(f"nft add element {t} {LINKS_SET} {{ {', '.join(self.add_links)} }}")
         if self.delete_routers:
-            lines.append(f"nft delete element {t} {ROUTERS_MAP} {{ {', '.join(self.delete_routers)} }}")
+            lines.append(f"nft delete element {t} {ROUTERS_MAP} {{ "
+                         f"{', '.join(f'{link} . {mac}' for link, mac in self.delete_routers)} }}")
         if self.set_routers:
             lines.append(f"nft add element {t} {ROUTERS_MAP} {{ "
-                         + ", ".join(f"{m} : goto {save_chain(i)}" for m, i in sorted(self.set_routers.items()))
+                         + ", ".join(f"{link} . {mac} : goto {save_chain(i)}"
+                                     for (link, mac), i in sorted(self.set_routers.items()))
                          + " }")
+        for family, name in GROUP_MAPS.items():
+            for verb, elements in (("delete", self.delete_groups.get(family)), ("add", self.add_groups.get(family))):
+                if elements:
+                    lines.append(f"nft {verb} element {t} {name} {{ {_group_elements_text(family, elements)} }}")
         return lines
 
 
@@ -549,6 +763,12 @@ def table_flags_text(flags: int) -> str:
 
 def _elements_text(family: int, elements: Iterable[Interval], limit: int = 4) -> str:
     items = [interval_text(family, e) for e in sorted(elements)]
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _group_elements_text(family: int, elements: Iterable[GroupInterval], limit: int = 4) -> str:
+    items = [f"{interval_text(family, (low, high))} : goto {save_chain(i)}" for low, high, i in sorted(elements)]
     more = len(items) - limit
     return ", ".join(items[:limit]) + (f", ... ({more} more)" if more > 0 else "")
 
@@ -592,6 +812,17 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
             seen: set[Interval] = set()
             stale = [e for e in listed if e not in kept or e in seen or seen.add(e)]
         delete[family] = tuple(stale)
+    add_groups: dict[int, tuple[GroupInterval, ...]] = {}
+    delete_groups: dict[int, tuple[GroupInterval, ...]] = {}
+    group_delta = desired.groups_delta[1] if desired.groups_delta and desired.groups_delta[0] is current.groups else None
+    for family in GROUP_MAPS:
+        want_groups, listed_groups = desired.groups.get(family, frozenset()), current.groups.get(family, frozenset())
+        if group_delta is not None:  # nra's own last write, and the few changes since
+            gone, added = group_delta[family]
+            add_groups[family], delete_groups[family] = tuple(sorted(added)), tuple(sorted(gone))
+        elif want_groups is not listed_groups:  # (nra's own last write: the same object)
+            add_groups[family] = tuple(sorted(want_groups - listed_groups))
+            delete_groups[family] = tuple(sorted(listed_groups - want_groups))
     routers_changed = {m: i for m, i in desired.routers.items() if current.routers.get(m) != i}
     return NftChange(
         reason="elements differ", add_prefixes=add, delete_prefixes=delete,
@@ -602,13 +833,15 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
         delete_routers=tuple(sorted((set(current.routers) - set(desired.routers)) | set(
             m for m in routers_changed if m in current.routers))),
         table_flags=desired.flags if current.flags != desired.flags else None, current_flags=current.flags,
+        add_groups=add_groups, delete_groups=delete_groups,
     )
 
 
 def _rebuild(desired: NftTable, reason: str) -> NftChange:
     return NftChange(rebuild=True, reason=reason,
                      add_prefixes={f: tuple(sorted(p)) for f, p in desired.prefixes.items()},
-                     add_links=tuple(sorted(desired.links)), set_routers=dict(desired.routers))
+                     add_links=tuple(sorted(desired.links)), set_routers=dict(desired.routers),
+                     add_groups={f: tuple(sorted(g)) for f, g in desired.groups.items()})
 
 
 def removal(current: NftTable | None) -> NftChange:
@@ -647,7 +880,10 @@ def _rule_commands(name: str, rules: Iterable[str]) -> list[dict]:
 
 def _set_command(name: str) -> dict:
     if name == ROUTERS_MAP:
-        return {"add": _object("map", ROUTERS_MAP, type="ether_addr", map="verdict")}
+        return {"add": _object("map", ROUTERS_MAP, type=["ifname", "ether_addr"], map="verdict")}
+    if name in GROUP_MAPS.values():
+        return {"add": _object("map", name, type="ipv4_addr" if name == GROUP_MAPS[4] else "ipv6_addr",
+                               map="verdict", flags=["interval"])}
     if name == LINKS_SET:
         return {"add": _object("set", LINKS_SET, type="ifname")}
     return {"add": _object("set", name, type="ipv4_addr" if name == PREFIX_SETS[4] else "ipv6_addr",
@@ -707,11 +943,13 @@ def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> 
 
 def element_commands(change: NftChange) -> list[dict]:
     """The element changes as JSON commands: deletes, then adds."""
-    routers = [[m, {"goto": {"target": save_chain(i)}}] for m, i in sorted(change.set_routers.items())]
+    routers = [[{"concat": list(key)}, {"goto": {"target": save_chain(i)}}]
+               for key, i in sorted(change.set_routers.items())]
     cmds: list[dict] = []
-    for verb, prefixes, links, router_elements in (
-            ("delete", change.delete_prefixes, change.delete_links, list(change.delete_routers)),
-            ("add", change.add_prefixes, change.add_links, routers)):
+    for verb, prefixes, links, router_elements, groups in (
+            ("delete", change.delete_prefixes, change.delete_links,
+             [{"concat": list(key)} for key in change.delete_routers], change.delete_groups),
+            ("add", change.add_prefixes, change.add_links, routers, change.add_groups)):
         for family, name in PREFIX_SETS.items():
             if prefixes.get(family):
                 cmds.append({verb: _elements(name, [_interval_elem(family, i) for i in prefixes[family]])})
@@ -719,6 +957,12 @@ def element_commands(change: NftChange) -> list[dict]:
             cmds.append({verb: _elements(LINKS_SET, list(links))})
         if router_elements:
             cmds.append({verb: _elements(ROUTERS_MAP, router_elements)})
+        for family, name in GROUP_MAPS.items():
+            if groups.get(family):
+                cmds.append({verb: _elements(name, [
+                    _interval_elem(family, (low, high)) if verb == "delete" else
+                    [_interval_elem(family, (low, high)), {"goto": {"target": save_chain(i)}}]
+                    for low, high, i in groups[family]])})
     return cmds
 
 

@@ -26,8 +26,10 @@ def _mark_text(fwmark: int | None, fwmask: int | None) -> str:
     return f" fwmark {fwmark:#x}/{fwmask:#x}"
 
 
-def _nexthop_text(nh: Nexthop) -> str:
-    return f" nexthop via {nh.gateway} weight {nh.weight}"
+def _nexthop_text(nh: Nexthop, family: int) -> str:
+    """One hop as `ip route` takes it: `via inet6 fe80::1` for an IPv6 hop of an IPv4 route."""
+    via = f"inet6 {nh.gateway}" if nh.gateway is not None and nh.gateway.version != family else f"{nh.gateway}"
+    return f" nexthop via {via} weight {nh.weight}"
 
 
 def _route_selector(r: KernelRoute) -> str:
@@ -67,7 +69,7 @@ class ReplaceRoute(_Operation):
         text = f"ip {FAMILY_FLAG[self.family]} route replace {_dst_text(self.dst)} table {self.table}"
         if self.metric != DEFAULT_METRIC[self.family]:
             text += f" metric {self.metric}"
-        return text + "".join(_nexthop_text(nh) for nh in self.nexthops)
+        return text + "".join(_nexthop_text(nh, self.family) for nh in self.nexthops)
 
     def sort_key(self) -> tuple:
         return (self.family, self.dst, self.metric, self.table)

@@ -11,7 +11,8 @@ from typing import AsyncIterator, Iterable, Mapping, Protocol, Sequence
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nra.config.intent import IPAddress
+from nra.config.intent import IPAddress, PeerSpec
+from nra.config.uplinks import NodeFacts
 from nra.kernel.events import KernelEvent
 from nra.kernel.model import KernelState
 from nra.kernel.operations import ApplyReport, Operation
@@ -39,6 +40,10 @@ class Kernel(Protocol):
 
     async def resolve_peers(self, entries: Mapping[IPAddress, str | None]) -> list[str]:
         """Start resolving silent peers' neighbour entries again; warnings."""
+
+    async def uplink_facts(self, specs: Iterable[PeerSpec]) -> NodeFacts:
+        """What the node's tables say about the peers that need them (multihop: the route to
+        them; unnumbered: their interface's link-local neighbours); their changes become events."""
 
     async def resolve_fresh_peers(self, peers: Iterable[IPAddress], wait_s: float) -> list[str]:
         """Resolve peers seen for the first time without a valid entry, waiting for the

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import socket
 from typing import Container, Iterable, Mapping, Sequence
 
@@ -145,9 +146,19 @@ class Routes:
         # Always a multipath, even of one: the kernel lists a lone one as a plain gateway.
         multipath = []
         for nh in nexthops:
-            hop = {"gateway": str(nh.gateway), "hops": nh.weight - 1}
-            if nh.oif is not None:
-                hop["oif"] = nh.oif
+            gateway, oif = nh.gateway, nh.oif
+            zone = getattr(gateway, "scope_id", None)
+            if gateway is not None and zone:  # fe80::1%eth0: the address, on its zone's link
+                gateway = ipaddress.ip_address(gateway.packed)
+                if oif is None:
+                    found = await self.ipr.link_lookup(ifname=zone)
+                    oif = found[0] if found else None
+            hop: dict = {"gateway": str(gateway), "hops": nh.weight - 1}
+            if gateway is not None and gateway.version != family:
+                # an IPv4 route via an IPv6 nexthop (RFC 8950; Linux 5.2): RTA_VIA, not RTA_GATEWAY
+                hop = {"via": {"family": AF[gateway.version], "addr": str(gateway)}, "hops": nh.weight - 1}
+            if oif is not None:
+                hop["oif"] = oif
             multipath.append(hop)
         await self.ipr.route("replace", family=AF[family], dst=str(dst), table=self.table, priority=metric,
                              multipath=multipath, proto=NRA_PROTOCOL)

@@ -73,6 +73,8 @@ class BoundedServer(web.Server):
         self._pending = 0  # admitted, not yet made (aiohttp builds its handler in a task)
         # insertion order is activity order: the first idle one is the idle one the longest
         self._tracked: dict[Any, _Connection] = {}
+        # set while there are connections to sweep: with none, the sweeper sleeps
+        self._any = asyncio.Event()
 
     def admit(self, has_request: bool) -> bool:
         """May one more connection come in (decided at accept, before anything is built for
@@ -91,6 +93,7 @@ class BoundedServer(web.Server):
         self._pending = max(0, self._pending - 1)
         self._tracked[handler] = _Connection(transport, self._loop.time())
         self.stats.open = len(self._tracked)
+        self._any.set()
 
     def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
         super().connection_lost(handler, exc)
@@ -134,9 +137,14 @@ class BoundedServer(web.Server):
         self.stats.open = len(self._tracked)
 
     async def sweep_forever(self) -> None:
+        """Sweep every SWEEP_S while there are connections; wait for one while there are none
+        (an agent nobody asks wakes for nothing)."""
         while True:
+            await self._any.wait()
             await asyncio.sleep(min(SWEEP_S, self.idle_timeout_s / 2))
             self.sweep()
+            if not self._tracked:
+                self._any.clear()
 
 
 def request_waiting(conn: socket.socket) -> bool:

@@ -1,9 +1,11 @@
 """The /status and /metrics documents, built by the daemon and served as bytes.
 
 The HTTP server runs in a thread of its own; a request there must cost the reconciler
-nothing, so nothing is built per request. The daemon calls `Documents.refresh()` after each
-reconcile, each configuration it loads, and every REFRESH_S (for counters that move in
-between: watch restarts, hooks); the server reads the last `Snapshot`, one reference swapped
+nothing, so nothing is built in the server's thread. The daemon calls `Documents.refresh()`
+after each reconcile and each configuration it loads; for counters that move in between
+(watch restarts, hooks), a request finding documents older than REFRESH_S asks the daemon's
+loop for a rebuild (`request()`: at most one open, none during a reconcile), so an agent
+nobody asks builds nothing. The server reads the last `Snapshot`, one reference swapped
 whole, so it never sees half of one.
 
 /status is bounded: counts, and the first STATUS_PREFIXES prefixes of each family in address
@@ -13,8 +15,10 @@ server, streamed (`full_status_chunks`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import operator
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -25,7 +29,7 @@ from nra.observe.status_report import StatusDetails, status_document
 
 #: prefixes of each family shown by /status (the rest: /status?prefixes=all)
 STATUS_PREFIXES = 100
-#: the daemon rebuilds the documents at least this often
+#: documents older than this are rebuilt when asked for
 REFRESH_S = 2.0
 #: the fields of /status the server answers at each request (AgentStatus's own answers,
 #: so they stay true while the daemon cannot refresh the rest)
@@ -75,6 +79,40 @@ class Documents:
         self.snapshot: Snapshot = EMPTY
         self._head: tuple[Any, dict[str, list[str]] | None] = (None, None)
         self._sorted: tuple[Any, list] = (None, [])
+        #: schedules a callback into the daemon's loop, from any thread (the daemon sets
+        #: it: loop.call_soon_threadsafe); None: only the owner refreshes
+        self.schedule: Callable[[Callable[[], None]], Any] | None = None
+        self._built_monotonic = 0.0
+        self._lock = threading.Lock()
+        self._pending: concurrent.futures.Future | None = None
+
+    def request(self) -> concurrent.futures.Future | None:
+        """From the server's thread: documents older than REFRESH_S are rebuilt in the
+        daemon's loop. Returns a future done once that loop answered (rebuilt, or declined
+        during a reconcile), or None when they are fresh or nothing can rebuild them."""
+        if self.schedule is None or time.monotonic() - self._built_monotonic < REFRESH_S:
+            return None
+        with self._lock:
+            if self._pending is None:
+                pending: concurrent.futures.Future = concurrent.futures.Future()
+                try:
+                    self.schedule(self._answer)
+                except RuntimeError:  # the daemon's loop is closed: it is stopping
+                    return None
+                self._pending = pending
+            return self._pending
+
+    def _answer(self) -> None:
+        """In the daemon's loop: rebuild unless a reconcile runs (a new configuration's
+        documents follow its reconcile, never precede it), then answer the request."""
+        try:
+            if self.status.busy_since is None:
+                self.refresh()
+        finally:
+            with self._lock:
+                pending, self._pending = self._pending, None
+            if pending is not None and not pending.done():
+                pending.set_result(None)
 
     def refresh(self) -> Snapshot:
         """Build both documents now (in the daemon's loop); the server serves them from here."""
@@ -87,6 +125,7 @@ class Documents:
         rest = json.dumps(doc, separators=(",", ":")).encode()[1:]
         self.snapshot = Snapshot(status_rest=rest, metrics=generate_latest(self.registry),
                                  intent=details.intent, built_at=doc["built_at"])
+        self._built_monotonic = time.monotonic()
         return self.snapshot
 
     def _prefix_head(self, intent: Any) -> dict[str, list[str]]:

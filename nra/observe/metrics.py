@@ -102,7 +102,7 @@ HOOK_RUNS = Counter(
 
 
 #: the single triggers of a daemon's reconciles (combined ones, "config+netlink", come as they happen)
-TRIGGERS = ("config", "timer", "netlink", "link", "neighbour", "retry", "sighup")
+TRIGGERS = ("config", "timer", "netlink", "link", "neighbour", "learned-route", "uplink", "retry", "sighup")
 
 
 def agent_started(version: str, source: str, return_path: str = "rules") -> None:

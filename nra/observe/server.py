@@ -7,8 +7,10 @@ can take (nra.observe.connections: a connection cap, idle and header timeouts). 
 /status and /metrics shares DOCUMENT_RATE requests a second; more wait their turn (at most
 BUDGET_WAIT_S, then 503), so their CPU, which the reconciler shares through the GIL, stays
 small however many clients poll. /healthz and /readyz skip that queue: a probe is answered
-at once. Liveness is AgentStatus's, which judges the daemon's loop by its heartbeat, not
-the server's own progress.
+at once. Liveness is AgentStatus's, which judges the daemon's loop by whether it answers
+(AgentStatus.ask_loop: a question scheduled into that loop when liveness is asked), never by
+the server's own progress. Documents older than REFRESH_S are rebuilt when asked for
+(Documents.request): nothing is built, and nothing wakes, while nobody asks.
 
 /status is answered only on a loopback address unless STATUS_ACCESS=health: when the health
 listener is on another address (the chart's node address), a second listener on the
@@ -45,10 +47,16 @@ FULL_LISTINGS = 1
 LISTEN_BACKLOG = 1024
 #: connections accepted in one go
 ACCEPT_BATCH = 256
+#: a connection is handed to the server only once its first bytes arrived (TCP_DEFER_ACCEPT),
+#: or after this long: an idle crowd waits in the kernel, not in the server's slots, and a
+#: probe, whose request comes with its connection, is accepted among them at once
+DEFER_ACCEPT_S = 10
 #: newcomers past the cap, waiting a moment for their request (see HealthServer._park)
 PARKED = 64
 #: how long start() waits for the thread to listen, and stop() for it to end
 THREAD_WAIT_S = 10.0
+#: how long a request waits for documents being rebuilt (then it gets the last ones)
+REBUILD_WAIT_S = 0.5
 
 STATUS_ACCESS = ("loopback", "health", "off")
 
@@ -143,6 +151,7 @@ class HealthServer:
         self._stop: asyncio.Event | None = None
         self._openmetrics: tuple[object, bytes] = (None, b"")
         self._parked: dict[int, socket.socket] = {}  # refused newcomers whose request may come
+        self._connecting: set[asyncio.Task] = set()  # accepted, being handed to aiohttp
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -212,6 +221,9 @@ class HealthServer:
                 sock.close()
             for fd in list(self._parked):
                 self._close_parked(fd)
+            for task in self._connecting:  # (accepted just before the stop)
+                task.cancel()
+            await asyncio.gather(*self._connecting, return_exceptions=True)
             await self.server.shutdown(1.0)
 
     def _accept(self, listening: socket.socket) -> None:
@@ -227,9 +239,15 @@ class HealthServer:
                 return
             conn.setblocking(False)
             if self.server.admit(request_waiting(conn)):
-                self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+                self._connect(conn)
             else:
                 self._park(conn)
+
+    def _connect(self, conn: socket.socket) -> None:
+        assert self._loop is not None and self.server is not None
+        task = self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
 
     def _park(self, conn: socket.socket) -> None:
         """A newcomer refused for now, its request not there yet: wait for it in a waiting
@@ -249,7 +267,7 @@ class HealthServer:
         if request_waiting(conn) and self.server.admit(True):
             self._loop.remove_reader(fd)
             del self._parked[fd]
-            self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+            self._connect(conn)
         else:  # closed by the client, or nothing to evict: gone
             self._close_parked(fd)
 
@@ -275,6 +293,7 @@ class HealthServer:
             self.server.request_finished(request.protocol)
 
     async def _healthz(self, _request: web.BaseRequest) -> web.Response:
+        self.status.ask_loop()
         return _answer(self.status.liveness())
 
     async def _readyz(self, _request: web.BaseRequest) -> web.Response:
@@ -283,6 +302,7 @@ class HealthServer:
     async def _metrics(self, request: web.BaseRequest) -> web.Response:
         if not await self._budget.take():
             return _busy()
+        await self._fresh_documents()
         snapshot = self.documents.snapshot
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))
         if not content_type.startswith("application/openmetrics-text"):
@@ -300,9 +320,18 @@ class HealthServer:
                                                  "(STATUS_ACCESS=health serves it here)\n")
         if not await self._budget.take():
             return _busy()
+        self.status.ask_loop()
+        await self._fresh_documents()
         if request.query.get("prefixes") == "all":
             return await self._full_status(request)
         return web.Response(body=self.documents.status_body(), content_type="application/json")
+
+    async def _fresh_documents(self) -> None:
+        """Documents older than REFRESH_S: ask the daemon to rebuild them and wait a moment
+        (a busy or blocked daemon: the last ones are served)."""
+        pending = self.documents.request()
+        if pending is not None:
+            await asyncio.wait({asyncio.wrap_future(pending)}, timeout=REBUILD_WAIT_S)
 
     async def _full_status(self, request: web.BaseRequest) -> web.StreamResponse:
         if self._listings.locked():
@@ -335,6 +364,7 @@ def _listen(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6 and host == "::":
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError:

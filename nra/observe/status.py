@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 #: a reconcile (hooks included) running longer than this means the worker is stuck
 STUCK_AFTER_S = 30.0
+#: a beat older than this is asked for again when liveness is asked (see ask_loop)
+ASK_AFTER_S = 1.0
 #: more time a reconcile may take per kernel operation it applies: a first reconcile of
 #: 40,000 rules is minutes of kernel work, not a hang (measured: about 1.4 ms a rule on
 #: a loaded 2-core VM; 5 ms leaves room for slower nodes and still bounds a hang)
@@ -28,10 +30,15 @@ class AgentStatus:
     last_reconcile_at: float | None = None  # wall clock (time.time()); read by /status
     #: monotonic time the running reconcile started; None while the worker waits
     busy_since: float | None = None
-    #: monotonic time the daemon's event loop last ran its heartbeat (None: no daemon loop
-    #: watched). The HTTP server runs in a thread of its own and answers whatever the loop
-    #: does, so it judges the loop by this, never by its own progress.
+    #: monotonic time the daemon's event loop last answered (None: no daemon loop watched).
+    #: The HTTP server runs in a thread of its own and answers whatever the loop does, so it
+    #: judges the loop by this, never by its own progress.
     loop_beat: float | None = None
+    #: how the server asks the loop for a beat (the daemon sets it: a callback scheduled into
+    #: its loop that calls loop_ran). None: the loop beats by itself (tests).
+    ask: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    #: monotonic time of the last question not answered yet (None: every one answered)
+    asked_at: float | None = None
     #: how long a reconcile may run, or the loop stand still, before liveness fails
     stuck_after_s: float = STUCK_AFTER_S
     #: kernel operations the running reconcile applies (each adds PER_OPERATION_S)
@@ -58,12 +65,29 @@ class AgentStatus:
 
     def loop_ran(self) -> None:
         self.loop_beat = time.monotonic()
+        self.asked_at = None
+
+    def ask_loop(self) -> None:
+        """Ask the daemon's loop for a beat, when the last is older than ASK_AFTER_S and no
+        question is open. The loop beats only when asked: an idle agent wakes for nothing,
+        and liveness fails when a question stays unanswered for the stuck limit (a loop
+        starved, or blocked by a call that never returns). Called from the server's thread."""
+        if self.ask is None or self.asked_at is not None:
+            return
+        now = time.monotonic()
+        if self.loop_beat is None or now - self.loop_beat > ASK_AFTER_S:
+            self.asked_at = now
+            try:
+                self.ask()
+            except RuntimeError:  # the loop is closed: the agent is stopping
+                pass
 
     def liveness(self, stuck_after_s: float | None = None) -> tuple[bool, str]:
         """Alive unless one reconcile has been running for longer than `stuck_after_s`
         (default: this status's own) plus PER_OPERATION_S for each operation it applies, or
         the daemon's event loop has stood still (starved, or blocked by a call that never
-        returns) for longer than `stuck_after_s`."""
+        returns) for longer than `stuck_after_s`: since a question it did not answer
+        (ask_loop), or, for a loop that beats by itself, since its last beat."""
         base = self.stuck_after_s if stuck_after_s is None else stuck_after_s
         now = time.monotonic()
         busy_since, loop_beat = self.busy_since, self.loop_beat  # (set by another thread)
@@ -73,8 +97,13 @@ class AgentStatus:
             if running > limit:
                 work = f" for {self.busy_operations:,} operations" if self.busy_operations else ""
                 return False, f"one reconcile has been running for {running:.0f} s (limit {limit:g} s{work})"
-        if loop_beat is not None and now - loop_beat > base:
-            return False, f"the agent's event loop has not run for {now - loop_beat:.0f} s (limit {base:g} s)"
+        asked_at = self.asked_at
+        if self.ask is not None:  # beats when asked: silent since the open question, if any
+            still = now - asked_at if asked_at is not None else None
+        else:  # beats by itself: silent since the last beat
+            still = now - loop_beat if loop_beat is not None else None
+        if still is not None and still > base:
+            return False, f"the agent's event loop has not run for {still:.0f} s (limit {base:g} s)"
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:

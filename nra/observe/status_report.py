@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from nra.config.uplinks import uplink_report
+
 DEFAULT_ADDRESS = "127.0.0.1:9101"
 FAMILIES = ("ipv4", "ipv6")
 
@@ -100,6 +102,8 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
             "peers_in_route": _by_family(values, "nra_peers_in_route"),
             "rules_installed": _by_family(values, "nra_rules_installed"),
             "return_path": details.return_path,
+            # each uplink group: its peers, pools, tables (and routers in conntrack mode)
+            "uplinks": list(getattr(getattr(details.outcome, "plan", None), "uplinks", ()) or ()),
         },
         "left_out": left_out,
         "last_reconcile": None,
@@ -117,6 +121,10 @@ def status_document(status: Any, details: StatusDetails | None = None, registry:
         doc["prefixes"] = prefixes
         doc["prefix_counts"] = {f"ipv{v}": counts[v] for v in (4, 6)}
         doc["prefixes_complete"] = all(len(prefixes.get(f"ipv{v}", ())) == counts[v] for v in (4, 6))
+    resolved = getattr(details.outcome, "intent", None) or details.intent
+    settings = details.settings
+    if resolved is not None and settings is not None and getattr(resolved, "specs", None):
+        doc["uplinks"] = uplink_report(resolved, settings.table, settings.uplink_table_range)
     if status.last_reconcile_at is not None:
         outcome = details.outcome
         doc["last_reconcile"] = {
@@ -202,6 +210,17 @@ def _families(counts: dict[str, int], noun: str) -> str:
     return ", ".join(f"{family.replace('ip', 'IP')} {counts.get(family, 0)} {noun}" for family in FAMILIES)
 
 
+def resolution_lines(groups: list[dict]) -> list[str]:
+    """One line per uplink group and one per peer, with how the peer was resolved."""
+    lines = []
+    for group in groups:
+        table = f"table {group['table']}" if group.get("table") is not None else "not programmed"
+        vrf = f"vrf {group['vrf']}" if group.get("vrf") else "default vrf"
+        lines.append(f"uplink group:    pools {', '.join(group['pools'])}; {vrf}; {table}")
+        lines += [f"                 peer {p['name']} ({p['key']}): {p['kind']} {p['how']}" for p in group["peers"]]
+    return lines
+
+
 def format_status(doc: dict[str, Any], now: float | None = None) -> str:
     """The human answer: one line per question, most important first."""
     now = time.time() if now is None else now
@@ -223,6 +242,7 @@ def format_status(doc: dict[str, Any], now: float | None = None) -> str:
                           + (f" ({p['name']})" if p.get("name") not in (None, "", p["address"]) else "")
                           for p in doc["peers"]) or "none"
         lines.append(f"peers:           {peers}")
+    lines += resolution_lines(doc.get("uplinks") or [])
     kernel = doc["kernel"]
     lines.append(f"in the route:    {_families(kernel['peers_in_route'], 'nexthop(s)')}")
     left = [f"{x['count']} {x['family']} ({x['reason']})" for x in doc.get("left_out", [])]
@@ -240,6 +260,9 @@ def format_status(doc: dict[str, Any], now: float | None = None) -> str:
     extra = f", priority {kernel['rule_priority']}" if kernel.get("rule_priority") is not None else ""
     extra += f", fwmark {kernel['fwmark']}" if kernel.get("fwmark") else ""
     lines.append(f"held:            {where}{extra}: {_families(kernel['rules_installed'], 'rule(s)')}")
+    uplinks = uplink_lines(kernel.get("uplinks") or [])
+    if len(uplinks) > 1 or (kernel.get("uplinks") or [{}])[0].get("routers"):
+        lines += [f"{'uplinks:' if i == 0 else '':<17}{line}" for i, line in enumerate(uplinks)]
     last = doc.get("last_reconcile")
     if last is None:
         lines.append("last reconcile:  none yet")
@@ -257,6 +280,23 @@ def format_status(doc: dict[str, Any], now: float | None = None) -> str:
         lines.append(f"datapath:        {found['name']} ({'; '.join(found.get('evidence', []))})")
         lines.append(f"mode:            {fits}: {found.get('verdict', '')}")
     return "\n".join(lines) + "\n"
+
+
+def uplink_lines(uplinks: list[dict]) -> list[str]:
+    """Each uplink group in a line (its peers, pools, prefixes, table, mark, VRF), then its
+    routers (conntrack mode: link, link-layer address, peers, table, mark), indented."""
+    lines = []
+    for group in uplinks:
+        pools = ", ".join(group.get("pools") or []) or "every pool"
+        where = f"table {group.get('table')}" + (f", mark {group['mark']}" if group.get("mark") else "")
+        if group.get("vrf"):
+            where += f", vrf {group['vrf']}" + ("" if group.get("programmed", True) else " (not programmed)")
+        lines.append(f"group {', '.join(group.get('peers') or []) or '(no peer)'}: pools {pools} "
+                     f"({group.get('prefixes', 0)} prefix(es)); {where}")
+        for router in group.get("routers") or []:
+            lines.append(f"  router {router['link']} {router['lladdr']} ({', '.join(router['peers'])}): "
+                         f"table {router['table']}, mark {router['mark']}")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:

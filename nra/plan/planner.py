@@ -104,6 +104,9 @@ class Plan:
     unusable_peers: frozenset[IPAddress] = frozenset()
     #: families with peers whose route gets no usable nexthop (the kernel's, if any, is kept)
     unrouted: tuple[int, ...] = ()
+    #: the uplink groups the return path serves (peers, pools, tables, marks; in conntrack
+    #: mode each router's table and mark), for `nra plan` and /status
+    uplinks: tuple[dict, ...] = field(default=(), compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.operations)
@@ -186,7 +189,13 @@ def same_nexthops(have: tuple[Nexthop, ...], want: tuple[Nexthop, ...]) -> bool:
     """Whether a route holding `have` already is one with `want` (a lone nexthop: by gateway)."""
     if len(have) == 1 and len(want) == 1:
         return have[0].gateway == want[0].gateway
-    return sorted(have) == sorted(want)
+    return sorted(have, key=hop_order) == sorted(want, key=hop_order)
+
+
+def hop_order(hop: Nexthop) -> tuple:
+    """Nexthops sorted IPv4 gateways first: an IPv4 route may hold IPv6 ones (RFC 8950), and
+    addresses of two families do not compare."""
+    return (hop.gateway.version if hop.gateway is not None else 0, hop)
 
 
 def _gateway(address: IPAddress) -> IPAddress:
@@ -280,7 +289,7 @@ def choose_route(steps: PlanSteps, version: int, peers: list[Peer], dst: IPNetwo
                         + ("the route is kept as it is" if kept else "route installed with all of them"))
     else:
         chosen = []
-    wanted = tuple(sorted(_nexthop(p, state) for p in chosen))
+    wanted = tuple(sorted((_nexthop(p, state) for p in chosen), key=hop_order))
     if not wanted:
         steps.unrouted.append(version)
         warnings.append(f"every IPv{version} peer is unusable: "

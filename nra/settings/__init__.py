@@ -307,7 +307,7 @@ def setting(default: Any, env: str, flag: str, help: str, *, details: str = "", 
 class Settings(BaseSettings):
     """All of nra's settings. Environment names are the original agent's."""
 
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", case_sensitive=True,
+    model_config = SettingsConfigDict(populate_by_name=True, extra="forbid", case_sensitive=True,
                                       validate_default=True, arbitrary_types_allowed=True,
                                       enable_decoding=False)
 

@@ -1,4 +1,4 @@
-"""The static file source: a MetalLB configuration on disk, watched with inotify (watchfiles).
+"""The static file source: a MetalLB configuration on disk, watched with inotify (nra.sources.inotify).
 
 The file's directory and that directory's parent are watched rather than the file, so these
 are all seen as a change of the file: editors that write a new file and rename it over the
@@ -29,13 +29,15 @@ from nra.config.yaml_loader import MAX_CONFIG_BYTES
 from nra.config.yaml_reload import YamlReloader
 from nra.observe import metrics
 from nra.sources.base import REFUSED, UNREADABLE, Publish, SourceHealth
+from nra.sources.inotify import GONE, Inotify
 
-# watchfiles groups changes for `step` ms after the first one; a small step keeps a
-# change-to-kernel latency of a few ms while still merging an editor's write bursts.
-_WATCH_STEP_MS = 5
-_WATCH_DEBOUNCE_MS = 50
-#: how often the directory's identity and the file's stat are checked (two stat calls)
-POLL_S = 1.0
+#: after an event, read once no other has come for QUIET_S (an editor's write burst is one
+#: change), and at most BURST_S after the first: a change reaches the kernel in milliseconds
+QUIET_S = 0.005
+BURST_S = 0.05
+#: how often the directory's identity and the file's stat are checked (two stat calls): the
+#: net for what inotify cannot see, and the watch itself when inotify is unavailable
+POLL_S = 5.0
 #: how often a missing directory is looked for (there is nothing to watch meanwhile)
 MISSING_POLL_S = 0.25
 
@@ -150,8 +152,7 @@ class StaticFileSource:
     async def run(self, publish: Publish) -> None:
         self._wake = asyncio.Event()
         self._publish_if_loaded(publish)
-        import watchfiles  # only when watching starts: parsing alone does not need it
-
+        loop = asyncio.get_running_loop()
         while True:
             directory = self.path.parent
             watched = _identity(directory)
@@ -160,54 +161,91 @@ class StaticFileSource:
                 await self._sleep_or_wake(MISSING_POLL_S)
                 self._publish_if_loaded(publish)
                 continue
-            stop = asyncio.Event()
-            paths = [directory] if directory.parent == directory else [directory, directory.parent]
-            changes = watchfiles.awatch(
-                *paths,
-                watch_filter=self._concerns_us,
-                stop_event=stop,
-                step=_WATCH_STEP_MS,
-                debounce=_WATCH_DEBOUNCE_MS,
-                recursive=False,
-                ignore_permission_denied=True,
-            )
-            next_change = asyncio.ensure_future(anext(changes))
-            # awatch sets up its inotify watch synchronously on its first step; from then on
-            # it records changes. Read once more now, so a change made between the read
-            # above and the watch is not missed.
-            await asyncio.sleep(0)
-            self._publish_if_loaded(publish)
-            seen = _identity(self.path)
-            self.watching.set()
+            changed = asyncio.Event()
             try:
+                notify = Inotify()
+            except OSError as exc:  # out of inotify instances: the poll below still follows the file
+                logger.warning("static-file: cannot watch {} ({}); checking it every {:g} s", directory, exc, POLL_S)
+                notify = None
+            try:
+                if notify is not None:
+                    watches = self._watch(notify, directory)
+                    loop.add_reader(notify.fd, self._on_events, notify, watches, changed)
+                # the watch is in place: read once more, so a change made between the read
+                # above and the watch is not missed
+                self._publish_if_loaded(publish)
+                seen = _identity(self.path)
+                self.watching.set()
                 while True:
-                    wake = asyncio.ensure_future(self._wake.wait())
-                    done, _ = await asyncio.wait([next_change, wake], timeout=POLL_S,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    wake.cancel()
-                    woken = self._wake.is_set()
-                    self._wake.clear()
-                    if next_change in done:
-                        if next_change.exception() is not None:
-                            break  # StopAsyncIteration (the watch ended) or a watcher error
-                        next_change = asyncio.ensure_future(anext(changes))
+                    woken = await self._wait_for_change(changed)
                     current = _identity(directory)
                     if current is None or current[:2] != watched[:2]:
                         logger.info("static-file: directory {} was replaced or removed; watching it again",
                                     directory)
                         break
                     now = _identity(self.path)
-                    if done or woken or now != seen:  # a change, a reload, or the stat moved
+                    if woken or now != seen:  # a change, a reload, or the stat moved
                         self._publish_if_loaded(publish)
                     seen = now
             finally:
                 self.watching.clear()
-                stop.set()
-                next_change.cancel()
-                await asyncio.gather(next_change, return_exceptions=True)
-                await changes.aclose()
+                if notify is not None:
+                    loop.remove_reader(notify.fd)
+                    notify.close()
             self._publish_if_loaded(publish)
-            await asyncio.sleep(0.1)  # a watcher that fails at once must not become a busy loop
+            await asyncio.sleep(0.1)  # a watch that fails at once must not become a busy loop
+
+    def _watch(self, notify: Inotify, directory: Path) -> dict[int, str | None]:
+        """Watch the file's directory (every entry whose change may change the file) and its
+        parent (only the directory's own name there). Watch id -> the name that concerns us
+        in it (None: the file's directory)."""
+        watches: dict[int, str | None] = {notify.watch_directory(str(directory)): None}
+        if directory.parent != directory:
+            try:
+                watches[notify.watch_directory(str(directory.parent))] = directory.name
+            except PermissionError:  # an unreadable parent: the directory's own watch and the poll remain
+                pass
+        return watches
+
+    def _on_events(self, notify: Inotify, watches: dict[int, str | None], changed: asyncio.Event) -> None:
+        for event in notify.read():
+            if event.wd not in watches:  # the queue overflowed (-1): anything may have changed
+                changed.set()
+                continue
+            concerns = watches[event.wd]
+            if concerns is None:
+                # ConfigMap volumes swap a `..data` symlink: any change there may change our file
+                if event.mask & GONE or event.name == self.path.name or event.name.startswith(".."):
+                    changed.set()
+            elif event.name == concerns:
+                changed.set()
+
+    async def _wait_for_change(self, changed: asyncio.Event) -> bool:
+        """Until an event (then until the burst it starts is over: QUIET_S without another
+        one, at most BURST_S), a reload, or POLL_S. True for an event or a reload."""
+        assert self._wake is not None
+        waiters = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        woken = self._wake.is_set()
+        self._wake.clear()
+        if changed.is_set():
+            # an editor's save is several events (truncate, write, rename): read after the last
+            deadline = asyncio.get_running_loop().time() + BURST_S
+            while True:
+                changed.clear()
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(changed.wait(), min(QUIET_S, left))
+                except asyncio.TimeoutError:
+                    break
+            return True
+        return woken
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         assert self._wake is not None
@@ -221,9 +259,3 @@ class StaticFileSource:
         result = self.load()
         if result is not None:
             publish(result)
-
-    def _concerns_us(self, _change, path: str) -> bool:
-        # ConfigMap volumes swap a `..data` symlink; any change there may change our file.
-        # In the parent directory, only our directory's own name matters.
-        name = os.path.basename(path)
-        return path == str(self.path) or name.startswith("..") or path == str(self.path.parent)

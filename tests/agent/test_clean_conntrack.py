@@ -33,7 +33,8 @@ async def conntrack_state(ns, tables=range(21, 24)) -> None:
     """nra's nft table (with libnftables) and its router tables, as a conntrack run leaves them."""
     owner = NftState(ns.name)
     try:
-        want = nft.desired_table([ipaddress.ip_network("10.80.0.0/28")], ["eth0"], {"02:00:00:00:00:01": 1}, FIELD)
+        want = nft.desired_table([ipaddress.ip_network("10.80.0.0/28")], ["eth0"], {("eth0", "02:00:00:00:00:01"): 1},
+                                 FIELD)
         owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
     finally:
         owner.close()

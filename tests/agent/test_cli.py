@@ -13,7 +13,7 @@ import pytest
 
 from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env, run_nra
 from tests.netns import NetNS
-from tests.wait import wait_for
+from tests.wait import holds, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -338,8 +338,7 @@ def test_daemon_follows_file_changes_and_keeps_state_on_bad_input(node_ns, confi
     wait_for(lambda: "the file is empty" in d.log(), 3, what="empty file warning")
     config.unlink()
     wait_for(lambda: "does not exist" in d.log(), 3, what="missing file warning")
-    time.sleep(0.3)
-    assert (rule_sources(node_ns), route_gateways(node_ns)) == good
+    holds(lambda: (rule_sources(node_ns), route_gateways(node_ns)) == good, 0.3, what="the last good state")
 
     # an explicitly empty configuration cleans up
     write(config, "peers: []\naddress-pools: []\n")

@@ -32,16 +32,16 @@ def _missing_tools() -> list[str]:
 
 
 @contextmanager
-def lab_up(name: str, **options):
+def lab_up(name: str, lab_class: type = Lab, **options):
     """A lab of its own (namespaces nrae2e<pid><name>-*), up with its echo servers, always
-    torn down."""
+    torn down. `lab_class`: testbed.lab.Lab, or another topology built on it."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces)")
     if missing := _missing_tools():
         pytest.fail(f"the lab needs {', '.join(missing)} (scripts/setup installs them)")
     # A short run dir: BIRD's control socket path must fit in a unix socket address.
     run_dir = Path(tempfile.mkdtemp(prefix="nrae2e-"))
-    lab = Lab(prefix=f"nrae2e{os.getpid()}{name}", run_dir=run_dir, **options)
+    lab = lab_class(prefix=f"nrae2e{os.getpid()}{name}", run_dir=run_dir, **options)
     try:
         FIGURES[f"{name or 'lab'}: BGP sessions established after BIRD start"] = f"{lab.up():.2f} s"
         lab.start_echo()

@@ -186,3 +186,14 @@ async def test_a_familys_last_peers_stay_when_all_their_learned_routes_go(node_n
         p = await node.reconcile()
         assert p.operations == () and gateways(node_ns, "-6") == {"fd99::3"}
         assert any("every on-link IPv6 peer is judged down" in w for w in p.warnings)
+
+
+async def test_an_eui64_link_local_gateway_without_an_entry_counts_for_its_peer_only(node_ns: NetNS):
+    # FRR's zebra installs an IPv6 route via the router's link-local address before anything
+    # was sent there (no neighbour entry): its EUI-64 identifier still names the router, so
+    # another router's withdrawal is not hidden by this route (was: counted for every peer)
+    node_ns.ip("-6 neigh replace fd99::2 lladdr 02:00:00:00:00:02 dev eth0 nud reachable")
+    node_ns.ip("-6 neigh replace fd99::3 lladdr 72:6c:1f:d3:c7:4c dev eth0 nud reachable")
+    node_ns.ip("-6 route add 2001:db8:201::/64 via fe80::706c:1fff:fed3:c74c dev eth0 proto bgp")
+    async with KernelAdapter(20, netns=node_ns.name, learned_protos=LEARNED) as adapter:
+        assert (await adapter.read_state([A6, B6])).learned == {B6: 1}

@@ -15,17 +15,21 @@ from nra.kernel import nft_table as nft
 from nra.kernel.marks import parse_mark_field
 from nra.kernel.nft import NftState
 from testbed.netns import NetNS
-from tests.wait import wait_for_async
+from tests.wait import holds_async, wait_for_async
 
 pytestmark = pytest.mark.kernel
 
 FIELD = parse_mark_field("0x2/0x3e")
 PREFIXES = [ipaddress.ip_network(p) for p in ("10.80.0.0/28", "10.81.0.5/32", "fd00:80::/120", "fd00:81::7/128")]
-ROUTERS = {"02:00:00:00:00:01": 1, "02:00:00:00:00:02": 2}
+ROUTERS = {("eth0", "02:00:00:00:00:01"): 1, ("eth0", "02:00:00:00:00:02"): 2}
+# two uplink groups' fallbacks (indexes 3 and 4): a connection from an unknown router goes by its prefix's group
+GROUPS = {3: [PREFIXES[0], PREFIXES[2]], 4: [PREFIXES[1]]}
 
 
-def desired(prefixes=PREFIXES, links=("eth0",), routers=ROUTERS) -> nft.NftTable:
-    return nft.desired_table(prefixes, links, routers, FIELD)
+def desired(prefixes=PREFIXES, links=("eth0",), routers=ROUTERS, groups=None) -> nft.NftTable:
+    if groups is None:
+        groups = {i: [p for p in g if p in prefixes] for i, g in GROUPS.items()}
+    return nft.desired_table(prefixes, links, routers, FIELD, groups=groups)
 
 
 def reconcile(owner: NftState, want: nft.NftTable) -> nft.NftChange:
@@ -76,7 +80,10 @@ def test_round_trip_then_nothing_to_do_and_no_reread(netns, owner):
     ("delete element inet nra lb6 { fd00:80::/120 }", "add"),
     ("add element inet nra lb4 { 192.0.2.0/24 }", "delete"),
     ("add element inet nra lb6 { 2001:db8::/64 }", "delete"),
-    ("delete element inet nra routers { 02:00:00:00:00:02 }", "routers"),
+    ("delete element inet nra link_routers { \"eth0\" . 02:00:00:00:00:02 }", "routers"),
+    ("add element inet nra link_routers { \"eth1\" . 02:00:00:00:00:02 : goto save_2 }", "routers gone"),
+    ("delete element inet nra groups4 { 10.81.0.5 }", "groups add"),
+    ("add element inet nra groups6 { 2001:db8::/64 : goto save_1 }", "groups delete"),
     ("add element inet nra links { \"eth9\" }", "links"),
 ])
 def test_drift_is_seen_and_repaired(netns, owner, drift, expect):
@@ -98,7 +105,14 @@ def test_drift_is_seen_and_repaired(netns, owner, drift, expect):
     elif expect == "delete":
         assert not change.rebuild and any(change.delete_prefixes.values()) and not any(change.add_prefixes.values())
     elif expect == "routers":
-        assert change.set_routers == {"02:00:00:00:00:02": 2}
+        assert change.set_routers == {("eth0", "02:00:00:00:00:02"): 2}
+    elif expect == "routers gone":
+        assert change.delete_routers == (("eth1", "02:00:00:00:00:02"),) and not change.set_routers
+    elif expect == "groups add":
+        assert change.add_groups[4] == ((int(ipaddress.ip_address("10.81.0.5")),) * 2 + (4,),)
+        assert not any(change.delete_groups.values()) and not any(change.add_prefixes.values())
+    elif expect == "groups delete":
+        assert len(change.delete_groups[6]) == 1 and not any(change.add_groups.values())
     else:
         assert change.delete_links == ("eth9",)
     owner.forget()
@@ -134,12 +148,51 @@ def test_element_changes_are_one_batch_and_exact(netns, owner):
 
 def test_a_routers_new_link_layer_address_keeps_its_mark(netns, owner):
     reconcile(owner, desired())
-    moved = {"02:00:00:00:00:01": 1, "02:00:00:00:00:99": 2}
+    moved = {("eth0", "02:00:00:00:00:01"): 1, ("eth0", "02:00:00:00:00:99"): 2}
     change = reconcile(owner, desired(routers=moved))
     assert not change.rebuild
-    assert change.delete_routers == ("02:00:00:00:00:02",) and change.set_routers == {"02:00:00:00:00:99": 2}
+    assert change.delete_routers == (("eth0", "02:00:00:00:00:02"),)
+    assert change.set_routers == {("eth0", "02:00:00:00:00:99"): 2}
     owner.forget()
     assert owner.read_blocking().routers == moved
+
+
+def test_one_mac_on_two_links_is_two_routers_and_groups_take_adjacent_intervals(netns, owner):
+    """The map's key is (ingress interface, MAC): one MAC on two uplinks holds two marks. Two
+    groups' adjacent intervals (10.90.0.0/24 and 10.90.1.0/24) share a boundary key in the
+    kernel's interval tree (one's end, the other's start): both held exactly; a group moving to
+    another index is one batch (delete, then add)."""
+    two = {("eth1", "02:00:00:00:00:07"): 1, ("eth2", "02:00:00:00:00:07"): 2}
+    a, b = ipaddress.ip_network("10.90.0.0/24"), ipaddress.ip_network("10.90.1.0/24")
+    want = desired(PREFIXES + [a, b], ("eth1", "eth2"), two, {3: [a], 4: [b]})
+    assert reconcile(owner, want).rebuild
+    owner.forget()
+    assert owner.read_blocking() == want
+    text = netns.exec(["nft", "list", "map", "inet", "nra", "link_routers"]).stdout
+    assert '"eth1" . 02:00:00:00:00:07 : goto save_1' in text and '"eth2" . 02:00:00:00:00:07 : goto save_2' in text
+    moved = desired(PREFIXES + [a, b], ("eth1", "eth2"), two, {5: [a], 4: [b]})
+    change = reconcile(owner, moved)
+    assert not change.rebuild and change.delete_groups[4] and change.add_groups[4]
+    owner.forget()
+    assert owner.read_blocking() == moved
+    assert "10.90.0.0/24 : goto save_5" in netns.exec(["nft", "list", "map", "inet", "nra", "groups4"]).stdout
+
+
+def test_a_table_of_the_mac_keyed_version_is_repaired_in_place(netns, owner):
+    """The version before keyed `routers` by MAC alone and had no group maps: that map is
+    dropped, the new ones made, `save` written again; the prefixes stay."""
+    old = nft.desired_table(PREFIXES, ["eth0"], {}, FIELD)
+    reconcile(owner, old)
+    netns.nft("flush chain inet nra save\nadd map inet nra routers { type ether_addr : verdict; }\n"
+              "add element inet nra routers { 02:00:00:00:00:01 : goto save_1 }\n"
+              "add rule inet nra save ether saddr vmap @routers\n"
+              "delete map inet nra link_routers\ndelete map inet nra groups4\ndelete map inet nra groups6\n")
+    owner.forget()
+    change = reconcile(owner, desired())
+    assert not change.rebuild and "map routers" in change.drop and change.rewrite == ("save",)
+    assert set(change.remake_sets) == {"link_routers", "groups4", "groups6"}
+    owner.forget()
+    assert owner.read_blocking() == desired()
 
 
 def test_other_tables_are_never_touched(netns, owner):
@@ -180,8 +233,7 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
         await owner.apply(nft.diff(desired(PREFIXES[:2]), current), desired(PREFIXES[:2]), FIELD, current)
         # someone else's table: no drift
         netns.nft("table inet other { chain c { }; }\n")
-        await asyncio.sleep(0.3)
-        assert seen == []
+        await holds_async(lambda: seen == [], 0.3, what="no drift reported")
         reads = owner.full_reads
         await owner.read()
         assert owner.full_reads == reads, "changes elsewhere must not cost a listing of nra's table"
@@ -197,8 +249,8 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
     "delete element inet nra lb4 { 10.81.0.5 }",
     "delete element inet nra lb6 { fd00:80::/120 }",
     "add element inet nra lb4 { 192.0.2.0/24 }",
-    "delete element inet nra routers { 02:00:00:00:00:02 }",
-    "add element inet nra routers { 02:00:00:00:00:09 : goto save_1 }",
+    "delete element inet nra link_routers { \"eth0\" . 02:00:00:00:00:02 }",
+    "add element inet nra link_routers { \"eth3\" . 02:00:00:00:00:09 : goto save_1 }",
     "add element inet nra links { \"eth9\" }",
     "add table inet nra { flags dormant; }",
 ])

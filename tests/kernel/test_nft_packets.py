@@ -74,7 +74,7 @@ def test_connection_marked_by_its_router_replies_routed_back_through_it(lab):
     owner = NftState(node.name)
     try:
         want = nft.desired_table([ipaddress.ip_network("10.80.0.0/28")], ["eth0"],
-                                 {ROUTER_MAC: 1}, FIELD)
+                                 {("eth0", ROUTER_MAC): 1}, FIELD)
         owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
     finally:
         owner.close()
@@ -100,6 +100,53 @@ def test_connection_marked_by_its_router_replies_routed_back_through_it(lab):
     assert marks == {0x100 | FIELD.router(1)}, entries
     seen = counters(node)
     assert seen["via_router"] > 0 and seen["via_main"] == 0, seen
+
+
+def test_routers_are_link_and_mac_and_unknown_senders_get_their_prefixs_group_mark():
+    """One MAC on two links is two routers (two marks); a sender no router entry knows gets
+    the mark of its destination prefix's uplink group, or the external mark for a prefix of
+    the group of every peer."""
+    node = new_netns("nra-pk-id")
+    peers = [new_netns(f"nra-pk-id{i}") for i in range(3)]
+    owner = None
+    try:
+        for i, peer in enumerate(peers):
+            add_veth(node, f"eth{i}", peer, "eth0")
+            node.ip(f"addr add 10.6{i}.0.1/24 dev eth{i}")
+            peer.ip(f"addr add 10.6{i}.0.2/24 dev eth0")
+            peer.ip(f"route add default via 10.6{i}.0.1")
+        for peer in peers[:2]:  # the same MAC behind eth0 and behind eth1
+            peer.ip(f"link set dev eth0 address {ROUTER_MAC}")
+        node.ip("addr add 10.80.0.10/32 dev lo")
+        node.ip("addr add 10.81.0.10/32 dev lo")
+        a, b = ipaddress.ip_network("10.80.0.0/28"), ipaddress.ip_network("10.81.0.0/28")
+        want = nft.desired_table([a, b], ["eth0", "eth1", "eth2"], {("eth0", ROUTER_MAC): 1, ("eth1", ROUTER_MAC): 2},
+                                 FIELD, groups={3: [a]})  # b: the group of every peer (no element)
+        owner = NftState(node.name)
+        owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
+        send = ("import socket, sys\n"
+                "for dst in sys.argv[1:]:\n"
+                "    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', (dst, 7009))\n")
+        for peer in peers:
+            peer.exec(["python3", "-c", send, "10.80.0.10", "10.81.0.10"])
+        entries = node.exec(["conntrack", "-L", "-p", "udp", "--dport", "7009"], check=False).stdout
+        marks = {}
+        for line in entries.splitlines():
+            words: dict[str, str] = {}
+            for word in line.split():  # (the original direction's src and dst come first)
+                if "=" in word:
+                    words.setdefault(*word.split("=", 1))
+            marks.setdefault((words["src"], words["dst"]), int(words["mark"]))
+        assert marks == {
+            ("10.60.0.2", "10.80.0.10"): FIELD.router(1), ("10.60.0.2", "10.81.0.10"): FIELD.router(1),
+            ("10.61.0.2", "10.80.0.10"): FIELD.router(2), ("10.61.0.2", "10.81.0.10"): FIELD.router(2),
+            ("10.62.0.2", "10.80.0.10"): FIELD.router(3), ("10.62.0.2", "10.81.0.10"): FIELD.value,
+        }, entries
+    finally:
+        if owner is not None:
+            owner.close()
+        for ns in (node, *peers):
+            ns.delete()
 
 
 # a large table: the old two-transaction rebuild left it without prefixes for a while
@@ -132,7 +179,7 @@ def test_a_repair_under_new_flows_leaves_no_flow_with_a_wrong_mark(lab):
     table or the new one, never a table without its prefixes (which marks it "examined" for
     good: the old rebuild made the table, then added the prefixes)."""
     node, router, _ = lab
-    want = nft.desired_table(large_table(REBUILD_PREFIXES), ["eth0"], {ROUTER_MAC: 1}, FIELD)
+    want = nft.desired_table(large_table(REBUILD_PREFIXES), ["eth0"], {("eth0", ROUTER_MAC): 1}, FIELD)
     owner = NftState(node.name)
     try:
         owner.apply_blocking(nft.diff(want, None), want, FIELD, None)

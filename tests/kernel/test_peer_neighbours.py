@@ -4,8 +4,6 @@ addresses (the `lan` of test_neighbours), and nothing sends the peers any traffi
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from nra.kernel.adapter import KernelAdapter
@@ -20,7 +18,7 @@ from tests.kernel.test_neighbours import (  # noqa: F401
     wait_neigh,
 )
 from tests.netns import sh
-from tests.wait import wait_for_async
+from tests.wait import holds, wait_for_async
 
 pytestmark = pytest.mark.kernel
 
@@ -40,8 +38,7 @@ async def test_managed_entries_are_kept_resolved_by_the_kernel_without_traffic(l
     node, _ = lan
     async with KernelAdapter(20, netns=node.name) as adapter:  # off (the default): nothing made
         assert await set_up(adapter) == []
-        time.sleep(0.3)
-        assert all(neigh_state(node, a) == "" for a in PEERS)
+        holds(lambda: all(neigh_state(node, a) == "" for a in PEERS), 0.3, what="no neighbour entry made")
     async with KernelAdapter(20, netns=node.name, managed_neighbours=True) as adapter:
         assert await set_up(adapter) == []
         assert all(managed(node, a) for a in PEERS)

@@ -248,6 +248,10 @@ class FakeApiServer:
         if event.get("kind") != "Event" or missing or meta.get("namespace", namespace) != namespace \
                 or not (meta.get("name") or meta.get("generateName")):
             return _status(422, "Invalid", f"Event is invalid: missing {missing or 'kind/name/namespace'}")
+        if not (event.get("involvedObject") or {}).get("namespace") and namespace not in ("default", "kube-system"):
+            # the API server's rule for an Event about a cluster-scoped object (a Node)
+            return _status(422, "Invalid", f'Event is invalid: involvedObject.namespace: Invalid value: "": '
+                                           f'does not match event.namespace ({namespace})')
         self.rv += 1
         meta.setdefault("name", f"{meta.get('generateName', '')}{self.rv}")
         meta.update(namespace=namespace, resourceVersion=str(self.rv))

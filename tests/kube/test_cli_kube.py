@@ -63,7 +63,8 @@ async def test_oneshot_crd_mode(backend, backend_kubeconfig: Path, node_ns: NetN
     adv = {"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
            "metadata": {"name": "all", "namespace": NS}, "spec": {}}
     backend.put(node({"zone": "a"}), peer("r1", "10.99.0.2"), peer("r2", "10.99.0.3"), pool, adv)
-    code, out = await run_nra("--oneshot", "--use-crds", "--netns", node_ns.name, "--kubeconfig", str(backend_kubeconfig),
+    code, out = await run_nra("--oneshot", "--use-crds", "--netns", node_ns.name,
+                              "--kubeconfig", str(backend_kubeconfig),
                               "--namespace", NS, "--node-name", NODE)
     assert code == 0, out
     rules, routes = table(node_ns)

@@ -21,6 +21,7 @@ from tests.netns import NetNS
 from tests.wait import wait_for_async
 
 NS, NODE = "metallb-system", "worker-a1"
+EVENTS_NS = "default"  # Events about a Node: the API server refuses them in MetalLB's namespace
 PEER = ipaddress.ip_address("10.99.0.11")
 
 
@@ -39,7 +40,7 @@ async def settled(events: NodeEvents) -> None:
 
 async def test_degraded_and_restored_are_one_event_each_and_rate_limited(apiserver: FakeApiServer, factory):
     clock = Clock()
-    events = NodeEvents(factory, NS, NODE, min_interval_s=300, clock=clock)
+    events = NodeEvents(factory, EVENTS_NS, NODE, min_interval_s=300, clock=clock)
     events.observe(False, {})  # healthy from the start: not news
     await settled(events)
     assert apiserver.events == []
@@ -52,7 +53,7 @@ async def test_degraded_and_restored_are_one_event_each_and_rate_limited(apiserv
     event = apiserver.events[0]
     assert event["type"] == "Warning" and event["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": NODE}
     assert event["message"] == "return path degraded: peer 10.99.0.11 left out (no-arp)"
-    assert event["metadata"]["namespace"] == NS and event["reportingComponent"] == "nra"
+    assert event["metadata"]["namespace"] == EVENTS_NS and event["reportingComponent"] == "nra"
 
     clock.now += 60  # recovered within the interval: held back ...
     events.observe(False, {})
@@ -66,7 +67,7 @@ async def test_degraded_and_restored_are_one_event_each_and_rate_limited(apiserv
 
 async def test_a_refused_event_is_one_warning_and_the_next_gets_through(apiserver: FakeApiServer, factory):
     clock = Clock()
-    events = NodeEvents(factory, NS, NODE, min_interval_s=10, clock=clock)
+    events = NodeEvents(factory, EVENTS_NS, NODE, min_interval_s=10, clock=clock)
     apiserver.refuse_events = 2
     lines: list[str] = []
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
@@ -110,6 +111,7 @@ async def test_the_agent_puts_an_event_on_its_node_when_a_peer_is_off_link(node_
         assert [e["reason"] for e in server.events] == [DEGRADED]
         assert "peer 192.0.2.50 left out (off-link)" in server.events[0]["message"]
         assert server.events[0]["involvedObject"]["name"] == NODE
+        assert server.events[0]["metadata"]["namespace"] == EVENTS_NS
     finally:
         agent.stop()
         assert await asyncio.wait_for(running, 10) == 0

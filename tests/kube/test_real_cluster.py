@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -82,6 +83,12 @@ def set_session(cluster: Cluster, ns: str, name: str, node_name: str, peer_addre
     status = {"status": {"node": node_name, "peer": peer_address, "vrf": "", "bgpStatus": bgp, "bfdStatus": "N/A"}}
     cluster.kubectl("patch", "bgpsessionstate", name, "-n", ns, "--subresource=status", "--type=merge",
                     "-p", json.dumps(status))
+
+
+def node_events(cluster: Cluster, node_name: str) -> list[str]:
+    """The reasons of the Events about this Node (in `default`, where Node events live)."""
+    doc = json.loads(cluster.kubectl("get", "events", "-n", "default", "-o", "json").stdout)
+    return [e["reason"] for e in doc["items"] if e["involvedObject"].get("name") == node_name]
 
 
 def table(ns: NetNS) -> tuple[list[str], set[str]]:
@@ -212,6 +219,12 @@ def test_session_states_under_the_charts_identity(real_cluster: Cluster, scratch
         wait_table(node_ns, (["198.51.100.16/29"], {"10.99.0.2", "10.99.0.3"}), nra)
         set_session(real_cluster, frr, "s1", name, "10.99.0.2", "Active")  # r1's session dropped
         wait_table(node_ns, (["198.51.100.16/29"], {"10.99.0.3"}), nra)
+        # the Event on the Node, created under the chart's identity (its Role in `default`)
+        try:
+            wait_for(lambda: node_events(real_cluster, name) == ["ReturnPathDegraded"], 10,
+                     what="a ReturnPathDegraded Event on the node")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; nra's log:\n{nra.daemon.log()}") from None
         set_session(real_cluster, frr, "s1", name, "10.99.0.2", "Established")
         wait_table(node_ns, (["198.51.100.16/29"], {"10.99.0.2", "10.99.0.3"}), nra)
     finally:
@@ -226,7 +239,7 @@ def without(rbac: list[dict[str, Any]], kind: str, resource: str, verb: str | No
     """The RBAC objects with `verb` (None: every verb) taken from `resource` in the rule of
     `kind` (Role/ClusterRole) that grants it; the rule's other resources keep every verb."""
     out = json.loads(json.dumps(rbac))
-    (role,) = [o for o in out if o["kind"] == kind and not o["metadata"]["name"].endswith("session-states")]
+    (role,) = [o for o in out if o["kind"] == kind and any(resource in r["resources"] for r in o["rules"])]
     (rule,) = [r for r in role["rules"] if resource in r["resources"]]
     rule["resources"].remove(resource)
     if verb is not None:
@@ -335,26 +348,16 @@ def test_api_server_restart_after_compaction_relists_and_keeps_the_table(
     is refused with 410 Gone (its resourceVersion is older than anything the new server
     has), nra lists again; the table is never empty meanwhile, and a change made after the
     restart is applied."""
-    import threading
-
     ns, name = scratch["ns"], scratch["node"]
     kubeconfig = identity(real_cluster, chart_rbac(ns, "--set", "env.METALLB_USE_CRDS=1"), tmp_path / "nra.kubeconfig")
     apply(real_cluster, node(name, {}), peer(ns, "r1", "10.99.0.2"), peer(ns, "r2", "10.99.0.3"),
           pool(ns, "lb", "198.51.100.16/29"), advertisement(ns))
     nra = Nra(kubeconfig, node_ns, ns, name, tmp_path / "nra.log", "--use-crds")
-    seen: list[tuple[list[str], set[str]]] = []
-    stop = threading.Event()
-
-    def watch_table() -> None:
-        while not stop.is_set():
-            seen.append(table(node_ns))
-            stop.wait(0.05)
-
-    watcher = threading.Thread(target=watch_table)
+    sampler = TableSampler(node_ns)
     try:
         wait_table(node_ns, (["198.51.100.16/29"], {"10.99.0.2", "10.99.0.3"}), nra)
         nra.wait_ready()
-        watcher.start()
+        sampler.start()
         # history nra's watches never saw: changes elsewhere, then compacted away
         other = create_namespace(real_cluster, unique("churn"))
         apply(real_cluster, *(configmap(other, f"n: {i}", name=f"c{i}") for i in range(20)))
@@ -364,11 +367,69 @@ def test_api_server_restart_after_compaction_relists_and_keeps_the_table(
         wait_table(node_ns, (["198.51.100.16/29"], {"10.99.0.2", "10.99.0.3", "10.99.0.4"}), nra, timeout=30)
         nra.wait_ready(30)
     finally:
-        stop.set()
-        if watcher.is_alive():
-            watcher.join()
+        sampler.stop()
         log = nra.stop()
     no_traceback(log)
-    assert seen and all(rules == ["198.51.100.16/29"] and gateways for rules, gateways in seen), \
-        [s for s in seen if not (s[0] and s[1])][:5]
+    sampler.assert_never_empty(["198.51.100.16/29"])
     assert "410 Gone" in log and "relisting" in log, log
+
+
+def test_etcd_stopped_and_started_under_a_running_nra(real_cluster: Cluster, scratch, node_ns: NetNS,
+                                                      tmp_path: Path):
+    """etcd down for a while (the API server up, its lists and writes failing): nra keeps the
+    table; etcd back, a change is applied."""
+    ns, name = scratch["ns"], scratch["node"]
+    kubeconfig = identity(real_cluster, chart_rbac(ns, "--set", "env.METALLB_USE_CRDS=1"), tmp_path / "nra.kubeconfig")
+    apply(real_cluster, node(name, {}), peer(ns, "r1", "10.99.0.2"), pool(ns, "lb", "198.51.100.16/29"),
+          advertisement(ns))
+    nra = Nra(kubeconfig, node_ns, ns, name, tmp_path / "nra.log", "--use-crds")
+    sampler = TableSampler(node_ns)
+    try:
+        wait_table(node_ns, (["198.51.100.16/29"], {"10.99.0.2"}), nra)
+        sampler.start()
+        real_cluster.stop_etcd()
+        down = real_cluster.kubectl("get", "--raw", "/readyz/etcd", check=False)
+        assert down.returncode != 0, "the API server still reads etcd as healthy"
+        sampler.wait(40)  # two seconds of samples with etcd down
+        real_cluster.start_etcd()
+        wait_for(lambda: real_cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, 60,
+                 what="the API server ready again")
+        apply(real_cluster, peer(ns, "r2", "10.99.0.3"))
+        wait_table(node_ns, (["198.51.100.16/29"], {"10.99.0.2", "10.99.0.3"}), nra, timeout=30)
+    finally:
+        sampler.stop()
+        log = nra.stop()
+    no_traceback(log)
+    sampler.assert_never_empty(["198.51.100.16/29"])
+
+
+class TableSampler:
+    """Samples table 20 every 50 ms in a thread while the server is disturbed."""
+
+    def __init__(self, ns: NetNS):
+        self.ns = ns
+        self.seen: list[tuple[list[str], set[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen.append(table(self.ns))
+            self._stop.wait(0.05)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait(self, samples: int) -> None:
+        goal = len(self.seen) + samples
+        wait_for(lambda: len(self.seen) >= goal, 30, what=f"{samples} more samples of table 20")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def assert_never_empty(self, rules: list[str]) -> None:
+        assert self.seen, "no sample taken"
+        bad = [s for s in self.seen if s[0] != rules or not s[1]]
+        assert not bad, f"{len(bad)} of {len(self.seen)} samples lost the rules or the route: {bad[:5]}"

@@ -25,6 +25,7 @@ from tests.ship.test_manifests import (
     CONFIGMAP_BY_NAME,
     CRD_OBJECTS,
     EVENTS,
+    NODE_EVENTS,
     READ_VERBS,
     SESSION_STATES,
     containers,
@@ -126,7 +127,8 @@ def test_every_rendered_object_is_valid(major, variant):
     assert all_errors(objects) == []
     for obj in objects:
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
-            expected = FRRK8S_NAMESPACE if obj["metadata"]["name"] == SESSION_STATES else NAMESPACE
+            elsewhere = {SESSION_STATES: FRRK8S_NAMESPACE, NODE_EVENTS: "default"}
+            expected = elsewhere.get(obj["metadata"]["name"], NAMESPACE)
             assert obj["metadata"]["namespace"] == expected, describe(obj)
     rendered = {variant: objects}
     check_env_names(rendered, variant)
@@ -299,8 +301,8 @@ def test_nodejs_chart_values_still_work(major):
 @pytest.mark.parametrize("major", helm_params())
 def test_rbac_create_and_service_account(major):
     objects = helm_template(major, "--set", "env.METALLB_NAMESPACE=metallb", "--set", "serviceAccount.name=agent")
-    (role,) = by_kind(objects, "Role")
-    (binding,) = by_kind(objects, "RoleBinding")
+    (role,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] == "nra"]
+    (binding,) = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"] == "nra"]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "metallb", \
         "the Role must live where MetalLB's objects are"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "agent", "namespace": NAMESPACE}]
@@ -312,19 +314,28 @@ def test_rbac_create_and_service_account(major):
 
 @pytest.mark.parametrize("major", helm_params())
 def test_role_grants_only_the_chosen_modes_objects(major):
+    def roles(*args, namespace=NAMESPACE):
+        objects = helm_template(major, *args) if namespace == NAMESPACE else \
+            [o for o in yaml.safe_load_all(run_helm(major, "template", "nra", str(CHART), "--namespace", namespace,
+                                                    *args).stdout) if o]
+        return {(r["metadata"]["namespace"], r["metadata"]["name"]): role_rules_with_names(r)
+                for r in by_kind(objects, "Role")}
+
     def role(*args):
-        (the_role,) = by_kind(helm_template(major, *args), "Role")
-        return role_rules_with_names(the_role)
-    assert role() == CONFIGMAP_BY_NAME | EVENTS
+        return roles(*args)[(NAMESPACE, "nra")]
+    assert role() == CONFIGMAP_BY_NAME
     assert role("--set", "env.METALLB_CONFIGMAP_NAME=metallb-config") == \
-        {("", "configmaps", ("metallb-config",)): {"list", "watch"}} | EVENTS
+        {("", "configmaps", ("metallb-config",)): {"list", "watch"}}
     assert role("--set", "extraEnv[0].name=METALLB_CONFIGMAP_NAME", "--set", "extraEnv[0].value=old") == \
-        {("", "configmaps", ("old",)): {"list", "watch"}} | EVENTS
+        {("", "configmaps", ("old",)): {"list", "watch"}}
     for crds in ("1", "true", "yes", "on"):
-        assert role("--set-string", f"env.METALLB_USE_CRDS={crds}") == CRD_OBJECTS | EVENTS
+        assert role("--set-string", f"env.METALLB_USE_CRDS={crds}") == CRD_OBJECTS
+    # the daemon's Events on its Node: in `default`, the only place the API server takes them
+    assert roles() == {(NAMESPACE, "nra"): CONFIGMAP_BY_NAME, ("default", "nra-node-events"): EVENTS}
+    assert ("default", "nra-node-events-edge") in roles(namespace="edge")  # two releases stay apart
     # ONESHOT alone creates no Events
-    assert role("--set", "daemonset.enabled=false", "--set", "oneshot.enabled=true",
-                "--set", "oneshot.nodes={node-a}") == CONFIGMAP_BY_NAME
+    assert roles("--set", "daemonset.enabled=false", "--set", "oneshot.enabled=true",
+                 "--set", "oneshot.nodes={node-a}") == {(NAMESPACE, "nra"): CONFIGMAP_BY_NAME}
 
 
 @pytest.mark.parametrize("major", helm_params())

@@ -15,7 +15,7 @@ import pytest
 
 from nra.config.intent import Intent, Peer
 from nra.observe import connections, metrics
-from nra.observe.documents import STATUS_PREFIXES, Documents
+from nra.observe.documents import REFRESH_S, STATUS_PREFIXES, Documents
 from nra.observe.server import (
     PARKED,
     HealthAddressError,
@@ -25,7 +25,7 @@ from nra.observe.server import (
 )
 from nra.observe.status import AgentStatus
 from nra.observe.status_report import StatusDetails
-from tests.wait import wait_for_async
+from tests.wait import holds_async, wait_for_async
 
 
 def free_port() -> int:
@@ -207,9 +207,32 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         return b"".join(chunks)
 
 
+async def test_silent_connections_wait_in_the_kernel_and_never_block_healthz():
+    # Issue 20: a crowd of connections that send nothing is not handed to the server at all
+    # (TCP_DEFER_ACCEPT): no descriptor, no slot; a probe among them is answered at once.
+    status = AgentStatus(source_name="static-file")
+    port = free_port()
+    before = open_fds()
+    server = await start_health_server(f"127.0.0.1:{port}", status, cap=32)
+    silent: list[socket.socket] = []
+    try:
+        for _ in range(400):
+            silent.append(socket.create_connection(("127.0.0.1", port)))
+        started = time.monotonic()
+        assert await get(port, "/healthz") == (200, "ok\n")
+        assert time.monotonic() - started < 2
+        stats = server.server.stats
+        await holds_async(lambda: stats.evicted + stats.refused == 0 and open_fds() - before - len(silent) <= 8,
+                          0.5, what="no silent connection taken by the server")
+    finally:
+        for sock in silent:
+            sock.close()
+        await stop_health_server(server)
+
+
 async def test_idle_connections_are_capped_and_never_block_healthz():
     # The old server took every connection (20,500 idle ones took the descriptor a hook
-    # needed) and kept it forever.
+    # needed) and kept it forever. (These send a first byte, so the kernel hands them over.)
     status = AgentStatus(source_name="static-file")
     port = free_port()
     before = open_fds()
@@ -218,12 +241,14 @@ async def test_idle_connections_are_capped_and_never_block_healthz():
     try:
         for _ in range(400):
             idle.append(socket.create_connection(("127.0.0.1", port)))
+            idle[-1].sendall(b"G")  # and never the rest of its request
         stats = server.server.stats
         await wait_for_async(lambda: stats.open + stats.evicted + stats.refused >= 400, 5,
                              what="the server's thread has taken all 400")
-        served_side = open_fds() - before - len(idle)
-        # the cap, the waiting room of newcomers, and a few of the server's own
-        assert served_side <= 32 + PARKED + 8, f"the server holds {served_side} descriptors for 400 idle clients"
+        # the cap, the waiting room of newcomers, and a few of the server's own (once the
+        # evicted ones' closes, scheduled by their aborts, have run)
+        await wait_for_async(lambda: open_fds() - before - len(idle) <= 32 + PARKED + 8, 5,
+                             what="the server's descriptors within the cap and the waiting room")
         started = time.monotonic()
         assert await get(port, "/healthz") == (200, "ok\n")
         assert time.monotonic() - started < 2
@@ -272,12 +297,9 @@ async def test_healthz_judges_the_daemons_loop_not_its_own():
                 codes.append((time.monotonic() - started, 0))
             time.sleep(0.05)
 
-    async def heartbeat() -> None:
-        while True:
-            status.loop_ran()
-            await asyncio.sleep(0.05)
-
-    beating = asyncio.create_task(heartbeat())
+    loop = asyncio.get_running_loop()
+    status.ask = lambda: loop.call_soon_threadsafe(status.loop_ran)  # as the daemon does
+    status.loop_ran()
     poller = threading.Thread(target=poll)
     try:
         poller.start()
@@ -289,13 +311,56 @@ async def test_healthz_judges_the_daemons_loop_not_its_own():
     finally:
         stop.set()
         poller.join(5)
-        beating.cancel()
         await stop_health_server(server)
     answered = [code for _, code in codes]
     assert answered[0] == 200 and 503 in answered and answered[-1] == 200, codes
     assert 0 not in answered, codes  # always answered
-    status.loop_beat = time.monotonic() - 2
+    status.asked_at = time.monotonic() - 2  # a question open for 2 s
     assert status.liveness(1.0) == (False, "the agent's event loop has not run for 2 s (limit 1 s)")
+    by_itself = AgentStatus(loop_beat=time.monotonic() - 2)  # a loop that beats without being asked
+    assert by_itself.liveness(1.0) == (False, "the agent's event loop has not run for 2 s (limit 1 s)")
+
+
+async def test_an_agent_nobody_asks_is_never_woken_by_the_server():
+    # Issue 19: the daemon's loop beat every 0.5 s and rebuilt its documents every 2 s for a
+    # server nobody asked. Now the server asks only when asked, at most once per question.
+    status = AgentStatus()
+    loop = asyncio.get_running_loop()
+    asked: list[float] = []
+
+    def ask() -> None:
+        asked.append(time.monotonic())
+        loop.call_soon_threadsafe(status.loop_ran)
+
+    status.ask = ask
+    documents = Documents(status)
+    scheduled: list[object] = []
+    documents.schedule = lambda callback: (scheduled.append(callback), loop.call_soon_threadsafe(callback))
+    status.loop_ran()
+    documents.refresh()
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", status, documents=documents)
+    try:
+        await holds_async(lambda: not asked and not scheduled, 2.5, interval=0.1, what="nothing asked while idle")
+        first = documents.snapshot
+        status.loop_beat = time.monotonic() - 5  # as if the last answer were old
+        assert (await get(port, "/healthz"))[0] == 200
+        assert len(asked) == 1
+        await wait_for_async(lambda: status.asked_at is None, 2, what="the question answered")
+        # /metrics with documents older than REFRESH_S: rebuilt once, in this loop, and served
+        assert (await get(port, "/metrics"))[0] == 200
+        assert len(scheduled) == 1 and documents.snapshot is not first
+        assert (await get(port, "/metrics"))[0] == 200
+        assert len(scheduled) == 1, "fresh documents are not rebuilt"
+        # during a reconcile the request is answered with the last documents, none built
+        documents._built_monotonic -= REFRESH_S
+        status.reconcile_started()
+        built = documents.snapshot
+        assert (await get(port, "/metrics"))[0] == 200
+        assert len(scheduled) == 2 and documents.snapshot is built
+        status.reconcile_finished()
+    finally:
+        await stop_health_server(server)
 
 
 async def test_status_is_bounded_and_the_full_list_comes_on_request():

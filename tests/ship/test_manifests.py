@@ -39,6 +39,9 @@ READ_VERBS = {"get", "list", "watch"}
 # The optional component's Role and RoleBinding: in FRR-K8s's namespace, not MetalLB's.
 SESSION_STATES = "nra-frrk8s-session-states"
 SESSION_STATES_COMPONENT = DEPLOY / "components" / "frrk8s-session-states"
+# The daemon's Role and RoleBinding for Events on its Node: in `default`, where the API server
+# accepts Events about a cluster-scoped object.
+NODE_EVENTS = "nra-node-events"
 
 pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl not installed: cannot render the kustomizations")
 
@@ -102,7 +105,8 @@ def test_validator_rejects_an_unknown_kind():
 @pytest.mark.parametrize("way", WAYS)
 def test_everything_lives_in_metallbs_namespace(rendered, way):
     for obj in rendered[way]:
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding") and obj["metadata"]["name"] != SESSION_STATES:
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding") and \
+                obj["metadata"]["name"] not in (SESSION_STATES, NODE_EVENTS):
             assert obj["metadata"].get("namespace") == "metallb-system", describe(obj)
 
 
@@ -117,11 +121,22 @@ def role_rules_with_names(role: dict[str, Any]) -> dict[tuple[str, str, tuple[st
 
 
 def test_rbac_is_read_only_and_minimal(rendered):
-    """Only the chosen mode's objects (the ConfigMap by name), events for the daemon only."""
-    wanted = {"configmap": CONFIGMAP_BY_NAME | EVENTS, "crds": CRD_OBJECTS | EVENTS, "oneshot": CONFIGMAP_BY_NAME}
+    """Only the chosen mode's objects (the ConfigMap by name), read-only; events, in
+    `default`, for the daemon only."""
+    wanted = {"configmap": CONFIGMAP_BY_NAME, "crds": CRD_OBJECTS, "oneshot": CONFIGMAP_BY_NAME}
     for way, rules in wanted.items():
-        by_kind = {o["kind"]: o for o in rendered[way]}
+        by_kind = {o["kind"]: o for o in rendered[way] if o["metadata"]["name"] != NODE_EVENTS}
         assert role_rules_with_names(by_kind["Role"]) == rules, way
+        events = {o["kind"]: o for o in rendered[way] if o["metadata"]["name"] == NODE_EVENTS}
+        if way == "oneshot":
+            assert not events, "ONESHOT creates no Events"
+        else:
+            assert set(events) == {"Role", "RoleBinding"}, way
+            assert {o["metadata"]["namespace"] for o in events.values()} == {"default"}
+            assert role_rules_with_names(events["Role"]) == EVENTS
+            assert events["RoleBinding"]["roleRef"]["name"] == NODE_EVENTS
+            assert events["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "nra",
+                                                         "namespace": "metallb-system"}]
         cluster_rules = {(g, r): set(rule["verbs"]) for rule in by_kind["ClusterRole"]["rules"]
                          for g in rule["apiGroups"] for r in rule["resources"]}
         assert cluster_rules == {("", "nodes"): READ_VERBS}

@@ -51,8 +51,8 @@ def test_kubectl_apply_k_is_accepted(real_cluster: Cluster, way: str):
         # each object is there, as applied
         for obj in rendered:
             meta = obj["metadata"]
-            args = ["get", f"{obj['kind'].lower()}.{obj['apiVersion'].split('/')[0] if '/' in obj['apiVersion'] else ''}"
-                    .rstrip("."), meta["name"], "-o", "json"]
+            group = obj["apiVersion"].rpartition("/")[0]
+            args = ["get", f"{obj['kind'].lower()}.{group}".rstrip("."), meta["name"], "-o", "json"]
             if meta.get("namespace"):
                 args += ["-n", meta["namespace"]]
             got = json.loads(real_cluster.kubectl(*args).stdout)

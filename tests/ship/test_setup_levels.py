@@ -66,7 +66,9 @@ def test_full_setup_installs_the_toolchain_and_stops_only_what_it_started(tmp_pa
     calls = run_setup(tmp_path)
     (install,) = [c for c in calls if c.startswith("apt-get install")]
     assert "cluster build" in calls, calls  # the real-cluster tests' binaries, built or reused
-    for package in ("iproute2", "bird2", "nftables", "iptables", "kubernetes-client", "prometheus", "openssl"):
+    for package in ("iproute2", "bird2", "nftables", "iptables", "kubernetes-client", "prometheus", "openssl",
+                    # the image: tests/ship/test_image.py and scripts/release (arm64 under QEMU)
+                    "buildah", "podman", "debootstrap", "qemu-user-static", "binfmt-support"):
         assert package in install.split(), install
     assert [c for c in calls if c.startswith("systemctl")] == ["systemctl disable --now bird",
                                                                "systemctl disable --now prometheus"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import itertools
 import json
 import socket
 import sys
@@ -93,7 +94,8 @@ def test_document_answers_the_first_questions():
     assert doc["kernel"] == {"table": 20, "rule_priority": 20, "fwmark": "0x14",
                              "peers_in_route": {"ipv4": 1, "ipv6": 2}, "rules_installed": {"ipv4": 2, "ipv6": 1},
                              "return_path": {"mode": "rules", "table": 20, "rule_priority": 20,
-                                             "fwmark": "0x14/0xffffffff", "uplink_tables": "1000-1063"}}
+                                             "fwmark": "0x14/0xffffffff", "uplink_tables": "1000-1063"},
+                             "uplinks": []}
     assert doc["left_out"] == [{"family": "ipv4", "reason": "no-arp", "count": 1}]
     assert doc["last_reconcile"] == {"at": NOW - 12, "age_seconds": 12.0, "ok": True, "applied": 1,
                                      "failed": [], "warnings": [LEFT_OUT]}
@@ -245,3 +247,86 @@ def test_document_names_the_conntrack_return_path():
     details = dataclasses.replace(details, return_path=wiring.return_path(settings).describe())
     path = status_document(status, details, registry=a_registry(), now=NOW)["kernel"]["return_path"]
     assert path["mode"] == "conntrack" and path["table"] == 20 and path["router_tables"] == "21-35"
+
+
+def test_each_uplink_group_and_how_its_peers_were_resolved_is_shown():
+    from nra.config.metallb import parse_objects
+    from nra.config.uplinks import NodeFacts, RouteLookup, resolve_intent
+    from tests.unit.test_metallb import advertisement, bgp_peer, pool
+
+    status, details = an_agent()
+    objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), pool("p", "198.51.100.0/24"), advertisement("x")]
+    intent = parse_objects(objects, {"kubernetes.io/hostname": "n"}, 100).intent
+    gateway = ipaddress.ip_address("10.1.0.254")
+    resolved = resolve_intent(intent, NodeFacts({"192.0.2.9": RouteLookup("eth1", (gateway,))}))
+    outcome = Outcome(ok=True, intent=resolved)
+    doc = status_document(status, StatusDetails(intent=intent, outcome=outcome, settings=details.settings),
+                          registry=a_registry(), now=NOW)
+    assert doc["uplinks"] == [{"pools": ["p"], "vrf": None, "table": 20, "peers": [
+        {"name": "loop", "key": "192.0.2.9", "kind": "multihop", "how": "via 10.1.0.254 (eth1)",
+         "next_hops": ["10.1.0.254"]}]}]
+    text = format_status(doc, now=NOW)
+    assert "uplink group:    pools p; default vrf; table 20\n" \
+           "                 peer loop (192.0.2.9): multihop via 10.1.0.254 (eth1)\n" in text
+    # an intent that describes no peers (no specs): no uplink lines
+    plain = status_document(status, details, registry=a_registry(), now=NOW)
+    assert "uplink group" not in format_status(plain, now=NOW)
+def test_status_shows_each_uplink_group_and_its_routers():
+    """`nra status` (and `nra plan`, the same lines): each uplink group's peers, pools, table
+    and mark; in conntrack mode each router's link, MAC, table and mark."""
+    from nra.config.intent import PeerSpec, PoolBinding
+    from nra.kernel.model import KernelState
+    from nra.plan.planner import Plan
+
+    status, details = an_agent()
+    settings = Settings(TABLE_WEIGHT=20, RULE_PRIORITY=20, RETURN_PATH="conntrack")
+    a1, a2, b1 = (ipaddress.ip_address(a) for a in ("10.1.0.2", "10.1.0.3", "10.2.0.2"))
+    pools = frozenset({PoolBinding("a", frozenset({ipaddress.ip_network("198.51.100.0/24")}), frozenset({"10.1.0.2", "10.1.0.3"})),
+                       PoolBinding("b", frozenset({ipaddress.ip_network("198.51.101.0/24")}), frozenset({"10.2.0.2"}))})
+    intent = Intent(frozenset({Peer(a1, 100, "a1"), Peer(a2, 100, "a2"), Peer(b1, 100, "b1")}),
+                    frozenset().union(*(p.prefixes for p in pools)),
+                    frozenset({PeerSpec("a1", a1, 100), PeerSpec("a2", a2, 100), PeerSpec("b1", b1, 100)}), pools)
+    vmac = "00:00:5e:00:01:01"
+    state = KernelState(lladdrs={a1: vmac, a2: vmac, b1: vmac}, links={a1: frozenset({1}), a2: frozenset({1}),
+                                                                      b1: frozenset({2})},
+                        link_names={1: "eth1", 2: "eth2"})
+    plan = wiring.return_path(settings).plan(intent, state, {})
+    assert isinstance(plan, Plan)
+    details = dataclasses.replace(details, intent=intent, outcome=Outcome(ok=True, applied=0, plan=plan))
+    doc = status_document(status, details, registry=a_registry(), now=NOW)
+    json.dumps(doc)
+    text = format_status(doc, now=NOW).splitlines()
+    start = next(i for i, line in enumerate(text) if line.startswith("uplinks:"))
+    lines = [text[start]] + list(itertools.takewhile(lambda line: line.startswith(" " * 17), text[start + 1:]))
+    # routers 1, 2 (one virtual MAC on two links: two routers), then the groups' fallbacks 3, 4;
+    # router i's mark is the value 0x2 and i spread over the bits 0x3c, its table 20 + i
+    assert lines == [
+        "uplinks:         group 10.1.0.2, 10.1.0.3: pools a (1 prefix(es)); table 23, mark 0xe",
+        "                   router eth1 00:00:5e:00:01:01 (a1 (10.1.0.2), a2 (10.1.0.3)): table 21, mark 0x6",
+        "                 group 10.2.0.2: pools b (1 prefix(es)); table 24, mark 0x12",
+        "                   router eth2 00:00:5e:00:01:01 (b1 (10.2.0.2)): table 22, mark 0xa",
+    ]
+
+
+def test_rules_mode_shows_each_group_and_its_uplink_table():
+    """`rules` mode: each group with its table (TABLE_WEIGHT for every peer, else one of
+    UPLINK_TABLES); `nra plan -o json` carries the same as `uplinks`."""
+    from nra.config.intent import PeerSpec, PoolBinding
+    from nra.daemon.modes import plan_document
+    from nra.kernel.model import KernelState
+
+    a1, b1 = ipaddress.ip_address("10.1.0.2"), ipaddress.ip_address("10.2.0.2")
+    pools = frozenset({PoolBinding("a", frozenset({ipaddress.ip_network("198.51.100.0/24")}), frozenset({"10.1.0.2"})),
+                       PoolBinding("all", frozenset({ipaddress.ip_network("203.0.113.0/24")}),
+                                   frozenset({"10.1.0.2", "10.2.0.2"}))})
+    intent = Intent(frozenset({Peer(a1, 100, "a1"), Peer(b1, 100, "b1")}), frozenset().union(*(p.prefixes for p in pools)),
+                    frozenset({PeerSpec("a1", a1, 100), PeerSpec("b1", b1, 100)}), pools)
+    plan = wiring.return_path(Settings(TABLE_WEIGHT=20, RULE_PRIORITY=20)).plan(intent, KernelState(), {})
+    groups = {tuple(g["pools"]): g for g in plan_document(intent, plan)["uplinks"]}
+    assert groups[("all",)]["table"] == 20 and groups[("all",)]["peers"] == ["10.1.0.2", "10.2.0.2"]
+    assert groups[("a",)]["table"] in range(1000, 1064) and groups[("a",)]["peers"] == ["10.1.0.2"]
+    status, details = an_agent()
+    details = dataclasses.replace(details, intent=intent, outcome=Outcome(ok=True, applied=0, plan=plan))
+    text = format_status(status_document(status, details, registry=a_registry(), now=NOW), now=NOW)
+    assert f"group 10.1.0.2: pools a (1 prefix(es)); table {groups[('a',)]['table']}" in text
+    assert "group 10.1.0.2, 10.2.0.2: pools all (1 prefix(es)); table 20" in text

@@ -60,6 +60,7 @@ INTENT = Intent(frozenset(Peer(a, 100) for a in (R1_4, R1_6, R2_4, R2_6)),
                 frozenset({net("10.80.0.0/28"), net("fd00:80::/120")}))
 DST = {4: net("0.0.0.0/0"), 6: net("::/0")}
 MAC1, MAC2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
+K1, K2 = ("eth0", MAC1), ("eth0", MAC2)  # a router: (ingress link, link-layer address)
 
 
 def facts(overrides: dict | None = None) -> dict:
@@ -80,29 +81,29 @@ def test_two_routers_two_tables_and_three_rules_per_family_whatever_the_prefixes
     assert len(state.rules) == 6
     many = Intent(INTENT.peers, frozenset(net(f"10.{i // 250}.{i % 250}.0/24") for i in range(5000)))
     assert len(plan_return_path(many, facts(), POLICY, {}, {}, DST).rules) == 6
-    assert state.nft.routers == {MAC1: 1, MAC2: 2} and state.nft.links == {"eth0"}
+    assert state.nft.routers == {K1: 1, K2: 2} and state.nft.links == {"eth0"}
 
 
 def test_numbers_are_kept_across_restarts_and_new_link_layer_addresses():
     # the nft map says MAC2 is router 1: kept
-    assert assign_routers([MAC1, MAC2], {MAC2: 1}, {}, {}, 15)[0] == {MAC2: 1, MAC1: 2}
+    assert assign_routers([K1, K2], {K2: 1}, {}, {}, 15)[0] == {K2: 1, K1: 2}
     # R1 got a new MAC; its table (21) still routes via R1's address: same number
     new = "02:00:00:00:00:99"
     state = plan_return_path(INTENT, facts({R1_4: PeerFacts(new, "eth0"), R1_6: PeerFacts(new, "eth0")}),
-                             POLICY, {MAC1: 1, MAC2: 2}, {1: {R1_4}}, DST)
-    assert state.nft.routers == {new: 1, MAC2: 2}
+                             POLICY, {K1: 1, K2: 2}, {1: {R1_4}}, DST)
+    assert state.nft.routers == {("eth0", new): 1, K2: 2}
 
 
 def test_unusable_router_route_withdrawn_and_its_mark_kept():
     state = plan_return_path(INTENT, facts({R1_4: PeerFacts(MAC1, "eth0", usable=False)}), POLICY,
                              {}, {}, DST)
     assert (21, 4, ()) in {(r.table, r.family, r.nexthops) for r in state.routes}
-    assert state.withdrawn == {R1_4} and state.nft.routers[MAC1] == 1
+    assert state.withdrawn == {R1_4} and state.nft.routers[K1] == 1
     # its address unknown now (entry failed): the map element stays, the route is gone
     gone = plan_return_path(INTENT, facts({R1_4: PeerFacts(None, "eth0", usable=False),
                                              R1_6: PeerFacts(None, "eth0", usable=False)}),
-                            POLICY, {MAC1: 1, MAC2: 2}, {1: {R1_4, R1_6}}, DST)
-    assert gone.nft.routers == {MAC1: 1, MAC2: 2}
+                            POLICY, {K1: 1, K2: 2}, {1: {R1_4, R1_6}}, DST)
+    assert gone.nft.routers == {K1: 1, K2: 2}
     assert not [r for r in gone.routes if r.table == 21 and r.nexthops]
 
 
@@ -122,12 +123,13 @@ def test_prefixes_merge_into_the_intervals_the_kernel_holds():
 
 
 def test_nft_diff_of_a_listing_with_foreign_and_stray_elements():
-    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {MAC1: 1}, FIELD)
+    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {K1: 1}, FIELD)
     listing = [{"table": {"family": "inet", "name": "nra"}},
                {"set": {"name": "lb4", "elem": [{"prefix": {"addr": "10.80.0.0", "len": 28}},
                                                 {"range": ["10.90.0.0", "10.90.0.9"]}]}},
                {"set": {"name": "lb6"}}, {"set": {"name": "links", "elem": ["eth0"]}},
-               {"map": {"name": "routers", "elem": [[MAC1, {"goto": {"target": "save_1"}}]]}}]
+               {"map": {"name": "link_routers", "elem": [[{"concat": ["eth0", MAC1]}, {"goto": {"target": "save_1"}}]]}},
+               {"map": {"name": "groups4"}}, {"map": {"name": "groups6"}}]
     for name, (hook, rules) in want.chains.items():
         listing.append({"chain": {"name": name, **({"type": hook[0], "hook": hook[1], "prio": hook[2],
                                                      "policy": hook[3]} if hook else {})}})
@@ -144,7 +146,169 @@ def test_nft_operations_can_be_counted_like_the_others():
     # same change the same operation
     from nra.kernel.operations import ApplyNft
 
-    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {MAC1: 1}, FIELD)
+    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {K1: 1}, FIELD)
     ops = [ApplyNft(nft.diff(want, None), want, FIELD, None) for _ in range(2)]
     assert len({op: 0 for op in ops}) == 1 and ops[0] == ops[1]
     assert str(ops[0]).startswith("nft -f <table inet nra")
+
+
+# -- uplink groups and router identity (issue 16) ---------------------------------------------
+
+from nra.config.intent import PeerSpec, PoolBinding  # noqa: E402
+from nra.kernel.model import KernelState  # noqa: E402
+from nra.plan.planner import RoutingPolicy  # noqa: E402
+from nra.plan.return_path.conntrack import (  # noqa: E402
+    ConntrackReturnPath,
+    describe_uplinks,
+    uplink_fallbacks,
+)
+
+A1, A2, B1, B2 = ip("10.1.0.2"), ip("10.1.0.3"), ip("10.2.0.2"), ip("10.2.0.3")
+POOL_A, POOL_B = net("198.51.100.0/24"), net("198.51.101.0/24")  # adjacent: one group each
+
+
+def uplink_intent(extra_pools=()) -> Intent:
+    """Two uplinks: pool A announced to A1, A2 (eth1), pool B to B1, B2 (eth2)."""
+    names = {A1: "a1", A2: "a2", B1: "b1", B2: "b2"}
+    pools = {PoolBinding("a", frozenset({POOL_A}), frozenset({str(A1), str(A2)})),
+             PoolBinding("b", frozenset({POOL_B}), frozenset({str(B1), str(B2)})), *extra_pools}
+    return Intent(frozenset(Peer(a, 100, n) for a, n in names.items()),
+                  frozenset().union(*(p.prefixes for p in pools)),
+                  frozenset(PeerSpec(n, a, 100) for a, n in names.items()), frozenset(pools))
+
+
+def uplink_facts(macs=None) -> dict:
+    macs = macs or {A1: "02:0a:00:00:00:01", A2: "02:0a:00:00:00:02", B1: "02:0b:00:00:00:01", B2: "02:0b:00:00:00:02"}
+    return {a: PeerFacts(m, "eth1" if a in (A1, A2) else "eth2") for a, m in macs.items()}
+
+
+def test_each_uplink_group_gets_a_fallback_via_its_own_peers_only():
+    intent = uplink_intent()
+    state = plan_return_path(intent, uplink_facts(), POLICY, {}, {}, DST)
+    routers = [r for r in state.routers if r.group is None]
+    fallbacks = {r.group.pools: r for r in state.routers if r.group is not None}
+    assert [(r.index, r.link) for r in routers] == [(1, "eth1"), (2, "eth1"), (3, "eth2"), (4, "eth2")]
+    assert set(fallbacks) == {("a",), ("b",)}
+    a, b = fallbacks[("a",)], fallbacks[("b",)]
+    routes = {(r.table, r.family): r.nexthops for r in state.routes}
+    assert routes[(POLICY.table_of(a.index), 4)] == ((A1, 100), (A2, 100))
+    assert routes[(POLICY.table_of(b.index), 4)] == ((B1, 100), (B2, 100))
+    # the group maps: pool A's interval to A's fallback, B's to B's (adjacent, both held)
+    low_a, low_b = int(POOL_A.network_address), int(POOL_B.network_address)
+    assert state.nft.groups[4] == {(low_a, low_a + 255, a.index), (low_b, low_b + 255, b.index)}
+    assert state.nft.prefixes == nft.prefix_intervals(intent.prefixes)  # every group's prefixes classified
+    # one rule per router and fallback, one for the external mark: constant in the prefixes
+    assert len(state.rules) == 7
+    assert RouterRule(4, FIELD.router(a.index), FIELD.mask, POLICY.table_of(a.index), 20) in state.rules
+    many = uplink_intent([PoolBinding("c", frozenset(net(f"10.{i // 250}.{i % 250}.0/24") for i in range(2000)),
+                                      frozenset({str(A1), str(A2)}))])
+    assert len(plan_return_path(many, uplink_facts(), POLICY, {}, {}, DST).rules) == 7
+
+
+def test_a_pool_to_every_peer_keeps_the_external_mark_and_no_group_element():
+    every = PoolBinding("all", frozenset({net("203.0.113.0/24")}), frozenset({str(A1), str(A2), str(B1), str(B2)}))
+    state = plan_return_path(uplink_intent([every]), uplink_facts(), POLICY, {}, {}, DST)
+    low = int(net("203.0.113.0/24").network_address)
+    assert not any(e[0] == low for e in state.nft.groups[4])
+    assert len([r for r in state.routers if r.group is not None]) == 2
+    # the legacy sources (no pools): no group at all, the table exactly as before
+    plain = plan_return_path(INTENT, facts(), POLICY, {}, {}, DST)
+    assert plain.nft.groups == {4: frozenset(), 6: frozenset()} and len(plain.routers) == 2
+
+
+def test_one_mac_on_two_uplinks_is_two_routers():
+    same = "02:00:00:00:00:77"
+    state = plan_return_path(uplink_intent(), uplink_facts({A1: same, A2: "02:0a:00:00:00:02", B1: same,
+                                                            B2: "02:0b:00:00:00:02"}), POLICY, {}, {}, DST)
+    assert {("eth1", same), ("eth2", same)} <= set(state.nft.routers)
+    routes = {(r.table, r.family): r.nexthops for r in state.routes}
+    assert routes[(POLICY.table_of(state.nft.routers[("eth1", same)]), 4)] == ((A1, 100),)
+    assert routes[(POLICY.table_of(state.nft.routers[("eth2", same)]), 4)] == ((B1, 100),)
+    assert not [w for w in state.warnings if "share" in w]
+
+
+def test_two_peers_behind_one_virtual_mac_are_one_router_with_a_multipath_route_said_once():
+    vmac = "00:00:5e:00:01:01"  # a VRRP virtual MAC
+    state = plan_return_path(uplink_intent(), uplink_facts({A1: vmac, A2: vmac, B1: "02:0b:00:00:00:01",
+                                                            B2: "02:0b:00:00:00:02"}), POLICY, {}, {}, DST)
+    (pair,) = [r for r in state.routers if r.lladdr == vmac]
+    assert {p.address for p in pair.peers} == {A1, A2}
+    assert (POLICY.table_of(pair.index), 4, ((A1, 100), (A2, 100))) in {(r.table, r.family, r.nexthops)
+                                                                        for r in state.routes}
+    (line,) = [w for w in state.warnings if "share" in w]
+    assert "a1 (10.1.0.2), a2 (10.1.0.3)" in line and vmac in line and "eth1" in line
+
+
+def test_a_group_keeps_its_number_while_it_exists():
+    intent = uplink_intent()
+    first = plan_return_path(intent, uplink_facts(), POLICY, {}, {}, DST)
+    marks = {r.group.pools: r.index for r in first.routers if r.group is not None}
+    # a new router appears (a third peer's MAC on eth1 would take the lowest free number): the
+    # groups keep theirs, read back from the group maps
+    c = ip("10.1.0.4")
+    bigger = Intent(intent.peers | {Peer(c, 100, "a3")}, intent.prefixes, intent.specs | {PeerSpec("a3", c, 100)},
+                    intent.pools)
+    again = plan_return_path(bigger, {**uplink_facts(), c: PeerFacts("02:0a:00:00:00:03", "eth1")}, POLICY,
+                             first.nft.routers, {}, DST, current_groups=first.nft.groups)
+    assert {r.group.pools: r.index for r in again.routers if r.group is not None} == marks
+    assert again.nft.routers[("eth1", "02:0a:00:00:00:03")] not in marks.values()
+
+
+def test_an_unknown_peer_says_its_connections_get_the_group_mark():
+    f = uplink_facts()
+    f[A1] = PeerFacts(None, "eth1")
+    state = plan_return_path(uplink_intent(), f, POLICY, {}, {}, DST)
+    assert any("10.1.0.2" in w and "uplink group" in w for w in state.warnings)
+
+
+def test_plan_and_status_describe_each_group_its_routers_tables_and_marks():
+    intent = uplink_intent()
+    policy = RoutingPolicy(table=20, priority=20, destinations=tuple(DST.values()))
+    path = ConntrackReturnPath(policy, POLICY)
+    lladdrs = {a: f.lladdr for a, f in uplink_facts().items()}
+    state = KernelState(lladdrs=lladdrs, links={a: frozenset({1 if a in (A1, A2) else 2}) for a in lladdrs},
+                        link_names={1: "eth1", 2: "eth2"})
+    plan = path.plan(intent, state, {})
+    groups = {tuple(g["pools"]): g for g in plan.uplinks}
+    a = groups[("a",)]
+    assert a["peers"] == ["10.1.0.2", "10.1.0.3"] and a["prefixes"] == 1
+    assert [(r["link"], r["peers"]) for r in a["routers"]] == [("eth1", ["a1 (10.1.0.2)"]), ("eth1", ["a2 (10.1.0.3)"])]
+    assert a["table"] in POLICY.tables and a["mark"] != groups[("b",)]["mark"]
+    # the grouping is made once per intent
+    assert path._fallbacks[0] is intent and uplink_fallbacks(intent)[0] == path._fallbacks[1][0]
+    assert describe_uplinks(INTENT, plan_return_path(INTENT, facts(), POLICY, {}, {}, DST), POLICY, 20)[0]["table"] == 20
+
+
+def test_kept_desired_tables_follow_a_changed_group_exactly():
+    """DesiredTables merges each group's prefixes from its last ones: after a pool gains and
+    loses prefixes, the table equals one built afresh (prefix set and group maps)."""
+    tables = nft.DesiredTables()
+    a = frozenset(net(f"10.1.{i}.0/30") for i in range(0, 200, 2))
+    b = frozenset(net(f"10.2.{i}.0/30") for i in range(0, 200, 2))
+    before = None
+    for step in range(3):
+        a2 = a | {net(f"10.1.{i}.0/30") for i in range(1, 2 + step * 2, 2)} - {net("10.1.0.0/30")} if step else a
+        groups = {3: a2, 4: b}
+        got = tables.get(a2 | b, frozenset({4}), ["eth0"], {}, FIELD, groups)
+        fresh = nft.desired_table(a2 | b, ["eth0"], {}, FIELD, (4,), groups)
+        assert got.prefixes == fresh.prefixes and got.groups == fresh.groups, step
+        if before is not None:  # against nra's own last table: the few changes, as a full compare gives them
+            change = nft.diff(got, before)
+            assert set(change.add_groups[4]) == got.groups[4] - before.groups[4] and change.add_groups[4]
+            assert set(change.delete_groups[4]) == before.groups[4] - got.groups[4]
+        before = got
+        assert len(got.groups[4]) == len(got.prefixes[4])  # (none adjacent across groups here)
+    # a pool of group 4 made to overlap group 3's: caught by the neighbour check, said, left to group 3
+    clash = b | {net("10.1.0.0/29")}
+    got = tables.get(a | clash, frozenset({4}), ["eth0"], {}, FIELD, {3: a, 4: clash})
+    fresh, problems = nft.group_intervals({3: a, 4: clash}, (4,))
+    assert got.groups == fresh and tables.group_problems == problems and len(problems) == 1
+    # and the overlap gone again: back to every interval of both
+    got = tables.get(a | b, frozenset({4}), ["eth0"], {}, FIELD, {3: a, 4: b})
+    assert got.groups == nft.group_intervals({3: a, 4: b}, (4,))[0] and not tables.group_problems
+
+
+def test_overlapping_pools_of_two_groups_leave_the_overlap_to_the_first():
+    got, problems = nft.group_intervals({3: [net("10.0.0.0/24")], 4: [net("10.0.0.128/25"), net("10.9.0.0/24")]})
+    assert {(nft.interval_text(4, e[:2]), e[2]) for e in got[4]} == {("10.0.0.0/24", 3), ("10.9.0.0/24", 4)}
+    assert problems == ["prefix 10.0.0.128/25: in two uplink groups' pools (overlaps 10.0.0.0/24); left to the first group"]

@@ -141,12 +141,12 @@ def test_invalid_weight_keeps_the_peer_with_default_weight(value):
     assert f"default weight {W}" in result.problems[0].message
 
 
-def test_v1beta2_interface_peer_needs_the_address_label():
+def test_v1beta2_interface_peer_is_found_on_its_interface_or_by_the_address_label():
     unnumbered = bgp_peer("unnumbered", interface="eth1")
     result = parse_objects([unnumbered, bgp_peer("r2", "10.0.0.2")], NODE, W)
-    assert peers_of(result) == {"10.0.0.2": W}
-    assert where_of(result) == ["peer unnumbered"]
-    assert "set the metallb-nra/address label" in result.problems[0].message
+    # no problem: its router's link-local address is found on eth1 (resolve_intent), not here
+    assert peers_of(result) == {"10.0.0.2": W} and where_of(result) == []
+    assert {(s.interface, s.address) for s in result.intent.specs if s.name == "unnumbered"} == {("eth1", None)}
     fixed = bgp_peer("unnumbered", interface="eth1", labels={"metallb-nra/address": "fe80::1"})
     assert peers_of(parse_objects([fixed], NODE, W)) == {"fe80::1": W}
 

@@ -53,7 +53,7 @@ def test_notifications_become_transactions_with_their_tables_and_process():
 def test_element_notifications_are_decoded_to_their_keys_flags_and_verdicts():
     start, end = nl.interval_elements(0x0A500000, 0x0A50000F, 32)
     body = (attribute(nl.NFTA_SET_ELEM_LIST_TABLE, b"nra\0") + attribute(nl.NFTA_SET_ELEM_LIST_SET, b"lb4\0")
-            + nl.nested(nl.NFTA_SET_ELEM_LIST_ELEMENTS, start, end, nl.goto_element("02:00:00:00:00:01", "save_2")))
+            + nl.nested(nl.NFTA_SET_ELEM_LIST_ELEMENTS, start, end, nl.goto_element(bytes.fromhex("020000000001"), "save_2")))
     (tx,) = nl.NotificationReader().feed(_note(nl.NFT_MSG_DELSETELEM, body) + _note(nl.NFT_MSG_NEWGEN, b""))
     (change,) = tx.elements
     assert (change.table, change.set_name, change.delete) == ("nra", "lb4", True)
@@ -73,8 +73,23 @@ def test_an_element_batch_can_carry_the_tables_flags_first():
     assert table == {nl.NFTA_TABLE_NAME: b"nra\0", nl.NFTA_TABLE_FLAGS: bytes(4)}
 
 
-def test_a_router_element_is_its_link_layer_address_and_a_goto():
-    element = nl.goto_element("02:00:00:00:00:0A", "save_3")
-    assert bytes.fromhex("02000000000a") in element and b"save_3\0" in element
+def test_a_router_element_is_its_link_and_link_layer_address_and_a_goto():
+    from nra.kernel import nft_table as nft
+
+    key = nft.router_key_bytes(("eth1", "02:00:00:00:00:0A"))
+    # ifname NUL-padded to 16 bytes, the MAC padded to a 32-bit register: the kernel's key of
+    # `ifname . ether_addr`
+    assert key == b"eth1" + bytes(12) + bytes.fromhex("02000000000a") + bytes(2)
+    assert nft.router_key_of(key) == ("eth1", "02:00:00:00:00:0a")
+    element = nl.goto_element(key, "save_3")
+    assert key in element and b"save_3\0" in element
     assert struct.pack("!i", nl.NFT_GOTO) in element
-    assert nl.goto_element("02:00:00:00:00:0a", None) == nl._element(bytes.fromhex("02000000000a"))
+    assert nl.goto_element(key, None) == nl._element(key)
+
+
+def test_a_group_interval_is_a_start_with_its_goto_and_a_flagged_end():
+    start, end = nl.interval_goto_elements(0x0A500000, 0x0A5000FF, 32, "save_4")
+    assert bytes.fromhex("0a500000") in start and b"save_4\0" in start
+    assert end == nl.interval_elements(0x0A500000, 0x0A5000FF, 32)[1]
+    # a delete names the keys alone
+    assert nl.interval_goto_elements(0x0A500000, 0x0A5000FF, 32, None)[0] == nl.interval_elements(0x0A500000, 0x0A5000FF, 32)[0]

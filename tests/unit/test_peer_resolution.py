@@ -8,7 +8,7 @@ import time
 from ipaddress import ip_address
 
 from nra.daemon.peer_resolution import PeerResolution
-from tests.wait import wait_for_async
+from tests.wait import holds_async, wait_for_async
 
 A = ip_address("10.99.0.2")
 INTERVAL = 0.1
@@ -26,8 +26,7 @@ async def test_silent_peers_are_resolved_at_most_once_per_interval_and_only_whil
     resolution = PeerResolution(lambda: silent, resolve, INTERVAL)
     task = asyncio.create_task(resolution.run())
     try:
-        await asyncio.sleep(INTERVAL / 2)
-        assert rounds == []  # never woken: nothing looked at
+        await holds_async(lambda: rounds == [], INTERVAL / 2, what="no round before a wake-up")  # nothing looked at
         started = time.monotonic()
         for _ in range(20):  # a burst of neighbour events
             resolution.wake()
@@ -35,8 +34,7 @@ async def test_silent_peers_are_resolved_at_most_once_per_interval_and_only_whil
         assert rounds[0] - started >= INTERVAL
         assert all(b - a >= INTERVAL for a, b in zip(rounds, rounds[1:]))  # however many wake-ups
         silent.clear()  # the peer answers again: no more rounds
-        await asyncio.sleep(INTERVAL * 3)
-        assert len(rounds) == 3, rounds
+        await holds_async(lambda: len(rounds) == 3, INTERVAL * 3, what="no more rounds")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -94,3 +94,51 @@ async def test_a_peer_off_link_is_left_out_and_the_outcome_degraded():
     assert outcome.ok and outcome.degraded and outcome.plan.left_out == {R2_4: "off-link"}
     v4 = next(r for r in kernel.routes if r.family == 4)
     assert [str(nh.gateway) for nh in v4.nexthops] == ["10.99.0.2"]
+
+
+async def test_a_multihop_peer_follows_its_route_and_an_unnumbered_one_carries_ipv4_via_inet6():
+    from nra.config.metallb import parse_objects
+    from nra.config.uplinks import Neighbour, NodeFacts, RouteLookup
+    from tests.unit.test_metallb import advertisement, bgp_peer, pool
+
+    objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), bgp_peer("p2p", interface="swp1",
+                                                                         dualStackAddressFamily=True),
+               pool("p", "198.51.100.0/24"), advertisement("x")]
+    intent = parse_objects(objects, {"kubernetes.io/hostname": "n"}, 1).intent
+    kernel = FakeKernel(20)
+    reconciler = Reconciler(kernel, ReconcileConfig(rules_path()))
+    router = (Neighbour(ip("fe80::2"), "swp1", "02:00:00:00:00:02", router=True),)
+    kernel.uplinks = NodeFacts({"192.0.2.9": RouteLookup("eth1", (ip("10.1.0.254"),))}, neighbours=router)
+    first = await reconciler.reconcile(intent, "test")
+    assert first.ok, first.describe()
+    assert "nexthop via inet6 fe80::2 weight 1" in str(first.applied_ops[0])
+    route = next(r for r in kernel.routes if r.family == 4)
+    assert {str(nh.gateway) for nh in route.nexthops} == {"10.1.0.254", "fe80::2"}
+    assert (await reconciler.reconcile(intent, "test")).applied == 0  # read back equal: no churn
+    kernel.uplinks = NodeFacts({"192.0.2.9": RouteLookup("eth2", (ip("10.2.0.254"),))}, neighbours=router)
+    moved = await reconciler.reconcile(intent, "uplink")
+    assert moved.ok and [op.kind for op in moved.applied_ops] == ["replace_route"]
+    assert {str(nh.gateway) for r in kernel.routes if r.family == 4 for nh in r.nexthops} == {"10.2.0.254", "fe80::2"}
+    # the route to the multihop peer goes: it waits, said once as a warning, the other peer kept
+    kernel.uplinks = NodeFacts(unresolved={"192.0.2.9": "no route to 192.0.2.9"}, neighbours=router)
+    gone = await reconciler.reconcile(intent, "uplink")
+    assert "peer loop: no route to 192.0.2.9; no next hop until it resolves" in gone.warnings
+    assert {str(nh.gateway) for r in kernel.routes if r.family == 4 for nh in r.nexthops} == {"fe80::2"}
+
+
+async def test_conntrack_router_tables_route_ipv4_via_the_unnumbered_routers_link_local():
+    from nra.config.metallb import parse_objects
+    from nra.config.uplinks import Neighbour, NodeFacts
+    from tests.unit.test_metallb import advertisement, bgp_peer, pool
+
+    objects = [bgp_peer("p2p", interface="swp1", dualStackAddressFamily=True), pool("p", "198.51.100.0/24"),
+               advertisement("x")]
+    intent = parse_objects(objects, {"kubernetes.io/hostname": "n"}, 1).intent
+    path = conntrack_path()
+    kernel = FakeKernel(20, path.reads, lladdrs={ip("fe80::2%swp1"): "02:00:00:00:00:02"})
+    kernel.uplinks = NodeFacts(neighbours=(Neighbour(ip("fe80::2"), "swp1", "02:00:00:00:00:02", router=True),))
+    reconciler = Reconciler(kernel, ReconcileConfig(path))
+    assert (await reconciler.reconcile(intent, "test")).ok
+    router_table = {(r.family, tuple(str(nh.gateway) for nh in r.nexthops)) for r in kernel.routes if r.table == 21}
+    assert router_table == {(4, ("fe80::2%swp1",)), (6, ("fe80::2%swp1",))}  # one hop each, IPv4 via inet6
+    assert (await reconciler.reconcile(intent, "test")).applied == 0

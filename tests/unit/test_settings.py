@@ -11,6 +11,7 @@ from nra import settings as nra_settings
 from nra.settings import (
     ENV_NAMES,
     MAX_LINE,
+    Settings,
     SettingsError,
     load_settings,
     parse_destination,
@@ -354,3 +355,12 @@ def test_the_generated_docs_are_current():
     script = Path(__file__).resolve().parents[2] / "scripts" / "settings_doc.py"
     done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_an_unknown_name_given_in_code_is_refused():
+    # A test once wrote Settings(NETNS=...) for NRA_NETNS: ignored, and nra programmed the
+    # machine's own namespace. Names given in code must be settings; the environment may hold
+    # anything else.
+    import pydantic
+    with pytest.raises(pydantic.ValidationError, match="NETNS"):
+        Settings(NETNS="x")

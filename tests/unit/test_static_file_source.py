@@ -14,7 +14,7 @@ import pytest
 import nra.sources.static_file as static_file
 from nra.observe import metrics
 from nra.sources.static_file import StaticFileSource
-from tests.wait import wait_for_async
+from tests.wait import holds_async, wait_for_async
 
 PEER_A = "peers: [{peer-address: 10.0.0.1}]\n"
 PEER_B = "peers: [{peer-address: 10.0.0.2}]\n"
@@ -105,8 +105,7 @@ async def test_reload_rereads_what_inotify_cannot_see(tmp_path: Path):
     async with watching(tmp_path / "root" / "conf" / "metallb.yaml") as (source, published):
         os.symlink("r2", tmp_path / "tmp")
         os.rename(tmp_path / "tmp", tmp_path / "root")
-        await asyncio.sleep(0.3)
-        assert published.peers[-1] == {"10.0.0.1"}
+        await holds_async(lambda: published.peers[-1] == {"10.0.0.1"}, 0.3, what="the old file's peers")
         source.reload()
         await published.wait_for({"10.0.0.2"})
 
@@ -225,3 +224,36 @@ async def test_a_fifo_renamed_over_the_watched_file_never_blocks_the_event_loop(
         write(config, PEER_B)  # a regular file again: followed as before
         await published.wait_for({"10.0.0.2"})
         assert source.problem is None
+
+
+async def test_a_quiet_file_is_not_read_and_an_editors_burst_is_read_once(tmp_path: Path, monkeypatch):
+    # Issue 19: nothing is done while nothing changes (the watch is the kernel's inotify,
+    # read from the loop; watchfiles' watcher woke 200 times a second), and a burst of
+    # writes within QUIET_S of each other is one read.
+    config = write(tmp_path / "conf" / "metallb.yaml", PEER_A)
+    async with watching(config) as (source, published):
+        reads = []
+        load = source.load
+        monkeypatch.setattr(source, "load", lambda: reads.append(1) or load())
+        (tmp_path / "conf" / "other-file").write_text("not ours")  # another name in the directory
+        await holds_async(lambda: reads == [], 1.0, what="no read while the file is quiet")
+        with open(config, "w") as file:  # truncate, then write in pieces, as an editor may
+            for line in (PEER_A, PEER_B):
+                file.write(line)
+                file.flush()
+        await wait_for_async(lambda: reads, 2, what="the burst read")
+        await holds_async(lambda: len(reads) == 1, 0.3, what="one read for the burst")
+
+
+async def test_without_inotify_the_file_is_still_followed(tmp_path: Path, monkeypatch):
+    # No inotify instance left (fs.inotify.max_user_instances reached): the periodic stat
+    # check follows the file, slower, and says so.
+    def no_instances() -> None:
+        raise OSError(24, "inotify_init1: Too many open files")
+
+    monkeypatch.setattr(static_file, "Inotify", no_instances)
+    monkeypatch.setattr(static_file, "POLL_S", 0.1)
+    config = write(tmp_path / "conf" / "metallb.yaml", PEER_A)
+    async with watching(config) as (_source, published):
+        config.write_text(PEER_B + "# longer, so the size moves\n")
+        await published.wait_for({"10.0.0.2"})

@@ -17,6 +17,8 @@ from nra.config.uplinks import (
     Uplink,
     assign_tables,
     build_model,
+    link_local_router,
+    resolve_intent,
     resolve_peer,
     routers,
 )
@@ -206,14 +208,17 @@ def test_multihop_peer_resolves_through_the_routing_table_and_follows_it():
     assert m1.groups[0].table == m2.groups[0].table == TABLE  # the route changed, not the group
 
 
-def test_a_multihop_peer_whose_gateway_is_a_peer_is_refused_and_the_rest_kept():
-    objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), bgp_peer("r1", "10.1.0.1"),
-               pool("p", "198.51.100.0/24"), advertisement("x")]
+def test_a_multihop_peer_whose_gateway_is_a_peer_is_merged_into_one_next_hop():
+    objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True, labels={"metallb-nra/weight": "50"}),
+               bgp_peer("r1", "10.1.0.1"), pool("p", "198.51.100.0/24"), advertisement("x")]
     facts = NodeFacts({"192.0.2.9": RouteLookup("eth1", (ip("10.1.0.1"),)), "10.1.0.1": RouteLookup("eth1")})
-    _, m = model(objects, facts)
-    assert [p.where for p in m.problems] == ["peer loop"]
-    assert "reached through peer r1 (10.1.0.1)" in m.problems[0].message
-    assert groups_of(m) == {("p",): ({"10.1.0.1"}, "", TABLE)}
+    result, m = model(objects, facts)
+    assert m.problems == () and len(m.notes) == 1
+    assert "peer loop: multihop peer reached through peer r1 (10.1.0.1)" in m.notes[0]
+    assert groups_of(m) == {("p",): ({"10.1.0.1", "192.0.2.9"}, "", TABLE)}
+    assert m.hops(m.groups[0], 4) == ((ip("10.1.0.1"), "eth1", 50),)  # once, the higher weight
+    resolved = resolve_intent(result.intent, facts)
+    assert [(str(p.address), p.weight, p.name) for p in resolved.peers_of(4)] == [("10.1.0.1", 50, "r1")]
 
 
 def test_a_peer_with_no_route_waits_and_keeps_its_group():
@@ -334,3 +339,97 @@ def test_rules_mode_deletes_the_leftovers_of_other_settings_once_with_uplink_gro
     stale = KernelRule(4, ipaddress.ip_network("198.51.100.0/24"), 20, 77, None, None)
     ops = path.plan(parse_objects(TWO_UPLINKS, NODE, W).intent, KernelState(leftovers=(stale,)), {}).operations
     assert [op.rule for op in ops if isinstance(op, DeleteRule)] == [stale]
+
+
+# -- resolve_intent: the return path's next hops -------------------------------------------------
+
+
+def test_multihop_peer_becomes_the_gateways_of_the_nodes_route_to_it():
+    objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), bgp_peer("a1", "10.1.0.1"),
+               pool("p", "198.51.100.0/24"), advertisement("x")]
+    result = parse_objects(objects, NODE, W)
+    assert {str(p.address) for p in result.intent.peers} == {"192.0.2.9", "10.1.0.1"}  # as configured
+    facts = NodeFacts({"192.0.2.9": RouteLookup("eth1", (ip("10.1.0.254"), ip("10.2.0.254")), ("eth1", "eth2"))})
+    resolved = resolve_intent(result.intent, facts)
+    assert sorted((str(p.address), p.name) for p in resolved.peers) == [
+        ("10.1.0.1", "a1"), ("10.1.0.254", "loop via 10.1.0.254"), ("10.2.0.254", "loop via 10.2.0.254")]
+    (how,) = resolved.resolved
+    assert (how.key, how.kind, how.how) == ("192.0.2.9", MULTIHOP, "via 10.1.0.254 (eth1), 10.2.0.254 (eth2)")
+    # the route changes: so do the next hops; the same facts give an equal intent
+    moved = resolve_intent(result.intent, NodeFacts({"192.0.2.9": RouteLookup("eth2", (ip("10.2.0.253"),))}))
+    assert {str(p.address) for p in moved.peers} == {"10.1.0.1", "10.2.0.253"}
+    assert resolve_intent(result.intent, facts) == resolved
+
+
+def test_a_link_local_gateway_is_zoned_with_its_link():
+    objects = [bgp_peer("loop", "2001:db8:ffff::9", ebgpMultiHop=True), pool("q", "2001:db8::/64"), advertisement("x")]
+    result = parse_objects(objects, NODE, W)
+    resolved = resolve_intent(result.intent, NodeFacts({"2001:db8:ffff::9": RouteLookup("eth3", (ip("fe80::1"),))}))
+    assert [str(p.address) for p in resolved.peers] == ["fe80::1%eth3"]
+
+
+def test_a_multihop_peer_not_resolved_yet_is_no_next_hop_and_says_why():
+    objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), bgp_peer("a1", "10.1.0.1"),
+               pool("p", "198.51.100.0/24"), advertisement("x")]
+    result = parse_objects(objects, NODE, W)
+    why = "the node's route to 192.0.2.9 is in nra's own table 20 (a rule of nra's without a source?): not used"
+    resolved = resolve_intent(result.intent, NodeFacts(unresolved={"192.0.2.9": why}))
+    assert {str(p.address) for p in resolved.peers} == {"10.1.0.1"}
+    assert [(r.kind, r.how) for r in resolved.resolved] == [("waiting", why)]
+
+
+def test_unnumbered_dual_stack_peer_serves_ipv4_through_its_link_local_next_hop():
+    objects = [bgp_peer("p2p", interface="swp1", dualStackAddressFamily=True), pool("p", "198.51.100.0/24"),
+               pool("q", "2001:db8::/64"), advertisement("x")]
+    result = parse_objects(objects, NODE, W)
+    assert result.intent.peers == frozenset()  # before: nothing routed without the label
+    resolved = resolve_intent(result.intent, NodeFacts(neighbours=(
+        Neighbour(ip("fe80::2"), "swp1", "02:00:00:00:00:02", router=True),)))
+    assert [(str(p.address), p.family) for p in resolved.peers_of(4)] == [("fe80::2%swp1", 4)]
+    assert [(str(p.address), p.family) for p in resolved.peers_of(6)] == [("fe80::2%swp1", 6)]
+    assert resolved.resolved[0].how == "fe80::2 (swp1): the router's link-local address; IPv4 via inet6"
+
+
+def test_the_router_flag_picks_the_router_among_link_local_neighbours():
+    two = (Neighbour(ip("fe80::2"), "swp1", "02:00:00:00:00:02"), Neighbour(ip("fe80::3"), "swp1", "02:00:00:00:00:03"))
+    assert "2 link-local neighbours on swp1 (fe80::2, fe80::3) and none said it is a router" in \
+        link_local_router("swp1", NodeFacts(neighbours=two))
+    flagged = (two[0], Neighbour(ip("fe80::3"), "swp1", "02:00:00:00:00:03", router=True))
+    assert link_local_router("swp1", NodeFacts(neighbours=flagged)) == (ip("fe80::3"),)
+    assert link_local_router("swp1", NodeFacts(neighbours=two[:1])) == (ip("fe80::2"),)  # point-to-point: the one
+
+
+def test_a_vrf_peer_is_resolved_but_stays_out_of_the_default_vrfs_next_hops():
+    objects = [bgp_peer("red", "192.0.2.9", vrf="red", ebgpMultiHop=True), bgp_peer("a1", "10.1.0.1"),
+               pool("p", "198.51.100.0/24"), advertisement("x", peers=["a1"]),
+               pool("r", "203.0.113.0/24"), advertisement("y", ["r"], peers=["red"])]
+    result = parse_objects(objects, NODE, W)
+    resolved = resolve_intent(result.intent, NodeFacts({"192.0.2.9@red": RouteLookup("eth9", (ip("10.9.0.1"),))}))
+    assert {str(p.address) for p in resolved.peers} == {"10.1.0.1"}
+    assert [(r.key, r.vrf, r.how) for r in resolved.resolved] == [("192.0.2.9@red", "red", "via 10.9.0.1 (eth9)")]
+
+
+def test_an_intent_without_multihop_or_unnumbered_peers_is_itself():
+    result = parse_objects(TWO_UPLINKS, NODE, W)
+    assert resolve_intent(result.intent, TWO_FACTS) is result.intent
+
+
+def test_status_and_plan_show_each_group_its_vrf_and_how_each_peer_was_resolved():
+    from nra.config.uplinks import uplink_report
+    from nra.observe.status_report import resolution_lines
+
+    objects = [bgp_peer("loop", "192.0.2.9", ebgpMultiHop=True), bgp_peer("a1", "10.1.0.1"),
+               bgp_peer("red", "10.9.0.1", vrf="red"),
+               pool("p", "198.51.100.0/24"), advertisement("x", ["p"], peers=["loop", "a1"]),
+               pool("r", "203.0.113.0/24"), advertisement("y", ["r"], peers=["red"])]
+    result = parse_objects(objects, NODE, W)
+    resolved = resolve_intent(result.intent, NodeFacts({"192.0.2.9": RouteLookup("eth1", (ip("10.1.0.254"),)),
+                                                        "10.9.0.1@red": RouteLookup("eth9")}))
+    report = uplink_report(resolved, TABLE, TABLES)
+    assert [(g["pools"], g["vrf"], g["table"]) for g in report] == [(["p"], None, TABLE), (["r"], "red", None)]
+    assert resolution_lines(report) == [
+        f"uplink group:    pools p; default vrf; table {TABLE}",
+        "                 peer a1 (10.1.0.1): on-link 10.1.0.1",
+        "                 peer loop (192.0.2.9): multihop via 10.1.0.254 (eth1)",
+        "uplink group:    pools r; vrf red; not programmed",
+        "                 peer red (10.9.0.1@red): on-link 10.9.0.1 (eth9)"]

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork
-from nra.config.uplinks import NodeFacts, build_model
+from nra.config.uplinks import NodeFacts, build_model, merge_peers
 from nra.kernel.model import KernelReads, KernelState, rule_key
 from nra.kernel.operations import (
     AddRule,
@@ -86,11 +86,26 @@ def uplink_intents(intent: Intent, table: int, tables: range) -> tuple[dict[int,
     if all(g.table == table for g in groups):
         return {}, problems
     wanted = {table: Intent(intent.peers, frozenset())}
+    # a peer resolved through the node's tables (multihop, unnumbered) stands for its next hops
+    resolved = {r.key: r.peers for r in intent.resolved}
     for group in groups:
-        peers = frozenset(p for p in intent.peers if str(p.address) in group.peers)
+        peers = merge_peers(p for key in sorted(group.peers)
+                            for p in (resolved[key] if key in resolved else
+                                      [p for p in intent.peers if str(p.address) == key]))
         assert group.table is not None
         wanted[group.table] = Intent(peers, group.prefixes)
     return wanted, problems
+
+
+def describe_groups(intent: Intent, table: int, tables: range) -> tuple[dict, ...]:
+    """Each uplink group for `nra plan` and /status: its peers, pools, prefix count, table,
+    VRF. One group of every peer (the legacy sources: no pools) when there are none."""
+    model = build_model(intent, NodeFacts(), table, tables)
+    if not model.groups:
+        return ({"peers": sorted(str(p.address) for p in intent.peers), "pools": [], "prefixes": len(intent.prefixes),
+                 "table": table},)
+    return tuple({"peers": sorted(g.peers), "pools": list(g.pools), "prefixes": len(g.prefixes), "table": g.table,
+                  **({"vrf": g.vrf, "programmed": False} if g.vrf else {})} for g in model.groups)
 
 
 def merge_plans(plans: list[Plan], extra: list) -> Plan:
@@ -118,6 +133,7 @@ class RulesReturnPath:
         self.reads = KernelReads(route_tables=uplink_tables)
         self._desired: dict[int, tuple[Intent, DesiredRules]] = {}
         self._groups: tuple[Intent | None, tuple[dict[int, Intent], tuple[str, ...]]] = (None, ({}, ()))
+        self._described: tuple[Intent | None, tuple[dict, ...]] = (None, ())
 
     def _uplink_intents(self, intent: Intent) -> tuple[dict[int, Intent], tuple[str, ...]]:
         # Once per intent: the same sub-intents keep their desired rules between reconciles.
@@ -133,6 +149,11 @@ class RulesReturnPath:
         return kept[1]
 
     def plan(self, intent: Intent, state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> Plan:
+        if self._described[0] is not intent:
+            self._described = (intent, describe_groups(intent, self.policy.table, self.uplink_tables))
+        return replace(self._plan(intent, state, verdicts), uplinks=self._described[1])
+
+    def _plan(self, intent: Intent, state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> Plan:
         groups, problems = self._uplink_intents(intent)
         unused = [r for r in state.router_routes if r.table not in groups]
         if not groups and not unused and not any(r.table in self.uplink_tables for r in state.rules):

@@ -4,8 +4,10 @@ so `kubectl describe node` and event-based alerting see what nra's log and metri
 One Event per change of state (degraded: Warning `ReturnPathDegraded`, naming the peers left
 out; recovered: Normal `ReturnPathRestored`), and at most one per `min_interval_s`: a state
 that changes again within it is sent, as it then is, once the interval has passed (the next
-reconcile, at the latest the timer's). The Events live in nra's namespace (RBAC: `create`
-on `events` there); `kubectl describe node` lists a Node's events from every namespace.
+reconcile, at the latest the timer's). The Events live in `default`, as the kubelet's own
+about a Node: the API server refuses an Event about a cluster-scoped object in any other
+namespace but kube-system (RBAC: `create` on `events` in `default`); `kubectl describe node`
+lists them.
 Posting is best effort: a refusal is one warning, and the agent goes on.
 """
 
@@ -30,6 +32,8 @@ DEGRADED, RESTORED = "ReturnPathDegraded", "ReturnPathRestored"
 MIN_INTERVAL_S = 300.0
 #: the longest message sent (the API server refuses messages over 1 KiB in events.k8s.io)
 MAX_MESSAGE = 1000
+#: where Events about a Node (cluster-scoped) are accepted: `default` (or kube-system)
+NODE_EVENTS_NAMESPACE = "default"
 
 
 def event_object(namespace: str, node_name: str, reason: str, message: str, now: datetime) -> dict:
@@ -59,10 +63,9 @@ def node_events_for(settings: "Settings") -> "NodeEvents | None":
     """Events need the Kubernetes API and this node's name: none from a static file."""
     if settings.metallb_static_file or not settings.node_name:
         return None
-    from nra.sources.kube.client import api_client_factory, resolve_namespace
+    from nra.sources.kube.client import api_client_factory
 
-    return NodeEvents(api_client_factory(settings.kubeconfig), resolve_namespace(settings.metallb_namespace),
-                      settings.node_name)
+    return NodeEvents(api_client_factory(settings.kubeconfig), NODE_EVENTS_NAMESPACE, settings.node_name)
 
 
 class NodeEvents:
