@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import lab as topo
-from testbed.cluster import (CACHE, Cluster, ClusterError, _go, _install, binaries, find_go,
-                             kubeconfig_text)
+from testbed import cluster as _cluster
+from testbed.cluster import Cluster, ClusterError, _go, _install, binaries, find_go, kubeconfig_text
 
 METALLB_VERSION = "v0.15.2"
 RELAY_PORT = 6443
@@ -63,7 +63,7 @@ class KubeLabError(ClusterError):
 # -- build ------------------------------------------------------------------------------------------
 
 def metallb_dir(version: str = METALLB_VERSION) -> Path:
-    return CACHE / f"metallb-{version}"
+    return _cluster.CACHE / f"metallb-{version}"  # read at call time: NRA_CLUSTER_CACHE, tests
 
 
 def metallb_binaries() -> dict[str, Path]:
