@@ -67,7 +67,15 @@ def binaries() -> dict[str, Path]:
         "etcd": etcd_dir() / "etcd",
         "kube-apiserver": k8s / "kube-apiserver",
         "kubectl": k8s / "kubectl",
+        "kube-proxy": k8s / "kube-proxy",  # the lab's (testbed/kubelab.py)
+        **_lab_binaries(),
     }
+
+
+def _lab_binaries() -> dict[str, Path]:
+    from testbed.kubelab import metallb_binaries  # the lab's MetalLB, built with the rest
+
+    return metallb_binaries()
 
 
 def missing_binaries() -> list[str]:
@@ -121,7 +129,7 @@ def _install(built: Path, dest: Path) -> None:
 
 def build_kubernetes(version: str = KUBERNETES_VERSION, log=print) -> None:
     dest = kubernetes_dir(version)
-    wanted = [c for c in ("kube-apiserver", "kubectl") if not os.access(dest / c, os.X_OK)]
+    wanted = [c for c in ("kube-apiserver", "kubectl", "kube-proxy") if not os.access(dest / c, os.X_OK)]
     if not wanted:
         return
     go = find_go()
@@ -193,6 +201,9 @@ def build(log=print) -> dict[str, Path]:
             fcntl.flock(lock, fcntl.LOCK_EX)
             build_etcd(log=log)
             build_kubernetes(log=log)
+            from testbed.kubelab import build_metallb
+
+            build_metallb(log=log)
     missing = missing_binaries()
     if missing:
         raise ClusterError(f"build finished but {', '.join(missing)} missing from {CACHE}")
@@ -202,7 +213,8 @@ def build(log=print) -> dict[str, Path]:
 # -- run --------------------------------------------------------------------------------------------
 
 ADMIN_USER = "nra-admin"
-SERVICE_CIDR = "10.96.0.0/16"  # only allocated in etcd: there is no kube-proxy behind it
+# Dual-stack: the lab (testbed/kubelab.py) has an IPv6 Service beside its IPv4 one.
+SERVICE_CIDR = "10.96.0.0/16,fd00:96::/112"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 

@@ -14,7 +14,8 @@ def test_up_without_binaries_or_go_fails_naming_both(tmp_path: Path, monkeypatch
                                                       capsys: pytest.CaptureFixture):
     monkeypatch.setattr(cluster, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(cluster, "GO_CANDIDATES", (str(tmp_path / "no-such-go"),))
-    assert sorted(cluster.missing_binaries()) == ["etcd", "kube-apiserver", "kubectl"]
+    assert sorted(cluster.missing_binaries()) == ["etcd", "kube-apiserver", "kube-proxy", "kubectl",
+                                                  "metallb-controller", "metallb-speaker"]
     with pytest.raises(cluster.ClusterError, match="no `go` toolchain"):
         cluster.Cluster(tmp_path / "state").up(log=lambda _m: None)
     assert cluster.main(["up", "--dir", str(tmp_path / "state")]) == 1
