@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import resource
 import socket
 import threading
@@ -55,6 +56,8 @@ DEFER_ACCEPT_S = 10
 PARKED = 64
 #: how long start() waits for the thread to listen, and stop() for it to end
 THREAD_WAIT_S = 10.0
+#: the server thread's nice value (the reconciler's stays the process's)
+SERVER_NICE = 10
 #: how long a request waits for documents being rebuilt (then it gets the last ones)
 REBUILD_WAIT_S = 0.5
 
@@ -176,6 +179,12 @@ class HealthServer:
             self._thread.join(THREAD_WAIT_S)
 
     def _run(self) -> None:
+        # when the CPU is short, the kernel runs the reconciler's thread first: a crowd of
+        # clients slows the answers, not the changes (the GIL aside, which both still share)
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SERVER_NICE)
+        except OSError:  # (not allowed to lower it: served at the process's priority)
+            pass
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
