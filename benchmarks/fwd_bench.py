@@ -17,6 +17,11 @@ the figure is median(with) / median(bare) of the packets per second the sink rec
 each installed by `nra --oneshot` and removed by `nra clean` between the measurements.
 
     .venv/bin/python benchmarks/fwd_bench.py [--sizes 1000,10000,100000] [--rounds 3] [--seconds 2]
+        [--groups G]
+
+--groups G: G uplink groups of two routers each (G pools, the prefixes dealt round-robin,
+each BGPAdvertisement naming its pair of BGPPeers), so conntrack mode adds its group maps
+and 2G router tables, as on a node with several uplinks.
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ sys.path.insert(0, str(REPO))
 from testbed.netns import NetNS, add_veth, new_netns  # noqa: E402
 
 PEERS = {"10.200.1.10": "02:00:00:00:0a:0a", "10.200.1.11": "02:00:00:00:0b:0b"}
+GROUPS = 1  # --groups
+
+
+def peers() -> dict[str, str]:
+    """The routers: a pair per uplink group, on the node's link (neighbour entries made)."""
+    if GROUPS == 1:
+        return PEERS
+    return {f"10.200.1.{10 + i}": f"02:00:00:00:0a:{i:02x}" for i in range(2 * GROUPS)}
 SINK = "10.200.2.2"
 CONNTRACK_ON = "table inet ctrack { chain forward { type filter hook forward priority 0; policy accept; ct state invalid drop; }; }\n"
 
@@ -57,7 +70,7 @@ def build() -> dict[str, NetNS]:
     sink.ip("addr add 10.200.2.2/24 dev eth0")
     sink.ip("route add default via 10.200.2.1")
     node.sysctl(**{"net.ipv4.ip_forward": 1})
-    for address, lladdr in PEERS.items():
+    for address, lladdr in peers().items():
         node.ip(f"neigh replace {address} lladdr {lladdr} dev eth0 nud permanent")
     node.nft(CONNTRACK_ON)
     # the sink drops what it gets without answering (no ICMP port unreachable back)
@@ -80,6 +93,16 @@ def rate(nets: dict[str, NetNS], flood: Path, seconds: float) -> float:
 
 
 def config_text(n: int) -> str:
+    if GROUPS > 1:
+        nets = [str(p) for p in prefixes(n)]
+        docs = [f"apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: r{i}, namespace: m}}\n"
+                f"spec: {{myASN: 64512, peerASN: 64500, peerAddress: {address}}}\n" for i, address in enumerate(peers())]
+        for g in range(GROUPS):
+            docs.append(f"apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: pool{g}, namespace: m}}\n"
+                        "spec:\n  addresses:\n" + "".join(f"  - {p}\n" for p in nets[g::GROUPS]))
+            docs.append(f"apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: adv{g}, namespace: m}}\n"
+                        f"spec: {{ipAddressPools: [pool{g}], peers: [r{2 * g}, r{2 * g + 1}]}}\n")
+        return "---\n".join(docs)
     lines = ["peers:"] + [f"- peer-address: {p}" for p in PEERS]
     lines += ["address-pools:", "- name: bench", "  protocol: bgp", "  addresses:"]
     return "\n".join(lines + [f"  - {p}" for p in prefixes(n)]) + "\n"
@@ -113,12 +136,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rules-max", type=int, default=10000,
                         help="largest N for rules mode (inserting 100,000 rules takes the kernel many minutes)")
+    parser.add_argument("--groups", type=int, default=1, help="uplink groups of two routers each")
     args = parser.parse_args()
+    global GROUPS
+    GROUPS = args.groups
     with tempfile.TemporaryDirectory(prefix="nra-fwd-") as tmp:
         flood = Path(tmp) / "udpflood"
         subprocess.run(["cc", "-O2", "-o", str(flood), str(Path(__file__).with_name("udpflood.c"))], check=True)
         nets = build()
         try:
+            print(f"{GROUPS} uplink group(s), {len(peers())} routers")
             print(f"{'mode':>10} {'N':>7} {'bare kpps':>10} {'with kpps':>10} {'ratio':>6}   rounds (bare/with kpps)")
             for n in (int(s) for s in args.sizes.split(",")):
                 for mode in args.modes.split(","):
