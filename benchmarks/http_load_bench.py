@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from testbed.ports import free_port  # noqa: E402
+
 CHANGES = 10
 POLLERS = 64
 IDLE_PROCESSES, IDLE_EACH = 4, 5000
@@ -240,10 +242,6 @@ def spawn(role: str, port: int, seconds: float, out: Path) -> subprocess.Popen:
                             stdout=open(out, "w"), stderr=subprocess.STDOUT)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:

@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from agent_bench import Namespace, config_text, prefixes  # noqa: E402
 from kube_bench import NODE, NS, StandIn, configmap_object, crd_objects, node_object  # noqa: E402
+from testbed.ports import free_port  # noqa: E402
 
 #: issue 19's target
 TARGET_CPU_S_PER_MIN = 0.05
@@ -119,11 +120,6 @@ def run_one(source: str, n: int, seconds: float, return_path: str, repo: Path, w
                                                                      obj["metadata"].get("namespace", "")))
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:

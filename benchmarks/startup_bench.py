@@ -16,7 +16,6 @@ import ipaddress
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from testbed.netns import add_peer_link, new_netns  # noqa: E402
 from tests.agent.helpers import http_status as get  # noqa: E402
+from testbed.ports import free_port  # noqa: E402
 
 LIMIT_MIB = 192  # the chart's memory limit
 LIVENESS_PERIOD_S, LIVENESS_TIMEOUT_S, LIVENESS_FAILURES = 10, 3, 3
@@ -41,10 +41,6 @@ def config(n: int) -> str:
             f"- name: big\n  protocol: bgp\n  addresses:\n{prefixes}\n")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from aiohttp import web
+from testbed.ports import free_port
 
 TOKEN = "nra-test-token"
 GROUP = "metallb.io"
@@ -40,10 +40,6 @@ RESOURCES = {
 KIND_TO_PLURAL = {kind: plural for plural, (kind, _, _) in RESOURCES.items()}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_objects(path: Path) -> list[dict]:

@@ -8,7 +8,6 @@ acted on. nra programs a throwaway network namespace (--netns), never the root o
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from testbed.cluster import Cluster
+from testbed.ports import free_port
 from tests.agent.helpers import Daemon, clean_env
 from tests.netns import NetNS
 from tests.realcluster import apply, chart_rbac, create_namespace, identity, unique
@@ -38,10 +38,6 @@ address-pools:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node(name: str, labels: dict[str, str]) -> dict:

@@ -25,13 +25,10 @@ from nra.observe.server import (
 )
 from nra.observe.status import AgentStatus
 from nra.observe.status_report import StatusDetails
+from testbed.ports import free_port
 from tests.wait import holds_async, wait_for_async
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def get(port: int, path: str) -> tuple[int, str]:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
 
 from tests.agent.helpers import TWO_PEERS_V4_V6, Daemon, clean_env
+from testbed.ports import free_port
 from tests.wait import wait_for
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port: int, path: str) -> tuple[int, str]:

@@ -9,7 +9,6 @@ import dataclasses
 import ipaddress
 import itertools
 import json
-import socket
 import sys
 
 import pytest
@@ -28,6 +27,7 @@ from nra.observe.status_report import (
     status_document,
 )
 from nra.settings import Settings
+from testbed.ports import free_port
 from tests.agent.helpers import (
     TWO_PEERS_V4_V6,
     Daemon,
@@ -40,10 +40,6 @@ NOW = 1_800_000_000.0
 LEFT_OUT = "peer 10.99.0.3 does not answer ARP/ND (neighbour entry failed); left out of the IPv4 route until it does"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def a_registry() -> CollectorRegistry:
