@@ -242,8 +242,6 @@ def spawn(role: str, port: int, seconds: float, out: Path) -> subprocess.Popen:
                             stdout=open(out, "w"), stderr=subprocess.STDOUT)
 
 
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefixes", type=int, default=100_000)

@@ -120,8 +120,6 @@ def run_one(source: str, n: int, seconds: float, return_path: str, repo: Path, w
                                                                      obj["metadata"].get("namespace", "")))
 
 
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefixes", type=int, default=1000)

@@ -41,8 +41,6 @@ def config(n: int) -> str:
             f"- name: big\n  protocol: bgp\n  addresses:\n{prefixes}\n")
 
 
-
-
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

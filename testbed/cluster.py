@@ -219,8 +219,6 @@ SERVICE_CIDR = "10.96.0.0/16,fd00:96::/112"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
-
-
 def _openssl(*args: str, cwd: Path) -> None:
     proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -79,8 +79,8 @@ class AgentStatus:
             self.asked_at = now
             try:
                 self.ask()
-            except RuntimeError:  # the loop is closed: the agent is stopping
-                pass
+            except RuntimeError:  # the loop is closed: the agent is stopping, nobody will answer
+                self.asked_at = None
 
     def liveness(self, stuck_after_s: float | None = None) -> tuple[bool, str]:
         """Alive unless one reconcile has been running for longer than `stuck_after_s`

@@ -40,8 +40,6 @@ RESOURCES = {
 KIND_TO_PLURAL = {kind: plural for plural, (kind, _, _) in RESOURCES.items()}
 
 
-
-
 def load_objects(path: Path) -> list[dict]:
     """The objects of a YAML file this server can hold (e.g. BFDProfiles are left out)."""
     return [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") in KIND_TO_PLURAL]

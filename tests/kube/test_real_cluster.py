@@ -38,8 +38,6 @@ address-pools:
 """
 
 
-
-
 def node(name: str, labels: dict[str, str]) -> dict:
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
 

@@ -29,8 +29,6 @@ from testbed.ports import free_port
 from tests.wait import holds_async, wait_for_async
 
 
-
-
 async def get(port: int, path: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
@@ -439,3 +437,16 @@ def test_a_long_first_reconcile_is_work_not_a_hang():
     status.reconcile_started()  # the next reconcile starts from no allowance
     status.busy_since = time.monotonic() - 31
     assert not status.liveness(30)[0]
+
+
+def test_a_question_the_closed_loop_cannot_take_is_not_left_open():
+    # The daemon's loop closed (the agent stopping): the question was never scheduled, so it
+    # must not count as unanswered and fail liveness 30 s later.
+    status = AgentStatus(loop_beat=time.monotonic() - 5)
+
+    def closed() -> None:
+        raise RuntimeError("Event loop is closed")
+
+    status.ask = closed
+    status.ask_loop()
+    assert status.asked_at is None and status.liveness(1.0) == (True, "ok")

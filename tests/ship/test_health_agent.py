@@ -10,8 +10,6 @@ from testbed.ports import free_port
 from tests.wait import wait_for
 
 
-
-
 def get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:

@@ -40,8 +40,6 @@ NOW = 1_800_000_000.0
 LEFT_OUT = "peer 10.99.0.3 does not answer ARP/ND (neighbour entry failed); left out of the IPv4 route until it does"
 
 
-
-
 def a_registry() -> CollectorRegistry:
     """The contract's names with known values (nra's global registry is shared by tests)."""
     registry = CollectorRegistry()
