@@ -30,7 +30,7 @@ from nra.kernel.learned import LearnedRoutes
 from nra.kernel.libnft import NftError
 from nra.kernel.model import UNRESOLVED, KernelReads, KernelRoute, KernelState, NeighbourEntry
 from nra.kernel.neighbours import Neighbours
-from nra.kernel.nft import NftState
+from nra.kernel.nft import LeftoverTable, NftState
 from nra.kernel.nft_table import NftTable
 from nra.kernel.operations import (
     AddRule,
@@ -93,6 +93,10 @@ class KernelAdapter:
         self._events = KernelEvents(netns, table, reads.route_tables, learned_protos, self._rules.kept)
         self._nft: NftState | None = None
         self._nft_library_optional = nft_library_optional
+        #: nra's nft table seen from a return path that does not own it (KernelReads.nft_leftover)
+        self._nft_leftover_table = LeftoverTable(netns) if reads.nft_leftover and not reads.nftables else None
+        #: whether that table was there at the last full read (less its removal)
+        self._nft_leftover = False
         self._route_tables_read = False
         #: nra's routes in tables not its own now, as of the last full read (less those deleted)
         self._leftover_routes: tuple[KernelRoute, ...] | None = None
@@ -117,6 +121,8 @@ class KernelAdapter:
         if self._nft is not None:
             self._nft.close()
             self._nft = None
+        if self._nft_leftover_table is not None:
+            self._nft_leftover_table.close()
         self._sock.close()
 
     @property
@@ -148,9 +154,12 @@ class KernelAdapter:
             # only; nra's own route writes go to its tables, and a route of its protocol
             # added elsewhere makes the next read a full one: nra.kernel.events)
             self._leftover_routes = tuple(await asyncio.to_thread(read_leftovers, self._sock, owned))
+            if self._nft_leftover_table is not None:  # (one GETTABLE, with the full reads only)
+                self._nft_leftover = await asyncio.to_thread(self._nft_leftover_table.present)
         leftovers = (*rule_leftovers, *self._leftover_routes)
         state = KernelState(tuple(table_routes), rules, frozenset(addresses - links.keys()),
-                            {a: e.state for a, e in entries.items()}, links, invalid, learned, leftovers=leftovers)
+                            {a: e.state for a, e in entries.items()}, links, invalid, learned, leftovers=leftovers,
+                            nft_leftover=self._nft_leftover)
         return await self._read_declared(state, entries)
 
     def _read_small(self, addresses: set[IPAddress], zones: Mapping[IPAddress, int], invalid: dict[IPAddress, str],
@@ -324,6 +333,10 @@ class KernelAdapter:
                     await self._routes.delete(op.route)
                     if self._leftover_routes and op.route in self._leftover_routes:
                         self._leftover_routes = tuple(r for r in self._leftover_routes if r != op.route)
+                elif isinstance(op, ApplyNft) and self._nft is None and op.change.remove \
+                        and self._nft_leftover_table is not None:
+                    await asyncio.to_thread(self._nft_leftover_table.remove)
+                    self._nft_leftover = False
                 elif isinstance(op, ApplyNft):
                     if self._nft is None:
                         raise TypeError("an nftables change, but the return path declared no nftables read")

@@ -141,6 +141,9 @@ class KernelState:
     learned: Mapping[IPAddress, int] | None = None
     #: rules and routes of nra's (NRA_PROTOCOL) in tables the settings no longer name
     leftovers: tuple[KernelRule | KernelRoute, ...] = ()
+    #: nra's nftables table is there though the return path does not own it (the conntrack
+    #: mode's, found in rules mode; KernelReads.nft_leftover), as of the last full read
+    nft_leftover: bool = False
     # -- read only when the return path asks (KernelReads) ---------------------------------
     #: candidate peers' link-layer addresses (their neighbour entries'); KernelReads.peer_links
     lladdrs: Mapping[IPAddress, str] = field(default_factory=dict)
@@ -164,3 +167,6 @@ class KernelReads:
     nftables: bool = False
     #: the peers' link-layer addresses and the names of their links
     peer_links: bool = False
+    #: whether nra's nftables table is there though this return path does not own it (the
+    #: conntrack mode's, seen from rules mode): one GETTABLE on each full read, never a listing
+    nft_leftover: bool = False

@@ -64,12 +64,7 @@ class NftState:
 
     def table_flags(self) -> int | None:
         """The table's flags as the kernel holds them (None: no table)."""
-        try:
-            return self._sock.query(lambda seq: nl.encode_gettable(nft.TABLE, seq), nl.decode_table_flags)
-        except KernelRefused as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise
+        return table_flags(self._sock)
 
     def read_blocking(self) -> nft.NftTable | None:
         """The table as the kernel holds it (None: absent). Without libnftables, a table that
@@ -129,7 +124,7 @@ class NftState:
             return
         try:
             if change.remove:
-                self._sock.transaction(lambda seq: nl.delete_table(nft.TABLE, seq), "nf_tables delete table")
+                delete_table(self._sock)
             elif change.rebuild:
                 assert desired is not None
                 # an inert table first (no packet is touched by it), then one batch turns it on
@@ -205,6 +200,47 @@ class NftState:
     def close(self) -> None:
         if self.nft is not None:
             self.nft.close()
+        self._sock.close()
+
+
+def table_flags(sock: NetlinkSocket) -> int | None:
+    """nra's table's flags, by one GETTABLE (the table is not listed; no libnftables); None:
+    no table."""
+    try:
+        return sock.query(lambda seq: nl.encode_gettable(nft.TABLE, seq), nl.decode_table_flags)
+    except KernelRefused as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def delete_table(sock: NetlinkSocket) -> None:
+    """nra's table removed, whatever it holds: one nf_tables transaction (DELTABLE)."""
+    sock.transaction(lambda seq: nl.delete_table(nft.TABLE, seq), "nf_tables delete table")
+
+
+class LeftoverTable:
+    """nra's nft table seen by a return path that does not own it (rules mode: the table is
+    the conntrack mode's, left by an earlier run or settings): whether it is there (one
+    GETTABLE) and its removal (one DELTABLE), through nf_tables netlink alone. The table is
+    never listed, libnftables never loaded, and notifications never watched: the caller asks
+    on its full reads only."""
+
+    def __init__(self, netns: str | None = None):
+        self._sock = NetlinkSocket(netns, protocol=nl.NETLINK_NETFILTER)
+
+    def present(self) -> bool:
+        return table_flags(self._sock) is not None
+
+    def remove(self) -> None:
+        """Removed (already gone counts as done)."""
+        try:
+            delete_table(self._sock)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+    def close(self) -> None:
         self._sock.close()
 
 

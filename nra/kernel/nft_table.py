@@ -29,9 +29,11 @@ So every packet but a connection's first costs one rule: a connection-mark load,
 a hash look-up. Only a connection's first packet pays for the interval look-up (and a
 connection that never sees a reply, whose packets all count as new, pays it once too).
 
-The chains depend on the mark field alone (one `save_<i>`/`restore_<i>` pair for every
-router the field can number), so a peer that comes, goes or changes its link-layer address
-is an element change, never a rebuild.
+The chains depend on the settings alone (one `save_<i>`/`restore_<i>` pair for every
+router the settings can number: the mark field's capacity, bounded by the router tables
+configured), so a peer that comes, goes or changes its link-layer address is an element
+change, never a rebuild; and a wide mask with a few tables costs chains for those few (a mask
+of 8 index bits: 512 chains, ~30 ms more per rebuild and ~15 ms per full read, for nothing).
 """
 
 from __future__ import annotations
@@ -186,8 +188,10 @@ def restore_chain(index: int) -> str:
     return f"restore_{index}" if index else "restore_external"
 
 
-def desired_chains(field: MarkField) -> dict[str, tuple[tuple | None, tuple[str, ...]]]:
-    indexes = range(field.capacity + 1)  # 0: the external mark
+def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, tuple[tuple | None, tuple[str, ...]]]:
+    """nra's chains for routers 1..capacity (at most the field's; None: the field's)."""
+    capacity = field.capacity if capacity is None else min(capacity, field.capacity)
+    indexes = range(capacity + 1)  # 0: the external mark
     marks = {i: field.router(i) if i else field.value for i in indexes}
     restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
     from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
@@ -272,12 +276,12 @@ def tag_groups(merged: Mapping[int, Mapping[int, Iterable[Interval]]]) -> tuple[
 
 def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: Mapping[RouterKey, int],
                   field: MarkField, families: Iterable[int] = (4, 6),
-                  groups: Mapping[int, Iterable[IPNetwork]] | None = None) -> NftTable:
+                  groups: Mapping[int, Iterable[IPNetwork]] | None = None, capacity: int | None = None) -> NftTable:
     """The table nra wants: these LB prefixes (of these families), peer links, routers
     ((link, link-layer address) -> index) and uplink groups (index -> prefixes), for this mark
-    field."""
+    field and router capacity (None: the field's)."""
     return NftTable(prefix_intervals(prefixes, families), frozenset(links), _router_keys(routers),
-                    desired_chains(field), groups=group_intervals(groups or {}, families)[0])
+                    desired_chains(field, capacity), groups=group_intervals(groups or {}, families)[0])
 
 
 class MergedIntervals:
@@ -365,7 +369,7 @@ class DesiredTables:
         self._key: tuple | None = None
         self._table: NftTable | None = None
         self._intervals = MergedIntervals()
-        self._chains: tuple[MarkField | None, dict] = (None, {})
+        self._chains: tuple[tuple[MarkField, int | None] | None, dict] = (None, {})
         self._group_key: tuple | None = None
         self._group_maps = GroupMaps()
         self._group_delta: tuple | None = None
@@ -382,16 +386,17 @@ class DesiredTables:
 
     def get(self, prefixes: frozenset[IPNetwork], families: frozenset[int], links: Iterable[str],
             routers: Mapping[RouterKey, int], field: MarkField,
-            groups: Mapping[int, frozenset[IPNetwork]] | None = None) -> NftTable:
+            groups: Mapping[int, frozenset[IPNetwork]] | None = None, capacity: int | None = None) -> NftTable:
         """`groups`: uplink group index -> its prefixes (each a frozenset kept by the caller
-        while it does not change: compared by identity)."""
+        while it does not change: compared by identity). `capacity`: how many routers the
+        settings number (None: the field's)."""
         groups = groups or {}
         group_key = (families, tuple(sorted((i, id(p)) for i, p in groups.items())))
-        key = (id(prefixes), families, frozenset(links), tuple(sorted(routers.items())), field)
+        key = (id(prefixes), families, frozenset(links), tuple(sorted(routers.items())), field, capacity)
         if key != self._key or self._table is None or group_key != self._group_key:
             intervals = self._intervals.update(prefixes)
-            if self._chains[0] != field:
-                self._chains = (field, desired_chains(field))
+            if self._chains[0] != (field, capacity):
+                self._chains = ((field, capacity), desired_chains(field, capacity))
             if group_key != self._group_key or self._table is None:
                 self._groups = self._group_maps.update(groups, families)
                 self.group_problems = self._group_maps.problems

@@ -50,6 +50,7 @@ from nra.kernel.model import (
     KernelState,
     Nexthop,
 )
+from nra.kernel.nft_table import NftChange
 from nra.kernel.operations import (
     AddRule,
     ApplyNft,
@@ -330,9 +331,19 @@ def route_imposters(steps: PlanSteps, routes: Iterable[KernelRoute], policy: Rou
                 route, policy.destination_of(route.family), route.family in families)))
 
 
+#: why nra's nft table goes in a mode that does not own it (what the log line says)
+NFT_LEFTOVER = ("left over: nra's table of the conntrack return path (RETURN_PATH=conntrack), "
+                "which the current return path does not use")
+
+
 def leftovers(steps: PlanSteps, state: KernelState) -> None:
     """nra's own rules and routes in tables the settings no longer name go (every return
-    path calls it: they are found by nra's protocol, whatever the mode that wrote them)."""
+    path calls it: they are found by nra's protocol, whatever the mode that wrote them); so
+    does nra's nft table when the return path does not own it (state.nft_leftover: only the
+    conntrack mode writes `inet nra`, a table name nra owns in every mode)."""
+    if state.nft_leftover:
+        steps.nft.append(ApplyNft(NftChange(remove=True, reason=NFT_LEFTOVER), None, None, None,
+                                  reason=NFT_LEFTOVER))
     for item in state.leftovers:
         reason = f"left over: table {item.table} is not nra's under the current settings"
         if isinstance(item, KernelRule):

@@ -312,3 +312,14 @@ def test_overlapping_pools_of_two_groups_leave_the_overlap_to_the_first():
     got, problems = nft.group_intervals({3: [net("10.0.0.0/24")], 4: [net("10.0.0.128/25"), net("10.9.0.0/24")]})
     assert {(nft.interval_text(4, e[:2]), e[2]) for e in got[4]} == {("10.0.0.0/24", 3), ("10.9.0.0/24", 4)}
     assert problems == ["prefix 10.0.0.128/25: in two uplink groups' pools (overlaps 10.0.0.0/24); left to the first group"]
+
+
+def test_chains_are_built_for_the_configured_routers_not_every_mark_of_a_wide_mask():
+    # issue 20 #9: a mask of 8 index bits built 512 chains even with 3 router tables
+    wide = parse_mark_field("0x2/0x3fe")
+    state = plan_return_path(INTENT, facts(), ReturnPathPolicy(wide, range(21, 24), 20, 20), {}, {}, DST)
+    saves = sorted(c for c in state.nft.chains if c.startswith("save_"))
+    restores = sorted(c for c in state.nft.chains if c.startswith("restore_"))
+    assert saves == ["save_1", "save_2", "save_3"]
+    assert restores == ["restore_1", "restore_2", "restore_3", "restore_external"]
+    assert len(nft.desired_chains(wide)) == 2 * 255 + 7  # (the field alone: every mark)

@@ -305,7 +305,7 @@ def plan_return_path(intent: Intent, facts: Mapping[IPAddress, PeerFacts], polic
     desired.group_numbers = {r.group.key: r.index for r in routers if r.group is not None}
     table = desired.get(intent.prefixes, frozenset(families), links,
                         {(r.link, r.lladdr): r.index for r in routers if r.group is None}, policy.field,
-                        group_prefixes)
+                        group_prefixes, policy.capacity)
     warnings += desired.group_problems
     for peer in unknown:
         warnings.append(f"peer {peer.address}: link-layer address unknown (no valid neighbour entry); new "

@@ -22,6 +22,7 @@ from nra.config.uplinks import NodeFacts, build_model, merge_peers
 from nra.kernel.model import KernelReads, KernelState, rule_key
 from nra.kernel.operations import (
     AddRule,
+    ApplyNft,
     ApplyReport,
     DeleteRoute,
     DeleteRule,
@@ -133,8 +134,9 @@ def merge_plans(plans: list[Plan], extra: list) -> Plan:
     """One plan of several tables' plans (and `extra` operations), in the planner's order."""
     kinds = (ReplaceRoute, AddRule, DeleteRule, DeleteRoute)
     ops = [op for p in plans for op in p.operations] + extra
-    ordered = tuple(op for kind in kinds for op in sorted((o for o in ops if isinstance(o, kind)),
-                                                          key=kind.sort_key))
+    # (the planner's order: nft first; here only the removal of a leftover conntrack table)
+    ordered = tuple(op for op in ops if isinstance(op, ApplyNft)) + tuple(
+        op for kind in kinds for op in sorted((o for o in ops if isinstance(o, kind)), key=kind.sort_key))
     warnings = tuple(dict.fromkeys(w for p in plans for w in p.warnings))
     left_out = {a: r for p in plans for a, r in p.left_out.items()}
     unusable = frozenset().union(*(p.unusable_peers for p in plans))
@@ -151,7 +153,8 @@ class RulesReturnPath:
         self.policy = policy
         self.uplink_tables = uplink_tables
         #: the uplink groups' tables: their routes and the rules pointing at them are nra's
-        self.reads = KernelReads(route_tables=uplink_tables)
+        #: and nra's nft table, the conntrack mode's, is looked for (on full reads) to be removed
+        self.reads = KernelReads(route_tables=uplink_tables, nft_leftover=True)
         self._desired: dict[int, tuple[Intent, DesiredRules]] = {}
         self._groups: tuple[Intent | None, tuple[dict[int, Intent], tuple[str, ...]]] = (None, ({}, ()))
         self._described: tuple[Intent | None, tuple[dict, ...]] = (None, ())
@@ -195,7 +198,8 @@ class RulesReturnPath:
                 r for r in state.router_routes if r.table == table)
             # (the leftovers of other settings go once, with TABLE_WEIGHT's plan)
             sub_state = replace(state, routes=routes, rules=tuple(r for r in state.rules if r.table == table),
-                                leftovers=state.leftovers if table == self.policy.table else ())
+                                leftovers=state.leftovers if table == self.policy.table else (),
+                                nft_leftover=state.nft_leftover and table == self.policy.table)
             plans.append(plan(sub, sub_state, policy, verdicts, self._rules_of(table, sub, policy)))
         extra: list = [DeleteRoute(r, reason="no uplink group uses this table") for r in unused]
         extra += [DeleteRule(r, reason="no uplink group uses this table") for r in state.rules
