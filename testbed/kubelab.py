@@ -459,6 +459,11 @@ class KubeParts:
                 paths.update(Path(f) for f in line.split() if f.startswith("/"))
         return paths
 
+    def frr_scratch(self) -> list[Path]:
+        """libfrr's per-process directory of each daemon started (/var/tmp/frr/<daemon>.<pid>,
+        a path libfrr fixes, for its crash logs; removed when the daemon exits)."""
+        return [Path(f"/var/tmp/frr/{name}.{pid}") for name, pid in self.frr_pids.items() if name in FRR_DAEMONS]
+
     def frr_alive(self) -> list[str]:
         """The FRR processes this lab started that still run."""
         alive = []
