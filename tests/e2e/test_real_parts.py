@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,8 @@ def parts(real_cluster):
             FIGURES[f"real parts: IPv{family} LB IP announced to the client after"] = \
                 f"{lab.wait_announced(family, ip):.1f} s"
         kube.lb = ips
+        FIGURES["real parts: FRR reloads on the speaker's signal (frr-reload.py --reload)"] = \
+            ", ".join(re.findall(r"--reload: rc \d+ in ([\d.]+ s)", kube.log("frr-reloader"))) or "none"
         yield kube
     except ClusterError as exc:
         pytest.fail(f"{exc}\nMetalLB speaker's log ends:\n{kube.log('metallb-speaker')[-3000:]}\n"
@@ -118,13 +121,22 @@ def nra_for(parts, *args: str):
         yield proc
 
 
+def use_kube_proxy(parts, mode: str) -> None:
+    """kube-proxy in `mode`, its rules for both LB IPs written (restarted only to change mode)."""
+    if parts.kube_proxy_mode != mode:
+        parts.start_kube_proxy(mode)
+        FIGURES[f"real parts: kube-proxy {mode} rules for the LB IPs after"] = \
+            f"{parts.wait_kube_proxy(list(parts.lb.values())):.1f} s"
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_rules_mode_fails_as_the_readme_says(parts, family):
+@pytest.mark.parametrize("mode", kubelab.KUBE_PROXY_MODES)
+def test_rules_mode_fails_as_the_readme_says(parts, mode, family):
     """Behind kube-proxy the replies leave the node with the pod's address: no `from <prefix>`
-    rule matches them, they take the default route to the gateway, which drops them."""
+    rule matches them, they take the default route to the gateway, which drops them
+    (docs/return-path.md, the decision table the README links)."""
     lab = parts.lab
-    parts.start_kube_proxy("nftables")
-    parts.wait_kube_proxy(list(parts.lb.values()))
+    use_kube_proxy(parts, mode)
     with nra_for(parts, "--oneshot"):
         try:
             before = lab.counters()
@@ -140,10 +152,7 @@ def test_rules_mode_fails_as_the_readme_says(parts, family):
 @pytest.mark.parametrize("mode", kubelab.KUBE_PROXY_MODES)
 def test_every_connection_returns_through_its_router_behind_real_kube_proxy(parts, mode, family):
     lab = parts.lab
-    if parts.kube_proxy_mode != mode:
-        parts.start_kube_proxy(mode)
-        FIGURES[f"real parts: kube-proxy {mode} rules for the LB IPs after"] = \
-            f"{parts.wait_kube_proxy(list(parts.lb.values())):.1f} s"
+    use_kube_proxy(parts, mode)
     rules = parts.kube_proxy_rules()
     assert (topo.POD4 if family == 4 else topo.POD6) in rules, rules
     with nra_for(parts, *CONNTRACK):
