@@ -566,6 +566,8 @@ class Settings(BaseSettings):
             if not self.metrics_address:
                 raise ValueError("METRICS_TLS_CERT_FILE needs METRICS_ADDRESS (the HTTPS listener)")
             check_tls_pair(*certs)
+        if self.metrics_endpoint and not self.health_endpoint:
+            raise ValueError("METRICS_ADDRESS needs HEALTH_ADDRESS: the HTTPS listener is part of the health server")
         if self.metrics_endpoint and self.health_endpoint and self.metrics_endpoint[1] == self.health_endpoint[1]:
             hosts = {self.metrics_endpoint[0], self.health_endpoint[0]}
             if len(hosts) == 1 or hosts & {"0.0.0.0", "::"}:
