@@ -129,11 +129,12 @@ class KubernetesReviewer:
     in the loop that reviews: the server's)."""
 
     def __init__(self, api_factory: ApiFactory, cache: TokenCache | None = None,
-                 timeout_s: float = REVIEW_TIMEOUT_S, rate: float = REVIEW_RATE) -> None:
+                 timeout_s: float = REVIEW_TIMEOUT_S, rate: float = REVIEW_RATE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.api_factory = api_factory
-        self.cache = cache if cache is not None else TokenCache()
+        self.cache = cache if cache is not None else TokenCache(clock=clock)
         self.timeout_s = timeout_s
-        self.rate = _Rate(rate)
+        self.rate = _Rate(rate, clock)
         self._api: Any = None
         self._pending: dict[bytes, asyncio.Future] = {}
         self._warned_at = -WARN_EVERY_S
