@@ -237,8 +237,8 @@ def check_tls_pair(cert: str, key: str) -> None:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-        raise ValueError(f"METRICS_TLS_CERT_FILE {shown(cert)} and METRICS_TLS_KEY_FILE {shown(key)} do not load "
-                         f"as a certificate and its key ({reason})") from None
+        raise ValueError(f"METRICS_TLS_CERT_FILE and METRICS_TLS_KEY_FILE do not load as a certificate and its "
+                         f"key ({reason})") from None
 
 
 def parse_destination(text: str) -> tuple[IPNetwork, ...]:
