@@ -143,6 +143,8 @@ def parse_route_protos(text: str) -> frozenset[int]:
     """`bgp,bird` or `186,12` -> {186, 12}; empty or `off` -> none (learned-route liveness off)."""
     items = [t.strip().lower() for t in text.split(",") if t.strip()]
     if items in ([], ["off"]):
+        if text.strip() and not items:  # only commas: a list that lost its names
+            raise ValueError(f"{shown(text)} names no routing protocol (leave it empty, or `off`)")
         return frozenset()
     protos = set()
     for item in items:
