@@ -187,3 +187,17 @@ async def test_reviews_are_shared_kept_and_bounded(real_cluster: Cluster, tmp_pa
         assert await reviewer.review(allowed) is Verdict.ALLOWED and reviewer.reviews == 4
     finally:
         await reviewer.close()
+
+
+def test_kubernetes_auth_without_any_credentials_is_refused_at_start(node_ns: NetNS, tmp_path: Path):
+    config = tmp_path / "metallb.yaml"
+    config.write_text(TWO_PEERS_V4_V6)
+    env = clean_env(HEALTH_ADDRESS=f"127.0.0.1:{free_port()}", METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+                    HOME=str(tmp_path))  # (no ~/.kube/config)
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    env.pop("KUBECONFIG", None)
+    daemon = Daemon("--static-file", str(config), "--netns", node_ns.name, env=env, log_path=tmp_path / "nra.log")
+    assert daemon.proc.wait(30) == 2
+    daemon.stop()
+    log = daemon.log()
+    assert "METRICS_AUTH=kubernetes" in log and "no Kubernetes credentials" in log and "Traceback" not in log, log
