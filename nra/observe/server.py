@@ -390,7 +390,7 @@ class HealthServer:
         if verdict is Verdict.UNAUTHENTICATED:
             return _unauthorized("the API server does not accept this token")
         if verdict is Verdict.FORBIDDEN:
-            return web.Response(status=403, text=f"forbidden: this token's user may not {'get'} /metrics "
+            return web.Response(status=403, text="forbidden: this token's user may not get /metrics "
                                                  "(bind it to the chart's metrics-reader ClusterRole)\n")
         return None
 

@@ -9,6 +9,7 @@ keeps running. No kube-rbac-proxy: nra does it itself.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 import urllib.error
@@ -164,8 +165,6 @@ def test_self_signed_certificate_and_no_grant_for_reviews(real_cluster: Cluster,
 async def test_reviews_are_shared_kept_and_bounded(real_cluster: Cluster, tmp_path: Path):
     """The reviewer itself against the real server: concurrent scrapes with one new token
     cost one review; the answer is kept; new tokens past the rate are 503, not sent."""
-    import asyncio
-
     ns = unique("mlb")
     kubeconfig = identity(real_cluster, chart_rbac(ns, *scraper_values(ns)), tmp_path / "nra.kubeconfig")
     apply(real_cluster, service_account(ns, "scraper"), service_account(ns, "stranger"))
