@@ -5,8 +5,9 @@ Reads are cheap when nothing happened: the kernel's ruleset generation id change
 nf_tables transaction, and the notification watcher records which transactions touched this
 table and who made them. When no one but nra changed the table since it was last read or
 written, the last known content stands (a node running kube-proxy changes other tables all
-the time; that costs nothing here). Otherwise the table is listed again (at 100,000 prefixes
-that takes seconds; it only happens when someone else edited nra's table, or at start).
+the time; that costs nothing here). Otherwise the table is read again in full, through
+nf_tables dumps of nra's own (nra.kernel.nft_read; at 100,000 intervals a fraction of a
+second; it only happens when someone else edited nra's table, or at start).
 
 Changes: every change a packet can see is one transaction (see NftState.apply_blocking):
 element changes (prefixes, links, routers) and the table's flags as one nf_tables batch of
@@ -24,6 +25,7 @@ import threading
 from typing import AsyncIterator
 
 from nra.kernel import nft_netlink as nl
+from nra.kernel import nft_read
 from nra.kernel import nft_table as nft
 from nra.kernel.libnft import Nft, NftError
 from nra.kernel.marks import MarkField
@@ -67,22 +69,19 @@ class NftState:
         return table_flags(self._sock)
 
     def read_blocking(self) -> nft.NftTable | None:
-        """The table as the kernel holds it (None: absent). Without libnftables, a table that
-        is there reads as one whose content is unknown (all of it not nra's)."""
-        if self.nft is None:
-            flags = self.table_flags()
-            return None if flags is None else nft.NftTable(
-                {}, frozenset(), {}, {}, foreign=(f"(content unread: {self.missing_library})",), flags=flags)
+        """The table as the kernel holds it (None: absent), read in full through nf_tables
+        dumps of nra's own (nft_read; libnftables is not needed) unless nothing but nra
+        touched it since it was last known."""
         generation = self.generation()
         if not self._foreign_touch and self._known_generation is not None and (
                 self.watching.is_set() or generation == self._known_generation):
             self._known_generation = generation
             return self._known
-        table = nft.parse_listing(self.nft.list_table(nft.FAMILY, nft.TABLE) or [])
-        if table is not None:
-            table = dataclasses.replace(table, flags=self.table_flags() or 0)
+        self._known, self._foreign_touch = None, True  # (not held while the new one is read)
+        table, generation = nft_read.read_table(self._sock)
         self.full_reads += 1
-        self._known, self._known_generation, self._foreign_touch = table, generation, False
+        # a read that kept being interrupted by others' transactions: read in full next time too
+        self._known, self._known_generation, self._foreign_touch = table, generation, generation < 0
         return table
 
     async def read(self) -> nft.NftTable | None:
