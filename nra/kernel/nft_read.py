@@ -21,7 +21,7 @@ from operator import le, lt
 from typing import Callable
 
 from nra.kernel import nft_table as nft
-from nra.kernel.codec import NLA_F_NESTED, NLA_HDR, NLM_F_DUMP, NLM_F_REQUEST, Message, attribute
+from nra.kernel.codec import NLA_HDR, NLM_F_DUMP, NLM_F_REQUEST, Message, attribute
 from nra.kernel.nft_netlink import (
     BE32,
     NFGENMSG,
@@ -185,11 +185,11 @@ class Elements:
 def _layouts(key_length: int) -> tuple[bytes, bytes, bytes]:
     """The bytes that begin an interval's start element (the key alone) and its end element
     (the key, then the flags), and the end's flags attribute, for this key length (4 or 16:
-    no padding)."""
+    no padding), as the kernel dumps them (its nests carry no NLA_F_NESTED)."""
     value = NLA_HDR.pack(4 + key_length, NFTA_DATA_VALUE)
-    key = NLA_HDR.pack(8 + key_length, NFTA_SET_ELEM_KEY | NLA_F_NESTED) + value
-    start = NLA_HDR.pack(12 + key_length, NFTA_LIST_ELEM | NLA_F_NESTED) + key
-    end = NLA_HDR.pack(20 + key_length, NFTA_LIST_ELEM | NLA_F_NESTED) + key
+    key = NLA_HDR.pack(8 + key_length, NFTA_SET_ELEM_KEY) + value
+    start = NLA_HDR.pack(12 + key_length, NFTA_LIST_ELEM) + key
+    end = NLA_HDR.pack(20 + key_length, NFTA_LIST_ELEM) + key
     return start, end, NLA_HDR.pack(8, NFTA_SET_ELEM_FLAGS) + BE32.pack(NFT_SET_ELEM_INTERVAL_END)
 
 
@@ -214,10 +214,11 @@ def element_fields(data: bytes, start: int, end: int) -> tuple[bytes, int, str |
     return key, flags, chain, udata
 
 
-def element_decoder(set_name: str, key_length: int) -> Callable[[Message], Elements | None]:
-    """A dump `keep` for the elements of one of nra's sets."""
-    start_layout, end_layout, end_flags = _LAYOUTS.get(key_length, (b"\xff", b"\xff", b""))
-    start_size, end_size = 12 + key_length, 20 + key_length
+def element_decoder(set_name: str, key_length: int | None) -> Callable[[Message], Elements | None]:
+    """A dump `keep` for the elements of one of nra's sets; key_length: an interval set's
+    (4 or 16), None for any other set (every element in `others`)."""
+    start_layout, end_layout, end_flags = _LAYOUTS[key_length] if key_length else (b"\xff", b"\xff", b"")
+    start_size, end_size = 12 + (key_length or 0), 20 + (key_length or 0)
     kind = _nft_type(NFT_MSG_NEWSETELEM)
     unpack = NLA_HDR.unpack_from
     from_bytes = int.from_bytes
@@ -270,7 +271,7 @@ def pair_intervals(starts: list[int], ends: list[int], width: int) -> list[nft.I
     return intervals
 
 
-def _elements(sock: NetlinkSocket, set_name: str, key_length: int) -> Elements:
+def _elements(sock: NetlinkSocket, set_name: str, key_length: int | None = None) -> Elements:
     found = sock.dump_request(lambda seq: dump_message(NFT_MSG_GETSETELEM, seq, nft.TABLE, set_name),
                               element_decoder(set_name, key_length))
     if len(found) == 1:
@@ -345,10 +346,10 @@ def read_once(sock: NetlinkSocket) -> nft.NftTable | None:
                 groups[family] = frozenset(tagged)
     links: frozenset[str] = frozenset()
     if nft.LINKS_SET in sets:
-        links = frozenset(_name(key) for key, _, _, _ in _elements(sock, nft.LINKS_SET, nft.IFNAMSIZ).others)
+        links = frozenset(_name(key) for key, _, _, _ in _elements(sock, nft.LINKS_SET).others)
     routers: dict[nft.RouterKey, int] = {}
     if nft.ROUTERS_MAP in sets:
-        for key, _, chain, _ in _elements(sock, nft.ROUTERS_MAP, 24).others:
+        for key, _, chain, _ in _elements(sock, nft.ROUTERS_MAP).others:
             routers[nft.router_key_of(key)] = nft.save_index(chain)
     chains = {name: (hooks.get(name), tuple(rules.get(name, ()))) for name in hooks}
     return nft.NftTable({f: _merged(r) for f, r in raw.items()}, links, routers, chains, raw, tuple(foreign),
