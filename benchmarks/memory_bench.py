@@ -20,7 +20,7 @@ The sequence, --rounds times: a prefix appended to the file (waited for in the k
 GET /status and /metrics, a middle prefix replaced by another (waited for), GET /status
 and /metrics; in conntrack mode also a foreign rule added to nra's chain `classify`
 (the table is read back in full and the chain written again) and a foreign delete of one of
-nra's lb4 elements (followed from its notification and added back), each waited for; then
+nra's lb4 intervals (followed from its notification and added back), each waited for; then
 the appended prefix removed (waited for) and /status, /metrics again.
 
     .venv/bin/python benchmarks/memory_bench.py [--cases conntrack:1000:distinct,...]
@@ -167,7 +167,7 @@ def run_case(repo: Path, mode: str, n: int, shape: str, rounds: int) -> dict:
                         until(lambda: "counter" not in ns.exec(["nft", "list", "chain", "inet", "nra", "classify"]).stdout,
                               "the foreign rule removed")
                         listener.drain()
-                        ns.nft(f"delete element inet nra lb4 {{ {base[0]} }}")
+                        ns.nft(f"delete element inet nra lb4 {{ {REPLACEMENT} }}")  # (an interval of its own)
                         if listener.wait(time.perf_counter() + WAIT_S) is None:
                             raise RuntimeError("the deleted element was not added back")
                         agent.requests()
