@@ -13,7 +13,8 @@ on-link peers, once from each --repos checkout (a before/after in one run). Meas
              still there and read back in full; conntrack mode)
   start_peak VmHWM of the restarted process once ready
   steady     VmRSS 5 s after ready (the peak is then reset: /proc/PID/clear_refs 5)
-  seq_peak   VmHWM after the sequence, and seq_peak / steady
+  seq_peak   the highest VmHWM of the sequence's steps (each step's peak is measured
+             apart, listed after the row), and seq_peak / steady
   end        VmRSS after the sequence
 
 The sequence, --rounds times: a prefix appended to the file (waited for in the kernel),
@@ -143,43 +144,55 @@ def run_case(repo: Path, mode: str, n: int, shape: str, rounds: int) -> dict:
             time.sleep(5)
             pid = agent.proc.pid
             row["steady"] = status_field(pid, "VmRSS")
-            Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak from here on
             listener = ElementListener(ns.name)
+            steps: dict[str, float] = {}  # step -> the highest peak it reached, MB
+
+            def step(name: str, work) -> None:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM from here on
+                work()
+                steps[name] = max(steps.get(name, 0.0), status_field(pid, "VmHWM"))
+
+            def rules_until(text: str, present: bool) -> None:
+                until(lambda: (text in ns.ip("rule show")) == present, f"rule {text} {'in' if present else 'out'}")
+
             try:
                 middle = len(base) // 2
+                more = base + [NEW_PREFIX]
+                replaced = more[:middle] + [REPLACEMENT] + more[middle + 1:]
                 for _ in range(rounds):
-                    more = base + [NEW_PREFIX]
                     if mode == "conntrack":
-                        edit(listener, cfg, config(more))
+                        step("append", lambda: edit(listener, cfg, config(more)))
                     else:
-                        write(cfg, config(more))
-                        until(lambda: "198.18.0.0/30" in ns.ip("rule show"), "the new rule")
-                    agent.requests()
-                    replaced = more[:middle] + [REPLACEMENT] + more[middle + 1:]
+                        step("append", lambda: (write(cfg, config(more)), rules_until("198.18.0.0/30", True)))
+                    step("requests", agent.requests)
                     if mode == "conntrack":
-                        edit(listener, cfg, config(replaced))
+                        step("replace", lambda: edit(listener, cfg, config(replaced)))
                     else:
-                        write(cfg, config(replaced))
-                        until(lambda: "198.18.1.0/30" in ns.ip("rule show"), "the replacement rule")
-                    agent.requests()
+                        step("replace", lambda: (write(cfg, config(replaced)), rules_until("198.18.1.0/30", True)))
+                    step("requests", agent.requests)
                     if mode == "conntrack":
-                        ns.nft("add rule inet nra classify counter accept")
-                        until(lambda: "counter" not in ns.exec(["nft", "list", "chain", "inet", "nra", "classify"]).stdout,
-                              "the foreign rule removed")
-                        listener.drain()
-                        ns.nft(f"delete element inet nra lb4 {{ {REPLACEMENT} }}")  # (an interval of its own)
-                        if listener.wait(time.perf_counter() + WAIT_S) is None:
-                            raise RuntimeError("the deleted element was not added back")
-                        agent.requests()
+                        def foreign_rule() -> None:
+                            ns.nft("add rule inet nra classify counter accept")
+                            until(lambda: "counter" not in ns.exec(["nft", "list", "chain", "inet", "nra",
+                                                                    "classify"]).stdout, "the foreign rule removed")
+
+                        def foreign_delete() -> None:
+                            listener.drain()
+                            ns.nft(f"delete element inet nra lb4 {{ {REPLACEMENT} }}")  # (an interval of its own)
+                            if listener.wait(time.perf_counter() + WAIT_S) is None:
+                                raise RuntimeError("the deleted element was not added back")
+                        step("foreign_rule", foreign_rule)
+                        step("foreign_delete", foreign_delete)
+                        step("requests", agent.requests)
                     if mode == "conntrack":
-                        edit(listener, cfg, config(base), delete=True)
+                        step("remove", lambda: edit(listener, cfg, config(base), delete=True))
                     else:
-                        write(cfg, config(base))
-                        until(lambda: "198.18.1.0/30" not in ns.ip("rule show"), "the rules removed")
-                    agent.requests()
+                        step("remove", lambda: (write(cfg, config(base)), rules_until("198.18.1.0/30", False)))
+                    step("requests", agent.requests)
             finally:
                 listener.close()
-            row["seq_peak"] = status_field(pid, "VmHWM")
+            row["steps"] = steps
+            row["seq_peak"] = max(steps.values())
             row["end"] = status_field(pid, "VmRSS")
             agent.stop()
             return row
@@ -206,7 +219,8 @@ def main() -> int:
             restart = f"{r['restart_s']:.2f}" if "restart_s" in r else "-"
             print(f"{mode:>9} {int(n):>7} {shape:>11} {name:>6} {r['start_s']:>7.2f} {restart:>9} "
                   f"{r['start_peak']:>10.1f} {r['steady']:>7.1f} {r['seq_peak']:>8.1f} "
-                  f"{r['seq_peak'] / r['steady']:>6.2f} {r['end']:>6.1f}", flush=True)
+                  f"{r['seq_peak'] / r['steady']:>6.2f} {r['end']:>6.1f}   "
+                  + " ".join(f"{k} {v:.0f}" for k, v in r["steps"].items()), flush=True)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average at end: {load}")
     return 0

@@ -39,9 +39,9 @@ NOTIFICATION_RCVBUF = 32 << 20
 
 class NftState:
     def __init__(self, netns: str | None = None, library_optional: bool = False):
-        """library_optional: go on without libnftables (CLEANANDEXIT): the table's presence
-        and flags are read, and it is removed, through nf_tables netlink alone; anything
-        else raises NftError naming what is missing."""
+        """library_optional: go on without libnftables (CLEANANDEXIT): the table is read,
+        and removed, through nf_tables netlink alone; any other change raises NftError
+        naming what is missing."""
         self.netns = netns
         self.missing_library = ""
         try:
