@@ -57,7 +57,10 @@ class NftState:
         self._foreign_touch = True  # someone else changed the table since it was known
         #: set while changes() runs with its socket bound: notifications say who touched the table
         self.watching = asyncio.Event()
-        self.full_reads = 0  # how many times the whole table was listed (for tests and figures)
+        self.full_reads = 0  # how many times the whole table was read (for tests and figures)
+        #: someone else changed the table's chains or rules (its elements are known): read those
+        self._structure_stale = False
+        self.structure_reads = 0  # how many times only the chains, rules and sets were read
 
     # -- reading --------------------------------------------------------------------------
 
@@ -75,11 +78,18 @@ class NftState:
         generation = self.generation()
         if not self._foreign_touch and self._known_generation is not None and (
                 self.watching.is_set() or generation == self._known_generation):
-            self._known_generation = generation
-            return self._known
-        self._known, self._foreign_touch = None, True  # (not held while the new one is read)
-        table, generation = nft_read.read_table(self._sock)
-        self.full_reads += 1
+            if not self._structure_stale:
+                self._known_generation = generation
+                return self._known
+            # someone else changed chains or rules only: those are read, the elements kept
+            # (followed from the notifications)
+            table, generation = nft_read.read_table(self._sock, self._known)
+            self.structure_reads += 1
+        else:
+            self._known, self._foreign_touch = None, True  # (not held while the new one is read)
+            table, generation = nft_read.read_table(self._sock)
+            self.full_reads += 1
+        self._structure_stale = False
         # a read that kept being interrupted by others' transactions: read in full next time too
         self._known, self._known_generation, self._foreign_touch = table, generation, generation < 0
         return table
@@ -181,10 +191,11 @@ class NftState:
     def _follow(self, tx: nl.Transaction) -> str:
         """Take someone else's transaction into what nra knows of its table: its element
         changes and flags from the notifications themselves (so the repair is those
-        elements, with no listing); a change of chains, rules or sets, or anything that
-        cannot be followed exactly, makes the next read list the table in full."""
+        elements, with no listing); a change of chains or rules makes the next read read
+        those (and the sets' names) again, not the elements; a set made or deleted, the
+        table deleted, or anything that cannot be followed exactly, makes it read in full."""
         known = self._known
-        if nft.TABLE in tx.structure or self._foreign_touch or known is None:
+        if nft.TABLE in tx.reshaped or self._foreign_touch or known is None:
             self.forget()
             return "read in full"
         followed = nft.with_notified(known, tx.elements)
@@ -194,6 +205,9 @@ class NftState:
         if nft.TABLE in (tx.flags or {}):
             followed = dataclasses.replace(followed, flags=tx.flags[nft.TABLE])
         self._known = followed
+        if nft.TABLE in tx.structure:
+            self._structure_stale = True
+            return "chains and rules read again"
         return "followed from its notifications"
 
     def close(self) -> None:

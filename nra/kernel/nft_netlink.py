@@ -36,6 +36,7 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
 NFT_MSG_NEWRULE = 6
+NFT_MSG_NEWSET, NFT_MSG_DELSET = 9, 11
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 15, 16
 NFNLGRP_NFTABLES = 7
@@ -308,6 +309,9 @@ class Transaction:
     elements: tuple[ElementChange, ...] = ()  # its element changes, in order
     structure: frozenset[str] = frozenset()  # tables whose chains, rules or sets it changed (or deleted)
     flags: Mapping[str, int] | None = None  # tables whose flags it set, to what
+    # tables it deleted, or made or deleted a set (or map) in: their elements are not known
+    # from the notifications (a deleted set's are not listed)
+    reshaped: frozenset[str] = frozenset()
 
 
 def _name(payload: bytes) -> str:
@@ -347,6 +351,7 @@ class NotificationReader:
         self._structure: set[str] = set()
         self._elements: list[ElementChange] = []
         self._flags: dict[str, int] = {}
+        self._reshaped: set[str] = set()
 
     def feed(self, data: bytes) -> list[Transaction]:
         done = []
@@ -359,7 +364,7 @@ class NotificationReader:
                 gen = BE32.unpack(found[NFTA_GEN_ID])[0] if NFTA_GEN_ID in found else 0
                 pid = BE32.unpack(found[NFTA_GEN_PROC_PID])[0] if NFTA_GEN_PROC_PID in found else 0
                 done.append(Transaction(gen, pid, frozenset(self._tables), tuple(self._elements),
-                                        frozenset(self._structure), self._flags))
+                                        frozenset(self._structure), self._flags, frozenset(self._reshaped)))
                 self._start()
             elif 1 in found:  # every table, chain, rule, set and element message: its table first
                 table = _name(found[1])
@@ -370,6 +375,8 @@ class NotificationReader:
                     self._flags[table] = BE32.unpack(found[NFTA_TABLE_FLAGS])[0] if NFTA_TABLE_FLAGS in found else 0
                 else:
                     self._structure.add(table)
+                    if kind in (NFT_MSG_DELTABLE, NFT_MSG_NEWSET, NFT_MSG_DELSET):
+                        self._reshaped.add(table)
         return done
 
 

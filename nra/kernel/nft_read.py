@@ -15,6 +15,7 @@ another transaction came between is made again.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import struct
 from operator import le, lt
@@ -311,9 +312,11 @@ def _group_map(sock: NetlinkSocket, set_name: str, family: int) -> list[nft.Grou
 # -- the table ----------------------------------------------------------------------------
 
 
-def read_once(sock: NetlinkSocket) -> nft.NftTable | None:
+def read_once(sock: NetlinkSocket, known: nft.NftTable | None = None) -> nft.NftTable | None:
     """The table as these dumps find it (None: absent); another transaction may come between
-    them (read_table checks)."""
+    them (read_table checks). `known`: the table with its elements known (followed from
+    the notifications): only the table, its chains, rules and sets are dumped, and the
+    elements taken from it, unless nra's sets are not those it had."""
     try:
         flags = sock.query(lambda seq: encode_gettable(nft.TABLE, seq), decode_table_flags)
     except KernelRefused as exc:
@@ -327,6 +330,10 @@ def read_once(sock: NetlinkSocket) -> nft.NftTable | None:
     sets = dict(sock.dump_request(lambda seq: dump_message(NFT_MSG_GETSET, seq, nft.TABLE), decode_set))
     foreign = [f"{'map' if flags_ & NFT_SET_MAP else 'set'} {name}" for name, flags_ in sets.items()
                if name not in nft.NRA_SETS]
+    chains = {name: (hooks.get(name), tuple(rules.get(name, ()))) for name in hooks}
+    own_sets = frozenset(sets) & nft.NRA_SETS or frozenset({"(none)"})  # (not empty: empty means "all")
+    if known is not None and own_sets == (known.sets or nft.NRA_SETS):
+        return dataclasses.replace(known, chains=chains, foreign=tuple(foreign), flags=flags or 0, sets=own_sets)
     unreadable: list[str] = []
     raw: dict[int, tuple[nft.Interval, ...]] = {4: (), 6: ()}
     groups: dict[int, frozenset[nft.GroupInterval]] = {4: frozenset(), 6: frozenset()}
@@ -351,10 +358,8 @@ def read_once(sock: NetlinkSocket) -> nft.NftTable | None:
     if nft.ROUTERS_MAP in sets:
         for key, _, chain, _ in _elements(sock, nft.ROUTERS_MAP).others:
             routers[nft.router_key_of(key)] = nft.save_index(chain)
-    chains = {name: (hooks.get(name), tuple(rules.get(name, ()))) for name in hooks}
     return nft.NftTable({f: _merged(r) for f, r in raw.items()}, links, routers, chains, raw, tuple(foreign),
-                        flags=flags or 0, sets=frozenset(sets) & nft.NRA_SETS or frozenset({"(none)"}),
-                        groups=groups, unreadable=tuple(unreadable))
+                        flags=flags or 0, sets=own_sets, groups=groups, unreadable=tuple(unreadable))
 
 
 def _merged(intervals: tuple[nft.Interval, ...]) -> frozenset[nft.Interval]:
@@ -365,14 +370,14 @@ def _merged(intervals: tuple[nft.Interval, ...]) -> frozenset[nft.Interval]:
     return nft.merge(intervals)
 
 
-def read_table(sock: NetlinkSocket) -> tuple[nft.NftTable | None, int]:
+def read_table(sock: NetlinkSocket, known: nft.NftTable | None = None) -> tuple[nft.NftTable | None, int]:
     """The table (None: absent) and the ruleset generation it was read at: read again when
     another transaction came between the dumps (the last read is kept after READ_ATTEMPTS,
-    with the generation before it, so that the next read is a full one)."""
+    with the generation -1, so that the next read is a full one). `known`: see read_once."""
     generation = sock.query(encode_getgen, decode_generation)
     for _ in range(READ_ATTEMPTS):
         try:
-            table = read_once(sock)
+            table = read_once(sock, known)
         except OSError as exc:  # a set or the table went away between two dumps
             if exc.errno != errno.ENOENT:
                 raise

@@ -183,11 +183,11 @@ def test_a_read_between_two_transactions_is_made_again(netns):
     calls = []
     real = nft_read.read_once
 
-    def read_once_with_a_change(sock):
+    def read_once_with_a_change(sock, known=None):
         calls.append(1)
         if len(calls) == 1:
             netns.nft("add chain inet nra between")
-        return real(sock)
+        return real(sock, known)
 
     try:
         nft_read.read_once = read_once_with_a_change

@@ -47,7 +47,18 @@ def test_notifications_become_transactions_with_their_tables_and_process():
     (tx,) = reader.feed(data)
     assert (tx.generation, tx.pid, tx.tables, tx.structure) == (7, 4242, frozenset({"nra", "other"}), {"nra"})
     assert tx.elements == (nl.ElementChange("other", "", False, ()),)
+    assert tx.reshaped == {"nra"}  # (the table deleted: its elements are not known)
     assert reader.feed(_note(nl.NFT_MSG_NEWGEN, b"")) == [nl.Transaction(0, 0, frozenset(), flags={})]
+
+
+def test_a_set_made_or_deleted_reshapes_its_table_a_rule_or_chain_does_not():
+    reader = nl.NotificationReader()
+    gen = _note(nl.NFT_MSG_NEWGEN, b"")
+    (rules,) = reader.feed(_note(nl.NFT_MSG_NEWRULE, attribute(1, b"nra\0")) + _note(3, attribute(1, b"nra\0")) + gen)
+    assert rules.structure == {"nra"} and not rules.reshaped
+    for kind in (nl.NFT_MSG_NEWSET, nl.NFT_MSG_DELSET):
+        (tx,) = reader.feed(_note(kind, attribute(1, b"nra\0")) + gen)
+        assert tx.structure == tx.reshaped == {"nra"}
 
 
 def test_element_notifications_are_decoded_to_their_keys_flags_and_verdicts():
