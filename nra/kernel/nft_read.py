@@ -27,10 +27,16 @@ from nra.kernel.nft_netlink import (
     BE32,
     NFGENMSG,
     NFPROTO_INET,
+    NFT_MSG_NEWRULE,
+    NFT_MSG_NEWSET,
+    NFT_MSG_NEWSETELEM,
     NFT_SET_ELEM_INTERVAL_END,
     NFTA_DATA_VALUE,
     NFTA_DATA_VERDICT,
     NFTA_LIST_ELEM,
+    NFTA_RULE_CHAIN,
+    NFTA_RULE_TABLE,
+    NFTA_RULE_USERDATA,
     NFTA_SET_ELEM_DATA,
     NFTA_SET_ELEM_FLAGS,
     NFTA_SET_ELEM_KEY,
@@ -45,17 +51,16 @@ from nra.kernel.nft_netlink import (
     encode_getgen,
     encode_gettable,
     message,
+    _name,
     _nft_type,
 )
 from nra.kernel.socket import KernelRefused, NetlinkSocket
 
 NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN = 3, 4
-NFT_MSG_NEWRULE, NFT_MSG_GETRULE = 6, 7
-NFT_MSG_NEWSET, NFT_MSG_GETSET = 9, 10
-NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM = 12, 13
+NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM = 7, 10, 13
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK, NFTA_CHAIN_POLICY, NFTA_CHAIN_TYPE = 1, 3, 4, 5, 7
 NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2
-NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_USERDATA = 1, 2, 3, 7
+NFTA_RULE_HANDLE = 3
 NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS = 1, 2, 3
 NFT_SET_ANONYMOUS, NFT_SET_MAP = 0x1, 0x8
 #: the inet family's hooks (NF_INET_*), as nft names them
@@ -66,10 +71,6 @@ READ_ATTEMPTS = 4
 TYPE_MASK = 0x3FFF
 BE64 = struct.Struct("!Q")
 PRIORITY = struct.Struct("!i")
-
-
-def _name(payload: bytes) -> str:
-    return payload.split(b"\0", 1)[0].decode(errors="replace")
 
 
 def _attrs(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
