@@ -2,8 +2,9 @@
 """Reading nra's nft table back in full (what nra does at start, on a resync and after
 someone else's change of its chains, rules or sets), before and after in one run (root).
 
-For each shape of N prefixes, consecutive (they merge into a few intervals) and distinct
-(N intervals), the table is written once in a throwaway namespace; then a fresh process of
+For each shape of N prefixes, consecutive (they merge into a few intervals), distinct (N
+intervals) and grouped (distinct, dealt to two uplink groups: the group maps hold N intervals
+too), the table is written once in a throwaway namespace; then a fresh process of
 each source tree (`--before`, a git revision, default main: libnftables' JSON listing; and
 this checkout: nra's own nf_tables dumps) reads it `--rounds` times. Reported per process:
 the median read time, its RSS before the first read, the peak (VmHWM) and the RSS after.
@@ -96,10 +97,14 @@ def main() -> int:
         if args.before:
             trees.insert(0, (args.before, tree_of(args.before, Path(tmp))))
         for n in (int(s) for s in args.sizes.split(",")):
-            for distinct in (False, True):
+            for kind in ("consecutive", "distinct", "grouped"):
+                distinct = kind != "consecutive"
                 ns = new_netns("nra-nftread")
                 try:
-                    want = nft.desired_table(shape(n, distinct), ["eth0"], ROUTERS, FIELD)
+                    prefixes = shape(n, distinct)
+                    # grouped: the distinct prefixes dealt to two uplink groups (the group maps hold them all)
+                    groups = {1: prefixes[::2], 2: prefixes[1::2]} if kind == "grouped" else None
+                    want = nft.desired_table(prefixes, ["eth0"], ROUTERS, FIELD, groups=groups)
                     owner = NftState(ns.name)
                     try:
                         owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
@@ -110,7 +115,7 @@ def main() -> int:
                     del want, owner
                     for name, tree in trees:
                         r = read_in_child(tree, ns.name, args.rounds)
-                        print(f"{n:>7} {'distinct' if distinct else 'consecutive':>11} {name:>8} {r['intervals']:>9} "
+                        print(f"{n:>7} {kind:>11} {name:>8} {r['intervals']:>9} "
                               f"{r['read_s']:>8.3f} {r['rss_before']:>7.1f} {r['peak']:>8.1f} "
                               f"{r['peak'] - r['rss_before']:>+7.1f} {r['rss_after']:>8.1f}", flush=True)
                 finally:

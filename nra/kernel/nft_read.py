@@ -30,6 +30,7 @@ from nra.kernel.nft_netlink import (
     NFT_MSG_NEWRULE,
     NFT_MSG_NEWSET,
     NFT_MSG_NEWSETELEM,
+    NFT_GOTO,
     NFT_SET_ELEM_INTERVAL_END,
     NFTA_DATA_VALUE,
     NFTA_DATA_VERDICT,
@@ -176,11 +177,12 @@ class Elements:
     nra writes, matched byte for byte), and any other element as (key, flags, chain, user
     data) (a map's elements, an element someone else wrote with more attributes)."""
 
-    __slots__ = ("starts", "ends", "others")
+    __slots__ = ("starts", "ends", "chains", "others")
 
     def __init__(self) -> None:
         self.starts: list[int] = []
         self.ends: list[int] = []
+        self.chains: list[bytes] = []  # a verdict map's: each start's `goto` chain (NUL-padded)
         self.others: list[tuple[bytes, int, str | None, bytes]] = []
 
 
@@ -216,10 +218,19 @@ def element_fields(data: bytes, start: int, end: int) -> tuple[bytes, int, str |
     return key, flags, chain, udata
 
 
-def element_decoder(set_name: str, key_length: int | None) -> Callable[[Message], Elements | None]:
+#: a verdict map element's data after its key, up to the chain's name: DATA > VERDICT >
+#: CODE (goto), CHAIN (the lengths are the name's: not compared)
+_GOTO_CODE = NLA_HDR.pack(8, 1) + PRIORITY.pack(NFT_GOTO)
+
+
+def element_decoder(set_name: str, key_length: int | None,
+                    verdicts: bool = False) -> Callable[[Message], Elements | None]:
     """A dump `keep` for the elements of one of nra's sets; key_length: an interval set's
-    (4 or 16), None for any other set (every element in `others`)."""
+    (4 or 16), None for any other set (every element in `others`); verdicts: an interval
+    verdict map's, whose starts carry `goto chain` (in `chains`)."""
     start_layout, end_layout, end_flags = _LAYOUTS[key_length] if key_length else (b"\xff", b"\xff", b"")
+    if verdicts:  # the start of an element with a key and more (its length differs)
+        start_layout = start_layout[4:]
     start_size, end_size = 12 + (key_length or 0), 20 + (key_length or 0)
     kind = _nft_type(NFT_MSG_NEWSETELEM)
     unpack = NLA_HDR.unpack_from
@@ -234,13 +245,23 @@ def element_decoder(set_name: str, key_length: int | None) -> Callable[[Message]
                 or NFTA_SET_ELEM_LIST_ELEMENTS not in found):
             return None
         out = Elements()
-        starts, ends, others = out.starts.append, out.ends.append, out.others.append
+        starts, ends, others, chains = out.starts.append, out.ends.append, out.others.append, out.chains.append
         at, stop = found[NFTA_SET_ELEM_LIST_ELEMENTS]
         while at + 4 <= stop:
-            if data.startswith(start_layout, at):
+            if verdicts and data.startswith(start_layout, at + 4) and data.startswith(_GOTO_CODE, at + start_size + 8):
+                # key, then DATA > VERDICT > CODE goto, CHAIN: the data fills the element
+                length, after = unpack(data, at)[0], at + start_size
+                if (unpack(data, after)[0] == length - start_size and data[after + 2] == NFTA_SET_ELEM_DATA
+                        and data[after + 18] == NFTA_VERDICT_CHAIN):
+                    starts(from_bytes(data[at + 12:after], "big"))
+                    chains(data[after + 20:at + length])
+                    at += length
+                    continue
+            elif not verdicts and data.startswith(start_layout, at):
                 starts(from_bytes(data[at + 12:at + start_size], "big"))
                 at += start_size
-            elif data.startswith(end_layout, at) and data.startswith(end_flags, at + start_size):
+                continue
+            if data.startswith(end_layout, at) and data.startswith(end_flags, at + start_size):
                 ends(from_bytes(data[at + 12:at + start_size], "big"))
                 at += end_size
             else:
@@ -273,15 +294,16 @@ def pair_intervals(starts: list[int], ends: list[int], width: int) -> list[nft.I
     return intervals
 
 
-def _elements(sock: NetlinkSocket, set_name: str, key_length: int | None = None) -> Elements:
+def _elements(sock: NetlinkSocket, set_name: str, key_length: int | None = None, verdicts: bool = False) -> Elements:
     found = sock.dump_request(lambda seq: dump_message(NFT_MSG_GETSETELEM, seq, nft.TABLE, set_name),
-                              element_decoder(set_name, key_length))
+                              element_decoder(set_name, key_length, verdicts))
     if len(found) == 1:
         return found[0]
     out = Elements()
     for part in found:
         out.starts += part.starts
         out.ends += part.ends
+        out.chains += part.chains
         out.others += part.others
     return out
 
@@ -295,8 +317,9 @@ def _interval_set(sock: NetlinkSocket, set_name: str, family: int) -> list[nft.I
 
 def _group_map(sock: NetlinkSocket, set_name: str, family: int) -> list[nft.GroupInterval] | None:
     """A group map's intervals, each with its save chain's index."""
-    got = _elements(sock, set_name, nft.WIDTH[family] // 8)
-    chains: dict[int, int] = {}
+    got = _elements(sock, set_name, nft.WIDTH[family] // 8, verdicts=True)
+    index = {name: nft.save_index(_name(name)) for name in set(got.chains)}
+    chains: dict[int, int] = {start: index[name] for start, name in zip(got.starts, got.chains)}
     for key, flags, chain, _ in got.others:
         value = int.from_bytes(key, "big")
         if flags & NFT_SET_ELEM_INTERVAL_END:
