@@ -5,7 +5,9 @@ committed to nra's repair acknowledged: the notification, nra.kernel.nft's follo
 the read, the diff and the repair batch (what one reconcile after such an event does).
 
 `followed`: the element change taken from the notification itself (nra now); `listed`: the
-table listed again in full to find it (nra before; forced here by forget()).
+table read again in full to find it (forced here by forget()). `rule`: someone else's rule
+added to `classify` instead: the chains and rules read again (the elements known), the
+chain written again; `rule_full`: the same with the table read in full.
 
     .venv/bin/python benchmarks/nft_repair_bench.py [--sizes 10000,100000] [--rounds 5]
 """
@@ -37,7 +39,10 @@ def prefixes(n: int) -> list[ipaddress.IPv4Network]:
     return [ipaddress.ip_network(f"{ipaddress.IPv4Address(BASE + i * 8)}/30") for i in range(n)]
 
 
-async def repair_times(ns_name: str, n: int, rounds: int, listed: bool) -> list[float]:
+async def repair_times(ns, n: int, rounds: int, listed: bool, rule: bool = False) -> list[float]:
+    """rule: someone else adds a rule to `classify` (nft, the binary) instead of deleting an
+    element; timed from the binary's return (its transaction committed)."""
+    ns_name = ns.name
     want = nft.desired_table(prefixes(n), ["eth0"], {("eth0", "02:00:00:00:00:01"): 1}, FIELD)
     owner = NftState(ns_name)
     other = NetlinkSocket(ns_name, protocol=nl.NETLINK_NETFILTER)  # someone else (another thread)
@@ -56,15 +61,21 @@ async def repair_times(ns_name: str, n: int, rounds: int, listed: bool) -> list[
         times = []
         for i in range(rounds):
             low = BASE + (i * 997 % n) * 8
-            ops = nl.prefix_ops({}, {4: [(low, low + 3)]}, nft.PREFIX_SETS)
-            await asyncio.to_thread(other.transaction, lambda seq: nl.batch(nft.TABLE, ops, seq), "someone else")
+            if rule:
+                await asyncio.to_thread(ns.nft, "add rule inet nra classify counter accept")
+            else:
+                ops = nl.prefix_ops({}, {4: [(low, low + 3)]}, nft.PREFIX_SETS)
+                await asyncio.to_thread(other.transaction, lambda seq: nl.batch(nft.TABLE, ops, seq), "someone else")
             t0 = time.perf_counter()
             reason = await reasons.get()
             if listed:
                 owner.forget()
             current = await owner.read()
             change = nft.diff(want, current)
-            assert change.add_prefixes[4] == ((low, low + 3),), (reason, change.describe())
+            if rule:
+                assert change.rewrite == ("classify",) and not change.rebuild, (reason, change.describe())
+            else:
+                assert change.add_prefixes[4] == ((low, low + 3),), (reason, change.describe())
             await owner.apply(change, want, FIELD, current)
             times.append(time.perf_counter() - t0)
         return times
@@ -80,17 +91,22 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    print(f"{'N':>7} {'followed_ms':>12} {'listed_ms':>10}   (median of {args.rounds}; from the other "
-          "transaction committed to nra's repair acknowledged)")
+    print(f"{'N':>7} {'followed_ms':>12} {'listed_ms':>10} {'rule_ms':>8} {'rule_full_ms':>12}   (median of "
+          f"{args.rounds}; from the other transaction committed to nra's repair acknowledged)")
     for n in (int(s) for s in args.sizes.split(",")):
         ns = new_netns("nra-nftrepair")
         try:
-            followed = asyncio.run(repair_times(ns.name, n, args.rounds, listed=False))
-            listed = asyncio.run(repair_times(ns.name, n, max(1, args.rounds // 2), listed=True))
+            followed = asyncio.run(repair_times(ns, n, args.rounds, listed=False))
+            listed = asyncio.run(repair_times(ns, n, max(1, args.rounds // 2), listed=True))
+            rule = asyncio.run(repair_times(ns, n, args.rounds, listed=False, rule=True))
+            rule_full = asyncio.run(repair_times(ns, n, max(1, args.rounds // 2), listed=True, rule=True))
         finally:
             ns.delete()
-        print(f"{n:>7} {statistics.median(followed) * 1000:>12.1f} {statistics.median(listed) * 1000:>10.1f}",
-              flush=True)
+        print(f"{n:>7} {statistics.median(followed) * 1000:>12.1f} {statistics.median(listed) * 1000:>10.1f} "
+              f"{statistics.median(rule) * 1000:>8.1f} {statistics.median(rule_full) * 1000:>12.1f}", flush=True)
+    print("followed: an element deleted by someone else, followed from its notification; listed: the same with "
+          "the table read in full (forget()); rule: a rule added to classify by someone else, the chains and rules "
+          "read again; rule_full: the same with the table read in full")
     return 0
 
 

@@ -13,7 +13,13 @@ Shapes: `consecutive` (/30s four apart: adjacent, they merge into a few nft inte
                  (median of the delete; the prefixes are put back between rounds)
   sequence peak  the peak RSS (VmHWM, reset after start) over a sequence of edits and
                  /status and /metrics requests, against the steady RSS: the sequence is
-                 --sequence rounds of (an edit, 4 x /status, 4 x /metrics, the edit undone)
+                 --sequence rounds of (an edit, 4 x /status, 4 x /metrics, the edit undone);
+                 with --foreign each round also has, once the edit is in the kernel,
+                 someone else's rule added to nra's chain `classify` (waited for until nra
+                 has removed it) and someone else's delete of the edit's lb4 interval
+                 (waited for until nra has added it back)
+  restart        the daemon stopped and started again on the programmed namespace, to
+                 /readyz 200 (its first reconcile reads nra's nft table back in full)
 
 --repo PATH runs another checkout's nra (a baseline) with this file's measurements, so the
 before and after of one change can be taken in one run, alternated:
@@ -141,7 +147,38 @@ def settle(ns: NetNS, expect: int, deadline_s: float = 60) -> None:
         time.sleep(0.1)
 
 
-def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, workdir: Path) -> dict:
+def start_daemon(repo: Path, ns: NetNS, cfg: Path, port: int, log) -> tuple[subprocess.Popen, float]:
+    """The daemon, and its seconds from process start to /readyz 200."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "nra", "--static-file", str(cfg), "--netns", ns.name],
+                            env=nra_env(repo, HEALTH_ADDRESS=f"127.0.0.1:{port}", STATUS_ACCESS="loopback"),
+                            cwd=repo, stdout=log, stderr=subprocess.STDOUT)
+    while http(port, "/readyz", 2)[0] != 200:
+        if proc.poll() is not None or time.monotonic() - started > 300:
+            proc.kill()
+            raise RuntimeError(f"daemon not ready; see {log.name}")
+        time.sleep(0.02)
+    return proc, time.monotonic() - started
+
+
+def foreign_changes(ns: NetNS, listener: ElementListener) -> None:
+    """Someone else's rule in nra's chain `classify`, then someone else's delete of
+    NEW_PREFIX's interval (an interval of its own in both shapes), each waited for until
+    nra has repaired it."""
+    ns.nft("add rule inet nra classify counter accept")
+    deadline = time.monotonic() + 60
+    while "counter" in ns.exec(["nft", "list", "chain", "inet", "nra", "classify"]).stdout:
+        if time.monotonic() > deadline:
+            raise RuntimeError("someone else's rule was not removed within 60 s")
+        time.sleep(0.05)
+    listener.drain()
+    ns.nft(f"delete element inet nra lb4 {{ {NEW_PREFIX} }}")
+    if listener.wait(time.perf_counter() + 60) is None:
+        raise RuntimeError("the interval someone else deleted was not added back within 60 s")
+
+
+def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, workdir: Path,
+                foreign: bool = False) -> dict:
     nets = prefixes(shape, n)
     text = config_text(nets)
     cfg = workdir / f"{shape}.yaml"
@@ -160,16 +197,9 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
     ns = namespace()
     port = free_port()
     log = open(workdir / f"daemon-{shape}.log", "w")
-    started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "nra", "--static-file", str(cfg), "--netns", ns.name],
-                            env=nra_env(repo, HEALTH_ADDRESS=f"127.0.0.1:{port}", STATUS_ACCESS="loopback"),
-                            cwd=repo, stdout=log, stderr=subprocess.STDOUT)
+    proc = None
     try:
-        while http(port, "/readyz", 2)[0] != 200:
-            if proc.poll() is not None or time.monotonic() - started > 300:
-                raise RuntimeError(f"daemon not ready; see {log.name}")
-            time.sleep(0.02)
-        result["start_s"] = time.monotonic() - started
+        proc, result["start_s"] = start_daemon(repo, ns, cfg, port, log)
         time.sleep(2)
         result["steady_mib"] = proc_kib(proc.pid, "VmRSS") / 1024
         listener = ElementListener(ns.name)
@@ -190,19 +220,28 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
             before = proc_kib(proc.pid, "VmRSS") / 1024
             Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
             for _ in range(sequence):
-                write(cfg, added)
+                if foreign:
+                    timed_change(listener, cfg, added, nl.NFT_MSG_NEWSETELEM)
+                else:
+                    write(cfg, added)
                 for _ in range(4):
                     http(port, "/status")
                     http(port, "/metrics")
+                if foreign:
+                    foreign_changes(ns, listener)
                 write(cfg, text)
                 settle(ns, full)
             result["sequence_steady_mib"] = before
             result["sequence_peak_mib"] = proc_kib(proc.pid, "VmHWM") / 1024
         finally:
             listener.close()
-    finally:
         proc.terminate()
         proc.wait(30)
+        proc, result["restart_s"] = start_daemon(repo, ns, cfg, port, log)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
         log.close()
         ns.delete()
     return result
@@ -215,21 +254,25 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sequence", type=int, default=5)
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose nra runs")
+    parser.add_argument("--foreign", action="store_true",
+                        help="someone else's rule and element delete in each round of the sequence")
     args = parser.parse_args()
     repo = args.repo.resolve()
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     print(f"nra scale benchmark: {machine()}; nra of {repo} at {commit}")
     print(f"{'shape':>11} {'N':>7} {'intervals':>9} {'oneshot s':>9} {'MiB':>6} {'again s':>7} {'MiB':>6} "
-          f"{'start s':>7} {'steady MiB':>10} {'change ms':>9} {'del half s':>10} {'seq peak/steady':>15}")
+          f"{'start s':>7} {'steady MiB':>10} {'change ms':>9} {'del half s':>10} {'seq peak/steady':>15} "
+          f"{'restart s':>9}")
     with tempfile.TemporaryDirectory(prefix="nra-scale-") as tmp:
         for shape in args.shapes.split(","):
-            r = bench_shape(repo, shape, args.n, args.rounds, args.sequence, Path(tmp))
+            r = bench_shape(repo, shape, args.n, args.rounds, args.sequence, Path(tmp), args.foreign)
             ratio = r["sequence_peak_mib"] / r["sequence_steady_mib"]
             print(f"{shape:>11} {r['N']:>7} {r['intervals']:>9} {r['oneshot_s']:>9.2f} {r['oneshot_mib']:>6.0f} "
                   f"{r['again_s']:>7.2f} {r['again_mib']:>6.0f} {r['start_s']:>7.2f} {r['steady_mib']:>10.0f} "
                   f"{r['change_ms']:>9.0f} {r['delete_half_s']:>10.2f} "
-                  f"{r['sequence_peak_mib']:>6.0f}/{r['sequence_steady_mib']:.0f} ({ratio:.2f})", flush=True)
+                  f"{r['sequence_peak_mib']:>6.0f}/{r['sequence_steady_mib']:.0f} ({ratio:.2f}) "
+                  f"{r['restart_s']:>9.2f}", flush=True)
     return 0
 
 

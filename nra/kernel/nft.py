@@ -5,8 +5,9 @@ Reads are cheap when nothing happened: the kernel's ruleset generation id change
 nf_tables transaction, and the notification watcher records which transactions touched this
 table and who made them. When no one but nra changed the table since it was last read or
 written, the last known content stands (a node running kube-proxy changes other tables all
-the time; that costs nothing here). Otherwise the table is listed again (at 100,000 prefixes
-that takes seconds; it only happens when someone else edited nra's table, or at start).
+the time; that costs nothing here). Otherwise the table is read again in full, through
+nf_tables dumps of nra's own (nra.kernel.nft_read; at 100,000 intervals a fraction of a
+second; it only happens when someone else edited nra's table, or at start).
 
 Changes: every change a packet can see is one transaction (see NftState.apply_blocking):
 element changes (prefixes, links, routers) and the table's flags as one nf_tables batch of
@@ -24,6 +25,7 @@ import threading
 from typing import AsyncIterator
 
 from nra.kernel import nft_netlink as nl
+from nra.kernel import nft_read
 from nra.kernel import nft_table as nft
 from nra.kernel.libnft import Nft, NftError
 from nra.kernel.marks import MarkField
@@ -37,9 +39,9 @@ NOTIFICATION_RCVBUF = 32 << 20
 
 class NftState:
     def __init__(self, netns: str | None = None, library_optional: bool = False):
-        """library_optional: go on without libnftables (CLEANANDEXIT): the table's presence
-        and flags are read, and it is removed, through nf_tables netlink alone; anything
-        else raises NftError naming what is missing."""
+        """library_optional: go on without libnftables (CLEANANDEXIT): the table is read,
+        and removed, through nf_tables netlink alone; any other change raises NftError
+        naming what is missing."""
         self.netns = netns
         self.missing_library = ""
         try:
@@ -55,7 +57,10 @@ class NftState:
         self._foreign_touch = True  # someone else changed the table since it was known
         #: set while changes() runs with its socket bound: notifications say who touched the table
         self.watching = asyncio.Event()
-        self.full_reads = 0  # how many times the whole table was listed (for tests and figures)
+        self.full_reads = 0  # how many times the whole table was read (for tests and figures)
+        #: someone else changed the table's chains or rules (its elements are known): read those
+        self._structure_stale = False
+        self.structure_reads = 0  # how many times only the chains, rules and sets were read
 
     # -- reading --------------------------------------------------------------------------
 
@@ -67,22 +72,26 @@ class NftState:
         return table_flags(self._sock)
 
     def read_blocking(self) -> nft.NftTable | None:
-        """The table as the kernel holds it (None: absent). Without libnftables, a table that
-        is there reads as one whose content is unknown (all of it not nra's)."""
-        if self.nft is None:
-            flags = self.table_flags()
-            return None if flags is None else nft.NftTable(
-                {}, frozenset(), {}, {}, foreign=(f"(content unread: {self.missing_library})",), flags=flags)
+        """The table as the kernel holds it (None: absent), read in full through nf_tables
+        dumps of nra's own (nft_read; libnftables is not needed) unless nothing but nra
+        touched it since it was last known."""
         generation = self.generation()
         if not self._foreign_touch and self._known_generation is not None and (
                 self.watching.is_set() or generation == self._known_generation):
-            self._known_generation = generation
-            return self._known
-        table = nft.parse_listing(self.nft.list_table(nft.FAMILY, nft.TABLE) or [])
-        if table is not None:
-            table = dataclasses.replace(table, flags=self.table_flags() or 0)
-        self.full_reads += 1
-        self._known, self._known_generation, self._foreign_touch = table, generation, False
+            if not self._structure_stale:
+                self._known_generation = generation
+                return self._known
+            # someone else changed chains or rules only: those are read, the elements kept
+            # (followed from the notifications)
+            table, generation = nft_read.read_table(self._sock, self._known)
+            self.structure_reads += 1
+        else:
+            self._known, self._foreign_touch = None, True  # (not held while the new one is read)
+            table, generation = nft_read.read_table(self._sock)
+            self.full_reads += 1
+        self._structure_stale = False
+        # a read that kept being interrupted by others' transactions: read in full next time too
+        self._known, self._known_generation, self._foreign_touch = table, generation, generation < 0
         return table
 
     async def read(self) -> nft.NftTable | None:
@@ -182,10 +191,11 @@ class NftState:
     def _follow(self, tx: nl.Transaction) -> str:
         """Take someone else's transaction into what nra knows of its table: its element
         changes and flags from the notifications themselves (so the repair is those
-        elements, with no listing); a change of chains, rules or sets, or anything that
-        cannot be followed exactly, makes the next read list the table in full."""
+        elements, with no listing); a change of chains or rules makes the next read read
+        those (and the sets' names) again, not the elements; a set made or deleted, the
+        table deleted, or anything that cannot be followed exactly, makes it read in full."""
         known = self._known
-        if nft.TABLE in tx.structure or self._foreign_touch or known is None:
+        if nft.TABLE in tx.reshaped or self._foreign_touch or known is None:
             self.forget()
             return "read in full"
         followed = nft.with_notified(known, tx.elements)
@@ -195,6 +205,9 @@ class NftState:
         if nft.TABLE in (tx.flags or {}):
             followed = dataclasses.replace(followed, flags=tx.flags[nft.TABLE])
         self._known = followed
+        if nft.TABLE in tx.structure:
+            self._structure_stale = True
+            return "chains and rules read again"
         return "followed from its notifications"
 
     def close(self) -> None:

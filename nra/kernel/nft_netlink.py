@@ -36,6 +36,7 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
 NFT_MSG_NEWRULE = 6
+NFT_MSG_NEWSET, NFT_MSG_DELSET = 9, 11
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 15, 16
 NFNLGRP_NFTABLES = 7
@@ -49,6 +50,8 @@ NFTA_DATA_VALUE, NFTA_DATA_VERDICT = 1, 2
 NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 1, 2
 NFTA_GEN_ID, NFTA_GEN_PROC_PID = 1, 2
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
+NFTA_RULE_USERDATA = 7
+NFTNL_UDATA_RULE_COMMENT = 0  # libnftnl's user data TLV of a rule's comment
 NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 2
 NFTA_IMMEDIATE_DREG, NFTA_IMMEDIATE_DATA = 1, 2
 NFT_REG_VERDICT = 0
@@ -164,15 +167,24 @@ def _verdict(code: int, chain: str) -> bytes:
                   attribute(NFTA_VERDICT_CHAIN, _string(chain)))
 
 
-def jump_rule_message(table: str, chain: str, target: str, seq: int) -> bytes:
+def rule_comment(text: str) -> bytes:
+    """A rule's NFTA_RULE_USERDATA holding a comment, as libnftnl encodes it (what
+    `nft add rule ... comment "text"` writes): one TLV, NFTNL_UDATA_RULE_COMMENT."""
+    value = text.encode() + b"\0"
+    return bytes((NFTNL_UDATA_RULE_COMMENT, len(value))) + value
+
+
+def jump_rule_message(table: str, chain: str, target: str, seq: int, comment: str = "") -> bytes:
     """NEWRULE appending `jump target` to a chain: one immediate expression into the
-    verdict register (what nft compiles `jump target` to)."""
+    verdict register (what nft compiles `jump target` to), with `comment` (nra's digest of
+    the rule, see nft_table.Rule)."""
     expression = nested(NFTA_LIST_ELEM, attribute(NFTA_EXPR_NAME, _string("immediate")), nested(
         NFTA_EXPR_DATA, attribute(NFTA_IMMEDIATE_DREG, BE32.pack(NFT_REG_VERDICT)),
         nested(NFTA_IMMEDIATE_DATA, _verdict(NFT_JUMP, target))))
     return message(_nft_type(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, seq,
                    NFPROTO_INET, attribute(NFTA_RULE_TABLE, _string(table)) + attribute(NFTA_RULE_CHAIN, _string(chain))
-                   + nested(NFTA_RULE_EXPRESSIONS, expression))
+                   + nested(NFTA_RULE_EXPRESSIONS, expression)
+                   + (attribute(NFTA_RULE_USERDATA, rule_comment(comment)) if comment else b""))
 
 
 def table_flags_message(table: str, flags: int, seq: int) -> bytes:
@@ -204,9 +216,9 @@ class ElementOp:
 
 
 def batch(table: str, ops: Iterable[ElementOp], first_seq: int, table_flags: int | None = None,
-          jumps: Sequence[tuple[str, str]] = ()) -> tuple[bytes, list[int]]:
+          jumps: Sequence[tuple[str, str, str]] = ()) -> tuple[bytes, list[int]]:
     """One transaction: BATCH_BEGIN, the table's flags (if given), the element messages in
-    order, the `jump` rules (chain, target) appended last, BATCH_END. Returns the bytes and
+    order, the `jump` rules (chain, target, comment) appended last, BATCH_END. Returns the bytes and
     the sequence numbers whose acks to wait for."""
     seq = first_seq
     parts = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, b"", NFNL_SUBSYS_NFTABLES)]
@@ -223,8 +235,8 @@ def batch(table: str, ops: Iterable[ElementOp], first_seq: int, table_flags: int
         acked += range(seq, seq + len(msgs))
         seq += len(msgs)
         parts += msgs
-    for chain, target in jumps:
-        parts.append(jump_rule_message(table, chain, target, seq))
+    for chain, target, comment in jumps:
+        parts.append(jump_rule_message(table, chain, target, seq, comment))
         acked.append(seq)
         seq += 1
     parts.append(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, b"", NFNL_SUBSYS_NFTABLES))
@@ -297,6 +309,9 @@ class Transaction:
     elements: tuple[ElementChange, ...] = ()  # its element changes, in order
     structure: frozenset[str] = frozenset()  # tables whose chains, rules or sets it changed (or deleted)
     flags: Mapping[str, int] | None = None  # tables whose flags it set, to what
+    # tables it deleted, or made or deleted a set (or map) in: their elements are not known
+    # from the notifications (a deleted set's are not listed)
+    reshaped: frozenset[str] = frozenset()
 
 
 def _name(payload: bytes) -> str:
@@ -336,6 +351,7 @@ class NotificationReader:
         self._structure: set[str] = set()
         self._elements: list[ElementChange] = []
         self._flags: dict[str, int] = {}
+        self._reshaped: set[str] = set()
 
     def feed(self, data: bytes) -> list[Transaction]:
         done = []
@@ -348,7 +364,7 @@ class NotificationReader:
                 gen = BE32.unpack(found[NFTA_GEN_ID])[0] if NFTA_GEN_ID in found else 0
                 pid = BE32.unpack(found[NFTA_GEN_PROC_PID])[0] if NFTA_GEN_PROC_PID in found else 0
                 done.append(Transaction(gen, pid, frozenset(self._tables), tuple(self._elements),
-                                        frozenset(self._structure), self._flags))
+                                        frozenset(self._structure), self._flags, frozenset(self._reshaped)))
                 self._start()
             elif 1 in found:  # every table, chain, rule, set and element message: its table first
                 table = _name(found[1])
@@ -359,6 +375,8 @@ class NotificationReader:
                     self._flags[table] = BE32.unpack(found[NFTA_TABLE_FLAGS])[0] if NFTA_TABLE_FLAGS in found else 0
                 else:
                     self._structure.add(table)
+                    if kind in (NFT_MSG_DELTABLE, NFT_MSG_NEWSET, NFT_MSG_DELSET):
+                        self._reshaped.add(table)
         return done
 
 

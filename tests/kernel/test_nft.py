@@ -271,3 +271,55 @@ async def test_foreign_element_changes_are_followed_from_notifications_without_a
             assert fresh.read_blocking() == desired(), "repaired exactly"
         finally:
             fresh.close()
+
+
+@pytest.mark.parametrize("drift, rewrite", [
+    ("add rule inet nra classify counter accept", ("classify",)),
+    ("flush chain inet nra save", ("save",)),
+    ("add chain inet nra theirs", ()),
+    ("add rule inet nra classify accept; delete element inet nra lb4 { 10.81.0.5 }", ("classify",)),
+])
+async def test_a_foreign_change_of_chains_or_rules_reads_those_not_the_elements(netns, owner, drift, rewrite):
+    """Only the chains, rules and sets' names are read again (the elements are known, and
+    followed from the notifications of the same transaction); the repair is exact."""
+    async with watched(owner) as seen:
+        await owner.read()
+        full, structure = owner.full_reads, owner.structure_reads
+        netns.nft(drift)
+        await wait_for_async(lambda: seen, 2.0, interval=0.01, what="the drift reported")
+        assert seen[0].endswith("(chains and rules read again)"), seen
+        current = await owner.read()
+        assert (owner.full_reads, owner.structure_reads) == (full, structure + 1)
+        change = nft.diff(desired(), current)
+        assert change and not change.rebuild and change.rewrite == rewrite
+        assert change.drop == (("chain theirs",) if "theirs" in drift else ())
+        assert bool(any(change.add_prefixes.values())) == ("delete element" in drift)
+        await owner.apply(change, desired(), FIELD, current)
+        fresh = NftState(netns.name)
+        try:
+            assert fresh.read_blocking() == desired(), "repaired exactly"
+        finally:
+            fresh.close()
+
+
+@pytest.mark.parametrize("drift", [
+    "flush chain inet nra classify; delete set inet nra lb6",
+    "add set inet nra theirs { type ipv4_addr; }",
+    "delete table inet nra",
+])
+async def test_a_set_made_or_deleted_or_the_table_deleted_is_read_in_full(netns, owner, drift):
+    async with watched(owner) as seen:
+        await owner.read()
+        full = owner.full_reads
+        netns.nft(drift)
+        await wait_for_async(lambda: seen, 2.0, interval=0.01, what="the drift reported")
+        assert seen[0].endswith("(read in full)"), seen
+        current = await owner.read()
+        assert owner.full_reads == full + 1
+        change = nft.diff(desired(), current)
+        await owner.apply(change, desired(), FIELD, current)
+        fresh = NftState(netns.name)
+        try:
+            assert fresh.read_blocking() == desired(), "repaired exactly"
+        finally:
+            fresh.close()
