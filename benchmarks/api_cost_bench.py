@@ -250,37 +250,67 @@ WARM_PATHS = (f"/apis/metallb.io/v1beta2/namespaces/{NS}/bgppeers", f"/apis/meta
               f"/apis/metallb.io/v1beta1/namespaces/{NS}/bgpadvertisements", "/api/v1/nodes?limit=1")
 
 
-async def scenario(cluster: Cluster, kubeconfig: Path, mode: str, n: int, args, prefix_base: int) -> dict:
+class Sampler:
+    """The API server's CPU and RSS every 0.2 s, by process age, across its restarts."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.series: dict[int, list[tuple[float, float, int]]] = {}  # pid -> [(age, cpu, rss KB)]
+
+    async def run(self) -> None:
+        while True:
+            pid = self.cluster.info().get("apiserver_pid") or 0
+            try:
+                sample = (age_s(pid), cpu_s(pid), mem_kb(pid))
+            except (OSError, IndexError, ValueError):
+                pass
+            else:
+                self.series.setdefault(pid, []).append(sample)
+            await asyncio.sleep(0.2)
+
+    def cpu_at(self, pid: int, age: float) -> float:
+        """CPU seconds of `pid` when it was `age` seconds old (the first sample at or after)."""
+        for sample_age, cpu, _ in self.series.get(pid, []):
+            if sample_age >= age:
+                return cpu
+        raise ValueError(f"no sample of {pid} at age {age:.1f} s (sampled up to "
+                         f"{self.series.get(pid, [(0, 0, 0)])[-1][0]:.1f} s): raise --fresh")
+
+
+def age_s(pid: int) -> float:
+    start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    return float(Path("/proc/uptime").read_text().split()[0]) - start_ticks / CLK_TCK
+
+
+async def scenario(cluster: Cluster, sampler: Sampler, kubeconfig: Path, mode: str, n: int, args,
+                   prefix_base: int) -> dict:
     timing = set_mode(mode)
     out: dict = {"mode": mode, "agents": n}
-    # a fresh server: the same start for every scenario
+    # a fresh server, with no agent for --fresh seconds: the same start for every scenario and
+    # the reference a restart under the agents is compared with, at the same process age
     await asyncio.to_thread(cluster.restart_apiserver)
-    pid = cluster.info()["apiserver_pid"]
+    pid0 = pid = cluster.info()["apiserver_pid"]
     # a CRD's watch cache starts with the first request for it: start them before measuring
     for path in WARM_PATHS:
         await asyncio.to_thread(cluster.request, "GET", path)
-    await asyncio.sleep(args.settle)
+    await asyncio.sleep(args.fresh)
     rss0 = mem_kb(pid)
-    c0 = cpu_s(pid)
-    await asyncio.sleep(args.idle)
-    idle0 = cpu_s(pid) - c0
-    out["no agents: idle CPU s"] = round(idle0, 3)
     out["no agents: RSS MB"] = round(rss0 / 1024, 1)
 
     # start
     agents = [Agent(i, kubeconfig, timing) for i in range(n)]
     m0 = await asyncio.to_thread(scrape, cluster)
-    c0, t0, lists0 = cpu_s(pid), time.monotonic(), len(LISTS)
+    c0, lists0 = cpu_s(pid), len(LISTS)
     for a in agents:
         a.task = asyncio.create_task(a.source.run(a.publish))
-    took = await wait_until(lambda: all(a.healthy for a in agents), args.timeout, f"{n} agents synced")
-    m1 = await asyncio.to_thread(scrape, cluster)
-    out["start: all synced s"] = round(took, 2)
-    out["start: API server CPU s"] = round(cpu_s(pid) - c0, 2)
-    out["start: lists"] = len(LISTS) - lists0
-    out["start: server counters"] = summarise(m0, m1)
-
     try:
+        took = await wait_until(lambda: all(a.healthy for a in agents), args.timeout, f"{n} agents synced")
+        m1 = await asyncio.to_thread(scrape, cluster)
+        out["start: all synced s"] = round(took, 2)
+        out["start: API server CPU s"] = round(cpu_s(pid) - c0, 2)
+        out["start: lists"] = len(LISTS) - lists0
+        out["start: server counters"] = summarise(m0, m1)
+
         # idle
         await asyncio.sleep(args.settle)
         c0 = cpu_s(pid)
@@ -288,7 +318,6 @@ async def scenario(cluster: Cluster, kubeconfig: Path, mode: str, n: int, args, 
         idle = cpu_s(pid) - c0
         rss = mem_kb(pid)
         out["idle: CPU s"] = round(idle, 3)
-        out["idle: CPU ms/min per agent"] = round((idle - idle0) / n / args.idle * 60 * 1000, 3)
         out["idle: RSS MB"] = round(rss / 1024, 1)
         out["idle: RSS KB per agent"] = round((rss - rss0) / n, 1)
 
@@ -318,26 +347,30 @@ async def scenario(cluster: Cluster, kubeconfig: Path, mode: str, n: int, args, 
         await asyncio.to_thread(cluster.start_apiserver)
         t_ready = time.monotonic()
         pid = cluster.info()["apiserver_pid"]
-        c_ready = cpu_s(pid)
-        m0 = await asyncio.to_thread(scrape, cluster)
         took = await wait_until(lambda: all(a.healthy for a in agents), args.timeout, f"{n} agents healthy again")
         # let straggling relists finish (healthy can come before the last resource's list)
         await wait_until(lambda: not LISTS or time.monotonic() - LISTS[-1][1] > 2.0, 60, "lists to stop")
-        t_done = time.monotonic()
+        age, cpu, hwm = age_s(pid), cpu_s(pid), mem_kb(pid, "VmHWM")
         m1 = await asyncio.to_thread(scrape, cluster)
-        starts = [s - t_ready for s, _e, _r, ok in LISTS[lists0:]]
-        ok = [s - t_ready for s, _e, _r, good in LISTS[lists0:] if good]
-        out["restart: stop s / start s"] = [round(t_down - t_stop, 2), round(t_ready - t_down, 2)]
-        out["restart: all healthy after ready s"] = round(took, 2)
-        out["restart: lists (failed)"] = [len(starts), len(starts) - len(ok)]
-        out["restart: list start after ready p0/p10/p50/p90/max s"] = [round(pct(ok, q), 2)
-                                                                       for q in (0, 0.1, 0.5, 0.9, 1.0)]
-        out["restart: list starts per 0.5 s (from ready)"] = histogram(ok, 0.5)
-        out["restart: watch restarts by reason"] = dict(restart_reasons() - reasons0)
-        out["restart: API server CPU s (ready to settled)"] = round(cpu_s(pid) - c_ready, 2)
-        out["restart: settled after ready s"] = round(t_done - t_ready, 2)
-        out["restart: API server VmHWM MB"] = round(mem_kb(pid, "VmHWM") / 1024, 1)
-        out["restart: server counters"] = summarise(m0, m1)
+        relists = [(s, good) for s, _e, _r, good in LISTS[lists0:]]
+        ok = sorted(s for s, good in relists if good)
+        first = ok[0] if ok else t_down
+        out["restart: stopped in s / started (readyz) in s"] = [round(t_down - t_stop, 2), round(t_ready - t_down, 2)]
+        out["restart: first relist after the stop s"] = round(first - t_down, 2)
+        out["restart: all healthy after readyz s"] = round(took, 2)
+        out["restart: relists (failed)"] = [len(relists), len(relists) - len(ok)]
+        out["restart: relist starts after the first p10/p50/p90/max s"] = [round(pct([s - first for s in ok], q), 2)
+                                                                           for q in (0.1, 0.5, 0.9, 1.0)]
+        out["restart: relist starts per 0.25 s from the first"] = histogram([s - first for s in ok], 0.25)
+        out["restart: watch restarts by reason (nra)"] = dict(restart_reasons() - reasons0)
+        reference = sampler.cpu_at(pid0, age)
+        out["restart: new API server CPU s at settled (age s)"] = [round(cpu, 2), round(age, 1)]
+        out["restart: same age, no agents (CPU s)"] = round(reference, 2)
+        out["restart: API server peak RSS MB, sampled (no agents: same age)"] = [
+            round(max(r for a_, _c, r in sampler.series.get(pid, [(0, 0, hwm)])) / 1024, 1),
+            round(max(r for a_, _c, r in sampler.series[pid0] if a_ <= age) / 1024, 1)]
+        out["restart: API server VmHWM MB"] = round(hwm / 1024, 1)
+        out["restart: server counters since its start"] = summarise({}, m1)
         # and the agents' view is whole again: a change after the restart reaches every one
         prefix = f"10.{200 + prefix_base}.100.0/24"
         for a in agents:
@@ -351,6 +384,13 @@ async def scenario(cluster: Cluster, kubeconfig: Path, mode: str, n: int, args, 
             assert a.task is not None
             a.task.cancel()
         await asyncio.gather(*(a.task for a in agents if a.task), return_exceptions=True)
+    # the same idle window without the agents, on the same (warm) server
+    await asyncio.sleep(args.settle * 2)
+    c0 = cpu_s(pid)
+    await asyncio.sleep(args.idle)
+    idle0 = cpu_s(pid) - c0
+    out["idle without agents (after them): CPU s"] = round(idle0, 3)
+    out["idle: CPU ms/min per agent"] = round((idle - idle0) / n / args.idle * 60 * 1000, 3)
     out["load average"] = loadavg()
     return out
 
@@ -389,6 +429,8 @@ async def main_async(args) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="nra-apicost-") as tmp:
         cluster = Cluster(Path(tmp) / "state")
         print(f"cluster up in {cluster.up(log=lambda m: print(m, file=sys.stderr)):.1f} s", flush=True)
+        sampler = Sampler(cluster)
+        sampling = asyncio.create_task(sampler.run())
         try:
             from tests.realcluster import chart_rbac, create_namespace, identity
 
@@ -402,13 +444,14 @@ async def main_async(args) -> list[dict]:
             for n in counts:
                 for mode in args.modes.split(","):
                     print(f"-- {mode}, {n} agents (load average {loadavg()})", file=sys.stderr, flush=True)
-                    res = await scenario(cluster, kubeconfig, mode, n, args, k)
+                    res = await scenario(cluster, sampler, kubeconfig, mode, n, args, k)
                     k += 1
                     print_result(res)
                     sys.stdout.flush()
                     results.append(res)
             return results
         finally:
+            sampling.cancel()
             cluster.down()
 
 
@@ -418,6 +461,8 @@ def main() -> int:
     ap.add_argument("--modes", default="before,after", help="before (consistent lists, as main did), after (rv=0)")
     ap.add_argument("--idle", type=float, default=60.0, help="idle window, s")
     ap.add_argument("--settle", type=float, default=5.0, help="pause before each idle window, s")
+    ap.add_argument("--fresh", type=float, default=30.0,
+                    help="a fresh API server runs this long without agents first (the restart's reference), s")
     ap.add_argument("--changes", type=int, default=3, help="configuration changes fanned out")
     ap.add_argument("--timeout", type=float, default=300.0, help="for all agents to sync, s")
     ap.add_argument("--json", type=Path, help="also write the results here")

@@ -1,10 +1,11 @@
 """List+watch of one resource into a local cache, the way client-go's reflector and kopf do it.
 
-List, then watch from the list's resourceVersion with bookmarks. A stream that ends or stalls
-is resumed from the last resourceVersion seen (events or bookmarks), without a relist. Only
-410 Gone (the server no longer has that history) forces a relist, and a relist swaps the
-whole cache in one assignment, so readers see either the old or the new list, never a mix.
-Errors back off with jitter. A 401 or 403 (credentials refused, RBAC lacking a verb) is a
+List (resourceVersion=0: from the API server's watch cache, not etcd), then watch from the
+list's resourceVersion with bookmarks. A stream that ends or stalls is resumed from the last
+resourceVersion seen (events or bookmarks), without a relist. Only 410 Gone (the server no
+longer has that history) forces a relist, after a random wait of up to relist_jitter_s, and a
+relist swaps the whole cache in one assignment, so readers see either the old or the new
+list, never a mix. Errors back off with jitter. A 401 or 403 (credentials refused, RBAC lacking a verb) is a
 problem of the source, not weather: it is reported on the source's health (readiness fails
 with the reason) until the same request works again, and the last good view is kept.
 The reflector never publishes anything: it tells its owner
@@ -30,7 +31,7 @@ from nra.sources.kube.client import ApiError, KubeHTTP
 LIST_PAGE_SIZE = 500
 MAX_LIST_PAGES = 10_000
 #: resourceVersion of a list's first page: "0" is "any version", which the API server answers
-#: from its watch cache without asking etcd (docs/kubernetes.md, "Lists and consistency"); ""
+#: from its watch cache without asking etcd (docs/performance.md, "API server cost"); ""
 #: (a consistent read) is what nra sent before, kept for benchmarks/api_cost_bench.py --before.
 LIST_RESOURCE_VERSION = "0"
 
@@ -137,7 +138,7 @@ class Reflector:
 
         The first page asks for resourceVersion=0: the watch cache answers it, at the cache's
         current version, which may lag etcd by the cache's delay; the watch that follows
-        starts from that version and delivers every later change (docs/kubernetes.md). The
+        starts from that version and delivers every later change (docs/performance.md). The
         cache ignores `limit` for resourceVersion=0 and answers in one page; a server
         without a watch cache pages it, and the continue pages carry no resourceVersion
         (their token holds it). A page alone is never taken for the whole list: half the
