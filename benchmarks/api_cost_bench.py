@@ -9,14 +9,14 @@ the identity the chart gives nra (helm template, TokenRequest). Measured from th
 process (/proc/<pid>/stat and /status) and its /metrics:
 
   idle      API server CPU over an idle window with the N agents watching, minus the same
-            window without them, per agent; RSS with them minus RSS before them, per agent
+            window after they left, per agent; RSS with them minus RSS before them, per agent
   change    one IPAddressPool edit (a prefix added): time from the write until each agent
             published a configuration holding it (p50/p99/max), API server CPU meanwhile
-  restart   the API server stopped and started under the N agents: when each list (relist)
-            started, relative to the server being ready again (percentiles and a histogram:
-            nra's backoff jitter spreads them), why watches restarted (nra's own counter),
-            API server CPU and peak RSS (VmHWM) until every agent is healthy, and a change
-            after it (every agent must see it)
+  restart   the API server stopped and started under the N agents: when each relist started,
+            from the first (percentiles and a histogram: nra's backoff jitter spreads them),
+            why watches restarted (nra's own counter), the new server's CPU and peak RSS until
+            every agent is healthy, against a fresh server without agents at the same process
+            age, and a change after it (every agent must see it)
 
 For each mode, the server's etcd_requests_total and apiserver_storage_list_total say where
 the lists were served from (etcd or the watch cache). Modes: `before` (lists without
@@ -206,7 +206,8 @@ class Agent:
 
     @property
     def healthy(self) -> bool:
-        return self.published > 0 and len(self.source.reflectors) == 4 and all(r.healthy for r in self.source.reflectors)
+        reflectors = self.source.reflectors
+        return self.published > 0 and len(reflectors) == 4 and all(r.healthy for r in reflectors)
 
 
 async def wait_until(predicate, timeout: float, what: str, step: float = 0.05) -> float:
@@ -246,7 +247,8 @@ def set_mode(mode: str) -> WatchTiming:
     return WatchTiming(relist_jitter_s=0.0) if before else WatchTiming()
 
 
-WARM_PATHS = (f"/apis/metallb.io/v1beta2/namespaces/{NS}/bgppeers", f"/apis/metallb.io/v1beta1/namespaces/{NS}/ipaddresspools",
+WARM_PATHS = (f"/apis/metallb.io/v1beta2/namespaces/{NS}/bgppeers",
+              f"/apis/metallb.io/v1beta1/namespaces/{NS}/ipaddresspools",
               f"/apis/metallb.io/v1beta1/namespaces/{NS}/bgpadvertisements", "/api/v1/nodes?limit=1")
 
 

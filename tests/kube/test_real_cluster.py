@@ -352,7 +352,8 @@ async def test_a_list_is_read_page_by_page(real_cluster: Cluster, scratch, monke
     assert not any("resourceVersion" in p["query"] for p in pages)
 
 
-STORAGE_FAMILIES = ("etcd_requests_total", "apiserver_storage_list_total", "apiserver_watch_cache_consistent_read_total")
+STORAGE_FAMILIES = ("etcd_requests_total", "apiserver_storage_list_total",
+                    "apiserver_watch_cache_consistent_read_total")
 
 
 def storage_counters(cluster: Cluster, resources: tuple[str, ...]) -> dict[tuple[str, str, str], float]:

@@ -5,11 +5,11 @@ list's resourceVersion with bookmarks. A stream that ends or stalls is resumed f
 resourceVersion seen (events or bookmarks), without a relist. Only 410 Gone (the server no
 longer has that history) forces a relist, after a random wait of up to relist_jitter_s, and a
 relist swaps the whole cache in one assignment, so readers see either the old or the new
-list, never a mix. Errors back off with jitter. A 401 or 403 (credentials refused, RBAC lacking a verb) is a
-problem of the source, not weather: it is reported on the source's health (readiness fails
-with the reason) until the same request works again, and the last good view is kept.
-The reflector never publishes anything: it tells its owner
-that its cache changed, and the owner decides whether the combined view is complete.
+list, never a mix. Errors back off with jitter. A 401 or 403 (credentials refused, RBAC
+lacking a verb) is a problem of the source, not weather: it is reported on the source's
+health (readiness fails with the reason) until the same request works again, and the last
+good view is kept. The reflector never publishes anything: it tells its owner that its cache
+changed, and the owner decides whether the combined view is complete.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ LIST_PAGE_SIZE = 500
 MAX_LIST_PAGES = 10_000
 #: resourceVersion of a list's first page: "0" is "any version", which the API server answers
 #: from its watch cache without asking etcd (docs/performance.md, "API server cost"); ""
-#: (a consistent read) is what nra sent before, kept for benchmarks/api_cost_bench.py --before.
+#: (a consistent read) is what nra sent before (benchmarks/api_cost_bench.py sets it for `--modes before`).
 LIST_RESOURCE_VERSION = "0"
 
 
