@@ -35,13 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ipaddress
 import json
 import os
 import re
 import resource
-import statistics
 import sys
 import tempfile
 import time
