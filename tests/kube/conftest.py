@@ -15,7 +15,7 @@ from tests.wait import wait_for_async
 
 # Short enough that every retry path runs in a fraction of a second.
 FAST = WatchTiming(backoff_min_s=0.02, backoff_max_s=0.2, stall_timeout_s=0.6, watch_timeout_s=30,
-                   request_timeout_s=2.0)
+                   request_timeout_s=2.0, relist_jitter_s=0.05)
 COALESCE_S = 0.05
 
 

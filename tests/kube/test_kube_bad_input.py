@@ -69,6 +69,8 @@ async def test_paginated_list_is_followed_to_the_end(apiserver: FakeApiServer, f
     assert len(recorder.results) == 1, "a first page was published as if it were the whole list"
     pages = [q for v, path, q in apiserver.requests if v == "list" and "bgppeers" in path]
     assert [q.get("continue") for q in pages] == [None, "7", "14", "21", "28"]
+    # the first page from the watch cache (resourceVersion=0); the tokens hold the version
+    assert [q.get("resourceVersion") for q in pages] == ["0", None, None, None, None]
 
 
 async def test_backoff_is_reset_by_a_watch_that_opens(tmp_path, corpus=None):

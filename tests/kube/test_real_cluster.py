@@ -8,6 +8,7 @@ acted on. nra programs a throwaway network namespace (--netns), never the root o
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -304,7 +305,10 @@ def test_a_token_the_server_refuses_is_reported(real_cluster: Cluster, scratch, 
 # -- (d) what only a real server does ----------------------------------------------------------
 
 async def test_a_list_is_read_page_by_page(real_cluster: Cluster, scratch, monkeypatch):
-    """The real server pages a list with `limit` (continue tokens); nra reads every page."""
+    """nra asks for `limit` objects a page. Its lists (resourceVersion=0) come from the watch
+    cache, which ignores `limit`: one page. A consistent read (what a server without a watch
+    cache does with any list) is paged with continue tokens: nra reads every page, and the
+    continue pages carry no resourceVersion (the token holds it)."""
     from nra.sources.kube import api_client_factory
     from nra.sources.kube.client import KubeHTTP
     from nra.sources.kube.reflector import Reflector, ResourceKind
@@ -315,6 +319,15 @@ async def test_a_list_is_read_page_by_page(real_cluster: Cluster, scratch, monke
     monkeypatch.setattr("nra.sources.kube.reflector.LIST_PAGE_SIZE", 2)
     api = await api_client_factory(str(real_cluster.kubeconfig))()
     pages: list[dict] = []
+
+    async def listed(first_page_version: str) -> list[str]:
+        monkeypatch.setattr("nra.sources.kube.reflector.LIST_RESOURCE_VERSION", first_page_version)
+        pages.clear()
+        reflector = Reflector(http, kind, lambda: None)
+        await reflector.list()
+        assert reflector.objects is not None
+        return sorted(n for _, n in reflector.objects)
+
     try:
         http = KubeHTTP(api)
         real_get = http.get_json
@@ -327,13 +340,77 @@ async def test_a_list_is_read_page_by_page(real_cluster: Cluster, scratch, monke
         http.get_json = counted  # type: ignore[method-assign]
         kind = ResourceKind("bgppeers", f"/apis/metallb.io/v1beta2/namespaces/{ns}/bgppeers", "metallb.io/v1beta2",
                             "BGPPeer")
-        reflector = Reflector(http, kind, lambda: None)
-        await reflector.list()
+        everything = [f"p{i:02d}" for i in range(7)]
+        assert await listed("0") == everything
+        assert [p["items"] for p in pages] == [7], "the watch cache answered resourceVersion=0 in pages"
+        assert pages[0]["query"] == {"limit": "2", "resourceVersion": "0"}
+        assert await listed("") == everything
     finally:
         await api.close()
-    assert sorted(n for _, n in reflector.objects) == [f"p{i:02d}" for i in range(7)]
     assert [p["items"] for p in pages] == [2, 2, 2, 1]
     assert all(p["query"]["limit"] == "2" for p in pages) and all("continue" in p["query"] for p in pages[1:])
+    assert not any("resourceVersion" in p["query"] for p in pages)
+
+
+STORAGE_FAMILIES = ("etcd_requests_total", "apiserver_storage_list_total",
+                    "apiserver_watch_cache_consistent_read_total")
+
+
+def storage_counters(cluster: Cluster, resources: tuple[str, ...]) -> dict[tuple[str, str, str], float]:
+    """(family, resource, storage or operation) -> value, from the server's /metrics."""
+    status, doc = cluster.request("GET", "/metrics", timeout=30)
+    assert status == 200, doc
+    out: dict[tuple[str, str, str], float] = {}
+    for line in doc["message"].splitlines():
+        family, _, rest = line.partition("{")
+        if family not in STORAGE_FAMILIES:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+        if labels.get("resource") in resources:
+            detail = labels.get("storage") or labels.get("operation") or f"fallback={labels.get('fallback')}"
+            key = (family, labels["resource"], detail)
+            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def test_lists_are_served_from_the_watch_cache(real_cluster: Cluster, scratch):
+    """nra's lists carry resourceVersion=0: the server answers each from its watch cache,
+    with no request to etcd; a list without it (a consistent read) costs an etcd request
+    (getCurrentResourceVersion) and a wait for the cache to catch up."""
+    from nra.sources.kube import CRDSource, api_client_factory
+    from tests.kube.conftest import COALESCE_S, FAST, Recorder, running
+
+    ns, name = scratch["ns"], scratch["node"]
+    create_namespace(real_cluster, ns)
+    apply(real_cluster, node(name, {}), peer(ns, "r1", "10.99.0.2"), pool(ns, "lb", "198.51.100.16/29"),
+          advertisement(ns))
+    resources = ("bgppeers", "ipaddresspools", "bgpadvertisements", "nodes")
+    paths = [f"/apis/metallb.io/v1beta2/namespaces/{ns}/bgppeers",
+             *(f"/apis/metallb.io/v1beta1/namespaces/{ns}/{r}" for r in resources[1:3]), "/api/v1/nodes"]
+
+    def served_from_cache(path: str, resource: str) -> bool:
+        """A CRD's watch cache starts with its first request: wait until it answers."""
+        before = storage_counters(real_cluster, (resource,)).get(("apiserver_storage_list_total", resource,
+                                                                   "watchcache"), 0.0)
+        status, _ = real_cluster.request("GET", path + "?resourceVersion=0")
+        return status == 200 and storage_counters(real_cluster, (resource,)).get(
+            ("apiserver_storage_list_total", resource, "watchcache"), 0.0) > before
+
+    for path, resource in zip(paths, resources):
+        wait_for(lambda: served_from_cache(path, resource), 30, interval=0.2, what=f"{resource} from the watch cache")
+
+    before = storage_counters(real_cluster, resources)
+    recorder = Recorder()
+    source = CRDSource(api_client_factory(str(real_cluster.kubeconfig)), ns, name, 100, FAST, COALESCE_S)
+    async with running(source, recorder):
+        await recorder.wait_for(lambda r: bool(r.intent.peers), timeout=20)
+    after = storage_counters(real_cluster, resources)
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after.keys() | before.keys()}
+    for resource in resources:
+        assert delta.get(("apiserver_storage_list_total", resource, "watchcache"), 0) >= 1, (resource, delta)
+    assert not {k: v for k, v in delta.items() if v and k[0] != "apiserver_storage_list_total"}, \
+        f"nra's lists made consistent reads or etcd requests: {delta}"
+    assert not delta.get(("apiserver_storage_list_total", "bgppeers", "etcd")), delta
 
 
 def test_api_server_restart_after_compaction_relists_and_keeps_the_table(

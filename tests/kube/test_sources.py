@@ -4,6 +4,7 @@ kubernetes-asyncio client, MetalLB's own sample objects as data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import ipaddress
 from pathlib import Path
@@ -358,6 +359,37 @@ async def test_configmap_without_node_name_uses_no_labels(apiserver: FakeApiServ
         await recorder.wait_count(1)
     assert addresses(recorder.last.intent) == {"10.96.0.100", "10.96.0.101"}
     assert apiserver.count("list", "/nodes") == 0
+
+
+async def test_the_watch_after_a_list_misses_no_change(backend, backend_factory, recorder, simple_crds):
+    """Peers created one after another while the source starts: whatever version its list
+    is at (resourceVersion=0: on the real server the watch cache's, which may lag etcd),
+    the watch from that version delivers every later one, so none is missed."""
+    backend.put(node({}), *simple_crds)
+    names = [f"race-{i:02d}" for i in range(12)]
+    want = {"172.30.0.3"} | {f"172.31.0.{i + 1}" for i in range(len(names))}
+    started = asyncio.Event()
+
+    async def writer() -> None:
+        for i, name in enumerate(names):
+            if isinstance(backend, FakeApiServer):
+                backend.put(peer(name, f"172.31.0.{i + 1}"))
+                await asyncio.sleep(0.01)
+            else:  # kubectl: off the loop, so the source lists and watches meanwhile
+                await asyncio.to_thread(backend.put, peer(name, f"172.31.0.{i + 1}"))
+            if i == 2:
+                started.set()
+
+    writing = asyncio.create_task(writer())
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        async with running(crd_source(backend_factory), recorder):
+            await writing
+            await recorder.wait_for(lambda r: addresses(r.intent) == want, timeout=15)
+    finally:
+        writing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writing
 
 
 async def test_bgppeer_disabled_by_label_is_removed(backend, backend_factory, recorder, simple_crds):

@@ -1,14 +1,15 @@
 """List+watch of one resource into a local cache, the way client-go's reflector and kopf do it.
 
-List, then watch from the list's resourceVersion with bookmarks. A stream that ends or stalls
-is resumed from the last resourceVersion seen (events or bookmarks), without a relist. Only
-410 Gone (the server no longer has that history) forces a relist, and a relist swaps the
-whole cache in one assignment, so readers see either the old or the new list, never a mix.
-Errors back off with jitter. A 401 or 403 (credentials refused, RBAC lacking a verb) is a
-problem of the source, not weather: it is reported on the source's health (readiness fails
-with the reason) until the same request works again, and the last good view is kept.
-The reflector never publishes anything: it tells its owner
-that its cache changed, and the owner decides whether the combined view is complete.
+List (resourceVersion=0: from the API server's watch cache, not etcd), then watch from the
+list's resourceVersion with bookmarks. A stream that ends or stalls is resumed from the last
+resourceVersion seen (events or bookmarks), without a relist. Only 410 Gone (the server no
+longer has that history) forces a relist, after a random wait of up to relist_jitter_s, and a
+relist swaps the whole cache in one assignment, so readers see either the old or the new
+list, never a mix. Errors back off with jitter. A 401 or 403 (credentials refused, RBAC
+lacking a verb) is a problem of the source, not weather: it is reported on the source's
+health (readiness fails with the reason) until the same request works again, and the last
+good view is kept. The reflector never publishes anything: it tells its owner that its cache
+changed, and the owner decides whether the combined view is complete.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from nra.sources.kube.client import ApiError, KubeHTTP
 #: objects per list page (as client-go asks), and pages before a list is called malformed
 LIST_PAGE_SIZE = 500
 MAX_LIST_PAGES = 10_000
+#: resourceVersion of a list's first page: "0" is "any version", which the API server answers
+#: from its watch cache without asking etcd (docs/performance.md, "API server cost"); ""
+#: (a consistent read) is what nra sent before (benchmarks/api_cost_bench.py sets it for `--modes before`).
+LIST_RESOURCE_VERSION = "0"
 
 
 @dataclass(frozen=True)
@@ -55,11 +60,16 @@ class WatchTiming:
     watch_timeout_s: int = 300
     #: total timeout of a list or discovery request
     request_timeout_s: float = 30.0
+    #: a relist after 410 Gone waits uniform(0, this) first ("full jitter"): after an API
+    #: server restart every agent's watch is refused at about the same moment
+    relist_jitter_s: float = 1.0
 
 
 @dataclass
 class Backoff:
-    """Exponential backoff with full jitter, reset by a success."""
+    """Exponential backoff with jitter, reset by a success: attempt k waits uniform(minimum,
+    min(maximum, minimum * 2**(k+1))), so even the first retry of many clients cut at the
+    same moment (an API server restart) is spread over [minimum, 2 * minimum]."""
 
     minimum: float
     maximum: float
@@ -67,7 +77,7 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.minimum * (2 ** self.attempt))
+        ceiling = min(self.maximum, self.minimum * (2 ** (self.attempt + 1)))
         self.attempt += 1
         return self.rng.uniform(self.minimum, max(self.minimum, ceiling))
 
@@ -99,6 +109,7 @@ class Reflector:
         self._churn = Backoff(timing.backoff_min_s, timing.backoff_max_s)
         self._failing: str | None = None
         self._listed_at = float("-inf")
+        self._rng = random.Random()
 
     @property
     def synced(self) -> bool:
@@ -125,10 +136,17 @@ class Reflector:
     async def list(self) -> None:
         """List every page (following `metadata.continue`), then swap the cache in one step.
 
-        A page alone is never taken for the whole list: half the objects would vanish. If
-        the continue token has expired (410) the list fails and starts over."""
+        The first page asks for resourceVersion=0: the watch cache answers it, at the cache's
+        current version, which may lag etcd by the cache's delay; the watch that follows
+        starts from that version and delivers every later change (docs/performance.md). The
+        cache ignores `limit` for resourceVersion=0 and answers in one page; a server
+        without a watch cache pages it, and the continue pages carry no resourceVersion
+        (their token holds it). A page alone is never taken for the whole list: half the
+        objects would vanish. If the continue token has expired (410) the list fails and
+        starts over."""
         query = {**self._query(), "limit": str(LIST_PAGE_SIZE)}
-        doc = await self.http.get_json(self.resource.path, **query)
+        first = {**query, "resourceVersion": LIST_RESOURCE_VERSION} if LIST_RESOURCE_VERSION else query
+        doc = await self.http.get_json(self.resource.path, **first)
         # Every page of one list is the same snapshot, at the first page's resourceVersion.
         version = str((doc.get("metadata") or {}).get("resourceVersion") or "") or None
         fresh: dict[tuple[str, str], dict] = {}
@@ -217,6 +235,8 @@ class Reflector:
                     if asyncio.get_running_loop().time() - self._listed_at < 1.0:
                         # 410 right after a list: a server that cannot keep up; don't hammer it.
                         await asyncio.sleep(self._backoff.next_delay())
+                    else:
+                        await asyncio.sleep(self.relist_delay())
                     continue
                 reason, why = "error", str(exc)
                 if exc.status in (401, 403):
@@ -243,6 +263,10 @@ class Reflector:
             if reason == "stalled":
                 continue  # a silent stream is not an error of the server: reconnect at once
             await asyncio.sleep(self._backoff.next_delay())
+
+    def relist_delay(self) -> float:
+        """Full jitter before a relist: agents refused together do not list together."""
+        return self._rng.uniform(0.0, self.timing.relist_jitter_s) if self.timing.relist_jitter_s > 0 else 0.0
 
     def _failed(self, why: str, listing: bool, quiet: bool = False) -> None:
         action = "list" if listing else "watch"
