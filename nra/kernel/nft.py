@@ -133,12 +133,13 @@ class NftState:
                 ops, jumps = element_ops(change), nft.hooked_jumps(desired)
                 self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq, jumps=jumps),
                                        "nf_tables elements and hooks")
-            elif change.rewrite or change.drop:
+            elif change.rewrite or change.drop or change.remake_sets:
                 assert desired is not None and current is not None
                 self._library().json_cmd(nft.repair_commands(change, desired, current))
-            else:
+            else:  # elements, flags, others' rules deleted by handle: one batch of nra's
                 ops = element_ops(change)
-                self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq, change.table_flags),
+                self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq, change.table_flags,
+                                                            delete_rules=change.drop_rules),
                                        "nf_tables element batch")
         except BaseException:
             self.forget()
@@ -180,15 +181,29 @@ class NftState:
             sock.close()
 
     def _follow(self, tx: nl.Transaction) -> str:
-        """Take someone else's transaction into what nra knows of its table: its element
-        changes and flags from the notifications themselves (so the repair is those
-        elements, with no listing); a change of chains, rules or sets, or anything that
-        cannot be followed exactly, makes the next read list the table in full."""
+        """Take someone else's transaction into what nra knows of its table, from the
+        notifications themselves (no listing), so that the repair is of the objects touched
+        alone: the table deleted (`delete table`, `flush ruleset`) is known absent (made
+        again); a rule added is known by its handle (deleted by it); a chain that lost rules
+        or was made is known damaged or foreign (written again, dropped); element changes
+        and flags as they are. Anything that cannot be attributed (a change to one of nra's
+        sets, an object of another kind, a table deleted and made again) makes the next read
+        list the table in full."""
         known = self._known
-        if nft.TABLE in tx.structure or self._foreign_touch or known is None:
+        if nft.TABLE in tx.deleted and not self._foreign_touch:
+            self._known = None
+            return "followed from its notifications: table deleted"
+        if self._foreign_touch or known is None:
             self.forget()
             return "read in full"
-        followed = nft.with_notified(known, tx.elements)
+        ignored: frozenset[str] = frozenset()
+        if nft.TABLE in tx.structure:
+            followed = nft.with_objects(known, tx.objects)
+            if followed is None:
+                self.forget()
+                return "read in full"
+            known, ignored = followed
+        followed = nft.with_notified(known, [c for c in tx.elements if c.set_name not in ignored])
         if followed is None:
             self.forget()
             return "read in full"

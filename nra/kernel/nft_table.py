@@ -93,6 +93,9 @@ class NftTable:
     # (the groups this table's were made from, {family: (elements gone, added)}): diff()
     # against a table holding those compares the changes alone
     groups_delta: tuple | None = field(default=None, compare=False, repr=False)
+    # rules others added to chains of this table, (chain, handle) each, as notified (a listing
+    # shows them inside the chains' rules instead)
+    foreign_rules: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     def structure(self) -> tuple:
         """What only a rebuild can change: the chains and their rules."""
@@ -687,6 +690,65 @@ def with_notified(known: NftTable, changes: Iterable) -> NftTable | None:
                                notified=(base, {f: (frozenset(g), frozenset(a)) for f, (g, a) in delta.items()}))
 
 
+#: a chain whose rules someone else deleted or replaced: never equal to nra's (a rewrite)
+DAMAGED = ("(rules deleted by someone else)",)
+#: a chain someone else made under one of nra's names: its hook unknown (made again)
+UNKNOWN_HOOK = ("(made by someone else)",)
+
+
+def with_objects(known: NftTable, objects: Iterable) -> tuple[NftTable, frozenset[str]] | None:
+    """`known` after someone else's chain, rule and set changes (nft_netlink.ObjectChange, in
+    order), and the names of sets whose element changes no longer matter (anonymous sets, and
+    sets not nra's, which go with their rule or are dropped); None when one of them cannot be
+    attributed (a change to one of nra's sets, or an object of another kind): the table is
+    then read in full. Each change becomes the repair of that object alone: a rule added is
+    deleted by its handle, a chain that lost rules is written again, a chain made is dropped
+    (or, under one of nra's names, made again), a set not nra's is dropped."""
+    chains = dict(known.chains)
+    foreign_rules = list(known.foreign_rules)
+    foreign = list(known.foreign)
+    ignored: set[str] = set()
+    for obj in objects:
+        if obj is None:
+            return None
+        if obj.table != TABLE:
+            continue
+        if obj.kind == "rule":
+            if obj.chain not in chains:
+                return None
+            if not obj.delete:
+                foreign_rules.append((obj.chain, obj.handle))
+            elif (obj.chain, obj.handle) in foreign_rules:
+                foreign_rules.remove((obj.chain, obj.handle))
+            else:  # one of nra's rules
+                chains[obj.chain] = (chains[obj.chain][0], DAMAGED)
+        elif obj.kind == "chain":
+            if obj.delete:
+                chains.pop(obj.name, None)
+                foreign_rules = [r for r in foreign_rules if r[0] != obj.name]
+            elif obj.name in chains:  # a chain of that name changed (a policy or hook)
+                chains[obj.name] = (UNKNOWN_HOOK, DAMAGED)
+            else:
+                chains[obj.name] = (UNKNOWN_HOOK, ())
+        else:
+            if obj.name in NRA_SETS:
+                return None
+            kind = "map" if obj.flags & SET_FLAG_MAP else "set"
+            if obj.flags & SET_FLAG_ANONYMOUS:
+                ignored.add(obj.name)
+            elif obj.delete:
+                foreign = [f for f in foreign if f != f"{kind} {obj.name}"]
+            else:
+                foreign.append(f"{kind} {obj.name}")
+                ignored.add(obj.name)
+    ignored |= {f.split(" ", 1)[1] for f in foreign if f.startswith(("set ", "map "))}
+    return dataclasses.replace(known, chains=chains, foreign_rules=tuple(foreign_rules),
+                               foreign=tuple(foreign)), frozenset(ignored)
+
+
+SET_FLAG_ANONYMOUS, SET_FLAG_MAP = 0x1, 0x4  # NFT_SET_*
+
+
 # -- the change ---------------------------------------------------------------------------
 
 
@@ -709,12 +771,13 @@ class NftChange:
     # a repair in place (the sets are nra's): chains to write again, objects not nra's to drop
     rewrite: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()  # "chain x", "set y", "map z"
+    drop_rules: tuple[tuple[str, int], ...] = ()  # others' rules in nra's chains: (chain, handle)
     remake_sets: tuple[str, ...] = ()  # nra's sets missing: made again, with all their elements
     table_flags: int | None = None  # set the table's flags to this (None: leave them)
     current_flags: int = 0  # (what they are, for the description)
 
     def __bool__(self) -> bool:
-        return bool(self.rebuild or self.remove or self.rewrite or self.drop or self.remake_sets
+        return bool(self.rebuild or self.remove or self.rewrite or self.drop or self.remake_sets or self.drop_rules
                     or self.table_flags is not None
                     or any(self.add_prefixes.values())
                     or any(self.delete_prefixes.values()) or self.add_links or self.delete_links
@@ -732,6 +795,7 @@ class NftChange:
                     + (f", {sum(len(v) for v in self.add_groups.values())} uplink group interval(s)"
                        if any(self.add_groups.values()) else "") + f">  # {self.reason}"]
         lines = [f"nft delete {what.split()[0]} {t} {what.split()[1]}  # not nra's" for what in self.drop]
+        lines += [f"nft delete rule {t} {chain} handle {handle}  # not nra's" for chain, handle in self.drop_rules]
         lines += [f"nft add set {t} {name}  # missing" for name in self.remake_sets]
         lines += [f"nft flush chain {t} {name}; <its rules again>  # {self.reason}" for name in self.rewrite]
         if self.table_flags is not None:
@@ -787,11 +851,15 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
     remake = tuple(sorted(NRA_SETS - current.sets)) if current.sets else ()
     rewrite = tuple(name for name in desired.chains if current.chains.get(name) != desired.chains[name])
     drop = tuple([f"chain {name}" for name in current.chains if name not in desired.chains] + list(current.foreign))
+    # others' rules in chains neither written again nor dropped (those go with their chain)
+    drop_rules = tuple((chain, handle) for chain, handle in current.foreign_rules
+                       if chain in desired.chains and chain not in rewrite)
     elements = _element_diff(desired, current)
-    if not rewrite and not drop and not remake:
+    if not rewrite and not drop and not remake and not drop_rules:
         return elements
-    return dataclasses.replace(elements, reason=f"not as nra wrote it: {', '.join((*remake, *rewrite, *drop)[:3])}",
-                               rewrite=rewrite, drop=drop, remake_sets=remake)
+    what = (*remake, *rewrite, *drop, *(f"rule {c} handle {h}" for c, h in drop_rules))
+    return dataclasses.replace(elements, reason=f"not as nra wrote it: {', '.join(what[:3])}",
+                               rewrite=rewrite, drop=drop, remake_sets=remake, drop_rules=drop_rules)
 
 
 def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
@@ -932,7 +1000,9 @@ def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> 
     dropped = [what.split(" ", 1) for what in change.drop]
     emptied = [name for kind, name in dropped if kind == "chain"] + [n for n in change.rewrite if n in current.chains]
     remade = [n for n in change.rewrite if n not in current.chains or current.chains[n][0] != desired.chains[n][0]]
-    cmds: list[dict] = [{"flush": chain(name)} for name in emptied]
+    cmds: list[dict] = [{"delete": {"rule": {"family": FAMILY, "table": TABLE, "chain": name, "handle": handle}}}
+                        for name, handle in change.drop_rules]
+    cmds += [{"flush": chain(name)} for name in emptied]
     cmds += [{"delete": chain(name)} for name in remade if name in current.chains]
     cmds += [{"delete": _object(kind, name)} for kind, name in dropped]
     # a missing set comes back with its elements in this same transaction (libnftables: slow
