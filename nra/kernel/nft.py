@@ -9,10 +9,14 @@ the time; that costs nothing here). Otherwise the table is listed again (at 100,
 that takes seconds; it only happens when someone else edited nra's table, or at start).
 
 Changes: every change a packet can see is one transaction (see NftState.apply_blocking):
-element changes (prefixes, links, routers) and the table's flags as one nf_tables batch of
-nra's own (see nft_netlink: libnftables reads a whole interval set back before it changes
-one element); repairs of chains in place through libnftables; the table's removal as one
-nf_tables message.
+element changes (prefixes, links, routers), the table's flags and others' rules deleted by
+handle as one nf_tables batch of nra's own (see nft_netlink: libnftables reads a whole
+interval set back before it changes one element); repairs of chains in place through
+libnftables; a rebuild as an inert table filled before one batch turns it on; the table's
+removal as one nf_tables message.
+
+Others' changes are followed from netfilter's notifications, object by object (see
+_follow): the repair is of what they touched, with no listing.
 """
 
 from __future__ import annotations
@@ -109,15 +113,20 @@ class NftState:
                        current: nft.NftTable | None) -> None:
         """Apply one planned change; on any error the table is read in full next time.
 
-        Every change a packet can see is one transaction. Elements (and the table's flags):
-        one nf_tables batch of nra's own. A repair in place (a chain not as nra wrote it,
-        an object not nra's): one libnftables transaction; the sets keep their elements.
-        A rebuild (the table missing, or one of its sets): the table made with empty sets
-        and empty hooked chains, which touches no packet, then one batch with every element
-        and the hooked chains' jumps. (One libnftables transaction with 100,000 elements
-        takes 2.3 s where the batch takes 0.3 s; and the old split, the table with its
-        chains then the prefixes, marked the connections arriving in between "examined"
-        for good.)"""
+        Every change a packet can see is one transaction. Elements, the table's flags and
+        others' rules deleted by handle: one nf_tables batch of nra's own. A repair in place
+        (a chain not as nra wrote it, an object not nra's): one libnftables transaction; the
+        sets keep their elements. A rebuild (the table missing): three transactions of which
+        only the last touches a packet: the table with empty sets and empty hooked chains,
+        then every element (one batch), then the hooked chains' jumps (one batch) turn it on
+        whole. Not the elements and the jumps in one batch: the kernel (6.18 here) makes a
+        transaction's rules live when its generation flips, but an interval set's new
+        elements only when the set's commit step runs after every other change of the
+        transaction (at 100,000 prefixes ~150 ms later): in one batch, connections arriving
+        then met the new chains with lb4 empty and kept the "examined" mark for good (74-82
+        of ~3,880 flows at 500 a second: tests/agent/test_rebuild_under_flows.py). (One
+        libnftables transaction with 100,000 elements takes 2.3 s where the batch takes
+        0.3 s, and would meet the same.)"""
         if self.nft is not None and threading.get_native_id() != self.nft.thread_id:
             return self.nft.call(self.apply_blocking, change, desired, field, current)
         if not change:
@@ -127,12 +136,14 @@ class NftState:
                 delete_table(self._sock)
             elif change.rebuild:
                 assert desired is not None
-                # an inert table first (no packet is touched by it), then one batch turns it on
-                # with every element in it: no packet meets the table without its prefixes
+                # an inert table first (no packet is touched by it), its elements next (still
+                # inert), and only then the hooked chains' jumps turn it on: no packet meets
+                # the table without its prefixes (not the elements and jumps in one batch:
+                # see rebuild_steps)
                 self._library().json_cmd(nft.skeleton_commands(desired, current is not None))
                 ops, jumps = element_ops(change), nft.hooked_jumps(desired)
-                self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq, jumps=jumps),
-                                       "nf_tables elements and hooks")
+                self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq), "nf_tables elements")
+                self._sock.transaction(lambda seq: nl.batch(nft.TABLE, (), seq, jumps=jumps), "nf_tables hooks")
             elif change.rewrite or change.drop or change.remake_sets:
                 assert desired is not None and current is not None
                 self._library().json_cmd(nft.repair_commands(change, desired, current))

@@ -17,13 +17,16 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   marked ones to `restore_<i>`, which copies the mark onto packets of the reply direction
   before they are routed; connections already found not to be LoadBalancer traffic (the
   "examined" mark) stop there. (The hooked chains hold one jump each so that a new table
-  is turned on by the same batch that fills its sets: see nra.kernel.nft.)
+  is turned on by one batch once its sets are filled: see nra.kernel.nft.)
 - chain `output` (route, priority mangle): `jump dispatch_out`, the same restore for
   replies of local sockets;
-- `classify`: a new connection, arriving on a peer's link, for an LB prefix, goes to `save`,
+- `classify`: an unmarked connection's packet of the original direction (its first, or the
+  next one of a connection that started while nra's table was missing or inert: it is not
+  left unmarked for good), arriving on a peer's link, for an LB prefix, goes to `save`,
   which marks it with its router's mark (`link_routers` map), else its prefix's uplink group's
-  mark (`groups4`/`groups6`), else the external mark; any other new connection gets the
-  examined mark. The rule count is constant: every router and group is an element.
+  mark (`groups4`/`groups6`), else the external mark; any other gets the examined mark.
+  Replies of unmarked connections are left alone. The rule count is constant: every router
+  and group is an element.
 
 So every packet but a connection's first costs one rule: a connection-mark load, an AND and
 a hash look-up. Only a connection's first packet pays for the interval look-up (and a
@@ -199,8 +202,8 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
     restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
     from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
     chains: dict[str, tuple[tuple | None, tuple[str, ...]]] = {
-        # the hooked chains hold one jump each: made last, with the elements, so the table
-        # sees no packet before it holds its prefixes (see NftChange.rebuild)
+        # the hooked chains hold one jump each: made last, after the elements, so the table
+        # sees no packet before it holds its prefixes (see NftState.apply_blocking)
         "prerouting": (("filter", "prerouting", MANGLE, "accept"), (_rule({"jump": {"target": "dispatch_in"}}),)),
         "output": (("route", "output", MANGLE, "accept"), (_rule({"jump": {"target": "dispatch_out"}}),)),
         "dispatch_in": (None, (
@@ -212,7 +215,9 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
             _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
                             "data": {"set": sorted(restore_map, key=lambda e: e[0])}}}),)),
         "classify": (None, (
-            _rule({"match": {"op": "!=", "left": _ct("state"), "right": "new"}}, {"return": None}),
+            # (not `ct state != new`: a connection that met no table, or an inert one, while nra's
+            # was made again is classified by its next packet instead of staying unmarked)
+            _rule({"match": {"op": "==", "left": _ct("direction"), "right": "reply"}}, {"return": None}),
             _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
                                          "right": f"@{PREFIX_SETS[4]}"}}, {"goto": {"target": "save"}}),
             _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
@@ -974,9 +979,9 @@ def hooked_jumps(desired: NftTable) -> list[tuple[str, str]]:
 
 
 def skeleton_commands(desired: NftTable, table_exists: bool) -> list[dict]:
-    """The first half of a rebuild, one transaction: the table made anew (the old one deleted
+    """The first step of a rebuild, one transaction: the table made anew (the old one deleted
     first) with its sets empty and its hooked chains empty: it sees packets but does
-    nothing to them until the second half, one batch, adds the elements and the hooked
+    nothing to them until the elements are in (one batch) and a last batch adds the hooked
     chains' jumps (nra.kernel.nft)."""
     cmds: list[dict] = [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}] if table_exists else []
     cmds.append({"add": {"table": {"family": FAMILY, "name": TABLE}}})
