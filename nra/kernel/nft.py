@@ -116,7 +116,8 @@ class NftState:
         Every change a packet can see is one transaction. Elements, the table's flags and
         others' rules deleted by handle: one nf_tables batch of nra's own. A repair in place
         (a chain not as nra wrote it, an object not nra's): one libnftables transaction; the
-        sets keep their elements. A rebuild (the table missing): three transactions of which
+        sets keep their elements (a set of nra's that is missing is made and filled in one
+        transaction before it: remade_first). A rebuild (the table missing): three transactions of which
         only the last touches a packet: the table with empty sets and empty hooked chains,
         then every element (one batch), then the hooked chains' jumps (one batch) turn it on
         whole. Not the elements and the jumps in one batch: the kernel (6.18 here) makes a
@@ -146,6 +147,9 @@ class NftState:
                 self._sock.transaction(lambda seq: nl.batch(nft.TABLE, (), seq, jumps=jumps), "nf_tables hooks")
             elif change.rewrite or change.drop or change.remake_sets:
                 assert desired is not None and current is not None
+                if change.remake_sets:  # the missing sets filled before a rule uses them
+                    first, change = nft.remade_first(change)
+                    self._library().json_cmd(first)
                 self._library().json_cmd(nft.repair_commands(change, desired, current))
             else:  # elements, flags, others' rules deleted by handle: one batch of nra's
                 ops = element_ops(change)

@@ -994,6 +994,26 @@ def skeleton_commands(desired: NftTable, table_exists: bool) -> list[dict]:
     return cmds
 
 
+def remade_first(change: NftChange) -> tuple[list[dict], NftChange]:
+    """A repair that makes some of nra's sets again, as two transactions: the missing sets
+    with their elements first (no rule names them yet: no packet sees it), then the rest of
+    the repair (the chains that use them written again). In one, the kernel would make those
+    rules live before an interval set's new elements (see nra.kernel.nft)."""
+    remade = set(change.remake_sets)
+    first = NftChange(reason=change.reason,
+                      add_prefixes={f: p for f, p in change.add_prefixes.items() if PREFIX_SETS[f] in remade},
+                      add_links=change.add_links if LINKS_SET in remade else (),
+                      set_routers=change.set_routers if ROUTERS_MAP in remade else {},
+                      add_groups={f: g for f, g in change.add_groups.items() if GROUP_MAPS[f] in remade})
+    rest = dataclasses.replace(
+        change, remake_sets=(),
+        add_prefixes={f: p for f, p in change.add_prefixes.items() if PREFIX_SETS[f] not in remade},
+        add_links=() if LINKS_SET in remade else change.add_links,
+        set_routers={} if ROUTERS_MAP in remade else change.set_routers,
+        add_groups={f: g for f, g in change.add_groups.items() if GROUP_MAPS[f] not in remade})
+    return [_set_command(name) for name in change.remake_sets] + element_commands(first), rest
+
+
 def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> list[dict]:
     """A repair in place as one transaction: others' chains and nra's changed ones emptied,
     others' objects deleted, nra's chains made (again, when their hook changed) and their
@@ -1010,8 +1030,7 @@ def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> 
     cmds += [{"flush": chain(name)} for name in emptied]
     cmds += [{"delete": chain(name)} for name in remade if name in current.chains]
     cmds += [{"delete": _object(kind, name)} for kind, name in dropped]
-    # a missing set comes back with its elements in this same transaction (libnftables: slow
-    # for many, but no rule ever meets it empty)
+    # (a missing set comes back before, with its elements: remade_first)
     cmds += [_set_command(name) for name in change.remake_sets]
     cmds += [_chain_command(name, desired.chains[name][0]) for name in remade]
     for name in change.rewrite:
