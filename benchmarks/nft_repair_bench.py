@@ -8,7 +8,8 @@ after such an event does). The changes (--cases):
 - element: one prefix element deleted (an nf_tables batch of another socket);
 - rule: `add rule inet nra save accept`; flush: `flush chain inet nra classify`;
   chain: `add chain inet nra extra<i>`; dormant: `add table inet nra { flags dormant; }`;
-  table: `delete table inet nra` (these through another libnftables context, its own thread).
+  table: `delete table inet nra`; flushset: `flush chain inet nra classify; flush set inet nra
+  lb4` (these through another libnftables context, its own thread).
 
 `followed`: the change taken from the notifications themselves (nra now: for a rule, a chain
 or the table, since issue 20's object-by-object repair); `listed`: the table listed again in
@@ -54,6 +55,7 @@ DRIFTS = {
     "chain": "add chain inet nra extra{i}",
     "dormant": "add table inet nra {{ flags dormant; }}",
     "table": "delete table inet nra",
+    "flushset": "flush chain inet nra classify; flush set inet nra lb4",
 }
 CASES = ("element", *DRIFTS)
 
@@ -64,6 +66,8 @@ def expected(case: str, change: nft.NftChange, low: int) -> bool:
         return change.add_prefixes[4] == ((low, low + 3),)
     if case == "table":
         return change.rebuild
+    if case == "flushset":
+        return change.rewrite == ("classify",) and len(change.add_prefixes[4]) > 1
     if any(change.add_prefixes.values()) or change.rebuild:
         return False
     return {"rule": bool(change.drop_rules) or change.rewrite == ("save",), "flush": change.rewrite == ("classify",),

@@ -115,9 +115,9 @@ class NftState:
 
         Every change a packet can see is one transaction. Elements, the table's flags and
         others' rules deleted by handle: one nf_tables batch of nra's own. A repair in place
-        (a chain not as nra wrote it, an object not nra's): one libnftables transaction; the
-        sets keep their elements (a set of nra's that is missing is made and filled in one
-        transaction before it: remade_first). A rebuild (the table missing): three transactions of which
+        (a chain not as nra wrote it, an object not nra's): one libnftables transaction,
+        after the element changes (one batch) and the sets of nra's that were missing (made
+        in a transaction before that): no chain written again meets its sets unfilled. A rebuild (the table missing): three transactions of which
         only the last touches a packet: the table with empty sets and empty hooked chains,
         then every element (one batch), then the hooked chains' jumps (one batch) turn it on
         whole. Not the elements and the jumps in one batch: the kernel (6.18 here) makes a
@@ -147,9 +147,13 @@ class NftState:
                 self._sock.transaction(lambda seq: nl.batch(nft.TABLE, (), seq, jumps=jumps), "nf_tables hooks")
             elif change.rewrite or change.drop or change.remake_sets:
                 assert desired is not None and current is not None
-                if change.remake_sets:  # the missing sets filled before a rule uses them
-                    first, change = nft.remade_first(change)
-                    self._library().json_cmd(first)
+                # the missing sets made, and every element change made, before the chains
+                # that use them are written (the chains last: see rebuild above)
+                if change.remake_sets:
+                    self._library().json_cmd(nft.remake_commands(change))
+                ops = element_ops(change)
+                if ops:
+                    self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq), "nf_tables element batch")
                 self._library().json_cmd(nft.repair_commands(change, desired, current))
             else:  # elements, flags, others' rules deleted by handle: one batch of nra's
                 ops = element_ops(change)
@@ -175,8 +179,8 @@ class NftState:
         sock = await asyncio.to_thread(open_netlink, self.netns, 1 << (nl.NFNLGRP_NFTABLES - 1),
                                        NOTIFICATION_RCVBUF, nl.NETLINK_NETFILTER)
         sock.setblocking(False)
-        reader = nl.NotificationReader()
         me = self._library().thread_id  # every write of nra's is made in that thread
+        reader = nl.NotificationReader(ignore_pid=me)  # (nra's own elements are never decoded)
         self.watching.set()
         self.forget()  # what happened before the watch started is unknown
         try:

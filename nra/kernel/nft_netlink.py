@@ -379,16 +379,19 @@ def decode_elements(msg: Message, found: Mapping[int, bytes]) -> ElementChange:
 class NotificationReader:
     """Groups nf_tables notifications into transactions: each change names its table, and
     the NEWGEN that ends a transaction names the process that made it. Element changes and
-    table flags are decoded (a foreign change of elements is repaired from them); any other
-    change is only named (chains, rules, sets: the table is read again)."""
+    table flags are decoded (a foreign change of elements is repaired from them); chains,
+    rules and sets as ObjectChange. `ignore_pid`: a process whose transactions are named
+    only (nra's own): its element notifications, one message per element (200,000 for a
+    rebuild at 100,000 prefixes), are never decoded; others' are decoded at their NEWGEN."""
 
-    def __init__(self) -> None:
+    def __init__(self, ignore_pid: int | None = None) -> None:
+        self.ignore_pid = ignore_pid
         self._start()
 
     def _start(self) -> None:
         self._tables: set[str] = set()
         self._structure: set[str] = set()
-        self._elements: list[ElementChange] = []
+        self._elements: list[tuple[Message, frozenset[str]]] = []  # undecoded; the tables deleted before it
         self._flags: dict[str, int] = {}
         self._objects: list[ObjectChange | None] = []
         self._deleted: set[str] = set()
@@ -398,22 +401,34 @@ class NotificationReader:
         for msg in messages(data):
             if msg.kind >> 8 != NFNL_SUBSYS_NFTABLES:
                 continue
-            found = message_attributes(msg)
             kind = msg.kind & 0xFF
+            if kind in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM):
+                self._elements.append((msg, frozenset(self._deleted)))
+                continue
+            found = message_attributes(msg)
             if kind == NFT_MSG_NEWGEN:
                 gen = BE32.unpack(found[NFTA_GEN_ID])[0] if NFTA_GEN_ID in found else 0
                 pid = BE32.unpack(found[NFTA_GEN_PROC_PID])[0] if NFTA_GEN_PROC_PID in found else 0
-                done.append(Transaction(gen, pid, frozenset(self._tables), tuple(self._elements),
+                if pid and pid == self.ignore_pid:
+                    done.append(Transaction(gen, pid, frozenset(self._tables)))
+                    self._start()
+                    continue
+                elements = []
+                for element_msg, deleted_before in self._elements:
+                    change = decode_elements(element_msg, message_attributes(element_msg))
+                    elements.append(change)
+                    self._tables.add(change.table)
+                    if change.table in deleted_before:  # (the table deleted, then touched again)
+                        self._deleted.discard(change.table)
+                done.append(Transaction(gen, pid, frozenset(self._tables), tuple(elements),
                                         frozenset(self._structure), self._flags, tuple(self._objects),
                                         frozenset(self._deleted)))
                 self._start()
-            elif 1 in found:  # every table, chain, rule, set and element message: its table first
+            elif 1 in found:  # every table, chain, rule and set message: its table first
                 table = _name(found[1])
                 self._tables.add(table)
                 self._deleted.discard(table)
-                if kind in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM):
-                    self._elements.append(decode_elements(msg, found))
-                elif kind == NFT_MSG_NEWTABLE:
+                if kind == NFT_MSG_NEWTABLE:
                     self._flags[table] = BE32.unpack(found[NFTA_TABLE_FLAGS])[0] if NFTA_TABLE_FLAGS in found else 0
                 else:
                     self._structure.add(table)

@@ -731,8 +731,8 @@ def with_objects(known: NftTable, objects: Iterable) -> tuple[NftTable, frozense
             if obj.delete:
                 chains.pop(obj.name, None)
                 foreign_rules = [r for r in foreign_rules if r[0] != obj.name]
-            elif obj.name in chains:  # a chain of that name changed (a policy or hook)
-                chains[obj.name] = (UNKNOWN_HOOK, DAMAGED)
+            elif obj.name in chains:  # a chain of that name changed (a base chain's policy or hook)
+                chains[obj.name] = (UNKNOWN_HOOK if chains[obj.name][0] else None, DAMAGED)
             else:
                 chains[obj.name] = (UNKNOWN_HOOK, ())
         else:
@@ -994,31 +994,20 @@ def skeleton_commands(desired: NftTable, table_exists: bool) -> list[dict]:
     return cmds
 
 
-def remade_first(change: NftChange) -> tuple[list[dict], NftChange]:
-    """A repair that makes some of nra's sets again, as two transactions: the missing sets
-    with their elements first (no rule names them yet: no packet sees it), then the rest of
-    the repair (the chains that use them written again). In one, the kernel would make those
-    rules live before an interval set's new elements (see nra.kernel.nft)."""
-    remade = set(change.remake_sets)
-    first = NftChange(reason=change.reason,
-                      add_prefixes={f: p for f, p in change.add_prefixes.items() if PREFIX_SETS[f] in remade},
-                      add_links=change.add_links if LINKS_SET in remade else (),
-                      set_routers=change.set_routers if ROUTERS_MAP in remade else {},
-                      add_groups={f: g for f, g in change.add_groups.items() if GROUP_MAPS[f] in remade})
-    rest = dataclasses.replace(
-        change, remake_sets=(),
-        add_prefixes={f: p for f, p in change.add_prefixes.items() if PREFIX_SETS[f] not in remade},
-        add_links=() if LINKS_SET in remade else change.add_links,
-        set_routers={} if ROUTERS_MAP in remade else change.set_routers,
-        add_groups={f: g for f, g in change.add_groups.items() if GROUP_MAPS[f] not in remade})
-    return [_set_command(name) for name in change.remake_sets] + element_commands(first), rest
+def remake_commands(change: NftChange) -> list[dict]:
+    """The sets of nra's that a repair makes again, empty: a transaction of their own before
+    their elements (nra's batch) and the chains that use them (repair_commands). In one, the
+    kernel would make those rules live before an interval set's new elements (see
+    nra.kernel.nft)."""
+    return [_set_command(name) for name in change.remake_sets]
 
 
 def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> list[dict]:
-    """A repair in place as one transaction: others' chains and nra's changed ones emptied,
-    others' objects deleted, nra's chains made (again, when their hook changed) and their
-    rules written; then the element changes and the table's flags. The sets keep their
-    elements, so no packet meets an empty set."""
+    """A repair in place as one transaction, after the element changes (nra's batch) and the
+    missing sets (remake_commands): others' rules deleted by handle, others' chains and nra's
+    changed ones emptied, others' objects deleted, nra's chains made (again, when their hook
+    changed) and their rules written; then the table's flags (the table turned on last). The
+    sets hold their elements before, so no packet meets an empty set."""
     def chain(name: str) -> dict:
         return {"chain": {"family": FAMILY, "table": TABLE, "name": name}}
 
@@ -1030,14 +1019,12 @@ def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> 
     cmds += [{"flush": chain(name)} for name in emptied]
     cmds += [{"delete": chain(name)} for name in remade if name in current.chains]
     cmds += [{"delete": _object(kind, name)} for kind, name in dropped]
-    # (a missing set comes back before, with its elements: remade_first)
-    cmds += [_set_command(name) for name in change.remake_sets]
     cmds += [_chain_command(name, desired.chains[name][0]) for name in remade]
     for name in change.rewrite:
         cmds += _rule_commands(name, desired.chains[name][1])
     if change.table_flags is not None:  # (libnftables sends an added table's flags: none)
         cmds.append({"add": {"table": {"family": FAMILY, "name": TABLE}}})
-    return cmds + element_commands(change)
+    return cmds
 
 
 def element_commands(change: NftChange) -> list[dict]:

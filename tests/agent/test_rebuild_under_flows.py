@@ -125,6 +125,7 @@ def unmarked(node) -> int:
 @pytest.mark.parametrize("drift", [
     "delete table inet nra",  # a rebuild
     "flush chain inet nra classify; delete set inet nra lb4",  # lb4 made again, classify written again
+    "flush table inet nra",  # every chain's rules (not the sets' elements): every chain written again
 ])
 def test_a_rebuild_under_500_new_flows_a_second_at_100k_leaves_no_flow_with_a_wrong_mark(tmp_path, drift):
     node, router = new_netns("nra-rb-node"), new_netns("nra-rb-rtr")

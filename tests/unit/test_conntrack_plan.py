@@ -165,15 +165,16 @@ def test_others_objects_followed_from_notifications_become_repairs_of_those_obje
         assert nft.with_objects(want, [obj]) is None
 
 
-def test_a_set_made_again_is_filled_before_the_rest_of_the_repair():
+def test_a_repair_writes_chains_only_after_sets_and_elements():
+    """The sets made again come first (empty), the elements next (nra's batch), and the
+    repair's one libnftables transaction holds no set and no element."""
     want = nft.desired_table([net("10.80.0.0/28"), net("fd00::/120")], ["eth0"], {K1: 1}, FIELD)
     change = nft.NftChange(reason="x", remake_sets=("lb6",), rewrite=("classify",),
                            add_prefixes={4: ((1, 2),), 6: ((3, 4),)}, add_links=("eth1",))
-    first, rest = nft.remade_first(change)
-    assert [c["add"].get("set", c["add"].get("element", {})).get("name") for c in first] == ["lb6", "lb6"]
-    assert rest.remake_sets == () and rest.add_prefixes == {4: ((1, 2),)} and rest.add_links == ("eth1",)
-    assert rest.rewrite == ("classify",)
-    assert not any("set" in c.get("add", {}) for c in nft.repair_commands(rest, want, want))
+    assert nft.remake_commands(change) == [{"add": {"set": {"family": "inet", "table": "nra", "name": "lb6",
+                                                             "type": "ipv6_addr", "flags": ["interval"]}}}]
+    repair = nft.repair_commands(change, want, want)
+    assert repair and not any("set" in c.get("add", {}) or "element" in c.get("add", {}) for c in repair)
 
 
 def test_nft_operations_can_be_counted_like_the_others():
