@@ -192,7 +192,7 @@ class NftState:
                     yield f"nftables notifications lost ({exc.strerror}): resync"
                     continue
                 for tx in reader.feed(data):
-                    if nft.TABLE in tx.tables and tx.pid != me:
+                    if (nft.TABLE in tx.tables or nl.ANY_TABLE in tx.tables) and tx.pid != me:
                         how = await self._run(self._follow, tx)
                         yield f"nftables table {nft.FAMILY} {nft.TABLE} changed by pid {tx.pid} ({how})"
         finally:
@@ -209,6 +209,9 @@ class NftState:
         sets, an object of another kind, a table deleted and made again) makes the next read
         list the table in full."""
         known = self._known
+        if tx.elements_skipped:
+            self.forget()
+            return f"read in full: {tx.elements_skipped} element changes"
         if nft.TABLE in tx.deleted and not self._foreign_touch:
             self._known = None
             return "followed from its notifications: table deleted"

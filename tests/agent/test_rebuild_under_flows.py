@@ -1,6 +1,6 @@
 """A rebuild of nra's nft table under new connections, with the real daemon at 100,000
-prefixes (conntrack mode): someone deletes `inet nra` (or empties `classify` and deletes the
-set `lb4`) while a router sends 500 new flows a second to an LB address (each a UDP flow the node answers, so conntrack has it established,
+prefixes (conntrack mode): someone deletes `inet nra` (or empties `classify` and deletes or
+flushes the set `lb4`, or flushes the table's rules) while a router sends 500 new flows a second to an LB address (each a UDP flow the node answers, so conntrack has it established,
 sending again every second for three seconds). Afterwards no flow keeps a wrong mark: every
 conntrack entry of an LB flow carries its router's mark.
 
@@ -126,6 +126,7 @@ def unmarked(node) -> int:
     "delete table inet nra",  # a rebuild
     "flush chain inet nra classify; delete set inet nra lb4",  # lb4 made again, classify written again
     "flush table inet nra",  # every chain's rules (not the sets' elements): every chain written again
+    "flush chain inet nra classify; flush set inet nra lb4",  # classify written again, every prefix added again
 ])
 def test_a_rebuild_under_500_new_flows_a_second_at_100k_leaves_no_flow_with_a_wrong_mark(tmp_path, drift):
     node, router = new_netns("nra-rb-node"), new_netns("nra-rb-rtr")

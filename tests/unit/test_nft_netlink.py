@@ -124,3 +124,14 @@ def test_a_batch_deletes_others_rules_by_handle_first():
     assert acked == [6]
     assert nl.message_attributes(found[1]) == {nl.NFTA_RULE_TABLE: b"nra\0", nl.NFTA_RULE_CHAIN: b"save\0",
                                                nl.NFTA_RULE_HANDLE: struct.pack("!Q", 42)}
+
+
+def test_a_transaction_of_too_many_elements_is_named_not_decoded():
+    element = _note(nl.NFT_MSG_DELSETELEM, attribute(nl.NFTA_SET_ELEM_LIST_TABLE, b"nra\0")
+                    + attribute(nl.NFTA_SET_ELEM_LIST_SET, b"lb4\0"))
+    gen = _note(nl.NFT_MSG_NEWGEN, attribute(nl.NFTA_GEN_PROC_PID, struct.pack("!I", 7)))
+    (tx,) = nl.NotificationReader().feed(element * (nl.FOLLOW_ELEMENTS_MAX + 1) + gen)
+    assert tx.elements == () and tx.elements_skipped == nl.FOLLOW_ELEMENTS_MAX + 1 and nl.ANY_TABLE in tx.tables
+    # nra's own transactions are never decoded, however many
+    (own,) = nl.NotificationReader(ignore_pid=7).feed(element * 3 + gen)
+    assert own.elements == () and not own.elements_skipped
