@@ -19,8 +19,10 @@ fallbacks and the group maps holding every prefix.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import select
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +44,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import agent_bench  # noqa: E402
 from agent_bench import NRA, env  # noqa: E402
 
+SO_RCVBUFFORCE = 33
 PEERS = {"10.99.0.2": "02:00:00:00:00:02", "10.99.0.3": "02:00:00:00:00:03"}
 GROUPS = 1  # uplink groups of the shape measured (main() sets it)
 
@@ -144,15 +147,21 @@ class ElementListener:
 
     def __init__(self, netns: str):
         self.sock = open_netlink(netns, 1 << (nl.NFNLGRP_NFTABLES - 1), protocol=nl.NETLINK_NETFILTER)
+        # a change of 100,000 elements is 100,000 notifications: room for them (root may force it)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 << 20)
         self.sock.setblocking(False)
         self.reader = nl.NotificationReader()
 
     def drain(self) -> None:
-        try:
-            while self.sock.recv(1 << 20):
-                pass
-        except BlockingIOError:
-            pass
+        while True:
+            try:
+                if not self.sock.recv(1 << 20):
+                    break
+            except BlockingIOError:
+                break
+            except OSError as error:  # ENOBUFS: notifications were dropped; what is queued still drains
+                if error.errno != errno.ENOBUFS:
+                    raise
         self.reader = nl.NotificationReader()
 
     def wait(self, deadline: float, message: int = nl.NFT_MSG_NEWSETELEM) -> float | None:

@@ -2,8 +2,8 @@
 """The nft table of the `conntrack` return path at N prefixes, in a throwaway namespace (root).
 
 For each N: a rebuild of the whole table in one transaction (JSON through libnftables, nft
-syntax through libnftables, and `nft -f` the binary), a read back (`list table` + parse), a
-steady diff, and a one-prefix change as an element-level transaction (JSON and binary).
+syntax through libnftables, and `nft -f` the binary), a read back (libnftables' JSON
+listing, the binary's, and nra's own nf_tables dumps), a steady diff, and a one-prefix change as an element-level transaction (JSON and binary).
 
     .venv/bin/python benchmarks/nft_bench.py [--sizes 10000,100000]
 """
@@ -57,6 +57,15 @@ def timed(fn, rounds: int = 1) -> float:
     return statistics.median(times)
 
 
+def read_now(netns: str) -> nft.NftTable | None:
+    """The table as nra reads it in full (nra.kernel.nft_read)."""
+    owner = NftState(netns)
+    try:
+        return owner.read_blocking()
+    finally:
+        owner.close()
+
+
 def measure(n: int) -> dict[str, float]:
     ns = new_netns("nra-nftbench")
     try:
@@ -76,15 +85,15 @@ def measure(n: int) -> dict[str, float]:
                 lib.json_cmd(skeleton)
                 lib.cmd(text)
             row["rebuild_text_2tx"] = timed(rebuild_text, 3)
-            row["read"] = timed(lambda: nft.parse_listing(lib.list_table("inet", "nra")), 3)
-            current = nft.parse_listing(lib.list_table("inet", "nra"))
+            row["read"] = timed(lambda: lib.list_table("inet", "nra"), 3)
+            current = read_now(ns.name)
             row["diff"] = timed(lambda: nft.diff(want, current), 3)
             assert not nft.diff(want, current)
             # one prefix more, then back: element-level transactions
             more = nft.desired_table(prefixes(n) + [ipaddress.ip_network("198.18.0.0/30")], ["eth0"], ROUTERS, FIELD)
             add = nft.element_commands(nft.diff(more, current))
             row["change_json"] = timed(lambda: lib.json_cmd(add))
-            current2 = nft.parse_listing(lib.list_table("inet", "nra"))
+            current2 = read_now(ns.name)
             back = nft.element_commands(nft.diff(want, current2))
             lib.json_cmd(back)
         # what nra does: the skeleton through libnftables, the prefixes as one element batch, the jumps
@@ -125,7 +134,7 @@ def main() -> int:
         print(f"{n:>7} " + " ".join(f"{row[c]:>10.4f}" for c in cols), flush=True)
     print("rebuild_json: table created by one JSON transaction (libnftables); _again: delete+create in one "
           "transaction; rebuild_text_2tx: the prefixes in nft syntax (2 transactions, for comparison); "
-          "read: list table + parse; diff: steady diff; change: one prefix added, element-level; "
+          "read: libnftables' JSON listing (not parsed); read_nra: nra's read in full (its own nf_tables dumps); diff: steady diff; change: one prefix added, element-level; "
           "_nra: what nra does (an inert skeleton by libnftables, then the elements as one nf_tables batch, then the hooks' jumps as one more)")
     return 0
 

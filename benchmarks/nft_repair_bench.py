@@ -12,8 +12,9 @@ after such an event does). The changes (--cases):
   lb4` (these through another libnftables context, its own thread).
 
 `followed`: the change taken from the notifications themselves (nra now: for a rule, a chain
-or the table, since issue 20's object-by-object repair); `listed`: the table listed again in
-full to find it (nra before; forced here by forget()). The table case rebuilds the whole table
+or the table, since issue 20's object-by-object repair); `listed`: the table read again in
+full to find it (forced here by forget(); through libnftables' listing before nra read it
+with its own dumps). The table case rebuilds the whole table
 either way (its time is the rebuild's). The clock starts when the other's call returns, or
 when nra began to take its notification in if that was earlier.
 

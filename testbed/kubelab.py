@@ -14,10 +14,13 @@ What runs where:
   timeouts either), `--iptables-localhost-nodeports=false` (no route_localnet).
 - MetalLB's controller and speaker (go.universe.tf/metallb), both in the node namespace,
   memberlist off (no --ml-labels). The controller assigns the Service's LB IPs from the
-  IPAddressPools; the speaker (native BGP) announces the IPv4 one to the routers. MetalLB's
-  native BGP cannot announce IPv6 (`cannot advertise non-v4 prefix`, internal/bgp/native):
-  the IPv6 LB IP MetalLB assigned is announced by BIRD on the node, from a second address
-  of the node (NODE6_BIRD), so that the speaker's IPv6 sessions and BIRD's do not collide.
+  IPAddressPools; the speaker runs in FRR mode (METALLB_BGP_TYPE=frr: its native BGP refuses
+  IPv6 advertisements) and announces both through FRR to the routers' BIRD.
+- FRR (Debian's zebra and bgpd) in the node namespace as the frr user, every file it uses
+  (vty sockets, zserv socket, pid files, configurations, log) in a directory of its own, none
+  in /etc/frr or /var/run/frr; and the lab's reloader (testbed/frr_reloader.py), which the
+  speaker signals (SIGHUP, the pid in FRR_RELOADER_PID_FILE) after writing FRR_CONFIG_FILE,
+  and which applies that file with FRR's frr-reload.py, as MetalLB's reloader container does.
 
 Objects created in the API server: a Node with status addresses (kube-proxy waits for them),
 a Service of type LoadBalancer per family (TCP and UDP on ECHO_PORT, externalTrafficPolicy
@@ -47,11 +50,14 @@ from testbed.cluster import Cluster, ClusterError, _go, _install, binaries, find
 
 METALLB_VERSION = "v0.15.2"
 RELAY_PORT = 6443
-NODE6_BIRD = "fd00:77::11"  # the node's BIRD speaks IPv6 BGP from here (see above)
 NAMESPACE = "nralab"  # the Service's namespace
 METALLB_NAMESPACE = "nralab-metallb"  # the lab's MetalLB and its objects (not metallb-system: others' tests use that)
 SERVICES = {4: "echo4", 6: "echo6"}
 KUBE_PROXY_MODES = ("nftables", "iptables")
+FRR_DAEMONS = ("zebra", "bgpd")  # run in this order, stopped in the reverse
+FRR_BIN = Path("/usr/lib/frr")
+VTYSH = "/usr/bin/vtysh"
+RELOADER = Path(__file__).with_name("frr_reloader.py")
 # The global settings kube-proxy could write; the lab checks they are unchanged.
 GLOBAL_SETTINGS = ("/proc/sys/net/netfilter/nf_conntrack_max", "/sys/module/nf_conntrack/parameters/hashsize")
 
@@ -123,9 +129,8 @@ def node_status(name: str) -> dict:
 
 def service_objects(node: str) -> list[dict]:
     """One single-stack Service of type LoadBalancer per family (TCP and UDP on ECHO_PORT,
-    externalTrafficPolicy Cluster) and its EndpointSlice: the lab's pod. (Single-stack: a
-    dual-stack Service takes both its IPs from one pool, whose one advertisement would then
-    hand MetalLB's native speaker an IPv6 prefix on its IPv4 sessions, which it refuses.)"""
+    externalTrafficPolicy Cluster) and its EndpointSlice: the lab's pod, each from its own
+    family's pool."""
     ports = [{"name": proto.lower(), "protocol": proto, "port": topo.ECHO_PORT, "targetPort": topo.ECHO_PORT}
              for proto in ("TCP", "UDP")]
     objs: list[dict] = []
@@ -150,52 +155,36 @@ def service_objects(node: str) -> list[dict]:
 
 
 def metallb_objects() -> list[dict]:
-    """A pool per family; the routers' IPv4 addresses as BGPPeers and a BGPAdvertisement of
-    the IPv4 pool to them. The IPv6 pool has no advertisement: MetalLB's native speaker
-    refuses every configuration in which a BGPAdvertisement selects a pool with an IPv6 CIDR
-    ("native bgp mode does not support ipv6", internal/config/validation.go), whatever its
-    nodeSelectors. The controller still assigns from it (BIRD announces that IP, see above)."""
+    """A pool per family, the routers' addresses of that family as BGPPeers, and a
+    BGPAdvertisement of each pool to the peers of its family (MetalLB's speaker in FRR mode
+    announces both families; its native mode refuses any IPv6 advertisement)."""
     meta = lambda name: {"name": name, "namespace": METALLB_NAMESPACE}  # noqa: E731
-    objs: list[dict] = [
-        {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": meta(f"lab{family}"),
-         "spec": {"addresses": [pool], "avoidBuggyIPs": True, "autoAssign": False}}
-        for family, pool in ((4, topo.POOL4), (6, topo.POOL6))]
-    peers = [f"{r.name}-v4" for r in topo.R.values()]
-    for r in topo.R.values():
-        objs.append({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": meta(f"{r.name}-v4"),
-                     "spec": {"myASN": topo.AS_NODE, "peerASN": topo.AS_ROUTERS, "peerAddress": r.seg4,
-                              "holdTime": "3s"}})  # the routers' hold time
-    objs.append({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": meta("lab4"),
-                 "spec": {"ipAddressPools": ["lab4"], "peers": peers}})
+    objs: list[dict] = []
+    for family, pool in ((4, topo.POOL4), (6, topo.POOL6)):
+        objs.append({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": meta(f"lab{family}"),
+                     "spec": {"addresses": [pool], "avoidBuggyIPs": True, "autoAssign": False}})
+        peers = [f"{r.name}-v{family}" for r in topo.R.values()]
+        for r in topo.R.values():
+            objs.append({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": meta(f"{r.name}-v{family}"),
+                         "spec": {"myASN": topo.AS_NODE, "peerASN": topo.AS_ROUTERS,
+                                  "peerAddress": r.seg4 if family == 4 else r.seg6,
+                                  "holdTime": "3s", "keepaliveTime": "1s", "connectTime": "1s"}})  # the routers' timers
+        objs.append({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": meta(f"lab{family}"),
+                     "spec": {"ipAddressPools": [f"lab{family}"], "peers": peers}})
     return objs
 
 
-# -- the node's BIRD and the routers' in this lab -----------------------------------------------------
+# -- the routers' BIRD in this lab; FRR on the node ----------------------------------------------------
 
 def router_conf(r: topo.Router, log: Path) -> str:
-    """The lab's router, its IPv6 session to the node moved to NODE6_BIRD (the node's IPv4
-    session is MetalLB's speaker's), without BFD towards the node (the speaker has none)."""
-    text = topo.bird_conf_router(r, log)
-    return text.replace(f"neighbor {topo.NODE6} as", f"neighbor {NODE6_BIRD} as").replace("  bfd on;\n", "")
-
-
-def node_conf(log: Path, lb6: str | None) -> str:
-    """The node's BIRD: IPv6 sessions only, from NODE6_BIRD, announcing the IPv6 LB IP that
-    MetalLB assigned (none before it did); routes the routers send are installed as before."""
-    conf = topo._header(topo.NODE4, log)
-    if lb6:
-        conf += f"protocol static lb6 {{ ipv6; route {lb6}/128 blackhole; }}\n"
-    conf += "protocol kernel kernel6 { ipv6 { import none; export where source = RTS_BGP; }; }\n"
-    for r in topo.R.values():
-        conf += topo._bgp(f"{r.name}_6", NODE6_BIRD, topo.AS_NODE, r.seg6, topo.AS_ROUTERS, "ipv6", "all",
-                          "where source = RTS_STATIC")
-    return conf
+    """The lab's router without BFD towards the node (MetalLB's speaker configures none)."""
+    return topo.bird_conf_router(r, log).replace("  bfd on;\n", "")
 
 
 class RealLab(topo.Lab):
-    """The lab's namespaces and BIRDs, with the node's IPv4 BGP left to MetalLB's speaker."""
+    """The lab's namespaces, BIRD on the routers and the client; the node's BGP is FRR's,
+    configured by MetalLB's speaker (KubeParts.start_frr)."""
 
-    lb6: str | None = None
     # nra's source: the test cluster, CRD mode (set by whoever starts the parts)
     nra_source: tuple[str, ...] = ()
 
@@ -204,37 +193,26 @@ class RealLab(topo.Lab):
         return [exe, "--netns", self.ns("node"), *self.nra_source, "--health-address", "off"]
 
     def start_bird(self, role: str) -> None:
-        conf, ctl, pid = self.bird_paths(role)
-        log = self.run_dir / f"{role}.log"
         if role == "node":
-            conf.write_text(node_conf(log, self.lb6))
-        elif role in topo.ROUTERS:
-            conf.write_text(router_conf(topo.R[role], log))
-        else:
+            return  # FRR's, started with the speaker
+        if role not in topo.ROUTERS:
             return super().start_bird(role)
+        conf, ctl, pid = self.bird_paths(role)
+        conf.write_text(router_conf(topo.R[role], self.run_dir / f"{role}.log"))
         self.exec(role, ["bird", "-c", str(conf), "-s", str(ctl), "-P", str(pid)])
 
-    def announce_lb6(self, lb6: str) -> None:
-        self.lb6 = lb6
-        conf, _, _ = self.bird_paths("node")
-        conf.write_text(node_conf(self.run_dir / "node.log", lb6))
-        out = self.birdc("node", "configure")
-        if "Reconfigured" not in out and "Reconfiguration in progress" not in out:
-            raise KubeLabError(f"the node's BIRD did not take the IPv6 LB IP: {out.strip()}")
-
     def up(self) -> float:
-        """Namespaces, BIRD everywhere; waits for the sessions BIRD holds alone (the client's,
-        the node's IPv6 ones). The routers' IPv4 sessions to the node wait for the speaker."""
+        """Namespaces, BIRD on the routers and the client; waits for the client's sessions.
+        The routers' sessions to the node wait for FRR and the speaker."""
         if self.existing():
             raise topo.LabError(f"lab namespaces {self.prefix}-* already exist; run `down` first")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._build()
-            self.ip("node", f"-6 addr add {NODE6_BIRD}/64 dev eth0 nodad")
             started = time.monotonic()
             for role in topo.BIRD_ROLES:
                 self.start_bird(role)
-            self.wait_sessions(roles=("client", "node"))
+            self.wait_sessions(roles=("client",))
             return time.monotonic() - started
         except BaseException:
             self.down()
@@ -256,6 +234,12 @@ class RealLab(topo.Lab):
 
 # -- running the parts ------------------------------------------------------------------------------
 
+def host_frr_state() -> dict[str, tuple]:
+    """The host's FRR configuration directory: each entry's size and modification time."""
+    root = Path("/etc/frr")
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in (root, *sorted(root.glob("*"))) if p.exists()}
+
+
 def _global_settings() -> dict[str, str]:
     out = {}
     for path in GLOBAL_SETTINGS:
@@ -276,6 +260,9 @@ class KubeParts:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     kube_proxy_mode: str | None = None
     settings_before: dict[str, str] = field(default_factory=dict)
+    frr_dir: Path | None = None  # FRR's own directory (the frr user's), set by start_frr
+    frr_pids: dict[str, int] = field(default_factory=dict)  # every FRR process started, by name
+    frr_etc_before: dict[str, tuple] = field(default_factory=dict)  # host_frr_state() before start_frr
 
     @property
     def dir(self) -> Path:
@@ -321,16 +308,18 @@ class KubeParts:
                              input="\n---\n".join(json.dumps(o) for o in objects))
 
     def _spawn(self, name: str, argv: list[str], in_node: bool = True, ready: str | None = None,
-               env: dict | None = None) -> subprocess.Popen:
+               env: dict | None = None, until=None) -> subprocess.Popen:
+        """Start `name`, logging to <run dir>/<name>.log; with `ready`, until its log says so;
+        with `until` (a callable), until it returns true."""
         log = open(self.dir / f"{name}.log", "ab")
         prefix = self.lab.netns("node").exec_prefix() if in_node else []
         proc = subprocess.Popen([*prefix, *argv], stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, **(env or {})))
         log.close()
         self.procs[name] = proc
-        if ready:
+        if ready or until:
             deadline = time.monotonic() + 10
-            while ready not in self.log(name):
+            while not (until() if until else ready in self.log(name)):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise KubeLabError(f"{name} did not start: {self.log(name)[-2000:]}")
                 time.sleep(0.02)
@@ -402,8 +391,98 @@ class KubeParts:
             time.sleep(0.1)
         return time.monotonic() - start
 
+    # -- FRR, for MetalLB's speaker in FRR mode --
+    @property
+    def speaker_conf(self) -> Path:
+        """Where the speaker writes its FRR configuration (FRR_CONFIG_FILE)."""
+        return self.dir / "speaker-frr.conf"
+
+    def start_frr(self) -> None:
+        """zebra and bgpd in the node namespace, then the reloader the speaker signals.
+
+        The daemons run as the frr user (they refuse root outside FRR's vty group), so their
+        directory is one of their own under /tmp (the run directory is root's alone). No
+        `-N` pathspace: with one, FRR makes /var/run/frr/<name> whatever the paths given;
+        every path is given instead (vty sockets, zserv socket, pid and configuration files),
+        and `-P 0` leaves the vty TCP ports closed."""
+        missing = [str(p) for p in (*(FRR_BIN / d for d in FRR_DAEMONS), FRR_BIN / "frr-reload.py", Path(VTYSH))
+                   if not p.exists()]
+        if missing or subprocess.run(["id", "frr"], capture_output=True).returncode != 0:
+            raise KubeLabError(f"FRR for MetalLB's speaker in FRR mode: missing {', '.join(missing) or 'the frr user'} "
+                               "(Debian's frr package; scripts/setup installs it)")
+        self.frr_etc_before = host_frr_state()
+        frr = self.frr_dir = Path(tempfile.mkdtemp(prefix="nrafrr-"))
+        (frr / "zebra.conf").write_text(f"hostname {self.node_name}\n")
+        (frr / "bgpd.conf").write_text("")
+        (frr / "vtysh.conf").write_text("service integrated-vtysh-config\n")
+        subprocess.run(["chown", "-R", "frr:frr", str(frr)], check=True)
+        common = ["-u", "frr", "-g", "frr", "--vty_socket", str(frr), "-z", str(frr / "zserv.api"), "-P", "0",
+                  "--log", "stdout"]
+        for daemon in FRR_DAEMONS:
+            proc = self._spawn(daemon, [str(FRR_BIN / daemon), *common, "-f", str(frr / f"{daemon}.conf"),
+                                        "-i", str(frr / f"{daemon}.pid")],
+                               until=lambda d=daemon: (frr / f"{d}.vty").exists())
+            self.frr_pids[daemon] = proc.pid
+        proc = self._spawn("frr-reloader", [sys.executable, str(RELOADER), str(self.dir / "frr-reloader.pid"),
+                                            str(self.speaker_conf), str(frr)], ready="ready")
+        self.frr_pids["frr-reloader"] = proc.pid
+
+    def vtysh(self, command: str) -> str:
+        """A vtysh command to the lab's FRR (its sockets and its vtysh.conf, not /etc/frr's)."""
+        if self.frr_dir is None:
+            raise KubeLabError("FRR is not running (start_frr)")
+        proc = subprocess.run([VTYSH, "--vty_socket", str(self.frr_dir), "--config_dir", str(self.frr_dir),
+                               "-c", command], capture_output=True, text=True, timeout=20)
+        if proc.returncode != 0:
+            raise KubeLabError(f"vtysh -c {command!r}: rc {proc.returncode}: {proc.stdout}{proc.stderr}")
+        return proc.stdout
+
+    def frr_reloads(self) -> list[str]:
+        """The reloader's outcomes so far ('success' or 'failure'), oldest first."""
+        try:
+            return [line.split()[1] for line in (self.frr_dir / "status").read_text().splitlines()]
+        except (OSError, TypeError):
+            return []
+
+    def frr_paths(self) -> set[Path]:
+        """Every file the running FRR processes hold open and every unix socket they listen on
+        (their paths: where FRR keeps its state)."""
+        paths: set[Path] = set()
+        for pid in self.frr_pids.values():
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
+                    paths.add(Path(target.removesuffix(" (deleted)")))
+        listening = self.lab.exec("node", ["ss", "-xlpnH"]).stdout
+        for line in listening.splitlines():
+            if any(f"pid={pid}," in line for pid in self.frr_pids.values()):
+                paths.update(Path(f) for f in line.split() if f.startswith("/"))
+        return paths
+
+    def frr_scratch(self) -> list[Path]:
+        """libfrr's per-process directory of each daemon started (/var/tmp/frr/<daemon>.<pid>,
+        a path libfrr fixes, for its crash logs; removed when the daemon exits)."""
+        return [Path(f"/var/tmp/frr/{name}.{pid}") for name, pid in self.frr_pids.items() if name in FRR_DAEMONS]
+
+    def frr_alive(self) -> list[str]:
+        """The FRR processes this lab started that still run."""
+        alive = []
+        for name, pid in self.frr_pids.items():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                    continue  # exited, not yet reaped
+            except OSError:
+                continue
+            alive.append(f"{name} (pid {pid})")
+        return alive
+
     # -- MetalLB --
     def start_metallb(self) -> None:
+        self.start_frr()
         # The speaker reads its own Pod (owner of the status objects it writes): the Pod object
         # of a DaemonSet's pod on this node, never run (no kubelet), with a ServiceAccount of its
         # own (no controller-manager makes `default`).
@@ -421,9 +500,14 @@ class KubeParts:
         self._spawn("metallb-controller", [str(mlb["metallb-controller"]), f"--kubeconfig={self.inner_kubeconfig}",
                                            "--webhook-mode=disabled", "--disable-cert-rotation", "--port=7473",
                                            "--log-level=info"], env=env)
+        # FRR mode: the speaker writes FRR_CONFIG_FILE and signals the pid in FRR_RELOADER_PID_FILE
+        # (start_frr first). (It also polls /etc/frr_reloader/.status, a path it fixes; absent
+        # here, which it ignores: the lab's reloader keeps its outcomes in <FRR dir>/status.)
         self._spawn("metallb-speaker", [str(mlb["metallb-speaker"]), f"--kubeconfig={self.inner_kubeconfig}",
                                         f"--node-name={self.node_name}", f"--pod-name={pod}", "--port=7472", "--host=127.0.0.1",
-                                        "--log-level=info"], env=env)
+                                        "--log-level=info"],
+                    env=dict(env, METALLB_BGP_TYPE="frr", FRR_CONFIG_FILE=str(self.speaker_conf),
+                             FRR_RELOADER_PID_FILE=str(self.dir / "frr-reloader.pid")))
 
     def lb_ips(self) -> list[str]:
         out = self.cluster.kubectl("get", "service", "-n", NAMESPACE, *SERVICES.values(), "-o", "json").stdout
@@ -451,8 +535,10 @@ class KubeParts:
     def stop(self) -> None:
         """Stop what was started (by pid) and delete the objects created."""
         self.stop_kube_proxy()
-        for name in list(self.procs):
+        for name in reversed(list(self.procs)):  # the speaker before FRR, zebra last
             self._stop(name)
+        if self.frr_dir is not None:
+            shutil.rmtree(self.frr_dir, ignore_errors=True)
         # (no controller-manager: a deleted namespace would stay Terminating; its objects go one by one)
         for args in (("delete", "service,endpointslice", "-n", NAMESPACE, "--all"),
                      ("delete", "node", self.node_name),

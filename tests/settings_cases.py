@@ -52,6 +52,7 @@ REFUSED: list[Case] = [
     case("PEER_NEIGH_TIMERS", "slow"),
     case("TABLE_NAME", "9lives"), case("TABLE_NAME", "a b"),
     case("STATUS_ACCESS", "everywhere"), case("DATAPATH_CHECK", "ignore"), case("CALICO_EXT_SERVICE_MARK", "zz"),
+    case("METRICS_ADDRESS", "node-a:9120"), case("METRICS_ADDRESS", "127.0.0.1:0"), case("METRICS_AUTH", "basic"),
     case("FRRK8S_NAMESPACE", "frr-k8s-system", METALLB_USE_CRDS="0"),  # the chart's template refuses it
     # a value far too long, or with a newline: refused, and never echoed whole
     case("TABLE_WEIGHT", BIG), case("RULE_FWMARK", "0x14\nTABLE_WEIGHT=30"), case("TABLE_NAME", "n" * 100_000),
@@ -76,6 +77,11 @@ REFUSED_BY_NRA_ONLY: list[tuple[Case, str]] = [
     (case("TABLE_NAME", "main"), "iproute2's own table names"),
     (case("PRE_RECONCILE_SCRIPT_PATH", "/nonexistent/hook"), "a file on the node"),
     (case("NRA_NETNS", "/"), "a file on the node (not a network namespace)"),
+    (case("METRICS_TLS_CERT_FILE", "/nonexistent/tls.crt", METRICS_ADDRESS=":9120",
+          METRICS_TLS_KEY_FILE="/nonexistent/tls.key"), "a file on the node"),
+    (case("METRICS_ADDRESS", "127.0.0.1:9101", HEALTH_ADDRESS="127.0.0.1:9101"), "the health listener's port: "
+     "a relation between two settings"),
+    (case("METRICS_ADDRESS", ":9120", HEALTH_ADDRESS="off"), "the HTTPS listener needs the health server"),
 ]
 ALL_REFUSED = REFUSED + [c for c, _ in REFUSED_BY_NRA_ONLY]
 
@@ -107,4 +113,5 @@ AT_BOUNDS: list[Case] = [
     case("TABLE_NAME", "nra"), case("TABLE_NAME", "_" + "x" * 62),
     case("METALLB_STATIC_FILE", ""), case("RULE_FWMARK", ""),
     case("STATUS_ACCESS", "OFF"), case("DATAPATH_CHECK", "warn"), case("CALICO_EXT_SERVICE_MARK", "0x4/0x4"),
+    case("METRICS_ADDRESS", "[::1]:65535"), case("METRICS_ADDRESS", "off"), case("METRICS_AUTH", "None"),
 ]

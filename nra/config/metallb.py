@@ -37,7 +37,7 @@ from nra.config.intent import (
     PoolBinding,
     Problem,
 )
-from nra.config.prefixes import AddressEntryError, parse_address_entry
+from nra.config.prefixes import parse_address_entries
 from nra.config.selectors import SelectorError, any_selector_matches, selector_matches
 from nra.config.yaml_loader import (
     MAX_PROBLEMS,
@@ -113,11 +113,9 @@ class _Builder:
         if not isinstance(addresses, list) or not addresses:
             self.problem(where, "has no addresses (expected a list of CIDRs or ranges)")
             return parsed
-        for entry in addresses:
-            try:
-                parsed.update(parse_address_entry(entry))
-            except AddressEntryError as exc:
-                self.problem(where, f"address {exc}; entry skipped")
+        parsed, errors = parse_address_entries(addresses)
+        for exc in errors:
+            self.problem(where, f"address {exc}; entry skipped")
         self.prefixes |= parsed
         return parsed
 

@@ -112,14 +112,31 @@ def _changed_lines(old: str, new: str) -> tuple[int, int, int]:
     return start, max(old_end, start), max(new_end, start)
 
 
+#: characters compared at a time while looking for the first difference
+_CHUNK = 1 << 14
+
+
 def _common_length(old: str, new: str, limit: int, from_end: bool) -> int:
-    """The length of the common prefix (or suffix) of the texts, at most `limit`: a binary
-    search over slice comparisons, which run in C."""
-    low, high = 0, limit
+    """The length of the common prefix (or suffix) of the texts, at most `limit`: the first
+    differing chunk found by chunk comparisons, then a binary search inside it (comparisons
+    of slices run in C; a binary search over the whole texts copied ~40 MB at 2 MB)."""
+    def same_chunk(begin: int, end: int) -> bool:
+        if from_end:
+            return old[len(old) - end:len(old) - begin] == new[len(new) - end:len(new) - begin]
+        return old[begin:end] == new[begin:end]
+
+    low = 0
+    while low < limit:
+        end = min(limit, low + _CHUNK)
+        if not same_chunk(low, end):
+            break
+        low = end
+    else:
+        return limit
+    high = min(limit, low + _CHUNK) - 1  # the answer is in [low, high]
     while low < high:
         mid = (low + high + 1) // 2
-        same = old[len(old) - mid:] == new[len(new) - mid:] if from_end else old[:mid] == new[:mid]
-        if same:
+        if same_chunk(low, mid):  # [0, low) is already known to be the same
             low = mid
         else:
             high = mid - 1

@@ -146,12 +146,29 @@ class Agent:
             self.documents.refresh()
             health = await start_health_server(self.settings.health_address, self.status, self.stuck_after_s,
                                                documents=self.documents,
-                                               status_access=self.settings.status_access, cap=cap)
+                                               status_access=self.settings.status_access, cap=cap,
+                                               secure=await self._secure_metrics())
         try:
             async with reconciler(self.settings, self.status) as one:
                 return await self._supervise(one)
         finally:
             await stop_health_server(health)
+
+    async def _secure_metrics(self):
+        """The HTTPS /metrics listener's parts (METRICS_ADDRESS), or None."""
+        if self.settings.metrics_endpoint is None:
+            return None
+        from nra.observe.metrics_auth import KubernetesReviewer
+        from nra.observe.server import SecureMetrics
+        from nra.observe.tls import Certificates
+        from nra.sources.kube.client import api_client_factory
+
+        host, port = self.settings.metrics_endpoint
+        certificates = await asyncio.to_thread(Certificates, self.settings.metrics_tls_cert_file,
+                                               self.settings.metrics_tls_key_file, (host,))
+        reviewer = (KubernetesReviewer(api_client_factory(self.settings.kubeconfig))
+                    if self.settings.metrics_auth == "kubernetes" else None)
+        return SecureMetrics(host, port, certificates, reviewer)
 
     async def _supervise(self, reconciler: Reconciler) -> int:
         self.return_path = reconciler.return_path.describe()

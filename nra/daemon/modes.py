@@ -39,6 +39,13 @@ async def run(settings: Settings, command: str = "run", output: str = "text") ->
     if settings.cleanandexit:
         return await clean_and_exit(settings)
     one_off = command == "plan" or settings.oneshot
+    if not one_off and settings.metrics_endpoint and settings.metrics_auth == "kubernetes":
+        from nra.sources.kube.client import NO_CREDENTIALS, has_credentials
+
+        if not has_credentials(settings.kubeconfig):  # the scrapes could never be reviewed
+            logger.error("METRICS_AUTH=kubernetes: the API server reviews the scrapers, but {}; set KUBECONFIG, "
+                         "or METRICS_AUTH=none", NO_CREDENTIALS)
+            return 2
     try:
         if one_off and not settings.metallb_static_file:
             from nra.sources.kube.client import NO_CREDENTIALS, has_credentials

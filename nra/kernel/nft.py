@@ -5,8 +5,9 @@ Reads are cheap when nothing happened: the kernel's ruleset generation id change
 nf_tables transaction, and the notification watcher records which transactions touched this
 table and who made them. When no one but nra changed the table since it was last read or
 written, the last known content stands (a node running kube-proxy changes other tables all
-the time; that costs nothing here). Otherwise the table is listed again (at 100,000 prefixes
-that takes seconds; it only happens when someone else edited nra's table, or at start).
+the time; that costs nothing here). Otherwise the table is read again in full, through
+nf_tables dumps of nra's own (nra.kernel.nft_read; at 100,000 intervals a fraction of a
+second; it only happens when someone else edited nra's table, or at start).
 
 Changes: every change a packet can see is one transaction (see NftState.apply_blocking):
 element changes (prefixes, links, routers), the table's flags and others' rules deleted by
@@ -28,6 +29,7 @@ import threading
 from typing import AsyncIterator
 
 from nra.kernel import nft_netlink as nl
+from nra.kernel import nft_read
 from nra.kernel import nft_table as nft
 from nra.kernel.libnft import Nft, NftError
 from nra.kernel.marks import MarkField
@@ -41,9 +43,9 @@ NOTIFICATION_RCVBUF = 32 << 20
 
 class NftState:
     def __init__(self, netns: str | None = None, library_optional: bool = False):
-        """library_optional: go on without libnftables (CLEANANDEXIT): the table's presence
-        and flags are read, and it is removed, through nf_tables netlink alone; anything
-        else raises NftError naming what is missing."""
+        """library_optional: go on without libnftables (CLEANANDEXIT): the table is read,
+        and removed, through nf_tables netlink alone; any other change raises NftError
+        naming what is missing."""
         self.netns = netns
         self.missing_library = ""
         try:
@@ -59,7 +61,10 @@ class NftState:
         self._foreign_touch = True  # someone else changed the table since it was known
         #: set while changes() runs with its socket bound: notifications say who touched the table
         self.watching = asyncio.Event()
-        self.full_reads = 0  # how many times the whole table was listed (for tests and figures)
+        self.full_reads = 0  # how many times the whole table was read (for tests and figures)
+        #: someone else changed the table's chains or rules (its elements are known): read those
+        self._structure_stale = False
+        self.structure_reads = 0  # how many times only the chains, rules and sets were read
 
     # -- reading --------------------------------------------------------------------------
 
@@ -71,22 +76,26 @@ class NftState:
         return table_flags(self._sock)
 
     def read_blocking(self) -> nft.NftTable | None:
-        """The table as the kernel holds it (None: absent). Without libnftables, a table that
-        is there reads as one whose content is unknown (all of it not nra's)."""
-        if self.nft is None:
-            flags = self.table_flags()
-            return None if flags is None else nft.NftTable(
-                {}, frozenset(), {}, {}, foreign=(f"(content unread: {self.missing_library})",), flags=flags)
+        """The table as the kernel holds it (None: absent), read in full through nf_tables
+        dumps of nra's own (nft_read; libnftables is not needed) unless nothing but nra
+        touched it since it was last known."""
         generation = self.generation()
         if not self._foreign_touch and self._known_generation is not None and (
                 self.watching.is_set() or generation == self._known_generation):
-            self._known_generation = generation
-            return self._known
-        table = nft.parse_listing(self.nft.list_table(nft.FAMILY, nft.TABLE) or [])
-        if table is not None:
-            table = dataclasses.replace(table, flags=self.table_flags() or 0)
-        self.full_reads += 1
-        self._known, self._known_generation, self._foreign_touch = table, generation, False
+            if not self._structure_stale:
+                self._known_generation = generation
+                return self._known
+            # someone else changed chains or rules only: those are read, the elements kept
+            # (followed from the notifications)
+            table, generation = nft_read.read_table(self._sock, self._known)
+            self.structure_reads += 1
+        else:
+            self._known, self._foreign_touch = None, True  # (not held while the new one is read)
+            table, generation = nft_read.read_table(self._sock)
+            self.full_reads += 1
+        self._structure_stale = False
+        # a read that kept being interrupted by others' transactions: read in full next time too
+        self._known, self._known_generation, self._foreign_touch = table, generation, generation < 0
         return table
 
     async def read(self) -> nft.NftTable | None:
@@ -140,17 +149,18 @@ class NftState:
                 # an inert table first (no packet is touched by it), its elements next (still
                 # inert), and only then the hooked chains' jumps turn it on: no packet meets
                 # the table without its prefixes (not the elements and jumps in one batch:
-                # see rebuild_steps)
+                # see above)
                 self._library().json_cmd(nft.skeleton_commands(desired, current is not None))
                 ops, jumps = element_ops(change), nft.hooked_jumps(desired)
                 self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq), "nf_tables elements")
                 self._sock.transaction(lambda seq: nl.batch(nft.TABLE, (), seq, jumps=jumps), "nf_tables hooks")
             elif change.rewrite or change.drop or change.remake_sets:
                 assert desired is not None and current is not None
-                # the missing sets made, and every element change made, before the chains
-                # that use them are written (the chains last: see rebuild above)
-                if change.remake_sets:
-                    self._library().json_cmd(nft.remake_commands(change))
+                # the missing sets and chains made (empty), and every element change made,
+                # before the rules that use them are written (see rebuild above)
+                first = nft.remake_commands(change, desired, current)
+                if first:
+                    self._library().json_cmd(first)
                 ops = element_ops(change)
                 if ops:
                     self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq), "nf_tables element batch")
@@ -201,13 +211,14 @@ class NftState:
 
     def _follow(self, tx: nl.Transaction) -> str:
         """Take someone else's transaction into what nra knows of its table, from the
-        notifications themselves (no listing), so that the repair is of the objects touched
+        notifications themselves (no read), so that the repair is of the objects touched
         alone: the table deleted (`delete table`, `flush ruleset`) is known absent (made
         again); a rule added is known by its handle (deleted by it); a chain that lost rules
         or was made is known damaged or foreign (written again, dropped); element changes
-        and flags as they are. Anything that cannot be attributed (a change to one of nra's
-        sets, an object of another kind, a table deleted and made again) makes the next read
-        list the table in full."""
+        and flags as they are. A change of chains or rules that cannot be attributed (an
+        object of another kind, a rule in a chain nra does not know) makes the next read read
+        the chains, rules and sets' names again, not the elements; a set of nra's made or
+        deleted, a table deleted and made again, or too many element changes, a read in full."""
         known = self._known
         if tx.elements_skipped:
             self.forget()
@@ -219,12 +230,16 @@ class NftState:
             self.forget()
             return "read in full"
         ignored: frozenset[str] = frozenset()
+        structure_stale = False
         if nft.TABLE in tx.structure:
-            followed = nft.with_objects(known, tx.objects)
-            if followed is None:
+            objects = nft.with_objects(known, tx.objects)
+            if objects is not None:
+                known, ignored = objects
+            elif nft.TABLE in tx.reshaped:
                 self.forget()
                 return "read in full"
-            known, ignored = followed
+            else:
+                structure_stale = True
         followed = nft.with_notified(known, [c for c in tx.elements if c.set_name not in ignored])
         if followed is None:
             self.forget()
@@ -232,6 +247,9 @@ class NftState:
         if nft.TABLE in (tx.flags or {}):
             followed = dataclasses.replace(followed, flags=tx.flags[nft.TABLE])
         self._known = followed
+        if structure_stale:
+            self._structure_stale = True
+            return "chains and rules read again"
         return "followed from its notifications"
 
     def close(self) -> None:

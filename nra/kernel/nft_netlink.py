@@ -51,6 +51,8 @@ NFTA_DATA_VALUE, NFTA_DATA_VERDICT = 1, 2
 NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 1, 2
 NFTA_GEN_ID, NFTA_GEN_PROC_PID = 1, 2
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_EXPRESSIONS = 1, 2, 3, 4
+NFTA_RULE_USERDATA = 7
+NFTNL_UDATA_RULE_COMMENT = 0  # libnftnl's user data TLV of a rule's comment
 NFTA_CHAIN_NAME = 3
 NFTA_SET_NAME, NFTA_SET_FLAGS = 2, 3
 NFT_SET_ANONYMOUS, NFT_SET_MAP = 0x1, 0x4
@@ -170,15 +172,24 @@ def _verdict(code: int, chain: str) -> bytes:
                   attribute(NFTA_VERDICT_CHAIN, _string(chain)))
 
 
-def jump_rule_message(table: str, chain: str, target: str, seq: int) -> bytes:
+def rule_comment(text: str) -> bytes:
+    """A rule's NFTA_RULE_USERDATA holding a comment, as libnftnl encodes it (what
+    `nft add rule ... comment "text"` writes): one TLV, NFTNL_UDATA_RULE_COMMENT."""
+    value = text.encode() + b"\0"
+    return bytes((NFTNL_UDATA_RULE_COMMENT, len(value))) + value
+
+
+def jump_rule_message(table: str, chain: str, target: str, seq: int, comment: str = "") -> bytes:
     """NEWRULE appending `jump target` to a chain: one immediate expression into the
-    verdict register (what nft compiles `jump target` to)."""
+    verdict register (what nft compiles `jump target` to), with `comment` (nra's digest of
+    the rule, see nft_table.Rule)."""
     expression = nested(NFTA_LIST_ELEM, attribute(NFTA_EXPR_NAME, _string("immediate")), nested(
         NFTA_EXPR_DATA, attribute(NFTA_IMMEDIATE_DREG, BE32.pack(NFT_REG_VERDICT)),
         nested(NFTA_IMMEDIATE_DATA, _verdict(NFT_JUMP, target))))
     return message(_nft_type(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, seq,
                    NFPROTO_INET, attribute(NFTA_RULE_TABLE, _string(table)) + attribute(NFTA_RULE_CHAIN, _string(chain))
-                   + nested(NFTA_RULE_EXPRESSIONS, expression))
+                   + nested(NFTA_RULE_EXPRESSIONS, expression)
+                   + (attribute(NFTA_RULE_USERDATA, rule_comment(comment)) if comment else b""))
 
 
 def delete_rule_message(table: str, chain: str, handle: int, seq: int) -> bytes:
@@ -217,10 +228,10 @@ class ElementOp:
 
 
 def batch(table: str, ops: Iterable[ElementOp], first_seq: int, table_flags: int | None = None,
-          jumps: Sequence[tuple[str, str]] = (), delete_rules: Sequence[tuple[str, int]] = ()) -> tuple[bytes, list[int]]:
+          jumps: Sequence[tuple[str, str, str]] = (), delete_rules: Sequence[tuple[str, int]] = ()) -> tuple[bytes, list[int]]:
     """One transaction: BATCH_BEGIN, the rules (chain, handle) to delete, the table's flags (if
-    given), the element messages in order, the `jump` rules (chain, target) appended last,
-    BATCH_END. Returns the bytes and the sequence numbers whose acks to wait for."""
+    given), the element messages in order, the `jump` rules (chain, target, comment) appended
+    last, BATCH_END. Returns the bytes and the sequence numbers whose acks to wait for."""
     seq = first_seq
     parts = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, b"", NFNL_SUBSYS_NFTABLES)]
     acked: list[int] = []
@@ -240,8 +251,8 @@ def batch(table: str, ops: Iterable[ElementOp], first_seq: int, table_flags: int
         acked += range(seq, seq + len(msgs))
         seq += len(msgs)
         parts += msgs
-    for chain, target in jumps:
-        parts.append(jump_rule_message(table, chain, target, seq))
+    for chain, target, comment in jumps:
+        parts.append(jump_rule_message(table, chain, target, seq, comment))
         acked.append(seq)
         seq += 1
     parts.append(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, b"", NFNL_SUBSYS_NFTABLES))
@@ -353,6 +364,9 @@ class Transaction:
     deleted: frozenset[str] = frozenset()
     # how many element notifications were left undecoded (more than FOLLOW_ELEMENTS_MAX)
     elements_skipped: int = 0
+    # tables it deleted, or made or deleted a set (or map) in: their elements are not known
+    # from the notifications (a deleted set's are not listed)
+    reshaped: frozenset[str] = frozenset()
 
 
 def _name(payload: bytes) -> str:
@@ -405,6 +419,7 @@ class NotificationReader:
         self._flags: dict[str, int] = {}
         self._objects: list[ObjectChange | None] = []
         self._deleted: set[str] = set()
+        self._reshaped: set[str] = set()
 
     def feed(self, data: bytes) -> list[Transaction]:
         done = []
@@ -423,10 +438,11 @@ class NotificationReader:
                     done.append(Transaction(gen, pid, frozenset(self._tables)))
                     self._start()
                     continue
-                if len(self._elements) > FOLLOW_ELEMENTS_MAX:  # (listing the table is cheaper)
+                if len(self._elements) > FOLLOW_ELEMENTS_MAX:  # (reading the table is cheaper)
                     done.append(Transaction(gen, pid, frozenset(self._tables) | {ANY_TABLE}, (),
                                             frozenset(self._structure), self._flags, tuple(self._objects),
-                                            frozenset(self._deleted), elements_skipped=len(self._elements)))
+                                            frozenset(self._deleted), elements_skipped=len(self._elements),
+                                            reshaped=frozenset(self._reshaped)))
                     self._start()
                     continue
                 elements = []
@@ -438,7 +454,7 @@ class NotificationReader:
                         self._deleted.discard(change.table)
                 done.append(Transaction(gen, pid, frozenset(self._tables), tuple(elements),
                                         frozenset(self._structure), self._flags, tuple(self._objects),
-                                        frozenset(self._deleted)))
+                                        frozenset(self._deleted), reshaped=frozenset(self._reshaped)))
                 self._start()
             elif 1 in found:  # every table, chain, rule and set message: its table first
                 table = _name(found[1])
@@ -448,6 +464,8 @@ class NotificationReader:
                     self._flags[table] = BE32.unpack(found[NFTA_TABLE_FLAGS])[0] if NFTA_TABLE_FLAGS in found else 0
                 else:
                     self._structure.add(table)
+                    if kind in (NFT_MSG_DELTABLE, NFT_MSG_NEWSET, NFT_MSG_DELSET):
+                        self._reshaped.add(table)
                     if kind == NFT_MSG_DELTABLE:
                         self._deleted.add(table)
                     else:

@@ -42,6 +42,7 @@ of 8 index bits: 512 chains, ~30 ms more per rebuild and ~15 ms per full read, f
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import json
 from bisect import bisect_left, bisect_right, insort
@@ -73,12 +74,12 @@ TABLE_FLAG_NAMES = {0x1: "dormant", 0x2: "owner", 0x4: "persist"}
 @dataclass(frozen=True)
 class NftTable:
     """The table's content as nra compares it: elements as values, chains as their hook and
-    rules (each rule its expression list in canonical JSON)."""
+    rules (each rule known by its digest: see Rule)."""
 
     prefixes: Mapping[int, frozenset[Interval]]  # family -> disjoint, merged address intervals
     links: frozenset[str]
     routers: Mapping[RouterKey, int]  # (link, link-layer address) -> router index
-    chains: Mapping[str, tuple[tuple | None, tuple[str, ...]]]  # name -> (hook, rules)
+    chains: Mapping[str, tuple[tuple | None, tuple[Rule, ...]]]  # name -> (hook, rules)
     # the kernel's elements as listed, one interval each (for exact deletes); empty in a
     # table nra rendered itself
     raw_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict, compare=False)
@@ -96,9 +97,12 @@ class NftTable:
     # (the groups this table's were made from, {family: (elements gone, added)}): diff()
     # against a table holding those compares the changes alone
     groups_delta: tuple | None = field(default=None, compare=False, repr=False)
-    # rules others added to chains of this table, (chain, handle) each, as notified (a listing
+    # rules others added to chains of this table, (chain, handle) each, as notified (a read
     # shows them inside the chains' rules instead)
     foreign_rules: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    # nra's sets whose elements a read found not as nra writes them (starts and interval
+    # ends that do not pair up): the table is made anew
+    unreadable: tuple[str, ...] = field(default=(), compare=False)
 
     def structure(self) -> tuple:
         """What only a rebuild can change: the chains and their rules."""
@@ -182,8 +186,30 @@ def _set_mark(target: str, field: MarkField, mark: int) -> dict:
     return {"mangle": {"key": key, "value": {"|": [{"&": [key, keep]} if keep != U32 else key, mark]}}}
 
 
-def _rule(*expr: dict) -> str:
-    return json.dumps(list(expr), sort_keys=True, separators=(",", ":"))
+@dataclass(frozen=True)
+class Rule:
+    """A rule of nra's, compared by its digest: a hash of its expressions in canonical JSON
+    (as libnftables takes them), which nra writes with the rule as its comment (the rule's
+    NFTA_RULE_USERDATA) and reads back from there (nra.kernel.nft_read). A rule read back
+    without nra's comment is known by a digest no rule of nra's has, so its chain is written
+    again. What the digest cannot see: someone else's rule carrying a comment copied from one
+    of nra's, in the same place (`nft replace rule ... comment "nra:..."`), reads as nra's
+    rule and stays until nra's next rebuild. Comparing the expressions themselves would mean
+    encoding every rule to netlink as the kernel dumps it back; a forged comment takes root
+    on the node, who can change anything nra does anyway."""
+
+    digest: str
+    text: str = field(default="", compare=False)  # the expressions, canonical JSON (nra's own rules)
+
+
+def rule_digest(text: str) -> str:
+    """A rule's comment: `nra:` and 16 hex digits of a hash of its canonical JSON."""
+    return "nra:" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _rule(*expr: dict) -> Rule:
+    text = json.dumps(list(expr), sort_keys=True, separators=(",", ":"))
+    return Rule(rule_digest(text), text)
 
 
 def save_chain(index: int) -> str:
@@ -194,14 +220,14 @@ def restore_chain(index: int) -> str:
     return f"restore_{index}" if index else "restore_external"
 
 
-def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, tuple[tuple | None, tuple[str, ...]]]:
+def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, tuple[tuple | None, tuple[Rule, ...]]]:
     """nra's chains for routers 1..capacity (at most the field's; None: the field's)."""
     capacity = field.capacity if capacity is None else min(capacity, field.capacity)
     indexes = range(capacity + 1)  # 0: the external mark
     marks = {i: field.router(i) if i else field.value for i in indexes}
     restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
     from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
-    chains: dict[str, tuple[tuple | None, tuple[str, ...]]] = {
+    chains: dict[str, tuple[tuple | None, tuple[Rule, ...]]] = {
         # the hooked chains hold one jump each: made last, after the elements, so the table
         # sees no packet before it holds its prefixes (see NftState.apply_blocking)
         "prerouting": (("filter", "prerouting", MANGLE, "accept"), (_rule({"jump": {"target": "dispatch_in"}}),)),
@@ -500,102 +526,13 @@ class GroupMaps:
                 for f in (4, 6)}
 
 
-# -- reading a listing --------------------------------------------------------------------
-
-
-def _address_int(text: str) -> int:
-    return int(ipaddress.ip_address(text))
-
-
-def element_interval(elem) -> Interval:
-    """An element of an interval set as `nft -j` lists it: an address, a prefix or a range."""
-    if isinstance(elem, dict) and "elem" in elem:  # an element with options (timeout, comment)
-        elem = elem["elem"]["val"]
-    if isinstance(elem, str):
-        value = _address_int(elem)
-        return value, value
-    if "prefix" in elem:
-        low = _address_int(elem["prefix"]["addr"])
-        width = 32 if "." in elem["prefix"]["addr"] else 128
-        return low, low + (1 << (width - elem["prefix"]["len"])) - 1
-    if "range" in elem:
-        low, high = elem["range"]
-        return _address_int(low), _address_int(high)
-    raise ValueError(f"unexpected set element {elem!r}")
-
-
-def _verdict_target(data) -> str | None:
-    if isinstance(data, dict):
-        for verdict in ("goto", "jump"):
-            if verdict in data:
-                return data[verdict]["target"]
-    return None
+# -- reading (nra.kernel.nft_read) ------------------------------------------------------
 
 
 def save_index(target: str | None) -> int:
     """The index of a `save_<i>` chain; -1 for any other target (not one nra writes)."""
     suffix = (target or "").rpartition("_")[2]
     return int(suffix) if (target or "").startswith("save_") and suffix.isdigit() else -1
-
-
-def _router_key(key) -> RouterKey:
-    """A `link_routers` element's key as listed: {"concat": [link, lladdr]}."""
-    if isinstance(key, dict) and "concat" in key and len(key["concat"]) == 2:
-        link, mac = key["concat"]
-        return str(link), str(mac).lower()
-    return "", str(key).lower()  # (not a key nra writes: the diff replaces it)
-
-
-def parse_listing(listing: list[dict]) -> NftTable | None:
-    """The table from `nft -j list table inet nra` (its `nftables` list); None when the
-    listing holds no table."""
-    if not any("table" in item for item in listing):
-        return None
-    raw: dict[int, list[Interval]] = {4: [], 6: []}
-    links: set[str] = set()
-    routers: dict[RouterKey, int] = {}
-    groups: dict[int, list[GroupInterval]] = {4: [], 6: []}
-    group_maps = {v: k for k, v in GROUP_MAPS.items()}
-    hooks: dict[str, tuple | None] = {}
-    rules: dict[str, list[str]] = {}
-    foreign: list[str] = []
-    by_name = {v: k for k, v in PREFIX_SETS.items()}
-    for item in listing:
-        if "set" in item:
-            s = item["set"]
-            if s["name"] in by_name:
-                family = by_name[s["name"]]
-                raw[family] += [element_interval(elem) for elem in s.get("elem", [])]
-            elif s["name"] == LINKS_SET:
-                links.update(e if isinstance(e, str) else str(e) for e in s.get("elem", []))
-            else:
-                foreign.append(f"set {s['name']}")
-        elif "map" in item:
-            m = item["map"]
-            if m["name"] in group_maps:
-                for key, data in m.get("elem", []):
-                    low, high = element_interval(key)
-                    groups[group_maps[m["name"]]].append((low, high, save_index(_verdict_target(data))))
-                continue
-            if m["name"] != ROUTERS_MAP:
-                foreign.append(f"map {m['name']}")
-                continue
-            for key, data in m.get("elem", []):
-                routers[_router_key(key)] = save_index(_verdict_target(data))
-        elif "chain" in item:
-            c = item["chain"]
-            hooks[c["name"]] = (c["type"], c["hook"], c["prio"], c.get("policy", "accept")) if "hook" in c else None
-            rules.setdefault(c["name"], [])
-        elif "rule" in item:
-            r = item["rule"]
-            rules.setdefault(r["chain"], []).append(_rule(*r["expr"]))
-    chains = {name: (hooks.get(name), tuple(rules.get(name, ()))) for name in hooks}
-    sets = frozenset(item.get("set", item.get("map", {})).get("name") for item in listing
-                     if "set" in item or "map" in item) & NRA_SETS
-    return NftTable({f: merge(r) for f, r in raw.items()},
-                    frozenset(links), routers, chains, {f: tuple(r) for f, r in raw.items()}, tuple(foreign),
-                    sets=sets or frozenset({"(none)"}),  # (not empty: empty means "all")
-                    groups={f: frozenset(g) for f, g in groups.items()})
 
 
 # -- someone else's element changes, from netfilter's notifications ------------------------
@@ -696,7 +633,7 @@ def with_notified(known: NftTable, changes: Iterable) -> NftTable | None:
 
 
 #: a chain whose rules someone else deleted or replaced: never equal to nra's (a rewrite)
-DAMAGED = ("(rules deleted by someone else)",)
+DAMAGED = (Rule("(rules deleted by someone else)"),)
 #: a chain someone else made under one of nra's names: its hook unknown (made again)
 UNKNOWN_HOOK = ("(made by someone else)",)
 
@@ -853,6 +790,8 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
     again, others' objects dropped) and element changes."""
     if current is None:
         return _rebuild(desired, "table missing")
+    if current.unreadable:
+        return _rebuild(desired, f"elements not as nra writes them in {', '.join(current.unreadable)}")
     remake = tuple(sorted(NRA_SETS - current.sets)) if current.sets else ()
     rewrite = tuple(name for name in desired.chains if current.chains.get(name) != desired.chains[name])
     drop = tuple([f"chain {name}" for name in current.chains if name not in desired.chains] + list(current.foreign))
@@ -951,9 +890,9 @@ def _chain_command(name: str, hook: tuple | None) -> dict:
     return {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name, **spec}}}
 
 
-def _rule_commands(name: str, rules: Iterable[str]) -> list[dict]:
-    return [{"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": name, "expr": json.loads(rule)}}}
-            for rule in rules]
+def _rule_commands(name: str, rules: Iterable[Rule]) -> list[dict]:
+    return [{"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": name, "expr": json.loads(rule.text),
+                              "comment": rule.digest}}} for rule in rules]
 
 
 def _set_command(name: str) -> dict:
@@ -968,13 +907,14 @@ def _set_command(name: str) -> dict:
                            flags=["interval"])}
 
 
-def hooked_jumps(desired: NftTable) -> list[tuple[str, str]]:
-    """(hooked chain, the chain its one rule jumps to): the rules that turn the table on."""
+def hooked_jumps(desired: NftTable) -> list[tuple[str, str, str]]:
+    """(hooked chain, the chain its one rule jumps to, the rule's comment): the rules that
+    turn the table on."""
     jumps = []
     for name, (hook, rules) in desired.chains.items():
         if hook:
             (rule,) = rules
-            jumps.append((name, json.loads(rule)[0]["jump"]["target"]))
+            jumps.append((name, json.loads(rule.text)[0]["jump"]["target"], rule.digest))
     return jumps
 
 
@@ -994,12 +934,14 @@ def skeleton_commands(desired: NftTable, table_exists: bool) -> list[dict]:
     return cmds
 
 
-def remake_commands(change: NftChange) -> list[dict]:
-    """The sets of nra's that a repair makes again, empty: a transaction of their own before
-    their elements (nra's batch) and the chains that use them (repair_commands). In one, the
-    kernel would make those rules live before an interval set's new elements (see
-    nra.kernel.nft)."""
-    return [_set_command(name) for name in change.remake_sets]
+def remake_commands(change: NftChange, desired: NftTable, current: NftTable) -> list[dict]:
+    """What a repair makes first, empty, in a transaction of its own: nra's missing sets and
+    chains (which the elements' verdicts may name). Then the elements (nra's batch), then the
+    rules (repair_commands), so no rule meets a set before its elements: in one transaction,
+    the kernel would make those rules live before an interval set's new elements (see
+    nra.kernel.nft). Empty chains touch no packet."""
+    return ([_set_command(name) for name in change.remake_sets]
+            + [_chain_command(name, desired.chains[name][0]) for name in change.rewrite if name not in current.chains])
 
 
 def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> list[dict]:
@@ -1019,7 +961,8 @@ def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> 
     cmds += [{"flush": chain(name)} for name in emptied]
     cmds += [{"delete": chain(name)} for name in remade if name in current.chains]
     cmds += [{"delete": _object(kind, name)} for kind, name in dropped]
-    cmds += [_chain_command(name, desired.chains[name][0]) for name in remade]
+    # (a missing chain is made before: remake_commands)
+    cmds += [_chain_command(name, desired.chains[name][0]) for name in remade if name in current.chains]
     for name in change.rewrite:
         cmds += _rule_commands(name, desired.chains[name][1])
     if change.table_flags is not None:  # (libnftables sends an added table's flags: none)

@@ -165,13 +165,19 @@ class NetlinkSocket:
         """Every object of a dump (rules or neighbours of one family), as `keep` turns each
         message into a value (None: skipped). A failed dump, or an interrupted one unless
         `interrupted_ok`, is redone, up to DUMP_ATTEMPTS times; the last error is raised."""
+        return self.dump_request(lambda seq: encode_dump_request(kind, family, seq, selector, protocol), keep,
+                                 interrupted_ok)
+
+    def dump_request(self, build: Callable[[int], bytes], keep: Callable[[Message], T | None],
+                     interrupted_ok: bool = False) -> list[T]:
+        """dump() of the request `build(seq)` makes (an nf_tables dump, say)."""
         last: Exception | None = None
         with self._lock:
             for _ in range(DUMP_ATTEMPTS):
                 try:
                     sock = self._ensure_open()
                     seq = self._next_seq()
-                    sock.send(encode_dump_request(kind, family, seq, selector, protocol))
+                    sock.send(build(seq))
                     return self._read_dump(sock, seq, keep, interrupted_ok)
                 except DumpInterrupted as exc:
                     last = exc  # the socket is clean (read up to DONE): just ask again

@@ -88,6 +88,10 @@ class BoundedServer(web.Server):
         self.stats.refused += 1
         return False
 
+    def abandon(self) -> None:
+        """An admitted connection that never came to be (its TLS handshake failed)."""
+        self._pending = max(0, self._pending - 1)
+
     def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
         self._pending = max(0, self._pending - 1)

@@ -15,6 +15,11 @@ the server's own progress. Documents older than REFRESH_S are rebuilt when asked
 /status is answered only on a loopback address unless STATUS_ACCESS=health: when the health
 listener is on another address (the chart's node address), a second listener on the
 loopback address, same port, serves it (`nra status` in the pod asks there).
+
+METRICS_ADDRESS adds a listener of its own serving /metrics only, over HTTPS (nra.observe.tls)
+to scrapers the API server allows (nra.observe.metrics_auth, METRICS_AUTH=kubernetes); plain
+/metrics on the health listener is then answered on loopback only. Its connections share the
+cap; at most HANDSHAKES of them are in their TLS handshake at once.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from prometheus_client.exposition import choose_encoder
 
 from nra.observe.connections import MAX_CONNECTIONS, BoundedServer, request_waiting
 from nra.observe.documents import Documents
+from nra.observe.metrics_auth import KubernetesReviewer, ReviewUnavailable, Verdict, bearer_token
 from nra.observe.status import AgentStatus
+from nra.observe.tls import Certificates
 from nra.settings import parse_health_address
 
 #: /status and /metrics requests a second, all clients together
@@ -61,7 +68,23 @@ SERVER_NICE = 10
 #: how long a request waits for documents being rebuilt (then it gets the last ones)
 REBUILD_WAIT_S = 0.5
 
+#: TLS handshakes in progress on the HTTPS listener, at most (more newcomers are closed)
+HANDSHAKES = 64
+#: a TLS handshake not done in this long is abandoned
+HANDSHAKE_TIMEOUT_S = 10.0
+
 STATUS_ACCESS = ("loopback", "health", "off")
+
+
+class SecureMetrics:
+    """The HTTPS /metrics listener: where, its certificates, and who reviews the scrapers
+    (None: anyone may scrape, METRICS_AUTH=none)."""
+
+    def __init__(self, host: str, port: int, certificates: Certificates,
+                 reviewer: KubernetesReviewer | None) -> None:
+        self.host, self.port = host, port
+        self.certificates = certificates
+        self.reviewer = reviewer
 
 
 class HealthAddressError(ValueError):
@@ -105,13 +128,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def listeners(host: str, port: int, status_access: str) -> list[tuple[str, int]]:
+def listeners(host: str, port: int, status_access: str, secure: bool = False) -> list[tuple[str, int]]:
     """Where to listen: the health address, and a loopback one on the same port when
-    /status must stay on loopback and the health address is neither loopback nor a wildcard
-    (which covers loopback already)."""
+    /status (or, with the HTTPS listener, plain /metrics) must stay on loopback and the
+    health address is neither loopback nor a wildcard (which covers loopback already)."""
     where = [(host, port)]
     wildcard = host in ("0.0.0.0", "::")
-    if status_access == "loopback" and not _is_loopback(host) and not wildcard:
+    if (status_access == "loopback" or secure) and not _is_loopback(host) and not wildcard:
         where.append(("::1" if ":" in host else "127.0.0.1", port))
     return where
 
@@ -139,8 +162,9 @@ class HealthServer:
     """The endpoints, served from a thread of their own with their own event loop."""
 
     def __init__(self, where: list[tuple[str, int]], documents: Documents, status_access: str = "loopback",
-                 cap: int = MAX_CONNECTIONS, rate: float = DOCUMENT_RATE) -> None:
+                 cap: int = MAX_CONNECTIONS, rate: float = DOCUMENT_RATE, secure: SecureMetrics | None = None) -> None:
         self.where = where
+        self.secure = secure
         self.documents = documents
         self.status: AgentStatus = documents.status
         self.status_access = status_access
@@ -204,7 +228,17 @@ class HealthServer:
         self.server = BoundedServer(self._dispatch, cap=self.cap, access_log=None)
         loop = asyncio.get_running_loop()
         listening: list[socket.socket] = []
+        secure_socket: socket.socket | None = None
         try:
+            if self.secure is not None:  # the HTTPS listener: the agent cannot run without it either
+                try:
+                    secure_socket = _listen(self.secure.host, self.secure.port)
+                except OSError as exc:
+                    self._failure = (f"metrics address {self.secure.host}:{self.secure.port}: cannot listen: "
+                                     f"{exc.strerror or exc}")
+                    self._started.set()
+                    return
+                loop.add_reader(secure_socket.fileno(), self._accept, secure_socket, True)
             for index, (host, port) in enumerate(self.where):
                 try:
                     listening.append(_listen(host, port))
@@ -225,7 +259,7 @@ class HealthServer:
             await self._stop.wait()
             sweeper.cancel()
         finally:
-            for sock in listening:
+            for sock in listening + ([secure_socket] if secure_socket is not None else []):
                 loop.remove_reader(sock.fileno())
                 sock.close()
             for fd in list(self._parked):
@@ -234,8 +268,10 @@ class HealthServer:
                 task.cancel()
             await asyncio.gather(*self._connecting, return_exceptions=True)
             await self.server.shutdown(1.0)
+            if self.secure is not None and self.secure.reviewer is not None:
+                await self.secure.reviewer.close()
 
-    def _accept(self, listening: socket.socket) -> None:
+    def _accept(self, listening: socket.socket, tls: bool = False) -> None:
         """Accept what is waiting; the cap decides here, before aiohttp builds anything."""
         assert self.server is not None and self._loop is not None
         for _ in range(ACCEPT_BATCH):
@@ -247,14 +283,27 @@ class HealthServer:
                 logging.getLogger("asyncio").warning("health server: accept failed: %s", exc.strerror or exc)
                 return
             conn.setblocking(False)
-            if self.server.admit(request_waiting(conn)):
+            if tls:  # no waiting room: a handshake has begun, or the client is gone
+                if len(self._connecting) >= HANDSHAKES:
+                    self.server.stats.refused += 1
+                    conn.close()
+                elif self.server.admit(request_waiting(conn)):
+                    self._connect(conn, tls=True)
+                else:
+                    conn.close()
+            elif self.server.admit(request_waiting(conn)):
                 self._connect(conn)
             else:
                 self._park(conn)
 
-    def _connect(self, conn: socket.socket) -> None:
+    def _connect(self, conn: socket.socket, tls: bool = False) -> None:
         assert self._loop is not None and self.server is not None
-        task = self._loop.create_task(self._loop.connect_accepted_socket(self.server, conn))
+        if tls:
+            assert self.secure is not None
+            connecting = self._handshake(conn, self.secure.certificates.current())
+        else:
+            connecting = self._loop.connect_accepted_socket(self.server, conn)
+        task = self._loop.create_task(connecting)
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
@@ -267,6 +316,18 @@ class HealthServer:
             self._close_parked(next(iter(self._parked)))
         self._parked[conn.fileno()] = conn
         self._loop.add_reader(conn.fileno(), self._unpark, conn.fileno())
+
+    async def _handshake(self, conn: socket.socket, context) -> None:
+        """A TLS connection handed to the server once its handshake is done (a failed one:
+        closed, debug-logged: scanners and clients that refuse the certificate do this)."""
+        assert self._loop is not None and self.server is not None
+        try:
+            await self._loop.connect_accepted_socket(self.server, conn, ssl=context,
+                                                     ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError) as exc:
+            logger.debug("metrics: TLS handshake failed: {}", exc)
+            self.server.abandon()
+            conn.close()
 
     def _unpark(self, fd: int) -> None:
         assert self.server is not None and self._loop is not None
@@ -294,6 +355,11 @@ class HealthServer:
         try:
             if request.method not in ("GET", "HEAD"):
                 return web.Response(status=405, text="only GET and HEAD\n", headers={"Allow": "GET, HEAD"})
+            if self.secure is not None and _is_tls(request):
+                if request.path != "/metrics":
+                    return web.Response(status=404, text="not found: only /metrics is served here\n")
+                refusal = await self._authorize(request)
+                return refusal if refusal is not None else await self._metrics(request)
             handler = self._routes.get(request.path)
             if handler is None:
                 return web.Response(status=404, text="not found: /healthz, /readyz, /metrics, /status\n")
@@ -308,7 +374,30 @@ class HealthServer:
     async def _readyz(self, _request: web.BaseRequest) -> web.Response:
         return _answer(self.status.readiness())
 
+    async def _authorize(self, request: web.BaseRequest) -> web.Response | None:
+        """None when the scraper may have /metrics; else the answer (401, 403, 503)."""
+        assert self.secure is not None
+        reviewer = self.secure.reviewer
+        if reviewer is None:
+            return None
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            return _unauthorized("a bearer token is needed (Authorization: Bearer <token>)")
+        try:
+            verdict = await reviewer.review(token)
+        except ReviewUnavailable as exc:
+            return _busy(f"cannot review the token now: {exc}")
+        if verdict is Verdict.UNAUTHENTICATED:
+            return _unauthorized("the API server does not accept this token")
+        if verdict is Verdict.FORBIDDEN:
+            return web.Response(status=403, text="forbidden: this token's user may not get /metrics "
+                                                 "(bind it to the chart's metrics-reader ClusterRole)\n")
+        return None
+
     async def _metrics(self, request: web.BaseRequest) -> web.Response:
+        if self.secure is not None and not _is_tls(request) and not _on_loopback(request):
+            return web.Response(status=404, text=f"/metrics is served over HTTPS on port {self.secure.port} "
+                                                 "(METRICS_ADDRESS); plain HTTP on loopback only\n")
         if not await self._budget.take():
             return _busy()
         await self._fresh_documents()
@@ -358,11 +447,24 @@ class HealthServer:
             return True
         if self.status_access == "off":
             return False
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        return bool(sockname) and _is_loopback(sockname[0])
+        return _on_loopback(request)
 
     _routes: dict[str, Callable] = {"/healthz": _healthz, "/readyz": _readyz, "/metrics": _metrics,
                                     "/status": _status}
+
+
+def _on_loopback(request: web.BaseRequest) -> bool:
+    """The request came in on a loopback address (the listener's own address, not the peer's)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return bool(sockname) and _is_loopback(sockname[0])
+
+
+def _is_tls(request: web.BaseRequest) -> bool:
+    return request.transport is not None and request.transport.get_extra_info("ssl_object") is not None
+
+
+def _unauthorized(why: str) -> web.Response:
+    return web.Response(status=401, text=f"unauthorized: {why}\n", headers={"WWW-Authenticate": "Bearer"})
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -393,7 +495,7 @@ def _busy(why: str = "too many requests for /status and /metrics; try again") ->
 
 async def start_health_server(address: str, status: AgentStatus, stuck_after_s: float | None = None,
                               documents: Documents | None = None, status_access: str = "loopback",
-                              cap: int | None = None) -> HealthServer | None:
+                              cap: int | None = None, secure: SecureMetrics | None = None) -> HealthServer | None:
     """Serve the endpoints on `address` from a thread of their own; None when disabled
     ('' or 'off'). Stop it with `await stop_health_server(server)`. `documents` (else
     built from `status` and refreshed once here) is what /status and /metrics serve."""
@@ -407,14 +509,22 @@ async def start_health_server(address: str, status: AgentStatus, stuck_after_s: 
         documents = Documents(status, status.details)
         documents.refresh()
     host, port = where
-    server = HealthServer(listeners(host, port, status_access), documents, status_access,
-                          cap if cap is not None else connection_cap(fd_headroom()))
+    server = HealthServer(listeners(host, port, status_access, secure is not None), documents, status_access,
+                          cap if cap is not None else connection_cap(fd_headroom()), secure=secure)
     await asyncio.to_thread(server.start)
-    shown = ", ".join(f"http://{h if ':' not in h else f'[{h}]'}:{p}/" for h, p in server.where)
-    logger.info("health endpoints on {} (healthz, readyz, metrics{}); at most {} connections",
-                shown, {"loopback": ", status on loopback", "health": ", status", "off": ""}[status_access],
-                server.cap)
+    shown = ", ".join(f"http://{_hostport(h, p)}/" for h, p in server.where)
+    logger.info("health endpoints on {} (healthz, readyz, metrics{}{}); at most {} connections",
+                shown, " on loopback" if secure else "",
+                {"loopback": ", status on loopback", "health": ", status", "off": ""}[status_access], server.cap)
+    if secure is not None:
+        logger.info("metrics over HTTPS on https://{}/metrics with {}, {}", _hostport(secure.host, secure.port),
+                    secure.certificates.what, "to scrapers the API server allows (TokenReview, SubjectAccessReview)"
+                    if secure.reviewer else "to anyone (METRICS_AUTH=none)")
     return server
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
 
 async def stop_health_server(server: HealthServer | None) -> None:

@@ -13,6 +13,7 @@ import fcntl
 import ipaddress
 import os
 import re
+import ssl
 from functools import cached_property
 from typing import Annotated, Any
 
@@ -70,6 +71,7 @@ KUBE_PROXY_BITS = 0xC000
 MAX_HOOK_TIMEOUT_S = 300
 MAX_SOURCE_START_TIMEOUT_S = 3600
 MAX_LINE = 240  # characters of a refusal line
+MAX_PEM_BYTES = 1 << 20  # a certificate chain or key file larger than this is not one
 
 
 class SettingsError(Exception):
@@ -141,6 +143,8 @@ def parse_route_protos(text: str) -> frozenset[int]:
     """`bgp,bird` or `186,12` -> {186, 12}; empty or `off` -> none (learned-route liveness off)."""
     items = [t.strip().lower() for t in text.split(",") if t.strip()]
     if items in ([], ["off"]):
+        if text.strip() and not items:  # only commas: a list that lost its names
+            raise ValueError(f"{shown(text)} names no routing protocol (leave it empty, or `off`)")
         return frozenset()
     protos = set()
     for item in items:
@@ -212,6 +216,31 @@ def parse_health_address(text: str) -> tuple[str, int] | None:
 
 def _health_text(text: str) -> str:
     return "" if parse_health_address(text) is None else text.strip()
+
+
+def check_pem_file(path: str) -> str:
+    """A PEM file nra can read (a certificate or a key; whether they pair is checked together)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(MAX_PEM_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{shown(path)}: cannot read it: {exc.strerror or exc}") from None
+    if len(head) > MAX_PEM_BYTES:
+        raise ValueError(f"{shown(path)} is larger than {MAX_PEM_BYTES // 1024} KiB: not a certificate or key")
+    if b"-----BEGIN " not in head:
+        raise ValueError(f"{shown(path)} is not PEM (no -----BEGIN line)")
+    return path
+
+
+def check_tls_pair(cert: str, key: str) -> None:
+    """The certificate and key load together (the key is the certificate's): ValueError if not."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        raise ValueError(f"METRICS_TLS_CERT_FILE and METRICS_TLS_KEY_FILE do not load as a certificate and its "
+                         f"key ({reason})") from None
 
 
 def parse_destination(text: str) -> tuple[IPNetwork, ...]:
@@ -391,6 +420,32 @@ class Settings(BaseSettings):
         "loopback", "STATUS_ACCESS", "--status-access",
         "where /status is answered: on loopback only (a loopback listener on the health port when "
         "HEALTH_ADDRESS is another address), on the health listener (health), or nowhere (off)")
+    metrics_address: Annotated[str, Text(_health_text, HEALTH, "HOST:PORT", accepts="as HEALTH_ADDRESS",
+                                         agent_only="as HEALTH_ADDRESS")] = setting(
+        "", "METRICS_ADDRESS", "--metrics-address",
+        "serve `/metrics` over HTTPS on `ip:port` as well, to scrapers the API server allows (METRICS_AUTH)",
+        default_text="unset (off)",
+        details="When set, plain-HTTP `/metrics` on HEALTH_ADDRESS is answered on loopback only. The chart "
+        "sets `$(HOST_IP):<prometheus.secureMetricsPort>` (docs/http.md).")
+    metrics_tls_cert_file: Annotated[str | None, Text(check_pem_file, metavar="PATH", blank_is_unset=True,
+                                                      agent_only="a file that is not PEM, or not this key's")
+                                     ] = setting(
+        None, "METRICS_TLS_CERT_FILE", "--metrics-tls-cert-file",
+        "the HTTPS listener's certificate (chain), PEM; with METRICS_TLS_KEY_FILE",
+        default_text="unset (a self-signed certificate made at start)",
+        details="Read again when the file changes (a renewed Secret). Unset: a self-signed certificate is "
+        "made in memory at each start, so scrapers skip verification (`insecureSkipVerify`).")
+    metrics_tls_key_file: Annotated[str | None, Text(check_pem_file, metavar="PATH", blank_is_unset=True,
+                                                     agent_only="a file that is not PEM, or not the "
+                                                     "certificate's key")] = setting(
+        None, "METRICS_TLS_KEY_FILE", "--metrics-tls-key-file", "the private key of METRICS_TLS_CERT_FILE, PEM")
+    metrics_auth: Annotated[str, Choice(("kubernetes", "none"))] = setting(
+        "kubernetes", "METRICS_AUTH", "--metrics-auth",
+        "who may scrape the HTTPS `/metrics`: a bearer token the API server allows `get` on the "
+        "non-resource URL `/metrics` (kubernetes), or anyone (none)",
+        details="`kubernetes`: TokenReview then SubjectAccessReview, answers kept briefly (401 without or "
+        "with a bad token, 403 when not allowed, 503 when the API server cannot be asked); nra's own "
+        "identity needs `create` on tokenreviews and subjectaccessreviews.")
     log_level: Annotated[str, Choice(("error", "warn", "info", "verbose", "debug", "silly"),
                                      {"warning": "warn", "trace": "silly", "err": "error"})] = setting(
         "info", "LOG_LEVEL", "--log-level", "how much to log")
@@ -505,6 +560,21 @@ class Settings(BaseSettings):
             if self.rule_fwmark and self.rule_fwmark != self.calico_ext_service_mark:
                 raise ValueError("CALICO_EXT_SERVICE_MARK and RULE_FWMARK differ: set one")
             self.rule_fwmark = self.calico_ext_service_mark
+        certs = (self.metrics_tls_cert_file, self.metrics_tls_key_file)
+        if any(certs):
+            if not all(certs):
+                raise ValueError("METRICS_TLS_CERT_FILE and METRICS_TLS_KEY_FILE go together: set both, or "
+                                 "neither (a self-signed certificate)")
+            if not self.metrics_address:
+                raise ValueError("METRICS_TLS_CERT_FILE needs METRICS_ADDRESS (the HTTPS listener)")
+            check_tls_pair(*certs)
+        if self.metrics_endpoint and not self.health_endpoint:
+            raise ValueError("METRICS_ADDRESS needs HEALTH_ADDRESS: the HTTPS listener is part of the health server")
+        if self.metrics_endpoint and self.health_endpoint and self.metrics_endpoint[1] == self.health_endpoint[1]:
+            hosts = {self.metrics_endpoint[0], self.health_endpoint[0]}
+            if len(hosts) == 1 or hosts & {"0.0.0.0", "::"}:
+                raise ValueError(f"METRICS_ADDRESS {self.metrics_address} and HEALTH_ADDRESS {self.health_address} "
+                                 "take the same port: give the HTTPS listener a port of its own")
         uplinks = self.uplink_table_range
         if self.uplink_tables is None and (any(t in uplinks for t in RESERVED_TABLES) or uplinks.stop - 1 > MAX_TABLE):
             raise ValueError(f"UPLINK_TABLES: the default range {uplinks.start}-{uplinks.stop - 1} after TABLE_WEIGHT "
@@ -571,6 +641,11 @@ class Settings(BaseSettings):
     def health_endpoint(self) -> tuple[str, int] | None:
         """(host, port) to serve /healthz, /readyz and /metrics on; None when off."""
         return parse_health_address(self.health_address) if self.health_address else None
+
+    @cached_property
+    def metrics_endpoint(self) -> tuple[str, int] | None:
+        """(host, port) of the HTTPS /metrics listener; None when off."""
+        return parse_health_address(self.metrics_address) if self.metrics_address else None
 
     @property
     def destinations(self) -> tuple[IPNetwork, ...]:

@@ -273,6 +273,55 @@ async def test_foreign_element_changes_are_followed_from_notifications_without_a
             fresh.close()
 
 
+@pytest.mark.parametrize("drift, rewrite", [
+    # an object of a kind nra does not follow (a named counter) with a rule: chains and rules read again
+    ("add counter inet nra theirs; add rule inet nra classify counter accept", ("classify",)),
+])
+async def test_a_foreign_change_that_cannot_be_attributed_reads_chains_and_rules_not_the_elements(netns, owner, drift,
+                                                                                                  rewrite):
+    """Only the chains, rules and sets' names are read again (the elements are known, and
+    followed from the notifications of the same transaction); the repair is exact. (What
+    can be attributed, a rule, a chain, a set: no read at all, see above.)"""
+    async with watched(owner) as seen:
+        await owner.read()
+        full, structure = owner.full_reads, owner.structure_reads
+        netns.nft(drift)
+        await wait_for_async(lambda: seen, 2.0, interval=0.01, what="the drift reported")
+        assert seen[0].endswith("(chains and rules read again)"), seen
+        current = await owner.read()
+        assert (owner.full_reads, owner.structure_reads) == (full, structure + 1)
+        change = nft.diff(desired(), current)
+        assert change and not change.rebuild and change.rewrite == rewrite
+        await owner.apply(change, desired(), FIELD, current)
+        fresh = NftState(netns.name)
+        try:
+            assert fresh.read_blocking() == desired(), "repaired exactly"
+        finally:
+            fresh.close()
+
+
+@pytest.mark.parametrize("drift", [
+    "flush chain inet nra classify; delete set inet nra lb6",
+    "delete table inet nra; add table inet nra",
+])
+async def test_a_set_of_nras_deleted_or_the_table_made_again_is_read_in_full(netns, owner, drift):
+    async with watched(owner) as seen:
+        await owner.read()
+        full = owner.full_reads
+        netns.nft(drift)
+        await wait_for_async(lambda: seen, 2.0, interval=0.01, what="the drift reported")
+        assert seen[0].endswith("(read in full)"), seen
+        current = await owner.read()
+        assert owner.full_reads == full + 1
+        change = nft.diff(desired(), current)
+        await owner.apply(change, desired(), FIELD, current)
+        fresh = NftState(netns.name)
+        try:
+            assert fresh.read_blocking() == desired(), "repaired exactly"
+        finally:
+            fresh.close()
+
+
 @pytest.mark.parametrize("drift, expect", [
     ("add rule inet nra save accept", "drop_rules save"),
     ("insert rule inet nra classify ip daddr { 10.80.0.1, 10.80.0.2 } accept", "drop_rules classify"),

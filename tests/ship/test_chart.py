@@ -56,6 +56,9 @@ EVERYTHING_ON = [  # every optional object at once (the cleanup needs the agent 
 FRRK8S_NAMESPACE = "frr-k8s-system"
 SESSION_STATES_ON = ["--set", "env.METALLB_USE_CRDS=1", "--set", f"env.FRRK8S_NAMESPACE={FRRK8S_NAMESPACE}"]
 MONITORS_ON = ["--set", "prometheus.serviceMonitor.enabled=true", "--set", "prometheus.podMonitor.enabled=true"]
+SECURE_METRICS = ["--set", "prometheus.secureMetricsPort=9120",
+                  "--set", "prometheus.scrapers[0].name=prometheus-k8s",
+                  "--set", "prometheus.scrapers[0].namespace=monitoring"]
 VARIANTS = {
     "defaults": [],
     "nodejs-values": ["-f", str(NODEJS_VALUES)],
@@ -63,6 +66,8 @@ VARIANTS = {
     "session-states": SESSION_STATES_ON,
     "everything": EVERYTHING_ON,
     "monitors": MONITORS_ON + ["--set", "prometheus.rule.enabled=true"],
+    "secure-metrics": MONITORS_ON + SECURE_METRICS + ["--set", "prometheus.metricsTLSSecret=nra-metrics-tls",
+                                                      "--set", "prometheus.bearerTokenSecret.name=scraper-token"],
 }
 
 
@@ -179,6 +184,13 @@ def test_schema_is_what_the_generator_writes():
     (["--set", "rbac.create=maybe"], "rbac"),                           # wrong type
     (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
     (["--set", "prometheus.podMonitor.interval=often"], "interval"),
+    (["--set", "prometheus.secureMetricsPort=0"], "secureMetricsPort"),
+    (["--set", "prometheus.secureMetricsPort=65536"], "secureMetricsPort"),
+    (["--set", "prometheus.secureMetricsPort=https"], "secureMetricsPort"),
+    (["--set", "prometheus.metricsTLSSecret=Not_A_Name"], "metricsTLSSecret"),
+    (["--set", "prometheus.scrapers[0].name=prometheus-k8s"], "namespace"),
+    (["--set", "prometheus.serviceMonitor.tlsConfig=insecure"], "tlsConfig"),
+    (["--set", "prometheus.bearerTokenSecret.nam=x"], "nam"),
 ])
 def test_schema_refuses(major, args, complaint):
     assert complaint in template_error(major, *args)
@@ -241,7 +253,8 @@ def comparable_pod_template(daemonset: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.skipif(kubectl() is None, reason="kubectl not installed: cannot render deploy/")
 @pytest.mark.parametrize("major", helm_params())
 @pytest.mark.parametrize("overlay,args", [("configmap", []), ("crds", ["--set", "env.METALLB_USE_CRDS=1"]),
-                                          ("crds-frrk8s", SESSION_STATES_ON)])
+                                          ("crds-frrk8s", SESSION_STATES_ON),
+                                          ("configmap-secure-metrics", SECURE_METRICS)])
 def test_daemonset_is_the_same_as_deploy(major, overlay, args):
     (deployed,) = by_kind(kustomize(REPO / "deploy" / "overlays" / overlay), "DaemonSet")
     (charted,) = by_kind(helm_template(major, *args), "DaemonSet")
@@ -254,7 +267,8 @@ def test_daemonset_is_the_same_as_deploy(major, overlay, args):
 
 @pytest.mark.skipif(kubectl() is None, reason="kubectl not installed: cannot render deploy/")
 @pytest.mark.parametrize("major", helm_params())
-@pytest.mark.parametrize("overlay,args", [("configmap", []), ("crds-frrk8s", SESSION_STATES_ON)])
+@pytest.mark.parametrize("overlay,args", [("configmap", []), ("crds-frrk8s", SESSION_STATES_ON),
+                                          ("configmap-secure-metrics", SECURE_METRICS)])
 def test_rbac_is_the_same_as_deploy(major, overlay, args):
     def rbac(objects):
         objects = [o for o in objects if not is_hook(o)]
@@ -387,6 +401,12 @@ def test_oneshot_and_cleanup_switches(major):
     (["--set", "env.CLEANANDEXIT=true"], "cleanup.enabled"),
     (MONITORS_ON + ["--set", "env.HEALTH_ADDRESS=off"], "HEALTH_ADDRESS"),
     (["--set", f"env.FRRK8S_NAMESPACE={FRRK8S_NAMESPACE}"], "METALLB_USE_CRDS=1"),
+    (["--set", "prometheus.secureMetricsPort=9101"], "must differ from HEALTH_ADDRESS's port"),
+    (["--set", "prometheus.secureMetricsPort=9120", "--set", "env.HEALTH_ADDRESS=off"], "needs the health listener"),
+    (["--set", "prometheus.metricsTLSSecret=nra-tls"], "needs prometheus.secureMetricsPort"),
+    (["--set", "prometheus.secureMetricsPort=9120", "--set", "env.METRICS_ADDRESS=:9130"], "leave METRICS_ADDRESS"),
+    (["--set", "prometheus.secureMetricsPort=9120", "--set", "prometheus.podMonitor.enabled=true"],
+     "needs prometheus.bearerTokenSecret"),
 ])
 def test_contradictions_are_refused(major, args, complaint):
     assert complaint in template_error(major, *args)
@@ -399,6 +419,59 @@ def test_health_port_follows_health_address(major):
     assert agent["livenessProbe"]["httpGet"]["port"] == "health"
     off = agent_pod(helm_template(major, "--set", "env.HEALTH_ADDRESS=off"))["containers"][0]
     assert "ports" not in off and not {"startupProbe", "livenessProbe", "readinessProbe"} & set(off)
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_secure_metrics_make_nra_serve_https_and_the_monitors_scrape_it(major):
+    objects = helm_template(major, *MONITORS_ON, *SECURE_METRICS, "--set", "prometheus.metricsTLSSecret=nra-tls",
+                            "--set", "prometheus.bearerTokenSecret.name=scraper-token")
+    pod = agent_pod(objects)
+    (agent,) = pod["containers"]  # no sidecar: nra serves HTTPS itself
+    env = env_of(agent)
+    assert env["METRICS_ADDRESS"] == "$(HOST_IP):9120" and "METRICS_AUTH" not in env  # kubernetes, nra's default
+    assert env["METRICS_TLS_CERT_FILE"] == "/etc/nra/metrics-tls/tls.crt"
+    assert env["METRICS_TLS_KEY_FILE"] == "/etc/nra/metrics-tls/tls.key"
+    assert {"name": "metrics-https", "containerPort": 9120, "protocol": "TCP"} in agent["ports"]
+    assert {"name": "metrics-tls", "mountPath": "/etc/nra/metrics-tls", "readOnly": True} in agent["volumeMounts"]
+    assert {"name": "metrics-tls", "secret": {"secretName": "nra-tls"}} in pod["volumes"]
+    assert agent["livenessProbe"]["httpGet"]["port"] == "health"  # the probes stay plain HTTP
+    (service,) = by_kind(objects, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics-https", "port": 9120, "targetPort": "metrics-https",
+                                         "protocol": "TCP"}]
+    (service_endpoint,) = by_kind(objects, "ServiceMonitor")[0]["spec"]["endpoints"]
+    (pod_endpoint,) = by_kind(objects, "PodMonitor")[0]["spec"]["podMetricsEndpoints"]
+    for endpoint in (service_endpoint, pod_endpoint):
+        assert endpoint["port"] == "metrics-https" and endpoint["scheme"] == "https"
+        assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+        assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "scraper-token", "key": "token"}}
+    roles = {o["metadata"]["name"]: o["rules"] for o in by_kind(objects, "ClusterRole")}
+    assert roles["nra-metrics-reader"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert roles["nra-metrics-auth"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]
+    bindings = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRoleBinding")}
+    assert bindings["nra-metrics-auth"]["subjects"] == [{"kind": "ServiceAccount", "name": "nra",
+                                                         "namespace": NAMESPACE}]
+    assert bindings["nra-metrics-reader"]["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus-k8s",
+                                                           "namespace": "monitoring"}]
+
+
+@pytest.mark.parametrize("major", helm_params())
+def test_secure_metrics_defaults_self_signed_prometheus_token_and_auth_none(major):
+    objects = helm_template(major, *SECURE_METRICS, "--set", "prometheus.serviceMonitor.enabled=true")
+    env = env_of(agent_pod(objects)["containers"][0])
+    assert "METRICS_TLS_CERT_FILE" not in env  # self-signed, made by nra at start
+    (endpoint,) = by_kind(objects, "ServiceMonitor")[0]["spec"]["endpoints"]
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert all_errors(objects) == []
+    none = helm_template(major, *SECURE_METRICS, "--set", "prometheus.serviceMonitor.enabled=true",
+                         "--set", "env.METRICS_AUTH=none")
+    (endpoint,) = by_kind(none, "ServiceMonitor")[0]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and "bearerTokenFile" not in endpoint and "authorization" not in endpoint
+    assert not [o for o in by_kind(none, "ClusterRole") if o["metadata"]["name"].endswith("-metrics-auth")]
+    plain = helm_template(major, *MONITORS_ON)  # without secureMetricsPort: as before
+    assert [e["port"] for e in by_kind(plain, "ServiceMonitor")[0]["spec"]["endpoints"]] == ["health"]
+    assert not [o for o in by_kind(plain, "ClusterRole") if "metrics" in o["metadata"]["name"]]
 
 
 @pytest.mark.parametrize("major", helm_params())

@@ -30,6 +30,7 @@ WAYS = {
     "configmap": DEPLOY / "overlays" / "configmap",
     "crds": DEPLOY / "overlays" / "crds",
     "crds-frrk8s": DEPLOY / "overlays" / "crds-frrk8s",
+    "configmap-secure-metrics": DEPLOY / "overlays" / "configmap-secure-metrics",
     "oneshot": DEPLOY / "oneshot",
     "cleanup": DEPLOY / "cleanup",
 }

@@ -30,6 +30,9 @@ RELEASE_VARIANTS = {
     "oneshot-and-dashboard": ["--set", "oneshot.enabled=true", "--set", "oneshot.nodes={node-a,node-b}",
                               "--set", "prometheus.dashboard.enabled=true"],
     "cleanup": ["--set", "daemonset.enabled=false", "--set", "cleanup.enabled=true"],
+    "secure-metrics": ["--set", "prometheus.secureMetricsPort=9120", "--set", "prometheus.metricsTLSSecret=nra-tls",
+                       "--set", "prometheus.scrapers[0].name=prometheus-k8s",
+                       "--set", "prometheus.scrapers[0].namespace=monitoring"],
 }
 
 

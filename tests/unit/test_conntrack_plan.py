@@ -3,6 +3,7 @@ path's plan (routers numbered and kept, routes withdrawn, a constant number of r
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -118,27 +119,30 @@ def test_prefixes_merge_into_the_intervals_the_kernel_holds():
                                 net("10.0.2.0/24")])
     assert [nft.interval_text(4, i) for i in sorted(got[4])] == ["10.0.0.0/24", "10.0.2.0/24"]
     assert [nft.interval_text(6, i) for i in got[6]] == ["fd00::/127"]
-    assert nft.element_interval({"range": ["10.0.0.1", "10.0.0.3"]}) == (int(ip("10.0.0.1")), int(ip("10.0.0.3")))
-    assert nft.element_interval({"prefix": {"addr": "fd00::", "len": 120}}) == (int(ip("fd00::")), int(ip("fd00::ff")))
 
 
-def test_nft_diff_of_a_listing_with_foreign_and_stray_elements():
+def test_nft_diff_of_a_read_with_foreign_and_stray_elements_and_rules():
+    """A table as nra.kernel.nft_read gives it: an interval nra does not want is deleted as
+    read; a rule without nra's digest (or with another's) makes its chain written again; a
+    set whose elements do not pair up makes the table anew."""
     want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {K1: 1}, FIELD)
-    listing = [{"table": {"family": "inet", "name": "nra"}},
-               {"set": {"name": "lb4", "elem": [{"prefix": {"addr": "10.80.0.0", "len": 28}},
-                                                {"range": ["10.90.0.0", "10.90.0.9"]}]}},
-               {"set": {"name": "lb6"}}, {"set": {"name": "links", "elem": ["eth0"]}},
-               {"map": {"name": "link_routers", "elem": [[{"concat": ["eth0", MAC1]}, {"goto": {"target": "save_1"}}]]}},
-               {"map": {"name": "groups4"}}, {"map": {"name": "groups6"}}]
-    for name, (hook, rules) in want.chains.items():
-        listing.append({"chain": {"name": name, **({"type": hook[0], "hook": hook[1], "prio": hook[2],
-                                                     "policy": hook[3]} if hook else {})}})
-        listing += [{"rule": {"chain": name, "expr": __import__("json").loads(r)}} for r in rules]
-    change = nft.diff(want, nft.parse_listing(listing))
+    raw = ((int(ip("10.80.0.0")), int(ip("10.80.0.15"))), (int(ip("10.90.0.0")), int(ip("10.90.0.9"))))
+    read = nft.NftTable({4: frozenset(raw), 6: frozenset()}, frozenset({"eth0"}), {K1: 1}, dict(want.chains),
+                        {4: raw, 6: ()}, sets=nft.NRA_SETS, groups={4: frozenset(), 6: frozenset()})
+    change = nft.diff(want, read)
     assert not change.rebuild and change.delete_prefixes[4] == ((int(ip("10.90.0.0")), int(ip("10.90.0.9"))),)
     assert change.describe() == ["nft delete element inet nra lb4 { 10.90.0.0-10.90.0.9 }"]
-    assert not change.add_prefixes[4]
-    assert nft.parse_listing([]) is None
+    assert not change.add_prefixes[4] and not change.rewrite
+    hook, rules = want.chains["save"]
+    foreign = nft.Rule("(rule handle 9, not nra's: comment None)")
+    for drifted in ((*rules, foreign), (rules[1], rules[0], *rules[2:]), rules[:-1],
+                    (*rules[:-1], nft.Rule(want.chains["classify"][1][-1].digest))):
+        changed = nft.diff(want, dataclasses.replace(read, chains={**want.chains, "save": (hook, drifted)}))
+        assert changed.rewrite == ("save",) and not changed.rebuild
+    # the digest is what is compared: a rule read back (no text) equals nra's own
+    assert nft.Rule(rules[0].digest) == rules[0] and rules[0].digest.startswith("nra:")
+    broken = nft.diff(want, dataclasses.replace(read, unreadable=("lb4",)))
+    assert broken.rebuild and "lb4" in broken.reason
 
 
 def test_others_objects_followed_from_notifications_become_repairs_of_those_objects():
@@ -171,8 +175,8 @@ def test_a_repair_writes_chains_only_after_sets_and_elements():
     want = nft.desired_table([net("10.80.0.0/28"), net("fd00::/120")], ["eth0"], {K1: 1}, FIELD)
     change = nft.NftChange(reason="x", remake_sets=("lb6",), rewrite=("classify",),
                            add_prefixes={4: ((1, 2),), 6: ((3, 4),)}, add_links=("eth1",))
-    assert nft.remake_commands(change) == [{"add": {"set": {"family": "inet", "table": "nra", "name": "lb6",
-                                                             "type": "ipv6_addr", "flags": ["interval"]}}}]
+    assert nft.remake_commands(change, want, want) == [{"add": {"set": {"family": "inet", "table": "nra", "name": "lb6",
+                                                                         "type": "ipv6_addr", "flags": ["interval"]}}}]
     repair = nft.repair_commands(change, want, want)
     assert repair and not any("set" in c.get("add", {}) or "element" in c.get("add", {}) for c in repair)
 

@@ -47,7 +47,18 @@ def test_notifications_become_transactions_with_their_tables_and_process():
     (tx,) = reader.feed(data)
     assert (tx.generation, tx.pid, tx.tables, tx.structure) == (7, 4242, frozenset({"nra", "other"}), {"nra"})
     assert tx.elements == (nl.ElementChange("other", "", False, ()),)
+    assert tx.reshaped == {"nra"}  # (the table deleted: its elements are not known)
     assert reader.feed(_note(nl.NFT_MSG_NEWGEN, b"")) == [nl.Transaction(0, 0, frozenset(), flags={})]
+
+
+def test_a_set_made_or_deleted_reshapes_its_table_a_rule_or_chain_does_not():
+    reader = nl.NotificationReader()
+    gen = _note(nl.NFT_MSG_NEWGEN, b"")
+    (rules,) = reader.feed(_note(nl.NFT_MSG_NEWRULE, attribute(1, b"nra\0")) + _note(3, attribute(1, b"nra\0")) + gen)
+    assert rules.structure == {"nra"} and not rules.reshaped
+    for kind in (nl.NFT_MSG_NEWSET, nl.NFT_MSG_DELSET):
+        (tx,) = reader.feed(_note(kind, attribute(1, b"nra\0")) + gen)
+        assert tx.structure == tx.reshaped == {"nra"}
 
 
 def test_element_notifications_are_decoded_to_their_keys_flags_and_verdicts():
@@ -135,3 +146,15 @@ def test_a_transaction_of_too_many_elements_is_named_not_decoded():
     # nra's own transactions are never decoded, however many
     (own,) = nl.NotificationReader(ignore_pid=7).feed(element * 3 + gen)
     assert own.elements == () and not own.elements_skipped
+
+
+def test_interval_elements_pair_up_or_are_refused():
+    """nft_read.pair_intervals: starts and ends (the address after an interval) in any order,
+    nft's floor at 0 ignored, the last start open to the top; unpaired ones refused."""
+    from nra.kernel.nft_read import pair_intervals
+    assert pair_intervals([30, 10], [20, 0, 40], 32) == [(10, 19), (30, 39)]
+    assert pair_intervals([10, 20], [20], 32) == [(10, 19), (20, (1 << 32) - 1)]  # adjacent, then open
+    assert pair_intervals([], [0], 128) == []
+    assert pair_intervals([10, 12], [20, 30], 32) is None  # two starts in a row
+    assert pair_intervals([10], [5], 32) is None  # an end before its start
+    assert pair_intervals([10], [20, 30], 32) is None

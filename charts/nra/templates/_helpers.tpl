@@ -126,3 +126,51 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "nra.frrk8sNamespace" -}}
 {{- if .Values.daemonset.enabled }}{{ include "nra.setting" (dict "root" . "name" "FRRK8S_NAMESPACE") }}{{ end -}}
 {{- end -}}
+
+{{/* prometheus.secureMetricsPort: nra's HTTPS /metrics port; "" when /metrics is plain HTTP. */}}
+{{- define "nra.securePort" -}}
+{{- with .Values.prometheus.secureMetricsPort }}{{ . | int64 }}{{ end -}}
+{{- end -}}
+
+{{/* What the chart sets for the HTTPS /metrics listener (a dict for nra.agentEnv's "set"). */}}
+{{- define "nra.secureMetricsEnv" -}}
+{{- $set := dict -}}
+{{- with include "nra.securePort" . -}}
+{{- $_ := set $set "METRICS_ADDRESS" (printf "$(HOST_IP):%s" .) -}}
+{{- if $.Values.prometheus.metricsTLSSecret -}}
+{{- $_ := set $set "METRICS_TLS_CERT_FILE" "/etc/nra/metrics-tls/tls.crt" -}}
+{{- $_ := set $set "METRICS_TLS_KEY_FILE" "/etc/nra/metrics-tls/tls.key" -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $set -}}
+{{- end -}}
+
+{{/* Whether nra asks the API server who may scrape (METRICS_AUTH is not none): "true" or "". */}}
+{{- define "nra.metricsAuth" -}}
+{{- if and (include "nra.securePort" .) (ne (lower (include "nra.setting" (dict "root" . "name" "METRICS_AUTH"))) "none") }}true{{ end -}}
+{{- end -}}
+
+{{/* The scrape settings of a monitor's endpoint when nra serves /metrics over HTTPS
+     (.root; .monitor: the serviceMonitor or podMonitor values; .tokenFile: whether the
+     monitor kind takes Prometheus' own token file). */}}
+{{- define "nra.secureEndpoint" -}}
+{{- $p := .root.Values.prometheus -}}
+scheme: https
+{{- with .monitor.tlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if not (include "nra.metricsAuth" .root) }}
+{{- else if $p.bearerTokenSecret.name }}
+authorization:
+  type: Bearer
+  credentials:
+    name: {{ $p.bearerTokenSecret.name }}
+    key: {{ $p.bearerTokenSecret.key | default "token" }}
+{{- else if .tokenFile }}
+# Prometheus' own service account token (bind it with prometheus.scrapers)
+bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token
+{{- else }}
+{{- fail "prometheus.podMonitor with prometheus.secureMetricsPort needs prometheus.bearerTokenSecret (a PodMonitor cannot send Prometheus' own token file)" }}
+{{- end }}
+{{- end -}}

@@ -60,6 +60,20 @@ securityContext:
 {{- if and (include "nra.setting" (dict "root" . "name" "FRRK8S_NAMESPACE")) (not (has (lower (include "nra.setting" (dict "root" . "name" "METALLB_USE_CRDS"))) (list "1" "true" "yes" "on"))) }}
 {{- fail "env.FRRK8S_NAMESPACE needs env.METALLB_USE_CRDS=1: BGPSessionStates are read in CRD mode only (nra refuses to start otherwise)" }}
 {{- end }}
+{{- with include "nra.securePort" . }}
+{{- if not (include "nra.healthPort" $) }}
+{{- fail "prometheus.secureMetricsPort needs the health listener: HEALTH_ADDRESS is off (nra refuses METRICS_ADDRESS without it)" }}
+{{- end }}
+{{- if eq . (include "nra.healthPort" $) }}
+{{- fail "prometheus.secureMetricsPort must differ from HEALTH_ADDRESS's port: both listen on the node's address" }}
+{{- end }}
+{{- if include "nra.setting" (dict "root" $ "name" "METRICS_ADDRESS") }}
+{{- fail "env.METRICS_ADDRESS and prometheus.secureMetricsPort both set: leave METRICS_ADDRESS to the chart" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.prometheus.metricsTLSSecret (not (include "nra.securePort" .)) }}
+{{- fail "prometheus.metricsTLSSecret needs prometheus.secureMetricsPort (the HTTPS listener it is for)" }}
+{{- end }}
 {{- if and .Values.oneshot.enabled (not .Values.oneshot.nodes) }}
 {{- fail "oneshot.enabled needs oneshot.nodes: a CronJob's pod reconciles the one node it runs on" }}
 {{- end }}
