@@ -96,7 +96,7 @@ def measure(n: int) -> dict[str, float]:
             current2 = read_now(ns.name)
             back = nft.element_commands(nft.diff(want, current2))
             lib.json_cmd(back)
-        # what nra does: the skeleton through libnftables, the prefixes as one element batch
+        # what nra does: the skeleton through libnftables, the prefixes as one element batch, the jumps
         owner = NftState(ns.name)
         try:
             owner.apply_blocking(nft.removal(owner.read_blocking()), None, None, owner.read_blocking())
@@ -135,7 +135,7 @@ def main() -> int:
     print("rebuild_json: table created by one JSON transaction (libnftables); _again: delete+create in one "
           "transaction; rebuild_text_2tx: the prefixes in nft syntax (2 transactions, for comparison); "
           "read: libnftables' JSON listing (not parsed); read_nra: nra's read in full (its own nf_tables dumps); diff: steady diff; change: one prefix added, element-level; "
-          "_nra: what nra does (an inert skeleton by libnftables, then the elements and the hooks as one nf_tables batch)")
+          "_nra: what nra does (an inert skeleton by libnftables, then the elements as one nf_tables batch, then the hooks' jumps as one more)")
     return 0
 
 

@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
-"""Someone else deletes one prefix element from nra's nft table at N prefixes: how long until
-nra has it back, in a throwaway namespace (root). From the moment the other transaction is
-committed to nra's repair acknowledged: the notification, nra.kernel.nft's following of it,
-the read, the diff and the repair batch (what one reconcile after such an event does).
+"""Someone else changes nra's nft table at N prefixes (100,000 intervals: the prefixes do not
+merge): how long until nra has repaired it, in a throwaway namespace (root). From the moment
+the other transaction is committed to nra's repair acknowledged: the notification,
+nra.kernel.nft's following of it, the read, the diff and the repair (what one reconcile
+after such an event does). The changes (--cases):
 
-`followed`: the element change taken from the notification itself (nra now); `listed`: the
-table read again in full to find it (forced here by forget()). `rule`: someone else's rule
-added to `classify` instead: the chains and rules read again (the elements known), the
-chain written again; `rule_full`: the same with the table read in full.
+- element: one prefix element deleted (an nf_tables batch of another socket);
+- rule: `add rule inet nra save accept`; flush: `flush chain inet nra classify`;
+  chain: `add chain inet nra extra<i>`; dormant: `add table inet nra { flags dormant; }`;
+  table: `delete table inet nra`; flushset: `flush chain inet nra classify; flush set inet nra
+  lb4` (these through another libnftables context, its own thread).
 
-    .venv/bin/python benchmarks/nft_repair_bench.py [--sizes 10000,100000] [--rounds 5]
+`followed`: the change taken from the notifications themselves (nra now: for a rule, a chain
+or the table, since issue 20's object-by-object repair); `listed`: the table read again in
+full to find it (forced here by forget(); through libnftables' listing before nra read it
+with its own dumps). The table case rebuilds the whole table
+either way (its time is the rebuild's). The clock starts when the other's call returns, or
+when nra began to take its notification in if that was earlier.
+
+    .venv/bin/python benchmarks/nft_repair_bench.py [--sizes 10000,100000] [--rounds 5] [--cases ...]
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import statistics
 import sys
 import time
@@ -26,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nra.kernel import nft_netlink as nl  # noqa: E402
 from nra.kernel import nft_table as nft  # noqa: E402
+from nra.kernel.libnft import Nft  # noqa: E402
 from nra.kernel.marks import parse_mark_field  # noqa: E402
 from nra.kernel.nft import NftState  # noqa: E402
 from nra.kernel.socket import NetlinkSocket  # noqa: E402
@@ -39,19 +50,50 @@ def prefixes(n: int) -> list[ipaddress.IPv4Network]:
     return [ipaddress.ip_network(f"{ipaddress.IPv4Address(BASE + i * 8)}/30") for i in range(n)]
 
 
-async def repair_times(ns, n: int, rounds: int, listed: bool, rule: bool = False) -> list[float]:
-    """rule: someone else adds a rule to `classify` (nft, the binary) instead of deleting an
-    element; timed from the binary's return (its transaction committed)."""
-    ns_name = ns.name
+DRIFTS = {
+    "rule": "add rule inet nra save accept",
+    "flush": "flush chain inet nra classify",
+    "chain": "add chain inet nra extra{i}",
+    "dormant": "add table inet nra {{ flags dormant; }}",
+    "table": "delete table inet nra",
+    "flushset": "flush chain inet nra classify; flush set inet nra lb4",
+}
+CASES = ("element", *DRIFTS)
+
+
+def expected(case: str, change: nft.NftChange, low: int) -> bool:
+    """The repair is of the object touched alone (the table case: a rebuild)."""
+    if case == "element":
+        return change.add_prefixes[4] == ((low, low + 3),)
+    if case == "table":
+        return change.rebuild
+    if case == "flushset":
+        return change.rewrite == ("classify",) and len(change.add_prefixes[4]) > 1
+    if any(change.add_prefixes.values()) or change.rebuild:
+        return False
+    return {"rule": bool(change.drop_rules) or change.rewrite == ("save",), "flush": change.rewrite == ("classify",),
+            "chain": len(change.drop) == 1, "dormant": change.table_flags == 0}[case]
+
+
+async def repair_times(ns_name: str, n: int, rounds: int, listed: bool, case: str) -> list[float]:
     want = nft.desired_table(prefixes(n), ["eth0"], {("eth0", "02:00:00:00:00:01"): 1}, FIELD)
     owner = NftState(ns_name)
     other = NetlinkSocket(ns_name, protocol=nl.NETLINK_NETFILTER)  # someone else (another thread)
+    other_lib = Nft(ns_name) if case in DRIFTS else None
     reasons: asyncio.Queue[str] = asyncio.Queue()
 
     async def watch() -> None:
         async for reason in owner.changes():
             reasons.put_nowait(reason)
 
+    follow = owner._follow
+    followed_at: list[float] = []
+
+    def timed_follow(tx):  # (when nra began to take the other's transaction in)
+        followed_at.append(time.perf_counter())
+        return follow(tx)
+
+    owner._follow = timed_follow
     task = asyncio.create_task(watch())
     try:
         current = await owner.read()
@@ -61,28 +103,32 @@ async def repair_times(ns, n: int, rounds: int, listed: bool, rule: bool = False
         times = []
         for i in range(rounds):
             low = BASE + (i * 997 % n) * 8
-            if rule:
-                await asyncio.to_thread(ns.nft, "add rule inet nra classify counter accept")
+            followed_at.clear()
+            if other_lib is not None:
+                await asyncio.to_thread(other_lib.cmd, DRIFTS[case].format(i=i))
             else:
                 ops = nl.prefix_ops({}, {4: [(low, low + 3)]}, nft.PREFIX_SETS)
                 await asyncio.to_thread(other.transaction, lambda seq: nl.batch(nft.TABLE, ops, seq), "someone else")
             t0 = time.perf_counter()
             reason = await reasons.get()
+            # the notification can be taken in before the other's call returns: from then
+            t0 = min([t0, *followed_at])
             if listed:
                 owner.forget()
             current = await owner.read()
             change = nft.diff(want, current)
-            if rule:
-                assert change.rewrite == ("classify",) and not change.rebuild, (reason, change.describe())
-            else:
-                assert change.add_prefixes[4] == ((low, low + 3),), (reason, change.describe())
+            assert expected(case, change, low), (case, reason, change.describe())
             await owner.apply(change, want, FIELD, current)
             times.append(time.perf_counter() - t0)
+            while not reasons.empty():  # (one transaction can be reported once only)
+                reasons.get_nowait()
         return times
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         other.close()
+        if other_lib is not None:
+            other_lib.close()
         owner.close()
 
 
@@ -90,23 +136,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cases", default=",".join(CASES))
     args = parser.parse_args()
-    print(f"{'N':>7} {'followed_ms':>12} {'listed_ms':>10} {'rule_ms':>8} {'rule_full_ms':>12}   (median of "
-          f"{args.rounds}; from the other transaction committed to nra's repair acknowledged)")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'N':>7} {'case':>8} {'followed_ms':>12} {'listed_ms':>10}   (median of {args.rounds}, listed: of "
+          f"{max(1, args.rounds // 2)}; from the other transaction committed to nra's repair acknowledged)")
     for n in (int(s) for s in args.sizes.split(",")):
-        ns = new_netns("nra-nftrepair")
-        try:
-            followed = asyncio.run(repair_times(ns, n, args.rounds, listed=False))
-            listed = asyncio.run(repair_times(ns, n, max(1, args.rounds // 2), listed=True))
-            rule = asyncio.run(repair_times(ns, n, args.rounds, listed=False, rule=True))
-            rule_full = asyncio.run(repair_times(ns, n, max(1, args.rounds // 2), listed=True, rule=True))
-        finally:
-            ns.delete()
-        print(f"{n:>7} {statistics.median(followed) * 1000:>12.1f} {statistics.median(listed) * 1000:>10.1f} "
-              f"{statistics.median(rule) * 1000:>8.1f} {statistics.median(rule_full) * 1000:>12.1f}", flush=True)
-    print("followed: an element deleted by someone else, followed from its notification; listed: the same with "
-          "the table read in full (forget()); rule: a rule added to classify by someone else, the chains and rules "
-          "read again; rule_full: the same with the table read in full")
+        for case in args.cases.split(","):
+            ns = new_netns("nra-nftrepair")
+            try:
+                followed = asyncio.run(repair_times(ns.name, n, args.rounds, False, case))
+                listed = asyncio.run(repair_times(ns.name, n, max(1, args.rounds // 2), True, case))
+            finally:
+                ns.delete()
+            print(f"{n:>7} {case:>8} {statistics.median(followed) * 1000:>12.1f} "
+                  f"{statistics.median(listed) * 1000:>10.1f}", flush=True)
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

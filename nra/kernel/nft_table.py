@@ -17,13 +17,16 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   marked ones to `restore_<i>`, which copies the mark onto packets of the reply direction
   before they are routed; connections already found not to be LoadBalancer traffic (the
   "examined" mark) stop there. (The hooked chains hold one jump each so that a new table
-  is turned on by the same batch that fills its sets: see nra.kernel.nft.)
+  is turned on by one batch once its sets are filled: see nra.kernel.nft.)
 - chain `output` (route, priority mangle): `jump dispatch_out`, the same restore for
   replies of local sockets;
-- `classify`: a new connection, arriving on a peer's link, for an LB prefix, goes to `save`,
+- `classify`: an unmarked connection's packet of the original direction (its first, or the
+  next one of a connection that started while nra's table was missing or inert: it is not
+  left unmarked for good), arriving on a peer's link, for an LB prefix, goes to `save`,
   which marks it with its router's mark (`link_routers` map), else its prefix's uplink group's
-  mark (`groups4`/`groups6`), else the external mark; any other new connection gets the
-  examined mark. The rule count is constant: every router and group is an element.
+  mark (`groups4`/`groups6`), else the external mark; any other gets the examined mark.
+  Replies of unmarked connections are left alone. The rule count is constant: every router
+  and group is an element.
 
 So every packet but a connection's first costs one rule: a connection-mark load, an AND and
 a hash look-up. Only a connection's first packet pays for the interval look-up (and a
@@ -94,6 +97,9 @@ class NftTable:
     # (the groups this table's were made from, {family: (elements gone, added)}): diff()
     # against a table holding those compares the changes alone
     groups_delta: tuple | None = field(default=None, compare=False, repr=False)
+    # rules others added to chains of this table, (chain, handle) each, as notified (a read
+    # shows them inside the chains' rules instead)
+    foreign_rules: tuple[tuple[str, int], ...] = field(default=(), compare=False)
     # nra's sets whose elements a read found not as nra writes them (starts and interval
     # ends that do not pair up): the table is made anew
     unreadable: tuple[str, ...] = field(default=(), compare=False)
@@ -222,8 +228,8 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
     restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
     from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
     chains: dict[str, tuple[tuple | None, tuple[Rule, ...]]] = {
-        # the hooked chains hold one jump each: made last, with the elements, so the table
-        # sees no packet before it holds its prefixes (see NftChange.rebuild)
+        # the hooked chains hold one jump each: made last, after the elements, so the table
+        # sees no packet before it holds its prefixes (see NftState.apply_blocking)
         "prerouting": (("filter", "prerouting", MANGLE, "accept"), (_rule({"jump": {"target": "dispatch_in"}}),)),
         "output": (("route", "output", MANGLE, "accept"), (_rule({"jump": {"target": "dispatch_out"}}),)),
         "dispatch_in": (None, (
@@ -235,7 +241,9 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
             _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
                             "data": {"set": sorted(restore_map, key=lambda e: e[0])}}}),)),
         "classify": (None, (
-            _rule({"match": {"op": "!=", "left": _ct("state"), "right": "new"}}, {"return": None}),
+            # (not `ct state != new`: a connection that met no table, or an inert one, while nra's
+            # was made again is classified by its next packet instead of staying unmarked)
+            _rule({"match": {"op": "==", "left": _ct("direction"), "right": "reply"}}, {"return": None}),
             _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
                                          "right": f"@{PREFIX_SETS[4]}"}}, {"goto": {"target": "save"}}),
             _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
@@ -624,6 +632,65 @@ def with_notified(known: NftTable, changes: Iterable) -> NftTable | None:
                                notified=(base, {f: (frozenset(g), frozenset(a)) for f, (g, a) in delta.items()}))
 
 
+#: a chain whose rules someone else deleted or replaced: never equal to nra's (a rewrite)
+DAMAGED = (Rule("(rules deleted by someone else)"),)
+#: a chain someone else made under one of nra's names: its hook unknown (made again)
+UNKNOWN_HOOK = ("(made by someone else)",)
+
+
+def with_objects(known: NftTable, objects: Iterable) -> tuple[NftTable, frozenset[str]] | None:
+    """`known` after someone else's chain, rule and set changes (nft_netlink.ObjectChange, in
+    order), and the names of sets whose element changes no longer matter (anonymous sets, and
+    sets not nra's, which go with their rule or are dropped); None when one of them cannot be
+    attributed (a change to one of nra's sets, or an object of another kind): the table is
+    then read in full. Each change becomes the repair of that object alone: a rule added is
+    deleted by its handle, a chain that lost rules is written again, a chain made is dropped
+    (or, under one of nra's names, made again), a set not nra's is dropped."""
+    chains = dict(known.chains)
+    foreign_rules = list(known.foreign_rules)
+    foreign = list(known.foreign)
+    ignored: set[str] = set()
+    for obj in objects:
+        if obj is None:
+            return None
+        if obj.table != TABLE:
+            continue
+        if obj.kind == "rule":
+            if obj.chain not in chains:
+                return None
+            if not obj.delete:
+                foreign_rules.append((obj.chain, obj.handle))
+            elif (obj.chain, obj.handle) in foreign_rules:
+                foreign_rules.remove((obj.chain, obj.handle))
+            else:  # one of nra's rules
+                chains[obj.chain] = (chains[obj.chain][0], DAMAGED)
+        elif obj.kind == "chain":
+            if obj.delete:
+                chains.pop(obj.name, None)
+                foreign_rules = [r for r in foreign_rules if r[0] != obj.name]
+            elif obj.name in chains:  # a chain of that name changed (a base chain's policy or hook)
+                chains[obj.name] = (UNKNOWN_HOOK if chains[obj.name][0] else None, DAMAGED)
+            else:
+                chains[obj.name] = (UNKNOWN_HOOK, ())
+        else:
+            if obj.name in NRA_SETS:
+                return None
+            kind = "map" if obj.flags & SET_FLAG_MAP else "set"
+            if obj.flags & SET_FLAG_ANONYMOUS:
+                ignored.add(obj.name)
+            elif obj.delete:
+                foreign = [f for f in foreign if f != f"{kind} {obj.name}"]
+            else:
+                foreign.append(f"{kind} {obj.name}")
+                ignored.add(obj.name)
+    ignored |= {f.split(" ", 1)[1] for f in foreign if f.startswith(("set ", "map "))}
+    return dataclasses.replace(known, chains=chains, foreign_rules=tuple(foreign_rules),
+                               foreign=tuple(foreign)), frozenset(ignored)
+
+
+SET_FLAG_ANONYMOUS, SET_FLAG_MAP = 0x1, 0x4  # NFT_SET_*
+
+
 # -- the change ---------------------------------------------------------------------------
 
 
@@ -646,12 +713,13 @@ class NftChange:
     # a repair in place (the sets are nra's): chains to write again, objects not nra's to drop
     rewrite: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()  # "chain x", "set y", "map z"
+    drop_rules: tuple[tuple[str, int], ...] = ()  # others' rules in nra's chains: (chain, handle)
     remake_sets: tuple[str, ...] = ()  # nra's sets missing: made again, with all their elements
     table_flags: int | None = None  # set the table's flags to this (None: leave them)
     current_flags: int = 0  # (what they are, for the description)
 
     def __bool__(self) -> bool:
-        return bool(self.rebuild or self.remove or self.rewrite or self.drop or self.remake_sets
+        return bool(self.rebuild or self.remove or self.rewrite or self.drop or self.remake_sets or self.drop_rules
                     or self.table_flags is not None
                     or any(self.add_prefixes.values())
                     or any(self.delete_prefixes.values()) or self.add_links or self.delete_links
@@ -669,6 +737,7 @@ class NftChange:
                     + (f", {sum(len(v) for v in self.add_groups.values())} uplink group interval(s)"
                        if any(self.add_groups.values()) else "") + f">  # {self.reason}"]
         lines = [f"nft delete {what.split()[0]} {t} {what.split()[1]}  # not nra's" for what in self.drop]
+        lines += [f"nft delete rule {t} {chain} handle {handle}  # not nra's" for chain, handle in self.drop_rules]
         lines += [f"nft add set {t} {name}  # missing" for name in self.remake_sets]
         lines += [f"nft flush chain {t} {name}; <its rules again>  # {self.reason}" for name in self.rewrite]
         if self.table_flags is not None:
@@ -726,11 +795,15 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
     remake = tuple(sorted(NRA_SETS - current.sets)) if current.sets else ()
     rewrite = tuple(name for name in desired.chains if current.chains.get(name) != desired.chains[name])
     drop = tuple([f"chain {name}" for name in current.chains if name not in desired.chains] + list(current.foreign))
+    # others' rules in chains neither written again nor dropped (those go with their chain)
+    drop_rules = tuple((chain, handle) for chain, handle in current.foreign_rules
+                       if chain in desired.chains and chain not in rewrite)
     elements = _element_diff(desired, current)
-    if not rewrite and not drop and not remake:
+    if not rewrite and not drop and not remake and not drop_rules:
         return elements
-    return dataclasses.replace(elements, reason=f"not as nra wrote it: {', '.join((*remake, *rewrite, *drop)[:3])}",
-                               rewrite=rewrite, drop=drop, remake_sets=remake)
+    what = (*remake, *rewrite, *drop, *(f"rule {c} handle {h}" for c, h in drop_rules))
+    return dataclasses.replace(elements, reason=f"not as nra wrote it: {', '.join(what[:3])}",
+                               rewrite=rewrite, drop=drop, remake_sets=remake, drop_rules=drop_rules)
 
 
 def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
@@ -846,9 +919,9 @@ def hooked_jumps(desired: NftTable) -> list[tuple[str, str, str]]:
 
 
 def skeleton_commands(desired: NftTable, table_exists: bool) -> list[dict]:
-    """The first half of a rebuild, one transaction: the table made anew (the old one deleted
+    """The first step of a rebuild, one transaction: the table made anew (the old one deleted
     first) with its sets empty and its hooked chains empty: it sees packets but does
-    nothing to them until the second half, one batch, adds the elements and the hooked
+    nothing to them until the elements are in (one batch) and a last batch adds the hooked
     chains' jumps (nra.kernel.nft)."""
     cmds: list[dict] = [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}] if table_exists else []
     cmds.append({"add": {"table": {"family": FAMILY, "name": TABLE}}})
@@ -861,29 +934,40 @@ def skeleton_commands(desired: NftTable, table_exists: bool) -> list[dict]:
     return cmds
 
 
+def remake_commands(change: NftChange, desired: NftTable, current: NftTable) -> list[dict]:
+    """What a repair makes first, empty, in a transaction of its own: nra's missing sets and
+    chains (which the elements' verdicts may name). Then the elements (nra's batch), then the
+    rules (repair_commands), so no rule meets a set before its elements: in one transaction,
+    the kernel would make those rules live before an interval set's new elements (see
+    nra.kernel.nft). Empty chains touch no packet."""
+    return ([_set_command(name) for name in change.remake_sets]
+            + [_chain_command(name, desired.chains[name][0]) for name in change.rewrite if name not in current.chains])
+
+
 def repair_commands(change: NftChange, desired: NftTable, current: NftTable) -> list[dict]:
-    """A repair in place as one transaction: others' chains and nra's changed ones emptied,
-    others' objects deleted, nra's chains made (again, when their hook changed) and their
-    rules written; then the element changes and the table's flags. The sets keep their
-    elements, so no packet meets an empty set."""
+    """A repair in place as one transaction, after the element changes (nra's batch) and the
+    missing sets (remake_commands): others' rules deleted by handle, others' chains and nra's
+    changed ones emptied, others' objects deleted, nra's chains made (again, when their hook
+    changed) and their rules written; then the table's flags (the table turned on last). The
+    sets hold their elements before, so no packet meets an empty set."""
     def chain(name: str) -> dict:
         return {"chain": {"family": FAMILY, "table": TABLE, "name": name}}
 
     dropped = [what.split(" ", 1) for what in change.drop]
     emptied = [name for kind, name in dropped if kind == "chain"] + [n for n in change.rewrite if n in current.chains]
     remade = [n for n in change.rewrite if n not in current.chains or current.chains[n][0] != desired.chains[n][0]]
-    cmds: list[dict] = [{"flush": chain(name)} for name in emptied]
+    cmds: list[dict] = [{"delete": {"rule": {"family": FAMILY, "table": TABLE, "chain": name, "handle": handle}}}
+                        for name, handle in change.drop_rules]
+    cmds += [{"flush": chain(name)} for name in emptied]
     cmds += [{"delete": chain(name)} for name in remade if name in current.chains]
     cmds += [{"delete": _object(kind, name)} for kind, name in dropped]
-    # a missing set comes back with its elements in this same transaction (libnftables: slow
-    # for many, but no rule ever meets it empty)
-    cmds += [_set_command(name) for name in change.remake_sets]
-    cmds += [_chain_command(name, desired.chains[name][0]) for name in remade]
+    # (a missing chain is made before: remake_commands)
+    cmds += [_chain_command(name, desired.chains[name][0]) for name in remade if name in current.chains]
     for name in change.rewrite:
         cmds += _rule_commands(name, desired.chains[name][1])
     if change.table_flags is not None:  # (libnftables sends an added table's flags: none)
         cmds.append({"add": {"table": {"family": FAMILY, "name": TABLE}}})
-    return cmds + element_commands(change)
+    return cmds
 
 
 def element_commands(change: NftChange) -> list[dict]:

@@ -145,6 +145,42 @@ def test_nft_diff_of_a_read_with_foreign_and_stray_elements_and_rules():
     assert broken.rebuild and "lb4" in broken.reason
 
 
+def test_others_objects_followed_from_notifications_become_repairs_of_those_objects():
+    from nra.kernel.nft_netlink import ObjectChange
+
+    want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {K1: 1}, FIELD)
+    known, ignored = nft.with_objects(want, [
+        ObjectChange("set", False, "nra", "__set0", flags=nft.SET_FLAG_ANONYMOUS),  # a foreign rule's own set
+        ObjectChange("rule", False, "nra", chain="save", handle=41),
+        ObjectChange("rule", False, "nra", chain="classify", handle=42),
+        ObjectChange("rule", True, "nra", chain="classify", handle=42),  # gone again
+        ObjectChange("rule", True, "nra", chain="dispatch_out", handle=7),  # one of nra's
+        ObjectChange("chain", False, "nra", "extra"), ObjectChange("rule", False, "nra", chain="extra", handle=43),
+        ObjectChange("set", False, "nra", "mine", flags=nft.SET_FLAG_MAP),
+        ObjectChange("rule", False, "other", chain="x", handle=1),  # another table's
+    ])
+    assert ignored == {"__set0", "mine"}
+    change = nft.diff(want, known)
+    assert change.drop_rules == (("save", 41),) and change.rewrite == ("dispatch_out",)
+    assert set(change.drop) == {"chain extra", "map mine"} and not change.rebuild
+    assert "nft delete rule inet nra save handle 41  # not nra's" in change.describe()
+    # what cannot be attributed: one of nra's sets, an object of another kind, a rule in an unknown chain
+    for obj in (ObjectChange("set", True, "nra", "lb4"), None, ObjectChange("rule", False, "nra", chain="x", handle=1)):
+        assert nft.with_objects(want, [obj]) is None
+
+
+def test_a_repair_writes_chains_only_after_sets_and_elements():
+    """The sets made again come first (empty), the elements next (nra's batch), and the
+    repair's one libnftables transaction holds no set and no element."""
+    want = nft.desired_table([net("10.80.0.0/28"), net("fd00::/120")], ["eth0"], {K1: 1}, FIELD)
+    change = nft.NftChange(reason="x", remake_sets=("lb6",), rewrite=("classify",),
+                           add_prefixes={4: ((1, 2),), 6: ((3, 4),)}, add_links=("eth1",))
+    assert nft.remake_commands(change, want, want) == [{"add": {"set": {"family": "inet", "table": "nra", "name": "lb6",
+                                                                         "type": "ipv6_addr", "flags": ["interval"]}}}]
+    repair = nft.repair_commands(change, want, want)
+    assert repair and not any("set" in c.get("add", {}) or "element" in c.get("add", {}) for c in repair)
+
+
 def test_nft_operations_can_be_counted_like_the_others():
     # nra.daemon.contention keys applied operations in a dict: an nft change must be hashable, and the
     # same change the same operation

@@ -106,6 +106,48 @@ def test_a_group_interval_is_a_start_with_its_goto_and_a_flagged_end():
     assert nl.interval_goto_elements(0x0A500000, 0x0A5000FF, 32, None)[0] == nl.interval_elements(0x0A500000, 0x0A5000FF, 32)[0]
 
 
+def test_chain_rule_and_set_notifications_are_decoded_and_a_deleted_table_is_named():
+    rule = (attribute(nl.NFTA_RULE_TABLE, b"nra\0") + attribute(nl.NFTA_RULE_CHAIN, b"save\0")
+            + attribute(nl.NFTA_RULE_HANDLE, struct.pack("!Q", 42)))
+    anonymous = (attribute(1, b"nra\0") + attribute(nl.NFTA_SET_NAME, b"__set0\0")
+                 + attribute(nl.NFTA_SET_FLAGS, struct.pack("!I", nl.NFT_SET_ANONYMOUS)))
+    gen = _note(nl.NFT_MSG_NEWGEN, b"")
+    (tx,) = nl.NotificationReader().feed(_note(nl.NFT_MSG_NEWSET, anonymous) + _note(nl.NFT_MSG_NEWRULE, rule)
+                                         + _note(nl.NFT_MSG_DELCHAIN, attribute(1, b"nra\0")
+                                                 + attribute(nl.NFTA_CHAIN_NAME, b"extra\0"))
+                                         + _note(18, attribute(1, b"nra\0")) + gen)  # NEWOBJ: not followed
+    assert tx.objects == (nl.ObjectChange("set", False, "nra", "__set0", flags=nl.NFT_SET_ANONYMOUS),
+                          nl.ObjectChange("rule", False, "nra", chain="save", handle=42),
+                          nl.ObjectChange("chain", True, "nra", "extra"), None)
+    assert not tx.deleted
+    # a table deleted last is named; deleted then made again is not
+    (gone, again) = nl.NotificationReader().feed(
+        _note(nl.NFT_MSG_DELRULE, rule) + _note(nl.NFT_MSG_DELTABLE, attribute(1, b"nra\0")) + gen
+        + _note(nl.NFT_MSG_DELTABLE, attribute(1, b"nra\0")) + _note(nl.NFT_MSG_NEWTABLE, attribute(1, b"nra\0")) + gen)
+    assert gone.deleted == {"nra"} and not again.deleted
+
+
+def test_a_batch_deletes_others_rules_by_handle_first():
+    data, acked = nl.batch("nra", [], 5, delete_rules=[("save", 42)])
+    found = list(messages(data))
+    assert [m.kind for m in found] == [nl.NFNL_MSG_BATCH_BEGIN, nl.NFNL_SUBSYS_NFTABLES << 8 | nl.NFT_MSG_DELRULE,
+                                      nl.NFNL_MSG_BATCH_END]
+    assert acked == [6]
+    assert nl.message_attributes(found[1]) == {nl.NFTA_RULE_TABLE: b"nra\0", nl.NFTA_RULE_CHAIN: b"save\0",
+                                               nl.NFTA_RULE_HANDLE: struct.pack("!Q", 42)}
+
+
+def test_a_transaction_of_too_many_elements_is_named_not_decoded():
+    element = _note(nl.NFT_MSG_DELSETELEM, attribute(nl.NFTA_SET_ELEM_LIST_TABLE, b"nra\0")
+                    + attribute(nl.NFTA_SET_ELEM_LIST_SET, b"lb4\0"))
+    gen = _note(nl.NFT_MSG_NEWGEN, attribute(nl.NFTA_GEN_PROC_PID, struct.pack("!I", 7)))
+    (tx,) = nl.NotificationReader().feed(element * (nl.FOLLOW_ELEMENTS_MAX + 1) + gen)
+    assert tx.elements == () and tx.elements_skipped == nl.FOLLOW_ELEMENTS_MAX + 1 and nl.ANY_TABLE in tx.tables
+    # nra's own transactions are never decoded, however many
+    (own,) = nl.NotificationReader(ignore_pid=7).feed(element * 3 + gen)
+    assert own.elements == () and not own.elements_skipped
+
+
 def test_interval_elements_pair_up_or_are_refused():
     """nft_read.pair_intervals: starts and ends (the address after an interval) in any order,
     nft's floor at 0 ignored, the last start open to the top; unpaired ones refused."""
