@@ -60,6 +60,18 @@ THREAD_WAIT_S = 10.0
 SERVER_NICE = 10
 #: how long a request waits for documents being rebuilt (then it gets the last ones)
 REBUILD_WAIT_S = 0.5
+#: while the daemon works on a change (AgentStatus.working), what can wait is held, at most
+#: this long: /status and /metrics requests, and new connections other than probes
+HOLD_MAX_S = 2.0
+#: how often held work looks whether the daemon is done
+HOLD_CHECK_S = 0.005
+#: while the daemon works, new connections are accepted (and probes answered) at most
+#: every ACCEPT_PAUSE_S: in between, the server's thread wakes for nothing
+ACCEPT_PAUSE_S = 0.2
+#: new connections held at most (past it, the oldest held is closed)
+HELD = 256
+#: what a probe's request starts with (answered at once, held or not)
+PROBES = (b"GET /healthz", b"GET /readyz", b"HEAD /healthz", b"HEAD /readyz")
 
 STATUS_ACCESS = ("loopback", "health", "off")
 
@@ -154,6 +166,11 @@ class HealthServer:
         self._stop: asyncio.Event | None = None
         self._openmetrics: tuple[object, bytes] = (None, b"")
         self._parked: dict[int, socket.socket] = {}  # refused newcomers whose request may come
+        self._held: dict[int, tuple[socket.socket, float]] = {}  # newcomers held while the daemon works
+        self._free: asyncio.Event | None = None  # set while the daemon is not working on a change
+        self._looking: asyncio.TimerHandle | None = None  # the next look at whether it is done
+        self._listening: list[socket.socket] = []
+        self._accepts_paused_at: float | None = None  # loop time accept() stopped for the daemon
         self._connecting: set[asyncio.Task] = set()  # accepted, being handed to aiohttp
 
     # -- the thread ------------------------------------------------------------------------
@@ -201,9 +218,11 @@ class HealthServer:
         self._stop = asyncio.Event()
         self._budget = _Budget(self.rate)
         self._listings = asyncio.Semaphore(FULL_LISTINGS)
+        self._free = asyncio.Event()
+        self._free.set()
         self.server = BoundedServer(self._dispatch, cap=self.cap, access_log=None)
         loop = asyncio.get_running_loop()
-        listening: list[socket.socket] = []
+        listening: list[socket.socket] = self._listening
         try:
             for index, (host, port) in enumerate(self.where):
                 try:
@@ -228,16 +247,25 @@ class HealthServer:
             for sock in listening:
                 loop.remove_reader(sock.fileno())
                 sock.close()
+            listening.clear()
             for fd in list(self._parked):
                 self._close_parked(fd)
+            if self._looking is not None:
+                self._looking.cancel()
+            for conn, _ in self._held.values():
+                conn.close()
+            self._held.clear()
             for task in self._connecting:  # (accepted just before the stop)
                 task.cancel()
             await asyncio.gather(*self._connecting, return_exceptions=True)
             await self.server.shutdown(1.0)
 
     def _accept(self, listening: socket.socket) -> None:
-        """Accept what is waiting; the cap decides here, before aiohttp builds anything."""
+        """Accept what is waiting; the cap decides here, before aiohttp builds anything.
+        While the daemon works, one batch (the probes in it answered), then a pause."""
         assert self.server is not None and self._loop is not None
+        if self.status.working:
+            self._pause_accepts()
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, _ = listening.accept()
@@ -247,10 +275,89 @@ class HealthServer:
                 logging.getLogger("asyncio").warning("health server: accept failed: %s", exc.strerror or exc)
                 return
             conn.setblocking(False)
-            if self.server.admit(request_waiting(conn)):
+            first = _first_bytes(conn)
+            if not first:  # silent for DEFER_ACCEPT_S (IDLE_TIMEOUT_S): idle too long already
+                conn.close()
+                self.server.stats.timed_out += 1
+            elif self.status.working and not first.startswith(PROBES):
+                self._hold(conn)
+            elif self.server.admit(True):
                 self._connect(conn)
             else:
                 self._park(conn)
+
+    # -- holding back while the daemon works ----------------------------------------------
+    # The daemon's reconciler and this thread share Python's GIL: whatever this thread runs
+    # while a change is being loaded and reconciled, the change waits for (a crowd of
+    # clients took half the GIL and more, each change 2-10 times its idle time). So while
+    # AgentStatus.working, probes are answered at once and everything else waits, at most
+    # HOLD_MAX_S: new connections in `_held` (accepted, nothing built for them), requests for
+    # /status and /metrics in `_after_the_daemon`.
+
+    def _pause_accepts(self) -> None:
+        """Leave new connections in the kernel's queue for ACCEPT_PAUSE_S (see _look)."""
+        assert self._loop is not None
+        if self._accepts_paused_at is None:
+            for sock in self._listening:
+                self._loop.remove_reader(sock.fileno())
+            self._accepts_paused_at = self._loop.time()
+            self._look_later()
+
+    def _resume_accepts(self) -> None:
+        assert self._loop is not None
+        if self._accepts_paused_at is not None:
+            self._accepts_paused_at = None
+            for sock in self._listening:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _hold(self, conn: socket.socket) -> None:
+        assert self._loop is not None
+        if len(self._held) >= HELD:
+            self._held.pop(next(iter(self._held)))[0].close()
+        self._held[conn.fileno()] = (conn, self._loop.time())
+        self._look_later()
+
+    async def _after_the_daemon(self) -> None:
+        """Wait until the daemon is done with its change, at most HOLD_MAX_S."""
+        assert self._free is not None
+        if not self.status.working:
+            return
+        self._free.clear()
+        self._look_later()
+        try:
+            await asyncio.wait_for(self._free.wait(), HOLD_MAX_S)
+        except asyncio.TimeoutError:
+            pass
+
+    def _look_later(self) -> None:
+        assert self._loop is not None
+        if self._looking is None:
+            self._looking = self._loop.call_later(HOLD_CHECK_S, self._look)
+
+    def _look(self) -> None:
+        """Every HOLD_CHECK_S while anything is held: the daemon done, let everything in;
+        else what has waited HOLD_MAX_S."""
+        assert self._loop is not None and self._free is not None and self.server is not None
+        self._looking = None
+        now = self._loop.time()
+        working = self.status.working
+        if not working:
+            self._free.set()
+        if self._accepts_paused_at is not None and (not working or now - self._accepts_paused_at >= ACCEPT_PAUSE_S):
+            self._resume_accepts()
+        since = now - HOLD_MAX_S
+        while self._held:
+            fd = next(iter(self._held))
+            conn, held_at = self._held[fd]
+            if working and held_at > since:
+                break
+            del self._held[fd]
+            if self.server.admit(True):
+                self._connect(conn)
+            else:
+                self._park(conn)
+        if self._held or not self._free.is_set() or self._accepts_paused_at is not None:
+            self._look_later()
 
     def _connect(self, conn: socket.socket) -> None:
         assert self._loop is not None and self.server is not None
@@ -309,6 +416,7 @@ class HealthServer:
         return _answer(self.status.readiness())
 
     async def _metrics(self, request: web.BaseRequest) -> web.Response:
+        await self._after_the_daemon()
         if not await self._budget.take():
             return _busy()
         await self._fresh_documents()
@@ -327,6 +435,7 @@ class HealthServer:
         if not self._status_allowed(request):
             return web.Response(status=404, text="/status is served on the loopback address only "
                                                  "(STATUS_ACCESS=health serves it here)\n")
+        await self._after_the_daemon()
         if not await self._budget.take():
             return _busy()
         self.status.ask_loop()
@@ -363,6 +472,14 @@ class HealthServer:
 
     _routes: dict[str, Callable] = {"/healthz": _healthz, "/readyz": _readyz, "/metrics": _metrics,
                                     "/status": _status}
+
+
+def _first_bytes(conn: socket.socket) -> bytes:
+    """What the client of a just-accepted connection has sent already (left to be read)."""
+    try:
+        return conn.recv(len(max(PROBES, key=len)), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return b""
 
 
 def _listen(host: str, port: int) -> socket.socket:
