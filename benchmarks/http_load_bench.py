@@ -176,8 +176,10 @@ def role_probe(port: int, seconds: float) -> None:
                     code = str(resp.status)
             except urllib.error.HTTPError as exc:
                 code = str(exc.code)
-            except OSError:
+            except OSError as exc:  # (timed out, or closed: which, for the summary)
                 code = "no-answer"
+                why = type(getattr(exc, "reason", None) or exc).__name__
+                codes[why] = codes.get(why, 0) + 1
             took = time.monotonic() - started
             slowest = max(slowest, took)
             codes[code] = codes.get(code, 0) + 1
@@ -265,9 +267,14 @@ def breakdown(log: Path, walls: list[tuple[float, float]]) -> str:
     return " ".join(parts)
 
 
+#: the clients' nice value (--clients-nice)
+CLIENTS_NICE = 0
+
+
 def spawn(role: str, port: int, seconds: float, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port), "--seconds", str(seconds)],
-                            stdout=open(out, "w"), stderr=subprocess.STDOUT)
+                            stdout=open(out, "w"), stderr=subprocess.STDOUT,
+                            preexec_fn=(lambda: os.nice(CLIENTS_NICE)) if CLIENTS_NICE else None)
 
 
 def main() -> int:
@@ -278,6 +285,9 @@ def main() -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--log-level", default="info", help="the agent's LOG_LEVEL (verbose: each reconcile's start)")
+    parser.add_argument("--clients-nice", type=int, default=0,
+                        help="run the clients at this nice value: on a node they are other machines; here they "
+                             "share the agent's cores, and 19 keeps them from taking the CPU the agent needs")
     parser.add_argument("--keep", type=Path, help="keep the agent's log and the loaders' output in this directory")
     args = parser.parse_args()
     if args.role:
@@ -289,8 +299,10 @@ def main() -> int:
     import agent_bench
     import conntrack_bench as ct
 
+    global CLIENTS_NICE
+    CLIENTS_NICE = args.clients_nice
     print(f"nra HTTP load benchmark: {agent_bench.machine()}; agent from {args.repo}; "
-          f"{args.prefixes:,} prefixes, conntrack mode")
+          f"{args.prefixes:,} prefixes, conntrack mode" + (f"; clients at nice {CLIENTS_NICE}" if CLIENTS_NICE else ""))
     nets = ct.prefixes(args.prefixes)
     ns = ct.namespace()
     port = free_port()

@@ -32,7 +32,7 @@ from aiohttp import web
 from loguru import logger
 from prometheus_client.exposition import choose_encoder
 
-from nra.observe.connections import MAX_CONNECTIONS, BoundedServer, request_waiting
+from nra.observe.connections import MAX_CONNECTIONS, BoundedServer
 from nra.observe.documents import Documents
 from nra.observe.status import AgentStatus
 from nra.settings import parse_health_address
@@ -52,8 +52,10 @@ ACCEPT_BATCH = 256
 #: or after this long: an idle crowd waits in the kernel, not in the server's slots, and a
 #: probe, whose request comes with its connection, is accepted among them at once
 DEFER_ACCEPT_S = 10
-#: newcomers past the cap, waiting a moment for their request (see HealthServer._park)
+#: newcomers waiting a moment for their request (see HealthServer._park), at most
 PARKED = 64
+#: how long a newcomer may wait there for its request (a probe's comes within milliseconds)
+PARK_WAIT_S = 1.0
 #: how long start() waits for the thread to listen, and stop() for it to end
 THREAD_WAIT_S = 10.0
 #: the server thread's nice value (the reconciler's stays the process's)
@@ -276,15 +278,21 @@ class HealthServer:
                 return
             conn.setblocking(False)
             first = _first_bytes(conn)
-            if not first:  # silent for DEFER_ACCEPT_S (IDLE_TIMEOUT_S): idle too long already
-                conn.close()
-                self.server.stats.timed_out += 1
-            elif self.status.working and not first.startswith(PROBES):
-                self._hold(conn)
-            elif self.server.admit(True):
-                self._connect(conn)
-            else:
+            if not first:  # silent through DEFER_ACCEPT_S (or its request still on its way)
                 self._park(conn)
+            else:
+                self._take(conn, first)
+
+    def _take(self, conn: socket.socket, first: bytes) -> None:
+        """A newcomer whose request is there: held while the daemon works (a probe: never),
+        else in if the cap lets it, else in the waiting room."""
+        assert self.server is not None
+        if self.status.working and not first.startswith(PROBES):
+            self._hold(conn)
+        elif self.server.admit(True):
+            self._connect(conn)
+        else:
+            self._park(conn)
 
     # -- holding back while the daemon works ----------------------------------------------
     # The daemon's reconciler and this thread share Python's GIL: whatever this thread runs
@@ -366,26 +374,42 @@ class HealthServer:
         task.add_done_callback(self._connecting.discard)
 
     def _park(self, conn: socket.socket) -> None:
-        """A newcomer refused for now, its request not there yet: wait for it in a waiting
-        room of PARKED sockets (the oldest closed to make room). A probe's request arrives
-        within milliseconds and is let in; an idle crowd just passes through."""
+        """A newcomer with no request yet (silent through TCP_DEFER_ACCEPT's wait, or its
+        request still on its way), or refused for now: wait for the request in a waiting room
+        of PARKED sockets, at most PARK_WAIT_S (the oldest closed to make room), with nothing
+        built for it. A probe's request arrives within milliseconds and is let in; an idle
+        crowd just passes through."""
         assert self._loop is not None
         if len(self._parked) >= PARKED:
             self._close_parked(next(iter(self._parked)))
-        self._parked[conn.fileno()] = conn
-        self._loop.add_reader(conn.fileno(), self._unpark, conn.fileno())
+        fd = conn.fileno()
+        self._parked[fd] = conn
+        self._loop.add_reader(fd, self._unpark, fd)
+        self._loop.call_later(PARK_WAIT_S, self._park_expired, fd, conn)
+
+    def _park_expired(self, fd: int, conn: socket.socket) -> None:
+        assert self.server is not None
+        if self._parked.get(fd) is conn:  # (not a later socket given the same number)
+            self._close_parked(fd)
+            self.server.stats.timed_out += 1
 
     def _unpark(self, fd: int) -> None:
         assert self.server is not None and self._loop is not None
         conn = self._parked.get(fd)
         if conn is None:
             return
-        if request_waiting(conn) and self.server.admit(True):
-            self._loop.remove_reader(fd)
-            del self._parked[fd]
-            self._connect(conn)
-        else:  # closed by the client, or nothing to evict: gone
+        first = _first_bytes(conn)
+        if not first:  # closed by the client
             self._close_parked(fd)
+            return
+        self._loop.remove_reader(fd)
+        del self._parked[fd]
+        if self.status.working and not first.startswith(PROBES):
+            self._hold(conn)
+        elif self.server.admit(True):
+            self._connect(conn)
+        else:  # nothing to evict: gone
+            conn.close()
 
     def _close_parked(self, fd: int) -> None:
         assert self._loop is not None

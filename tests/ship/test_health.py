@@ -516,9 +516,11 @@ async def test_a_hold_is_bounded(served_documents, monkeypatch):
     assert 0.4 < took < 3, took
 
 
-async def test_a_connection_silent_through_the_deferral_is_closed_at_accept(monkeypatch):
+async def test_connections_silent_through_the_deferral_are_closed_at_once(monkeypatch):
     # A connection the kernel hands over after TCP_DEFER_ACCEPT without a byte has been idle
-    # as long as the idle timeout: closed there, nothing built for it, no slot taken.
+    # as long as the idle timeout: it waits for its request in the waiting room, nothing built
+    # for it and no slot taken, and is closed after PARK_WAIT_S (before: taken in and kept
+    # until the idle timeout).
     monkeypatch.setattr(server_module, "DEFER_ACCEPT_S", 1)
     status = AgentStatus(source_name="static-file")
     port = free_port()
@@ -528,7 +530,7 @@ async def test_a_connection_silent_through_the_deferral_is_closed_at_accept(monk
         for _ in range(40):
             silent.append(socket.create_connection(("127.0.0.1", port)))
         stats = server.server.stats
-        await wait_for_async(lambda: stats.timed_out >= 40, 15, what="the 40 silent connections closed at accept")
+        await wait_for_async(lambda: stats.timed_out >= 40, 15, what="the 40 silent connections closed")
         assert stats.open == 0 and stats.evicted == 0 and stats.refused == 0, stats
         for sock in silent:
             sock.settimeout(5)
