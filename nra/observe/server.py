@@ -7,9 +7,11 @@ can take (nra.observe.connections: a connection cap, idle and header timeouts). 
 /status and /metrics shares DOCUMENT_RATE requests a second; more wait their turn (at most
 BUDGET_WAIT_S, then 503), so their CPU, which the reconciler shares through the GIL, stays
 small however many clients poll. /healthz and /readyz skip that queue: a probe is answered
-at once. Liveness is AgentStatus's, which judges the daemon's loop by whether it answers
-(AgentStatus.ask_loop: a question scheduled into that loop when liveness is asked), never by
-the server's own progress. Documents older than REFRESH_S are rebuilt when asked for
+at once. While the daemon works on a change (AgentStatus.working: a configuration being
+loaded, a reconcile), the rest waits for it, at most HOLD_MAX_S: the change has the GIL and
+the server's share of the cores to itself (see "holding back" below). Liveness is
+AgentStatus's, which judges the daemon's loop by whether it answers (AgentStatus.ask_loop: a
+question scheduled into that loop when liveness is asked), never by the server's own progress. Documents older than REFRESH_S are rebuilt when asked for
 (Documents.request): nothing is built, and nothing wakes, while nobody asks.
 
 /status is answered only on a loopback address unless STATUS_ACCESS=health: when the health
