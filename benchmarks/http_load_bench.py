@@ -176,8 +176,10 @@ def role_probe(port: int, seconds: float) -> None:
                     code = str(resp.status)
             except urllib.error.HTTPError as exc:
                 code = str(exc.code)
-            except OSError:
+            except OSError as exc:  # (timed out, or closed: which, for the summary)
                 code = "no-answer"
+                why = type(getattr(exc, "reason", None) or exc).__name__
+                codes[why] = codes.get(why, 0) + 1
             took = time.monotonic() - started
             slowest = max(slowest, took)
             codes[code] = codes.get(code, 0) + 1
@@ -200,9 +202,10 @@ def open_fds(pid: int) -> int:
 
 
 def change_times(ns, cfg: Path, nets: list[str], proc: subprocess.Popen, fds: list[int],
-                 before_each=None) -> list[float]:
+                 before_each=None, walls: list[tuple[float, float]] | None = None) -> list[float]:
     """CHANGES edits adding NEW_PREFIX, each timed until its nft element is in the kernel,
-    each followed by its removal (not timed)."""
+    each followed by its removal (not timed). `walls` gets each change's (edit, arrival) as
+    wall-clock times, for breakdown()."""
     import conntrack_bench as ct
 
     from nra.kernel import nft_netlink as nl
@@ -216,13 +219,15 @@ def change_times(ns, cfg: Path, nets: list[str], proc: subprocess.Popen, fds: li
             tmp = cfg.with_suffix(".tmp")
             tmp.write_text(ct.config_text(nets + [NEW_PREFIX]))
             listener.drain()
-            started = time.perf_counter()
+            started, wall = time.perf_counter(), time.time()
             os.replace(tmp, cfg)
             arrived = listener.wait(started + CHANGE_LIMIT_S)
             if arrived is None:  # the agent cannot keep up: say so, make no more changes
                 times.append(float("inf"))
                 break
             times.append(arrived - started)
+            if walls is not None:
+                walls.append((wall, wall + arrived - started))
             fds.append(open_fds(proc.pid))
             tmp.write_text(ct.config_text(nets))
             listener.drain()
@@ -237,9 +242,39 @@ def change_times(ns, cfg: Path, nets: list[str], proc: subprocess.Popen, fds: li
     return times
 
 
+def breakdown(log: Path, walls: list[tuple[float, float]]) -> str:
+    """Where each change's time went, from the agent's log (LOG_LEVEL=verbose): the edit
+    until the configuration was loaded ("desired state changed"), until its reconcile
+    started, until the element was in the kernel; ms."""
+    import datetime
+
+    stamped = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            at = datetime.datetime.strptime(line[:28], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+        except ValueError:
+            continue
+        stamped.append((at, line[28:]))
+    parts = []
+    for edit, arrival in walls:
+        loaded = next((at for at, text in stamped if at >= edit - 0.001 and "desired state changed" in text), None)
+        started = next((at for at, text in stamped if loaded is not None and at >= loaded
+                        and "reconcile started" in text), None)
+        if loaded is None or started is None or started > arrival + 0.001:
+            parts.append("?")
+            continue
+        parts.append(f"{(loaded - edit) * 1000:.0f}+{(started - loaded) * 1000:.0f}+{(arrival - started) * 1000:.0f}")
+    return " ".join(parts)
+
+
+#: the clients' nice value (--clients-nice)
+CLIENTS_NICE = 0
+
+
 def spawn(role: str, port: int, seconds: float, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port), "--seconds", str(seconds)],
-                            stdout=open(out, "w"), stderr=subprocess.STDOUT)
+                            stdout=open(out, "w"), stderr=subprocess.STDOUT,
+                            preexec_fn=(lambda: os.nice(CLIENTS_NICE)) if CLIENTS_NICE else None)
 
 
 def main() -> int:
@@ -249,25 +284,37 @@ def main() -> int:
     parser.add_argument("--role", choices=sorted(ROLES))
     parser.add_argument("--port", type=int)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--log-level", default="info", help="the agent's LOG_LEVEL (verbose: each reconcile's start)")
+    parser.add_argument("--clients-nice", type=int, default=0,
+                        help="run the clients at this nice value: on a node they are other machines; here they "
+                             "share the agent's cores, and 19 keeps them from taking the CPU the agent needs")
+    parser.add_argument("--keep", type=Path, help="keep the agent's log and the loaders' output in this directory")
     args = parser.parse_args()
     if args.role:
+        # stopped with SIGINT, which a shell's background job inherits as ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         ROLES[args.role](args.port, args.seconds)
         return 0
 
     import agent_bench
     import conntrack_bench as ct
 
+    global CLIENTS_NICE
+    CLIENTS_NICE = args.clients_nice
     print(f"nra HTTP load benchmark: {agent_bench.machine()}; agent from {args.repo}; "
-          f"{args.prefixes:,} prefixes, conntrack mode")
+          f"{args.prefixes:,} prefixes, conntrack mode" + (f"; clients at nice {CLIENTS_NICE}" if CLIENTS_NICE else ""))
     nets = ct.prefixes(args.prefixes)
     ns = ct.namespace()
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="nra-httpbench-") as tmp:
         work = Path(tmp)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            work = args.keep
         cfg = work / "metallb.yaml"
         cfg.write_text(ct.config_text(nets))
         log_path = work / "agent.log"
-        env = {**agent_bench.env(), "HEALTH_ADDRESS": f"127.0.0.1:{port}", "LOG_LEVEL": "info"}
+        env = {**agent_bench.env(), "HEALTH_ADDRESS": f"127.0.0.1:{port}", "LOG_LEVEL": args.log_level}
         proc = subprocess.Popen([*agent_bench.NRA, "--static-file", str(cfg), "--netns", ns.name,
                                  "--max-reconcile-wait", "0", "--return-path", "conntrack"],
                                 env=env, cwd=args.repo, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
@@ -283,10 +330,13 @@ def main() -> int:
                 raise RuntimeError(f"the agent programmed {listed} of {len(nets)} prefixes")
             time.sleep(1.0)
             fds: list[int] = []
-            idle = change_times(ns, cfg, nets, proc, fds)
+            idle_walls: list[tuple[float, float]] = []
+            idle = change_times(ns, cfg, nets, proc, fds, walls=idle_walls)
             idle_fds = max(fds)
             print(f"idle:   changes ms {' '.join(f'{t * 1000:.0f}' for t in idle)}; median "
                   f"{statistics.median(idle) * 1000:.0f}, max {max(idle) * 1000:.0f}; open fds {idle_fds}", flush=True)
+            if args.log_level == "verbose":
+                print(f"idle:   loaded+queued+reconciled ms {breakdown(log_path, idle_walls)}", flush=True)
 
             seconds = 600.0
             log_before = log_path.stat().st_size, len(log_path.read_text().splitlines())
@@ -302,7 +352,8 @@ def main() -> int:
 
             fds = []
             started = time.monotonic()
-            loaded = change_times(ns, cfg, nets, proc, fds, before_each=burst)
+            loaded_walls: list[tuple[float, float]] = []
+            loaded = change_times(ns, cfg, nets, proc, fds, before_each=burst, walls=loaded_walls)
             took = time.monotonic() - started
             alive = proc.poll() is None
             for p in bursts:
@@ -314,11 +365,17 @@ def main() -> int:
             for p in loaders:
                 p.send_signal(signal.SIGINT)
             for p in loaders:
-                p.wait(30)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:  # (its summary is lost: said as missing below)
+                    p.kill()
+                    p.wait()
             log_after = log_path.stat().st_size, len(log_path.read_text().splitlines())
             limit = 2 * statistics.median(idle)
             print(f"loaded: changes ms {' '.join(f'{t * 1000:.0f}' for t in loaded)}; median "
                   f"{statistics.median(loaded) * 1000:.0f}, max {max(loaded) * 1000:.0f}; open fds at most {max(fds, default=0)}")
+            if args.log_level == "verbose":
+                print(f"loaded: loaded+queued+reconciled ms {breakdown(log_path, loaded_walls)}")
             print(f"verdict: {'PASS' if len(loaded) == CHANGES and max(loaded) <= limit else 'FAIL'}: every loaded "
                   f"change within 2x the idle median ({limit * 1000:.0f} ms): {sum(t <= limit for t in loaded)} of "
                   f"{CHANGES}" + ("" if all(t < float("inf") for t in loaded) else

@@ -55,6 +55,8 @@ class Agent:
         self.source = source
         self.status = AgentStatus(source_name=source.name)
         self.status.source_problem = lambda: getattr(source, "problem", None)
+        if hasattr(source, "loading"):  # (the static file: its parse is the daemon's work)
+            source.loading = self.status.loading
         self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
                                                     settings=self.settings,
                                                     config_loaded_at=self.desired.loaded_at,

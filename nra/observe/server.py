@@ -7,9 +7,11 @@ can take (nra.observe.connections: a connection cap, idle and header timeouts). 
 /status and /metrics shares DOCUMENT_RATE requests a second; more wait their turn (at most
 BUDGET_WAIT_S, then 503), so their CPU, which the reconciler shares through the GIL, stays
 small however many clients poll. /healthz and /readyz skip that queue: a probe is answered
-at once. Liveness is AgentStatus's, which judges the daemon's loop by whether it answers
-(AgentStatus.ask_loop: a question scheduled into that loop when liveness is asked), never by
-the server's own progress. Documents older than REFRESH_S are rebuilt when asked for
+at once. While the daemon works on a change (AgentStatus.working: a configuration being
+loaded, a reconcile), the rest waits for it, at most HOLD_MAX_S: the change has the GIL and
+the server's share of the cores to itself (see "holding back" below). Liveness is
+AgentStatus's, which judges the daemon's loop by whether it answers (AgentStatus.ask_loop: a
+question scheduled into that loop when liveness is asked), never by the server's own progress. Documents older than REFRESH_S are rebuilt when asked for
 (Documents.request): nothing is built, and nothing wakes, while nobody asks.
 
 /status is answered only on a loopback address unless STATUS_ACCESS=health: when the health
@@ -59,14 +61,28 @@ ACCEPT_BATCH = 256
 #: or after this long: an idle crowd waits in the kernel, not in the server's slots, and a
 #: probe, whose request comes with its connection, is accepted among them at once
 DEFER_ACCEPT_S = 10
-#: newcomers past the cap, waiting a moment for their request (see HealthServer._park)
+#: newcomers waiting a moment for their request (see HealthServer._park), at most
 PARKED = 64
+#: how long a newcomer may wait there for its request (a probe's comes within milliseconds)
+PARK_WAIT_S = 1.0
 #: how long start() waits for the thread to listen, and stop() for it to end
 THREAD_WAIT_S = 10.0
 #: the server thread's nice value (the reconciler's stays the process's)
 SERVER_NICE = 10
 #: how long a request waits for documents being rebuilt (then it gets the last ones)
 REBUILD_WAIT_S = 0.5
+#: while the daemon works on a change (AgentStatus.working), what can wait is held, at most
+#: this long: /status and /metrics requests, and new connections other than probes
+HOLD_MAX_S = 2.0
+#: how often held work looks whether the daemon is done
+HOLD_CHECK_S = 0.005
+#: while the daemon works, new connections are accepted (and probes answered) at most
+#: every ACCEPT_PAUSE_S: in between, the server's thread wakes for nothing
+ACCEPT_PAUSE_S = 0.2
+#: new connections held at most (past it, the oldest held is closed)
+HELD = 256
+#: what a probe's request starts with (answered at once, held or not)
+PROBES = (b"GET /healthz", b"GET /readyz", b"HEAD /healthz", b"HEAD /readyz")
 
 #: TLS handshakes in progress on the HTTPS listener, at most (more newcomers are closed)
 HANDSHAKES = 64
@@ -178,6 +194,11 @@ class HealthServer:
         self._stop: asyncio.Event | None = None
         self._openmetrics: tuple[object, bytes] = (None, b"")
         self._parked: dict[int, socket.socket] = {}  # refused newcomers whose request may come
+        self._held: dict[int, tuple[socket.socket, float]] = {}  # newcomers held while the daemon works
+        self._free: asyncio.Event | None = None  # set while the daemon is not working on a change
+        self._looking: asyncio.TimerHandle | None = None  # the next look at whether it is done
+        self._listening: list[socket.socket] = []
+        self._accepts_paused_at: float | None = None  # loop time accept() stopped for the daemon
         self._connecting: set[asyncio.Task] = set()  # accepted, being handed to aiohttp
 
     # -- the thread ------------------------------------------------------------------------
@@ -225,9 +246,11 @@ class HealthServer:
         self._stop = asyncio.Event()
         self._budget = _Budget(self.rate)
         self._listings = asyncio.Semaphore(FULL_LISTINGS)
+        self._free = asyncio.Event()
+        self._free.set()
         self.server = BoundedServer(self._dispatch, cap=self.cap, access_log=None)
         loop = asyncio.get_running_loop()
-        listening: list[socket.socket] = []
+        listening: list[socket.socket] = self._listening
         secure_socket: socket.socket | None = None
         try:
             if self.secure is not None:  # the HTTPS listener: the agent cannot run without it either
@@ -262,8 +285,14 @@ class HealthServer:
             for sock in listening + ([secure_socket] if secure_socket is not None else []):
                 loop.remove_reader(sock.fileno())
                 sock.close()
+            listening.clear()
             for fd in list(self._parked):
                 self._close_parked(fd)
+            if self._looking is not None:
+                self._looking.cancel()
+            for conn, _ in self._held.values():
+                conn.close()
+            self._held.clear()
             for task in self._connecting:  # (accepted just before the stop)
                 task.cancel()
             await asyncio.gather(*self._connecting, return_exceptions=True)
@@ -272,8 +301,11 @@ class HealthServer:
                 await self.secure.reviewer.close()
 
     def _accept(self, listening: socket.socket, tls: bool = False) -> None:
-        """Accept what is waiting; the cap decides here, before aiohttp builds anything."""
+        """Accept what is waiting; the cap decides here, before aiohttp builds anything.
+        While the daemon works, one batch (the probes in it answered), then a pause."""
         assert self.server is not None and self._loop is not None
+        if self.status.working:
+            self._pause_accepts()
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, _ = listening.accept()
@@ -291,10 +323,96 @@ class HealthServer:
                     self._connect(conn, tls=True)
                 else:
                     conn.close()
-            elif self.server.admit(request_waiting(conn)):
+                continue
+            first = _first_bytes(conn)
+            if not first:  # silent through DEFER_ACCEPT_S (or its request still on its way)
+                self._park(conn)
+            else:
+                self._take(conn, first)
+
+    def _take(self, conn: socket.socket, first: bytes) -> None:
+        """A newcomer whose request is there: held while the daemon works (a probe: never),
+        else in if the cap lets it, else in the waiting room."""
+        assert self.server is not None
+        if self.status.working and not first.startswith(PROBES):
+            self._hold(conn)
+        elif self.server.admit(True):
+            self._connect(conn)
+        else:
+            self._park(conn)
+
+    # -- holding back while the daemon works ----------------------------------------------
+    # The daemon's reconciler and this thread share Python's GIL: whatever this thread runs
+    # while a change is being loaded and reconciled, the change waits for (a crowd of
+    # clients took half the GIL and more, each change 2-10 times its idle time). So while
+    # AgentStatus.working, probes are answered at once and everything else waits, at most
+    # HOLD_MAX_S: new connections in `_held` (accepted, nothing built for them), requests for
+    # /status and /metrics in `_after_the_daemon`.
+
+    def _pause_accepts(self) -> None:
+        """Leave new connections in the kernel's queue for ACCEPT_PAUSE_S (see _look)."""
+        assert self._loop is not None
+        if self._accepts_paused_at is None:
+            for sock in self._listening:
+                self._loop.remove_reader(sock.fileno())
+            self._accepts_paused_at = self._loop.time()
+            self._look_later()
+
+    def _resume_accepts(self) -> None:
+        assert self._loop is not None
+        if self._accepts_paused_at is not None:
+            self._accepts_paused_at = None
+            for sock in self._listening:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _hold(self, conn: socket.socket) -> None:
+        assert self._loop is not None
+        if len(self._held) >= HELD:
+            self._held.pop(next(iter(self._held)))[0].close()
+        self._held[conn.fileno()] = (conn, self._loop.time())
+        self._look_later()
+
+    async def _after_the_daemon(self) -> None:
+        """Wait until the daemon is done with its change, at most HOLD_MAX_S."""
+        assert self._free is not None
+        if not self.status.working:
+            return
+        self._free.clear()
+        self._look_later()
+        try:
+            await asyncio.wait_for(self._free.wait(), HOLD_MAX_S)
+        except asyncio.TimeoutError:
+            pass
+
+    def _look_later(self) -> None:
+        assert self._loop is not None
+        if self._looking is None:
+            self._looking = self._loop.call_later(HOLD_CHECK_S, self._look)
+
+    def _look(self) -> None:
+        """Every HOLD_CHECK_S while anything is held: the daemon done, let everything in;
+        else what has waited HOLD_MAX_S."""
+        assert self._loop is not None and self._free is not None and self.server is not None
+        self._looking = None
+        now = self._loop.time()
+        working = self.status.working
+        if not working:
+            self._free.set()
+        if self._accepts_paused_at is not None and (not working or now - self._accepts_paused_at >= ACCEPT_PAUSE_S):
+            self._resume_accepts()
+        since = now - HOLD_MAX_S
+        while self._held:
+            fd = next(iter(self._held))
+            conn, held_at = self._held[fd]
+            if working and held_at > since:
+                break
+            del self._held[fd]
+            if self.server.admit(True):
                 self._connect(conn)
             else:
                 self._park(conn)
+        if self._held or not self._free.is_set() or self._accepts_paused_at is not None:
+            self._look_later()
 
     def _connect(self, conn: socket.socket, tls: bool = False) -> None:
         assert self._loop is not None and self.server is not None
@@ -308,14 +426,24 @@ class HealthServer:
         task.add_done_callback(self._connecting.discard)
 
     def _park(self, conn: socket.socket) -> None:
-        """A newcomer refused for now, its request not there yet: wait for it in a waiting
-        room of PARKED sockets (the oldest closed to make room). A probe's request arrives
-        within milliseconds and is let in; an idle crowd just passes through."""
+        """A newcomer with no request yet (silent through TCP_DEFER_ACCEPT's wait, or its
+        request still on its way), or refused for now: wait for the request in a waiting room
+        of PARKED sockets, at most PARK_WAIT_S (the oldest closed to make room), with nothing
+        built for it. A probe's request arrives within milliseconds and is let in; an idle
+        crowd just passes through."""
         assert self._loop is not None
         if len(self._parked) >= PARKED:
             self._close_parked(next(iter(self._parked)))
-        self._parked[conn.fileno()] = conn
-        self._loop.add_reader(conn.fileno(), self._unpark, conn.fileno())
+        fd = conn.fileno()
+        self._parked[fd] = conn
+        self._loop.add_reader(fd, self._unpark, fd)
+        self._loop.call_later(PARK_WAIT_S, self._park_expired, fd, conn)
+
+    def _park_expired(self, fd: int, conn: socket.socket) -> None:
+        assert self.server is not None
+        if self._parked.get(fd) is conn:  # (not a later socket given the same number)
+            self._close_parked(fd)
+            self.server.stats.timed_out += 1
 
     async def _handshake(self, conn: socket.socket, context) -> None:
         """A TLS connection handed to the server once its handshake is done (a failed one:
@@ -334,12 +462,18 @@ class HealthServer:
         conn = self._parked.get(fd)
         if conn is None:
             return
-        if request_waiting(conn) and self.server.admit(True):
-            self._loop.remove_reader(fd)
-            del self._parked[fd]
-            self._connect(conn)
-        else:  # closed by the client, or nothing to evict: gone
+        first = _first_bytes(conn)
+        if not first:  # closed by the client
             self._close_parked(fd)
+            return
+        self._loop.remove_reader(fd)
+        del self._parked[fd]
+        if self.status.working and not first.startswith(PROBES):
+            self._hold(conn)
+        elif self.server.admit(True):
+            self._connect(conn)
+        else:  # nothing to evict: gone
+            conn.close()
 
     def _close_parked(self, fd: int) -> None:
         assert self._loop is not None
@@ -398,6 +532,7 @@ class HealthServer:
         if self.secure is not None and not _is_tls(request) and not _on_loopback(request):
             return web.Response(status=404, text=f"/metrics is served over HTTPS on port {self.secure.port} "
                                                  "(METRICS_ADDRESS); plain HTTP on loopback only\n")
+        await self._after_the_daemon()
         if not await self._budget.take():
             return _busy()
         await self._fresh_documents()
@@ -416,6 +551,7 @@ class HealthServer:
         if not self._status_allowed(request):
             return web.Response(status=404, text="/status is served on the loopback address only "
                                                  "(STATUS_ACCESS=health serves it here)\n")
+        await self._after_the_daemon()
         if not await self._budget.take():
             return _busy()
         self.status.ask_loop()
@@ -465,6 +601,14 @@ def _is_tls(request: web.BaseRequest) -> bool:
 
 def _unauthorized(why: str) -> web.Response:
     return web.Response(status=401, text=f"unauthorized: {why}\n", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _first_bytes(conn: socket.socket) -> bytes:
+    """What the client of a just-accepted connection has sent already (left to be read)."""
+    try:
+        return conn.recv(len(max(PROBES, key=len)), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return b""
 
 
 def _listen(host: str, port: int) -> socket.socket:

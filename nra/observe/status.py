@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -43,6 +44,8 @@ class AgentStatus:
     stuck_after_s: float = STUCK_AFTER_S
     #: kernel operations the running reconcile applies (each adds PER_OPERATION_S)
     busy_operations: int = 0
+    #: configurations being loaded now (see loading)
+    loads: int = 0
     #: another writer keeps undoing our changes (see nra.daemon.contention)
     contention: str = ""
     #: what /status shows beyond this (the intent, the last outcome, the settings): a
@@ -62,6 +65,22 @@ class AgentStatus:
     def reconcile_finished(self) -> None:
         self.busy_since = None
         self.busy_operations = 0
+
+    @contextmanager
+    def loading(self):
+        """A source reads and parses a configuration in the daemon's loop (see working)."""
+        self.loads += 1
+        try:
+            yield
+        finally:
+            self.loads -= 1
+
+    @property
+    def working(self) -> bool:
+        """The daemon works on a change: a configuration being loaded or a reconcile. The
+        HTTP server, whose thread shares Python's GIL with the daemon, holds what can wait
+        meanwhile (nra.observe.server). Read from the server's thread."""
+        return self.busy_since is not None or self.loads > 0
 
     def loop_ran(self) -> None:
         self.loop_beat = time.monotonic()

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from loguru import logger
@@ -92,6 +94,9 @@ class StaticFileSource:
         self.watching = asyncio.Event()
         # an edit of a few address lines is patched into the last documents, not re-parsed
         self._yaml = YamlReloader()
+        #: a context around each read and parse in the daemon (AgentStatus.loading: the HTTP
+        #: server holds what can wait meanwhile)
+        self.loading: Callable[[], AbstractContextManager] = nullcontext
 
     @property
     def problem(self) -> str | None:
@@ -256,6 +261,7 @@ class StaticFileSource:
         self._wake.clear()
 
     def _publish_if_loaded(self, publish: Publish) -> None:
-        result = self.load()
-        if result is not None:
-            publish(result)
+        with self.loading():
+            result = self.load()
+            if result is not None:
+                publish(result)

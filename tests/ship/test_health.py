@@ -15,6 +15,7 @@ import pytest
 
 from nra.config.intent import Intent, Peer
 from nra.observe import connections, metrics
+from nra.observe import server as server_module
 from nra.observe.documents import REFRESH_S, STATUS_PREFIXES, Documents
 from nra.observe.server import (
     PARKED,
@@ -450,3 +451,92 @@ def test_a_question_the_closed_loop_cannot_take_is_not_left_open():
     status.ask = closed
     status.ask_loop()
     assert status.asked_at is None and status.liveness(1.0) == (True, "ok")
+
+
+# -- the server holds back while the daemon works on a change (issue 20: the 2x target) -------
+
+async def test_while_the_daemon_works_probes_are_answered_and_the_rest_waits(served_documents):
+    # The server's thread shares Python's GIL with the daemon: while a configuration is
+    # loaded or reconciled (AgentStatus.working), /status and /metrics wait, on a new
+    # connection or on one kept alive, and /healthz and /readyz are answered at once.
+    status, port, documents = served_documents
+    documents.refresh()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:  # (a kept-alive connection)
+            assert resp.status == 200
+            await resp.read()
+
+        async def ask(path: str) -> int:
+            async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+                await resp.read()
+                return resp.status
+
+        status.reconcile_started()
+        try:
+            metrics_kept_alive = asyncio.create_task(ask("/metrics"))
+            status_new = asyncio.create_task(asyncio.to_thread(raw_request, port, b"GET /status HTTP/1.0\r\n\r\n"))
+            started = time.monotonic()
+            assert await get(port, "/healthz") == (200, "ok\n")
+            assert (await get(port, "/readyz"))[0] == 503  # (no configuration: answered, not held)
+            assert time.monotonic() - started < 1
+            await holds_async(lambda: not metrics_kept_alive.done() and not status_new.done(), 0.5,
+                              what="/status and /metrics held while the daemon works")
+        finally:
+            status.reconcile_finished()
+        assert await asyncio.wait_for(metrics_kept_alive, 5) == 200
+        assert (await asyncio.wait_for(status_new, 5)).startswith(b"HTTP/1.0 200")
+
+
+def test_working_is_a_load_or_a_reconcile():
+    status = AgentStatus()
+    assert not status.working
+    with status.loading():  # (the static file source, around its read and parse)
+        assert status.working
+    assert not status.working
+    status.reconcile_started()
+    assert status.working
+    status.reconcile_finished()
+    assert not status.working
+
+
+async def test_a_hold_is_bounded(served_documents, monkeypatch):
+    # A reconcile that runs long (hooks, a first one at 100,000 prefixes) holds requests at
+    # most HOLD_MAX_S: then they are served all the same.
+    monkeypatch.setattr(server_module, "HOLD_MAX_S", 0.5)
+    status, port, documents = served_documents
+    documents.refresh()
+    status.reconcile_started()
+    try:
+        started = time.monotonic()
+        code, _ = await get(port, "/status")
+        took = time.monotonic() - started
+    finally:
+        status.reconcile_finished()
+    assert code == 200
+    assert 0.4 < took < 3, took
+
+
+async def test_connections_silent_through_the_deferral_are_closed_at_once(monkeypatch):
+    # A connection the kernel hands over after TCP_DEFER_ACCEPT without a byte has been idle
+    # as long as the idle timeout: it waits for its request in the waiting room, nothing built
+    # for it and no slot taken, and is closed after PARK_WAIT_S (before: taken in and kept
+    # until the idle timeout).
+    monkeypatch.setattr(server_module, "DEFER_ACCEPT_S", 1)
+    status = AgentStatus(source_name="static-file")
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", status, cap=32)
+    silent: list[socket.socket] = []
+    try:
+        for _ in range(40):
+            silent.append(socket.create_connection(("127.0.0.1", port)))
+        stats = server.server.stats
+        await wait_for_async(lambda: stats.timed_out >= 40, 15, what="the 40 silent connections closed")
+        assert stats.open == 0 and stats.evicted == 0 and stats.refused == 0, stats
+        for sock in silent:
+            sock.settimeout(5)
+            assert sock.recv(1) == b""  # closed by the server
+        assert await get(port, "/healthz") == (200, "ok\n")
+    finally:
+        for sock in silent:
+            sock.close()
+        await stop_health_server(server)
