@@ -17,7 +17,10 @@ the figure is median(with) / median(bare) of the packets per second the sink rec
 each installed by `nra --oneshot` and removed by `nra clean` between the measurements.
 
     .venv/bin/python benchmarks/fwd_bench.py [--sizes 1000,10000,100000] [--rounds 3] [--seconds 2]
-        [--groups G]
+        [--groups G] [--shapes distinct,consecutive]
+
+--shapes: `distinct` (the default: /30s eight apart, never adjacent: N nft intervals) and/or
+`consecutive` (/30s four apart: adjacent, they merge into a few intervals), as scale_bench.
 
 --groups G: G uplink groups of two routers each (G pools, the prefixes dealt round-robin,
 each BGPAdvertisement naming its pair of BGPPeers), so conntrack mode adds its group maps
@@ -43,6 +46,8 @@ from testbed.netns import NetNS, add_veth, new_netns  # noqa: E402
 
 PEERS = {"10.200.1.10": "02:00:00:00:0a:0a", "10.200.1.11": "02:00:00:00:0b:0b"}
 GROUPS = 1  # --groups
+STRIDE = {"distinct": 8, "consecutive": 4}
+SHAPE = "distinct"  # --shapes, the one being measured
 
 
 def peers() -> dict[str, str]:
@@ -56,7 +61,8 @@ CONNTRACK_ON = "table inet ctrack { chain forward { type filter hook forward pri
 
 def prefixes(n: int) -> list[ipaddress.IPv4Network]:
     base = int(ipaddress.IPv4Address("100.64.0.0"))
-    return [ipaddress.ip_network(f"{ipaddress.IPv4Address(base + i * 8)}/30") for i in range(n)]  # never adjacent
+    stride = STRIDE[SHAPE]  # 8: never adjacent; 4: adjacent, merged by nra into few intervals
+    return [ipaddress.ip_network(f"{ipaddress.IPv4Address(base + i * stride)}/30") for i in range(n)]
 
 
 def build() -> dict[str, NetNS]:
@@ -137,8 +143,9 @@ def main() -> int:
     parser.add_argument("--rules-max", type=int, default=10000,
                         help="largest N for rules mode (inserting 100,000 rules takes the kernel many minutes)")
     parser.add_argument("--groups", type=int, default=1, help="uplink groups of two routers each")
+    parser.add_argument("--shapes", default="distinct", help="distinct and/or consecutive prefixes (comma-separated)")
     args = parser.parse_args()
-    global GROUPS
+    global GROUPS, SHAPE
     GROUPS = args.groups
     with tempfile.TemporaryDirectory(prefix="nra-fwd-") as tmp:
         flood = Path(tmp) / "udpflood"
@@ -146,16 +153,16 @@ def main() -> int:
         nets = build()
         try:
             print(f"{GROUPS} uplink group(s), {len(peers())} routers")
-            print(f"{'mode':>10} {'N':>7} {'bare kpps':>10} {'with kpps':>10} {'ratio':>6}   rounds (bare/with kpps)")
-            for n in (int(s) for s in args.sizes.split(",")):
-                for mode in args.modes.split(","):
-                    if mode == "rules" and n > args.rules_max:
-                        print(f"{mode:>10} {n:>7}   (skipped: above --rules-max {args.rules_max})", flush=True)
-                        continue
-                    bare, loaded = measure(nets, flood, n, mode, args.rounds, args.seconds, Path(tmp))
-                    b, w = statistics.median(bare), statistics.median(loaded)
-                    pairs = " ".join(f"{x / 1000:.0f}/{y / 1000:.0f}" for x, y in zip(bare, loaded))
-                    print(f"{mode:>10} {n:>7} {b / 1000:>10.0f} {w / 1000:>10.0f} {w / b:>6.2f}   {pairs}", flush=True)
+            print(f"{'shape':>11} {'mode':>10} {'N':>7} {'bare kpps':>10} {'with kpps':>10} {'ratio':>6}   rounds (bare/with kpps)")
+            for SHAPE, n, mode in ((shape, int(size), mode) for shape in args.shapes.split(",")
+                                   for size in args.sizes.split(",") for mode in args.modes.split(",")):
+                if mode == "rules" and n > args.rules_max:
+                    print(f"{SHAPE:>11} {mode:>10} {n:>7}   (skipped: above --rules-max {args.rules_max})", flush=True)
+                    continue
+                bare, loaded = measure(nets, flood, n, mode, args.rounds, args.seconds, Path(tmp))
+                b, w = statistics.median(bare), statistics.median(loaded)
+                pairs = " ".join(f"{x / 1000:.0f}/{y / 1000:.0f}" for x, y in zip(bare, loaded))
+                print(f"{SHAPE:>11} {mode:>10} {n:>7} {b / 1000:>10.0f} {w / 1000:>10.0f} {w / b:>6.2f}   {pairs}", flush=True)
         finally:
             for ns in nets.values():
                 ns.delete()

@@ -13,43 +13,14 @@ import json
 import pytest
 
 from tests.agent.helpers import clean_env, run_nra
+from tests.metallb_docs import two_uplinks
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.kernel
 
 # two peers on the node's link, each announcing its own pool: rules mode gives each group an
 # uplink table (UPLINK_TABLES, 1000-1063), conntrack mode each peer a router table (21-35)
-CONFIG = """\
-apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata: {name: ra, namespace: m}
-spec: {myASN: 1, peerASN: 2, peerAddress: 10.99.0.2}
----
-apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata: {name: rb, namespace: m}
-spec: {myASN: 1, peerASN: 2, peerAddress: 10.99.0.3}
----
-apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata: {name: a, namespace: m}
-spec: {addresses: [10.80.0.0/28]}
----
-apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata: {name: b, namespace: m}
-spec: {addresses: [10.81.0.0/28]}
----
-apiVersion: metallb.io/v1beta1
-kind: BGPAdvertisement
-metadata: {name: to-a, namespace: m}
-spec: {ipAddressPools: [a], peers: [ra]}
----
-apiVersion: metallb.io/v1beta1
-kind: BGPAdvertisement
-metadata: {name: to-b, namespace: m}
-spec: {ipAddressPools: [b], peers: [rb]}
-"""
+CONFIG = two_uplinks("10.99.0.2", "10.99.0.3")
 ROUTER_TABLES = range(21, 36)  # the default: TABLE_WEIGHT 20 + 1 .. + the mark's 15 routers
 UPLINK_TABLES = range(1000, 1064)
 

@@ -15,41 +15,12 @@ from nra.config.metallb import parse_static_document
 from nra.daemon.wiring import reconciler
 from nra.settings import Settings
 from testbed.netns import add_veth, new_netns
+from tests.metallb_docs import two_uplinks
 from tests.wait import wait_for
 
 pytestmark = pytest.mark.kernel
 
-CONFIG = """\
-apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata: {name: ra, namespace: m}
-spec: {myASN: 1, peerASN: 2, peerAddress: 10.60.0.2}
----
-apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata: {name: rb, namespace: m}
-spec: {myASN: 1, peerASN: 2, peerAddress: 10.61.0.2}
----
-apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata: {name: a, namespace: m}
-spec: {addresses: [10.80.0.0/28]}
----
-apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata: {name: b, namespace: m}
-spec: {addresses: [10.81.0.0/28]}
----
-apiVersion: metallb.io/v1beta1
-kind: BGPAdvertisement
-metadata: {name: to-a, namespace: m}
-spec: {ipAddressPools: [a], peers: [ra]}
----
-apiVersion: metallb.io/v1beta1
-kind: BGPAdvertisement
-metadata: {name: to-b, namespace: m}
-spec: {ipAddressPools: [b], peers: [rb]}
-"""
+CONFIG = two_uplinks("10.60.0.2", "10.61.0.2")
 # the node's replies to the stranger, by the link they leave on
 SEEN = """table inet seen {
   counter a_via_eth0 { }

@@ -13,21 +13,10 @@ import pytest
 from tests.agent.helpers import REPO, clean_env
 from tests.kube.apiserver import FakeApiServer
 from tests.kube.test_sources import NODE, NS, configmap, node, peer
+from tests.metallb_docs import LEGACY_ZONED_PEER as LEGACY
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.kernel
-
-LEGACY = """\
-peers:
-- peer-address: 10.99.0.2
-- peer-address: 10.99.0.3
-  node-selectors:
-  - match-labels: {zone: b}
-address-pools:
-- name: lb
-  protocol: bgp
-  addresses: [198.51.100.0/28]
-"""
 
 
 async def run_nra(*args: str, timeout: float = 60, **env: str) -> tuple[int, str]:

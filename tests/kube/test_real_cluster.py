@@ -20,23 +20,12 @@ import pytest
 from testbed.cluster import Cluster
 from testbed.ports import free_port
 from tests.agent.helpers import Daemon, clean_env
+from tests.metallb_docs import LEGACY_ZONED_PEER as LEGACY
 from tests.netns import NetNS
 from tests.realcluster import apply, chart_rbac, create_namespace, identity, unique
 from tests.wait import wait_for
 
 pytestmark = pytest.mark.kernel
-
-LEGACY = """\
-peers:
-- peer-address: 10.99.0.2
-- peer-address: 10.99.0.3
-  node-selectors:
-  - match-labels: {zone: b}
-address-pools:
-- name: lb
-  protocol: bgp
-  addresses: [198.51.100.0/28]
-"""
 
 
 def node(name: str, labels: dict[str, str]) -> dict:
