@@ -12,7 +12,8 @@ loaded, a loaded one waiting for its reconcile, a reconcile), the rest waits for
 HOLD_MAX_S: the change has the GIL and the server's share of the cores to itself (see
 "holding back" below). The daemon wakes the server when the change ends
 (AgentStatus.on_done); meanwhile the server's thread sleeps, but for one timer at the next
-deadline (HOLD_MAX_S, ACCEPT_PAUSE_S): it never polls. The thread is named `nra-http` (in
+deadline (HOLD_MAX_S, ACCEPT_PAUSE_S; the waiting room's PARK_WAIT_S only while the daemon
+is not working): it never polls. The thread is named `nra-http` (in
 /proc/<pid>/task/<tid>/comm, top -H, ps -L). Liveness is
 AgentStatus's, which judges the daemon's loop by whether it answers (AgentStatus.ask_loop: a
 question scheduled into that loop when liveness is asked), never by the server's own progress. Documents older than REFRESH_S are rebuilt when asked for
