@@ -97,6 +97,7 @@ class Agent:
         self.status.source_synced = True
         metrics.ready(self.status.ready)
         if changed and self.worker is not None:
+            self.status.change_loaded()  # (the HTTP server holds back until its reconcile ends)
             self.worker.trigger("config")  # (the documents follow that reconcile)
         else:
             self.documents.refresh()
