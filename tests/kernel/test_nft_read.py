@@ -15,6 +15,7 @@ from nra.kernel import nft_read
 from nra.kernel import nft_table as nft
 from nra.kernel.marks import parse_mark_field
 from nra.kernel.nft import NftState
+from nra.kernel.socket import NetlinkSocket
 from testbed.netns import NetNS
 
 pytestmark = pytest.mark.kernel
@@ -196,3 +197,31 @@ def test_a_read_between_two_transactions_is_made_again(netns):
         nft_read.read_once = real
         owner.close()
     assert len(calls) == 2 and "between" in got.chains
+
+
+def test_tables_and_chains_are_what_nft_lists(netns):
+    """The datapath check's read (two dumps of every family) names the same tables and
+    chains as the nft binary's listing, nra's table with its elements among them."""
+    written(netns, nft.desired_table(shape(1000, True, 4) + shape(10, True, 6), ["eth0"], ROUTERS, FIELD))
+    netns.nft("add table ip kube-proxy\nadd chain ip kube-proxy services\nadd table ip6 filter\n"
+              "add chain ip6 filter KUBE-SERVICES\nadd table bridge b\nadd chain bridge b c\n"
+              "add table netdev n\nadd table arp a\n")
+    listed = json.loads(netns.exec(["nft", "-j", "list", "chains"]).stdout)["nftables"]
+    want_chains = {(c["chain"]["family"], c["chain"]["table"], c["chain"]["name"]) for c in listed if "chain" in c}
+    listed = json.loads(netns.exec(["nft", "-j", "list", "tables"]).stdout)["nftables"]
+    want_tables = {f"{t['table']['family']} {t['table']['name']}" for t in listed if "table" in t}
+    sock = NetlinkSocket(netns.name, protocol=nl.NETLINK_NETFILTER)
+    try:
+        tables, chains = nft_read.tables_and_chains(sock)
+    finally:
+        sock.close()
+    assert tables == want_tables and len(tables) == 6
+    assert chains == want_chains and ("ip6", "filter", "KUBE-SERVICES") in chains
+
+
+def test_tables_and_chains_of_an_empty_namespace(netns):
+    sock = NetlinkSocket(netns.name, protocol=nl.NETLINK_NETFILTER)
+    try:
+        assert nft_read.tables_and_chains(sock) == (frozenset(), frozenset())
+    finally:
+        sock.close()
