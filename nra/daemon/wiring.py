@@ -50,6 +50,16 @@ def kernel_adapter(settings: Settings, path: ReturnPath, cleaning: bool = False)
                          neigh_timers=settings.neigh_timers, nft_library_optional=cleaning)
 
 
+def prefetch_kernel(settings: Settings) -> None:
+    """Start reading what the first reconcile reads longest in a thread, so that it overlaps
+    the configuration's parse: nra's nft table in conntrack mode (0.4 s at 100,000 intervals,
+    most of it the kernel's dump)."""
+    if settings.return_path == "conntrack":
+        from nra.kernel.nft import prefetch
+
+        prefetch(settings.netns)
+
+
 @asynccontextmanager
 async def reconciler(settings: Settings, status: AgentStatus | None = None,
                      cleaning: bool = False, daemon: bool = False) -> AsyncIterator[Reconciler]:

@@ -225,3 +225,25 @@ def test_tables_and_chains_of_an_empty_namespace(netns):
         assert nft_read.tables_and_chains(sock) == (frozenset(), frozenset())
     finally:
         sock.close()
+
+
+def test_a_prefetched_read_is_taken_only_at_the_generation_it_was_read_at(netns):
+    from nra.kernel import nft as nft_state
+
+    want = nft.desired_table(shape(2000, True, 4), ["eth0"], ROUTERS, FIELD)
+    written(netns, want)
+    nft_state.prefetch(netns.name)
+    owner = NftState(netns.name)
+    try:
+        assert owner.read_blocking() == want and owner.full_reads == 1 and netns.name not in nft_state._prefetched
+        assert nft_state.take_prefetched(netns.name, owner.generation()) is None  # taken once
+        # someone else's transaction after the prefetch: read again, and theirs is seen
+        nft_state.prefetch(netns.name)
+        nft_state._prefetched[netns.name].result(10)
+        netns.nft("delete element inet nra lb4 { 100.64.0.0 }")
+        owner.forget()
+        got = owner.read_blocking()
+        assert got != want and len(got.prefixes[4]) == 1999
+        assert nft_state.take_prefetched(netns.name, owner.generation()) is None
+    finally:
+        owner.close()
