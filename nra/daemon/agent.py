@@ -152,7 +152,7 @@ class Agent:
                                                status_access=self.settings.status_access, cap=cap,
                                                secure=await self._secure_metrics())
         try:
-            async with reconciler(self.settings, self.status) as one:
+            async with reconciler(self.settings, self.status, daemon=True) as one:
                 return await self._supervise(one)
         finally:
             await stop_health_server(health)
