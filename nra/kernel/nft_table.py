@@ -49,6 +49,7 @@ from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from nra.config import prefix_delta
 from nra.config.intent import IPNetwork
 from nra.kernel.marks import U32, MarkField
 
@@ -333,7 +334,9 @@ class MergedIntervals:
     def update(self, prefixes: frozenset[IPNetwork]) -> dict[int, frozenset[Interval]]:
         if prefixes is self._prefixes:
             return self._frozen
-        added, removed = prefixes - self._prefixes, self._prefixes - prefixes
+        # made from the last set by a patch: its difference is known (no pass over 100,000)
+        known = prefix_delta.delta(prefixes, self._prefixes)
+        added, removed = known if known is not None else (prefixes - self._prefixes, self._prefixes - prefixes)
         if len(added) + len(removed) > max(64, len(prefixes) // 8):
             raw: dict[int, list[Interval]] = {4: [], 6: []}
             for prefix in prefixes:
