@@ -19,6 +19,7 @@ from nra import __version__
 from nra.config.intent import Intent, ParseResult
 from nra.daemon.contention import ContentionDetector
 from nra.daemon.desired import Desired, run_source
+from nra.daemon import gc_pause
 from nra.daemon.echo import ECHO_CHECK_S, EchoFilter
 from nra.daemon.host import check_multipath_use_neigh
 from nra.daemon.peer_resolution import PeerResolution
@@ -99,6 +100,7 @@ class Agent:
         if changed and self.worker is not None:
             self.worker.trigger("config")  # (the documents follow that reconcile)
         else:
+            gc_pause.release()  # (no reconcile follows: the collector runs again now)
             self.documents.refresh()
 
     def stop(self) -> None:
@@ -234,6 +236,7 @@ class Agent:
             self.status.reconcile_finished()
 
     def _reconciled(self, triggers: set[str], outcome: Outcome) -> None:
+        gc_pause.release()  # the change is in the kernel: the collector runs again
         self.documents.refresh()  # (after the reconcile: a change reaches the kernel first)
         self.echo.reconcile_finished(bool(outcome.applied))
         if self.resolution is not None:  # a read may have judged a peer silent
