@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import time
+from contextlib import contextmanager
 
 from loguru import logger
 
@@ -57,7 +58,7 @@ class Agent:
         self.status = AgentStatus(source_name=source.name)
         self.status.source_problem = lambda: getattr(source, "problem", None)
         if hasattr(source, "loading"):  # (the static file: its parse is the daemon's work)
-            source.loading = self.status.loading
+            source.loading = self._loading
         self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
                                                     settings=self.settings,
                                                     config_loaded_at=self.desired.loaded_at,
@@ -91,8 +92,23 @@ class Agent:
     def last_outcome(self) -> Outcome | None:
         return self.worker.last_outcome if self.worker else None
 
+    @contextmanager
+    def _loading(self):
+        """Around the static file's read and parse: the collector paused until the change's
+        reconcile is over (nra.daemon.gc_pause; released in _reconciled, or here when the
+        read publishes nothing)."""
+        gc_pause.hold()
+        self._published = False
+        try:
+            with self.status.loading():
+                yield
+        finally:
+            if not self._published:
+                gc_pause.release()
+
     def publish(self, result: ParseResult) -> None:
         """Called by the source with every complete configuration it loads."""
+        self._published = True
         changed = self.desired.accept(result)
         self.status.config_loaded = True
         self.status.source_synced = True

@@ -5,9 +5,10 @@ At 100,000 prefixes the daemon holds a million objects or more; a collection tha
 while a change is on its way (a young one, and now and then a full pass over all of them,
 tens to hundreds of milliseconds) delays that change. Nothing the change allocates is in a
 cycle that must be freed at once, so the collector waits until the reconcile is over
-(Agent._reconciled releases it first thing) and then runs as it would have. It never waits
-longer than MAX_HOLD_S: a change that turns out to need no reconcile (the same intent, a
-refused file) releases it at once, and a timer releases it anyway.
+(Agent._reconciled releases it first thing) and then runs as it would have. The static file's
+read holds it (Agent._loading, the source's `loading` context). It never waits longer than
+MAX_HOLD_S: a read that publishes nothing or a change that needs no reconcile (the same
+intent) releases it at once, and a timer releases it anyway.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from nra.config.intent import ParseResult
 from nra.config.metallb import ConfigError, PoolEntries, parse_static_document
 from nra.config.yaml_loader import MAX_CONFIG_BYTES
 from nra.config.yaml_reload import YamlReloader
-from nra.daemon import gc_pause
 from nra.observe import metrics
 from nra.sources.base import REFUSED, UNREADABLE, Publish, SourceHealth
 from nra.sources.inotify import GONE, Inotify
@@ -265,13 +264,6 @@ class StaticFileSource:
 
     def _publish_if_loaded(self, publish: Publish) -> None:
         with self.loading():
-            gc_pause.hold()  # until the change's reconcile is over (Agent._reconciled)
-            published = False
-            try:
-                result = self.load()
-                if result is not None:
-                    publish(result)
-                    published = True
-            finally:
-                if not published:  # nothing to reconcile: the collector runs again now
-                    gc_pause.release()
+            result = self.load()
+            if result is not None:
+                publish(result)
