@@ -224,21 +224,21 @@ def foreign_changes(ns: NetNS, listener: ElementListener) -> None:
 
 
 def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, workdir: Path,
-                foreign: bool = False) -> dict:
+                foreign: bool = False, changes_only: bool = False) -> dict:
     nets = prefixes(shape, n)
     text = config_text(nets)
     cfg = workdir / f"{shape}.yaml"
     cfg.write_text(text)
     result: dict = {"shape": shape, "N": n}
 
-    ns = namespace()
-    try:
-        result["oneshot_s"], result["oneshot_mib"] = run_oneshot(repo, ns, cfg)
-        full = element_count(ns)
-        result["intervals"] = full
-        result["again_s"], result["again_mib"] = run_oneshot(repo, ns, cfg)
-    finally:
-        ns.delete()
+    if not changes_only:
+        ns = namespace()
+        try:
+            result["oneshot_s"], result["oneshot_mib"] = run_oneshot(repo, ns, cfg)
+            result["intervals"] = element_count(ns)
+            result["again_s"], result["again_mib"] = run_oneshot(repo, ns, cfg)
+        finally:
+            ns.delete()
 
     ns = namespace()
     port = free_port()
@@ -248,6 +248,7 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
         proc, result["start_s"] = start_daemon(repo, ns, cfg, port, log)
         time.sleep(2)
         result["steady_mib"] = proc_kib(proc.pid, "VmRSS") / 1024
+        full = result.setdefault("intervals", element_count(ns))
         listener = ElementListener(ns.name)
         try:
             changes, deletes = [], []
@@ -263,6 +264,8 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
                 settle(ns, full)
             result["change_ms"] = statistics.median(changes) * 1000
             result["delete_half_s"] = statistics.median(deletes)
+            if changes_only:
+                return result
             before = proc_kib(proc.pid, "VmRSS") / 1024
             Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
             for _ in range(sequence):
@@ -304,20 +307,32 @@ def main() -> int:
                         help="someone else's rule and element delete in each round of the sequence")
     parser.add_argument("--compile-each-run", action="store_true",
                         help="no bytecode cache: each measured process compiles what it imports (see the doc)")
+    parser.add_argument("--changes-only", action="store_true",
+                        help="only the start, change and delete-half figures (no oneshot, sequence or restart)")
     args = parser.parse_args()
     repo = args.repo.resolve()
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     bytecode = "compiled in each process" if args.compile_each_run else "precompiled once (a run's bytecode cache)"
-    print(f"nra scale benchmark: {machine()}; nra of {repo} at {commit}; {bytecode}")
-    print(f"{'shape':>11} {'N':>7} {'intervals':>9} {'oneshot s':>9} {'MiB':>6} {'again s':>7} {'MiB':>6} "
-          f"{'start s':>7} {'steady MiB':>10} {'change ms':>9} {'del half s':>10} {'seq peak/steady':>15} "
-          f"{'restart s':>9}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"nra scale benchmark: {machine()}; load average {load}; nra of {repo} at {commit}; {bytecode}")
+    if args.changes_only:
+        print(f"{'shape':>11} {'N':>7} {'intervals':>9} {'start s':>7} {'steady MiB':>10} {'change ms':>9} "
+              f"{'del half s':>10}")
+    else:
+        print(f"{'shape':>11} {'N':>7} {'intervals':>9} {'oneshot s':>9} {'MiB':>6} {'again s':>7} {'MiB':>6} "
+              f"{'start s':>7} {'steady MiB':>10} {'change ms':>9} {'del half s':>10} {'seq peak/steady':>15} "
+              f"{'restart s':>9}")
     with tempfile.TemporaryDirectory(prefix="nra-scale-") as tmp:
         if not args.compile_each_run:
             compile_once(repo, Path(tmp) / "pycache", Path(tmp))
         for shape in args.shapes.split(","):
-            r = bench_shape(repo, shape, args.n, args.rounds, args.sequence, Path(tmp), args.foreign)
+            r = bench_shape(repo, shape, args.n, args.rounds, args.sequence, Path(tmp), args.foreign,
+                            args.changes_only)
+            if args.changes_only:
+                print(f"{shape:>11} {r['N']:>7} {r['intervals']:>9} {r['start_s']:>7.2f} {r['steady_mib']:>10.0f} "
+                      f"{r['change_ms']:>9.0f} {r['delete_half_s']:>10.2f}", flush=True)
+                continue
             ratio = r["sequence_peak_mib"] / r["sequence_steady_mib"]
             print(f"{shape:>11} {r['N']:>7} {r['intervals']:>9} {r['oneshot_s']:>9.2f} {r['oneshot_mib']:>6.0f} "
                   f"{r['again_s']:>7.2f} {r['again_mib']:>6.0f} {r['start_s']:>7.2f} {r['steady_mib']:>10.0f} "
