@@ -1,0 +1,58 @@
+"""The process's memory: what the C allocator keeps after a large change, given back.
+
+glibc's malloc keeps the pages of freed small objects in its heap (they are reused, not
+returned); after a rebuild of nra's nft table at 100,000 prefixes, or a change of many
+intervals, the parse, the plan and the nf_tables batch leave tens of MB free inside the
+heap. `malloc_trim(0)` returns the free pages to the kernel (madvise), so the steady RSS is
+what the daemon holds, not its high-water mark. Elsewhere (musl, macOS) it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from typing import Callable, Iterable
+
+#: a change of this many intervals or more (added plus deleted) is followed by a trim
+LARGE_CHANGE_INTERVALS = 10_000
+
+_trim: Callable[[int], int] | None = None
+_looked_up = False
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    global _trim, _looked_up
+    if not _looked_up:
+        _looked_up = True
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            trim = libc.malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            return None
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        _trim = trim
+    return _trim
+
+
+def release_free_memory() -> bool:
+    """Give the allocator's free pages back to the kernel (glibc's malloc_trim(0); the GIL
+    is released during the call). True when something was returned; False when nothing
+    was, or the C library has no malloc_trim."""
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+def large_change(operations: Iterable[object]) -> bool:
+    """Whether these operations hold a change of nra's nft table worth a trim after it: a
+    rebuild, or LARGE_CHANGE_INTERVALS intervals or more added and deleted."""
+    for op in operations:
+        change = getattr(op, "change", None)
+        if change is None:
+            continue
+        if change.rebuild:
+            return True
+        count = sum(len(v) for v in change.add_prefixes.values()) + sum(len(v) for v in change.delete_prefixes.values())
+        count += sum(len(v) for v in change.add_groups.values()) + sum(len(v) for v in change.delete_groups.values())
+        if count >= LARGE_CHANGE_INTERVALS:
+            return True
+    return False
