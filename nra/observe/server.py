@@ -12,7 +12,8 @@ loaded, a loaded one waiting for its reconcile, a reconcile), the rest waits for
 HOLD_MAX_S: the change has the GIL and the server's share of the cores to itself (see
 "holding back" below). The daemon wakes the server when the change ends
 (AgentStatus.on_done); meanwhile the server's thread sleeps, but for one timer at the next
-deadline (HOLD_MAX_S, ACCEPT_PAUSE_S): it never polls. The thread is named `nra-http` (in
+deadline (HOLD_MAX_S, ACCEPT_PAUSE_S; the waiting room's PARK_WAIT_S only while the daemon
+is not working): it never polls. The thread is named `nra-http` (in
 /proc/<pid>/task/<tid>/comm, top -H, ps -L). Liveness is
 AgentStatus's, which judges the daemon's loop by whether it answers (AgentStatus.ask_loop: a
 question scheduled into that loop when liveness is asked), never by the server's own progress. Documents older than REFRESH_S are rebuilt when asked for
@@ -196,7 +197,7 @@ class HealthServer:
         self._failure: str | None = None
         self._stop: asyncio.Event | None = None
         self._openmetrics: tuple[object, bytes] = (None, b"")
-        self._parked: dict[int, socket.socket] = {}  # refused newcomers whose request may come
+        self._parked: dict[int, tuple[socket.socket, float]] = {}  # newcomers whose request may come, since
         self._held: dict[int, tuple[socket.socket, float]] = {}  # newcomers held while the daemon works
         self._waiting: dict[asyncio.Future, float] = {}  # requests held while the daemon works, since
         self._timer: asyncio.TimerHandle | None = None  # the one timer: the next deadline of what is held
@@ -356,9 +357,10 @@ class HealthServer:
     # waits for (a crowd of clients took half the GIL and more, each change 2-10 times its
     # idle time). So while AgentStatus.working, probes are answered at once and everything
     # else waits, at most HOLD_MAX_S: new connections in `_held` (accepted, nothing built for
-    # them), requests for /status and /metrics in `_waiting`. The daemon wakes this loop when
-    # its change ends (AgentStatus.on_done -> _daemon_done); until then this thread sleeps
-    # but for one timer, at the next deadline of what it holds (`_arm`). It never polls.
+    # them), requests for /status and /metrics in `_waiting`; the waiting room's newcomers
+    # (`_parked`) are not closed meanwhile. The daemon wakes this loop when its change ends
+    # (AgentStatus.on_done -> _daemon_done); until then this thread sleeps but for one timer,
+    # at the next deadline of what it holds (`_arm`). It never polls.
 
     def _daemon_done(self) -> None:
         """From the daemon's thread (AgentStatus.on_done): its change ended. Wakes this loop
@@ -416,7 +418,8 @@ class HealthServer:
 
     def _arm(self) -> None:
         """The one timer, at the next deadline of what is held: the oldest held connection's
-        or request's HOLD_MAX_S, the accept pause's end. None when nothing is held."""
+        or request's HOLD_MAX_S, the accept pause's end, and, unless the daemon works, the
+        oldest parked newcomer's PARK_WAIT_S. None when nothing is due."""
         assert self._loop is not None
         deadlines = []
         if self._held:
@@ -425,6 +428,8 @@ class HealthServer:
             deadlines.append(next(iter(self._waiting.values())) + HOLD_MAX_S)
         if self._accepts_paused_at is not None:
             deadlines.append(self._accepts_paused_at + ACCEPT_PAUSE_S)
+        if self._parked and not self.status.working:  # (stopped while the daemon works: on_done)
+            deadlines.append(next(iter(self._parked.values()))[1] + PARK_WAIT_S)
         if not deadlines:
             if self._timer is not None:
                 self._timer.cancel()
@@ -467,7 +472,9 @@ class HealthServer:
                 self._connect(conn)
             else:
                 self._park(conn)
-        if not self._held and not self._waiting and self._accepts_paused_at is None:
+        if not working:
+            self._expire_parked(now)
+        if not self._held and not self._waiting and not self._parked and self._accepts_paused_at is None:
             self._want_wake = False
         self._arm()
 
@@ -492,13 +499,19 @@ class HealthServer:
         if len(self._parked) >= PARKED:
             self._close_parked(next(iter(self._parked)))
         fd = conn.fileno()
-        self._parked[fd] = conn
+        self._parked[fd] = (conn, self._loop.time())
         self._loop.add_reader(fd, self._unpark, fd)
-        self._loop.call_later(PARK_WAIT_S, self._park_expired, fd, conn)
+        self._want_wake = True  # (before _arm reads AgentStatus.working: see _wait_for_the_daemon)
+        self._arm()
 
-    def _park_expired(self, fd: int, conn: socket.socket) -> None:
+    def _expire_parked(self, now: float) -> None:
+        """Close who waited PARK_WAIT_S in the waiting room (the oldest first). Not while the
+        daemon works: the room is bounded by PARKED, and the change goes first."""
         assert self.server is not None
-        if self._parked.get(fd) is conn:  # (not a later socket given the same number)
+        while self._parked:
+            fd = next(iter(self._parked))
+            if self._parked[fd][1] + PARK_WAIT_S > now:
+                break
             self._close_parked(fd)
             self.server.stats.timed_out += 1
 
@@ -516,9 +529,10 @@ class HealthServer:
 
     def _unpark(self, fd: int) -> None:
         assert self.server is not None and self._loop is not None
-        conn = self._parked.get(fd)
-        if conn is None:
+        parked = self._parked.get(fd)
+        if parked is None:
             return
+        conn = parked[0]
         first = _first_bytes(conn)
         if not first:  # closed by the client
             self._close_parked(fd)
@@ -534,7 +548,7 @@ class HealthServer:
 
     def _close_parked(self, fd: int) -> None:
         assert self._loop is not None
-        conn = self._parked.pop(fd)
+        conn, _ = self._parked.pop(fd)
         self._loop.remove_reader(fd)
         conn.close()
 

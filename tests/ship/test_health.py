@@ -648,3 +648,31 @@ async def test_a_loaded_configuration_holds_requests_until_its_reconcile_ends(tm
         assert reconciled
     finally:
         await stop_health_server(server)
+
+
+async def test_the_waiting_room_is_not_swept_while_the_daemon_works(monkeypatch):
+    # Newcomers silent through TCP_DEFER_ACCEPT wait in the waiting room at most PARK_WAIT_S;
+    # closing them is the server's work too, so it waits for the change's end (the room is
+    # bounded by PARKED meanwhile). Before: each had a timer of its own, firing mid-change.
+    monkeypatch.setattr(server_module, "DEFER_ACCEPT_S", 1)
+    status = AgentStatus(source_name="static-file")
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", status, cap=32)
+    silent: list[socket.socket] = []
+    try:
+        stats = server.server.stats
+        status.reconcile_started()
+        try:
+            for _ in range(10):
+                silent.append(socket.create_connection(("127.0.0.1", port)))
+            await wait_for_async(lambda: len(server._parked) == 10, 10, what="the 10 silent newcomers parked")
+            await holds_async(lambda: stats.timed_out == 0 and len(server._parked) == 10,
+                              server_module.PARK_WAIT_S + 0.5, what="the waiting room kept while the daemon works")
+        finally:
+            status.reconcile_finished()
+        await wait_for_async(lambda: stats.timed_out == 10, 3, what="the waiting room swept after the change")
+        assert await get(port, "/healthz") == (200, "ok\n")
+    finally:
+        for sock in silent:
+            sock.close()
+        await stop_health_server(server)
