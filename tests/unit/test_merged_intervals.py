@@ -47,3 +47,20 @@ def test_the_same_set_is_not_merged_again():
     prefixes = frozenset(parse_address_entry(f"10.{i}.0.0/16")[0] for i in range(100))
     first = merged.update(prefixes)
     assert merged.update(prefixes) is first
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 20)), max_size=60))
+def test_merge_sorted_is_the_interval_union_and_reuses_lone_intervals(raw):
+    from nra.kernel.nft_table import merge_sorted
+
+    ordered = sorted((low, low + length) for low, length in raw)
+    got = merge_sorted(ordered)
+    covered = {a for low, high in ordered for a in range(low, high + 1)}
+    assert {a for low, high in got for a in range(low, high + 1)} == covered
+    assert all(got[i][1] + 1 < got[i + 1][0] for i in range(len(got) - 1))  # disjoint, not adjacent
+    # an interval no other touches comes back as the same tuple
+    for i, item in enumerate(ordered):
+        others = ordered[:i] + ordered[i + 1:]
+        if all(o[1] + 1 < item[0] or item[1] + 1 < o[0] for o in others):
+            assert any(g is item for g in got)
