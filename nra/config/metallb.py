@@ -21,6 +21,7 @@ import functools
 import gc
 import ipaddress
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Callable, Iterable, Mapping
 
 import yaml
@@ -233,12 +234,20 @@ class _Builder:
         return ParseResult(intent=intent, problems=tuple(problems))
 
 
+#: the most entries a patch of a pool's prefixes takes in or out (past this, and past an eighth
+#: of the pool, the pool is parsed whole)
+PATCH_MAX = 256
+
+
 def _patched_prefixes(before: frozenset[IPNetwork], removed: list, added: list,
                       count: int) -> frozenset[IPNetwork] | None:
     """The prefixes of a pool whose entries mapped one to one to `before`, after the entries
     `removed` left and `added` came, the new list holding `count` entries; None when that is
     not one to one any more (an entry of several prefixes, a bad one, two of one prefix):
-    the pool is then parsed whole, and its problems said."""
+    the pool is then parsed whole, and its problems said. A large edit (half the lines
+    removed, say) is parsed whole too: that runs at C speed, entry by entry does not."""
+    if len(removed) + len(added) > max(PATCH_MAX, len(before) // 8):
+        return None
     try:
         gone = [parse_address_entry(entry) for entry in removed]
         new = [parse_address_entry(entry) for entry in added]
@@ -246,8 +255,8 @@ def _patched_prefixes(before: frozenset[IPNetwork], removed: list, added: list,
         return None
     if any(len(networks) != 1 for networks in new):
         return None
-    removed = {n[0] for n in gone}
-    added = {n[0] for n in new}
+    removed = set(map(itemgetter(0), gone))
+    added = set(map(itemgetter(0), new))
     removed, added = removed - added, added - removed  # (an item moved, or replaced by itself)
     if len(before) - len(removed) + len(added) != count or not added.isdisjoint(before):
         return None  # (two entries of one prefix now)

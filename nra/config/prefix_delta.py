@@ -15,6 +15,8 @@ from typing import Collection, Mapping
 
 #: records kept: a change's set, the one before, a few more
 KEPT = 8
+#: the most changed prefixes family_counts goes through one by one
+COUNT_MAX = 1024
 
 # id(new) -> (new, old, added, removed)
 _records: OrderedDict[int, tuple[frozenset, frozenset, frozenset, frozenset]] = OrderedDict()
@@ -64,8 +66,8 @@ def family_counts(prefixes: frozenset) -> Mapping[int, int] | None:
     if record is None or record[0] is not prefixes:
         return None
     before = _counts.get(id(record[1]))
-    if before is None or before[0] is not record[1]:
-        return None
+    if before is None or before[0] is not record[1] or len(record[2]) + len(record[3]) > COUNT_MAX:
+        return None  # (many changed: counting them all again is as quick, at C speed)
     counts = dict(before[1])
     for sign, changed in ((1, record[2]), (-1, record[3])):
         for prefix in changed:

@@ -24,7 +24,15 @@ from pyroute2.iproute.linux import AsyncIPRoute
 from nra.config.intent import IPAddress, PeerSpec
 from nra.config.uplinks import NodeFacts, needs_lookup
 from nra.kernel.addresses import LocalAddresses
-from nra.kernel.codec import error_text
+from nra.kernel.codec import (
+    IFINFOMSG,
+    NLM_F_REQUEST,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    decode_link,
+    error_text,
+    request,
+)
 from nra.kernel.events import KernelEvent, KernelEvents, TableChange, merge
 from nra.kernel.learned import LearnedRoutes
 from nra.kernel.libnft import NftError
@@ -216,12 +224,19 @@ class KernelAdapter:
         return replace(state, **parts) if parts else state
 
     async def _link_names(self, links: Mapping[IPAddress, frozenset[int]]) -> dict[int, str]:
-        assert self._ipr is not None
-        names = {}
-        for index in sorted(set().union(*links.values())) if links else ():
-            for msg in await self._ipr.link("get", index=index):
-                names[index] = msg.get("IFLA_IFNAME")
-        return names
+        """The names of the peers' links: an RTM_GETLINK each on nra's own socket, decoded for
+        the name alone (pyroute2's request and full decode cost ~2.5 ms a link per reconcile)."""
+        indexes = sorted(set().union(*links.values())) if links else []
+        if not indexes:
+            return {}
+
+        def read() -> dict[int, str]:
+            return {index: self._sock.query(
+                lambda seq, index=index: request(RTM_GETLINK, NLM_F_REQUEST, seq, IFINFOMSG.pack(0, 0, 0, index, 0, 0)),
+                lambda message: decode_link(message).name if message.kind == RTM_NEWLINK else None)
+                for index in indexes}
+
+        return await asyncio.to_thread(read)
 
     async def _read_route_tables(self, state: KernelState, nft_table: NftTable | None) -> tuple:
         """Every declared table once (leftovers of an earlier run go); after that the ones a

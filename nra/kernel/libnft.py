@@ -150,8 +150,27 @@ class Nft:
         return self._call(lambda lib, ctx: fn(*args))
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`call` without blocking the event loop."""
-        return await asyncio.to_thread(self.call, fn, *args)
+        """`call` without blocking the event loop: the job goes straight to this context's
+        thread, which hands the result back to the loop (no executor thread waiting between)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if future.cancelled():
+                return
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+        def done(ok: bool, value: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, ok, value)
+            except RuntimeError:  # the loop closed meanwhile: nobody waits for it
+                pass
+
+        self._jobs.put((lambda lib, ctx: fn(*args), done))
+        return await future
 
     def close(self) -> None:
         if self._thread.is_alive():

@@ -247,3 +247,26 @@ def test_a_prefetched_read_is_taken_only_at_the_generation_it_was_read_at(netns)
         assert nft_state.take_prefetched(netns.name, owner.generation()) is None
     finally:
         owner.close()
+
+
+def test_a_job_run_from_the_loop_runs_in_the_context_thread_and_hands_back_its_result_or_error(netns):
+    """Nft.run: the job goes to libnftables' thread (its native id is nra's writes' thread
+    id) and its result or exception comes back to the awaiting coroutine."""
+    import asyncio
+    import threading
+
+    from nra.kernel.libnft import Nft
+
+    nft = Nft(netns.name)
+    try:
+        async def run():
+            where = await nft.run(threading.get_native_id)
+            assert where == nft.thread_id != threading.get_native_id()
+            with pytest.raises(ZeroDivisionError):
+                await nft.run(lambda: 1 / 0)
+            results = await asyncio.gather(*(nft.run(lambda i=i: i * 2) for i in range(50)))
+            assert results == [i * 2 for i in range(50)]
+            assert json.loads(await nft.run(nft.cmd, "list tables"))["nftables"][0]["metainfo"]
+        asyncio.run(run())
+    finally:
+        nft.close()

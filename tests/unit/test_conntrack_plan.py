@@ -363,3 +363,23 @@ def test_chains_are_built_for_the_configured_routers_not_every_mark_of_a_wide_ma
     assert saves == ["save_1", "save_2", "save_3"]
     assert restores == ["restore_1", "restore_2", "restore_3", "restore_external"]
     assert len(nft.desired_chains(wide)) == 2 * 255 + 7  # (the field alone: every mark)
+
+
+def test_a_kept_table_sends_the_intervals_that_moved_as_a_full_compare_gives_them():
+    """DesiredTables' tables carry the merged intervals that moved (prefixes_delta): diff()
+    against nra's own last table sends those alone, the same change a full compare finds."""
+    tables = nft.DesiredTables()
+    prefixes = frozenset(net(f"10.1.{i}.{j}/30") for i in range(0, 40) for j in range(0, 256, 8))
+    before = tables.get(prefixes, frozenset({4}), ["eth0"], {}, FIELD)
+    edits = [{net("10.1.0.4/30")}, {net("10.1.0.0/30")}, {net("10.1.0.8/30"), net("10.200.0.0/24")},
+             {net("10.1.0.12/30")}, {net("10.1.3.0/24")}]
+    for step, edit in enumerate(edits):
+        prefixes = prefixes ^ edit
+        got = tables.get(prefixes, frozenset({4}), ["eth0"], {}, FIELD)
+        assert got.prefixes_delta is not None and got.prefixes_delta[0][4] is before.prefixes[4]
+        quick = nft.diff(got, before)
+        full = nft.diff(dataclasses.replace(got, prefixes_delta=None), before)
+        assert (sorted(quick.add_prefixes[4]), sorted(quick.delete_prefixes[4])) == \
+            (sorted(full.add_prefixes[4]), sorted(full.delete_prefixes[4])), step
+        assert quick.add_prefixes[4] or quick.delete_prefixes[4]
+        before = got

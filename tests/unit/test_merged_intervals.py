@@ -27,7 +27,21 @@ prefix_sets = st.frozensets(st.one_of(v4, v6, ours, st.just(ipaddress.ip_network
 def test_updates_equal_a_whole_merge(sets):
     merged = nft.MergedIntervals()
     for prefixes in sets:
+        before = merged.result
         assert merged.update(prefixes) == nft.prefix_intervals(prefixes)
+        check_delta(merged, before)
+
+
+def check_delta(merged: nft.MergedIntervals, before: dict) -> None:
+    """An update's delta, when it has one, is what moved from the last result to this one."""
+    if merged.delta is None:
+        return
+    after = merged.result
+    for family in (4, 6):
+        if family in merged.delta:
+            assert merged.delta[family] == (before[family] - after[family], after[family] - before[family])
+        else:
+            assert after[family] is before[family]
 
 
 @settings(max_examples=int(os.environ.get("NRA_FUZZ_EXAMPLES", "100")), deadline=None, database=None, derandomize=not os.environ.get("NRA_FUZZ_EXAMPLES"))
@@ -39,7 +53,10 @@ def test_one_prefix_at_a_time_equals_a_whole_merge(start, steps):
     merged.update(prefixes)
     for add, prefix in steps:
         prefixes = prefixes | {prefix} if add else prefixes - {prefix}
+        before = merged.result
         assert merged.update(prefixes) == nft.prefix_intervals(prefixes)
+        assert merged.delta is not None  # (a few moved: never a whole merge)
+        check_delta(merged, before)
 
 
 def test_the_same_set_is_not_merged_again():

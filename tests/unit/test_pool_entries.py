@@ -59,9 +59,22 @@ def test_a_one_line_edit_patches_its_pool_and_keeps_the_other():
     result = source.parse(text)
     assert source.entries.steps == {"kept": 1, "patched": 1, "parsed": 0}
     assert (result.intent, result.problems) == outcome(fresh, text)
-    text = config(one[::2], two)  # half the pool removed: the lines are not one block, parsed whole
+    text = config(one[::2], two)  # half the pool removed: a patch of 75 lines, under PATCH_MAX
     assert outcome(source.parse, text) == outcome(fresh, text)
-    assert source.entries.steps["kept"] == 1
+    assert source.entries.steps == {"kept": 1, "patched": 1, "parsed": 0}
+
+
+def test_a_large_edit_of_a_pool_is_parsed_whole():
+    one = [f"10.{i // 256}.{i % 256}.0/24" for i in range(1200)]
+    source = Source()
+    for text in (config(one, ["10.200.0.0/24"]),) * 2:
+        source.parse(text)
+    text = config(one[::2], ["10.200.0.0/24"])  # 1,800 item lines in and out: past PATCH_MAX
+    assert outcome(source.parse, text) == outcome(fresh, text)
+    assert source.entries.steps == {"kept": 1, "patched": 0, "parsed": 1}
+    text = config(one, ["10.200.0.0/24"])
+    assert outcome(source.parse, text) == outcome(fresh, text)
+    assert source.entries.steps == {"kept": 1, "patched": 0, "parsed": 1}
 
 
 def test_a_pool_whose_entries_share_a_prefix_is_parsed_whole():
