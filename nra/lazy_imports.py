@@ -37,6 +37,15 @@ LAZY_PACKAGES: dict[str, dict[str, str]] = {
     # pyroute2 imports unittest.mock (a Mock at import); unittest's __init__ loads the runner,
     # loader and case machinery besides
     "unittest": {},
+    # prometheus_client's __init__ imports its exposition module (HTTP servers, push gateway,
+    # WSGI: http.server, urllib.request, wsgiref, email); nra.observe.exposition encodes
+    "prometheus_client": {
+        "CollectorRegistry": "prometheus_client.registry",
+        "Counter": "prometheus_client.metrics",
+        "Gauge": "prometheus_client.metrics",
+        "Histogram": "prometheus_client.metrics",
+        "Info": "prometheus_client.metrics",
+    },
 }
 
 

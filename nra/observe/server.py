@@ -36,11 +36,11 @@ import threading
 from collections.abc import Callable
 
 from loguru import logger
-from prometheus_client.exposition import choose_encoder
 
 from nra.observe import web
 from nra.observe.connections import MAX_CONNECTIONS, BoundedServer, request_waiting
 from nra.observe.documents import Documents
+from nra.observe.exposition import choose_encoder
 from nra.observe.metrics_auth import KubernetesReviewer, ReviewUnavailable, Verdict, bearer_token
 from nra.observe.status import AgentStatus
 from nra.observe.tls import Certificates

@@ -40,7 +40,8 @@ lazy_imports.install()
 import nra.daemon.agent, nra.observe.server, nra.sources.static_file
 # the HTTP server without aiohttp's client (whose connector builds TLS contexts at import),
 # and neither urllib3 nor unittest's runner
-for name in ("aiohttp.client", "aiohttp.connector", "urllib3.poolmanager", "unittest.case"):
+for name in ("aiohttp.client", "aiohttp.connector", "urllib3.poolmanager", "unittest.case",
+             "prometheus_client.exposition"):
     assert name not in sys.modules, name + " was loaded"
 import aiohttp
 assert aiohttp.__version__  # (aiohttp.http asks for it)
@@ -67,6 +68,8 @@ assert context.cert_store_stats() == ssl.create_default_context().cert_store_sta
 assert ssl.create_default_context().cert_store_stats()["x509_ca"] > 0, "no CA certificates to compare"
 import urllib3
 assert urllib3.util.make_headers(basic_auth="a:b")["authorization"].startswith("Basic ")
+from prometheus_client import generate_latest, REGISTRY  # the real __init__, on first use
+assert b"python_info" in generate_latest(REGISTRY)
 from unittest import TestCase  # the real unittest, on first use
 assert TestCase.assertEqual
 print("ok")
