@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Union
 
+from nra.config import prefix_delta
+
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -114,8 +116,12 @@ class Intent:
     def prefix_counts(self) -> dict[int, int]:
         """How many prefixes of each family (counted once per intent: a pass over 10,000
         prefixes costs milliseconds, and the metrics, the log and the planner all ask)."""
+        known = prefix_delta.family_counts(self.prefixes)  # (a patched set's: from the last)
+        if known is not None:
+            return dict(known)
         v4 = sum(n for kind, n in Counter(map(type, self.prefixes)).items()  # (by type: at C speed)
                  if issubclass(kind, ipaddress.IPv4Network))
+        prefix_delta.remember_counts(self.prefixes, {4: v4, 6: len(self.prefixes) - v4})
         return {4: v4, 6: len(self.prefixes) - v4}
 
     def summary(self) -> str:

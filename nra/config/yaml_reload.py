@@ -41,9 +41,14 @@ class YamlReloader:
         self._text: str | None = None
         self._scanned: Scanned | None = None
         self.patched = 0  # loads that were patches (for tests and figures)
+        #: what the last load patched: (the sequence's items before, after, the items
+        #: removed, the items added), the lists those of the last and new documents; None
+        #: when the text was parsed whole (metallb.PoolEntries re-parses only these items)
+        self.patch: tuple[list, list, list, list] | None = None
 
     def load(self, text: str) -> list[Any]:
         check_size(text)
+        self.patch = None
         scanned = self._patch(text)
         if scanned is None:
             # where the lists are is recorded from the second text on: a text read once
@@ -94,6 +99,7 @@ class YamlReloader:
             elif other.first_line > seq.first_line:
                 other = ItemLines(other.path, other.items, other.indent, other.first_line + shift, other.count)
             sequences.append(other)
+        self.patch = (seq.items, items, seq.items[at:at + len(old_lines)], values)
         return Scanned(docs, nodes, sequences)
 
 

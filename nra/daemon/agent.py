@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import time
+from contextlib import contextmanager
 
 from loguru import logger
 
@@ -19,6 +20,7 @@ from nra import __version__
 from nra.config.intent import Intent, ParseResult
 from nra.daemon.contention import ContentionDetector
 from nra.daemon.desired import Desired, run_source
+from nra.daemon import gc_pause
 from nra.daemon.echo import ECHO_CHECK_S, EchoFilter
 from nra.daemon.host import check_multipath_use_neigh
 from nra.daemon.memory import release_free_memory
@@ -57,7 +59,7 @@ class Agent:
         self.status = AgentStatus(source_name=source.name)
         self.status.source_problem = lambda: getattr(source, "problem", None)
         if hasattr(source, "loading"):  # (the static file: its parse is the daemon's work)
-            source.loading = self.status.loading
+            source.loading = self._loading
         self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
                                                     settings=self.settings,
                                                     config_loaded_at=self.desired.loaded_at,
@@ -92,15 +94,32 @@ class Agent:
     def last_outcome(self) -> Outcome | None:
         return self.worker.last_outcome if self.worker else None
 
+    @contextmanager
+    def _loading(self):
+        """Around the static file's read and parse: the collector paused until the change's
+        reconcile is over (nra.daemon.gc_pause; released in _reconciled, or here when the
+        read publishes nothing)."""
+        gc_pause.hold()
+        self._published = False
+        try:
+            with self.status.loading():
+                yield
+        finally:
+            if not self._published:
+                gc_pause.release()
+
     def publish(self, result: ParseResult) -> None:
         """Called by the source with every complete configuration it loads."""
+        self._published = True
         changed = self.desired.accept(result)
         self.status.config_loaded = True
         self.status.source_synced = True
         metrics.ready(self.status.ready)
         if changed and self.worker is not None:
+            self.status.change_loaded()  # (the HTTP server holds back until its reconcile ends)
             self.worker.trigger("config")  # (the documents follow that reconcile)
         else:
+            gc_pause.release()  # (no reconcile follows: the collector runs again now)
             self.documents.refresh()
 
     def stop(self) -> None:
@@ -153,7 +172,7 @@ class Agent:
                                                status_access=self.settings.status_access, cap=cap,
                                                secure=await self._secure_metrics())
         try:
-            async with reconciler(self.settings, self.status) as one:
+            async with reconciler(self.settings, self.status, daemon=True) as one:
                 return await self._supervise(one)
         finally:
             await stop_health_server(health)
@@ -236,6 +255,7 @@ class Agent:
             self.status.reconcile_finished()
 
     def _reconciled(self, triggers: set[str], outcome: Outcome) -> None:
+        gc_pause.release()  # the change is in the kernel: the collector runs again
         self.documents.refresh()  # (after the reconcile: a change reaches the kernel first)
         self.echo.reconcile_finished(bool(outcome.applied))
         if self.resolution is not None:  # a read may have judged a peer silent

@@ -1,54 +1,80 @@
-"""glibc's allocator, kept small: fewer arenas, free pages handed back.
+"""The process's memory: what the C allocator keeps after a large change, given back.
 
-glibc gives each thread that allocates its own malloc arena (up to 8 per core), each keeping
-the memory it freed for its next use. nra's few threads (the HTTP server's, asyncio's
-executor, libnftables' calls) allocate little, so two arenas serve them; every arena beyond
-costs RSS that an idle agent never gives back. `limit_arenas()` is called first thing in the
-CLI, before any thread starts (mallopt only affects arenas made after it).
+glibc's malloc keeps the pages of freed small objects in its heap (they are reused, not
+returned); after a rebuild of nra's nft table at 100,000 prefixes, or a change of many
+intervals, the parse, the plan and the nf_tables batch leave tens of MB free inside the
+heap. `malloc_trim(0)` returns the free pages to the kernel (madvise), so the steady RSS is
+what the daemon holds, not its high-water mark. Elsewhere (musl, macOS) it does nothing.
 
-`release_free_memory()` hands the heap's free pages back to the kernel (malloc_trim(0)):
-after the first reconcile, the parse of the configuration and the start-up imports have
-freed memory the idle agent will not use again.
-
-Both are no-ops where the C library is not glibc (musl, another platform).
+glibc also gives each thread that allocates its own malloc arena (up to 8 per core), each
+keeping what it freed; nra's few threads allocate little, so `limit_arenas()` (first thing
+in the CLI, before any thread starts: mallopt only affects arenas made after it) keeps two.
+The daemon also trims once after its first reconcile: the start's imports and first parse
+freed memory the idle agent does not reuse.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import Callable, Iterable
+
+#: a change of this many intervals or more (added plus deleted) is followed by a trim
+LARGE_CHANGE_INTERVALS = 10_000
+
+_trim: Callable[[int], int] | None = None
+_looked_up = False
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    global _trim, _looked_up
+    if not _looked_up:
+        _looked_up = True
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            trim = libc.malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            return None
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        _trim = trim
+    return _trim
+
+
+def release_free_memory() -> bool:
+    """Give the allocator's free pages back to the kernel (glibc's malloc_trim(0); the GIL
+    is released during the call). True when something was returned; False when nothing
+    was, or the C library has no malloc_trim."""
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+def large_change(operations: Iterable[object]) -> bool:
+    """Whether these operations hold a change of nra's nft table worth a trim after it: a
+    rebuild, or LARGE_CHANGE_INTERVALS intervals or more added and deleted."""
+    for op in operations:
+        change = getattr(op, "change", None)
+        if change is None:
+            continue
+        if change.rebuild:
+            return True
+        count = sum(len(v) for v in change.add_prefixes.values()) + sum(len(v) for v in change.delete_prefixes.values())
+        count += sum(len(v) for v in change.add_groups.values()) + sum(len(v) for v in change.delete_groups.values())
+        if count >= LARGE_CHANGE_INTERVALS:
+            return True
+    return False
+
 
 #: mallopt's parameter number for the arena limit (malloc.h)
 M_ARENA_MAX = -8
 #: at most this many arenas
 ARENA_MAX = 2
 
-_libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
-
-
-def _glibc() -> ctypes.CDLL | None:
-    global _libc
-    if _libc is False:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc = libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
-        except OSError:
-            _libc = None
-    return _libc  # type: ignore[return-value]
-
 
 def limit_arenas(arenas: int = ARENA_MAX) -> bool:
-    """Limit glibc to `arenas` malloc arenas; whether it took."""
-    libc = _glibc()
-    if libc is None:
+    """Limit glibc to `arenas` malloc arenas; whether it took (False without glibc)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
         return False
-    return bool(libc.mallopt(ctypes.c_int(M_ARENA_MAX), ctypes.c_int(arenas)))
-
-
-def release_free_memory() -> bool:
-    """Return the heap's free pages to the kernel (glibc's malloc_trim(0)); whether any
-    memory was released (False too where there is no malloc_trim)."""
-    libc = _glibc()
-    if libc is None:
-        return False
-    return bool(libc.malloc_trim(ctypes.c_size_t(0)))
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))

@@ -14,7 +14,7 @@ from nra.config.intent import Intent
 from nra.config.uplinks import uplink_report
 from nra.daemon.desired import first_configuration
 from nra.daemon.host import check_multipath_use_neigh
-from nra.daemon.wiring import reconciler
+from nra.daemon.wiring import prefetch_kernel, reconciler
 from nra.kernel import datapath
 from nra.kernel.protocol import KERNEL_ERRORS
 from nra.kernel.table_names import name_table, unname_table
@@ -56,6 +56,8 @@ async def run(settings: Settings, command: str = "run", output: str = "text") ->
     except (ValueError, OSError) as exc:
         logger.error("cannot start the configuration source: {}", exc)
         return 1 if command == "plan" else 2  # plan's 2 means "changes pending"
+    if command != "plan":
+        prefetch_kernel(settings)  # (a thread: overlaps the datapath check and the first parse)
     # after the source's own refusals, so each of those stays the one line said
     datapath = await check_datapath(settings)
     if datapath is None:

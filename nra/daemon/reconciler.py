@@ -11,6 +11,7 @@ ReconcileConfig from them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
@@ -20,6 +21,7 @@ from loguru import logger
 from nra.config.intent import Intent, IPAddress
 from nra.config.uplinks import NodeFacts, needs_lookup, resolve_intent
 from nra.daemon.hooks import run_hook
+from nra.daemon.memory import large_change, release_free_memory
 from nra.kernel.model import UNRESOLVED, KernelState
 from nra.kernel.operations import ApplyReport, Operation
 from nra.kernel.protocol import KERNEL_ERRORS, Kernel
@@ -41,6 +43,9 @@ class ReconcileConfig:
     hook_timeout: float = 10.0
     #: how long FRR-K8s's "session down" is believed before it counts (BGP_SESSION_HOLD)
     bgp_session_hold: float = 3.0
+    #: after a large change of the nft table, give the allocator's free memory back to the
+    #: kernel (nra.daemon.memory): the daemon's; a one-off run exits instead
+    release_memory: bool = False
 
 
 @dataclass
@@ -211,6 +216,8 @@ class Reconciler:
             outcome.failed = [f"{op}: {err}" for op, err in report.failed]
             for line in outcome.failed:
                 logger.error("failed: {}", line)
+            if self.config.release_memory and large_change(report.applied):
+                await asyncio.to_thread(release_free_memory)
         if verify and the_plan.operations:
             state, again = await self.compute_plan(intent)
             outcome.remaining = [str(op) for op in again.operations]

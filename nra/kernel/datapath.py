@@ -24,11 +24,10 @@ What is looked at, in the node's network namespace (read only):
 
 from __future__ import annotations
 
-import json
 import socket
 from dataclasses import dataclass
 
-from nra.kernel.socket import in_netns
+from nra.kernel.socket import NetlinkSocket, in_netns
 
 KUBE_PROXY_TABLE = "kube-proxy"
 KUBE_SERVICES_CHAIN = "KUBE-SERVICES"
@@ -158,18 +157,20 @@ def _links_and_bpf() -> tuple[frozenset[str], tuple[tuple[str, tuple[str, ...]],
 
 
 def _nft_facts(netns: str | None) -> tuple[frozenset[str], frozenset[str]]:
-    from nra.kernel.libnft import Nft, NftError
+    """Every nf_tables table ("family name") and the chains named KUBE-SERVICES ("family
+    table name"), through nra's own nf_tables dumps (nft_read.tables_and_chains)."""
+    from nra.kernel.nft_netlink import NETLINK_NETFILTER
+    from nra.kernel.nft_read import tables_and_chains
 
+    sock = NetlinkSocket(netns, protocol=NETLINK_NETFILTER)
     try:
-        with Nft(netns) as nft:
-            doc = json.loads(nft.cmd("list chains") or "{}")
-            tables = json.loads(nft.cmd("list tables") or "{}")
-    except (OSError, NftError, ValueError):
+        table_names, all_chains = tables_and_chains(sock)
+    except OSError:
         return frozenset(), frozenset()
-    table_names = frozenset(f"{t['table']['family']} {t['table']['name']}"
-                            for t in tables.get("nftables", []) if "table" in t)
-    chains = frozenset(f"{c['chain']['family']} {c['chain']['table']} {c['chain']['name']}"
-                       for c in doc.get("nftables", []) if "chain" in c and c["chain"]["name"] == KUBE_SERVICES_CHAIN)
+    finally:
+        sock.close()
+    chains = frozenset(f"{family} {table} {name}" for family, table, name in all_chains
+                       if name == KUBE_SERVICES_CHAIN)
     return table_names, chains
 
 

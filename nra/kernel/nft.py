@@ -23,6 +23,7 @@ _follow): the repair is of what they touched, with no listing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import errno
 import threading
@@ -91,7 +92,11 @@ class NftState:
             self.structure_reads += 1
         else:
             self._known, self._foreign_touch = None, True  # (not held while the new one is read)
-            table, generation = nft_read.read_table(self._sock)
+            prefetched = take_prefetched(self.netns, generation)
+            if prefetched is not None:
+                table, generation = prefetched
+            else:
+                table, generation = nft_read.read_table(self._sock)
             self.full_reads += 1
         self._structure_stale = False
         # a read that kept being interrupted by others' transactions: read in full next time too
@@ -256,6 +261,49 @@ class NftState:
         if self.nft is not None:
             self.nft.close()
         self._sock.close()
+
+
+# -- the read at start, in a thread ----------------------------------------------------------
+
+_prefetched: dict[str | None, concurrent.futures.Future] = {}
+_prefetch_lock = threading.Lock()
+
+
+def prefetch(netns: str | None) -> None:
+    """Start reading nra's table of `netns` in a thread of its own (at start: the read, most of
+    it the kernel's dump, overlaps the configuration's parse). The first full read of an
+    NftState of that namespace takes it if nothing changed the ruleset since (the same
+    generation); otherwise, or if it failed, reads again."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    with _prefetch_lock:
+        if netns in _prefetched:
+            return
+        _prefetched[netns] = future
+
+    def read() -> None:
+        sock = NetlinkSocket(netns, protocol=nl.NETLINK_NETFILTER)
+        try:
+            future.set_result(nft_read.read_table(sock))
+        except BaseException as exc:  # (taken as "read again")
+            future.set_exception(exc)
+        finally:
+            sock.close()
+
+    threading.Thread(target=read, name="nft-prefetch", daemon=True).start()
+
+
+def take_prefetched(netns: str | None, generation: int) -> tuple[nft.NftTable | None, int] | None:
+    """The prefetched read of `netns` (waited for) if it was read at `generation`, the
+    kernel's now; None otherwise. Taken once."""
+    with _prefetch_lock:
+        future = _prefetched.pop(netns, None)
+    if future is None:
+        return None
+    try:
+        table, read_at = future.result()
+    except Exception:
+        return None
+    return (table, read_at) if read_at == generation and read_at >= 0 else None
 
 
 def table_flags(sock: NetlinkSocket) -> int | None:

@@ -411,3 +411,42 @@ def read_table(sock: NetlinkSocket, known: nft.NftTable | None = None) -> tuple[
             return table, generation
         generation = after
     return table, -1
+
+
+# -- every table's and chain's name (the datapath check) ----------------------------------
+
+#: nf_tables' families (NFPROTO_*) as nft names them
+FAMILY_NAMES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+NFPROTO_UNSPEC = 0
+
+
+def _family(msg: Message) -> str:
+    number = msg.data[msg.body]
+    return FAMILY_NAMES.get(number, f"family {number}")
+
+
+def _decode_any_table(msg: Message) -> str | None:
+    if msg.kind != _nft_type(0):  # NFT_MSG_NEWTABLE
+        return None
+    found = _top(msg)
+    return f"{_family(msg)} {_text(msg.data, found.get(1))}"  # NFTA_TABLE_NAME
+
+
+def _decode_any_chain(msg: Message) -> tuple[str, str, str] | None:
+    if msg.kind != _nft_type(NFT_MSG_NEWCHAIN):
+        return None
+    data, found = msg.data, _top(msg)
+    return _family(msg), _text(data, found.get(NFTA_CHAIN_TABLE)), _text(data, found.get(NFTA_CHAIN_NAME))
+
+
+def tables_and_chains(sock: NetlinkSocket) -> tuple[frozenset[str], frozenset[tuple[str, str, str]]]:
+    """Every nf_tables table of the namespace, as "family name", and every chain, as (family,
+    table, name): two dumps of all families (GETTABLE, GETCHAIN), no sets, rules or elements
+    (libnftables' `list chains` fills its cache with every set's elements first: 0.5 s with
+    100,000 intervals in nra's table)."""
+    tables = sock.dump_request(
+        lambda seq: message(_nft_type(1), NLM_F_REQUEST | NLM_F_DUMP, seq, NFPROTO_UNSPEC, b""), _decode_any_table)
+    chains = sock.dump_request(
+        lambda seq: message(_nft_type(NFT_MSG_GETCHAIN), NLM_F_REQUEST | NLM_F_DUMP, seq, NFPROTO_UNSPEC, b""),
+        _decode_any_chain)
+    return frozenset(tables), frozenset(chains)

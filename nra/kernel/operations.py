@@ -4,6 +4,7 @@ to (for logs and `nra plan`), and what came of applying them (ApplyReport)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar, Union
 
 from nra.config.intent import IPAddress, IPNetwork
@@ -136,8 +137,13 @@ class ApplyNft:
     reason: str = field(default="", compare=False, kw_only=True)
     kind: ClassVar[str] = "nft"
 
+    @cached_property
+    def _lines(self) -> tuple[str, ...]:
+        # described once: the operation's equality, hash, log line and report all ask
+        return tuple(self.change.describe())
+
     def command(self) -> str:
-        return "; ".join(self.change.describe())
+        return "; ".join(self._lines)
 
     # the same change is the same operation (nra.daemon.contention counts repeats of an operation)
     def __eq__(self, other: object) -> bool:
@@ -147,7 +153,7 @@ class ApplyNft:
         return hash(("nft", self.command()))
 
     def __str__(self) -> str:
-        return "\n".join(self.change.describe())
+        return "\n".join(self._lines)
 
     def sort_key(self) -> tuple:
         return ()

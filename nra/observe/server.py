@@ -8,8 +8,12 @@ can take (nra.observe.connections: a connection cap, idle and header timeouts). 
 BUDGET_WAIT_S, then 503), so their CPU, which the reconciler shares through the GIL, stays
 small however many clients poll. /healthz and /readyz skip that queue: a probe is answered
 at once. While the daemon works on a change (AgentStatus.working: a configuration being
-loaded, a reconcile), the rest waits for it, at most HOLD_MAX_S: the change has the GIL and
-the server's share of the cores to itself (see "holding back" below). Liveness is
+loaded, a loaded one waiting for its reconcile, a reconcile), the rest waits for it, at most
+HOLD_MAX_S: the change has the GIL and the server's share of the cores to itself (see
+"holding back" below). The daemon wakes the server when the change ends
+(AgentStatus.on_done); meanwhile the server's thread sleeps, but for one timer at the next
+deadline (HOLD_MAX_S, ACCEPT_PAUSE_S): it never polls. The thread is named `nra-http` (in
+/proc/<pid>/task/<tid>/comm, top -H, ps -L). Liveness is
 AgentStatus's, which judges the daemon's loop by whether it answers (AgentStatus.ask_loop: a
 question scheduled into that loop when liveness is asked), never by the server's own progress. Documents older than REFRESH_S are rebuilt when asked for
 (Documents.request): nothing is built, and nothing wakes, while nobody asks.
@@ -67,15 +71,14 @@ PARKED = 64
 PARK_WAIT_S = 1.0
 #: how long start() waits for the thread to listen, and stop() for it to end
 THREAD_WAIT_S = 10.0
-#: the server thread's nice value (the reconciler's stays the process's)
-SERVER_NICE = 10
+#: the server thread's name, as the kernel shows it (15 bytes at most)
+THREAD_NAME = "nra-http"
 #: how long a request waits for documents being rebuilt (then it gets the last ones)
 REBUILD_WAIT_S = 0.5
 #: while the daemon works on a change (AgentStatus.working), what can wait is held, at most
-#: this long: /status and /metrics requests, and new connections other than probes
+#: this long: /status and /metrics requests, and new connections other than probes (the
+#: daemon wakes the server when the change ends: nothing polls)
 HOLD_MAX_S = 2.0
-#: how often held work looks whether the daemon is done
-HOLD_CHECK_S = 0.005
 #: while the daemon works, new connections are accepted (and probes answered) at most
 #: every ACCEPT_PAUSE_S: in between, the server's thread wakes for nothing
 ACCEPT_PAUSE_S = 0.2
@@ -195,8 +198,9 @@ class HealthServer:
         self._openmetrics: tuple[object, bytes] = (None, b"")
         self._parked: dict[int, socket.socket] = {}  # refused newcomers whose request may come
         self._held: dict[int, tuple[socket.socket, float]] = {}  # newcomers held while the daemon works
-        self._free: asyncio.Event | None = None  # set while the daemon is not working on a change
-        self._looking: asyncio.TimerHandle | None = None  # the next look at whether it is done
+        self._waiting: dict[asyncio.Future, float] = {}  # requests held while the daemon works, since
+        self._timer: asyncio.TimerHandle | None = None  # the one timer: the next deadline of what is held
+        self._want_wake = False  # something is held: the daemon's on_done wakes this loop
         self._listening: list[socket.socket] = []
         self._accepts_paused_at: float | None = None  # loop time accept() stopped for the daemon
         self._connecting: set[asyncio.Task] = set()  # accepted, being handed to aiohttp
@@ -206,7 +210,7 @@ class HealthServer:
     def start(self) -> None:
         """Listen (raises HealthAddressError with one line if it cannot), then serve in the
         background until stop()."""
-        self._thread = threading.Thread(target=self._run, name="nra-http", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
         if not self._started.wait(THREAD_WAIT_S):
             raise HealthAddressError("health server: did not start listening within "
@@ -224,11 +228,14 @@ class HealthServer:
             self._thread.join(THREAD_WAIT_S)
 
     def _run(self) -> None:
-        # when the CPU is short, the kernel runs the reconciler's thread first: a crowd of
-        # clients slows the answers, not the changes (the GIL aside, which both still share)
+        # named for the kernel too (Python 3.11 names only its own Thread object): top -H,
+        # ps -L and /proc/<pid>/task/<tid>/{comm,schedstat} tell the server from the daemon.
+        # Its priority stays the process's: a lower one (nice 10 was tried) left the daemon
+        # waiting on a GIL held by a thread the kernel would not run (priority inversion).
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SERVER_NICE)
-        except OSError:  # (not allowed to lower it: served at the process's priority)
+            with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+                comm.write(THREAD_NAME)
+        except OSError:
             pass
         loop = asyncio.new_event_loop()
         self._loop = loop
@@ -246,8 +253,7 @@ class HealthServer:
         self._stop = asyncio.Event()
         self._budget = _Budget(self.rate)
         self._listings = asyncio.Semaphore(FULL_LISTINGS)
-        self._free = asyncio.Event()
-        self._free.set()
+        self.status.on_done = self._daemon_done
         self.server = BoundedServer(self._dispatch, cap=self.cap, access_log=None)
         loop = asyncio.get_running_loop()
         listening: list[socket.socket] = self._listening
@@ -286,10 +292,13 @@ class HealthServer:
                 loop.remove_reader(sock.fileno())
                 sock.close()
             listening.clear()
+            self.status.on_done = None
             for fd in list(self._parked):
                 self._close_parked(fd)
-            if self._looking is not None:
-                self._looking.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+            for waiting in self._waiting:
+                waiting.cancel()
             for conn, _ in self._held.values():
                 conn.close()
             self._held.clear()
@@ -342,21 +351,41 @@ class HealthServer:
             self._park(conn)
 
     # -- holding back while the daemon works ----------------------------------------------
-    # The daemon's reconciler and this thread share Python's GIL: whatever this thread runs
-    # while a change is being loaded and reconciled, the change waits for (a crowd of
-    # clients took half the GIL and more, each change 2-10 times its idle time). So while
-    # AgentStatus.working, probes are answered at once and everything else waits, at most
-    # HOLD_MAX_S: new connections in `_held` (accepted, nothing built for them), requests for
-    # /status and /metrics in `_after_the_daemon`.
+    # The daemon's reconciler and this thread share Python's GIL and the node's cores:
+    # whatever this thread runs while a change is being loaded and reconciled, the change
+    # waits for (a crowd of clients took half the GIL and more, each change 2-10 times its
+    # idle time). So while AgentStatus.working, probes are answered at once and everything
+    # else waits, at most HOLD_MAX_S: new connections in `_held` (accepted, nothing built for
+    # them), requests for /status and /metrics in `_waiting`. The daemon wakes this loop when
+    # its change ends (AgentStatus.on_done -> _daemon_done); until then this thread sleeps
+    # but for one timer, at the next deadline of what it holds (`_arm`). It never polls.
+
+    def _daemon_done(self) -> None:
+        """From the daemon's thread (AgentStatus.on_done): its change ended. Wakes this loop
+        only when something is held."""
+        if self._want_wake and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._look)
+            except RuntimeError:  # (the server's loop already closed)
+                pass
+
+    def _wait_for_the_daemon(self) -> None:
+        """Something is now held: ask for the daemon's wake-up, and arm the timer."""
+        assert self._loop is not None
+        self._want_wake = True
+        if not self.status.working:  # (it ended just before the wish was seen: look now)
+            self._loop.call_soon(self._look)
+        self._arm()
 
     def _pause_accepts(self) -> None:
-        """Leave new connections in the kernel's queue for ACCEPT_PAUSE_S (see _look)."""
+        """Leave new connections in the kernel's queue until the daemon is done, at most
+        ACCEPT_PAUSE_S (see _look)."""
         assert self._loop is not None
         if self._accepts_paused_at is None:
             for sock in self._listening:
                 self._loop.remove_reader(sock.fileno())
             self._accepts_paused_at = self._loop.time()
-            self._look_later()
+            self._wait_for_the_daemon()
 
     def _resume_accepts(self) -> None:
         assert self._loop is not None
@@ -370,37 +399,64 @@ class HealthServer:
         if len(self._held) >= HELD:
             self._held.pop(next(iter(self._held)))[0].close()
         self._held[conn.fileno()] = (conn, self._loop.time())
-        self._look_later()
+        self._wait_for_the_daemon()
 
     async def _after_the_daemon(self) -> None:
         """Wait until the daemon is done with its change, at most HOLD_MAX_S."""
-        assert self._free is not None
+        assert self._loop is not None
         if not self.status.working:
             return
-        self._free.clear()
-        self._look_later()
+        done = self._loop.create_future()
+        self._waiting[done] = self._loop.time()
+        self._wait_for_the_daemon()
         try:
-            await asyncio.wait_for(self._free.wait(), HOLD_MAX_S)
-        except asyncio.TimeoutError:
-            pass
+            await done
+        finally:
+            self._waiting.pop(done, None)
 
-    def _look_later(self) -> None:
+    def _arm(self) -> None:
+        """The one timer, at the next deadline of what is held: the oldest held connection's
+        or request's HOLD_MAX_S, the accept pause's end. None when nothing is held."""
         assert self._loop is not None
-        if self._looking is None:
-            self._looking = self._loop.call_later(HOLD_CHECK_S, self._look)
+        deadlines = []
+        if self._held:
+            deadlines.append(next(iter(self._held.values()))[1] + HOLD_MAX_S)
+        if self._waiting:
+            deadlines.append(next(iter(self._waiting.values())) + HOLD_MAX_S)
+        if self._accepts_paused_at is not None:
+            deadlines.append(self._accepts_paused_at + ACCEPT_PAUSE_S)
+        if not deadlines:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        when = min(deadlines)
+        if self._timer is not None and self._timer.when() <= when:
+            return  # (it fires first, and arms the next)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._look()
 
     def _look(self) -> None:
-        """Every HOLD_CHECK_S while anything is held: the daemon done, let everything in;
-        else what has waited HOLD_MAX_S."""
-        assert self._loop is not None and self._free is not None and self.server is not None
-        self._looking = None
+        """Woken by the daemon at the end of its change, or by the timer: the daemon done,
+        let everything in; else what has waited HOLD_MAX_S (and new connections after
+        ACCEPT_PAUSE_S). Then the timer for the next deadline, if anything is still held."""
+        assert self._loop is not None and self.server is not None
         now = self._loop.time()
         working = self.status.working
-        if not working:
-            self._free.set()
         if self._accepts_paused_at is not None and (not working or now - self._accepts_paused_at >= ACCEPT_PAUSE_S):
             self._resume_accepts()
         since = now - HOLD_MAX_S
+        for done, at in list(self._waiting.items()):
+            if working and at > since:
+                break
+            del self._waiting[done]
+            if not done.done():
+                done.set_result(None)
         while self._held:
             fd = next(iter(self._held))
             conn, held_at = self._held[fd]
@@ -411,8 +467,9 @@ class HealthServer:
                 self._connect(conn)
             else:
                 self._park(conn)
-        if self._held or not self._free.is_set() or self._accepts_paused_at is not None:
-            self._look_later()
+        if not self._held and not self._waiting and self._accepts_paused_at is None:
+            self._want_wake = False
+        self._arm()
 
     def _connect(self, conn: socket.socket, tls: bool = False) -> None:
         assert self._loop is not None and self.server is not None

@@ -46,6 +46,11 @@ class AgentStatus:
     busy_operations: int = 0
     #: configurations being loaded now (see loading)
     loads: int = 0
+    #: a configuration was loaded and its reconcile has not started yet (see change_loaded)
+    change_queued: bool = False
+    #: called, from the daemon's thread, each time the daemon is done with a change (working
+    #: turned false): the HTTP server's wake-up (nra.observe.server). None: nobody listens.
+    on_done: Callable[[], None] | None = field(default=None, repr=False, compare=False)
     #: another writer keeps undoing our changes (see nra.daemon.contention)
     contention: str = ""
     #: what /status shows beyond this (the intent, the last outcome, the settings): a
@@ -57,6 +62,14 @@ class AgentStatus:
     def reconcile_started(self) -> None:
         self.busy_since = time.monotonic()
         self.busy_operations = 0
+        # (set after busy_since: working never dips; a configuration loaded during this
+        # reconcile queues itself again and waits for the next one)
+        self.change_queued = False
+
+    def change_loaded(self) -> None:
+        """A configuration was loaded and its reconcile is queued: the change goes on until
+        that reconcile ends (see working)."""
+        self.change_queued = True
 
     def applying(self, operations: int) -> None:
         """The running reconcile is about to apply this many kernel operations."""
@@ -65,6 +78,7 @@ class AgentStatus:
     def reconcile_finished(self) -> None:
         self.busy_since = None
         self.busy_operations = 0
+        self._done()
 
     @contextmanager
     def loading(self):
@@ -74,13 +88,19 @@ class AgentStatus:
             yield
         finally:
             self.loads -= 1
+            self._done()
+
+    def _done(self) -> None:
+        if not self.working and self.on_done is not None:
+            self.on_done()
 
     @property
     def working(self) -> bool:
-        """The daemon works on a change: a configuration being loaded or a reconcile. The
-        HTTP server, whose thread shares Python's GIL with the daemon, holds what can wait
-        meanwhile (nra.observe.server). Read from the server's thread."""
-        return self.busy_since is not None or self.loads > 0
+        """The daemon works on a change: a configuration being loaded, a loaded one waiting
+        for its reconcile, or a reconcile. The HTTP server, whose thread shares Python's GIL
+        and the node's cores with the daemon, holds what can wait meanwhile, and is woken
+        (on_done) when the change ends (nra.observe.server). Read from the server's thread."""
+        return self.busy_since is not None or self.loads > 0 or self.change_queued
 
     def loop_ran(self) -> None:
         self.loop_beat = time.monotonic()

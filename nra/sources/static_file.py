@@ -26,7 +26,7 @@ from pathlib import Path
 from loguru import logger
 
 from nra.config.intent import ParseResult
-from nra.config.metallb import ConfigError, parse_static_document
+from nra.config.metallb import ConfigError, PoolEntries, parse_static_document
 from nra.config.yaml_loader import MAX_CONFIG_BYTES
 from nra.config.yaml_reload import YamlReloader
 from nra.observe import metrics
@@ -94,6 +94,7 @@ class StaticFileSource:
         self.watching = asyncio.Event()
         # an edit of a few address lines is patched into the last documents, not re-parsed
         self._yaml = YamlReloader()
+        self._entries = PoolEntries(self._yaml)  # and only the pools it changed are parsed again
         #: a context around each read and parse in the daemon (AgentStatus.loading: the HTTP
         #: server holds what can wait meanwhile)
         self.loading: Callable[[], AbstractContextManager] = nullcontext
@@ -132,7 +133,8 @@ class StaticFileSource:
         if text == self._last_text and not self.health.has(REFUSED):
             return None  # touched, not changed
         try:
-            result = parse_static_document(text, self.node_name, self.default_weight, self._yaml.load)
+            result = parse_static_document(text, self.node_name, self.default_weight, self._yaml.load,
+                                           self._entries)
         except ConfigError as exc:
             return self._refused(f"{self.path}: {exc}")
         except Exception as exc:  # a parser bug, not a user mistake: say so loudly, keep going

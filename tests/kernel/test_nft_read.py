@@ -15,6 +15,7 @@ from nra.kernel import nft_read
 from nra.kernel import nft_table as nft
 from nra.kernel.marks import parse_mark_field
 from nra.kernel.nft import NftState
+from nra.kernel.socket import NetlinkSocket
 from testbed.netns import NetNS
 
 pytestmark = pytest.mark.kernel
@@ -196,3 +197,53 @@ def test_a_read_between_two_transactions_is_made_again(netns):
         nft_read.read_once = real
         owner.close()
     assert len(calls) == 2 and "between" in got.chains
+
+
+def test_tables_and_chains_are_what_nft_lists(netns):
+    """The datapath check's read (two dumps of every family) names the same tables and
+    chains as the nft binary's listing, nra's table with its elements among them."""
+    written(netns, nft.desired_table(shape(1000, True, 4) + shape(10, True, 6), ["eth0"], ROUTERS, FIELD))
+    netns.nft("add table ip kube-proxy\nadd chain ip kube-proxy services\nadd table ip6 filter\n"
+              "add chain ip6 filter KUBE-SERVICES\nadd table bridge b\nadd chain bridge b c\n"
+              "add table netdev n\nadd table arp a\n")
+    listed = json.loads(netns.exec(["nft", "-j", "list", "chains"]).stdout)["nftables"]
+    want_chains = {(c["chain"]["family"], c["chain"]["table"], c["chain"]["name"]) for c in listed if "chain" in c}
+    listed = json.loads(netns.exec(["nft", "-j", "list", "tables"]).stdout)["nftables"]
+    want_tables = {f"{t['table']['family']} {t['table']['name']}" for t in listed if "table" in t}
+    sock = NetlinkSocket(netns.name, protocol=nl.NETLINK_NETFILTER)
+    try:
+        tables, chains = nft_read.tables_and_chains(sock)
+    finally:
+        sock.close()
+    assert tables == want_tables and len(tables) == 6
+    assert chains == want_chains and ("ip6", "filter", "KUBE-SERVICES") in chains
+
+
+def test_tables_and_chains_of_an_empty_namespace(netns):
+    sock = NetlinkSocket(netns.name, protocol=nl.NETLINK_NETFILTER)
+    try:
+        assert nft_read.tables_and_chains(sock) == (frozenset(), frozenset())
+    finally:
+        sock.close()
+
+
+def test_a_prefetched_read_is_taken_only_at_the_generation_it_was_read_at(netns):
+    from nra.kernel import nft as nft_state
+
+    want = nft.desired_table(shape(2000, True, 4), ["eth0"], ROUTERS, FIELD)
+    written(netns, want)
+    nft_state.prefetch(netns.name)
+    owner = NftState(netns.name)
+    try:
+        assert owner.read_blocking() == want and owner.full_reads == 1 and netns.name not in nft_state._prefetched
+        assert nft_state.take_prefetched(netns.name, owner.generation()) is None  # taken once
+        # someone else's transaction after the prefetch: read again, and theirs is seen
+        nft_state.prefetch(netns.name)
+        nft_state._prefetched[netns.name].result(10)
+        netns.nft("delete element inet nra lb4 { 100.64.0.0 }")
+        owner.forget()
+        got = owner.read_blocking()
+        assert got != want and len(got.prefixes[4]) == 1999
+        assert nft_state.take_prefetched(netns.name, owner.generation()) is None
+    finally:
+        owner.close()

@@ -540,3 +540,111 @@ async def test_connections_silent_through_the_deferral_are_closed_at_once(monkey
         for sock in silent:
             sock.close()
         await stop_health_server(server)
+
+
+# -- the server's thread sleeps while the daemon works, and is woken when it is done ---------
+
+def _thread_stat(tid: int) -> tuple[int, int]:
+    """(voluntary context switches: its wake-ups, ns on a core) of a thread of this process."""
+    with open(f"/proc/self/task/{tid}/status") as f:
+        switches = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
+    with open(f"/proc/self/task/{tid}/schedstat") as f:
+        ran = int(f.read().split()[0])
+    return switches, ran
+
+
+async def test_the_server_thread_is_named_nra_http_for_the_kernel():
+    # top -H, ps -L and /proc/<pid>/task/<tid>/schedstat tell the server's thread from the
+    # daemon's loop by this name (http_load_bench's per-thread figures need it).
+    status = AgentStatus(source_name="static-file")
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", status, cap=32)
+    try:
+        tid = server._thread.native_id
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            assert f.read().strip() == "nra-http"
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+            assert f.read().strip() != "nra-http"  # (the caller's thread keeps its name)
+    finally:
+        await stop_health_server(server)
+
+
+async def test_a_held_request_costs_no_wakeups_until_the_daemon_is_done(monkeypatch):
+    # While a change is reconciled, a /status request waits for it. The server's thread
+    # sleeps meanwhile (before: it looked every 5 ms, 200 wake-ups a second taking the GIL
+    # and a core from the reconcile), and the daemon's end of the change wakes it: the
+    # request is answered then, not at HOLD_MAX_S.
+    monkeypatch.setattr(server_module, "HOLD_MAX_S", 30.0)
+    status = AgentStatus(source_name="static-file")
+    documents = Documents(status)
+    documents.refresh()
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", status, documents=documents, cap=32)
+    try:
+        tid = server._thread.native_id
+        status.reconcile_started()
+        try:
+            held = asyncio.create_task(asyncio.to_thread(raw_request, port, b"GET /status HTTP/1.0\r\n\r\n", 40))
+            await asyncio.sleep(0.5)  # accepted, held; the accept pause (ACCEPT_PAUSE_S) over
+            switches, ran = _thread_stat(tid)
+            await holds_async(lambda: not held.done(), 1.0, what="/status held while the daemon works")
+            woken, ran_more = (now - then for now, then in zip(_thread_stat(tid), (switches, ran)))
+            assert woken <= 5, f"the server's thread woke {woken} times in 1 s with a request held"
+            assert ran_more < 20e6, f"the server's thread ran {ran_more / 1e6:.1f} ms in 1 s"
+        finally:
+            finished = time.monotonic()
+            status.reconcile_finished()
+        answer = await asyncio.wait_for(held, 5)
+        assert answer.startswith(b"HTTP/1.0 200")
+        assert time.monotonic() - finished < 1.0, "answered when the change ended, not at HOLD_MAX_S"
+    finally:
+        await stop_health_server(server)
+
+
+async def test_a_loaded_configuration_holds_requests_until_its_reconcile_ends(tmp_path):
+    # A configuration the static file source loaded is part of the change until the reconcile
+    # that programs it ends: a /status request arriving in between (the worker about to
+    # start) waits, and is answered once that reconcile is over, not while it runs (before:
+    # answered in the gap, taking the GIL and a core as the reconcile started).
+    from nra.config.intent import ParseResult
+    from nra.daemon.agent import Agent
+    from nra.daemon.reconciler import Outcome
+    from nra.settings import load_settings
+    from nra.sources.static_file import StaticFileSource
+
+    config = tmp_path / "metallb.yaml"
+    config.write_text("")
+    agent = Agent(load_settings(health_address="off"), StaticFileSource(str(config), None, 100))
+
+    class Queued:  # the worker: the reconcile is queued, the test runs it
+        def __init__(self) -> None:
+            self.triggers: list[str] = []
+            self.last_outcome = None
+
+        def trigger(self, why: str) -> None:
+            self.triggers.append(why)
+
+    agent.worker = Queued()  # type: ignore[assignment]
+    agent.documents.refresh()
+    port = free_port()
+    server = await start_health_server(f"127.0.0.1:{port}", agent.status, documents=agent.documents, cap=32)
+    try:
+        agent.publish(ParseResult(intent=Intent(peers=frozenset({Peer(ipaddress.ip_address("10.99.0.2"), 100, "")}),
+                                                prefixes=frozenset({ipaddress.ip_network("192.0.2.0/24")}))))
+        assert agent.worker.triggers == ["config"]
+        asked = asyncio.create_task(asyncio.to_thread(raw_request, port, b"GET /status HTTP/1.0\r\n\r\n", 10))
+        await holds_async(lambda: not asked.done(), 0.5, what="/status held: a configuration waits for its reconcile")
+        reconciled: list[float] = []
+
+        class Reconciler:
+            async def reconcile(self, intent, trigger):
+                await holds_async(lambda: not asked.done(), 0.3, what="/status held during the reconcile")
+                reconciled.append(time.monotonic())
+                return Outcome(ok=True)
+
+        assert (await agent._reconcile(Reconciler(), "config")).ok
+        assert not agent.status.working
+        assert (await asyncio.wait_for(asked, 5)).startswith(b"HTTP/1.0 200")
+        assert reconciled
+    finally:
+        await stop_health_server(server)

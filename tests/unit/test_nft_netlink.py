@@ -148,6 +148,22 @@ def test_a_transaction_of_too_many_elements_is_named_not_decoded():
     assert own.elements == () and not own.elements_skipped
 
 
+def test_a_large_transaction_keeps_a_bounded_number_of_messages():
+    """A rebuild's 200,000 element notifications: counted, the first FOLLOW_ELEMENTS_MAX + 1
+    kept (none is decoded beyond that), whether they come in one read or many."""
+    element = _note(nl.NFT_MSG_NEWSETELEM, attribute(nl.NFTA_SET_ELEM_LIST_TABLE, b"nra\0")
+                    + attribute(nl.NFTA_SET_ELEM_LIST_SET, b"lb4\0"))
+    gen = _note(nl.NFT_MSG_NEWGEN, attribute(nl.NFTA_GEN_PROC_PID, struct.pack("!I", 7)))
+    total = nl.FOLLOW_ELEMENTS_MAX * 2 + 3
+    reader = nl.NotificationReader()
+    for chunk in (nl.FOLLOW_ELEMENTS_MAX - 1, nl.FOLLOW_ELEMENTS_MAX + 4):
+        assert reader.feed(element * chunk) == []
+    assert len(reader._elements) == nl.FOLLOW_ELEMENTS_MAX + 1
+    (tx,) = reader.feed(gen)
+    assert tx.elements == () and tx.elements_skipped == total and nl.ANY_TABLE in tx.tables
+    assert reader._elements == [] and reader.feed(element + gen)[0].elements[0].table == "nra"
+
+
 def test_interval_elements_pair_up_or_are_refused():
     """nft_read.pair_intervals: starts and ends (the address after an interval) in any order,
     nft's floor at 0 ignored, the last start open to the top; unpaired ones refused."""

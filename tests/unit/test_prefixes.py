@@ -142,3 +142,24 @@ def test_v4_cidrs_are_read_as_the_slow_path_reads_them(parts):
     if "-" in entry or not entry:
         return  # a range, or empty: not a CIDR
     assert got == want
+
+
+@settings(max_examples=500, deadline=None, database=None, derandomize=True)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 32))
+def test_prefix4_is_the_network_the_constructor_makes(address, length):
+    """prefix4 sets the attributes itself: equal, hashed, ordered, shown and iterated as
+    Prefix4 through ipaddress's constructor and as the plain IPv4Network."""
+    from nra.config.prefixes import Prefix4, prefix4
+
+    got, want = prefix4(address, length), Prefix4((address, length), strict=False)
+    plain = ipaddress.IPv4Network((address, length), strict=False)
+    assert got == want == plain and hash(got) == hash(want) == hash(plain)
+    assert got.interval == want.interval == (int(plain.network_address), int(plain.broadcast_address))
+    assert str(got) == str(plain) and repr(got) == repr(want) and got.family == 4
+    assert got.prefixlen == plain.prefixlen and got.netmask == plain.netmask and got.hostmask == plain.hostmask
+    assert got.broadcast_address == plain.broadcast_address and got.num_addresses == plain.num_addresses
+    assert not (got < plain) and not (plain < got) and got.compare_networks(plain) == 0
+    assert got.overlaps(plain) and plain.subnet_of(got) and got.supernet_of(plain)
+    if length >= 29:
+        assert list(got.hosts()) == list(plain.hosts()) and list(got) == list(plain)
+    assert {got: 1}[plain] == 1

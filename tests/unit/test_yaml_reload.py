@@ -172,3 +172,59 @@ def test_random_item_edits_of_a_config_load_as_a_full_parse(changes):
     for at, remove, insert in changes:
         text = edit(text, at, remove, insert)
         assert outcome(reloader.load, text) == outcome(load_yaml_documents, text), text
+
+
+def _holds(node, target) -> bool:
+    """Whether `target` (by identity) is somewhere in `node`."""
+    if node is target:
+        return True
+    if isinstance(node, dict):
+        return any(_holds(v, target) for v in node.values())
+    if isinstance(node, list):
+        return any(_holds(v, target) for v in node)
+    return False
+
+
+def check_items_patch(reloader: YamlReloader, before_docs, after_docs) -> None:
+    """The reloader's `patch` after a load: None when the load was not a patch; else the
+    list of the last documents, the list of the new ones that replaced it, the items removed
+    and the items added, such that the old list with those items replaced is the new one."""
+    if reloader.patch is None:
+        return
+    old, new, removed, added = reloader.patch
+    assert _holds(before_docs, old) and _holds(after_docs, new) and not _holds(after_docs, old)
+    assert any(old[:at] + added + old[at + len(removed):] == new and old[at:at + len(removed)] == removed
+               for at in range(len(old) + 1))
+
+
+def test_a_patch_says_which_items_it_replaced():
+    reloader = primed(BASE)
+    before = reloader.load(BASE)
+    assert reloader.patch is None or reloader.patch[2:] == ([], [])  # the same text: nothing replaced
+    new = edit(BASE, 6, 2, ["  - 10.9.0.0/16", "  - 10.8.0.0/16", "  - 10.7.0.0/16"])
+    after = reloader.load(new)
+    old_list = before[0]["address-pools"][0]["addresses"]
+    assert reloader.patch == (old_list, ["10.9.0.0/16", "10.8.0.0/16", "10.7.0.0/16", "10.1.2.0/24"],
+                              ["10.1.0.0/24", "10.1.1.0/24"], ["10.9.0.0/16", "10.8.0.0/16", "10.7.0.0/16"])
+    assert reloader.patch[0] is old_list and reloader.patch[1] is after[0]["address-pools"][0]["addresses"]
+    assert after[0]["address-pools"][1] is before[0]["address-pools"][1]  # pool two: the very same
+    reloader.load(edit(new, 4, 1, ["  protocol: layer2"]))
+    assert reloader.patch is None
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2), st.lists(
+    st.tuples(st.sampled_from([2, 4]), item_values).map(lambda t: " " * t[0] + "- " + t[1]), max_size=3)),
+    min_size=1, max_size=8))
+def test_random_item_edits_describe_their_patch(changes):
+    text = BASE
+    reloader = primed(text)
+    docs = reloader.load(text)
+    for at, remove, insert in changes:
+        text = edit(text, at, remove, insert)
+        try:
+            new_docs = reloader.load(text)
+        except (yaml.YAMLError, InputTooLarge):
+            continue
+        check_items_patch(reloader, docs, new_docs)
+        docs = new_docs

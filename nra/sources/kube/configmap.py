@@ -4,7 +4,7 @@ legacy `node-selectors` of peers."""
 from __future__ import annotations
 
 from nra.config.intent import ParseResult
-from nra.config.metallb import ConfigError, parse_legacy_config
+from nra.config.metallb import ConfigError, PoolEntries, parse_legacy_config
 from nra.config.yaml_reload import YamlReloader
 from nra.sources.kube.client import ApiClientFactory, KubeHTTP
 from nra.sources.kube.reflector import ResourceKind, WatchTiming
@@ -24,6 +24,7 @@ class ConfigMapSource(WatchedSource):
         self.configmap_name = configmap_name
         self.where = f"ConfigMap {namespace}/{configmap_name}"
         self._yaml = YamlReloader()  # an edit of a few address lines is patched, not re-parsed
+        self._entries = PoolEntries(self._yaml)  # and only the pools it changed are parsed again
 
     async def resources(self, http: KubeHTTP) -> list[ResourceKind]:
         kinds = [ResourceKind(CONFIGMAP, f"/api/v1/namespaces/{self.namespace}/configmaps", "v1", "ConfigMap",
@@ -50,6 +51,6 @@ class ConfigMapSource(WatchedSource):
             raise ConfigError(f"{self.where}: data is not a mapping")
         doc = data.get(CONFIG_KEY)
         try:
-            return parse_legacy_config(doc, labels, self.default_weight, self._yaml.load)
+            return parse_legacy_config(doc, labels, self.default_weight, self._yaml.load, self._entries)
         except ConfigError as exc:
             raise ConfigError(f"{self.where} key {CONFIG_KEY!r}: {exc}") from None

@@ -1,0 +1,100 @@
+"""Pools parsed again only where they changed (nra.config.metallb.PoolEntries): over any
+sequence of edits, a source's parse with its PoolEntries gives what a parse from scratch
+gives, intent and problems, and a one-line edit of one pool patches that pool alone."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nra.config.metallb import ConfigError, PoolEntries, parse_static_document
+from nra.config.yaml_reload import YamlReloader
+
+EXAMPLES = int(os.environ.get("NRA_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=5), derandomize=not os.environ.get("NRA_FUZZ_EXAMPLES"),
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], database=None)
+
+
+def config(one: list[str], two: list[str]) -> str:
+    lines = ["peers:", "- peer-address: 10.0.0.1", "address-pools:", "- name: one", "  protocol: bgp", "  addresses:"]
+    lines += [f"  - {e}" for e in one]
+    lines += ["- name: two", "  protocol: bgp", "  addresses:"] + [f"  - {e}" for e in two]
+    return "\n".join(lines) + "\n"
+
+
+class Source:
+    """A source's parse: one reloader and its PoolEntries over successive texts."""
+
+    def __init__(self) -> None:
+        self.reloader = YamlReloader()
+        self.entries = PoolEntries(self.reloader)
+
+    def parse(self, text: str):
+        return parse_static_document(text, None, 100, self.reloader.load, self.entries)
+
+
+def fresh(text: str):
+    return parse_static_document(text, None, 100)
+
+
+def outcome(parse, text):
+    try:
+        result = parse(text)
+    except ConfigError as exc:
+        return str(exc)
+    return result.intent, result.problems
+
+
+def test_a_one_line_edit_patches_its_pool_and_keeps_the_other():
+    one = [f"10.1.{i}.0/24" for i in range(50)]
+    two = [f"10.2.{i}.0/24" for i in range(50)]
+    source = Source()
+    for text in (config(one, two), config(one, two)):  # (the reloader records lists from its second read)
+        assert outcome(source.parse, text) == outcome(fresh, text)
+    assert source.entries.steps == {"kept": 0, "patched": 0, "parsed": 2}
+    text = config(one + ["198.18.0.0/30"], two)
+    result = source.parse(text)
+    assert source.entries.steps == {"kept": 1, "patched": 1, "parsed": 0}
+    assert (result.intent, result.problems) == outcome(fresh, text)
+    text = config(one[::2], two)  # half the pool removed: the lines are not one block, parsed whole
+    assert outcome(source.parse, text) == outcome(fresh, text)
+    assert source.entries.steps["kept"] == 1
+
+
+def test_a_pool_whose_entries_share_a_prefix_is_parsed_whole():
+    one = ["10.1.0.0/24", "10.1.0.1/24", "10.1.1.0/24"]  # two entries, one prefix
+    source = Source()
+    for text in (config(one, ["10.2.0.0/24"]),) * 2:
+        source.parse(text)
+    text = config(one[1:], ["10.2.0.0/24"])  # one of the two removed: the prefix stays
+    assert outcome(source.parse, text) == outcome(fresh, text)
+    assert source.entries.steps == {"kept": 1, "patched": 0, "parsed": 1}
+
+
+entry_values = st.sampled_from([
+    "10.0.0.0/24", "10.0.0.1/24", "10.0.0.0/25", "10.0.0.128/25", "10.0.1.0/24", "10.0.0.5", "10.0.0.5/32",
+    "10.0.0.4-10.0.0.7", "10.0.0.4-10.0.0.4", "2001:db8::/64", "2001:db8::1/64", "10.0.0.300/24", "x",
+    "10.0.2.0/24", "10.0.3.0/24", "10.0.4.0/24", "yes", "1",
+])
+pool_lists = st.lists(entry_values, min_size=1, max_size=8)
+# an edit: which pool, where, how many lines removed, which lines inserted
+edits = st.lists(st.tuples(st.booleans(), st.integers(0, 8), st.integers(0, 2), st.lists(entry_values, max_size=3)),
+                 min_size=1, max_size=10)
+
+
+@FUZZ
+@given(pool_lists, pool_lists, edits)
+def test_random_pool_edits_parse_as_from_scratch(one, two, changes):
+    source = Source()
+    pools = [list(one), list(two)]
+    text = config(*pools)
+    for _ in range(2):
+        assert outcome(source.parse, text) == outcome(fresh, text)
+    for first, at, remove, insert in changes:
+        pool = pools[0 if first else 1]
+        pool[at:at + remove] = insert
+        text = config(*pools)
+        assert outcome(source.parse, text) == outcome(fresh, text), text
