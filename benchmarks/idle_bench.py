@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,13 +79,24 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def ready(port: int) -> bool:
+    """/readyz answers 200 once the first reconcile is complete (the measure in conntrack
+    mode, where the rules are a constant few and the prefixes are set elements)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def run_one(source: str, n: int, seconds: float, return_path: str, repo: Path, work: Path,
             standin: StandIn | None) -> dict[str, float]:
     ns = Namespace()
     nets = prefixes(n)
     objects: list[dict] = []
+    port = free_port()
     command = [sys.executable, "-m", "nra", "--netns", ns.name, "--return-path", return_path,
-               "--health-address", f"127.0.0.1:{free_port()}"]
+               "--health-address", f"127.0.0.1:{port}"]
     if source == "static":
         cfg = work / "config" / "idle.yaml"  # (a directory of its own: the log's writes are not its events)
         cfg.parent.mkdir(exist_ok=True)
@@ -100,9 +113,11 @@ def run_one(source: str, n: int, seconds: float, return_path: str, repo: Path, w
     proc = subprocess.Popen(command, cwd=repo, env=agent_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while ns.count_rules() != n:
+        # rules mode: every prefix's rule in the kernel; conntrack mode: the first reconcile
+        # complete (its rules are a constant few, never n)
+        while not (ns.count_rules() == n if return_path == "rules" else ready(port)):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{source}: {n} rules never programmed (exit {proc.poll()}):\n{log.read_text()}")
+                raise RuntimeError(f"{source}: {n} prefixes never programmed (exit {proc.poll()}):\n{log.read_text()}")
             time.sleep(0.1)
         time.sleep(SETTLE_S)
         cpu0, wakes0, t0 = cpu_seconds(proc.pid), switches(proc.pid), time.monotonic()

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from nra import lazy_imports
+    from nra.daemon.memory import limit_arenas
 
+    limit_arenas()  # before any thread starts: only arenas made after it are limited
     lazy_imports.install()  # no-op if pyroute2 is already loaded
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["status"]:  # a client of the running agent: none of the agent's settings

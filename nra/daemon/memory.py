@@ -5,6 +5,12 @@ returned); after a rebuild of nra's nft table at 100,000 prefixes, or a change o
 intervals, the parse, the plan and the nf_tables batch leave tens of MB free inside the
 heap. `malloc_trim(0)` returns the free pages to the kernel (madvise), so the steady RSS is
 what the daemon holds, not its high-water mark. Elsewhere (musl, macOS) it does nothing.
+
+glibc also gives each thread that allocates its own malloc arena (up to 8 per core), each
+keeping what it freed; nra's few threads allocate little, so `limit_arenas()` (first thing
+in the CLI, before any thread starts: mallopt only affects arenas made after it) keeps two.
+The daemon also trims once after its first reconcile: the start's imports and first parse
+freed memory the idle agent does not reuse.
 """
 
 from __future__ import annotations
@@ -56,3 +62,19 @@ def large_change(operations: Iterable[object]) -> bool:
         if count >= LARGE_CHANGE_INTERVALS:
             return True
     return False
+
+
+#: mallopt's parameter number for the arena limit (malloc.h)
+M_ARENA_MAX = -8
+#: at most this many arenas
+ARENA_MAX = 2
+
+
+def limit_arenas(arenas: int = ARENA_MAX) -> bool:
+    """Limit glibc to `arenas` malloc arenas; whether it took (False without glibc)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))

@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from nra.observe import web
 
 #: connections at once, at most (and at most a quarter of the file descriptor limit)
 MAX_CONNECTIONS = 256

@@ -24,8 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from prometheus_client import generate_latest
-
+from nra.observe.exposition import generate_latest
 from nra.observe.status_report import StatusDetails, status_document
 
 #: prefixes of each family shown by /status (the rest: /status?prefixes=all)

@@ -40,12 +40,12 @@ import socket
 import threading
 from collections.abc import Callable
 
-from aiohttp import web
 from loguru import logger
-from prometheus_client.exposition import choose_encoder
 
+from nra.observe import web
 from nra.observe.connections import MAX_CONNECTIONS, BoundedServer, request_waiting
 from nra.observe.documents import Documents
+from nra.observe.exposition import choose_encoder
 from nra.observe.metrics_auth import KubernetesReviewer, ReviewUnavailable, Verdict, bearer_token
 from nra.observe.status import AgentStatus
 from nra.observe.tls import Certificates

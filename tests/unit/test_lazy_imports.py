@@ -31,3 +31,52 @@ def test_lazy_imports_in_a_fresh_interpreter():
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+WEB_SCRIPT = """
+import sys
+from nra import lazy_imports
+lazy_imports.install()
+import nra.daemon.agent, nra.observe.server, nra.sources.static_file
+# the HTTP server without aiohttp's client (whose connector builds TLS contexts at import),
+# and neither urllib3 nor unittest's runner
+for name in ("aiohttp.client", "aiohttp.connector", "urllib3.poolmanager", "unittest.case",
+             "prometheus_client.exposition"):
+    assert name not in sys.modules, name + " was loaded"
+import aiohttp
+assert aiohttp.__version__  # (aiohttp.http asks for it)
+import aiohttp.web as web  # a submodule as usual
+assert "aiohttp.client" not in sys.modules or web.Application
+# a name only the real __init__ defines loads it, and works
+assert aiohttp.ClientTimeout(total=1).total == 1 and "aiohttp.connector" in sys.modules
+# the connector's default TLS contexts were built without the CA certificates; the verified
+# one loads them when a request first asks for it, the same ones create_default_context loads
+import ssl
+from aiohttp import connector
+assert connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"] == 0
+assert connector._SSL_CONTEXT_UNVERIFIED.verify_mode == ssl.CERT_NONE
+class Request:
+    ssl = True
+    def is_ssl(self):
+        return True
+tcp = connector.TCPConnector.__new__(connector.TCPConnector)
+tcp._ssl = True
+context = tcp._get_ssl_context(Request())
+assert context is connector._SSL_CONTEXT_VERIFIED
+assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+assert context.cert_store_stats() == ssl.create_default_context().cert_store_stats()
+assert ssl.create_default_context().cert_store_stats()["x509_ca"] > 0, "no CA certificates to compare"
+import urllib3
+assert urllib3.util.make_headers(basic_auth="a:b")["authorization"].startswith("Basic ")
+from prometheus_client import generate_latest, REGISTRY  # the real __init__, on first use
+assert b"python_info" in generate_latest(REGISTRY)
+from unittest import TestCase  # the real unittest, on first use
+assert TestCase.assertEqual
+print("ok")
+"""
+
+
+def test_http_server_without_aiohttp_client_urllib3_or_unittest():
+    proc = subprocess.run([sys.executable, "-c", WEB_SCRIPT], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

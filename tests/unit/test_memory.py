@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from nra.daemon.memory import LARGE_CHANGE_INTERVALS, large_change, release_free_memory
@@ -42,3 +44,29 @@ def test_a_large_change_is_a_rebuild_or_many_intervals():
     assert not large_change([_nft(add_prefixes={4: many})])
     assert not large_change([DeleteRule.__new__(DeleteRule)])
     assert not large_change([])
+
+
+ARENAS_SCRIPT = """
+import threading
+from nra.daemon.memory import limit_arenas
+assert limit_arenas(1)
+# with one arena, a thread's allocations come from the main arena: no new 64 MB mapping
+def vm_kib():
+    return int(open("/proc/self/status").read().split("VmSize:")[1].split()[0])
+before = vm_kib()
+done = threading.Event()
+def allocate():
+    blocks = [bytearray(1000) for _ in range(1000)]
+    done.set()
+threading.Thread(target=allocate).start()
+done.wait(5)
+grown = vm_kib() - before
+assert grown < 32 * 1024, f"the thread's arena: VmSize +{grown} KiB"
+print("ok")
+"""
+
+
+def test_one_arena_in_a_fresh_interpreter():
+    proc = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
