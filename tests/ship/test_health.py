@@ -516,15 +516,20 @@ async def test_a_hold_is_bounded(served_documents, monkeypatch):
     assert 0.4 < took < 3, took
 
 
+async def deferring_server(monkeypatch):
+    """A server whose listener defers accepting for 1 s (TCP_DEFER_ACCEPT), cap 32."""
+    monkeypatch.setattr(server_module, "DEFER_ACCEPT_S", 1)
+    status = AgentStatus(source_name="static-file")
+    port = free_port()
+    return status, port, await start_health_server(f"127.0.0.1:{port}", status, cap=32)
+
+
 async def test_connections_silent_through_the_deferral_are_closed_at_once(monkeypatch):
     # A connection the kernel hands over after TCP_DEFER_ACCEPT without a byte has been idle
     # as long as the idle timeout: it waits for its request in the waiting room, nothing built
     # for it and no slot taken, and is closed after PARK_WAIT_S (before: taken in and kept
     # until the idle timeout).
-    monkeypatch.setattr(server_module, "DEFER_ACCEPT_S", 1)
-    status = AgentStatus(source_name="static-file")
-    port = free_port()
-    server = await start_health_server(f"127.0.0.1:{port}", status, cap=32)
+    status, port, server = await deferring_server(monkeypatch)
     silent: list[socket.socket] = []
     try:
         for _ in range(40):
@@ -654,10 +659,7 @@ async def test_the_waiting_room_is_not_swept_while_the_daemon_works(monkeypatch)
     # Newcomers silent through TCP_DEFER_ACCEPT wait in the waiting room at most PARK_WAIT_S;
     # closing them is the server's work too, so it waits for the change's end (the room is
     # bounded by PARKED meanwhile). Before: each had a timer of its own, firing mid-change.
-    monkeypatch.setattr(server_module, "DEFER_ACCEPT_S", 1)
-    status = AgentStatus(source_name="static-file")
-    port = free_port()
-    server = await start_health_server(f"127.0.0.1:{port}", status, cap=32)
+    status, port, server = await deferring_server(monkeypatch)
     silent: list[socket.socket] = []
     try:
         stats = server.server.stats

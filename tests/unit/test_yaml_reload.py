@@ -162,10 +162,14 @@ def test_random_edits_load_as_a_full_parse(lines, changes, trailing_newline):
         assert outcome(reloader.load, text) == outcome(load_yaml_documents, text), text
 
 
-@FUZZ
-@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2), st.lists(
+# random edits of item lines: (line, lines removed, item lines inserted at two indents)
+item_edits = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2), st.lists(
     st.tuples(st.sampled_from([2, 4]), item_values).map(lambda t: " " * t[0] + "- " + t[1]), max_size=3)),
-    min_size=1, max_size=8))
+    min_size=1, max_size=8)
+
+
+@FUZZ
+@given(item_edits)
 def test_random_item_edits_of_a_config_load_as_a_full_parse(changes):
     text = BASE
     reloader = primed(text)
@@ -213,9 +217,7 @@ def test_a_patch_says_which_items_it_replaced():
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2), st.lists(
-    st.tuples(st.sampled_from([2, 4]), item_values).map(lambda t: " " * t[0] + "- " + t[1]), max_size=3)),
-    min_size=1, max_size=8))
+@given(item_edits)
 def test_random_item_edits_describe_their_patch(changes):
     text = BASE
     reloader = primed(text)
