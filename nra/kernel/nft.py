@@ -265,6 +265,9 @@ class NftState:
 
 # -- the read at start, in a thread ----------------------------------------------------------
 
+#: the longest the first read waits for the prefetch before reading itself
+PREFETCH_WAIT_S = 30.0
+
 _prefetched: dict[str | None, concurrent.futures.Future] = {}
 _prefetch_lock = threading.Lock()
 
@@ -281,13 +284,15 @@ def prefetch(netns: str | None) -> None:
         _prefetched[netns] = future
 
     def read() -> None:
-        sock = NetlinkSocket(netns, protocol=nl.NETLINK_NETFILTER)
-        try:
+        sock = None
+        try:  # (the socket too: a future never set would hold the first reconcile for good)
+            sock = NetlinkSocket(netns, protocol=nl.NETLINK_NETFILTER)
             future.set_result(nft_read.read_table(sock))
         except BaseException as exc:  # (taken as "read again")
             future.set_exception(exc)
         finally:
-            sock.close()
+            if sock is not None:
+                sock.close()
 
     threading.Thread(target=read, name="nft-prefetch", daemon=True).start()
 
@@ -300,8 +305,8 @@ def take_prefetched(netns: str | None, generation: int) -> tuple[nft.NftTable | 
     if future is None:
         return None
     try:
-        table, read_at = future.result()
-    except Exception:
+        table, read_at = future.result(PREFETCH_WAIT_S)
+    except Exception:  # failed, or stuck: nra's own read instead
         return None
     return (table, read_at) if read_at == generation and read_at >= 0 else None
 

@@ -249,6 +249,27 @@ def test_a_prefetched_read_is_taken_only_at_the_generation_it_was_read_at(netns)
         owner.close()
 
 
+def test_a_prefetch_that_cannot_open_its_socket_is_not_waited_for(netns, monkeypatch):
+    """Out of file descriptors at start (EMFILE, made here: the kernel gives it only to a
+    process at its limit): the prefetch fails at its socket and the first read is told at
+    once to read itself (before: the thread died before setting its result, and the first
+    reconcile waited for it for good)."""
+    import concurrent.futures
+    import errno
+
+    from nra.kernel import nft as nft_state
+
+    def no_fd(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(nft_state, "NetlinkSocket", no_fd)
+    nft_state.prefetch(netns.name)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        taken = pool.submit(nft_state.take_prefetched, netns.name, 1)
+        assert taken.result(timeout=5) is None
+    assert netns.name not in nft_state._prefetched
+
+
 def test_a_job_run_from_the_loop_runs_in_the_context_thread_and_hands_back_its_result_or_error(netns):
     """Nft.run: the job goes to libnftables' thread (its native id is nra's writes' thread
     id) and its result or exception comes back to the awaiting coroutine."""
