@@ -26,14 +26,20 @@ _trim: Callable[[int], int] | None = None
 _looked_up = False
 
 
+def _libc_function(name: str):
+    """A function of the C library by name; None when it has none (not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def _malloc_trim() -> Callable[[int], int] | None:
     global _trim, _looked_up
     if not _looked_up:
         _looked_up = True
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            trim = libc.malloc_trim
-        except (OSError, AttributeError):  # not glibc
+        trim = _libc_function("malloc_trim")
+        if trim is None:
             return None
         trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
         _trim = trim
@@ -72,9 +78,8 @@ ARENA_MAX = 2
 
 def limit_arenas(arenas: int = ARENA_MAX) -> bool:
     """Limit glibc to `arenas` malloc arenas; whether it took (False without glibc)."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_ARENA_MAX, arenas))
