@@ -152,7 +152,9 @@ async def test_wrong_typed_field_skips_that_entry_only(apiserver: FakeApiServer,
 async def test_ten_megabyte_configmap_is_refused_in_one_line(apiserver: FakeApiServer, factory, recorder: Recorder):
     async with good_configmap_source(apiserver, factory, recorder) as (source, first, lines):
         apiserver.put(configmap(GOOD_CM + "#" + "x" * 10_000_000 + "\n"))
-        await settle(1.0)
+        # (reading 10 MB takes a while on a busy machine: wait for the refusal, not a fixed time)
+        await wait_for_async(lambda: refused() == 1, timeout=20, what="the 10 MB ConfigMap refused")
+        await settle()
         assert recorder.last == first and refused() == 1
         assert "refused, size: 10,000," in source.problem
     line = next(line for line in lines if "refused, size" in line)
