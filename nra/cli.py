@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nra: {exc}", file=sys.stderr)
         return 1 if args.command == "plan" else 2  # plan's 2 means "changes pending"
     setup_logging(settings.log_level, settings.log_format)
+    if args.command != "plan" and not settings.cleanandexit:
+        from nra.daemon.wiring import prefetch_kernel  # (a light import: the parts are imported later)
+
+        # what the first reconcile reads longest, read in a thread from here, so that it
+        # overlaps the daemon's imports too (modes.run asks again: the same read)
+        prefetch_kernel(settings)
     try:
         from nra.daemon.modes import run
 
