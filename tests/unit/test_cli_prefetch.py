@@ -1,9 +1,13 @@
-"""The CLI starts the read of nra's nft table (nra.kernel.nft.prefetch) as soon as the
-settings are known, before the daemon's modules are imported: in conntrack mode, for a run
-or a ONESHOT; never for `plan` or a clean. (The read itself, and that a prefetched read is
-taken only at its generation, are tested against the kernel in tests/kernel/test_nft_read.py.)"""
+"""What the CLI does before the run, once it has the settings: it starts the read of nra's
+nft table (nra.kernel.nft.prefetch) before the daemon's modules are imported, in conntrack
+mode, for a run or a ONESHOT, never for `plan` or a clean (the read itself, and that a
+prefetched read is taken only at its generation, are tested against the kernel in
+tests/kernel/test_nft_read.py); and a one-off run (ONESHOT, plan, clean) runs without the
+cyclic collector, the daemon with it."""
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 
@@ -23,18 +27,24 @@ def calls(monkeypatch, tmp_path):
 
     async def run(settings, command="run", output="text"):
         seen.append(("run", command))
+        collecting.append(gc.isenabled())
         return 0
 
+    collecting: list[bool] = []
     monkeypatch.setattr(nra.daemon.modes, "run", run)
     config = tmp_path / "config.yaml"
     config.write_text("peers: []\naddress-pools: []\n")
     seen.append(str(config))
-    return seen
+    try:
+        yield seen, collecting
+    finally:
+        gc.enable()  # (main() of a one-off run disabled it: the rest of the tests collect)
 
 
 def main(calls, *argv: str) -> list:
-    assert nra.cli.main([*argv, "--static-file", calls.pop(0)]) == 0
-    return calls
+    seen, _ = calls
+    assert nra.cli.main([*argv, "--static-file", seen.pop(0)]) == 0
+    return seen
 
 
 @pytest.mark.parametrize("argv", [["--oneshot"], []])
@@ -50,3 +60,12 @@ def test_conntrack_mode_starts_the_read_before_the_run(calls, argv):
 ])
 def test_no_read_is_started_for_the_rest(calls, argv, command):
     assert main(calls, *argv) == [("run", command)]
+
+
+@pytest.mark.parametrize("argv,collects", [
+    (["--oneshot"], False), (["plan"], False), (["--dry-run"], False), (["clean"], False), ([], True),
+])
+def test_a_one_off_run_runs_without_the_cyclic_collector(calls, argv, collects):
+    assert gc.isenabled()
+    main(calls, *argv, "--return-path", "conntrack")
+    assert calls[1] == [collects]
