@@ -8,6 +8,8 @@ the static file source does (a YamlReloader, a PoolEntries) and times:
   yaml ms      the YAML text to documents (nra.config.yaml_reload.YamlReloader.load)
   entries ms   the pool's address entries to networks (nra.config.prefixes.parse_address_entries)
   parse ms     the whole text to the intent (nra.config.metallb.parse_static_document)
+  peak MiB     the peak RSS of the process of the first two (the text, its documents and the
+               pool's networks are all alive at the end)
 
 The first two are of one process, the third of another; the collector is paused, as nra
 pauses it while it parses a configuration. Each is the process's CPU time (the machine is
@@ -32,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import gc, ipaddress, json, sys, time
+import gc, ipaddress, json, resource, sys, time
 from nra.config import metallb, prefixes
 from nra.config.yaml_reload import YamlReloader
 assert metallb.__file__.startswith(sys.argv[1]), metallb.__file__
@@ -53,7 +55,8 @@ if part == "parts":
     parsed, errors = prefixes.parse_address_entries(docs[0]["address-pools"][0]["addresses"])
     done = clock()
     assert len(parsed) == n and not errors
-    out = {"yaml_ms": (loaded - started) * 1000, "entries_ms": (done - loaded) * 1000}
+    out = {"yaml_ms": (loaded - started) * 1000, "entries_ms": (done - loaded) * 1000,
+           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 else:
     reloader = YamlReloader()
     started, wall = clock(), time.perf_counter()
@@ -85,7 +88,7 @@ def main() -> int:
     repos = [REPO] + ([args.repo.resolve()] if args.repo else [])
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"config parse benchmark: python {sys.version.split()[0]}, {os.cpu_count()} cores; load average {load}")
-    print(f"{'tree':>40} {'shape':>11} {'N':>7} {'yaml ms':>8} {'entries ms':>10} {'parse ms':>8} {'wall ms':>8}")
+    print(f"{'tree':>40} {'shape':>11} {'N':>7} {'yaml ms':>8} {'entries ms':>10} {'parse ms':>8} {'wall ms':>8} {'peak MiB':>8}")
     for shape in args.shapes.split(","):
         runs: dict[Path, list[dict]] = {repo: [] for repo in repos}
         for _ in range(args.rounds):
@@ -95,9 +98,9 @@ def main() -> int:
             commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True).stdout.strip()
             med = {k: statistics.median(r[k] for r in runs[repo])
-                   for k in ("yaml_ms", "entries_ms", "parse_ms", "parse_wall_ms")}
+                   for k in ("yaml_ms", "entries_ms", "parse_ms", "parse_wall_ms", "peak_mib")}
             print(f"{f'{repo} {commit}':>40} {shape:>11} {args.n:>7} {med['yaml_ms']:>8.0f} "
-                  f"{med['entries_ms']:>10.0f} {med['parse_ms']:>8.0f} {med['parse_wall_ms']:>8.0f}")
+                  f"{med['entries_ms']:>10.0f} {med['parse_ms']:>8.0f} {med['parse_wall_ms']:>8.0f} {med['peak_mib']:>8.1f}")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average after: {load}")
     return 0

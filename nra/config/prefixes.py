@@ -114,12 +114,31 @@ def parse_address_entries(entries: list) -> tuple[set[IPNetwork], list[AddressEn
 _FIRST, _LAST = operator.itemgetter(0), operator.itemgetter(2)
 
 
+#: entries read per batch step: the steps' lists (partitions, texts, packed addresses) are
+#: a few hundred KB at a time, not ~30 MB at 100,000 entries at once
+_CHUNK = 4096
+
+
 def _v4_cidrs(entries: list) -> list[IPNetwork] | None:
     """Entries that are all `a.b.c.d/n` as _v4_cidr reads them (no space, the C parser's
     dotted quad, a length of one or two digits up to 32): their networks, remembered, each
-    step at C speed over the whole list (map) where a loop over parse_address_entry cost
-    2-4 µs an entry; None when any entry is anything else (the entries are then read one by
-    one, each bad one named)."""
+    step at C speed over _CHUNK entries at a time (map) where a loop over
+    parse_address_entry cost 2-4 µs an entry; None when any entry is anything else (the
+    entries are then read one by one, each bad one named)."""
+    networks: list[IPNetwork] = []
+    for at in range(0, len(entries), _CHUNK):
+        chunk = _v4_cidr_chunk(entries[at:at + _CHUNK])
+        if chunk is None:
+            return None
+        networks += chunk
+    if len(_memo) + len(entries) > _MEMO_MAX_ITEMS:
+        _memo.clear()
+    if len(entries) <= _MEMO_MAX_ITEMS:
+        _memo.update(zip(entries, networks))
+    return networks
+
+
+def _v4_cidr_chunk(entries: list) -> list[IPNetwork] | None:
     try:
         parts = list(map(str.partition, entries, repeat("/")))
     except TypeError:  # not all strings
@@ -127,6 +146,7 @@ def _v4_cidrs(entries: list) -> list[IPNetwork] | None:
     # as _v4_cidr reads one: the address before the first "/", the length after it (none
     # or more than digits: not a CIDR of the batch)
     addresses, length_texts = list(map(_FIRST, parts)), list(map(_LAST, parts))
+    del parts
     digits = "".join(length_texts)
     if not (digits.isascii() and digits.isdigit()) or min(map(len, length_texts)) < 1 or \
             max(map(len, length_texts)) > 2:
@@ -138,12 +158,7 @@ def _v4_cidrs(entries: list) -> list[IPNetwork] | None:
         packed = list(map(socket.inet_pton, repeat(socket.AF_INET), addresses))
     except (OSError, UnicodeError, ValueError):
         return None
-    networks = list(map(prefix4, map(int.from_bytes, packed, repeat("big")), lengths))
-    if len(_memo) + len(entries) > _MEMO_MAX_ITEMS:
-        _memo.clear()
-    if len(entries) <= _MEMO_MAX_ITEMS:
-        _memo.update(zip(entries, networks))
-    return networks
+    return list(map(prefix4, map(int.from_bytes, packed, repeat("big")), lengths))
 
 
 def _parse_entry(text: str) -> tuple[IPNetwork, ...]:
