@@ -10,6 +10,9 @@ the static file source does (a YamlReloader, a PoolEntries) and times:
   parse ms     the whole text to the intent (nra.config.metallb.parse_static_document)
   peak MiB     the peak RSS of the process of the first two (the text, its documents and the
                pool's networks are all alive at the end)
+  held MiB     what a daemon holds (tracemalloc, in a third process) after reading the file
+               at start, and after a full re-parse (the file with the pool renamed: no
+               patch), through the static source's YamlReloader and PoolEntries
 
 The first two are of one process, the third of another; the collector is paused, as nra
 pauses it while it parses a configuration. Each is the process's CPU time (the machine is
@@ -57,6 +60,20 @@ if part == "parts":
     assert len(parsed) == n and not errors
     out = {"yaml_ms": (loaded - started) * 1000, "entries_ms": (done - loaded) * 1000,
            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+elif part == "held":
+    import tracemalloc
+    renamed = text.replace("- name: bench", "- name: bench2")
+    gc.enable()
+    tracemalloc.start()
+    reloader = YamlReloader()
+    entries = metallb.PoolEntries(reloader)
+    held = []
+    for one in (text, renamed):
+        result = metallb.parse_static_document(one, "node", 100, reloader.load, entries)
+        gc.collect()
+        held.append(tracemalloc.get_traced_memory()[0] / 2**20)
+    assert reloader.patched == 0
+    out = {"held_start_mib": held[0], "held_reparse_mib": held[1]}
 else:
     reloader = YamlReloader()
     started, wall = clock(), time.perf_counter()
@@ -70,7 +87,7 @@ STRIDE = {"consecutive": 4, "distinct": 8}
 
 def measure(repo: Path, n: int, shape: str) -> dict:
     figures: dict = {}
-    for part in ("parts", "whole"):
+    for part in ("parts", "whole", "held"):
         env = {**os.environ, "PYTHONPATH": str(repo)}
         out = subprocess.run([sys.executable, "-c", CHILD, str(repo), str(n), str(STRIDE[shape]), part],
                              env=env, cwd=repo, check=True, capture_output=True, text=True).stdout
@@ -88,7 +105,7 @@ def main() -> int:
     repos = [REPO] + ([args.repo.resolve()] if args.repo else [])
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"config parse benchmark: python {sys.version.split()[0]}, {os.cpu_count()} cores; load average {load}")
-    print(f"{'tree':>40} {'shape':>11} {'N':>7} {'yaml ms':>8} {'entries ms':>10} {'parse ms':>8} {'wall ms':>8} {'peak MiB':>8}")
+    print(f"{'tree':>40} {'shape':>11} {'N':>7} {'yaml ms':>8} {'entries ms':>10} {'parse ms':>8} {'wall ms':>8} {'peak MiB':>8} {'held MiB start/re-parse':>23}")
     for shape in args.shapes.split(","):
         runs: dict[Path, list[dict]] = {repo: [] for repo in repos}
         for _ in range(args.rounds):
@@ -98,9 +115,11 @@ def main() -> int:
             commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True).stdout.strip()
             med = {k: statistics.median(r[k] for r in runs[repo])
-                   for k in ("yaml_ms", "entries_ms", "parse_ms", "parse_wall_ms", "peak_mib")}
+                   for k in ("yaml_ms", "entries_ms", "parse_ms", "parse_wall_ms", "peak_mib", "held_start_mib",
+                             "held_reparse_mib")}
             print(f"{f'{repo} {commit}':>40} {shape:>11} {args.n:>7} {med['yaml_ms']:>8.0f} "
-                  f"{med['entries_ms']:>10.0f} {med['parse_ms']:>8.0f} {med['parse_wall_ms']:>8.0f} {med['peak_mib']:>8.1f}")
+                  f"{med['entries_ms']:>10.0f} {med['parse_ms']:>8.0f} {med['parse_wall_ms']:>8.0f} {med['peak_mib']:>8.1f} "
+                  f"{med['held_start_mib']:>13.1f}/{med['held_reparse_mib']:.1f}")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average after: {load}")
     return 0
