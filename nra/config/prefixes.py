@@ -8,7 +8,9 @@ the exact set of CIDRs covering it, so one `ip rule` per CIDR matches exactly th
 from __future__ import annotations
 
 import ipaddress
+import operator
 import socket
+from itertools import compress, repeat
 
 from nra.config.intent import IPAddress, IPNetwork
 from nra.config.yaml_loader import shown
@@ -95,6 +97,11 @@ def parse_address_entries(entries: list) -> tuple[set[IPNetwork], list[AddressEn
     parsed: set[IPNetwork] = set(remembered)
     errors: list[AddressEntryError] = []
     if len(remembered) != len(found):  # (not `None in found`: a network's __eq__ is Python's)
+        missing = list(compress(entries, map(operator.is_, found, repeat(None)))) if remembered else entries
+        batch = _v4_cidrs(missing)
+        if batch is not None:
+            parsed.update(batch)
+            return parsed, errors
         for entry, networks in zip(entries, found):
             if networks is None:
                 try:
@@ -102,6 +109,56 @@ def parse_address_entries(entries: list) -> tuple[set[IPNetwork], list[AddressEn
                 except AddressEntryError as exc:
                     errors.append(exc)
     return parsed, errors
+
+
+_FIRST, _LAST = operator.itemgetter(0), operator.itemgetter(2)
+
+
+#: entries read per batch step: the steps' lists (partitions, texts, packed addresses) are
+#: a few hundred KB at a time, not ~30 MB at 100,000 entries at once
+_CHUNK = 4096
+
+
+def _v4_cidrs(entries: list) -> list[IPNetwork] | None:
+    """Entries that are all `a.b.c.d/n` as _v4_cidr reads them (no space, the C parser's
+    dotted quad, a length of one or two digits up to 32): their networks, remembered, each
+    step at C speed over _CHUNK entries at a time (map) where a loop over
+    parse_address_entry cost 2-4 µs an entry; None when any entry is anything else (the
+    entries are then read one by one, each bad one named)."""
+    networks: list[IPNetwork] = []
+    for at in range(0, len(entries), _CHUNK):
+        chunk = _v4_cidr_chunk(entries[at:at + _CHUNK])
+        if chunk is None:
+            return None
+        networks += chunk
+    if len(_memo) + len(entries) > _MEMO_MAX_ITEMS:
+        _memo.clear()
+    if len(entries) <= _MEMO_MAX_ITEMS:
+        _memo.update(zip(entries, networks))
+    return networks
+
+
+def _v4_cidr_chunk(entries: list) -> list[IPNetwork] | None:
+    try:
+        parts = list(map(str.partition, entries, repeat("/")))
+    except TypeError:  # not all strings
+        return None
+    # as _v4_cidr reads one: the address before the first "/", the length after it (none
+    # or more than digits: not a CIDR of the batch)
+    addresses, length_texts = list(map(_FIRST, parts)), list(map(_LAST, parts))
+    del parts
+    digits = "".join(length_texts)
+    if not (digits.isascii() and digits.isdigit()) or min(map(len, length_texts)) < 1 or \
+            max(map(len, length_texts)) > 2:
+        return None
+    lengths = list(map(int, length_texts))
+    if max(lengths) > 32:
+        return None
+    try:
+        packed = list(map(socket.inet_pton, repeat(socket.AF_INET), addresses))
+    except (OSError, UnicodeError, ValueError):
+        return None
+    return list(map(prefix4, map(int.from_bytes, packed, repeat("big")), lengths))
 
 
 def _parse_entry(text: str) -> tuple[IPNetwork, ...]:

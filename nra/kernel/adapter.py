@@ -216,10 +216,24 @@ class KernelAdapter:
         if self.reads.peer_links:
             parts.update(lladdrs={a: e.lladdr for a, e in entries.items() if e.lladdr},
                          link_names=await self._link_names(state.links))
-        nft_table = await self._nft.read() if self._nft is not None else None
+        # the first read of the route tables reads every declared one, whatever the nft
+        # table says: it goes on while the nft table is read (at start, its read is the
+        # longest part of the first reconcile at 100,000 intervals)
+        every_table = None
+        if self.reads.route_tables and not self._route_tables_read and self._nft is not None:
+            every_table = asyncio.ensure_future(self._read_route_tables(state, None))
+        try:
+            nft_table = await self._nft.read() if self._nft is not None else None
+        except BaseException:
+            if every_table is not None:
+                every_table.cancel()
+                await asyncio.gather(every_table, return_exceptions=True)
+            raise
         if self._nft is not None:
             parts["nft"] = nft_table
-        if self.reads.route_tables:
+        if every_table is not None:
+            parts["router_routes"] = await every_table
+        elif self.reads.route_tables:
             parts["router_routes"] = await self._read_route_tables(state, nft_table)
         return replace(state, **parts) if parts else state
 

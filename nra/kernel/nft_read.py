@@ -6,8 +6,9 @@ then Python parses that); these dumps decode in a fraction of that, into plain i
 
 Rules are not decoded: each is known by the digest nra writes as its comment (see
 nft_table.Rule); one without nra's comment reads as not nra's. Elements are decoded by
-comparing each element's bytes with the layout nra writes (bytes.startswith at an offset,
-one int per address), falling back to a walk of its attributes for any other layout.
+comparing each element's bytes with the layout nra writes (one regex over a message whose
+elements are all in those layouts, else bytes.startswith at an offset; one int per
+address), falling back to a walk of its attributes for any other layout.
 
 The read is several dumps: the ruleset generation is read before and after, and a read that
 another transaction came between is made again.
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import re
 import struct
-from operator import le, lt
+from itertools import repeat
+from operator import itemgetter, le, lt
 from typing import Callable
 
 from nra.kernel import nft_table as nft
@@ -223,15 +226,26 @@ def element_fields(data: bytes, start: int, end: int) -> tuple[bytes, int, str |
 _GOTO_CODE = NLA_HDR.pack(8, 1) + PRIORITY.pack(NFT_GOTO)
 
 
-def element_decoder(set_name: str, key_length: int | None,
-                    verdicts: bool = False) -> Callable[[Message], Elements | None]:
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_PLUS_ONE, _MINUS_ONE = (1).__add__, (-1).__add__
+
+
+def element_decoder(set_name: str, key_length: int | None, verdicts: bool = False,
+                    tiled: bool = True) -> Callable[[Message], Elements | None]:
     """A dump `keep` for the elements of one of nra's sets; key_length: an interval set's
     (4 or 16), None for any other set (every element in `others`); verdicts: an interval
-    verdict map's, whose starts carry `goto chain` (in `chains`)."""
+    verdict map's, whose starts carry `goto chain` (in `chains`). tiled=False: every
+    message through the element loop (the tests' reference for the regex pass)."""
     start_layout, end_layout, end_flags = _LAYOUTS[key_length] if key_length else (b"\xff", b"\xff", b"")
     if verdicts:  # the start of an element with a key and more (its length differs)
         start_layout = start_layout[4:]
     start_size, end_size = 12 + (key_length or 0), 20 + (key_length or 0)
+    # an interval set's message is usually nothing but starts and ends in nra's layouts: one
+    # regex finds them all (each match a start's key or an end's), and the loop below reads
+    # any message they do not tile whole
+    tiling = None if verdicts or not key_length or not tiled else re.compile(
+        re.escape(start_layout) + b"(.{%d})|" % key_length + re.escape(end_layout) + b"(.{%d})" % key_length
+        + re.escape(end_flags), re.DOTALL)
     kind = _nft_type(NFT_MSG_NEWSETELEM)
     unpack = NLA_HDR.unpack_from
     from_bytes = int.from_bytes
@@ -245,8 +259,18 @@ def element_decoder(set_name: str, key_length: int | None,
                 or NFTA_SET_ELEM_LIST_ELEMENTS not in found):
             return None
         out = Elements()
-        starts, ends, others, chains = out.starts.append, out.ends.append, out.others.append, out.chains.append
         at, stop = found[NFTA_SET_ELEM_LIST_ELEMENTS]
+        if tiling is not None:
+            # every element in nra's layouts, one after the other: the keys by one regex pass
+            pairs = tiling.findall(data, at, stop)
+            start_keys = list(filter(None, map(_FIRST, pairs)))
+            end_keys = list(filter(None, map(_SECOND, pairs)))
+            if len(start_keys) * start_size + len(end_keys) * end_size == stop - at:
+                # (matches that do not overlap and add up to the region cover all of it)
+                out.starts = list(map(from_bytes, start_keys, repeat("big")))
+                out.ends = list(map(from_bytes, end_keys, repeat("big")))
+                return out
+        starts, ends, others, chains = out.starts.append, out.ends.append, out.others.append, out.chains.append
         while at + 4 <= stop:
             if verdicts and data.startswith(start_layout, at + 4) and data.startswith(_GOTO_CODE, at + start_size + 8):
                 # key, then DATA > VERDICT > CODE goto, CHAIN: the data fills the element
@@ -288,7 +312,7 @@ def pair_intervals(starts: list[int], ends: list[int], width: int) -> list[nft.I
         return None
     if not (all(map(lt, starts, ends)) and all(map(le, ends, starts[1:]))):
         return None
-    intervals = list(zip(starts, [end - 1 for end in ends]))
+    intervals = list(zip(starts, map(_MINUS_ONE, ends)))
     if len(starts) > len(ends):
         intervals.append((starts[-1], (1 << width) - 1))
     return intervals
@@ -389,7 +413,8 @@ def read_once(sock: NetlinkSocket, known: nft.NftTable | None = None) -> nft.Nft
 def _merged(intervals: tuple[nft.Interval, ...]) -> frozenset[nft.Interval]:
     """The set's intervals merged: the same tuples when none touches the next (the kernel's
     intervals as nra writes them), so the table holds each interval once."""
-    if all(high + 1 < low for (_, high), (low, _) in zip(intervals, intervals[1:])):
+    lows, highs = map(_FIRST, intervals[1:]), map(_SECOND, intervals)
+    if all(map(lt, map(_PLUS_ONE, highs), lows)):  # (each high + 1 < the next low, at C speed)
         return frozenset(intervals)
     return nft.merge(intervals)
 

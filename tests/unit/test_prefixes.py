@@ -163,3 +163,83 @@ def test_prefix4_is_the_network_the_constructor_makes(address, length):
     if length >= 29:
         assert list(got.hosts()) == list(plain.hosts()) and list(got) == list(plain)
     assert {got: 1}[plain] == 1
+
+
+# A pool's list read in one batch (prefixes._v4_cidrs) when every entry is `a.b.c.d/n`: the
+# networks and the errors of reading each entry on its own, whatever the list.
+
+def one_by_one(entries):
+    """What parse_address_entries gives without its batch: each entry parsed on its own."""
+    from nra.config.prefixes import _memo
+
+    _memo.clear()
+    parsed, errors = set(), []
+    for entry in entries:
+        try:
+            parsed.update(parse_address_entry(entry))
+        except AddressEntryError as exc:
+            errors.append(str(exc))
+    return parsed, errors
+
+
+def batched(entries, remembered=()):
+    from nra.config.prefixes import _memo, parse_address_entries
+
+    _memo.clear()
+    parse_address_entries(list(remembered))
+    parsed, errors = parse_address_entries(entries)
+    return parsed, [str(exc) for exc in errors]
+
+
+def assert_batch_is_one_by_one(entries, remembered=()):
+    want = one_by_one(entries)
+    got = batched(entries, remembered)
+    assert got == want, entries
+    by_value = {net: net for net in want[0]}
+    for net in got[0]:  # the same kind of network, with its interval and hash
+        assert type(net) is type(by_value[net]) and net.interval == by_value[net].interval
+        assert hash(net) == hash(by_value[net]) and str(net) == str(by_value[net])
+    assert batched(entries, entries) == want  # and read again from the memo
+
+
+V4 = [f"10.{i // 256}.{i % 256}.0/{16 + i % 17}" for i in range(600)]
+
+
+def test_a_pool_of_v4_cidrs_is_read_in_one_batch_as_one_by_one(monkeypatch):
+    import nra.config.prefixes as prefixes
+
+    assert_batch_is_one_by_one(V4)
+    assert_batch_is_one_by_one(V4 + V4[:10], remembered=V4[100:200])  # repeats, some remembered
+    want = one_by_one(V4)[0]
+    calls = []
+    monkeypatch.setattr(prefixes, "_parse_entry", lambda text: calls.append(text))
+    prefixes._memo.clear()
+    parsed, errors = prefixes.parse_address_entries(V4)
+    assert parsed == want and len(want) > 400 and not errors and calls == []  # no entry read one by one
+    assert all(map(prefixes._memo.__contains__, V4))
+
+
+@pytest.mark.parametrize("odd", [
+    "10.0.0.1", "10.0.0.1-10.0.0.9", "2001:db8::/64", " 10.9.0.0/24", "10.9.0.0/24 ", "10.9.0.0/024", "10.9.0.0/33",
+    "10.9.0.0/", "/24", "10.9.0.0/2/4", "010.9.0.0/24", "10.9.0.256/24", "10.9.0/24", "10.9.0.0/+4", "10.9.0.0/２４",
+    "10.9.0.0\x00/24", "10.9.0.0/24\n10.8.0.0/24", "", "1.2.3.4-1.2.3.5/24", 24, None, ["10.9.0.0/24"],
+    ("1.2.3.4/5/6.7.8.9", "10"), ("10", "1.2.3.4/5/6.7.8.9"),  # two "/" and none: as many "/" as entries
+])
+def test_any_other_entry_reads_the_list_one_by_one(odd):
+    odd = list(odd) if isinstance(odd, tuple) else [odd]
+    assert_batch_is_one_by_one(V4[:5] + odd + V4[5:10])
+
+
+entry_texts = st.one_of(
+    st.tuples(st.lists(st.integers(0, 300).map(str), min_size=4, max_size=4).map(".".join),
+              st.integers(0, 40).map(str)).map("/".join),
+    st.text(st.sampled_from("0123456789./ -:a"), max_size=18),
+    st.lists(st.integers(0, 32).map(str), min_size=1, max_size=5).map("/".join),
+    st.sampled_from(["10.0.0.0/8", "10.0.0.0/08", "0.0.0.0/0", "255.255.255.255/32", "fd00::/64", "10.0.0.1"]),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.lists(entry_texts, max_size=12), st.lists(entry_texts, max_size=4))
+def test_random_pools_read_as_one_by_one(entries, remembered):
+    assert_batch_is_one_by_one(entries, remembered)

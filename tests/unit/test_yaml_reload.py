@@ -5,6 +5,7 @@ instead of parsing when only item lines of one list changed."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nra.config.yaml_loader import MAX_NODES, InputTooLarge, load_yaml_documents
+from nra.config import yaml_loader
+from nra.config.yaml_loader import MAX_NODES, InputTooLarge, load_yaml_documents, scan_yaml
 from nra.config.yaml_reload import YamlReloader
 from tests.unit.yaml_values import canonical
 
@@ -230,3 +232,60 @@ def test_random_item_edits_describe_their_patch(changes):
             continue
         check_items_patch(reloader, docs, new_docs)
         docs = new_docs
+
+
+# The loader's fast path for long runs of item lines (yaml_loader.FAST_RUN_MIN) under the
+# reloader: the lists it records from a fast-path load are patched as those of a full scan.
+
+def full_scan(text):
+    return [d for d in scan_yaml(text, None, 0).docs if d is not None]  # 0: no fast path
+
+
+@contextmanager
+def fast_runs_from(minimum: int):
+    kept = yaml_loader.FAST_RUN_MIN
+    yaml_loader.FAST_RUN_MIN = minimum
+    try:
+        yield
+    finally:
+        yaml_loader.FAST_RUN_MIN = kept
+
+
+LONG = BASE.replace("  - 10.1.2.0/24\n", "".join(f"  - 10.1.{i // 256}.{i % 256}/32\n" for i in range(2, 402)))
+
+
+def test_a_long_list_read_by_the_fast_path_is_recorded_and_patched():
+    reloader = primed(LONG)
+    assert reloader._scanned.sequences[0].count == 402
+    for at, remove, insert in [(300, 0, ["  - 10.9.0.0/24"]), (7, 3, []), (200, 1, ["  - yes", "  - 10.8.0.0/24"])]:
+        text = edit(LONG, at, remove, insert)
+        assert outcome(reloader.load, text) == outcome(full_scan, text)
+    assert reloader.patched == 3
+
+
+long_edits = st.lists(st.tuples(st.integers(0, 420), st.integers(0, 3), st.lists(line_kinds, max_size=3)),
+                      min_size=1, max_size=6)
+
+
+@FUZZ
+@given(long_edits)
+def test_random_edits_of_a_long_list_load_as_a_full_parse(changes):
+    text = LONG
+    reloader = primed(text)
+    for at, remove, insert in changes:
+        text = edit(text, at, remove, insert)
+        assert outcome(reloader.load, text) == outcome(full_scan, text), text
+
+
+@FUZZ
+@given(st.lists(line_kinds, max_size=25), edits, st.booleans(), st.integers(1, 3))
+def test_random_edits_load_as_a_full_parse_with_short_runs_on_the_fast_path(lines, changes, trailing_newline,
+                                                                           minimum):
+    text = "\n".join(lines) + ("\n" if trailing_newline else "")
+    with fast_runs_from(minimum):
+        reloader = YamlReloader()
+        outcome(reloader.load, text)
+        outcome(reloader.load, text)
+        for at, remove, insert in changes:
+            text = edit(text, at, remove, insert)
+            assert outcome(reloader.load, text) == outcome(full_scan, text), text
