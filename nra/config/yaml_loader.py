@@ -154,9 +154,7 @@ def _plain_scalar(value: str) -> Any:
         result = _UNSUPPORTED
     else:
         result = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, value))
-    # (a string with a "/" is itself, known without the resolver: remembering each CIDR of a
-    # 100,000-line pool held a 3.7 MB table for a look-up no quicker than the test above)
-    if len(value) <= _MEMO_MAX_LEN and tag is not _STR:
+    if len(value) <= _MEMO_MAX_LEN:
         if len(_plain_memo) >= _MEMO_MAX_ITEMS:
             _plain_memo.clear()
         _plain_memo[value] = result
