@@ -4,9 +4,9 @@ An edit of a few lines gives a new intent whose 100,000 prefixes are the last on
 added or removed (nra.config.metallb.PoolEntries patches them). Whoever then compares the two
 sets (the merged nft intervals, the count of prefixes per family) would pass over all of them
 again, ~3 ms a pass; this says the difference instead. Sets are frozensets, immutable: the
-difference recorded stays true. The last two records are kept (with the sets, so that the ids
-they are found by stay those sets'): each holds two sets of 100,000 prefixes at scale (4 MB
-each), so a longer history kept that many more alive after a few edits.
+difference recorded stays true. The last record is kept (with its sets, so that the ids they
+are found by stay those sets'): each holds two sets of 100,000 prefixes at scale (4 MB each),
+and a longer history kept that many more alive after a few edits.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Collection, Mapping
 
-#: records kept: a change's set, the one before, and one more (two edits merged into one
-#: reconcile still follow their deltas; a longer chain is compared whole, at C speed)
-KEPT = 2
+#: records kept: a change's set and the one before (the daemon plans each intent in turn; two
+#: edits merged into one reconcile are compared whole, two set differences at C speed)
+KEPT = 1
 #: the most changed prefixes family_counts goes through one by one
 COUNT_MAX = 1024
 
