@@ -385,8 +385,9 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
                 deletes.append(timed_change(listener, cfg, half, nl.NFT_MSG_DELSETELEM))
                 write(cfg, text)
                 settle(ns, full)
-            result["change_ms"] = statistics.median(changes) * 1000
-            result["delete_half_s"] = statistics.median(deletes)
+            # (--rounds 0: none; rules mode at 100,000 deletes and adds back 50,000 rules a round)
+            result["change_ms"] = statistics.median(changes) * 1000 if changes else float("nan")
+            result["delete_half_s"] = statistics.median(deletes) if deletes else float("nan")
             if changes_only:
                 return result
             before = proc_kib(proc.pid, "VmRSS") / 1024
