@@ -277,6 +277,7 @@ class Agent:
             self.status.contention = self.contention.fight
             metrics.contention(bool(self.contention.fight))
             metrics.ready(self.status.ready)
+        outcome.shed()  # (kept for /status: its counts and warnings, not the plan's tables)
         # start-up's imports and first parse, a change's last intent, plan and documents: freed
         # memory given back (nra.daemon.memory.AfterReconcile)
         self.memory.reconciled(bool(outcome.applied))
