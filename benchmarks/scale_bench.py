@@ -199,7 +199,8 @@ def element_count(ns: NetNS) -> int:
     """Intervals in lb4 (a merged shape has few); in rules mode, table TABLE's IPv4 rules."""
     if MODE == "rules":
         return len(ns.rules("-4", TABLE))
-    out = ns.exec(["nft", "-j", "list", "set", "inet", "nra", "lb4"], check=True).stdout
+    # (a listing of 100,000 intervals on a loaded machine took over exec's default 20 s)
+    out = ns.exec(["nft", "-j", "list", "set", "inet", "nra", "lb4"], check=True, timeout=180).stdout
     for item in json.loads(out)["nftables"]:
         if "set" in item:
             return len(item["set"].get("elem", []))
