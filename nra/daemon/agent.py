@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from loguru import logger
 
 from nra import __version__
+from nra.config import prefix_delta
 from nra.config.intent import Intent, ParseResult
 from nra.daemon.contention import ContentionDetector
 from nra.daemon.desired import Desired, run_source
@@ -278,6 +279,8 @@ class Agent:
             metrics.contention(bool(self.contention.fight))
             metrics.ready(self.status.ready)
         outcome.shed()  # (kept for /status: its counts and warnings, not the plan's tables)
+        if outcome.ok and outcome.intent is not None:  # (its patch's record held the set before)
+            prefix_delta.settled(outcome.intent.prefixes)
         # start-up's imports and first parse, a change's last intent, plan and documents: freed
         # memory given back (nra.daemon.memory.AfterReconcile)
         self.memory.reconciled(bool(outcome.applied))
