@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Issue 19's figures at 100,000 prefixes, conntrack mode, for both shapes (run as root).
+"""Issue 19's figures at 100,000 prefixes, conntrack mode (or rules), for both shapes (run as root).
 
 Shapes: `consecutive` (/30s four apart: adjacent, they merge into a few nft intervals) and
-`distinct` (/30s eight apart: N intervals). Per shape, each in a fresh namespace:
+`distinct` (/30s eight apart: N intervals). `--return-path rules` runs the same figures in
+rules mode: nra writes one `ip rule` per configured prefix and merges none, so both shapes
+are N rules (the `intervals` column counts table TABLE's IPv4 rules there); a change is
+timed to the new prefix's rule notification, a delete of half to the N/2-th rule deletion
+notified. Per shape, each in a fresh namespace:
 
   oneshot        `nra --oneshot` from process start to exit, everything programmed; peak RSS
   oneshot again  a second ONESHOT on the programmed namespace (nothing to do); peak RSS
@@ -17,7 +21,8 @@ Shapes: `consecutive` (/30s four apart: adjacent, they merge into a few nft inte
                  with --foreign each round also has, once the edit is in the kernel,
                  someone else's rule added to nra's chain `classify` (waited for until nra
                  has removed it) and someone else's delete of the edit's lb4 interval
-                 (waited for until nra has added it back)
+                 (waited for until nra has added it back; conntrack mode only)
+  after MiB      the daemon's RSS once the sequence is over and the kernel settled again
   restart        the daemon stopped and started again on the programmed namespace, to
                  /readyz 200 (its first reconcile reads nra's nft table back in full)
 
@@ -30,6 +35,11 @@ whatever .pyc the checkout's __pycache__ holds, and with PYTHONDONTWRITEBYTECODE
 the test environment) compiles every other module it imports, in each process: how the
 figures before this option were taken.
 
+--memory-profile runs each daemon under tracemalloc (PYTHONTRACEMALLOC, through a
+sitecustomize of the run's) and prints, after its start and after the sequence, the top
+holders of Python memory by line and by file, and its /proc/PID/smaps_rollup: to find what
+holds the RSS, not to take the figures (tracemalloc's own bookkeeping doubles the heap).
+
 --repo PATH runs another checkout's nra (a baseline) with this file's measurements, so the
 before and after of one change can be taken in one run, alternated:
 
@@ -41,8 +51,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import errno
 import json
 import os
+import select
+import signal
+import socket
+import struct
 import statistics
 import subprocess
 import sys
@@ -58,12 +73,32 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from agent_bench import machine  # noqa: E402
 from conntrack_bench import ElementListener  # noqa: E402
 from nra.kernel import nft_netlink as nl  # noqa: E402
+from nra.kernel.socket import open_netlink  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
 from testbed.ports import free_port  # noqa: E402
 
 PEERS = {"10.99.0.2": "02:00:00:00:00:02", "10.99.0.3": "02:00:00:00:00:03"}
 STRIDE = {"consecutive": 4, "distinct": 8}
 NEW_PREFIX = "198.18.0.0/30"
+TABLE = 20  # nra's default TABLE_WEIGHT: rules mode's rules point at it
+#: the return path measured (--return-path)
+MODE = "conntrack"
+#: tracemalloc's snapshots (--memory-profile): the directory of the run's sitecustomize
+PROFILE_HOOK: Path | None = None
+
+#: a sitecustomize for --memory-profile: SIGUSR2 writes a tracemalloc snapshot to
+#: $NRA_BENCH_SNAPSHOT (then renamed to it + ".done")
+SITECUSTOMIZE = """
+import os, signal, tracemalloc
+def _snapshot(signum, frame):
+    path = os.environ["NRA_BENCH_SNAPSHOT"]
+    import gc
+    gc.collect()
+    tracemalloc.take_snapshot().dump(path)
+    os.replace(path, path + ".done")
+if os.environ.get("NRA_BENCH_SNAPSHOT") and tracemalloc.is_tracing():
+    signal.signal(signal.SIGUSR2, _snapshot)
+"""
 
 
 def prefixes(shape: str, n: int) -> list[str]:
@@ -88,7 +123,7 @@ def namespace() -> NetNS:
 def nra_env(repo: Path, **extra: str) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items()
          if k not in ("ONESHOT", "CLEANANDEXIT", "METALLB_STATIC_FILE", "PYTHONPATH")}
-    e.update(PYTHONPATH=str(repo), HEALTH_ADDRESS="off", LOG_LEVEL="warn", RETURN_PATH="conntrack")
+    e.update(PYTHONPATH=str(repo), HEALTH_ADDRESS="off", LOG_LEVEL="warn", RETURN_PATH=MODE)
     if PYCACHE is not None:
         e["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     e.update(extra)
@@ -161,8 +196,11 @@ def proc_kib(pid: int, field: str) -> int:
 
 
 def element_count(ns: NetNS) -> int:
-    """Intervals in lb4 (a merged shape has few)."""
-    out = ns.exec(["nft", "-j", "list", "set", "inet", "nra", "lb4"], check=True).stdout
+    """Intervals in lb4 (a merged shape has few); in rules mode, table TABLE's IPv4 rules."""
+    if MODE == "rules":
+        return len(ns.rules("-4", TABLE))
+    # (a listing of 100,000 intervals on a loaded machine took over exec's default 20 s)
+    out = ns.exec(["nft", "-j", "list", "set", "inet", "nra", "lb4"], check=True, timeout=180).stdout
     for item in json.loads(out)["nftables"]:
         if "set" in item:
             return len(item["set"].get("elem", []))
@@ -173,6 +211,86 @@ def write(cfg: Path, text: str) -> None:
     tmp = cfg.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, cfg)
+
+
+class RuleListener:
+    """Rules mode's counterpart of ElementListener: IPv4 rule notifications of table TABLE
+    in one namespace, read by their headers alone (a delete of 50,000 is 50,000 of them)."""
+
+    RTM_NEWRULE, RTM_DELRULE = 32, 33
+
+    def __init__(self, netns: str, deleted: int):
+        self.sock = open_netlink(netns, 1 << (8 - 1), rcvbuf=256 << 20)  # RTNLGRP_IPV4_RULE
+        self.sock.setblocking(False)
+        self.deleted = deleted  # how many deletions make a delete (half of N)
+
+    def _types(self):
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno != errno.ENOBUFS:
+                    raise
+                raise RuntimeError("rule notifications dropped (ENOBUFS): the figure would be wrong") from None
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                # struct fib_rule_hdr after the 16-byte header: family, dst_len, src_len, tos, table
+                if length >= 21 and data[offset + 20] == TABLE:
+                    yield kind
+                offset += (length + 3) & ~3 or len(data)
+
+    def drain(self) -> None:
+        for _ in self._types():
+            pass
+
+    def wait(self, deadline: float, message: int = nl.NFT_MSG_NEWSETELEM) -> float | None:
+        """When the added rule came (or, message=NFT_MSG_DELSETELEM, the `deleted`-th rule went)."""
+        kind, needed = ((self.RTM_DELRULE, self.deleted) if message == nl.NFT_MSG_DELSETELEM
+                        else (self.RTM_NEWRULE, 1))
+        seen = 0
+        while (left := deadline - time.perf_counter()) > 0:
+            if not select.select([self.sock], [], [], left)[0]:
+                return None
+            seen += sum(1 for k in self._types() if k == kind)
+            if seen >= needed:
+                return time.perf_counter()
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def smaps_rollup(pid: int) -> str:
+    lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    keep = ("Rss", "Pss_Anon", "Pss_File", "Anonymous", "Private_Dirty", "Shared_Clean")
+    return ", ".join(" ".join(line.split()[:2]) + " kB" for line in lines if line.startswith(keep))
+
+
+def memory_profile(proc: subprocess.Popen, snapshot: Path, when: str, top: int = 25) -> None:
+    """The daemon's tracemalloc snapshot taken now (SIGUSR2 to the run's sitecustomize),
+    its top holders by line and by file, and its smaps_rollup, printed."""
+    import tracemalloc
+    done = Path(str(snapshot) + ".done")
+    done.unlink(missing_ok=True)
+    os.kill(proc.pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 120
+    while not done.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("no tracemalloc snapshot from the daemon")
+        time.sleep(0.1)
+    snap = tracemalloc.Snapshot.load(str(done))
+    snap = snap.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    total = sum(s.size for s in snap.statistics("filename"))
+    print(f"--- memory {when}: pid {proc.pid}: VmRSS {proc_kib(proc.pid, 'VmRSS') / 1024:.1f} MiB; "
+          f"tracemalloc {total / 2**20:.1f} MiB; smaps_rollup {smaps_rollup(proc.pid)}", flush=True)
+    for kind in ("filename", "lineno"):
+        for stat in snap.statistics(kind)[:top]:
+            frame = stat.traceback[0]
+            where = f"{frame.filename}:{frame.lineno}" if kind == "lineno" else frame.filename
+            print(f"  {stat.size / 2**20:8.2f} MiB {stat.count:>9} blocks  {where}", flush=True)
 
 
 def timed_change(listener: ElementListener, cfg: Path, text: str, message: int) -> float:
@@ -196,11 +314,15 @@ def settle(ns: NetNS, expect: int, deadline_s: float = 60) -> None:
 def start_daemon(repo: Path, ns: NetNS, cfg: Path, port: int, log) -> tuple[subprocess.Popen, float]:
     """The daemon, and its seconds from process start to /readyz 200."""
     started = time.monotonic()
+    env = nra_env(repo, HEALTH_ADDRESS=f"127.0.0.1:{port}", STATUS_ACCESS="loopback")
+    if PROFILE_HOOK is not None:
+        env.update(PYTHONPATH=f"{repo}{os.pathsep}{PROFILE_HOOK}", PYTHONTRACEMALLOC="1",
+                   NRA_BENCH_SNAPSHOT=str(PROFILE_HOOK / "snapshot"))
     proc = subprocess.Popen([sys.executable, "-m", "nra", "--static-file", str(cfg), "--netns", ns.name],
-                            env=nra_env(repo, HEALTH_ADDRESS=f"127.0.0.1:{port}", STATUS_ACCESS="loopback"),
-                            cwd=repo, stdout=log, stderr=subprocess.STDOUT)
+                            env=env, cwd=repo, stdout=log, stderr=subprocess.STDOUT)
     while http(port, "/readyz", 2)[0] != 200:
-        if proc.poll() is not None or time.monotonic() - started > 300:
+        # (rules mode at 100,000: the kernel inserts each rule after walking the list, minutes)
+        if proc.poll() is not None or time.monotonic() - started > (1800 if MODE == "rules" else 300):
             proc.kill()
             raise RuntimeError(f"daemon not ready; see {log.name}")
         time.sleep(0.02)
@@ -224,14 +346,14 @@ def foreign_changes(ns: NetNS, listener: ElementListener) -> None:
 
 
 def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, workdir: Path,
-                foreign: bool = False, changes_only: bool = False) -> dict:
+                foreign: bool = False, changes_only: bool = False, oneshot: bool = True) -> dict:
     nets = prefixes(shape, n)
     text = config_text(nets)
     cfg = workdir / f"{shape}.yaml"
     cfg.write_text(text)
     result: dict = {"shape": shape, "N": n}
 
-    if not changes_only:
+    if not changes_only and oneshot:
         ns = namespace()
         try:
             result["oneshot_s"], result["oneshot_mib"] = run_oneshot(repo, ns, cfg)
@@ -248,8 +370,10 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
         proc, result["start_s"] = start_daemon(repo, ns, cfg, port, log)
         time.sleep(2)
         result["steady_mib"] = proc_kib(proc.pid, "VmRSS") / 1024
+        if PROFILE_HOOK is not None:
+            memory_profile(proc, PROFILE_HOOK / "snapshot", f"after start ({MODE}, {shape})")
         full = result.setdefault("intervals", element_count(ns))
-        listener = ElementListener(ns.name)
+        listener = RuleListener(ns.name, n - len(nets[::2])) if MODE == "rules" else ElementListener(ns.name)
         try:
             changes, deletes = [], []
             half = config_text(nets[::2])
@@ -262,8 +386,9 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
                 deletes.append(timed_change(listener, cfg, half, nl.NFT_MSG_DELSETELEM))
                 write(cfg, text)
                 settle(ns, full)
-            result["change_ms"] = statistics.median(changes) * 1000
-            result["delete_half_s"] = statistics.median(deletes)
+            # (--rounds 0: none; rules mode at 100,000 deletes and adds back 50,000 rules a round)
+            result["change_ms"] = statistics.median(changes) * 1000 if changes else float("nan")
+            result["delete_half_s"] = statistics.median(deletes) if deletes else float("nan")
             if changes_only:
                 return result
             before = proc_kib(proc.pid, "VmRSS") / 1024
@@ -276,12 +401,16 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
                 for _ in range(4):
                     http(port, "/status")
                     http(port, "/metrics")
-                if foreign:
+                if foreign and MODE == "conntrack":
                     foreign_changes(ns, listener)
                 write(cfg, text)
                 settle(ns, full)
             result["sequence_steady_mib"] = before
             result["sequence_peak_mib"] = proc_kib(proc.pid, "VmHWM") / 1024
+            time.sleep(2)
+            result["after_mib"] = proc_kib(proc.pid, "VmRSS") / 1024
+            if PROFILE_HOOK is not None:
+                memory_profile(proc, PROFILE_HOOK / "snapshot", f"after the sequence ({MODE}, {shape})")
         finally:
             listener.close()
         proc.terminate()
@@ -307,15 +436,24 @@ def main() -> int:
                         help="someone else's rule and element delete in each round of the sequence")
     parser.add_argument("--compile-each-run", action="store_true",
                         help="no bytecode cache: each measured process compiles what it imports (see the doc)")
+    parser.add_argument("--return-path", choices=("conntrack", "rules"), default="conntrack",
+                        help="the return path measured (rules: one ip rule per prefix, see the doc)")
+    parser.add_argument("--memory-profile", action="store_true",
+                        help="tracemalloc's top holders and smaps_rollup after start and after the sequence")
+    parser.add_argument("--no-oneshot", action="store_true",
+                        help="no ONESHOT runs (rules mode at 100,000: each writes 100,000 rules, minutes)")
     parser.add_argument("--changes-only", action="store_true",
                         help="only the start, change and delete-half figures (no oneshot, sequence or restart)")
     args = parser.parse_args()
+    global MODE, PROFILE_HOOK
+    MODE = args.return_path
     repo = args.repo.resolve()
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     bytecode = "compiled in each process" if args.compile_each_run else "precompiled once (a run's bytecode cache)"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"nra scale benchmark: {machine()}; load average {load}; nra of {repo} at {commit}; {bytecode}")
+    print(f"nra scale benchmark: {machine()}; load average {load}; nra of {repo} at {commit}; {bytecode}; "
+          f"{MODE} mode")
     if args.changes_only:
         print(f"{'shape':>11} {'N':>7} {'intervals':>9} {'start s':>7} {'steady MiB':>10} {'change ms':>9} "
               f"{'del half s':>10}")
@@ -324,11 +462,18 @@ def main() -> int:
               f"{'start s':>7} {'steady MiB':>10} {'change ms':>9} {'del half s':>10} {'seq peak/steady':>15} "
               f"{'restart s':>9}")
     with tempfile.TemporaryDirectory(prefix="nra-scale-") as tmp:
+        if args.memory_profile:
+            PROFILE_HOOK = Path(tmp) / "hook"
+            PROFILE_HOOK.mkdir()
+            (PROFILE_HOOK / "sitecustomize.py").write_text(SITECUSTOMIZE)
         if not args.compile_each_run:
             compile_once(repo, Path(tmp) / "pycache", Path(tmp))
         for shape in args.shapes.split(","):
             r = bench_shape(repo, shape, args.n, args.rounds, args.sequence, Path(tmp), args.foreign,
-                            args.changes_only)
+                            args.changes_only, not args.no_oneshot)
+            if args.no_oneshot:
+                r.update(oneshot_s=float("nan"), oneshot_mib=float("nan"), again_s=float("nan"),
+                         again_mib=float("nan"))
             if args.changes_only:
                 print(f"{shape:>11} {r['N']:>7} {r['intervals']:>9} {r['start_s']:>7.2f} {r['steady_mib']:>10.0f} "
                       f"{r['change_ms']:>9.0f} {r['delete_half_s']:>10.2f}", flush=True)
@@ -338,7 +483,7 @@ def main() -> int:
                   f"{r['again_s']:>7.2f} {r['again_mib']:>6.0f} {r['start_s']:>7.2f} {r['steady_mib']:>10.0f} "
                   f"{r['change_ms']:>9.0f} {r['delete_half_s']:>10.2f} "
                   f"{r['sequence_peak_mib']:>6.0f}/{r['sequence_steady_mib']:.0f} ({ratio:.2f}) "
-                  f"{r['restart_s']:>9.2f}", flush=True)
+                  f"{r['after_mib']:>9.0f} {r['restart_s']:>9.2f}", flush=True)
     return 0
 
 

@@ -4,8 +4,9 @@ An edit of a few lines gives a new intent whose 100,000 prefixes are the last on
 added or removed (nra.config.metallb.PoolEntries patches them). Whoever then compares the two
 sets (the merged nft intervals, the count of prefixes per family) would pass over all of them
 again, ~3 ms a pass; this says the difference instead. Sets are frozensets, immutable: the
-difference recorded stays true. The last few records are kept (with the sets, so that the ids
-they are found by stay those sets').
+difference recorded stays true. The last record is kept (with its sets, so that the ids they
+are found by stay those sets'): each holds two sets of 100,000 prefixes at scale (4 MB each),
+and a longer history kept that many more alive after a few edits.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Collection, Mapping
 
-#: records kept: a change's set, the one before, a few more
-KEPT = 8
+#: records kept: a change's set and the one before (the daemon plans each intent in turn; two
+#: edits merged into one reconcile are compared whole, two set differences at C speed)
+KEPT = 1
 #: the most changed prefixes family_counts goes through one by one
 COUNT_MAX = 1024
 
@@ -34,6 +36,15 @@ def _keep(store: OrderedDict, key: int, value: tuple) -> None:
 def remember(new: frozenset, old: frozenset, added: Collection, removed: Collection) -> None:
     """`new` is `old` without `removed` (all in old) and with `added` (none in old)."""
     _keep(_records, id(new), (new, old, frozenset(added), frozenset(removed)))
+
+
+def settled(prefixes: frozenset) -> None:
+    """`prefixes` is planned and programmed: its record (and the set before it, 4 MB at
+    100,000 prefixes) is no longer needed; the next set made from it records its own. The
+    counts stay (the next set's are derived from them)."""
+    record = _records.get(id(prefixes))
+    if record is not None and record[0] is prefixes:
+        del _records[id(prefixes)]
 
 
 def delta(new: frozenset, old: frozenset) -> tuple[frozenset, frozenset] | None:

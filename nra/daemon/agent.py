@@ -17,13 +17,14 @@ from contextlib import contextmanager
 from loguru import logger
 
 from nra import __version__
+from nra.config import prefix_delta
 from nra.config.intent import Intent, ParseResult
 from nra.daemon.contention import ContentionDetector
 from nra.daemon.desired import Desired, run_source
 from nra.daemon import gc_pause
 from nra.daemon.echo import ECHO_CHECK_S, EchoFilter
 from nra.daemon.host import check_multipath_use_neigh
-from nra.daemon.memory import release_free_memory
+from nra.daemon.memory import AfterReconcile
 from nra.daemon.peer_resolution import PeerResolution
 from nra.daemon.reconciler import Outcome, Reconciler
 from nra.daemon.wiring import reconciler
@@ -72,7 +73,7 @@ class Agent:
         # what /status and /metrics serve, rebuilt here and read by the server's thread
         self.documents = Documents(self.status, self.status.details)
         self.echo = EchoFilter()
-        self._released = False  # the start's free heap handed back after the first reconcile
+        self.memory = AfterReconcile()  # free heap handed back after the first reconcile and each change
         self.contention = ContentionDetector()
         self.worker: Worker | None = None
         self._stop = asyncio.Event()
@@ -277,9 +278,12 @@ class Agent:
             self.status.contention = self.contention.fight
             metrics.contention(bool(self.contention.fight))
             metrics.ready(self.status.ready)
-        if not self._released:  # start-up's imports and first parse freed what idle never reuses
-            self._released = True
-            release_free_memory()
+        outcome.shed()  # (kept for /status: its counts and warnings, not the plan's tables)
+        if outcome.ok and outcome.intent is not None:  # (its patch's record held the set before)
+            prefix_delta.settled(outcome.intent.prefixes)
+        # start-up's imports and first parse, a change's last intent, plan and documents: freed
+        # memory given back (nra.daemon.memory.AfterReconcile)
+        self.memory.reconciled(bool(outcome.applied))
 
     async def _watch_session_states(self, reconciler: Reconciler) -> None:
         """FRR-K8s's BGPSessionStates of this node (advisory, see nra.sources.kube.session_states):

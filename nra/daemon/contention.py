@@ -20,6 +20,16 @@ QUIET_S = 60.0
 TRACKED = 64
 
 
+def remembered_as(op: Hashable) -> Hashable:
+    """What an applied operation is remembered by for the window: its command (the same
+    change is the same command, as operations compare), not the operation itself. An nft
+    change (ApplyNft) holds the desired and current tables, 100,000 intervals each at scale,
+    and its element lists: kept as keys for WINDOW_S, a few edits in a row held tens of MB
+    past their reconcile."""
+    command = getattr(op, "command", None)
+    return command() if callable(command) else op
+
+
 class ContentionDetector:
     def __init__(self, window_s: float = WINDOW_S, repairs: int = REPAIRS, quiet_s: float = QUIET_S):
         self.window_s = window_s
@@ -33,7 +43,7 @@ class ContentionDetector:
     def reconciled(self, now: float, by_drift: bool, applied: Sequence[Hashable]) -> str | None:
         """Record one reconcile (`applied`: its operations, comparable between reconciles);
         returns "started" or "ended" when that changes, else None."""
-        applied = applied[:TRACKED]
+        applied = [remembered_as(op) for op in applied[:TRACKED]]
         repaired = [op for op in applied if by_drift and now - self._ours.get(op, float("-inf")) <= self.window_s]
         for op in applied:
             self._ours[op] = now

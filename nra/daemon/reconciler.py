@@ -70,6 +70,16 @@ class Outcome:
     #: the intent the plan was made for, its multihop and unnumbered peers resolved
     intent: Intent | None = None
 
+    def shed(self) -> None:
+        """Let go of what only the reconcile needed, once it is recorded: the worker keeps the
+        last outcome for /status (counts, warnings, the resolved intent, the plan's uplinks
+        and left-out peers), and the plan's operations and the state read held the desired
+        and the current nft tables (100,000 intervals each, and the table before through its
+        delta) until the next reconcile."""
+        self.state, self.applied_ops = None, []
+        if self.plan is not None and self.plan.operations:
+            self.plan = replace(self.plan, operations=())
+
     def describe(self) -> str:
         if self.skipped:
             return self.skipped

@@ -75,7 +75,7 @@ def rule_key(family: int, src: IPNetwork | None, priority: int, table: int,
                           -1 if fwmask is None else fwmask)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KernelRule:
     """A rule pointing at the managed table as the kernel lists it."""
 

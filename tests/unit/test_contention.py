@@ -31,3 +31,35 @@ def test_ordinary_drift_is_not_a_fight():
     # and our own changes without someone else's change in between are no repairs
     d3 = ContentionDetector(window_s=30, repairs=3, quiet_s=60)
     assert all(d3.reconciled(t, False, [OURS]) is None for t in (1.0, 2.0, 3.0, 4.0))
+
+
+def test_the_window_keeps_no_operation_alive_and_counts_equal_ones_as_one():
+    # an nft change holds the desired and current tables (100,000 intervals at scale): the
+    # detector remembers its command, not the operation, so nothing of it outlives its reconcile
+    import gc
+    import ipaddress
+    import weakref
+
+    from nra.kernel import nft_table as nft
+    from nra.kernel.marks import MarkField
+    from nra.kernel.operations import ApplyNft
+
+    field = MarkField(0x2, 0x3E)
+    key = ("eth0", b"\x02\x00\x00\x00\x00\x02")
+
+    def change() -> ApplyNft:
+        want = nft.desired_table([ipaddress.ip_network("10.80.0.0/28")], ["eth0"], {key: 1}, field)
+        return ApplyNft(nft.diff(want, None), want, field, None)
+
+    d = ContentionDetector(window_s=30, repairs=3, quiet_s=60)
+    op = change()
+    gone = weakref.ref(op.desired)
+    assert d.reconciled(0.0, False, [op]) is None
+    del op
+    gc.collect()
+    assert gone() is None, "the detector kept the nft change's table alive"
+    # each reconcile's operation is a new object: equal ones are still the same change
+    assert d.reconciled(1.0, True, [change()]) is None
+    assert d.reconciled(2.0, True, [change()]) is None
+    assert d.reconciled(3.0, True, [change()]) == "started"
+    assert "(last: nft -f <table inet nra" in d.fight

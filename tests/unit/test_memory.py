@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nra.daemon.memory import LARGE_CHANGE_INTERVALS, large_change, release_free_memory
+from nra.daemon.memory import LARGE_CHANGE_INTERVALS, AfterReconcile, large_change, release_free_memory
 from nra.kernel import nft_table as nft
 from nra.kernel.operations import ApplyNft, DeleteRule
 
@@ -70,3 +70,13 @@ def test_one_arena_in_a_fresh_interpreter():
     proc = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_the_daemon_releases_after_its_first_reconcile_and_after_each_change_only():
+    released = []
+    after = AfterReconcile(lambda: released.append(1) or True)
+    assert after.reconciled(changed=False) is True  # the first: start-up's imports and parse
+    assert after.reconciled(changed=False) is False  # a timer's reconcile that changed nothing
+    assert after.reconciled(changed=True) is True  # a change: its last intent and plan freed
+    assert after.reconciled(changed=False) is False
+    assert len(released) == 2

@@ -41,3 +41,29 @@ def test_a_chain_of_patches_gives_the_true_difference(start, steps):
         else:
             assert found is None
     assert prefix_delta.delta(last, frozenset(POOL[:1]) | {ipaddress.ip_network("192.0.2.0/24")}) is None
+
+
+def test_a_settled_set_lets_go_of_the_one_before_and_still_counts_the_next():
+    import gc
+    import weakref
+
+    class Prefixes(frozenset):  # (a frozenset a weak reference can follow)
+        pass
+
+    old = Prefixes(POOL[:6])
+    Intent(prefixes=old).prefix_counts
+    new = old.difference(POOL[:1])
+    prefix_delta.remember(new, old, (), POOL[:1])
+    assert Intent(prefixes=new).prefix_counts == {4: 5, 6: 0}
+    gone = weakref.ref(old)
+    other = frozenset(POOL[6:8])
+    prefix_delta.settled(other)  # another set's: nothing happens
+    assert prefix_delta.delta(new, old) == (frozenset(), frozenset(POOL[:1]))
+    del old
+    prefix_delta.settled(new)
+    gc.collect()
+    assert gone() is None, "the record of a settled set kept the set before it"
+    # the next patch of the settled set still derives its counts from the settled set's
+    newer = new.union(POOL[12:13])
+    prefix_delta.remember(newer, new, POOL[12:13], ())
+    assert prefix_delta.family_counts(newer) == {4: 5, 6: 1}

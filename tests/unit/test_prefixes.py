@@ -154,6 +154,7 @@ def test_prefix4_is_the_network_the_constructor_makes(address, length):
     got, want = prefix4(address, length), Prefix4((address, length), strict=False)
     plain = ipaddress.IPv4Network((address, length), strict=False)
     assert got == want == plain and hash(got) == hash(want) == hash(plain)
+    assert "_hash" not in vars(got)  # computed, not kept: an int a prefix at 100,000 prefixes
     assert got.interval == want.interval == (int(plain.network_address), int(plain.broadcast_address))
     assert str(got) == str(plain) and repr(got) == repr(want) and got.family == 4
     assert got.prefixlen == plain.prefixlen and got.netmask == plain.netmask and got.hostmask == plain.hostmask

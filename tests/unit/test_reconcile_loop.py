@@ -173,3 +173,29 @@ def test_a_message_the_event_source_cannot_attribute_is_a_resync():
     events = source._table_buffer(noop)
     assert [type(e) for e in events] == [Resync] and "type 1" in events[0].reason
     assert not kept.valid and "cannot attribute" in kept.stale_reason
+
+
+async def test_a_shed_outcome_keeps_what_status_shows_and_no_nft_table():
+    # the worker keeps the last outcome for /status: once recorded it lets go of the plan's
+    # operations and the state read, which held the desired and the current nft tables
+    import gc
+    import weakref
+
+    path = conntrack_path()
+    kernel = FakeKernel(20, path.reads, lladdrs=MACS)
+    reconciler = Reconciler(kernel, ReconcileConfig(path))
+    await reconciler.reconcile(WANT, "test")
+    more = Intent(WANT.peers, WANT.prefixes | {net("203.0.113.0/24")})
+    outcome = await reconciler.reconcile(more, "test")
+    nft_op = outcome.plan.operations[0]
+    assert isinstance(nft_op, ApplyNft) and nft_op.current is not None
+    before = weakref.ref(nft_op.current)  # the table of the reconcile before: no longer current
+    shown = (outcome.ok, outcome.applied, outcome.warnings, outcome.plan.uplinks, outcome.plan.left_out,
+             outcome.intent, outcome.describe())
+    del nft_op
+    outcome.shed()
+    gc.collect()
+    assert before() is None, "the shed outcome still holds the nft table it was planned against"
+    assert (outcome.ok, outcome.applied, outcome.warnings, outcome.plan.uplinks, outcome.plan.left_out,
+            outcome.intent, outcome.describe()) == shown
+    assert outcome.state is None and outcome.applied_ops == [] and outcome.plan.operations == ()
