@@ -193,6 +193,48 @@ def test_a_prefix_is_found_in_its_shard_in_the_wide_set_and_across_a_blocks_edge
             ns.delete()
 
 
+def test_an_ipv6_prefix_is_found_in_its_shard_in_the_wide_set_and_across_a_blocks_edge():
+    """The same for IPv6 (blocks of 256 addresses, a /120; the verdict map on daddr & ::f00)."""
+    node, peer = new_netns("nra-pk-sh6"), new_netns("nra-pk-sh61")
+    owner = None
+    try:
+        add_veth(node, "eth0", peer, "eth0")
+        node.ip("-6 addr add fd60::1/64 dev eth0 nodad")
+        peer.ip("-6 addr add fd60::2/64 dev eth0 nodad")
+        peer.ip("-6 route add default via fd60::1")
+        peer.ip(f"link set dev eth0 address {ROUTER_MAC}")
+        prefixes = [ipaddress.ip_network(p) for p in ("fd00:80::/120", "fd00:90::/64", "fd00:70::180/121",
+                                                      "fd00:70::200/121")]
+        want = nft.desired_table(prefixes, ["eth0"], {("eth0", ROUTER_MAC): 1}, FIELD)
+        placed = nft.placed(6, sorted(want.prefixes[6]))
+        assert [nft.interval_text(6, i) for i in placed["lb6"]] == ["fd00:90::/64"]
+        assert len([name for name in placed if name != "lb6"]) == 3
+        owner = NftState(node.name)
+        owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
+        lb = ["fd00:80::10", "fd00:90::7:1", "fd00:70::1ff", "fd00:70::200"]
+        other = ["fd00:85::1", "fd00:70::280"]
+        for address in lb + other:
+            node.ip(f"-6 addr add {address}/128 dev lo nodad")
+        send = ("import socket, sys\n"
+                "for dst in sys.argv[1:]:\n"
+                "    socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b'x', (dst, 7011))\n")
+        peer.exec(["python3", "-c", send, *lb, *other])
+        entries = node.exec(["conntrack", "-L", "-f", "ipv6", "-p", "udp", "--dport", "7011"], check=False).stdout
+        marks = {}
+        for line in entries.splitlines():
+            words: dict[str, str] = {}
+            for word in line.split():
+                if "=" in word:
+                    words.setdefault(*word.split("=", 1))
+            marks[str(ipaddress.ip_address(words["dst"]))] = int(words["mark"])
+        assert marks == {**{a: FIELD.router(1) for a in lb}, **{a: FIELD.examined for a in other}}, entries
+    finally:
+        if owner is not None:
+            owner.close()
+        for ns in (node, peer):
+            ns.delete()
+
+
 # a large table: the old two-transaction rebuild left it without prefixes for a while
 REBUILD_PREFIXES = 20_000
 FLOWS_PER_S = 500
