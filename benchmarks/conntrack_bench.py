@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import json
+import re
 import select
 import socket
 import statistics
@@ -36,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from nra.config.metallb import parse_static_document  # noqa: E402
 from nra.daemon.wiring import reconciler as open_reconciler  # noqa: E402
 from nra.kernel import nft_netlink as nl  # noqa: E402
+from nra.kernel import nft_table as nft  # noqa: E402
 from nra.kernel.socket import open_netlink  # noqa: E402
 from nra.settings import load_settings  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
@@ -93,14 +96,33 @@ def groups_config_text(nets: list[str]) -> str:
     return "---\n".join(docs)
 
 
+#: nra's IPv4 prefix sets, sharded (lb4_<i>, nft_table.SHARDS) or not (lb4: a wide prefix's,
+#: or every prefix's in a table of an nra before the shards)
+LB4 = re.compile(r"lb4(_\d+)?")
+
+
+def lb4_elements(ns: NetNS) -> int:
+    """The elements of nra's IPv4 prefix sets (one listing of the table)."""
+    out = ns.exec(["nft", "-j", "list", "table", "inet", "nra"], check=False, timeout=300).stdout
+    items = json.loads(out)["nftables"] if out.strip() else []
+    return sum(len(i["set"].get("elem", [])) for i in items if "set" in i and LB4.fullmatch(i["set"]["name"]))
+
+
+def lb4_set_of(ns: NetNS, prefix: str) -> str:
+    """The set holding a one-block IPv4 prefix: its shard, or lb4 (an nra before the shards)."""
+    net = ipaddress.ip_network(prefix)
+    name = nft.prefix_set(4, (int(net.network_address), int(net.broadcast_address)))
+    listed = ns.exec(["nft", "list", "sets", "table", "inet", "nra"], check=False, timeout=300).stdout
+    return name if re.search(rf"\bset {name} ", listed) else "lb4"
+
+
 def programmed(ns: NetNS, mode: str, n: int) -> bool:
     if mode == "rules":
         return len(ns.rules("-4", 20)) == n
-    out = ns.exec(["nft", "list", "set", "inet", "nra", "lb4"], check=False).stdout
     if GROUPS > 1:  # every prefix in its group's map too
         groups = ns.exec(["nft", "list", "map", "inet", "nra", "groups4"], check=False).stdout
-        return out.count("/30") == n and groups.count("/30") == n
-    return out.count("/30") == n
+        return lb4_elements(ns) == n and groups.count("/30") == n
+    return lb4_elements(ns) == n
 
 
 def bench_oneshot(mode: str, n: int, workdir: Path) -> float:
@@ -142,7 +164,7 @@ def bench_steady(mode: str, n: int) -> float:
 
 
 class ElementListener:
-    """nf_tables notifications of one namespace: when did an element of set lb4 arrive (its
+    """nf_tables notifications of one namespace: when did an element of an IPv4 prefix set arrive (its
     transaction's end, through nra's own notification reader)."""
 
     def __init__(self, netns: str):
@@ -165,7 +187,7 @@ class ElementListener:
         self.reader = nl.NotificationReader()
 
     def wait(self, deadline: float, message: int = nl.NFT_MSG_NEWSETELEM) -> float | None:
-        """When an element of lb4 came (or, message=NFT_MSG_DELSETELEM, went)."""
+        """When an element of an IPv4 prefix set came (or, message=NFT_MSG_DELSETELEM, went)."""
         delete = message == nl.NFT_MSG_DELSETELEM
         while (left := deadline - time.perf_counter()) > 0:
             if not select.select([self.sock], [], [], left)[0]:
@@ -174,7 +196,7 @@ class ElementListener:
                 # a transaction of more elements than the reader decodes (deleting half of
                 # 100,000) is named only: its end is the change's arrival
                 if transaction.elements_skipped or any(
-                        c.set_name == "lb4" and c.delete == delete for c in transaction.elements):
+                        LB4.fullmatch(c.set_name) and c.delete == delete for c in transaction.elements):
                     return time.perf_counter()
         return None
 

@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from conntrack_bench import lb4_elements  # noqa: E402
 from testbed.ports import free_port  # noqa: E402
 
 CHANGES = 10
@@ -444,7 +445,7 @@ def main() -> int:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"the agent did not program {len(nets)} prefixes:\n{log_path.read_text()[-2000:]}")
                 time.sleep(0.5)
-            listed = ns.exec(["nft", "list", "set", "inet", "nra", "lb4"], timeout=300).stdout.count("/30")
+            listed = lb4_elements(ns)
             if listed != len(nets):
                 raise RuntimeError(f"the agent programmed {listed} of {len(nets)} prefixes")
             time.sleep(1.0)

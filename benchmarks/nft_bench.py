@@ -42,7 +42,7 @@ def table_text(want: nft.NftTable) -> str:
     lines = []
     for cmd in cmds:  # only element adds are large; render them natively, the rest as JSON
         add = cmd.get("add", {})
-        if "element" in add and add["element"]["name"] in ("lb4", "lb6"):
+        if "element" in add and add["element"]["name"] in nft.PREFIX_SET_FAMILY:
             elems = ", ".join(e if isinstance(e, str) else "-".join(e["range"]) for e in add["element"]["elem"])
             lines.append(f"add element inet nra {add['element']['name']} {{ {elems} }}")
     return "\n".join(lines)
@@ -78,7 +78,7 @@ def measure(n: int) -> dict[str, float]:
             row["rebuild_json_again"] = timed(lambda: lib.json_cmd(rebuild_again), 3)
             # the same table with the prefix elements in nft syntax, through the library
             skeleton = [c for c in rebuild_again if not ("add" in c and "element" in c["add"]
-                                                         and c["add"]["element"]["name"] in ("lb4", "lb6"))]
+                                                         and c["add"]["element"]["name"] in nft.PREFIX_SET_FAMILY)]
             text = table_text(want)
 
             def rebuild_text():

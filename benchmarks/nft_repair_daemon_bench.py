@@ -31,6 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from testbed.netns import add_veth, new_netns  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from conntrack_bench import lb4_set_of  # noqa: E402
+
 BASE = int(ipaddress.IPv4Address("100.64.0.0"))
 DONE = re.compile(r"reconcile \((\w+)\) done in ([\d.]+) ms")
 CASES = {
@@ -38,7 +41,7 @@ CASES = {
     "flush": "flush chain inet nra classify",
     "chain": "add chain inet nra extra{i}",
     "dormant": "add table inet nra {{ flags dormant; }}",
-    "element": "delete element inet nra lb4 {{ {prefix} }}",
+    "element": "delete element inet nra {lb4} {{ {prefix} }}",  # (its set: lb4_<i>, or lb4 before the shards)
 }
 
 
@@ -86,7 +89,8 @@ def run(repo: Path, n: int, rounds: int, cases: list[str], work: Path) -> dict[s
             for i in range(rounds):
                 before = len(done_lines(log))
                 prefix = f"{ipaddress.IPv4Address(BASE + (i * 997 % n) * 8)}/30"
-                node.exec(["nft", CASES[case].format(i=i, prefix=prefix)], timeout=60)
+                lb4 = lb4_set_of(node, prefix) if case == "element" else ""
+                node.exec(["nft", CASES[case].format(i=i, prefix=prefix, lb4=lb4)], timeout=60)
                 t0 = time.perf_counter()
                 seen = wait_lines(log, before + 1, 60)
                 wall.append(seen - t0)

@@ -20,7 +20,7 @@ notified. Per shape, each in a fresh namespace:
                  --sequence rounds of (an edit, 4 x /status, 4 x /metrics, the edit undone);
                  with --foreign each round also has, once the edit is in the kernel,
                  someone else's rule added to nra's chain `classify` (waited for until nra
-                 has removed it) and someone else's delete of the edit's lb4 interval
+                 has removed it) and someone else's delete of the edit's IPv4 interval
                  (waited for until nra has added it back; conntrack mode only)
   after MiB      the daemon's RSS once the sequence is over and the kernel settled again
   restart        the daemon stopped and started again on the programmed namespace, to
@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import errno
-import json
 import os
 import select
 import signal
@@ -71,7 +70,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from agent_bench import machine  # noqa: E402
-from conntrack_bench import ElementListener  # noqa: E402
+from conntrack_bench import ElementListener, lb4_elements, lb4_set_of  # noqa: E402
 from nra.kernel import nft_netlink as nl  # noqa: E402
 from nra.kernel.socket import open_netlink  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
@@ -196,15 +195,11 @@ def proc_kib(pid: int, field: str) -> int:
 
 
 def element_count(ns: NetNS) -> int:
-    """Intervals in lb4 (a merged shape has few); in rules mode, table TABLE's IPv4 rules."""
+    """Intervals in the IPv4 prefix sets (a merged shape has few); in rules mode, table
+    TABLE's IPv4 rules."""
     if MODE == "rules":
         return len(ns.rules("-4", TABLE))
-    # (a listing of 100,000 intervals on a loaded machine took over exec's default 20 s)
-    out = ns.exec(["nft", "-j", "list", "set", "inet", "nra", "lb4"], check=True, timeout=180).stdout
-    for item in json.loads(out)["nftables"]:
-        if "set" in item:
-            return len(item["set"].get("elem", []))
-    return 0
+    return lb4_elements(ns)
 
 
 def write(cfg: Path, text: str) -> None:
@@ -307,7 +302,7 @@ def settle(ns: NetNS, expect: int, deadline_s: float = 60) -> None:
     deadline = time.monotonic() + deadline_s
     while element_count(ns) != expect:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"lb4 did not settle at {expect} intervals")
+            raise RuntimeError(f"the IPv4 prefix sets did not settle at {expect} intervals")
         time.sleep(0.1)
 
 
@@ -340,7 +335,7 @@ def foreign_changes(ns: NetNS, listener: ElementListener) -> None:
             raise RuntimeError("someone else's rule was not removed within 60 s")
         time.sleep(0.05)
     listener.drain()
-    ns.nft(f"delete element inet nra lb4 {{ {NEW_PREFIX} }}")
+    ns.nft(f"delete element inet nra {lb4_set_of(ns, NEW_PREFIX)} {{ {NEW_PREFIX} }}")
     if listener.wait(time.perf_counter() + 60) is None:
         raise RuntimeError("the interval someone else deleted was not added back within 60 s")
 

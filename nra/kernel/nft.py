@@ -355,15 +355,20 @@ class LeftoverTable:
 def element_ops(change: nft.NftChange) -> list[nl.ElementOp]:
     """A change of elements as the batch's operations: every delete before any add (a
     router whose link-layer address moved to another index is deleted, then added)."""
-    ops = nl.prefix_ops(change.add_prefixes, change.delete_prefixes, nft.PREFIX_SETS)
-    deletes = [op for op in ops if op.delete]
-    adds = [op for op in ops if not op.delete]
+    width = {4: 32, 6: 128}
+    gone, new = nft.prefix_pieces(change)
+    deletes = [nl.ElementOp(name, tuple(e for low, high in pieces
+                                        for e in nl.interval_elements(low, high, width[nft.PREFIX_SET_FAMILY[name]])), True)
+               for name, pieces in gone.items()]
+    adds = [nl.ElementOp(name, (nl.interval_floor(nft.PREFIX_SET_FAMILY[name]),
+                                *(e for low, high in pieces
+                                  for e in nl.interval_elements(low, high, width[nft.PREFIX_SET_FAMILY[name]]))))
+            for name, pieces in new.items()]
     if change.delete_links:
         deletes.append(nl.ElementOp(nft.LINKS_SET, tuple(map(nl.ifname_element, change.delete_links)), True))
     if change.delete_routers:
         deletes.append(nl.ElementOp(nft.ROUTERS_MAP, tuple(nl.goto_element(nft.router_key_bytes(m), None)
                                                            for m in change.delete_routers), True))
-    width = {4: 32, 6: 128}
     for family, name in nft.GROUP_MAPS.items():
         gone = [e for low, high, _ in change.delete_groups.get(family, ())
                 for e in nl.interval_goto_elements(low, high, width[family], None)]

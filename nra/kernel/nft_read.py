@@ -383,15 +383,15 @@ def read_once(sock: NetlinkSocket, known: nft.NftTable | None = None) -> nft.Nft
     if known is not None and own_sets == (known.sets or nft.NRA_SETS):
         return dataclasses.replace(known, chains=chains, foreign=tuple(foreign), flags=flags or 0, sets=own_sets)
     unreadable: list[str] = []
-    raw: dict[int, tuple[nft.Interval, ...]] = {4: (), 6: ()}
+    raw: dict[str, tuple[nft.Interval, ...]] = {}
     groups: dict[int, frozenset[nft.GroupInterval]] = {4: frozenset(), 6: frozenset()}
-    for family, name in nft.PREFIX_SETS.items():
+    for name, family in nft.PREFIX_SET_FAMILY.items():
         if name in sets:
             intervals = _interval_set(sock, name, family)
             if intervals is None:
                 unreadable.append(name)
-            else:
-                raw[family] = tuple(intervals)
+            elif intervals:
+                raw[name] = tuple(intervals)
     for family, name in nft.GROUP_MAPS.items():
         if name in sets:
             tagged = _group_map(sock, name, family)
@@ -406,13 +406,17 @@ def read_once(sock: NetlinkSocket, known: nft.NftTable | None = None) -> nft.Nft
     if nft.ROUTERS_MAP in sets:
         for key, _, chain, _ in _elements(sock, nft.ROUTERS_MAP).others:
             routers[nft.router_key_of(key)] = nft.save_index(chain)
-    return nft.NftTable({f: _merged(r) for f, r in raw.items()}, links, routers, chains, raw, tuple(foreign),
+    by_family: dict[int, list[nft.Interval]] = {4: [], 6: []}
+    for name, intervals in raw.items():
+        by_family[nft.PREFIX_SET_FAMILY[name]] += intervals
+    return nft.NftTable({f: _merged(sorted(r)) for f, r in by_family.items()}, links, routers, chains, raw, tuple(foreign),
                         flags=flags or 0, sets=own_sets, groups=groups, unreadable=tuple(unreadable))
 
 
-def _merged(intervals: tuple[nft.Interval, ...]) -> frozenset[nft.Interval]:
-    """The set's intervals merged: the same tuples when none touches the next (the kernel's
-    intervals as nra writes them), so the table holds each interval once."""
+def _merged(intervals: list[nft.Interval]) -> frozenset[nft.Interval]:
+    """A family's sets' intervals (sorted) merged: the same tuples when none touches the next
+    (the kernel's intervals as nra writes them, but for the pieces of an interval split at
+    its blocks' edges), so the table holds each interval once."""
     lows, highs = map(_FIRST, intervals[1:]), map(_SECOND, intervals)
     if all(map(lt, map(_PLUS_ONE, highs), lows)):  # (each high + 1 < the next low, at C speed)
         return frozenset(intervals)

@@ -3,7 +3,8 @@ kernel lists, and the change that turns the second into the first. Pure, no I/O.
 
 nra owns exactly one table, `inet nra` (both families), and never names another. In it:
 
-- sets `lb4` / `lb6` (interval): the LoadBalancer prefixes;
+- sets `lb4_0`..`lb4_15` / `lb6_0`..`lb6_15` (interval): the LoadBalancer prefixes, by
+  address block (SHARDS), and `lb4` / `lb6`: those of SHARDS blocks or more;
 - set `links` (interface names): the links the BGP peers are reached through;
 - map `link_routers` (ingress interface . link-layer address -> `goto save_<i>`): which router
   a sender is. A router is (link, MAC): the same MAC on two uplinks is two routers; peers
@@ -22,7 +23,9 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   replies of local sockets;
 - `classify`: an unmarked connection's packet of the original direction (its first, or the
   next one of a connection that started while nra's table was missing or inert: it is not
-  left unmarked for good), arriving on a peer's link, for an LB prefix, goes to `save`,
+  left unmarked for good), arriving on a peer's link, for an LB prefix (the wide set, or
+  the set of the address's block, looked up in that block's chain `in_lb4_<i>`, which
+  gives the examined mark when the address is not in it), goes to `save`,
   which marks it with its router's mark (`link_routers` map), else its prefix's uplink group's
   mark (`groups4`/`groups6`), else the external mark; any other gets the examined mark.
   Replies of unmarked connections are left alone. The rule count is constant: every router
@@ -56,11 +59,24 @@ from nra.kernel.marks import U32, MarkField
 
 TABLE = "nra"
 FAMILY = "inet"
+#: the prefix sets' wide sets (an interval over SHARDS blocks or more); the rest is sharded
 PREFIX_SETS = {4: "lb4", 6: "lb6"}
+#: The prefixes are dealt over SHARDS interval sets per family by the address's bits
+#: SHARD_SHIFT.. (a block of 256 addresses, a /24 or a /120, and the one after it go to the
+#: next set), so that a change's transaction touches one set of ~N/SHARDS intervals: the
+#: kernel (6.18) rebuilds an interval set's lookup array on every commit that changed it and
+#: walks it for garbage at most once a second, O(N) each: a /30 added to 100,000 intervals
+#: took 30-97 ms, to 6,250 ~1 ms (benchmarks/nft_commit_bench.py). An interval is split at
+#: its blocks' edges, one piece per set; one of SHARDS blocks or more goes whole to the wide set.
+SHARDS = 16
+SHARD_SHIFT = 8
+SHARD_SETS = {f: tuple(f"{name}_{i}" for i in range(SHARDS)) for f, name in PREFIX_SETS.items()}
+#: every prefix set's name -> its family
+PREFIX_SET_FAMILY = {name: f for f in PREFIX_SETS for name in (PREFIX_SETS[f], *SHARD_SETS[f])}
 LINKS_SET = "links"
 ROUTERS_MAP = "link_routers"  # (named `routers` and keyed by MAC alone before: such a map is dropped)
 GROUP_MAPS = {4: "groups4", 6: "groups6"}
-NRA_SETS = frozenset({*PREFIX_SETS.values(), LINKS_SET, ROUTERS_MAP, *GROUP_MAPS.values()})
+NRA_SETS = frozenset({*PREFIX_SET_FAMILY, LINKS_SET, ROUTERS_MAP, *GROUP_MAPS.values()})
 #: a router as the map knows it: (ingress interface name, link-layer address in lower case)
 RouterKey = tuple[str, str]
 #: an element of a group map: (first address, last address, index of the group's save chain)
@@ -82,9 +98,9 @@ class NftTable:
     links: frozenset[str]
     routers: Mapping[RouterKey, int]  # (link, link-layer address) -> router index
     chains: Mapping[str, tuple[tuple | None, tuple[Rule, ...]]]  # name -> (hook, rules)
-    # the kernel's elements as listed, one interval each (for exact deletes); empty in a
-    # table nra rendered itself
-    raw_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict, compare=False)
+    # the kernel's elements as listed, by prefix set name, one interval each (for exact
+    # deletes); empty in a table nra rendered itself
+    raw_prefixes: Mapping[str, tuple[Interval, ...]] = field(default_factory=dict, compare=False)
     # what else a listing held that nra never creates (a set, map or chain of another name)
     foreign: tuple[str, ...] = field(default=(), compare=False)
     # the table's flags (NFT_TABLE_F_*): nra's has none; `dormant` turns every chain off
@@ -178,6 +194,52 @@ def interval_text(family: int, interval: Interval) -> str:
     return f"{address}-{ipaddress.ip_address(high) if family == 4 else ipaddress.IPv6Address(high)}"
 
 
+def placed(family: int, intervals: Iterable[Interval]) -> dict[str, list[Interval]]:
+    """Where the prefix sets hold these (disjoint, not adjacent) intervals: set name -> its
+    pieces, sorted as given. An interval within one block is its own piece (the same tuple),
+    in the block's set; one over fewer than SHARDS blocks is split at the blocks' edges, a
+    piece in each block's set (SHARDS blocks in a row are each in a set of its own); a longer
+    one goes whole to the wide set."""
+    names, wide, mask = SHARD_SETS[family], PREFIX_SETS[family], SHARDS - 1
+    out: dict[str, list[Interval]] = {}
+    for interval in intervals:
+        low, high = interval
+        first, last = low >> SHARD_SHIFT, high >> SHARD_SHIFT
+        if first == last:
+            name = names[first & mask]
+            if name in out:
+                out[name].append(interval)
+            else:
+                out[name] = [interval]
+        elif last - first >= SHARDS:
+            out.setdefault(wide, []).append(interval)
+        else:
+            for block in range(first, last + 1):
+                piece = (max(low, block << SHARD_SHIFT), min(high, ((block + 1) << SHARD_SHIFT) - 1))
+                out.setdefault(names[block & mask], []).append(piece)
+    return out
+
+
+def whole_in(family: int, name: str, interval: Interval) -> bool:
+    """Whether placed() puts this interval whole (one piece) in set `name`."""
+    first, last = interval[0] >> SHARD_SHIFT, interval[1] >> SHARD_SHIFT
+    if first == last:
+        return name == SHARD_SETS[family][first & (SHARDS - 1)]
+    return last - first >= SHARDS and name == PREFIX_SETS[family]
+
+
+def prefix_set(family: int, interval: Interval) -> str:
+    """The prefix set holding an interval of one block, or a wide one (the whole of it)."""
+    (name,) = placed(family, [interval])
+    return name
+
+
+def shard_chain(family: int, index: int) -> str:
+    """The chain looking an address up in shard `index`'s set (classify goes to it by the
+    address's block)."""
+    return f"in_{SHARD_SETS[family][index]}"
+
+
 # -- rendering the chains (canonical JSON, as `nft -j list` gives them back) --------------
 
 
@@ -187,6 +249,14 @@ def _ct(key: str) -> dict:
 
 def _mark_key(field: MarkField, source: dict) -> dict:
     return {"&": [source, field.mask]}
+
+
+def _daddr(family: int) -> dict:
+    return {"payload": {"protocol": "ip" if family == 4 else "ip6", "field": "daddr"}}
+
+
+def _address(family: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if family == 4 else ipaddress.IPv6Address(value))
 
 
 def _set_mark(target: str, field: MarkField, mark: int) -> dict:
@@ -237,6 +307,7 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
     marks = {i: field.router(i) if i else field.value for i in indexes}
     restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
     from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
+    examined = _set_mark("ct", field, field.examined)
     chains: dict[str, tuple[tuple | None, tuple[Rule, ...]]] = {
         # the hooked chains hold one jump each: made last, after the elements, so the table
         # sees no packet before it holds its prefixes (see NftState.apply_blocking)
@@ -254,11 +325,15 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
             # (not `ct state != new`: a connection that met no table, or an inert one, while nra's
             # was made again is classified by its next packet instead of staying unmarked)
             _rule({"match": {"op": "==", "left": _ct("direction"), "right": "reply"}}, {"return": None}),
-            _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
-                                         "right": f"@{PREFIX_SETS[4]}"}}, {"goto": {"target": "save"}}),
-            _rule(from_peers, {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
-                                         "right": f"@{PREFIX_SETS[6]}"}}, {"goto": {"target": "save"}}),
-            _rule(_set_mark("ct", field, field.examined)),
+            # per family: the wide set, then the address's shard (its block's set, see SHARDS)
+            *(rule for family in (4, 6) for rule in (
+                _rule(from_peers, {"match": {"op": "==", "left": _daddr(family), "right": f"@{PREFIX_SETS[family]}"}},
+                      {"goto": {"target": "save"}}),
+                _rule(from_peers, {"vmap": {"key": {"&": [_daddr(family), _address(family, SHARDS - 1 << SHARD_SHIFT)]},
+                                            "data": {"set": [[_address(family, i << SHARD_SHIFT),
+                                                              {"goto": {"target": shard_chain(family, i)}}]
+                                                             for i in range(SHARDS)]}}}))),
+            _rule(examined),
         )),
         "save": (None, (
             _rule({"vmap": {"key": {"concat": [{"meta": {"key": "iifname"}},
@@ -269,6 +344,12 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
             _rule(_set_mark("ct", field, field.value)),
         )),
     }
+    for family in (4, 6):  # a shard's look-up; not in it: examined, as at classify's end
+        for i in range(SHARDS):
+            chains[shard_chain(family, i)] = (None, (
+                _rule({"match": {"op": "==", "left": _daddr(family), "right": f"@{SHARD_SETS[family][i]}"}},
+                      {"goto": {"target": "save"}}),
+                _rule(examined)))
     for i in indexes:
         if i:
             chains[save_chain(i)] = (None, (_rule(_set_mark("ct", field, marks[i])),))
@@ -392,8 +473,11 @@ class MergedIntervals:
             gone = frozenset(p for p, n in net.items() if n < 0)
             added = frozenset(p for p, n in net.items() if n > 0)
             delta[family] = (gone, added)
-            if gone or added:
-                frozen[family] = frozen[family].difference(gone).union(added)
+            # (each operation copies the 100,000: a one-line change makes one copy, not two)
+            if gone:
+                frozen[family] = frozen[family].difference(gone)
+            if added:
+                frozen[family] = frozen[family].union(added)
         self._frozen, self.delta = frozen, delta
         return frozen
 
@@ -638,7 +722,6 @@ def with_notified(known: NftTable, changes: Iterable) -> NftTable | None:
     delta = {f: (set(gone), set(added)) for f, (gone, added) in delta.items()}
     prefixes = dict(known.prefixes)
     links, routers = set(known.links), dict(known.routers)
-    by_name = {name: family for family, name in PREFIX_SETS.items()}
     # the kernel notifies an interval's start and end in messages of their own: gather each
     # set's deletes and adds of the transaction (deletes first, as nra orders its own)
     grouped: dict[tuple[bool, str], list] = {}
@@ -646,10 +729,12 @@ def with_notified(known: NftTable, changes: Iterable) -> NftTable | None:
         if change.table == TABLE:
             grouped.setdefault((not change.delete, change.set_name), []).extend(change.elements)
     for (adds, set_name), elements in sorted(grouped.items()):
-        if set_name in by_name:
-            family = by_name[set_name]
+        if set_name in PREFIX_SET_FAMILY:
+            family = PREFIX_SET_FAMILY[set_name]
             found = notified_intervals(((e.key, e.flags) for e in elements), WIDTH[family])
-            if found is None:
+            # followed when each is a merged interval's one piece, in its place (another set's
+            # element, or a piece of a split interval, is read back instead)
+            if found is None or not all(whole_in(family, set_name, i) for i in found):
                 return None
             gone, added = delta.setdefault(family, (set(), set()))
             changed = set(found)
@@ -747,8 +832,14 @@ class NftChange:
 
     rebuild: bool = False
     reason: str = ""
+    # the prefixes' merged intervals, by family, each written where placed() puts it
     add_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict)
-    delete_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict)  # as listed
+    delete_prefixes: Mapping[int, tuple[Interval, ...]] = field(default_factory=dict)
+    # when not None: the prefix sets' elements exactly, set name -> intervals (a table read
+    # back: its elements as listed, wherever they are); the prefixes above then only describe
+    # the change (what the prefixes gain and lose)
+    add_pieces: Mapping[str, tuple[Interval, ...]] | None = None
+    delete_pieces: Mapping[str, tuple[Interval, ...]] | None = None
     add_links: tuple[str, ...] = ()
     delete_links: tuple[str, ...] = ()
     set_routers: Mapping[RouterKey, int] = field(default_factory=dict)
@@ -768,8 +859,9 @@ class NftChange:
     def __bool__(self) -> bool:
         return bool(self.rebuild or self.remove or self.rewrite or self.drop or self.remake_sets or self.drop_rules
                     or self.table_flags is not None
-                    or any(self.add_prefixes.values())
-                    or any(self.delete_prefixes.values()) or self.add_links or self.delete_links
+                    or any(self.add_prefixes.values()) or any(self.delete_prefixes.values())
+                    or any((self.add_pieces or {}).values()) or any((self.delete_pieces or {}).values())
+                    or self.add_links or self.delete_links
                     or self.set_routers or self.delete_routers
                     or any(self.add_groups.values()) or any(self.delete_groups.values()))
 
@@ -790,11 +882,10 @@ class NftChange:
         if self.table_flags is not None:
             lines.append(f"nft add table {t}  # table flags: {table_flags_text(self.current_flags)} -> "
                          f"{table_flags_text(self.table_flags)}")
-        for family, name in PREFIX_SETS.items():
-            if self.delete_prefixes.get(family):
-                lines.append(f"nft delete element {t} {name} {{ {_elements_text(family, self.delete_prefixes[family])} }}")
-            if self.add_prefixes.get(family):
-                lines.append(f"nft add element {t} {name} {{ {_elements_text(family, self.add_prefixes[family])} }}")
+        gone, new = prefix_pieces(self, DESCRIBED_MAX)
+        for verb, by_set in (("delete", gone), ("add", new)):
+            for name, elements in sorted(by_set.items(), key=lambda item: _set_order(item[0])):
+                lines.append(f"nft {verb} element {t} {name} {{ {_elements_text(PREFIX_SET_FAMILY[name.rstrip('*')], elements)} }}")
         if self.delete_links:
             lines.append(f"nft delete element {t} {LINKS_SET} {{ {', '.join(self.delete_links)} }}")
         if self.add_links:
@@ -812,6 +903,38 @@ class NftChange:
                 if elements:
                     lines.append(f"nft {verb} element {t} {name} {{ {_group_elements_text(family, elements)} }}")
         return lines
+
+
+#: a change of more merged intervals than this is described by family (`lb4*`), not by set
+DESCRIBED_MAX = 64
+
+
+def _set_order(name: str) -> tuple:
+    """lb4, lb4_0, lb4_1, ..., lb4_15, lb4*, then lb6's."""
+    base, _, index = name.rstrip("*").partition("_")
+    return (base, name.endswith("*"), int(index) if index else -1)
+
+
+def prefix_pieces(change: NftChange, place_max: int | None = None) -> tuple[dict[str, tuple[Interval, ...]],
+                                                                           dict[str, tuple[Interval, ...]]]:
+    """The prefix sets' elements a change deletes and adds, set name -> intervals (empty
+    ones left out). `place_max`: a family's change of more intervals than this is not placed
+    but named by family (`lb4*`: what describe() shows)."""
+    gone: dict[str, tuple[Interval, ...]] = {}
+    new: dict[str, tuple[Interval, ...]] = {}
+    for out, pieces, prefixes in ((gone, change.delete_pieces, change.delete_prefixes),
+                                  (new, change.add_pieces, change.add_prefixes)):
+        if pieces is not None:
+            out.update((name, elements) for name, elements in pieces.items() if elements)
+            continue
+        for family, intervals in prefixes.items():
+            if not intervals:
+                continue
+            if place_max is not None and len(intervals) > place_max:
+                out[PREFIX_SETS[family] + "*"] = tuple(intervals)
+            else:
+                out.update((name, tuple(elements)) for name, elements in placed(family, intervals).items())
+    return gone, new
 
 
 def table_flags_text(flags: int) -> str:
@@ -842,6 +965,10 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
         return _rebuild(desired, "table missing")
     if current.unreadable:
         return _rebuild(desired, f"elements not as nra writes them in {', '.join(current.unreadable)}")
+    if current.sets and not current.sets & PREFIX_SET_FAMILY.keys() - set(PREFIX_SETS.values()):
+        # (written by an nra before the shards: its rules would meet the sets emptied by the
+        # element batch before they are written again; a rebuild turns the table on once filled)
+        return _rebuild(desired, "prefix sets not sharded")
     remake = tuple(sorted(NRA_SETS - current.sets)) if current.sets else ()
     rewrite = tuple(name for name in desired.chains if current.chains.get(name) != desired.chains[name])
     drop = tuple([f"chain {name}" for name in current.chains if name not in desired.chains] + list(current.foreign))
@@ -859,6 +986,9 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
 def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
     add: dict[int, tuple[Interval, ...]] = {}
     delete: dict[int, tuple[Interval, ...]] = {}
+    add_pieces: dict[str, tuple[Interval, ...]] = {}
+    delete_pieces: dict[str, tuple[Interval, ...]] = {}
+    compared = False  # (a family's sets compared element by element: the change is in pieces)
     delta = current.notified[1] if current.notified is not None and current.notified[0] is desired else None
     for family in PREFIX_SETS:
         want = desired.prefixes.get(family, frozenset())
@@ -866,25 +996,35 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
             gone, added = delta.get(family, ((), ()))
             add[family], delete[family] = tuple(sorted(gone)), tuple(sorted(added))
             continue
-        # a table nra wrote itself is known by its intervals; a listed one by its elements
-        listed = current.raw_prefixes.get(family) if current.raw_prefixes else current.prefixes.get(family, ())
-        if listed is want:  # nra's own last write, unchanged: nothing to compare
-            add[family], delete[family] = (), ()
+        known = current.prefixes.get(family, frozenset())
+        if not current.raw_prefixes:  # a table nra wrote itself: its elements are where placed() put them
+            if known is want:  # nra's own last write, unchanged: nothing to compare
+                add[family], delete[family] = (), ()
+                continue
+            moved = desired.prefixes_delta
+            if (moved is not None and family in moved[2] and known is moved[0].get(family)
+                    and want is moved[1].get(family)):  # nra's own last write, and the few moved since
+                gone, added = moved[2][family]
+                add[family], delete[family] = tuple(sorted(added)), tuple(sorted(gone))
+                continue
+            add[family], delete[family] = tuple(sorted(want - known)), tuple(known - want)
             continue
-        moved = desired.prefixes_delta
-        if (moved is not None and family in moved[2] and listed is moved[0].get(family)
-                and want is moved[1].get(family)):  # nra's own last write, and the few moved since
-            gone, added = moved[2][family]
-            add[family], delete[family] = tuple(sorted(added)), tuple(sorted(gone))
-            continue
-        # set operations at C speed (a loop over 100,000 intervals in Python costs ~30 ms)
-        listed_set = listed if isinstance(listed, frozenset) else frozenset(listed)
-        add[family] = tuple(sorted(want.difference(listed_set)))
-        if len(listed_set) == len(listed):
-            delete[family] = tuple(listed_set.difference(want))  # not ours
-        else:  # not ours, or a duplicate listing of one of ours
-            seen: set[Interval] = set()
-            delete[family] = tuple(e for e in listed if e not in want or e in seen or seen.add(e))
+        # a listed table: each set's elements as listed against those placed() wants there
+        # (set operations at C speed; a loop over 100,000 intervals in Python costs ~30 ms)
+        compared = True
+        add[family], delete[family] = tuple(sorted(want - known)), tuple(known - want)
+        wanted = placed(family, want)
+        for name in (PREFIX_SETS[family], *SHARD_SETS[family]):
+            listed = current.raw_prefixes.get(name, ())
+            listed_set = frozenset(listed)
+            there = wanted.get(name, ())
+            add_pieces[name] = tuple(sorted(frozenset(there).difference(listed_set)))
+            if len(listed_set) == len(listed):
+                delete_pieces[name] = tuple(listed_set.difference(there))  # not ours, or not there
+            else:  # not ours, or a duplicate listing of one of ours
+                seen: set[Interval] = set()
+                keep = frozenset(there)
+                delete_pieces[name] = tuple(e for e in listed if e not in keep or e in seen or seen.add(e))
     add_groups: dict[int, tuple[GroupInterval, ...]] = {}
     delete_groups: dict[int, tuple[GroupInterval, ...]] = {}
     group_delta = desired.groups_delta[1] if desired.groups_delta and desired.groups_delta[0] is current.groups else None
@@ -899,6 +1039,7 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
     routers_changed = {m: i for m, i in desired.routers.items() if current.routers.get(m) != i}
     return NftChange(
         reason="elements differ", add_prefixes=add, delete_prefixes=delete,
+        add_pieces=add_pieces if compared else None, delete_pieces=delete_pieces if compared else None,
         add_links=tuple(sorted(desired.links - current.links)),
         delete_links=tuple(sorted(current.links - desired.links)),
         set_routers=routers_changed,
@@ -959,7 +1100,7 @@ def _set_command(name: str) -> dict:
                                map="verdict", flags=["interval"])}
     if name == LINKS_SET:
         return {"add": _object("set", LINKS_SET, type="ifname")}
-    return {"add": _object("set", name, type="ipv4_addr" if name == PREFIX_SETS[4] else "ipv6_addr",
+    return {"add": _object("set", name, type="ipv4_addr" if PREFIX_SET_FAMILY[name] == 4 else "ipv6_addr",
                            flags=["interval"])}
 
 
@@ -1031,13 +1172,13 @@ def element_commands(change: NftChange) -> list[dict]:
     routers = [[{"concat": list(key)}, {"goto": {"target": save_chain(i)}}]
                for key, i in sorted(change.set_routers.items())]
     cmds: list[dict] = []
+    gone, new = prefix_pieces(change)
     for verb, prefixes, links, router_elements, groups in (
-            ("delete", change.delete_prefixes, change.delete_links,
+            ("delete", gone, change.delete_links,
              [{"concat": list(key)} for key in change.delete_routers], change.delete_groups),
-            ("add", change.add_prefixes, change.add_links, routers, change.add_groups)):
-        for family, name in PREFIX_SETS.items():
-            if prefixes.get(family):
-                cmds.append({verb: _elements(name, [_interval_elem(family, i) for i in prefixes[family]])})
+            ("add", new, change.add_links, routers, change.add_groups)):
+        for name, pieces in sorted(prefixes.items(), key=lambda item: _set_order(item[0])):
+            cmds.append({verb: _elements(name, [_interval_elem(PREFIX_SET_FAMILY[name], i) for i in pieces])})
         if links:
             cmds.append({verb: _elements(LINKS_SET, list(links))})
         if router_elements:

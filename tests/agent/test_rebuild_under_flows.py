@@ -1,6 +1,6 @@
 """A rebuild of nra's nft table under new connections, with the real daemon at 100,000
-prefixes (conntrack mode): someone deletes `inet nra` (or empties `classify` and deletes or
-flushes the set `lb4`, or flushes the table's rules) while a router sends 500 new flows a second to an LB address (each a UDP flow the node answers, so conntrack has it established,
+prefixes (conntrack mode): someone deletes `inet nra` (or empties the chain looking the LB
+address up in its prefix set and deletes or flushes that set, or flushes the table's rules) while a router sends 500 new flows a second to an LB address (each a UDP flow the node answers, so conntrack has it established,
 sending again every second for three seconds). Afterwards no flow keeps a wrong mark: every
 conntrack entry of an LB flow carries its router's mark.
 
@@ -24,6 +24,7 @@ import time
 
 import pytest
 
+from nra.kernel import nft_table as nft
 from nra.kernel.marks import parse_mark_field
 from testbed.netns import add_veth, new_netns
 from tests.agent.helpers import NRA, REPO, clean_env
@@ -40,6 +41,7 @@ SECONDS = 8.0  # of new flows; the table is deleted DELETE_AT into them
 DELETE_AT = 3.0
 RESENDS = 3  # each flow sends again every second this many times
 LB = "10.80.0.10"
+LB_SET = nft.prefix_set(4, (int(ipaddress.IPv4Address(LB)),) * 2)
 
 # someone else's counter after nra's chains (prerouting, priority -100): new flows to the LB
 # address that nra's chains left unmarked
@@ -124,9 +126,10 @@ def unmarked(node) -> int:
 
 @pytest.mark.parametrize("drift", [
     "delete table inet nra",  # a rebuild
-    "flush chain inet nra classify; delete set inet nra lb4",  # lb4 made again, classify written again
+    # (LB's set: its block's shard, nft_table.SHARDS; the chain looking it up is in_<set>)
+    f"flush chain inet nra in_{LB_SET}; delete set inet nra {LB_SET}",  # the set made again, its chain written again
     "flush table inet nra",  # every chain's rules (not the sets' elements): every chain written again
-    "flush chain inet nra classify; flush set inet nra lb4",  # classify written again, every prefix added again
+    f"flush chain inet nra in_{LB_SET}; flush set inet nra {LB_SET}",  # the chain written again, the set's prefixes added again
 ])
 def test_a_rebuild_under_500_new_flows_a_second_at_100k_leaves_no_flow_with_a_wrong_mark(tmp_path, drift):
     node, router = new_netns("nra-rb-node"), new_netns("nra-rb-rtr")

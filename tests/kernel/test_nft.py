@@ -26,6 +26,17 @@ ROUTERS = {("eth0", "02:00:00:00:00:01"): 1, ("eth0", "02:00:00:00:00:02"): 2}
 GROUPS = {3: [PREFIXES[0], PREFIXES[2]], 4: [PREFIXES[1]]}
 
 
+def _set_of(prefix: str) -> str:
+    """The prefix set holding one prefix of one block (nft_table.SHARDS), or a wide one."""
+    net = ipaddress.ip_network(prefix)
+    return nft.prefix_set(net.version, (int(net.network_address), int(net.broadcast_address)))
+
+
+#: the sets of the prefixes the drifts below touch (10.81.0.5 and fd00:80::/120 are nra's)
+LB4_81, LB6_80, LB4_192, LB6_DB8 = (_set_of(p) for p in ("10.81.0.5", "fd00:80::/120", "192.0.2.0/24",
+                                                         "2001:db8::/64"))
+
+
 def desired(prefixes=PREFIXES, links=("eth0",), routers=ROUTERS, groups=None) -> nft.NftTable:
     if groups is None:
         groups = {i: [p for p in g if p in prefixes] for i, g in GROUPS.items()}
@@ -73,13 +84,13 @@ def test_round_trip_then_nothing_to_do_and_no_reread(netns, owner):
     ("add rule inet nra save accept", "rewrite save"),
     ("add chain inet nra extra", "drop chain extra"),
     ("add set inet nra extra { type ipv4_addr; }", "drop set extra"),
-    ("flush chain inet nra classify; delete set inet nra lb6", "remake lb6"),
+    (f"flush chain inet nra in_{LB6_80}; delete set inet nra {LB6_80}", f"remake {LB6_80}"),
     ("flush chain inet nra output; delete chain inet nra output; "
      "add chain inet nra output { type filter hook output priority 0; }", "rewrite output"),
-    ("delete element inet nra lb4 { 10.81.0.5 }", "add"),
-    ("delete element inet nra lb6 { fd00:80::/120 }", "add"),
-    ("add element inet nra lb4 { 192.0.2.0/24 }", "delete"),
-    ("add element inet nra lb6 { 2001:db8::/64 }", "delete"),
+    (f"delete element inet nra {LB4_81} {{ 10.81.0.5 }}", "add"),
+    (f"delete element inet nra {LB6_80} {{ fd00:80::/120 }}", "add"),
+    (f"add element inet nra {LB4_192} {{ 192.0.2.0/24 }}", "delete"),
+    (f"add element inet nra {LB6_DB8} {{ 2001:db8::/64 }}", "delete"),
     ("delete element inet nra link_routers { \"eth0\" . 02:00:00:00:00:02 }", "routers"),
     ("add element inet nra link_routers { \"eth1\" . 02:00:00:00:00:02 : goto save_2 }", "routers gone"),
     ("delete element inet nra groups4 { 10.81.0.5 }", "groups add"),
@@ -98,7 +109,7 @@ def test_drift_is_seen_and_repaired(netns, owner, drift, expect):
     elif expect.startswith("drop"):
         assert not change.rebuild and change.drop == (expect.split(" ", 1)[1],) and not change.rewrite
     elif expect.startswith("remake"):
-        assert not change.rebuild and change.remake_sets == ("lb6",) and change.rewrite == ("classify",)
+        assert not change.rebuild and change.remake_sets == (LB6_80,) and change.rewrite == (f"in_{LB6_80}",)
         assert change.add_prefixes[6] and not change.add_prefixes[4]
     elif expect == "add":
         assert not change.rebuild and any(change.add_prefixes.values()) and not any(change.delete_prefixes.values())
@@ -246,9 +257,9 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
 
 
 @pytest.mark.parametrize("drift", [
-    "delete element inet nra lb4 { 10.81.0.5 }",
-    "delete element inet nra lb6 { fd00:80::/120 }",
-    "add element inet nra lb4 { 192.0.2.0/24 }",
+    f"delete element inet nra {LB4_81} {{ 10.81.0.5 }}",
+    f"delete element inet nra {LB6_80} {{ fd00:80::/120 }}",
+    f"add element inet nra {LB4_192} {{ 192.0.2.0/24 }}",
     "delete element inet nra link_routers { \"eth0\" . 02:00:00:00:00:02 }",
     "add element inet nra link_routers { \"eth3\" . 02:00:00:00:00:09 : goto save_1 }",
     "add element inet nra links { \"eth9\" }",
@@ -301,7 +312,7 @@ async def test_a_foreign_change_that_cannot_be_attributed_reads_chains_and_rules
 
 
 @pytest.mark.parametrize("drift", [
-    "flush chain inet nra classify; delete set inet nra lb6",
+    f"flush chain inet nra in_{LB6_80}; delete set inet nra {LB6_80}",
     "delete table inet nra; add table inet nra",
 ])
 async def test_a_set_of_nras_deleted_or_the_table_made_again_is_read_in_full(netns, owner, drift):

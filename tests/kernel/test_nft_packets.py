@@ -149,6 +149,92 @@ def test_routers_are_link_and_mac_and_unknown_senders_get_their_prefixs_group_ma
             ns.delete()
 
 
+def test_a_prefix_is_found_in_its_shard_in_the_wide_set_and_across_a_blocks_edge():
+    """The prefixes dealt over the sets by address block (nft_table.SHARDS): an address of a
+    one-block prefix, of a wide one (its set: lb4), and on each side of a blocks' edge an
+    interval is split at are all marked with their router's mark; an address that is no
+    LoadBalancer's, from the same router, gets the examined mark (in its shard's chain)."""
+    node, peer = new_netns("nra-pk-sh"), new_netns("nra-pk-sh1")
+    owner = None
+    try:
+        add_veth(node, "eth0", peer, "eth0")
+        node.ip("addr add 10.60.0.1/24 dev eth0")
+        peer.ip("addr add 10.60.0.2/24 dev eth0")
+        peer.ip("route add default via 10.60.0.1")
+        peer.ip(f"link set dev eth0 address {ROUTER_MAC}")
+        prefixes = [ipaddress.ip_network(p) for p in ("10.80.0.0/28", "10.90.0.0/16", "10.70.1.128/25", "10.70.2.0/25")]
+        want = nft.desired_table(prefixes, ["eth0"], {("eth0", ROUTER_MAC): 1}, FIELD)
+        placed = nft.placed(4, sorted(want.prefixes[4]))
+        assert placed["lb4"] == [(int(ipaddress.ip_address("10.90.0.0")), int(ipaddress.ip_address("10.90.255.255")))]
+        assert len([name for name, pieces in placed.items() if name != "lb4"]) == 3  # 10.80.0.0/28, the split one's two
+        owner = NftState(node.name)
+        owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
+        lb = ["10.80.0.10", "10.90.200.7", "10.70.1.255", "10.70.2.0"]
+        for address in [*lb, "10.85.0.1", "10.70.2.128"]:
+            node.ip(f"addr add {address}/32 dev lo")
+        send = ("import socket, sys\n"
+                "for dst in sys.argv[1:]:\n"
+                "    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', (dst, 7010))\n")
+        peer.exec(["python3", "-c", send, *lb, "10.85.0.1", "10.70.2.128"])
+        entries = node.exec(["conntrack", "-L", "-p", "udp", "--dport", "7010"], check=False).stdout
+        marks = {}
+        for line in entries.splitlines():
+            words: dict[str, str] = {}
+            for word in line.split():
+                if "=" in word:
+                    words.setdefault(*word.split("=", 1))
+            marks[words["dst"]] = int(words["mark"])
+        assert marks == {**{a: FIELD.router(1) for a in lb}, "10.85.0.1": FIELD.examined,
+                         "10.70.2.128": FIELD.examined}, entries
+    finally:
+        if owner is not None:
+            owner.close()
+        for ns in (node, peer):
+            ns.delete()
+
+
+def test_an_ipv6_prefix_is_found_in_its_shard_in_the_wide_set_and_across_a_blocks_edge():
+    """The same for IPv6 (blocks of 256 addresses, a /120; the verdict map on daddr & ::f00)."""
+    node, peer = new_netns("nra-pk-sh6"), new_netns("nra-pk-sh61")
+    owner = None
+    try:
+        add_veth(node, "eth0", peer, "eth0")
+        node.ip("-6 addr add fd60::1/64 dev eth0 nodad")
+        peer.ip("-6 addr add fd60::2/64 dev eth0 nodad")
+        peer.ip("-6 route add default via fd60::1")
+        peer.ip(f"link set dev eth0 address {ROUTER_MAC}")
+        prefixes = [ipaddress.ip_network(p) for p in ("fd00:80::/120", "fd00:90::/64", "fd00:70::180/121",
+                                                      "fd00:70::200/121")]
+        want = nft.desired_table(prefixes, ["eth0"], {("eth0", ROUTER_MAC): 1}, FIELD)
+        placed = nft.placed(6, sorted(want.prefixes[6]))
+        assert [nft.interval_text(6, i) for i in placed["lb6"]] == ["fd00:90::/64"]
+        assert len([name for name in placed if name != "lb6"]) == 3
+        owner = NftState(node.name)
+        owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
+        lb = ["fd00:80::10", "fd00:90::7:1", "fd00:70::1ff", "fd00:70::200"]
+        other = ["fd00:85::1", "fd00:70::280"]
+        for address in lb + other:
+            node.ip(f"-6 addr add {address}/128 dev lo nodad")
+        send = ("import socket, sys\n"
+                "for dst in sys.argv[1:]:\n"
+                "    socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b'x', (dst, 7011))\n")
+        peer.exec(["python3", "-c", send, *lb, *other])
+        entries = node.exec(["conntrack", "-L", "-f", "ipv6", "-p", "udp", "--dport", "7011"], check=False).stdout
+        marks = {}
+        for line in entries.splitlines():
+            words: dict[str, str] = {}
+            for word in line.split():
+                if "=" in word:
+                    words.setdefault(*word.split("=", 1))
+            marks[str(ipaddress.ip_address(words["dst"]))] = int(words["mark"])
+        assert marks == {**{a: FIELD.router(1) for a in lb}, **{a: FIELD.examined for a in other}}, entries
+    finally:
+        if owner is not None:
+            owner.close()
+        for ns in (node, peer):
+            ns.delete()
+
+
 # a large table: the old two-transaction rebuild left it without prefixes for a while
 REBUILD_PREFIXES = 20_000
 FLOWS_PER_S = 500

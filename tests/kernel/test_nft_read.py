@@ -78,9 +78,12 @@ def test_what_was_written_reads_back_exactly(netns, distinct):
     assert got.routers == {(link, mac): i for (link, mac), i in ROUTERS.items()}
     assert got.links == {"eth0", "eth1"} and got.flags == 0 and not got.foreign and not got.unreadable
     assert len(got.prefixes[4]) == (3001 if distinct else 2)
-    # libnftables lists the same intervals
-    assert listed_intervals(netns, "set", "lb4") == sorted(got.raw_prefixes[4])
-    assert listed_intervals(netns, "set", "lb6") == sorted(got.raw_prefixes[6])
+    # libnftables lists the same intervals, set by set (nft_table.SHARDS): the consecutive
+    # addresses' one interval split at its blocks' edges, a piece in each block's set
+    for name in nft.PREFIX_SET_FAMILY:
+        assert listed_intervals(netns, "set", name) == sorted(got.raw_prefixes.get(name, ())), name
+    assert sum(1 for name in nft.SHARD_SETS[4] if got.raw_prefixes.get(name)) == (16 if distinct else 12)
+    assert got.raw_prefixes["lb4"] == ((int(top4.network_address), int(top4.broadcast_address)),)
     assert listed_intervals(netns, "map", "groups6") == sorted((low, high) for low, high, _ in got.groups[6])
     assert {i for _, _, i in got.groups[4]} == {4, 5}
     text = netns.exec(["nft", "list", "map", "inet", "nra", "link_routers"]).stdout
@@ -100,7 +103,7 @@ def test_every_rule_carries_nra_digest_as_its_comment(netns):
 @pytest.mark.parametrize("foreign, seen", [
     ("add rule inet nra classify accept", lambda t: t.chains["classify"][1][-1].digest.startswith("(rule handle")),
     ("insert rule inet nra save counter", lambda t: not t.chains["save"][1][0].digest.startswith("nra:")),
-    ("delete element inet nra lb4 { 100.64.0.4 }", lambda t: (int(ipaddress.ip_address("100.64.0.4")),) * 2
+    (f"delete element inet nra {nft.SHARD_SETS[4][0]} {{ 100.64.0.4 }}", lambda t: (int(ipaddress.ip_address("100.64.0.4")),) * 2
      not in t.prefixes[4]),
     ("delete element inet nra link_routers { \"eth1\" . 0a:bc:de:f0:12:34 }", lambda t: len(t.routers) == 2),
     ("add table inet nra { flags dormant; }", lambda t: t.flags == 1),
@@ -154,21 +157,22 @@ def test_a_forged_comment_is_not_seen(netns):
 
 
 def test_elements_that_do_not_pair_up_make_the_table_anew(netns):
-    """A start element without its end in the middle of lb4 (a raw netlink writer's; nft
-    never writes one): the read says so and the plan rebuilds the table."""
+    """A start element without its end in the middle of a prefix set (a raw netlink writer's;
+    nft never writes one): the read says so and the plan rebuilds the table."""
     want = nft.desired_table(shape(10, True, 4), ["eth0"], ROUTERS, FIELD)
     written(netns, want)
     owner = NftState(netns.name)
     try:
-        stray = nl.ElementOp(nft.PREFIX_SETS[4], (nl._START[32] + ipaddress.ip_address("100.64.0.9").packed,))
+        shard = nft.SHARD_SETS[4][0]  # (100.64.0.0-100.64.0.18's)
+        stray = nl.ElementOp(shard, (nl._START[32] + ipaddress.ip_address("100.64.0.9").packed,))
         try:
             owner._sock.transaction(lambda seq: nl.batch(nft.TABLE, [stray], seq), "stray start")
         except OSError as exc:
             pytest.skip(f"this kernel refuses a lone start element: {exc}")
         got = owner.read_blocking()
-        assert got.unreadable == ("lb4",)
+        assert got.unreadable == (shard,)
         change = nft.diff(want, got)
-        assert change.rebuild and "lb4" in change.reason
+        assert change.rebuild and shard in change.reason
         owner.apply_blocking(change, want, FIELD, got)
     finally:
         owner.close()
@@ -240,7 +244,7 @@ def test_a_prefetched_read_is_taken_only_at_the_generation_it_was_read_at(netns)
         # someone else's transaction after the prefetch: read again, and theirs is seen
         nft_state.prefetch(netns.name)
         nft_state._prefetched[netns.name].result(10)
-        netns.nft("delete element inet nra lb4 { 100.64.0.0 }")
+        netns.nft(f"delete element inet nra {nft.SHARD_SETS[4][0]} {{ 100.64.0.0 }}")
         owner.forget()
         got = owner.read_blocking()
         assert got != want and len(got.prefixes[4]) == 1999

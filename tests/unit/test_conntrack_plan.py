@@ -123,16 +123,22 @@ def test_prefixes_merge_into_the_intervals_the_kernel_holds():
 
 def test_nft_diff_of_a_read_with_foreign_and_stray_elements_and_rules():
     """A table as nra.kernel.nft_read gives it: an interval nra does not want is deleted as
-    read; a rule without nra's digest (or with another's) makes its chain written again; a
-    set whose elements do not pair up makes the table anew."""
+    read, from the set it is in; one of nra's in another set than its own is moved; a rule
+    without nra's digest (or with another's) makes its chain written again; a set whose
+    elements do not pair up makes the table anew."""
     want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {K1: 1}, FIELD)
-    raw = ((int(ip("10.80.0.0")), int(ip("10.80.0.15"))), (int(ip("10.90.0.0")), int(ip("10.90.0.9"))))
-    read = nft.NftTable({4: frozenset(raw), 6: frozenset()}, frozenset({"eth0"}), {K1: 1}, dict(want.chains),
-                        {4: raw, 6: ()}, sets=nft.NRA_SETS, groups={4: frozenset(), 6: frozenset()})
+    ours, stray = (int(ip("10.80.0.0")), int(ip("10.80.0.15"))), (int(ip("10.90.0.0")), int(ip("10.90.0.9")))
+    assert nft.prefix_set(4, ours) == "lb4_0"
+    read = nft.NftTable({4: frozenset({ours, stray}), 6: frozenset()}, frozenset({"eth0"}), {K1: 1}, dict(want.chains),
+                        {"lb4_0": (ours,), "lb4": (stray,)}, sets=nft.NRA_SETS, groups={4: frozenset(), 6: frozenset()})
     change = nft.diff(want, read)
-    assert not change.rebuild and change.delete_prefixes[4] == ((int(ip("10.90.0.0")), int(ip("10.90.0.9"))),)
+    assert not change.rebuild and change.delete_prefixes[4] == (stray,)
     assert change.describe() == ["nft delete element inet nra lb4 { 10.90.0.0-10.90.0.9 }"]
     assert not change.add_prefixes[4] and not change.rewrite
+    moved = nft.diff(want, dataclasses.replace(read, raw_prefixes={"lb4_5": (ours,)}, prefixes={4: frozenset({ours})}))
+    assert not moved.add_prefixes[4] and not moved.delete_prefixes[4]  # (the same prefixes: moved only)
+    assert moved.describe() == ["nft delete element inet nra lb4_5 { 10.80.0.0/28 }",
+                                "nft add element inet nra lb4_0 { 10.80.0.0/28 }"]
     hook, rules = want.chains["save"]
     foreign = nft.Rule("(rule handle 9, not nra's: comment None)")
     for drifted in ((*rules, foreign), (rules[1], rules[0], *rules[2:]), rules[:-1],
@@ -362,7 +368,7 @@ def test_chains_are_built_for_the_configured_routers_not_every_mark_of_a_wide_ma
     restores = sorted(c for c in state.nft.chains if c.startswith("restore_"))
     assert saves == ["save_1", "save_2", "save_3"]
     assert restores == ["restore_1", "restore_2", "restore_3", "restore_external"]
-    assert len(nft.desired_chains(wide)) == 2 * 255 + 7  # (the field alone: every mark)
+    assert len(nft.desired_chains(wide)) == 2 * 255 + 7 + 2 * nft.SHARDS  # (the field alone: every mark; the shards)
 
 
 def test_a_kept_table_sends_the_intervals_that_moved_as_a_full_compare_gives_them():

@@ -1,0 +1,124 @@
+"""The prefix sets sharded by address block (nft_table.SHARDS): where each merged interval is
+written (placed), and the diff of a table read back set by set (its elements as listed)
+against the diff of nra's own last write, fuzzed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nra.kernel import nft_table as nft
+from nra.kernel.marks import parse_mark_field
+
+FIELD = parse_mark_field("0x2/0x3e")
+BLOCK = 1 << nft.SHARD_SHIFT
+
+
+def _merged(family: int, raw: list[tuple[int, int]]) -> frozenset[tuple[int, int]]:
+    top = (1 << nft.WIDTH[family]) - 1
+    return nft.merge((min(low, top), min(top, low + size)) for low, size in raw)
+
+
+def intervals(family: int):
+    """Merged intervals near each other (a few blocks apart, some over many blocks), and some
+    at the top of the space."""
+    top = (1 << nft.WIDTH[family]) - 1
+    low = st.one_of(st.integers(0, 64 * BLOCK), st.integers(top - 4 * BLOCK, top))
+    size = st.one_of(st.integers(0, 8), st.integers(0, 3 * BLOCK), st.integers(0, 40 * BLOCK))
+    return st.lists(st.tuples(low, size), max_size=40).map(lambda raw: _merged(family, raw))
+
+
+def _covered(pieces) -> list[tuple[int, int]]:
+    return nft.merge_sorted(sorted(pieces))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([4, 6]).flatmap(lambda f: st.tuples(st.just(f), intervals(f))))
+def test_placed_pieces_cover_each_interval_once_in_its_blocks_sets(case):
+    family, merged = case
+    out = nft.placed(family, sorted(merged))
+    pieces = [p for got in out.values() for p in got]
+    # together the pieces are the intervals, no address twice
+    assert _covered(pieces) == sorted(merged)
+    assert sum(high - low + 1 for low, high in pieces) == sum(high - low + 1 for low, high in merged)
+    for name, got in out.items():
+        assert nft.PREFIX_SET_FAMILY[name] == family and got
+        ordered = sorted(got)
+        # a set's elements are disjoint and never adjacent (the kernel's set holds them apart)
+        assert all(a[1] + 1 < b[0] for a, b in zip(ordered, ordered[1:])), name
+        for low, high in got:
+            if name == nft.PREFIX_SETS[family]:  # the wide set: whole intervals of SHARDS blocks or more
+                assert (low, high) in merged and (high >> nft.SHARD_SHIFT) - (low >> nft.SHARD_SHIFT) >= nft.SHARDS
+            else:  # a shard: a piece within one block, of that block's set
+                assert low >> nft.SHARD_SHIFT == high >> nft.SHARD_SHIFT
+                assert name == nft.SHARD_SETS[family][(low >> nft.SHARD_SHIFT) % nft.SHARDS]
+            assert nft.whole_in(family, name, (low, high))  # (a piece alone is placed as it is)
+    for interval in merged:  # each interval alone goes where it goes among the others
+        alone = nft.placed(family, [interval])
+        assert all(set(p) <= set(out[name]) for name, p in alone.items())
+
+
+@settings(max_examples=80, deadline=None)
+@given(intervals(4), intervals(4), intervals(6), st.randoms(use_true_random=False))
+def test_the_diff_of_a_read_table_equals_the_diff_of_nras_own_write(before4, after4, before6, rnd):
+    """A table read back as placed() wrote it gives the prefixes' change nra's own last write
+    gives, and both changes leave each set as placed() wants it (the read's compares set by
+    set: an interval that grew keeps its unchanged piece); an element listed in the wrong set
+    is deleted from where it is and added where it belongs."""
+    def table(v4, v6, raw=None):
+        return nft.NftTable({4: v4, 6: v6}, frozenset({"eth0"}), {}, nft.desired_chains(FIELD),
+                            raw or {}, sets=nft.NRA_SETS if raw is not None else frozenset())
+
+    def listed(v4, v6):
+        return {name: tuple(pieces) for family, merged in ((4, v4), (6, v6))
+                for name, pieces in nft.placed(family, sorted(merged)).items()}
+
+    want, own = table(after4, before6), table(before4, before6)
+    read = table(before4, before6, listed(before4, before6))
+    mine, theirs = nft.diff(want, own), nft.diff(want, read)
+    assert {f: sorted(v) for f, v in mine.add_prefixes.items()} == {f: sorted(v) for f, v in theirs.add_prefixes.items()}
+    assert {f: sorted(v) for f, v in mine.delete_prefixes.items()} == \
+        {f: sorted(v) for f, v in theirs.delete_prefixes.items()}
+    wanted = listed(after4, before6)
+    for change in (mine, theirs):
+        gone, new = nft.prefix_pieces(change)
+        for name in nft.PREFIX_SET_FAMILY:
+            held = set(read.raw_prefixes.get(name, ()))
+            assert set(gone.get(name, ())) <= held, name
+            kept = held - set(gone.get(name, ()))
+            assert not kept & set(new.get(name, ())), name
+            assert kept | set(new.get(name, ())) == set(wanted.get(name, ())), name
+
+    # someone moved one listed element to another set: it is deleted there and added back
+    raw = listed(after4, before6)
+    full = [name for name, pieces in raw.items() if pieces and nft.PREFIX_SET_FAMILY[name] == 4]
+    if full:
+        source = rnd.choice(sorted(full))
+        element = raw[source][0]
+        target = rnd.choice([n for n in nft.SHARD_SETS[4] if n != source])
+        moved = {**raw, source: raw[source][1:], target: (*raw.get(target, ()), element)}
+        change = nft.diff(want, dataclasses.replace(read, prefixes={4: after4, 6: before6}, raw_prefixes=moved))
+        assert not change.add_prefixes[4] and not change.delete_prefixes[4]
+        assert change.delete_pieces == {**{n: () for n in nft.PREFIX_SET_FAMILY}, target: (element,)}
+        assert change.add_pieces == {**{n: () for n in nft.PREFIX_SET_FAMILY}, source: (element,)}
+
+
+def test_a_change_is_described_set_by_set_and_a_large_one_by_family():
+    v4 = frozenset({(0x0A000000, 0x0A000003), (0x0A000105, 0x0A000105)})  # 10.0.0.0/30 (lb4_0), 10.0.1.5 (lb4_1)
+    change = nft.NftChange(add_prefixes={4: tuple(sorted(v4))})
+    assert change.describe() == ["nft add element inet nra lb4_0 { 10.0.0.0/30 }",
+                                 "nft add element inet nra lb4_1 { 10.0.1.5/32 }"]
+    many = tuple((0x0A000000 + 8 * i, 0x0A000000 + 8 * i + 3) for i in range(nft.DESCRIBED_MAX + 1))
+    assert nft.NftChange(delete_prefixes={4: many}).describe() == [
+        f"nft delete element inet nra lb4* {{ 10.0.0.0/30, 10.0.0.8/30, 10.0.0.16/30, 10.0.0.24/30, ... "
+        f"({nft.DESCRIBED_MAX - 3} more) }}"]
+
+
+def test_a_table_of_an_nra_before_the_shards_is_made_anew():
+    want = nft.desired_table([], ["eth0"], {}, FIELD)
+    old = dataclasses.replace(want, sets=frozenset({"lb4", "lb6", "links", "link_routers", "groups4", "groups6"}))
+    change = nft.diff(want, old)
+    assert change.rebuild and change.reason == "prefix sets not sharded"
+    assert not nft.diff(want, dataclasses.replace(want, sets=nft.NRA_SETS))
