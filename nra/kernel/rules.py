@@ -78,6 +78,8 @@ class Rules:
                 return None
             body = message.body_bytes()
             rule = previous.get(body)
+            if rule is not None and rule is not _FOREIGN:
+                body = rule.wire  # (the same bytes: one copy kept, 100,000 at scale)
             if rule is None:
                 table, protocol = rule_owner(body)
                 if table == self.table or table in self.also:
@@ -186,7 +188,7 @@ class KeptRules:
         if found is not None:
             where = self._leftover if found[1] else self._ours
             if added:
-                where[body] = found[0]
+                where[found[0].wire] = found[0]  # (equal to body: the bytes the rule holds, once)
             else:
                 where.pop(body, None)
                 self._rules.forget_decoded(body)

@@ -179,3 +179,17 @@ async def test_a_route_of_nras_protocol_elsewhere_makes_the_next_read_full_and_g
         again = await converge(reconciler, trigger="netlink")  # its delete's echo: no full read
         assert again.applied == 0 and adapter.full_reads == 2
     assert node_ns.routes("-4", 77) == []
+
+
+async def test_each_rules_message_bytes_are_kept_once(node_ns: NetNS):
+    # a full read after notifications reuses the decoded rules: their keys are the bytes the
+    # rules hold, not the dump's equal copy (100,000 rules kept two copies of each message)
+    async with listening(node_ns) as (adapter, reconciler, seen, arrived):
+        await converge(reconciler)
+        await converge(reconciler, intent("192.0.2.0/24", "198.51.100.0/26", "2001:db8::/64", "203.0.113.0/24"))
+        await converge(reconciler, trigger="timer")  # a full read, reusing what was decoded
+        await converge(reconciler, trigger="timer")
+        rules = adapter._rules
+        ours = [(body, rule) for body, rule in rules._known.items() if rule.family]
+        assert len(ours) == len(WANT.prefixes) and all(body is rule.wire for body, rule in ours)
+        assert all(body is rule.wire for body, rule in rules.kept._ours.items())
