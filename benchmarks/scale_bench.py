@@ -383,6 +383,7 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
                 settle(ns, full)
             # (--rounds 0: none; rules mode at 100,000 deletes and adds back 50,000 rules a round)
             result["change_ms"] = statistics.median(changes) * 1000 if changes else float("nan")
+            result["changes_ms"] = [c * 1000 for c in changes]  # (each round: the first can differ)
             result["delete_half_s"] = statistics.median(deletes) if deletes else float("nan")
             if changes_only:
                 return result
@@ -455,7 +456,7 @@ def main() -> int:
     else:
         print(f"{'shape':>11} {'N':>7} {'intervals':>9} {'oneshot s':>9} {'MiB':>6} {'again s':>7} {'MiB':>6} "
               f"{'start s':>7} {'steady MiB':>10} {'change ms':>9} {'del half s':>10} {'seq peak/steady':>15} "
-              f"{'restart s':>9}")
+              f"{'after MiB':>9} {'restart s':>9}")
     with tempfile.TemporaryDirectory(prefix="nra-scale-") as tmp:
         if args.memory_profile:
             PROFILE_HOOK = Path(tmp) / "hook"
@@ -463,9 +464,11 @@ def main() -> int:
             (PROFILE_HOOK / "sitecustomize.py").write_text(SITECUSTOMIZE)
         if not args.compile_each_run:
             compile_once(repo, Path(tmp) / "pycache", Path(tmp))
+        rounds_ms = []
         for shape in args.shapes.split(","):
             r = bench_shape(repo, shape, args.n, args.rounds, args.sequence, Path(tmp), args.foreign,
                             args.changes_only, not args.no_oneshot)
+            rounds_ms.append(f"{shape} " + " ".join(f"{c:.0f}" for c in r.get("changes_ms", [])))
             if args.no_oneshot:
                 r.update(oneshot_s=float("nan"), oneshot_mib=float("nan"), again_s=float("nan"),
                          again_mib=float("nan"))
@@ -479,6 +482,7 @@ def main() -> int:
                   f"{r['change_ms']:>9.0f} {r['delete_half_s']:>10.2f} "
                   f"{r['sequence_peak_mib']:>6.0f}/{r['sequence_steady_mib']:.0f} ({ratio:.2f}) "
                   f"{r['after_mib']:>9.0f} {r['restart_s']:>9.2f}", flush=True)
+    print("one-line changes, ms, in the order taken: " + "; ".join(rounds_ms))
     return 0
 
 
