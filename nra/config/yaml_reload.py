@@ -38,6 +38,9 @@ class YamlReloader:
     bounds.load_yaml_documents gives, patching the last documents where it can."""
 
     def __init__(self) -> None:
+        #: record where the lists are from the first text on, not the second: a daemon sets
+        #: it (its first edit is then a patch too: at 100,000 prefixes ~30 ms, not ~100)
+        self.record_first = False
         self._text: str | None = None
         self._scanned: Scanned | None = None
         self.patched = 0  # loads that were patches (for tests and figures)
@@ -51,9 +54,9 @@ class YamlReloader:
         self.patch = None
         scanned = self._patch(text)
         if scanned is None:
-            # where the lists are is recorded from the second text on: a text read once
-            # (ONESHOT) does not pay for it
-            record = self._text is not None and not any(b in text for b in _OTHER_BREAKS)
+            # where the lists are is recorded from the second text on (or the first, see
+            # record_first): a text read once (ONESHOT) does not pay for it
+            record = (self._text is not None or self.record_first) and not any(b in text for b in _OTHER_BREAKS)
             scanned = scan_yaml(text, text.split("\n") if record else None)
         else:
             self.patched += 1

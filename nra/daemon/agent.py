@@ -61,6 +61,8 @@ class Agent:
         self.status.source_problem = lambda: getattr(source, "problem", None)
         if hasattr(source, "loading"):  # (the static file: its parse is the daemon's work)
             source.loading = self._loading
+        if hasattr(source, "expect_edits"):  # (a YAML source: its first edit patched, not parsed whole)
+            source.expect_edits()
         self.status.details = lambda: StatusDetails(intent=self.intent, outcome=self.last_outcome,
                                                     settings=self.settings,
                                                     config_loaded_at=self.desired.loaded_at,

@@ -103,6 +103,11 @@ class StaticFileSource:
     def problem(self) -> str | None:
         return self.health.problem
 
+    def expect_edits(self) -> None:
+        """A daemon's source: its first text is read ready for the edits to come (the
+        YamlReloader's record_first)."""
+        self._yaml.record_first = True
+
     def reload(self) -> None:
         """Re-read the file now (SIGHUP, timer) and re-check what is being watched."""
         if self._wake is not None:

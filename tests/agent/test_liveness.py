@@ -35,6 +35,11 @@ def make_agent(node_ns: NetNS, tmp_path, stuck_after_s: float, **env: str) -> tu
     return Agent(settings, StaticFileSource(str(config), None, 100), stuck_after_s=stuck_after_s), port
 
 
+def test_the_daemon_reads_its_source_ready_for_edits(node_ns: NetNS, tmp_path):
+    agent, _ = make_agent(node_ns, tmp_path, stuck_after_s=1.0)
+    assert agent.source._yaml.record_first  # (its first edit patched, see YamlReloader)
+
+
 async def test_a_hook_that_hangs_past_the_limit_fails_healthz_while_it_hangs(node_ns: NetNS, tmp_path):
     hook = tmp_path / "pre.sh"
     hook.write_text("#!/bin/sh\nsleep 2.5\n")

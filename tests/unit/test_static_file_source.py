@@ -257,3 +257,18 @@ async def test_without_inotify_the_file_is_still_followed(tmp_path: Path, monkey
     async with watching(config) as (_source, published):
         config.write_text(PEER_B + "# longer, so the size moves\n")
         await published.wait_for({"10.0.0.2"})
+
+
+def test_a_daemons_first_edit_is_patched_and_parses_as_a_fresh_read(tmp_path: Path):
+    """expect_edits (the daemon's Agent calls it): the first text is read ready for edits, so
+    the first edit of an address list is a patch (at 100,000 prefixes ~30 ms, not ~100)."""
+    lines = ["peers:", "- peer-address: 10.0.0.1", "address-pools:", "- name: p", "  protocol: bgp",
+             "  addresses:"] + [f"  - 10.{i // 256}.{i % 256}.0/24" for i in range(300)]
+    config = write(tmp_path / "metallb.yaml", "\n".join(lines) + "\n")
+    source = StaticFileSource(str(config), None, 100)
+    source.expect_edits()
+    assert source.load() is not None
+    write(config, "\n".join(lines + ["  - 10.200.0.0/24"]) + "\n")
+    edited = source.load()
+    assert source._yaml.patched == 1 and source._entries.steps["patched"] == 1
+    assert edited == StaticFileSource(str(config), None, 100).load()

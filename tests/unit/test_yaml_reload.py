@@ -65,6 +65,15 @@ def test_a_text_read_once_records_nothing():
     assert reloader.patched == 1
 
 
+def test_a_daemons_reloader_records_the_first_text_and_patches_its_first_edit():
+    reloader = YamlReloader()
+    reloader.record_first = True  # (what a daemon's source sets: expect_edits)
+    reloader.load(BASE)
+    text = edit(BASE, 9, 0, ["  - 10.1.3.0/24"])
+    assert outcome(reloader.load, text) == outcome(full_scan, text)
+    assert reloader.patched == 1
+
+
 def edit(text: str, at: int, remove: int, insert: list[str]) -> str:
     lines = text.split("\n")
     return "\n".join(lines[:at] + insert + lines[at + remove:])

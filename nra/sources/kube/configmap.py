@@ -26,6 +26,11 @@ class ConfigMapSource(WatchedSource):
         self._yaml = YamlReloader()  # an edit of a few address lines is patched, not re-parsed
         self._entries = PoolEntries(self._yaml)  # and only the pools it changed are parsed again
 
+    def expect_edits(self) -> None:
+        """A daemon's source: its first text is read ready for the edits to come (the
+        YamlReloader's record_first)."""
+        self._yaml.record_first = True
+
     async def resources(self, http: KubeHTTP) -> list[ResourceKind]:
         kinds = [ResourceKind(CONFIGMAP, f"/api/v1/namespaces/{self.namespace}/configmaps", "v1", "ConfigMap",
                               f"metadata.name={self.configmap_name}")]
