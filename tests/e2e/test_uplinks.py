@@ -10,6 +10,7 @@ forwarded. Order matters: `rules` mode first (ONESHOT, then cleaned), then the c
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -96,6 +97,11 @@ def test_every_reply_leaves_by_the_router_of_its_request(lab, nra, pool, family)
             "(requests = replies)"] = "/".join(str(len(seen[r]["replies"] & ports)) for r in PAIR[pool])
 
 
+def lb_sets(table: str, family: int) -> str:
+    """The listing of nra's prefix sets of a family (lb4, and lb4_0 to lb4_15: by block)."""
+    return "\n".join(re.findall(rf"\n\tset lb{family}(?:_\d+)? {{.*?\n\t}}", table, re.S))
+
+
 def test_routers_are_told_apart_by_link_and_mac(lab, nra):
     """r1 and r3 share a MAC on two uplinks: two map elements, two marks. r5 and r6 share one
     virtual MAC on eth3: one element, one table with a multipath route via both, said once."""
@@ -110,7 +116,7 @@ def test_routers_are_told_apart_by_link_and_mac(lab, nra):
     assert len(said) == 2 and all("r5v" in line and "r6v" in line for line in said), said  # once per family
     for family, pool_of in ((4, topo.pool4), (6, topo.pool6)):
         groups = lab.exec("node", ["nft", "list", "map", "inet", "nra", f"groups{family}"]).stdout
-        prefixes = lab.exec("node", ["nft", "list", "set", "inet", "nra", f"lb{family}"]).stdout
+        prefixes = lb_sets(lab.exec("node", ["nft", "list", "table", "inet", "nra"]).stdout, family)
         assert all(pool_of(pool) in groups and pool_of(pool) in prefixes for pool in topo.POOLS), (groups, prefixes)
 
 
