@@ -149,6 +149,25 @@ def test_routers_are_link_and_mac_and_unknown_senders_get_their_prefixs_group_ma
             ns.delete()
 
 
+def udp_marks(node, peer, family: int, addresses: list[str], port: int) -> tuple[dict[str, int], str]:
+    """One datagram from `peer` to each address at `port`; the connection mark `node`'s
+    conntrack gave each (by destination), and the listing it was read from."""
+    send = ("import socket, sys\n"
+            f"for dst in sys.argv[1:]:\n"
+            f"    socket.socket(socket.AF_INET{'6' if family == 6 else ''}, socket.SOCK_DGRAM).sendto(b'x', (dst, {port}))\n")
+    peer.exec(["python3", "-c", send, *addresses])
+    entries = node.exec(["conntrack", "-L", "-f", f"ipv{family}", "-p", "udp", "--dport", str(port)],
+                        check=False).stdout
+    marks = {}
+    for line in entries.splitlines():
+        words: dict[str, str] = {}
+        for word in line.split():
+            if "=" in word:
+                words.setdefault(*word.split("=", 1))
+        marks[str(ipaddress.ip_address(words["dst"]))] = int(words["mark"])
+    return marks, entries
+
+
 def test_a_prefix_is_found_in_its_shard_in_the_wide_set_and_across_a_blocks_edge():
     """The prefixes dealt over the sets by address block (nft_table.SHARDS): an address of a
     one-block prefix, of a wide one (its set: lb4), and on each side of a blocks' edge an
@@ -172,18 +191,7 @@ def test_a_prefix_is_found_in_its_shard_in_the_wide_set_and_across_a_blocks_edge
         lb = ["10.80.0.10", "10.90.200.7", "10.70.1.255", "10.70.2.0"]
         for address in [*lb, "10.85.0.1", "10.70.2.128"]:
             node.ip(f"addr add {address}/32 dev lo")
-        send = ("import socket, sys\n"
-                "for dst in sys.argv[1:]:\n"
-                "    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', (dst, 7010))\n")
-        peer.exec(["python3", "-c", send, *lb, "10.85.0.1", "10.70.2.128"])
-        entries = node.exec(["conntrack", "-L", "-p", "udp", "--dport", "7010"], check=False).stdout
-        marks = {}
-        for line in entries.splitlines():
-            words: dict[str, str] = {}
-            for word in line.split():
-                if "=" in word:
-                    words.setdefault(*word.split("=", 1))
-            marks[words["dst"]] = int(words["mark"])
+        marks, entries = udp_marks(node, peer, 4, [*lb, "10.85.0.1", "10.70.2.128"], 7010)
         assert marks == {**{a: FIELD.router(1) for a in lb}, "10.85.0.1": FIELD.examined,
                          "10.70.2.128": FIELD.examined}, entries
     finally:
@@ -215,18 +223,7 @@ def test_an_ipv6_prefix_is_found_in_its_shard_in_the_wide_set_and_across_a_block
         other = ["fd00:85::1", "fd00:70::280"]
         for address in lb + other:
             node.ip(f"-6 addr add {address}/128 dev lo nodad")
-        send = ("import socket, sys\n"
-                "for dst in sys.argv[1:]:\n"
-                "    socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b'x', (dst, 7011))\n")
-        peer.exec(["python3", "-c", send, *lb, *other])
-        entries = node.exec(["conntrack", "-L", "-f", "ipv6", "-p", "udp", "--dport", "7011"], check=False).stdout
-        marks = {}
-        for line in entries.splitlines():
-            words: dict[str, str] = {}
-            for word in line.split():
-                if "=" in word:
-                    words.setdefault(*word.split("=", 1))
-            marks[str(ipaddress.ip_address(words["dst"]))] = int(words["mark"])
+        marks, entries = udp_marks(node, peer, 6, [*lb, *other], 7011)
         assert marks == {**{a: FIELD.router(1) for a in lb}, **{a: FIELD.examined for a in other}}, entries
     finally:
         if owner is not None:
