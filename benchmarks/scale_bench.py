@@ -40,6 +40,14 @@ sitecustomize of the run's) and prints, after its start and after the sequence, 
 holders of Python memory by line and by file, and its /proc/PID/smaps_rollup: to find what
 holds the RSS, not to take the figures (tracemalloc's own bookkeeping doubles the heap).
 
+--reuse-netns NAME keeps the daemon's namespace: the namespace NAME is used as it is when
+it exists (programmed by an earlier run: its daemon's start is then a restart, which reads
+the kernel's rules or nft table back), made and left in place when it does not (this run's
+daemon programs it). Rules mode at 100,000 writes 100,000 rules on a first start, 350-600 s
+(the kernel walks its rule list on each insert), so the before and after of a change are
+taken as restarts of each checkout's daemon on one namespace programmed once; no ONESHOT
+rows, one shape, and the namespace is never deleted: `ip netns del NAME` when done.
+
 --repo PATH runs another checkout's nra (a baseline) with this file's measurements, so the
 before and after of one change can be taken in one run, alternated:
 
@@ -73,7 +81,7 @@ from agent_bench import machine  # noqa: E402
 from conntrack_bench import ElementListener, lb4_elements, lb4_set_of  # noqa: E402
 from nra.kernel import nft_netlink as nl  # noqa: E402
 from nra.kernel.socket import open_netlink  # noqa: E402
-from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
+from testbed.netns import NetNS, add_peer_link, create_netns, list_netns, new_netns  # noqa: E402
 from testbed.ports import free_port  # noqa: E402
 
 PEERS = {"10.99.0.2": "02:00:00:00:00:02", "10.99.0.3": "02:00:00:00:00:03"}
@@ -111,8 +119,15 @@ def config_text(nets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def namespace() -> NetNS:
-    ns = new_netns("nra-scale")
+def namespace(name: str | None = None) -> NetNS:
+    """A fresh namespace with the peer link and the peers' entries; with `name`, that
+    namespace as it is when it exists (--reuse-netns), else made under that name."""
+    if name is not None:
+        if name in list_netns():
+            return NetNS(name)
+        ns = create_netns(name)
+    else:
+        ns = new_netns("nra-scale")
     add_peer_link(ns, v6_cidr=None)
     for address, lladdr in PEERS.items():
         ns.ip(f"neigh replace {address} lladdr {lladdr} dev eth0 nud permanent")
@@ -341,14 +356,15 @@ def foreign_changes(ns: NetNS, listener: ElementListener) -> None:
 
 
 def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, workdir: Path,
-                foreign: bool = False, changes_only: bool = False, oneshot: bool = True) -> dict:
+                foreign: bool = False, changes_only: bool = False, oneshot: bool = True,
+                reuse: str | None = None) -> dict:
     nets = prefixes(shape, n)
     text = config_text(nets)
     cfg = workdir / f"{shape}.yaml"
     cfg.write_text(text)
     result: dict = {"shape": shape, "N": n}
 
-    if not changes_only and oneshot:
+    if not changes_only and oneshot and reuse is None:
         ns = namespace()
         try:
             result["oneshot_s"], result["oneshot_mib"] = run_oneshot(repo, ns, cfg)
@@ -357,7 +373,9 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
         finally:
             ns.delete()
 
-    ns = namespace()
+    if reuse is not None:
+        result["reused"] = reuse in list_netns()
+    ns = namespace(reuse)
     port = free_port()
     log = open(workdir / f"daemon-{shape}.log", "w")
     proc = None
@@ -417,7 +435,8 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
             proc.terminate()
             proc.wait(30)
         log.close()
-        ns.delete()
+        if reuse is None:
+            ns.delete()
     return result
 
 
@@ -438,6 +457,9 @@ def main() -> int:
                         help="tracemalloc's top holders and smaps_rollup after start and after the sequence")
     parser.add_argument("--no-oneshot", action="store_true",
                         help="no ONESHOT runs (rules mode at 100,000: each writes 100,000 rules, minutes)")
+    parser.add_argument("--reuse-netns", metavar="NAME",
+                        help="the daemon's namespace NAME: used as it is if it exists, else made and kept "
+                             "(restarts on one programmed namespace; see the doc)")
     parser.add_argument("--changes-only", action="store_true",
                         help="only the start, change and delete-half figures (no oneshot, sequence or restart)")
     args = parser.parse_args()
@@ -467,9 +489,12 @@ def main() -> int:
         rounds_ms = []
         for shape in args.shapes.split(","):
             r = bench_shape(repo, shape, args.n, args.rounds, args.sequence, Path(tmp), args.foreign,
-                            args.changes_only, not args.no_oneshot)
+                            args.changes_only, not args.no_oneshot, args.reuse_netns)
+            if "reused" in r:
+                print(f"namespace {args.reuse_netns}: " + ("reused, the start is a restart" if r["reused"]
+                                                           else "made and programmed by this start, kept"))
             rounds_ms.append(f"{shape} " + " ".join(f"{c:.0f}" for c in r.get("changes_ms", [])))
-            if args.no_oneshot:
+            if args.no_oneshot or args.reuse_netns:
                 r.update(oneshot_s=float("nan"), oneshot_mib=float("nan"), again_s=float("nan"),
                          again_mib=float("nan"))
             if args.changes_only:
