@@ -15,7 +15,6 @@ import socket
 import time
 from dataclasses import replace
 from functools import partial
-from operator import attrgetter
 from typing import AsyncIterator, Iterable, Mapping, Sequence
 
 from loguru import logger
@@ -60,6 +59,7 @@ from nra.kernel.routes import (
     read_leftovers,
     read_tables,
 )
+from nra.kernel.rule_set import RuleSet
 from nra.kernel.rules import Rules
 from nra.kernel.socket import NetlinkSocket, in_netns
 from nra.kernel.uplink_facts import read_node_facts
@@ -259,7 +259,7 @@ class KernelAdapter:
         declared = self.reads.route_tables
         tables: Iterable[int] = declared
         if self._route_tables_read:
-            used = {t for t in set(map(attrgetter("table"), state.rules)) if t in declared}
+            used = {t for t in RuleSet.of(state.rules).tables() if t in declared}
             if nft_table is not None:
                 used |= {declared[i - 1] for i in nft_table.routers.values() if 1 <= i <= len(declared)}
             tables = sorted(used)

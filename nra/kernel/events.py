@@ -59,13 +59,12 @@ from nra.kernel.codec import (
     decode_route,
     decode_route_gateways,
     decode_route_header,
-    decode_rule,
     error_text,
     messages,
     request,
-    rule_owner,
 )
-from nra.kernel.model import NRA_PROTOCOL, KernelRule, NeighbourEntry
+from nra.kernel.model import NRA_PROTOCOL, NeighbourEntry
+from nra.kernel.rule_set import OURS, RuleBook, Shape
 from nra.kernel.rules import KeptRules
 from nra.kernel.socket import open_netlink
 
@@ -328,11 +327,9 @@ class KernelEvents:
         kind = message.kind
         if kind in (RTM_NEWRULE, RTM_DELRULE):
             found = self._rule_notified(kind == RTM_NEWRULE, message.body_bytes())
-            if found is None or found[1]:  # anyone else's rule elsewhere, or a leftover of nra's
+            if found is None or found[0].kind != OURS:  # anyone else's rule elsewhere, or a leftover of nra's
                 return None
-            rule = found[0]
-            return (f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: IPv{rule.family} from "
-                    f"{rule.src or 'all'} priority {rule.priority}")
+            return f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: {found[0].text(found[1])}"
         if kind in (RTM_NEWROUTE, RTM_DELROUTE):
             route = decode_route_header(message)
             if route.table != self.table and route.table not in self.also:
@@ -361,11 +358,10 @@ class KernelEvents:
         self._kept_forget(why)
         return Resync(why)
 
-    def _rule_notified(self, added: bool, body: bytes) -> tuple[KernelRule, bool] | None:
+    def _rule_notified(self, added: bool, body: bytes) -> tuple[Shape, int] | None:
         if self.kept is not None:
             return self.kept.notified(added, body)
-        table, _ = rule_owner(body)
-        return (decode_rule(body), False) if table == self.table or table in self.also else None
+        return RuleBook(self.table, self.also).split(body)
 
     def _link_local_reason(self, message: Message) -> str | None:
         """An IPv6 link-local neighbour of an unnumbered peer's link became valid, stopped

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Collection, Mapping
 
 from nra.config.intent import IPAddress, IPNetwork
 from nra.kernel.nft_table import NftTable
@@ -125,7 +125,9 @@ class KernelState:
     """One read of everything a reconcile looks at."""
 
     routes: tuple[KernelRoute, ...] = ()
-    rules: tuple[KernelRule, ...] = ()
+    #: the rules pointing at the tables: a RuleSet (nra.kernel.rule_set: held as bytes,
+    #: decoded on iteration) from the adapter, or a tuple of decoded rules
+    rules: Collection[KernelRule] = ()
     #: candidate peers the kernel would refuse as a nexthop (no connected route to them)
     unreachable: frozenset[IPAddress] = frozenset()
     #: candidate peers' neighbour entries on the link of their connected route, by NUD

@@ -352,8 +352,9 @@ def leftovers(steps: PlanSteps, state: KernelState) -> None:
             steps.route_deletes.append(DeleteRoute(item, reason=reason))
 
 
-def _rule_imposter_reason(rule: KernelRule, policy: RoutingPolicy, families: AbstractSet[int]) -> str:
-    """Why a rule pointing at the policy's table is not one of the wanted ones."""
+def imposter_reason(rule: KernelRule, policy: RoutingPolicy, families: AbstractSet[int]) -> str:
+    """Why a rule pointing at the policy's table is not one of the wanted ones (the reason
+    its DeleteRule gives)."""
     if rule.family not in families:
         return f"no IPv{rule.family} peers configured"
     if rule.extra:
@@ -384,7 +385,7 @@ def rule_diff(steps: PlanSteps, rules: Iterable[KernelRule], wanted: Mapping[byt
         # per rule (10,000 rules: about 1 ms instead of 5)
         unwanted = keys.difference(wanted)  # (a dict argument: its stored hashes)
         for rule in [r for r in rules if r.identity in unwanted] if unwanted else ():
-            reason = imposter if isinstance(imposter, str) else _rule_imposter_reason(rule, imposter, families)
+            reason = imposter if isinstance(imposter, str) else imposter_reason(rule, imposter, families)
             steps.rule_deletes.append(DeleteRule(rule, reason=reason))
         return [wanted[key] for key in wanted.keys() - keys]
     seen: set[bytes] = set()
@@ -395,6 +396,6 @@ def rule_diff(steps: PlanSteps, rules: Iterable[KernelRule], wanted: Mapping[byt
                 steps.rule_deletes.append(DeleteRule(rule, reason="duplicate"))
             seen.add(key)
         else:
-            reason = imposter if isinstance(imposter, str) else _rule_imposter_reason(rule, imposter, families)
+            reason = imposter if isinstance(imposter, str) else imposter_reason(rule, imposter, families)
             steps.rule_deletes.append(DeleteRule(rule, reason=reason))
     return [value for key, value in wanted.items() if key not in seen]

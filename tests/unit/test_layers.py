@@ -21,7 +21,8 @@ MAY_IMPORT = {
     "daemon": {"config", "kernel", "plan", "observe", "sources", "settings"},
 }
 #: what of the kernel package the pure plan may use: its vocabulary, no I/O
-KERNEL_VOCABULARY = {"nra.kernel.model", "nra.kernel.operations", "nra.kernel.nft_table", "nra.kernel.marks"}
+KERNEL_VOCABULARY = {"nra.kernel.model", "nra.kernel.operations", "nra.kernel.nft_table", "nra.kernel.marks",
+                     "nra.kernel.rule_set"}
 
 
 def imports() -> dict[str, set[str]]:

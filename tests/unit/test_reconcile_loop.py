@@ -164,9 +164,10 @@ async def test_only_a_resync_reads_the_whole_kernel_again():
 
 
 def test_a_message_the_event_source_cannot_attribute_is_a_resync():
-    kept = Rules(None, 20).kept  # type: ignore[arg-type]  (no socket: only notifications come)
+    rules = Rules(None, 20)  # type: ignore[arg-type]  (no socket: only notifications come)
+    kept = rules.kept
     kept.listening = True
-    kept.full_read_done(kept.full_read_started(), [], [])
+    kept.full_read_done(kept.full_read_started(), rules.book())
     assert kept.valid
     source = KernelEvents(None, 20, kept=kept)
     noop = request(1, 0, 0, b"")  # NLMSG_NOOP: nothing the table socket is sent

@@ -14,12 +14,11 @@ group is not programmed yet). Uplink tables no group uses any more are emptied.
 from __future__ import annotations
 
 from dataclasses import replace
-from operator import attrgetter
-from typing import Any, Mapping
+from typing import AbstractSet, Any, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork
 from nra.config.uplinks import NodeFacts, build_model, merge_peers
-from nra.kernel.model import KernelReads, KernelState, rule_key
+from nra.kernel.model import KernelReads, KernelRule, KernelState, rule_key
 from nra.kernel.operations import (
     AddRule,
     ApplyNft,
@@ -33,65 +32,134 @@ from nra.plan.planner import (
     Plan,
     PlanSteps,
     RoutingPolicy,
+    imposter_reason,
     leftovers,
-    rule_diff,
     table_routes,
 )
+from nra.kernel.rule_set import RuleSet, member_of, prefix_of
 from nra.plan.return_path.base import Counts, counts_after
 
-_TABLE = attrgetter("table")
-
-#: key of a desired rule (model.rule_key) -> its prefix, by family
-DesiredRules = Mapping[int, Mapping[bytes, IPNetwork]]
+#: the desired rules' members (nra.kernel.rule_set.member_of: a source as one int), by family
+DesiredRules = Mapping[int, AbstractSet[int]]
 
 
-def desired_rules(intent: Intent, policy: RoutingPolicy) -> DesiredRules:
-    """The rules the intent wants, per family, keyed like KernelRule.key(). 10,000 of them
-    take milliseconds to build: a caller planning the same intent again may keep this and
-    pass it to plan()."""
-    by_family: dict[int, dict[bytes, IPNetwork]] = {4: {}, 6: {}}
+def desired_rules(intent: Intent, policy: RoutingPolicy | None = None) -> dict[int, set[int]]:
+    """The members of the rules the intent wants, per family: one per prefix. The table,
+    priority and marks are the policy's, compared once per template (rule_set_diff), so a
+    member is the prefix alone. 100,000 of them take tens of milliseconds: a caller
+    planning the same intent again keeps this and passes it to plan()."""
+    by_family: dict[int, set[int]] = {4: set(), 6: set()}
     for prefix in intent.prefixes:
-        key = rule_key(prefix.version, prefix, policy.priority, policy.table, policy.fwmark,
-                       policy.effective_fwmask)
-        by_family[prefix.version][key] = prefix
+        by_family[prefix.version].add(member_of(prefix))
     return by_family
 
 
 def updated_rules(desired: DesiredRules, before: frozenset[IPNetwork], after: frozenset[IPNetwork],
-                  policy: RoutingPolicy) -> DesiredRules:
+                  ) -> dict[int, AbstractSet[int]]:
     """desired_rules() of an intent whose prefixes are `after`, from `desired`, those of
-    `before`: only the prefixes that came or went are keyed (a change of one prefix at 10,000
-    copies two dictionaries instead of keying 10,000 prefixes again)."""
+    `before`: only the prefixes that came or went are keyed, into a copy of their family's
+    set (`desired` may be the kernel view's own set: shared_desired)."""
     gone, came = before - after, after - before
     if len(gone) + len(came) > len(after) // 4:
-        return desired_rules(Intent(frozenset(), after), policy)
-    by_family = {4: dict(desired[4]), 6: dict(desired[6])}
-    for prefix in gone:
-        by_family[prefix.version].pop(rule_key(prefix.version, prefix, policy.priority, policy.table,
-                                               policy.fwmark, policy.effective_fwmask), None)
-    for prefix in came:
-        by_family[prefix.version][rule_key(prefix.version, prefix, policy.priority, policy.table, policy.fwmark,
-                                           policy.effective_fwmask)] = prefix
+        return desired_rules(Intent(frozenset(), after))
+    by_family = dict(desired)
+    for version in {p.version for p in gone} | {p.version for p in came}:
+        members = by_family[version] = set(by_family[version])
+        members.difference_update(member_of(p) for p in gone if p.version == version)
+        members.update(member_of(p) for p in came if p.version == version)
     return by_family
+
+
+def shared_desired(desired: DesiredRules, rules: RuleSet, policy: RoutingPolicy) -> DesiredRules:
+    """`desired`, with a family's set replaced by the kernel view's when they are equal (the
+    one template of the policy's shape holding exactly the desired members): at 100,000
+    rules one set of members is held, not two equal ones. The view never changes a set
+    anyone else holds (nra.kernel.rule_set.RuleBook copies it first), and updated_rules
+    copies before it changes one."""
+    wanted: dict[int, list[AbstractSet[int]]] = {}
+    for shape, members in rules.groups():
+        if _wanted_template(shape.rule, policy, (4, 6)):
+            wanted.setdefault(shape.rule.family, []).append(members)
+    if rules.duplicates or rules.loose:
+        return desired
+    adopted = dict(desired)
+    for family, found in wanted.items():
+        mine = desired.get(family)
+        if len(found) == 1 and mine is not None and found[0] is not mine and found[0] == mine:
+            adopted[family] = found[0]
+    return adopted
+
+
+def _wanted_template(rule: KernelRule, policy: RoutingPolicy, families: AbstractSet[int]) -> bool:
+    """Whether a template's rules (`rule`: the template decoded, no source) are the policy's."""
+    return rule.family in families and rule.identity is not None and rule.identity == rule_key(
+        rule.family, None, policy.priority, policy.table, policy.fwmark, policy.effective_fwmask)
+
+
+def rule_set_diff(steps: PlanSteps, rules: RuleSet, desired: DesiredRules, policy: RoutingPolicy,
+                  families: AbstractSet[int]) -> list[IPNetwork]:
+    """rule_diff for a RuleSet: the members of each template that is the policy's against
+    the desired ones, as set operations over ints (no rule decoded but those that go); every
+    rule of any other template goes, with its imposter reason. Returns the prefixes of the
+    desired members the kernel lacks."""
+    seen: dict[int, AbstractSet[int]] = {}
+    going: list[KernelRule] = []
+    for shape, members in sorted(rules.groups(), key=lambda g: g[0].template):
+        family = shape.rule.family
+        if not _wanted_template(shape.rule, policy, families):
+            going += map(shape.decode, sorted(members))
+            continue
+        before = seen.get(family)
+        if before is None:  # (the one template of the family: no copy of 100,000 members)
+            kept: AbstractSet[int] = members
+            seen[family] = members
+        else:  # a second template with the same key (attributes the key ignores): one copy stays
+            copies = members & before & desired.get(family, frozenset())
+            steps.rule_deletes += [DeleteRule(shape.decode(m), reason="duplicate") for m in sorted(copies)]
+            kept = members - copies
+            seen[family] = before | kept
+        going += map(shape.decode, sorted(kept - desired.get(family, frozenset())))
+    for rule in rules.duplicate_rules():  # (second copies a full read found)
+        if _wanted_template(replace(rule, src=None), policy, families) and \
+                member_of(rule.src) in desired.get(rule.family, ()):
+            steps.rule_deletes.append(DeleteRule(rule, reason="duplicate"))
+        else:
+            going.append(rule)
+    for rule in going:
+        steps.rule_deletes.append(DeleteRule(rule, reason=imposter_reason(rule, policy, families)))
+    if rules.loose:  # (decoded rules given as such: each against the policy's key for its source)
+        loose = {}
+        for rule in rules.loose:
+            if rule.family in families and rule.identity == rule_key(
+                    rule.family, rule.src, policy.priority, policy.table, policy.fwmark, policy.effective_fwmask) \
+                    and member_of(rule.src) in desired.get(rule.family, ()):
+                loose.setdefault(rule.family, set())
+                if member_of(rule.src) in loose[rule.family] or member_of(rule.src) in seen.get(rule.family, ()):
+                    steps.rule_deletes.append(DeleteRule(rule, reason="duplicate"))
+                loose[rule.family].add(member_of(rule.src))
+            else:
+                steps.rule_deletes.append(DeleteRule(rule, reason=imposter_reason(rule, policy, families)))
+        seen = {f: set(seen.get(f, ())) | loose.get(f, set()) for f in (4, 6)}
+    missing: list[IPNetwork] = []
+    for family in sorted(families):
+        missing += (prefix_of(family, m) for m in desired.get(family, frozenset()) - seen.get(family, frozenset()))
+    return missing
 
 
 def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
          verdicts: Mapping[IPAddress, Verdict] | None = None, desired: DesiredRules | None = None) -> Plan:
     """The operations that make the kernel match the intent. `verdicts`: each peer's
     liveness (nra.plan.peer_health; absent: answers); None derives them from this read's
-    neighbour states alone. `desired`: desired_rules(intent, policy), if the caller kept it."""
+    neighbour states alone. `desired`: desired_rules(intent), if the caller kept it."""
     if verdicts is None:
         verdicts = verdicts_from_states(state.neighbours)
     if desired is None:
-        desired = desired_rules(intent, policy)
+        desired = desired_rules(intent)
     steps = PlanSteps()
     families = table_routes(steps, intent, {v: len(desired[v]) for v in (4, 6)}, policy, state.routes, state,
                             verdicts)
-    wanted: dict[bytes, IPNetwork] = {}
-    for version in families:
-        wanted.update(desired[version])
     fwmask = policy.fwmask if policy.fwmark is not None else None
-    for prefix in rule_diff(steps, state.rules, wanted, policy, families):
+    for prefix in rule_set_diff(steps, RuleSet.of(state.rules), desired, policy, families):
         steps.rule_adds.append(AddRule(prefix.version, prefix if prefix.prefixlen else None, policy.priority,
                                        policy.table, policy.fwmark, fwmask, reason="missing"))
     leftovers(steps, state)
@@ -165,14 +233,17 @@ class RulesReturnPath:
             self._groups = (intent, uplink_intents(intent, self.policy.table, self.uplink_tables))
         return self._groups[1]
 
-    def _rules_of(self, table: int, intent: Intent, policy: RoutingPolicy) -> DesiredRules:
-        # A steady reconcile (the same intent object) does not rebuild 10,000 keys, nor does
-        # a new intent: only its prefixes that came or went are keyed.
+    def _rules_of(self, table: int, intent: Intent, policy: RoutingPolicy, rules: RuleSet) -> DesiredRules:
+        # A steady reconcile (the same intent object) does not rebuild 10,000 members, nor
+        # does a new intent: only its prefixes that came or went are keyed. Once the kernel
+        # holds them, the view's equal set stands for them (shared_desired).
         kept = self._desired.get(table)
         if kept is not None and kept[0] is intent:
-            return kept[1]
-        desired = (desired_rules(intent, policy) if kept is None
-                   else updated_rules(kept[1], kept[0].prefixes, intent.prefixes, policy))
+            desired = kept[1]
+        else:
+            desired = (desired_rules(intent) if kept is None
+                       else updated_rules(kept[1], kept[0].prefixes, intent.prefixes))
+        desired = shared_desired(desired, rules, policy)
         self._desired[table] = (intent, desired)
         return desired
 
@@ -184,11 +255,13 @@ class RulesReturnPath:
     def _plan(self, intent: Intent, state: KernelState, verdicts: Mapping[IPAddress, Verdict]) -> Plan:
         groups, problems = self._uplink_intents(intent)
         unused = [r for r in state.router_routes if r.table not in groups]
-        tables = set(map(_TABLE, state.rules))  # (a pass at C speed: 10,000 rules)
+        rules = RuleSet.of(state.rules)
+        tables = rules.tables()  # (per template: no rule decoded)
         if not groups and not unused and not any(t in self.uplink_tables for t in tables):
             # one group, nothing left of others: the one table, exactly as before
             self._desired = {t: d for t, d in self._desired.items() if t == self.policy.table}
-            single = plan(intent, state, self.policy, verdicts, self._rules_of(self.policy.table, intent, self.policy))
+            single = plan(intent, state, self.policy, verdicts,
+                          self._rules_of(self.policy.table, intent, self.policy, rules))
             return replace(single, warnings=single.warnings + problems)
         groups = groups or {self.policy.table: intent}  # (one group again: its old tables go)
         plans = []
@@ -197,13 +270,14 @@ class RulesReturnPath:
             routes = state.routes if table == self.policy.table else tuple(
                 r for r in state.router_routes if r.table == table)
             # (the leftovers of other settings go once, with TABLE_WEIGHT's plan)
-            sub_state = replace(state, routes=routes, rules=tuple(r for r in state.rules if r.table == table),
+            sub_rules = rules.of_tables((table,))
+            sub_state = replace(state, routes=routes, rules=sub_rules,
                                 leftovers=state.leftovers if table == self.policy.table else (),
                                 nft_leftover=state.nft_leftover and table == self.policy.table)
-            plans.append(plan(sub, sub_state, policy, verdicts, self._rules_of(table, sub, policy)))
+            plans.append(plan(sub, sub_state, policy, verdicts, self._rules_of(table, sub, policy, sub_rules)))
         extra: list = [DeleteRoute(r, reason="no uplink group uses this table") for r in unused]
-        extra += [DeleteRule(r, reason="no uplink group uses this table") for r in state.rules
-                  if r.table in self.uplink_tables and r.table not in groups]
+        extra += [DeleteRule(r, reason="no uplink group uses this table")
+                  for r in rules.of_tables([t for t in tables if t in self.uplink_tables and t not in groups])]
         self._desired = {t: d for t, d in self._desired.items() if t in groups}
         merged = merge_plans(plans, extra)
         return replace(merged, warnings=merged.warnings + problems)

@@ -1,0 +1,279 @@
+"""The rules pointing at nra's tables, held as the kernel's message bytes. Pure: no I/O.
+
+100,000 `ip rule from <prefix> lookup T proto nra` differ only in their source, so a rule is
+kept as two parts: its *template*, the kernel's message body with the source's address and
+length zeroed (one bytes object shared by every rule of that shape), and its *member*, the
+source as one int (address << 8 | length; 0 for `from all`). A rule is decoded
+(nra.kernel.codec.decode_rule) only when something asks for it: a rule that goes (its
+exact bytes are the template with the member put back), anyone else's rule, a leftover,
+/status; the planner compares members, at C speed, against the desired ones.
+
+Held as decoded KernelRules, 100,000 rules took ~50 MiB (the message bytes, a KernelRule and
+an IPv4Network each, their keys and three dicts); as members of a template, one set of
+ints (~7 MiB). docs/performance.md, "Rules mode within issue 19's RSS".
+
+`RuleBook` is the mutable view (a full read builds one; the kept view, nra.kernel.rules,
+changes it with each notification); `RuleSet` is one read of it, what KernelState.rules
+holds: it shares the book's sets, and the book copies a set before it changes one that
+anyone else still holds (copy on write: a read, or a plan's desired members, never sees a
+later notification; unshared, a change of one rule at 100,000 copies nothing).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import AbstractSet, Container, Iterable, Iterator, Mapping
+
+from nra.config.intent import IPNetwork
+from nra.kernel.codec import FIB_RULE_HDR, FRA_SRC, NLA_HDR, attributes, decode_rule, rule_owner
+from nra.kernel.model import NRA_PROTOCOL, KernelRule
+
+#: what a template's rules are to nra
+OURS, LEFTOVER, FOREIGN = "ours", "leftover", "foreign"
+_SRC_LEN = 2  # fib_rule_hdr: family, dst_len, src_len, ...
+_BOOK_REFS = 3  # references to a set only the book holds, as RuleBook._members counts them
+_SRC_HEADER = NLA_HDR.pack(NLA_HDR.size + 4, FRA_SRC), NLA_HDR.pack(NLA_HDR.size + 16, FRA_SRC)
+
+
+def member_of(src: IPNetwork | None) -> int:
+    """A source as a member: address << 8 | length; `from all` (None, or a /0) is 0, as the
+    kernel lists it (no FRA_SRC)."""
+    if src is None or not src.prefixlen:
+        return 0
+    return int(src.network_address) << 8 | src.prefixlen
+
+
+def prefix_of(family: int, member: int) -> IPNetwork:
+    """The source a member stands for (member_of's inverse; 0 is 0.0.0.0/0 or ::/0)."""
+    return (IPv4Network if family == 4 else IPv6Network)((member >> 8, member & 0xFF))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Shape:
+    """One template: where a member's address goes in it, and the rule it is without a source."""
+
+    template: bytes
+    at: int  # offset of FRA_SRC's payload (-1: the template has none)
+    size: int  # the payload's size: 4 (IPv4) or 16 (IPv6)
+    rule: KernelRule  # the template decoded: family, priority, table, marks, extras; src None
+    kind: str  # OURS, LEFTOVER or FOREIGN
+
+    def body(self, member: int) -> bytes:
+        """The kernel's message body of the rule with this member (its exact bytes)."""
+        t = self.template
+        if self.at < 0:
+            return t[:_SRC_LEN] + bytes((member & 0xFF,)) + t[_SRC_LEN + 1:]
+        return (t[:_SRC_LEN] + bytes((member & 0xFF,)) + t[_SRC_LEN + 1:self.at]
+                + (member >> 8).to_bytes(self.size, "big") + t[self.at + self.size:])
+
+    def decode(self, member: int) -> KernelRule:
+        return decode_rule(self.body(member))
+
+    def text(self, member: int) -> str:
+        """`IPv4 from 192.0.2.0/24 priority 20`, without decoding the whole rule (a delete of
+        50,000 rules is 50,000 notifications, each told as this)."""
+        if member & 0xFF and self.at >= 0:
+            address = (IPv4Address if self.size == 4 else IPv6Address)(member >> 8)
+            src = f"{address}/{member & 0xFF}"
+        else:
+            src = "all"
+        return f"IPv{self.rule.family} from {src} priority {self.rule.priority}"
+
+
+def _src_offset(body: bytes) -> tuple[int, int]:
+    """(offset, size) of FRA_SRC's payload in a rule body; (-1, 0) when it has none."""
+    at = FIB_RULE_HDR.size
+    for kind, payload in attributes(body, FIB_RULE_HDR.size, len(body)):
+        length = NLA_HDR.unpack_from(body, at)[0]
+        if kind == FRA_SRC:
+            return at + NLA_HDR.size, len(payload)
+        at += (length + 3) & ~3
+    return -1, 0
+
+
+class RuleSet:
+    """The rules pointing at the tables (TABLE_WEIGHT, and the return path's `also`) as of
+    one read. Iterating decodes every rule (conntrack mode's few, tests, tools); the rules
+    return path reads `groups()` instead. `loose` are rules given decoded (a test's, the
+    fake kernel's), each one as it is."""
+
+    __slots__ = ("_groups", "_shapes", "duplicates", "loose")
+
+    def __init__(self, groups: Mapping[bytes, AbstractSet[int]] = {}, shapes: Mapping[bytes, Shape] = {},
+                 duplicates: tuple[bytes, ...] = (), loose: tuple[KernelRule, ...] = ()):
+        self._groups = groups
+        self._shapes = shapes
+        #: bodies of second copies of a rule in the kernel (full reads find them)
+        self.duplicates = duplicates
+        self.loose = loose
+
+    @classmethod
+    def of(cls, rules: Iterable[KernelRule] | RuleSet) -> RuleSet:
+        """`rules` as a RuleSet (a tuple of decoded rules: each a loose one)."""
+        return rules if isinstance(rules, RuleSet) else cls(loose=tuple(rules))
+
+    def groups(self) -> Iterator[tuple[Shape, AbstractSet[int]]]:
+        """Each template's shape and its members (read only: shared with the view)."""
+        for template, members in self._groups.items():
+            if members:
+                yield self._shapes[template], members
+
+    def duplicate_rules(self) -> list[KernelRule]:
+        return list(map(decode_rule, self.duplicates))
+
+    def __len__(self) -> int:
+        return sum(map(len, self._groups.values())) + len(self.duplicates) + len(self.loose)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __iter__(self) -> Iterator[KernelRule]:
+        for shape, members in self.groups():
+            for member in sorted(members):
+                yield shape.decode(member)
+        yield from map(decode_rule, self.duplicates)
+        yield from self.loose
+
+    def tables(self) -> set[int]:
+        """The tables the rules point at (no rule decoded)."""
+        return {shape.rule.table for shape, _ in self.groups()} | {r.table for r in self.loose} | {
+            rule_owner(body)[0] for body in self.duplicates}
+
+    def families(self) -> Counter:
+        """How many rules of each family (4, 6)."""
+        counts: Counter = Counter()
+        for shape, members in self.groups():
+            counts[shape.rule.family] += len(members)
+        counts.update(r.family for r in self.loose)
+        counts.update(decode_rule(body).family for body in self.duplicates)
+        return counts
+
+    def of_tables(self, tables: Container[int]) -> RuleSet:
+        """The rules pointing at `tables` only (sharing this set's members)."""
+        shapes = {t: s for t, s in self._shapes.items() if s.rule.table in tables}
+        return RuleSet({t: m for t, m in self._groups.items() if t in shapes}, shapes,
+                       tuple(b for b in self.duplicates if rule_owner(b)[0] in tables),
+                       tuple(r for r in self.loose if r.table in tables))
+
+
+class RuleBook:
+    """The rules of `table` and `also` (and nra's leftovers pointing elsewhere), changed one
+    message body at a time: what a full read builds and the notifications keep in step.
+
+    A rule is present or absent by its body: add() and discard() of the same body undo each
+    other whatever their order relative to a dump (the kernel's dump and its notifications
+    carry the same bytes). Duplicates (the same rule twice: `ip rule add` without EXCL) are
+    one member; a full read (`dumped`) lists the second copies in `duplicates`."""
+
+    def __init__(self, table: int, also: Container[int] = ()):
+        self.table = table
+        self.also = also
+        self._shapes: dict[bytes, Shape] = {}
+        self._groups: dict[bytes, set[int]] = {}
+        self._duplicates: list[bytes] = []
+        self._leftovers: dict[bytes, KernelRule] = {}
+        self._snapshot: tuple[RuleSet, tuple[KernelRule, ...]] | None = None
+        self._guess: dict[int, tuple[int, int]] = {}  # body length -> the last template's (at, size)
+
+    def split(self, body: bytes) -> tuple[Shape, int]:
+        """A body's template (interned) and member."""
+        guess = self._guess.get(len(body))
+        if guess is not None:
+            at, size = guess
+            if at >= 0 and body[at - NLA_HDR.size:at] == _SRC_HEADER[size == 16]:
+                template = body[:_SRC_LEN] + b"\0" + body[_SRC_LEN + 1:at] + bytes(size) + body[at + size:]
+            else:
+                template = body[:_SRC_LEN] + b"\0" + body[_SRC_LEN + 1:]
+            # (equal bytes to a template whose layout was walked: the same layout)
+            shape = self._shapes.get(template)
+            if shape is not None and shape.at == at:
+                return shape, self._member(body, shape)
+        at, size = _src_offset(body)
+        if at >= 0:
+            template = body[:_SRC_LEN] + b"\0" + body[_SRC_LEN + 1:at] + bytes(size) + body[at + size:]
+        else:
+            template = body[:_SRC_LEN] + b"\0" + body[_SRC_LEN + 1:]
+        shape = self._shapes.get(template)
+        if shape is None:
+            table, protocol = rule_owner(template)
+            kind = (OURS if table == self.table or table in self.also
+                    else LEFTOVER if protocol == NRA_PROTOCOL else FOREIGN)
+            shape = self._shapes[template] = Shape(template, at, size, decode_rule(template), kind)
+        self._guess[len(body)] = (at, size)
+        return shape, self._member(body, shape)
+
+    @staticmethod
+    def _member(body: bytes, shape: Shape) -> int:
+        if shape.at < 0:
+            return body[_SRC_LEN]
+        return int.from_bytes(body[shape.at:shape.at + shape.size], "big") << 8 | body[_SRC_LEN]
+
+    def _members(self, template: bytes) -> set[int]:
+        """The template's set, to be changed: a copy when anyone but the book holds it (a
+        RuleSet of a read, a plan's desired members: they keep the old one). The book's own
+        references are its dict's and this frame's (and getrefcount's argument)."""
+        members = self._groups.get(template)
+        if members is None:
+            members = self._groups[template] = set()
+        elif sys.getrefcount(members) > _BOOK_REFS:
+            members = self._groups[template] = set(members)  # (100,000 ints: ~2 ms)
+        return members
+
+    def add(self, body: bytes, dumped: bool = False) -> tuple[Shape, int] | None:
+        """One rule the kernel has (`dumped`: listed by a full read, where a second copy is a
+        duplicate); None for anyone else's rule pointing elsewhere."""
+        shape, member = self.split(body)
+        if shape.kind == FOREIGN:
+            return None
+        self._snapshot = None
+        if shape.kind == LEFTOVER:
+            self._leftovers[body] = decode_rule(body)
+        else:
+            members = self._members(shape.template)
+            if dumped and member in members:
+                self._duplicates.append(body)
+            members.add(member)
+        return shape, member
+
+    def discard(self, body: bytes) -> tuple[Shape, int] | None:
+        """One rule the kernel no longer has (one copy of it)."""
+        shape, member = self.split(body)
+        if shape.kind == FOREIGN:
+            return None
+        self._snapshot = None
+        if shape.kind == LEFTOVER:
+            self._leftovers.pop(body, None)
+        elif body in self._duplicates:
+            self._duplicates.remove(body)
+        elif member in self._groups.get(shape.template, ()):
+            self._members(shape.template).discard(member)
+        return shape, member
+
+    def snapshot(self) -> tuple[RuleSet, tuple[KernelRule, ...]]:
+        """(the rules, nra's leftovers elsewhere) as of now; built again only after a change."""
+        if self._snapshot is None:
+            for template in [t for t, m in self._groups.items() if not m]:
+                del self._groups[template]  # (an emptied group: its template may go too)
+            shapes = {t: self._shapes[t] for t in self._groups}
+            self._snapshot = (RuleSet(dict(self._groups), shapes, tuple(self._duplicates)),
+                              tuple(self._leftovers.values()))
+        return self._snapshot
+
+    def merge(self, other: RuleBook) -> None:
+        """`other`'s rules added to this book's (a dump of another family: no rule in common)."""
+        self._snapshot = None
+        self._shapes.update(other._shapes)
+        for template, members in other._groups.items():
+            if template in self._groups:
+                self._members(template).update(members)
+            else:
+                self._groups[template] = members  # (taken: `other` is done with)
+        self._duplicates += other._duplicates
+        self._leftovers.update(other._leftovers)
+
+    def templates(self) -> int:
+        """How many templates are held (a test's measure: one per shape, not per rule)."""
+        return len(self._shapes)

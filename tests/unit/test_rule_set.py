@@ -1,0 +1,235 @@
+"""The rules' view held as bytes (nra.kernel.rule_set): a rule's template and member give
+back its exact message, the view's sets are copied only when someone else holds them, and
+the rules return path's diff over members plans what the diff over decoded rules plans."""
+
+from __future__ import annotations
+
+import gc
+import random
+import socket
+import struct
+from ipaddress import ip_network
+
+from nra.config.intent import Intent
+from nra.kernel.codec import (
+    FIB_RULE_HDR,
+    FR_ACT_TO_TBL,
+    FRA_DST,
+    FRA_FWMARK,
+    FRA_FWMASK,
+    FRA_IIFNAME,
+    FRA_PRIORITY,
+    FRA_PROTOCOL,
+    FRA_SRC,
+    FRA_SUPPRESS_PREFIXLEN,
+    FRA_TABLE,
+    U32,
+    attribute,
+    decode_rule,
+)
+from nra.kernel.model import NRA_PROTOCOL, rule_key
+from nra.kernel.rule_set import FOREIGN, LEFTOVER, OURS, RuleBook, RuleSet, member_of, prefix_of
+from nra.plan.planner import PlanSteps, RoutingPolicy, rule_diff
+from nra.plan.return_path.rules import desired_rules, rule_set_diff, shared_desired, updated_rules
+
+POLICY = RoutingPolicy(table=20, priority=20, destinations=(ip_network("0.0.0.0/0"), ip_network("::/0")))
+
+
+def body(src: str | None, table: int = 20, priority: int = 20, protocol: int | None = NRA_PROTOCOL,
+         fwmark: int | None = None, fwmask: int | None = None, iif: str | None = None, dst: str | None = None) -> bytes:
+    """A rule's message body laid out as the kernel lists it (fib_nl_fill_rule's order)."""
+    net = ip_network(src) if src else None
+    to = ip_network(dst) if dst else None
+    family = socket.AF_INET6 if (net or to) and (net or to).version == 6 else socket.AF_INET
+    data = FIB_RULE_HDR.pack(family, to.prefixlen if to else 0, net.prefixlen if net else 0, 0,
+                             table if table < 256 else 252, 0, 0, FR_ACT_TO_TBL, 0)
+    data += attribute(FRA_TABLE, U32.pack(table)) + attribute(FRA_SUPPRESS_PREFIXLEN, U32.pack(0xFFFFFFFF))
+    if iif:
+        data += attribute(FRA_IIFNAME, iif.encode() + b"\0")
+    data += attribute(FRA_PRIORITY, U32.pack(priority))
+    if fwmark is not None:
+        data += attribute(FRA_FWMARK, U32.pack(fwmark))
+    if fwmask is not None:
+        data += attribute(FRA_FWMASK, U32.pack(fwmask))
+    if protocol is not None:
+        data += attribute(FRA_PROTOCOL, bytes([protocol]))
+    if to:
+        data += attribute(FRA_DST, to.network_address.packed)
+    if net and net.prefixlen:
+        data += attribute(FRA_SRC, net.network_address.packed)
+    return data
+
+
+BODIES = [body("192.0.2.0/24"), body("198.51.100.7/32"), body("2001:db8::/64"), body(None),
+          body("203.0.113.0/24", iif="eth1"), body("203.0.113.0/24", fwmark=0x100, fwmask=0xff00),
+          body("10.0.0.0/8", dst="10.1.0.0/16"), body("10.0.0.0/8", dst="10.1.2.3/32"),
+          body("192.0.2.0/24", protocol=None), body("192.0.2.0/24", table=77), body("192.0.2.0/24", table=100000)]
+
+
+def test_a_template_and_member_give_back_the_exact_message_and_rule():
+    book = RuleBook(20, (100000,))
+    for data in BODIES:
+        shape, member = book.split(data)
+        assert shape.body(member) == data
+        assert shape.decode(member) == decode_rule(data) and shape.decode(member).wire == data
+        assert member == member_of(decode_rule(data).src)
+
+
+def test_rules_of_one_shape_share_one_template_and_are_ints():
+    book = RuleBook(20)
+    nets = [f"100.64.{i >> 6}.{(i & 63) * 4}/30" for i in range(1000)] + ["2001:db8::/64", "2001:db8:1::/48"]
+    for net in nets:
+        book.add(body(net), dumped=True)
+    rules, leftovers = book.snapshot()
+    groups = list(rules.groups())
+    assert sorted((s.rule.family, s.kind, len(m)) for s, m in groups) == [(4, OURS, 1000), (6, OURS, 2)]
+    assert book.templates() == 2 and leftovers == ()
+    assert {m for _, members in groups for m in members} == {member_of(ip_network(n)) for n in nets}
+    assert sorted(str(r.src) for r in rules) == sorted(nets) and len(rules) == 1002
+    assert rules.tables() == {20} and rules.families() == {4: 1000, 6: 2}
+
+
+def test_a_guessed_layout_is_only_taken_when_the_bytes_match_a_walked_template():
+    # equal lengths, different layouts: a source (FRA_SRC) and a destination (FRA_DST) of 4 bytes
+    book = RuleBook(20)
+    with_src, with_dst = body("192.0.2.0/24"), body(None, dst="192.0.2.0/24")
+    assert len(with_src) == len(with_dst)
+    for data in (with_src, with_dst, with_src, with_dst):
+        shape, member = book.split(data)
+        assert shape.body(member) == data and shape.decode(member) == decode_rule(data)
+
+
+def test_owners_leftovers_and_anyone_elses_rules():
+    book = RuleBook(20, (100,))
+    assert book.add(body("192.0.2.0/24"))[0].kind == OURS
+    assert book.add(body("192.0.2.0/24", table=100))[0].kind == OURS
+    assert book.add(body("192.0.2.0/24", table=77))[0].kind == LEFTOVER  # nra's protocol elsewhere
+    assert book.add(body("192.0.2.0/24", table=77, protocol=None)) is None  # anyone else's elsewhere
+    assert book.split(body(None, table=254, protocol=None))[0].kind == FOREIGN
+    rules, leftovers = book.snapshot()
+    assert sorted(r.table for r in rules) == [20, 100] and [r.table for r in leftovers] == [77]
+    assert rules.of_tables((100,)).tables() == {100} and len(rules.of_tables((100,))) == 1
+    book.discard(body("192.0.2.0/24", table=77))
+    assert book.snapshot()[1] == ()
+
+
+def test_a_set_is_copied_only_while_someone_else_holds_it():
+    book = RuleBook(20)
+    book.add(body("192.0.2.0/24"), dumped=True)
+    held, _ = book.snapshot()
+    book.add(body("198.51.100.0/24"))  # a read holds the set: it keeps the old one
+    assert [str(r.src) for r in held] == ["192.0.2.0/24"]
+    now, _ = book.snapshot()
+    assert sorted(str(r.src) for r in now) == ["192.0.2.0/24", "198.51.100.0/24"]
+    [(_, members)] = now.groups()
+    del held, now
+    gc.collect()
+    book.discard(body("192.0.2.0/24"))  # only the book holds it (and `members`, here: copied)
+    [(_, after)] = book.snapshot()[0].groups()
+    assert after is not members and len(members) == 2
+    del members, after
+    book._snapshot = None  # (what a change does first)
+    [(_, before)] = RuleSet(dict(book._groups), dict(book._shapes)).groups()
+    ident = id(before)
+    del before
+    gc.collect()
+    book.add(body("203.0.113.0/24"))  # nobody else: changed in place
+    [(_, members)] = book.snapshot()[0].groups()
+    assert id(members) == ident and len(members) == 2
+
+
+def test_duplicates_a_full_read_finds_go_first():
+    book = RuleBook(20)
+    book.add(body("192.0.2.0/24"), dumped=True)
+    book.add(body("192.0.2.0/24"), dumped=True)
+    rules, _ = book.snapshot()
+    assert len(rules) == 2 and rules.duplicates == (body("192.0.2.0/24"),)
+    book.discard(body("192.0.2.0/24"))
+    assert [str(r.src) for r in book.snapshot()[0]] == ["192.0.2.0/24"]
+    book.discard(body("192.0.2.0/24"))
+    assert len(book.snapshot()[0]) == 0
+
+
+def test_an_interrupted_dump_is_not_counted_twice():
+    book = RuleBook(20)
+    for data in (body("192.0.2.0/24"), body("198.51.100.0/24")):
+        book.add(data, dumped=True)
+    other = RuleBook(20)
+    other.add(body("2001:db8::/64"), dumped=True)
+    book.merge(other)
+    assert sorted(str(r.src) for r in book.snapshot()[0]) == ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/64"]
+
+
+def test_members_and_prefixes():
+    for net in ("192.0.2.0/24", "0.0.0.0/0", "2001:db8::/64", "::/0", "198.51.100.7/32"):
+        network = ip_network(net)
+        assert prefix_of(network.version, member_of(network)) == network
+    assert member_of(None) == member_of(ip_network("0.0.0.0/0")) == 0
+
+
+def _random_rules(rng: random.Random) -> list[bytes]:
+    nets = [f"10.{rng.randrange(4)}.{rng.randrange(4)}.0/24" for _ in range(12)] + ["2001:db8::/64", "2001:db8:1::/64"]
+    out = []
+    for net in nets:
+        kind = rng.randrange(8)
+        out.append(body(net, priority=21 if kind == 1 else 20, fwmark=0x10 if kind == 2 else None,
+                        fwmask=0xff if kind == 2 else None, iif="eth1" if kind == 3 else None,
+                        protocol=None if kind == 4 else NRA_PROTOCOL))
+    if rng.random() < 0.3:
+        out.append(body(None))  # from all, lookup 20
+    return out
+
+
+def test_the_diff_over_members_plans_what_the_diff_over_decoded_rules_plans():
+    rng = random.Random(19)
+    for _ in range(200):
+        bodies = _random_rules(rng)
+        book = RuleBook(20)
+        for data in bodies:
+            book.add(data, dumped=True)
+        rules, _ = book.snapshot()
+        want = {ip_network(f"10.{rng.randrange(4)}.{rng.randrange(4)}.0/24") for _ in range(8)}
+        want |= {ip_network("2001:db8::/64")} if rng.random() < 0.5 else set()
+        want |= {ip_network("0.0.0.0/0")} if rng.random() < 0.2 else set()
+        families = frozenset(rng.choice([{4}, {4, 6}, {6}]))
+        desired = desired_rules(Intent(frozenset(), frozenset(want)))
+
+        new, old = PlanSteps(), PlanSteps()
+        missing = rule_set_diff(new, rules, desired, POLICY, families)
+        wanted = {rule_key(p.version, p, POLICY.priority, POLICY.table, POLICY.fwmark, POLICY.effective_fwmask): p
+                  for p in want if p.version in families}
+        expected = rule_diff(old, [decode_rule(b) for b in bodies], wanted, POLICY, families)
+        assert sorted(map(str, missing)) == sorted(map(str, expected))
+        shown = sorted((op.command(), op.reason) for op in new.rule_deletes)
+        assert shown == sorted((op.command(), op.reason) for op in old.rule_deletes)
+        # (which copy of a duplicate stays may differ: the first listed, the first template)
+        assert sorted(op.rule.wire for op in new.rule_deletes if op.reason != "duplicate") == sorted(
+            op.rule.wire for op in old.rule_deletes if op.reason != "duplicate")
+        loose = PlanSteps()  # decoded rules given as such (the fake kernel's): the same plan
+        assert sorted(map(str, rule_set_diff(loose, RuleSet.of(decode_rule(b) for b in bodies), desired, POLICY,
+                                             families))) == sorted(map(str, expected))
+        assert sorted((op.command(), op.reason) for op in loose.rule_deletes) == shown
+
+
+def test_the_desired_members_share_the_views_equal_set_and_a_change_copies_it():
+    book = RuleBook(20)
+    nets = [ip_network(f"100.64.0.{i * 4}/30") for i in range(50)]
+    for net in nets:
+        book.add(body(str(net)), dumped=True)
+    rules, _ = book.snapshot()
+    desired = desired_rules(Intent(frozenset(), frozenset(nets)))
+    shared = shared_desired(desired, rules, POLICY)
+    [(_, members)] = rules.groups()
+    assert shared[4] is members and shared[6] is desired[6]
+    more = updated_rules(shared, frozenset(nets), frozenset(nets[1:] + [ip_network("198.18.0.0/30")]))
+    assert more[4] is not members and len(members) == 50 and member_of(nets[0]) in members
+    assert member_of(ip_network("198.18.0.0/30")) in more[4] and member_of(nets[0]) not in more[4]
+    book.add(body("198.18.0.0/30"))  # the planner holds the view's set: the view copies it
+    assert len(members) == 50 and len(list(book.snapshot()[0].groups())[0][1]) == 51
+    other = shared_desired(desired, RuleSet.of(decode_rule(body(str(n))) for n in nets), POLICY)
+    assert other == desired  # loose rules: nothing shared
+
+
+def test_struct_layout_of_the_header():
+    assert FIB_RULE_HDR.size == 12 and struct.calcsize("=BBBBBBBBI") == 12
+    assert FRA_SRC == 2 and FRA_DST == 1
