@@ -30,7 +30,7 @@ from nra.kernel.codec import (
 from nra.kernel.model import NRA_PROTOCOL, rule_key
 from nra.kernel.rule_set import FOREIGN, LEFTOVER, OURS, RuleBook, RuleSet, member_of, prefix_of
 from nra.plan.planner import PlanSteps, RoutingPolicy, rule_diff
-from nra.plan.return_path.rules import desired_rules, rule_set_diff, shared_desired, updated_rules
+from nra.plan.return_path.rules import Members, desired_rules, rule_set_diff, shared_desired, updated_rules
 
 POLICY = RoutingPolicy(table=20, priority=20, destinations=(ip_network("0.0.0.0/0"), ip_network("::/0")))
 
@@ -211,7 +211,7 @@ def test_the_diff_over_members_plans_what_the_diff_over_decoded_rules_plans():
         assert sorted((op.command(), op.reason) for op in loose.rule_deletes) == shown
 
 
-def test_the_desired_members_share_the_views_equal_set_and_a_change_copies_it():
+def test_the_desired_members_share_the_views_equal_set_and_a_change_copies_none():
     book = RuleBook(20)
     nets = [ip_network(f"100.64.0.{i * 4}/30") for i in range(50)]
     for net in nets:
@@ -220,14 +220,33 @@ def test_the_desired_members_share_the_views_equal_set_and_a_change_copies_it():
     desired = desired_rules(Intent(frozenset(), frozenset(nets)))
     shared = shared_desired(desired, rules, POLICY)
     [(_, members)] = rules.groups()
-    assert shared[4] is members and shared[6] is desired[6]
-    more = updated_rules(shared, frozenset(nets), frozenset(nets[1:] + [ip_network("198.18.0.0/30")]))
-    assert more[4] is not members and len(members) == 50 and member_of(nets[0]) in members
-    assert member_of(ip_network("198.18.0.0/30")) in more[4] and member_of(nets[0]) not in more[4]
-    book.add(body("198.18.0.0/30"))  # the planner holds the view's set: the view copies it
-    assert len(members) == 50 and len(list(book.snapshot()[0].groups())[0][1]) == 51
+    assert shared[4].base is members and shared[6] is desired[6]
+    new = ip_network("198.18.0.0/30")
+    more = updated_rules(shared, frozenset(nets), frozenset(nets[1:] + [new]))
+    assert more[4].base is members and len(members) == 50 and len(more[4]) == 50  # (nothing copied)
+    assert member_of(new) in more[4] and member_of(nets[0]) not in more[4]
+    assert set(more[4]) == {member_of(n) for n in nets[1:] + [new]}
+    assert more[4].missing_from(members) == {member_of(new)} and more[4].unwanted_in(members) == {member_of(nets[0])}
+    book.add(body(str(new)))  # the planner holds the view's set: the view copies it
+    book.discard(body(str(nets[0])))
+    assert len(members) == 50 and member_of(new) not in members
+    again, _ = book.snapshot()
+    [(_, now)] = again.groups()
+    assert now is not members and not more[4].missing_from(now) and not more[4].unwanted_in(now)
+    adopted = shared_desired(more, again, POLICY)
+    assert adopted[4].base is now and not adopted[4].added and not adopted[4].removed
+    assert updated_rules(adopted, frozenset(nets[1:] + [new]), frozenset(nets[1:] + [new]))[4] is adopted[4]
     other = shared_desired(desired, RuleSet.of(decode_rule(body(str(n))) for n in nets), POLICY)
     assert other == desired  # loose rules: nothing shared
+
+
+def test_members_changed_back_and_forth():
+    base = {1, 2, 3}
+    m = Members(base).changed({2}, {4})
+    assert set(m) == {1, 3, 4} and len(m) == 3
+    back = m.changed({4}, {2})
+    assert set(back) == {1, 2, 3} and not back.added and not back.removed and back.base is base
+    assert m.missing_from({1, 2}) == {3, 4} and m.unwanted_in({1, 2, 5}) == {2, 5}
 
 
 def test_struct_layout_of_the_header():

@@ -13,8 +13,8 @@ group is not programmed yet). Uplink tables no group uses any more are emptied.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import AbstractSet, Any, Mapping
+from dataclasses import dataclass, replace
+from typing import AbstractSet, Any, Iterator, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork
 from nra.config.uplinks import NodeFacts, build_model, merge_peers
@@ -39,11 +39,53 @@ from nra.plan.planner import (
 from nra.kernel.rule_set import RuleSet, member_of, prefix_of
 from nra.plan.return_path.base import Counts, counts_after
 
-#: the desired rules' members (nra.kernel.rule_set.member_of: a source as one int), by family
-DesiredRules = Mapping[int, AbstractSet[int]]
+@dataclass(frozen=True, eq=False)
+class Members:
+    """One family's desired members (nra.kernel.rule_set.member_of: a source as one int):
+    `base` with `added` and without `removed`. A change of a few prefixes at 100,000 makes a
+    new Members over the same base (no copy of 100,000), and once the kernel holds them the
+    kernel view's equal set becomes the base (shared_desired: one set held, not two).
+    Invariants: `removed` is within `base`, `added` is not."""
+
+    base: AbstractSet[int]
+    added: frozenset[int] = frozenset()
+    removed: frozenset[int] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.base) - len(self.removed) + len(self.added)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self.added or (member in self.base and member not in self.removed)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from (m for m in self.base if m not in self.removed)
+        yield from self.added
+
+    def missing_from(self, kernel: AbstractSet[int]) -> set[int]:
+        """The members `kernel` lacks (set operations at C speed; a few when it is the base)."""
+        if kernel is self.base:
+            return set(self.added)
+        return (self.added - kernel) | ((self.base - kernel) - self.removed)
+
+    def unwanted_in(self, kernel: AbstractSet[int]) -> set[int]:
+        """The members of `kernel` not desired."""
+        if kernel is self.base:
+            return set(self.removed)
+        return ((kernel - self.base) - self.added) | (kernel & self.removed)
+
+    def changed(self, gone: AbstractSet[int], came: AbstractSet[int]) -> Members:
+        base = self.base
+        return Members(base, frozenset((self.added | (came - base)) - gone),
+                       frozenset((self.removed | (gone & base)) - came))
 
 
-def desired_rules(intent: Intent, policy: RoutingPolicy | None = None) -> dict[int, set[int]]:
+NO_MEMBERS = Members(frozenset())
+
+#: the desired rules' members, by family
+DesiredRules = Mapping[int, Members]
+
+
+def desired_rules(intent: Intent, policy: RoutingPolicy | None = None) -> dict[int, Members]:
     """The members of the rules the intent wants, per family: one per prefix. The table,
     priority and marks are the policy's, compared once per template (rule_set_diff), so a
     member is the prefix alone. 100,000 of them take tens of milliseconds: a caller
@@ -51,31 +93,28 @@ def desired_rules(intent: Intent, policy: RoutingPolicy | None = None) -> dict[i
     by_family: dict[int, set[int]] = {4: set(), 6: set()}
     for prefix in intent.prefixes:
         by_family[prefix.version].add(member_of(prefix))
-    return by_family
+    return {family: Members(members) for family, members in by_family.items()}
 
 
 def updated_rules(desired: DesiredRules, before: frozenset[IPNetwork], after: frozenset[IPNetwork],
-                  ) -> dict[int, AbstractSet[int]]:
+                  ) -> dict[int, Members]:
     """desired_rules() of an intent whose prefixes are `after`, from `desired`, those of
-    `before`: only the prefixes that came or went are keyed, into a copy of their family's
-    set (`desired` may be the kernel view's own set: shared_desired)."""
+    `before`: only the prefixes that came or went are keyed, over the same base sets."""
     gone, came = before - after, after - before
     if len(gone) + len(came) > len(after) // 4:
         return desired_rules(Intent(frozenset(), after))
     by_family = dict(desired)
     for version in {p.version for p in gone} | {p.version for p in came}:
-        members = by_family[version] = set(by_family[version])
-        members.difference_update(member_of(p) for p in gone if p.version == version)
-        members.update(member_of(p) for p in came if p.version == version)
+        by_family[version] = by_family[version].changed({member_of(p) for p in gone if p.version == version},
+                                                        {member_of(p) for p in came if p.version == version})
     return by_family
 
 
 def shared_desired(desired: DesiredRules, rules: RuleSet, policy: RoutingPolicy) -> DesiredRules:
-    """`desired`, with a family's set replaced by the kernel view's when they are equal (the
-    one template of the policy's shape holding exactly the desired members): at 100,000
-    rules one set of members is held, not two equal ones. The view never changes a set
-    anyone else holds (nra.kernel.rule_set.RuleBook copies it first), and updated_rules
-    copies before it changes one."""
+    """`desired`, with a family's members based on the kernel view's set when they are equal
+    (the one template of the policy's shape holding exactly the desired members): at
+    100,000 rules one set of members is held, not two equal ones. The view never changes a
+    set anyone else holds (nra.kernel.rule_set.RuleBook copies it first)."""
     wanted: dict[int, list[AbstractSet[int]]] = {}
     for shape, members in rules.groups():
         if _wanted_template(shape.rule, policy, (4, 6)):
@@ -85,8 +124,9 @@ def shared_desired(desired: DesiredRules, rules: RuleSet, policy: RoutingPolicy)
     adopted = dict(desired)
     for family, found in wanted.items():
         mine = desired.get(family)
-        if len(found) == 1 and mine is not None and found[0] is not mine and found[0] == mine:
-            adopted[family] = found[0]
+        if len(found) == 1 and mine is not None and (found[0] is not mine.base or mine.added or mine.removed) \
+                and len(found[0]) == len(mine) and not mine.missing_from(found[0]):
+            adopted[family] = Members(found[0])
     return adopted
 
 
@@ -114,14 +154,15 @@ def rule_set_diff(steps: PlanSteps, rules: RuleSet, desired: DesiredRules, polic
             kept: AbstractSet[int] = members
             seen[family] = members
         else:  # a second template with the same key (attributes the key ignores): one copy stays
-            copies = members & before & desired.get(family, frozenset())
+            want = desired.get(family, NO_MEMBERS)
+            copies = {m for m in members & before if m in want}
             steps.rule_deletes += [DeleteRule(shape.decode(m), reason="duplicate") for m in sorted(copies)]
             kept = members - copies
             seen[family] = before | kept
-        going += map(shape.decode, sorted(kept - desired.get(family, frozenset())))
+        going += map(shape.decode, sorted(desired.get(family, NO_MEMBERS).unwanted_in(kept)))
     for rule in rules.duplicate_rules():  # (second copies a full read found)
         if _wanted_template(replace(rule, src=None), policy, families) and \
-                member_of(rule.src) in desired.get(rule.family, ()):
+                member_of(rule.src) in desired.get(rule.family, NO_MEMBERS):
             steps.rule_deletes.append(DeleteRule(rule, reason="duplicate"))
         else:
             going.append(rule)
@@ -132,7 +173,7 @@ def rule_set_diff(steps: PlanSteps, rules: RuleSet, desired: DesiredRules, polic
         for rule in rules.loose:
             if rule.family in families and rule.identity == rule_key(
                     rule.family, rule.src, policy.priority, policy.table, policy.fwmark, policy.effective_fwmask) \
-                    and member_of(rule.src) in desired.get(rule.family, ()):
+                    and member_of(rule.src) in desired.get(rule.family, NO_MEMBERS):
                 loose.setdefault(rule.family, set())
                 if member_of(rule.src) in loose[rule.family] or member_of(rule.src) in seen.get(rule.family, ()):
                     steps.rule_deletes.append(DeleteRule(rule, reason="duplicate"))
@@ -142,7 +183,8 @@ def rule_set_diff(steps: PlanSteps, rules: RuleSet, desired: DesiredRules, polic
         seen = {f: set(seen.get(f, ())) | loose.get(f, set()) for f in (4, 6)}
     missing: list[IPNetwork] = []
     for family in sorted(families):
-        missing += (prefix_of(family, m) for m in desired.get(family, frozenset()) - seen.get(family, frozenset()))
+        missing += (prefix_of(family, m) for m in desired.get(family, NO_MEMBERS).missing_from(
+            seen.get(family, frozenset())))
     return missing
 
 
