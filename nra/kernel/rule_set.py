@@ -14,14 +14,15 @@ ints (~7 MiB). docs/performance.md, "Rules mode within issue 19's RSS".
 
 `RuleBook` is the mutable view (a full read builds one; the kept view, nra.kernel.rules,
 changes it with each notification); `RuleSet` is one read of it, what KernelState.rules
-holds: it shares the book's sets, and the book copies a set before it changes one that
-anyone else still holds (copy on write: a read, or a plan's desired members, never sees a
-later notification; unshared, a change of one rule at 100,000 copies nothing).
+holds: it shares the book's base sets, which the book no longer changes once shared (later
+notifications go to a few members added and removed beside them: Members), so a read
+never sees a later notification, a change of one rule at 100,000 copies nothing, and the
+planner's desired members (the same overlay over the same base, once the kernel holds
+them) are compared over the few.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -34,7 +35,7 @@ from nra.kernel.model import NRA_PROTOCOL, KernelRule
 #: what a template's rules are to nra
 OURS, LEFTOVER, FOREIGN = "ours", "leftover", "foreign"
 _SRC_LEN = 2  # fib_rule_hdr: family, dst_len, src_len, ...
-_BOOK_REFS = 3  # references to a set only the book holds, as RuleBook._members counts them
+_COMPACT_MIN = 1024  # changes a group keeps apart from its base before making a new one
 _SRC_HEADER = NLA_HDR.pack(NLA_HDR.size + 4, FRA_SRC), NLA_HDR.pack(NLA_HDR.size + 16, FRA_SRC)
 
 
@@ -49,6 +50,109 @@ def member_of(src: IPNetwork | None) -> int:
 def prefix_of(family: int, member: int) -> IPNetwork:
     """The source a member stands for (member_of's inverse; 0 is 0.0.0.0/0 or ::/0)."""
     return (IPv4Network if family == 4 else IPv6Network)((member >> 8, member & 0xFF))
+
+
+@dataclass(frozen=True, eq=False)
+class Members:
+    """A set of members as `base` with `added` and without `removed` (`removed` within
+    `base`, `added` outside it). The kernel view's rules and the planner's desired ones are
+    both such overlays: after a change of a few rules at 100,000 they share one base set
+    and differ by a few members, so neither side copies 100,000 and their diff is set
+    operations over the few (a base is never changed once shared)."""
+
+    base: AbstractSet[int]
+    added: AbstractSet[int] = frozenset()
+    removed: AbstractSet[int] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.base) - len(self.removed) + len(self.added)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __contains__(self, member: object) -> bool:
+        return member in self.added or (member in self.base and member not in self.removed)
+
+    def __iter__(self) -> Iterator[int]:
+        removed = self.removed
+        yield from (m for m in self.base if m not in removed) if removed else self.base
+        yield from self.added
+
+    def plain(self) -> AbstractSet[int]:
+        """As one set (the base itself when nothing is added or removed; else a copy)."""
+        if not self.added and not self.removed:
+            return self.base
+        return (set(self.base) - self.removed) | self.added
+
+    def missing_from(self, kernel: AbstractSet[int] | Members) -> set[int]:
+        """The members `kernel` lacks (over a shared base: from the few added and removed)."""
+        if isinstance(kernel, Members):
+            if kernel.base is self.base:
+                return (set(self.added) - kernel.added) | (set(kernel.removed) - self.removed)
+            kernel = kernel.plain()
+        if kernel is self.base:
+            return set(self.added)
+        return (self.added - kernel) | ((self.base - kernel) - self.removed)
+
+    def unwanted_in(self, kernel: AbstractSet[int] | Members) -> set[int]:
+        """The members of `kernel` this does not hold."""
+        if isinstance(kernel, Members):
+            if kernel.base is self.base:
+                return (set(kernel.added) - self.added) | (set(self.removed) - kernel.removed)
+            kernel = kernel.plain()
+        if kernel is self.base:
+            return set(self.removed)
+        return ((kernel - self.base) - self.added) | (kernel & self.removed)
+
+    def changed(self, gone: AbstractSet[int], came: AbstractSet[int]) -> Members:
+        """These members without `gone` and with `came`, over the same base."""
+        base = self.base
+        return Members(base, frozenset((set(self.added) | (came - base)) - gone),
+                       frozenset((set(self.removed) | (gone & base)) - came))
+
+
+NO_MEMBERS = Members(frozenset())
+
+
+class _Group:
+    """One template's members in a RuleBook: a base set, changed in place until a RuleSet
+    shares it (`shared`), then through `adds` and `removes`."""
+
+    __slots__ = ("base", "adds", "removes", "shared")
+
+    def __init__(self) -> None:
+        self.base: set[int] = set()
+        self.adds: set[int] = set()
+        self.removes: set[int] = set()
+        self.shared = False
+
+    def __contains__(self, member: int) -> bool:
+        return member in self.adds or (member in self.base and member not in self.removes)
+
+    def add(self, member: int) -> None:
+        if not self.shared:
+            self.base.add(member)
+        elif member in self.removes:
+            self.removes.discard(member)
+        elif member not in self.base:
+            self.adds.add(member)
+
+    def discard(self, member: int) -> None:
+        if not self.shared:
+            self.base.discard(member)
+        elif member in self.adds:
+            self.adds.discard(member)
+        elif member in self.base:
+            self.removes.add(member)
+
+    def members(self) -> Members:
+        """As of now (shared from here on). Changes past an eighth of the base make a new base
+        (one copy, after a large change) rather than a long list of them."""
+        if len(self.adds) + len(self.removes) > max(_COMPACT_MIN, len(self.base) >> 3):
+            self.base = (self.base - self.removes) | self.adds
+            self.adds, self.removes = set(), set()
+        self.shared = True
+        return Members(self.base, frozenset(self.adds), frozenset(self.removes))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -102,7 +206,7 @@ class RuleSet:
 
     __slots__ = ("_groups", "_shapes", "duplicates", "loose")
 
-    def __init__(self, groups: Mapping[bytes, AbstractSet[int]] = {}, shapes: Mapping[bytes, Shape] = {},
+    def __init__(self, groups: Mapping[bytes, Members] = {}, shapes: Mapping[bytes, Shape] = {},
                  duplicates: tuple[bytes, ...] = (), loose: tuple[KernelRule, ...] = ()):
         self._groups = groups
         self._shapes = shapes
@@ -115,8 +219,8 @@ class RuleSet:
         """`rules` as a RuleSet (a tuple of decoded rules: each a loose one)."""
         return rules if isinstance(rules, RuleSet) else cls(loose=tuple(rules))
 
-    def groups(self) -> Iterator[tuple[Shape, AbstractSet[int]]]:
-        """Each template's shape and its members (read only: shared with the view)."""
+    def groups(self) -> Iterator[tuple[Shape, Members]]:
+        """Each template's shape and its members."""
         for template, members in self._groups.items():
             if members:
                 yield self._shapes[template], members
@@ -172,7 +276,7 @@ class RuleBook:
         self.table = table
         self.also = also
         self._shapes: dict[bytes, Shape] = {}
-        self._groups: dict[bytes, set[int]] = {}
+        self._groups: dict[bytes, _Group] = {}
         self._duplicates: list[bytes] = []
         self._leftovers: dict[bytes, KernelRule] = {}
         self._snapshot: tuple[RuleSet, tuple[KernelRule, ...]] | None = None
@@ -211,16 +315,11 @@ class RuleBook:
             return body[_SRC_LEN]
         return int.from_bytes(body[shape.at:shape.at + shape.size], "big") << 8 | body[_SRC_LEN]
 
-    def _members(self, template: bytes) -> set[int]:
-        """The template's set, to be changed: a copy when anyone but the book holds it (a
-        RuleSet of a read, a plan's desired members: they keep the old one). The book's own
-        references are its dict's and this frame's (and getrefcount's argument)."""
-        members = self._groups.get(template)
-        if members is None:
-            members = self._groups[template] = set()
-        elif sys.getrefcount(members) > _BOOK_REFS:
-            members = self._groups[template] = set(members)  # (100,000 ints: ~2 ms)
-        return members
+    def _group(self, template: bytes) -> _Group:
+        group = self._groups.get(template)
+        if group is None:
+            group = self._groups[template] = _Group()
+        return group
 
     def add(self, body: bytes, dumped: bool = False) -> tuple[Shape, int] | None:
         """One rule the kernel has (`dumped`: listed by a full read, where a second copy is a
@@ -232,10 +331,10 @@ class RuleBook:
         if shape.kind == LEFTOVER:
             self._leftovers[body] = decode_rule(body)
         else:
-            members = self._members(shape.template)
-            if dumped and member in members:
+            group = self._group(shape.template)
+            if dumped and member in group:
                 self._duplicates.append(body)
-            members.add(member)
+            group.add(member)
         return shape, member
 
     def discard(self, body: bytes) -> tuple[Shape, int] | None:
@@ -248,29 +347,28 @@ class RuleBook:
             self._leftovers.pop(body, None)
         elif body in self._duplicates:
             self._duplicates.remove(body)
-        elif member in self._groups.get(shape.template, ()):
-            self._members(shape.template).discard(member)
+        elif shape.template in self._groups:
+            self._groups[shape.template].discard(member)
         return shape, member
 
     def snapshot(self) -> tuple[RuleSet, tuple[KernelRule, ...]]:
         """(the rules, nra's leftovers elsewhere) as of now; built again only after a change."""
         if self._snapshot is None:
-            for template in [t for t, m in self._groups.items() if not m]:
-                del self._groups[template]  # (an emptied group: its template may go too)
-            shapes = {t: self._shapes[t] for t in self._groups}
-            self._snapshot = (RuleSet(dict(self._groups), shapes, tuple(self._duplicates)),
-                              tuple(self._leftovers.values()))
+            groups = {t: g.members() for t, g in self._groups.items()}
+            shapes = {t: self._shapes[t] for t in groups}
+            self._snapshot = (RuleSet(groups, shapes, tuple(self._duplicates)), tuple(self._leftovers.values()))
         return self._snapshot
 
     def merge(self, other: RuleBook) -> None:
         """`other`'s rules added to this book's (a dump of another family: no rule in common)."""
         self._snapshot = None
         self._shapes.update(other._shapes)
-        for template, members in other._groups.items():
+        for template, group in other._groups.items():
             if template in self._groups:
-                self._members(template).update(members)
+                for member in group.members():
+                    self._groups[template].add(member)
             else:
-                self._groups[template] = members  # (taken: `other` is done with)
+                self._groups[template] = group  # (taken: `other` is done with)
         self._duplicates += other._duplicates
         self._leftovers.update(other._leftovers)
 

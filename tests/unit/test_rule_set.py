@@ -4,7 +4,6 @@ the rules return path's diff over members plans what the diff over decoded rules
 
 from __future__ import annotations
 
-import gc
 import random
 import socket
 import struct
@@ -28,9 +27,9 @@ from nra.kernel.codec import (
     decode_rule,
 )
 from nra.kernel.model import NRA_PROTOCOL, rule_key
-from nra.kernel.rule_set import FOREIGN, LEFTOVER, OURS, RuleBook, RuleSet, member_of, prefix_of
+from nra.kernel.rule_set import FOREIGN, LEFTOVER, OURS, Members, RuleBook, RuleSet, member_of, prefix_of
 from nra.plan.planner import PlanSteps, RoutingPolicy, rule_diff
-from nra.plan.return_path.rules import Members, desired_rules, rule_set_diff, shared_desired, updated_rules
+from nra.plan.return_path.rules import desired_rules, rule_set_diff, shared_desired, updated_rules
 
 POLICY = RoutingPolicy(table=20, priority=20, destinations=(ip_network("0.0.0.0/0"), ip_network("::/0")))
 
@@ -113,29 +112,38 @@ def test_owners_leftovers_and_anyone_elses_rules():
     assert book.snapshot()[1] == ()
 
 
-def test_a_set_is_copied_only_while_someone_else_holds_it():
+def test_a_read_never_sees_a_later_change_and_a_change_copies_no_base():
     book = RuleBook(20)
-    book.add(body("192.0.2.0/24"), dumped=True)
+    nets = [f"100.64.0.{i * 4}/30" for i in range(50)]
+    for net in nets:
+        book.add(body(net), dumped=True)
     held, _ = book.snapshot()
-    book.add(body("198.51.100.0/24"))  # a read holds the set: it keeps the old one
-    assert [str(r.src) for r in held] == ["192.0.2.0/24"]
+    [(_, first)] = held.groups()
+    book.add(body("198.51.100.0/24"))
+    book.discard(body(nets[0]))
+    assert sorted(str(r.src) for r in held) == sorted(nets)  # the read as it was
     now, _ = book.snapshot()
-    assert sorted(str(r.src) for r in now) == ["192.0.2.0/24", "198.51.100.0/24"]
     [(_, members)] = now.groups()
-    del held, now
-    gc.collect()
-    book.discard(body("192.0.2.0/24"))  # only the book holds it (and `members`, here: copied)
+    assert members.base is first.base and len(first.base) == 50  # one base, two changes beside it
+    assert set(members) == {member_of(ip_network(n)) for n in nets[1:] + ["198.51.100.0/24"]}
+    assert sorted(str(r.src) for r in now) == sorted(nets[1:] + ["198.51.100.0/24"])
+    book.add(body(nets[0]))
+    book.discard(body("198.51.100.0/24"))  # undone: nothing beside the base
+    [(_, back)] = book.snapshot()[0].groups()
+    assert back.base is first.base and not back.added and not back.removed
+
+
+def test_many_changes_make_a_new_base():
+    book = RuleBook(20)
+    nets = [f"100.64.{i >> 6}.{(i & 63) * 4}/30" for i in range(4096)]
+    for net in nets:
+        book.add(body(net), dumped=True)
+    [(_, first)] = book.snapshot()[0].groups()
+    for net in nets[::2]:
+        book.discard(body(net))
     [(_, after)] = book.snapshot()[0].groups()
-    assert after is not members and len(members) == 2
-    del members, after
-    book._snapshot = None  # (what a change does first)
-    [(_, before)] = RuleSet(dict(book._groups), dict(book._shapes)).groups()
-    ident = id(before)
-    del before
-    gc.collect()
-    book.add(body("203.0.113.0/24"))  # nobody else: changed in place
-    [(_, members)] = book.snapshot()[0].groups()
-    assert id(members) == ident and len(members) == 2
+    assert after.base is not first.base and not after.added and not after.removed and len(after) == 2048
+    assert len(first) == 4096
 
 
 def test_duplicates_a_full_read_finds_go_first():
@@ -211,7 +219,7 @@ def test_the_diff_over_members_plans_what_the_diff_over_decoded_rules_plans():
         assert sorted((op.command(), op.reason) for op in loose.rule_deletes) == shown
 
 
-def test_the_desired_members_share_the_views_equal_set_and_a_change_copies_none():
+def test_the_desired_members_share_the_views_base_and_a_change_copies_none():
     book = RuleBook(20)
     nets = [ip_network(f"100.64.0.{i * 4}/30") for i in range(50)]
     for net in nets:
@@ -220,22 +228,20 @@ def test_the_desired_members_share_the_views_equal_set_and_a_change_copies_none(
     desired = desired_rules(Intent(frozenset(), frozenset(nets)))
     shared = shared_desired(desired, rules, POLICY)
     [(_, members)] = rules.groups()
-    assert shared[4].base is members and shared[6] is desired[6]
+    assert shared[4] is members and shared[6] is desired[6]
     new = ip_network("198.18.0.0/30")
     more = updated_rules(shared, frozenset(nets), frozenset(nets[1:] + [new]))
-    assert more[4].base is members and len(members) == 50 and len(more[4]) == 50  # (nothing copied)
+    assert more[4].base is members.base and len(members) == 50 and len(more[4]) == 50  # (nothing copied)
     assert member_of(new) in more[4] and member_of(nets[0]) not in more[4]
     assert set(more[4]) == {member_of(n) for n in nets[1:] + [new]}
     assert more[4].missing_from(members) == {member_of(new)} and more[4].unwanted_in(members) == {member_of(nets[0])}
-    book.add(body(str(new)))  # the planner holds the view's set: the view copies it
+    book.add(body(str(new)))  # the kernel's echo: beside the same base
     book.discard(body(str(nets[0])))
-    assert len(members) == 50 and member_of(new) not in members
     again, _ = book.snapshot()
     [(_, now)] = again.groups()
-    assert now is not members and not more[4].missing_from(now) and not more[4].unwanted_in(now)
-    adopted = shared_desired(more, again, POLICY)
-    assert adopted[4].base is now and not adopted[4].added and not adopted[4].removed
-    assert updated_rules(adopted, frozenset(nets[1:] + [new]), frozenset(nets[1:] + [new]))[4] is adopted[4]
+    assert now.base is members.base and not more[4].missing_from(now) and not more[4].unwanted_in(now)
+    assert shared_desired(more, again, POLICY)[4] is more[4]  # (already over the same base)
+    assert updated_rules(more, frozenset(nets[1:] + [new]), frozenset(nets[1:] + [new]))[4] is more[4]
     other = shared_desired(desired, RuleSet.of(decode_rule(body(str(n))) for n in nets), POLICY)
     assert other == desired  # loose rules: nothing shared
 

@@ -13,8 +13,8 @@ group is not programmed yet). Uplink tables no group uses any more are emptied.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import AbstractSet, Any, Iterator, Mapping
+from dataclasses import replace
+from typing import AbstractSet, Any, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork
 from nra.config.uplinks import NodeFacts, build_model, merge_peers
@@ -36,50 +36,8 @@ from nra.plan.planner import (
     leftovers,
     table_routes,
 )
-from nra.kernel.rule_set import RuleSet, member_of, prefix_of
+from nra.kernel.rule_set import NO_MEMBERS, Members, RuleSet, member_of, prefix_of
 from nra.plan.return_path.base import Counts, counts_after
-
-@dataclass(frozen=True, eq=False)
-class Members:
-    """One family's desired members (nra.kernel.rule_set.member_of: a source as one int):
-    `base` with `added` and without `removed`. A change of a few prefixes at 100,000 makes a
-    new Members over the same base (no copy of 100,000), and once the kernel holds them the
-    kernel view's equal set becomes the base (shared_desired: one set held, not two).
-    Invariants: `removed` is within `base`, `added` is not."""
-
-    base: AbstractSet[int]
-    added: frozenset[int] = frozenset()
-    removed: frozenset[int] = frozenset()
-
-    def __len__(self) -> int:
-        return len(self.base) - len(self.removed) + len(self.added)
-
-    def __contains__(self, member: object) -> bool:
-        return member in self.added or (member in self.base and member not in self.removed)
-
-    def __iter__(self) -> Iterator[int]:
-        yield from (m for m in self.base if m not in self.removed)
-        yield from self.added
-
-    def missing_from(self, kernel: AbstractSet[int]) -> set[int]:
-        """The members `kernel` lacks (set operations at C speed; a few when it is the base)."""
-        if kernel is self.base:
-            return set(self.added)
-        return (self.added - kernel) | ((self.base - kernel) - self.removed)
-
-    def unwanted_in(self, kernel: AbstractSet[int]) -> set[int]:
-        """The members of `kernel` not desired."""
-        if kernel is self.base:
-            return set(self.removed)
-        return ((kernel - self.base) - self.added) | (kernel & self.removed)
-
-    def changed(self, gone: AbstractSet[int], came: AbstractSet[int]) -> Members:
-        base = self.base
-        return Members(base, frozenset((self.added | (came - base)) - gone),
-                       frozenset((self.removed | (gone & base)) - came))
-
-
-NO_MEMBERS = Members(frozenset())
 
 #: the desired rules' members, by family
 DesiredRules = Mapping[int, Members]
@@ -115,7 +73,7 @@ def shared_desired(desired: DesiredRules, rules: RuleSet, policy: RoutingPolicy)
     (the one template of the policy's shape holding exactly the desired members): at
     100,000 rules one set of members is held, not two equal ones. The view never changes a
     set anyone else holds (nra.kernel.rule_set.RuleBook copies it first)."""
-    wanted: dict[int, list[AbstractSet[int]]] = {}
+    wanted: dict[int, list[Members]] = {}
     for shape, members in rules.groups():
         if _wanted_template(shape.rule, policy, (4, 6)):
             wanted.setdefault(shape.rule.family, []).append(members)
@@ -124,9 +82,9 @@ def shared_desired(desired: DesiredRules, rules: RuleSet, policy: RoutingPolicy)
     adopted = dict(desired)
     for family, found in wanted.items():
         mine = desired.get(family)
-        if len(found) == 1 and mine is not None and (found[0] is not mine.base or mine.added or mine.removed) \
+        if len(found) == 1 and mine is not None and found[0].base is not mine.base \
                 and len(found[0]) == len(mine) and not mine.missing_from(found[0]):
-            adopted[family] = Members(found[0])
+            adopted[family] = found[0]  # (equal: the view's overlay, over its base)
     return adopted
 
 
@@ -142,7 +100,7 @@ def rule_set_diff(steps: PlanSteps, rules: RuleSet, desired: DesiredRules, polic
     the desired ones, as set operations over ints (no rule decoded but those that go); every
     rule of any other template goes, with its imposter reason. Returns the prefixes of the
     desired members the kernel lacks."""
-    seen: dict[int, AbstractSet[int]] = {}
+    seen: dict[int, AbstractSet[int] | Members] = {}
     going: list[KernelRule] = []
     for shape, members in sorted(rules.groups(), key=lambda g: g[0].template):
         family = shape.rule.family
@@ -151,14 +109,15 @@ def rule_set_diff(steps: PlanSteps, rules: RuleSet, desired: DesiredRules, polic
             continue
         before = seen.get(family)
         if before is None:  # (the one template of the family: no copy of 100,000 members)
-            kept: AbstractSet[int] = members
+            kept: AbstractSet[int] | Members = members
             seen[family] = members
         else:  # a second template with the same key (attributes the key ignores): one copy stays
             want = desired.get(family, NO_MEMBERS)
-            copies = {m for m in members & before if m in want}
+            plain, seen_plain = members.plain(), set(before)
+            copies = {m for m in plain & seen_plain if m in want}
             steps.rule_deletes += [DeleteRule(shape.decode(m), reason="duplicate") for m in sorted(copies)]
-            kept = members - copies
-            seen[family] = before | kept
+            kept = plain - copies
+            seen[family] = seen_plain | kept
         going += map(shape.decode, sorted(desired.get(family, NO_MEMBERS).unwanted_in(kept)))
     for rule in rules.duplicate_rules():  # (second copies a full read found)
         if _wanted_template(replace(rule, src=None), policy, families) and \
