@@ -2,7 +2,10 @@
 the BGP peers, and one `ip rule from <prefix> lookup <table>` per LB prefix. Pure.
 
 Its plan is the planner's steps on that one table: the route per family (table_routes),
-the rule diff against one rule per prefix (rule_diff), in the planner's order.
+the rule diff against one rule per prefix (rule_set_diff: the kernel's rules as templates
+and members, nra.kernel.rule_set, against the desired members, one int per prefix; the
+planner's rule_diff over decoded rules is the reference it is tested against), in the
+planner's order.
 
 Uplink groups (nra.config.uplinks, docs/uplinks.md): when pools are announced to different
 sets of peers, each set's pools get their own table of UPLINK_TABLES, planned with the same
