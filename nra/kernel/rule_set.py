@@ -6,7 +6,8 @@ length zeroed (one bytes object shared by every rule of that shape), and its *me
 source as one int (address << 8 | length; 0 for `from all`). A rule is decoded
 (nra.kernel.codec.decode_rule) only when something asks for it: a rule that goes (its
 exact bytes are the template with the member put back), anyone else's rule, a leftover,
-/status; the planner compares members, at C speed, against the desired ones.
+a listing (conntrack mode's few rules, tests); the planner compares members, at C speed,
+against the desired ones.
 
 Held as decoded KernelRules, 100,000 rules took ~50 MiB (the message bytes, a KernelRule and
 an IPv4Network each, their keys and three dicts); as members of a template, one set of
