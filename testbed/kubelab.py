@@ -409,7 +409,7 @@ class KubeParts:
                    if not p.exists()]
         if missing or subprocess.run(["id", "frr"], capture_output=True).returncode != 0:
             raise KubeLabError(f"FRR for MetalLB's speaker in FRR mode: missing {', '.join(missing) or 'the frr user'} "
-                               "(Debian's frr package; scripts/setup installs it)")
+                               "(Debian's frr and frr-pythontools packages; scripts/setup installs them)")
         self.frr_etc_before = host_frr_state()
         frr = self.frr_dir = Path(tempfile.mkdtemp(prefix="nrafrr-"))
         (frr / "zebra.conf").write_text(f"hostname {self.node_name}\n")
