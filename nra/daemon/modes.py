@@ -14,6 +14,7 @@ from nra.config.intent import Intent
 from nra.config.uplinks import uplink_report
 from nra.daemon.desired import first_configuration
 from nra.daemon.host import check_multipath_use_neigh
+from nra.daemon.threads import default_executor
 from nra.daemon.wiring import prefetch_kernel, reconciler
 from nra.kernel import datapath
 from nra.kernel.protocol import KERNEL_ERRORS
@@ -36,6 +37,7 @@ def make_source(settings: Settings) -> Source:
 
 
 async def run(settings: Settings, command: str = "run", output: str = "text") -> int:
+    asyncio.get_running_loop().set_default_executor(default_executor())  # (its threads named)
     if settings.cleanandexit:
         return await clean_and_exit(settings)
     one_off = command == "plan" or settings.oneshot

@@ -27,6 +27,8 @@ NFT_CTX_DEFAULT = 0
 NFT_CTX_OUTPUT_HANDLE = 1 << 3
 NFT_CTX_OUTPUT_JSON = 1 << 4
 LIBRARY_NAMES = ("libnftables.so.1", "libnftables.so")
+#: its thread's name for the kernel (Python's names it by namespace)
+THREAD_NAME = "libnftables"
 
 
 class NftError(RuntimeError):
@@ -74,6 +76,11 @@ class Nft:
             raise self._error
 
     def _serve(self) -> None:
+        try:  # named for the kernel too (top -H, ps -L; nra.daemon.threads says why)
+            with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+                comm.write(THREAD_NAME)
+        except OSError:
+            pass
         try:
             enter_netns(self.netns)
             lib = load_library()
