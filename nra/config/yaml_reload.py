@@ -31,6 +31,7 @@ from nra.config.yaml_loader import (
 _ITEM = re.compile(r"( *)- ([0-9A-Za-z][0-9A-Za-z.:/%_-]*)")
 # line breaks that YAML counts and str.split("\n") does not: a text with one is parsed whole
 _OTHER_BREAKS = ("\r", "\x85", "\u2028", "\u2029", "\ufeff")
+_MISSING = object()
 
 
 class YamlReloader:
@@ -48,12 +49,15 @@ class YamlReloader:
         #: removed, the items added), the lists those of the last and new documents; None
         #: when the text was parsed whole (metallb.PoolEntries re-parses only these items)
         self.patch: tuple[list, list, list, list] | None = None
+        #: item line -> its value, for the lines the last patch removed
+        self._removed: dict[str, Any] = {}
 
     def load(self, text: str) -> list[Any]:
         check_size(text)
         self.patch = None
         scanned = self._patch(text)
         if scanned is None:
+            self._removed = {}
             # where the lists are is recorded from the second text on (or the first, see
             # record_first): a text read once (ONESHOT) does not pay for it
             record = (self._text is not None or self.record_first) and not any(b in text for b in _OTHER_BREAKS)
@@ -74,14 +78,24 @@ class YamlReloader:
         seq = _sequence_at(last.sequences, first_line, len(old_lines))
         if seq is None:
             return None
+        at = first_line - seq.first_line
+        # the old items by their lines: a line that stays (or comes back after the last patch
+        # removed it) keeps its item, the very object (metallb's entry memo holds the first
+        # read's strings as keys: new equal strings were a second copy, 6 MB at 100,000)
+        known = dict(zip(old_lines, seq.items[at:at + len(old_lines)]))
+        removed_before, missing = self._removed, _MISSING
         values = []
         for line in new_lines:
             match = _ITEM.fullmatch(line)
             if match is None or len(match.group(1)) != seq.indent or line.endswith(":"):
                 return None
-            built, value = plain_scalar_value(match.group(2))  # as the full scan would build it
-            if not built:
-                return None
+            value = known.pop(line, missing)
+            if value is missing:
+                value = removed_before.get(line, missing)
+            if value is missing:
+                built, value = plain_scalar_value(match.group(2))  # as the full scan would build it
+                if not built:
+                    return None
             values.append(value)
         count = seq.count - len(old_lines) + len(values)
         nodes = last.nodes - len(old_lines) + len(values)
@@ -91,7 +105,6 @@ class YamlReloader:
             raise InputTooLarge(f"nodes: more than {MAX_NODES:,} YAML nodes")
         if _follow(last.docs, seq.path) is not seq.items:  # e.g. a duplicate key replaced it
             return None
-        at = first_line - seq.first_line
         items = seq.items[:at] + values + seq.items[at + len(old_lines):]
         docs = _replaced(last.docs, seq.path, items)
         shift = len(values) - len(old_lines)
@@ -103,6 +116,9 @@ class YamlReloader:
                 other = ItemLines(other.path, other.items, other.indent, other.first_line + shift, other.count)
             sequences.append(other)
         self.patch = (seq.items, items, seq.items[at:at + len(old_lines)], values)
+        # what is left of `known` was removed: kept for the next patch only (an edit undone),
+        # copied so that its table is the size of what is left
+        self._removed = dict(known) if known else {}
         return Scanned(docs, nodes, sequences)
 
 
