@@ -74,8 +74,8 @@ class YamlReloader:
         start, old_end, new_end = _changed_lines(old, new)
         first_line = old.count("\n", 0, start)
         # (the regions' lines are not split into strings: at 100,000 items a delete of half
-        # made 150,000 of them, 10 MB of small objects at once, and the allocator's arenas
-        # they grew stayed in the RSS)
+        # or its undo made 150,000 of them, ~10 MB of small objects at once, and the
+        # allocator's arenas they grew stayed in the RSS)
         old_count = _line_count(old, start, old_end)
         seq = _sequence_at(last.sequences, first_line, old_count)
         if seq is None:

@@ -15,8 +15,8 @@ Pure: the socket is the caller's.
 from __future__ import annotations
 
 import struct
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from nra.kernel.codec import (
@@ -142,7 +142,7 @@ def interval_elements(low: int, high: int, width: int) -> list[bytes]:
 class IntervalElements:
     """A set's elements for these intervals (and the floor first, if given), encoded as a
     batch takes them, ELEMENTS_PER_MESSAGE at a time: not all at once (a rebuild at 100,000
-    prefixes made 200,000 small bytes objects together, ~13 MB, and a delete of half
+    prefixes made 200,000 small bytes objects together, ~10 MB, and a delete of half
     100,000; the allocator's arenas they grew outlived them in the RSS). Iterable again."""
 
     __slots__ = ("intervals", "width", "floor")
