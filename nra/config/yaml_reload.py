@@ -31,6 +31,7 @@ from nra.config.yaml_loader import (
 _ITEM = re.compile(r"( *)- ([0-9A-Za-z][0-9A-Za-z.:/%_-]*)")
 # line breaks that YAML counts and str.split("\n") does not: a text with one is parsed whole
 _OTHER_BREAKS = ("\r", "\x85", "\u2028", "\u2029", "\ufeff")
+_MISSING = object()
 
 
 class YamlReloader:
@@ -48,12 +49,15 @@ class YamlReloader:
         #: removed, the items added), the lists those of the last and new documents; None
         #: when the text was parsed whole (metallb.PoolEntries re-parses only these items)
         self.patch: tuple[list, list, list, list] | None = None
+        #: item line -> its value, for the lines the last patch removed
+        self._removed: dict[str, Any] = {}
 
     def load(self, text: str) -> list[Any]:
         check_size(text)
         self.patch = None
         scanned = self._patch(text)
         if scanned is None:
+            self._removed = {}
             # where the lists are is recorded from the second text on (or the first, see
             # record_first): a text read once (ONESHOT) does not pay for it
             record = (self._text is not None or self.record_first) and not any(b in text for b in _OTHER_BREAKS)
@@ -69,32 +73,53 @@ class YamlReloader:
             return None
         start, old_end, new_end = _changed_lines(old, new)
         first_line = old.count("\n", 0, start)
-        old_lines = _lines(old[start:old_end])
-        new_lines = _lines(new[start:new_end])
-        seq = _sequence_at(last.sequences, first_line, len(old_lines))
+        # (the regions' lines are not split into strings: at 100,000 items a delete of half
+        # or its undo made 150,000 of them, ~10 MB of small objects at once, and the
+        # allocator's arenas they grew stayed in the RSS)
+        old_count = _line_count(old, start, old_end)
+        seq = _sequence_at(last.sequences, first_line, old_count)
         if seq is None:
             return None
+        at = first_line - seq.first_line
+        # the old items by value: a new item of the same text keeps the old item, the very
+        # object, as does one the last patch removed (an edit undone); metallb's entry memo
+        # holds the first read's strings as keys, and new equal strings were a second copy
+        # (6 MB at 100,000). Only strings with a "/" are taken so: whatever else such a plain
+        # scalar holds it is that string (yaml_loader's rule), so the old item is its value.
+        known = {item: item for item in seq.items[at:at + old_count] if type(item) is str}
+        removed_before, missing = self._removed, _MISSING
         values = []
-        for line in new_lines:
-            match = _ITEM.fullmatch(line)
-            if match is None or len(match.group(1)) != seq.indent or line.endswith(":"):
+        pos = start
+        while pos < new_end:
+            eol = new.find("\n", pos, new_end)
+            if eol < 0:
+                eol = new_end
+            match = _ITEM.fullmatch(new, pos, eol)
+            if match is None or match.end(1) - pos != seq.indent or new[eol - 1] == ":":
                 return None
-            built, value = plain_scalar_value(match.group(2))  # as the full scan would build it
-            if not built:
-                return None
+            pos = eol + 1
+            scalar = match.group(2)
+            value = missing
+            if "/" in scalar:
+                value = known.pop(scalar, missing)
+                if value is missing:
+                    value = removed_before.get(scalar, missing)
+            if value is missing:
+                built, value = plain_scalar_value(scalar)  # as the full scan would build it
+                if not built:
+                    return None
             values.append(value)
-        count = seq.count - len(old_lines) + len(values)
-        nodes = last.nodes - len(old_lines) + len(values)
+        count = seq.count - old_count + len(values)
+        nodes = last.nodes - old_count + len(values)
         if count < 1:  # an emptied `key:` is null, not []: parse it
             return None
         if nodes > MAX_NODES:
             raise InputTooLarge(f"nodes: more than {MAX_NODES:,} YAML nodes")
         if _follow(last.docs, seq.path) is not seq.items:  # e.g. a duplicate key replaced it
             return None
-        at = first_line - seq.first_line
-        items = seq.items[:at] + values + seq.items[at + len(old_lines):]
+        items = seq.items[:at] + values + seq.items[at + old_count:]
         docs = _replaced(last.docs, seq.path, items)
-        shift = len(values) - len(old_lines)
+        shift = len(values) - old_count
         sequences = []
         for other in last.sequences:
             if other is seq:
@@ -102,7 +127,10 @@ class YamlReloader:
             elif other.first_line > seq.first_line:
                 other = ItemLines(other.path, other.items, other.indent, other.first_line + shift, other.count)
             sequences.append(other)
-        self.patch = (seq.items, items, seq.items[at:at + len(old_lines)], values)
+        self.patch = (seq.items, items, seq.items[at:at + old_count], values)
+        # what is left of `known` was removed: kept for the next patch only (an edit undone),
+        # copied so that its table is the size of what is left
+        self._removed = dict(known) if known else {}
         return Scanned(docs, nodes, sequences)
 
 
@@ -152,11 +180,11 @@ def _common_length(old: str, new: str, limit: int, from_end: bool) -> int:
     return low
 
 
-def _lines(region: str) -> list[str]:
-    if not region:
-        return []
-    lines = region.split("\n")
-    return lines[:-1] if region.endswith("\n") else lines
+def _line_count(text: str, start: int, end: int) -> int:
+    """How many lines text[start:end] holds (a last one without its line break counts)."""
+    if end <= start:
+        return 0
+    return text.count("\n", start, end) + (text[end - 1] != "\n")
 
 
 def _sequence_at(sequences: list[ItemLines], line: int, count: int) -> ItemLines | None:

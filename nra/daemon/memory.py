@@ -7,8 +7,12 @@ heap. `malloc_trim(0)` returns the free pages to the kernel (madvise), so the st
 what the daemon holds, not its high-water mark. Elsewhere (musl, macOS) it does nothing.
 
 glibc also gives each thread that allocates its own malloc arena (up to 8 per core), each
-keeping what it freed; nra's few threads allocate little, so `limit_arenas()` (first thing
-in the CLI, before any thread starts: mallopt only affects arenas made after it) keeps two.
+keeping what it freed; `limit_arenas()` (first thing in the CLI, before any thread starts:
+mallopt only affects arenas made after it) keeps one. A second arena's free top is never
+trimmed (malloc_trim trims the main arena's alone): libnftables' thread encodes each
+nf_tables batch, and at 100,000 prefixes a delete of half grew its arena by ~3.5 MB of
+free pages that stayed resident. nra's threads allocate under the GIL, so one arena's lock
+is hardly ever contended.
 The daemon also trims after its first reconcile (the start's imports and first parse freed
 memory the idle agent does not reuse) and after every reconcile that changed the kernel
 (`AfterReconcile`): by then the change's last intent, plan and documents are freed, and at
@@ -94,8 +98,8 @@ class AfterReconcile:
 
 #: mallopt's parameter number for the arena limit (malloc.h)
 M_ARENA_MAX = -8
-#: at most this many arenas
-ARENA_MAX = 2
+#: at most this many arenas (the main one: see the module doc)
+ARENA_MAX = 1
 
 
 def limit_arenas(arenas: int = ARENA_MAX) -> bool:

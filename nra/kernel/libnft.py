@@ -103,10 +103,17 @@ class Nft:
                 if job is None:
                     return
                 fn, done = job
+                job = None
                 try:
-                    done(True, fn(lib, ctx))
+                    ok, value = True, fn(lib, ctx)
                 except BaseException as exc:  # handed to the caller
-                    done(False, exc)
+                    ok, value = False, exc
+                # the job let go before its caller hears back, not kept while waiting for the
+                # next: its arguments (an apply's change and two tables: MBs at 100,000
+                # prefixes) are the caller's
+                fn = None
+                done(ok, value)
+                done = value = None
         finally:
             lib.nft_ctx_free(ctx)
 

@@ -357,12 +357,11 @@ def element_ops(change: nft.NftChange) -> list[nl.ElementOp]:
     router whose link-layer address moved to another index is deleted, then added)."""
     width = {4: 32, 6: 128}
     gone, new = nft.prefix_pieces(change)
-    deletes = [nl.ElementOp(name, tuple(e for low, high in pieces
-                                        for e in nl.interval_elements(low, high, width[nft.PREFIX_SET_FAMILY[name]])), True)
+    # (the prefix sets' elements encoded as the batch takes them, not all at once)
+    deletes = [nl.ElementOp(name, nl.IntervalElements(pieces, width[nft.PREFIX_SET_FAMILY[name]]), True)
                for name, pieces in gone.items()]
-    adds = [nl.ElementOp(name, (nl.interval_floor(nft.PREFIX_SET_FAMILY[name]),
-                                *(e for low, high in pieces
-                                  for e in nl.interval_elements(low, high, width[nft.PREFIX_SET_FAMILY[name]]))))
+    adds = [nl.ElementOp(name, nl.IntervalElements(pieces, width[nft.PREFIX_SET_FAMILY[name]],
+                                                   nl.interval_floor(nft.PREFIX_SET_FAMILY[name])))
             for name, pieces in new.items()]
     if change.delete_links:
         deletes.append(nl.ElementOp(nft.LINKS_SET, tuple(map(nl.ifname_element, change.delete_links)), True))

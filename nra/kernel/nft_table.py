@@ -49,6 +49,7 @@ import hashlib
 import heapq
 import ipaddress
 import json
+import weakref
 from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from typing import Collection, Iterable, Mapping
@@ -115,8 +116,9 @@ class NftTable:
     # (the groups this table's were made from, {family: (elements gone, added)}): diff()
     # against a table holding those compares the changes alone
     groups_delta: tuple | None = field(default=None, compare=False, repr=False)
-    # (the merged intervals this table's were updated from, the ones it holds, {family:
-    # (intervals gone, added)}): diff() against a table holding the former sends those alone
+    # (the merged intervals this table's were updated from, by weak reference, the ones it
+    # holds, {family: (intervals gone, added)}): diff() against a table holding the former
+    # sends those alone
     prefixes_delta: tuple | None = field(default=None, compare=False, repr=False)
     # rules others added to chains of this table, (chain, handle) each, as notified (a read
     # shows them inside the chains' rules instead)
@@ -569,9 +571,20 @@ class DesiredTables:
             self._table = NftTable({f: intervals[f] if f in families else frozenset() for f in (4, 6)},
                                    frozenset(links), _router_keys(routers), self._chains[1],
                                    groups=self._groups, groups_delta=self._group_delta,
-                                   prefixes_delta=None if moved is None else (before, intervals, moved))
+                                   prefixes_delta=None if moved is None else (_weak(before), intervals, moved))
             self._key, self._prefixes = key, prefixes  # the reference keeps the id valid
         return self._table
+
+
+def _weak(intervals: Mapping[int, frozenset[Interval]]) -> dict[int, weakref.ref]:
+    """The merged intervals a table was updated from, by weak reference: diff() only asks
+    whether the table it compares with holds them, which it cannot once they are gone (a
+    table kept as the last one written kept its predecessor's 100,000 intervals alive)."""
+    return {family: weakref.ref(merged) for family, merged in intervals.items()}
+
+
+def _strong(ref: weakref.ref | None) -> frozenset[Interval] | None:
+    return None if ref is None else ref()
 
 
 class GroupMaps:
@@ -1002,7 +1015,7 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
                 add[family], delete[family] = (), ()
                 continue
             moved = desired.prefixes_delta
-            if (moved is not None and family in moved[2] and known is moved[0].get(family)
+            if (moved is not None and family in moved[2] and known is _strong(moved[0].get(family))
                     and want is moved[1].get(family)):  # nra's own last write, and the few moved since
                 gone, added = moved[2][family]
                 add[family], delete[family] = tuple(sorted(added)), tuple(sorted(gone))

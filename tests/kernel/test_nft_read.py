@@ -295,3 +295,32 @@ def test_a_job_run_from_the_loop_runs_in_the_context_thread_and_hands_back_its_r
         asyncio.run(run())
     finally:
         nft.close()
+
+
+def test_a_finished_job_and_its_arguments_are_not_kept_by_the_context_thread(netns):
+    """Nft.run and Nft.call: once a job's result is back, libnftables' thread holds neither the
+    job nor its arguments while it waits for the next (it kept the last: an apply's change and
+    its two tables, MBs at 100,000 prefixes, until the next write)."""
+    import asyncio
+    import gc
+    import weakref
+
+    from nra.kernel.libnft import Nft
+
+    class Table:  # (a stand-in for the change's tables: any object the job takes)
+        pass
+
+    nft = Nft(netns.name)
+    try:
+        for how in ("run", "call"):
+            table = Table()
+            gone = weakref.ref(table)
+            if how == "run":
+                assert asyncio.run(nft.run(lambda t: t.__class__.__name__, table)) == "Table"
+            else:
+                assert nft.call(lambda t: t.__class__.__name__, table) == "Table"
+            del table
+            gc.collect()
+            assert gone() is None, how
+    finally:
+        nft.close()

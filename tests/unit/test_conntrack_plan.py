@@ -4,7 +4,9 @@ path's plan (routers numbered and kept, routes withdrawn, a constant number of r
 from __future__ import annotations
 
 import dataclasses
+import gc
 import ipaddress
+import weakref
 
 import pytest
 
@@ -360,6 +362,21 @@ def test_overlapping_pools_of_two_groups_leave_the_overlap_to_the_first():
     assert problems == ["prefix 10.0.0.128/25: in two uplink groups' pools (overlaps 10.0.0.0/24); left to the first group"]
 
 
+
+def test_a_kept_table_does_not_keep_the_intervals_it_was_updated_from():
+    """The desired table kept between reconciles (nra's last write) holds its own merged
+    intervals, not those of the table before it: at 100,000 distinct prefixes a dead set of
+    100,000 intervals (~2 MiB) stayed alive through prefixes_delta until the next change."""
+    tables = nft.DesiredTables()
+    prefixes = frozenset(net(f"10.1.{i}.{j}/30") for i in range(0, 40) for j in range(0, 256, 8))
+    first = tables.get(prefixes, frozenset({4}), ["eth0"], {}, FIELD)
+    gone = weakref.ref(first.prefixes[4])
+    del first
+    second = tables.get(prefixes | {net("10.200.0.0/24")}, frozenset({4}), ["eth0"], {}, FIELD)
+    assert second.prefixes_delta is not None and second.prefixes[4] is not None
+    gc.collect()
+    assert gone() is None
+
 def test_chains_are_built_for_the_configured_routers_not_every_mark_of_a_wide_mask():
     # issue 20 #9: a mask of 8 index bits built 512 chains even with 3 router tables
     wide = parse_mark_field("0x2/0x3fe")
@@ -382,7 +399,7 @@ def test_a_kept_table_sends_the_intervals_that_moved_as_a_full_compare_gives_the
     for step, edit in enumerate(edits):
         prefixes = prefixes ^ edit
         got = tables.get(prefixes, frozenset({4}), ["eth0"], {}, FIELD)
-        assert got.prefixes_delta is not None and got.prefixes_delta[0][4] is before.prefixes[4]
+        assert got.prefixes_delta is not None and got.prefixes_delta[0][4]() is before.prefixes[4]
         quick = nft.diff(got, before)
         full = nft.diff(dataclasses.replace(got, prefixes_delta=None), before)
         assert (sorted(quick.add_prefixes[4]), sorted(quick.delete_prefixes[4])) == \

@@ -49,8 +49,9 @@ def test_a_large_change_is_a_rebuild_or_many_intervals():
 ARENAS_SCRIPT = """
 import threading
 from nra.daemon.memory import limit_arenas
-assert limit_arenas(1)
-# with one arena, a thread's allocations come from the main arena: no new 64 MB mapping
+assert limit_arenas()  # (the daemon's: the main arena alone)
+# with one arena, a thread's allocations come from the main arena: no new 64 MB mapping, and
+# what libnftables' thread frees is trimmed with the rest
 def vm_kib():
     return int(open("/proc/self/status").read().split("VmSize:")[1].split()[0])
 before = vm_kib()
@@ -66,7 +67,7 @@ print("ok")
 """
 
 
-def test_one_arena_in_a_fresh_interpreter():
+def test_the_daemons_one_arena_in_a_fresh_interpreter():
     proc = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"

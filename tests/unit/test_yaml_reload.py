@@ -4,6 +4,7 @@ instead of parsing when only item lines of one list changed."""
 
 from __future__ import annotations
 
+import operator
 import os
 from contextlib import contextmanager
 from datetime import timedelta
@@ -226,6 +227,25 @@ def test_a_patch_says_which_items_it_replaced():
     reloader.load(edit(new, 4, 1, ["  protocol: layer2"]))
     assert reloader.patch is None
 
+
+
+def test_a_patch_keeps_the_items_of_the_lines_that_stay_and_of_those_put_back():
+    """Items are the very objects of the last documents for the lines a patch leaves, and
+    for the lines the patch before removed (an edit undone): a re-read holds no second copy
+    of them (metallb's entry memo keeps the first read's strings as its keys)."""
+    reloader = YamlReloader()
+    reloader.record_first = True
+    first = reloader.load(LONG)[0]["address-pools"][0]["addresses"]
+    lines = LONG.split("\n")
+    at = lines.index("  - 10.1.0.0/24")
+    half = "\n".join(lines[:at] + lines[at:at + len(first)][::2] + lines[at + len(first):])
+    halved = reloader.load(half)[0]["address-pools"][0]["addresses"]
+    again = reloader.load(LONG)[0]["address-pools"][0]["addresses"]
+    assert reloader.patched == 2
+    assert halved == first[::2] and all(map(operator.is_, halved, first[::2]))
+    assert again == first and all(map(operator.is_, again, first))
+    added = reloader.load(edit(LONG, at + 5, 0, ["  - 10.9.0.0/24"]))[0]["address-pools"][0]["addresses"]
+    assert added == first[:5] + ["10.9.0.0/24"] + first[5:] and all(map(operator.is_, added[6:], first[5:]))
 
 @FUZZ
 @given(item_edits)
