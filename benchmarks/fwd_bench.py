@@ -36,6 +36,9 @@ The figure is then the median of the P pairs' ratios, with a 95% interval for th
 (order statistics, no assumed distribution) and the pairs' spread (min-max). The old
 figure, median(with) / median(bare) of the same rounds, is printed beside it.
 
+A mode `conntrack@CHECKOUT` (or `rules@...`) runs the nra of another checkout (e.g. a
+worktree of the base commit) in the same sitting, so base and change alternate as rounds.
+
 --cpu C: the generator pinned to CPU C (taskset). With veth, the node's forwarding and
 the sink's receive run in the softirq of the sending CPU, so this pins the whole path.
 
@@ -171,10 +174,13 @@ def config_text(n: int) -> str:
 
 
 def nra_state(node: NetNS, mode: str, config: Path, install: bool) -> None:
-    """nra's state for this mode, installed by `nra --oneshot` or removed by `nra clean`."""
+    """nra's state for this mode, installed by `nra --oneshot` or removed by `nra clean`
+    (`MODE@CHECKOUT`: the nra of another checkout, e.g. a base commit's, run from there)."""
+    mode, _, checkout = mode.partition("@")
     argv = [sys.executable, "-m", "nra", "--return-path", mode, "--netns", node.name, "--static-file", str(config),
             "--health-address", "off", "--log-level", "warn", "--oneshot" if install else "--clean-and-exit"]
-    subprocess.run(argv, check=True, cwd=REPO, timeout=600)
+    subprocess.run(argv, check=True, cwd=checkout or REPO, timeout=600,
+                   env={**os.environ, "PYTHONPATH": checkout or str(REPO)})
 
 
 def synthetic_table(mode: str) -> str:
@@ -202,7 +208,7 @@ def install(node: NetNS, mode: str, config: Path, on: bool) -> None:
 
 def dormant(node: NetNS, mode: str, asleep: bool) -> None:
     """The installed table's hooks off (the bare node) or on again."""
-    table = "nrabench" if mode.startswith("nft-") else "nra"
+    table = "nrabench" if mode.startswith("nft-") else "nra"  # (conntrack@CHECKOUT too)
     # (nft 1.0.6 sends flags 0 with a plain `add table`: that wakes it)
     node.nft(f"add table inet {table} {{ flags dormant; }}\n" if asleep else f"add table inet {table}\n")
 
@@ -216,7 +222,7 @@ def measure_pairs(nets: dict[str, NetNS], flood: Path, n: int, mode: str, pairs:
     # (the flows' connections start afresh: a mark another mode gave them would take them
     # down another path)
     node.exec(["conntrack", "-F"], check=False)
-    toggle = switch == "dormant" and mode != "rules"
+    toggle = switch == "dormant" and not mode.startswith("rules")
     if toggle:
         install(node, mode, config, True)
         dormant(node, mode, True)
@@ -307,7 +313,7 @@ def main() -> int:
                 print(f"{'shape':>11} {'mode':>10} {'N':>7} {'bare kpps':>10} {'with kpps':>10} {'ratio':>6}   rounds (bare/with kpps)")
             for SHAPE, n, mode in ((shape, int(size), mode) for shape in args.shapes.split(",")
                                    for size in args.sizes.split(",") for mode in args.modes.split(",")):
-                if mode == "rules" and n > args.rules_max:
+                if mode.startswith("rules") and n > args.rules_max:
                     print(f"{SHAPE:>11} {mode:>10} {n:>7}   (skipped: above --rules-max {args.rules_max})", flush=True)
                     continue
                 if args.pairs:

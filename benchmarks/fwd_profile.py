@@ -11,7 +11,8 @@ node's forwarding and the sink's receive all run there) that fall in nf_tables' 
 (nf_hook_slow, nft_*), median over the rounds with its spread; the mode's share less the
 bare node's is its per-packet cost, as a share of the bare node's forwarding work.
 Modes: `bare` (the node with conntrack on), `conntrack` (nra's state for --size prefixes,
-by `nra --oneshot`) and fwd_bench's nft-* tables (see its docstring). A share is stable where
+by `nra --oneshot`; `conntrack@CHECKOUT`: another checkout's nra, e.g. the base commit's, in
+the same rounds) and fwd_bench's nft-* tables (see its docstring). A share is stable where
 the packet rate is not: another process taking the CPU takes samples of its own, not ours.
 """
 
