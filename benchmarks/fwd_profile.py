@@ -99,7 +99,7 @@ def main() -> int:
     for m in modes:
         share = statistics.median(shares[m])
         top = sorted(((statistics.median(v), k) for k, v in symbols[m].items()), reverse=True)[:5]
-        print(f"{m:>18} {share:>8.2f}% {min(shares[m]):>5.2f}-{max(shares[m]):<6.2f}% {share - base:>8.2f}% "
+        print(f"{m:>18} {share:>8.2f}% {f'{min(shares[m]):.2f}-{max(shares[m]):.2f}%':>13} {share - base:>8.2f}% "
               f"{(share - base) / 100 * bare_ns:>7.0f} {statistics.median(costs[m]):>10.0f}  "
               + " ".join(f"{k}={v:.2f}" for v, k in top), flush=True)
     return 0
