@@ -10,6 +10,7 @@ import ipaddress
 import json
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -25,6 +26,7 @@ FIELD = parse_mark_field("0x2/0x3e")
 ROUTER_MAC = "02:00:00:00:00:01"
 LB = "10.80.0.10"  # in the LB prefix
 OTHER = "10.60.0.1"  # the node's own address on the peers' link: not LoadBalancer traffic
+PROBE = 40999  # the source port of the datagrams that show the trace monitor listens
 TRACE = """table inet trace {
   chain pre { type filter hook prerouting priority -300; policy accept; udp dport 7009 meta nftrace set 1; }
 }
@@ -57,21 +59,32 @@ def send(router, address: str, count: int, port: int) -> None:
                  f"    s.sendto(b'x', ('{address}', 7009)); time.sleep(0.05)"])
 
 
-def traced(node, action) -> dict[str, list[str]]:
-    """The nftrace lines of nra's table while `action` runs, by trace id (one per packet)."""
+def traced(node, router, action) -> dict[str, list[str]]:
+    """The nftrace lines of nra's table while `action` runs, by trace id (one per packet).
+    The monitor is known to listen once a probe datagram's trace shows (its packets are left
+    out)."""
     monitor = subprocess.Popen([*node.exec_prefix(), "nft", "monitor", "trace"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(monitor.stdout), daemon=True)
+    reader.start()
     try:
-        time.sleep(0.5)  # (subscribed before the first packet)
+        deadline = time.monotonic() + 20
+        while not any(f"sport {PROBE}" in line for line in lines):
+            assert time.monotonic() < deadline, "nft monitor trace printed nothing"
+            send(router, OTHER, 1, PROBE)
+            time.sleep(0.2)
         action()
         time.sleep(0.5)
     finally:
         monitor.terminate()
-        out = monitor.communicate(timeout=5)[0]
+        monitor.wait(timeout=5)
+        reader.join(timeout=5)
+    probes = {line.split()[2] for line in lines if f"sport {PROBE}" in line}
     packets: dict[str, list[str]] = {}
-    for line in out.splitlines():
+    for line in lines:
         found = re.match(r"trace id (\S+) inet nra (\S+) (.*)", line)
-        if found:
+        if found and found[1] not in probes:
             packets.setdefault(found[1], []).append(f"{found[2]} {found[3]}")
     return packets
 
@@ -89,7 +102,7 @@ def apply(node, prefixes=("10.80.0.0/28",)) -> nft.NftTable:
 def test_an_examined_connection_stops_at_preroutings_compare_a_lb_one_goes_on(lab):
     node, router = lab
     apply(node)
-    examined = traced(node, lambda: send(router, OTHER, 3, 40001))
+    examined = traced(node, router, lambda: send(router, OTHER, 3, 40001))
     assert len(examined) == 3, examined
     first, *rest = examined.values()
     # its first packet is classified (examined), the next ones stop at the compare
@@ -97,7 +110,7 @@ def test_an_examined_connection_stops_at_preroutings_compare_a_lb_one_goes_on(la
     for lines in rest:
         assert not any(line.startswith(("dispatch_in", "classify")) for line in lines), lines
         assert any(line.startswith("prerouting rule") and "(verdict accept)" in line for line in lines), lines
-    lb = traced(node, lambda: send(router, LB, 3, 40002))
+    lb = traced(node, router, lambda: send(router, LB, 3, 40002))
     assert len(lb) == 3, lb
     for lines in lb.values():  # marked with router 1's mark: through dispatch_in to restore_1 each time
         assert any(line.startswith("dispatch_in rule") for line in lines), lines
@@ -110,7 +123,7 @@ def test_the_skeleton_touches_no_packet_until_the_jumps(lab):
     subprocess.run([*node.exec_prefix(), "nft", "-j", "-f", "-"], check=True, text=True,
                    input=json.dumps({"nftables": nft.skeleton_commands(want, False)}))
     # the hooked chains hold the compare alone: no packet goes further, none is marked
-    inert = traced(node, lambda: send(router, LB, 2, 40003))
+    inert = traced(node, router, lambda: send(router, LB, 2, 40003))
     assert inert and all(not any(line.startswith(("dispatch_in", "classify", "save")) for line in lines)
                          for lines in inert.values()), inert
     entries = node.exec(["conntrack", "-L", "-p", "udp", "--dport", "7009"], check=False).stdout
