@@ -38,7 +38,7 @@ a compare for the examined connections; a jump and a hash look-up more for LoadB
 connections. Only a connection's first packet pays for the interval look-up (and a
 connection that never sees a reply, whose packets all count as new, pays it once too).
 (Forwarding at 100,000 prefixes: the compare first took nra's share of the forwarding CPU
-from ~4.4% to ~3.2%, an empty hooked chain's being ~2%: benchmarks/fwd_profile.py,
+from 4.2% to 3.0%, an empty hooked chain's being ~2%: benchmarks/fwd_profile.py,
 docs/performance.md.)
 
 The chains depend on the settings alone (one `save_<i>`/`restore_<i>` pair for every
