@@ -25,6 +25,32 @@ each installed by `nra --oneshot` and removed by `nra clean` between the measure
 --groups G: G uplink groups of two routers each (G pools, the prefixes dealt round-robin,
 each BGPAdvertisement naming its pair of BGPPeers), so conntrack mode adds its group maps
 and 2G router tables, as on a node with several uplinks.
+
+--pairs P: the paired measurement (for a shared machine, where load drifts over seconds):
+P pairs of a bare round and a with-round next to each other (their order alternating, so a
+drift favours neither), the state switched between them by `--switch`: `dormant` (the
+default; conntrack and the nft-* modes: the state installed once, its table's `dormant`
+flag set for the bare rounds: the kernel then unhooks its chains, the bare node's data
+path) or `reinstall` (`nra --oneshot` / `nra clean` around each with-round, as above).
+The figure is then the median of the P pairs' ratios, with a 95% interval for that median
+(order statistics, no assumed distribution) and the pairs' spread (min-max). The old
+figure, median(with) / median(bare) of the same rounds, is printed beside it.
+
+A mode `conntrack@CHECKOUT` (or `rules@...`) runs the nra of another checkout (e.g. a
+worktree of the base commit) in the same sitting, so base and change alternate as rounds.
+
+--cpu C: the generator pinned to CPU C (taskset). With veth, the node's forwarding and
+the sink's receive run in the softirq of the sending CPU, so this pins the whole path.
+
+Modes for finding the per-packet cost (tables loaded with `nft -f`, no nra):
+- nft-empty: a table with an empty filter chain hooked at prerouting, priority mangle
+  (the cost of one more base chain in the hook);
+- nft-vmap: that chain holding nra's dispatch verdict map (ct mark & mask: examined
+  accepts, others jump to empty chains) itself;
+- nft-jump-vmap: the chain jumping to a chain holding it (nra's shape at 1698ee0);
+- nft-cmp-jump-vmap: the hooked chain accepting the examined mark itself (a compare), then
+  jumping to the verdict map;
+- nft-jump-cmp-vmap: the jump, then that compare before the verdict map.
 """
 
 from __future__ import annotations
@@ -32,6 +58,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import math
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,13 +118,43 @@ def rx_packets(ns: NetNS) -> int:
     return stats["packets"]
 
 
+CPU: int | None = None  # --cpu
+COST: list[float] = []  # CPU seconds per packet of each rate() measured, in order
+
+
+def softirq_threads_seconds() -> float:
+    """CPU time of the ksoftirqd threads (of CPU `--cpu`, else all), from their schedstat
+    (ns, not tick-sampled): forwarding work the kernel moved off the generator's context."""
+    total = 0
+    for task in Path("/proc").glob("[0-9]*"):
+        try:
+            name = (task / "comm").read_text().strip()
+            if name.startswith("ksoftirqd/") and (CPU is None or name == f"ksoftirqd/{CPU}"):
+                total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            continue
+    return total / 1e9
+
+
 def rate(nets: dict[str, NetNS], flood: Path, seconds: float) -> float:
+    """Packets a second the sink received; records the packets' CPU cost in COST: the
+    generator's own time (its sends, and the forwarding and receiving the kernel does in
+    its context: without IRQ time accounting, softirq time is the interrupted task's
+    runtime; getrusage's sum is scaled to that exact runtime) plus the ksoftirqd threads',
+    per packet. Unlike the rate, that cost does not fall when another process takes a
+    share of the CPU."""
     before = rx_packets(nets["sink"])
+    own, threads = resource.getrusage(resource.RUSAGE_CHILDREN), softirq_threads_seconds()
     started = time.perf_counter()
-    nets["gen"].exec([str(flood), SINK, "9", str(seconds)], timeout=seconds + 30)
+    pin = ["taskset", "-c", str(CPU)] if CPU is not None else []
+    nets["gen"].exec([*pin, str(flood), SINK, "9", str(seconds)], timeout=seconds + 30)
     took = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime) + softirq_threads_seconds() - threads
     time.sleep(0.05)
-    return (rx_packets(nets["sink"]) - before) / took
+    packets = rx_packets(nets["sink"]) - before
+    COST.append(cpu / max(packets, 1))
+    return packets / took
 
 
 def config_text(n: int) -> str:
@@ -115,10 +174,97 @@ def config_text(n: int) -> str:
 
 
 def nra_state(node: NetNS, mode: str, config: Path, install: bool) -> None:
-    """nra's state for this mode, installed by `nra --oneshot` or removed by `nra clean`."""
+    """nra's state for this mode, installed by `nra --oneshot` or removed by `nra clean`
+    (`MODE@CHECKOUT`: the nra of another checkout, e.g. a base commit's, run from there)."""
+    mode, _, checkout = mode.partition("@")
     argv = [sys.executable, "-m", "nra", "--return-path", mode, "--netns", node.name, "--static-file", str(config),
             "--health-address", "off", "--log-level", "warn", "--oneshot" if install else "--clean-and-exit"]
-    subprocess.run(argv, check=True, cwd=REPO, timeout=600)
+    subprocess.run(argv, check=True, cwd=checkout or REPO, timeout=600,
+                   env={**os.environ, "PYTHONPATH": checkout or str(REPO)})
+
+
+def synthetic_table(mode: str) -> str:
+    """The nft-* modes' table (see the docstring): nra's hooked chain and dispatch verdict map
+    (mark field 0xff00, examined 0x0100) without nra."""
+    vmap = ("ct mark & 0x0000ff00 vmap { 0x00000000 : jump c0, 0x00000100 : accept, "
+            "0x00000200 : jump c1, 0x00000300 : jump c2 }")
+    examined = "ct mark & 0x0000ff00 == 0x00000100 accept"
+    base, dispatch = {"nft-empty": ("", vmap), "nft-vmap": (vmap, vmap), "nft-jump-vmap": ("jump dispatch_in", vmap),
+                      "nft-cmp-jump-vmap": (f"{examined}; jump dispatch_in", vmap),
+                      "nft-jump-cmp-vmap": ("jump dispatch_in", f"{examined}; {vmap}")}[mode]
+    # (c0, the unmarked connections' chain, gives the examined mark, as classify does)
+    return ("table inet nrabench {\n chain c0 { ct mark set ct mark & 0xffff00ff | 0x00000100; }\n"
+            " chain c1 { }\n chain c2 { }\n"
+            f" chain dispatch_in {{ {dispatch}; }}\n"
+            f" chain prerouting {{ type filter hook prerouting priority mangle; policy accept; {base}; }}\n}}\n")
+
+
+def install(node: NetNS, mode: str, config: Path, on: bool) -> None:
+    if mode.startswith("nft-"):
+        node.nft(synthetic_table(mode) if on else "delete table inet nrabench\n")
+    else:
+        nra_state(node, mode, config, on)
+
+
+def dormant(node: NetNS, mode: str, asleep: bool) -> None:
+    """The installed table's hooks off (the bare node) or on again."""
+    table = "nrabench" if mode.startswith("nft-") else "nra"  # (conntrack@CHECKOUT too)
+    # (nft 1.0.6 sends flags 0 with a plain `add table`: that wakes it)
+    node.nft(f"add table inet {table} {{ flags dormant; }}\n" if asleep else f"add table inet {table}\n")
+
+
+def measure_pairs(nets: dict[str, NetNS], flood: Path, n: int, mode: str, pairs: int, seconds: float,
+                  workdir: Path, switch: str) -> tuple[list, list]:
+    """`pairs` (bare, with) rounds next to each other, bare first in even pairs, second in odd."""
+    config = workdir / f"pools-{n}.yaml"
+    config.write_text(config_text(n))
+    node = nets["node"]
+    # (the flows' connections start afresh: a mark another mode gave them would take them
+    # down another path)
+    node.exec(["conntrack", "-F"], check=False)
+    toggle = switch == "dormant" and not mode.startswith("rules")
+    if toggle:
+        install(node, mode, config, True)
+        dormant(node, mode, True)
+    bare, loaded = [], []
+
+    def one(with_state: bool) -> float:
+        if toggle:
+            dormant(node, mode, not with_state)
+        elif with_state:
+            install(node, mode, config, True)
+        try:
+            return rate(nets, flood, seconds)
+        finally:
+            if not toggle and with_state:
+                install(node, mode, config, False)
+
+    try:
+        for i in range(pairs):
+            if i % 2 == 0:
+                bare.append(one(False))
+                loaded.append(one(True))
+            else:
+                loaded.append(one(True))
+                bare.append(one(False))
+    finally:
+        if toggle:
+            install(node, mode, config, False)
+    return bare, loaded
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median: the order statistics (j, n+1-j) with
+    P(Binomial(n, 1/2) < j) <= (1 - level) / 2 (the widest, min-max, when n is too small)."""
+    ordered, n = sorted(values), len(values)
+    tail, j = 0.0, 0
+    while j < n // 2:
+        tail += math.comb(n, j) / 2 ** n
+        if tail > (1 - level) / 2:
+            break
+        j += 1
+    j = max(j, 1)
+    return ordered[j - 1], ordered[n - j]
 
 
 def measure(nets: dict[str, NetNS], flood: Path, n: int, mode: str, rounds: int, seconds: float,
@@ -128,9 +274,9 @@ def measure(nets: dict[str, NetNS], flood: Path, n: int, mode: str, rounds: int,
     bare, loaded = [], []
     for _ in range(rounds):
         bare.append(rate(nets, flood, seconds))
-        nra_state(nets["node"], mode, config, True)
+        install(nets["node"], mode, config, True)
         loaded.append(rate(nets, flood, seconds))
-        nra_state(nets["node"], mode, config, False)
+        install(nets["node"], mode, config, False)
     return bare, loaded
 
 
@@ -144,20 +290,52 @@ def main() -> int:
                         help="largest N for rules mode (inserting 100,000 rules takes the kernel many minutes)")
     parser.add_argument("--groups", type=int, default=1, help="uplink groups of two routers each")
     parser.add_argument("--shapes", default="distinct", help="distinct and/or consecutive prefixes (comma-separated)")
+    parser.add_argument("--pairs", type=int, default=0, help="the paired measurement: this many (bare, with) pairs "
+                        "(instead of --rounds)")
+    parser.add_argument("--switch", choices=("dormant", "reinstall"), default="dormant",
+                        help="how --pairs switches the state off and on")
+    parser.add_argument("--cpu", type=int, default=None, help="pin the generator (and so the path) to this CPU")
     args = parser.parse_args()
-    global GROUPS, SHAPE
-    GROUPS = args.groups
+    global GROUPS, SHAPE, CPU
+    GROUPS, CPU = args.groups, args.cpu
     with tempfile.TemporaryDirectory(prefix="nra-fwd-") as tmp:
         flood = Path(tmp) / "udpflood"
         subprocess.run(["cc", "-O2", "-o", str(flood), str(Path(__file__).with_name("udpflood.c"))], check=True)
         nets = build()
         try:
-            print(f"{GROUPS} uplink group(s), {len(peers())} routers")
-            print(f"{'shape':>11} {'mode':>10} {'N':>7} {'bare kpps':>10} {'with kpps':>10} {'ratio':>6}   rounds (bare/with kpps)")
+            print(f"{GROUPS} uplink group(s), {len(peers())} routers"
+                  + (f"; {args.pairs} pairs, switched by {args.switch}" if args.pairs else "")
+                  + (f"; generator on CPU {CPU}" if CPU is not None else ""))
+            if args.pairs:
+                print(f"{'shape':>11} {'mode':>13} {'N':>7} {'of':>4} {'ratio':>6} {'95% interval':>12} "
+                      f"{'spread':>11} {'bare':>6} {'with':>6} {'old':>5}  load   pairs (bare/with kpps)")
+            else:
+                print(f"{'shape':>11} {'mode':>10} {'N':>7} {'bare kpps':>10} {'with kpps':>10} {'ratio':>6}   rounds (bare/with kpps)")
             for SHAPE, n, mode in ((shape, int(size), mode) for shape in args.shapes.split(",")
                                    for size in args.sizes.split(",") for mode in args.modes.split(",")):
-                if mode == "rules" and n > args.rules_max:
+                if mode.startswith("rules") and n > args.rules_max:
                     print(f"{SHAPE:>11} {mode:>10} {n:>7}   (skipped: above --rules-max {args.rules_max})", flush=True)
+                    continue
+                if args.pairs:
+                    COST.clear()
+                    bare, loaded = measure_pairs(nets, flood, n, mode, args.pairs, args.seconds, Path(tmp), args.switch)
+                    b, w = statistics.median(bare), statistics.median(loaded)
+                    ratios = [y / x for x, y in zip(bare, loaded)]
+                    # the rounds ran bare, with / with, bare alternately: COST in that order
+                    costs = [(COST[2 * i], COST[2 * i + 1]) if i % 2 == 0 else (COST[2 * i + 1], COST[2 * i])
+                             for i in range(args.pairs)]
+                    cost_ratios = [x / y for x, y in costs]  # bare cost / with cost: as a rate ratio
+                    pairs = " ".join(f"{x / 1000:.0f}/{y / 1000:.0f}" for x, y in zip(bare, loaded))
+                    for what, values in (("rate", ratios), ("cpu", cost_ratios)):
+                        low, high = median_interval(values)
+                        print(f"{SHAPE:>11} {mode:>13} {n:>7} {what:>4} {statistics.median(values):>6.3f} "
+                              f"{low:>5.3f}-{high:<5.3f} {min(values):>5.3f}-{max(values):<5.3f}", end="")
+                        if what == "rate":
+                            print(f" {b / 1000:>6.0f} {w / 1000:>6.0f} {w / b:>5.3f} {os.getloadavg()[0]:>5.1f}   {pairs}")
+                        else:
+                            bare_ns = statistics.median(c[0] for c in costs) * 1e9
+                            with_ns = statistics.median(c[1] for c in costs) * 1e9
+                            print(f"   ns/packet bare {bare_ns:.0f} with {with_ns:.0f} (+{with_ns - bare_ns:.0f})", flush=True)
                     continue
                 bare, loaded = measure(nets, flood, n, mode, args.rounds, args.seconds, Path(tmp))
                 b, w = statistics.median(bare), statistics.median(loaded)

@@ -132,7 +132,8 @@ class NftState:
         (a chain not as nra wrote it, an object not nra's): one libnftables transaction,
         after the element changes (one batch) and the sets of nra's that were missing (made
         in a transaction before that): no chain written again meets its sets unfilled. A rebuild (the table missing): three transactions of which
-        only the last touches a packet: the table with empty sets and empty hooked chains,
+        only the last touches a packet: the table with empty sets and its hooked chains
+        without their jumps (their rules before the jump accept, as the policy does),
         then every element (one batch), then the hooked chains' jumps (one batch) turn it on
         whole. Not the elements and the jumps in one batch: the kernel (6.18 here) makes a
         transaction's rules live when its generation flips, but an interval set's new

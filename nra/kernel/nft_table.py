@@ -13,12 +13,14 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   prefix, for a connection whose router is not known (its fallback: the group's own mark and
   table, a multipath route via the group's peers only). Empty when every pool goes to every
   peer: such connections get the external mark (TABLE_WEIGHT), as before;
-- chain `prerouting` (filter, priority mangle): `jump dispatch_in`, whose one rule is a
-  verdict map on nra's bits of the connection mark. Unmarked connections go to `classify`;
-  marked ones to `restore_<i>`, which copies the mark onto packets of the reply direction
-  before they are routed; connections already found not to be LoadBalancer traffic (the
-  "examined" mark) stop there. (The hooked chains hold one jump each so that a new table
-  is turned on by one batch once its sets are filled: see nra.kernel.nft.)
+- chain `prerouting` (filter, priority mangle): connections already found not to be
+  LoadBalancer traffic (the "examined" mark: most forwarded traffic) stop at its first rule,
+  a compare; the rest `jump dispatch_in`, whose one rule is a verdict map on nra's bits of
+  the connection mark. Unmarked connections go to `classify`; marked ones to `restore_<i>`,
+  which copies the mark onto packets of the reply direction before they are routed (the
+  map accepts the examined mark too). (The hooked chains end in one jump each, their only
+  rule that does anything to a packet (the compare's accept is the chain's policy), so that
+  a new table is turned on by one batch once its sets are filled: see nra.kernel.nft.)
 - chain `output` (route, priority mangle): `jump dispatch_out`, the same restore for
   replies of local sockets;
 - `classify`: an unmarked connection's packet of the original direction (its first, or the
@@ -32,8 +34,12 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   and group is an element.
 
 So every packet but a connection's first costs one rule: a connection-mark load, an AND and
-a hash look-up. Only a connection's first packet pays for the interval look-up (and a
+a compare for the examined connections; a jump and a hash look-up more for LoadBalancer
+connections. Only a connection's first packet pays for the interval look-up (and a
 connection that never sees a reply, whose packets all count as new, pays it once too).
+(Forwarding at 100,000 prefixes: the compare first took nra's share of the forwarding CPU
+from 4.2% to 3.0%, an empty hooked chain's being ~2%: benchmarks/fwd_profile.py,
+docs/performance.md.)
 
 The chains depend on the settings alone (one `save_<i>`/`restore_<i>` pair for every
 router the settings can number: the mark field's capacity, bounded by the router tables
@@ -311,9 +317,14 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
     from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
     examined = _set_mark("ct", field, field.examined)
     chains: dict[str, tuple[tuple | None, tuple[Rule, ...]]] = {
-        # the hooked chains hold one jump each: made last, after the elements, so the table
-        # sees no packet before it holds its prefixes (see NftState.apply_blocking)
-        "prerouting": (("filter", "prerouting", MANGLE, "accept"), (_rule({"jump": {"target": "dispatch_in"}}),)),
+        # the hooked chains end in one jump each: made last, after the elements, so the table
+        # sees no packet before it holds its prefixes (see NftState.apply_blocking). Before
+        # it, prerouting accepts the examined mark by a compare (no jump, no hash look-up for
+        # most forwarded packets; alone, it changes no packet's fate: the policy accepts)
+        "prerouting": (("filter", "prerouting", MANGLE, "accept"), (
+            _rule({"match": {"op": "==", "left": _mark_key(field, _ct("mark")), "right": field.examined}},
+                  {"accept": None}),
+            _rule({"jump": {"target": "dispatch_in"}}))),
         "output": (("route", "output", MANGLE, "accept"), (_rule({"jump": {"target": "dispatch_out"}}),)),
         "dispatch_in": (None, (
             _rule({"vmap": {"key": _mark_key(field, _ct("mark")),
@@ -1118,29 +1129,28 @@ def _set_command(name: str) -> dict:
 
 
 def hooked_jumps(desired: NftTable) -> list[tuple[str, str, str]]:
-    """(hooked chain, the chain its one rule jumps to, the rule's comment): the rules that
-    turn the table on."""
+    """(hooked chain, the chain its last rule jumps to, the rule's comment): the rules that
+    turn the table on (the rules before them, written with the skeleton, touch no packet)."""
     jumps = []
     for name, (hook, rules) in desired.chains.items():
         if hook:
-            (rule,) = rules
+            rule = rules[-1]
             jumps.append((name, json.loads(rule.text)[0]["jump"]["target"], rule.digest))
     return jumps
 
 
 def skeleton_commands(desired: NftTable, table_exists: bool) -> list[dict]:
     """The first step of a rebuild, one transaction: the table made anew (the old one deleted
-    first) with its sets empty and its hooked chains empty: it sees packets but does
-    nothing to them until the elements are in (one batch) and a last batch adds the hooked
-    chains' jumps (nra.kernel.nft)."""
+    first) with its sets empty and its hooked chains without their jumps: it sees packets
+    but does nothing to them until the elements are in (one batch) and a last batch adds the
+    hooked chains' jumps (nra.kernel.nft)."""
     cmds: list[dict] = [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}] if table_exists else []
     cmds.append({"add": {"table": {"family": FAMILY, "name": TABLE}}})
     cmds += [_set_command(name) for name in sorted(NRA_SETS)]
     # chains first (a rule or element may name any of them), then the rules
     cmds += [_chain_command(name, hook) for name, (hook, _) in desired.chains.items()]
     for name, (hook, rules) in desired.chains.items():
-        if not hook:
-            cmds += _rule_commands(name, rules)
+        cmds += _rule_commands(name, rules[:-1] if hook else rules)  # (not the jumps: hooked_jumps)
     return cmds
 
 
@@ -1215,5 +1225,5 @@ def commands(change: NftChange, desired: NftTable | None, table_exists: bool) ->
     cmds = skeleton_commands(desired, table_exists)
     for name, (hook, rules) in desired.chains.items():
         if hook:
-            cmds += _rule_commands(name, rules)
+            cmds += _rule_commands(name, rules[-1:])
     return cmds + element_commands(change)
