@@ -9,10 +9,12 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
 - map `link_routers` (ingress interface . link-layer address -> `goto save_<i>`): which router
   a sender is. A router is (link, MAC): the same MAC on two uplinks is two routers; peers
   sharing one MAC on one link (a VRRP-style pair) are one;
-- maps `groups4` / `groups6` (interval: LB prefix -> `goto save_<i>`): the uplink group of a
-  prefix, for a connection whose router is not known (its fallback: the group's own mark and
-  table, a multipath route via the group's peers only). Empty when every pool goes to every
-  peer: such connections get the external mark (TABLE_WEIGHT), as before;
+- maps `groups4_0`..`groups4_15` / `groups6_0`..`groups6_15` (interval: LB prefix -> `goto
+  save_<i>`), by address block as the prefix sets, and `groups4` / `groups6`: those of SHARDS
+  blocks or more: the uplink group of a prefix, for a connection whose router is not known
+  (its fallback: the group's own mark and table, a multipath route via the group's peers
+  only). Empty when every pool goes to every peer: such connections get the external mark
+  (TABLE_WEIGHT), as before;
 - chain `prerouting` (filter, priority mangle): `jump dispatch_in`, whose one rule is a
   verdict map on nra's bits of the connection mark. Unmarked connections go to `classify`;
   marked ones to `restore_<i>`, which copies the mark onto packets of the reply direction
@@ -23,13 +25,13 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   replies of local sockets;
 - `classify`: an unmarked connection's packet of the original direction (its first, or the
   next one of a connection that started while nra's table was missing or inert: it is not
-  left unmarked for good), arriving on a peer's link, for an LB prefix (the wide set, or
-  the set of the address's block, looked up in that block's chain `in_lb4_<i>`, which
-  gives the examined mark when the address is not in it), goes to `save`,
-  which marks it with its router's mark (`link_routers` map), else its prefix's uplink group's
-  mark (`groups4`/`groups6`), else the external mark; any other gets the examined mark.
-  Replies of unmarked connections are left alone. The rule count is constant: every router
-  and group is an element.
+  left unmarked for good), arriving on a peer's link, goes to its address's block's chain
+  `in_lb4_<i>`: an address in neither that block's set nor the wide set gets the examined
+  mark; an LB address is marked with its router's mark (`link_routers` map), else its
+  prefix's uplink group's mark (the block's group map `groups4_<i>`, else the wide
+  `groups4`), else the external mark. Any other packet gets the examined mark. Replies of
+  unmarked connections are left alone. The rule count is constant: every router and group
+  is an element.
 
 So every packet but a connection's first costs one rule: a connection-mark load, an AND and
 a hash look-up. Only a connection's first packet pays for the interval look-up (and a
@@ -75,8 +77,13 @@ SHARD_SETS = {f: tuple(f"{name}_{i}" for i in range(SHARDS)) for f, name in PREF
 PREFIX_SET_FAMILY = {name: f for f in PREFIX_SETS for name in (PREFIX_SETS[f], *SHARD_SETS[f])}
 LINKS_SET = "links"
 ROUTERS_MAP = "link_routers"  # (named `routers` and keyed by MAC alone before: such a map is dropped)
+#: the group maps' wide maps (an interval of SHARDS blocks or more); the rest is sharded by
+#: block as the prefix sets are (placed_groups: a one-line change commits a map of ~N/SHARDS)
 GROUP_MAPS = {4: "groups4", 6: "groups6"}
-NRA_SETS = frozenset({*PREFIX_SET_FAMILY, LINKS_SET, ROUTERS_MAP, *GROUP_MAPS.values()})
+GROUP_SHARD_MAPS = {f: tuple(f"{name}_{i}" for i in range(SHARDS)) for f, name in GROUP_MAPS.items()}
+#: every group map's name -> its family
+GROUP_MAP_FAMILY = {name: f for f in GROUP_MAPS for name in (GROUP_MAPS[f], *GROUP_SHARD_MAPS[f])}
+NRA_SETS = frozenset({*PREFIX_SET_FAMILY, LINKS_SET, ROUTERS_MAP, *GROUP_MAP_FAMILY})
 #: a router as the map knows it: (ingress interface name, link-layer address in lower case)
 RouterKey = tuple[str, str]
 #: an element of a group map: (first address, last address, index of the group's save chain)
@@ -112,6 +119,9 @@ class NftTable:
     notified: tuple | None = field(default=None, compare=False, repr=False)
     # family -> the uplink groups' intervals (low, high, index): disjoint; empty with one group
     groups: Mapping[int, frozenset[GroupInterval]] = field(default_factory=dict)
+    # the kernel's group map elements as listed, by map name (for exact deletes); empty in a
+    # table nra rendered itself (its elements are where placed_groups() put them)
+    raw_groups: Mapping[str, tuple[GroupInterval, ...]] = field(default_factory=dict, compare=False)
     # (the groups this table's were made from, {family: (elements gone, added)}): diff()
     # against a table holding those compares the changes alone
     groups_delta: tuple | None = field(default=None, compare=False, repr=False)
@@ -220,6 +230,29 @@ def placed(family: int, intervals: Iterable[Interval]) -> dict[str, list[Interva
     return out
 
 
+def placed_groups(family: int, elements: Iterable[GroupInterval]) -> dict[str, list[GroupInterval]]:
+    """Where the group maps hold these elements (disjoint intervals, each with its group's
+    index): map name -> its pieces, by placed()'s rule (a piece per block, in the block's map
+    groups<f>_<i>; an interval of SHARDS blocks or more whole in the wide map groups<f>).
+    A block's chain looks up both its map and the wide one (desired_chains): a group's
+    interval may be smaller than the prefix set's interval it lies in (pools of two groups
+    side by side merge into one prefix interval), so their places need not agree."""
+    names, wide, mask = GROUP_SHARD_MAPS[family], GROUP_MAPS[family], SHARDS - 1
+    out: dict[str, list[GroupInterval]] = {}
+    for element in elements:
+        low, high, index = element
+        first, last = low >> SHARD_SHIFT, high >> SHARD_SHIFT
+        if first == last:
+            out.setdefault(names[first & mask], []).append(element)
+        elif last - first >= SHARDS:
+            out.setdefault(wide, []).append(element)
+        else:
+            for block in range(first, last + 1):
+                out.setdefault(names[block & mask], []).append(
+                    (max(low, block << SHARD_SHIFT), min(high, ((block + 1) << SHARD_SHIFT) - 1), index))
+    return out
+
+
 def whole_in(family: int, name: str, interval: Interval) -> bool:
     """Whether placed() puts this interval whole (one piece) in set `name`."""
     first, last = interval[0] >> SHARD_SHIFT, interval[1] >> SHARD_SHIFT
@@ -325,31 +358,32 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
             # (not `ct state != new`: a connection that met no table, or an inert one, while nra's
             # was made again is classified by its next packet instead of staying unmarked)
             _rule({"match": {"op": "==", "left": _ct("direction"), "right": "reply"}}, {"return": None}),
-            # per family: the wide set, then the address's shard (its block's set, see SHARDS)
-            *(rule for family in (4, 6) for rule in (
-                _rule(from_peers, {"match": {"op": "==", "left": _daddr(family), "right": f"@{PREFIX_SETS[family]}"}},
-                      {"goto": {"target": "save"}}),
-                _rule(from_peers, {"vmap": {"key": {"&": [_daddr(family), _address(family, SHARDS - 1 << SHARD_SHIFT)]},
-                                            "data": {"set": [[_address(family, i << SHARD_SHIFT),
-                                                              {"goto": {"target": shard_chain(family, i)}}]
-                                                             for i in range(SHARDS)]}}}))),
+            # per family: the address's block's chain (see SHARDS), which looks it up
+            *(_rule(from_peers, {"vmap": {"key": {"&": [_daddr(family), _address(family, SHARDS - 1 << SHARD_SHIFT)]},
+                                          "data": {"set": [[_address(family, i << SHARD_SHIFT),
+                                                            {"goto": {"target": shard_chain(family, i)}}]
+                                                           for i in range(SHARDS)]}}})
+              for family in (4, 6)),
             _rule(examined),
         )),
-        "save": (None, (
-            _rule({"vmap": {"key": {"concat": [{"meta": {"key": "iifname"}},
-                                               {"payload": {"protocol": "ether", "field": "saddr"}}]},
-                            "data": f"@{ROUTERS_MAP}"}}),
-            _rule({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}}, "data": f"@{GROUP_MAPS[4]}"}}),
-            _rule({"vmap": {"key": {"payload": {"protocol": "ip6", "field": "daddr"}}, "data": f"@{GROUP_MAPS[6]}"}}),
-            _rule(_set_mark("ct", field, field.value)),
-        )),
     }
-    for family in (4, 6):  # a shard's look-up; not in it: examined, as at classify's end
+    routers = _rule({"vmap": {"key": {"concat": [{"meta": {"key": "iifname"}},
+                                                 {"payload": {"protocol": "ether", "field": "saddr"}}]},
+                              "data": f"@{ROUTERS_MAP}"}})
+    external = _rule(_set_mark("ct", field, field.value))
+    for family in (4, 6):
+        # a block's chain: an address in neither its shard's set nor the wide set is examined;
+        # else its router's mark, else its group's (the block's map or the wide one: see
+        # placed_groups), else the external mark
         for i in range(SHARDS):
             chains[shard_chain(family, i)] = (None, (
-                _rule({"match": {"op": "==", "left": _daddr(family), "right": f"@{SHARD_SETS[family][i]}"}},
-                      {"goto": {"target": "save"}}),
-                _rule(examined)))
+                _rule({"match": {"op": "!=", "left": _daddr(family), "right": f"@{SHARD_SETS[family][i]}"}},
+                      {"match": {"op": "!=", "left": _daddr(family), "right": f"@{PREFIX_SETS[family]}"}},
+                      examined, {"return": None}),
+                routers,
+                _rule({"vmap": {"key": _daddr(family), "data": f"@{GROUP_SHARD_MAPS[family][i]}"}}),
+                _rule({"vmap": {"key": _daddr(family), "data": f"@{GROUP_MAPS[family]}"}}),
+                external))
     for i in indexes:
         if i:
             chains[save_chain(i)] = (None, (_rule(_set_mark("ct", field, marks[i])),))
@@ -844,9 +878,13 @@ class NftChange:
     delete_links: tuple[str, ...] = ()
     set_routers: Mapping[RouterKey, int] = field(default_factory=dict)
     delete_routers: tuple[RouterKey, ...] = ()
-    # the uplink groups' intervals, by family (deleted as listed, then added)
+    # the uplink groups' intervals, by family, each written where placed_groups() puts it
     add_groups: Mapping[int, tuple[GroupInterval, ...]] = field(default_factory=dict)
     delete_groups: Mapping[int, tuple[GroupInterval, ...]] = field(default_factory=dict)
+    # when not None: the group maps' elements exactly, map name -> elements (a table read
+    # back, as add_pieces); the groups above then only describe the change
+    add_group_pieces: Mapping[str, tuple[GroupInterval, ...]] | None = None
+    delete_group_pieces: Mapping[str, tuple[GroupInterval, ...]] | None = None
     remove: bool = False  # delete the table (CLEANANDEXIT)
     # a repair in place (the sets are nra's): chains to write again, objects not nra's to drop
     rewrite: tuple[str, ...] = ()
@@ -863,7 +901,8 @@ class NftChange:
                     or any((self.add_pieces or {}).values()) or any((self.delete_pieces or {}).values())
                     or self.add_links or self.delete_links
                     or self.set_routers or self.delete_routers
-                    or any(self.add_groups.values()) or any(self.delete_groups.values()))
+                    or any(self.add_groups.values()) or any(self.delete_groups.values())
+                    or any((self.add_group_pieces or {}).values()) or any((self.delete_group_pieces or {}).values()))
 
     def describe(self) -> list[str]:
         """`nft`-like lines for `nra plan` and the log."""
@@ -898,10 +937,11 @@ class NftChange:
                          + ", ".join(f"{link} . {mac} : goto {save_chain(i)}"
                                      for (link, mac), i in sorted(self.set_routers.items()))
                          + " }")
-        for family, name in GROUP_MAPS.items():
-            for verb, elements in (("delete", self.delete_groups.get(family)), ("add", self.add_groups.get(family))):
-                if elements:
-                    lines.append(f"nft {verb} element {t} {name} {{ {_group_elements_text(family, elements)} }}")
+        gone, new = group_pieces(self, DESCRIBED_MAX)
+        for verb, by_map in (("delete", gone), ("add", new)):
+            for name, elements in sorted(by_map.items(), key=lambda item: _set_order(item[0])):
+                lines.append(f"nft {verb} element {t} {name} "
+                             f"{{ {_group_elements_text(GROUP_MAP_FAMILY[name.rstrip('*')], elements)} }}")
         return lines
 
 
@@ -937,6 +977,27 @@ def prefix_pieces(change: NftChange, place_max: int | None = None) -> tuple[dict
     return gone, new
 
 
+def group_pieces(change: NftChange, place_max: int | None = None) -> tuple[dict[str, tuple[GroupInterval, ...]],
+                                                                          dict[str, tuple[GroupInterval, ...]]]:
+    """The group maps' elements a change deletes and adds, map name -> elements (as
+    prefix_pieces: `groups4*` names a family's change of more than place_max)."""
+    gone: dict[str, tuple[GroupInterval, ...]] = {}
+    new: dict[str, tuple[GroupInterval, ...]] = {}
+    for out, pieces, groups in ((gone, change.delete_group_pieces, change.delete_groups),
+                                (new, change.add_group_pieces, change.add_groups)):
+        if pieces is not None:
+            out.update((name, elements) for name, elements in pieces.items() if elements)
+            continue
+        for family, elements in groups.items():
+            if not elements:
+                continue
+            if place_max is not None and len(elements) > place_max:
+                out[GROUP_MAPS[family] + "*"] = tuple(elements)
+            else:
+                out.update((name, tuple(e)) for name, e in placed_groups(family, elements).items())
+    return gone, new
+
+
 def table_flags_text(flags: int) -> str:
     names = [TABLE_FLAG_NAMES.get(1 << bit, hex(1 << bit)) for bit in range(32) if flags >> bit & 1]
     return ", ".join(names) or "none"
@@ -969,6 +1030,10 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
         # (written by an nra before the shards: its rules would meet the sets emptied by the
         # element batch before they are written again; a rebuild turns the table on once filled)
         return _rebuild(desired, "prefix sets not sharded")
+    if current.sets and not current.sets & GROUP_MAP_FAMILY.keys() - set(GROUP_MAPS.values()):
+        # (the same for the group maps: its rules would look up groups4/6 emptied of their
+        # intervals of one block, and give those connections the external mark meanwhile)
+        return _rebuild(desired, "group maps not sharded")
     remake = tuple(sorted(NRA_SETS - current.sets)) if current.sets else ()
     rewrite = tuple(name for name in desired.chains if current.chains.get(name) != desired.chains[name])
     drop = tuple([f"chain {name}" for name in current.chains if name not in desired.chains] + list(current.foreign))
@@ -1027,6 +1092,9 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
                 delete_pieces[name] = tuple(e for e in listed if e not in keep or e in seen or seen.add(e))
     add_groups: dict[int, tuple[GroupInterval, ...]] = {}
     delete_groups: dict[int, tuple[GroupInterval, ...]] = {}
+    # a listed table's group maps, map by map (its elements as listed, wherever they are)
+    add_group_pieces: dict[str, tuple[GroupInterval, ...]] | None = {} if current.raw_groups else None
+    delete_group_pieces: dict[str, tuple[GroupInterval, ...]] | None = {} if current.raw_groups else None
     group_delta = desired.groups_delta[1] if desired.groups_delta and desired.groups_delta[0] is current.groups else None
     for family in GROUP_MAPS:
         want_groups, listed_groups = desired.groups.get(family, frozenset()), current.groups.get(family, frozenset())
@@ -1036,6 +1104,12 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
         elif want_groups is not listed_groups:  # (nra's own last write: the same object)
             add_groups[family] = tuple(sorted(want_groups - listed_groups))
             delete_groups[family] = tuple(sorted(listed_groups - want_groups))
+        if add_group_pieces is not None and delete_group_pieces is not None:
+            wanted = placed_groups(family, want_groups)
+            for name in (GROUP_MAPS[family], *GROUP_SHARD_MAPS[family]):
+                listed, there = frozenset(current.raw_groups.get(name, ())), frozenset(wanted.get(name, ()))
+                add_group_pieces[name] = tuple(sorted(there - listed))
+                delete_group_pieces[name] = tuple(sorted(listed - there))  # not ours, or not there
     routers_changed = {m: i for m, i in desired.routers.items() if current.routers.get(m) != i}
     return NftChange(
         reason="elements differ", add_prefixes=add, delete_prefixes=delete,
@@ -1048,6 +1122,7 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
             m for m in routers_changed if m in current.routers))),
         table_flags=desired.flags if current.flags != desired.flags else None, current_flags=current.flags,
         add_groups=add_groups, delete_groups=delete_groups,
+        add_group_pieces=add_group_pieces, delete_group_pieces=delete_group_pieces,
     )
 
 
@@ -1095,8 +1170,8 @@ def _rule_commands(name: str, rules: Iterable[Rule]) -> list[dict]:
 def _set_command(name: str) -> dict:
     if name == ROUTERS_MAP:
         return {"add": _object("map", ROUTERS_MAP, type=["ifname", "ether_addr"], map="verdict")}
-    if name in GROUP_MAPS.values():
-        return {"add": _object("map", name, type="ipv4_addr" if name == GROUP_MAPS[4] else "ipv6_addr",
+    if name in GROUP_MAP_FAMILY:
+        return {"add": _object("map", name, type="ipv4_addr" if GROUP_MAP_FAMILY[name] == 4 else "ipv6_addr",
                                map="verdict", flags=["interval"])}
     if name == LINKS_SET:
         return {"add": _object("set", LINKS_SET, type="ifname")}
@@ -1173,22 +1248,23 @@ def element_commands(change: NftChange) -> list[dict]:
                for key, i in sorted(change.set_routers.items())]
     cmds: list[dict] = []
     gone, new = prefix_pieces(change)
+    groups_gone, groups_new = group_pieces(change)
     for verb, prefixes, links, router_elements, groups in (
             ("delete", gone, change.delete_links,
-             [{"concat": list(key)} for key in change.delete_routers], change.delete_groups),
-            ("add", new, change.add_links, routers, change.add_groups)):
+             [{"concat": list(key)} for key in change.delete_routers], groups_gone),
+            ("add", new, change.add_links, routers, groups_new)):
         for name, pieces in sorted(prefixes.items(), key=lambda item: _set_order(item[0])):
             cmds.append({verb: _elements(name, [_interval_elem(PREFIX_SET_FAMILY[name], i) for i in pieces])})
         if links:
             cmds.append({verb: _elements(LINKS_SET, list(links))})
         if router_elements:
             cmds.append({verb: _elements(ROUTERS_MAP, router_elements)})
-        for family, name in GROUP_MAPS.items():
-            if groups.get(family):
-                cmds.append({verb: _elements(name, [
-                    _interval_elem(family, (low, high)) if verb == "delete" else
-                    [_interval_elem(family, (low, high)), {"goto": {"target": save_chain(i)}}]
-                    for low, high, i in groups[family]])})
+        for name, elements in sorted(groups.items(), key=lambda item: _set_order(item[0])):
+            family = GROUP_MAP_FAMILY[name]
+            cmds.append({verb: _elements(name, [
+                _interval_elem(family, (low, high)) if verb == "delete" else
+                [_interval_elem(family, (low, high)), {"goto": {"target": save_chain(i)}}]
+                for low, high, i in elements])})
     return cmds
 
 
