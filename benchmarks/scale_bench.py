@@ -40,11 +40,17 @@ sitecustomize of the run's) and prints, after its start and after the sequence, 
 holders of Python memory by line and by file, and its /proc/PID/smaps_rollup: to find what
 holds the RSS, not to take the figures (tracemalloc's own bookkeeping doubles the heap).
 
+--groups 2: the node of several uplinks: two uplink groups, each a pool (the prefixes dealt
+by address, so a prefix stays in its pool whatever else is removed) advertised to one of the
+two peers (BGPPeer, IPAddressPool and BGPAdvertisement objects); the group maps then hold
+every prefix as well, and a one-line change commits a group map's element in the same
+transaction as the prefix set's.
+
 --repo PATH runs another checkout's nra (a baseline) with this file's measurements, so the
 before and after of one change can be taken in one run, alternated:
 
     .venv/bin/python benchmarks/scale_bench.py [--n 100000] [--shapes consecutive,distinct]
-        [--rounds 5] [--repo /work/wt-baseline]
+        [--rounds 5] [--repo /work/wt-baseline] [--groups 2]
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import errno
+import json
 import os
+import re
 import select
 import signal
 import socket
@@ -82,6 +90,8 @@ NEW_PREFIX = "198.18.0.0/30"
 TABLE = 20  # nra's default TABLE_WEIGHT: rules mode's rules point at it
 #: the return path measured (--return-path)
 MODE = "conntrack"
+#: uplink groups (--groups): 1, or a pool per peer
+GROUPS = 1
 #: tracemalloc's snapshots (--memory-profile): the directory of the run's sitecustomize
 PROFILE_HOOK: Path | None = None
 
@@ -106,9 +116,29 @@ def prefixes(shape: str, n: int) -> list[str]:
 
 
 def config_text(nets: list[str]) -> str:
+    if GROUPS > 1:
+        return groups_config_text(nets)
     lines = ["peers:"] + [f"- peer-address: {p}" for p in PEERS]
     lines += ["address-pools:", "- name: bench", "  protocol: bgp", "  addresses:"] + [f"  - {n}" for n in nets]
     return "\n".join(lines) + "\n"
+
+
+def groups_config_text(nets: list[str]) -> str:
+    """GROUPS pools, each advertised to its own peer (PEERS: GROUPS of them at most); a
+    prefix's pool is its address's bits 3 and up modulo GROUPS (distinct: alternate /30s)."""
+    docs = []
+    for i, address in enumerate(list(PEERS)[:GROUPS]):
+        docs.append(f"apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: r{i}, namespace: m}}\n"
+                    f"spec: {{myASN: 64512, peerASN: 64500, peerAddress: {address}}}\n")
+    pools: list[list[str]] = [[] for _ in range(GROUPS)]
+    for net in nets:
+        pools[(int(ipaddress.IPv4Address(net.split("/")[0])) >> 3) % GROUPS].append(net)
+    for g, members in enumerate(pools):
+        docs.append(f"apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: pool{g}, namespace: m}}\n"
+                    f"spec:\n  addresses:\n" + "".join(f"  - {n}\n" for n in members))
+        docs.append(f"apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: adv{g}, namespace: m}}\n"
+                    f"spec: {{ipAddressPools: [pool{g}], peers: [r{g}]}}\n")
+    return "---\n".join(docs)
 
 
 def namespace() -> NetNS:
@@ -200,6 +230,14 @@ def element_count(ns: NetNS) -> int:
     if MODE == "rules":
         return len(ns.rules("-4", TABLE))
     return lb4_elements(ns)
+
+
+def group_elements(ns: NetNS) -> int:
+    """The elements of nra's IPv4 group maps (groups4, sharded or not: one listing)."""
+    out = ns.exec(["nft", "-j", "list", "table", "inet", "nra"], check=False, timeout=300).stdout
+    items = json.loads(out)["nftables"] if out.strip() else []
+    return sum(len(i["map"].get("elem", [])) for i in items
+               if "map" in i and re.fullmatch(r"groups4(_\d+)?", i["map"]["name"]))
 
 
 def write(cfg: Path, text: str) -> None:
@@ -368,6 +406,10 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
         if PROFILE_HOOK is not None:
             memory_profile(proc, PROFILE_HOOK / "snapshot", f"after start ({MODE}, {shape})")
         full = result.setdefault("intervals", element_count(ns))
+        if GROUPS > 1:
+            result["group_intervals"] = group_elements(ns)
+            if not result["group_intervals"]:
+                raise RuntimeError("--groups: the group maps are empty (no uplink groups made)")
         listener = RuleListener(ns.name, n - len(nets[::2])) if MODE == "rules" else ElementListener(ns.name)
         try:
             changes, deletes = [], []
@@ -438,18 +480,20 @@ def main() -> int:
                         help="tracemalloc's top holders and smaps_rollup after start and after the sequence")
     parser.add_argument("--no-oneshot", action="store_true",
                         help="no ONESHOT runs (rules mode at 100,000: each writes 100,000 rules, minutes)")
+    parser.add_argument("--groups", type=int, default=1, choices=range(1, len(PEERS) + 1),
+                        help="uplink groups: a pool per peer (see the doc)")
     parser.add_argument("--changes-only", action="store_true",
                         help="only the start, change and delete-half figures (no oneshot, sequence or restart)")
     args = parser.parse_args()
-    global MODE, PROFILE_HOOK
-    MODE = args.return_path
+    global MODE, PROFILE_HOOK, GROUPS
+    MODE, GROUPS = args.return_path, args.groups
     repo = args.repo.resolve()
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     bytecode = "compiled in each process" if args.compile_each_run else "precompiled once (a run's bytecode cache)"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"nra scale benchmark: {machine()}; load average {load}; nra of {repo} at {commit}; {bytecode}; "
-          f"{MODE} mode")
+          f"{MODE} mode; {GROUPS} uplink group(s)")
     if args.changes_only:
         print(f"{'shape':>11} {'N':>7} {'intervals':>9} {'start s':>7} {'steady MiB':>10} {'change ms':>9} "
               f"{'del half s':>10}")
@@ -468,7 +512,8 @@ def main() -> int:
         for shape in args.shapes.split(","):
             r = bench_shape(repo, shape, args.n, args.rounds, args.sequence, Path(tmp), args.foreign,
                             args.changes_only, not args.no_oneshot)
-            rounds_ms.append(f"{shape} " + " ".join(f"{c:.0f}" for c in r.get("changes_ms", [])))
+            rounds_ms.append(f"{shape} " + " ".join(f"{c:.0f}" for c in r.get("changes_ms", []))
+                             + (f" ({r['group_intervals']} IPv4 group map elements)" if "group_intervals" in r else ""))
             if args.no_oneshot:
                 r.update(oneshot_s=float("nan"), oneshot_mib=float("nan"), again_s=float("nan"),
                          again_mib=float("nan"))
