@@ -58,9 +58,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import errno
-import json
 import os
-import re
 import select
 import signal
 import socket
@@ -78,7 +76,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from agent_bench import machine  # noqa: E402
-from conntrack_bench import ElementListener, lb4_elements, lb4_set_of  # noqa: E402
+from conntrack_bench import ElementListener, group4_elements, lb4_elements, lb4_set_of  # noqa: E402
 from nra.kernel import nft_netlink as nl  # noqa: E402
 from nra.kernel.socket import open_netlink  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, new_netns  # noqa: E402
@@ -230,14 +228,6 @@ def element_count(ns: NetNS) -> int:
     if MODE == "rules":
         return len(ns.rules("-4", TABLE))
     return lb4_elements(ns)
-
-
-def group_elements(ns: NetNS) -> int:
-    """The elements of nra's IPv4 group maps (groups4, sharded or not: one listing)."""
-    out = ns.exec(["nft", "-j", "list", "table", "inet", "nra"], check=False, timeout=300).stdout
-    items = json.loads(out)["nftables"] if out.strip() else []
-    return sum(len(i["map"].get("elem", [])) for i in items
-               if "map" in i and re.fullmatch(r"groups4(_\d+)?", i["map"]["name"]))
 
 
 def write(cfg: Path, text: str) -> None:
@@ -407,7 +397,7 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
             memory_profile(proc, PROFILE_HOOK / "snapshot", f"after start ({MODE}, {shape})")
         full = result.setdefault("intervals", element_count(ns))
         if GROUPS > 1:
-            result["group_intervals"] = group_elements(ns)
+            result["group_intervals"] = group4_elements(ns)
             if not result["group_intervals"]:
                 raise RuntimeError("--groups: the group maps are empty (no uplink groups made)")
         listener = RuleListener(ns.name, n - len(nets[::2])) if MODE == "rules" else ElementListener(ns.name)
