@@ -635,9 +635,14 @@ class GroupMaps:
         families = set(families)
         merged: dict[int, MergedIntervals] = {}
         tagged: dict[int, dict[int, tuple[frozenset[Interval], frozenset[GroupInterval]]]] = {}
+        # family -> (elements gone, added) since the last result, where known from the groups'
+        # own few moves (MergedIntervals.delta): no pass over a group's 50,000 intervals
+        moves: dict[int, tuple[list[GroupInterval], list[GroupInterval]]] = {4: ([], []), 6: ([], [])}
         for index, prefixes in groups.items():
             merged[index] = self._merged.get(index) or MergedIntervals()
+            prior = merged[index].result  # (what its last tagged intervals were made from)
             own = merged[index].update(prefixes)
+            moved = merged[index].delta
             old = self._tagged.get(index, {})
             tagged[index] = {}
             for family in (4, 6):
@@ -646,12 +651,28 @@ class GroupMaps:
                     tagged[index][family] = old[family]
                 elif family in old:  # a few intervals moved: the tagged set follows them
                     before, marked = old[family]
-                    tagged[index][family] = (source, marked.difference((low, high, index) for low, high in before - source)
-                                             .union((low, high, index) for low, high in source - before))
+                    if moved is not None and family in moved and before is prior[family]:
+                        gone_i, added_i = moved[family]
+                    else:
+                        gone_i, added_i = before - source, source - before
+                    gone = [(low, high, index) for low, high in gone_i]
+                    added = [(low, high, index) for low, high in added_i]
+                    # (one copy of the group's elements for a change that only adds or removes)
+                    if gone:
+                        marked = marked.difference(gone)
+                    if added:
+                        marked = marked.union(added)
+                    tagged[index][family] = (source, marked)
+                    moves[family][0].extend(gone)
+                    moves[family][1].extend(added)
                 else:
                     tagged[index][family] = (source, frozenset((low, high, index) for low, high in source))
+                    moves[family][1].extend(tagged[index][family][1])
+        for index in self._tagged.keys() - tagged.keys():  # a group gone: all its elements
+            for family, (_, marked) in self._tagged[index].items():
+                moves[family][0].extend(marked)
         previous = self.result
-        result = self._follow(tagged)
+        result = self._follow(moves)
         if result is None:  # (many changes, or an overlap: everything again)
             result, self.problems = tag_groups({i: {f: t[0] for f, t in by.items()} for i, by in tagged.items()})
             self._sorted = {f: sorted(result[f]) for f in (4, 6)}
@@ -661,24 +682,17 @@ class GroupMaps:
         self._merged, self._tagged, self.result = merged, tagged, result
         return result
 
-    def _follow(self, tagged) -> dict[int, frozenset[GroupInterval]] | None:
+    def _follow(self, moves: Mapping[int, tuple[list[GroupInterval], list[GroupInterval]]]
+                ) -> dict[int, frozenset[GroupInterval]] | None:
+        """The last result after these moves (each group's elements gone and added), when
+        they are few and overlap nothing (None: everything again)."""
         if self.problems:
             return None
-        changes = {}
-        for family in (4, 6):
-            gone, added = [], []
-            for index in set(self._tagged) | set(tagged):
-                before = self._tagged.get(index, {}).get(family, (None, frozenset()))[1]
-                after = tagged.get(index, {}).get(family, (None, frozenset()))[1]
-                if before is not after:
-                    gone += before - after
-                    added += after - before
-            if len(gone) + len(added) > self.INCREMENTAL_MAX:
-                return None
-            changes[family] = (gone, added)
-        ordered = {f: list(self._sorted[f]) for f in (4, 6)}
-        for family, (gone, added) in changes.items():
-            line = ordered[family]
+        if any(len(gone) + len(added) > self.INCREMENTAL_MAX for gone, added in moves.values()):
+            return None
+        # (changed in place: when this fails, update() sorts everything again)
+        for family, (gone, added) in moves.items():
+            line = self._sorted[family]
             for element in gone:
                 del line[bisect_left(line, element)]
             for element in sorted(added):
@@ -686,9 +700,17 @@ class GroupMaps:
                 if (at and line[at - 1][1] >= element[0]) or (at < len(line) and line[at][0] <= element[1]):
                     return None
                 line.insert(at, element)
-        self._sorted, self._changes = ordered, changes
-        return {f: frozenset().union(*(by[f][1] for by in tagged.values())) if tagged else frozenset()
-                for f in (4, 6)}
+        self._changes = dict(moves)
+        # (the elements of two groups differ by their index: what went and came is exact)
+        result = {}
+        for family, (gone, added) in moves.items():
+            elements = self.result[family]
+            if gone:
+                elements = elements.difference(gone)
+            if added:
+                elements = elements.union(added)
+            result[family] = elements
+        return result
 
 
 # -- reading (nra.kernel.nft_read) ------------------------------------------------------

@@ -225,3 +225,38 @@ def test_a_table_of_an_nra_before_the_group_shards_is_made_anew():
     # one shard map missing is remade in place
     some = dataclasses.replace(want, sets=nft.NRA_SETS - {"groups4_3"})
     assert nft.diff(want, some).remake_sets == ("groups4_3",) and not nft.diff(want, some).rebuild
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.lists(st.integers(0, 60), max_size=6),
+                          st.sampled_from([(4,), (4, 6)])), min_size=1, max_size=8))
+def test_kept_group_maps_follow_every_change_exactly(steps):
+    """GroupMaps after any sequence of changes (a group's prefixes added or removed, a group
+    made or gone, a family turned off) equals group_intervals() of the groups afresh, and
+    its delta is the exact change from the result before (what diff() then sends alone)."""
+    import ipaddress
+
+    def net(i: int, family: int):
+        # /30s eight apart in one /24 (sometimes adjacent through a /29), their v6 twins
+        return ipaddress.ip_network(f"10.0.{i // 32}.{(i % 32) * 8}/{30 if i % 5 else 29}" if family == 4
+                                    else f"fd00::{i:x}00/{126 if i % 5 else 125}")
+
+    maps = nft.GroupMaps()
+    groups: dict[int, frozenset] = {}
+    for group, drop, members, families in steps:
+        index = 3 + group
+        if drop:
+            groups.pop(index, None)
+        else:
+            changed = {net(i, f) for i in members for f in (4, 6)}
+            groups[index] = groups.get(index, frozenset()) ^ changed
+        before = maps.result
+        got = maps.update(dict(groups), families)
+        fresh, problems = nft.group_intervals(groups, families)
+        assert got == fresh and maps.problems == problems
+        if maps.delta is not None:
+            previous, changes = maps.delta
+            assert previous is before
+            for family in (4, 6):
+                gone, added = changes.get(family, ((), ()))
+                assert (set(before[family]) - set(gone)) | set(added) == set(got[family])
