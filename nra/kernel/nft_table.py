@@ -651,7 +651,7 @@ class GroupMaps:
                     tagged[index][family] = old[family]
                 elif family in old:  # a few intervals moved: the tagged set follows them
                     before, marked = old[family]
-                    if moved is not None and family in moved and before is prior[family]:
+                    if moved is not None and family in families and family in moved and before is prior[family]:
                         gone_i, added_i = moved[family]
                     else:
                         gone_i, added_i = before - source, source - before
