@@ -108,6 +108,18 @@ def lb4_elements(ns: NetNS) -> int:
     return sum(len(i["set"].get("elem", [])) for i in items if "set" in i and LB4.fullmatch(i["set"]["name"]))
 
 
+def group4_elements(ns: NetNS) -> int:
+    """The elements of nra's IPv4 group maps (groups4_<i> by block and groups4, or groups4
+    alone in a table of an nra before the group maps' shards)."""
+    out = ns.exec(["nft", "-j", "list", "table", "inet", "nra"], check=False, timeout=300).stdout
+    items = json.loads(out)["nftables"] if out.strip() else []
+    return sum(len(i["map"].get("elem", [])) for i in items if "map" in i and GROUPS4.fullmatch(i["map"]["name"]))
+
+
+#: nra's IPv4 group maps, sharded (groups4_<i>) or not
+GROUPS4 = re.compile(r"groups4(_\d+)?")
+
+
 def lb4_set_of(ns: NetNS, prefix: str) -> str:
     """The set holding a one-block IPv4 prefix: its shard, or lb4 (an nra before the shards)."""
     net = ipaddress.ip_network(prefix)
@@ -120,8 +132,7 @@ def programmed(ns: NetNS, mode: str, n: int) -> bool:
     if mode == "rules":
         return len(ns.rules("-4", 20)) == n
     if GROUPS > 1:  # every prefix in its group's map too
-        groups = ns.exec(["nft", "list", "map", "inet", "nra", "groups4"], check=False).stdout
-        return lb4_elements(ns) == n and groups.count("/30") == n
+        return lb4_elements(ns) == n and group4_elements(ns) == n
     return lb4_elements(ns) == n
 
 

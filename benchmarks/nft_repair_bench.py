@@ -6,7 +6,7 @@ nra.kernel.nft's following of it, the read, the diff and the repair (what one re
 after such an event does). The changes (--cases):
 
 - element: one prefix element deleted (an nf_tables batch of another socket);
-- rule: `add rule inet nra save accept`; flush: `flush chain inet nra classify`;
+- rule: `add rule inet nra in_lb4_0 accept`; flush: `flush chain inet nra classify`;
   chain: `add chain inet nra extra<i>`; dormant: `add table inet nra { flags dormant; }`;
   table: `delete table inet nra`; flushset: `flush chain inet nra classify; flush set inet nra
   lb4` (these through another libnftables context, its own thread).
@@ -51,7 +51,7 @@ def prefixes(n: int) -> list[ipaddress.IPv4Network]:
 
 
 DRIFTS = {
-    "rule": "add rule inet nra save accept",
+    "rule": "add rule inet nra in_lb4_0 accept",
     "flush": "flush chain inet nra classify",
     "chain": "add chain inet nra extra{i}",
     "dormant": "add table inet nra {{ flags dormant; }}",
@@ -72,7 +72,7 @@ def expected(case: str, change: nft.NftChange, low: int) -> bool:
         return change.rewrite == (nft.shard_chain(4, 0),) and len(change.add_prefixes[4]) > 1
     if any(change.add_prefixes.values()) or change.rebuild:
         return False
-    return {"rule": bool(change.drop_rules) or change.rewrite == ("save",), "flush": change.rewrite == ("classify",),
+    return {"rule": bool(change.drop_rules) or change.rewrite == ("in_lb4_0",), "flush": change.rewrite == ("classify",),
             "chain": len(change.drop) == 1, "dormant": change.table_flags == 0}[case]
 
 

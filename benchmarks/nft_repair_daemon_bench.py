@@ -5,7 +5,7 @@ daemon has repaired it. The change is made with the `nft` binary; the clock runs
 return to the daemon's log line of the reconcile that repaired it (and that line's own
 figure: the reconcile, from its trigger to its last change acknowledged).
 
-Cases: rule (`add rule inet nra save accept`), flush (`flush chain inet nra classify`), chain
+Cases: rule (`add rule inet nra in_lb4_0 accept`), flush (`flush chain inet nra classify`), chain
 (`add chain inet nra extra<i>`), dormant (`add table inet nra { flags dormant; }`), element
 (`delete element inet nra lb4 { <one prefix> }`).
 
@@ -37,7 +37,7 @@ from conntrack_bench import lb4_set_of  # noqa: E402
 BASE = int(ipaddress.IPv4Address("100.64.0.0"))
 DONE = re.compile(r"reconcile \((\w+)\) done in ([\d.]+) ms")
 CASES = {
-    "rule": "add rule inet nra save accept",
+    "rule": "add rule inet nra in_lb4_0 accept",
     "flush": "flush chain inet nra classify",
     "chain": "add chain inet nra extra{i}",
     "dormant": "add table inet nra {{ flags dormant; }}",

@@ -48,11 +48,17 @@ daemon programs it). Rules mode at 100,000 writes 100,000 rules on a first start
 taken as restarts of each checkout's daemon on one namespace programmed once; no ONESHOT
 rows, one shape, and the namespace is never deleted: `ip netns del NAME` when done.
 
+--groups 2: the node of several uplinks: two uplink groups, each a pool (the prefixes dealt
+by address, so a prefix stays in its pool whatever else is removed) advertised to one of the
+two peers (BGPPeer, IPAddressPool and BGPAdvertisement objects); the group maps then hold
+every prefix as well, and a one-line change commits a group map's element in the same
+transaction as the prefix set's.
+
 --repo PATH runs another checkout's nra (a baseline) with this file's measurements, so the
 before and after of one change can be taken in one run, alternated:
 
     .venv/bin/python benchmarks/scale_bench.py [--n 100000] [--shapes consecutive,distinct]
-        [--rounds 5] [--repo /work/wt-baseline]
+        [--rounds 5] [--repo /work/wt-baseline] [--groups 2]
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from agent_bench import machine  # noqa: E402
-from conntrack_bench import ElementListener, lb4_elements, lb4_set_of  # noqa: E402
+from conntrack_bench import ElementListener, group4_elements, lb4_elements, lb4_set_of  # noqa: E402
 from nra.kernel import nft_netlink as nl  # noqa: E402
 from nra.kernel.socket import open_netlink  # noqa: E402
 from testbed.netns import NetNS, add_peer_link, create_netns, list_netns, new_netns  # noqa: E402
@@ -90,6 +96,8 @@ NEW_PREFIX = "198.18.0.0/30"
 TABLE = 20  # nra's default TABLE_WEIGHT: rules mode's rules point at it
 #: the return path measured (--return-path)
 MODE = "conntrack"
+#: uplink groups (--groups): 1, or a pool per peer
+GROUPS = 1
 #: tracemalloc's snapshots (--memory-profile): the directory of the run's sitecustomize
 PROFILE_HOOK: Path | None = None
 
@@ -114,9 +122,29 @@ def prefixes(shape: str, n: int) -> list[str]:
 
 
 def config_text(nets: list[str]) -> str:
+    if GROUPS > 1:
+        return groups_config_text(nets)
     lines = ["peers:"] + [f"- peer-address: {p}" for p in PEERS]
     lines += ["address-pools:", "- name: bench", "  protocol: bgp", "  addresses:"] + [f"  - {n}" for n in nets]
     return "\n".join(lines) + "\n"
+
+
+def groups_config_text(nets: list[str]) -> str:
+    """GROUPS pools, each advertised to its own peer (PEERS: GROUPS of them at most); a
+    prefix's pool is its address's bits 3 and up modulo GROUPS (distinct: alternate /30s)."""
+    docs = []
+    for i, address in enumerate(list(PEERS)[:GROUPS]):
+        docs.append(f"apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: r{i}, namespace: m}}\n"
+                    f"spec: {{myASN: 64512, peerASN: 64500, peerAddress: {address}}}\n")
+    pools: list[list[str]] = [[] for _ in range(GROUPS)]
+    for net in nets:
+        pools[(int(ipaddress.IPv4Address(net.split("/")[0])) >> 3) % GROUPS].append(net)
+    for g, members in enumerate(pools):
+        docs.append(f"apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: pool{g}, namespace: m}}\n"
+                    f"spec:\n  addresses:\n" + "".join(f"  - {n}\n" for n in members))
+        docs.append(f"apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: adv{g}, namespace: m}}\n"
+                    f"spec: {{ipAddressPools: [pool{g}], peers: [r{g}]}}\n")
+    return "---\n".join(docs)
 
 
 def namespace(name: str | None = None) -> NetNS:
@@ -386,6 +414,10 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
         if PROFILE_HOOK is not None:
             memory_profile(proc, PROFILE_HOOK / "snapshot", f"after start ({MODE}, {shape})")
         full = result.setdefault("intervals", element_count(ns))
+        if GROUPS > 1:
+            result["group_intervals"] = group4_elements(ns)
+            if not result["group_intervals"]:
+                raise RuntimeError("--groups: the group maps are empty (no uplink groups made)")
         listener = RuleListener(ns.name, n - len(nets[::2])) if MODE == "rules" else ElementListener(ns.name)
         try:
             changes, deletes = [], []
@@ -460,18 +492,20 @@ def main() -> int:
     parser.add_argument("--reuse-netns", metavar="NAME",
                         help="the daemon's namespace NAME: used as it is if it exists, else made and kept "
                              "(restarts on one programmed namespace; see the doc)")
+    parser.add_argument("--groups", type=int, default=1, choices=range(1, len(PEERS) + 1),
+                        help="uplink groups: a pool per peer (see the doc)")
     parser.add_argument("--changes-only", action="store_true",
                         help="only the start, change and delete-half figures (no oneshot, sequence or restart)")
     args = parser.parse_args()
-    global MODE, PROFILE_HOOK
-    MODE = args.return_path
+    global MODE, PROFILE_HOOK, GROUPS
+    MODE, GROUPS = args.return_path, args.groups
     repo = args.repo.resolve()
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     bytecode = "compiled in each process" if args.compile_each_run else "precompiled once (a run's bytecode cache)"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"nra scale benchmark: {machine()}; load average {load}; nra of {repo} at {commit}; {bytecode}; "
-          f"{MODE} mode")
+          f"{MODE} mode; {GROUPS} uplink group(s)")
     if args.changes_only:
         print(f"{'shape':>11} {'N':>7} {'intervals':>9} {'start s':>7} {'steady MiB':>10} {'change ms':>9} "
               f"{'del half s':>10}")
@@ -493,7 +527,8 @@ def main() -> int:
             if "reused" in r:
                 print(f"namespace {args.reuse_netns}: " + ("reused, the start is a restart" if r["reused"]
                                                            else "made and programmed by this start, kept"))
-            rounds_ms.append(f"{shape} " + " ".join(f"{c:.0f}" for c in r.get("changes_ms", [])))
+            rounds_ms.append(f"{shape} " + " ".join(f"{c:.0f}" for c in r.get("changes_ms", []))
+                             + (f" ({r['group_intervals']} IPv4 group map elements)" if "group_intervals" in r else ""))
             if args.no_oneshot or args.reuse_netns:
                 r.update(oneshot_s=float("nan"), oneshot_mib=float("nan"), again_s=float("nan"),
                          again_mib=float("nan"))

@@ -292,7 +292,7 @@ def pool_groups(intent: Intent) -> tuple[dict[frozenset[str], tuple[PoolBinding,
     return {peers: tuple(pools) for peers, pools in groups.items()}, tuple(problems)
 
 
-def _union(sets: Iterable[frozenset]) -> frozenset:
+def prefixes_union(sets: Iterable[frozenset]) -> frozenset:
     """The union of a group's pools' prefixes: one pool's set itself (not a copy of 100,000,
     and the same object while the pool does not change)."""
     sets = list(sets)
@@ -326,7 +326,7 @@ def build_model(intent: Intent, facts: NodeFacts, table: int, tables: range,
                                     "uplink group: widen the range; pools left out"))
             continue
         built.append(UplinkGroup(peers, vrf_of[next(iter(peers))], tuple(p.name for p in pools),
-                                 _union(p.prefixes for p in pools), ids[peers]))
+                                 prefixes_union(p.prefixes for p in pools), ids[peers]))
     return UplinkModel(tuple(uplinks.values()), tuple(built), tuple(problems), tuple(waiting), notes)
 
 

@@ -369,15 +369,17 @@ def element_ops(change: nft.NftChange) -> list[nl.ElementOp]:
     if change.delete_routers:
         deletes.append(nl.ElementOp(nft.ROUTERS_MAP, tuple(nl.goto_element(nft.router_key_bytes(m), None)
                                                            for m in change.delete_routers), True))
-    for family, name in nft.GROUP_MAPS.items():
-        gone = [e for low, high, _ in change.delete_groups.get(family, ())
-                for e in nl.interval_goto_elements(low, high, width[family], None)]
-        if gone:
-            deletes.append(nl.ElementOp(name, tuple(gone), True))
-        new = [e for low, high, i in change.add_groups.get(family, ())
-               for e in nl.interval_goto_elements(low, high, width[family], nft.save_chain(i))]
-        if new:
-            adds.append(nl.ElementOp(name, (nl.interval_floor(family), *new)))
+    groups_gone, groups_new = nft.group_pieces(change)
+    for name, elements in groups_gone.items():
+        family = nft.GROUP_MAP_FAMILY[name]
+        deletes.append(nl.ElementOp(name, tuple(e for low, high, _ in elements
+                                                for e in nl.interval_goto_elements(low, high, width[family], None)),
+                                    True))
+    for name, elements in groups_new.items():
+        family = nft.GROUP_MAP_FAMILY[name]
+        adds.append(nl.ElementOp(name, (nl.interval_floor(family), *(
+            e for low, high, i in elements
+            for e in nl.interval_goto_elements(low, high, width[family], nft.save_chain(i))))))
     if change.add_links:
         adds.append(nl.ElementOp(nft.LINKS_SET, tuple(map(nl.ifname_element, change.add_links))))
     if change.set_routers:

@@ -384,7 +384,7 @@ def read_once(sock: NetlinkSocket, known: nft.NftTable | None = None) -> nft.Nft
         return dataclasses.replace(known, chains=chains, foreign=tuple(foreign), flags=flags or 0, sets=own_sets)
     unreadable: list[str] = []
     raw: dict[str, tuple[nft.Interval, ...]] = {}
-    groups: dict[int, frozenset[nft.GroupInterval]] = {4: frozenset(), 6: frozenset()}
+    raw_groups: dict[str, tuple[nft.GroupInterval, ...]] = {}
     for name, family in nft.PREFIX_SET_FAMILY.items():
         if name in sets:
             intervals = _interval_set(sock, name, family)
@@ -392,13 +392,13 @@ def read_once(sock: NetlinkSocket, known: nft.NftTable | None = None) -> nft.Nft
                 unreadable.append(name)
             elif intervals:
                 raw[name] = tuple(intervals)
-    for family, name in nft.GROUP_MAPS.items():
+    for name, family in nft.GROUP_MAP_FAMILY.items():
         if name in sets:
             tagged = _group_map(sock, name, family)
             if tagged is None:
                 unreadable.append(name)
-            else:
-                groups[family] = frozenset(tagged)
+            elif tagged:
+                raw_groups[name] = tuple(tagged)
     links: frozenset[str] = frozenset()
     if nft.LINKS_SET in sets:
         links = frozenset(_name(key) for key, _, _, _ in _elements(sock, nft.LINKS_SET).others)
@@ -409,8 +409,12 @@ def read_once(sock: NetlinkSocket, known: nft.NftTable | None = None) -> nft.Nft
     by_family: dict[int, list[nft.Interval]] = {4: [], 6: []}
     for name, intervals in raw.items():
         by_family[nft.PREFIX_SET_FAMILY[name]] += intervals
+    groups: dict[int, list[nft.GroupInterval]] = {4: [], 6: []}
+    for name, elements in raw_groups.items():
+        groups[nft.GROUP_MAP_FAMILY[name]] += elements
     return nft.NftTable({f: _merged(sorted(r)) for f, r in by_family.items()}, links, routers, chains, raw, tuple(foreign),
-                        flags=flags or 0, sets=own_sets, groups=groups, unreadable=tuple(unreadable))
+                        flags=flags or 0, sets=own_sets, groups={f: _merged_groups(sorted(g)) for f, g in groups.items()},
+                        raw_groups=raw_groups, unreadable=tuple(unreadable))
 
 
 def _merged(intervals: list[nft.Interval]) -> frozenset[nft.Interval]:
@@ -421,6 +425,22 @@ def _merged(intervals: list[nft.Interval]) -> frozenset[nft.Interval]:
     if all(map(lt, map(_PLUS_ONE, highs), lows)):  # (each high + 1 < the next low, at C speed)
         return frozenset(intervals)
     return nft.merge(intervals)
+
+
+def _merged_groups(elements: list[nft.GroupInterval]) -> frozenset[nft.GroupInterval]:
+    """A family's group maps' elements (sorted) as the groups' intervals: the pieces of an
+    interval split at its blocks' edges (placed_groups) joined again. One group's intervals
+    are merged, so never adjacent: two adjacent pieces of one group are one interval's."""
+    lows, highs = map(_FIRST, elements[1:]), map(_SECOND, elements)
+    if all(map(lt, map(_PLUS_ONE, highs), lows)):  # (none touches the next: at C speed)
+        return frozenset(elements)
+    out: list[nft.GroupInterval] = []
+    for element in elements:
+        if out and out[-1][1] + 1 == element[0] and out[-1][2] == element[2]:
+            out[-1] = (out[-1][0], element[1], element[2])
+        else:
+            out.append(element)
+    return frozenset(out)
 
 
 def read_table(sock: NetlinkSocket, known: nft.NftTable | None = None) -> tuple[nft.NftTable | None, int]:

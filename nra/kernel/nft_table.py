@@ -9,10 +9,12 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
 - map `link_routers` (ingress interface . link-layer address -> `goto save_<i>`): which router
   a sender is. A router is (link, MAC): the same MAC on two uplinks is two routers; peers
   sharing one MAC on one link (a VRRP-style pair) are one;
-- maps `groups4` / `groups6` (interval: LB prefix -> `goto save_<i>`): the uplink group of a
-  prefix, for a connection whose router is not known (its fallback: the group's own mark and
-  table, a multipath route via the group's peers only). Empty when every pool goes to every
-  peer: such connections get the external mark (TABLE_WEIGHT), as before;
+- maps `groups4_0`..`groups4_15` / `groups6_0`..`groups6_15` (interval: LB prefix -> `goto
+  save_<i>`), by address block as the prefix sets, and `groups4` / `groups6`: those of SHARDS
+  blocks or more: the uplink group of a prefix, for a connection whose router is not known
+  (its fallback: the group's own mark and table, a multipath route via the group's peers
+  only). Empty when every pool goes to every peer: such connections get the external mark
+  (TABLE_WEIGHT), as before;
 - chain `prerouting` (filter, priority mangle): connections already found not to be
   LoadBalancer traffic (the "examined" mark: most forwarded traffic) stop at its first rule,
   a compare; the rest `jump dispatch_in`, whose one rule is a verdict map on nra's bits of
@@ -25,13 +27,13 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   replies of local sockets;
 - `classify`: an unmarked connection's packet of the original direction (its first, or the
   next one of a connection that started while nra's table was missing or inert: it is not
-  left unmarked for good), arriving on a peer's link, for an LB prefix (the wide set, or
-  the set of the address's block, looked up in that block's chain `in_lb4_<i>`, which
-  gives the examined mark when the address is not in it), goes to `save`,
-  which marks it with its router's mark (`link_routers` map), else its prefix's uplink group's
-  mark (`groups4`/`groups6`), else the external mark; any other gets the examined mark.
-  Replies of unmarked connections are left alone. The rule count is constant: every router
-  and group is an element.
+  left unmarked for good), arriving on a peer's link, goes to its address's block's chain
+  `in_lb4_<i>`: an address in neither that block's set nor the wide set gets the examined
+  mark; an LB address is marked with its router's mark (`link_routers` map), else its
+  prefix's uplink group's mark (the block's group map `groups4_<i>`, else the wide
+  `groups4`), else the external mark. Any other packet gets the examined mark. Replies of
+  unmarked connections are left alone. The rule count is constant: every router and group
+  is an element.
 
 So every packet but a connection's first costs one rule: a connection-mark load, an AND and
 a compare for the examined connections; a jump and a hash look-up more for LoadBalancer
@@ -82,8 +84,13 @@ SHARD_SETS = {f: tuple(f"{name}_{i}" for i in range(SHARDS)) for f, name in PREF
 PREFIX_SET_FAMILY = {name: f for f in PREFIX_SETS for name in (PREFIX_SETS[f], *SHARD_SETS[f])}
 LINKS_SET = "links"
 ROUTERS_MAP = "link_routers"  # (named `routers` and keyed by MAC alone before: such a map is dropped)
+#: the group maps' wide maps (an interval of SHARDS blocks or more); the rest is sharded by
+#: block as the prefix sets are (placed_groups: a one-line change commits a map of ~N/SHARDS)
 GROUP_MAPS = {4: "groups4", 6: "groups6"}
-NRA_SETS = frozenset({*PREFIX_SET_FAMILY, LINKS_SET, ROUTERS_MAP, *GROUP_MAPS.values()})
+GROUP_SHARD_MAPS = {f: tuple(f"{name}_{i}" for i in range(SHARDS)) for f, name in GROUP_MAPS.items()}
+#: every group map's name -> its family
+GROUP_MAP_FAMILY = {name: f for f in GROUP_MAPS for name in (GROUP_MAPS[f], *GROUP_SHARD_MAPS[f])}
+NRA_SETS = frozenset({*PREFIX_SET_FAMILY, LINKS_SET, ROUTERS_MAP, *GROUP_MAP_FAMILY})
 #: a router as the map knows it: (ingress interface name, link-layer address in lower case)
 RouterKey = tuple[str, str]
 #: an element of a group map: (first address, last address, index of the group's save chain)
@@ -119,6 +126,9 @@ class NftTable:
     notified: tuple | None = field(default=None, compare=False, repr=False)
     # family -> the uplink groups' intervals (low, high, index): disjoint; empty with one group
     groups: Mapping[int, frozenset[GroupInterval]] = field(default_factory=dict)
+    # the kernel's group map elements as listed, by map name (for exact deletes); empty in a
+    # table nra rendered itself (its elements are where placed_groups() put them)
+    raw_groups: Mapping[str, tuple[GroupInterval, ...]] = field(default_factory=dict, compare=False)
     # (the groups this table's were made from, {family: (elements gone, added)}): diff()
     # against a table holding those compares the changes alone
     groups_delta: tuple | None = field(default=None, compare=False, repr=False)
@@ -225,6 +235,29 @@ def placed(family: int, intervals: Iterable[Interval]) -> dict[str, list[Interva
             for block in range(first, last + 1):
                 piece = (max(low, block << SHARD_SHIFT), min(high, ((block + 1) << SHARD_SHIFT) - 1))
                 out.setdefault(names[block & mask], []).append(piece)
+    return out
+
+
+def placed_groups(family: int, elements: Iterable[GroupInterval]) -> dict[str, list[GroupInterval]]:
+    """Where the group maps hold these elements (disjoint intervals, each with its group's
+    index): map name -> its pieces, by placed()'s rule (a piece per block, in the block's map
+    groups<f>_<i>; an interval of SHARDS blocks or more whole in the wide map groups<f>).
+    A block's chain looks up both its map and the wide one (desired_chains): a group's
+    interval may be smaller than the prefix set's interval it lies in (pools of two groups
+    side by side merge into one prefix interval), so their places need not agree."""
+    names, wide, mask = GROUP_SHARD_MAPS[family], GROUP_MAPS[family], SHARDS - 1
+    out: dict[str, list[GroupInterval]] = {}
+    for element in elements:
+        low, high, index = element
+        first, last = low >> SHARD_SHIFT, high >> SHARD_SHIFT
+        if first == last:
+            out.setdefault(names[first & mask], []).append(element)
+        elif last - first >= SHARDS:
+            out.setdefault(wide, []).append(element)
+        else:
+            for block in range(first, last + 1):
+                out.setdefault(names[block & mask], []).append(
+                    (max(low, block << SHARD_SHIFT), min(high, ((block + 1) << SHARD_SHIFT) - 1), index))
     return out
 
 
@@ -338,31 +371,32 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
             # (not `ct state != new`: a connection that met no table, or an inert one, while nra's
             # was made again is classified by its next packet instead of staying unmarked)
             _rule({"match": {"op": "==", "left": _ct("direction"), "right": "reply"}}, {"return": None}),
-            # per family: the wide set, then the address's shard (its block's set, see SHARDS)
-            *(rule for family in (4, 6) for rule in (
-                _rule(from_peers, {"match": {"op": "==", "left": _daddr(family), "right": f"@{PREFIX_SETS[family]}"}},
-                      {"goto": {"target": "save"}}),
-                _rule(from_peers, {"vmap": {"key": {"&": [_daddr(family), _address(family, SHARDS - 1 << SHARD_SHIFT)]},
-                                            "data": {"set": [[_address(family, i << SHARD_SHIFT),
-                                                              {"goto": {"target": shard_chain(family, i)}}]
-                                                             for i in range(SHARDS)]}}}))),
+            # per family: the address's block's chain (see SHARDS), which looks it up
+            *(_rule(from_peers, {"vmap": {"key": {"&": [_daddr(family), _address(family, SHARDS - 1 << SHARD_SHIFT)]},
+                                          "data": {"set": [[_address(family, i << SHARD_SHIFT),
+                                                            {"goto": {"target": shard_chain(family, i)}}]
+                                                           for i in range(SHARDS)]}}})
+              for family in (4, 6)),
             _rule(examined),
         )),
-        "save": (None, (
-            _rule({"vmap": {"key": {"concat": [{"meta": {"key": "iifname"}},
-                                               {"payload": {"protocol": "ether", "field": "saddr"}}]},
-                            "data": f"@{ROUTERS_MAP}"}}),
-            _rule({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}}, "data": f"@{GROUP_MAPS[4]}"}}),
-            _rule({"vmap": {"key": {"payload": {"protocol": "ip6", "field": "daddr"}}, "data": f"@{GROUP_MAPS[6]}"}}),
-            _rule(_set_mark("ct", field, field.value)),
-        )),
     }
-    for family in (4, 6):  # a shard's look-up; not in it: examined, as at classify's end
+    routers = _rule({"vmap": {"key": {"concat": [{"meta": {"key": "iifname"}},
+                                                 {"payload": {"protocol": "ether", "field": "saddr"}}]},
+                              "data": f"@{ROUTERS_MAP}"}})
+    external = _rule(_set_mark("ct", field, field.value))
+    for family in (4, 6):
+        # a block's chain: an address in neither its shard's set nor the wide set is examined;
+        # else its router's mark, else its group's (the block's map or the wide one: see
+        # placed_groups), else the external mark
         for i in range(SHARDS):
             chains[shard_chain(family, i)] = (None, (
-                _rule({"match": {"op": "==", "left": _daddr(family), "right": f"@{SHARD_SETS[family][i]}"}},
-                      {"goto": {"target": "save"}}),
-                _rule(examined)))
+                _rule({"match": {"op": "!=", "left": _daddr(family), "right": f"@{SHARD_SETS[family][i]}"}},
+                      {"match": {"op": "!=", "left": _daddr(family), "right": f"@{PREFIX_SETS[family]}"}},
+                      examined, {"return": None}),
+                routers,
+                _rule({"vmap": {"key": _daddr(family), "data": f"@{GROUP_SHARD_MAPS[family][i]}"}}),
+                _rule({"vmap": {"key": _daddr(family), "data": f"@{GROUP_MAPS[family]}"}}),
+                external))
     for i in indexes:
         if i:
             chains[save_chain(i)] = (None, (_rule(_set_mark("ct", field, marks[i])),))
@@ -625,9 +659,14 @@ class GroupMaps:
         families = set(families)
         merged: dict[int, MergedIntervals] = {}
         tagged: dict[int, dict[int, tuple[frozenset[Interval], frozenset[GroupInterval]]]] = {}
+        # family -> (elements gone, added) since the last result, where known from the groups'
+        # own few moves (MergedIntervals.delta): no pass over a group's 50,000 intervals
+        moves: dict[int, tuple[list[GroupInterval], list[GroupInterval]]] = {4: ([], []), 6: ([], [])}
         for index, prefixes in groups.items():
             merged[index] = self._merged.get(index) or MergedIntervals()
+            prior = merged[index].result  # (what its last tagged intervals were made from)
             own = merged[index].update(prefixes)
+            moved = merged[index].delta
             old = self._tagged.get(index, {})
             tagged[index] = {}
             for family in (4, 6):
@@ -636,12 +675,28 @@ class GroupMaps:
                     tagged[index][family] = old[family]
                 elif family in old:  # a few intervals moved: the tagged set follows them
                     before, marked = old[family]
-                    tagged[index][family] = (source, marked.difference((low, high, index) for low, high in before - source)
-                                             .union((low, high, index) for low, high in source - before))
+                    if moved is not None and family in families and family in moved and before is prior[family]:
+                        gone_i, added_i = moved[family]
+                    else:
+                        gone_i, added_i = before - source, source - before
+                    gone = [(low, high, index) for low, high in gone_i]
+                    added = [(low, high, index) for low, high in added_i]
+                    # (one copy of the group's elements for a change that only adds or removes)
+                    if gone:
+                        marked = marked.difference(gone)
+                    if added:
+                        marked = marked.union(added)
+                    tagged[index][family] = (source, marked)
+                    moves[family][0].extend(gone)
+                    moves[family][1].extend(added)
                 else:
                     tagged[index][family] = (source, frozenset((low, high, index) for low, high in source))
+                    moves[family][1].extend(tagged[index][family][1])
+        for index in self._tagged.keys() - tagged.keys():  # a group gone: all its elements
+            for family, (_, marked) in self._tagged[index].items():
+                moves[family][0].extend(marked)
         previous = self.result
-        result = self._follow(tagged)
+        result = self._follow(moves)
         if result is None:  # (many changes, or an overlap: everything again)
             result, self.problems = tag_groups({i: {f: t[0] for f, t in by.items()} for i, by in tagged.items()})
             self._sorted = {f: sorted(result[f]) for f in (4, 6)}
@@ -651,24 +706,17 @@ class GroupMaps:
         self._merged, self._tagged, self.result = merged, tagged, result
         return result
 
-    def _follow(self, tagged) -> dict[int, frozenset[GroupInterval]] | None:
+    def _follow(self, moves: Mapping[int, tuple[list[GroupInterval], list[GroupInterval]]]
+                ) -> dict[int, frozenset[GroupInterval]] | None:
+        """The last result after these moves (each group's elements gone and added), when
+        they are few and overlap nothing (None: everything again)."""
         if self.problems:
             return None
-        changes = {}
-        for family in (4, 6):
-            gone, added = [], []
-            for index in set(self._tagged) | set(tagged):
-                before = self._tagged.get(index, {}).get(family, (None, frozenset()))[1]
-                after = tagged.get(index, {}).get(family, (None, frozenset()))[1]
-                if before is not after:
-                    gone += before - after
-                    added += after - before
-            if len(gone) + len(added) > self.INCREMENTAL_MAX:
-                return None
-            changes[family] = (gone, added)
-        ordered = {f: list(self._sorted[f]) for f in (4, 6)}
-        for family, (gone, added) in changes.items():
-            line = ordered[family]
+        if any(len(gone) + len(added) > self.INCREMENTAL_MAX for gone, added in moves.values()):
+            return None
+        # (changed in place: when this fails, update() sorts everything again)
+        for family, (gone, added) in moves.items():
+            line = self._sorted[family]
             for element in gone:
                 del line[bisect_left(line, element)]
             for element in sorted(added):
@@ -676,9 +724,17 @@ class GroupMaps:
                 if (at and line[at - 1][1] >= element[0]) or (at < len(line) and line[at][0] <= element[1]):
                     return None
                 line.insert(at, element)
-        self._sorted, self._changes = ordered, changes
-        return {f: frozenset().union(*(by[f][1] for by in tagged.values())) if tagged else frozenset()
-                for f in (4, 6)}
+        self._changes = dict(moves)
+        # (the elements of two groups differ by their index: what went and came is exact)
+        result = {}
+        for family, (gone, added) in moves.items():
+            elements = self.result[family]
+            if gone:
+                elements = elements.difference(gone)
+            if added:
+                elements = elements.union(added)
+            result[family] = elements
+        return result
 
 
 # -- reading (nra.kernel.nft_read) ------------------------------------------------------
@@ -868,9 +924,13 @@ class NftChange:
     delete_links: tuple[str, ...] = ()
     set_routers: Mapping[RouterKey, int] = field(default_factory=dict)
     delete_routers: tuple[RouterKey, ...] = ()
-    # the uplink groups' intervals, by family (deleted as listed, then added)
+    # the uplink groups' intervals, by family, each written where placed_groups() puts it
     add_groups: Mapping[int, tuple[GroupInterval, ...]] = field(default_factory=dict)
     delete_groups: Mapping[int, tuple[GroupInterval, ...]] = field(default_factory=dict)
+    # when not None: the group maps' elements exactly, map name -> elements (a table read
+    # back, as add_pieces); the groups above then only describe the change
+    add_group_pieces: Mapping[str, tuple[GroupInterval, ...]] | None = None
+    delete_group_pieces: Mapping[str, tuple[GroupInterval, ...]] | None = None
     remove: bool = False  # delete the table (CLEANANDEXIT)
     # a repair in place (the sets are nra's): chains to write again, objects not nra's to drop
     rewrite: tuple[str, ...] = ()
@@ -887,7 +947,8 @@ class NftChange:
                     or any((self.add_pieces or {}).values()) or any((self.delete_pieces or {}).values())
                     or self.add_links or self.delete_links
                     or self.set_routers or self.delete_routers
-                    or any(self.add_groups.values()) or any(self.delete_groups.values()))
+                    or any(self.add_groups.values()) or any(self.delete_groups.values())
+                    or any((self.add_group_pieces or {}).values()) or any((self.delete_group_pieces or {}).values()))
 
     def describe(self) -> list[str]:
         """`nft`-like lines for `nra plan` and the log."""
@@ -922,10 +983,11 @@ class NftChange:
                          + ", ".join(f"{link} . {mac} : goto {save_chain(i)}"
                                      for (link, mac), i in sorted(self.set_routers.items()))
                          + " }")
-        for family, name in GROUP_MAPS.items():
-            for verb, elements in (("delete", self.delete_groups.get(family)), ("add", self.add_groups.get(family))):
-                if elements:
-                    lines.append(f"nft {verb} element {t} {name} {{ {_group_elements_text(family, elements)} }}")
+        gone, new = group_pieces(self, DESCRIBED_MAX)
+        for verb, by_map in (("delete", gone), ("add", new)):
+            for name, elements in sorted(by_map.items(), key=lambda item: _set_order(item[0])):
+                lines.append(f"nft {verb} element {t} {name} "
+                             f"{{ {_group_elements_text(GROUP_MAP_FAMILY[name.rstrip('*')], elements)} }}")
         return lines
 
 
@@ -961,6 +1023,27 @@ def prefix_pieces(change: NftChange, place_max: int | None = None) -> tuple[dict
     return gone, new
 
 
+def group_pieces(change: NftChange, place_max: int | None = None) -> tuple[dict[str, tuple[GroupInterval, ...]],
+                                                                          dict[str, tuple[GroupInterval, ...]]]:
+    """The group maps' elements a change deletes and adds, map name -> elements (as
+    prefix_pieces: `groups4*` names a family's change of more than place_max)."""
+    gone: dict[str, tuple[GroupInterval, ...]] = {}
+    new: dict[str, tuple[GroupInterval, ...]] = {}
+    for out, pieces, groups in ((gone, change.delete_group_pieces, change.delete_groups),
+                                (new, change.add_group_pieces, change.add_groups)):
+        if pieces is not None:
+            out.update((name, elements) for name, elements in pieces.items() if elements)
+            continue
+        for family, elements in groups.items():
+            if not elements:
+                continue
+            if place_max is not None and len(elements) > place_max:
+                out[GROUP_MAPS[family] + "*"] = tuple(elements)
+            else:
+                out.update((name, tuple(e)) for name, e in placed_groups(family, elements).items())
+    return gone, new
+
+
 def table_flags_text(flags: int) -> str:
     names = [TABLE_FLAG_NAMES.get(1 << bit, hex(1 << bit)) for bit in range(32) if flags >> bit & 1]
     return ", ".join(names) or "none"
@@ -993,6 +1076,10 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
         # (written by an nra before the shards: its rules would meet the sets emptied by the
         # element batch before they are written again; a rebuild turns the table on once filled)
         return _rebuild(desired, "prefix sets not sharded")
+    if current.sets and not current.sets & GROUP_MAP_FAMILY.keys() - set(GROUP_MAPS.values()):
+        # (the same for the group maps: its rules would look up groups4/6 emptied of their
+        # intervals of one block, and give those connections the external mark meanwhile)
+        return _rebuild(desired, "group maps not sharded")
     remake = tuple(sorted(NRA_SETS - current.sets)) if current.sets else ()
     rewrite = tuple(name for name in desired.chains if current.chains.get(name) != desired.chains[name])
     drop = tuple([f"chain {name}" for name in current.chains if name not in desired.chains] + list(current.foreign))
@@ -1051,6 +1138,9 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
                 delete_pieces[name] = tuple(e for e in listed if e not in keep or e in seen or seen.add(e))
     add_groups: dict[int, tuple[GroupInterval, ...]] = {}
     delete_groups: dict[int, tuple[GroupInterval, ...]] = {}
+    # a listed table's group maps, map by map (its elements as listed, wherever they are)
+    add_group_pieces: dict[str, tuple[GroupInterval, ...]] | None = {} if current.raw_groups else None
+    delete_group_pieces: dict[str, tuple[GroupInterval, ...]] | None = {} if current.raw_groups else None
     group_delta = desired.groups_delta[1] if desired.groups_delta and desired.groups_delta[0] is current.groups else None
     for family in GROUP_MAPS:
         want_groups, listed_groups = desired.groups.get(family, frozenset()), current.groups.get(family, frozenset())
@@ -1060,6 +1150,12 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
         elif want_groups is not listed_groups:  # (nra's own last write: the same object)
             add_groups[family] = tuple(sorted(want_groups - listed_groups))
             delete_groups[family] = tuple(sorted(listed_groups - want_groups))
+        if add_group_pieces is not None and delete_group_pieces is not None:
+            wanted = placed_groups(family, want_groups)
+            for name in (GROUP_MAPS[family], *GROUP_SHARD_MAPS[family]):
+                listed, there = frozenset(current.raw_groups.get(name, ())), frozenset(wanted.get(name, ()))
+                add_group_pieces[name] = tuple(sorted(there - listed))
+                delete_group_pieces[name] = tuple(sorted(listed - there))  # not ours, or not there
     routers_changed = {m: i for m, i in desired.routers.items() if current.routers.get(m) != i}
     return NftChange(
         reason="elements differ", add_prefixes=add, delete_prefixes=delete,
@@ -1072,6 +1168,7 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
             m for m in routers_changed if m in current.routers))),
         table_flags=desired.flags if current.flags != desired.flags else None, current_flags=current.flags,
         add_groups=add_groups, delete_groups=delete_groups,
+        add_group_pieces=add_group_pieces, delete_group_pieces=delete_group_pieces,
     )
 
 
@@ -1119,8 +1216,8 @@ def _rule_commands(name: str, rules: Iterable[Rule]) -> list[dict]:
 def _set_command(name: str) -> dict:
     if name == ROUTERS_MAP:
         return {"add": _object("map", ROUTERS_MAP, type=["ifname", "ether_addr"], map="verdict")}
-    if name in GROUP_MAPS.values():
-        return {"add": _object("map", name, type="ipv4_addr" if name == GROUP_MAPS[4] else "ipv6_addr",
+    if name in GROUP_MAP_FAMILY:
+        return {"add": _object("map", name, type="ipv4_addr" if GROUP_MAP_FAMILY[name] == 4 else "ipv6_addr",
                                map="verdict", flags=["interval"])}
     if name == LINKS_SET:
         return {"add": _object("set", LINKS_SET, type="ifname")}
@@ -1196,22 +1293,23 @@ def element_commands(change: NftChange) -> list[dict]:
                for key, i in sorted(change.set_routers.items())]
     cmds: list[dict] = []
     gone, new = prefix_pieces(change)
+    groups_gone, groups_new = group_pieces(change)
     for verb, prefixes, links, router_elements, groups in (
             ("delete", gone, change.delete_links,
-             [{"concat": list(key)} for key in change.delete_routers], change.delete_groups),
-            ("add", new, change.add_links, routers, change.add_groups)):
+             [{"concat": list(key)} for key in change.delete_routers], groups_gone),
+            ("add", new, change.add_links, routers, groups_new)):
         for name, pieces in sorted(prefixes.items(), key=lambda item: _set_order(item[0])):
             cmds.append({verb: _elements(name, [_interval_elem(PREFIX_SET_FAMILY[name], i) for i in pieces])})
         if links:
             cmds.append({verb: _elements(LINKS_SET, list(links))})
         if router_elements:
             cmds.append({verb: _elements(ROUTERS_MAP, router_elements)})
-        for family, name in GROUP_MAPS.items():
-            if groups.get(family):
-                cmds.append({verb: _elements(name, [
-                    _interval_elem(family, (low, high)) if verb == "delete" else
-                    [_interval_elem(family, (low, high)), {"goto": {"target": save_chain(i)}}]
-                    for low, high, i in groups[family]])})
+        for name, elements in sorted(groups.items(), key=lambda item: _set_order(item[0])):
+            family = GROUP_MAP_FAMILY[name]
+            cmds.append({verb: _elements(name, [
+                _interval_elem(family, (low, high)) if verb == "delete" else
+                [_interval_elem(family, (low, high)), {"goto": {"target": save_chain(i)}}]
+                for low, high, i in elements])})
     return cmds
 
 

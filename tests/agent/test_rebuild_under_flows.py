@@ -112,7 +112,7 @@ def router_index(node) -> int | None:
     and classify's rules)."""
     chain = node.exec(["nft", "list", "chain", "inet", "nra", "prerouting"], check=False).stdout
     classify = node.exec(["nft", "list", "chain", "inet", "nra", "classify"], check=False).stdout
-    if "jump dispatch_in" not in chain or "@lb4" not in classify:
+    if "jump dispatch_in" not in chain or "goto in_lb4_" not in classify:
         return None
     found = re.search(r"goto save_(\d+)", node.exec(["nft", "list", "map", "inet", "nra", "link_routers"],
                                                     check=False).stdout)

@@ -102,6 +102,11 @@ def lb_sets(table: str, family: int) -> str:
     return "\n".join(re.findall(rf"\n\tset lb{family}(?:_\d+)? {{.*?\n\t}}", table, re.S))
 
 
+def group_maps(table: str, family: int) -> str:
+    """The listing of nra's group maps of a family (groups4, and groups4_0 to groups4_15: by block)."""
+    return "\n".join(re.findall(rf"\n\tmap groups{family}(?:_\d+)? {{.*?\n\t}}", table, re.S))
+
+
 def test_routers_are_told_apart_by_link_and_mac(lab, nra):
     """r1 and r3 share a MAC on two uplinks: two map elements, two marks. r5 and r6 share one
     virtual MAC on eth3: one element, one table with a multipath route via both, said once."""
@@ -115,8 +120,8 @@ def test_routers_are_told_apart_by_link_and_mac(lab, nra):
     said = [line for line in log.splitlines() if f"share link-layer address {topo.VIRTUAL_MAC} on eth3" in line]
     assert len(said) == 2 and all("r5v" in line and "r6v" in line for line in said), said  # once per family
     for family, pool_of in ((4, topo.pool4), (6, topo.pool6)):
-        groups = lab.exec("node", ["nft", "list", "map", "inet", "nra", f"groups{family}"]).stdout
-        prefixes = lb_sets(lab.exec("node", ["nft", "list", "table", "inet", "nra"]).stdout, family)
+        table = lab.exec("node", ["nft", "list", "table", "inet", "nra"]).stdout
+        groups, prefixes = group_maps(table, family), lb_sets(table, family)
         assert all(pool_of(pool) in groups and pool_of(pool) in prefixes for pool in topo.POOLS), (groups, prefixes)
 
 

@@ -232,6 +232,63 @@ def test_an_ipv6_prefix_is_found_in_its_shard_in_the_wide_set_and_across_a_block
             ns.delete()
 
 
+def test_an_unknown_routers_connection_gets_its_prefixs_group_mark_from_the_sharded_group_maps():
+    """Two uplink groups (fallbacks 3 and 4) and the group of every peer, the group maps dealt
+    by block as the prefix sets (placed_groups): a datagram from a sender no router entry
+    knows, to an address of each, gets its group's mark: a one-block prefix (its block's
+    map), one across a blocks' edge, a wide one (the wide map); two groups' pools side by
+    side that merge into one wide prefix interval (the wide set: its block's chain finds the
+    groups in their blocks' maps); the group of every peer's prefix gets the external mark
+    and an address that is no LoadBalancer's the examined one. IPv4 and IPv6."""
+    node, peer = new_netns("nra-pk-gr"), new_netns("nra-pk-gr1")
+    owner = None
+    try:
+        add_veth(node, "eth0", peer, "eth0")
+        node.ip("addr add 10.60.0.1/24 dev eth0")
+        node.ip("-6 addr add fd60::1/64 dev eth0 nodad")
+        peer.ip("addr add 10.60.0.2/24 dev eth0")
+        peer.ip("-6 addr add fd60::2/64 dev eth0 nodad")
+        peer.ip("route add default via 10.60.0.1")
+        peer.ip("-6 route add default via fd60::1")
+        net = ipaddress.ip_network
+        three = [net(p) for p in ("10.80.0.0/28", "10.70.1.128/25", "10.90.0.0/16", "10.100.0.0/20",
+                                  "fd00:80::/120", "fd00:70::180/121", "fd00:a0::/116")]
+        four = [net(p) for p in ("10.70.2.0/25", "10.100.16.0/20", "fd00:70::200/121", "fd00:a0::1000/116")]
+        every = [net("10.81.0.0/28"), net("fd00:81::/120")]
+        want = nft.desired_table(three + four + every, ["eth0"], {("eth0", OTHER_MAC): 1}, FIELD,
+                                 groups={3: three, 4: four})
+        # the layout the addresses below go through: 10.100.0.0/19 is one wide prefix interval
+        # (lb4) of two groups' pools of 16 blocks each (not wide: split), in their blocks' maps
+        wide4 = (int(ipaddress.ip_address("10.100.0.0")), int(ipaddress.ip_address("10.100.31.255")))  # (a /19)
+        assert wide4 in nft.placed(4, sorted(want.prefixes[4]))["lb4"]
+        maps4 = nft.placed_groups(4, sorted(want.groups[4]))
+        assert [e[:2] for e in maps4["groups4"]] == [(int(ipaddress.ip_address("10.90.0.0")),
+                                                       int(ipaddress.ip_address("10.90.255.255")))]
+        assert (int(ipaddress.ip_address("10.100.25.0")), int(ipaddress.ip_address("10.100.25.255")), 4) \
+            in maps4["groups4_9"]
+        owner = NftState(node.name)
+        owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
+        expect4 = {"10.80.0.10": FIELD.router(3), "10.70.1.255": FIELD.router(3), "10.70.2.0": FIELD.router(4),
+                   "10.90.200.7": FIELD.router(3), "10.100.3.3": FIELD.router(3), "10.100.25.5": FIELD.router(4),
+                   "10.81.0.5": FIELD.value, "10.85.0.1": FIELD.examined, "10.70.2.128": FIELD.examined}
+        expect6 = {"fd00:80::10": FIELD.router(3), "fd00:70::1ff": FIELD.router(3), "fd00:70::200": FIELD.router(4),
+                   "fd00:a0::3": FIELD.router(3), "fd00:a0::1905": FIELD.router(4), "fd00:81::5": FIELD.value,
+                   "fd00:85::1": FIELD.examined}
+        for address in expect4:
+            node.ip(f"addr add {address}/32 dev lo")
+        for address in expect6:
+            node.ip(f"-6 addr add {address}/128 dev lo nodad")
+        marks, entries = udp_marks(node, peer, 4, list(expect4), 7012)
+        assert marks == expect4, entries
+        marks, entries = udp_marks(node, peer, 6, list(expect6), 7013)
+        assert marks == expect6, entries
+    finally:
+        if owner is not None:
+            owner.close()
+        for ns in (node, peer):
+            ns.delete()
+
+
 # a large table: the old two-transaction rebuild left it without prefixes for a while
 REBUILD_PREFIXES = 20_000
 FLOWS_PER_S = 500
@@ -266,7 +323,7 @@ def test_a_repair_under_new_flows_leaves_no_flow_with_a_wrong_mark(lab):
     owner = NftState(node.name)
     try:
         owner.apply_blocking(nft.diff(want, None), want, FIELD, None)
-        node.exec(["nft", "add rule inet nra save accept"])  # someone else's rule
+        node.exec(["nft", "add rule inet nra in_lb4_0 accept"])  # someone else's rule
         owner.forget()
         current = owner.read_blocking()
         change = nft.diff(want, current)

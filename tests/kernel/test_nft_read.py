@@ -84,7 +84,15 @@ def test_what_was_written_reads_back_exactly(netns, distinct):
         assert listed_intervals(netns, "set", name) == sorted(got.raw_prefixes.get(name, ())), name
     assert sum(1 for name in nft.SHARD_SETS[4] if got.raw_prefixes.get(name)) == (16 if distinct else 12)
     assert got.raw_prefixes["lb4"] == ((int(top4.network_address), int(top4.broadcast_address)),)
-    assert listed_intervals(netns, "map", "groups6") == sorted((low, high) for low, high, _ in got.groups[6])
+    # and the group maps, map by map: each group's intervals split at their blocks' edges
+    # (placed_groups), read back joined again
+    for name, family in nft.GROUP_MAP_FAMILY.items():
+        assert listed_intervals(netns, "map", name) == sorted((low, high) for low, high, _ in
+                                                              got.raw_groups.get(name, ())), name
+    assert got.raw_groups["groups4"] == ((int(top4.network_address), int(top4.broadcast_address), 5),)
+    assert sum(1 for name in nft.GROUP_SHARD_MAPS[4] if got.raw_groups.get(name)) == (16 if distinct else 12)
+    if not distinct:  # 1000 addresses in a row, then 2000: an interval each, in pieces
+        assert len(got.groups[4]) == 3 and len(got.raw_groups) > 3
     assert {i for _, _, i in got.groups[4]} == {4, 5}
     text = netns.exec(["nft", "list", "map", "inet", "nra", "link_routers"]).stdout
     assert '"eth1" . 0a:bc:de:f0:12:34 : goto save_3' in text
@@ -102,7 +110,7 @@ def test_every_rule_carries_nra_digest_as_its_comment(netns):
 
 @pytest.mark.parametrize("foreign, seen", [
     ("add rule inet nra classify accept", lambda t: t.chains["classify"][1][-1].digest.startswith("(rule handle")),
-    ("insert rule inet nra save counter", lambda t: not t.chains["save"][1][0].digest.startswith("nra:")),
+    ("insert rule inet nra in_lb4_0 counter", lambda t: not t.chains["in_lb4_0"][1][0].digest.startswith("nra:")),
     (f"delete element inet nra {nft.SHARD_SETS[4][0]} {{ 100.64.0.4 }}", lambda t: (int(ipaddress.ip_address("100.64.0.4")),) * 2
      not in t.prefixes[4]),
     ("delete element inet nra link_routers { \"eth1\" . 0a:bc:de:f0:12:34 }", lambda t: len(t.routers) == 2),
@@ -110,7 +118,11 @@ def test_every_rule_carries_nra_digest_as_its_comment(netns):
     ("flush chain inet nra prerouting; delete chain inet nra prerouting", lambda t: "prerouting" not in t.chains),
     ("add chain inet nra theirs", lambda t: t.chains["theirs"] == (None, ())),
     ("add map inet nra theirs { type ipv4_addr : verdict; }", lambda t: t.foreign == ("map theirs",)),
-    ("flush chain inet nra save; delete map inet nra groups6", lambda t: "groups6" not in t.sets),
+    ("flush chain inet nra in_lb6_0; delete map inet nra groups6_0", lambda t: "groups6_0" not in t.sets),
+    # someone else's group element in its block's map, and one in the wide map (not its place)
+    ("add element inet nra groups4_2 { 192.0.2.0/24 : goto save_2 }",
+     lambda t: t.raw_groups["groups4_2"] == ((int(ipaddress.ip_address("192.0.2.0")),
+                                             int(ipaddress.ip_address("192.0.2.255")), 2),)),
     ("add element inet nra groups4 { 192.0.2.0/24 : goto save_2 }",
      lambda t: (int(ipaddress.ip_address("192.0.2.0")), int(ipaddress.ip_address("192.0.2.255")), 2) in t.groups[4]),
 ])

@@ -141,12 +141,12 @@ def test_nft_diff_of_a_read_with_foreign_and_stray_elements_and_rules():
     assert not moved.add_prefixes[4] and not moved.delete_prefixes[4]  # (the same prefixes: moved only)
     assert moved.describe() == ["nft delete element inet nra lb4_5 { 10.80.0.0/28 }",
                                 "nft add element inet nra lb4_0 { 10.80.0.0/28 }"]
-    hook, rules = want.chains["save"]
+    hook, rules = want.chains["in_lb4_0"]
     foreign = nft.Rule("(rule handle 9, not nra's: comment None)")
     for drifted in ((*rules, foreign), (rules[1], rules[0], *rules[2:]), rules[:-1],
                     (*rules[:-1], nft.Rule(want.chains["classify"][1][-1].digest))):
-        changed = nft.diff(want, dataclasses.replace(read, chains={**want.chains, "save": (hook, drifted)}))
-        assert changed.rewrite == ("save",) and not changed.rebuild
+        changed = nft.diff(want, dataclasses.replace(read, chains={**want.chains, "in_lb4_0": (hook, drifted)}))
+        assert changed.rewrite == ("in_lb4_0",) and not changed.rebuild
     # the digest is what is compared: a rule read back (no text) equals nra's own
     assert nft.Rule(rules[0].digest) == rules[0] and rules[0].digest.startswith("nra:")
     broken = nft.diff(want, dataclasses.replace(read, unreadable=("lb4",)))
@@ -159,7 +159,7 @@ def test_others_objects_followed_from_notifications_become_repairs_of_those_obje
     want = nft.desired_table([net("10.80.0.0/28")], ["eth0"], {K1: 1}, FIELD)
     known, ignored = nft.with_objects(want, [
         ObjectChange("set", False, "nra", "__set0", flags=nft.SET_FLAG_ANONYMOUS),  # a foreign rule's own set
-        ObjectChange("rule", False, "nra", chain="save", handle=41),
+        ObjectChange("rule", False, "nra", chain="in_lb4_0", handle=41),
         ObjectChange("rule", False, "nra", chain="classify", handle=42),
         ObjectChange("rule", True, "nra", chain="classify", handle=42),  # gone again
         ObjectChange("rule", True, "nra", chain="dispatch_out", handle=7),  # one of nra's
@@ -169,9 +169,9 @@ def test_others_objects_followed_from_notifications_become_repairs_of_those_obje
     ])
     assert ignored == {"__set0", "mine"}
     change = nft.diff(want, known)
-    assert change.drop_rules == (("save", 41),) and change.rewrite == ("dispatch_out",)
+    assert change.drop_rules == (("in_lb4_0", 41),) and change.rewrite == ("dispatch_out",)
     assert set(change.drop) == {"chain extra", "map mine"} and not change.rebuild
-    assert "nft delete rule inet nra save handle 41  # not nra's" in change.describe()
+    assert "nft delete rule inet nra in_lb4_0 handle 41  # not nra's" in change.describe()
     # what cannot be attributed: one of nra's sets, an object of another kind, a rule in an unknown chain
     for obj in (ObjectChange("set", True, "nra", "lb4"), None, ObjectChange("rule", False, "nra", chain="x", handle=1)):
         assert nft.with_objects(want, [obj]) is None
@@ -385,7 +385,7 @@ def test_chains_are_built_for_the_configured_routers_not_every_mark_of_a_wide_ma
     restores = sorted(c for c in state.nft.chains if c.startswith("restore_"))
     assert saves == ["save_1", "save_2", "save_3"]
     assert restores == ["restore_1", "restore_2", "restore_3", "restore_external"]
-    assert len(nft.desired_chains(wide)) == 2 * 255 + 7 + 2 * nft.SHARDS  # (the field alone: every mark; the shards)
+    assert len(nft.desired_chains(wide)) == 2 * 255 + 6 + 2 * nft.SHARDS  # (the field alone: every mark; the shards)
 
 
 def test_a_kept_table_sends_the_intervals_that_moved_as_a_full_compare_gives_them():

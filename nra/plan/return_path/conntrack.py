@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 from nra.config.intent import Intent, IPAddress, IPNetwork, Peer
-from nra.config.uplinks import pool_groups
+from nra.config.uplinks import pool_groups, prefixes_union
 from nra.kernel.marks import MarkField
 from nra.kernel.model import (
     DEFAULT_METRIC,
@@ -127,8 +127,9 @@ def uplink_fallbacks(intent: Intent) -> tuple[tuple[UplinkFallback, ...], tuple[
                          f"({', '.join(sorted(peers))}) is an addressed peer of the default VRF; its connections "
                          "from an unknown router use the multipath table")
             continue
-        found.append(UplinkFallback(peers, tuple(p.name for p in pools),
-                                    frozenset().union(*(p.prefixes for p in pools))))
+        # (a group of one pool takes its set as it is: a patched pool's set says what it
+        # differs by from the last, where a copy costs passes over it to merge, ~5 ms at 50,000)
+        found.append(UplinkFallback(peers, tuple(p.name for p in pools), prefixes_union(p.prefixes for p in pools)))
     return tuple(found), tuple(lines)
 
 
