@@ -78,7 +78,9 @@ class Agent:
         self.documents = Documents(self.status, self.status.details)
         self.echo = EchoFilter()
         self.memory = AfterReconcile()  # free heap handed back after the first reconcile and each change
-        self._listened = False  # whether a reconcile waited for the notifications to be listened to
+        #: the daemon's wait for the kernel's notifications to be listened to (set by _supervise),
+        #: awaited by the first reconcile
+        self._listening: asyncio.Future | None = None
         self.contention = ContentionDetector()
         self.worker: Worker | None = None
         self._stop = asyncio.Event()
@@ -205,6 +207,7 @@ class Agent:
         self.resolution = PeerResolution(reconciler.health.to_resolve, reconciler.kernel.resolve_peers)
         if self.intent is not None:
             self.worker.trigger("config")
+        self._listening = asyncio.ensure_future(asyncio.wait_for(reconciler.kernel.subscribed(), SUBSCRIBED_WAIT_S))
         vital = {
             asyncio.create_task(self.worker.run(), name=WORKER),
             asyncio.create_task(self._watch_kernel(reconciler), name=KERNEL_WATCHER),
@@ -236,7 +239,8 @@ class Agent:
         finally:
             logger.info("stopping; the kernel state is left as it is")
             pending_event = self.node_events.pending if self.node_events else None
-            tasks = [stop, *vital, *others, *(t for t in (self._echo_check, pending_event) if t is not None)]
+            tasks = [stop, *vital, *others,
+                     *(t for t in (self._echo_check, pending_event, self._listening) if t is not None)]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -252,14 +256,14 @@ class Agent:
         metrics.unexpected_error(task.get_name())
 
     async def _reconcile(self, reconciler: Reconciler, trigger: str) -> Outcome:
-        if not self._listened:
-            # The first reconcile reads the kernel once its notifications are listened to, so
-            # that the kernel view of that read is kept (nra.kernel.rules.KeptRules): read
-            # before, it was not, and at 100,000 rules the first change after a start dumped
-            # and decoded every rule again (~1 s and ~15 MiB more at its peak).
-            self._listened = True
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            # The daemon's first reconcile reads the kernel once its notifications are listened
+            # to, so that the kernel view of that read is kept (nra.kernel.rules.KeptRules):
+            # read before, it was not, and at 100,000 rules the first change after a start
+            # dumped and decoded every rule again (~1 s and ~15 MiB more at its peak).
             try:
-                await asyncio.wait_for(reconciler.kernel.subscribed(), SUBSCRIBED_WAIT_S)
+                await listening
             except asyncio.TimeoutError:
                 pass  # (read anyway: the view is then kept from the next full read)
         self.status.reconcile_started()
