@@ -26,6 +26,7 @@ from nra.sources.kube import (
 from nra.sources.kube.client import resolve_namespace
 from tests.kube.apiserver import FakeApiServer, load_objects
 from tests.kube.conftest import COALESCE_S, FAST, Recorder, running
+from tests.wait import wait_for_async
 
 NS = "metallb-system"
 NODE = "node-a"
@@ -116,13 +117,16 @@ async def test_labels_after_peers_publish_no_half_built_state(apiserver: FakeApi
         apiserver.put(node({"zone": "a"}))
         apiserver.fail_next(10_000, "text503", match="/nodes", verb="list")
     async with running(crd_source(factory), recorder):
-        await settle(0.4)
-        assert apiserver.count("list", "bgppeers") >= 1
+        # (waited for, not slept on: on a busy machine the first lists took over 0.4 s)
+        await wait_for_async(lambda: apiserver.count("list", "bgppeers") >= 1, 10, what="the peers listed")
+        if node_fault == "late-list":
+            await wait_for_async(lambda: apiserver.count("list", "/nodes") >= 3, 10, what="three failed node lists")
+        else:
+            await settle(0.4)  # (the node list's answer, an empty one, has time to come)
         assert recorder.results == [], "published before this node's labels were known"
         if node_fault == "created-later":
             apiserver.put(node({"zone": "a"}))
         else:
-            assert apiserver.count("list", "/nodes") >= 3
             apiserver.faults.clear()
         await recorder.wait_count(1)
         await settle()
@@ -172,10 +176,11 @@ async def test_cut_stream_resumes_without_relist(apiserver: FakeApiServer, facto
         apiserver.fail_next(2, "json500", match="bgppeers", verb="watch")
         assert apiserver.cut_streams() == 4
         apiserver.put(peer("while-cut", "172.30.0.7"))
-        await recorder.wait_for(lambda r: "172.30.0.7" in addresses(r.intent))
+        await recorder.wait_for(lambda r: "172.30.0.7" in addresses(r.intent), 10)
         apiserver.end_streams()  # a clean end (timeoutSeconds) resumes the same way
         apiserver.put(peer("after-end", "172.30.0.8"))
-        await recorder.wait_for(lambda r: "172.30.0.8" in addresses(r.intent))
+        # (10 s: the resumed watches' backoff after the two failures, on a busy machine)
+        await recorder.wait_for(lambda r: "172.30.0.8" in addresses(r.intent), 10)
     assert apiserver.count("list") == lists, "a cut or ended stream must resume, not relist"
     resumed = [q for v, p, q in apiserver.requests if v == "watch" and "bgppeers" in p]
     assert any(int(q["resourceVersion"]) >= last_rv for q in resumed[1:])
