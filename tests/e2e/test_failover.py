@@ -70,7 +70,8 @@ def test_node_runs_bfd_with_default_timers_and_learns_a_route_from_each_router(l
     timers = lab.neigh_timers()
     for fam in ("ipv4", "ipv6"):
         assert {k: timers[f"net.{fam}.neigh.eth0.{k}"] for k in KERNEL_DEFAULTS} == KERNEL_DEFAULTS
-    assert lab.bfd_ready(), lab.bfd_sessions()
+    # (waited for: under load a session can be Down for a moment after the lab's own wait)
+    assert wait_for(lab.bfd_ready, 15, what="every BFD session up"), lab.bfd_sessions()
     routes = lab.learned_routes()
     for router in topo.R.values():
         assert f"{router.learned4} via {router.seg4} dev eth0 proto {topo.LEARNED_PROTO}" in \
