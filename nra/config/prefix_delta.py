@@ -4,9 +4,11 @@ An edit of a few lines gives a new intent whose 100,000 prefixes are the last on
 added or removed (nra.config.metallb.PoolEntries patches them). Whoever then compares the two
 sets (the merged nft intervals, the count of prefixes per family) would pass over all of them
 again, ~3 ms a pass; this says the difference instead. Sets are frozensets, immutable: the
-difference recorded stays true. The last record is kept (with its sets, so that the ids they
-are found by stay those sets'): each holds two sets of 100,000 prefixes at scale (4 MB each),
-and a longer history kept that many more alive after a few edits.
+difference recorded stays true. The last few records are kept (with their sets, so that the
+ids they are found by stay those sets'): a parse records each pool it patched and, with several
+pools, their union (nra.config.metallb); each record holds two sets of up to 100,000 prefixes
+at scale (4 MB each), and a longer history kept that many more alive after a few edits. Once
+a set is planned and programmed, its record and every older one go (settled).
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Collection, Mapping
 
-#: records kept: a change's set and the one before (the daemon plans each intent in turn; two
-#: edits merged into one reconcile are compared whole, two set differences at C speed)
-KEPT = 1
+#: records kept: a change's sets and the ones before (the daemon plans each intent in turn; two
+#: edits merged into one reconcile are compared whole, two set differences at C speed): the
+#: intent's set and, when it is the union of several pools, the patched pools' (two pools
+#: edited at once: three records; more and the first pools' are compared whole)
+KEPT = 3
+#: prefix counts kept: the last set's (the next set's are derived from them)
+COUNTS_KEPT = 1
 #: the most changed prefixes family_counts goes through one by one
 COUNT_MAX = 1024
 
@@ -26,25 +32,27 @@ _records: OrderedDict[int, tuple[frozenset, frozenset, frozenset, frozenset]] = 
 _counts: OrderedDict[int, tuple[frozenset, Mapping[int, int]]] = OrderedDict()
 
 
-def _keep(store: OrderedDict, key: int, value: tuple) -> None:
+def _keep(store: OrderedDict, key: int, value: tuple, kept: int) -> None:
     store[key] = value
     store.move_to_end(key)
-    while len(store) > KEPT:
+    while len(store) > kept:
         store.popitem(last=False)
 
 
 def remember(new: frozenset, old: frozenset, added: Collection, removed: Collection) -> None:
     """`new` is `old` without `removed` (all in old) and with `added` (none in old)."""
-    _keep(_records, id(new), (new, old, frozenset(added), frozenset(removed)))
+    _keep(_records, id(new), (new, old, frozenset(added), frozenset(removed)), KEPT)
 
 
 def settled(prefixes: frozenset) -> None:
     """`prefixes` is planned and programmed: its record (and the set before it, 4 MB at
-    100,000 prefixes) is no longer needed; the next set made from it records its own. The
-    counts stay (the next set's are derived from them)."""
+    100,000 prefixes) is no longer needed, nor those recorded before it (its pools'
+    patches, planned with it); the next set made from it records its own. The counts stay
+    (the next set's are derived from them)."""
     record = _records.get(id(prefixes))
     if record is not None and record[0] is prefixes:
-        del _records[id(prefixes)]
+        while _records.popitem(last=False)[1] is not record:
+            pass
 
 
 def delta(new: frozenset, old: frozenset) -> tuple[frozenset, frozenset] | None:
@@ -84,9 +92,9 @@ def family_counts(prefixes: frozenset) -> Mapping[int, int] | None:
         for prefix in changed:
             family = 4 if prefix.version == 4 else 6
             counts[family] += sign
-    _keep(_counts, id(prefixes), (prefixes, counts))
+    _keep(_counts, id(prefixes), (prefixes, counts), COUNTS_KEPT)
     return counts
 
 
 def remember_counts(prefixes: frozenset, counts: Mapping[int, int]) -> None:
-    _keep(_counts, id(prefixes), (prefixes, dict(counts)))
+    _keep(_counts, id(prefixes), (prefixes, dict(counts)), COUNTS_KEPT)

@@ -460,9 +460,13 @@ class MergedIntervals:
     """The merged intervals of a set of prefixes, kept between reconciles and updated by the
     prefixes added and removed since (a file change adds or removes a few): a bisect and a
     local re-merge each, where merging 10,000 prefixes again costs ~10 ms. A large change is
-    merged whole. The result always equals prefix_intervals(prefixes)."""
+    merged whole. The result always equals prefix_intervals(prefixes). Without `keep_result`
+    (GroupMaps) the result is not made: `merged()` and `delta` say what it is and how it moved,
+    where a copy of the frozen result each change costs a pass over every interval (and another
+    to free the last one), ~5 ms at 50,000 in a daemon's large heap."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_result: bool = True) -> None:
+        self._keep = keep_result
         self._prefixes: frozenset[IPNetwork] = frozenset()
         self._raw: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, one per prefix
         self._merged: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, disjoint
@@ -475,7 +479,12 @@ class MergedIntervals:
     @property
     def result(self) -> dict[int, frozenset[Interval]]:
         """The merged intervals of the last update."""
-        return self._frozen
+        return self._frozen if self._keep else {f: frozenset(self._merged[f]) for f in (4, 6)}
+
+    def merged(self, family: int) -> list[Interval]:
+        """The merged intervals of the last update, sorted (the list itself: not to be changed;
+        an update changes it in place or replaces it)."""
+        return self._merged[family]
 
     def update(self, prefixes: frozenset[IPNetwork]) -> dict[int, frozenset[Interval]]:
         if prefixes is self._prefixes:
@@ -492,7 +501,8 @@ class MergedIntervals:
             self._raw = {f: sorted(r) for f, r in raw.items()}
             self._merged = {f: merge_sorted(r) for f, r in self._raw.items()}
             self._prefixes = prefixes
-            self._frozen = {f: frozenset(self._merged[f]) for f in (4, 6)}
+            if self._keep:
+                self._frozen = {f: frozenset(self._merged[f]) for f in (4, 6)}
             self.delta = None
             return self._frozen
         else:
@@ -520,6 +530,8 @@ class MergedIntervals:
             gone = frozenset(p for p, n in net.items() if n < 0)
             added = frozenset(p for p, n in net.items() if n > 0)
             delta[family] = (gone, added)
+            if not self._keep:
+                continue
             # (each operation copies the 100,000: a one-line change makes one copy, not two)
             if gone:
                 frozen[family] = frozen[family].difference(gone)
@@ -634,18 +646,20 @@ def _strong(ref: weakref.ref | None) -> frozenset[Interval] | None:
 
 class GroupMaps:
     """The group maps' elements kept between reconciles: each group's intervals merged from its
-    last ones (MergedIntervals) and tagged once while they do not change; a change that moves a
-    few intervals is checked for overlaps against its neighbours only (a bisect each), where
-    tagging and sorting 10,000 intervals again costs ~25 ms. The result always equals
-    group_intervals(groups)."""
+    last ones (MergedIntervals, without a frozen result of its own), the elements that moved
+    (its intervals gone and added, tagged with its index) applied to the last result; a change
+    that moves a few intervals is checked for overlaps against its neighbours only (a bisect
+    each), where tagging and sorting 10,000 intervals again costs ~25 ms. Nothing per group is
+    copied whole on a change (a copy of 50,000 and the freeing of the last one pass over every
+    element: in the daemon's heap of a million objects, several ms each): the result alone is.
+    The result always equals group_intervals(groups)."""
 
     #: above this many changed intervals, everything is tagged and checked again
     INCREMENTAL_MAX = 256
 
     def __init__(self) -> None:
         self._merged: dict[int, MergedIntervals] = {}
-        # index -> family -> (its merged intervals, the same tagged with the index)
-        self._tagged: dict[int, dict[int, tuple[frozenset[Interval], frozenset[GroupInterval]]]] = {}
+        self._families: frozenset[int] | None = None
         self._sorted: dict[int, list[GroupInterval]] = {4: [], 6: []}
         self.problems: list[str] = []
         self.result: dict[int, frozenset[GroupInterval]] = {4: frozenset(), 6: frozenset()}
@@ -656,54 +670,44 @@ class GroupMaps:
 
     def update(self, groups: Mapping[int, frozenset[IPNetwork]],
                families: Iterable[int]) -> dict[int, frozenset[GroupInterval]]:
-        families = set(families)
+        families = frozenset(families) & {4, 6}
+        again = families != self._families  # (the first, or a family turned on or off)
         merged: dict[int, MergedIntervals] = {}
-        tagged: dict[int, dict[int, tuple[frozenset[Interval], frozenset[GroupInterval]]]] = {}
-        # family -> (elements gone, added) since the last result, where known from the groups'
-        # own few moves (MergedIntervals.delta): no pass over a group's 50,000 intervals
+        # family -> (elements gone, added) since the last result, from the groups' own few
+        # moves (MergedIntervals.delta): no pass over a group's 50,000 intervals
         moves: dict[int, tuple[list[GroupInterval], list[GroupInterval]]] = {4: ([], []), 6: ([], [])}
         for index, prefixes in groups.items():
-            merged[index] = self._merged.get(index) or MergedIntervals()
-            prior = merged[index].result  # (what its last tagged intervals were made from)
-            own = merged[index].update(prefixes)
+            kept = self._merged.get(index)
+            merged[index] = kept or MergedIntervals(keep_result=False)
+            prior = {f: merged[index].merged(f) for f in (4, 6)}  # (a whole merge replaces the lists)
+            merged[index].update(prefixes)
             moved = merged[index].delta
-            old = self._tagged.get(index, {})
-            tagged[index] = {}
-            for family in (4, 6):
-                source = own[family] if family in families else frozenset()
-                if family in old and old[family][0] is source:
-                    tagged[index][family] = old[family]
-                elif family in old:  # a few intervals moved: the tagged set follows them
-                    before, marked = old[family]
-                    if moved is not None and family in families and family in moved and before is prior[family]:
-                        gone_i, added_i = moved[family]
-                    else:
-                        gone_i, added_i = before - source, source - before
-                    gone = [(low, high, index) for low, high in gone_i]
-                    added = [(low, high, index) for low, high in added_i]
-                    # (one copy of the group's elements for a change that only adds or removes)
-                    if gone:
-                        marked = marked.difference(gone)
-                    if added:
-                        marked = marked.union(added)
-                    tagged[index][family] = (source, marked)
-                    moves[family][0].extend(gone)
-                    moves[family][1].extend(added)
+            if again:
+                continue
+            for family in families:
+                if kept is None:
+                    gone_i, added_i = (), merged[index].merged(family)
+                elif moved is None:  # (merged whole: compared whole)
+                    before, now = set(prior[family]), set(merged[index].merged(family))
+                    gone_i, added_i = before - now, now - before
+                elif family in moved:
+                    gone_i, added_i = moved[family]
                 else:
-                    tagged[index][family] = (source, frozenset((low, high, index) for low, high in source))
-                    moves[family][1].extend(tagged[index][family][1])
-        for index in self._tagged.keys() - tagged.keys():  # a group gone: all its elements
-            for family, (_, marked) in self._tagged[index].items():
-                moves[family][0].extend(marked)
+                    continue
+                moves[family][0].extend((low, high, index) for low, high in gone_i)
+                moves[family][1].extend((low, high, index) for low, high in added_i)
+        for index in self._merged.keys() - merged.keys():  # a group gone: all its elements
+            for family in families:
+                moves[family][0].extend((low, high, index) for low, high in self._merged[index].merged(family))
         previous = self.result
-        result = self._follow(moves)
-        if result is None:  # (many changes, or an overlap: everything again)
-            result, self.problems = tag_groups({i: {f: t[0] for f, t in by.items()} for i, by in tagged.items()})
+        result = None if again else self._follow(moves)
+        if result is None:  # (many changes, or an overlap, or other families: everything again)
+            result, self.problems = tag_groups({i: {f: m.merged(f) for f in families} for i, m in merged.items()})
             self._sorted = {f: sorted(result[f]) for f in (4, 6)}
             self.delta = None
         else:
             self.delta = (previous, self._changes)
-        self._merged, self._tagged, self.result = merged, tagged, result
+        self._merged, self._families, self.result = merged, families, result
         return result
 
     def _follow(self, moves: Mapping[int, tuple[list[GroupInterval], list[GroupInterval]]]
