@@ -31,9 +31,11 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   `in_lb4_<i>`: an address in neither that block's set nor the wide set gets the examined
   mark; an LB address is marked with its router's mark (`link_routers` map), else its
   prefix's uplink group's mark (the block's group map `groups4_<i>`, else the wide
-  `groups4`), else the external mark. Any other packet gets the examined mark. Replies of
-  unmarked connections are left alone. The rule count is constant: every router and group
-  is an element.
+  `groups4`), else the external mark. A packet from any other link gets the examined mark;
+  replies of unmarked connections are left alone, and so is a packet from a peer's link
+  that the look-up of its block missed (it should not, but a connection left unmarked is
+  classified by its next packet, one marked examined would bypass the return path for
+  good). The rule count is constant: every router and group is an element.
 
 So every packet but a connection's first costs one rule: a connection-mark load, an AND and
 a compare for the examined connections; a jump and a hash look-up more for LoadBalancer
@@ -348,6 +350,7 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
     marks = {i: field.router(i) if i else field.value for i in indexes}
     restore_map = [[marks[i], {"jump": {"target": restore_chain(i)}}] for i in indexes]
     from_peers = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
+    not_from_peers = {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": f"@{LINKS_SET}"}}
     examined = _set_mark("ct", field, field.examined)
     chains: dict[str, tuple[tuple | None, tuple[Rule, ...]]] = {
         # the hooked chains end in one jump each: made last, after the elements, so the table
@@ -377,7 +380,10 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
                                                             {"goto": {"target": shard_chain(family, i)}}]
                                                            for i in range(SHARDS)]}}})
               for family in (4, 6)),
-            _rule(examined),
+            # not from a peer's link: examined. (A packet from one that the look-up above
+            # missed, which it should never do, is left unmarked: its connection's next packet
+            # is classified again, instead of keeping the examined mark for good)
+            _rule(not_from_peers, examined),
         )),
     }
     routers = _rule({"vmap": {"key": {"concat": [{"meta": {"key": "iifname"}},

@@ -128,3 +128,55 @@ def test_the_skeleton_touches_no_packet_until_the_jumps(lab):
                          for lines in inert.values()), inert
     entries = node.exec(["conntrack", "-L", "-p", "udp", "--dport", "7009"], check=False).stdout
     assert entries and all(int(w.split("=")[1]) & FIELD.mask == 0 for w in entries.split() if w.startswith("mark=")), entries
+
+
+def _marks(node, sport: int) -> list[int]:
+    entries = node.exec(["conntrack", "-L", "-p", "udp", "--sport", str(sport), "--dport", "7009"],
+                        check=False).stdout
+    return [int(w.split("=")[1]) & FIELD.mask for w in entries.split() if w.startswith("mark=")]
+
+
+def test_a_peer_links_packet_classify_does_not_place_stays_unmarked_and_its_next_is_marked(lab):
+    """classify's last rule marks examined only what comes from another link: a packet from a
+    peer's link that the block's verdict map did not place (here the IPv4 rule is gone, as a
+    look-up miss would leave it) keeps its connection unmarked, so the connection's next packet,
+    once the rule is back, gets its router's mark (examined, it would bypass the return path
+    for good)."""
+    node, router = lab
+    want = apply(node)
+    listed = json.loads(node.exec(["nft", "-j", "-a", "list", "chain", "inet", "nra", "classify"]).stdout)
+    ipv4 = [e["rule"]["handle"] for e in listed["nftables"]
+            if "rule" in e and "ip" in json.dumps(e["rule"]["expr"]) and "in_lb4_" in json.dumps(e["rule"]["expr"])]
+    assert len(ipv4) == 1, listed
+    node.nft(f"delete rule inet nra classify handle {ipv4[0]}")
+    send(router, LB, 1, 40004)
+    assert _marks(node, 40004) == [0]  # unmarked, not examined
+    owner = NftState(node.name)
+    try:  # nra's repair, as the daemon makes it: classify written again
+        current = owner.read_blocking()
+        change = nft.diff(want, current)
+        assert change.rewrite == ("classify",), change
+        owner.apply_blocking(change, want, FIELD, current)
+    finally:
+        owner.close()
+    send(router, LB, 1, 40004)
+    assert _marks(node, 40004) == [FIELD.router(1)]
+
+
+def test_a_packet_from_another_link_is_examined(lab):
+    node, router = lab
+    apply(node)
+    # a connection arriving on a link that is not a peer's (eth1, not in `links`)
+    other = new_netns("nra-dp-other")
+    try:
+        add_veth(node, "eth1", other, "eth0")
+        node.ip("addr add 10.61.0.1/24 dev eth1")
+        other.ip("addr add 10.61.0.2/24 dev eth0")
+        other.ip(f"route add {LB}/32 via 10.61.0.1")
+        other.exec(["python3", "-c",
+                    "import socket\n"
+                    "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('10.61.0.2', 40005))\n"
+                    f"s.sendto(b'x', ('{LB}', 7009))"])
+        assert _marks(node, 40005) == [FIELD.examined]
+    finally:
+        other.delete()
