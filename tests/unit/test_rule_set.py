@@ -29,7 +29,13 @@ from nra.kernel.codec import (
 from nra.kernel.model import NRA_PROTOCOL, rule_key
 from nra.kernel.rule_set import FOREIGN, LEFTOVER, OURS, Members, RuleBook, RuleSet, member_of, prefix_of
 from nra.plan.planner import PlanSteps, RoutingPolicy, rule_diff
-from nra.plan.return_path.rules import desired_rules, rule_set_diff, shared_desired, updated_rules
+from nra.plan.return_path.rules import (
+    OWN_PREFIXES_MIN,
+    desired_rules,
+    rule_set_diff,
+    shared_desired,
+    updated_rules,
+)
 
 POLICY = RoutingPolicy(table=20, priority=20, destinations=(ip_network("0.0.0.0/0"), ip_network("::/0")))
 
@@ -258,3 +264,21 @@ def test_members_changed_back_and_forth():
 def test_struct_layout_of_the_header():
     assert FIB_RULE_HDR.size == 12 and struct.calcsize("=BBBBBBBBI") == 12
     assert FRA_SRC == 2 and FRA_DST == 1
+
+
+def test_many_missing_rules_are_the_intents_own_prefixes_not_copies():
+    nets = [ip_network(f"100.{64 + i // 16384}.{(i // 64) % 256}.{(i % 64) * 4}/30") for i in range(OWN_PREFIXES_MIN)]
+    extra = ip_network("2001:db8::/64")
+    intent = Intent(frozenset(), frozenset(nets + [extra]))
+    desired = desired_rules(intent)
+    book = RuleBook(20)
+    book.add(body(str(nets[0])), dumped=True)  # one already there
+    rules, _ = book.snapshot()
+    given = nets[1:]  # (the IPv6 prefix not given: its member is made into a network)
+    missing = rule_set_diff(PlanSteps(), rules, desired, POLICY, frozenset({4, 6}), given)
+    assert sorted(missing, key=str) == sorted(nets[1:] + [extra], key=str)
+    mine = {id(p) for p in given}
+    assert sum(id(p) in mine for p in missing) == len(given)  # the very objects given, no copy
+    few = rule_set_diff(PlanSteps(), rules, desired_rules(Intent(frozenset(), frozenset(nets[:10]))), POLICY,
+                        frozenset({4}), nets[:10])
+    assert sorted(few, key=str) == sorted(nets[1:10], key=str)  # (below the threshold: made from members)
