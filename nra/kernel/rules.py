@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from typing import Container, Sequence
+from typing import AbstractSet, Container, Sequence
 
 from nra.kernel.codec import (
     NLM_F_ACK,
@@ -84,6 +84,9 @@ class Rules:
 
     async def add(self, ops: Sequence[AddRule]) -> list[int]:
         """errno of each add; EEXIST counts as done (the kernel already has it)."""
+        if ops:  # (the view's shape and group of these rules made before the write: RuleBook.expect)
+            op = ops[0]
+            self.kept.book.expect(encode_rule(op.family, op.src, op.priority, op.table, op.fwmark, op.fwmask))
         # (encoded as they are sent, BATCH_CHUNK at a time: not 100,000 bodies held at once)
         bodies = (encode_rule(op.family, op.src, op.priority, op.table, op.fwmark, op.fwmask) for op in ops)
         codes = await asyncio.to_thread(self.sock.request_batch, RTM_NEWRULE,
@@ -169,3 +172,8 @@ class KeptRules:
     def snapshot(self) -> tuple[RuleSet, tuple[KernelRule, ...]]:
         """(the rules, the leftovers), built again only after a change."""
         return self.book.snapshot()
+
+    def adopt(self, members: AbstractSet[int]) -> bool:
+        """RuleBook.adopt on the view (the writes' notifications applied first: the caller
+        drains them)."""
+        return self.book.adopt(members)

@@ -127,6 +127,10 @@ class NetlinkSocket:
         self._lock = threading.Lock()
         #: how many times the socket was reopened after an error (for tests and logs)
         self.reopened = 0
+        #: the open socket's netlink port id (0: none open): the kernel's notifications of a
+        #: change this socket asked for carry it (nlmsg_pid), which is how nra.kernel.events
+        #: tells nra's own rule changes' echoes from anyone else's
+        self.portid = 0
 
     # -- the socket itself ---------------------------------------------------------------
 
@@ -147,12 +151,14 @@ class NetlinkSocket:
                 pass
             sock.settimeout(self.timeout_s)
             self._sock = sock
+            self.portid = sock.getsockname()[0]
         return self._sock
 
     def _drop(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            self.portid = 0
 
     def _next_seq(self, count: int = 1) -> int:
         first = self._seq + 1

@@ -109,6 +109,9 @@ class Plan:
     #: the uplink groups the return path serves (peers, pools, tables, marks; in conntrack
     #: mode each router's table and mark), for `nra plan` and /status
     uplinks: tuple[dict, ...] = field(default=(), compare=False)
+    #: the desired rules' members (rules mode: sets of ints, nra.kernel.rule_set), which the
+    #: kernel's view may hold once they are written instead of equal sets of its own
+    rule_members: tuple[AbstractSet[int], ...] = field(default=(), compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.operations)

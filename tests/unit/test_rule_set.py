@@ -282,3 +282,31 @@ def test_many_missing_rules_are_the_intents_own_prefixes_not_copies():
     few = rule_set_diff(PlanSteps(), rules, desired_rules(Intent(frozenset(), frozenset(nets[:10]))), POLICY,
                         frozenset({4}), nets[:10])
     assert sorted(few, key=str) == sorted(nets[1:10], key=str)  # (below the threshold: made from members)
+
+
+def test_the_view_adopts_the_planners_equal_set_and_never_changes_it():
+    nets = [ip_network(f"100.64.0.{i * 4}/30") for i in range(50)]
+    desired = desired_rules(Intent(frozenset(), frozenset(nets)))
+    mine = desired[4].base
+    book = RuleBook(20)
+    book.expect(body(str(nets[0])))  # (the shape and group made before the write)
+    assert book.templates() == 1
+    for net in nets[:-1]:
+        book.add(body(str(net)))
+    assert not book.adopt(mine)  # one rule not notified yet: not equal, not adopted
+    book.add(body(str(nets[-1])))
+    book.add(body("203.0.113.0/24", table=99))  # anyone else's elsewhere: no matter
+    assert book.adopt(mine)
+    [(_, members)] = book.snapshot()[0].groups()
+    assert members.base is mine and not members.added and not members.removed
+    book.add(body("100.64.1.0/30"))
+    book.discard(body(str(nets[0])))
+    assert mine == {member_of(n) for n in nets}  # the planner's set is never changed
+    [(_, members)] = book.snapshot()[0].groups()
+    assert set(members) == {member_of(n) for n in nets[1:]} | {member_of(ip_network("100.64.1.0/30"))}
+    assert not book.adopt(mine)  # (no longer equal)
+    # the plan carries the desired sets; its intent's members, as one set per family
+    from nra.kernel.model import KernelState
+    from nra.plan.return_path.rules import plan
+    planned = plan(Intent(frozenset(), frozenset(nets)), KernelState(), POLICY, desired=desired)
+    assert planned.rule_members == (mine,)

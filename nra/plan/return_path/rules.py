@@ -178,7 +178,9 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
         steps.rule_adds.append(AddRule(prefix.version, prefix if prefix.prefixlen else None, policy.priority,
                                        policy.table, policy.fwmark, fwmask, reason="missing"))
     leftovers(steps, state)
-    return steps.plan()
+    # (the kernel's view holds these once written, not copies: KernelAdapter.adopt_rule_members)
+    members = tuple(m.base for m in desired.values() if m.base and not m.added and not m.removed)
+    return replace(steps.plan(), rule_members=members)
 
 
 def uplink_intents(intent: Intent, table: int, tables: range) -> tuple[dict[int, Intent], tuple[str, ...]]:
@@ -224,7 +226,8 @@ def merge_plans(plans: list[Plan], extra: list) -> Plan:
     left_out = {a: r for p in plans for a, r in p.left_out.items()}
     unusable = frozenset().union(*(p.unusable_peers for p in plans))
     unrouted = tuple(sorted({f for p in plans for f in p.unrouted}))
-    return Plan(ordered, warnings, left_out, unusable, unrouted)
+    return Plan(ordered, warnings, left_out, unusable, unrouted,
+                rule_members=tuple(m for p in plans for m in p.rule_members))
 
 
 class RulesReturnPath:
