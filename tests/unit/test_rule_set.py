@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 import socket
 import struct
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 
-from nra.config.intent import Intent
+from nra.config.intent import Intent, Peer
 from nra.kernel.codec import (
     FIB_RULE_HDR,
     FR_ACT_TO_TBL,
@@ -310,3 +310,21 @@ def test_the_view_adopts_the_planners_equal_set_and_never_changes_it():
     from nra.plan.return_path.rules import plan
     planned = plan(Intent(frozenset(), frozenset(nets)), KernelState(), POLICY, desired=desired)
     assert planned.rule_members == (mine,)
+
+
+def test_the_plans_adds_come_in_the_planners_order_without_sorting_them_again():
+    from nra.kernel.model import KernelState
+    from nra.kernel.operations import AddRule
+    from nra.plan.return_path.rules import plan
+    rng = random.Random(7)
+    nets = {ip_network(f"{rng.randrange(1, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.0/{rng.choice([16, 24, 30])}",
+                       strict=False) for _ in range(3000)}
+    nets |= {ip_network(f"2001:db8:{rng.randrange(65536):x}::/{rng.choice([48, 64])}", strict=False) for _ in range(300)}
+    nets |= {ip_network("0.0.0.0/0"), ip_network("::/0")}
+    for policy in (POLICY, RoutingPolicy(table=20, priority=20, destinations=POLICY.destinations, fwmark=0x10)):
+        peers = frozenset({Peer(ip_address("10.99.0.2"), 1), Peer(ip_address("fd99::2"), 1)})
+        ops = plan(Intent(peers, frozenset(nets)), KernelState(), policy).operations
+        adds = [op for op in ops if isinstance(op, AddRule)]
+        assert len(adds) == len(nets)
+        assert adds == sorted(adds, key=AddRule.sort_key)
+        assert [op.src for op in adds[:1]] == [None] and adds[-1].family == 6

@@ -174,9 +174,16 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
     families = table_routes(steps, intent, {v: len(desired[v]) for v in (4, 6)}, policy, state.routes, state,
                             verdicts)
     fwmask = policy.fwmask if policy.fwmark is not None else None
+    # in AddRule.sort_key's order, made here: one family, priority, table and mark, so the
+    # source decides, and a member orders as its network does (None, /0, first)
+    missing: dict[int, list[IPNetwork]] = {4: [], 6: []}
     for prefix in rule_set_diff(steps, RuleSet.of(state.rules), desired, policy, families, intent.prefixes):
-        steps.rule_adds.append(AddRule(prefix.version, prefix if prefix.prefixlen else None, policy.priority,
-                                       policy.table, policy.fwmark, fwmask, reason="missing"))
+        missing[prefix.version].append(prefix)
+    steps.rule_adds_sorted = not steps.rule_adds
+    for family in (4, 6):
+        missing[family].sort(key=member_of)
+        steps.rule_adds += [AddRule(family, prefix if prefix.prefixlen else None, policy.priority, policy.table,
+                                    policy.fwmark, fwmask, reason="missing") for prefix in missing[family]]
     leftovers(steps, state)
     # (the kernel's view holds these once written, not copies: KernelAdapter.adopt_rule_members)
     members = tuple(m.base for m in desired.values() if m.base and not m.added and not m.removed)
