@@ -25,10 +25,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 from typing import Callable, Iterable
 
 #: a change of this many intervals or more (added plus deleted) is followed by a trim
 LARGE_CHANGE_INTERVALS = 10_000
+#: a reconcile that applied this many operations or more runs the cyclic collector before
+#: its trim (AfterReconcile): a full collection at 100,000 prefixes takes a fraction of a
+#: second, against the seconds to minutes such a change took
+LARGE_CHANGE_OPERATIONS = 10_000
 
 _trim: Callable[[int], int] | None = None
 _looked_up = False
@@ -80,17 +85,25 @@ def large_change(operations: Iterable[object]) -> bool:
 
 class AfterReconcile:
     """When the daemon gives its free heap back: after its first reconcile, and after each
-    one that applied a change to the kernel (see the module doc)."""
+    one that applied a change to the kernel (see the module doc). After the first and after
+    a large one (LARGE_CHANGE_OPERATIONS), the cyclic collector runs first: what the change
+    left in reference cycles is freed before the trim, not after it (a first start in rules
+    mode writes 100,000 rules over minutes; a trim before the collector had run left ~7 MiB
+    of free heap resident until the next change's trim)."""
 
-    def __init__(self, release: Callable[[], bool] = release_free_memory) -> None:
+    def __init__(self, release: Callable[[], bool] = release_free_memory,
+                 collect: Callable[[], int] = gc.collect) -> None:
         self._release = release
+        self._collect = collect
         self._first = True
 
-    def reconciled(self, changed: bool) -> bool:
-        """Record one finished reconcile (`changed`: it applied operations); whether the
-        free memory was released now."""
+    def reconciled(self, changed: bool, large: bool = False) -> bool:
+        """Record one finished reconcile (`changed`: it applied operations; `large`: at
+        least LARGE_CHANGE_OPERATIONS); whether the free memory was released now."""
         if not (self._first or changed):
             return False
+        if self._first or large:
+            self._collect()
         self._first = False
         self._release()
         return True

@@ -81,3 +81,16 @@ def test_the_daemon_releases_after_its_first_reconcile_and_after_each_change_onl
     assert after.reconciled(changed=True) is True  # a change: its last intent and plan freed
     assert after.reconciled(changed=False) is False
     assert len(released) == 2
+
+
+def test_the_collector_runs_before_the_trim_after_the_first_reconcile_and_a_large_change_only():
+    done = []
+    after = AfterReconcile(lambda: done.append("trim") or True, lambda: done.append("collect") or 0)
+    after.reconciled(changed=True, large=True)  # the first (a first start writing 100,000 rules)
+    assert done == ["collect", "trim"]
+    after.reconciled(changed=True)  # a change of a few rules: no full collection
+    assert done == ["collect", "trim", "trim"]
+    after.reconciled(changed=True, large=True)
+    assert done == ["collect", "trim", "trim", "collect", "trim"]
+    after.reconciled(changed=False, large=False)
+    assert len(done) == 5
