@@ -18,7 +18,9 @@ memory the idle agent does not reuse) and after every reconcile that changed the
 (`AfterReconcile`): by then the change's last intent, plan and documents are freed, and at
 100,000 prefixes three edits in a row left ~25 MB of free heap that the next change may not
 reuse. A trim of a heap that size takes a millisecond or two; a reconcile that changed
-nothing trims nothing (an idle daemon does not pay for it).
+nothing trims nothing (an idle daemon does not pay for it). After the first reconcile and a
+large one the cyclic collector runs before the trim: what sits in reference cycles is only
+freed by it, and freed after the trim it stays resident until the next one.
 """
 
 from __future__ import annotations
