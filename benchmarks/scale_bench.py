@@ -115,6 +115,27 @@ if os.environ.get("NRA_BENCH_SNAPSHOT") and tracemalloc.is_tracing():
     signal.signal(signal.SIGUSR2, _snapshot)
 """
 
+#: a sitecustomize for --malloc-stats (nothing imported that nra does not): SIGUSR2 writes
+#: sys._debugmallocstats() to $NRA_BENCH_MALLOCSTATS (then renamed to it + ".done")
+MALLOC_SITECUSTOMIZE = """
+import os, signal, sys
+def _mallocstats(signum, frame):
+    path = os.environ["NRA_BENCH_MALLOCSTATS"]
+    saved = os.dup(2)
+    try:
+        with open(path, "w") as out:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    os.replace(path, path + ".done")
+if os.environ.get("NRA_BENCH_MALLOCSTATS"):
+    signal.signal(signal.SIGUSR2, _mallocstats)
+"""
+#: --malloc-stats: the directory of the run's sitecustomize (pymalloc's arenas by SIGUSR2)
+MALLOC_HOOK: Path | None = None
+
 
 def prefixes(shape: str, n: int) -> list[str]:
     base = int(ipaddress.IPv4Address("100.64.0.0"))
@@ -331,6 +352,31 @@ def memory_profile(proc: subprocess.Popen, snapshot: Path, when: str, top: int =
             print(f"  {stat.size / 2**20:8.2f} MiB {stat.count:>9} blocks  {where}", flush=True)
 
 
+def malloc_stats(proc: subprocess.Popen) -> str:
+    """pymalloc's arenas in the daemon now (sys._debugmallocstats, by SIGUSR2 to the run's
+    sitecustomize): in use, their high-water mark, and the free bytes inside them."""
+    assert MALLOC_HOOK is not None
+    path = MALLOC_HOOK / "stats"
+    done = Path(str(path) + ".done")
+    done.unlink(missing_ok=True)
+    os.kill(proc.pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 60
+    while not done.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("no malloc statistics from the daemon")
+        time.sleep(0.05)
+    found: dict[str, int] = {}
+    for line in done.read_text().splitlines():
+        name, _, value = line.rpartition("=")
+        name = " ".join(name.lstrip("# ").split())
+        if name and value.strip().replace(",", "").isdigit():
+            found.setdefault(name, int(value.strip().replace(",", "")))
+    unused = next((v for k, v in found.items() if k.endswith("unused pools * 16384 bytes")), 0)
+    return (f"arenas {found.get('arenas allocated current', '?')} (high-water "
+            f"{found.get('arenas highwater mark', '?')}), in use {found.get('bytes in allocated blocks', 0) / 2**20:.1f}"
+            f" MiB, free {(found.get('bytes in available blocks', 0) + unused) / 2**20:.1f} MiB")
+
+
 def timed_change(listener: ElementListener, cfg: Path, text: str, message: int) -> float:
     listener.drain()
     started = time.perf_counter()
@@ -356,6 +402,8 @@ def start_daemon(repo: Path, ns: NetNS, cfg: Path, port: int, log) -> tuple[subp
     if PROFILE_HOOK is not None:
         env.update(PYTHONPATH=f"{repo}{os.pathsep}{PROFILE_HOOK}", PYTHONTRACEMALLOC="1",
                    NRA_BENCH_SNAPSHOT=str(PROFILE_HOOK / "snapshot"))
+    elif MALLOC_HOOK is not None:
+        env.update(PYTHONPATH=f"{repo}{os.pathsep}{MALLOC_HOOK}", NRA_BENCH_MALLOCSTATS=str(MALLOC_HOOK / "stats"))
     proc = subprocess.Popen([sys.executable, "-m", "nra", "--static-file", str(cfg), "--netns", ns.name],
                             env=env, cwd=repo, stdout=log, stderr=subprocess.STDOUT)
     while http(port, "/readyz", 2)[0] != 200:
@@ -411,6 +459,9 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
         proc, result["start_s"] = start_daemon(repo, ns, cfg, port, log)
         time.sleep(2)
         result["steady_mib"] = proc_kib(proc.pid, "VmRSS") / 1024
+        result["start_peak_mib"] = proc_kib(proc.pid, "VmHWM") / 1024
+        if MALLOC_HOOK is not None:
+            result["malloc_start"] = malloc_stats(proc)
         if PROFILE_HOOK is not None:
             memory_profile(proc, PROFILE_HOOK / "snapshot", f"after start ({MODE}, {shape})")
         full = result.setdefault("intervals", element_count(ns))
@@ -455,6 +506,8 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
             result["sequence_peak_mib"] = proc_kib(proc.pid, "VmHWM") / 1024
             time.sleep(2)
             result["after_mib"] = proc_kib(proc.pid, "VmRSS") / 1024
+            if MALLOC_HOOK is not None:
+                result["malloc_after"] = malloc_stats(proc)
             if PROFILE_HOOK is not None:
                 memory_profile(proc, PROFILE_HOOK / "snapshot", f"after the sequence ({MODE}, {shape})")
         finally:
@@ -487,6 +540,9 @@ def main() -> int:
                         help="the return path measured (rules: one ip rule per prefix, see the doc)")
     parser.add_argument("--memory-profile", action="store_true",
                         help="tracemalloc's top holders and smaps_rollup after start and after the sequence")
+    parser.add_argument("--malloc-stats", action="store_true",
+                        help="the RSS to a tenth of a MiB, the start's peak, and pymalloc's arenas after "
+                             "start and after the sequence")
     parser.add_argument("--no-oneshot", action="store_true",
                         help="no ONESHOT runs (rules mode at 100,000: each writes 100,000 rules, minutes)")
     parser.add_argument("--reuse-netns", metavar="NAME",
@@ -497,7 +553,7 @@ def main() -> int:
     parser.add_argument("--changes-only", action="store_true",
                         help="only the start, change and delete-half figures (no oneshot, sequence or restart)")
     args = parser.parse_args()
-    global MODE, PROFILE_HOOK, GROUPS
+    global MODE, PROFILE_HOOK, GROUPS, MALLOC_HOOK
     MODE, GROUPS = args.return_path, args.groups
     repo = args.repo.resolve()
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -518,6 +574,10 @@ def main() -> int:
             PROFILE_HOOK = Path(tmp) / "hook"
             PROFILE_HOOK.mkdir()
             (PROFILE_HOOK / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        elif args.malloc_stats:
+            MALLOC_HOOK = Path(tmp) / "hook"
+            MALLOC_HOOK.mkdir()
+            (MALLOC_HOOK / "sitecustomize.py").write_text(MALLOC_SITECUSTOMIZE)
         if not args.compile_each_run:
             compile_once(repo, Path(tmp) / "pycache", Path(tmp))
         rounds_ms = []
@@ -542,6 +602,10 @@ def main() -> int:
                   f"{r['change_ms']:>9.0f} {r['delete_half_s']:>10.2f} "
                   f"{r['sequence_peak_mib']:>6.0f}/{r['sequence_steady_mib']:.0f} ({ratio:.2f}) "
                   f"{r['after_mib']:>9.0f} {r['restart_s']:>9.2f}", flush=True)
+            if args.malloc_stats:
+                print(f"{shape:>11}: steady {r['steady_mib']:.1f} MiB, the start's peak (VmHWM) "
+                      f"{r['start_peak_mib']:.1f}, after the sequence {r['after_mib']:.1f}; after start: "
+                      f"{r.get('malloc_start', '-')}; after the sequence: {r.get('malloc_after', '-')}", flush=True)
     print("one-line changes, ms, in the order taken: " + "; ".join(rounds_ms))
     return 0
 

@@ -59,6 +59,9 @@ class FakeKernel:
     def resync(self) -> None:
         self._in_step = False
 
+    def adopt_rule_members(self, sets) -> None:
+        """Nothing to share: the fake holds decoded rules (KernelAdapter's view adopts them)."""
+
     async def read_state(self, candidates: Iterable[IPAddress]) -> KernelState:
         self.reads_done += 1
         if not self._in_step:

@@ -24,7 +24,7 @@ from nra.daemon.desired import Desired, run_source
 from nra.daemon import gc_pause
 from nra.daemon.echo import ECHO_CHECK_S, EchoFilter
 from nra.daemon.host import check_multipath_use_neigh
-from nra.daemon.memory import AfterReconcile
+from nra.daemon.memory import LARGE_CHANGE_OPERATIONS, AfterReconcile
 from nra.daemon.peer_resolution import PeerResolution
 from nra.daemon.reconciler import Outcome, Reconciler
 from nra.daemon.wiring import reconciler
@@ -77,7 +77,7 @@ class Agent:
         # what /status and /metrics serve, rebuilt here and read by the server's thread
         self.documents = Documents(self.status, self.status.details)
         self.echo = EchoFilter()
-        self.memory = AfterReconcile()  # free heap handed back after the first reconcile and each change
+        self.memory = AfterReconcile(later=lambda delay, release: asyncio.get_running_loop().call_later(delay, release))  # free heap handed back after the first reconcile and each change
         #: the daemon's wait for the kernel's notifications to be listened to (set by _supervise),
         #: awaited by the first reconcile
         self._listening: asyncio.Future | None = None
@@ -302,7 +302,7 @@ class Agent:
             prefix_delta.settled(outcome.intent.prefixes)
         # start-up's imports and first parse, a change's last intent, plan and documents: freed
         # memory given back (nra.daemon.memory.AfterReconcile)
-        self.memory.reconciled(bool(outcome.applied))
+        self.memory.reconciled(bool(outcome.applied), outcome.applied >= LARGE_CHANGE_OPERATIONS)
 
     async def _watch_session_states(self, reconciler: Reconciler) -> None:
         """FRR-K8s's BGPSessionStates of this node (advisory, see nra.sources.kube.session_states):

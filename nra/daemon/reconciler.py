@@ -77,8 +77,8 @@ class Outcome:
         and the current nft tables (100,000 intervals each, and the table before through its
         delta) until the next reconcile."""
         self.state, self.applied_ops = None, []
-        if self.plan is not None and self.plan.operations:
-            self.plan = replace(self.plan, operations=())
+        if self.plan is not None and (self.plan.operations or self.plan.rule_members):
+            self.plan = replace(self.plan, operations=(), rule_members=())
 
     def describe(self) -> str:
         if self.skipped:
@@ -221,6 +221,8 @@ class Reconciler:
         report = ApplyReport()
         if the_plan.operations:
             report = await self.kernel.apply(the_plan.operations)
+            if the_plan.rule_members and report.applied:
+                self.kernel.adopt_rule_members(the_plan.rule_members)
             outcome.applied = len(report.applied)
             outcome.applied_ops = report.applied
             outcome.failed = [f"{op}: {err}" for op, err in report.failed]

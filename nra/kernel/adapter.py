@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import replace
 from functools import partial
-from typing import AsyncIterator, Iterable, Mapping, Sequence
+from typing import AbstractSet, AsyncIterator, Iterable, Mapping, Sequence
 
 from loguru import logger
 from pyroute2.iproute.linux import AsyncIPRoute
@@ -98,7 +98,8 @@ class KernelAdapter:
         self._peer_neighbours = PeerNeighbours(self._sock, managed_neighbours, neigh_timers)
         own_tables = (table, *reads.route_tables)  # a route there is nra's, never learned
         self._learned = LearnedRoutes(learned_protos, own_tables) if learned_protos else None
-        self._events = KernelEvents(netns, table, reads.route_tables, learned_protos, self._rules.kept)
+        self._events = KernelEvents(netns, table, reads.route_tables, learned_protos, self._rules.kept,
+                                    lambda: self._sock.portid)
         self._nft: NftState | None = None
         self._nft_library_optional = nft_library_optional
         #: nra's nft table seen from a return path that does not own it (KernelReads.nft_leftover)
@@ -377,6 +378,14 @@ class KernelAdapter:
                 report.failed.append((op, _fault_text(exc)))
             i += 1
         return report
+
+    def adopt_rule_members(self, sets: Iterable[AbstractSet[int]]) -> None:
+        """The kept rules' view holds these sets (the planner's desired members, just
+        written) instead of its own equal ones (nra.kernel.rule_set.RuleBook.adopt): at
+        100,000 rules one set, made before the write, not a second one made during it."""
+        self._events.drain()  # (the writes' notifications came before their acks: all in now)
+        for members in sets:
+            self._rules.kept.adopt(members)
 
     async def _apply_rules(self, ops: Sequence[AddRule | DeleteRule], report: ApplyReport) -> None:
         if isinstance(ops[0], AddRule):

@@ -12,6 +12,8 @@ of its events is handed on; drain() does the same for what waits in the socket w
 begins. Anything that may have lost or garbled a notification (the socket opened anew or
 closed, an overflow, a message of a kind it does not expect, one it cannot decode) makes
 the next read a full one, and a message nobody can attribute is also a Resync event.
+The notifications of nra's own rule writes (they name the writing socket's port id) change
+the view and are no event: the writer knows what it did.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
-from typing import AsyncIterator, Container, Iterable, Mapping, Union
+from typing import AsyncIterator, Callable, Container, Iterable, Mapping, Union
 
 from nra.config.intent import IPAddress
 from nra.kernel.codec import (
@@ -134,6 +136,15 @@ async def merge(*sources: AsyncIterator) -> AsyncIterator:
         await asyncio.gather(*pumps, return_exceptions=True)
 
 
+def _sender(message: Message) -> int:
+    """The port id a notification names (nlmsg_pid): the socket whose request made the
+    change, 0 for the kernel's own."""
+    return _PID.unpack_from(message.data, message.body - _PID.size)[0]
+
+
+_PID = struct.Struct("=I")
+
+
 def _socket_error(exc: OSError) -> str:
     code = exc.errno if isinstance(exc.errno, int) else 0
     return f"netlink socket error ({error_text(code) if code else exc}): resync"
@@ -152,14 +163,22 @@ class KernelEvents:
     links; the adapter updates it on every read."""
 
     def __init__(self, netns: str | None, table: int, also: Container[int] = (),
-                 learned_protos: frozenset[int] = frozenset(), kept: KeptRules | None = None):
+                 learned_protos: frozenset[int] = frozenset(), kept: KeptRules | None = None,
+                 own_port: Callable[[], int] | None = None):
         """kept: the rules' view the table socket keeps in step (None: the rules' events
-        are still told, nothing is kept)."""
+        are still told, nothing is kept). own_port: the netlink port id nra writes its rules
+        through (NetlinkSocket.portid, 0 when closed): the notifications of those writes
+        change `kept` and are no event (a first start in rules mode writes 100,000 rules:
+        100,000 TableChanges, their texts and their queues' wake-ups, to be told that nra
+        did what it just did)."""
         self.netns = netns
         self.table = table
         self.also = also  # more tables whose routes and rules are ours (the router tables)
         self.learned_protos = learned_protos
         self.kept = kept
+        self._own_port = own_port
+        #: how many notifications of nra's own rule writes were applied without an event
+        self.own_echoes = 0
         #: the table socket's receive buffer (a test makes it small to overflow it)
         self.table_rcvbuf = TABLE_RCVBUF
         self._table_sock: socket.socket | None = None
@@ -328,6 +347,9 @@ class KernelEvents:
         if kind in (RTM_NEWRULE, RTM_DELRULE):
             found = self._rule_notified(kind == RTM_NEWRULE, message.body_bytes())
             if found is None or found[0].kind != OURS:  # anyone else's rule elsewhere, or a leftover of nra's
+                return None
+            if self._own_port is not None and _sender(message) == self._own_port() != 0:
+                self.own_echoes += 1  # (nra's own write: in the view now; the writer knows it)
                 return None
             return f"rule {'added' if kind == RTM_NEWRULE else 'deleted'}: {found[0].text(found[1])}"
         if kind in (RTM_NEWROUTE, RTM_DELROUTE):

@@ -7,7 +7,7 @@ unit tests of the reconcile loop use an in-memory one (tests/fake_kernel.py).
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Iterable, Mapping, Protocol, Sequence
+from typing import AbstractSet, AsyncIterator, Iterable, Mapping, Protocol, Sequence
 
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -32,6 +32,10 @@ class Kernel(Protocol):
 
     async def apply(self, ops: Sequence[Operation]) -> ApplyReport:
         """Apply in the given order; failures are collected, never raised."""
+
+    def adopt_rule_members(self, sets: Iterable[AbstractSet[int]]) -> None:
+        """After apply(): where the rules of nra's template now hold exactly one of `sets`
+        (the planner's desired members, never changed), keep that set rather than a copy."""
 
     def events(self) -> AsyncIterator[KernelEvent]:
         """Every change that may call for a reconcile, until cancelled."""

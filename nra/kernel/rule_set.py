@@ -360,6 +360,33 @@ class RuleBook:
             self._snapshot = (RuleSet(groups, shapes, tuple(self._duplicates)), tuple(self._leftovers.values()))
         return self._snapshot
 
+    def adopt(self, members: AbstractSet[int]) -> bool:
+        """Hold `members` (someone else's set, never changed by anyone: the planner's desired
+        members once nra has written them) for the one template of nra's whose members are
+        exactly these, instead of the equal set the notifications built; True if one was.
+        A first start in rules mode writes 100,000 rules: the view's 100,000 ints were made
+        one notification at a time during the write, among the write's own short-lived
+        objects, and held with the planner's equal set (two sets of 100,000, and arenas of
+        the write kept); the planner's were made before it, in one go. From here on the set
+        is shared (docs/performance.md, "Rules mode's first start at 100,000 prefixes")."""
+        for template, group in self._groups.items():
+            if self._shapes[template].kind != OURS or group.base is members:
+                continue
+            now = (group.base - group.removes) | group.adds if group.adds or group.removes else group.base
+            if len(now) == len(members) and now == members:
+                group.base, group.adds, group.removes, group.shared = members, set(), set(), True
+                self._snapshot = None
+                return True
+        return False
+
+    def expect(self, body: bytes) -> None:
+        """A rule nra is about to write: its template's shape and its group are made now, not
+        on its first notification (in the middle of the write, where they would stay among
+        its short-lived objects)."""
+        shape, _ = self.split(body)
+        if shape.kind == OURS:
+            self._group(shape.template)
+
     def merge(self, other: RuleBook) -> None:
         """`other`'s rules added to this book's (a dump of another family: no rule in common)."""
         self._snapshot = None

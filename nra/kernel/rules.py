@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from typing import Container, Sequence
+from typing import AbstractSet, Container, Sequence
 
 from nra.kernel.codec import (
     NLM_F_ACK,
@@ -84,7 +84,11 @@ class Rules:
 
     async def add(self, ops: Sequence[AddRule]) -> list[int]:
         """errno of each add; EEXIST counts as done (the kernel already has it)."""
-        bodies = [encode_rule(op.family, op.src, op.priority, op.table, op.fwmark, op.fwmask) for op in ops]
+        if ops:  # (the view's shape and group of these rules made before the write: RuleBook.expect)
+            op = ops[0]
+            self.kept.book.expect(encode_rule(op.family, op.src, op.priority, op.table, op.fwmark, op.fwmask))
+        # (encoded as they are sent, BATCH_CHUNK at a time: not 100,000 bodies held at once)
+        bodies = (encode_rule(op.family, op.src, op.priority, op.table, op.fwmark, op.fwmask) for op in ops)
         codes = await asyncio.to_thread(self.sock.request_batch, RTM_NEWRULE,
                                         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, bodies)
         if errno.EEXIST in codes:
@@ -94,8 +98,8 @@ class Rules:
     async def delete(self, rules: Sequence[KernelRule]) -> list[int]:
         """errno of each delete, of exactly the listed rule (its own bytes are sent back);
         ENOENT counts as done (already gone)."""
-        bodies = [rule.wire or encode_rule(rule.family, rule.src, rule.priority, rule.table,
-                                           rule.fwmark, rule.fwmask) for rule in rules]
+        bodies = (rule.wire or encode_rule(rule.family, rule.src, rule.priority, rule.table,
+                                           rule.fwmark, rule.fwmask) for rule in rules)
         codes = await asyncio.to_thread(self.sock.request_batch, RTM_DELRULE, NLM_F_REQUEST | NLM_F_ACK, bodies)
         if errno.ENOENT in codes:
             self.kept.forget("a rule it held was already gone")
@@ -168,3 +172,8 @@ class KeptRules:
     def snapshot(self) -> tuple[RuleSet, tuple[KernelRule, ...]]:
         """(the rules, the leftovers), built again only after a change."""
         return self.book.snapshot()
+
+    def adopt(self, members: AbstractSet[int]) -> bool:
+        """RuleBook.adopt on the view (the writes' notifications applied first: the caller
+        drains them)."""
+        return self.book.adopt(members)

@@ -18,7 +18,8 @@ import errno
 import os
 import socket
 import threading
-from typing import Callable, Sequence, TypeVar
+from itertools import islice
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from nra.kernel.codec import (
     NLM_F_DUMP_INTR,
@@ -126,6 +127,10 @@ class NetlinkSocket:
         self._lock = threading.Lock()
         #: how many times the socket was reopened after an error (for tests and logs)
         self.reopened = 0
+        #: the open socket's netlink port id (0: none open): the kernel's notifications of a
+        #: change this socket asked for carry it (nlmsg_pid), which is how nra.kernel.events
+        #: tells nra's own rule changes' echoes from anyone else's
+        self.portid = 0
 
     # -- the socket itself ---------------------------------------------------------------
 
@@ -146,12 +151,14 @@ class NetlinkSocket:
                 pass
             sock.settimeout(self.timeout_s)
             self._sock = sock
+            self.portid = sock.getsockname()[0]
         return self._sock
 
     def _drop(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            self.portid = 0
 
     def _next_seq(self, count: int = 1) -> int:
         first = self._seq + 1
@@ -217,14 +224,17 @@ class NetlinkSocket:
 
     # -- batched requests --------------------------------------------------------------
 
-    def request_batch(self, kind: int, flags: int, bodies: Sequence[bytes]) -> list[int]:
+    def request_batch(self, kind: int, flags: int, bodies: Iterable[bytes]) -> list[int]:
         """Send many requests, BATCH_CHUNK per write (the kernel handles them in order), and
         return each one's errno from its ack (0 = done). A chunk whose acks do not all come
-        gets ETIMEDOUT (or the socket error) for the missing ones, and the socket is reopened."""
+        gets ETIMEDOUT (or the socket error) for the missing ones, and the socket is reopened.
+        `bodies` is read BATCH_CHUNK at a time (a generator's are made as they are sent: at
+        100,000 rules no list of 100,000 messages is held at once)."""
         codes: list[int] = []
+        bodies = iter(bodies)
         with self._lock:
-            for start in range(0, len(bodies), BATCH_CHUNK):
-                codes += self._request_chunk(kind, flags, bodies[start:start + BATCH_CHUNK])
+            while chunk := list(islice(bodies, BATCH_CHUNK)):
+                codes += self._request_chunk(kind, flags, chunk)
         return codes
 
     def _request_chunk(self, kind: int, flags: int, bodies: Sequence[bytes]) -> list[int]:

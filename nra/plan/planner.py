@@ -109,6 +109,9 @@ class Plan:
     #: the uplink groups the return path serves (peers, pools, tables, marks; in conntrack
     #: mode each router's table and mark), for `nra plan` and /status
     uplinks: tuple[dict, ...] = field(default=(), compare=False)
+    #: the desired rules' members (rules mode: sets of ints, nra.kernel.rule_set), which the
+    #: kernel's view may hold once they are written instead of equal sets of its own
+    rule_members: tuple[AbstractSet[int], ...] = field(default=(), compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.operations)
@@ -122,6 +125,9 @@ class PlanSteps:
     replaces: list[ReplaceRoute] = field(default_factory=list)
     route_deletes: list[DeleteRoute] = field(default_factory=list)
     rule_adds: list[AddRule] = field(default_factory=list)
+    #: rule_adds are in AddRule.sort_key's order already (the rules return path sorts its
+    #: 100,000 of a first start by their ints: no tuple of six made per rule to sort them)
+    rule_adds_sorted: bool = False
     rule_deletes: list[DeleteRule] = field(default_factory=list)
     unusable: set[IPAddress] = field(default_factory=set)
     left_out: dict[IPAddress, str] = field(default_factory=dict)
@@ -139,7 +145,7 @@ def order(steps: PlanSteps) -> tuple[Operation, ...]:
     return (
         *steps.nft,
         *sorted(steps.replaces, key=ReplaceRoute.sort_key),
-        *sorted(steps.rule_adds, key=AddRule.sort_key),
+        *(steps.rule_adds if steps.rule_adds_sorted else sorted(steps.rule_adds, key=AddRule.sort_key)),
         *sorted(steps.rule_deletes, key=DeleteRule.sort_key),
         *sorted(steps.route_deletes, key=DeleteRoute.sort_key),
     )

@@ -6,7 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nra.daemon.memory import LARGE_CHANGE_INTERVALS, AfterReconcile, large_change, release_free_memory
+from nra.daemon.memory import (
+    LARGE_CHANGE_INTERVALS,
+    TRIM_AGAIN_S,
+    AfterReconcile,
+    large_change,
+    release_free_memory,
+)
 from nra.kernel import nft_table as nft
 from nra.kernel.operations import ApplyNft, DeleteRule
 
@@ -81,3 +87,28 @@ def test_the_daemon_releases_after_its_first_reconcile_and_after_each_change_onl
     assert after.reconciled(changed=True) is True  # a change: its last intent and plan freed
     assert after.reconciled(changed=False) is False
     assert len(released) == 2
+
+
+def test_the_collector_runs_before_the_trim_after_the_first_reconcile_and_a_large_change_only():
+    done = []
+    after = AfterReconcile(lambda: done.append("trim") or True, lambda: done.append("collect") or 0)
+    after.reconciled(changed=True, large=True)  # the first (a first start writing 100,000 rules)
+    assert done == ["collect", "trim"]
+    after.reconciled(changed=True)  # a change of a few rules: no full collection
+    assert done == ["collect", "trim", "trim"]
+    after.reconciled(changed=True, large=True)
+    assert done == ["collect", "trim", "trim", "collect", "trim"]
+    after.reconciled(changed=False, large=False)
+    assert len(done) == 5
+
+
+def test_a_first_or_large_reconcile_trims_again_a_moment_later():
+    done, scheduled = [], []
+    after = AfterReconcile(lambda: done.append("trim") or True, lambda: 0,
+                           lambda delay, release: scheduled.append((delay, release)))
+    after.reconciled(changed=True, large=True)
+    assert done == ["trim"] and [d for d, _ in scheduled] == [TRIM_AGAIN_S]
+    scheduled[0][1]()
+    assert done == ["trim", "trim"]
+    after.reconciled(changed=True)  # a small change: one trim, none later
+    assert len(scheduled) == 1 and done == ["trim"] * 3

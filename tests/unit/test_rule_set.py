@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 import socket
 import struct
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 
-from nra.config.intent import Intent
+from nra.config.intent import Intent, Peer
 from nra.kernel.codec import (
     FIB_RULE_HDR,
     FR_ACT_TO_TBL,
@@ -29,7 +29,13 @@ from nra.kernel.codec import (
 from nra.kernel.model import NRA_PROTOCOL, rule_key
 from nra.kernel.rule_set import FOREIGN, LEFTOVER, OURS, Members, RuleBook, RuleSet, member_of, prefix_of
 from nra.plan.planner import PlanSteps, RoutingPolicy, rule_diff
-from nra.plan.return_path.rules import desired_rules, rule_set_diff, shared_desired, updated_rules
+from nra.plan.return_path.rules import (
+    OWN_PREFIXES_MIN,
+    desired_rules,
+    rule_set_diff,
+    shared_desired,
+    updated_rules,
+)
 
 POLICY = RoutingPolicy(table=20, priority=20, destinations=(ip_network("0.0.0.0/0"), ip_network("::/0")))
 
@@ -258,3 +264,67 @@ def test_members_changed_back_and_forth():
 def test_struct_layout_of_the_header():
     assert FIB_RULE_HDR.size == 12 and struct.calcsize("=BBBBBBBBI") == 12
     assert FRA_SRC == 2 and FRA_DST == 1
+
+
+def test_many_missing_rules_are_the_intents_own_prefixes_not_copies():
+    nets = [ip_network(f"100.{64 + i // 16384}.{(i // 64) % 256}.{(i % 64) * 4}/30") for i in range(OWN_PREFIXES_MIN)]
+    extra = ip_network("2001:db8::/64")
+    intent = Intent(frozenset(), frozenset(nets + [extra]))
+    desired = desired_rules(intent)
+    book = RuleBook(20)
+    book.add(body(str(nets[0])), dumped=True)  # one already there
+    rules, _ = book.snapshot()
+    given = nets[1:]  # (the IPv6 prefix not given: its member is made into a network)
+    missing = rule_set_diff(PlanSteps(), rules, desired, POLICY, frozenset({4, 6}), given)
+    assert sorted(missing, key=str) == sorted(nets[1:] + [extra], key=str)
+    mine = {id(p) for p in given}
+    assert sum(id(p) in mine for p in missing) == len(given)  # the very objects given, no copy
+    few = rule_set_diff(PlanSteps(), rules, desired_rules(Intent(frozenset(), frozenset(nets[:10]))), POLICY,
+                        frozenset({4}), nets[:10])
+    assert sorted(few, key=str) == sorted(nets[1:10], key=str)  # (below the threshold: made from members)
+
+
+def test_the_view_adopts_the_planners_equal_set_and_never_changes_it():
+    nets = [ip_network(f"100.64.0.{i * 4}/30") for i in range(50)]
+    desired = desired_rules(Intent(frozenset(), frozenset(nets)))
+    mine = desired[4].base
+    book = RuleBook(20)
+    book.expect(body(str(nets[0])))  # (the shape and group made before the write)
+    assert book.templates() == 1
+    for net in nets[:-1]:
+        book.add(body(str(net)))
+    assert not book.adopt(mine)  # one rule not notified yet: not equal, not adopted
+    book.add(body(str(nets[-1])))
+    book.add(body("203.0.113.0/24", table=99))  # anyone else's elsewhere: no matter
+    assert book.adopt(mine)
+    [(_, members)] = book.snapshot()[0].groups()
+    assert members.base is mine and not members.added and not members.removed
+    book.add(body("100.64.1.0/30"))
+    book.discard(body(str(nets[0])))
+    assert mine == {member_of(n) for n in nets}  # the planner's set is never changed
+    [(_, members)] = book.snapshot()[0].groups()
+    assert set(members) == {member_of(n) for n in nets[1:]} | {member_of(ip_network("100.64.1.0/30"))}
+    assert not book.adopt(mine)  # (no longer equal)
+    # the plan carries the desired sets; its intent's members, as one set per family
+    from nra.kernel.model import KernelState
+    from nra.plan.return_path.rules import plan
+    planned = plan(Intent(frozenset(), frozenset(nets)), KernelState(), POLICY, desired=desired)
+    assert planned.rule_members == (mine,)
+
+
+def test_the_plans_adds_come_in_the_planners_order_without_sorting_them_again():
+    from nra.kernel.model import KernelState
+    from nra.kernel.operations import AddRule
+    from nra.plan.return_path.rules import plan
+    rng = random.Random(7)
+    nets = {ip_network(f"{rng.randrange(1, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.0/{rng.choice([16, 24, 30])}",
+                       strict=False) for _ in range(3000)}
+    nets |= {ip_network(f"2001:db8:{rng.randrange(65536):x}::/{rng.choice([48, 64])}", strict=False) for _ in range(300)}
+    nets |= {ip_network("0.0.0.0/0"), ip_network("::/0")}
+    for policy in (POLICY, RoutingPolicy(table=20, priority=20, destinations=POLICY.destinations, fwmark=0x10)):
+        peers = frozenset({Peer(ip_address("10.99.0.2"), 1), Peer(ip_address("fd99::2"), 1)})
+        ops = plan(Intent(peers, frozenset(nets)), KernelState(), policy).operations
+        adds = [op for op in ops if isinstance(op, AddRule)]
+        assert len(adds) == len(nets)
+        assert adds == sorted(adds, key=AddRule.sort_key)
+        assert [op.src for op in adds[:1]] == [None] and adds[-1].family == 6

@@ -17,7 +17,7 @@ group is not programmed yet). Uplink tables no group uses any more are emptied.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import AbstractSet, Any, Mapping
+from typing import AbstractSet, Any, Iterable, Mapping
 
 from nra.config.intent import Intent, IPAddress, IPNetwork
 from nra.config.uplinks import NodeFacts, build_model, merge_peers
@@ -44,6 +44,8 @@ from nra.plan.return_path.base import Counts, counts_after
 
 #: the desired rules' members, by family
 DesiredRules = Mapping[int, Members]
+#: rule_set_diff returns the intent's own prefixes when this many rules or more are missing
+OWN_PREFIXES_MIN = 1024
 
 
 def desired_rules(intent: Intent, policy: RoutingPolicy | None = None) -> dict[int, Members]:
@@ -98,11 +100,13 @@ def _wanted_template(rule: KernelRule, policy: RoutingPolicy, families: Abstract
 
 
 def rule_set_diff(steps: PlanSteps, rules: RuleSet, desired: DesiredRules, policy: RoutingPolicy,
-                  families: AbstractSet[int]) -> list[IPNetwork]:
+                  families: AbstractSet[int], prefixes: Iterable[IPNetwork] = ()) -> list[IPNetwork]:
     """rule_diff for a RuleSet: the members of each template that is the policy's against
     the desired ones, as set operations over ints (no rule decoded but those that go); every
     rule of any other template goes, with its imposter reason. Returns the prefixes of the
-    desired members the kernel lacks."""
+    desired members the kernel lacks: when OWN_PREFIXES_MIN or more are, those of
+    `prefixes` (the intent's, whose members `desired` holds) themselves, not a copy of each
+    (a first start at 100,000 made 100,000 new networks to write them)."""
     seen: dict[int, AbstractSet[int] | Members] = {}
     going: list[KernelRule] = []
     for shape, members in sorted(rules.groups(), key=lambda g: g[0].template):
@@ -143,10 +147,17 @@ def rule_set_diff(steps: PlanSteps, rules: RuleSet, desired: DesiredRules, polic
             else:
                 steps.rule_deletes.append(DeleteRule(rule, reason=imposter_reason(rule, policy, families)))
         seen = {f: set(seen.get(f, ())) | loose.get(f, set()) for f in (4, 6)}
+    lacking = {family: desired.get(family, NO_MEMBERS).missing_from(seen.get(family, frozenset()))
+               for family in sorted(families)}
     missing: list[IPNetwork] = []
-    for family in sorted(families):
-        missing += (prefix_of(family, m) for m in desired.get(family, NO_MEMBERS).missing_from(
-            seen.get(family, frozenset())))
+    if sum(map(len, lacking.values())) >= OWN_PREFIXES_MIN:
+        missing = [p for p in prefixes if member_of(p) in lacking.get(p.version, ())]
+        if len(missing) == sum(map(len, lacking.values())):
+            return missing
+        given = {member_of(p) for p in missing}  # (members no prefix given stands for: made below)
+        lacking = {family: {m for m in members if m not in given} for family, members in lacking.items()}
+    for family, members in lacking.items():
+        missing += (prefix_of(family, m) for m in members)
     return missing
 
 
@@ -163,11 +174,20 @@ def plan(intent: Intent, state: KernelState, policy: RoutingPolicy,
     families = table_routes(steps, intent, {v: len(desired[v]) for v in (4, 6)}, policy, state.routes, state,
                             verdicts)
     fwmask = policy.fwmask if policy.fwmark is not None else None
-    for prefix in rule_set_diff(steps, RuleSet.of(state.rules), desired, policy, families):
-        steps.rule_adds.append(AddRule(prefix.version, prefix if prefix.prefixlen else None, policy.priority,
-                                       policy.table, policy.fwmark, fwmask, reason="missing"))
+    # in AddRule.sort_key's order, made here: one family, priority, table and mark, so the
+    # source decides, and a member orders as its network does (None, /0, first)
+    missing: dict[int, list[IPNetwork]] = {4: [], 6: []}
+    for prefix in rule_set_diff(steps, RuleSet.of(state.rules), desired, policy, families, intent.prefixes):
+        missing[prefix.version].append(prefix)
+    steps.rule_adds_sorted = not steps.rule_adds
+    for family in (4, 6):
+        missing[family].sort(key=member_of)
+        steps.rule_adds += [AddRule(family, prefix if prefix.prefixlen else None, policy.priority, policy.table,
+                                    policy.fwmark, fwmask, reason="missing") for prefix in missing[family]]
     leftovers(steps, state)
-    return steps.plan()
+    # (the kernel's view holds these once written, not copies: KernelAdapter.adopt_rule_members)
+    members = tuple(m.base for m in desired.values() if m.base and not m.added and not m.removed)
+    return replace(steps.plan(), rule_members=members)
 
 
 def uplink_intents(intent: Intent, table: int, tables: range) -> tuple[dict[int, Intent], tuple[str, ...]]:
@@ -213,7 +233,8 @@ def merge_plans(plans: list[Plan], extra: list) -> Plan:
     left_out = {a: r for p in plans for a, r in p.left_out.items()}
     unusable = frozenset().union(*(p.unusable_peers for p in plans))
     unrouted = tuple(sorted({f for p in plans for f in p.unrouted}))
-    return Plan(ordered, warnings, left_out, unusable, unrouted)
+    return Plan(ordered, warnings, left_out, unusable, unrouted,
+                rule_members=tuple(m for p in plans for m in p.rule_members))
 
 
 class RulesReturnPath:
