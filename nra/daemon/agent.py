@@ -77,7 +77,10 @@ class Agent:
         # what /status and /metrics serve, rebuilt here and read by the server's thread
         self.documents = Documents(self.status, self.status.details)
         self.echo = EchoFilter()
-        self.memory = AfterReconcile(later=lambda delay, release: asyncio.get_running_loop().call_later(delay, release))  # free heap handed back after the first reconcile and each change
+        # free heap handed back after the first reconcile and each change (and again a second
+        # after the first and a large one)
+        self.memory = AfterReconcile(
+            later=lambda delay, release: asyncio.get_running_loop().call_later(delay, release))
         #: the daemon's wait for the kernel's notifications to be listened to (set by _supervise),
         #: awaited by the first reconcile
         self._listening: asyncio.Future | None = None
