@@ -57,10 +57,14 @@ import hashlib
 import heapq
 import ipaddress
 import json
+import operator
 import weakref
+from array import array
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Set
 from dataclasses import dataclass, field
-from typing import Collection, Iterable, Mapping
+from itertools import islice
+from typing import AbstractSet, Collection, Iterable, Iterator, Mapping
 
 from nra.config import prefix_delta
 from nra.config.intent import IPNetwork
@@ -125,7 +129,9 @@ class NftTable:
     # others added)}) when this one is that table after others' element changes
     notified: tuple | None = field(default=None, compare=False, repr=False)
     # family -> the uplink groups' intervals (low, high, index): disjoint; empty with one group
-    groups: Mapping[int, frozenset[GroupInterval]] = field(default_factory=dict)
+    # (a frozenset, or the GroupElements nra keeps: compare and write them through
+    # frozen_groups / sorted_groups)
+    groups: Mapping[int, AbstractSet[GroupInterval]] = field(default_factory=dict)
     # the kernel's group map elements as listed, by map name (for exact deletes); empty in a
     # table nra rendered itself (its elements are where placed_groups() put them)
     raw_groups: Mapping[str, tuple[GroupInterval, ...]] = field(default_factory=dict, compare=False)
@@ -456,6 +462,89 @@ def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: 
                     desired_chains(field, capacity), groups=group_intervals(groups or {}, families)[0])
 
 
+class GroupElements(Set):
+    """A family's group map elements as nra keeps them: disjoint intervals, sorted, in three
+    parallel columns (first addresses, last addresses, group indexes) instead of a frozenset
+    of (low, high, index) tuples. A set of GroupInterval to its readers (iteration yields the
+    tuples in order, made as they are asked for); `len` and `in` (a bisect) build nothing.
+    At 100,000 elements the tuples and their frozenset held ~10 MB; the columns hold ~1.7 MB
+    (the lists point at the ints of the groups' own intervals). Never changed once made:
+    GroupMaps makes a new one from a copy of the columns when a change moves elements."""
+
+    __slots__ = ("lows", "highs", "indexes")
+
+    def __init__(self, lows: list[int] | None = None, highs: list[int] | None = None,
+                 indexes: array | None = None) -> None:
+        self.lows: list[int] = lows if lows is not None else []
+        self.highs: list[int] = highs if highs is not None else []
+        self.indexes: array = indexes if indexes is not None else array("I")
+
+    @classmethod
+    def of(cls, elements: Iterable[GroupInterval]) -> "GroupElements":
+        """The elements given (disjoint), sorted into columns."""
+        ordered = sorted(elements)
+        return cls([e[0] for e in ordered], [e[1] for e in ordered], array("I", [e[2] for e in ordered]))
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable) -> frozenset:
+        return frozenset(it)  # (what the set operators of Set make: a plain frozenset)
+
+    def __len__(self) -> int:
+        return len(self.lows)
+
+    def __iter__(self) -> Iterator[GroupInterval]:
+        return zip(self.lows, self.highs, self.indexes)
+
+    def __contains__(self, element: object) -> bool:
+        try:
+            low, high, index = element  # type: ignore[misc]
+            at = bisect_left(self.lows, low)
+        except (TypeError, ValueError):
+            return False
+        return at < len(self.lows) and self.lows[at] == low and self.highs[at] == high and self.indexes[at] == index
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupElements):
+            return self.lows == other.lows and self.highs == other.highs and self.indexes == other.indexes
+        if isinstance(other, Set):
+            return len(self) == len(other) and all(map(other.__contains__, self))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(map(repr, islice(self, 4)))
+        return f"GroupElements({len(self)}: {shown}{', ...' if len(self) > 4 else ''})"
+
+
+def frozen_groups(elements: Iterable[GroupInterval]) -> frozenset[GroupInterval]:
+    """A family's group elements as a frozenset (made from a GroupElements: set operations at
+    C speed, for a comparison of everything; nothing keeps it)."""
+    return elements if isinstance(elements, frozenset) else frozenset(elements)
+
+
+def sorted_groups(elements: Iterable[GroupInterval]) -> tuple[GroupInterval, ...]:
+    """A family's group elements sorted (a GroupElements is already)."""
+    return tuple(elements) if isinstance(elements, GroupElements) else tuple(sorted(elements))
+
+
+def group_elements(merged: Mapping[int, Mapping[int, Iterable[Interval]]]) -> tuple[dict[int, GroupElements], list[str]]:
+    """tag_groups() as GroupElements: each group's (index -> family -> merged intervals)
+    tagged with its index; an overlap between groups is left to tag_groups (it says which
+    interval is left out)."""
+    result: dict[int, GroupElements] = {}
+    for family in (4, 6):
+        # (the tuples live while this sorts them: only the columns stay)
+        tagged = sorted((low, high, index) for index, by_family in merged.items()
+                        for low, high in by_family.get(family, ()))
+        lows, highs = [e[0] for e in tagged], [e[1] for e in tagged]
+        if not all(map(operator.lt, highs, islice(lows, 1, None))):
+            elements, problems = tag_groups(merged)
+            return {f: GroupElements.of(e) for f, e in elements.items()}, problems
+        result[family] = GroupElements(lows, highs, array("I", [e[2] for e in tagged]))
+    return result, []
+
+
 class MergedIntervals:
     """The merged intervals of a set of prefixes, kept between reconciles and updated by the
     prefixes added and removed since (a file change adds or removes a few): a bisect and a
@@ -594,14 +683,14 @@ class DesiredTables:
         self._group_key: tuple | None = None
         self._group_maps = GroupMaps()
         self._group_delta: tuple | None = None
-        self._groups: dict[int, frozenset[GroupInterval]] = {}
+        self._groups: dict[int, GroupElements] = {}
         #: the group intervals left out (overlapping another group's), one line each
         self.group_problems: list[str] = []
         #: uplink group key -> its number, as the caller last numbered the groups of the
         #: table it got (so a plan against nra's own last write need not read them back)
         self.group_numbers: dict = {}
 
-    def last_groups(self) -> Mapping[int, frozenset[GroupInterval]] | None:
+    def last_groups(self) -> Mapping[int, GroupElements] | None:
         """The group maps' elements of the table last given (None before the first)."""
         return self._groups if self._table is not None else None
 
@@ -651,7 +740,9 @@ class GroupMaps:
     that moves a few intervals is checked for overlaps against its neighbours only (a bisect
     each), where tagging and sorting 10,000 intervals again costs ~25 ms. Nothing per group is
     copied whole on a change (a copy of 50,000 and the freeing of the last one pass over every
-    element: in the daemon's heap of a million objects, several ms each): the result alone is.
+    element: in the daemon's heap of a million objects, several ms each): the result alone
+    is, as GroupElements (three columns: a copy of each list is a memory copy). No tagged
+    tuple is kept: the result's columns are the sorted elements the bisects look in.
     The result always equals group_intervals(groups)."""
 
     #: above this many changed intervals, everything is tagged and checked again
@@ -660,16 +751,14 @@ class GroupMaps:
     def __init__(self) -> None:
         self._merged: dict[int, MergedIntervals] = {}
         self._families: frozenset[int] | None = None
-        self._sorted: dict[int, list[GroupInterval]] = {4: [], 6: []}
         self.problems: list[str] = []
-        self.result: dict[int, frozenset[GroupInterval]] = {4: frozenset(), 6: frozenset()}
+        self.result: dict[int, GroupElements] = {4: GroupElements(), 6: GroupElements()}
         #: (the result before the last update, {family: (its elements gone, added)}) when the
         #: last update followed a few changes (diff() then compares those alone)
         self.delta: tuple | None = None
-        self._changes: dict = {}
 
     def update(self, groups: Mapping[int, frozenset[IPNetwork]],
-               families: Iterable[int]) -> dict[int, frozenset[GroupInterval]]:
+               families: Iterable[int]) -> dict[int, GroupElements]:
         families = frozenset(families) & {4, 6}
         again = families != self._families  # (the first, or a family turned on or off)
         merged: dict[int, MergedIntervals] = {}
@@ -702,42 +791,39 @@ class GroupMaps:
         previous = self.result
         result = None if again else self._follow(moves)
         if result is None:  # (many changes, or an overlap, or other families: everything again)
-            result, self.problems = tag_groups({i: {f: m.merged(f) for f in families} for i, m in merged.items()})
-            self._sorted = {f: sorted(result[f]) for f in (4, 6)}
+            result, self.problems = group_elements({i: {f: m.merged(f) for f in families} for i, m in merged.items()})
             self.delta = None
         else:
-            self.delta = (previous, self._changes)
+            self.delta = (previous, moves)
         self._merged, self._families, self.result = merged, families, result
         return result
 
     def _follow(self, moves: Mapping[int, tuple[list[GroupInterval], list[GroupInterval]]]
-                ) -> dict[int, frozenset[GroupInterval]] | None:
+                ) -> dict[int, GroupElements] | None:
         """The last result after these moves (each group's elements gone and added), when
-        they are few and overlap nothing (None: everything again)."""
+        they are few and overlap nothing (None: everything again). A family that moved gets
+        new columns (copies of the last, changed); the last result stays as it was."""
         if self.problems:
             return None
         if any(len(gone) + len(added) > self.INCREMENTAL_MAX for gone, added in moves.values()):
             return None
-        # (changed in place: when this fails, update() sorts everything again)
+        result = dict(self.result)
         for family, (gone, added) in moves.items():
-            line = self._sorted[family]
-            for element in gone:
-                del line[bisect_left(line, element)]
-            for element in sorted(added):
-                at = bisect_left(line, element)
-                if (at and line[at - 1][1] >= element[0]) or (at < len(line) and line[at][0] <= element[1]):
-                    return None
-                line.insert(at, element)
-        self._changes = dict(moves)
-        # (the elements of two groups differ by their index: what went and came is exact)
-        result = {}
-        for family, (gone, added) in moves.items():
-            elements = self.result[family]
-            if gone:
-                elements = elements.difference(gone)
-            if added:
-                elements = elements.union(added)
-            result[family] = elements
+            if not gone and not added:
+                continue
+            last = self.result[family]
+            lows, highs, indexes = list(last.lows), list(last.highs), array("I", last.indexes)
+            for low, _, _ in gone:  # (each is there: the group's interval was)
+                at = bisect_left(lows, low)
+                del lows[at], highs[at], indexes[at]
+            for low, high, index in sorted(added):
+                at = bisect_left(lows, low)
+                if (at and highs[at - 1] >= low) or (at < len(lows) and lows[at] <= high):
+                    return None  # (another group's interval: tag_groups says which is left out)
+                lows.insert(at, low)
+                highs.insert(at, high)
+                indexes.insert(at, index)
+            result[family] = GroupElements(lows, highs, indexes)
         return result
 
 
@@ -1152,8 +1238,10 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
             gone, added = group_delta[family]
             add_groups[family], delete_groups[family] = tuple(sorted(added)), tuple(sorted(gone))
         elif want_groups is not listed_groups:  # (nra's own last write: the same object)
-            add_groups[family] = tuple(sorted(want_groups - listed_groups))
-            delete_groups[family] = tuple(sorted(listed_groups - want_groups))
+            # (as frozensets: set differences at C speed; nothing keeps them)
+            want_set, listed_set = frozen_groups(want_groups), frozen_groups(listed_groups)
+            add_groups[family] = tuple(sorted(want_set - listed_set))
+            delete_groups[family] = tuple(sorted(listed_set - want_set))
         if add_group_pieces is not None and delete_group_pieces is not None:
             wanted = placed_groups(family, want_groups)
             for name in (GROUP_MAPS[family], *GROUP_SHARD_MAPS[family]):
@@ -1180,7 +1268,7 @@ def _rebuild(desired: NftTable, reason: str) -> NftChange:
     return NftChange(rebuild=True, reason=reason,
                      add_prefixes={f: tuple(sorted(p)) for f, p in desired.prefixes.items()},
                      add_links=tuple(sorted(desired.links)), set_routers=dict(desired.routers),
-                     add_groups={f: tuple(sorted(g)) for f, g in desired.groups.items()})
+                     add_groups={f: sorted_groups(g) for f, g in desired.groups.items()})
 
 
 def removal(current: NftTable | None) -> NftChange:
