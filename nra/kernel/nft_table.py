@@ -462,7 +462,82 @@ def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: 
                     desired_chains(field, capacity), groups=group_intervals(groups or {}, families)[0])
 
 
-class GroupElements(Set):
+class _SortedElements(Set):
+    """A set of sorted, disjoint elements kept in a compact form (SortedIntervals,
+    GroupElements): iteration yields them in order, `in` is a bisect; an operator with a
+    set (-, |, &) gives a plain frozenset made at C speed, and so does == with one (a
+    comparison of everything: nothing keeps it). Never changed once made."""
+
+    __slots__ = ()
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable) -> frozenset:
+        return frozenset(it)
+
+    def _same(self, other: "_SortedElements") -> bool:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            return self._same(other)  # type: ignore[arg-type]
+        if isinstance(other, (set, frozenset)):
+            return len(self) == len(other) and frozenset(self) == other
+        if isinstance(other, Set):
+            return len(self) == len(other) and all(map(other.__contains__, self))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __sub__(self, other: Iterable) -> frozenset:
+        return frozenset(self).difference(other)
+
+    def __rsub__(self, other: Iterable) -> frozenset:
+        return frozenset(other).difference(self)
+
+    def __or__(self, other: Iterable) -> frozenset:
+        return frozenset(self).union(other)
+
+    __ror__ = __or__
+
+    def __and__(self, other: Iterable) -> frozenset:
+        return frozenset(self).intersection(other)
+
+    __rand__ = __and__
+
+
+class SortedIntervals(_SortedElements):
+    """A family's merged intervals as DesiredTables keeps them (NftTable.prefixes): a tuple of
+    the intervals, sorted (the intervals themselves are the prefixes' own tuples, shared with
+    MergedIntervals' lists). At 100,000 intervals a frozenset of them held 4 MB; the tuple
+    0.8 MB, and a change copies it (a memory copy) where the frozenset was copied too."""
+
+    __slots__ = ("items", "__weakref__")
+
+    def __init__(self, items: Iterable[Interval] = ()) -> None:
+        self.items: tuple[Interval, ...] = tuple(items)
+
+    def _same(self, other: "SortedIntervals") -> bool:
+        return self.items == other.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Interval]:
+        return iter(self.items)
+
+    def __contains__(self, element: object) -> bool:
+        try:
+            at = bisect_left(self.items, element)  # type: ignore[arg-type]
+        except TypeError:
+            return False
+        return at < len(self.items) and self.items[at] == element
+
+    def __repr__(self) -> str:
+        shown = ", ".join(map(repr, self.items[:4]))
+        return f"SortedIntervals({len(self)}: {shown}{', ...' if len(self) > 4 else ''})"
+
+
+class GroupElements(_SortedElements):
     """A family's group map elements as nra keeps them: disjoint intervals, sorted, in three
     parallel columns (first addresses, last addresses, group indexes) instead of a frozenset
     of (low, high, index) tuples. A set of GroupInterval to its readers (iteration yields the
@@ -485,10 +560,6 @@ class GroupElements(Set):
         ordered = sorted(elements)
         return cls([e[0] for e in ordered], [e[1] for e in ordered], array("I", [e[2] for e in ordered]))
 
-    @classmethod
-    def _from_iterable(cls, it: Iterable) -> frozenset:
-        return frozenset(it)  # (what the set operators of Set make: a plain frozenset)
-
     def __len__(self) -> int:
         return len(self.lows)
 
@@ -503,14 +574,8 @@ class GroupElements(Set):
             return False
         return at < len(self.lows) and self.lows[at] == low and self.highs[at] == high and self.indexes[at] == index
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, GroupElements):
-            return self.lows == other.lows and self.highs == other.highs and self.indexes == other.indexes
-        if isinstance(other, Set):
-            return len(self) == len(other) and all(map(other.__contains__, self))
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
+    def _same(self, other: "GroupElements") -> bool:
+        return self.lows == other.lows and self.highs == other.highs and self.indexes == other.indexes
 
     def __repr__(self) -> str:
         shown = ", ".join(map(repr, islice(self, 4)))
@@ -549,7 +614,9 @@ class MergedIntervals:
     """The merged intervals of a set of prefixes, kept between reconciles and updated by the
     prefixes added and removed since (a file change adds or removes a few): a bisect and a
     local re-merge each, where merging 10,000 prefixes again costs ~10 ms. A large change is
-    merged whole. The result always equals prefix_intervals(prefixes). Without `keep_result`
+    merged whole. The result always equals prefix_intervals(prefixes): a SortedIntervals per
+    family (a tuple of the merged list's intervals: a changed family's is a new copy of the
+    list, an unchanged one's the same object). Without `keep_result`
     (GroupMaps) the result is not made: `merged()` and `delta` say what it is and how it moved,
     where a copy of the frozen result each change costs a pass over every interval (and another
     to free the last one), ~5 ms at 50,000 in a daemon's large heap."""
@@ -559,14 +626,14 @@ class MergedIntervals:
         self._prefixes: frozenset[IPNetwork] = frozenset()
         self._raw: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, one per prefix
         self._merged: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, disjoint
-        self._frozen: dict[int, frozenset[Interval]] = {4: frozenset(), 6: frozenset()}
+        self._frozen: dict[int, SortedIntervals] = {4: SortedIntervals(), 6: SortedIntervals()}
         #: after an update that moved a few intervals: {family: (its intervals gone, added)}
         #: from the result before it to the result now (None after a whole merge)
         self.delta: dict[int, tuple[frozenset[Interval], frozenset[Interval]]] | None = None
         self._moved: dict[int, tuple[list[Interval], list[Interval]]] = {}
 
     @property
-    def result(self) -> dict[int, frozenset[Interval]]:
+    def result(self) -> Mapping[int, AbstractSet[Interval]]:
         """The merged intervals of the last update."""
         return self._frozen if self._keep else {f: frozenset(self._merged[f]) for f in (4, 6)}
 
@@ -575,7 +642,7 @@ class MergedIntervals:
         an update changes it in place or replaces it)."""
         return self._merged[family]
 
-    def update(self, prefixes: frozenset[IPNetwork]) -> dict[int, frozenset[Interval]]:
+    def update(self, prefixes: frozenset[IPNetwork]) -> dict[int, SortedIntervals]:
         if prefixes is self._prefixes:
             self.delta = {}
             return self._frozen
@@ -591,7 +658,7 @@ class MergedIntervals:
             self._merged = {f: merge_sorted(r) for f, r in self._raw.items()}
             self._prefixes = prefixes
             if self._keep:
-                self._frozen = {f: frozenset(self._merged[f]) for f in (4, 6)}
+                self._frozen = {f: SortedIntervals(self._merged[f]) for f in (4, 6)}
             self.delta = None
             return self._frozen
         else:
@@ -606,8 +673,8 @@ class MergedIntervals:
                 self._add(family, interval)
                 changed.add(family)
         self._prefixes = prefixes
-        # the few pieces that moved, from the last result at C speed (a frozenset of all the
-        # merged pieces again costs ~25 ms at 100,000)
+        # the few pieces that moved (what diff() sends), and a changed family's result copied
+        # from its merged list (a frozenset of all the merged pieces again costs ~25 ms at 100,000)
         frozen, delta = dict(self._frozen), {}
         for family in changed:
             # a piece is put in only when out and taken out only when in: what it ends as is
@@ -619,13 +686,9 @@ class MergedIntervals:
             gone = frozenset(p for p, n in net.items() if n < 0)
             added = frozenset(p for p, n in net.items() if n > 0)
             delta[family] = (gone, added)
-            if not self._keep:
-                continue
-            # (each operation copies the 100,000: a one-line change makes one copy, not two)
-            if gone:
-                frozen[family] = frozen[family].difference(gone)
-            if added:
-                frozen[family] = frozen[family].union(added)
+            if self._keep and (gone or added):
+                # (a copy of the merged list's pointers, at C speed: the list changes in place)
+                frozen[family] = SortedIntervals(self._merged[family])
         self._frozen, self.delta = frozen, delta
         return frozen
 
