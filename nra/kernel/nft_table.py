@@ -509,7 +509,8 @@ class SortedIntervals(_SortedElements):
     """A family's merged intervals as DesiredTables keeps them (NftTable.prefixes): a tuple of
     the intervals, sorted (the intervals themselves are the prefixes' own tuples, shared with
     MergedIntervals' lists). At 100,000 intervals a frozenset of them held 4 MB; the tuple
-    0.8 MB, and a change copies it (a memory copy) where the frozenset was copied too."""
+    0.8 MB, and it is MergedIntervals' own (a change makes a new one from a list copy of the
+    last, as the frozenset was copied too)."""
 
     __slots__ = ("items", "__weakref__")
 
@@ -538,48 +539,50 @@ class SortedIntervals(_SortedElements):
 
 
 class GroupElements(_SortedElements):
-    """A family's group map elements as nra keeps them: disjoint intervals, sorted, in three
-    parallel columns (first addresses, last addresses, group indexes) instead of a frozenset
-    of (low, high, index) tuples. A set of GroupInterval to its readers (iteration yields the
-    tuples in order, made as they are asked for); `len` and `in` (a bisect) build nothing.
-    At 100,000 elements the tuples and their frozenset held ~10 MB; the columns hold ~1.7 MB
-    (the lists point at the ints of the groups' own intervals). Never changed once made:
-    GroupMaps makes a new one from a copy of the columns when a change moves elements."""
+    """A family's group map elements as nra keeps them: disjoint intervals, sorted, in two
+    parallel columns (the intervals, each the group's own (low, high) tuple, shared with its
+    MergedIntervals; and the group indexes) instead of a frozenset of (low, high, index)
+    tuples. A set of GroupInterval to its readers (iteration yields the tuples in order, made
+    as they are asked for); `len` and `in` (a bisect) build nothing. At 100,000 elements the
+    tuples and their frozenset held ~10 MB; the columns hold ~1.2 MB. Never changed once
+    made: GroupMaps makes a new one from a copy of the columns when a change moves elements."""
 
-    __slots__ = ("lows", "highs", "indexes")
+    __slots__ = ("spans", "indexes")
 
-    def __init__(self, lows: list[int] | None = None, highs: list[int] | None = None,
-                 indexes: array | None = None) -> None:
-        self.lows: list[int] = lows if lows is not None else []
-        self.highs: list[int] = highs if highs is not None else []
+    def __init__(self, spans: list[Interval] | None = None, indexes: array | None = None) -> None:
+        self.spans: list[Interval] = spans if spans is not None else []
         self.indexes: array = indexes if indexes is not None else array("I")
 
     @classmethod
     def of(cls, elements: Iterable[GroupInterval]) -> "GroupElements":
         """The elements given (disjoint), sorted into columns."""
         ordered = sorted(elements)
-        return cls([e[0] for e in ordered], [e[1] for e in ordered], array("I", [e[2] for e in ordered]))
+        return cls([(e[0], e[1]) for e in ordered], array("I", [e[2] for e in ordered]))
 
     def __len__(self) -> int:
-        return len(self.lows)
+        return len(self.spans)
 
     def __iter__(self) -> Iterator[GroupInterval]:
-        return zip(self.lows, self.highs, self.indexes)
+        return map(_tagged, self.spans, self.indexes)
 
     def __contains__(self, element: object) -> bool:
         try:
             low, high, index = element  # type: ignore[misc]
-            at = bisect_left(self.lows, low)
+            at = bisect_left(self.spans, (low,))
         except (TypeError, ValueError):
             return False
-        return at < len(self.lows) and self.lows[at] == low and self.highs[at] == high and self.indexes[at] == index
+        return at < len(self.spans) and self.spans[at] == (low, high) and self.indexes[at] == index
 
     def _same(self, other: "GroupElements") -> bool:
-        return self.lows == other.lows and self.highs == other.highs and self.indexes == other.indexes
+        return self.spans == other.spans and self.indexes == other.indexes
 
     def __repr__(self) -> str:
         shown = ", ".join(map(repr, islice(self, 4)))
         return f"GroupElements({len(self)}: {shown}{', ...' if len(self) > 4 else ''})"
+
+
+def _tagged(span: Interval, index: int) -> GroupInterval:
+    return span[0], span[1], index
 
 
 def frozen_groups(elements: Iterable[GroupInterval]) -> frozenset[GroupInterval]:
@@ -599,15 +602,19 @@ def group_elements(merged: Mapping[int, Mapping[int, Iterable[Interval]]]) -> tu
     interval is left out)."""
     result: dict[int, GroupElements] = {}
     for family in (4, 6):
-        # (the tuples live while this sorts them: only the columns stay)
-        tagged = sorted((low, high, index) for index, by_family in merged.items()
-                        for low, high in by_family.get(family, ()))
-        lows, highs = [e[0] for e in tagged], [e[1] for e in tagged]
-        if not all(map(operator.lt, highs, islice(lows, 1, None))):
+        # (the pairs live while this sorts them: only the columns stay, the intervals the
+        # groups' own)
+        tagged = sorted((interval, index) for index, by_family in merged.items()
+                        for interval in by_family.get(family, ()))
+        spans = [t[0] for t in tagged]
+        if not all(map(operator.lt, map(_HIGH, spans), map(_LOW, islice(spans, 1, None)))):
             elements, problems = tag_groups(merged)
             return {f: GroupElements.of(e) for f, e in elements.items()}, problems
-        result[family] = GroupElements(lows, highs, array("I", [e[2] for e in tagged]))
+        result[family] = GroupElements(spans, array("I", [t[1] for t in tagged]))
     return result, []
+
+
+_LOW, _HIGH = operator.itemgetter(0), operator.itemgetter(1)
 
 
 class MergedIntervals:
@@ -625,7 +632,10 @@ class MergedIntervals:
         self._keep = keep_result
         self._prefixes: frozenset[IPNetwork] = frozenset()
         self._raw: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, one per prefix
-        self._merged: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, disjoint
+        # sorted, disjoint: a tuple (an update edits a list copy of a changed family's, then
+        # freezes it), which the result shares (SortedIntervals keeps the tuple itself)
+        self._merged: dict[int, tuple[Interval, ...]] = {4: (), 6: ()}
+        self._editing: dict[int, list[Interval]] = {}
         self._frozen: dict[int, SortedIntervals] = {4: SortedIntervals(), 6: SortedIntervals()}
         #: after an update that moved a few intervals: {family: (its intervals gone, added)}
         #: from the result before it to the result now (None after a whole merge)
@@ -637,9 +647,8 @@ class MergedIntervals:
         """The merged intervals of the last update."""
         return self._frozen if self._keep else {f: frozenset(self._merged[f]) for f in (4, 6)}
 
-    def merged(self, family: int) -> list[Interval]:
-        """The merged intervals of the last update, sorted (the list itself: not to be changed;
-        an update changes it in place or replaces it)."""
+    def merged(self, family: int) -> tuple[Interval, ...]:
+        """The merged intervals of the last update, sorted (a tuple: an update replaces it)."""
         return self._merged[family]
 
     def update(self, prefixes: frozenset[IPNetwork]) -> dict[int, SortedIntervals]:
@@ -655,7 +664,7 @@ class MergedIntervals:
                 family, interval = _interval_of(prefix)
                 raw[family].append(interval)
             self._raw = {f: sorted(r) for f, r in raw.items()}
-            self._merged = {f: merge_sorted(r) for f, r in self._raw.items()}
+            self._merged = {f: tuple(merge_sorted(r)) for f, r in self._raw.items()}
             self._prefixes = prefixes
             if self._keep:
                 self._frozen = {f: SortedIntervals(self._merged[f]) for f in (4, 6)}
@@ -664,6 +673,7 @@ class MergedIntervals:
         else:
             changed = set()
             self._moved = {4: ([], []), 6: ([], [])}
+            self._editing = {}
             for prefix in removed:
                 family, interval = _interval_of(prefix)
                 self._remove(family, interval)
@@ -673,6 +683,9 @@ class MergedIntervals:
                 self._add(family, interval)
                 changed.add(family)
         self._prefixes = prefixes
+        for family, edited in self._editing.items():
+            self._merged[family] = tuple(edited)
+        self._editing = {}
         # the few pieces that moved (what diff() sends), and a changed family's result copied
         # from its merged list (a frozenset of all the merged pieces again costs ~25 ms at 100,000)
         frozen, delta = dict(self._frozen), {}
@@ -687,8 +700,7 @@ class MergedIntervals:
             added = frozenset(p for p, n in net.items() if n > 0)
             delta[family] = (gone, added)
             if self._keep and (gone or added):
-                # (a copy of the merged list's pointers, at C speed: the list changes in place)
-                frozen[family] = SortedIntervals(self._merged[family])
+                frozen[family] = SortedIntervals(self._merged[family])  # (the tuple itself)
         self._frozen, self.delta = frozen, delta
         return frozen
 
@@ -704,7 +716,9 @@ class MergedIntervals:
     def _remerge(self, family: int, low: int, high: int) -> None:
         """Merge again the raw intervals of the merged pieces that touch [low, high] (the
         pieces an interval added there joins, or the one an interval removed from it leaves)."""
-        merged, raw = self._merged[family], self._raw[family]
+        merged, raw = self._editing.get(family), self._raw[family]
+        if merged is None:  # (a copy of the tuple's pointers, once an update)
+            merged = self._editing[family] = list(self._merged[family])
         # pieces that overlap or adjoin [low, high]: from the last one starting at or before
         # high + 1, down while they reach low - 1
         last = bisect_right(merged, (high + 1, WIDTH_MAX)) - 1
@@ -875,18 +889,17 @@ class GroupMaps:
             if not gone and not added:
                 continue
             last = self.result[family]
-            lows, highs, indexes = list(last.lows), list(last.highs), array("I", last.indexes)
+            spans, indexes = list(last.spans), array("I", last.indexes)
             for low, _, _ in gone:  # (each is there: the group's interval was)
-                at = bisect_left(lows, low)
-                del lows[at], highs[at], indexes[at]
+                at = bisect_left(spans, (low,))
+                del spans[at], indexes[at]
             for low, high, index in sorted(added):
-                at = bisect_left(lows, low)
-                if (at and highs[at - 1] >= low) or (at < len(lows) and lows[at] <= high):
+                at = bisect_left(spans, (low,))
+                if (at and spans[at - 1][1] >= low) or (at < len(spans) and spans[at][0] <= high):
                     return None  # (another group's interval: tag_groups says which is left out)
-                lows.insert(at, low)
-                highs.insert(at, high)
+                spans.insert(at, (low, high))
                 indexes.insert(at, index)
-            result[family] = GroupElements(lows, highs, indexes)
+            result[family] = GroupElements(spans, indexes)
         return result
 
 

@@ -71,7 +71,7 @@ def test_a_group_elements_contains_check_builds_no_tuples():
             type(self).iterated += 1
             return super().__iter__()
 
-    got = Counted([0, 8, 16], [3, 11, 19], nft.array("I", [3, 4, 3]))
+    got = Counted([(0, 3), (8, 11), (16, 19)], nft.array("I", [3, 4, 3]))
     assert (8, 11, 4) in got and (8, 11, 3) not in got and (9, 11, 4) not in got and len(got) == 3
     assert Counted.iterated == 0
 
