@@ -631,7 +631,10 @@ class MergedIntervals:
     def __init__(self, keep_result: bool = True) -> None:
         self._keep = keep_result
         self._prefixes: frozenset[IPNetwork] = frozenset()
-        self._raw: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, one per prefix
+        # sorted, one per prefix: a tuple as the merged ones (the same tuple when no two
+        # merge, as 100,000 distinct prefixes: 0.8 MB fewer per family)
+        self._raw: dict[int, tuple[Interval, ...]] = {4: (), 6: ()}
+        self._raw_editing: dict[int, list[Interval]] = {}
         # sorted, disjoint: a tuple (an update edits a list copy of a changed family's, then
         # freezes it), which the result shares (SortedIntervals keeps the tuple itself)
         self._merged: dict[int, tuple[Interval, ...]] = {4: (), 6: ()}
@@ -663,8 +666,9 @@ class MergedIntervals:
             for prefix in prefixes:
                 family, interval = _interval_of(prefix)
                 raw[family].append(interval)
-            self._raw = {f: sorted(r) for f, r in raw.items()}
-            self._merged = {f: tuple(merge_sorted(r)) for f, r in self._raw.items()}
+            for family, intervals in raw.items():
+                intervals.sort()
+                self._freeze(family, intervals, merge_sorted(intervals))
             self._prefixes = prefixes
             if self._keep:
                 self._frozen = {f: SortedIntervals(self._merged[f]) for f in (4, 6)}
@@ -673,7 +677,7 @@ class MergedIntervals:
         else:
             changed = set()
             self._moved = {4: ([], []), 6: ([], [])}
-            self._editing = {}
+            self._editing, self._raw_editing = {}, {}
             for prefix in removed:
                 family, interval = _interval_of(prefix)
                 self._remove(family, interval)
@@ -684,8 +688,8 @@ class MergedIntervals:
                 changed.add(family)
         self._prefixes = prefixes
         for family, edited in self._editing.items():
-            self._merged[family] = tuple(edited)
-        self._editing = {}
+            self._freeze(family, self._raw_editing[family], edited)
+        self._editing, self._raw_editing = {}, {}
         # the few pieces that moved (what diff() sends), and a changed family's result copied
         # from its merged list (a frozenset of all the merged pieces again costs ~25 ms at 100,000)
         frozen, delta = dict(self._frozen), {}
@@ -704,19 +708,33 @@ class MergedIntervals:
         self._frozen, self.delta = frozen, delta
         return frozen
 
+    def _freeze(self, family: int, raw: list[Interval], merged: list[Interval]) -> None:
+        """Keep these sorted raw and merged intervals as tuples: one tuple for both when
+        nothing merged (as many merged as raw: the same intervals)."""
+        self._raw[family] = tuple(raw)
+        self._merged[family] = self._raw[family] if len(merged) == len(raw) else tuple(merged)
+
+    def _raw_list(self, family: int) -> list[Interval]:
+        """The family's raw intervals as a list this update edits (a copy of the tuple's
+        pointers, once an update)."""
+        raw = self._raw_editing.get(family)
+        if raw is None:
+            raw = self._raw_editing[family] = list(self._raw[family])
+        return raw
+
     def _add(self, family: int, interval: Interval) -> None:
-        insort(self._raw[family], interval)
+        insort(self._raw_list(family), interval)
         self._remerge(family, interval[0], interval[1])
 
     def _remove(self, family: int, interval: Interval) -> None:
-        raw = self._raw[family]
+        raw = self._raw_list(family)
         del raw[bisect_left(raw, interval)]  # (it is there: added when its prefix was)
         self._remerge(family, interval[0], interval[1])
 
     def _remerge(self, family: int, low: int, high: int) -> None:
         """Merge again the raw intervals of the merged pieces that touch [low, high] (the
         pieces an interval added there joins, or the one an interval removed from it leaves)."""
-        merged, raw = self._editing.get(family), self._raw[family]
+        merged, raw = self._editing.get(family), self._raw_list(family)
         if merged is None:  # (a copy of the tuple's pointers, once an update)
             merged = self._editing[family] = list(self._merged[family])
         # pieces that overlap or adjoin [low, high]: from the last one starting at or before

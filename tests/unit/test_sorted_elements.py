@@ -123,3 +123,18 @@ def test_a_prefix4_makes_its_network_address_and_compares_as_ipaddress_does():
     assert sorted(ours) == sorted(plain)
     # a host-bits address given loosely is the network's
     assert Prefix4("10.0.0.5/24", strict=False).network_address == ipaddress.IPv4Address("10.0.0.0")
+
+
+def test_merged_intervals_keep_one_tuple_while_nothing_merges():
+    """Distinct prefixes: the raw and merged intervals are one tuple, which the result
+    holds as it is; a prefix that joins two makes them two, and the result follows."""
+    nets = [prefix4(int(ipaddress.IPv4Address("10.0.0.0")) + i * 8, 30) for i in range(10)]
+    merged = nft.MergedIntervals()
+    got = merged.update(frozenset(nets))
+    assert merged._raw[4] is merged._merged[4] is got[4].items and len(got[4]) == 10
+    joining = prefix4(int(ipaddress.IPv4Address("10.0.0.4")), 30)  # (between the first two)
+    got = merged.update(frozenset(nets) | {joining})
+    assert merged._raw[4] is not merged._merged[4] and len(merged._raw[4]) == 11
+    assert got == nft.prefix_intervals(frozenset(nets) | {joining}) and len(got[4]) == 9
+    got = merged.update(frozenset(nets))
+    assert merged._raw[4] is merged._merged[4] and got == nft.prefix_intervals(frozenset(nets))
