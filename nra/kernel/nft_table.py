@@ -509,8 +509,8 @@ class SortedIntervals(_SortedElements):
     """A family's merged intervals as DesiredTables keeps them (NftTable.prefixes): a tuple of
     the intervals, sorted (the intervals themselves are the prefixes' own tuples, shared with
     MergedIntervals' lists). At 100,000 intervals a frozenset of them held 4 MB; the tuple
-    0.8 MB, and it is MergedIntervals' own (a change makes a new one from a list copy of the
-    last, as the frozenset was copied too)."""
+    0.8 MB, made from MergedIntervals' list on each change that moved an interval (one pass
+    over the pointers, as the frozenset's copy was)."""
 
     __slots__ = ("items", "__weakref__")
 
@@ -631,14 +631,13 @@ class MergedIntervals:
     def __init__(self, keep_result: bool = True) -> None:
         self._keep = keep_result
         self._prefixes: frozenset[IPNetwork] = frozenset()
-        # sorted, one per prefix: a tuple as the merged ones (the same tuple when no two
-        # merge, as 100,000 distinct prefixes: 0.8 MB fewer per family)
-        self._raw: dict[int, tuple[Interval, ...]] = {4: (), 6: ()}
-        self._raw_editing: dict[int, list[Interval]] = {}
-        # sorted, disjoint: a tuple (an update edits a list copy of a changed family's, then
-        # freezes it), which the result shares (SortedIntervals keeps the tuple itself)
-        self._merged: dict[int, tuple[Interval, ...]] = {4: (), 6: ()}
-        self._editing: dict[int, list[Interval]] = {}
+        # sorted, one per prefix; edited in place (a copy's increfs and the old one's
+        # decrefs cost several ms each in the daemon's heap)
+        self._raw: dict[int, list[Interval]] = {4: [], 6: []}
+        # sorted, disjoint, edited in place: the raw list itself while no two raw intervals
+        # touch (100,000 distinct prefixes: one list, not two), a list of its own once one
+        # update makes two touch (and until a whole merge)
+        self._merged: dict[int, list[Interval]] = dict(self._raw)  # (none yet: one list)
         self._frozen: dict[int, SortedIntervals] = {4: SortedIntervals(), 6: SortedIntervals()}
         #: after an update that moved a few intervals: {family: (its intervals gone, added)}
         #: from the result before it to the result now (None after a whole merge)
@@ -650,8 +649,9 @@ class MergedIntervals:
         """The merged intervals of the last update."""
         return self._frozen if self._keep else {f: frozenset(self._merged[f]) for f in (4, 6)}
 
-    def merged(self, family: int) -> tuple[Interval, ...]:
-        """The merged intervals of the last update, sorted (a tuple: an update replaces it)."""
+    def merged(self, family: int) -> list[Interval]:
+        """The merged intervals of the last update, sorted (the list itself: not to be changed;
+        an update changes it in place or replaces it)."""
         return self._merged[family]
 
     def update(self, prefixes: frozenset[IPNetwork]) -> dict[int, SortedIntervals]:
@@ -668,7 +668,9 @@ class MergedIntervals:
                 raw[family].append(interval)
             for family, intervals in raw.items():
                 intervals.sort()
-                self._freeze(family, intervals, merge_sorted(intervals))
+                merged = merge_sorted(intervals)
+                # (as many merged as raw: the same intervals, one list)
+                self._raw[family], self._merged[family] = intervals, intervals if len(merged) == len(intervals) else merged
             self._prefixes = prefixes
             if self._keep:
                 self._frozen = {f: SortedIntervals(self._merged[f]) for f in (4, 6)}
@@ -677,7 +679,6 @@ class MergedIntervals:
         else:
             changed = set()
             self._moved = {4: ([], []), 6: ([], [])}
-            self._editing, self._raw_editing = {}, {}
             for prefix in removed:
                 family, interval = _interval_of(prefix)
                 self._remove(family, interval)
@@ -687,9 +688,6 @@ class MergedIntervals:
                 self._add(family, interval)
                 changed.add(family)
         self._prefixes = prefixes
-        for family, edited in self._editing.items():
-            self._freeze(family, self._raw_editing[family], edited)
-        self._editing, self._raw_editing = {}, {}
         # the few pieces that moved (what diff() sends), and a changed family's result copied
         # from its merged list (a frozenset of all the merged pieces again costs ~25 ms at 100,000)
         frozen, delta = dict(self._frozen), {}
@@ -704,39 +702,35 @@ class MergedIntervals:
             added = frozenset(p for p, n in net.items() if n > 0)
             delta[family] = (gone, added)
             if self._keep and (gone or added):
-                frozen[family] = SortedIntervals(self._merged[family])  # (the tuple itself)
+                # (a copy of the list's pointers: one pass, as the frozenset's copy was)
+                frozen[family] = SortedIntervals(self._merged[family])
         self._frozen, self.delta = frozen, delta
         return frozen
 
-    def _freeze(self, family: int, raw: list[Interval], merged: list[Interval]) -> None:
-        """Keep these sorted raw and merged intervals as tuples: one tuple for both when
-        nothing merged (as many merged as raw: the same intervals)."""
-        self._raw[family] = tuple(raw)
-        self._merged[family] = self._raw[family] if len(merged) == len(raw) else tuple(merged)
-
-    def _raw_list(self, family: int) -> list[Interval]:
-        """The family's raw intervals as a list this update edits (a copy of the tuple's
-        pointers, once an update)."""
-        raw = self._raw_editing.get(family)
-        if raw is None:
-            raw = self._raw_editing[family] = list(self._raw[family])
-        return raw
-
     def _add(self, family: int, interval: Interval) -> None:
-        insort(self._raw_list(family), interval)
+        raw = self._raw[family]
+        if self._merged[family] is raw:  # (no two raw intervals touch: each is merged alone)
+            at = bisect_left(raw, interval)
+            if not ((at and raw[at - 1][1] >= interval[0] - 1) or (at < len(raw) and raw[at][0] <= interval[1] + 1)):
+                raw.insert(at, interval)  # (touching none, it is a merged piece of its own)
+                self._moved[family][1].append(interval)
+                return
+            self._merged[family] = list(raw)  # (it touches one: the lists part, before it goes in)
+        insort(raw, interval)
         self._remerge(family, interval[0], interval[1])
 
     def _remove(self, family: int, interval: Interval) -> None:
-        raw = self._raw_list(family)
+        raw = self._raw[family]
         del raw[bisect_left(raw, interval)]  # (it is there: added when its prefix was)
+        if self._merged[family] is raw:  # (it was a merged piece of its own: gone from both)
+            self._moved[family][0].append(interval)
+            return
         self._remerge(family, interval[0], interval[1])
 
     def _remerge(self, family: int, low: int, high: int) -> None:
         """Merge again the raw intervals of the merged pieces that touch [low, high] (the
         pieces an interval added there joins, or the one an interval removed from it leaves)."""
-        merged, raw = self._editing.get(family), self._raw_list(family)
-        if merged is None:  # (a copy of the tuple's pointers, once an update)
-            merged = self._editing[family] = list(self._merged[family])
+        merged, raw = self._merged[family], self._raw[family]
         # pieces that overlap or adjoin [low, high]: from the last one starting at or before
         # high + 1, down while they reach low - 1
         last = bisect_right(merged, (high + 1, WIDTH_MAX)) - 1

@@ -125,16 +125,27 @@ def test_a_prefix4_makes_its_network_address_and_compares_as_ipaddress_does():
     assert Prefix4("10.0.0.5/24", strict=False).network_address == ipaddress.IPv4Address("10.0.0.0")
 
 
-def test_merged_intervals_keep_one_tuple_while_nothing_merges():
-    """Distinct prefixes: the raw and merged intervals are one tuple, which the result
-    holds as it is; a prefix that joins two makes them two, and the result follows."""
+def test_merged_intervals_keep_one_list_while_nothing_merges():
+    """Distinct prefixes: the raw and merged intervals are one list, edited in place; a
+    prefix that touches another parts them (before it goes in: what moved is exact), and
+    the result follows every change."""
     nets = [prefix4(int(ipaddress.IPv4Address("10.0.0.0")) + i * 8, 30) for i in range(10)]
     merged = nft.MergedIntervals()
     got = merged.update(frozenset(nets))
-    assert merged._raw[4] is merged._merged[4] is got[4].items and len(got[4]) == 10
+    assert merged._raw[4] is merged._merged[4] and got[4].items == tuple(merged._raw[4]) and len(got[4]) == 10
+    alone = prefix4(int(ipaddress.IPv4Address("10.0.1.0")), 30)  # (touching none)
+    before = got
+    got = merged.update(frozenset(nets) | {alone})
+    assert merged._raw[4] is merged._merged[4] and merged.delta == {4: (frozenset(), frozenset({alone.interval}))}
+    assert got == nft.prefix_intervals(frozenset(nets) | {alone}) and before[4] == nft.prefix_intervals(nets)[4]
+    got = merged.update(frozenset(nets))
+    assert merged._raw[4] is merged._merged[4] and merged.delta == {4: (frozenset({alone.interval}), frozenset())}
     joining = prefix4(int(ipaddress.IPv4Address("10.0.0.4")), 30)  # (between the first two)
     got = merged.update(frozenset(nets) | {joining})
     assert merged._raw[4] is not merged._merged[4] and len(merged._raw[4]) == 11
     assert got == nft.prefix_intervals(frozenset(nets) | {joining}) and len(got[4]) == 9
+    first_two = {nets[0].interval, nets[1].interval}
+    assert merged.delta == {4: (frozenset(first_two), frozenset({(nets[0].interval[0], nets[1].interval[1])}))}
     got = merged.update(frozenset(nets))
-    assert merged._raw[4] is merged._merged[4] and got == nft.prefix_intervals(frozenset(nets))
+    assert got == nft.prefix_intervals(frozenset(nets)) and merged.delta == {4: (
+        frozenset({(nets[0].interval[0], nets[1].interval[1])}), frozenset(first_two))}
