@@ -59,10 +59,14 @@ import hashlib
 import heapq
 import ipaddress
 import json
+import operator
 import weakref
+from array import array
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Set
 from dataclasses import dataclass, field
-from typing import Collection, Iterable, Mapping
+from itertools import islice
+from typing import AbstractSet, Collection, Iterable, Iterator, Mapping
 
 from nra.config import prefix_delta
 from nra.config.intent import IPNetwork
@@ -127,7 +131,9 @@ class NftTable:
     # others added)}) when this one is that table after others' element changes
     notified: tuple | None = field(default=None, compare=False, repr=False)
     # family -> the uplink groups' intervals (low, high, index): disjoint; empty with one group
-    groups: Mapping[int, frozenset[GroupInterval]] = field(default_factory=dict)
+    # (a frozenset, or the GroupElements nra keeps: compare and write them through
+    # frozen_groups / sorted_groups)
+    groups: Mapping[int, AbstractSet[GroupInterval]] = field(default_factory=dict)
     # the kernel's group map elements as listed, by map name (for exact deletes); empty in a
     # table nra rendered itself (its elements are where placed_groups() put them)
     raw_groups: Mapping[str, tuple[GroupInterval, ...]] = field(default_factory=dict, compare=False)
@@ -462,11 +468,168 @@ def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: 
                     desired_chains(field, capacity), groups=group_intervals(groups or {}, families)[0])
 
 
+class _SortedElements(Set):
+    """A set of sorted, disjoint elements kept in a compact form (SortedIntervals,
+    GroupElements): iteration yields them in order, `in` is a bisect; an operator with a
+    set (-, |, &) gives a plain frozenset made at C speed, and so does == with one (a
+    comparison of everything: nothing keeps it). Never changed once made."""
+
+    __slots__ = ()
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable) -> frozenset:
+        return frozenset(it)
+
+    def _same(self, other: "_SortedElements") -> bool:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            return self._same(other)  # type: ignore[arg-type]
+        if isinstance(other, (set, frozenset)):
+            return len(self) == len(other) and frozenset(self) == other
+        if isinstance(other, Set):
+            return len(self) == len(other) and all(map(other.__contains__, self))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __sub__(self, other: Iterable) -> frozenset:
+        return frozenset(self).difference(other)
+
+    def __rsub__(self, other: Iterable) -> frozenset:
+        return frozenset(other).difference(self)
+
+    def __or__(self, other: Iterable) -> frozenset:
+        return frozenset(self).union(other)
+
+    __ror__ = __or__
+
+    def __and__(self, other: Iterable) -> frozenset:
+        return frozenset(self).intersection(other)
+
+    __rand__ = __and__
+
+
+class SortedIntervals(_SortedElements):
+    """A family's merged intervals as DesiredTables keeps them (NftTable.prefixes): a tuple of
+    the intervals, sorted (the intervals themselves are the prefixes' own tuples, shared with
+    MergedIntervals' lists). At 100,000 intervals a frozenset of them held 4 MB; the tuple
+    0.8 MB, made from MergedIntervals' list on each change that moved an interval (one pass
+    over the pointers, as the frozenset's copy was)."""
+
+    __slots__ = ("items", "__weakref__")
+
+    def __init__(self, items: Iterable[Interval] = ()) -> None:
+        self.items: tuple[Interval, ...] = tuple(items)
+
+    def _same(self, other: "SortedIntervals") -> bool:
+        return self.items == other.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Interval]:
+        return iter(self.items)
+
+    def __contains__(self, element: object) -> bool:
+        try:
+            at = bisect_left(self.items, element)  # type: ignore[arg-type]
+        except TypeError:
+            return False
+        return at < len(self.items) and self.items[at] == element
+
+    def __repr__(self) -> str:
+        shown = ", ".join(map(repr, self.items[:4]))
+        return f"SortedIntervals({len(self)}: {shown}{', ...' if len(self) > 4 else ''})"
+
+
+class GroupElements(_SortedElements):
+    """A family's group map elements as nra keeps them: disjoint intervals, sorted, in two
+    parallel columns (the intervals, each the group's own (low, high) tuple, shared with its
+    MergedIntervals; and the group indexes) instead of a frozenset of (low, high, index)
+    tuples. A set of GroupInterval to its readers (iteration yields the tuples in order, made
+    as they are asked for); `len` and `in` (a bisect) build nothing. At 100,000 elements the
+    tuples and their frozenset held ~10 MB; the columns hold ~1.2 MB. Never changed once
+    made: GroupMaps makes a new one from a copy of the columns when a change moves elements."""
+
+    __slots__ = ("spans", "indexes")
+
+    def __init__(self, spans: list[Interval] | None = None, indexes: array | None = None) -> None:
+        self.spans: list[Interval] = spans if spans is not None else []
+        self.indexes: array = indexes if indexes is not None else array("I")
+
+    @classmethod
+    def of(cls, elements: Iterable[GroupInterval]) -> "GroupElements":
+        """The elements given (disjoint), sorted into columns."""
+        ordered = sorted(elements)
+        return cls([(e[0], e[1]) for e in ordered], array("I", [e[2] for e in ordered]))
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __iter__(self) -> Iterator[GroupInterval]:
+        return map(_tagged, self.spans, self.indexes)
+
+    def __contains__(self, element: object) -> bool:
+        try:
+            low, high, index = element  # type: ignore[misc]
+            at = bisect_left(self.spans, (low,))
+        except (TypeError, ValueError):
+            return False
+        return at < len(self.spans) and self.spans[at] == (low, high) and self.indexes[at] == index
+
+    def _same(self, other: "GroupElements") -> bool:
+        return self.spans == other.spans and self.indexes == other.indexes
+
+    def __repr__(self) -> str:
+        shown = ", ".join(map(repr, islice(self, 4)))
+        return f"GroupElements({len(self)}: {shown}{', ...' if len(self) > 4 else ''})"
+
+
+def _tagged(span: Interval, index: int) -> GroupInterval:
+    return span[0], span[1], index
+
+
+def frozen_groups(elements: Iterable[GroupInterval]) -> frozenset[GroupInterval]:
+    """A family's group elements as a frozenset (made from a GroupElements: set operations at
+    C speed, for a comparison of everything; nothing keeps it)."""
+    return elements if isinstance(elements, frozenset) else frozenset(elements)
+
+
+def sorted_groups(elements: Iterable[GroupInterval]) -> tuple[GroupInterval, ...]:
+    """A family's group elements sorted (a GroupElements is already)."""
+    return tuple(elements) if isinstance(elements, GroupElements) else tuple(sorted(elements))
+
+
+def group_elements(merged: Mapping[int, Mapping[int, Iterable[Interval]]]) -> tuple[dict[int, GroupElements], list[str]]:
+    """tag_groups() as GroupElements: each group's (index -> family -> merged intervals)
+    tagged with its index; an overlap between groups is left to tag_groups (it says which
+    interval is left out)."""
+    result: dict[int, GroupElements] = {}
+    for family in (4, 6):
+        # (the pairs live while this sorts them: only the columns stay, the intervals the
+        # groups' own)
+        tagged = sorted((interval, index) for index, by_family in merged.items()
+                        for interval in by_family.get(family, ()))
+        spans = [t[0] for t in tagged]
+        if not all(map(operator.lt, map(_HIGH, spans), map(_LOW, islice(spans, 1, None)))):
+            elements, problems = tag_groups(merged)
+            return {f: GroupElements.of(e) for f, e in elements.items()}, problems
+        result[family] = GroupElements(spans, array("I", [t[1] for t in tagged]))
+    return result, []
+
+
+_LOW, _HIGH = operator.itemgetter(0), operator.itemgetter(1)
+
+
 class MergedIntervals:
     """The merged intervals of a set of prefixes, kept between reconciles and updated by the
     prefixes added and removed since (a file change adds or removes a few): a bisect and a
     local re-merge each, where merging 10,000 prefixes again costs ~10 ms. A large change is
-    merged whole. The result always equals prefix_intervals(prefixes). Without `keep_result`
+    merged whole. The result always equals prefix_intervals(prefixes): a SortedIntervals per
+    family (a tuple of the merged list's intervals: a changed family's is a new copy of the
+    list, an unchanged one's the same object). Without `keep_result`
     (GroupMaps) the result is not made: `merged()` and `delta` say what it is and how it moved,
     where a copy of the frozen result each change costs a pass over every interval (and another
     to free the last one), ~5 ms at 50,000 in a daemon's large heap."""
@@ -474,16 +637,21 @@ class MergedIntervals:
     def __init__(self, keep_result: bool = True) -> None:
         self._keep = keep_result
         self._prefixes: frozenset[IPNetwork] = frozenset()
-        self._raw: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, one per prefix
-        self._merged: dict[int, list[Interval]] = {4: [], 6: []}  # sorted, disjoint
-        self._frozen: dict[int, frozenset[Interval]] = {4: frozenset(), 6: frozenset()}
+        # sorted, one per prefix; edited in place (a copy's increfs and the old one's
+        # decrefs cost several ms each in the daemon's heap)
+        self._raw: dict[int, list[Interval]] = {4: [], 6: []}
+        # sorted, disjoint, edited in place: the raw list itself while no two raw intervals
+        # touch (100,000 distinct prefixes: one list, not two), a list of its own once one
+        # update makes two touch (and until a whole merge)
+        self._merged: dict[int, list[Interval]] = dict(self._raw)  # (none yet: one list)
+        self._frozen: dict[int, SortedIntervals] = {4: SortedIntervals(), 6: SortedIntervals()}
         #: after an update that moved a few intervals: {family: (its intervals gone, added)}
         #: from the result before it to the result now (None after a whole merge)
         self.delta: dict[int, tuple[frozenset[Interval], frozenset[Interval]]] | None = None
         self._moved: dict[int, tuple[list[Interval], list[Interval]]] = {}
 
     @property
-    def result(self) -> dict[int, frozenset[Interval]]:
+    def result(self) -> Mapping[int, AbstractSet[Interval]]:
         """The merged intervals of the last update."""
         return self._frozen if self._keep else {f: frozenset(self._merged[f]) for f in (4, 6)}
 
@@ -492,7 +660,7 @@ class MergedIntervals:
         an update changes it in place or replaces it)."""
         return self._merged[family]
 
-    def update(self, prefixes: frozenset[IPNetwork]) -> dict[int, frozenset[Interval]]:
+    def update(self, prefixes: frozenset[IPNetwork]) -> dict[int, SortedIntervals]:
         if prefixes is self._prefixes:
             self.delta = {}
             return self._frozen
@@ -504,11 +672,14 @@ class MergedIntervals:
             for prefix in prefixes:
                 family, interval = _interval_of(prefix)
                 raw[family].append(interval)
-            self._raw = {f: sorted(r) for f, r in raw.items()}
-            self._merged = {f: merge_sorted(r) for f, r in self._raw.items()}
+            for family, intervals in raw.items():
+                intervals.sort()
+                merged = merge_sorted(intervals)
+                # (as many merged as raw: the same intervals, one list)
+                self._raw[family], self._merged[family] = intervals, intervals if len(merged) == len(intervals) else merged
             self._prefixes = prefixes
             if self._keep:
-                self._frozen = {f: frozenset(self._merged[f]) for f in (4, 6)}
+                self._frozen = {f: SortedIntervals(self._merged[f]) for f in (4, 6)}
             self.delta = None
             return self._frozen
         else:
@@ -523,8 +694,8 @@ class MergedIntervals:
                 self._add(family, interval)
                 changed.add(family)
         self._prefixes = prefixes
-        # the few pieces that moved, from the last result at C speed (a frozenset of all the
-        # merged pieces again costs ~25 ms at 100,000)
+        # the few pieces that moved (what diff() sends), and a changed family's result copied
+        # from its merged list (a frozenset of all the merged pieces again costs ~25 ms at 100,000)
         frozen, delta = dict(self._frozen), {}
         for family in changed:
             # a piece is put in only when out and taken out only when in: what it ends as is
@@ -536,23 +707,30 @@ class MergedIntervals:
             gone = frozenset(p for p, n in net.items() if n < 0)
             added = frozenset(p for p, n in net.items() if n > 0)
             delta[family] = (gone, added)
-            if not self._keep:
-                continue
-            # (each operation copies the 100,000: a one-line change makes one copy, not two)
-            if gone:
-                frozen[family] = frozen[family].difference(gone)
-            if added:
-                frozen[family] = frozen[family].union(added)
+            if self._keep and (gone or added):
+                # (a copy of the list's pointers: one pass, as the frozenset's copy was)
+                frozen[family] = SortedIntervals(self._merged[family])
         self._frozen, self.delta = frozen, delta
         return frozen
 
     def _add(self, family: int, interval: Interval) -> None:
-        insort(self._raw[family], interval)
+        raw = self._raw[family]
+        if self._merged[family] is raw:  # (no two raw intervals touch: each is merged alone)
+            at = bisect_left(raw, interval)
+            if not ((at and raw[at - 1][1] >= interval[0] - 1) or (at < len(raw) and raw[at][0] <= interval[1] + 1)):
+                raw.insert(at, interval)  # (touching none, it is a merged piece of its own)
+                self._moved[family][1].append(interval)
+                return
+            self._merged[family] = list(raw)  # (it touches one: the lists part, before it goes in)
+        insort(raw, interval)
         self._remerge(family, interval[0], interval[1])
 
     def _remove(self, family: int, interval: Interval) -> None:
         raw = self._raw[family]
         del raw[bisect_left(raw, interval)]  # (it is there: added when its prefix was)
+        if self._merged[family] is raw:  # (it was a merged piece of its own: gone from both)
+            self._moved[family][0].append(interval)
+            return
         self._remerge(family, interval[0], interval[1])
 
     def _remerge(self, family: int, low: int, high: int) -> None:
@@ -600,14 +778,14 @@ class DesiredTables:
         self._group_key: tuple | None = None
         self._group_maps = GroupMaps()
         self._group_delta: tuple | None = None
-        self._groups: dict[int, frozenset[GroupInterval]] = {}
+        self._groups: dict[int, GroupElements] = {}
         #: the group intervals left out (overlapping another group's), one line each
         self.group_problems: list[str] = []
         #: uplink group key -> its number, as the caller last numbered the groups of the
         #: table it got (so a plan against nra's own last write need not read them back)
         self.group_numbers: dict = {}
 
-    def last_groups(self) -> Mapping[int, frozenset[GroupInterval]] | None:
+    def last_groups(self) -> Mapping[int, GroupElements] | None:
         """The group maps' elements of the table last given (None before the first)."""
         return self._groups if self._table is not None else None
 
@@ -657,7 +835,9 @@ class GroupMaps:
     that moves a few intervals is checked for overlaps against its neighbours only (a bisect
     each), where tagging and sorting 10,000 intervals again costs ~25 ms. Nothing per group is
     copied whole on a change (a copy of 50,000 and the freeing of the last one pass over every
-    element: in the daemon's heap of a million objects, several ms each): the result alone is.
+    element: in the daemon's heap of a million objects, several ms each): the result alone
+    is, as GroupElements (three columns: a copy of each list is a memory copy). No tagged
+    tuple is kept: the result's columns are the sorted elements the bisects look in.
     The result always equals group_intervals(groups)."""
 
     #: above this many changed intervals, everything is tagged and checked again
@@ -666,16 +846,14 @@ class GroupMaps:
     def __init__(self) -> None:
         self._merged: dict[int, MergedIntervals] = {}
         self._families: frozenset[int] | None = None
-        self._sorted: dict[int, list[GroupInterval]] = {4: [], 6: []}
         self.problems: list[str] = []
-        self.result: dict[int, frozenset[GroupInterval]] = {4: frozenset(), 6: frozenset()}
+        self.result: dict[int, GroupElements] = {4: GroupElements(), 6: GroupElements()}
         #: (the result before the last update, {family: (its elements gone, added)}) when the
         #: last update followed a few changes (diff() then compares those alone)
         self.delta: tuple | None = None
-        self._changes: dict = {}
 
     def update(self, groups: Mapping[int, frozenset[IPNetwork]],
-               families: Iterable[int]) -> dict[int, frozenset[GroupInterval]]:
+               families: Iterable[int]) -> dict[int, GroupElements]:
         families = frozenset(families) & {4, 6}
         again = families != self._families  # (the first, or a family turned on or off)
         merged: dict[int, MergedIntervals] = {}
@@ -708,42 +886,38 @@ class GroupMaps:
         previous = self.result
         result = None if again else self._follow(moves)
         if result is None:  # (many changes, or an overlap, or other families: everything again)
-            result, self.problems = tag_groups({i: {f: m.merged(f) for f in families} for i, m in merged.items()})
-            self._sorted = {f: sorted(result[f]) for f in (4, 6)}
+            result, self.problems = group_elements({i: {f: m.merged(f) for f in families} for i, m in merged.items()})
             self.delta = None
         else:
-            self.delta = (previous, self._changes)
+            self.delta = (previous, moves)
         self._merged, self._families, self.result = merged, families, result
         return result
 
     def _follow(self, moves: Mapping[int, tuple[list[GroupInterval], list[GroupInterval]]]
-                ) -> dict[int, frozenset[GroupInterval]] | None:
+                ) -> dict[int, GroupElements] | None:
         """The last result after these moves (each group's elements gone and added), when
-        they are few and overlap nothing (None: everything again)."""
+        they are few and overlap nothing (None: everything again). A family that moved gets
+        new columns (copies of the last, changed); the last result stays as it was."""
         if self.problems:
             return None
         if any(len(gone) + len(added) > self.INCREMENTAL_MAX for gone, added in moves.values()):
             return None
-        # (changed in place: when this fails, update() sorts everything again)
+        result = dict(self.result)
         for family, (gone, added) in moves.items():
-            line = self._sorted[family]
-            for element in gone:
-                del line[bisect_left(line, element)]
-            for element in sorted(added):
-                at = bisect_left(line, element)
-                if (at and line[at - 1][1] >= element[0]) or (at < len(line) and line[at][0] <= element[1]):
-                    return None
-                line.insert(at, element)
-        self._changes = dict(moves)
-        # (the elements of two groups differ by their index: what went and came is exact)
-        result = {}
-        for family, (gone, added) in moves.items():
-            elements = self.result[family]
-            if gone:
-                elements = elements.difference(gone)
-            if added:
-                elements = elements.union(added)
-            result[family] = elements
+            if not gone and not added:
+                continue
+            last = self.result[family]
+            spans, indexes = list(last.spans), array("I", last.indexes)
+            for low, _, _ in gone:  # (each is there: the group's interval was)
+                at = bisect_left(spans, (low,))
+                del spans[at], indexes[at]
+            for low, high, index in sorted(added):
+                at = bisect_left(spans, (low,))
+                if (at and spans[at - 1][1] >= low) or (at < len(spans) and spans[at][0] <= high):
+                    return None  # (another group's interval: tag_groups says which is left out)
+                spans.insert(at, (low, high))
+                indexes.insert(at, index)
+            result[family] = GroupElements(spans, indexes)
         return result
 
 
@@ -1158,8 +1332,10 @@ def _element_diff(desired: NftTable, current: NftTable) -> NftChange:
             gone, added = group_delta[family]
             add_groups[family], delete_groups[family] = tuple(sorted(added)), tuple(sorted(gone))
         elif want_groups is not listed_groups:  # (nra's own last write: the same object)
-            add_groups[family] = tuple(sorted(want_groups - listed_groups))
-            delete_groups[family] = tuple(sorted(listed_groups - want_groups))
+            # (as frozensets: set differences at C speed; nothing keeps them)
+            want_set, listed_set = frozen_groups(want_groups), frozen_groups(listed_groups)
+            add_groups[family] = tuple(sorted(want_set - listed_set))
+            delete_groups[family] = tuple(sorted(listed_set - want_set))
         if add_group_pieces is not None and delete_group_pieces is not None:
             wanted = placed_groups(family, want_groups)
             for name in (GROUP_MAPS[family], *GROUP_SHARD_MAPS[family]):
@@ -1186,7 +1362,7 @@ def _rebuild(desired: NftTable, reason: str) -> NftChange:
     return NftChange(rebuild=True, reason=reason,
                      add_prefixes={f: tuple(sorted(p)) for f, p in desired.prefixes.items()},
                      add_links=tuple(sorted(desired.links)), set_routers=dict(desired.routers),
-                     add_groups={f: tuple(sorted(g)) for f, g in desired.groups.items()})
+                     add_groups={f: sorted_groups(g) for f, g in desired.groups.items()})
 
 
 def removal(current: NftTable | None) -> NftChange:
