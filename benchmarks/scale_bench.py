@@ -328,18 +328,25 @@ def smaps_rollup(pid: int) -> str:
     return ", ".join(" ".join(line.split()[:2]) + " kB" for line in lines if line.startswith(keep))
 
 
+def _signalled(proc: subprocess.Popen, path: Path, timeout: float, failure: str) -> Path:
+    """SIGUSR2 to the daemon (the run's sitecustomize writes `path`, then renames it to
+    `path`.done); that file once there."""
+    done = Path(str(path) + ".done")
+    done.unlink(missing_ok=True)
+    os.kill(proc.pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while not done.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(failure)
+        time.sleep(0.05)
+    return done
+
+
 def memory_profile(proc: subprocess.Popen, snapshot: Path, when: str, top: int = 25) -> None:
     """The daemon's tracemalloc snapshot taken now (SIGUSR2 to the run's sitecustomize),
     its top holders by line and by file, and its smaps_rollup, printed."""
     import tracemalloc
-    done = Path(str(snapshot) + ".done")
-    done.unlink(missing_ok=True)
-    os.kill(proc.pid, signal.SIGUSR2)
-    deadline = time.monotonic() + 120
-    while not done.exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("no tracemalloc snapshot from the daemon")
-        time.sleep(0.1)
+    done = _signalled(proc, snapshot, 120, "no tracemalloc snapshot from the daemon")
     snap = tracemalloc.Snapshot.load(str(done))
     snap = snap.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
     total = sum(s.size for s in snap.statistics("filename"))
@@ -356,15 +363,7 @@ def malloc_stats(proc: subprocess.Popen) -> str:
     """pymalloc's arenas in the daemon now (sys._debugmallocstats, by SIGUSR2 to the run's
     sitecustomize): in use, their high-water mark, and the free bytes inside them."""
     assert MALLOC_HOOK is not None
-    path = MALLOC_HOOK / "stats"
-    done = Path(str(path) + ".done")
-    done.unlink(missing_ok=True)
-    os.kill(proc.pid, signal.SIGUSR2)
-    deadline = time.monotonic() + 60
-    while not done.exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("no malloc statistics from the daemon")
-        time.sleep(0.05)
+    done = _signalled(proc, MALLOC_HOOK / "stats", 60, "no malloc statistics from the daemon")
     found: dict[str, int] = {}
     for line in done.read_text().splitlines():
         name, _, value = line.rpartition("=")
