@@ -86,7 +86,7 @@ class Rules:
         """errno of each add; EEXIST counts as done (the kernel already has it)."""
         if ops:  # (the view's shape and group of these rules made before the write: RuleBook.expect)
             op = ops[0]
-            self.kept.book.expect(encode_rule(op.family, op.src, op.priority, op.table, op.fwmark, op.fwmask))
+            self.kept.expect(encode_rule(op.family, op.src, op.priority, op.table, op.fwmark, op.fwmask))
         # (encoded as they are sent, BATCH_CHUNK at a time: not 100,000 bodies held at once)
         bodies = (encode_rule(op.family, op.src, op.priority, op.table, op.fwmark, op.fwmask) for op in ops)
         codes = await asyncio.to_thread(self.sock.request_batch, RTM_NEWRULE,
@@ -172,6 +172,11 @@ class KeptRules:
     def snapshot(self) -> tuple[RuleSet, tuple[KernelRule, ...]]:
         """(the rules, the leftovers), built again only after a change."""
         return self.book.snapshot()
+
+    def expect(self, wire: bytes) -> None:
+        """RuleBook.expect on the view: the shape and group of the rules about to be written
+        (one of them encoded), made before the write rather than at its first notification."""
+        self.book.expect(wire)
 
     def adopt(self, members: AbstractSet[int]) -> bool:
         """RuleBook.adopt on the view (the writes' notifications applied first: the caller
