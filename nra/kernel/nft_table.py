@@ -3,8 +3,9 @@ kernel lists, and the change that turns the second into the first. Pure, no I/O.
 
 nra owns exactly one table, `inet nra` (both families), and never names another. In it:
 
-- sets `lb4_0`..`lb4_15` / `lb6_0`..`lb6_15` (interval): the LoadBalancer prefixes, by
-  address block (SHARDS), and `lb4` / `lb6`: those of SHARDS blocks or more;
+- sets `lb4_0`..`lb4_15` / `lb6_0`..`lb6_15` (interval): the LoadBalancer prefixes of no
+  uplink group (every one when no pool has a group of its own), by address block (SHARDS),
+  and `lb4` / `lb6`: those of SHARDS blocks or more;
 - set `links` (interface names): the links the BGP peers are reached through;
 - map `link_routers` (ingress interface . link-layer address -> `goto save_<i>`): which router
   a sender is. A router is (link, MAC): the same MAC on two uplinks is two routers; peers
@@ -14,7 +15,8 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   blocks or more: the uplink group of a prefix, for a connection whose router is not known
   (its fallback: the group's own mark and table, a multipath route via the group's peers
   only). Empty when every pool goes to every peer: such connections get the external mark
-  (TABLE_WEIGHT), as before;
+  (TABLE_WEIGHT), as before. A prefix is in the prefix sets or in a group map, not both
+  (two groups' 100,000 prefixes were 200,000 elements: UngroupedPrefixes);
 - chain `prerouting` (filter, priority mangle): connections already found not to be
   LoadBalancer traffic (the "examined" mark: most forwarded traffic) stop at its first rule,
   a compare; the rest `jump dispatch_in`, whose one rule is a verdict map on nra's bits of
@@ -28,8 +30,8 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
 - `classify`: an unmarked connection's packet of the original direction (its first, or the
   next one of a connection that started while nra's table was missing or inert: it is not
   left unmarked for good), arriving on a peer's link, goes to its address's block's chain
-  `in_lb4_<i>`: an address in neither that block's set nor the wide set gets the examined
-  mark; an LB address is marked with its router's mark (`link_routers` map), else its
+  `in_lb4_<i>`: an address in none of that block's set, the wide set and the two group maps
+  gets the examined mark; an LB address is marked with its router's mark (`link_routers` map), else its
   prefix's uplink group's mark (the block's group map `groups4_<i>`, else the wide
   `groups4`), else the external mark. A packet from any other link gets the examined mark;
   replies of unmarked connections are left alone, and so is a packet from a peer's link
@@ -114,7 +116,8 @@ class NftTable:
     """The table's content as nra compares it: elements as values, chains as their hook and
     rules (each rule known by its digest: see Rule)."""
 
-    prefixes: Mapping[int, frozenset[Interval]]  # family -> disjoint, merged address intervals
+    # family -> disjoint, merged address intervals: the prefix sets' (the LB prefixes of no group)
+    prefixes: Mapping[int, frozenset[Interval]]
     links: frozenset[str]
     routers: Mapping[RouterKey, int]  # (link, link-layer address) -> router index
     chains: Mapping[str, tuple[tuple | None, tuple[Rule, ...]]]  # name -> (hook, rules)
@@ -397,14 +400,16 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
                               "data": f"@{ROUTERS_MAP}"}})
     external = _rule(_set_mark("ct", field, field.value))
     for family in (4, 6):
-        # a block's chain: an address in neither its shard's set nor the wide set is examined;
-        # else its router's mark, else its group's (the block's map or the wide one: see
+        # a block's chain: an address in none of its shard's set, the wide set and the two
+        # group maps (an uplink group's prefixes are in its map alone) is examined; else its
+        # router's mark, else its group's (the block's map or the wide one: see
         # placed_groups), else the external mark
         for i in range(SHARDS):
             chains[shard_chain(family, i)] = (None, (
-                _rule({"match": {"op": "!=", "left": _daddr(family), "right": f"@{SHARD_SETS[family][i]}"}},
-                      {"match": {"op": "!=", "left": _daddr(family), "right": f"@{PREFIX_SETS[family]}"}},
-                      examined, {"return": None}),
+                _rule(*({"match": {"op": "!=", "left": _daddr(family), "right": f"@{name}"}}
+                    for name in (SHARD_SETS[family][i], PREFIX_SETS[family],
+                                 GROUP_SHARD_MAPS[family][i], GROUP_MAPS[family])),
+                  examined, {"return": None}),
                 routers,
                 _rule({"vmap": {"key": _daddr(family), "data": f"@{GROUP_SHARD_MAPS[family][i]}"}}),
                 _rule({"vmap": {"key": _daddr(family), "data": f"@{GROUP_MAPS[family]}"}}),
@@ -463,9 +468,13 @@ def desired_table(prefixes: Iterable[IPNetwork], links: Iterable[str], routers: 
                   groups: Mapping[int, Iterable[IPNetwork]] | None = None, capacity: int | None = None) -> NftTable:
     """The table nra wants: these LB prefixes (of these families), peer links, routers
     ((link, link-layer address) -> index) and uplink groups (index -> prefixes), for this mark
-    field and router capacity (None: the field's)."""
-    return NftTable(prefix_intervals(prefixes, families), frozenset(links), _router_keys(routers),
-                    desired_chains(field, capacity), groups=group_intervals(groups or {}, families)[0])
+    field and router capacity (None: the field's). The prefix sets hold the prefixes of no
+    group (all of them when two groups' overlap: see UngroupedPrefixes)."""
+    groups = {i: frozenset(p) for i, p in (groups or {}).items()}
+    elements, problems = group_intervals(groups, families)
+    ungrouped = frozenset(prefixes).difference(*([] if problems else groups.values()))
+    return NftTable(prefix_intervals(ungrouped, families), frozenset(links), _router_keys(routers),
+                    desired_chains(field, capacity), groups=elements)
 
 
 class _SortedElements(Set):
@@ -764,6 +773,68 @@ def _interval_of(prefix: IPNetwork) -> tuple[int, Interval]:
         return prefix.version, (low, low + (1 << (WIDTH[prefix.version] - prefix.prefixlen)) - 1)
 
 
+class UngroupedPrefixes:
+    """The LB prefixes the prefix sets hold: those of no uplink group (a group's are its group
+    map's elements, and classify looks an address up in both: see desired_chains). Two
+    groups of 50,000 prefixes each held 100,000 elements twice over, in the prefix sets and
+    in the group maps: twice the kernel's batch and encoding at start, two sets in each
+    change's transaction. With no groups, the intent's own set (the same object: nothing is
+    copied). Kept between reconciles: the same sets give the same object back, and sets
+    patched from the last ones (nra.config.prefix_delta) move the result by their few
+    prefixes, the difference recorded in turn for MergedIntervals; anything else is a set
+    difference at C speed (~6 ms at 100,000)."""
+
+    #: above this many changed prefixes, the difference is taken whole
+    INCREMENTAL_MAX = 256
+
+    def __init__(self) -> None:
+        self._prefixes: frozenset[IPNetwork] | None = None
+        self._groups: tuple[frozenset[IPNetwork], ...] = ()
+        self._result: frozenset[IPNetwork] = frozenset()
+
+    def get(self, prefixes: frozenset[IPNetwork], groups: Collection[frozenset[IPNetwork]]) -> frozenset[IPNetwork]:
+        """`prefixes` without those of `groups` (each group's prefixes, in a stable order)."""
+        groups = tuple(groups)
+        if not groups:
+            result = prefixes
+        elif prefixes is self._prefixes and len(groups) == len(self._groups) and all(
+                map(operator.is_, groups, self._groups)):
+            return self._result
+        else:
+            result = self._follow(prefixes, groups)
+            if result is None:
+                result = prefixes.difference(*groups)
+                if not result and not self._result:
+                    result = self._result  # (still none: the same object, nothing to compare)
+        self._prefixes, self._groups, self._result = prefixes, groups, result
+        return result
+
+    def _follow(self, prefixes: frozenset[IPNetwork], groups: tuple[frozenset[IPNetwork], ...]
+                ) -> frozenset[IPNetwork] | None:
+        """The last result moved by the prefixes that changed since (None: not known, or too
+        many)."""
+        if self._prefixes is None or len(groups) != len(self._groups):
+            return None
+        changed: set[IPNetwork] = set()
+        for now, before in ((prefixes, self._prefixes), *zip(groups, self._groups)):
+            if now is before:
+                continue
+            known = prefix_delta.delta(now, before)
+            if known is None:
+                return None
+            changed.update(*known)
+            if len(changed) > self.INCREMENTAL_MAX:
+                return None
+        last = self._result
+        added = {p for p in changed if p not in last and p in prefixes and not any(p in g for g in groups)}
+        removed = {p for p in changed if p in last and (p not in prefixes or any(p in g for g in groups))}
+        if not added and not removed:
+            return last
+        result = last.difference(removed).union(added)
+        prefix_delta.remember(result, last, added, removed)
+        return result
+
+
 class DesiredTables:
     """The last desired table, kept by its caller (the reconciler) between reconciles: a
     steady reconcile (the same intent's prefixes, links, routers and mark) gets the very same
@@ -777,6 +848,7 @@ class DesiredTables:
         self._chains: tuple[tuple[MarkField, int | None] | None, dict] = (None, {})
         self._group_key: tuple | None = None
         self._group_maps = GroupMaps()
+        self._ungrouped = UngroupedPrefixes()
         self._group_delta: tuple | None = None
         self._groups: dict[int, GroupElements] = {}
         #: the group intervals left out (overlapping another group's), one line each
@@ -799,16 +871,20 @@ class DesiredTables:
         group_key = (families, tuple(sorted((i, id(p)) for i, p in groups.items())))
         key = (id(prefixes), families, frozenset(links), tuple(sorted(routers.items())), field, capacity)
         if key != self._key or self._table is None or group_key != self._group_key:
-            before = self._intervals.result
-            intervals = self._intervals.update(prefixes)
-            moved = self._intervals.delta
-            if self._chains[0] != (field, capacity):
-                self._chains = ((field, capacity), desired_chains(field, capacity))
             if group_key != self._group_key or self._table is None:
                 self._groups = self._group_maps.update(groups, families)
                 self.group_problems = self._group_maps.problems
                 self._group_delta = self._group_maps.delta
                 self._group_key, self._group_prefixes = group_key, groups  # (keeps the ids valid)
+            # the prefix sets hold what no group map does (an interval left out of one, as
+            # overlapping another group's: everything, as with no groups)
+            ungrouped = self._ungrouped.get(prefixes, () if self.group_problems else
+                                            [groups[i] for i in sorted(groups)])
+            before = self._intervals.result
+            intervals = self._intervals.update(ungrouped)
+            moved = self._intervals.delta
+            if self._chains[0] != (field, capacity):
+                self._chains = ((field, capacity), desired_chains(field, capacity))
             self._table = NftTable({f: intervals[f] if f in families else frozenset() for f in (4, 6)},
                                    frozenset(links), _router_keys(routers), self._chains[1],
                                    groups=self._groups, groups_delta=self._group_delta,

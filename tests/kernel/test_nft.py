@@ -20,9 +20,11 @@ from tests.wait import holds_async, wait_for_async
 pytestmark = pytest.mark.kernel
 
 FIELD = parse_mark_field("0x2/0x3e")
-PREFIXES = [ipaddress.ip_network(p) for p in ("10.80.0.0/28", "10.81.0.5/32", "fd00:80::/120", "fd00:81::7/128")]
+PREFIXES = [ipaddress.ip_network(p) for p in ("10.80.0.0/28", "10.81.0.5/32", "fd00:80::/120", "fd00:81::7/128",
+                                              "10.84.0.0/28", "fd00:84::/120")]
 ROUTERS = {("eth0", "02:00:00:00:00:01"): 1, ("eth0", "02:00:00:00:00:02"): 2}
-# two uplink groups' fallbacks (indexes 3 and 4): a connection from an unknown router goes by its prefix's group
+# two uplink groups' fallbacks (indexes 3 and 4): a connection from an unknown router goes by its prefix's group.
+# The rest (10.84.0.0/28, fd00:84::/120, fd00:81::7) are in no group: the prefix sets hold those alone
 GROUPS = {3: [PREFIXES[0], PREFIXES[2]], 4: [PREFIXES[1]]}
 
 
@@ -39,8 +41,8 @@ def _map_of(prefix: str) -> str:
     return name
 
 
-#: the sets of the prefixes the drifts below touch (10.81.0.5 and fd00:80::/120 are nra's)
-LB4_81, LB6_80, LB4_192, LB6_DB8 = (_set_of(p) for p in ("10.81.0.5", "fd00:80::/120", "192.0.2.0/24",
+#: the sets of the prefixes the drifts below touch (10.84.0.0/28 and fd00:84::/120 are nra's)
+LB4_84, LB6_84, LB4_192, LB6_DB8 = (_set_of(p) for p in ("10.84.0.0/28", "fd00:84::/120", "192.0.2.0/24",
                                                          "2001:db8::/64"))
 #: the group maps of 10.81.0.5 (group 4's) and of 2001:db8::/64 (a wide one's: groups6)
 GROUPS4_81, GROUPS6_DB8 = _map_of("10.81.0.5"), _map_of("2001:db8::/64")
@@ -90,14 +92,14 @@ def test_round_trip_then_nothing_to_do_and_no_reread(netns, owner):
 @pytest.mark.parametrize("drift, expect", [
     ("delete table inet nra", "rebuild"),
     ("flush chain inet nra classify", "rewrite classify"),
-    (f"add rule inet nra in_{LB4_81} accept", f"rewrite in_{LB4_81}"),
+    (f"add rule inet nra in_{LB4_84} accept", f"rewrite in_{LB4_84}"),
     ("add chain inet nra extra", "drop chain extra"),
     ("add set inet nra extra { type ipv4_addr; }", "drop set extra"),
-    (f"flush chain inet nra in_{LB6_80}; delete set inet nra {LB6_80}", f"remake {LB6_80}"),
+    (f"flush chain inet nra in_{LB6_84}; delete set inet nra {LB6_84}", f"remake {LB6_84}"),
     ("flush chain inet nra output; delete chain inet nra output; "
      "add chain inet nra output { type filter hook output priority 0; }", "rewrite output"),
-    (f"delete element inet nra {LB4_81} {{ 10.81.0.5 }}", "add"),
-    (f"delete element inet nra {LB6_80} {{ fd00:80::/120 }}", "add"),
+    (f"delete element inet nra {LB4_84} {{ 10.84.0.0/28 }}", "add"),
+    (f"delete element inet nra {LB6_84} {{ fd00:84::/120 }}", "add"),
     (f"add element inet nra {LB4_192} {{ 192.0.2.0/24 }}", "delete"),
     (f"add element inet nra {LB6_DB8} {{ 2001:db8::/64 }}", "delete"),
     ("delete element inet nra link_routers { \"eth0\" . 02:00:00:00:00:02 }", "routers"),
@@ -121,7 +123,7 @@ def test_drift_is_seen_and_repaired(netns, owner, drift, expect):
     elif expect.startswith("drop"):
         assert not change.rebuild and change.drop == (expect.split(" ", 1)[1],) and not change.rewrite
     elif expect.startswith("remake"):
-        assert not change.rebuild and change.remake_sets == (LB6_80,) and change.rewrite == (f"in_{LB6_80}",)
+        assert not change.rebuild and change.remake_sets == (LB6_84,) and change.rewrite == (f"in_{LB6_84}",)
         assert change.add_prefixes[6] and not change.add_prefixes[4]
     elif expect == "add":
         assert not change.rebuild and any(change.add_prefixes.values()) and not any(change.delete_prefixes.values())
@@ -167,13 +169,13 @@ def test_table_flags_are_read_back_and_cleared_in_place(netns, owner):
 
 def test_element_changes_are_one_batch_and_exact(netns, owner):
     reconcile(owner, desired())
-    smaller = [p for p in PREFIXES if str(p) != "10.80.0.0/28"] + [ipaddress.ip_network("10.80.0.0/29")]
+    smaller = [p for p in PREFIXES if str(p) != "10.84.0.0/28"] + [ipaddress.ip_network("10.84.0.0/29")]
     change = reconcile(owner, desired(smaller))
     assert not change.rebuild
-    assert [nft.interval_text(4, i) for i in change.add_prefixes[4]] == ["10.80.0.0/29"]
-    assert [nft.interval_text(4, i) for i in change.delete_prefixes[4]] == ["10.80.0.0/28"]
+    assert [nft.interval_text(4, i) for i in change.add_prefixes[4]] == ["10.84.0.0/29"]
+    assert [nft.interval_text(4, i) for i in change.delete_prefixes[4]] == ["10.84.0.0/28"]
     owner.forget()
-    assert owner.read_blocking().prefixes[4] == nft.prefix_intervals(smaller)[4]
+    assert owner.read_blocking().prefixes[4] == desired(smaller).prefixes[4]  # (the prefixes of no group)
 
 
 def test_a_routers_new_link_layer_address_keeps_its_mark(netns, owner):
@@ -286,8 +288,8 @@ async def test_notifications_name_the_process_and_only_this_table(netns, owner):
 
 
 @pytest.mark.parametrize("drift", [
-    f"delete element inet nra {LB4_81} {{ 10.81.0.5 }}",
-    f"delete element inet nra {LB6_80} {{ fd00:80::/120 }}",
+    f"delete element inet nra {LB4_84} {{ 10.84.0.0/28 }}",
+    f"delete element inet nra {LB6_84} {{ fd00:84::/120 }}",
     f"add element inet nra {LB4_192} {{ 192.0.2.0/24 }}",
     "delete element inet nra link_routers { \"eth0\" . 02:00:00:00:00:02 }",
     "add element inet nra link_routers { \"eth3\" . 02:00:00:00:00:09 : goto save_1 }",
@@ -341,7 +343,7 @@ async def test_a_foreign_change_that_cannot_be_attributed_reads_chains_and_rules
 
 
 @pytest.mark.parametrize("drift", [
-    f"flush chain inet nra in_{LB6_80}; delete set inet nra {LB6_80}",
+    f"flush chain inet nra in_{LB6_84}; delete set inet nra {LB6_84}",
     "delete table inet nra; add table inet nra",
     # a group map's elements are not followed from notifications: read back, repaired map by map
     f"delete element inet nra {GROUPS4_81} {{ 10.81.0.5 }}; add element inet nra groups4_9 {{ 10.81.0.5 : goto save_4 }}",
@@ -365,7 +367,7 @@ async def test_a_set_of_nras_deleted_or_the_table_made_again_is_read_in_full(net
 
 
 @pytest.mark.parametrize("drift, expect", [
-    (f"add rule inet nra in_{LB4_81} accept", f"drop_rules in_{LB4_81}"),
+    (f"add rule inet nra in_{LB4_84} accept", f"drop_rules in_{LB4_84}"),
     ("insert rule inet nra classify ip daddr { 10.80.0.1, 10.80.0.2 } accept", "drop_rules classify"),
     ("add rule inet nra prerouting meta mark set 0x4", "drop_rules prerouting"),
     ("flush chain inet nra classify", "rewrite classify"),

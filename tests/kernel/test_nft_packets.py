@@ -237,8 +237,8 @@ def test_an_unknown_routers_connection_gets_its_prefixs_group_mark_from_the_shar
     by block as the prefix sets (placed_groups): a datagram from a sender no router entry
     knows, to an address of each, gets its group's mark: a one-block prefix (its block's
     map), one across a blocks' edge, a wide one (the wide map); two groups' pools side by
-    side that merge into one wide prefix interval (the wide set: its block's chain finds the
-    groups in their blocks' maps); the group of every peer's prefix gets the external mark
+    side over 32 blocks (each in its blocks' maps, where no prefix set holds them: an
+    address is looked up in the maps too); the group of every peer's prefix gets the external mark
     and an address that is no LoadBalancer's the examined one. IPv4 and IPv6."""
     node, peer = new_netns("nra-pk-gr"), new_netns("nra-pk-gr1")
     owner = None
@@ -257,10 +257,10 @@ def test_an_unknown_routers_connection_gets_its_prefixs_group_mark_from_the_shar
         every = [net("10.81.0.0/28"), net("fd00:81::/120")]
         want = nft.desired_table(three + four + every, ["eth0"], {("eth0", OTHER_MAC): 1}, FIELD,
                                  groups={3: three, 4: four})
-        # the layout the addresses below go through: 10.100.0.0/19 is one wide prefix interval
-        # (lb4) of two groups' pools of 16 blocks each (not wide: split), in their blocks' maps
-        wide4 = (int(ipaddress.ip_address("10.100.0.0")), int(ipaddress.ip_address("10.100.31.255")))  # (a /19)
-        assert wide4 in nft.placed(4, sorted(want.prefixes[4]))["lb4"]
+        # the layout the addresses below go through: the prefix sets hold the group of every
+        # peer's prefixes alone; 10.100.0.0/19 is two groups' pools of 16 blocks each (not
+        # wide: split), in their blocks' maps
+        assert want.prefixes == {f: nft.prefix_intervals(every)[f] for f in (4, 6)}
         maps4 = nft.placed_groups(4, sorted(want.groups[4]))
         assert [e[:2] for e in maps4["groups4"]] == [(int(ipaddress.ip_address("10.90.0.0")),
                                                        int(ipaddress.ip_address("10.90.255.255")))]

@@ -24,9 +24,9 @@ FIELD = parse_mark_field("0x2/0x3e")
 ROUTERS = {("eth0", "02:00:00:00:00:01"): 1, ("eth1", "02:00:00:00:00:01"): 2, ("eth1", "0a:bc:de:f0:12:34"): 3}
 
 
-def shape(count: int, distinct: bool, family: int) -> list:
+def shape(count: int, distinct: bool, family: int, start: str | None = None) -> list:
     """`count` single addresses: two apart (as many intervals) or one apart (one interval)."""
-    base = int(ipaddress.ip_address("100.64.0.0" if family == 4 else "fd00:64::"))
+    base = int(ipaddress.ip_address(start or ("100.64.0.0" if family == 4 else "fd00:64::")))
     step = 2 if distinct else 1
     return [ipaddress.ip_network((base + i * step, 32 if family == 4 else 128)) for i in range(count)]
 
@@ -68,10 +68,14 @@ def listed_intervals(netns: NetNS, kind: str, name: str) -> list[tuple[int, int]
 
 @pytest.mark.parametrize("distinct", [False, True], ids=["consecutive", "distinct"])
 def test_what_was_written_reads_back_exactly(netns, distinct):
+    # in no uplink group (the prefix sets), and in groups (the group maps: nowhere else)
     v4, v6 = shape(3000, distinct, 4), shape(3000, distinct, 6)
     top4, top6 = ipaddress.ip_network("240.0.0.0/4"), ipaddress.ip_network("ffff::/16")  # to the top of the space
-    groups = {4: v4[:1000] + v6[:1000], 5: v4[1000:] + [top4], 6: v6[1000:] + [top6]}
-    want = nft.desired_table(v4 + v6 + [top4, top6], ["eth0", "eth1"], ROUTERS, FIELD, groups=groups)
+    g4, g6 = shape(3000, distinct, 4, "100.96.0.0"), shape(3000, distinct, 6, "fd00:96::")
+    wide4, wide6 = ipaddress.ip_network("224.0.0.0/4"), ipaddress.ip_network("fffe::/16")
+    groups = {4: g4[:1000] + g6[:1000], 5: g4[1000:] + [wide4], 6: g6[1000:] + [wide6]}
+    want = nft.desired_table(v4 + v6 + g4 + g6 + [top4, top6, wide4, wide6], ["eth0", "eth1"], ROUTERS, FIELD,
+                             groups=groups)
     written(netns, want)
     got = fresh_read(netns)
     assert got == want
@@ -89,7 +93,7 @@ def test_what_was_written_reads_back_exactly(netns, distinct):
     for name, family in nft.GROUP_MAP_FAMILY.items():
         assert listed_intervals(netns, "map", name) == sorted((low, high) for low, high, _ in
                                                               got.raw_groups.get(name, ())), name
-    assert got.raw_groups["groups4"] == ((int(top4.network_address), int(top4.broadcast_address), 5),)
+    assert got.raw_groups["groups4"] == ((int(wide4.network_address), int(wide4.broadcast_address), 5),)
     assert sum(1 for name in nft.GROUP_SHARD_MAPS[4] if got.raw_groups.get(name)) == (16 if distinct else 12)
     if not distinct:  # 1000 addresses in a row, then 2000: an interval each, in pieces
         assert len(got.groups[4]) == 3 and len(got.raw_groups) > 3
@@ -128,7 +132,7 @@ def test_every_rule_carries_nra_digest_as_its_comment(netns):
 ])
 def test_a_foreign_change_is_seen_by_the_read(netns, foreign, seen):
     want = nft.desired_table(shape(100, True, 4) + shape(100, True, 6), ["eth0", "eth1"], ROUTERS, FIELD,
-                             groups={4: shape(10, True, 4)})
+                             groups={4: shape(100, True, 4)[50:60]})  # (100.64.0.4 in no group)
     written(netns, want)
     netns.nft(foreign)
     got = fresh_read(netns)

@@ -244,7 +244,8 @@ def test_each_uplink_group_gets_a_fallback_via_its_own_peers_only():
     # the group maps: pool A's interval to A's fallback, B's to B's (adjacent, both held)
     low_a, low_b = int(POOL_A.network_address), int(POOL_B.network_address)
     assert state.nft.groups[4] == {(low_a, low_a + 255, a.index), (low_b, low_b + 255, b.index)}
-    assert state.nft.prefixes == nft.prefix_intervals(intent.prefixes)  # every group's prefixes classified
+    # every prefix is in a group map: the prefix sets hold none (no element twice)
+    assert state.nft.prefixes == {4: frozenset(), 6: frozenset()}
     # one rule per router and fallback, one for the external mark: constant in the prefixes
     assert len(state.rules) == 7
     assert RouterRule(4, FIELD.router(a.index), FIELD.mask, POLICY.table_of(a.index), 20) in state.rules
@@ -345,15 +346,53 @@ def test_kept_desired_tables_follow_a_changed_group_exactly():
             assert set(change.add_groups[4]) == got.groups[4] - before.groups[4] and change.add_groups[4]
             assert set(change.delete_groups[4]) == before.groups[4] - got.groups[4]
         before = got
-        assert len(got.groups[4]) == len(got.prefixes[4])  # (none adjacent across groups here)
+        assert len(got.groups[4]) == len(a2) + len(b) and not got.prefixes[4]  # (each in its map alone)
     # a pool of group 4 made to overlap group 3's: caught by the neighbour check, said, left to group 3
     clash = b | {net("10.1.0.0/29")}
     got = tables.get(a | clash, frozenset({4}), ["eth0"], {}, FIELD, {3: a, 4: clash})
     fresh, problems = nft.group_intervals({3: a, 4: clash}, (4,))
     assert got.groups == fresh and tables.group_problems == problems and len(problems) == 1
-    # and the overlap gone again: back to every interval of both
+    # ... and the prefix sets hold every prefix again (the interval left out is classified)
+    assert got.prefixes[4] == nft.prefix_intervals(a | clash, (4,))[4]
+    # and the overlap gone again: back to every interval of both, each in its map alone
     got = tables.get(a | b, frozenset({4}), ["eth0"], {}, FIELD, {3: a, 4: b})
     assert got.groups == nft.group_intervals({3: a, 4: b}, (4,))[0] and not tables.group_problems
+    assert not got.prefixes[4]
+
+
+def test_ungrouped_prefixes_follow_patched_sets_and_say_their_difference():
+    """The prefix sets hold the prefixes of no group: with groups patched (as the parser
+    patches a pool), the result moves by the few that changed and records that (the merged
+    intervals then move by them too); anything else is the whole difference."""
+    from nra.config import prefix_delta
+    from nra.config.metallb import _patched
+    ungrouped = nft.UngroupedPrefixes()
+    a = frozenset(net(f"10.1.{i}.0/30") for i in range(0, 200, 2))
+    c = frozenset(net(f"10.3.{i}.0/30") for i in range(0, 100, 2))  # a pool of every peer's
+    every = a | c
+    assert ungrouped.get(every, []) is every  # no groups: the intent's own set
+    first = ungrouped.get(every, [a])
+    assert first == c
+    assert ungrouped.get(every, [a]) is first  # the same sets: the same object
+    # a line added to group a's pool, and one to the ungrouped pool
+    a2 = _patched(a, {net("10.1.201.0/30")}, set())
+    every2 = _patched(every, {net("10.1.201.0/30"), net("10.3.101.0/30")}, set())
+    second = ungrouped.get(every2, [a2])
+    assert second == every2 - a2
+    assert prefix_delta.delta(second, first) == (frozenset({net("10.3.101.0/30")}), frozenset())
+    # a prefix moved from the ungrouped pool into group a: it leaves the prefix sets
+    moved = net("10.3.0.0/30")
+    a3, every3 = _patched(a2, {moved}, set()), every2
+    third = ungrouped.get(every3, [a3])
+    assert third == every3 - a3 and moved not in third
+    assert prefix_delta.delta(third, second) == (frozenset(), frozenset({moved}))
+    # sets made whole (no recorded difference): the whole difference, still exact
+    fresh_a = frozenset(set(a3))
+    assert ungrouped.get(every3, [fresh_a]) == every3 - fresh_a
+    # every prefix grouped: none, and the same empty object while it stays so
+    none = ungrouped.get(every3, [fresh_a, every3 - fresh_a])
+    assert none == frozenset()
+    assert ungrouped.get(frozenset(every3), [frozenset(fresh_a), every3 - fresh_a]) is none
 
 
 def test_overlapping_pools_of_two_groups_leave_the_overlap_to_the_first():
