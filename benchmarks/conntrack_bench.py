@@ -178,7 +178,10 @@ class ElementListener:
     """nf_tables notifications of one namespace: when did an element of an IPv4 prefix set arrive (its
     transaction's end, through nra's own notification reader)."""
 
-    def __init__(self, netns: str):
+    def __init__(self, netns: str, sets: re.Pattern = None):
+        #: the sets whose elements are waited for (the IPv4 prefix sets; with uplink groups, their
+        #: maps too: a group's prefixes are in its map alone)
+        self.sets = sets or LB4
         self.sock = open_netlink(netns, 1 << (nl.NFNLGRP_NFTABLES - 1), protocol=nl.NETLINK_NETFILTER)
         # a change of 100,000 elements is 100,000 notifications: room for them (root may force it)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 << 20)
@@ -198,7 +201,7 @@ class ElementListener:
         self.reader = nl.NotificationReader()
 
     def wait(self, deadline: float, message: int = nl.NFT_MSG_NEWSETELEM) -> float | None:
-        """When an element of an IPv4 prefix set came (or, message=NFT_MSG_DELSETELEM, went)."""
+        """When an element of an IPv4 prefix set (or `sets`) came (or, message=NFT_MSG_DELSETELEM, went)."""
         delete = message == nl.NFT_MSG_DELSETELEM
         while (left := deadline - time.perf_counter()) > 0:
             if not select.select([self.sock], [], [], left)[0]:
@@ -207,7 +210,7 @@ class ElementListener:
                 # a transaction of more elements than the reader decodes (deleting half of
                 # 100,000) is named only: its end is the change's arrival
                 if transaction.elements_skipped or any(
-                        LB4.fullmatch(c.set_name) and c.delete == delete for c in transaction.elements):
+                        self.sets.fullmatch(c.set_name) and c.delete == delete for c in transaction.elements):
                     return time.perf_counter()
         return None
 

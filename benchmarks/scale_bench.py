@@ -68,6 +68,7 @@ import ipaddress
 import errno
 import os
 import select
+import re
 import signal
 import socket
 import struct
@@ -93,6 +94,8 @@ from testbed.ports import free_port  # noqa: E402
 PEERS = {"10.99.0.2": "02:00:00:00:00:02", "10.99.0.3": "02:00:00:00:00:03"}
 STRIDE = {"consecutive": 4, "distinct": 8}
 NEW_PREFIX = "198.18.0.0/30"
+#: the IPv4 prefix sets and group maps (--groups: a change's element is in one or the other)
+LB4_OR_GROUPS4 = re.compile(r"(lb4|groups4)(_\d+)?")
 TABLE = 20  # nra's default TABLE_WEIGHT: rules mode's rules point at it
 #: the return path measured (--return-path)
 MODE = "conntrack"
@@ -259,11 +262,12 @@ def proc_kib(pid: int, field: str) -> int:
 
 
 def element_count(ns: NetNS) -> int:
-    """Intervals in the IPv4 prefix sets (a merged shape has few); in rules mode, table
-    TABLE's IPv4 rules."""
+    """Intervals in the IPv4 prefix sets (a merged shape has few), and with uplink groups in
+    their maps too (a group's prefixes are in its map alone: in both before 2026-12-06); in
+    rules mode, table TABLE's IPv4 rules."""
     if MODE == "rules":
         return len(ns.rules("-4", TABLE))
-    return lb4_elements(ns)
+    return lb4_elements(ns) + (group4_elements(ns) if GROUPS > 1 else 0)
 
 
 def write(cfg: Path, text: str) -> None:
@@ -468,7 +472,8 @@ def bench_shape(repo: Path, shape: str, n: int, rounds: int, sequence: int, work
             result["group_intervals"] = group4_elements(ns)
             if not result["group_intervals"]:
                 raise RuntimeError("--groups: the group maps are empty (no uplink groups made)")
-        listener = RuleListener(ns.name, n - len(nets[::2])) if MODE == "rules" else ElementListener(ns.name)
+        listener = (RuleListener(ns.name, n - len(nets[::2])) if MODE == "rules" else
+                    ElementListener(ns.name, LB4_OR_GROUPS4 if GROUPS > 1 else None))
         try:
             changes, deletes = [], []
             half = config_text(nets[::2])

@@ -131,7 +131,9 @@ class NftState:
         others' rules deleted by handle: one nf_tables batch of nra's own. A repair in place
         (a chain not as nra wrote it, an object not nra's): one libnftables transaction,
         after the element changes (one batch) and the sets of nra's that were missing (made
-        in a transaction before that): no chain written again meets its sets unfilled. A rebuild (the table missing): three transactions of which
+        in a transaction before that): no chain written again meets its sets unfilled; a
+        prefix set that only loses elements loses them in a batch after it (see below). A
+        rebuild (the table missing): three transactions of which
         only the last touches a packet: the table with empty sets and its hooked chains
         without their jumps (their rules before the jump accept, as the policy does),
         then every element (one batch), then the hooked chains' jumps (one batch) turn it on
@@ -168,9 +170,18 @@ class NftState:
                 if first:
                     self._library().json_cmd(first)
                 ops = element_ops(change)
+                # a prefix set that only loses elements loses them after the chains are written
+                # again: its prefixes may have moved to a group map, where only the new chains
+                # look (an nra before 2026-12-06 held a group's prefixes in both, and its
+                # chains looked in the prefix sets alone: a connection in between was examined)
+                gaining = {op.set_name for op in ops if not op.delete}
+                later = [op for op in ops if op.set_name in nft.PREFIX_SET_FAMILY and op.set_name not in gaining]
+                ops = [op for op in ops if op.set_name not in nft.PREFIX_SET_FAMILY or op.set_name in gaining]
                 if ops:
                     self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq), "nf_tables element batch")
                 self._library().json_cmd(nft.repair_commands(change, desired, current))
+                if later:
+                    self._sock.transaction(lambda seq: nl.batch(nft.TABLE, later, seq), "nf_tables element batch")
             else:  # elements, flags, others' rules deleted by handle: one batch of nra's
                 ops = element_ops(change)
                 self._sock.transaction(lambda seq: nl.batch(nft.TABLE, ops, seq, change.table_flags,
@@ -354,8 +365,24 @@ class LeftoverTable:
 
 
 def element_ops(change: nft.NftChange) -> list[nl.ElementOp]:
-    """A change of elements as the batch's operations: every delete before any add (a
-    router whose link-layer address moved to another index is deleted, then added)."""
+    """A change of elements as the batch's operations, set by set: a set's deletes before its
+    adds (a router whose link-layer address moved to another index is deleted, then added;
+    an interval's old piece, then its new one), and the sets that gain elements before the
+    sets that only lose some. The kernel makes an interval set's changes visible set by set,
+    in the order the batch first touched them, after the generation flips: a prefix moving
+    from a group map to the prefix sets (or back) is then in both for a moment, never in
+    neither (whose packet would be marked examined for good)."""
+    ops = _element_ops(change)
+    by_set: dict[str, list[nl.ElementOp]] = {}
+    for op in ops:
+        by_set.setdefault(op.set_name, []).append(op)
+    gaining = [name for name, some in by_set.items() if any(not op.delete for op in some)]
+    losing = [name for name in by_set if name not in gaining]
+    return [op for name in gaining + losing for op in by_set[name]]
+
+
+def _element_ops(change: nft.NftChange) -> list[nl.ElementOp]:
+    """element_ops(), every delete before any add."""
     width = {4: 32, 6: 128}
     gone, new = nft.prefix_pieces(change)
     # (the prefix sets' elements encoded as the batch takes them, not all at once)

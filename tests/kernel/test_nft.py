@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 
 import pytest
 
+from nra.kernel import nft_netlink as nl
 from nra.kernel import nft_table as nft
 from nra.kernel.marks import parse_mark_field
 from nra.kernel.nft import NftState
+from nra.kernel.socket import open_netlink
 from testbed.netns import NetNS
 from tests.wait import holds_async, wait_for_async
 
@@ -235,6 +238,44 @@ def test_a_table_of_an_nra_before_the_group_shards_is_made_anew_once(netns, owne
     assert not nft.diff(desired(), owner.read_blocking())
     assert "10.81.0.5 : goto save_4" in netns.exec(["nft", "list", "map", "inet", "nra", GROUPS4_81]).stdout
     assert "elements" not in netns.exec(["nft", "list", "map", "inet", "nra", "groups4"]).stdout
+
+
+def test_a_table_holding_group_prefixes_in_its_prefix_sets_too_loses_them_after_its_chains(netns, owner):
+    """An nra before 2026-12-06 held an uplink group's prefixes in the prefix sets as well as
+    in the group maps, and its blocks' chains looked in the prefix sets alone. Its table is
+    repaired in place with the prefix sets' deletes after the chains are written again: the
+    other way round, a connection to such an address in between would have been marked
+    examined, and its replies left by the default route for good."""
+    want = desired()
+    examined = nft._set_mark("ct", FIELD, FIELD.examined)
+    chains = dict(want.chains)
+    for family in (4, 6):
+        for i in range(nft.SHARDS):
+            hook, rules = chains[nft.shard_chain(family, i)]
+            first = nft._rule(*({"match": {"op": "!=", "left": nft._daddr(family), "right": f"@{name}"}}
+                                for name in (nft.SHARD_SETS[family][i], nft.PREFIX_SETS[family])),
+                              examined, {"return": None})
+            chains[nft.shard_chain(family, i)] = (hook, (first, *rules[1:]))
+    before = dataclasses.replace(want, prefixes=nft.prefix_intervals(PREFIXES), chains=chains)
+    reconcile(owner, before)
+    listener = open_netlink(netns.name, 1 << (nl.NFNLGRP_NFTABLES - 1), protocol=nl.NETLINK_NETFILTER)
+    try:
+        change = reconcile(owner, want)
+        assert change.rewrite and any(change.delete_prefixes.values()) and not any(change.add_prefixes.values())
+        listener.setblocking(False)
+        reader, transactions = nl.NotificationReader(), []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                transactions += reader.feed(listener.recv(1 << 20))
+    finally:
+        listener.close()
+    rewritten = [n for n, t in enumerate(transactions)
+                 if any(o and o.kind == "rule" and not o.delete and o.chain.startswith("in_lb") for o in t.objects)]
+    emptied = [n for n, t in enumerate(transactions)
+               if any(e.set_name in nft.PREFIX_SET_FAMILY and e.delete for e in t.elements)]
+    assert rewritten and emptied and max(rewritten) < min(emptied), (rewritten, emptied)
+    owner.forget()
+    assert owner.read_blocking() == want
 
 
 def test_other_tables_are_never_touched(netns, owner):

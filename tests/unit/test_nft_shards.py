@@ -217,6 +217,25 @@ def test_a_group_change_is_described_map_by_map_and_a_large_one_by_family():
     assert [c["add"]["element"]["name"] for c in nft.element_commands(change)] == ["groups4_0", "groups4_1"]
 
 
+def test_a_batch_touches_the_sets_that_gain_elements_before_those_that_only_lose_some():
+    """The kernel makes an interval set's changes visible set by set, in the order the batch
+    first touched them: a prefix moving from a group map to the prefix sets (its pool now
+    announced to every peer) is added before it is deleted, never in neither; within a set,
+    its deletes still come first (an interval's old piece before its new one)."""
+    from nra.kernel.nft import element_ops
+    lo = 0x0A000000  # 10.0.0.0
+    moved = nft.NftChange(add_prefixes={4: ((lo, lo + 3),)}, delete_groups={4: ((lo, lo + 3, 3),)})
+    assert [(op.set_name, op.delete) for op in element_ops(moved)] == [("lb4_0", False), ("groups4_0", True)]
+    back = nft.NftChange(delete_prefixes={4: ((lo, lo + 3),)}, add_groups={4: ((lo, lo + 3, 3),)})
+    assert [(op.set_name, op.delete) for op in element_ops(back)] == [("groups4_0", False), ("lb4_0", True)]
+    # an interval grown in its set: its old piece deleted, then the new one added
+    grown = nft.NftChange(delete_prefixes={4: ((lo, lo + 3),)}, add_prefixes={4: ((lo, lo + 7),)},
+                          delete_routers=(("eth0", "02:00:00:00:00:01"),),
+                          set_routers={("eth0", "02:00:00:00:00:01"): 2})
+    assert [(op.set_name, op.delete) for op in element_ops(grown)] == [
+        ("lb4_0", True), ("lb4_0", False), (nft.ROUTERS_MAP, True), (nft.ROUTERS_MAP, False)]
+
+
 def test_a_table_of_an_nra_before_the_group_shards_is_made_anew():
     want = nft.desired_table([], ["eth0"], {}, FIELD)
     old = dataclasses.replace(want, sets=nft.NRA_SETS - set(nft.GROUP_SHARD_MAPS[4]) - set(nft.GROUP_SHARD_MAPS[6]))
