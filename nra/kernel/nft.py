@@ -406,7 +406,7 @@ def _element_ops(change: nft.NftChange) -> list[nl.ElementOp]:
         family = nft.GROUP_MAP_FAMILY[name]
         adds.append(nl.ElementOp(name, (nl.interval_floor(family), *(
             e for low, high, i in elements
-            for e in nl.interval_goto_elements(low, high, width[family], nft.save_chain(i))))))
+            for e in nl.interval_goto_elements(low, high, width[family], nft.group_chain(i))))))
     if change.add_links:
         adds.append(nl.ElementOp(nft.LINKS_SET, tuple(map(nl.ifname_element, change.add_links))))
     if change.set_routers:

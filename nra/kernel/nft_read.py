@@ -339,10 +339,14 @@ def _interval_set(sock: NetlinkSocket, set_name: str, family: int) -> list[nft.I
     return pair_intervals(got.starts, got.ends, nft.WIDTH[family])
 
 
-def _group_map(sock: NetlinkSocket, set_name: str, family: int) -> list[nft.GroupInterval] | None:
-    """A group map's intervals, each with its save chain's index."""
+def _group_map(sock: NetlinkSocket, set_name: str, family: int) -> tuple[list[nft.GroupInterval] | None, bool]:
+    """A group map's intervals, each with its group chain's index; and whether an element
+    goes to a `save_<i>` chain instead (as an nra before the group chains wrote them)."""
     got = _elements(sock, set_name, nft.WIDTH[family] // 8, verdicts=True)
-    index = {name: nft.save_index(_name(name)) for name in set(got.chains)}
+    names = {_name(name) for name in set(got.chains)}
+    names |= {chain for _, flags, chain, _ in got.others if not flags & NFT_SET_ELEM_INTERVAL_END}
+    legacy = any((name or "").startswith("save_") for name in names)
+    index = {name: nft.group_index(_name(name)) for name in set(got.chains)}
     chains: dict[int, int] = {start: index[name] for start, name in zip(got.starts, got.chains)}
     for key, flags, chain, _ in got.others:
         value = int.from_bytes(key, "big")
@@ -350,11 +354,11 @@ def _group_map(sock: NetlinkSocket, set_name: str, family: int) -> list[nft.Grou
             got.ends.append(value)
         else:
             got.starts.append(value)
-            chains[value] = nft.save_index(chain)
+            chains[value] = nft.group_index(chain)
     intervals = pair_intervals(got.starts, got.ends, nft.WIDTH[family])
     if intervals is None:
-        return None
-    return [(low, high, chains.get(low, -1)) for low, high in intervals]
+        return None, legacy
+    return [(low, high, chains.get(low, -1)) for low, high in intervals], legacy
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -392,9 +396,11 @@ def read_once(sock: NetlinkSocket, known: nft.NftTable | None = None) -> nft.Nft
                 unreadable.append(name)
             elif intervals:
                 raw[name] = tuple(intervals)
+    legacy = False
     for name, family in nft.GROUP_MAP_FAMILY.items():
         if name in sets:
-            tagged = _group_map(sock, name, family)
+            tagged, old = _group_map(sock, name, family)
+            legacy |= old
             if tagged is None:
                 unreadable.append(name)
             elif tagged:
@@ -414,7 +420,7 @@ def read_once(sock: NetlinkSocket, known: nft.NftTable | None = None) -> nft.Nft
         groups[nft.GROUP_MAP_FAMILY[name]] += elements
     return nft.NftTable({f: _merged(sorted(r)) for f, r in by_family.items()}, links, routers, chains, raw, tuple(foreign),
                         flags=flags or 0, sets=own_sets, groups={f: _merged_groups(sorted(g)) for f, g in groups.items()},
-                        raw_groups=raw_groups, unreadable=tuple(unreadable))
+                        raw_groups=raw_groups, unreadable=tuple(unreadable), legacy_groups=legacy)
 
 
 def _merged(intervals: list[nft.Interval]) -> frozenset[nft.Interval]:

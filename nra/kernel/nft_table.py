@@ -11,10 +11,10 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   a sender is. A router is (link, MAC): the same MAC on two uplinks is two routers; peers
   sharing one MAC on one link (a VRRP-style pair) are one;
 - maps `groups4_0`..`groups4_15` / `groups6_0`..`groups6_15` (interval: LB prefix -> `goto
-  save_<i>`), by address block as the prefix sets, and `groups4` / `groups6`: those of SHARDS
-  blocks or more: the uplink group of a prefix, for a connection whose router is not known
-  (its fallback: the group's own mark and table, a multipath route via the group's peers
-  only). Empty when every pool goes to every peer: such connections get the external mark
+  group_<i>`), by address block as the prefix sets, and `groups4` / `groups6`: those of SHARDS
+  blocks or more: the uplink group of a prefix. Chain `group_<i>` gives its router's mark to
+  a connection from a known router, else its fallback's (the group's own mark and table, a
+  multipath route via the group's peers only). Empty when every pool goes to every peer: such connections get the external mark
   (TABLE_WEIGHT), as before. A prefix is in the prefix sets or in a group map, not both
   (two groups' 100,000 prefixes were 200,000 elements: UngroupedPrefixes);
 - chain `prerouting` (filter, priority mangle): connections already found not to be
@@ -30,10 +30,10 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
 - `classify`: an unmarked connection's packet of the original direction (its first, or the
   next one of a connection that started while nra's table was missing or inert: it is not
   left unmarked for good), arriving on a peer's link, goes to its address's block's chain
-  `in_lb4_<i>`: an address in none of that block's set, the wide set and the two group maps
-  gets the examined mark; an LB address is marked with its router's mark (`link_routers` map), else its
-  prefix's uplink group's mark (the block's group map `groups4_<i>`, else the wide
-  `groups4`), else the external mark. A packet from any other link gets the examined mark;
+  `in_lb4_<i>`: an address of an uplink group (the block's group map `groups4_<i>`, else the
+  wide `groups4`) goes to its group's chain; an address in neither that block's set nor the
+  wide set gets the examined mark; the rest (LB addresses of no group) are marked with their
+  router's mark (`link_routers` map), else the external mark. A packet from any other link gets the examined mark;
   replies of unmarked connections are left alone, and so is a packet from a peer's link
   that the look-up of its block missed (it should not, but a connection left unmarked is
   classified by its next packet, one marked examined would bypass the return path for
@@ -47,11 +47,12 @@ connection that never sees a reply, whose packets all count as new, pays it once
 from 4.2% to 3.0%, an empty hooked chain's being ~2%: benchmarks/fwd_profile.py,
 docs/performance.md.)
 
-The chains depend on the settings alone (one `save_<i>`/`restore_<i>` pair for every
+The chains depend on the settings alone (`save_<i>`, `restore_<i>` and `group_<i>` for every
 router the settings can number: the mark field's capacity, bounded by the router tables
-configured), so a peer that comes, goes or changes its link-layer address is an element
-change, never a rebuild; and a wide mask with a few tables costs chains for those few (a mask
-of 8 index bits: 512 chains, ~30 ms more per rebuild and ~15 ms per full read, for nothing).
+configured; routers and groups share the numbers), so a peer or a group that comes, goes or
+changes its link-layer address is an element change, never a rebuild; and a wide mask with a
+few tables costs chains for those few (a mask of 8 index bits: 768 chains, more than ~30 ms
+per rebuild and ~15 ms per full read, for nothing).
 """
 
 from __future__ import annotations
@@ -153,6 +154,8 @@ class NftTable:
     # nra's sets whose elements a read found not as nra writes them (starts and interval
     # ends that do not pair up): the table is made anew
     unreadable: tuple[str, ...] = field(default=(), compare=False)
+    # a group map's elements go to `save_<i>` (an nra before the group chains wrote them)
+    legacy_groups: bool = field(default=False, compare=False)
 
     def structure(self) -> tuple:
         """What only a rebuild can change: the chains and their rules."""
@@ -348,6 +351,11 @@ def save_chain(index: int) -> str:
     return f"save_{index}" if index else "save_external"
 
 
+def group_chain(index: int) -> str:
+    """The chain an uplink group's map elements go to (its routers' marks, else its own)."""
+    return f"group_{index}"
+
+
 def restore_chain(index: int) -> str:
     return f"restore_{index}" if index else "restore_external"
 
@@ -400,23 +408,28 @@ def desired_chains(field: MarkField, capacity: int | None = None) -> dict[str, t
                               "data": f"@{ROUTERS_MAP}"}})
     external = _rule(_set_mark("ct", field, field.value))
     for family in (4, 6):
-        # a block's chain: an address in none of its shard's set, the wide set and the two
-        # group maps (an uplink group's prefixes are in its map alone) is examined; else its
-        # router's mark, else its group's (the block's map or the wide one: see
-        # placed_groups), else the external mark
+        # a block's chain: an address of an uplink group (in the block's group map or the
+        # wide one: see placed_groups) goes to its group's chain; one in neither its shard's
+        # set nor the wide set is examined; else its router's mark, else the external mark.
+        # (The group maps are looked up by their verdict maps alone: the kernel validates the
+        # table when a verdict map's element is added, walking every element of each verdict
+        # map a rule looks up, and a look-up of membership too walked them twice: ~7 ms more
+        # per group change at 100,000)
         for i in range(SHARDS):
             chains[shard_chain(family, i)] = (None, (
-                _rule(*({"match": {"op": "!=", "left": _daddr(family), "right": f"@{name}"}}
-                    for name in (SHARD_SETS[family][i], PREFIX_SETS[family],
-                                 GROUP_SHARD_MAPS[family][i], GROUP_MAPS[family])),
-                  examined, {"return": None}),
-                routers,
                 _rule({"vmap": {"key": _daddr(family), "data": f"@{GROUP_SHARD_MAPS[family][i]}"}}),
                 _rule({"vmap": {"key": _daddr(family), "data": f"@{GROUP_MAPS[family]}"}}),
+                _rule({"match": {"op": "!=", "left": _daddr(family), "right": f"@{SHARD_SETS[family][i]}"}},
+                      {"match": {"op": "!=", "left": _daddr(family), "right": f"@{PREFIX_SETS[family]}"}},
+                      examined, {"return": None}),
+                routers,
                 external))
     for i in indexes:
         if i:
             chains[save_chain(i)] = (None, (_rule(_set_mark("ct", field, marks[i])),))
+            # an uplink group's address: its router's mark if the sender is a known router,
+            # else the group's own
+            chains[group_chain(i)] = (None, (routers, _rule({"goto": {"target": save_chain(i)}})))
         chains[restore_chain(i)] = (None, (
             _rule({"match": {"op": "==", "left": _ct("direction"), "right": "reply"}},
                   _set_mark("meta", field, marks[i])),))
@@ -1006,6 +1019,14 @@ def save_index(target: str | None) -> int:
     return int(suffix) if (target or "").startswith("save_") and suffix.isdigit() else -1
 
 
+def group_index(target: str | None) -> int:
+    """The index of a group map element's chain: `group_<i>`, or `save_<i>` as an nra before
+    the group chains wrote it (the table is then made anew: NftTable.legacy_groups); -1 for
+    any other target."""
+    suffix = (target or "").rpartition("_")[2]
+    return int(suffix) if (target or "").startswith(("group_", "save_")) and suffix.isdigit() else -1
+
+
 # -- someone else's element changes, from netfilter's notifications ------------------------
 
 
@@ -1318,7 +1339,7 @@ def _elements_text(family: int, elements: Collection[Interval], limit: int = 4) 
 
 
 def _group_elements_text(family: int, elements: Collection[GroupInterval], limit: int = 4) -> str:
-    items = [f"{interval_text(family, (low, high))} : goto {save_chain(i)}"
+    items = [f"{interval_text(family, (low, high))} : goto {group_chain(i)}"
              for low, high, i in heapq.nsmallest(limit, elements)]
     more = len(elements) - len(items)
     return ", ".join(items) + (f", ... ({more} more)" if more > 0 else "")
@@ -1340,6 +1361,12 @@ def diff(desired: NftTable, current: NftTable | None) -> NftChange:
         # (the same for the group maps: its rules would look up groups4/6 emptied of their
         # intervals of one block, and give those connections the external mark meanwhile)
         return _rebuild(desired, "group maps not sharded")
+    if current.legacy_groups:
+        # (an nra before the group chains: its group elements go to save_<i>, and its
+        # prefix sets hold the groups' prefixes too, its blocks' chains looking in those
+        # alone; made anew, the inert table filled and turned on by one batch, the groups'
+        # numbers read back as they were)
+        return _rebuild(desired, "group maps' elements go to save chains")
     remake = tuple(sorted(NRA_SETS - current.sets)) if current.sets else ()
     rewrite = tuple(name for name in desired.chains if current.chains.get(name) != desired.chains[name])
     drop = tuple([f"chain {name}" for name in current.chains if name not in desired.chains] + list(current.foreign))
@@ -1570,7 +1597,7 @@ def element_commands(change: NftChange) -> list[dict]:
             family = GROUP_MAP_FAMILY[name]
             cmds.append({verb: _elements(name, [
                 _interval_elem(family, (low, high)) if verb == "delete" else
-                [_interval_elem(family, (low, high)), {"goto": {"target": save_chain(i)}}]
+                [_interval_elem(family, (low, high)), {"goto": {"target": group_chain(i)}}]
                 for low, high, i in elements])})
     return cmds
 

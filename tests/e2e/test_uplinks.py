@@ -122,7 +122,8 @@ def test_routers_are_told_apart_by_link_and_mac(lab, nra):
     for family, pool_of in ((4, topo.pool4), (6, topo.pool6)):
         table = lab.exec("node", ["nft", "list", "table", "inet", "nra"]).stdout
         groups, prefixes = group_maps(table, family), lb_sets(table, family)
-        assert all(pool_of(pool) in groups and pool_of(pool) in prefixes for pool in topo.POOLS), (groups, prefixes)
+        # each pool is its uplink's own: in its group's map alone (the prefix sets hold no group's)
+        assert all(pool_of(pool) in groups and pool_of(pool) not in prefixes for pool in topo.POOLS), (groups, prefixes)
 
 
 def test_plan_shows_each_group_its_routers_tables_and_marks(lab, nra):

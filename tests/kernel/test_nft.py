@@ -108,10 +108,10 @@ def test_round_trip_then_nothing_to_do_and_no_reread(netns, owner):
     ("delete element inet nra link_routers { \"eth0\" . 02:00:00:00:00:02 }", "routers"),
     ("add element inet nra link_routers { \"eth1\" . 02:00:00:00:00:02 : goto save_2 }", "routers gone"),
     (f"delete element inet nra {GROUPS4_81} {{ 10.81.0.5 }}", "groups add"),
-    (f"add element inet nra {GROUPS6_DB8} {{ 2001:db8::/64 : goto save_1 }}", "groups delete"),
+    (f"add element inet nra {GROUPS6_DB8} {{ 2001:db8::/64 : goto group_1 }}", "groups delete"),
     # one of nra's group elements moved to another block's map: deleted there, added back
     (f"delete element inet nra {GROUPS4_81} {{ 10.81.0.5 }}; "
-     f"add element inet nra groups4_9 {{ 10.81.0.5 : goto save_4 }}", "groups moved"),
+     f"add element inet nra groups4_9 {{ 10.81.0.5 : goto group_4 }}", "groups moved"),
     ("add element inet nra links { \"eth9\" }", "links"),
 ])
 def test_drift_is_seen_and_repaired(netns, owner, drift, expect):
@@ -210,7 +210,7 @@ def test_one_mac_on_two_links_is_two_routers_and_groups_take_adjacent_intervals(
     assert not change.rebuild and change.delete_groups[4] and change.add_groups[4]
     owner.forget()
     assert owner.read_blocking() == moved
-    assert "10.90.0.0/24 : goto save_5" in netns.exec(["nft", "list", "map", "inet", "nra", _map_of("10.90.0.0/24")]).stdout
+    assert "10.90.0.0/24 : goto group_5" in netns.exec(["nft", "list", "map", "inet", "nra", _map_of("10.90.0.0/24")]).stdout
 
 
 def test_a_table_of_an_nra_before_the_group_shards_is_made_anew_once(netns, owner):
@@ -236,7 +236,7 @@ def test_a_table_of_an_nra_before_the_group_shards_is_made_anew_once(netns, owne
     owner.forget()
     assert owner.read_blocking() == desired()
     assert not nft.diff(desired(), owner.read_blocking())
-    assert "10.81.0.5 : goto save_4" in netns.exec(["nft", "list", "map", "inet", "nra", GROUPS4_81]).stdout
+    assert "10.81.0.5 : goto group_4" in netns.exec(["nft", "list", "map", "inet", "nra", GROUPS4_81]).stdout
     assert "elements" not in netns.exec(["nft", "list", "map", "inet", "nra", "groups4"]).stdout
 
 
@@ -276,6 +276,25 @@ def test_a_table_holding_group_prefixes_in_its_prefix_sets_too_loses_them_after_
     assert rewritten and emptied and max(rewritten) < min(emptied), (rewritten, emptied)
     owner.forget()
     assert owner.read_blocking() == want
+
+
+def test_a_table_whose_group_elements_go_to_save_chains_is_made_anew_once(netns, owner):
+    """An nra before the group chains wrote a group map's elements as `goto save_<i>` (and
+    looked the group maps up after the routers): such a table is made anew, once, the
+    groups' numbers read back as they were (their connections keep their marks)."""
+    reconcile(owner, desired())
+    netns.nft(f"delete element inet nra {GROUPS4_81} {{ 10.81.0.5 }}\n"
+              f"add element inet nra {GROUPS4_81} {{ 10.81.0.5 : goto save_4 }}\n")
+    owner.forget()
+    current = owner.read_blocking()
+    assert current.legacy_groups and current.groups == desired().groups  # (numbered as they were)
+    change = nft.diff(desired(), current)
+    assert change.rebuild and change.reason == "group maps' elements go to save chains"
+    owner.apply_blocking(change, desired(), FIELD, current)
+    owner.forget()
+    again = owner.read_blocking()
+    assert again == desired() and not again.legacy_groups and not nft.diff(desired(), again)
+    assert "10.81.0.5 : goto group_4" in netns.exec(["nft", "list", "map", "inet", "nra", GROUPS4_81]).stdout
 
 
 def test_other_tables_are_never_touched(netns, owner):
@@ -387,7 +406,7 @@ async def test_a_foreign_change_that_cannot_be_attributed_reads_chains_and_rules
     f"flush chain inet nra in_{LB6_84}; delete set inet nra {LB6_84}",
     "delete table inet nra; add table inet nra",
     # a group map's elements are not followed from notifications: read back, repaired map by map
-    f"delete element inet nra {GROUPS4_81} {{ 10.81.0.5 }}; add element inet nra groups4_9 {{ 10.81.0.5 : goto save_4 }}",
+    f"delete element inet nra {GROUPS4_81} {{ 10.81.0.5 }}; add element inet nra groups4_9 {{ 10.81.0.5 : goto group_4 }}",
 ])
 async def test_a_set_of_nras_deleted_or_the_table_made_again_is_read_in_full(netns, owner, drift):
     async with watched(owner) as seen:

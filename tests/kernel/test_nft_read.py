@@ -124,10 +124,10 @@ def test_every_rule_carries_nra_digest_as_its_comment(netns):
     ("add map inet nra theirs { type ipv4_addr : verdict; }", lambda t: t.foreign == ("map theirs",)),
     ("flush chain inet nra in_lb6_0; delete map inet nra groups6_0", lambda t: "groups6_0" not in t.sets),
     # someone else's group element in its block's map, and one in the wide map (not its place)
-    ("add element inet nra groups4_2 { 192.0.2.0/24 : goto save_2 }",
+    ("add element inet nra groups4_2 { 192.0.2.0/24 : goto group_2 }",
      lambda t: t.raw_groups["groups4_2"] == ((int(ipaddress.ip_address("192.0.2.0")),
                                              int(ipaddress.ip_address("192.0.2.255")), 2),)),
-    ("add element inet nra groups4 { 192.0.2.0/24 : goto save_2 }",
+    ("add element inet nra groups4 { 192.0.2.0/24 : goto group_2 }",
      lambda t: (int(ipaddress.ip_address("192.0.2.0")), int(ipaddress.ip_address("192.0.2.255")), 2) in t.groups[4]),
 ])
 def test_a_foreign_change_is_seen_by_the_read(netns, foreign, seen):

@@ -424,7 +424,8 @@ def test_chains_are_built_for_the_configured_routers_not_every_mark_of_a_wide_ma
     restores = sorted(c for c in state.nft.chains if c.startswith("restore_"))
     assert saves == ["save_1", "save_2", "save_3"]
     assert restores == ["restore_1", "restore_2", "restore_3", "restore_external"]
-    assert len(nft.desired_chains(wide)) == 2 * 255 + 6 + 2 * nft.SHARDS  # (the field alone: every mark; the shards)
+    assert sorted(c for c in state.nft.chains if c.startswith("group_")) == ["group_1", "group_2", "group_3"]
+    assert len(nft.desired_chains(wide)) == 3 * 255 + 6 + 2 * nft.SHARDS  # (the field alone: every mark; the shards)
 
 
 def test_a_kept_table_sends_the_intervals_that_moved_as_a_full_compare_gives_them():

@@ -205,12 +205,12 @@ def test_the_group_diff_of_a_read_table_leaves_each_map_as_placed_groups_wants_i
 def test_a_group_change_is_described_map_by_map_and_a_large_one_by_family():
     one, two = (0x0A000000, 0x0A000003, 3), (0x0A000105, 0x0A000105, 4)  # 10.0.0.0/30, 10.0.1.5
     change = nft.NftChange(add_groups={4: (one, two)})
-    assert change.describe() == ["nft add element inet nra groups4_0 { 10.0.0.0/30 : goto save_3 }",
-                                 "nft add element inet nra groups4_1 { 10.0.1.5/32 : goto save_4 }"]
+    assert change.describe() == ["nft add element inet nra groups4_0 { 10.0.0.0/30 : goto group_3 }",
+                                 "nft add element inet nra groups4_1 { 10.0.1.5/32 : goto group_4 }"]
     many = tuple((0x0A000000 + 8 * i, 0x0A000000 + 8 * i + 3, 3) for i in range(nft.DESCRIBED_MAX + 1))
     assert nft.NftChange(delete_groups={4: many}).describe() == [
-        f"nft delete element inet nra groups4* {{ 10.0.0.0/30 : goto save_3, 10.0.0.8/30 : goto save_3, "
-        f"10.0.0.16/30 : goto save_3, 10.0.0.24/30 : goto save_3, ... ({nft.DESCRIBED_MAX - 3} more) }}"]
+        f"nft delete element inet nra groups4* {{ 10.0.0.0/30 : goto group_3, 10.0.0.8/30 : goto group_3, "
+        f"10.0.0.16/30 : goto group_3, 10.0.0.24/30 : goto group_3, ... ({nft.DESCRIBED_MAX - 3} more) }}"]
     # the batch and the JSON commands write each piece in its map
     from nra.kernel.nft import element_ops
     assert [(op.set_name, op.delete) for op in element_ops(change)] == [("groups4_0", False), ("groups4_1", False)]
