@@ -171,9 +171,9 @@ class NftState:
                     self._library().json_cmd(first)
                 ops = element_ops(change)
                 # a prefix set that only loses elements loses them after the chains are written
-                # again: its prefixes may have moved to a group map, where only the new chains
-                # look (an nra before 2026-12-06 held a group's prefixes in both, and its
-                # chains looked in the prefix sets alone: a connection in between was examined)
+                # again: a prefix it loses may have moved to a group map, and a chain being
+                # repaired may not look there yet (someone else's edit of it): a connection in
+                # between would be marked examined for good
                 gaining = {op.set_name for op in ops if not op.delete}
                 later = [op for op in ops if op.set_name in nft.PREFIX_SET_FAMILY and op.set_name not in gaining]
                 ops = [op for op in ops if op.set_name not in nft.PREFIX_SET_FAMILY or op.set_name in gaining]

@@ -14,9 +14,10 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   group_<i>`), by address block as the prefix sets, and `groups4` / `groups6`: those of SHARDS
   blocks or more: the uplink group of a prefix. Chain `group_<i>` gives its router's mark to
   a connection from a known router, else its fallback's (the group's own mark and table, a
-  multipath route via the group's peers only). Empty when every pool goes to every peer: such connections get the external mark
-  (TABLE_WEIGHT), as before. A prefix is in the prefix sets or in a group map, not both
-  (two groups' 100,000 prefixes were 200,000 elements: UngroupedPrefixes);
+  multipath route via the group's peers only). Empty when every pool goes to every peer:
+  such connections get the external mark (TABLE_WEIGHT), as before. A prefix is in the
+  prefix sets or in a group map, not both (two groups' 100,000 prefixes were 200,000
+  elements: UngroupedPrefixes);
 - chain `prerouting` (filter, priority mangle): connections already found not to be
   LoadBalancer traffic (the "examined" mark: most forwarded traffic) stop at its first rule,
   a compare; the rest `jump dispatch_in`, whose one rule is a verdict map on nra's bits of
@@ -33,11 +34,12 @@ nra owns exactly one table, `inet nra` (both families), and never names another.
   `in_lb4_<i>`: an address of an uplink group (the block's group map `groups4_<i>`, else the
   wide `groups4`) goes to its group's chain; an address in neither that block's set nor the
   wide set gets the examined mark; the rest (LB addresses of no group) are marked with their
-  router's mark (`link_routers` map), else the external mark. A packet from any other link gets the examined mark;
-  replies of unmarked connections are left alone, and so is a packet from a peer's link
-  that the look-up of its block missed (it should not, but a connection left unmarked is
-  classified by its next packet, one marked examined would bypass the return path for
-  good). The rule count is constant: every router and group is an element.
+  router's mark (`link_routers` map), else the external mark. A packet from any other link
+  gets the examined mark; replies of unmarked connections are left alone, and so is a
+  packet from a peer's link that the look-up of its block missed (it should not, but a
+  connection left unmarked is classified by its next packet, one marked examined would
+  bypass the return path for good). The rule count is constant: every router and group is
+  an element.
 
 So every packet but a connection's first costs one rule: a connection-mark load, an AND and
 a compare for the examined connections; a jump and a hash look-up more for LoadBalancer
