@@ -797,7 +797,7 @@ class UngroupedPrefixes:
     copied). Kept between reconciles: the same sets give the same object back, and sets
     patched from the last ones (nra.config.prefix_delta) move the result by their few
     prefixes, the difference recorded in turn for MergedIntervals; anything else is a set
-    difference at C speed (~6 ms at 100,000)."""
+    difference at C speed (1.3-1.9 ms at 100,000 in two groups, measured in a small heap)."""
 
     #: above this many changed prefixes, the difference is taken whole
     INCREMENTAL_MAX = 256
