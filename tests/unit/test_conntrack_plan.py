@@ -328,6 +328,21 @@ def test_plan_and_status_describe_each_group_its_routers_tables_and_marks():
     assert describe_uplinks(INTENT, plan_return_path(INTENT, facts(), POLICY, {}, {}, DST), POLICY, 20)[0]["table"] == 20
 
 
+def test_a_group_past_the_router_tables_keeps_its_prefixes_in_the_prefix_sets():
+    """A group the settings cannot number (4 routers and 2 groups, 5 router tables) gets the
+    external mark: its prefixes stay in the prefix sets (in no map and no set, its
+    connections would be marked examined and leave by the default route)."""
+    small = ReturnPathPolicy(FIELD, range(21, 26), 20, 20)
+    state = plan_return_path(uplink_intent(), uplink_facts(), small, {}, {}, DST)
+    numbered = {r.group.pools for r in state.routers if r.group is not None}
+    assert len(numbered) == 1 and any("no mark or table left" in w for w in state.warnings), state.warnings
+    for pool, prefix in ((("a",), POOL_A), (("b",), POOL_B)):
+        interval = (int(prefix.network_address), int(prefix.broadcast_address))
+        in_map = any(e[:2] == interval for e in state.nft.groups[4])
+        in_sets = interval in state.nft.prefixes[4]
+        assert (in_map, in_sets) == ((True, False) if pool in numbered else (False, True)), pool
+
+
 def test_kept_desired_tables_follow_a_changed_group_exactly():
     """DesiredTables merges each group's prefixes from its last ones: after a pool gains and
     loses prefixes, the table equals one built afresh (prefix set and group maps)."""
